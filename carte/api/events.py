@@ -71,6 +71,13 @@ class HandlerSkipped(Fact, frozen=True, kw_only=True):
     reason: str
 
 
+class HandlerDisabled(Fact, frozen=True, kw_only=True):
+    """A handler is installed but not run: carte.yaml disables it (published by the daemon)."""
+
+    topic: ClassVar[str] = "handler.disabled"
+    reason: str
+
+
 class HandlerCrashed(Fact, frozen=True, kw_only=True):
     topic: ClassVar[str] = "handler.crashed"
     error: str
