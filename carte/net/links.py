@@ -1,0 +1,292 @@
+"""Bridges and veth pairs, programmed through rtnetlink with pyroute2 (synchronous).
+
+One `LinkControl` holds one netlink socket in the host namespace and reuses it for every
+call (opening a socket per call costs milliseconds per container start). It may be used from
+any one thread at a time; it is not safe for concurrent calls. Close it when done.
+
+Failures raise `Conflict` (a name already taken), `NotFound` (a bridge or namespace that does
+not exist) or `Internal` (the kernel refused) naming the link; a failed `connect` removes the
+half-made veth pair before raising.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from carte.api.errors import Conflict, Internal, NotFound
+
+_CLONE_NEWNET = 0x40000000
+_IFNAMSIZ = 15
+DEFAULT_MTU = 1500
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What `LinkControl.connect` made: the host end and the container's interface."""
+
+    host_ifname: str
+    ifname: str
+    address: IPv4Interface
+    mac: str
+
+
+def host_veth_name(container_id: str, network: str) -> str:
+    """A stable host-side veth name for one container on one network (15 characters)."""
+    digest = hashlib.sha256(f"{container_id}/{network}".encode()).hexdigest()
+    return "vc" + digest[: _IFNAMSIZ - 2]
+
+
+def bridge_mac(bridge: str) -> str:
+    """A stable, locally administered MAC for a bridge, so it does not change as ports join."""
+    digest = hashlib.sha256(bridge.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+def netns_path(netns: str | os.PathLike[str] | int) -> Path:
+    """A network namespace given as a pid (``/proc/PID/ns/net``), a path, or an `ip netns` name."""
+    if isinstance(netns, int):
+        return Path(f"/proc/{netns}/ns/net")
+    path = Path(netns)
+    if path.is_absolute():
+        return path
+    return Path("/run/netns") / path
+
+
+def _check_ifname(name: str) -> None:
+    if not 0 < len(name) <= _IFNAMSIZ or "/" in name or any(c.isspace() for c in name):
+        raise Conflict(
+            f'interface name "{name}" is invalid; use 1-{_IFNAMSIZ} characters without '
+            "spaces or slashes"
+        )
+
+
+def _netlink_socket_in(path: Path) -> socket.socket:
+    """A NETLINK_ROUTE socket living in the namespace at `path`.
+
+    Made on a short-lived thread that joins the namespace and then exits, so the caller's
+    thread never changes namespace (setns(CLONE_NEWNET) is per thread).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    made: list[socket.socket] = []
+    failed: list[OSError] = []
+
+    def join_and_open() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(fd, _CLONE_NEWNET) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, os.strerror(code))
+            finally:
+                os.close(fd)
+            made.append(socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0))
+        except OSError as exc:
+            failed.append(exc)
+
+    worker = threading.Thread(target=join_and_open, name="carte-netns-socket")
+    worker.start()
+    worker.join()
+    if failed:
+        raise NotFound(
+            f"network namespace {path} cannot be entered ({failed[0].strerror}); "
+            "is the container still running?"
+        )
+    return made[0]
+
+
+@contextmanager
+def _netlink_in(path: Path) -> Iterator[Any]:
+    ipr = IPRoute(fileno=_netlink_socket_in(path).detach(), groups=0)
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+class LinkControl:
+    """Host-side link operations over one reused rtnetlink socket."""
+
+    def __init__(self) -> None:
+        self._ipr: Any = IPRoute(groups=0)
+
+    def close(self) -> None:
+        self._ipr.close()
+
+    def __enter__(self) -> LinkControl:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading the host ------------------------------------------------------------------
+
+    def index_of(self, ifname: str) -> int | None:
+        found = self._ipr.link_lookup(ifname=ifname)
+        return int(found[0]) if found else None
+
+    def host_networks(self) -> list[IPv4Network]:
+        """Every IPv4 prefix routed or addressed on the host (all routing tables, no default)."""
+        networks: set[IPv4Network] = set()
+        for route in self._ipr.route("dump", family=socket.AF_INET):
+            dst = route.get_attr("RTA_DST")
+            if dst and route["dst_len"] > 0:
+                networks.add(IPv4Network(f"{dst}/{route['dst_len']}", strict=False))
+        for addr in self._ipr.addr("dump", family=socket.AF_INET):
+            local = addr.get_attr("IFA_ADDRESS")
+            if local:
+                networks.add(IPv4Network(f"{local}/{addr['prefixlen']}", strict=False))
+        return sorted(networks)
+
+    def uplink_mtu(self) -> int:
+        """The MTU of the interface holding the default route; 1500 if there is none."""
+        for route in self._ipr.route("dump", family=socket.AF_INET, table=254):
+            if route["dst_len"] == 0 and route.get_attr("RTA_OIF"):
+                links = self._ipr.link("get", index=route.get_attr("RTA_OIF"))
+                return int(links[0].get_attr("IFLA_MTU"))
+        return DEFAULT_MTU
+
+    # -- bridges ---------------------------------------------------------------------------
+
+    def ensure_bridge(self, name: str, gateway: IPv4Interface, mtu: int) -> bool:
+        """Create bridge `name` with `gateway` as its address and bring it up.
+
+        Idempotent: an existing bridge of that name gets the address and is brought up.
+        Returns True when the bridge was created. Raises `Conflict` if `name` exists but is
+        not a bridge.
+        """
+        _check_ifname(name)
+        index = self.index_of(name)
+        created = index is None
+        if index is None:
+            try:
+                self._ipr.link("add", ifname=name, kind="bridge", mtu=mtu, address=bridge_mac(name))
+            except NetlinkError as exc:
+                raise Internal(f'cannot create bridge "{name}": {exc.args[1]}') from None
+            index = self.index_of(name)
+        else:
+            link = self._ipr.link("get", index=index)[0]
+            info = link.get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info else None
+            if kind != "bridge":
+                raise Conflict(
+                    f'interface "{name}" exists and is not a bridge; remove it or choose '
+                    "another bridge name"
+                )
+        have = {
+            (a.get_attr("IFA_ADDRESS"), a["prefixlen"])
+            for a in self._ipr.addr("dump", index=index, family=socket.AF_INET)
+        }
+        if (str(gateway.ip), gateway.network.prefixlen) not in have:
+            self._ipr.addr(
+                "add", index=index, address=str(gateway.ip), prefixlen=gateway.network.prefixlen
+            )
+        self._ipr.link("set", index=index, state="up")
+        return created
+
+    # -- veth pairs ------------------------------------------------------------------------
+
+    def connect(
+        self,
+        netns: str | os.PathLike[str] | int,
+        *,
+        bridge: str,
+        host_ifname: str,
+        address: IPv4Interface,
+        gateway: IPv4Address | None,
+        mtu: int,
+        ifname: str = "eth0",
+    ) -> Endpoint:
+        """Plug the namespace `netns` (pid, path or `ip netns` name) into `bridge`.
+
+        Creates a veth pair whose peer is born inside the namespace as `ifname`, gives it
+        `address`, brings lo and `ifname` up, adds a default route via `gateway` (skipped
+        when None, e.g. for a second network), then attaches the host end to the bridge and
+        brings it up. On failure the pair is deleted again and the error re-raised.
+        """
+        _check_ifname(host_ifname)
+        _check_ifname(ifname)
+        bridge_index = self.index_of(bridge)
+        if bridge_index is None:
+            raise NotFound(f'bridge "{bridge}" does not exist; create the network first')
+        path = netns_path(netns)
+        try:
+            nsfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise NotFound(
+                f"network namespace {path} cannot be opened ({exc.strerror}); "
+                "is the container still running?"
+            ) from None
+        try:
+            self._ipr.link(
+                "add",
+                ifname=host_ifname,
+                kind="veth",
+                mtu=mtu,
+                peer={"ifname": ifname, "net_ns_fd": nsfd, "mtu": mtu},
+            )
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST:
+                raise Conflict(
+                    f'interface "{host_ifname}" (or "{ifname}" in {path}) already exists; '
+                    "disconnect it first"
+                ) from None
+            raise Internal(f'cannot create veth "{host_ifname}": {exc.args[1]}') from None
+        finally:
+            os.close(nsfd)
+        try:
+            mac = self._configure_inside(path, ifname, address, gateway)
+            host_index = self.index_of(host_ifname)
+            self._ipr.link("set", index=host_index, master=bridge_index, state="up")
+        except BaseException:
+            self.delete_link(host_ifname)
+            raise
+        return Endpoint(host_ifname=host_ifname, ifname=ifname, address=address, mac=mac)
+
+    def _configure_inside(
+        self,
+        path: Path,
+        ifname: str,
+        address: IPv4Interface,
+        gateway: IPv4Address | None,
+    ) -> str:
+        with _netlink_in(path) as ns:
+            (index,) = ns.link_lookup(ifname=ifname)
+            (lo,) = ns.link_lookup(ifname="lo")
+            ns.link("set", index=lo, state="up")
+            ns.addr(
+                "add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
+            )
+            ns.link("set", index=index, state="up")
+            if gateway is not None:
+                ns.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=index)
+            mac = ns.link("get", index=index)[0].get_attr("IFLA_ADDRESS")
+        return str(mac)
+
+    # -- removal ---------------------------------------------------------------------------
+
+    def delete_link(self, ifname: str) -> bool:
+        """Delete a link (bridge or host veth end, which takes its peer along).
+
+        Idempotent: returns False when there was nothing to delete.
+        """
+        try:
+            self._ipr.link("del", ifname=ifname)
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return False
+            raise Internal(f'cannot delete interface "{ifname}": {exc.args[1]}') from None
+        return True
