@@ -1,0 +1,166 @@
+"""The driver interface every cgroup implementation offers, and the behaviour they share.
+
+A `Cgroup` is one container's cgroup, named by the spec's ``linux.cgroupsPath``; it may span
+several directories (one per v1 hierarchy) or one (v2). Methods are synchronous and block only
+briefly: waits (freezing, tasks leaving on destroy) are bounded and raise `Internal` when the
+kernel does not get there in a few seconds.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import signal
+from pathlib import Path, PurePosixPath
+
+from carte.api.errors import InvalidArgument
+from carte.runtime.cgroups.cgroupfs import (
+    read_pids,
+    remove_directory,
+    wait_until,
+    walk_bottom_up,
+    write_file,
+)
+from carte.runtime.cgroups.resources import LinuxResources
+from carte.runtime.cgroups.stats import CgroupStats
+
+DEFAULT_PARENT = "/carte"
+
+
+def normalize_cgroups_path(cgroups_path: str) -> str:
+    """The absolute cgroup path for a spec's ``cgroupsPath``; relative ones go under /carte.
+
+    Raises `InvalidArgument` for an empty path, ``..`` components, or a systemd-style
+    "slice:prefix:name" path (Carte manages cgroupfs directly).
+    """
+    if not cgroups_path.strip("/"):
+        raise InvalidArgument(
+            f"linux.cgroupsPath {cgroups_path!r} is empty; give a path such as /carte/ID"
+        )
+    if ":" in cgroups_path:
+        raise InvalidArgument(
+            f"linux.cgroupsPath {cgroups_path!r} is a systemd slice path; Carte manages cgroupfs "
+            "paths, so give a path such as /carte/ID"
+        )
+    parts = PurePosixPath(cgroups_path).parts
+    if ".." in parts:
+        raise InvalidArgument(
+            f"linux.cgroupsPath {cgroups_path!r} contains '..'; give a path without it"
+        )
+    if not cgroups_path.startswith("/"):
+        return f"{DEFAULT_PARENT}/{cgroups_path.strip('/')}"
+    return "/" + "/".join(part for part in parts if part != "/")
+
+
+class Cgroup(abc.ABC):
+    """One container's cgroup; `path` is its absolute cgroup path such as "/carte/ID"."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    @abc.abstractmethod
+    def paths(self) -> dict[str, Path]:
+        """The directory of this cgroup in each hierarchy, keyed by controller (or "unified")."""
+
+    @abc.abstractmethod
+    def create(self) -> None:
+        """Create the cgroup (and missing ancestors) in every hierarchy; existing is fine."""
+
+    @abc.abstractmethod
+    def apply(self, resources: LinuxResources | None) -> None:
+        """Set the limits of a new cgroup from the spec; the default device rules always apply.
+
+        Raises `InvalidArgument` when the kernel rejects a value, `Unavailable` when a limit
+        needs a controller this host lacks.
+        """
+
+    @abc.abstractmethod
+    def update(self, resources: LinuxResources) -> None:
+        """Change the limits of a running container; sections left out stay as they are."""
+
+    @abc.abstractmethod
+    def stats(self) -> CgroupStats:
+        """A reading of the cgroup's counters; controllers missing here read as zero."""
+
+    @abc.abstractmethod
+    def freeze(self) -> None:
+        """Freeze every task and return once the kernel reports the cgroup frozen."""
+
+    @abc.abstractmethod
+    def thaw(self) -> None:
+        """Let frozen tasks run again; returns once the kernel reports them thawed."""
+
+    @abc.abstractmethod
+    def oom_kill_count(self) -> int:
+        """How many processes the OOM killer has killed in this cgroup so far."""
+
+    @abc.abstractmethod
+    def _kill_all_at_once(self) -> bool:
+        """SIGKILL every task atomically if the kernel offers it (cgroup.kill); False if not."""
+
+    def exists(self) -> bool:
+        """Whether the cgroup exists in any hierarchy."""
+        return any(directory.is_dir() for directory in self.paths().values())
+
+    def add_process(self, pid: int) -> None:
+        """Move process ``pid`` (all its threads) into this cgroup in every hierarchy."""
+        for directory in self._unique_directories():
+            write_file(directory, "cgroup.procs", pid)
+
+    def pids(self) -> list[int]:
+        """Sorted ids of every process in this cgroup and its child cgroups."""
+        found: set[int] = set()
+        for directory in self._unique_directories():
+            for cgroup_dir in walk_bottom_up(directory):
+                found.update(read_pids(cgroup_dir))
+        return sorted(found)
+
+    def oom_killed_since(self, before: int) -> bool:
+        """Whether the OOM killer struck since `oom_kill_count` returned ``before``."""
+        return self.oom_kill_count() > before
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to every process in the cgroup; processes already gone are skipped.
+
+        SIGKILL goes through cgroup.kill where the kernel has it; otherwise the tasks are frozen
+        first (when a freezer exists) so that none can fork away while being signalled.
+        """
+        if sig == signal.SIGKILL and self._kill_all_at_once():
+            return
+        frozen = sig == signal.SIGKILL and self._can_freeze()
+        if frozen:
+            self.freeze()
+        try:
+            for pid in self.pids():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        finally:
+            if frozen:
+                self.thaw()
+
+    def destroy(self) -> None:
+        """Kill what is left, wait for it to leave, and remove every directory, deepest first.
+
+        Idempotent: a cgroup that is already gone, in some or all hierarchies, is fine. Raises
+        `Internal` when a task refuses to leave within a few seconds.
+        """
+        if not self.exists():
+            return
+        if self.pids():
+            self.kill(signal.SIGKILL)
+            wait_until(lambda: not self.pids(), what=f"every process left cgroup {self.path}")
+        for directory in self._unique_directories():
+            for cgroup_dir in walk_bottom_up(directory):
+                remove_directory(cgroup_dir)
+
+    def _can_freeze(self) -> bool:
+        return True
+
+    def _unique_directories(self) -> list[Path]:
+        unique: list[Path] = []
+        for directory in self.paths().values():
+            if directory not in unique:
+                unique.append(directory)
+        return unique

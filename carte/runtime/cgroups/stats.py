@@ -1,0 +1,23 @@
+"""A point-in-time reading of one cgroup's counters, the same shape for v1 and v2."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class CgroupStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Counters of one cgroup; a limit of None means unlimited (or not readable here)."""
+
+    cpu_usage_ns: int = 0
+    cpu_user_ns: int = 0
+    cpu_system_ns: int = 0
+    cpu_periods: int = 0
+    cpu_throttled_periods: int = 0
+    cpu_throttled_ns: int = 0
+    memory_usage: int = 0
+    memory_limit: int | None = None
+    memory_max_usage: int = 0
+    swap_usage: int = 0
+    pids_current: int = 0
+    pids_limit: int | None = None
+    oom_kills: int = 0
