@@ -1,18 +1,39 @@
 """Seccomp for the container process: the OCI model, profile loading and installing via libseccomp.
 
 `LinuxSeccomp` is the OCI runtime-spec `linux.seccomp` object (camelCase in JSON, snake_case
-here). `load_profile` reads either that form or Docker's profile JSON; `install` compiles a
-profile with libseccomp and loads it into the calling process.
+here). `load_profile` reads either that form or Docker's profile JSON; `default_profile` builds
+Carte's default allow-list; `install` compiles a profile with libseccomp and loads it into the
+calling process (the forked container child, just before exec).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
+import platform
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
 import msgspec
 
+from carte.api.errors import InvalidArgument, Unavailable
+from carte.runtime.capabilities import DEFAULT_CAPABILITIES, normalize_capability
+
 __all__ = [
+    "ACTIONS",
+    "ARCHITECTURES",
+    "OPERATORS",
+    "UNCONFINED",
     "LinuxSeccomp",
     "LinuxSeccompArg",
     "LinuxSyscall",
+    "default_profile",
+    "install",
+    "load_profile",
+    "native_architectures",
+    "validate",
 ]
 
 
@@ -20,7 +41,7 @@ class LinuxSeccompArg(
     msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"
 ):
     """One argument comparison: syscall argument `index` compared with `value` by `op`
-    (SCMP_CMP_EQ, ...); `value_two` is the mask for SCMP_CMP_MASKED_EQ."""
+    (SCMP_CMP_EQ, ...); for SCMP_CMP_MASKED_EQ, `value` is the mask and `value_two` the result."""
 
     index: int
     value: int
@@ -47,3 +68,472 @@ class LinuxSeccomp(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     listener_path: str = ""
     listener_metadata: str = ""
     syscalls: list[LinuxSyscall] = []
+
+
+UNCONFINED = "unconfined"
+
+# libseccomp's action values (seccomp.h); ERRNO and TRACE carry a 16-bit return value.
+ACTIONS: dict[str, int] = {
+    "SCMP_ACT_KILL": 0x00000000,
+    "SCMP_ACT_KILL_THREAD": 0x00000000,
+    "SCMP_ACT_KILL_PROCESS": 0x80000000,
+    "SCMP_ACT_TRAP": 0x00030000,
+    "SCMP_ACT_ERRNO": 0x00050000,
+    "SCMP_ACT_TRACE": 0x7FF00000,
+    "SCMP_ACT_LOG": 0x7FFC0000,
+    "SCMP_ACT_ALLOW": 0x7FFF0000,
+    "SCMP_ACT_NOTIFY": 0x7FC00000,
+}
+_ACTIONS_WITH_ERRNO = ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE")
+
+# enum scmp_compare
+OPERATORS: dict[str, int] = {
+    "SCMP_CMP_NE": 1,
+    "SCMP_CMP_LT": 2,
+    "SCMP_CMP_LE": 3,
+    "SCMP_CMP_EQ": 4,
+    "SCMP_CMP_GE": 5,
+    "SCMP_CMP_GT": 6,
+    "SCMP_CMP_MASKED_EQ": 7,
+}
+
+# OCI architecture name -> libseccomp's name for seccomp_arch_resolve_name.
+ARCHITECTURES: dict[str, str] = {
+    f"SCMP_ARCH_{name.upper()}": name
+    for name in (
+        "x86",
+        "x86_64",
+        "x32",
+        "arm",
+        "aarch64",
+        "mips",
+        "mips64",
+        "mips64n32",
+        "mipsel",
+        "mipsel64",
+        "mipsel64n32",
+        "ppc",
+        "ppc64",
+        "ppc64le",
+        "s390",
+        "s390x",
+        "parisc",
+        "parisc64",
+        "riscv64",
+    )
+}
+
+# enum scmp_filter_attr
+_ATTR_CTL_NNP = 3
+_ATTR_CTL_TSYNC = 4
+_ATTR_CTL_LOG = 6
+_ATTR_CTL_SSB = 7
+# OCI `flags` -> the libseccomp attribute that asks for the same seccomp(2) flag.
+_FLAG_ATTRIBUTES: dict[str, int] = {
+    "SECCOMP_FILTER_FLAG_TSYNC": _ATTR_CTL_TSYNC,
+    "SECCOMP_FILTER_FLAG_LOG": _ATTR_CTL_LOG,
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": _ATTR_CTL_SSB,
+}
+_MAX_ARGUMENTS = 6
+_NR_SCMP_ERROR = -1
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def validate(profile: LinuxSeccomp, source: str = "seccomp profile") -> None:
+    """Check every name and number in `profile` before anything is installed.
+
+    Raises `InvalidArgument` with one line naming `source`, the field path and the fix.
+    """
+    _check_action(source, "defaultAction", profile.default_action, profile.default_errno_ret)
+    for position, arch in enumerate(profile.architectures):
+        if arch not in ARCHITECTURES:
+            raise _bad(
+                source,
+                f"architectures[{position}]",
+                f'unknown architecture "{arch}"',
+                "use a name such as SCMP_ARCH_X86_64, SCMP_ARCH_X86 or SCMP_ARCH_AARCH64",
+            )
+    for position, flag in enumerate(profile.flags):
+        if flag not in _FLAG_ATTRIBUTES:
+            raise _bad(
+                source,
+                f"flags[{position}]",
+                f'unsupported flag "{flag}"',
+                f"use one of {', '.join(_FLAG_ATTRIBUTES)}",
+            )
+    if profile.listener_path:
+        raise _bad(
+            source,
+            "listenerPath",
+            "seccomp user notification is not supported by Carte",
+            "remove listenerPath and the SCMP_ACT_NOTIFY rules",
+        )
+    for position, rule in enumerate(profile.syscalls):
+        where = f"syscalls[{position}]"
+        if not rule.names or not all(rule.names):
+            raise _bad(source, f"{where}.names", "empty syscall name list or name", "name them")
+        _check_action(source, f"{where}.action", rule.action, rule.errno_ret)
+        for number, arg in enumerate(rule.args):
+            field = f"{where}.args[{number}]"
+            if not 0 <= arg.index < _MAX_ARGUMENTS:
+                raise _bad(source, f"{field}.index", f"{arg.index} is out of range", "use 0 to 5")
+            if arg.op not in OPERATORS:
+                raise _bad(
+                    source,
+                    f"{field}.op",
+                    f'unknown operator "{arg.op}"',
+                    f"use one of {', '.join(OPERATORS)}",
+                )
+            for name, value in (("value", arg.value), ("valueTwo", arg.value_two)):
+                if not 0 <= value < 1 << 64:
+                    raise _bad(source, f"{field}.{name}", f"{value} is not a uint64", "fix it")
+
+
+def _check_action(source: str, field: str, action: str, errno_ret: int | None) -> None:
+    errno_field = field.replace("defaultAction", "defaultErrnoRet").replace(".action", ".errnoRet")
+    if action not in ACTIONS:
+        raise _bad(source, field, f'unknown action "{action}"', f"use one of {', '.join(ACTIONS)}")
+    if action == "SCMP_ACT_NOTIFY":
+        raise _bad(source, field, "SCMP_ACT_NOTIFY is not supported by Carte", "use SCMP_ACT_ERRNO")
+    if errno_ret is not None and action not in _ACTIONS_WITH_ERRNO:
+        raise _bad(
+            source, errno_field, f"only valid with {' or '.join(_ACTIONS_WITH_ERRNO)}", "remove it"
+        )
+    if errno_ret is not None and not 0 <= errno_ret <= 0xFFFF:
+        raise _bad(source, errno_field, f"{errno_ret} is out of range", "use an errno such as 1")
+
+
+def _bad(source: str, field: str, problem: str, fix: str) -> InvalidArgument:
+    return InvalidArgument(f"{source}: {field}: {problem}; {fix}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading profiles: the OCI form or Docker's format (includes/excludes, archMap, `name`).
+
+
+class _ProfileFilter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    caps: list[str] = []
+    arches: list[str] = []
+    min_kernel: str | None = None
+
+
+class _ProfileArg(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    index: int
+    value: int
+    value_two: int = 0
+    op: str
+
+
+class _ProfileSyscall(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    name: str = ""
+    names: list[str] = []
+    action: str
+    errno_ret: int | None = None
+    args: list[_ProfileArg] | None = None
+    comment: str = ""
+    includes: _ProfileFilter | None = None
+    excludes: _ProfileFilter | None = None
+
+
+class _ArchMapEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    architecture: str
+    sub_architectures: list[str] | None = None
+
+
+class _ProfileDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    default_action: str
+    default_errno_ret: int | None = None
+    architectures: list[str] | None = None
+    arch_map: list[_ArchMapEntry] | None = None
+    flags: list[str] | None = None
+    listener_path: str = ""
+    listener_metadata: str = ""
+    syscalls: list[_ProfileSyscall] | None = None
+    comment: str = ""
+
+
+_profile_decoder = msgspec.json.Decoder(_ProfileDocument)
+
+# platform.machine() -> (Docker's arch name used in includes/excludes, OCI architecture)
+_NATIVE: dict[str, tuple[str, str]] = {
+    "x86_64": ("amd64", "SCMP_ARCH_X86_64"),
+    "aarch64": ("arm64", "SCMP_ARCH_AARCH64"),
+    "i686": ("x86", "SCMP_ARCH_X86"),
+    "i386": ("x86", "SCMP_ARCH_X86"),
+    "armv7l": ("arm", "SCMP_ARCH_ARM"),
+    "ppc64le": ("ppc64le", "SCMP_ARCH_PPC64LE"),
+    "s390x": ("s390x", "SCMP_ARCH_S390X"),
+    "riscv64": ("riscv64", "SCMP_ARCH_RISCV64"),
+    "mips64": ("mips64", "SCMP_ARCH_MIPS64"),
+}
+# The architectures a native one also runs (Docker's archMap for the ones Carte targets).
+_SUB_ARCHITECTURES: dict[str, tuple[str, ...]] = {
+    "SCMP_ARCH_X86_64": ("SCMP_ARCH_X86", "SCMP_ARCH_X32"),
+    "SCMP_ARCH_AARCH64": ("SCMP_ARCH_ARM",),
+    "SCMP_ARCH_S390X": ("SCMP_ARCH_S390",),
+}
+
+
+def native_architectures() -> list[str]:
+    """The OCI architectures a default profile lists on this machine (x86_64: X86_64, X86, X32)."""
+    _, native = _native()
+    return [native, *_SUB_ARCHITECTURES.get(native, ())]
+
+
+def _native() -> tuple[str, str]:
+    machine = platform.machine()
+    return _NATIVE.get(machine, (machine, f"SCMP_ARCH_{machine.upper()}"))
+
+
+def _kernel_at_least(version: str, field: str, source: str) -> bool:
+    wanted = re.fullmatch(r"(\d+)\.(\d+)", version.strip())
+    if wanted is None:
+        raise _bad(source, field, f'"{version}" is not a kernel version', 'write it like "4.8"')
+    running = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    if running is None:
+        return True
+    return (int(running[1]), int(running[2])) >= (int(wanted[1]), int(wanted[2]))
+
+
+def load_profile(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    capabilities: Iterable[str] = DEFAULT_CAPABILITIES,
+) -> LinuxSeccomp | None:
+    """Read a seccomp profile and return it in OCI form, or None for "unconfined".
+
+    `source` is "unconfined", a file path, or the JSON bytes. Both the OCI `linux.seccomp` form
+    and Docker's profile format are accepted: Docker's `includes`/`excludes` are resolved against
+    `capabilities` (the container's bounding set), this machine's architecture and the running
+    kernel, and `archMap` picks the entry for this machine. Raises `InvalidArgument` with one line
+    naming the file and the bad field; `OSError` is turned into the same if the file is unreadable.
+    """
+    if isinstance(source, str) and source == UNCONFINED:
+        return None
+    if isinstance(source, bytes):
+        name, data = "seccomp profile", source
+    else:
+        name = f'seccomp profile "{os.fspath(source)}"'
+        try:
+            data = Path(source).read_bytes()
+        except OSError as error:
+            raise InvalidArgument(
+                f"{name}: cannot read it ({error.strerror}); give the path of a JSON profile"
+            ) from None
+    try:
+        document = _profile_decoder.decode(data)
+    except msgspec.ValidationError as error:
+        raise InvalidArgument(f"{name}: {_describe(error)}; fix that field") from None
+    except msgspec.DecodeError as error:
+        raise InvalidArgument(f"{name}: not valid JSON ({error}); fix the syntax") from None
+    held = {normalize_capability(cap) for cap in capabilities}
+    profile = _resolve(document, held, name)
+    validate(profile, name)
+    return profile
+
+
+def _describe(error: msgspec.ValidationError) -> str:
+    message = str(error)
+    problem, _, path = message.partition(" - at `")
+    if not path:
+        return message
+    field = path.rstrip("`").removeprefix("$.").removeprefix("$")
+    return f"{field or 'top level'}: {problem}"
+
+
+def _resolve(document: _ProfileDocument, held: set[str], name: str) -> LinuxSeccomp:
+    docker_arch, native = _native()
+    architectures = list(document.architectures or [])
+    for mapping in document.arch_map or []:
+        if mapping.architecture == native:
+            architectures = [native, *(mapping.sub_architectures or [])]
+    rules: list[LinuxSyscall] = []
+    for position, entry in enumerate(document.syscalls or []):
+        where = f"syscalls[{position}]"
+        if not _applies(entry, held, docker_arch, name, where):
+            continue
+        names = list(entry.names) or ([entry.name] if entry.name else [])
+        if not names:
+            raise InvalidArgument(f"{name}: {where}.names: no syscall names; list at least one")
+        args = [
+            LinuxSeccompArg(index=arg.index, value=arg.value, value_two=arg.value_two, op=arg.op)
+            for arg in entry.args or []
+        ]
+        rules.append(
+            LinuxSyscall(names=names, action=entry.action, errno_ret=entry.errno_ret, args=args)
+        )
+    return LinuxSeccomp(
+        default_action=document.default_action,
+        default_errno_ret=document.default_errno_ret,
+        architectures=architectures,
+        flags=list(document.flags or []),
+        listener_path=document.listener_path,
+        listener_metadata=document.listener_metadata,
+        syscalls=rules,
+    )
+
+
+def _applies(entry: _ProfileSyscall, held: set[str], arch: str, source: str, where: str) -> bool:
+    excludes, includes = entry.excludes, entry.includes
+    if excludes is not None:
+        if arch in excludes.arches:
+            return False
+        if any(normalize_capability(cap) in held for cap in excludes.caps):
+            return False
+        if excludes.min_kernel and _kernel_at_least(
+            excludes.min_kernel, f"{where}.excludes.minKernel", source
+        ):
+            return False
+    if includes is not None:
+        if includes.arches and arch not in includes.arches:
+            return False
+        if not all(normalize_capability(cap) in held for cap in includes.caps):
+            return False
+        if includes.min_kernel and not _kernel_at_least(
+            includes.min_kernel, f"{where}.includes.minKernel", source
+        ):
+            return False
+    return True
+
+
+def default_profile(capabilities: Iterable[str] = DEFAULT_CAPABILITIES) -> LinuxSeccomp:
+    """Carte's default profile for a container whose bounding set is `capabilities`.
+
+    Equivalent to Docker's default (and a little stricter); see `seccomp_default`.
+    Raises `InvalidArgument` for an unknown capability name.
+    """
+    from carte.runtime.seccomp_default import build_default_profile
+
+    return build_default_profile(capabilities)
+
+
+# ---------------------------------------------------------------------------------------------
+# Installing through libseccomp
+
+
+class _ArgCompare(ctypes.Structure):
+    """struct scmp_arg_cmp"""
+
+    _fields_ = (
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    )
+
+
+_libseccomp: ctypes.CDLL | None = None
+
+
+def _library() -> ctypes.CDLL:
+    global _libseccomp
+    if _libseccomp is None:
+        path = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
+        try:
+            library = ctypes.CDLL(path, use_errno=True)
+        except OSError:
+            raise Unavailable(
+                "seccomp: libseccomp is not installed; install libseccomp2 "
+                "(apt-get install libseccomp2) or run with seccomp=unconfined"
+            ) from None
+        library.seccomp_init.argtypes = (ctypes.c_uint32,)
+        library.seccomp_init.restype = ctypes.c_void_p
+        library.seccomp_release.argtypes = (ctypes.c_void_p,)
+        library.seccomp_release.restype = None
+        library.seccomp_arch_resolve_name.argtypes = (ctypes.c_char_p,)
+        library.seccomp_arch_resolve_name.restype = ctypes.c_uint32
+        library.seccomp_arch_add.argtypes = (ctypes.c_void_p, ctypes.c_uint32)
+        library.seccomp_arch_add.restype = ctypes.c_int
+        library.seccomp_attr_set.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32)
+        library.seccomp_attr_set.restype = ctypes.c_int
+        library.seccomp_syscall_resolve_name.argtypes = (ctypes.c_char_p,)
+        library.seccomp_syscall_resolve_name.restype = ctypes.c_int
+        library.seccomp_rule_add_array.argtypes = (
+            ctypes.c_void_p,
+            ctypes.c_uint32,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.POINTER(_ArgCompare),
+        )
+        library.seccomp_rule_add_array.restype = ctypes.c_int
+        library.seccomp_load.argtypes = (ctypes.c_void_p,)
+        library.seccomp_load.restype = ctypes.c_int
+        _libseccomp = library
+    return _libseccomp
+
+
+def _action_value(action: str, errno_ret: int | None) -> int:
+    value = ACTIONS[action]
+    if action in _ACTIONS_WITH_ERRNO:
+        value |= (errno_ret if errno_ret is not None else 1) & 0xFFFF  # EPERM unless told
+    return value
+
+
+def install(profile: LinuxSeccomp | None) -> None:
+    """Compile `profile` with libseccomp and load it into the calling process; None does nothing.
+
+    Syscall names this kernel/libseccomp does not know are skipped, as runc does. The loader does
+    not set no_new_privs itself: without it the caller needs CAP_SYS_ADMIN, so set
+    PR_SET_NO_NEW_PRIVS first or install before dropping capabilities. Raises `InvalidArgument`
+    for a bad profile, `Unavailable` without libseccomp and `OSError` if the kernel refuses the
+    filter; nothing is loaded in those cases.
+    """
+    if profile is None:
+        return
+    validate(profile)
+    library = _library()
+    default = _action_value(profile.default_action, profile.default_errno_ret)
+    context = library.seccomp_init(default)
+    if not context:
+        raise OSError(ctypes.get_errno(), "seccomp_init failed")
+    try:
+        _check(library.seccomp_attr_set(context, _ATTR_CTL_NNP, 0), "seccomp_attr_set(NNP)")
+        for flag in profile.flags:
+            _check(library.seccomp_attr_set(context, _FLAG_ATTRIBUTES[flag], 1), flag)
+        for arch in profile.architectures:
+            token = library.seccomp_arch_resolve_name(ARCHITECTURES[arch].encode())
+            if token == 0:
+                continue  # this libseccomp does not know the architecture
+            result = library.seccomp_arch_add(context, token)
+            if result != -17:  # -EEXIST: the native architecture is already in the filter
+                _check(result, f"seccomp_arch_add({arch})")
+        for rule in profile.syscalls:
+            action = _action_value(rule.action, rule.errno_ret)
+            if action == default:
+                continue  # libseccomp refuses a rule that repeats the default action
+            for name in rule.names:
+                number = library.seccomp_syscall_resolve_name(name.encode())
+                if number == _NR_SCMP_ERROR:
+                    continue
+                for compares in _argument_groups(rule.args):
+                    array = (_ArgCompare * max(len(compares), 1))(*compares)
+                    _check(
+                        library.seccomp_rule_add_array(
+                            context, action, number, len(compares), array
+                        ),
+                        f"seccomp rule for {name}",
+                    )
+        _check(library.seccomp_load(context), "seccomp_load")
+    finally:
+        library.seccomp_release(context)
+
+
+def _argument_groups(args: list[LinuxSeccompArg]) -> list[list[_ArgCompare]]:
+    """One rule with all comparisons, or one rule per comparison when an argument index repeats
+    (libseccomp cannot AND two tests of one argument; runc makes them alternatives the same way)."""
+    compares = [
+        _ArgCompare(arg=arg.index, op=OPERATORS[arg.op], datum_a=arg.value, datum_b=arg.value_two)
+        for arg in args
+    ]
+    indexes = [arg.index for arg in args]
+    if len(set(indexes)) == len(indexes):
+        return [compares]
+    return [[compare] for compare in compares]
+
+
+def _check(result: int, what: str) -> None:
+    if result < 0:
+        raise OSError(-result, f"{what}: {os.strerror(-result)}")
