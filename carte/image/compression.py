@@ -1,0 +1,150 @@
+"""Layer compression: read plain, gzip or zstd (sniffed from magic bytes); write gzip or zstd.
+
+Python has no zstd module here and the `zstandard` package is not a dependency, so zstd goes
+through the `zstd` binary (Debian's zstd package) over pipes; without it, zstd layers are
+refused with a one-line error saying what to install.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from typing import BinaryIO, Literal
+
+from carte.api.errors import Unavailable
+from carte.image import oci
+
+Compression = Literal["gzip", "zstd", "none"]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_CHUNK = 1 << 20
+# Docker and containerd compress layers at gzip's default level, not Python's default 9.
+_GZIP_LEVEL = 6
+
+MEDIA_TYPES: dict[Compression, str] = {
+    "gzip": oci.OCI_LAYER_GZIP,
+    "zstd": oci.OCI_LAYER_ZSTD,
+    "none": oci.OCI_LAYER,
+}
+
+
+class _Prefixed:
+    """A reader that yields already-sniffed bytes before the rest of the source."""
+
+    def __init__(self, head: bytes, source: BinaryIO) -> None:
+        self._head = head
+        self._source = source
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            if size < 0:
+                data, self._head = self._head + self._source.read(), b""
+                return data
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        return self._source.read(size)
+
+
+def _zstd_binary() -> str:
+    path = shutil.which("zstd")
+    if path is None:
+        raise Unavailable(
+            "this layer is zstd-compressed but the zstd program is missing; "
+            "install it (apt-get install zstd)"
+        )
+    return path
+
+
+@contextlib.contextmanager
+def decompressed(source: BinaryIO) -> Iterator[BinaryIO]:
+    """Yield the uncompressed stream of a plain, gzip or zstd `source`.
+
+    Raises `Unavailable` for zstd without the zstd program; corrupt data surfaces as
+    `OSError`/`EOFError` from reads (callers turn those into their own one-line errors).
+    """
+    head = source.read(4)
+    prefixed = _Prefixed(head, source)
+    stream: BinaryIO = prefixed  # type: ignore[assignment]
+    if head.startswith(_GZIP_MAGIC):
+        with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
+            yield unzipped  # type: ignore[misc]
+    elif head.startswith(_ZSTD_MAGIC):
+        with _zstd_pipe(prefixed, [_zstd_binary(), "-q", "-d", "-c"]) as output:
+            yield output
+    else:
+        yield stream
+
+
+@contextlib.contextmanager
+def compressing(target: BinaryIO, kind: Compression) -> Iterator[BinaryIO]:
+    """Yield a writer that compresses into `target`; reproducible (gzip mtime 0, no name)."""
+    if kind == "none":
+        yield target
+    elif kind == "gzip":
+        with gzip.GzipFile(
+            filename="", mode="wb", fileobj=target, mtime=0, compresslevel=_GZIP_LEVEL
+        ) as zipped:
+            yield zipped  # type: ignore[misc]
+    else:
+        with _zstd_writer(target) as writer:
+            yield writer
+
+
+@contextlib.contextmanager
+def _zstd_pipe(source: _Prefixed, argv: list[str]) -> Iterator[BinaryIO]:
+    """Run zstd with a thread feeding `source` to it; yield its stdout."""
+    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert process.stdin is not None and process.stdout is not None
+    stdin = process.stdin
+
+    def feed() -> None:
+        try:
+            while data := source.read(_CHUNK):
+                stdin.write(data)
+        except (BrokenPipeError, OSError):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                stdin.close()
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        yield process.stdout  # type: ignore[misc]
+    finally:
+        process.stdout.close()
+        process.kill()
+        process.wait()
+        feeder.join()
+
+
+@contextlib.contextmanager
+def _zstd_writer(target: BinaryIO) -> Iterator[BinaryIO]:
+    """Run `zstd -c` with a thread copying its output to `target`; yield its stdin."""
+    process = subprocess.Popen(
+        [_zstd_binary(), "-q", "-c", "-3", "--no-progress"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    stdout = process.stdout
+
+    def drain() -> None:
+        while data := stdout.read(_CHUNK):
+            target.write(data)
+
+    drainer = threading.Thread(target=drain, daemon=True)
+    drainer.start()
+    try:
+        yield process.stdin  # type: ignore[misc]
+    finally:
+        process.stdin.close()
+        drainer.join()
+        status = process.wait()
+    if status != 0:
+        raise OSError(f"zstd exited with status {status} while compressing a layer")

@@ -1,0 +1,75 @@
+"""Garbage collection: remove blobs and unpacked layers that no image in the index refers to."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+
+import msgspec
+
+from carte.image import oci
+from carte.image.digest import chain_ids, digest_hex
+from carte.image.errors import InvalidImage
+from carte.image.store import ImageStore
+
+
+class CollectedGarbage(msgspec.Struct, frozen=True, kw_only=True):
+    blobs: tuple[str, ...]
+    layers: tuple[str, ...]
+    bytes_freed: int
+
+
+def collect_garbage(store: ImageStore, keep_chain_ids: Iterable[str] = ()) -> CollectedGarbage:
+    """Delete unreferenced blobs, unpacked layers and stale ingest files; return what went.
+
+    `keep_chain_ids` protects layers still mounted by containers whose image was removed.
+    Waits for every import, load or pull in progress (any process) to finish first, and blocks
+    new ones while it runs. A blob that cannot be parsed is kept, never guessed about.
+    """
+    with store.collecting():
+        blobs, chains = _referenced(store)
+        chains.update(digest_hex(c) for c in keep_chain_ids)
+        removed_blobs: list[str] = []
+        freed = 0
+        for path in sorted(store.blobs.iterdir()):
+            if path.name not in blobs:
+                freed += path.stat().st_size
+                path.unlink()
+                removed_blobs.append("sha256:" + path.name)
+        removed_layers: list[str] = []
+        for path in sorted(store.layers_dir.iterdir()):
+            if path.name not in chains:
+                shutil.rmtree(path)
+                if not path.name.startswith("."):
+                    removed_layers.append("sha256:" + path.name)
+        for path in store.ingest_dir.iterdir():
+            if path.name.startswith("blob-"):
+                path.unlink(missing_ok=True)
+    return CollectedGarbage(
+        blobs=tuple(removed_blobs), layers=tuple(removed_layers), bytes_freed=freed
+    )
+
+
+def _referenced(store: ImageStore) -> tuple[set[str], set[str]]:
+    blobs: set[str] = set()
+    chains: set[str] = set()
+    pending = list(store.read_index().manifests)
+    while pending:
+        descriptor = pending.pop()
+        if not store.has_blob(descriptor.digest):
+            continue
+        blobs.add(digest_hex(descriptor.digest))
+        data = store.read_blob(descriptor.digest)
+        try:
+            if descriptor.media_type in oci.INDEX_TYPES:
+                pending.extend(oci.decode_index(data).manifests)
+            elif descriptor.media_type in oci.MANIFEST_TYPES:
+                manifest = oci.decode_manifest(data)
+                blobs.add(digest_hex(manifest.config.digest))
+                blobs.update(digest_hex(layer.digest) for layer in manifest.layers)
+                if store.has_blob(manifest.config.digest):
+                    config = oci.decode_config(store.read_blob(manifest.config.digest))
+                    chains.update(digest_hex(c) for c in chain_ids(config.rootfs.diff_ids))
+        except InvalidImage:
+            continue
+    return blobs, chains

@@ -1,0 +1,145 @@
+"""Layers: unpack blobs once per chainID as overlay lowerdirs, and make layer blobs from dirs.
+
+`ROOT/layers/<chainID hex>/diff` holds one layer in overlay form (whiteouts as 0/0 devices,
+opaque dirs as xattrs), with `done` written last; it is unpacked in a hidden temp directory and
+renamed into place, so a half-unpacked layer is never used and concurrent unpackers of the
+same layer both succeed. `lowerdirs(store, image)` gives the overlay order (topmost first).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import msgspec
+
+from carte.image import oci
+from carte.image.compression import MEDIA_TYPES, Compression, compressing, decompressed
+from carte.image.digest import DigestingReader, DigestingWriter, chain_ids, digest_hex
+from carte.image.errors import DigestMismatch, InvalidImage, UnsafeLayer
+from carte.image.store import ImageStore, StoredImage
+from carte.image.tarsafe import LayerExtractor
+
+DONE_MARKER = "done"
+
+
+class LayerBlob(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored layer: its blob descriptor and the digest of its uncompressed tar."""
+
+    descriptor: oci.Descriptor
+    diff_id: str
+
+
+def layer_dir(store: ImageStore, chain_id: str) -> Path:
+    """The unpacked layer's directory (the overlay lowerdir), whether or not it exists yet."""
+    return store.layers_dir / digest_hex(chain_id) / "diff"
+
+
+def is_unpacked(store: ImageStore, chain_id: str) -> bool:
+    return (store.layers_dir / digest_hex(chain_id) / DONE_MARKER).is_file()
+
+
+def lowerdirs(store: ImageStore, image: StoredImage, *, trusted: bool = False) -> list[Path]:
+    """The image's layer directories, topmost first, unpacking any not yet cached.
+
+    Raises `UnsafeLayer` (hostile entry), `DigestMismatch` (a layer's content does not match
+    the config's diff_id) or `InvalidImage`; a layer that failed leaves nothing behind.
+    """
+    diff_ids = image.config.rootfs.diff_ids
+    layers = image.manifest.layers
+    if len(diff_ids) != len(layers):
+        raise InvalidImage(
+            f"image {image.id} lists {len(layers)} layers but {len(diff_ids)} diff_ids; "
+            "the image is corrupt, remove it and pull or load it again"
+        )
+    chains = chain_ids(diff_ids)
+    for descriptor, diff_id, chain_id in zip(layers, diff_ids, chains, strict=True):
+        if not is_unpacked(store, chain_id):
+            unpack_layer(store, descriptor, diff_id, chain_id, trusted=trusted)
+    return [layer_dir(store, chain_id) for chain_id in reversed(chains)]
+
+
+def unpack_layer(
+    store: ImageStore, descriptor: oci.Descriptor, diff_id: str, chain_id: str, *, trusted: bool
+) -> Path:
+    """Unpack one layer blob into the cache under `chain_id` and return its directory.
+
+    On any failure (hostile entry, digest mismatch, interruption) the temp directory is
+    removed and the cache is unchanged.
+    """
+    final = store.layers_dir / digest_hex(chain_id)
+    with store.writing():
+        temp = Path(tempfile.mkdtemp(dir=store.layers_dir, prefix=".unpack-"))
+        try:
+            diff = temp / "diff"
+            diff.mkdir()
+            with store.open_blob(descriptor.digest) as blob:
+                unpacked_id = extract_layer(blob, diff, trusted=trusted, what=descriptor.digest)
+            if unpacked_id != diff_id:
+                raise DigestMismatch(
+                    f"layer {descriptor.digest} unpacks to {unpacked_id}, not the diff_id "
+                    f"{diff_id} the image config names; the image is corrupt"
+                )
+            (temp / DONE_MARKER).write_text(diff_id + "\n")
+            try:
+                os.rename(temp, final)
+            except OSError:
+                if not is_unpacked(store, chain_id):
+                    raise
+        finally:
+            if temp.exists():
+                shutil.rmtree(temp)
+    return final / "diff"
+
+
+def extract_layer(source: BinaryIO, dest: Path, *, trusted: bool, what: str) -> str:
+    """Extract a (possibly compressed) layer tar into `dest`; return its diffID.
+
+    The diffID is hashed in the same pass as the extraction. Raises `UnsafeLayer` for hostile
+    entries and `InvalidImage` for a corrupt stream; the caller removes `dest` on failure.
+    """
+    extractor = LayerExtractor(str(dest), trusted=trusted)
+    try:
+        with decompressed(source) as stream:
+            reader = DigestingReader(stream)
+            extractor.extract(reader)  # type: ignore[arg-type]
+            reader.drain()
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        if isinstance(exc, UnsafeLayer):
+            raise
+        raise InvalidImage(f"layer {what} is not a readable tar archive: {exc}") from None
+    finally:
+        extractor.close()
+    return reader.digest
+
+
+def store_layer(
+    store: ImageStore, write_tar: Callable[[BinaryIO], None], compression: Compression = "gzip"
+) -> LayerBlob:
+    """Store the tar that `write_tar` writes as a layer blob; diffID and digest in one pass.
+
+    Nothing becomes visible if `write_tar` raises.
+    """
+    with store.ingest() as blob, compressing(blob, compression) as compressed:  # type: ignore[arg-type]
+        uncompressed = DigestingWriter(compressed)
+        write_tar(uncompressed)  # type: ignore[arg-type]
+    descriptor = oci.Descriptor(
+        media_type=MEDIA_TYPES[compression], digest=blob.digest, size=blob.size
+    )
+    return LayerBlob(descriptor=descriptor, diff_id=uncompressed.digest)
+
+
+def copy_stream(source: BinaryIO) -> Callable[[BinaryIO], None]:
+    """A `write_tar` for `store_layer` that copies an existing (possibly compressed) tar."""
+
+    def write(out: BinaryIO) -> None:
+        with decompressed(source) as stream:
+            while data := stream.read(1 << 20):
+                out.write(data)
+
+    return write

@@ -1,0 +1,237 @@
+"""Extract a layer tar into a directory in overlay form, safe against hostile archives.
+
+Every path is walked component by component from a directory fd with O_NOFOLLOW, so no
+symlink inside the tree is ever followed; `..`, absolute names, writes through symlinks,
+hard links to anything outside the layer, and (unless `trusted`) device nodes are refused with
+`UnsafeLayer` naming the entry. Whiteouts become overlay whiteouts: `.wh.NAME` a 0/0 character
+device, `.wh..wh..opq` the `trusted.overlay.opaque=y` xattr on its directory. Ownership is
+kept numerically; `trusted.overlay.*` xattrs from the archive are dropped so a layer cannot
+forge overlay metadata. The caller owns the directory and removes it on failure.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import tarfile
+from typing import BinaryIO
+
+from carte.image.errors import UnsafeLayer
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+_PAX_XATTR = "SCHILY.xattr."
+_FORBIDDEN_XATTR_PREFIX = "trusted.overlay."
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_CHUNK = 1 << 20
+
+
+def split_entry_name(name: str) -> list[str]:
+    """The components of a tar entry name; raises `UnsafeLayer` for absolute or `..` names."""
+    if name.startswith("/"):
+        raise UnsafeLayer(f'layer entry "{name}" has an absolute path; refusing the layer')
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeLayer(f'layer entry "{name}" contains ".."; refusing the layer')
+    return parts
+
+
+class LayerExtractor:
+    """Extracts one tar stream into `root_fd`'s directory; use `extract()` once, then `close()`."""
+
+    def __init__(self, root: str, *, trusted: bool) -> None:
+        self._root_fd = os.open(root, _DIR_FLAGS)
+        self._trusted = trusted
+        self._dir_times: list[tuple[list[str], int]] = []
+
+    def close(self) -> None:
+        os.close(self._root_fd)
+
+    def extract(self, stream: BinaryIO) -> None:
+        """Apply every entry of the tar `stream`; raises `UnsafeLayer` or `tarfile.TarError`."""
+        with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as archive:
+            for member in archive:
+                self._apply(archive, member)
+        for parts, mtime_ns in reversed(self._dir_times):
+            try:
+                parent = self._walk(parts, member_name="/".join(parts), create=False)
+            except FileNotFoundError:
+                continue  # removed by a later whiteout in the same layer
+            try:
+                os.utime(parts[-1], ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
+            finally:
+                os.close(parent)
+
+    def _apply(self, archive: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        parts = split_entry_name(member.name)
+        if not parts:
+            return
+        base = parts[-1]
+        parent = self._walk(parts, member.name, create=True)
+        try:
+            if base == OPAQUE_MARKER:
+                os.setxattr(parent, OPAQUE_XATTR, b"y")
+            elif base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
+                return  # other aufs metadata (.wh..wh.plnk and friends) means nothing here
+            elif base.startswith(WHITEOUT_PREFIX):
+                hidden = base.removeprefix(WHITEOUT_PREFIX)
+                if hidden in ("", ".", ".."):
+                    raise UnsafeLayer(f'layer entry "{member.name}" is not a valid whiteout')
+                _remove(parent, hidden)
+                os.mknod(hidden, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent)
+            else:
+                self._create(archive, member, parent, base)
+        finally:
+            os.close(parent)
+
+    def _walk(self, parts: list[str], member_name: str, *, create: bool) -> int:
+        """An fd for the directory holding `parts[-1]`, never following a symlink on the way."""
+        fd = os.dup(self._root_fd)
+        try:
+            for component in parts[:-1]:
+                try:
+                    child = os.open(component, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    os.mkdir(component, 0o755, dir_fd=fd)
+                    child = os.open(component, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise UnsafeLayer(
+                            f'layer entry "{member_name}" goes through "{component}", which is a '
+                            "symlink or not a directory; refusing the layer"
+                        ) from None
+                    raise
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _create(
+        self, archive: tarfile.TarFile, member: tarfile.TarInfo, parent: int, base: str
+    ) -> None:
+        if member.isdir():
+            if not _is_dir(parent, base):
+                _remove(parent, base)
+                os.mkdir(base, 0o700, dir_fd=parent)
+        else:
+            _remove(parent, base)
+        if member.isreg():
+            self._write_file(archive, member, parent, base)
+        elif member.issym():
+            os.symlink(member.linkname, base, dir_fd=parent)
+        elif member.islnk():
+            self._link(member, parent, base)
+            return  # a hard link shares its target's inode and metadata
+        elif member.ischr() or member.isblk():
+            if not self._trusted:
+                raise UnsafeLayer(
+                    f'layer entry "{member.name}" is a device node, which only locally built '
+                    "images may contain; refusing the layer"
+                )
+            kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+            os.mknod(
+                base, kind | 0o600, os.makedev(member.devmajor, member.devminor), dir_fd=parent
+            )
+        elif member.isfifo():
+            os.mkfifo(base, 0o600, dir_fd=parent)
+        elif not member.isdir():
+            raise UnsafeLayer(
+                f'layer entry "{member.name}" has unsupported tar type {member.type!r}'
+            )
+        self._set_metadata(member, parent, base)
+
+    def _write_file(
+        self, archive: tarfile.TarFile, member: tarfile.TarInfo, parent: int, base: str
+    ) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(base, flags, 0o600, dir_fd=parent)
+        with open(fd, "wb", closefd=True) as out:
+            source = archive.extractfile(member)
+            if source is not None:
+                while data := source.read(_CHUNK):
+                    out.write(data)
+
+    def _link(self, member: tarfile.TarInfo, parent: int, base: str) -> None:
+        refusal = UnsafeLayer(
+            f'layer entry "{member.name}" is a hard link to "{member.linkname}", which is not a '
+            "file earlier in the same layer; refusing the layer"
+        )
+        try:
+            target_parts = split_entry_name(member.linkname)
+        except UnsafeLayer:
+            raise refusal from None
+        if not target_parts:
+            raise refusal
+        try:
+            target_parent = self._walk(target_parts, member.name, create=False)
+        except FileNotFoundError:
+            raise refusal from None
+        try:
+            os.link(
+                target_parts[-1],
+                base,
+                src_dir_fd=target_parent,
+                dst_dir_fd=parent,
+                follow_symlinks=False,
+            )
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            raise refusal from None
+        finally:
+            os.close(target_parent)
+
+    def _set_metadata(self, member: tarfile.TarInfo, parent: int, base: str) -> None:
+        os.chown(base, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
+        mtime_ns = int(member.mtime * 1_000_000_000)
+        if member.issym():
+            os.utime(base, ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
+            return
+        handle = os.open(base, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        try:
+            proc_path = f"/proc/self/fd/{handle}"
+            for key, value in _xattrs(member).items():
+                os.setxattr(proc_path, key, value)
+            # chmod after chown: chown clears set-id bits.
+            os.chmod(proc_path, stat.S_IMODE(member.mode))
+        finally:
+            os.close(handle)
+        if member.isdir():
+            parts = split_entry_name(member.name)
+            self._dir_times.append((parts, mtime_ns))
+        else:
+            os.utime(base, ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
+
+
+def _xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for key, value in member.pax_headers.items():
+        if key.startswith(_PAX_XATTR):
+            name = key.removeprefix(_PAX_XATTR)
+            if not name.startswith(_FORBIDDEN_XATTR_PREFIX):
+                found[name] = value.encode("utf-8", "surrogateescape")
+    return found
+
+
+def _is_dir(parent: int, name: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _remove(parent: int, name: str) -> None:
+    """Remove whatever is at `name` (never following a symlink); nothing there is fine."""
+    try:
+        mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        shutil.rmtree(name, dir_fd=parent)
+    else:
+        os.unlink(name, dir_fd=parent)
