@@ -1,1 +1,43 @@
-"""carte.cli"""
+"""The Carte client: HTTP+JSON to the daemon over its unix socket.
+
+Imports only `carte.api` and the standard library, never trio/quart/hypercorn, so that
+`carte <command>` starts close to a bare interpreter.
+"""
+
+import sys
+
+from carte.cli.commands import Session, UsageError
+from carte.cli.output import Output
+from carte.cli.parser import build_parser
+from carte.cli.transport import ApiError, DaemonUnreachable
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse, run one command, exit with its code.
+
+    Exit codes: 0 done, 1 the daemon is unreachable or answered an error (one line on stderr),
+    2 usage error, 130 interrupted.
+    """
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    run = getattr(args, "run", None)
+    if run is None:
+        (getattr(args, "group_parser", None) or parser).print_help(sys.stderr)
+        sys.exit(2)
+    session = Session(args, Output(args.format))
+    try:
+        code = run(session)
+    except DaemonUnreachable as error:
+        print(error, file=sys.stderr)
+        code = 1
+    except ApiError as error:
+        print(f"carte: {error.message}", file=sys.stderr)
+        code = 1
+    except UsageError as error:
+        parser.error(str(error))
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:
+        code = 0
+    sys.stdout.flush()
+    sys.exit(code)

@@ -1,1 +1,12 @@
-"""carte.handlers"""
+"""Built-in handlers. Reading `BUILTIN` tells what the daemon contains.
+
+Plugins register the same way through the `carte.plugins` entry-point group; both go through
+one `carte.engine.Registry`. Add a built-in by importing its class here and listing it.
+"""
+
+from carte.engine import Handler
+from carte.handlers.api import ApiHandler
+
+BUILTIN: tuple[type[Handler], ...] = (ApiHandler,)
+
+__all__ = ["BUILTIN"]

@@ -1,0 +1,39 @@
+"""How the client prints: aligned tables for people, JSON for scripts (`--format json`)."""
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+
+class Output:
+    """Prints rows as a table or as JSON, depending on the chosen format."""
+
+    def __init__(self, fmt: str, stream: TextIO | None = None) -> None:
+        self.format = fmt
+        self.stream = stream or sys.stdout
+
+    @property
+    def json(self) -> bool:
+        return self.format == "json"
+
+    def data(self, value: Any) -> None:
+        """Print a value as indented JSON."""
+        self.stream.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+    def line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Print rows under upper-case headers, columns padded to the widest cell."""
+        cells = [[str(h).upper() for h in headers], *[[str(c) for c in row] for row in rows]]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+        for row in cells:
+            padded = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+            self.stream.write("   ".join(padded).rstrip() + "\n")
+
+    def fields(self, pairs: Sequence[tuple[str, Any]]) -> None:
+        """Print ``Name: value`` lines, names aligned."""
+        width = max((len(name) for name, _ in pairs), default=0)
+        for name, value in pairs:
+            self.stream.write(f"{name + ':':<{width + 1}} {value}\n")

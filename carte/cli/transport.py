@@ -1,0 +1,168 @@
+"""A tiny HTTP/1.1 client over a unix socket, with streamed NDJSON.
+
+Written on the bare `socket` module because `http.client` costs import time on every client
+start. One request per connection (``Connection: close``); responses are read by
+Content-Length, chunked transfer encoding, or until the daemon closes.
+"""
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+DEFAULT_SOCKET = "/run/carte/carte.sock"
+
+
+class DaemonUnreachable(Exception):
+    """No daemon answers at the socket; `str()` is the one line to show the user."""
+
+
+class ApiError(Exception):
+    """The daemon answered with an error body; `message` is its one-line explanation."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def socket_path_from_host(host: str | None) -> str:
+    """Resolve `--host` / `CARTE_HOST` (``unix:///path``, ``unix:/path`` or a path) to a path.
+
+    Raises ValueError naming the value when it is not a unix socket address.
+    """
+    value = host or os.environ.get("CARTE_HOST") or f"unix://{DEFAULT_SOCKET}"
+    if value.startswith("unix://"):
+        return value[len("unix://") :]
+    if value.startswith("unix:"):
+        return value[len("unix:") :]
+    if value.startswith("/"):
+        return value
+    raise ValueError(f'host "{value}" is not a unix socket; use unix:///path/to/carte.sock')
+
+
+class Response:
+    """Status, lower-cased headers and a body reader over one connection."""
+
+    def __init__(self, sock: socket.socket, reader: Any) -> None:
+        self._sock = sock
+        self._reader = reader
+        status_line = reader.readline()
+        parts = status_line.split(None, 2)
+        if len(parts) < 2:
+            raise DaemonUnreachable("the daemon closed the connection without answering")
+        self.status = int(parts[1])
+        self.headers: dict[str, str] = {}
+        while True:
+            line = reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body in pieces as they arrive."""
+        reader = self._reader
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                size_line = reader.readline()
+                if not size_line:
+                    return
+                size = int(size_line.split(b";")[0], 16)
+                if size == 0:
+                    return
+                data = reader.read(size)
+                reader.readline()
+                yield data
+        elif "content-length" in self.headers:
+            yield reader.read(int(self.headers["content-length"]))
+        else:
+            while data := reader.read1(65536):
+                yield data
+
+    def body(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def lines(self) -> Iterator[bytes]:
+        """Complete lines of an NDJSON body as they arrive, without the newline."""
+        pending = b""
+        for chunk in self.chunks():
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            yield from (line for line in complete if line)
+        if pending:
+            yield pending
+
+    def close(self) -> None:
+        self._reader.close()
+        self._sock.close()
+
+
+class Client:
+    """Talks to one daemon socket. Every call opens its own connection."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+
+    def open(self, method: str, path: str, body: bytes | None = None) -> Response:
+        """Send a request and read the status and headers.
+
+        Raises DaemonUnreachable when nothing listens at the socket, ApiError for an error
+        status (the body is read and closed then).
+        """
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.socket_path)
+        except (FileNotFoundError, ConnectionRefusedError) as error:
+            sock.close()
+            raise DaemonUnreachable(self._unreachable(error.strerror or str(error))) from None
+        except PermissionError:
+            sock.close()
+            raise DaemonUnreachable(
+                f"carte: permission denied on {self.socket_path}; run as root or join the "
+                "carte group (root-equivalent)"
+            ) from None
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: carte\r\nConnection: close\r\n"
+            f"Content-Length: {len(body or b'')}\r\n"
+        )
+        if body is not None:
+            head += "Content-Type: application/json\r\n"
+        sock.sendall(head.encode() + b"\r\n" + (body or b""))
+        response = Response(sock, sock.makefile("rb"))
+        if response.status >= 400:
+            raw = response.body()
+            response.close()
+            raise _api_error(response.status, raw)
+        return response
+
+    def get_json(self, path: str) -> Any:
+        response = self.open("GET", path)
+        try:
+            return json.loads(response.body())
+        finally:
+            response.close()
+
+    def post_json(self, path: str, payload: Any) -> Any:
+        response = self.open("POST", path, json.dumps(payload).encode())
+        try:
+            return json.loads(response.body())
+        finally:
+            response.close()
+
+    def _unreachable(self, reason: str) -> str:
+        return (
+            f"carte: no daemon at unix://{self.socket_path} ({reason}); start one with "
+            "`carte daemon &` or ./install.sh, or point --host/CARTE_HOST at its socket"
+        )
+
+
+def _api_error(status: int, raw: bytes) -> ApiError:
+    try:
+        error = json.loads(raw)["error"]
+        return ApiError(status, str(error["code"]), str(error["message"]))
+    except (ValueError, KeyError, TypeError):
+        text = raw.decode(errors="replace").strip() or f"HTTP {status}"
+        return ApiError(status, "http_error", text)

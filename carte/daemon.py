@@ -1,0 +1,252 @@
+"""`carte daemon`: the composition root. Config, lock, store, handlers, one trio run.
+
+Start-up: parse flags, load carte.yaml (flags win), take the root lock, build the handler
+registry from `carte.handlers.BUILTIN` plus the `carte.plugins` entry points, plan it with the
+enable/disable lists, then run the supervisor. Signals: SIGTERM/SIGINT stop gracefully (the
+process exits 1 if cleanup overruns `daemon.shutdown_timeout`), SIGHUP reloads carte.yaml.
+
+Every start-up problem (bad flag, bad config, root in use, a plugin that fails to load) is
+one line on stderr and exit code 1 (2 for usage errors); never a traceback.
+"""
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import trio
+
+from carte import __version__
+from carte.api.errors import CarteError
+from carte.api.events import ConfigReloaded, DaemonStarted, DaemonStopping, HandlerDisabled
+from carte.daemon_lock import DaemonLock, RootInUse
+from carte.engine import Bus, Handler, HandlerContext, Registry, Supervisor, open_sqlite_store
+from carte.engine.config import Config, ConfigError, apply_overrides, load_config, reload, reloaded
+from carte.engine.log import set_log_level, setup_logging
+
+SYSTEM_CONFIG = Path("/etc/carte/carte.yaml")
+PLUGIN_GROUP = "carte.plugins"
+
+log = logging.getLogger("carte.daemon")
+
+
+class StartupError(Exception):
+    """The daemon cannot start; `str()` is the one line to show."""
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="carte daemon", description="Run the Carte daemon: the engine behind the API socket."
+    )
+    parser.add_argument("--root", help="storage root (default /var/lib/carte)")
+    parser.add_argument("--run-root", help="runtime state: sockets, pid files (default /run/carte)")
+    parser.add_argument("--socket", help="API socket path (default RUN_ROOT/carte.sock)")
+    parser.add_argument(
+        "--config",
+        help=f"carte.yaml to load (default {SYSTEM_CONFIG} when it exists, else built-in defaults)",
+    )
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="log verbosity"
+    )
+    return parser.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """carte.yaml with the flags applied. Raises ConfigError (one line)."""
+    path = args.config or (SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else None)
+    return apply_overrides(
+        load_config(path),
+        {
+            "daemon.root": _absolute(args.root),
+            "daemon.run_root": _absolute(args.run_root),
+            "daemon.socket": _absolute(args.socket),
+            "daemon.log_level": args.log_level,
+        },
+    )
+
+
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).absolute()) if path else None
+
+
+def load_handlers() -> tuple[Registry, set[str]]:
+    """The registry of built-ins and plugins, and the names that came from plugins.
+
+    Raises StartupError naming the plugin when an entry point fails to import or is not a
+    Handler; a duplicate name is a RegistryError from the registry.
+    """
+    from carte.handlers import BUILTIN
+
+    registry = Registry(BUILTIN)
+    plugins: set[str] = set()
+    for entry in entry_points(group=PLUGIN_GROUP):
+        try:
+            handler = entry.load()
+        except Exception as error:
+            raise StartupError(
+                f'carte daemon: plugin "{entry.name}" ({entry.value}) failed to load: '
+                f"{type(error).__name__}: {error}; fix or uninstall it, or disable it in carte.yaml"
+            ) from None
+        if not (isinstance(handler, type) and issubclass(handler, Handler)):
+            raise StartupError(
+                f'carte daemon: plugin "{entry.name}" ({entry.value}) is not a Handler subclass; '
+                "its entry point must name the handler class"
+            )
+        registry.add(handler)
+        plugins.add(handler.name)
+    return registry, plugins
+
+
+def _refuse_live_socket(path: Path) -> None:
+    """Raise StartupError when another daemon already answers on `path`."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return
+    finally:
+        probe.close()
+    raise StartupError(
+        f"carte daemon: socket {path} is served by another daemon; stop it or use another --socket"
+    )
+
+
+class Daemon:
+    """One running daemon: its config, bus, supervisor and signal handling."""
+
+    def __init__(self, config: Config, registry: Registry, config_path: str | None) -> None:
+        self.config = config
+        self.registry = registry
+        self.config_path = config_path
+        self.overrides: dict[str, object] = {}
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT; returns after a graceful stop.
+
+        Raises CarteError (one line) when the handler plan is invalid.
+        """
+        config = self.config
+        plan = self.registry.plan(
+            enabled=config.handlers.enabled, disabled=config.handlers.disabled
+        )
+        for name in plan.unknown_disabled:
+            log.warning("handlers.disabled names no installed handler", extra={"handler": name})
+        root, run_root = Path(config.daemon.root), Path(config.daemon.run_root)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            bus = Bus(
+                journal_size=config.bus.journal_size,
+                subscriber_buffer=config.bus.subscriber_buffer,
+                log=logging.getLogger("carte.engine.bus"),
+            )
+            async with open_sqlite_store(root / "state.db") as store:
+                ctx = HandlerContext(
+                    bus=bus, store=store, config=config, root=root, run_root=run_root
+                )
+                supervisor = Supervisor(plan, ctx)
+                for name in plan.disabled:
+                    await bus.publish(
+                        HandlerDisabled(id=name, reason="disabled in carte.yaml (handlers)")
+                    )
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(supervisor.run)
+                    await bus.publish(
+                        DaemonStarted(id="daemon", pid=os.getpid(), version=__version__)
+                    )
+                    log.info(
+                        "daemon ready",
+                        extra={
+                            "pid": os.getpid(),
+                            "socket": str(config.daemon.socket_path),
+                            "root": str(root),
+                            "handlers": ",".join(plan.names),
+                        },
+                    )
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            await self._reload(bus, supervisor)
+                            continue
+                        reason = signal.Signals(signum).name
+                        log.info("daemon stopping", extra={"signal": reason})
+                        _exit_if_stuck(self.config.daemon.shutdown_timeout)
+                        with trio.move_on_after(1):
+                            await bus.publish(DaemonStopping(id="daemon", reason=reason))
+                        nursery.cancel_scope.cancel()
+                        break
+
+    async def _reload(self, bus: Bus, supervisor: Supervisor) -> None:
+        """Re-read carte.yaml; apply what can change live, log what needs a restart."""
+        try:
+            fresh = apply_overrides(load_config(self.config_path), self.overrides)
+        except ConfigError as error:
+            log.error("config reload failed; keeping the running config", extra={"error": error})
+            return
+        applied, not_reloadable = reload(self.config, fresh)
+        self.config = reloaded(self.config, fresh)
+        set_log_level(self.config.daemon.log_level)
+        bus.journal.resize(self.config.bus.journal_size)
+        supervisor.reconfigure(self.config)
+        for path in not_reloadable:
+            log.warning("config change needs a restart", extra={"key": path})
+        log.info("config reloaded", extra={"applied": ",".join(applied) or "nothing"})
+        await bus.publish(
+            ConfigReloaded(id="daemon", applied=applied, not_reloadable=not_reloadable)
+        )
+
+
+def _exit_if_stuck(timeout: float) -> None:
+    """Arm a watchdog: if cleanup overruns `timeout`, log one line and exit 1 at once."""
+
+    def give_up() -> None:
+        log.error("shutdown overran daemon.shutdown_timeout; exiting", extra={"timeout": timeout})
+        os._exit(1)
+
+    watchdog = threading.Timer(timeout, give_up)
+    watchdog.daemon = True
+    watchdog.start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `carte daemon`; exits 0 after a graceful stop, 1 on a start-up error."""
+    args = parse_args(sys.argv[2:] if argv is None else argv)
+    try:
+        config = config_from_args(args)
+        setup_logging(config.daemon.log_level)
+        registry, _ = load_handlers()
+        lock = DaemonLock(Path(config.daemon.root), Path(config.daemon.run_root))
+        lock.acquire()
+    except (ConfigError, StartupError, RootInUse, CarteError) as error:
+        print(_one_line(error), file=sys.stderr)
+        sys.exit(1)
+    except OSError as error:
+        print(f"carte daemon: cannot prepare {error.filename}: {error.strerror}", file=sys.stderr)
+        sys.exit(1)
+    try:
+        _refuse_live_socket(config.daemon.socket_path)
+        daemon = Daemon(config, registry, args.config or _system_config_if_present())
+        daemon.overrides = {
+            "daemon.root": config.daemon.root,
+            "daemon.run_root": config.daemon.run_root,
+            "daemon.socket": config.daemon.socket,
+            "daemon.log_level": args.log_level,
+        }
+        trio.run(daemon.run)
+    except (StartupError, CarteError) as error:
+        print(_one_line(error), file=sys.stderr)
+        sys.exit(1)
+    finally:
+        lock.release()
+    log.info("daemon stopped")
+
+
+def _system_config_if_present() -> str | None:
+    return str(SYSTEM_CONFIG) if SYSTEM_CONFIG.exists() else None
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error)
+    return text if text.startswith("carte daemon:") else f"carte daemon: {text}"
