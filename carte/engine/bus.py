@@ -1,0 +1,186 @@
+"""The event bus: commands with one owner and a typed reply; facts fanned out to subscribers.
+
+Facts: `Bus.publish` appends the fact to the journal, then sends it to every matching
+subscriber through that subscriber's own bounded memory channel (never ``clone()``, which
+shares one queue). Publishing is serialized, so every subscriber sees facts in the same order
+as the journal.
+
+Backpressure: a subscriber whose channel is full makes ``publish`` wait until it catches up,
+and every other publisher waits behind it. That keeps memory bounded and loses nothing, at
+the price that one stuck subscriber stalls publishing. So a subscriber must keep draining its
+channel, and a fact method must not publish facts that it itself receives faster than its
+buffer (``bus.subscriber_buffer``) can absorb.
+
+Commands: `Bus.request` calls the owning handler's method in the caller's task, so the
+caller's cancellation cancels the command. A handler that is down (crashed and waiting to
+restart, skipped, not yet started) fails fast with `Unavailable` instead of hanging.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import trio
+
+from carte.api.errors import CarteError, Internal, Unavailable
+from carte.api.events import Command, Fact, event_name
+from carte.engine.journal import Journal
+from carte.engine.log import describe_error
+
+ResultT = TypeVar("ResultT")
+
+CommandCall = Callable[[Any], Awaitable[Any]]
+
+
+@dataclass
+class _Subscriber:
+    types: tuple[type[Fact], ...]
+    send: trio.MemorySendChannel[Fact]
+
+
+@dataclass
+class _Route:
+    owner: str
+    call: CommandCall | None = None
+    down: str = "has not started yet"
+
+
+class Bus:
+    """Routes commands to their owners and fans facts out. Lives in one trio run."""
+
+    def __init__(
+        self,
+        *,
+        journal_size: int = 10_000,
+        subscriber_buffer: int = 256,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.journal = Journal(journal_size)
+        self.subscriber_buffer = subscriber_buffer
+        self._log = log or logging.getLogger("carte.engine.bus")
+        self._subscribers: list[_Subscriber] = []
+        self._publish_lock = trio.Lock()
+        self._routes: dict[type[Command[Any]], _Route] = {}
+
+    # --- facts ----------------------------------------------------------------------------
+
+    async def publish(self, fact: Fact) -> None:
+        """Journal ``fact`` and deliver it to every subscriber of its type, in order.
+
+        Waits while a matching subscriber's channel is full (see the module docstring).
+        Cancelling a waiting publish may leave the fact delivered to some subscribers only;
+        it is always in the journal.
+        """
+        async with self._publish_lock:
+            self.journal.append(fact)
+            for subscriber in list(self._subscribers):
+                if not isinstance(fact, subscriber.types):
+                    continue
+                try:
+                    await subscriber.send.send(fact)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._drop(subscriber)  # it unsubscribed while we waited
+
+    @asynccontextmanager
+    async def subscribe(
+        self, *types: type[Fact], buffer: int | None = None
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[Fact]]:
+        """Receive every fact published from now on whose type is one of ``types`` (all if none).
+
+        Yields this subscriber's own receive channel holding up to ``buffer`` facts
+        (``bus.subscriber_buffer`` by default). Unsubscribes when the block exits, also on
+        cancellation or error. Raises TypeError for a type that is not a Fact class.
+        """
+        for fact_type in types:
+            if not (isinstance(fact_type, type) and issubclass(fact_type, Fact)):
+                raise TypeError(f"subscribe() takes Fact classes, got {fact_type!r}")
+        size = self.subscriber_buffer if buffer is None else buffer
+        send, receive = trio.open_memory_channel[Fact](size)
+        subscriber = _Subscriber(types or (Fact,), send)
+        self._subscribers.append(subscriber)
+        try:
+            yield receive
+        finally:
+            self._drop(subscriber)
+            receive.close()
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def _drop(self, subscriber: _Subscriber) -> None:
+        if subscriber in self._subscribers:
+            self._subscribers.remove(subscriber)
+        subscriber.send.close()
+
+    # --- commands -------------------------------------------------------------------------
+
+    def declare_owner(self, command_type: type[Command[Any]], owner: str) -> None:
+        """Record that handler ``owner`` answers ``command_type`` (it starts out down).
+
+        Raises Internal naming both handlers when another handler already owns it.
+        """
+        route = self._routes.get(command_type)
+        if route is not None and route.owner != owner:
+            raise Internal(
+                f'command "{event_name(command_type)}" is owned by both handler '
+                f'"{route.owner}" and handler "{owner}"; disable one of them in carte.yaml '
+                "(handlers.disabled)"
+            )
+        if route is None:
+            self._routes[command_type] = _Route(owner)
+
+    def attach(self, owner: str, calls: Mapping[type[Command[Any]], CommandCall]) -> None:
+        """Route each command in ``calls`` to its method; called when ``owner`` is serving."""
+        for command_type, call in calls.items():
+            self.declare_owner(command_type, owner)
+            self._routes[command_type].call = call
+
+    def detach(self, owner: str, why: str) -> None:
+        """Mark every command of ``owner`` down; requests fail fast saying ``why``."""
+        for route in self._routes.values():
+            if route.owner == owner:
+                route.call = None
+                route.down = why
+
+    def owner_of(self, command_type: type[Command[Any]]) -> str | None:
+        route = self._routes.get(command_type)
+        return route.owner if route else None
+
+    async def request(self, command: Command[ResultT]) -> ResultT:
+        """Run ``command`` on its owning handler and return the typed result.
+
+        Raises the `CarteError` the handler raised; `Unavailable` when no handler owns the
+        command or its owner is down; `Internal` (the cause logged) when the handler failed
+        with any other exception. Cancellation propagates to the handler's method.
+        """
+        name = event_name(command)
+        route = self._routes.get(type(command))
+        if route is None:
+            raise Unavailable(
+                f'no handler answers command "{name}"; install or enable the handler that '
+                "provides it (carte info lists handlers)"
+            )
+        call = route.call
+        if call is None:
+            raise Unavailable(
+                f'command "{name}" is unavailable: handler "{route.owner}" {route.down}'
+            )
+        try:
+            return cast(ResultT, await call(command))
+        except CarteError:
+            raise
+        except Exception as error:
+            self._log.error(
+                "command failed",
+                extra={"command": name, "handler": route.owner},
+                exc_info=error,
+            )
+            raise Internal(
+                f'handler "{route.owner}" failed on command "{name}" '
+                f"({describe_error(error)}); see the daemon log"
+            ) from error

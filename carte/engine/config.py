@@ -1,0 +1,417 @@
+"""carte.yaml: typed configuration, strict loading with file:line errors, overrides, reload.
+
+The file is parsed with ruamel.yaml's round-trip loader (it remembers line numbers) and
+converted into frozen msgspec Structs that forbid unknown fields. Any problem becomes one
+`ConfigError` line naming the file, the line and the key, e.g.::
+
+    config/carte.yaml:12: unknown key "handlrs" in "daemon"; expected one of root, run_root, ...
+
+Every default lives both here and, with comments, in config/carte.yaml (a test keeps the
+two equal). Sections that later issues fill (health, network, images) exist already, typed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+import msgspec
+
+from carte.api.errors import InvalidArgument
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every config section: frozen, keyword-only, unknown keys rejected."""
+
+
+class DaemonConfig(_Section, frozen=True, kw_only=True):
+    root: str = "/var/lib/carte"
+    run_root: str = "/run/carte"
+    socket: str | None = None
+    """None means ``<run_root>/carte.sock``."""
+    socket_group: str = "carte"
+    log_level: LogLevel = "info"
+    shutdown_timeout: Positive = 10.0
+
+    @property
+    def socket_path(self) -> Path:
+        return Path(self.socket) if self.socket else Path(self.run_root) / "carte.sock"
+
+
+class HandlersConfig(_Section, frozen=True, kw_only=True):
+    enabled: list[str] | None = None
+    """None runs every installed handler; a list runs only those."""
+    disabled: list[str] = []
+    options: dict[str, dict[str, Any]] = {}
+    """Per-handler options, a free mapping per handler name (``ctx.options``)."""
+
+
+class BusConfig(_Section, frozen=True, kw_only=True):
+    journal_size: Count = 10_000
+    subscriber_buffer: Count = 256
+
+
+class BackoffConfig(_Section, frozen=True, kw_only=True):
+    initial: Positive = 0.1
+    factor: Annotated[float, msgspec.Meta(ge=1)] = 2.0
+    max: Positive = 30.0
+    reset: Positive = 60.0
+    """Running this long without a crash resets the delay to ``initial``."""
+
+    def delays(self) -> list[float]:
+        """The first few delays, for documentation and tests."""
+        out, delay = [], self.initial
+        for _ in range(6):
+            out.append(delay)
+            delay = min(delay * self.factor, self.max)
+        return out
+
+
+class SupervisorConfig(_Section, frozen=True, kw_only=True):
+    backoff: BackoffConfig = BackoffConfig()
+
+
+class RestartBackoffConfig(_Section, frozen=True, kw_only=True):
+    base: Positive = 10.0
+    cap: Positive = 300.0
+    reset: Positive = 600.0
+
+
+class ContainerLogConfig(_Section, frozen=True, kw_only=True):
+    max_size: PositiveInt = 10 * 1024 * 1024
+    max_file: PositiveInt = 3
+
+
+class ContainersConfig(_Section, frozen=True, kw_only=True):
+    restart: RestartBackoffConfig = RestartBackoffConfig()
+    log: ContainerLogConfig = ContainerLogConfig()
+
+
+class HealthConfig(_Section, frozen=True, kw_only=True):
+    """Filled by the health-check issue."""
+
+
+class NetworkConfig(_Section, frozen=True, kw_only=True):
+    """Filled by the networking issue."""
+
+
+class ImagesConfig(_Section, frozen=True, kw_only=True):
+    """Filled by the images issue."""
+
+
+class Config(_Section, frozen=True, kw_only=True):
+    daemon: DaemonConfig = DaemonConfig()
+    handlers: HandlersConfig = HandlersConfig()
+    bus: BusConfig = BusConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    containers: ContainersConfig = ContainersConfig()
+    health: HealthConfig = HealthConfig()
+    network: NetworkConfig = NetworkConfig()
+    images: ImagesConfig = ImagesConfig()
+
+
+class ConfigError(InvalidArgument):
+    """carte.yaml (or a flag) is invalid; the message is one line naming file, line and key."""
+
+
+DEFAULT_CONFIG_FILE = Path(__file__).resolve().parents[2] / "config" / "carte.yaml"
+
+# Dotted paths (or prefixes) a SIGHUP may change in a running daemon. Everything else needs
+# a restart: paths and sockets are bound at start, the handler set and channel sizes too.
+RELOADABLE = (
+    "daemon.log_level",
+    "daemon.shutdown_timeout",
+    "handlers.options",
+    "bus.journal_size",
+    "supervisor.backoff",
+    "containers",
+    "health",
+)
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate carte.yaml at ``path``; None gives the built-in defaults.
+
+    Raises ConfigError (one line: ``file:line: problem; fix``) for an unreadable file,
+    malformed YAML, an unknown key or a value of the wrong type.
+    """
+    if path is None:
+        return Config()
+    shown = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise ConfigError(
+            f"{shown}: cannot read config file ({error.strerror}); check the --config path"
+        ) from None
+    return parse_config(text, shown)
+
+
+def parse_config(text: str, source: str = "carte.yaml") -> Config:
+    """Validate YAML ``text``; ``source`` names it in errors. Raises ConfigError."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    try:
+        document = YAML(typ="rt").load(text)
+    except MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        problem = (error.problem or error.context or "invalid syntax").strip()
+        raise ConfigError(f"{source}:{line}: malformed YAML: {problem}; fix the syntax") from None
+    except YAMLError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "invalid"
+        raise ConfigError(f"{source}: malformed YAML: {first_line}; fix the syntax") from None
+    if document is None:
+        return Config()
+    if not isinstance(document, Mapping):
+        raise ConfigError(
+            f"{source}:1: expected a mapping of sections (daemon:, handlers:, ...), "
+            f"got {_yaml_type(document)}; see config/carte.yaml for the layout"
+        )
+    try:
+        return msgspec.convert(_plain(document), Config)
+    except msgspec.ValidationError as error:
+        raise ConfigError(_explain(str(error), document, source)) from None
+
+
+def apply_overrides(config: Config, overrides: Mapping[str, object]) -> Config:
+    """Return ``config`` with dotted-path values replaced (command-line flags win).
+
+    ``None`` values are ignored (a flag that was not given). Example:
+    ``apply_overrides(cfg, {"daemon.root": args.root, "daemon.log_level": args.log_level})``.
+    Raises ConfigError naming the key for an unknown path or a value of the wrong type.
+    """
+    data: dict[str, Any] = msgspec.to_builtins(config)
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        node = data
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                raise ConfigError(f'override "{dotted}": unknown section "{part}"')
+            node = child
+        if leaf not in node and not _is_free_mapping(parents):
+            raise ConfigError(
+                f'override "{dotted}": unknown key "{leaf}"; expected one of {", ".join(node)}'
+            )
+        node[leaf] = str(value) if isinstance(value, Path) else value
+    try:
+        return msgspec.convert(data, Config)
+    except msgspec.ValidationError as error:
+        raise ConfigError(
+            _explain(str(error), data, "command-line flag", with_lines=False)
+        ) from None
+
+
+def _is_free_mapping(parents: list[str]) -> bool:
+    return parents[:2] == ["handlers", "options"]
+
+
+# --- reload ---------------------------------------------------------------------------------
+
+
+def reload(old: Config, new: Config) -> tuple[list[str], list[str]]:
+    """Compare two configs: (changed paths a running daemon applies, changed paths it cannot).
+
+    Use `reloaded` to get the config the daemon should run with afterwards.
+    """
+    applied: list[str] = []
+    not_reloadable: list[str] = []
+    for path in _changed_paths(msgspec.to_builtins(old), msgspec.to_builtins(new), ""):
+        (applied if _reloadable(path) else not_reloadable).append(path)
+    return applied, not_reloadable
+
+
+def reloaded(old: Config, new: Config) -> Config:
+    """``old`` with every reloadable change from ``new`` applied, the rest kept as running."""
+    data: dict[str, Any] = msgspec.to_builtins(old)
+    fresh: dict[str, Any] = msgspec.to_builtins(new)
+    for path in reload(old, new)[0]:
+        *parents, leaf = path.split(".")
+        source, target = fresh, data
+        for part in parents:
+            source, target = source[part], target.setdefault(part, {})
+        if leaf in source:
+            target[leaf] = source[leaf]
+        else:
+            target.pop(leaf, None)
+    return msgspec.convert(data, Config)
+
+
+def _reloadable(path: str) -> bool:
+    return any(path == prefix or path.startswith(prefix + ".") for prefix in RELOADABLE)
+
+
+def _changed_paths(old: object, new: object, prefix: str) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        paths: list[str] = []
+        for key in [*old, *(k for k in new if k not in old)]:
+            child = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old or key not in new:
+                paths.append(child)
+            else:
+                paths.extend(_changed_paths(old[key], new[key], child))
+        return paths
+    return [] if old == new else [prefix]
+
+
+# --- error messages -------------------------------------------------------------------------
+
+_UNKNOWN = re.compile(
+    r"Object contains unknown field `(?P<key>[^`]*)`(?: - at `\$(?P<path>[^`]*)`)?"
+)
+_AT = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$")
+_EXPECTED = re.compile(r"^Expected `(?P<type>[^`]*)`(?P<rest>.*?)(?:, got `[^`]*`)?$")
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "a boolean",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "null",
+}
+
+
+def _explain(message: str, document: Any, source: str, *, with_lines: bool = True) -> str:
+    """Turn a msgspec validation message into ``file:line: problem; fix``."""
+    unknown = _UNKNOWN.search(message)
+    if unknown:
+        parts = _split_path(unknown["path"] or "")
+        key = unknown["key"]
+        line = f":{_line_of(document, [*parts, key])}" if with_lines else ""
+        where = f'"{_dotted(parts)}"' if parts else "the top level"
+        known = ", ".join(_fields_at(parts))
+        return f'{source}{line}: unknown key "{key}" in {where}; expected one of {known}'
+    at = _AT.match(message)
+    if not at:
+        return f"{source}: {_lower_first(message)}; see config/carte.yaml"
+    parts = _split_path(at["path"])
+    line = f":{_line_of(document, parts)}" if with_lines else ""
+    key = _dotted(parts)
+    value = _value_at(document, parts)
+    got = f"got {_yaml_type(value)}{_short(value)}" if value is not _MISSING else ""
+    problem = at["message"]
+    expected = _EXPECTED.match(problem)
+    if expected:
+        words = " or ".join(
+            _TYPE_WORDS.get(word.strip(), word.strip()) for word in expected["type"].split("|")
+        )
+        return f'{source}{line}: "{key}" must be {words}{expected["rest"]}, {got}; fix the value'
+    if problem.startswith("Invalid enum value"):
+        allowed = _allowed_values(parts)
+        return f'{source}{line}: "{key}" must be one of {allowed}, {got}; fix the value'
+    return f'{source}{line}: "{key}": {_lower_first(problem)}, {got}; fix the value'
+
+
+def _dotted(parts: list[str | int]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+
+
+def _allowed_values(parts: list[str | int]) -> str:
+    if parts == ["daemon", "log_level"]:
+        return ", ".join(get_args(LogLevel))
+    return "the documented values"
+
+
+def _split_path(path: str) -> list[str | int]:
+    return [name if name else int(index) for name, index in _PATH_PART.findall(path)]
+
+
+_MISSING = object()
+
+
+def _value_at(document: Any, parts: list[str | int]) -> Any:
+    node = document
+    for part in parts:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return node
+
+
+def _line_of(document: Any, parts: list[str | int]) -> int:
+    """1-based line of the deepest element of ``parts`` found in the round-trip document."""
+    line, node = 0, document
+    for part in parts:
+        lc = getattr(node, "lc", None)
+        try:
+            if lc is not None:
+                line = lc.key(part)[0] if isinstance(part, str) else lc.item(part)[0]
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            break
+    return line + 1
+
+
+def _fields_at(parts: list[str | int]) -> list[str]:
+    struct: Any = Config
+    for part in parts:
+        hints = msgspec.structs.fields(struct) if isinstance(struct, type) else ()
+        field = next((f for f in hints if f.name == part), None)
+        if field is None or not (
+            isinstance(field.type, type) and issubclass(field.type, msgspec.Struct)
+        ):
+            return []
+        struct = field.type
+    return [f.name for f in msgspec.structs.fields(struct)] or ["(none yet)"]
+
+
+def _plain(value: Any) -> Any:
+    """Round-trip YAML nodes to plain Python values msgspec converts strictly."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+def _yaml_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, Mapping | list) or value is None:
+        return ""
+    text = msgspec.json.encode(_plain(value)).decode()
+    return " " + (text if len(text) <= 40 else text[:37] + "...")
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]

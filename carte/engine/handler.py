@@ -1,0 +1,130 @@
+"""Handlers: the units of work on the bus, and the `on` decorator that wires their methods.
+
+A handler is a class with a unique ``name``, the names it ``requires``, and methods marked
+``@on(EventType)``:
+
+* ``@on(SomeCommand)`` — this handler owns the command; ``bus.request(cmd)`` calls the method
+  in the requesting task and returns its result (or raises its `CarteError`).
+* ``@on(SomeFact)`` — called for every published fact of that type (or a subclass), in
+  publication order, from the handler's own bounded channel.
+
+``check()`` may return a reason to skip the handler (a missing kernel feature); ``run()`` is an
+optional long-lived task started with ``nursery.start`` (call ``task_status.started()`` once
+ready). The supervisor builds a fresh instance for every (re)start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import trio
+
+from carte.api.events import Command, Event, Fact, event_name
+
+if TYPE_CHECKING:
+    from carte.engine.bus import Bus
+    from carte.engine.config import Config
+    from carte.engine.store import Store
+
+MethodT = TypeVar("MethodT", bound=Callable[..., Any])
+
+_ON_ATTR = "_carte_on"
+
+
+def on(event_type: type[Event]) -> Callable[[MethodT], MethodT]:
+    """Mark a handler method as the owner of a Command or a subscriber to a Fact type.
+
+    Stack several ``@on`` to subscribe one method to several fact types. Raises TypeError at
+    class-definition time for anything that is not a Command or Fact class.
+    """
+    if not (isinstance(event_type, type) and issubclass(event_type, (Command, Fact))):
+        raise TypeError(f"@on expects a Command or Fact class, got {event_type!r}")
+
+    def mark(method: MethodT) -> MethodT:
+        marked: tuple[type[Event], ...] = getattr(method, _ON_ATTR, ())
+        setattr(method, _ON_ATTR, (*marked, event_type))
+        return method
+
+    return mark
+
+
+@dataclass
+class HandlerContext:
+    """What a handler may use. One per handler; the supervisor swaps ``config`` on reload."""
+
+    bus: Bus
+    store: Store
+    config: Config
+    root: Path
+    run_root: Path
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("carte.handler"))
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """This handler's ``handlers.options.<name>`` mapping from carte.yaml (empty if none)."""
+
+    def for_handler(self, name: str) -> HandlerContext:
+        """A copy for handler ``name``: its own logger and its own options."""
+        return replace(
+            self,
+            log=logging.getLogger(f"carte.handler.{name}"),
+            options=dict(self.config.handlers.options.get(name, {})),
+        )
+
+
+class Handler:
+    """Base class of every handler, built-in or plugin. See the module docstring."""
+
+    name: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]] = ()
+    commands: ClassVar[Mapping[type[Command[Any]], str]] = {}
+    """Command type -> name of the method that answers it (collected from ``@on``)."""
+    facts: ClassVar[Mapping[type[Fact], tuple[str, ...]]] = {}
+    """Fact type -> names of the methods called for it (collected from ``@on``)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        commands: dict[type[Command[Any]], str] = {}
+        facts: dict[type[Fact], tuple[str, ...]] = {}
+        methods: dict[str, tuple[type[Event], ...]] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                methods.pop(attr, None)  # an override without @on unsubscribes
+                marked: tuple[type[Event], ...] = getattr(value, _ON_ATTR, ())
+                if marked:
+                    methods[attr] = marked
+        for attr, marked in methods.items():
+            for event_type in marked:
+                if issubclass(event_type, Command):
+                    if event_type in commands:
+                        raise TypeError(
+                            f"{cls.__qualname__} answers command {event_name(event_type)} twice: "
+                            f"in {commands[event_type]}() and {attr}(); keep one"
+                        )
+                    commands[event_type] = attr
+                elif issubclass(event_type, Fact):
+                    facts[event_type] = (*facts.get(event_type, ()), attr)
+        cls.commands = commands
+        cls.facts = facts
+
+    def __init__(self, ctx: HandlerContext) -> None:
+        self.ctx = ctx
+
+    async def check(self) -> str | None:
+        """Return a reason to skip this handler (e.g. a missing kernel feature), or None."""
+        return None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Optional long-lived work; call ``task_status.started()`` once ready to serve.
+
+        Cancelled when the daemon stops. An exception here counts as a crash: the supervisor
+        logs it and restarts the handler with backoff.
+        """
+        task_status.started()
+
+    @classmethod
+    def has_run(cls) -> bool:
+        """Whether this handler overrides `run` with long-lived work of its own."""
+        return cls.run is not Handler.run

@@ -1,0 +1,206 @@
+"""The supervisor: runs every planned handler, restarts the ones that crash, keeps the rest up.
+
+For each handler, in plan order, the supervisor asks ``check()`` (a reason skips it, and
+anything requiring it), subscribes its ``@on(Fact)`` methods to their own bus channel, starts
+``run()`` with ``nursery.start`` and only then routes its commands to it. A handler "crashes"
+when ``run()``, a fact method or its construction raises: the supervisor logs one line,
+publishes `HandlerCrashed`, marks its commands down (requests fail fast with `Unavailable`),
+waits with exponential backoff and starts a fresh instance. Other handlers keep serving.
+
+A restarted handler misses the facts published while it was down; it should rebuild what it
+needs from the store (the source of truth) when it starts. Cancellation (daemon shutdown)
+stops every handler and is never swallowed.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+import trio
+
+from carte.api.events import Command, HandlerCrashed, HandlerSkipped, HandlerStarted
+from carte.engine.config import BackoffConfig, Config
+from carte.engine.handler import Handler, HandlerContext
+from carte.engine.log import describe_error
+from carte.engine.registry import Plan
+
+CommandCalls = dict[type[Command[Any]], Any]
+
+
+class HandlerState(enum.StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    SKIPPED = "skipped"
+    RESTARTING = "restarting"
+    DISABLED = "disabled"
+
+
+@dataclass
+class HandlerStatus:
+    """What ``/v1/info`` shows for one handler."""
+
+    name: str
+    state: HandlerState
+    reason: str = ""
+    """Why it is skipped, disabled, or the last crash."""
+    restarts: int = 0
+    requires: tuple[str, ...] = ()
+
+
+class Supervisor:
+    """Runs the handlers of a `Plan` under one nursery; see the module docstring."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        ctx: HandlerContext,
+        *,
+        backoff: BackoffConfig | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self._plan = plan
+        self._base_ctx = ctx
+        self._bus = ctx.bus
+        self._backoff = backoff or ctx.config.supervisor.backoff
+        self._log = log or logging.getLogger("carte.engine.supervisor")
+        self._contexts: dict[str, HandlerContext] = {}
+        self._status: dict[str, HandlerStatus] = {}
+        for name in plan.disabled:
+            self._status[name] = HandlerStatus(
+                name, HandlerState.DISABLED, "disabled in carte.yaml (handlers)"
+            )
+        for handler in plan.handlers:
+            self._status[handler.name] = HandlerStatus(
+                handler.name, HandlerState.STARTING, requires=handler.requires
+            )
+            for command_type in handler.commands:
+                self._bus.declare_owner(command_type, handler.name)
+
+    def statuses(self) -> list[HandlerStatus]:
+        """Every handler (planned first, in start order, then disabled ones), as a copy."""
+        return [replace(status) for status in self._status.values()]
+
+    def status(self, name: str) -> HandlerStatus | None:
+        status = self._status.get(name)
+        return replace(status) if status else None
+
+    def reconfigure(self, config: Config) -> None:
+        """Use ``config`` from now on: new backoff, and every handler's ``ctx.config``/options."""
+        self._backoff = config.supervisor.backoff
+        self._base_ctx.config = config
+        for name, ctx in self._contexts.items():
+            ctx.config = config
+            ctx.options = dict(config.handlers.options.get(name, {}))
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start every handler in plan order, then report started; runs until cancelled.
+
+        Each handler is started only after the previous one started, was skipped, or failed
+        its first start (it then keeps retrying in the background). Never raises for a
+        handler's failure; cancellation stops all handlers.
+        """
+        async with trio.open_nursery() as nursery:
+            for handler in self._plan.handlers:
+                blocker = self._skipped_requirement(handler)
+                if blocker is not None:
+                    await self._skip(handler.name, blocker)
+                    continue
+                first_outcome = trio.Event()
+                nursery.start_soon(self._supervise, handler, first_outcome, name=handler.name)
+                await first_outcome.wait()
+            task_status.started()
+
+    def _skipped_requirement(self, handler: type[Handler]) -> str | None:
+        for required in handler.requires:
+            status = self._status[required]
+            if status.state is HandlerState.SKIPPED:
+                return f'requires "{required}", which was skipped: {status.reason}'
+        return None
+
+    async def _skip(self, name: str, reason: str) -> None:
+        self._status[name].state = HandlerState.SKIPPED
+        self._status[name].reason = reason
+        self._bus.detach(name, f"was skipped: {reason}")
+        self._log.warning("handler skipped", extra={"handler": name, "reason": reason})
+        await self._bus.publish(HandlerSkipped(id=name, reason=reason))
+
+    async def _supervise(self, handler_type: type[Handler], first_outcome: trio.Event) -> None:
+        name = handler_type.name
+        ctx = self._contexts.setdefault(name, self._base_ctx.for_handler(name))
+        status = self._status[name]
+        delay = self._backoff.initial
+        checked = False
+        while True:
+            started_at = trio.current_time()
+            failure: BaseException | None = None
+            try:
+                handler = handler_type(ctx)
+                if not checked:
+                    reason = await handler.check()
+                    checked = True
+                    if reason:
+                        await self._skip(name, reason)
+                        first_outcome.set()
+                        return
+                await self._serve(handler, status, first_outcome)
+            except* Exception as group:
+                failure = group
+            if failure is None:
+                continue  # not reached: _serve only returns by raising
+            if trio.current_time() - started_at >= self._backoff.reset:
+                delay = self._backoff.initial
+            error = describe_error(failure)
+            status.state = HandlerState.RESTARTING
+            status.reason = error
+            status.restarts += 1
+            self._bus.detach(name, f"crashed ({error}) and restarts in {delay:g}s; retry then")
+            self._log.error(
+                "handler crashed",
+                extra={
+                    "handler": name,
+                    "restart_in": delay,
+                    "restarts": status.restarts,
+                    "error": error,
+                },
+            )
+            first_outcome.set()
+            await self._bus.publish(HandlerCrashed(id=name, error=error, restart_in=delay))
+            await trio.sleep(delay)
+            delay = min(delay * self._backoff.factor, self._backoff.max)
+
+    async def _serve(
+        self, handler: Handler, status: HandlerStatus, first_outcome: trio.Event
+    ) -> None:
+        """One life of ``handler``: subscribe, run, route commands, wait; ends only by raising."""
+        async with trio.open_nursery() as nursery:
+            if handler.facts:
+                await nursery.start(self._dispatch_facts, handler)
+            await nursery.start(handler.run)
+            self._bus.attach(
+                handler.name,
+                {command: getattr(handler, method) for command, method in handler.commands.items()},
+            )
+            status.state = HandlerState.RUNNING
+            status.reason = ""
+            self._log.info(
+                "handler started", extra={"handler": handler.name, "restarts": status.restarts}
+            )
+            first_outcome.set()
+            await self._bus.publish(HandlerStarted(id=handler.name))
+            await trio.sleep_forever()
+
+    async def _dispatch_facts(
+        self, handler: Handler, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Feed ``handler``'s fact methods from its own channel, in publication order."""
+        subscriptions = tuple(handler.facts.items())
+        async with self._bus.subscribe(*handler.facts) as facts:
+            task_status.started()
+            async for fact in facts:
+                for fact_type, methods in subscriptions:
+                    if isinstance(fact, fact_type):
+                        for method in methods:
+                            await getattr(handler, method)(fact)
