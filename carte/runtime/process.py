@@ -1,0 +1,113 @@
+"""Turn the calling process into the spec's user process and exec it.
+
+Runs inside the container after its root is in place. Order (runc's): cwd, rlimits, oom score,
+umask; groups, gid, uid (keeping capabilities across setuid); capabilities; no_new_privs;
+seccomp last, so the filter does not have to allow the set-up syscalls; close every fd but stdio
+and the preserved ones; exec. Never returns: a missing executable exits 127 with Docker's
+message, any other failure prints one line to stderr and exits 126 (setup) or 127.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from typing import NoReturn
+
+from carte.runtime import capabilities, seccomp
+from carte.runtime import syscalls as sc
+from carte.runtime.seccomp import LinuxSeccomp
+from carte.runtime.spec import Process
+
+__all__ = ["environment", "exec_user_process", "find_executable", "prepare_process"]
+
+EXIT_NOT_FOUND = 127
+EXIT_CANNOT_RUN = 126
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+_RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
+
+
+def environment(process: Process) -> dict[str, str]:
+    """The process's environment as a dict (the last definition of a name wins)."""
+    env: dict[str, str] = {}
+    for item in process.env:
+        name, _, value = item.partition("=")
+        env[name] = value
+    return env
+
+
+def find_executable(name: str, env: dict[str, str]) -> str | None:
+    """Resolve `name` like execvp would, with PATH taken from the container's environment."""
+    if "/" in name:
+        return name if os.path.exists(name) else None
+    for directory in env.get("PATH", DEFAULT_PATH).split(":"):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def prepare_process(process: Process) -> None:
+    """The steps that still need root: cwd (created if missing), rlimits, oom score, umask.
+
+    Raises `OSError` / `ValueError` naming the setting.
+    """
+    os.makedirs(process.cwd, exist_ok=True)
+    os.chdir(process.cwd)
+    for limit in process.rlimits:
+        if limit.type not in _RLIMITS:
+            raise ValueError(f'process.rlimits: unknown type "{limit.type}"')
+        resource.setrlimit(_RLIMITS[limit.type], (limit.soft, limit.hard))
+    if process.oom_score_adj is not None:
+        with open("/proc/self/oom_score_adj", "w") as score:
+            score.write(str(process.oom_score_adj))
+    if process.user.umask is not None:
+        os.umask(process.user.umask)
+    else:
+        os.umask(0o022)
+
+
+def _switch_user(process: Process) -> None:
+    user = process.user
+    os.setgroups(user.additional_gids)
+    os.setresgid(user.gid, user.gid, user.gid)
+    if user.uid != 0:
+        capabilities.prepare_for_setuid()
+    os.setresuid(user.uid, user.uid, user.uid)
+
+
+def exec_user_process(
+    process: Process, seccomp_profile: LinuxSeccomp | None, *, preserve_fds: int
+) -> NoReturn:
+    """Become `process` and exec it; see the module docstring for the order and exit codes."""
+    try:
+        env = environment(process)
+        if not process.args:
+            raise ValueError("process.args is empty; give the command to run")
+        prepare_process(process)
+        _switch_user(process)
+        if process.capabilities is not None:
+            capabilities.apply_after_setuid(process.capabilities)
+        if process.no_new_privileges:
+            sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+        name = process.args[0]
+        path = find_executable(name, env)
+        if path is None:
+            print(f'exec: "{name}": executable file not found in $PATH', file=sys.stderr)
+            os._exit(EXIT_NOT_FOUND)
+        seccomp.install(seccomp_profile)
+        os.closerange(3 + preserve_fds, os.sysconf("SC_OPEN_MAX"))
+        os.execve(path, process.args, env)
+    except OSError as error:
+        code = EXIT_NOT_FOUND if isinstance(error, FileNotFoundError) else EXIT_CANNOT_RUN
+        _fail(f"{error.strerror or error}", code)
+    except Exception as error:
+        _fail(str(error), EXIT_CANNOT_RUN)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    try:
+        print(f"carte: cannot start the container process: {message}", file=sys.stderr, flush=True)
+    finally:
+        os._exit(code)
