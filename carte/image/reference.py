@@ -68,7 +68,13 @@ def parse_reference(text: str) -> Reference:
     digest = None
     if "@" in rest:
         rest, digest_text = rest.rsplit("@", 1)
-        digest = parse_digest(digest_text)
+        try:
+            digest = parse_digest(digest_text)
+        except InvalidReference:
+            raise InvalidReference(
+                f'image reference "{text}" has an invalid digest; '
+                "expected NAME@sha256: followed by 64 lowercase hex digits"
+            ) from None
     tag = None
     slash = rest.rfind("/")
     colon = rest.rfind(":")
