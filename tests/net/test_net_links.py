@@ -1,0 +1,108 @@
+"""Bridges and veths with real namespaces: addressing, routes, MTU, reachability, cleanup."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from ipaddress import IPv4Interface
+
+import pytest
+from conftest import NetLab
+
+from carte.api.errors import Conflict, NotFound
+
+
+def _ip_json(netns: str, *args: str) -> list[dict[str, object]]:
+    out = subprocess.run(
+        ["ip", "-n", netns, "-j", *args], capture_output=True, text=True, check=True
+    ).stdout
+    result: list[dict[str, object]] = json.loads(out)
+    return result
+
+
+def test_container_gets_address_route_and_uplink_mtu(lab: NetLab) -> None:
+    bridge = lab.bridge("a")
+    box = lab.container(bridge, "1")
+
+    links = {link["ifname"]: link for link in _ip_json(box.netns, "link")}
+    assert set(links) == {"lo", "eth0"}
+    assert links["eth0"]["mtu"] == lab.mtu
+    assert "UP" in links["lo"]["flags"]  # type: ignore[operator]
+    assert "UP" in links["eth0"]["flags"]  # type: ignore[operator]
+    addresses = _ip_json(box.netns, "-4", "addr", "show", "eth0")[0]["addr_info"]
+    assert [(a["local"], a["prefixlen"]) for a in addresses] == [  # type: ignore[attr-defined]
+        (str(box.address), bridge.subnet.prefixlen)
+    ]
+    routes = _ip_json(box.netns, "route", "show", "default")
+    assert routes[0]["gateway"] == str(bridge.gateway)
+
+
+def test_two_namespaces_on_one_bridge_talk_tcp_and_udp(lab: NetLab) -> None:
+    bridge = lab.bridge("a")
+    web = lab.container(bridge, "1")
+    client = lab.container(bridge, "2")
+    lab.serve(web.netns, 8000, "web")
+    lab.serve(web.netns, 8053, "dns", proto="udp")
+
+    assert lab.fetch(client.netns, web.address, 8000) == f"web {client.address}"
+    assert lab.fetch(client.netns, web.address, 8053, proto="udp") == f"dns {client.address}"
+
+
+def test_the_host_reaches_a_container_through_the_gateway(lab: NetLab) -> None:
+    bridge = lab.bridge("a")
+    web = lab.container(bridge, "1")
+    lab.serve(web.netns, 8000, "web")
+
+    assert lab.fetch(None, web.address, 8000) == f"web {bridge.gateway}"
+
+
+def test_ensure_bridge_is_idempotent_and_refuses_a_non_bridge(lab: NetLab) -> None:
+    bridge = lab.bridge("a")
+    gateway = f"{bridge.gateway}/{bridge.subnet.prefixlen}"
+    assert lab.links.ensure_bridge(bridge.name, IPv4Interface(gateway), lab.mtu) is False
+    box = lab.container(bridge, "1")
+    with pytest.raises(Conflict, match="is not a bridge"):
+        lab.links.ensure_bridge(lab.link_name("v", "1"), IPv4Interface(gateway), lab.mtu)
+    assert box.address not in (bridge.gateway,)
+
+
+def test_connect_to_a_missing_namespace_leaves_nothing_behind(lab: NetLab) -> None:
+    bridge = lab.bridge("a")
+    host_ifname = lab.link_name("v", "x")
+    with pytest.raises(NotFound, match="cannot be opened"):
+        lab.links.connect(
+            f"carte-t-{lab.uid}-missing",
+            bridge=bridge.name,
+            host_ifname=host_ifname,
+            address=IPv4Interface(f"{bridge.gateway + 1}/24"),
+            gateway=bridge.gateway,
+            mtu=lab.mtu,
+        )
+    assert lab.links.index_of(host_ifname) is None
+
+
+def test_a_taken_interface_name_in_the_namespace_is_a_conflict_and_cleaned(lab: NetLab) -> None:
+    bridge = lab.bridge("a")
+    box = lab.container(bridge, "1")
+    host_ifname = lab.link_name("v", "y")
+    with pytest.raises(Conflict, match="already exists"):
+        lab.links.connect(
+            box.netns,
+            bridge=bridge.name,
+            host_ifname=host_ifname,
+            address=IPv4Interface(f"{bridge.gateway + 9}/24"),
+            gateway=bridge.gateway,
+            mtu=lab.mtu,
+        )
+    assert lab.links.index_of(host_ifname) is None
+
+
+def test_deleting_links_is_idempotent(lab: NetLab) -> None:
+    bridge = lab.bridge("a")
+    lab.container(bridge, "1")
+    host_ifname = lab.link_name("v", "1")
+
+    assert lab.links.delete_link(host_ifname) is True
+    assert lab.links.delete_link(host_ifname) is False
+    assert lab.links.delete_link(bridge.name) is True
+    assert lab.links.delete_link(bridge.name) is False
