@@ -145,6 +145,7 @@ def _zstd_writer(target: BinaryIO) -> Iterator[BinaryIO]:
     finally:
         process.stdin.close()
         drainer.join()
+        stdout.close()
         status = process.wait()
     if status != 0:
         raise OSError(f"zstd exited with status {status} while compressing a layer")
