@@ -252,7 +252,8 @@ def _validate(caps: LinuxCapabilities) -> None:
 def prepare_for_setuid() -> None:
     """Keep the permitted set across the coming setuid to a non-root uid (PR_SET_KEEPCAPS).
 
-    Call in the container child before setgid/setuid. Raises `OSError` if prctl fails.
+    Call in the container child before setuid, then `apply_after_setuid`. The kernel clears
+    the flag again at execve. Raises `OSError` if prctl fails.
     """
     _prctl(_PR_SET_KEEPCAPS, 1)
 
@@ -260,11 +261,13 @@ def prepare_for_setuid() -> None:
 def apply_after_setuid(caps: LinuxCapabilities) -> None:
     """Make the calling process hold exactly `caps`, in runc's order.
 
-    Drops every capability not in `bounding` from the bounding set, sets effective, permitted
-    and inheritable with capset(2), then clears the ambient set and raises `ambient`. A name the
-    running kernel does not know is skipped (as runc does). Raises `InvalidArgument` for a bad
-    name before changing anything, `OSError` if the kernel refuses (the process then holds a
-    partly applied set and must not exec).
+    Raises the effective set to the permitted one (setuid cleared it, and dropping from the
+    bounding set needs CAP_SETPCAP), drops every capability not in `bounding` from the bounding
+    set, sets effective, permitted and inheritable with capset(2), then clears the ambient set and
+    raises `ambient` (each must also be permitted and inheritable). A name the running kernel
+    does not know is skipped, as runc does. Raises `InvalidArgument` for a bad name before
+    changing anything, `OSError` if the kernel refuses (the process then holds a partly applied
+    set and must not exec).
     """
     _validate(caps)
     last = _last_capability()
@@ -273,6 +276,8 @@ def apply_after_setuid(caps: LinuxCapabilities) -> None:
     def on_kernel(names: list[str]) -> list[str]:
         return [n for n in (normalize_capability(name) for name in names) if n in known]
 
+    _, permitted, inheritable = _capget()
+    _capset(effective=permitted, permitted=permitted, inheritable=inheritable)
     keep_bounding = _mask(on_kernel(caps.bounding))
     for number in range(last + 1):
         if not keep_bounding & (1 << number) and _prctl(_PR_CAPBSET_READ, number) == 1:
@@ -290,6 +295,20 @@ def apply_after_setuid(caps: LinuxCapabilities) -> None:
 def apply(caps: LinuxCapabilities) -> None:
     """Apply `caps` to a process that keeps its uid; see `apply_after_setuid` for failures."""
     apply_after_setuid(caps)
+
+
+def _capget() -> tuple[int, int, int]:
+    """(effective, permitted, inheritable) masks of the calling thread."""
+    header = _CapHeader(version=_LINUX_CAPABILITY_VERSION_3, pid=0)
+    data = (_CapData * 2)()
+    if _c_library().capget(ctypes.byref(header), data) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"capget: {os.strerror(errno)}")
+    return (
+        data[0].effective | data[1].effective << 32,
+        data[0].permitted | data[1].permitted << 32,
+        data[0].inheritable | data[1].inheritable << 32,
+    )
 
 
 def _capset(*, effective: int, permitted: int, inheritable: int) -> None:

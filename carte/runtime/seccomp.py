@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import platform
 import re
@@ -232,6 +233,7 @@ class _ProfileSyscall(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
     names: list[str] = []
     action: str
     errno_ret: int | None = None
+    errno: str = ""  # Podman writes the errno's name next to errnoRet
     args: list[_ProfileArg] | None = None
     comment: str = ""
     includes: _ProfileFilter | None = None
@@ -246,6 +248,7 @@ class _ArchMapEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, re
 class _ProfileDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
     default_action: str
     default_errno_ret: int | None = None
+    default_errno: str = ""  # Podman writes the errno's name next to defaultErrnoRet
     architectures: list[str] | None = None
     arch_map: list[_ArchMapEntry] | None = None
     flags: list[str] | None = None
@@ -362,18 +365,28 @@ def _resolve(document: _ProfileDocument, held: set[str], name: str) -> LinuxSecc
             LinuxSeccompArg(index=arg.index, value=arg.value, value_two=arg.value_two, op=arg.op)
             for arg in entry.args or []
         ]
-        rules.append(
-            LinuxSyscall(names=names, action=entry.action, errno_ret=entry.errno_ret, args=args)
-        )
+        errno_ret = _errno_number(entry.errno_ret, entry.errno, name, f"{where}.errno")
+        rules.append(LinuxSyscall(names=names, action=entry.action, errno_ret=errno_ret, args=args))
     return LinuxSeccomp(
         default_action=document.default_action,
-        default_errno_ret=document.default_errno_ret,
+        default_errno_ret=_errno_number(
+            document.default_errno_ret, document.default_errno, name, "defaultErrno"
+        ),
         architectures=architectures,
         flags=list(document.flags or []),
         listener_path=document.listener_path,
         listener_metadata=document.listener_metadata,
         syscalls=rules,
     )
+
+
+def _errno_number(number: int | None, errno_name: str, source: str, field: str) -> int | None:
+    if number is not None or not errno_name:
+        return number
+    value = getattr(errno, errno_name.upper(), None)
+    if not isinstance(value, int):
+        raise _bad(source, field, f'unknown errno "{errno_name}"', "use a name such as EPERM")
+    return value
 
 
 def _applies(entry: _ProfileSyscall, held: set[str], arch: str, source: str, where: str) -> bool:

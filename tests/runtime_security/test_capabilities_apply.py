@@ -1,0 +1,100 @@
+"""capabilities.apply / apply_after_setuid leave exactly the requested sets, for real."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import pytest
+
+from carte.api.errors import InvalidArgument
+from carte.runtime import capabilities
+from carte.runtime.capabilities import (
+    CAPABILITY_NUMBERS,
+    DEFAULT_CAPABILITIES,
+    LinuxCapabilities,
+)
+
+RunProbe = Callable[..., dict[str, Any]]
+
+
+def _mask(names: list[str]) -> str:
+    return f"{sum(1 << CAPABILITY_NUMBERS[name] for name in names):016x}"
+
+
+def test_root_keeps_exactly_the_default_sets(run_probe: RunProbe) -> None:
+    requested = capabilities.default_capabilities()
+    results = run_probe(
+        capabilities=msgspec.to_builtins(requested), probes=["capabilities", "chown", "ids"]
+    )
+    held = results["capabilities"]
+    assert held["effective"] == list(DEFAULT_CAPABILITIES_IN_BIT_ORDER)
+    assert held["permitted"] == held["effective"]
+    assert held["bounding"] == held["effective"]
+    assert held["inheritable"] == [] and held["ambient"] == []
+    assert "CAP_NET_RAW" not in held["bounding"] and "CAP_SYS_ADMIN" not in held["bounding"]
+    assert results["chown"] == "ok"
+    assert results["ids"] == [0, 0, 0]
+
+
+DEFAULT_CAPABILITIES_IN_BIT_ORDER = sorted(DEFAULT_CAPABILITIES, key=CAPABILITY_NUMBERS.__getitem__)
+
+
+def test_a_dropped_capability_stops_what_it_guards(run_probe: RunProbe) -> None:
+    names = capabilities.resolve_cap_changes([], ["chown"])
+    results = run_probe(
+        capabilities=msgspec.to_builtins(capabilities.capabilities_from(names)),
+        probes=["chown", "capabilities"],
+    )
+    assert results["chown"] == "EPERM"
+    assert "CAP_CHOWN" not in results["capabilities"]["bounding"]
+
+
+def test_non_root_user_gets_ambient_capabilities_through_exec(run_probe: RunProbe) -> None:
+    """As runc does for `--user 65534 --cap-add NET_BIND_SERVICE`: the cap reaches the program."""
+    ambient = ["CAP_NET_BIND_SERVICE"]
+    bounding = ["CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_SETFCAP"]
+    requested = LinuxCapabilities(
+        bounding=bounding,
+        effective=ambient,
+        permitted=ambient,
+        inheritable=ambient,
+        ambient=ambient,
+    )
+    results = run_probe(
+        uid=65534,
+        capabilities=msgspec.to_builtins(requested),
+        probes=["ids", "capabilities", "exec_capabilities", "chown"],
+    )
+    assert results["ids"] == [65534, 65534, 65534]
+    held = results["capabilities"]
+    assert held == {
+        "effective": ambient,
+        "permitted": ambient,
+        "inheritable": ambient,
+        "bounding": bounding,
+        "ambient": ambient,
+    }
+    after_exec = results["exec_capabilities"]
+    assert after_exec["CapEff"] == _mask(ambient)
+    assert after_exec["CapAmb"] == _mask(ambient)
+    assert after_exec["CapBnd"] == _mask(bounding)
+    assert results["chown"] == "EPERM"
+
+
+def test_non_root_user_without_capabilities_holds_none(run_probe: RunProbe) -> None:
+    requested = LinuxCapabilities(bounding=list(DEFAULT_CAPABILITIES))
+    results = run_probe(
+        uid=65534, capabilities=msgspec.to_builtins(requested), probes=["exec_capabilities"]
+    )
+    assert results["exec_capabilities"]["CapEff"] == "0" * 16
+    assert results["exec_capabilities"]["CapPrm"] == "0" * 16
+    assert results["exec_capabilities"]["CapBnd"] == _mask(DEFAULT_CAPABILITIES_IN_BIT_ORDER)
+
+
+def test_apply_refuses_an_unknown_name_before_changing_anything() -> None:
+    before = capabilities.current_capabilities()
+    with pytest.raises(InvalidArgument, match='unknown capability "CAP_FLY"'):
+        capabilities.apply(LinuxCapabilities(bounding=["CAP_FLY"]))
+    assert capabilities.current_capabilities() == before
