@@ -1,0 +1,281 @@
+"""Start real `carte daemon` subprocesses for tests and talk HTTP to them over their socket.
+
+Shared by tests/api, tests/cli, tests/plugins and tests/packaging (their conftests put this
+directory on sys.path). Every daemon gets its own short temporary directory (unix socket
+paths are limited to 107 bytes) holding its root, run root, socket, config and log.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_PLUGIN = REPO / "tests" / "plugins" / "sample_plugin"
+START_TIMEOUT = 20.0
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a unix socket: an independent client, not Carte's own."""
+
+    def __init__(self, path: Path, timeout: float = 10.0) -> None:
+        super().__init__("carte", timeout=timeout)
+        self.socket_path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class Reply:
+    def __init__(self, status: int, content_type: str, body: bytes) -> None:
+        self.status = status
+        self.content_type = content_type
+        self.body = body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def make_workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="carte-t-", dir="/tmp"))
+
+
+class Daemon:
+    """One `carte daemon` subprocess with its own directories."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        config: str = "",
+        extra_path: Sequence[Path] = (),
+        command: Sequence[str] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.root = workdir / "root"
+        self.run_root = workdir / "run"
+        self.socket = workdir / "carte.sock"
+        self.config_path = workdir / "carte.yaml"
+        self.log_path = workdir / "daemon.log"
+        self.config_path.write_text(config)
+        self.extra_path = list(extra_path)
+        self.command = list(command) if command else [sys.executable, "-m", "carte"]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.extra_path:
+            paths = [str(p) for p in self.extra_path]
+            env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(
+                os.pathsep
+            )
+        return env
+
+    def argv(self) -> list[str]:
+        return [
+            *self.command,
+            "daemon",
+            "--root",
+            str(self.root),
+            "--run-root",
+            str(self.run_root),
+            "--socket",
+            str(self.socket),
+            "--config",
+            str(self.config_path),
+        ]
+
+    def start(self, *, wait: bool = True) -> Daemon:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv(), stdout=log, stderr=log, env=self.env, cwd=self.workdir
+        )
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """Poll /_ping until it answers OK; raise with the daemon's log if it dies or times out."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"daemon exited {self.process.returncode}:\n{self.log_path.read_text()}"
+                )
+            try:
+                if self.request("GET", "/_ping").body == b"OK":
+                    return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise AssertionError(f"daemon not ready in {timeout}s:\n{self.log_path.read_text()}")
+
+    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Reply:
+        connection = UnixHTTPConnection(self.socket)
+        try:
+            data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+            headers = {"Content-Type": "application/json"} if data is not None else {}
+            connection.request(method, path, body=data, headers=headers)
+            response = connection.getresponse()
+            return Reply(response.status, response.getheader("Content-Type", ""), response.read())
+        finally:
+            connection.close()
+
+    def command_(self, name: str, **fields: Any) -> Reply:
+        return self.request("POST", f"/v1/commands/{name}", fields)
+
+    def stream(self, path: str, timeout: float = 10.0) -> Iterator[dict[str, Any]]:
+        """Yield parsed NDJSON lines of a streaming GET; closes when the caller stops."""
+        connection = UnixHTTPConnection(self.socket, timeout=timeout)
+        connection.request("GET", path)
+        response = connection.getresponse()
+        assert response.status == 200, response.read()
+        try:
+            while True:
+                line = response.readline()
+                if not line:
+                    return
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            connection.close()
+
+    def client(
+        self, *args: str, timeout: float = 30.0, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the Carte client against this daemon."""
+        return subprocess.run(
+            [*self.command, "--host", f"unix://{self.socket}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env or self.env,
+        )
+
+    def send_signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Signal the daemon and wait for its exit code (SIGKILL after `timeout`)."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"daemon ignored signal {signum} for {timeout}s") from None
+        return self.process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+class DaemonFactory:
+    """Makes daemons for one test and stops and removes them all afterwards."""
+
+    def __init__(self, extra_path: Sequence[Path] = ()) -> None:
+        self.extra_path = list(extra_path)
+        self.daemons: list[Daemon] = []
+        self.workdirs: list[Path] = []
+
+    def __call__(
+        self,
+        *,
+        config: str = "",
+        start: bool = True,
+        workdir: Path | None = None,
+        command: Sequence[str] | None = None,
+    ) -> Daemon:
+        if workdir is None:
+            workdir = make_workdir()
+            self.workdirs.append(workdir)
+        daemon = Daemon(workdir, config=config, extra_path=self.extra_path, command=command)
+        self.daemons.append(daemon)
+        if start:
+            daemon.start()
+        return daemon
+
+    def cleanup(self) -> None:
+        for daemon in self.daemons:
+            if daemon.process is not None and daemon.process.poll() is None:
+                daemon.process.kill()
+                daemon.process.wait()
+        for workdir in self.workdirs:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def install_sample_plugin(target: Path) -> Path:
+    """pip-install tests/plugins/sample_plugin into `target` (a directory for PYTHONPATH)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            str(SAMPLE_PLUGIN),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    for leftover in ("build", "carte_sample_plugin.egg-info"):
+        shutil.rmtree(SAMPLE_PLUGIN / leftover, ignore_errors=True)
+    return target
+
+
+# --- fixtures (imported by the conftests of tests/api, tests/cli, tests/plugins, tests/packaging)
+
+
+@pytest.fixture
+def daemons() -> Iterator[DaemonFactory]:
+    """A factory of daemons (Carte from this checkout, no plugins beyond the installed ones)."""
+    factory = DaemonFactory()
+    yield factory
+    factory.cleanup()
+
+
+@pytest.fixture(scope="session")
+def sample_plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding the pip-installed sample plugin (once per session)."""
+    target = tmp_path_factory.getbasetemp() / "sample-plugin-site"
+    if not (target / "carte_sample_plugin.py").exists():
+        install_sample_plugin(target)
+    return target
+
+
+@pytest.fixture
+def plugin_daemons(sample_plugin_dir: Path) -> Iterator[DaemonFactory]:
+    """A factory of daemons that also see the sample plugin through its entry point."""
+    factory = DaemonFactory(extra_path=[sample_plugin_dir])
+    yield factory
+    factory.cleanup()
