@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,3 +50,48 @@ def run_probe(probe_scratch: Path) -> RunProbe:
         return results
 
     return run
+
+
+@pytest.fixture
+def run_container(tmp_path: Path, busybox_rootfs: Path) -> Iterator[RunContainer]:
+    """`carte runtime run` of a busybox container from the default spec; call with the shell
+    script to run and optionally `edit(config)` to change config.json first. Afterwards every
+    container is force-deleted and the test fails if its state or a cgroup named after it stays."""
+    from carte.runtime.spec import default_spec, encode_spec
+
+    state = tmp_path / "state"
+    ids: list[str] = []
+    prefix = f"h5{uuid.uuid4().hex[:8]}"
+
+    def runtime(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "carte", "runtime", "--root", str(state), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=_REPOSITORY,
+            check=False,
+        )
+
+    def run(
+        script: str, edit: Callable[[dict[str, Any]], None] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        bundle = tmp_path / f"bundle{len(ids)}"
+        shutil.copytree(busybox_rootfs, bundle / "rootfs", symlinks=True)
+        config: dict[str, Any] = json.loads(encode_spec(default_spec(args=["sh", "-c", script])))
+        if edit is not None:
+            edit(config)
+        (bundle / "config.json").write_text(json.dumps(config))
+        container_id = f"{prefix}-{len(ids)}"
+        ids.append(container_id)
+        return runtime("run", "--bundle", str(bundle), container_id)
+
+    yield run
+    for container_id in ids:
+        runtime("delete", "--force", container_id)
+    assert not state.exists() or list(state.iterdir()) == []
+    for container_id in ids:
+        assert list(Path("/sys/fs/cgroup").glob(f"*/carte/{container_id}")) == []
+
+
+RunContainer = Callable[..., subprocess.CompletedProcess[str]]
