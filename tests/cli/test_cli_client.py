@@ -1,0 +1,197 @@
+"""The client as a user runs it: a subprocess, a real daemon or none, output and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from carte_daemon import DaemonFactory, make_workdir
+
+HEAVY = ("trio", "quart", "quart_trio", "hypercorn", "werkzeug")
+
+
+def carte(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "carte", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+
+
+def test_no_daemon_is_one_line_with_where_and_how(tmp_path: Path) -> None:
+    socket = tmp_path / "nobody.sock"
+    for command in (["info"], ["events"], ["version"]):
+        result = carte("--host", f"unix://{socket}", *command)
+        assert result.returncode == 1, command
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert f"unix://{socket}" in lines[0]
+        assert "carte daemon" in lines[0] and "install.sh" in lines[0]
+        assert "Traceback" not in result.stderr
+
+
+def test_carte_host_environment_variable(daemons: DaemonFactory) -> None:
+    daemon = daemons()
+    env = dict(os.environ, CARTE_HOST=f"unix://{daemon.socket}")
+    result = carte("--format", "json", "info", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["socket"] == str(daemon.socket)
+
+
+def test_usage_errors_exit_2_without_traceback() -> None:
+    for args in (["--bogus"], ["events", "--filter", "color=red"], ["--host", "tcp://x:1", "info"]):
+        result = carte(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.splitlines()[-1].startswith("carte: error:") or "usage" in (
+            result.stderr
+        )
+        assert "Traceback" not in result.stderr
+    bad_since = carte("events", "--since", "last tuesday")
+    assert bad_since.returncode == 2
+    assert '--since "last tuesday"' in bad_since.stderr
+
+
+def test_help_lists_every_command() -> None:
+    result = carte("--help")
+    assert result.returncode == 0
+    for command in ("daemon", "version", "info", "events", "system"):
+        assert f"    {command}" in result.stdout
+    system = carte("system", "--help")
+    assert "check" in system.stdout
+
+
+def test_version_and_info_against_a_daemon(daemons: DaemonFactory) -> None:
+    daemon = daemons()
+    version = daemon.client("version")
+    assert version.returncode == 0, version.stderr
+    assert "Client:" in version.stdout and "Server:" in version.stdout
+    as_json = json.loads(daemon.client("--format", "json", "version").stdout)
+    assert as_json["server"]["api_version"] == as_json["client"]["api_version"] == "1"
+
+    info = daemon.client("info")
+    assert info.returncode == 0, info.stderr
+    assert f"Storage root: {daemon.root}" in info.stdout
+    rows = {line.split()[0]: line.split() for line in info.stdout.splitlines() if line}
+    assert rows["api"][1] == "running"
+    assert "no url configured" in info.stdout
+
+
+def test_version_without_daemon_still_shows_the_client(tmp_path: Path) -> None:
+    result = carte("--host", f"unix://{tmp_path}/none.sock", "version")
+    assert result.returncode == 1
+    assert "Client:" in result.stdout and "Server:" not in result.stdout
+
+
+def test_events_since_with_filter(daemons: DaemonFactory) -> None:
+    daemon = daemons()
+    process = subprocess.Popen(
+        [
+            *daemon.command,
+            "--host",
+            f"unix://{daemon.socket}",
+            "events",
+            "--since",
+            "1h",
+            "--filter",
+            "type=daemon.started",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+    finally:
+        process.terminate()
+        process.wait()
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+    assert " DaemonStarted daemon " in line
+    assert f"pid={daemon.process.pid}" in line  # type: ignore[union-attr]
+
+
+def test_system_check_reports_each_feature_with_fixes() -> None:
+    result = carte("system", "check")
+    for feature in (
+        "namespace pid",
+        "namespace user",
+        "overlayfs",
+        "cgroup layout",
+        "cgroup controller memory",
+        "nftables binary",
+        "nftables kernel",
+        "seccomp kernel",
+        "libseccomp",
+        "veth",
+    ):
+        assert feature in result.stdout, feature
+    checks = json.loads(carte("--format", "json", "system", "check").stdout)
+    missing = [c for c in checks if c["required"] and not c["ok"]]
+    assert result.returncode == (1 if missing else 0)
+    assert all(c["fix"] for c in checks), "every check carries its fix"
+
+
+def test_system_check_works_without_a_daemon(tmp_path: Path) -> None:
+    result = carte("--host", f"unix://{tmp_path}/none.sock", "system", "check")
+    assert "no daemon" not in result.stderr
+    assert "overlayfs" in result.stdout
+
+
+def test_client_imports_neither_trio_nor_quart_nor_hypercorn(daemons: DaemonFactory) -> None:
+    daemon = daemons()
+    probe = (
+        "import sys\n"
+        "from carte.cli import main\n"
+        f"sys.argv = ['carte', '--host', 'unix://{daemon.socket}', 'info']\n"
+        "try:\n    main()\nexcept SystemExit as done:\n    code = done.code\n"
+        f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})\n"
+        "print('HEAVY', heavy, code, file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30
+    )
+    assert "HEAVY [] 0" in result.stderr, result.stderr
+
+
+def test_client_importtime_shows_no_server_stack(daemons: DaemonFactory) -> None:
+    daemon = daemons()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "carte",
+            "--host",
+            f"unix://{daemon.socket}",
+            "version",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    assert not {m for m in imported if m.split(".")[0] in HEAVY}
+
+
+def test_daemon_restart_is_seen_by_a_new_client(daemons: DaemonFactory) -> None:
+    workdir = make_workdir()
+    first = daemons(workdir=workdir)
+    pid_before = json.loads(first.client("--format", "json", "info").stdout)["pid"]
+    assert first.stop() == 0
+    assert first.client("info").returncode == 1
+    started = time.monotonic()
+    second = daemons(workdir=workdir)
+    assert time.monotonic() - started < 20
+    pid_after = json.loads(second.client("--format", "json", "info").stdout)["pid"]
+    assert pid_after != pid_before
+    daemons.workdirs.append(workdir)
