@@ -142,16 +142,21 @@ def test_pids_limit_bounds_a_fork_bomb_and_the_host_keeps_answering(v1_cgroup: C
         assert bomb.stdin is not None
         bomb.stdin.write(b"go\n")
         bomb.stdin.close()
-        highest = 0
-        deadline = time.monotonic() + 2.0
+        highest, reached_at = 0, None
+        deadline = time.monotonic() + 10.0
+        # Watch until the bomb has pressed against the limit for half a second.
         while time.monotonic() < deadline:
             highest = max(highest, int(read(v1_cgroup, "pids", "pids.current")))
-            time.sleep(0.01)
+            if reached_at is None and highest >= 64:
+                reached_at = time.monotonic()
+            if reached_at is not None and time.monotonic() - reached_at > 0.5:
+                break
+            time.sleep(0.005)
         assert highest == 64, f"expected the bomb to reach exactly the limit, saw {highest}"
-        assert "max" in read(v1_cgroup, "pids", "pids.events")
+        assert int(read(v1_cgroup, "pids", "pids.events").split()[1]) > 0
         started = time.monotonic()
         assert subprocess.run(["true"], check=False).returncode == 0
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 2.0
         v1_cgroup.kill(signal.SIGKILL)
     finally:
         bomb.kill()
