@@ -130,7 +130,7 @@ class _Hook(BaseHTTPRequestHandler):
     received: list[dict[str, Any]]
     arrived: threading.Condition
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         with self.arrived:
             self.received.append(json.loads(body))
