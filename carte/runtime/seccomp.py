@@ -21,6 +21,7 @@ import msgspec
 
 from carte.api.errors import InvalidArgument, Unavailable
 from carte.runtime.capabilities import DEFAULT_CAPABILITIES, normalize_capability
+from carte.runtime.seccomp_bpf import SECCOMP_FLAGS, load_program, with_enosys_stub
 
 __all__ = [
     "ACTIONS",
@@ -135,6 +136,8 @@ _FLAG_ATTRIBUTES: dict[str, int] = {
     "SECCOMP_FILTER_FLAG_LOG": _ATTR_CTL_LOG,
     "SECCOMP_FILTER_FLAG_SPEC_ALLOW": _ATTR_CTL_SSB,
 }
+# With these defaults an unknown syscall already runs; the ENOSYS stub would change that.
+_PERMISSIVE_DEFAULTS = ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
 _MAX_ARGUMENTS = 6
 _NR_SCMP_ERROR = -1
 
@@ -474,6 +477,12 @@ def _library() -> ctypes.CDLL:
         library.seccomp_rule_add_array.restype = ctypes.c_int
         library.seccomp_load.argtypes = (ctypes.c_void_p,)
         library.seccomp_load.restype = ctypes.c_int
+        library.seccomp_export_bpf.argtypes = (ctypes.c_void_p, ctypes.c_int)
+        library.seccomp_export_bpf.restype = ctypes.c_int
+        library.seccomp_arch_native.argtypes = ()
+        library.seccomp_arch_native.restype = ctypes.c_uint32
+        library.seccomp_syscall_resolve_name_arch.argtypes = (ctypes.c_uint32, ctypes.c_char_p)
+        library.seccomp_syscall_resolve_name_arch.restype = ctypes.c_int
         _libseccomp = library
     return _libseccomp
 
@@ -488,7 +497,9 @@ def _action_value(action: str, errno_ret: int | None) -> int:
 def install(profile: LinuxSeccomp | None) -> None:
     """Compile `profile` with libseccomp and load it into the calling process; None does nothing.
 
-    Syscall names this kernel/libseccomp does not know are skipped, as runc does. The loader does
+    Syscall names this kernel/libseccomp does not know are skipped, as runc does; unless the
+    default action lets calls through, a syscall newer than every one the profile names gets
+    ENOSYS so libc falls back (see `seccomp_bpf`). The loader does
     not set no_new_privs itself: without it the caller needs CAP_SYS_ADMIN, so set
     PR_SET_NO_NEW_PRIVS first or install before dropping capabilities. Raises `InvalidArgument`
     for a bad profile, `Unavailable` without libseccomp and `OSError` if the kernel refuses the
@@ -506,10 +517,12 @@ def install(profile: LinuxSeccomp | None) -> None:
         _check(library.seccomp_attr_set(context, _ATTR_CTL_NNP, 0), "seccomp_attr_set(NNP)")
         for flag in profile.flags:
             _check(library.seccomp_attr_set(context, _FLAG_ATTRIBUTES[flag], 1), flag)
+        arch_tokens = {library.seccomp_arch_native()}
         for arch in profile.architectures:
             token = library.seccomp_arch_resolve_name(ARCHITECTURES[arch].encode())
             if token == 0:
                 continue  # this libseccomp does not know the architecture
+            arch_tokens.add(token)
             result = library.seccomp_arch_add(context, token)
             if result != -17:  # -EEXIST: the native architecture is already in the filter
                 _check(result, f"seccomp_arch_add({arch})")
@@ -529,9 +542,42 @@ def install(profile: LinuxSeccomp | None) -> None:
                         ),
                         f"seccomp rule for {name}",
                     )
-        _check(library.seccomp_load(context), "seccomp_load")
+        if profile.default_action in _PERMISSIVE_DEFAULTS:
+            _check(library.seccomp_load(context), "seccomp_load")
+        else:
+            program = _export_program(library, context)
+            highest = _highest_numbers(library, profile, arch_tokens)
+            flags = sum(SECCOMP_FLAGS[flag] for flag in set(profile.flags))
+            load_program(with_enosys_stub(program, highest), flags)
     finally:
         library.seccomp_release(context)
+
+
+def _export_program(library: ctypes.CDLL, context: int) -> bytes:
+    descriptor = os.memfd_create("carte-seccomp", os.MFD_CLOEXEC)
+    try:
+        _check(library.seccomp_export_bpf(context, descriptor), "seccomp_export_bpf")
+        os.lseek(descriptor, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(descriptor, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
+
+
+def _highest_numbers(
+    library: ctypes.CDLL, profile: LinuxSeccomp, arch_tokens: set[int]
+) -> dict[int, int]:
+    """Per architecture, the highest syscall number the profile names (and libseccomp knows)."""
+    names = {name.encode() for rule in profile.syscalls for name in rule.names}
+    highest: dict[int, int] = {}
+    for token in arch_tokens:
+        numbers = [library.seccomp_syscall_resolve_name_arch(token, name) for name in names]
+        known = [number for number in numbers if number >= 0]
+        if known:
+            highest[token] = max(known)
+    return highest
 
 
 def _argument_groups(args: list[LinuxSeccompArg]) -> list[list[_ArgCompare]]:

@@ -36,6 +36,7 @@ _SYS_CLONE = 56
 _SYS_KEYCTL = 250
 _SYS_CLONE3 = 435
 _SYS_USERFAULTFD = 323
+_SYS_LISTMOUNT = 458
 _SYS_PERSONALITY = 135
 _KEYCTL_GET_KEYRING_ID = 0
 _KEY_SPEC_SESSION_KEYRING = -3
@@ -88,6 +89,11 @@ def probe_userfaultfd(scratch: Path) -> str:
     if result >= 0:
         os.close(result)
     return _outcome(result)
+
+
+def probe_listmount(scratch: Path) -> str:
+    """listmount(2) (Linux 6.8) is newer than every syscall the default profile names."""
+    return _outcome(_libc.syscall(_SYS_LISTMOUNT, 0, 0, 0, 0))
 
 
 def probe_clone3(scratch: Path) -> str:

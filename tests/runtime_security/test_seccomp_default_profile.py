@@ -60,7 +60,7 @@ def test_default_profile_confines_a_real_process(run_probe: RunProbe) -> None:
         seccomp="default",
         probes=[
             "status", "mount", "unshare_mount_ns", "keyctl", "clone_new_uts", "clone3",
-            "personality_query", "personality_no_randomize", "vsock",
+            "personality_query", "personality_no_randomize", "vsock", "listmount",
             "file_io", "mkdir", "fork", "exec_busybox", "sockets",
         ],
     )  # fmt: skip
@@ -73,19 +73,21 @@ def test_default_profile_confines_a_real_process(run_probe: RunProbe) -> None:
     assert results["personality_query"] == "ok"
     assert results["personality_no_randomize"] == "EPERM"
     assert results["vsock"] == "EPERM"
+    assert results["listmount"] == "ENOSYS"  # too new for the profile: libc would fall back
     for ordinary in ("file_io", "mkdir", "fork", "exec_busybox", "sockets"):
         assert results[ordinary] == "ok", ordinary
 
 
 def test_without_a_profile_the_same_calls_work(run_probe: RunProbe) -> None:
     """The control: the probes above fail because of the filter, not because of the machine."""
-    probes = ["mount", "unshare_mount_ns", "keyctl", "userfaultfd", "clone3", "vsock"]
+    probes = ["mount", "unshare_mount_ns", "keyctl", "userfaultfd", "clone3", "vsock", "listmount"]
     results = run_probe(seccomp=None, probes=["status", *probes])
     assert results["status"]["Seccomp"] == "0"
     assert results["mount"] == results["unshare_mount_ns"] == results["keyctl"] == "ok"
     assert results["userfaultfd"] == "ok"
     assert results["clone3"] != "ENOSYS"
     assert results["vsock"] != "EPERM"
+    assert results["listmount"] != "ENOSYS"
 
 
 @pytest.mark.parametrize("unconfined", ["unconfined"])

@@ -76,11 +76,14 @@ def test_docker_format_profile_is_enforced(
     path = tmp_path / "profile.json"
     path.write_text(json.dumps(_docker_profile()))
     (probe_scratch / "gone").mkdir()
-    results = run_probe(seccomp=str(path), probes=["status", "mkdir", "rmdir", "file_io"])
+    results = run_probe(
+        seccomp=str(path), probes=["status", "mkdir", "rmdir", "file_io", "listmount"]
+    )
     assert results["status"]["Seccomp"] == "2"
     assert results["mkdir"] == "EACCES"
     assert results["rmdir"] == "ok"
     assert results["file_io"] == "ok"
+    assert results["listmount"] != "ENOSYS"  # an allow-by-default profile lets new calls run
 
 
 def test_oci_form_round_trips_and_is_enforced(tmp_path: Path, run_probe: RunProbe) -> None:
