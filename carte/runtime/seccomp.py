@@ -8,8 +8,6 @@ calling process (the forked container child, just before exec).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
 import platform
@@ -19,14 +17,16 @@ from pathlib import Path
 
 import msgspec
 
-from carte.api.errors import InvalidArgument, Unavailable
+from carte.api.errors import InvalidArgument
 from carte.runtime.capabilities import DEFAULT_CAPABILITIES, normalize_capability
-from carte.runtime.seccomp_bpf import SECCOMP_FLAGS, load_program, with_enosys_stub
 
 __all__ = [
     "ACTIONS",
+    "ACTIONS_WITH_ERRNO",
     "ARCHITECTURES",
+    "FILTER_FLAGS",
     "OPERATORS",
+    "PROGRAM_CACHE",
     "UNCONFINED",
     "LinuxSeccomp",
     "LinuxSeccompArg",
@@ -73,6 +73,8 @@ class LinuxSeccomp(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 
 
 UNCONFINED = "unconfined"
+# Compiled filters, content-addressed; root-only. See `install`.
+PROGRAM_CACHE = Path("/run/carte/seccomp")
 
 # libseccomp's action values (seccomp.h); ERRNO and TRACE carry a 16-bit return value.
 ACTIONS: dict[str, int] = {
@@ -86,7 +88,7 @@ ACTIONS: dict[str, int] = {
     "SCMP_ACT_ALLOW": 0x7FFF0000,
     "SCMP_ACT_NOTIFY": 0x7FC00000,
 }
-_ACTIONS_WITH_ERRNO = ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE")
+ACTIONS_WITH_ERRNO = ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE")
 
 # enum scmp_compare
 OPERATORS: dict[str, int] = {
@@ -125,21 +127,13 @@ ARCHITECTURES: dict[str, str] = {
     )
 }
 
-# enum scmp_filter_attr
-_ATTR_CTL_NNP = 3
-_ATTR_CTL_TSYNC = 4
-_ATTR_CTL_LOG = 6
-_ATTR_CTL_SSB = 7
-# OCI `flags` -> the libseccomp attribute that asks for the same seccomp(2) flag.
-_FLAG_ATTRIBUTES: dict[str, int] = {
-    "SECCOMP_FILTER_FLAG_TSYNC": _ATTR_CTL_TSYNC,
-    "SECCOMP_FILTER_FLAG_LOG": _ATTR_CTL_LOG,
-    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": _ATTR_CTL_SSB,
-}
-# With these defaults an unknown syscall already runs; the ENOSYS stub would change that.
-_PERMISSIVE_DEFAULTS = ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
+# OCI `flags` this runtime passes on to seccomp(2).
+FILTER_FLAGS = (
+    "SECCOMP_FILTER_FLAG_TSYNC",
+    "SECCOMP_FILTER_FLAG_LOG",
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+)
 _MAX_ARGUMENTS = 6
-_NR_SCMP_ERROR = -1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,12 +155,12 @@ def validate(profile: LinuxSeccomp, source: str = "seccomp profile") -> None:
                 "use a name such as SCMP_ARCH_X86_64, SCMP_ARCH_X86 or SCMP_ARCH_AARCH64",
             )
     for position, flag in enumerate(profile.flags):
-        if flag not in _FLAG_ATTRIBUTES:
+        if flag not in FILTER_FLAGS:
             raise _bad(
                 source,
                 f"flags[{position}]",
                 f'unsupported flag "{flag}"',
-                f"use one of {', '.join(_FLAG_ATTRIBUTES)}",
+                f"use one of {', '.join(FILTER_FLAGS)}",
             )
     if profile.listener_path:
         raise _bad(
@@ -202,9 +196,9 @@ def _check_action(source: str, field: str, action: str, errno_ret: int | None) -
         raise _bad(source, field, f'unknown action "{action}"', f"use one of {', '.join(ACTIONS)}")
     if action == "SCMP_ACT_NOTIFY":
         raise _bad(source, field, "SCMP_ACT_NOTIFY is not supported by Carte", "use SCMP_ACT_ERRNO")
-    if errno_ret is not None and action not in _ACTIONS_WITH_ERRNO:
+    if errno_ret is not None and action not in ACTIONS_WITH_ERRNO:
         raise _bad(
-            source, errno_field, f"only valid with {' or '.join(_ACTIONS_WITH_ERRNO)}", "remove it"
+            source, errno_field, f"only valid with {' or '.join(ACTIONS_WITH_ERRNO)}", "remove it"
         )
     if errno_ret is not None and not 0 <= errno_ret <= 0xFFFF:
         raise _bad(source, errno_field, f"{errno_ret} is out of range", "use an errno such as 1")
@@ -427,172 +421,25 @@ def default_profile(capabilities: Iterable[str] = DEFAULT_CAPABILITIES) -> Linux
 
 
 # ---------------------------------------------------------------------------------------------
-# Installing through libseccomp
+# Installing
 
 
-class _ArgCompare(ctypes.Structure):
-    """struct scmp_arg_cmp"""
+def install(profile: LinuxSeccomp | None, *, cache_dir: Path | None = PROGRAM_CACHE) -> None:
+    """Load `profile` into the calling process as a seccomp filter; None does nothing.
 
-    _fields_ = (
-        ("arg", ctypes.c_uint),
-        ("op", ctypes.c_int),
-        ("datum_a", ctypes.c_uint64),
-        ("datum_b", ctypes.c_uint64),
-    )
-
-
-_libseccomp: ctypes.CDLL | None = None
-
-
-def _library() -> ctypes.CDLL:
-    global _libseccomp
-    if _libseccomp is None:
-        path = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
-        try:
-            library = ctypes.CDLL(path, use_errno=True)
-        except OSError:
-            raise Unavailable(
-                "seccomp: libseccomp is not installed; install libseccomp2 "
-                "(apt-get install libseccomp2) or run with seccomp=unconfined"
-            ) from None
-        library.seccomp_init.argtypes = (ctypes.c_uint32,)
-        library.seccomp_init.restype = ctypes.c_void_p
-        library.seccomp_release.argtypes = (ctypes.c_void_p,)
-        library.seccomp_release.restype = None
-        library.seccomp_arch_resolve_name.argtypes = (ctypes.c_char_p,)
-        library.seccomp_arch_resolve_name.restype = ctypes.c_uint32
-        library.seccomp_arch_add.argtypes = (ctypes.c_void_p, ctypes.c_uint32)
-        library.seccomp_arch_add.restype = ctypes.c_int
-        library.seccomp_attr_set.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32)
-        library.seccomp_attr_set.restype = ctypes.c_int
-        library.seccomp_syscall_resolve_name.argtypes = (ctypes.c_char_p,)
-        library.seccomp_syscall_resolve_name.restype = ctypes.c_int
-        library.seccomp_rule_add_array.argtypes = (
-            ctypes.c_void_p,
-            ctypes.c_uint32,
-            ctypes.c_int,
-            ctypes.c_uint,
-            ctypes.POINTER(_ArgCompare),
-        )
-        library.seccomp_rule_add_array.restype = ctypes.c_int
-        library.seccomp_load.argtypes = (ctypes.c_void_p,)
-        library.seccomp_load.restype = ctypes.c_int
-        library.seccomp_export_bpf.argtypes = (ctypes.c_void_p, ctypes.c_int)
-        library.seccomp_export_bpf.restype = ctypes.c_int
-        library.seccomp_arch_native.argtypes = ()
-        library.seccomp_arch_native.restype = ctypes.c_uint32
-        library.seccomp_syscall_resolve_name_arch.argtypes = (ctypes.c_uint32, ctypes.c_char_p)
-        library.seccomp_syscall_resolve_name_arch.restype = ctypes.c_int
-        _libseccomp = library
-    return _libseccomp
-
-
-def _action_value(action: str, errno_ret: int | None) -> int:
-    value = ACTIONS[action]
-    if action in _ACTIONS_WITH_ERRNO:
-        value |= (errno_ret if errno_ret is not None else 1) & 0xFFFF  # EPERM unless told
-    return value
-
-
-def install(profile: LinuxSeccomp | None) -> None:
-    """Compile `profile` with libseccomp and load it into the calling process; None does nothing.
-
-    Syscall names this kernel/libseccomp does not know are skipped, as runc does; unless the
-    default action lets calls through, a syscall newer than every one the profile names gets
-    ENOSYS so libc falls back (see `seccomp_bpf`). The loader does
-    not set no_new_privs itself: without it the caller needs CAP_SYS_ADMIN, so set
-    PR_SET_NO_NEW_PRIVS first or install before dropping capabilities. Raises `InvalidArgument`
-    for a bad profile, `Unavailable` without libseccomp and `OSError` if the kernel refuses the
-    filter; nothing is loaded in those cases.
+    The BPF program is compiled with libseccomp (see `seccomp_compile`), or read from
+    `cache_dir` where an earlier install left it (keyed by the profile, libseccomp and kernel,
+    so a container start skips the compile); None disables the cache, and a cache that cannot
+    be used is ignored. The filter does not set no_new_privs itself: without it the caller needs
+    CAP_SYS_ADMIN, so set PR_SET_NO_NEW_PRIVS first or install before dropping capabilities.
+    Raises `InvalidArgument` for a bad profile, `Unavailable` without libseccomp and `OSError` if
+    the kernel refuses the filter; nothing is loaded in those cases.
     """
     if profile is None:
         return
     validate(profile)
-    library = _library()
-    default = _action_value(profile.default_action, profile.default_errno_ret)
-    context = library.seccomp_init(default)
-    if not context:
-        raise OSError(ctypes.get_errno(), "seccomp_init failed")
-    try:
-        _check(library.seccomp_attr_set(context, _ATTR_CTL_NNP, 0), "seccomp_attr_set(NNP)")
-        for flag in profile.flags:
-            _check(library.seccomp_attr_set(context, _FLAG_ATTRIBUTES[flag], 1), flag)
-        arch_tokens = {library.seccomp_arch_native()}
-        for arch in profile.architectures:
-            token = library.seccomp_arch_resolve_name(ARCHITECTURES[arch].encode())
-            if token == 0:
-                continue  # this libseccomp does not know the architecture
-            arch_tokens.add(token)
-            result = library.seccomp_arch_add(context, token)
-            if result != -17:  # -EEXIST: the native architecture is already in the filter
-                _check(result, f"seccomp_arch_add({arch})")
-        for rule in profile.syscalls:
-            action = _action_value(rule.action, rule.errno_ret)
-            if action == default:
-                continue  # libseccomp refuses a rule that repeats the default action
-            for name in rule.names:
-                number = library.seccomp_syscall_resolve_name(name.encode())
-                if number == _NR_SCMP_ERROR:
-                    continue
-                for compares in _argument_groups(rule.args):
-                    array = (_ArgCompare * max(len(compares), 1))(*compares)
-                    _check(
-                        library.seccomp_rule_add_array(
-                            context, action, number, len(compares), array
-                        ),
-                        f"seccomp rule for {name}",
-                    )
-        if profile.default_action in _PERMISSIVE_DEFAULTS:
-            _check(library.seccomp_load(context), "seccomp_load")
-        else:
-            program = _export_program(library, context)
-            highest = _highest_numbers(library, profile, arch_tokens)
-            flags = sum(SECCOMP_FLAGS[flag] for flag in set(profile.flags))
-            load_program(with_enosys_stub(program, highest), flags)
-    finally:
-        library.seccomp_release(context)
+    from carte.runtime import seccomp_compile
+    from carte.runtime.seccomp_bpf import SECCOMP_FLAGS, load_program
 
-
-def _export_program(library: ctypes.CDLL, context: int) -> bytes:
-    descriptor = os.memfd_create("carte-seccomp", os.MFD_CLOEXEC)
-    try:
-        _check(library.seccomp_export_bpf(context, descriptor), "seccomp_export_bpf")
-        os.lseek(descriptor, 0, os.SEEK_SET)
-        chunks = []
-        while chunk := os.read(descriptor, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(descriptor)
-
-
-def _highest_numbers(
-    library: ctypes.CDLL, profile: LinuxSeccomp, arch_tokens: set[int]
-) -> dict[int, int]:
-    """Per architecture, the highest syscall number the profile names (and libseccomp knows)."""
-    names = {name.encode() for rule in profile.syscalls for name in rule.names}
-    highest: dict[int, int] = {}
-    for token in arch_tokens:
-        numbers = [library.seccomp_syscall_resolve_name_arch(token, name) for name in names]
-        known = [number for number in numbers if number >= 0]
-        if known:
-            highest[token] = max(known)
-    return highest
-
-
-def _argument_groups(args: list[LinuxSeccompArg]) -> list[list[_ArgCompare]]:
-    """One rule with all comparisons, or one rule per comparison when an argument index repeats
-    (libseccomp cannot AND two tests of one argument; runc makes them alternatives the same way)."""
-    compares = [
-        _ArgCompare(arg=arg.index, op=OPERATORS[arg.op], datum_a=arg.value, datum_b=arg.value_two)
-        for arg in args
-    ]
-    indexes = [arg.index for arg in args]
-    if len(set(indexes)) == len(indexes):
-        return [compares]
-    return [[compare] for compare in compares]
-
-
-def _check(result: int, what: str) -> None:
-    if result < 0:
-        raise OSError(-result, f"{what}: {os.strerror(-result)}")
+    program = seccomp_compile.cached_program(profile, cache_dir)
+    load_program(program, sum(SECCOMP_FLAGS[flag] for flag in set(profile.flags)))
