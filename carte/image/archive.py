@@ -229,7 +229,7 @@ def load(store: ImageStore, path: Path) -> list[StoredImage]:
                 "(use carte import for a root filesystem tarball)"
             )
         for descriptor, _names in pending:
-            _unpack_all(store, descriptor)
+            unpack_all(store, descriptor)
         return [store.add_image(descriptor, names) for descriptor, names in pending]
 
 
@@ -324,7 +324,8 @@ def _copy_blob(
     return store.read_blob(digest)
 
 
-def _unpack_all(store: ImageStore, descriptor: oci.Descriptor) -> None:
+def unpack_all(store: ImageStore, descriptor: oci.Descriptor) -> None:
+    """Unpack every layer of a stored manifest into the cache (validating hostile input)."""
     manifest = oci.decode_manifest(store.read_blob(descriptor.digest))
     config = oci.decode_config(store.read_blob(manifest.config.digest))
     diff_ids = config.rootfs.diff_ids
