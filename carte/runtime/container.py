@@ -28,6 +28,7 @@ import select
 import signal
 import socket
 import struct
+import sys
 import termios
 from collections.abc import Callable
 from pathlib import Path
@@ -36,9 +37,9 @@ from typing import NoReturn
 import msgspec
 
 from carte.api.errors import Conflict, Internal, InvalidArgument
-from carte.runtime import rootfs, seccomp, state
+from carte.runtime import rootfs, state
 from carte.runtime import syscalls as sc
-from carte.runtime.process import exec_user_process
+from carte.runtime.process import PreparedSeccomp, exec_user_process, prepare_seccomp
 from carte.runtime.seccomp import LinuxSeccomp
 from carte.runtime.spec import INIT_ANNOTATION, Process, Spec
 from carte.runtime.state import EXEC_FIFO, ContainerRecord, OCIState
@@ -178,9 +179,18 @@ def spawn(
         cgroup = open_cgroup(cgroups_path)
         cgroup.create()
         cgroup.apply(spec.linux.resources)
+        seccomp_filter = prepare_seccomp(spec.linux.seccomp)
         console = _connect_console(console_socket) if spec.process.terminal else None
         pid = _fork_container(
-            spec, bundle, container_id, directory, stdio, console, preserve_fds, cgroup.add_process
+            spec,
+            seccomp_filter,
+            bundle,
+            container_id,
+            directory,
+            stdio,
+            console,
+            preserve_fds,
+            cgroup.add_process,
         )
         start_time = state.process_start_time(pid)
         if start_time is None:
@@ -236,6 +246,7 @@ def _kill_and_reap(pid: int) -> None:
 
 def _fork_container(
     spec: Spec,
+    seccomp_filter: PreparedSeccomp | None,
     bundle: Path,
     container_id: str,
     directory: Path,
@@ -254,6 +265,7 @@ def _fork_container(
             parent_end.close()
             _stage_a(
                 spec,
+                seccomp_filter,
                 bundle,
                 container_id,
                 directory,
@@ -360,6 +372,7 @@ def _redirect_stdio(stdio: Stdio | None) -> None:
 
 def _stage_a(
     spec: Spec,
+    seccomp_filter: PreparedSeccomp | None,
     bundle: Path,
     container_id: str,
     directory: Path,
@@ -398,6 +411,7 @@ def _stage_a(
         if container_pid == 0:
             _stage_b(
                 spec,
+                seccomp_filter,
                 bundle,
                 container_id,
                 directory,
@@ -415,6 +429,7 @@ def _stage_a(
 
 def _stage_b(
     spec: Spec,
+    seccomp_filter: PreparedSeccomp | None,
     bundle: Path,
     container_id: str,
     directory: Path,
@@ -433,7 +448,7 @@ def _stage_b(
         except OSError:
             pass  # keyrings may be unavailable (EPERM under some seccomp/ns setups); not fatal
         fifo = os.open(directory / EXEC_FIFO, os.O_PATH | os.O_CLOEXEC)
-        seccomp_profile = _prepare_seccomp(spec)
+        run_init = _load_init() if spec.annotations.get(INIT_ANNOTATION) == "true" else None
         root_fd = rootfs.prepare_rootfs(spec, str(bundle), in_user_namespace=in_user_namespace)
         rootfs.pivot_into(root_fd)
         os.close(root_fd)
@@ -449,29 +464,34 @@ def _stage_b(
         channel.close()
     except BaseException as error:
         _report_and_exit(channel, error)
-    _wait_for_start(fifo)
-    if spec.annotations.get(INIT_ANNOTATION) == "true":
-        _run_as_init(process, seccomp_profile, preserve_fds)
-    exec_user_process(process, seccomp_profile, preserve_fds=preserve_fds)
+    try:
+        _wait_for_start(fifo)
+        if run_init is not None:
+            _run_as_init(run_init, process, seccomp_filter, preserve_fds)
+        exec_user_process(process, seccomp_filter, preserve_fds=preserve_fds)
+    except BaseException as error:
+        # Never let an exception unwind into the caller's code in this forked child.
+        print(f"carte: cannot start the container process: {error}", file=sys.stderr, flush=True)
+        os._exit(1)
 
 
-def _prepare_seccomp(spec: Spec) -> LinuxSeccomp | None:
-    """Load libseccomp now: after pivot_root the host's libraries are out of reach."""
-    if spec.linux.seccomp is not None:
-        seccomp.validate(spec.linux.seccomp)
-        seccomp._library()  # the loader is cached; no public preload hook exists yet
-    return spec.linux.seccomp
+RunInit = Callable[[Callable[[], int]], NoReturn]
+
+
+def _load_init() -> RunInit:
+    """Import Carte's init now: after pivot_root the host's Python files are out of reach."""
+    from carte.runtime.init import run_init
+
+    return run_init
 
 
 def _run_as_init(
-    process: Process, seccomp_profile: LinuxSeccomp | None, preserve_fds: int
+    run_init: RunInit, process: Process, seccomp_filter: PreparedSeccomp | None, preserve_fds: int
 ) -> NoReturn:
-    from carte.runtime.init import run_init
-
     def spawn_user_process() -> int:
         child = os.fork()
         if child == 0:
-            exec_user_process(process, seccomp_profile, preserve_fds=preserve_fds)
+            exec_user_process(process, seccomp_filter, preserve_fds=preserve_fds)
         return child
 
     run_init(spawn_user_process)
@@ -626,6 +646,7 @@ def exec_process(
                 namespace_fds[kind] = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             continue
+    seccomp_filter = prepare_seccomp(seccomp_profile)
     console = _connect_console(console_socket) if process.terminal else None
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -633,7 +654,7 @@ def exec_process(
     if stage_a == 0:
         parent_end.close()
         _exec_stage_a(
-            namespace_fds, stdio, console, process, seccomp_profile, preserve_fds, child_end
+            namespace_fds, stdio, console, process, seccomp_filter, preserve_fds, child_end
         )
     child_end.close()
     if console is not None:
@@ -670,7 +691,7 @@ def _exec_stage_a(
     stdio: Stdio | None,
     console: socket.socket | None,
     process: Process,
-    seccomp_profile: LinuxSeccomp | None,
+    seccomp_filter: PreparedSeccomp | None,
     preserve_fds: int,
     channel: socket.socket,
 ) -> NoReturn:
@@ -690,7 +711,7 @@ def _exec_stage_a(
                 channel.close()
             except BaseException as error:
                 _report_and_exit(channel, error)
-            exec_user_process(process, seccomp_profile, preserve_fds=preserve_fds)
+            exec_user_process(process, seccomp_filter, preserve_fds=preserve_fds)
         _send(channel, _Message(kind="pid", pid=pid))
         os._exit(0)
     except BaseException as error:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import resource
 import sys
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 from carte.runtime import capabilities, seccomp
 from carte.runtime import syscalls as sc
 from carte.runtime.seccomp import LinuxSeccomp
+from carte.runtime.seccomp_bpf import SECCOMP_FLAGS, load_program
 from carte.runtime.spec import Process
 
 __all__ = ["environment", "exec_user_process", "find_executable", "prepare_process"]
@@ -26,6 +27,26 @@ EXIT_CANNOT_RUN = 126
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 _RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
+
+
+class PreparedSeccomp(NamedTuple):
+    """A seccomp filter compiled to BPF while the host's libseccomp is still reachable."""
+
+    program: bytes
+    flags: int
+
+
+def prepare_seccomp(profile: LinuxSeccomp | None) -> PreparedSeccomp | None:
+    """Compile `profile` (or take it from the program cache) for loading later, after
+    pivot_root or setns. Raises `InvalidArgument` for a bad profile, `Unavailable` without
+    libseccomp."""
+    if profile is None:
+        return None
+    from carte.runtime import seccomp_compile
+
+    seccomp.validate(profile)
+    program = seccomp_compile.cached_program(profile, seccomp.PROGRAM_CACHE)
+    return PreparedSeccomp(program, sum(SECCOMP_FLAGS[flag] for flag in set(profile.flags)))
 
 
 def environment(process: Process) -> dict[str, str]:
@@ -78,7 +99,7 @@ def _switch_user(process: Process) -> None:
 
 
 def exec_user_process(
-    process: Process, seccomp_profile: LinuxSeccomp | None, *, preserve_fds: int
+    process: Process, seccomp_filter: PreparedSeccomp | None, *, preserve_fds: int
 ) -> NoReturn:
     """Become `process` and exec it; see the module docstring for the order and exit codes."""
     try:
@@ -96,7 +117,8 @@ def exec_user_process(
         if path is None:
             print(f'exec: "{name}": executable file not found in $PATH', file=sys.stderr)
             os._exit(EXIT_NOT_FOUND)
-        seccomp.install(seccomp_profile)
+        if seccomp_filter is not None:
+            load_program(seccomp_filter.program, seccomp_filter.flags)
         os.closerange(3 + preserve_fds, os.sysconf("SC_OPEN_MAX"))
         os.execve(path, process.args, env)
     except OSError as error:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,14 +50,24 @@ class Runtime:
     def __call__(
         self, *args: str | Path, input: str | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "carte", "runtime", "--root", str(self.state), *map(str, args)],
-            capture_output=True,
-            text=True,
-            input=input,
-            timeout=timeout,
-            cwd=REPO,
-        )
+        """Run one command. Output goes through files, not pipes: a created container inherits
+        the runtime's stdout/stderr and keeps them open after `create` returns."""
+        argv = [
+            sys.executable,
+            "-m",
+            "carte",
+            "runtime",
+            "--root",
+            str(self.state),
+            *map(str, args),
+        ]
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            completed = subprocess.run(
+                argv, stdout=out, stderr=err, text=True, input=input, timeout=timeout, cwd=REPO
+            )
+            out.seek(0)
+            err.seek(0)
+            return subprocess.CompletedProcess(argv, completed.returncode, out.read(), err.read())
 
     def run(self, bundle: Bundle, *, label: str = "run") -> subprocess.CompletedProcess[str]:
         """`carte runtime run` of `bundle` under a fresh id."""
