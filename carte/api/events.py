@@ -15,6 +15,24 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
 
+from carte.api.containers import (
+    ContainerConfig,
+    ContainerDetails,
+    ContainerStats,
+    ContainerSummary,
+    CreateResult,
+    Endpoint,
+    ExecResult,
+    HealthStatus,
+    PortSpec,
+    PruneResult,
+    Resources,
+    RestartPolicy,
+    TopResult,
+    Volume,
+    WaitResult,
+)
+
 ResultT = TypeVar("ResultT")
 
 
@@ -91,6 +109,258 @@ class Ping(Command[str], frozen=True, kw_only=True):
     """Round trip through the bus; the engine answers "pong"."""
 
     topic: ClassVar[str] = "engine.ping"
+
+
+# --- containers (handler "containers") ---------------------------------------------------
+# Commands take a container reference: a full id, a unique id prefix, or a name.
+
+
+class CreateContainer(Command[CreateResult], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.create"
+    config: ContainerConfig
+
+
+class StartContainer(Command[None], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.start"
+    ref: str
+
+
+class StopContainer(Command[None], frozen=True, kw_only=True):
+    """SIGTERM (or the stop signal), then SIGKILL after `timeout` s (config default 10)."""
+
+    topic: ClassVar[str] = "container.stop"
+    ref: str
+    timeout: int | None = None
+
+
+class KillContainer(Command[None], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.kill"
+    ref: str
+    signal: str = "KILL"
+
+
+class RestartContainer(Command[None], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.restart"
+    ref: str
+    timeout: int | None = None
+
+
+class RemoveContainer(Command[None], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.remove"
+    ref: str
+    force: bool = False
+    volumes: bool = False
+
+
+class PauseContainer(Command[None], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.pause"
+    ref: str
+
+
+class UnpauseContainer(Command[None], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.unpause"
+    ref: str
+
+
+class RenameContainer(Command[None], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.rename"
+    ref: str
+    name: str
+
+
+class UpdateContainer(Command[None], frozen=True, kw_only=True):
+    """Live resource limits (and restart policy) of a container, no restart."""
+
+    topic: ClassVar[str] = "container.update"
+    ref: str
+    resources: Resources | None = None
+    restart: RestartPolicy | None = None
+
+
+class WaitContainer(Command[WaitResult], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.wait"
+    ref: str
+    condition: str = "not-running"
+
+
+class InspectContainer(Command[ContainerDetails], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.inspect"
+    ref: str
+
+
+class ListContainers(Command[list[ContainerSummary]], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.list"
+    all: bool = False
+    filters: dict[str, list[str]] = {}
+
+
+class PruneContainers(Command[PruneResult], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.prune"
+    filters: dict[str, list[str]] = {}
+
+
+class TopContainer(Command[TopResult], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.top"
+    ref: str
+
+
+class GetContainerStats(Command[ContainerStats], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.stats"
+    ref: str
+
+
+class ExecInContainer(Command[ExecResult], frozen=True, kw_only=True):
+    """Run a process in a running container to completion, capturing (bounded) output."""
+
+    topic: ClassVar[str] = "container.exec"
+    ref: str
+    cmd: list[str]
+    env: list[str] = []
+    user: str = ""
+    workdir: str = ""
+    timeout: float | None = None
+
+
+class ContainerCreated(Fact, frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.created"
+    name: str
+    image: str
+
+
+class ContainerStarted(Fact, frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.started"
+    name: str
+    pid: int
+
+
+class ContainerExited(Fact, frozen=True, kw_only=True):
+    """The container's process ended. `requested` is True when a user (stop/kill/rm -f) or the
+    daemon asked for it, so restart policies can tell a crash from a stop."""
+
+    topic: ClassVar[str] = "container.exited"
+    name: str
+    exit_code: int
+    oom_killed: bool = False
+    requested: bool = False
+
+
+class ContainerKilled(Fact, frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.killed"
+    signal: str
+
+
+class ContainerPaused(Fact, frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.paused"
+
+
+class ContainerUnpaused(Fact, frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.unpaused"
+
+
+class ContainerRenamed(Fact, frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.renamed"
+    old_name: str
+    name: str
+
+
+class ContainerUpdated(Fact, frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.updated"
+
+
+class ContainerRemoved(Fact, frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.removed"
+    name: str
+
+
+class HealthChanged(Fact, frozen=True, kw_only=True):
+    topic: ClassVar[str] = "container.health"
+    status: HealthStatus
+    failing_streak: int = 0
+    output: str = ""
+
+
+# --- volumes (handler "volumes") ----------------------------------------------------------
+
+
+class CreateVolume(Command[Volume], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "volume.create"
+    name: str = ""
+    labels: dict[str, str] = {}
+
+
+class ListVolumes(Command[list[Volume]], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "volume.list"
+    filters: dict[str, list[str]] = {}
+
+
+class InspectVolume(Command[Volume], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "volume.inspect"
+    name: str
+
+
+class RemoveVolume(Command[None], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "volume.remove"
+    name: str
+    force: bool = False
+
+
+class PruneVolumes(Command[PruneResult], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "volume.prune"
+
+
+class VolumeCreated(Fact, frozen=True, kw_only=True):
+    topic: ClassVar[str] = "volume.created"
+
+
+class VolumeRemoved(Fact, frozen=True, kw_only=True):
+    topic: ClassVar[str] = "volume.removed"
+
+
+# --- networks (handler "network"); the containers handler calls these around start/remove ---
+
+
+class AttachContainerNetwork(Command[Endpoint], frozen=True, kw_only=True):
+    """Give a created (not yet started) container its interface on `network` inside the
+    network namespace at `netns_path`, publish its ports and register its DNS names."""
+
+    topic: ClassVar[str] = "network.attach"
+    container_id: str
+    container_name: str
+    hostname: str
+    netns_path: str
+    network: str
+    aliases: list[str] = []
+    ip: str = ""
+    ports: list[PortSpec] = []
+
+
+class DetachContainerNetwork(Command[None], frozen=True, kw_only=True):
+    """Remove a container's interfaces, addresses, published ports and DNS names; idempotent."""
+
+    topic: ClassVar[str] = "network.detach"
+    container_id: str
+
+
+# --- images (handler "images") -------------------------------------------------------------
+
+
+class ImageImported(Fact, frozen=True, kw_only=True):
+    topic: ClassVar[str] = "image.imported"
+    name: str
+
+
+class ImageTagged(Fact, frozen=True, kw_only=True):
+    topic: ClassVar[str] = "image.tagged"
+    name: str
+
+
+class ImageUntagged(Fact, frozen=True, kw_only=True):
+    topic: ClassVar[str] = "image.untagged"
+    name: str
+
+
+class ImageRemoved(Fact, frozen=True, kw_only=True):
+    topic: ClassVar[str] = "image.removed"
 
 
 def event_name(event: Event | type[Event]) -> str:

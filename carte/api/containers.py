@@ -1,0 +1,233 @@
+"""Wire schema for containers and volumes: what `carte run/create` sends and `inspect/ps` show.
+
+Field names follow Docker's concepts in snake_case. Durations are seconds (float); sizes are
+bytes; times are RFC 3339 strings in UTC. Every Struct here is shared by client and daemon.
+"""
+
+from typing import Literal
+
+import msgspec
+
+
+class _Wire(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Base of request/response bodies: unknown fields are a 400 naming the field."""
+
+
+class MountSpec(_Wire, kw_only=True):
+    """`-v SRC:DST[:ro]` and `--mount type=bind|volume|tmpfs,...`."""
+
+    type: Literal["bind", "volume", "tmpfs"]
+    source: str = ""
+    target: str
+    read_only: bool = False
+    propagation: str = ""
+    tmpfs_size: int = 0
+    tmpfs_mode: int = 0
+
+
+class PortSpec(_Wire, kw_only=True):
+    """`-p [IP:][HOST:]CONTAINER[/PROTO]`; host_port 0 means a random free port."""
+
+    container_port: int
+    protocol: Literal["tcp", "udp"] = "tcp"
+    host_ip: str = ""
+    host_port: int = 0
+
+
+class Ulimit(_Wire, kw_only=True):
+    name: str
+    soft: int
+    hard: int
+
+
+class Resources(_Wire, kw_only=True):
+    """Limits; 0 means unlimited/unset, as Docker does."""
+
+    memory: int = 0
+    memory_swap: int = 0
+    nano_cpus: int = 0
+    cpu_shares: int = 0
+    cpuset_cpus: str = ""
+    pids_limit: int = 0
+    ulimits: list[Ulimit] = []
+
+
+class HealthConfig(_Wire, kw_only=True):
+    """HEALTHCHECK / --health-*: test is ["CMD", ...], ["CMD-SHELL", "cmd"] or ["NONE"]."""
+
+    test: list[str]
+    interval: float = 30.0
+    timeout: float = 30.0
+    retries: int = 3
+    start_period: float = 0.0
+
+
+class RestartPolicy(_Wire, kw_only=True):
+    name: Literal["no", "on-failure", "always", "unless-stopped"] = "no"
+    maximum_retry_count: int = 0
+
+
+class LogOptions(_Wire, kw_only=True):
+    """--log-opt max-size/max-file; None means the daemon's configured default."""
+
+    max_size: int | None = None
+    max_file: int | None = None
+
+
+class ContainerConfig(_Wire, kw_only=True):
+    """Everything `carte create`/`carte run` can say about a container."""
+
+    image: str
+    name: str = ""
+    cmd: list[str] | None = None
+    entrypoint: list[str] | None = None
+    env: list[str] = []
+    workdir: str = ""
+    user: str = ""
+    hostname: str = ""
+    labels: dict[str, str] = {}
+    tty: bool = False
+    open_stdin: bool = False
+    mounts: list[MountSpec] = []
+    resources: Resources = msgspec.field(default_factory=Resources)
+    cap_add: list[str] = []
+    cap_drop: list[str] = []
+    security_opt: list[str] = []
+    read_only: bool = False
+    init: bool = False
+    restart: RestartPolicy = msgspec.field(default_factory=RestartPolicy)
+    stop_signal: str = ""
+    stop_timeout: int | None = None
+    healthcheck: HealthConfig | None = None
+    auto_remove: bool = False
+    network: str = "default"
+    network_aliases: list[str] = []
+    ip: str = ""
+    ports: list[PortSpec] = []
+    publish_all: bool = False
+    log: LogOptions = msgspec.field(default_factory=LogOptions)
+
+
+ContainerStatus = Literal[
+    "created", "running", "paused", "restarting", "exited", "removing", "dead"
+]
+HealthStatus = Literal["none", "starting", "healthy", "unhealthy"]
+
+
+class HealthLogEntry(_Wire, kw_only=True):
+    start: str
+    end: str
+    exit_code: int
+    output: str
+
+
+class Health(_Wire, kw_only=True):
+    status: HealthStatus = "none"
+    failing_streak: int = 0
+    log: list[HealthLogEntry] = []
+
+
+class ContainerState(_Wire, kw_only=True):
+    status: ContainerStatus = "created"
+    running: bool = False
+    paused: bool = False
+    restarting: bool = False
+    oom_killed: bool = False
+    pid: int = 0
+    exit_code: int = 0
+    error: str = ""
+    started_at: str = ""
+    finished_at: str = ""
+    health: Health | None = None
+
+
+class Endpoint(_Wire, kw_only=True):
+    """A container's attachment to one network, as the network handler made it."""
+
+    network: str
+    ip_address: str = ""
+    prefix_len: int = 0
+    gateway: str = ""
+    mac_address: str = ""
+    aliases: list[str] = []
+    dns_servers: list[str] = []
+    ports: list[PortSpec] = []
+
+
+class ContainerDetails(_Wire, kw_only=True):
+    """`carte inspect`."""
+
+    id: str
+    name: str
+    created: str
+    image: str
+    image_id: str
+    config: ContainerConfig
+    state: ContainerState
+    restart_count: int = 0
+    log_path: str = ""
+    endpoints: list[Endpoint] = []
+
+
+class ContainerSummary(_Wire, kw_only=True):
+    """One row of `carte ps`."""
+
+    id: str
+    name: str
+    image: str
+    command: str
+    created: str
+    state: ContainerStatus
+    status: str
+    ports: list[PortSpec] = []
+    labels: dict[str, str] = {}
+    health: HealthStatus = "none"
+
+
+class CreateResult(_Wire, kw_only=True):
+    id: str
+    warnings: list[str] = []
+
+
+class WaitResult(_Wire, kw_only=True):
+    status_code: int
+    oom_killed: bool = False
+    error: str = ""
+
+
+class ExecResult(_Wire, kw_only=True):
+    """A non-interactive exec run to completion (health probes, `carte exec` without -i/-t)."""
+
+    exit_code: int
+    output: str = ""
+    timed_out: bool = False
+
+
+class TopResult(_Wire, kw_only=True):
+    titles: list[str]
+    processes: list[list[str]]
+
+
+class ContainerStats(_Wire, kw_only=True):
+    id: str
+    name: str
+    cpu_usage_ns: int = 0
+    cpu_percent: float = 0.0
+    memory_usage: int = 0
+    memory_limit: int = 0
+    pids: int = 0
+    oom_kills: int = 0
+
+
+class PruneResult(_Wire, kw_only=True):
+    deleted: list[str] = []
+    space_reclaimed: int = 0
+
+
+class Volume(_Wire, kw_only=True):
+    name: str
+    driver: str = "local"
+    mountpoint: str = ""
+    created: str = ""
+    labels: dict[str, str] = {}
+    in_use_by: list[str] = []
