@@ -8,6 +8,7 @@ resulting fd is then used as `/proc/self/fd/N` for mount(2) and friends.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -29,8 +30,9 @@ def open_in_root(root_fd: int, path: str, *, create: str | None = None, mode: in
     """Open `path` inside the root open at `root_fd` as an O_PATH fd and return it.
 
     With `create="dir"` missing directories are made (mode `mode`); with `create="file"` the
-    last component is made as an empty file and its parents as directories. Raises `OSError`
-    (ENOENT when missing and `create` is None; ENOTDIR when a parent is a file).
+    last component is made as an empty file and its parents as directories. A dangling symlink
+    on the way is followed inside the root and its target created there. Raises `OSError`
+    (ENOENT when missing and `create` is None; ENOTDIR when a parent is a file; ELOOP).
     """
     relative = path.lstrip("/")
     if not relative:
@@ -40,13 +42,51 @@ def open_in_root(root_fd: int, path: str, *, create: str | None = None, mode: in
     except FileNotFoundError:
         if create is None:
             raise
-    parent, _, name = relative.rpartition("/")
-    parent_fd = open_in_root(root_fd, parent, create="dir")
-    try:
-        _make_entry(parent_fd, name, create, mode)
-    finally:
-        os.close(parent_fd)
+    _create_in_root(root_fd, relative, create, mode)
     return openat2(root_fd, relative, os.O_PATH | os.O_CLOEXEC, _RESOLVE)
+
+
+_SYMLINK_BUDGET = 40
+
+
+def _components(path: str) -> list[str]:
+    return [part for part in path.split("/") if part and part != "."]
+
+
+def _create_in_root(root_fd: int, path: str, kind: str, mode: int) -> None:
+    parts = _components(path)
+    for _ in range(_SYMLINK_BUDGET):
+        followed = False
+        for index, name in enumerate(parts):
+            prefix = "/".join(parts[: index + 1])
+            try:
+                os.close(openat2(root_fd, prefix, os.O_PATH | os.O_CLOEXEC, _RESOLVE))
+                continue
+            except FileNotFoundError:
+                pass
+            with opened_in_root(root_fd, "/".join(parts[:index])) as parent_fd:
+                target = _dangling_link(parent_fd, name)
+                if target is None:
+                    last = index == len(parts) - 1
+                    _make_entry(parent_fd, name, kind if last else "dir", mode)
+                    continue
+            base = [] if target.startswith("/") else parts[:index]
+            parts = base + _components(target) + parts[index + 1 :]
+            followed = True
+            break
+        if not followed:
+            return
+    raise OSError(errno.ELOOP, f"open {path}: too many levels of symbolic links", path)
+
+
+def _dangling_link(parent_fd: int, name: str) -> str | None:
+    real_parent = os.open(fd_path(parent_fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return os.readlink(name, dir_fd=real_parent)
+    except OSError:
+        return None
+    finally:
+        os.close(real_parent)
 
 
 def _make_entry(parent_fd: int, name: str, kind: str | None, mode: int) -> None:
