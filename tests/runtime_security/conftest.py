@@ -19,6 +19,7 @@ _PROBE = Path(__file__).with_name("security_probe.py")
 _REPOSITORY = Path(__file__).resolve().parents[2]
 
 RunProbe = Callable[..., dict[str, Any]]
+ProbeProcess = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
@@ -31,13 +32,13 @@ def probe_scratch() -> Iterator[Path]:
 
 
 @pytest.fixture
-def run_probe(probe_scratch: Path) -> RunProbe:
-    """Call with the request keys of security_probe.py; returns its results, fails on a crash."""
+def probe_process(probe_scratch: Path) -> ProbeProcess:
+    """Call with the request keys of security_probe.py; returns the finished process as is."""
 
-    def run(**request: Any) -> dict[str, Any]:
+    def run(**request: Any) -> subprocess.CompletedProcess[str]:
         request.setdefault("scratch", str(probe_scratch))
         env = {**os.environ, "PYTHONPATH": str(_REPOSITORY)}
-        done = subprocess.run(
+        return subprocess.run(
             [sys.executable, str(_PROBE), json.dumps(request)],
             capture_output=True,
             text=True,
@@ -45,6 +46,16 @@ def run_probe(probe_scratch: Path) -> RunProbe:
             timeout=60,
             check=False,
         )
+
+    return run
+
+
+@pytest.fixture
+def run_probe(probe_process: ProbeProcess) -> RunProbe:
+    """Call with the request keys of security_probe.py; returns its results, fails on a crash."""
+
+    def run(**request: Any) -> dict[str, Any]:
+        done = probe_process(**request)
         assert done.returncode == 0, done.stderr
         results: dict[str, Any] = json.loads(done.stdout)
         return results

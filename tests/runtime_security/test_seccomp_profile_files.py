@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import json
+import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from carte.runtime import seccomp
 PODMAN_PROFILE = Path("/usr/share/containers/seccomp.json")
 
 RunProbe = Callable[..., dict[str, Any]]
+ProbeProcess = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def _docker_profile() -> dict[str, object]:
@@ -101,6 +104,18 @@ def test_oci_form_round_trips_and_is_enforced(tmp_path: Path, run_probe: RunProb
     assert b'"defaultAction":"SCMP_ACT_ALLOW"' in path.read_bytes()
     assert seccomp.load_profile(path) == profile
     assert run_probe(seccomp=str(path), probes=["mkdir"]) == {"mkdir": "EROFS"}
+
+
+@pytest.mark.parametrize("action", ["SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL", "SCMP_ACT_TRAP"])
+def test_killing_actions_end_the_process_with_sigsys(
+    tmp_path: Path, probe_process: ProbeProcess, action: str
+) -> None:
+    path = tmp_path / "kill.json"
+    rule = {"names": ["mkdir", "mkdirat"], "action": action}
+    path.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [rule]}))
+    done = probe_process(seccomp=str(path), probes=["file_io", "mkdir"])
+    assert done.returncode == -signal.SIGSYS, done.stderr
+    assert done.stdout == ""
 
 
 @pytest.mark.skipif(not PODMAN_PROFILE.exists(), reason="Debian's podman profile not installed")
