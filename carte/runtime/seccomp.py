@@ -1,9 +1,12 @@
-"""Seccomp for the container process: the OCI model, profile loading and installing via libseccomp.
+"""Seccomp for the container process: the OCI model, checking it, profile files, installing.
 
 `LinuxSeccomp` is the OCI runtime-spec `linux.seccomp` object (camelCase in JSON, snake_case
-here). `load_profile` reads either that form or Docker's profile JSON; `default_profile` builds
-Carte's default allow-list; `install` compiles a profile with libseccomp and loads it into the
-calling process (the forked container child, just before exec).
+here). `validate` checks one; `load_profile` reads a file in that form or in Docker's profile
+format; `default_profile` builds Carte's default allow-list (`seccomp_default`); `install`
+compiles a profile (`seccomp_compile`, libseccomp) and loads it (`seccomp_bpf`) into the calling
+process. A runtime that pivots into the container root first compiles with
+`seccomp_compile.cached_program` while the host's libseccomp is reachable, then loads the bytes
+with `seccomp_bpf.load_program` just before exec.
 """
 
 from __future__ import annotations
