@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from carte.runtime.cgroups import LinuxMemory, LinuxResources
+from carte.runtime.cgroups.devices import default_devices
 from carte.runtime.shim_client import ShimClient, parse_report, shim_command, socket_path
 from carte.runtime.spec import INIT_ANNOTATION, default_spec, encode_spec
 
@@ -70,10 +71,13 @@ class ShimLab:
         spec = default_spec(args=args, rootfs=str(self.rootfs), terminal=terminal)
         if init:
             spec.annotations[INIT_ANNOTATION] = "true"
+        resources = spec.linux.resources or LinuxResources()
+        # Docker's device rules written out, as the engine's specs carry them (default_spec
+        # has only deny-all, which the v1 driver applies as is: no /dev/null, no ptmx).
+        resources.devices = default_devices()
         if memory_limit is not None:
-            resources = spec.linux.resources or LinuxResources()
             resources.memory = LinuxMemory(limit=memory_limit, swap=memory_limit)
-            spec.linux.resources = resources
+        spec.linux.resources = resources
         (bundle / "config.json").write_bytes(encode_spec(spec))
         return bundle
 
@@ -145,11 +149,17 @@ class ShimLab:
                     pytest.fail(f"process {proc.name} of {container_id} left running")
 
 
-@pytest.fixture
-def shim_lab(tmp_path: Path, busybox_rootfs: Path) -> Iterator[ShimLab]:
-    rootfs = tmp_path / "rootfs"
+@pytest.fixture(scope="session")
+def shim_rootfs(busybox_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One copy of the busybox rootfs for the shim tests; their containers do not write to it."""
+    rootfs = tmp_path_factory.mktemp("shim") / "rootfs"
     shutil.copytree(busybox_rootfs, rootfs, symlinks=True)
-    lab = ShimLab(tmp_path, rootfs)
+    return rootfs
+
+
+@pytest.fixture
+def shim_lab(tmp_path: Path, shim_rootfs: Path) -> Iterator[ShimLab]:
+    lab = ShimLab(tmp_path, shim_rootfs)
     try:
         yield lab
     finally:
