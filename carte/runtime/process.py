@@ -16,6 +16,7 @@ from typing import NamedTuple, NoReturn
 
 from carte.runtime import capabilities, seccomp
 from carte.runtime import syscalls as sc
+from carte.runtime.paths import opened_in_root
 from carte.runtime.seccomp import LinuxSeccomp
 from carte.runtime.seccomp_bpf import SECCOMP_FLAGS, load_program
 from carte.runtime.spec import Process
@@ -74,8 +75,13 @@ def prepare_process(process: Process) -> None:
 
     Raises `OSError` / `ValueError` naming the setting.
     """
-    os.makedirs(process.cwd, exist_ok=True)
-    os.chdir(process.cwd)
+    root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with opened_in_root(root_fd, process.cwd, create="dir"):
+            pass
+    finally:
+        os.close(root_fd)
+    os.chdir(process.cwd)  # after pivot_root, symlinks on the way resolve inside the root
     for limit in process.rlimits:
         if limit.type not in _RLIMITS:
             raise ValueError(f'process.rlimits: unknown type "{limit.type}"')
