@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import stat
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from image_registry_server import RunningRegistry, start_registry
 from image_tars import file, make_image, make_tar
 
 from carte.image import oci
@@ -25,52 +24,9 @@ from carte.image.registry import Progress, Registry, RegistryUnauthorized
 from carte.image.store import ImageStore, StoredImage
 
 
-class RunningRegistry:
-    def __init__(self, host: str, storage: Path) -> None:
-        self.host = host
-        self.storage = storage
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _start_registry(base: Path, htpasswd: Path | None) -> Iterator[RunningRegistry]:
-    base.mkdir(parents=True)
-    port = _free_port()
-    auth = f"auth: {{htpasswd: {{realm: carte-test, path: {htpasswd}}}}}\n" if htpasswd else ""
-    config = base / "registry.yml"
-    config.write_text(
-        "version: 0.1\nlog: {level: error}\n"
-        f"storage: {{filesystem: {{rootdirectory: {base / 'data'}}}, delete: {{enabled: true}}}}\n"
-        f"http: {{addr: 127.0.0.1:{port}}}\n" + auth
-    )
-    process = subprocess.Popen(
-        ["docker-registry", "serve", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("docker-registry did not start") from None
-                time.sleep(0.05)
-        yield RunningRegistry(f"127.0.0.1:{port}", base / "data")
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
-    yield from _start_registry(tmp_path_factory.mktemp("registry") / "open", None)
+    yield from start_registry(tmp_path_factory.mktemp("registry") / "open", None)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +38,7 @@ def private_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runni
         check=True,
         capture_output=True,
     )
-    yield from _start_registry(base / "private", htpasswd)
+    yield from start_registry(base / "private", htpasswd)
 
 
 @pytest.fixture
