@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Install Carte on Debian 12 as root, start its daemon, and show it working (`carte info`).
+#
+#   ./install.sh                 install or update (idempotent: safe to run again)
+#   ./install.sh --uninstall     remove Carte; keeps /var/lib/carte (images, containers, state)
+#   ./install.sh --uninstall --purge   ... and remove /var/lib/carte too
+#
+# What it sets up: system packages Carte needs at run time, net.ipv4.ip_forward=1, the `carte`
+# group (its members may use the client: root-equivalent, like the docker group), Carte in a
+# virtualenv at /opt/carte with /usr/local/bin/carte, /etc/carte/carte.yaml (kept if present),
+# and the daemon: a systemd unit where systemd runs, otherwise a supervised background process
+# (restart loop) with its pid in /run/carte/daemon.pid and its log in /var/log/carte/daemon.log.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PREFIX=/opt/carte
+BIN=/usr/local/bin/carte
+ETC=/etc/carte
+ROOT_DIR=/var/lib/carte
+RUN_DIR=/run/carte
+LOG_DIR=/var/log/carte
+SUPERVISOR_PID="$RUN_DIR/daemon.pid"
+SOCKET="$RUN_DIR/carte.sock"
+SYSCTL_FILE=/etc/sysctl.d/99-carte.conf
+UNIT=/etc/systemd/system/carte.service
+RUNTIME_PACKAGES=(python3 python3-venv ca-certificates busybox-static nftables iproute2 libseccomp2 uidmap kmod)
+
+say() { printf 'install.sh: %s\n' "$*"; }
+die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
+
+have_systemd() { [ -d /run/systemd/system ] && [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ]; }
+
+install_packages() {
+    local missing=()
+    for pkg in "${RUNTIME_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        say "system packages already installed"
+        return
+    fi
+    say "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+configure_sysctl() {
+    printf '# Carte: containers reach the outside world through the host (NAT).\nnet.ipv4.ip_forward = 1\n' \
+        >"$SYSCTL_FILE"
+    sysctl -q -p "$SYSCTL_FILE" >/dev/null || say "warning: could not apply $SYSCTL_FILE now"
+}
+
+create_group() {
+    getent group carte >/dev/null || groupadd --system carte
+}
+
+install_carte() {
+    local python=/usr/bin/python3
+    [ -x "$python" ] || python="$(command -v python3)"
+    if [ ! -x "$PREFIX/bin/python" ]; then
+        say "creating virtualenv $PREFIX"
+        "$python" -m venv "$PREFIX"
+    fi
+    say "installing Carte from $REPO into $PREFIX"
+    "$PREFIX/bin/pip" install --quiet --disable-pip-version-check "$REPO"
+    # Same version number, new code: reinstall Carte itself (dependencies stay).
+    "$PREFIX/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$REPO"
+    ln -sf "$PREFIX/bin/carte" "$BIN"
+    mkdir -p "$ETC" "$ROOT_DIR" "$LOG_DIR"
+    if [ ! -f "$ETC/carte.yaml" ] && [ -f "$REPO/config/carte.yaml" ]; then
+        install -m 0644 "$REPO/config/carte.yaml" "$ETC/carte.yaml"
+    fi
+}
+
+write_supervisor() {
+    cat >"$PREFIX/bin/carte-supervise" <<'EOF'
+#!/usr/bin/env bash
+# Keep `carte daemon` running where systemd is not PID 1: restart it when it exits, with a
+# growing pause (1 s doubling to 30 s, reset after a minute of uptime). SIGTERM stops both.
+set -u
+pidfile=/run/carte/daemon.pid
+child=
+stopping=
+stop() {
+    stopping=1
+    [ -n "$child" ] && kill -TERM "$child" 2>/dev/null && wait "$child"
+    rm -f "$pidfile"
+    exit 0
+}
+trap stop TERM INT
+mkdir -p /run/carte
+echo $$ >"$pidfile"
+pause=1
+while [ -z "$stopping" ]; do
+    started=$(date +%s)
+    /opt/carte/bin/carte daemon "$@" &
+    child=$!
+    wait "$child"
+    code=$?
+    child=
+    [ $(( $(date +%s) - started )) -ge 60 ] && pause=1
+    echo "carte-supervise: carte daemon exited with $code; restarting in ${pause}s" >&2
+    sleep "$pause" &
+    wait $!
+    pause=$(( pause * 2 > 30 ? 30 : pause * 2 ))
+done
+EOF
+    chmod 0755 "$PREFIX/bin/carte-supervise"
+}
+
+supervisor_running() {
+    [ -f "$SUPERVISOR_PID" ] && kill -0 "$(cat "$SUPERVISOR_PID")" 2>/dev/null
+}
+
+stop_supervisor() {
+    supervisor_running || return 0
+    local pid
+    pid="$(cat "$SUPERVISOR_PID")"
+    kill -TERM "$pid"
+    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && die "the Carte supervisor (pid $pid) did not stop; kill it and retry"
+    rm -f "$SUPERVISOR_PID"
+}
+
+start_daemon() {
+    if have_systemd; then
+        say "installing systemd unit carte.service"
+        install -m 0644 "$REPO/config/carte.service" "$UNIT"
+        systemctl daemon-reload
+        systemctl enable --quiet carte.service
+        systemctl restart carte.service
+        return
+    fi
+    write_supervisor
+    stop_supervisor
+    say "starting the daemon (no systemd here: supervised, pid in $SUPERVISOR_PID)"
+    mkdir -p "$RUN_DIR"
+    setsid "$PREFIX/bin/carte-supervise" </dev/null >>"$LOG_DIR/daemon.log" 2>&1 &
+    for _ in $(seq 50); do [ -f "$SUPERVISOR_PID" ] && break; sleep 0.1; done
+}
+
+wait_for_ping() {
+    for _ in $(seq 300); do
+        if "$BIN" --host "unix://$SOCKET" version >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    tail -n 5 "$LOG_DIR/daemon.log" >&2 2>/dev/null || true
+    die "the daemon did not answer on $SOCKET within 30 s; see $LOG_DIR/daemon.log"
+}
+
+uninstall() {
+    local purge="$1"
+    if have_systemd && [ -f "$UNIT" ]; then
+        systemctl disable --now --quiet carte.service || true
+        rm -f "$UNIT"
+        systemctl daemon-reload
+    fi
+    stop_supervisor
+    rm -rf "$PREFIX" "$BIN" "$SYSCTL_FILE" "$ETC" "$RUN_DIR" "$LOG_DIR"
+    getent group carte >/dev/null && groupdel carte
+    if [ "$purge" = yes ]; then
+        rm -rf "$ROOT_DIR"
+        say "removed Carte and its data ($ROOT_DIR)"
+    else
+        say "removed Carte; kept $ROOT_DIR (use --uninstall --purge to remove it)"
+    fi
+    say "system packages (nftables, iproute2, ...) were left installed"
+}
+
+main() {
+    [ "$(id -u)" -eq 0 ] || die "run as root (sudo ./install.sh)"
+    local action=install purge=no
+    for arg in "$@"; do
+        case "$arg" in
+            --uninstall) action=uninstall ;;
+            --purge) purge=yes ;;
+            -h | --help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+            *) die "unknown option \"$arg\"; use --uninstall [--purge] or --help" ;;
+        esac
+    done
+    if [ "$action" = uninstall ]; then
+        uninstall "$purge"
+        return
+    fi
+    [ "$purge" = no ] || die "--purge goes with --uninstall"
+    install_packages
+    configure_sysctl
+    create_group
+    install_carte
+    start_daemon
+    wait_for_ping
+    say "Carte is running; members of group carte may use it (that is root-equivalent)"
+    "$BIN" info
+}
+
+main "$@"
