@@ -55,6 +55,6 @@ def test_symlinked_cwd_and_masked_path_stay_inside(
     assert list(host_dir.iterdir()) == []
     assert host_mounts_mentioning(str(host_dir)) == []
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "/work/sub"
+    assert result.stdout.strip() == str(host_dir / "sub")  # the path inside the root
     inside = bundle.rootfs / str(host_dir).lstrip("/") / "sub" / "here"
     assert inside.read_text() == "x\n"
