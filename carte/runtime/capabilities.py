@@ -16,6 +16,7 @@ the caller must not exec the user's program.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -131,9 +132,17 @@ def normalize_capability(name: str) -> str:
 
 
 def all_capabilities() -> tuple[str, ...]:
-    """Every capability this table knows that the running kernel also knows, in bit order."""
+    """Every capability this process could grant a container, in bit order: those the running
+    kernel knows and this process's bounding set still holds (as Podman computes "ALL", so
+    `--cap-add ALL` works where Carte itself runs with fewer capabilities)."""
     last = _last_capability()
-    return tuple(name for name, number in CAPABILITY_NUMBERS.items() if number <= last)
+    try:
+        bounding = set(current_capabilities().bounding)
+    except OSError:
+        bounding = set(CAPABILITY_NUMBERS)
+    return tuple(
+        name for name, number in CAPABILITY_NUMBERS.items() if number <= last and name in bounding
+    )
 
 
 def capabilities_from(names: Iterable[str]) -> LinuxCapabilities:
@@ -224,8 +233,8 @@ def _prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int =
         ctypes.c_ulong(arg5),
     )
     if result < 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"prctl({option}, {arg2}): {os.strerror(errno)}")
+        code = ctypes.get_errno()
+        raise OSError(code, f"prctl({option}, {arg2}): {os.strerror(code)}")
     return result
 
 
@@ -277,6 +286,14 @@ def apply_after_setuid(caps: LinuxCapabilities) -> None:
         return [n for n in (normalize_capability(name) for name in names) if n in known]
 
     _, permitted, inheritable = _capget()
+    beyond_reach = _mask(on_kernel(caps.permitted)) & ~permitted
+    if beyond_reach:
+        missing = ", ".join(_names_in_mask(beyond_reach))
+        raise OSError(
+            errno.EPERM,
+            f"capabilities {missing} cannot be granted: the runtime does not hold them itself; "
+            "drop them (--cap-drop) or run Carte with them",
+        )
     _capset(effective=permitted, permitted=permitted, inheritable=inheritable)
     keep_bounding = _mask(on_kernel(caps.bounding))
     for number in range(last + 1):
@@ -302,8 +319,8 @@ def _capget() -> tuple[int, int, int]:
     header = _CapHeader(version=_LINUX_CAPABILITY_VERSION_3, pid=0)
     data = (_CapData * 2)()
     if _c_library().capget(ctypes.byref(header), data) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"capget: {os.strerror(errno)}")
+        code = ctypes.get_errno()
+        raise OSError(code, f"capget: {os.strerror(code)}")
     return (
         data[0].effective | data[1].effective << 32,
         data[0].permitted | data[1].permitted << 32,
@@ -320,8 +337,8 @@ def _capset(*, effective: int, permitted: int, inheritable: int) -> None:
         data[word].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[word].inheritable = (inheritable >> shift) & 0xFFFFFFFF
     if _c_library().capset(ctypes.byref(header), data) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"capset: {os.strerror(errno)}")
+        code = ctypes.get_errno()
+        raise OSError(code, f"capset: {os.strerror(code)}")
 
 
 class CurrentCapabilities(msgspec.Struct, frozen=True, kw_only=True):

@@ -5,6 +5,7 @@ Run as `python security_probe.py REQUEST_JSON`; prints one JSON object mapping e
 everything happens in this separate process. REQUEST_JSON keys:
   uid            switch to this uid/gid (with prepare_for_setuid / apply_after_setuid)
   capabilities   a LinuxCapabilities object to apply
+  reapply        another one to apply afterwards; its error goes to results["reapply_error"]
   no_new_privs   set PR_SET_NO_NEW_PRIVS (default true)
   seccomp        "default", a profile file path, or null for none
   probes         names from PROBES, run in order
@@ -207,6 +208,12 @@ def main() -> None:
         os.setresuid(uid, uid, uid)
     if caps is not None:
         capabilities.apply_after_setuid(caps)
+    reapply_error = ""
+    if request.get("reapply") is not None:
+        try:
+            capabilities.apply(msgspec.convert(request["reapply"], capabilities.LinuxCapabilities))
+        except OSError as error:
+            reapply_error = str(error)
     if request.get("no_new_privs", True):
         _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     profile_source = request.get("seccomp")
@@ -216,6 +223,8 @@ def main() -> None:
     elif profile_source is not None:
         seccomp.install(seccomp.load_profile(profile_source))
     results = {name: PROBES[name](scratch) for name in request["probes"]}
+    if request.get("reapply") is not None:
+        results["reapply_error"] = reapply_error
     print(json.dumps(results))
 
 

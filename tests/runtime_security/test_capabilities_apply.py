@@ -98,3 +98,23 @@ def test_apply_refuses_an_unknown_name_before_changing_anything() -> None:
     with pytest.raises(InvalidArgument, match='unknown capability "CAP_FLY"'):
         capabilities.apply(LinuxCapabilities(bounding=["CAP_FLY"]))
     assert capabilities.current_capabilities() == before
+
+
+def test_asking_for_a_capability_already_given_up_names_it(run_probe: RunProbe) -> None:
+    """A capability outside the runtime's own sets cannot be granted; the error says which."""
+    first = capabilities.default_capabilities()
+    wanted = capabilities.capabilities_from([*DEFAULT_CAPABILITIES, "CAP_SYS_TIME"])
+    results = run_probe(
+        capabilities=msgspec.to_builtins(first),
+        reapply=msgspec.to_builtins(wanted),
+        probes=["capabilities"],
+    )
+    assert "capabilities CAP_SYS_TIME cannot be granted" in results["reapply_error"]
+    assert "CAP_SYS_TIME" not in results["capabilities"]["effective"]
+
+
+def test_cap_add_all_is_what_this_process_can_grant(run_probe: RunProbe) -> None:
+    everything = capabilities.capabilities_from(capabilities.resolve_cap_changes(["ALL"], []))
+    results = run_probe(capabilities=msgspec.to_builtins(everything), probes=["capabilities"])
+    assert results["capabilities"]["bounding"] == everything.bounding
+    assert results["capabilities"]["effective"] == everything.effective

@@ -143,3 +143,16 @@ def test_non_root_user_with_an_ambient_capability(run_container: RunContainer) -
     assert outcomes["CapAmb"] == _mask(ambient)
     assert outcomes["CapBnd"] == _mask(["CAP_CHOWN", "CAP_NET_BIND_SERVICE"])
     assert outcomes["chown"] != "0"
+
+
+def test_cap_add_all_starts_with_every_grantable_capability(run_container: RunContainer) -> None:
+    names = resolve_cap_changes(["ALL"], [])
+    profile = seccomp.default_profile(names)
+
+    def edit(config: dict[str, Any]) -> None:
+        _set_capabilities(capabilities_from(names))(config)
+        _set_seccomp(profile)(config)
+
+    outcomes = _outcomes(run_container(ATTEMPTS, edit))
+    assert outcomes["CapEff"] == _mask(names)
+    assert outcomes["mount"] == outcomes["sethostname"] == "0"
