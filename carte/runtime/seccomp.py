@@ -38,6 +38,7 @@ __all__ = [
     "install",
     "load_profile",
     "native_architectures",
+    "profile_for_option",
     "validate",
 ]
 
@@ -410,6 +411,17 @@ def _applies(entry: _ProfileSyscall, held: set[str], arch: str, source: str, whe
         ):
             return False
     return True
+
+
+def profile_for_option(
+    option: str | None, capabilities: Iterable[str] = DEFAULT_CAPABILITIES
+) -> LinuxSeccomp | None:
+    """The profile for Docker's `--security-opt seccomp=OPTION` on a container whose bounding set
+    is `capabilities`: no option gives the default profile, "unconfined" gives None (no filter),
+    anything else is a profile file's path. Raises `InvalidArgument` as `load_profile` does."""
+    if not option:
+        return default_profile(capabilities)
+    return load_profile(option, capabilities=capabilities)
 
 
 def default_profile(capabilities: Iterable[str] = DEFAULT_CAPABILITIES) -> LinuxSeccomp:

@@ -182,3 +182,17 @@ def test_install_validates_before_loading() -> None:
     )
     with pytest.raises(InvalidArgument, match=r"syscalls\[0\]\.action"):
         seccomp.install(bad)
+
+
+def test_security_opt_values(tmp_path: Path) -> None:
+    """--security-opt seccomp=...: nothing, "unconfined" or a file, each for the container's caps."""
+    assert seccomp.profile_for_option(None) == seccomp.default_profile()
+    with_admin = seccomp.profile_for_option("", ["CAP_SYS_ADMIN"])
+    assert with_admin == seccomp.default_profile(["CAP_SYS_ADMIN"])
+    assert seccomp.profile_for_option("unconfined") is None
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(_docker_profile()))
+    from_file = seccomp.profile_for_option(str(path), ["CAP_SYS_ADMIN"])
+    assert from_file is not None and ["rmdir"] in [rule.names for rule in from_file.syscalls]
+    with pytest.raises(InvalidArgument, match="cannot read it"):
+        seccomp.profile_for_option(str(tmp_path / "missing.json"))
