@@ -185,7 +185,7 @@ def test_install_validates_before_loading() -> None:
 
 
 def test_security_opt_values(tmp_path: Path) -> None:
-    """--security-opt seccomp=...: nothing, "unconfined" or a file, each for the container's caps."""
+    """--security-opt seccomp=...: nothing, "unconfined" or a file, for the container's caps."""
     assert seccomp.profile_for_option(None) == seccomp.default_profile()
     with_admin = seccomp.profile_for_option("", ["CAP_SYS_ADMIN"])
     assert with_admin == seccomp.default_profile(["CAP_SYS_ADMIN"])
