@@ -206,6 +206,7 @@ class _Stdio:
 
 
 def _create_and_become_monitor(options: ShimOptions, ready_fd: int) -> NoReturn:
+    from carte.runtime import syscalls
     from carte.runtime.container import spawn
     from carte.runtime.shim_protocol import SOCKET_NAME, UnixAddress, encode_line
     from carte.runtime.spec import load_spec
@@ -219,6 +220,8 @@ def _create_and_become_monitor(options: ShimOptions, ready_fd: int) -> NoReturn:
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
     stdio = _Stdio(terminal=terminal, keep_stdin=options.stdin)
     console = _ConsoleListener(state_dir, options.id) if terminal else None
+    # Orphans of exec'd processes (and of a container without a pid namespace) come to us.
+    syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
     # The container inherits our dispositions; Python ignores SIGPIPE and SIGXFSZ.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
@@ -287,7 +290,18 @@ def _create_and_become_monitor(options: ShimOptions, ready_fd: int) -> NoReturn:
         },
     )
     os.close(ready_fd)
+    _log_stderr_to(os.path.join(spawned.state_dir, "shim.log"))
     os.execv(command[0], command)
+
+
+def _log_stderr_to(path: str) -> None:
+    """Send the monitor's stderr (tracebacks of its own bugs) to a file; /dev/null if that fails."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def _check_log_path(log_path: str) -> None:

@@ -166,7 +166,11 @@ class Monitor:
             for fd, events in self.epoll.poll(self._timeout()):
                 handler = self.handlers.get(fd)
                 if handler is not None:
-                    handler(events)
+                    try:
+                        handler(events)
+                    except Exception:
+                        # A bug must not take the container's parent down: note it, go on.
+                        _report_bug()
             now = time.monotonic()
             if self.exit_status is not None and self.exit_record is None:
                 if not self.outputs or now >= self.drain_deadline:
@@ -303,8 +307,8 @@ class Monitor:
             elif pid == self.delete_helper:
                 self.delete_helper = 0
                 self._finish_delete(status)
-            else:
-                self.unclaimed[pid] = status
+            elif any(not session.reported for session in self.execs.values()):
+                self.unclaimed[pid] = status  # perhaps an exec'd process not yet reported
 
     def _container_exited(self, status: int) -> None:
         self.exit_status = status
@@ -497,7 +501,7 @@ class Monitor:
             return
         try:
             handler(self, client, request)
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, OSError) as error:
             self._reply(client, error=f"bad {op} request: {type(error).__name__}: {error}")
 
     def state(self) -> dict[str, Any]:
@@ -720,8 +724,7 @@ class Monitor:
             self._reply(session.client, error=reason)
 
     def _helper_exited(self, session: ExecSession, status: int) -> None:
-        if not session.reported and session.report.fileno() < 0:
-            self._exec_failed(session, f"the exec helper failed (status {_exit_code(status)})")
+        """Nothing to do: the helper's report (or its end of file) says how the exec went."""
 
     def _exec_exited(self, session: ExecSession, status: int) -> None:
         self.execs.pop(session.exec_id, None)
@@ -781,10 +784,11 @@ class Monitor:
             if client is not None:
                 self._reply(client, error=reason)
             return
-        if client is not None:
+        if client is not None and client.fd in self.clients:
             self._reply(client)
-            client.sock.setblocking(True)
-            self._flush(client)
+            if client.fd in self.clients:
+                client.sock.setblocking(True)
+                self._flush(client)
         self._shutdown()
 
     def _shutdown(self) -> NoReturn:
@@ -798,6 +802,14 @@ class Monitor:
         if self.exit_record is None:
             self.log.close()
         os._exit(0)
+
+
+def _report_bug() -> None:
+    """Print the current exception to stderr (the shim.log file in the state directory)."""
+    import traceback
+
+    traceback.print_exc()
+    sys.stderr.flush()
 
 
 def _encode_config(config: dict[str, Any]) -> str:
