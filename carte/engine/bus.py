@@ -14,6 +14,7 @@ buffer (``bus.subscriber_buffer``) can absorb.
 Commands: `Bus.request` calls the owning handler's method in the caller's task, so the
 caller's cancellation cancels the command. A handler that is down (crashed and waiting to
 restart, skipped, not yet started) fails fast with `Unavailable` instead of hanging.
+The bus itself owns `Ping` (owner "engine") and answers "pong": a round trip with no handler.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any, TypeVar, cast
 import trio
 
 from carte.api.errors import CarteError, Internal, Unavailable
-from carte.api.events import Command, Fact, event_name
+from carte.api.events import Command, Fact, Ping, event_name
 from carte.engine.journal import Journal
 from carte.engine.log import describe_error
 
@@ -64,7 +65,7 @@ class Bus:
         self._log = log or logging.getLogger("carte.engine.bus")
         self._subscribers: list[_Subscriber] = []
         self._publish_lock = trio.Lock()
-        self._routes: dict[type[Command[Any]], _Route] = {}
+        self._routes: dict[type[Command[Any]], _Route] = {Ping: _Route("engine", self._pong)}
 
     # --- facts ----------------------------------------------------------------------------
 
@@ -146,6 +147,9 @@ class Bus:
             if route.owner == owner:
                 route.call = None
                 route.down = why
+
+    async def _pong(self, command: Ping) -> str:
+        return "pong"
 
     def owner_of(self, command_type: type[Command[Any]]) -> str | None:
         route = self._routes.get(command_type)
