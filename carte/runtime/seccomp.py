@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import platform
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -261,7 +260,7 @@ class _ProfileDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
 
 _profile_decoder = msgspec.json.Decoder(_ProfileDocument)
 
-# platform.machine() -> (Docker's arch name used in includes/excludes, OCI architecture)
+# os.uname().machine -> (Docker's arch name used in includes/excludes, OCI architecture)
 _NATIVE: dict[str, tuple[str, str]] = {
     "x86_64": ("amd64", "SCMP_ARCH_X86_64"),
     "aarch64": ("arm64", "SCMP_ARCH_AARCH64"),
@@ -288,7 +287,7 @@ def native_architectures() -> list[str]:
 
 
 def _native() -> tuple[str, str]:
-    machine = platform.machine()
+    machine = os.uname().machine
     return _NATIVE.get(machine, (machine, f"SCMP_ARCH_{machine.upper()}"))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import os
-import platform
 import re
 from collections.abc import Iterable
 
@@ -139,7 +138,7 @@ _ALLOWED_WITH_CAPABILITY: dict[str, tuple[str, ...]] = {
     "CAP_PERFMON": ("perf_event_open",),
 }  # fmt: skip
 
-# Allowed on one machine architecture only (platform.machine()).
+# Allowed on one machine architecture only (os.uname().machine).
 _ALLOWED_ON_MACHINE: dict[str, tuple[str, ...]] = {
     "x86_64": ("arch_prctl", "modify_ldt"),
     "i686": ("modify_ldt",),
@@ -177,7 +176,7 @@ def build_default_profile(capabilities: Iterable[str]) -> LinuxSeccomp:
     Raises `InvalidArgument` for an unknown capability name.
     """
     held = {normalize_capability(cap) for cap in capabilities}
-    machine = platform.machine()
+    machine = os.uname().machine
     allowed = [name for group in _ALLOWED.values() for name in group]
     allowed += _ALLOWED_ON_MACHINE.get(machine, ())
     for capability, names in _ALLOWED_WITH_CAPABILITY.items():
