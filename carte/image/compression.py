@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import queue
 import shutil
 import subprocess
 import threading
+import zlib
 from collections.abc import Iterator
 from typing import BinaryIO, Literal
 
@@ -23,6 +25,7 @@ Compression = Literal["gzip", "zstd", "none"]
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _CHUNK = 1 << 20
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
 # Docker and containerd compress layers at gzip's default level, not Python's default 9.
 _GZIP_LEVEL = 6
 
@@ -50,6 +53,82 @@ class _Prefixed:
         return self._source.read(size)
 
 
+class _BackgroundGunzip:
+    """Inflates gzip (all members) in a worker thread, handing chunks over a bounded queue.
+
+    zlib releases the GIL, so inflating overlaps with the reader's tar parsing, hashing and
+    file writes. Corrupt data (bad CRC, truncation) is raised from `read` as `OSError`/`EOFError`.
+    `close()` stops the worker even if the reader gave up early.
+    """
+
+    def __init__(self, source: _Prefixed) -> None:
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
+        self._stop = threading.Event()
+        self._buffer = memoryview(b"")
+        self._finished = False
+        self._worker = threading.Thread(target=self._inflate, args=(source,), daemon=True)
+        self._worker.start()
+
+    def _inflate(self, source: _Prefixed) -> None:
+        try:
+            inflater = zlib.decompressobj(_GZIP_WBITS)
+            fed = False
+            while not self._stop.is_set() and (pending := source.read(_CHUNK)):
+                while pending and not self._stop.is_set():
+                    if inflater.eof:  # another gzip member follows
+                        inflater, fed = zlib.decompressobj(_GZIP_WBITS), False
+                    if not fed and not pending.strip(b"\0"):
+                        break  # zero padding after the last member, as tape tools write
+                    fed = True
+                    self._put(inflater.decompress(pending, _CHUNK))
+                    pending = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
+            if fed and not inflater.eof and not self._stop.is_set():
+                raise EOFError("gzip data ends before its end-of-stream marker")
+            self._put(None)
+        except zlib.error as exc:
+            self._put(OSError(f"corrupt gzip data: {exc}"))
+        except BaseException as exc:
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException | None) -> None:
+        if item == b"":
+            return
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int = -1) -> bytes:
+        parts: list[bytes] = []
+        wanted = size if size >= 0 else 1 << 62
+        while wanted > 0:
+            if not self._buffer:
+                if self._finished:
+                    break
+                item = self._queue.get()
+                if item is None:
+                    self._finished = True
+                    break
+                if isinstance(item, BaseException):
+                    self._finished = True
+                    raise item
+                self._buffer = memoryview(item)
+            taken = self._buffer[:wanted]
+            self._buffer = self._buffer[len(taken) :]
+            parts.append(bytes(taken))
+            wanted -= len(taken)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+        self._worker.join()
+
+
 def _zstd_binary() -> str:
     path = shutil.which("zstd")
     if path is None:
@@ -71,8 +150,11 @@ def decompressed(source: BinaryIO) -> Iterator[BinaryIO]:
     prefixed = _Prefixed(head, source)
     stream: BinaryIO = prefixed  # type: ignore[assignment]
     if head.startswith(_GZIP_MAGIC):
-        with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
-            yield unzipped  # type: ignore[misc]
+        inflating = _BackgroundGunzip(prefixed)
+        try:
+            yield inflating  # type: ignore[misc]
+        finally:
+            inflating.close()
     elif head.startswith(_ZSTD_MAGIC):
         with _zstd_pipe(prefixed, [_zstd_binary(), "-q", "-d", "-c"]) as output:
             yield output

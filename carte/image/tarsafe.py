@@ -52,7 +52,7 @@ class LayerExtractor:
 
     def extract(self, stream: BinaryIO) -> None:
         """Apply every entry of the tar `stream`; raises `UnsafeLayer` or `tarfile.TarError`."""
-        with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as archive:
+        with tarfile.open(fileobj=stream, mode="r|", errorlevel=2, bufsize=_CHUNK) as archive:
             for member in archive:
                 self._apply(archive, member)
         for parts, mtime_ns in reversed(self._dir_times):

@@ -25,7 +25,7 @@ from image_tars import (
 )
 
 from carte.image.digest import chain_ids
-from carte.image.errors import DigestMismatch
+from carte.image.errors import DigestMismatch, InvalidImage
 from carte.image.layers import extract_layer, is_unpacked, lowerdirs
 from carte.image.store import ImageStore
 from carte.image.tarsafe import OPAQUE_XATTR
@@ -177,3 +177,20 @@ def test_device_nodes_from_trusted_builds(store: ImageStore, tmp_path: Path) -> 
     tar = make_tar([chardev("null", 1, 3)])
     extract_layer(io.BytesIO(tar), dest, trusted=True, what="local build")
     assert os.lstat(dest / "null").st_rdev == os.makedev(1, 3)
+
+
+def test_multi_member_and_corrupt_gzip_layers(tmp_path: Path) -> None:
+    tar = make_tar([file("big", os.urandom(1 << 20)), file("small", b"s")])
+    split = len(tar) // 3
+    multi = gzip.compress(tar[:split]) + gzip.compress(tar[split:])
+    dest = tmp_path / "multi"
+    dest.mkdir()
+    digest = extract_layer(io.BytesIO(multi), dest, trusted=False, what="multi")
+    assert digest == "sha256:" + hashlib.sha256(tar).hexdigest()
+    assert (dest / "small").read_bytes() == b"s"
+    corrupt = bytearray(gzip.compress(tar))
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    with pytest.raises(InvalidImage, match="layer corrupt-one is not a readable tar"):
+        extract_layer(io.BytesIO(bytes(corrupt)), broken, trusted=False, what="corrupt-one")
