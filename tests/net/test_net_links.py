@@ -7,7 +7,7 @@ import subprocess
 from ipaddress import IPv4Interface
 
 import pytest
-from conftest import NetLab
+from net_lab import NetLab
 
 from carte.api.errors import Conflict, NotFound
 

@@ -10,7 +10,7 @@ import subprocess
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
-from conftest import Bridge, NetLab
+from net_lab import Bridge, NetLab
 
 from carte.api.errors import Conflict
 from carte.net import nft
