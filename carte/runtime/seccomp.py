@@ -21,6 +21,7 @@ import msgspec
 
 from carte.api.errors import InvalidArgument
 from carte.runtime.capabilities import DEFAULT_CAPABILITIES, normalize_capability
+from carte.runtime.seccomp_bpf import SECCOMP_FLAGS
 
 __all__ = [
     "ACTIONS",
@@ -131,11 +132,7 @@ ARCHITECTURES: dict[str, str] = {
 }
 
 # OCI `flags` this runtime passes on to seccomp(2).
-FILTER_FLAGS = (
-    "SECCOMP_FILTER_FLAG_TSYNC",
-    "SECCOMP_FILTER_FLAG_LOG",
-    "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
-)
+FILTER_FLAGS = tuple(SECCOMP_FLAGS)
 _MAX_ARGUMENTS = 6
 
 
@@ -453,7 +450,7 @@ def install(profile: LinuxSeccomp | None, *, cache_dir: Path | None = PROGRAM_CA
         return
     validate(profile)
     from carte.runtime import seccomp_compile
-    from carte.runtime.seccomp_bpf import SECCOMP_FLAGS, load_program
+    from carte.runtime.seccomp_bpf import load_program
 
     program = seccomp_compile.cached_program(profile, cache_dir)
     load_program(program, sum(SECCOMP_FLAGS[flag] for flag in set(profile.flags)))
