@@ -3,41 +3,39 @@
 `carte shim` creates the container with the full runtime library, then execs this monitor in
 the same process (the pid stays, so it stays the container's parent and a child subreaper) so
 the runtime's imports are dropped and the shim's memory stays small. It imports only `os`,
-C modules and the small logs/protocol modules; it never imports `json`, `socket`, `signal`.
+C modules and the small shim_* modules; never `json`, `socket`, `signal` or `selectors`.
 
-One single-threaded epoll loop serves: the container's stdout/stderr (or pty master), copied to
-the json-file log and to attached clients; SIGCHLD (through the wakeup fd), reaping the
-container, exec'd processes (re-parented to us) and helper processes; the exec fifo on start;
-and the clients of shim.sock (the protocol is in docs/shim.md). Exec and delete need the full
-runtime, so they run in short-lived helper processes (`carte shim exec|delete`).
+One single-threaded epoll loop (shim_loop) serves the container's stdio (shim_stdio), the
+clients of shim.sock (shim_clients; protocol in docs/shim.md), exec sessions (shim_exec), the
+exec fifo on start, and SIGCHLD through the signal wakeup fd: the container, exec'd processes
+(re-parented to us) and helper processes are reaped here.
 
 When the container exits the monitor drains its output (at most DRAIN_SECONDS), records
-exit.json atomically, answers every `wait`, and keeps serving until `delete`, or until no client
-has been connected for `linger` seconds; then it removes shim.sock and exits (exit.json stays
-for a daemon that was down).
+exit.json atomically, answers every `wait`, ends attach streams, and keeps serving until
+`delete`, or until no client has been connected for `linger` seconds; then it removes
+shim.sock and exits (exit.json stays for a daemon that was down).
 """
 
 from __future__ import annotations
 
 import _socket
-import fcntl
 import os
-import select
-import struct
 import sys
-import termios
 import time
 
 from carte.runtime.logs import JsonFileLog, rfc3339_nano
+from carte.runtime.shim_clients import Clients, Connection
+from carte.runtime.shim_exec import Execs, encode_argument, exit_code, spawn_helper
+from carte.runtime.shim_loop import EventLoop
 from carte.runtime.shim_protocol import (
     EXIT_FILE,
-    LineBuffer,
-    ProtocolError,
+    SOCKET_NAME,
     decode_data,
     decode_line,
     encode_data,
     encode_line,
 )
+from carte.runtime.shim_stdio import ContainerStdio
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,55 +46,16 @@ else:
     import _signal  # `signal` itself would import enum (about 1 MB)
 
 DRAIN_SECONDS = 1.0
-# An attached client that falls this far behind is disconnected (the log still has everything).
-MAX_CLIENT_BACKLOG = 8 << 20
-_READ_SIZE = 1 << 16
-_FD_SIZE = 4  # sizeof(int) in SCM_RIGHTS payloads
+_SIGKILL = 9
+_SIGTERM = 15
 
 
 def _noop(signum: int, frame: object) -> None:
     """Signal handler that only lets the wakeup fd fire."""
 
 
-def _exit_code(wait_status: int) -> int:
-    if os.WIFSIGNALED(wait_status):
-        return 128 + os.WTERMSIG(wait_status)
-    return os.waitstatus_to_exitcode(wait_status)
-
-
-class Connection:
-    """One client of shim.sock: its lines in, its queued output, and what it waits for."""
-
-    def __init__(self, sock: _socket.socket) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.lines = LineBuffer()
-        self.out: list[tuple[bytes, list[int]]] = []
-        self.backlog = 0
-        self.fds: list[int] = []
-        self.attached = False
-        self.closing = False  # close once `out` is flushed
-
-    def take_fds(self, count: int) -> list[int]:
-        taken, self.fds = self.fds[:count], self.fds[count:]
-        return taken
-
-
-class ExecSession:
-    """An exec request: its helper, then its process, reported to `client`."""
-
-    def __init__(self, exec_id: str, client: Connection | None, report: _socket.socket) -> None:
-        self.exec_id = exec_id
-        self.client = client
-        self.report = report
-        self.report_lines = LineBuffer()
-        self.helper_pid = 0
-        self.pid = 0
-        self.reported = False
-
-
 class Monitor:
-    """The event loop; `config` is the JSON object `carte shim` passes on the command line."""
+    """The container's lifecycle as the shim sees it; `config` comes from `carte shim`."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
@@ -109,71 +68,50 @@ class Monitor:
         self.exit_status: int | None = None
         self.exit_record: dict[str, Any] | None = None
         self.drain_deadline = 0.0
-        self.last_client_left = time.monotonic()
         self.linger: float = config["linger"]
-        self.epoll = select.epoll()
-        self.handlers: dict[int, Callable[[int], None]] = {}
-        self.clients: dict[int, Connection] = {}
+        self.last_client_left = time.monotonic()
         self.waiters: list[Connection] = []
         self.starter: Connection | None = None
         self.fifo_fd = -1
-        self.execs: dict[str, ExecSession] = {}
-        self.exec_by_pid: dict[int, ExecSession] = {}
-        self.exec_by_helper: dict[int, ExecSession] = {}
-        self.unclaimed: dict[int, int] = {}
-        self.exec_counter = 0
         self.deleter: Connection | None = None
+        self.delete_after_exit = False
         self.delete_helper = 0
         self.delete_report: _socket.socket | None = None
-        self.delete_after_exit = False
-        self.log = JsonFileLog(
-            config["log_path"],
-            max_size=config["log_max_size"],
-            max_file=config["log_max_file"],
+        self.loop = EventLoop()
+        self.clients = Clients(self.loop, config["listen_fd"], self._handle, self._dropped)
+        self.execs = Execs(
+            self.loop,
+            self.clients,
+            config["self_command"] + ["shim"],
+            {"id": self.id, "state_dir": config["state_dir"]},
         )
-        self.stdin_fd: int = config["stdin_fd"]
-        self.stdin_pending = b""
-        self.stdin_close_requested = False
-        self.outputs: dict[int, str] = {}
-        self.pty_fd: int = config["pty_fd"]
-        self.listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, config["listen_fd"])
-        self.listener.setblocking(False)
-        self._watch(self.listener.fileno(), self._accept)
+        self.log = JsonFileLog(
+            config["log_path"], max_size=config["log_max_size"], max_file=config["log_max_file"]
+        )
+        self.stdio = ContainerStdio(
+            self.loop,
+            self.log,
+            self._output,
+            pty_fd=config["pty_fd"],
+            stdin_fd=config["stdin_fd"],
+            stdout_fd=config["stdout_fd"],
+            stderr_fd=config["stderr_fd"],
+        )
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.wake_fd = wake_read
         _signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+        # Handlers, not SIG_IGN: exec resets them, so helpers and containers get defaults.
         for signum in (_signal.SIGCHLD, _signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP):
             _signal.signal(signum, _noop)
-        self._watch(wake_read, self._on_wakeup)
-        streams = (
-            [(self.pty_fd, "stdout")]
-            if self.pty_fd >= 0
-            else [(config["stdout_fd"], "stdout"), (config["stderr_fd"], "stderr")]
-        )
-        for fd, stream in streams:
-            os.set_blocking(fd, False)
-            self.outputs[fd] = stream
-            self._watch(fd, self._output_handler(fd))
-        if self.stdin_fd >= 0:
-            os.set_blocking(self.stdin_fd, False)
-
-    # -- the loop --------------------------------------------------------------------------
+        self.loop.watch(wake_read, lambda events: self._woken(wake_read))
 
     def run(self) -> NoReturn:
-        """Serve until deleted or lingering is over; exits the process (status 0)."""
-        self._reap()  # the container may have exited while we were exec'ing
+        """Serve until deleted or lingering is over; then exit the process (status 0)."""
+        self._reap()  # the container may have exited while this process was exec'ing
         while True:
-            for fd, events in self.epoll.poll(self._timeout()):
-                handler = self.handlers.get(fd)
-                if handler is not None:
-                    try:
-                        handler(events)
-                    except Exception:
-                        # A bug must not take the container's parent down: note it, go on.
-                        _report_bug()
+            self.loop.run_once(self._timeout())
             now = time.monotonic()
             if self.exit_status is not None and self.exit_record is None:
-                if not self.outputs or now >= self.drain_deadline:
+                if not self.stdio.output_open or now >= self.drain_deadline:
                     self._record_exit()
             if self._linger_over(now):
                 self._shutdown()
@@ -189,102 +127,35 @@ class Monitor:
         return (
             self.exit_record is not None
             and not self.clients
-            and not self.execs
-            and self.deleter is None
+            and not self.execs.busy
+            and not self._deleting
             and now >= self.last_client_left + self.linger
         )
 
-    def _watch(self, fd: int, handler: Callable[[int], None], mask: int = select.EPOLLIN) -> None:
-        self.handlers[fd] = handler
-        self.epoll.register(fd, mask)
+    @property
+    def _deleting(self) -> bool:
+        return bool(self.delete_helper) or self.delete_after_exit
 
-    def _unwatch(self, fd: int) -> None:
-        if self.handlers.pop(fd, None) is not None:
-            self.epoll.unregister(fd)
+    def _output(self, stream: str, data: bytes) -> None:
+        event = {"event": "output", "stream": stream, "data": encode_data(data)}
+        self.clients.broadcast(encode_line(event))
 
-    # -- container output and stdin --------------------------------------------------------
-
-    def _output_handler(self, fd: int) -> Callable[[int], None]:
-        def on_events(events: int) -> None:
-            self._on_output(fd, events)
-
-        return on_events
-
-    def _on_output(self, fd: int, events: int) -> None:
-        if events & select.EPOLLOUT:
-            self._flush_stdin()
-        if not events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
-            return
-        stream = self.outputs[fd]
-        try:
-            data = os.read(fd, _READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:  # EIO: the pty's last replica closed
-            data = b""
-        if data:
-            self.log.write(stream, data)
-            self._broadcast({"event": "output", "stream": stream, "data": encode_data(data)})
-        else:
-            self._close_output(fd)
-
-    def _close_output(self, fd: int) -> None:
-        self._unwatch(fd)
-        stream = self.outputs.pop(fd)
-        if self.exit_record is None:
-            self.log.flush_partial(stream)
-        if fd != self.pty_fd:
-            os.close(fd)
-
-    def _broadcast(self, message: dict[str, Any]) -> None:
-        line = encode_line(message)
-        for client in list(self.clients.values()):
-            if client.attached:
-                self._send(client, line)
-
-    def _write_stdin(self, data: bytes) -> None:
-        target = self.pty_fd if self.pty_fd >= 0 else self.stdin_fd
-        if target < 0:
-            return
-        self.stdin_pending += data
-        self._flush_stdin()
-
-    def _flush_stdin(self) -> None:
-        """Write what is pending without blocking; wait for EPOLLOUT for the rest."""
-        target = self.pty_fd if self.pty_fd >= 0 else self.stdin_fd
-        if target < 0:
-            self.stdin_pending = b""
-            return
-        try:
-            while self.stdin_pending:
-                written = os.write(target, self.stdin_pending)
-                self.stdin_pending = self.stdin_pending[written:]
-        except BlockingIOError:
-            self._want_writable(target, True)
-            return
-        except OSError:
-            self.stdin_pending = b""  # the container closed its stdin
-        self._want_writable(target, False)
-        if self.stdin_close_requested and self.stdin_fd >= 0:
-            self._unwatch(self.stdin_fd)
-            os.close(self.stdin_fd)
-            self.stdin_fd = -1
-
-    def _want_writable(self, fd: int, wanted: bool) -> None:
-        if fd == self.pty_fd:
-            if fd in self.handlers:  # the pty master is also watched for output
-                mask = select.EPOLLIN | (select.EPOLLOUT if wanted else 0)
-                self.epoll.modify(fd, mask)
-        elif wanted and fd not in self.handlers:
-            self._watch(fd, lambda events: self._flush_stdin(), select.EPOLLOUT)
-        elif not wanted and fd in self.handlers:
-            self._unwatch(fd)
+    def _dropped(self, client: Connection) -> None:
+        if client in self.waiters:
+            self.waiters.remove(client)
+        if self.starter is client:
+            self.starter = None  # the start still happens; nobody hears about it
+        if self.deleter is client:
+            self.deleter = None  # the delete still happens; nobody hears about it
+        self.execs.forget_client(client)
+        if not self.clients:
+            self.last_client_left = time.monotonic()
 
     # -- processes -------------------------------------------------------------------------
 
-    def _on_wakeup(self, fd: int) -> None:
+    def _woken(self, wake_fd: int) -> None:
         try:
-            while os.read(self.wake_fd, 512):
+            while os.read(wake_fd, 512):
                 pass
         except BlockingIOError:
             pass
@@ -300,71 +171,51 @@ class Monitor:
                 return
             if pid == self.container_pid:
                 self._container_exited(status)
-            elif pid in self.exec_by_helper:
-                self._helper_exited(self.exec_by_helper.pop(pid), status)
-            elif pid in self.exec_by_pid:
-                self._exec_exited(self.exec_by_pid.pop(pid), status)
             elif pid == self.delete_helper:
-                self.delete_helper = 0
-                self._finish_delete(status)
-            elif any(not session.reported for session in self.execs.values()):
-                self.unclaimed[pid] = status  # perhaps an exec'd process not yet reported
+                self._delete_helper_done(status)
+            else:
+                self.execs.reaped(pid, status)  # or an orphan: reaped, nothing more to do
 
     def _container_exited(self, status: int) -> None:
         self.exit_status = status
         self.finished_at = rfc3339_nano(time.time_ns())
         self.drain_deadline = time.monotonic() + DRAIN_SECONDS
         if self.starter is not None:
-            self._reply(self.starter, error=f'container "{self.id}" exited before it started')
+            self.clients.reply(
+                self.starter, error=f'container "{self.id}" exited before it started'
+            )
             self.starter = None
-            self._close_fifo()
+        self._close_fifo()
 
     def _record_exit(self) -> None:
         """Write exit.json (atomically), answer waiters, end attach streams."""
         assert self.exit_status is not None
-        for fd in list(self.outputs):
-            self._close_output(fd)
+        self.stdio.close_outputs()
         self.log.close()
         self.status = "stopped"
         record = {
             "id": self.id,
             "pid": self.container_pid,
-            "exit_code": _exit_code(self.exit_status),
+            "exit_code": exit_code(self.exit_status),
             "oom_killed": self._oom_killed(),
             "started_at": self.started_at,
             "finished_at": self.finished_at,
         }
-        self._write_exit_file(record)
         self.exit_record = record
+        _write_atomically(os.path.join(self.directory, EXIT_FILE), encode_line(record))
         for waiter in self.waiters:
-            self._reply(waiter, exit=record)
+            self.clients.reply(waiter, exit=record)
         self.waiters.clear()
-        for client in list(self.clients.values()):
+        for client in list(self.clients.connections.values()):
             if client.attached:
-                self._send(client, encode_line({"event": "exit", **record}))
-                client.closing = True
-                self._flush(client)
-        if not self.clients:
-            self.last_client_left = time.monotonic()
+                self.clients.send(client, encode_line({"event": "exit", **record}))
+                self.clients.close_after_flush(client)
+        self.last_client_left = time.monotonic()
         if self.delete_after_exit:
             self._start_delete_helper()
 
-    def _write_exit_file(self, record: dict[str, Any]) -> None:
-        """exit.json, atomically; a removed state directory (deleted) is not an error."""
-        path = os.path.join(self.directory, EXIT_FILE)
-        temporary = path + ".tmp"
-        try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-            try:
-                os.write(fd, encode_line(record))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temporary, path)
-        except FileNotFoundError:
-            pass
-
     def _oom_killed(self) -> bool:
+        """Whether the cgroup's oom_kill counter grew since create (v1 or v2 file)."""
         oom_file = self.config["oom_file"]
         if not oom_file:
             return False
@@ -378,118 +229,20 @@ class Monitor:
             pass
         return False
 
-    # -- clients ---------------------------------------------------------------------------
-
-    def _accept(self, fd: int) -> None:
-        while True:
+    def _kill(self, signum: int, *, all_processes: bool) -> None:
+        """Signal pid 1, or every process in the container's cgroup."""
+        targets = [self.container_pid]
+        if all_processes and self.config["cgroup_procs"]:
             try:
-                client_fd, _ = self.listener._accept()  # type: ignore[attr-defined]
-            except BlockingIOError:
-                return
-            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, client_fd)
-            sock.setblocking(False)
-            client = Connection(sock)
-            self.clients[client.fd] = client
-            self._watch(client.fd, self._client_handler(client))
-
-    def _client_handler(self, client: Connection) -> Callable[[int], None]:
-        def on_events(events: int) -> None:
-            self._client_ready(client, events)
-
-        return on_events
-
-    def _client_ready(self, client: Connection, events: int) -> None:
-        if events & select.EPOLLOUT:
-            self._flush(client)
-        if not events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
-            return
-        try:
-            data, ancillary, _, _ = client.sock.recvmsg(
-                _READ_SIZE, _socket.CMSG_SPACE(8 * _FD_SIZE), _socket.MSG_CMSG_CLOEXEC
-            )
-        except BlockingIOError:
-            return
-        except OSError:
-            data, ancillary = b"", []
-        for level, kind, payload in ancillary:
-            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-                usable = len(payload) - len(payload) % _FD_SIZE
-                client.fds.extend(memoryview(payload)[:usable].cast("i"))
-        if not data:
-            self._drop(client)
-            return
-        try:
-            lines = client.lines.feed(data)
-            for line in lines:
-                if line.strip():
-                    self._handle(client, decode_line(line))
-        except ProtocolError as error:
-            self._reply(client, error=f"bad request: {error}")
-            client.closing = True
-            self._flush(client)
-
-    def _send(self, client: Connection, line: bytes, fds: list[int] | None = None) -> None:
-        if client.fd not in self.clients:
-            return
-        client.out.append((line, fds or []))
-        client.backlog += len(line)
-        if client.backlog > MAX_CLIENT_BACKLOG:
-            self._drop(client)
-            return
-        self._flush(client)
-
-    def _flush(self, client: Connection) -> None:
-        try:
-            while client.out:
-                line, fds = client.out[0]
-                if fds:
-                    payload = struct.pack(f"{len(fds)}i", *fds)
-                    sent = client.sock.sendmsg(
-                        [line], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, payload)]
-                    )
-                    for fd in fds:
-                        os.close(fd)
-                else:
-                    sent = client.sock.send(line)
-                client.backlog -= sent
-                if sent < len(line):
-                    client.out[0] = (line[sent:], [])
-                else:
-                    client.out.pop(0)
-        except BlockingIOError:
-            self.epoll.modify(client.fd, select.EPOLLIN | select.EPOLLOUT)
-            return
-        except OSError:
-            self._drop(client)
-            return
-        if client.fd in self.clients:
-            self.epoll.modify(client.fd, select.EPOLLIN)
-            if client.closing:
-                self._drop(client)
-
-    def _drop(self, client: Connection) -> None:
-        if self.clients.pop(client.fd, None) is None:
-            return
-        self._unwatch(client.fd)
-        for _, fds in client.out:
-            for fd in fds:
-                os.close(fd)
-        for fd in client.fds:
-            os.close(fd)
-        client.sock.close()
-        if client in self.waiters:
-            self.waiters.remove(client)
-        if self.starter is client:
-            self.starter = None  # the start still happens; nobody hears about it
-        for session in self.execs.values():
-            if session.client is client:
-                session.client = None
-        if not self.clients:
-            self.last_client_left = time.monotonic()
-
-    def _reply(self, client: Connection, *, error: str = "", **fields: Any) -> None:
-        message = {"ok": False, "error": error} if error else {"ok": True, **fields}
-        self._send(client, encode_line(message))
+                with open(self.config["cgroup_procs"], "rb") as procs:
+                    targets = [int(pid) for pid in procs.read().split()] or targets
+            except OSError:
+                pass
+        for pid in targets:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
 
     # -- requests --------------------------------------------------------------------------
 
@@ -497,12 +250,12 @@ class Monitor:
         op = request.get("op")
         handler = _OPS.get(op) if isinstance(op, str) else None
         if handler is None:
-            self._reply(client, error=f"unknown op {op!r}; use one of {', '.join(_OPS)}")
+            self.clients.reply(client, error=f"unknown op {op!r}; use one of {', '.join(_OPS)}")
             return
         try:
             handler(self, client, request)
         except (KeyError, TypeError, ValueError, OSError) as error:
-            self._reply(client, error=f"bad {op} request: {type(error).__name__}: {error}")
+            self.clients.reply(client, error=f"bad {op} request: {type(error).__name__}: {error}")
 
     def state(self) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -519,12 +272,14 @@ class Monitor:
         return state
 
     def op_state(self, client: Connection, request: dict[str, Any]) -> None:
-        self._reply(client, state=self.state())
+        self.clients.reply(client, state=self.state())
 
     def op_start(self, client: Connection, request: dict[str, Any]) -> None:
         if self.status != "created" or self.exit_status is not None or self.starter is not None:
             status = "starting" if self.starter is not None else self.status
-            self._reply(
+            if self.exit_status is not None:
+                status = "stopped"
+            self.clients.reply(
                 client,
                 error=f'cannot start container "{self.id}": it is {status}, not created; '
                 "create it again to run it once more",
@@ -534,9 +289,9 @@ class Monitor:
         # Non-blocking: the container opens its end for writing once a reader exists.
         self.fifo_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         self.starter = client
-        self._watch(self.fifo_fd, self._on_fifo)
+        self.loop.watch(self.fifo_fd, self._fifo_readable)
 
-    def _on_fifo(self, fd: int) -> None:
+    def _fifo_readable(self, events: int) -> None:
         try:
             data = os.read(self.fifo_fd, 1)
         except BlockingIOError:
@@ -551,193 +306,73 @@ class Monitor:
         except FileNotFoundError:
             pass
         if self.starter is not None:
-            self._reply(self.starter, state=self.state())
+            self.clients.reply(self.starter, state=self.state())
             self.starter = None
 
     def _close_fifo(self) -> None:
         if self.fifo_fd >= 0:
-            self._unwatch(self.fifo_fd)
+            self.loop.unwatch(self.fifo_fd)
             os.close(self.fifo_fd)
             self.fifo_fd = -1
 
     def op_kill(self, client: Connection, request: dict[str, Any]) -> None:
-        signum = int(request.get("signal", _signal.SIGTERM))
         if self.exit_status is not None:
-            self._reply(client, error=f'cannot kill container "{self.id}": it is not running')
+            self.clients.reply(
+                client, error=f'cannot kill container "{self.id}": it is not running'
+            )
             return
-        if request.get("all"):
-            self._kill_all(signum)
-        else:
-            self._kill(self.container_pid, signum)
-        self._reply(client)
-
-    def _kill(self, pid: int, signum: int) -> None:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    def _kill_all(self, signum: int) -> None:
-        """Signal every process of the container's cgroup (its pid 1 if the cgroup is gone)."""
-        targets = [self.container_pid]
-        if self.config["cgroup_procs"]:
-            try:
-                with open(self.config["cgroup_procs"], "rb") as procs:
-                    targets = [int(pid) for pid in procs.read().split()] or targets
-            except OSError:
-                pass
-        for pid in targets:
-            self._kill(pid, signum)
+        signum = int(request.get("signal", _SIGTERM))
+        self._kill(signum, all_processes=bool(request.get("all")))
+        self.clients.reply(client)
 
     def op_wait(self, client: Connection, request: dict[str, Any]) -> None:
         if self.exit_record is not None:
-            self._reply(client, exit=self.exit_record)
+            self.clients.reply(client, exit=self.exit_record)
         else:
             self.waiters.append(client)
 
     def op_attach(self, client: Connection, request: dict[str, Any]) -> None:
         client.attached = True
-        self._reply(client, state=self.state())
+        self.clients.reply(client, state=self.state())
         if self.exit_record is not None:
-            self._send(client, encode_line({"event": "exit", **self.exit_record}))
-            client.closing = True
-            self._flush(client)
+            self.clients.send(client, encode_line({"event": "exit", **self.exit_record}))
+            self.clients.close_after_flush(client)
 
     def op_stdin(self, client: Connection, request: dict[str, Any]) -> None:
-        self._write_stdin(decode_data(request["data"]))  # no reply: stdin is a stream
+        self.stdio.write_stdin(decode_data(request["data"]))  # no reply: stdin is a stream
 
     def op_close_stdin(self, client: Connection, request: dict[str, Any]) -> None:
-        if self.pty_fd >= 0:
-            self._write_stdin(b"\x04")  # a terminal's end of input is ^D
-            return
-        self.stdin_close_requested = True
-        self._flush_stdin()
+        self.stdio.close_stdin()
 
     def op_resize(self, client: Connection, request: dict[str, Any]) -> None:
-        rows, cols = int(request["rows"]), int(request["cols"])
-        if self.pty_fd < 0:
-            self._reply(client, error=f'container "{self.id}" has no terminal to resize')
+        if self.stdio.pty_fd < 0:
+            self.clients.reply(client, error=f'container "{self.id}" has no terminal to resize')
             return
-        fcntl.ioctl(self.pty_fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        self._reply(client)
+        self.stdio.resize(int(request["rows"]), int(request["cols"]))
+        self.clients.reply(client)
 
     def op_exec(self, client: Connection, request: dict[str, Any]) -> None:
         process = request["process"]
-        tty = bool(process.get("terminal"))
-        fds = client.take_fds(0 if tty else 3)
-        if not tty and len(fds) != 3:
+        terminal = bool(process.get("terminal"))
+        fds = client.take_fds(0 if terminal else 3)
+        refusal = ""
+        if not terminal and len(fds) != 3:
+            refusal = "exec without a terminal needs 3 fds (stdin, stdout, stderr)"
+        elif self.status != "running" or self.exit_status is not None:
+            refusal = f'cannot exec in container "{self.id}": it is not running'
+        if refusal:
             for fd in fds:
                 os.close(fd)
-            self._reply(client, error="exec without a terminal needs 3 fds (stdin, stdout, stderr)")
+            self.clients.reply(client, error=refusal)
             return
-        if self.status != "running" or self.exit_status is not None:
-            for fd in fds:
-                os.close(fd)
-            self._reply(client, error=f'cannot exec in container "{self.id}": it is not running')
-            return
-        self.exec_counter += 1
-        exec_id = str(request.get("exec_id") or f"exec-{self.exec_counter}")
-        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        helper_config = {
-            "id": self.id,
-            "state_dir": self.config["state_dir"],
-            "process": process,
-        }
-        stdio = fds if fds else [os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)] * 3
-        helper = self._spawn_helper(["exec", "".join(_encode_config(helper_config))], stdio, theirs)
-        for fd in set(stdio):
-            os.close(fd)
-        theirs.close()
-        session = ExecSession(exec_id, client, ours)
-        session.helper_pid = helper
-        self.execs[exec_id] = session
-        self.exec_by_helper[helper] = session
-        ours.setblocking(False)
-        self._watch(ours.fileno(), lambda events: self._on_exec_report(session))
-
-    def _spawn_helper(self, argv: list[str], stdio: list[int], report: _socket.socket) -> int:
-        """Fork and exec `carte shim <argv>` with `stdio` as fds 0-2 and `report` as fd 3."""
-        command = [*self.config["self_command"], "shim", *argv]
-        pid = os.fork()
-        if pid == 0:
-            try:
-                # Move the sources above the targets first, so no dup2 clobbers a later source.
-                sources = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in [*stdio, report.fileno()]]
-                for target, fd in enumerate(sources):
-                    os.dup2(fd, target)
-                os.closerange(4, os.sysconf("SC_OPEN_MAX"))
-                os.execv(command[0], command)
-            finally:
-                os._exit(127)
-        return pid
-
-    def _on_exec_report(self, session: ExecSession) -> None:
-        try:
-            data, ancillary, _, _ = session.report.recvmsg(
-                _READ_SIZE, _socket.CMSG_SPACE(_FD_SIZE), _socket.MSG_CMSG_CLOEXEC
-            )
-        except BlockingIOError:
-            return
-        received: list[int] = []
-        for level, kind, payload in ancillary:
-            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-                usable = len(payload) - len(payload) % _FD_SIZE
-                received.extend(memoryview(payload)[:usable].cast("i"))
-        for line in session.report_lines.feed(data) if data else []:
-            self._exec_reported(session, decode_line(line), received)
-            received = []
-        for fd in received:
-            os.close(fd)
-        if not data:
-            self._unwatch(session.report.fileno())
-            session.report.close()
-            if not session.reported:
-                self._exec_failed(session, "the exec helper ended without a word")
-
-    def _exec_reported(self, session: ExecSession, report: dict[str, Any], fds: list[int]) -> None:
-        if session.reported:
-            return
-        session.reported = True
-        if "error" in report:
-            self._exec_failed(session, str(report["error"]))
-            return
-        session.pid = int(report["pid"])
-        if session.client is not None:
-            self._reply_with_fds(session, fds)
-        else:
-            for fd in fds:
-                os.close(fd)
-        if session.pid in self.unclaimed:
-            self._exec_exited(session, self.unclaimed.pop(session.pid))
-        else:
-            self.exec_by_pid[session.pid] = session
-
-    def _reply_with_fds(self, session: ExecSession, fds: list[int]) -> None:
-        assert session.client is not None
-        line = encode_line({"ok": True, "exec_id": session.exec_id, "pid": session.pid})
-        self._send(session.client, line, fds)
-
-    def _exec_failed(self, session: ExecSession, reason: str) -> None:
-        session.reported = True
-        self.execs.pop(session.exec_id, None)
-        if session.client is not None:
-            self._reply(session.client, error=reason)
-
-    def _helper_exited(self, session: ExecSession, status: int) -> None:
-        """Nothing to do: the helper's report (or its end of file) says how the exec went."""
-
-    def _exec_exited(self, session: ExecSession, status: int) -> None:
-        self.execs.pop(session.exec_id, None)
-        if session.client is not None:
-            event = {"event": "exit", "exec_id": session.exec_id, "exit_code": _exit_code(status)}
-            self._send(session.client, encode_line(event))
+        self.execs.start(client, process, fds, str(request.get("exec_id") or ""))
 
     def op_delete(self, client: Connection, request: dict[str, Any]) -> None:
-        if self.deleter is not None:
-            self._reply(client, error=f'container "{self.id}" is already being deleted')
+        if self._deleting:
+            self.clients.reply(client, error=f'container "{self.id}" is already being deleted')
             return
         if self.exit_record is None and self.status == "running" and not request.get("force"):
-            self._reply(
+            self.clients.reply(
                 client,
                 error=f'cannot delete container "{self.id}": it is running; '
                 "stop it first or delete with force",
@@ -748,72 +383,74 @@ class Monitor:
             # Kill it and delete once its exit is recorded (the runtime's delete needs it gone).
             self.delete_after_exit = True
             if self.exit_status is None:
-                self._kill_all(9)
+                self._kill(_SIGKILL, all_processes=True)
             return
         self._start_delete_helper()
 
     def _start_delete_helper(self) -> None:
         self.delete_after_exit = False
         ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        config = {"id": self.id, "state_dir": self.config["state_dir"]}
+        argument = encode_argument({"id": self.id, "state_dir": self.config["state_dir"]})
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        self.delete_helper = self._spawn_helper(
-            ["delete", "".join(_encode_config(config))], [null, null, null], theirs
-        )
-        os.close(null)
-        theirs.close()
+        try:
+            command = [*self.config["self_command"], "shim", "delete", argument]
+            self.delete_helper = spawn_helper(command, [null, null, null], theirs)
+        finally:
+            os.close(null)
+            theirs.close()
         self.delete_report = ours
 
-    def _finish_delete(self, status: int) -> None:
-        """The delete helper is done: reply, stop serving, exit."""
+    def _delete_helper_done(self, status: int) -> None:
+        """The runtime's delete ran: reply, then stop serving and exit (or report why not)."""
+        self.delete_helper = 0
         reason = ""
         if self.delete_report is not None:
             self.delete_report.setblocking(False)
             try:
-                data = self.delete_report.recv(_READ_SIZE)
+                data = self.delete_report.recv(1 << 16)
             except OSError:
                 data = b""
             self.delete_report.close()
+            self.delete_report = None
             for line in data.splitlines():
                 reason = str(decode_line(line).get("error", "")) or reason
         if not reason and status != 0:
-            reason = f"the delete helper failed (status {_exit_code(status)})"
-        client = self.deleter
-        self.deleter = None
+            reason = f"the delete helper failed (status {exit_code(status)})"
+        client, self.deleter = self.deleter, None
         if reason:
             if client is not None:
-                self._reply(client, error=reason)
+                self.clients.reply(client, error=reason)
             return
-        if client is not None and client.fd in self.clients:
-            self._reply(client)
-            if client.fd in self.clients:
-                client.sock.setblocking(True)
-                self._flush(client)
+        if client is not None:
+            self.clients.reply(client)
+            self.clients.flush_blocking(client)
         self._shutdown()
 
     def _shutdown(self) -> NoReturn:
-        """Stop serving: remove shim.sock, close everything, exit 0."""
+        """Stop serving: remove shim.sock, close every connection, exit 0."""
         try:
-            os.unlink(os.path.join(self.directory, "shim.sock"))
+            os.unlink(os.path.join(self.directory, SOCKET_NAME))
         except FileNotFoundError:
             pass
-        for client in list(self.clients.values()):
-            self._drop(client)
+        self.clients.drop_all()
         if self.exit_record is None:
             self.log.close()
         os._exit(0)
 
 
-def _report_bug() -> None:
-    """Print the current exception to stderr (the shim.log file in the state directory)."""
-    import traceback
-
-    traceback.print_exc()
-    sys.stderr.flush()
-
-
-def _encode_config(config: dict[str, Any]) -> str:
-    return encode_line(config).decode().rstrip("\n")
+def _write_atomically(path: str, data: bytes) -> None:
+    """Write, fsync, rename; a state directory already removed (deleted) is not an error."""
+    temporary = path + ".tmp"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except FileNotFoundError:
+        pass
 
 
 _OPS: dict[str, Callable[[Monitor, Connection, dict[str, Any]], None]] = {

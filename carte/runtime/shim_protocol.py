@@ -126,3 +126,34 @@ class UnixAddress:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+_FD_SIZE = 4  # sizeof(int) in an SCM_RIGHTS payload
+
+
+def fds_in(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    """The file descriptors an SCM_RIGHTS message carried (from `recvmsg`'s ancillary data)."""
+    import _socket
+
+    fds: list[int] = []
+    for level, kind, payload in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % _FD_SIZE
+            fds.extend(memoryview(payload)[:usable].cast("i"))
+    return fds
+
+
+def rights(fds: list[int]) -> list[tuple[int, int, bytes]]:
+    """Ancillary data for `sendmsg` passing `fds` (SCM_RIGHTS)."""
+    import _socket
+    import sys
+
+    payload = b"".join(fd.to_bytes(_FD_SIZE, sys.byteorder, signed=True) for fd in fds)
+    return [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, payload)]
+
+
+def fd_space(count: int) -> int:
+    """The ancillary buffer size `recvmsg` needs to receive up to `count` fds."""
+    import _socket
+
+    return _socket.CMSG_SPACE(count * _FD_SIZE)
