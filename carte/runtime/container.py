@@ -41,7 +41,7 @@ from carte.runtime import rootfs, state
 from carte.runtime import syscalls as sc
 from carte.runtime.process import PreparedSeccomp, exec_user_process, prepare_seccomp
 from carte.runtime.seccomp import LinuxSeccomp
-from carte.runtime.spec import INIT_ANNOTATION, Process, Spec
+from carte.runtime.spec import INIT_ANNOTATION, LinuxIDMapping, Process, Spec
 from carte.runtime.state import EXEC_FIFO, ContainerRecord, OCIState
 
 __all__ = [
@@ -175,7 +175,7 @@ def spawn(
     cgroup = None
     pid = 0
     try:
-        os.mkfifo(directory / EXEC_FIFO, 0o600)
+        _make_exec_fifo(spec, directory / EXEC_FIFO)
         cgroup = open_cgroup(cgroups_path)
         cgroup.create()
         cgroup.apply(spec.linux.resources)
@@ -219,6 +219,23 @@ def spawn(
     return Spawned(id=container_id, pid=pid, state_dir=str(directory), cgroups_path=cgroups_path)
 
 
+def _make_exec_fifo(spec: Spec, path: Path) -> None:
+    """The fifo `start` releases the container with; owned by the container's root so a
+    user-namespaced container can open it for writing."""
+    os.mkfifo(path, 0o600)
+    uid = _host_id_of_root(spec.linux.uid_mappings)
+    gid = _host_id_of_root(spec.linux.gid_mappings)
+    if uid or gid:
+        os.chown(path, uid, gid)
+
+
+def _host_id_of_root(mappings: list[LinuxIDMapping]) -> int:
+    for mapping in mappings:
+        if mapping.container_id <= 0 < mapping.container_id + mapping.size:
+            return mapping.host_id - mapping.container_id
+    return 0
+
+
 def _connect_console(console_socket: Path | None) -> socket.socket:
     if console_socket is None:
         raise InvalidArgument(
@@ -258,6 +275,8 @@ def _fork_container(
     """Fork stage A and drive the create handshake; return stage B's pid (re-parented to us)."""
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     namespace_fds = _open_namespace_paths(spec)
+    # Opened here, as the host's root: a user-namespaced child could not reach the state dir.
+    fifo = os.open(directory / EXEC_FIFO, os.O_PATH | os.O_CLOEXEC)
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         stage_a = os.fork()
@@ -268,13 +287,14 @@ def _fork_container(
                 seccomp_filter,
                 bundle,
                 container_id,
-                directory,
+                fifo,
                 stdio,
                 console,
                 preserve_fds,
                 namespace_fds,
                 child_end,
             )
+        os.close(fifo)
         child_end.close()
         if console is not None:
             console.close()
@@ -375,7 +395,7 @@ def _stage_a(
     seccomp_filter: PreparedSeccomp | None,
     bundle: Path,
     container_id: str,
-    directory: Path,
+    fifo: int,
     stdio: Stdio | None,
     console: socket.socket | None,
     preserve_fds: int,
@@ -414,7 +434,7 @@ def _stage_a(
                 seccomp_filter,
                 bundle,
                 container_id,
-                directory,
+                fifo,
                 console,
                 preserve_fds,
                 channel,
@@ -432,7 +452,7 @@ def _stage_b(
     seccomp_filter: PreparedSeccomp | None,
     bundle: Path,
     container_id: str,
-    directory: Path,
+    fifo: int,
     console: socket.socket | None,
     preserve_fds: int,
     channel: socket.socket,
@@ -447,7 +467,6 @@ def _stage_b(
             sc.join_session_keyring(f"_ses.{container_id}"[:64])
         except OSError:
             pass  # keyrings may be unavailable (EPERM under some seccomp/ns setups); not fatal
-        fifo = os.open(directory / EXEC_FIFO, os.O_PATH | os.O_CLOEXEC)
         run_init = _load_init() if spec.annotations.get(INIT_ANNOTATION) == "true" else None
         root_fd = rootfs.prepare_rootfs(spec, str(bundle), in_user_namespace=in_user_namespace)
         rootfs.pivot_into(root_fd)

@@ -172,7 +172,11 @@ def _mount_cgroup(root_fd: int, entry: Mount, options: MountOptions) -> None:
         if not name:
             continue
         with opened_in_root(root_fd, f"{entry.destination}/{name}", create="dir") as fd:
-            sc.mount("cgroup", fd_path(fd), fstype, options.flags, data)
+            try:
+                sc.mount("cgroup", fd_path(fd), fstype, options.flags, data)
+            except PermissionError:
+                # v1 hierarchies cannot be mounted from a user namespace; leave the dir empty.
+                continue
     if options.flags & sc.MS_RDONLY:
         _remount_bind_tmpfs_readonly(root_fd, entry.destination, flags)
 

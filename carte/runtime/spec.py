@@ -13,7 +13,8 @@ import msgspec
 
 from carte.api.errors import InvalidArgument
 from carte.runtime.capabilities import LinuxCapabilities, default_capabilities
-from carte.runtime.cgroups.resources import LinuxDeviceCgroup, LinuxResources
+from carte.runtime.cgroups.devices import default_devices
+from carte.runtime.cgroups.resources import LinuxResources
 from carte.runtime.seccomp import LinuxSeccomp, default_profile
 
 __all__ = [
@@ -261,7 +262,7 @@ def default_spec(
                 LinuxNamespace(type=kind)
                 for kind in ("pid", "network", "ipc", "uts", "mount", "cgroup")
             ],
-            resources=LinuxResources(devices=[LinuxDeviceCgroup(allow=False, access="rwm")]),
+            resources=LinuxResources(devices=default_devices()),
             masked_paths=list(MASKED_PATHS),
             readonly_paths=list(READONLY_PATHS),
             seccomp=default_profile(),
