@@ -273,8 +273,9 @@ def apply_after_setuid(caps: LinuxCapabilities) -> None:
     Raises the effective set to the permitted one (setuid cleared it, and dropping from the
     bounding set needs CAP_SETPCAP), drops every capability not in `bounding` from the bounding
     set, sets effective, permitted and inheritable with capset(2), then clears the ambient set and
-    raises `ambient` (each must also be permitted and inheritable). A name the running kernel
-    does not know is skipped, as runc does. Raises `InvalidArgument` for a bad name before
+    raises those of `ambient` that are also permitted and inheritable (the kernel allows no
+    others; runc only warns about them, Carte skips them). A name the running kernel does not
+    know is skipped, as runc does. Raises `InvalidArgument` for a bad name before
     changing anything, `OSError` if the kernel refuses (the process then holds a partly applied
     set and must not exec).
     """
@@ -305,8 +306,10 @@ def apply_after_setuid(caps: LinuxCapabilities) -> None:
         inheritable=_mask(on_kernel(caps.inheritable)),
     )
     _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL)
+    raisable = set(on_kernel(caps.permitted)) & set(on_kernel(caps.inheritable))
     for name in on_kernel(caps.ambient):
-        _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, CAPABILITY_NUMBERS[name])
+        if name in raisable:
+            _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, CAPABILITY_NUMBERS[name])
 
 
 def apply(caps: LinuxCapabilities) -> None:

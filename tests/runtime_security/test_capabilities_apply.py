@@ -118,3 +118,15 @@ def test_cap_add_all_is_what_this_process_can_grant(run_probe: RunProbe) -> None
     results = run_probe(capabilities=msgspec.to_builtins(everything), probes=["capabilities"])
     assert results["capabilities"]["bounding"] == everything.bounding
     assert results["capabilities"]["effective"] == everything.effective
+
+
+def test_ambient_without_inheritable_is_skipped_not_fatal(run_probe: RunProbe) -> None:
+    """Engines that list ambient caps but leave inheritable empty (after CVE-2022-24769) still
+    start, as under runc; the process just gets no ambient capability."""
+    names = ["CAP_NET_BIND_SERVICE"]
+    requested = LinuxCapabilities(bounding=names, effective=names, permitted=names, ambient=names)
+    results = run_probe(
+        uid=65534, capabilities=msgspec.to_builtins(requested), probes=["capabilities"]
+    )
+    assert results["capabilities"]["ambient"] == []
+    assert results["capabilities"]["effective"] == names
