@@ -282,8 +282,13 @@ class Registry:
         store: ImageStore,
         reference: Reference,
         progress: ProgressCallback = _ignore_progress,
+        *,
+        unpack: bool = True,
     ) -> StoredImage:
         """Pull `reference` into the store and tag it; see the module docstring for guarantees.
+
+        With `unpack=False` the layers are only downloaded and verified; they are unpacked
+        (and a hostile one refused) by the first `lowerdirs()` call instead.
 
         Raises `ImageNotFound`, `RegistryUnauthorized`, `RegistryError`, `DigestMismatch`,
         `UnsafeLayer` or `InvalidImage`; no image is recorded unless everything succeeded.
@@ -308,7 +313,8 @@ class Registry:
                     pool.map(lambda d: self._download(store, repository, d, scope, progress), blobs)
                 )
             descriptor = store.put_blob(data, media_type)
-            unpack_all(store, descriptor)
+            if unpack:
+                unpack_all(store, descriptor)
             names = (reference.familiar,) if reference.tag or not reference.digest else ()
             return store.add_image(descriptor, names)
 

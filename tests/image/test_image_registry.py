@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from image_registry_server import RunningRegistry, start_registry
-from image_tars import file, make_image, make_tar
+from image_tars import chardev, file, make_image, make_tar
 
 from carte.image import oci
 from carte.image.auth import Credentials, CredentialStore, parse_challenge
-from carte.image.errors import DigestMismatch, ImageNotFound
+from carte.image.errors import DigestMismatch, ImageNotFound, UnsafeLayer
 from carte.image.importer import import_rootfs
 from carte.image.layers import lowerdirs
 from carte.image.reference import parse_reference
@@ -260,3 +260,20 @@ def test_www_authenticate_parsing() -> None:
         "scope": "repository:a/b:pull,push",
     }
     assert parse_challenge('Basic realm="r"').params == {"realm": "r"}
+
+
+def test_pulled_device_nodes_are_refused_now_or_at_first_use(
+    store: ImageStore, registry: RunningRegistry, credentials: CredentialStore
+) -> None:
+    source = ImageStore(store.root.parent / "source")
+    hostile = make_image(source, [make_tar([chardev("dev/mem", 1, 1)])], "dev:1")
+    client = Registry(registry.host, credentials=credentials)
+    reference = parse_reference(f"{registry.host}/hostile/dev:1")
+    client.push(source, hostile, reference)
+    with pytest.raises(UnsafeLayer, match='"dev/mem" is a device node'):
+        client.pull(store, reference)
+    assert store.images() == []
+    lazy = client.pull(store, reference, unpack=False)
+    with pytest.raises(UnsafeLayer, match='"dev/mem"'):
+        lowerdirs(store, lazy)
+    assert list(store.layers_dir.iterdir()) == []
