@@ -178,13 +178,33 @@ class Bus:
             return cast(ResultT, await call(command))
         except CarteError:
             raise
+        except ExceptionGroup as group:
+            only = _single_carte_error(group)
+            if only is None:
+                raise self._internal(route.owner, name, group) from group
+            raise only from group
         except Exception as error:
-            self._log.error(
-                "command failed",
-                extra={"command": name, "handler": route.owner},
-                exc_info=error,
-            )
-            raise Internal(
-                f'handler "{route.owner}" failed on command "{name}" '
-                f"({describe_error(error)}); see the daemon log"
-            ) from error
+            raise self._internal(route.owner, name, error) from error
+
+    def _internal(self, owner: str, name: str, error: Exception) -> Internal:
+        """Log an unexpected command failure and return the Internal error the caller gets."""
+        self._log.error("command failed", extra={"command": name, "handler": owner}, exc_info=error)
+        return Internal(
+            f'handler "{owner}" failed on command "{name}" ({describe_error(error)}); '
+            "see the daemon log"
+        )
+
+
+def _single_carte_error(group: BaseExceptionGroup[Exception]) -> CarteError | None:
+    """The one CarteError in a group (a handler's nursery wraps errors), else None."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        else:
+            leaves.append(error)
+    if len(leaves) == 1 and isinstance(leaves[0], CarteError):
+        return leaves[0]
+    return None

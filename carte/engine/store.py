@@ -232,15 +232,23 @@ class SqliteStore:
         return await self.txn([Put(key, value)])
 
     async def delete(self, key: str) -> int | None:
-        if await self.get(key) is None:
-            return None
-        return await self.txn([Delete(key)])
+        revision, changes = await self._write([Delete(key)], {})
+        return revision if changes else None
 
     async def cas(self, key: str, value: object, revision: int) -> int:
         return await self.txn([Put(key, value)], expect={key: revision})
 
     async def txn(self, operations: Sequence[Operation], expect: Mapping[str, int] = {}) -> int:
-        """See `Store.txn`. The commit is shielded from cancellation; watchers are fed after it."""
+        """See `Store.txn`. The commit is shielded from cancellation; watchers are fed after it.
+
+        Deleting a key that does not exist changes nothing; a transaction that changes
+        nothing does not bump the global revision.
+        """
+        return (await self._write(operations, expect))[0]
+
+    async def _write(
+        self, operations: Sequence[Operation], expect: Mapping[str, int]
+    ) -> tuple[int, builtins.list[Change]]:
         encoded = [
             (op.key, encode_value(op.value)) if isinstance(op, Put) else (op.key, None)
             for op in operations
@@ -252,7 +260,7 @@ class SqliteStore:
                 for watch in list(self._watches):
                     if change.key.startswith(watch.prefix):
                         watch.offer(change)
-        return revision
+        return revision, changes
 
     def _commit(
         self, operations: Sequence[tuple[str, bytes | None]], expect: dict[str, int]
@@ -269,14 +277,12 @@ class SqliteStore:
                         "read it again and retry"
                     )
             (current,) = db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
-            if not operations:
-                db.execute("ROLLBACK")
-                return int(current), []
             revision = int(current) + 1
             changes: builtins.list[Change] = []
             for key, value in operations:
                 if value is None:
-                    db.execute("DELETE FROM kv WHERE key = ?", (key,))
+                    if db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount == 0:
+                        continue
                 else:
                     db.execute(
                         "INSERT INTO kv (key, value, revision) VALUES (?, ?, ?) "
@@ -285,6 +291,9 @@ class SqliteStore:
                         (key, value, revision),
                     )
                 changes.append(Change(key=key, value=value, revision=revision))
+            if not changes:
+                db.execute("ROLLBACK")
+                return int(current), []
             db.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (revision,))
             db.execute("COMMIT")
         except BaseException:

@@ -191,3 +191,19 @@ async def test_journal_keeps_the_newest_facts_and_filters_by_time_and_type() -> 
     assert len(bus.journal.since(0, ["test.tock"])) == 1
     bus.journal.resize(2)
     assert [f.n for f in bus.journal.since()] == [7, 99]  # type: ignore[attr-defined]
+
+
+async def test_a_typed_error_from_inside_a_handlers_nursery_keeps_its_type() -> None:
+    bus = Bus()
+
+    async def with_nursery(command: Double) -> int:
+        async def refuse() -> None:
+            raise InvalidArgument("n must be positive; pass n > 0")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(refuse)
+        return 0
+
+    bus.attach("math", {Double: with_nursery})
+    with pytest.raises(InvalidArgument, match="n must be positive"):
+        await bus.request(Double(n=-1))

@@ -33,7 +33,7 @@ async def test_put_get_delete(store: SqliteStore) -> None:
     assert await store.delete("containers/a") == 3
     assert await store.get("containers/a") is None
     assert await store.delete("containers/a") is None
-    assert await store.revision() == 3
+    assert await store.revision() == 3  # deleting nothing is not a change
 
 
 async def test_list_by_prefix_in_key_order(store: SqliteStore) -> None:
