@@ -3,8 +3,10 @@
 Runs inside the container after its root is in place. Order (runc's): cwd, rlimits, oom score,
 umask; groups, gid, uid (keeping capabilities across setuid); capabilities; no_new_privs;
 seccomp last, so the filter does not have to allow the set-up syscalls; close every fd but stdio
-and the preserved ones; exec. Never returns: a missing executable exits 127 with Docker's
-message, any other failure prints one line to stderr and exits 126 (setup) or 127.
+and the preserved ones; exec. Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, so
+then (as runc does) seccomp goes in before the user switch and the capability drop, and the
+profile must allow those syscalls (Docker's does). Never returns: a missing executable exits
+127 with Docker's message, any other failure prints one line to stderr and exits 126 or 127.
 """
 
 from __future__ import annotations
@@ -113,6 +115,9 @@ def exec_user_process(
         if not process.args:
             raise ValueError("process.args is empty; give the command to run")
         prepare_process(process)
+        if seccomp_filter is not None and not process.no_new_privileges:
+            load_program(seccomp_filter.program, seccomp_filter.flags)
+            seccomp_filter = None
         _switch_user(process)
         if process.capabilities is not None:
             capabilities.apply_after_setuid(process.capabilities)
