@@ -352,8 +352,9 @@ class Monitor:
         self.clients.reply(client)
 
     def op_exec(self, client: Connection, request: dict[str, Any]) -> None:
-        process = request["process"]
-        terminal = bool(process.get("terminal"))
+        process = dict(request["process"])
+        terminal = bool(request.get("tty", process.get("terminal")))
+        process["terminal"] = terminal
         fds = client.take_fds(0 if terminal else 3)
         refusal = ""
         if not terminal and len(fds) != 3:
