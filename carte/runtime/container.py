@@ -36,9 +36,11 @@ from typing import NoReturn
 
 import msgspec
 
-from carte.api.errors import Conflict, Internal, InvalidArgument
+from carte.api.errors import Conflict, Internal, InvalidArgument, NotFound
 from carte.runtime import rootfs, state
 from carte.runtime import syscalls as sc
+from carte.runtime.cgroups.devices import default_devices
+from carte.runtime.cgroups.resources import LinuxResources
 from carte.runtime.process import PreparedSeccomp, exec_user_process, prepare_seccomp
 from carte.runtime.seccomp import LinuxSeccomp
 from carte.runtime.spec import INIT_ANNOTATION, LinuxIDMapping, Process, Spec
@@ -178,7 +180,7 @@ def spawn(
         _make_exec_fifo(spec, directory / EXEC_FIFO)
         cgroup = open_cgroup(cgroups_path)
         cgroup.create()
-        cgroup.apply(spec.linux.resources)
+        cgroup.apply(with_standard_devices(spec.linux.resources))
         seccomp_filter = prepare_seccomp(spec.linux.seccomp)
         console = _connect_console(console_socket) if spec.process.terminal else None
         pid = _fork_container(
@@ -217,6 +219,15 @@ def spawn(
         state.remove_container_dir(state_dir, container_id)
         raise
     return Spawned(id=container_id, pid=pid, state_dir=str(directory), cgroups_path=cgroups_path)
+
+
+def with_standard_devices(resources: LinuxResources | None) -> LinuxResources:
+    """The spec's resources with the standard devices (null, zero, tty, ptmx, pts, ...)
+    allowed after its own device rules, as runc does: engines such as podman write only
+    "deny all" and rely on the runtime for these."""
+    resources = resources if resources is not None else LinuxResources()
+    standard = [rule for rule in default_devices() if rule.allow]
+    return msgspec.structs.replace(resources, devices=[*resources.devices, *standard])
 
 
 def _make_exec_fifo(spec: Spec, path: Path) -> None:
@@ -606,11 +617,18 @@ def delete(state_dir: Path, container_id: str, *, force: bool = False) -> None:
     """Remove a stopped (or created) container: its cgroup and state directory.
 
     A running container needs `force`, which kills it first. Raises `NotFound` for an unknown
-    id, `Conflict` for a running container without `force`.
+    id (unless `force`: then there is nothing to do), `Conflict` for a running container
+    without `force`.
     """
     from carte.runtime.cgroups import open_cgroup
 
-    record = state.load_record(state_dir, container_id)
+    try:
+        record = state.load_record(state_dir, container_id)
+    except NotFound:
+        if not force:
+            raise
+        state.remove_container_dir(state_dir, container_id)
+        return
     status = state.status_of(state_dir, record)
     if status == "running" and not force:
         raise Conflict(
