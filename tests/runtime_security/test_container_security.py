@@ -156,3 +156,14 @@ def test_cap_add_all_starts_with_every_grantable_capability(run_container: RunCo
     outcomes = _outcomes(run_container(ATTEMPTS, edit))
     assert outcomes["CapEff"] == _mask(names)
     assert outcomes["mount"] == outcomes["sethostname"] == "0"
+
+
+def test_seccomp_without_no_new_privileges(run_container: RunContainer) -> None:
+    """Podman and Docker leave noNewPrivileges unset by default; the filter must still load."""
+
+    def edit(config: dict[str, Any]) -> None:
+        config["process"]["noNewPrivileges"] = False
+
+    result = run_container("grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status", edit)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["NoNewPrivs:", "0", "Seccomp:", "2"]
