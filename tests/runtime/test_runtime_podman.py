@@ -1,0 +1,140 @@
+"""Debian's podman drives `carte runtime` as its OCI runtime (`podman --runtime PATH`)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from runtime_harness import host_mounts_mentioning
+
+pytestmark = pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed")
+
+CONTAINERS_CONF = """\
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+"""
+
+
+class Podman:
+    """podman with its own storage, run root and containers.conf, using Carte as runtime."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.wrapper = work / "carte-runtime"
+        self.argv_log = work / "argv.log"
+        self.wrapper.write_text(
+            "#!/bin/sh\n"
+            f'echo "$@" >> {self.argv_log}\n'
+            f'exec {sys.executable} -m carte runtime "$@"\n'
+        )
+        self.wrapper.chmod(0o755)
+        (work / "containers.conf").write_text(CONTAINERS_CONF)
+        self.env = {**os.environ, "CONTAINERS_CONF": str(work / "containers.conf")}
+
+    def argv(self, *args: str) -> list[str]:
+        return [
+            "podman",
+            "--root", str(self.work / "storage"),
+            "--runroot", str(self.work / "run"),
+            "--storage-driver", "vfs",
+            "--runtime", str(self.wrapper),
+            *args,
+        ]  # fmt: skip
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(*args), capture_output=True, text=True, env=self.env, timeout=120
+        )
+
+
+@pytest.fixture
+def podman(busybox_tar: Path) -> Iterator[Podman]:
+    """A podman instance in a short /tmp directory (podman refuses run roots over 50 chars)."""
+    work = Path(tempfile.mkdtemp(prefix="h3p-", dir="/tmp"))
+    try:
+        engine = Podman(work)
+        imported = engine("import", str(busybox_tar), "localhost/h3-busybox:latest")
+        assert imported.returncode == 0, imported.stderr
+        yield engine
+        engine("rm", "--all", "--force")
+        engine("rmi", "--all", "--force")
+        assert host_mounts_mentioning(str(work)) == []
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_podman_run_rm_true(podman: Podman) -> None:
+    result = podman("run", "--rm", "--network", "none", "localhost/h3-busybox", "true")
+    assert result.returncode == 0, result.stderr
+    calls = [line.split()[0] for line in podman.argv_log.read_text().splitlines()]
+    assert calls[:2] == ["create", "start"]
+    assert "delete" in calls
+
+
+def test_podman_run_reports_exit_code_and_isolation(podman: Podman) -> None:
+    script = "echo $$; grep -E 'NoNewPrivs|Seccomp:' /proc/self/status; exit 3"
+    result = podman("run", "--rm", "--network", "none", "localhost/h3-busybox", "sh", "-c", script)
+    assert result.returncode == 3, result.stderr
+    lines = result.stdout.split()
+    assert lines[0] == "1"
+    assert lines[lines.index("Seccomp:") + 1] == "2"
+
+
+def test_podman_exec_and_stop(podman: Podman) -> None:
+    started = podman(
+        "run", "-d", "--name", "h3-exec", "--network", "none", "localhost/h3-busybox",
+        "sleep", "1000",
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    result = podman("exec", "h3-exec", "sh", "-c", "echo $$; cat /proc/1/cmdline")
+    assert result.returncode == 0, result.stderr
+    pid, cmdline = result.stdout.split()
+    assert int(pid) > 1
+    assert cmdline.startswith("sleep")
+    assert podman("rm", "--force", "h3-exec").returncode == 0
+
+
+def test_podman_interactive_shell_over_a_pty(podman: Podman) -> None:
+    """`podman run -it` hands Carte a console socket; a real pty drives the shell."""
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        podman.argv("run", "--rm", "-it", "--network", "none", "localhost/h3-busybox", "sh"),
+        stdin=slave, stdout=slave, stderr=slave, env=podman.env, start_new_session=True,
+    )  # fmt: skip
+    os.close(slave)
+    try:
+        seen = _read_until(master, b"# ")
+        os.write(master, b"tty; echo marker-$((6*7)); exit 5\n")
+        seen += _read_until(master, b"marker-42")
+        assert b"/dev/pts/0" in seen
+        assert process.wait(timeout=60) == 5
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+
+
+def _read_until(fd: int, wanted: bytes) -> bytes:
+    os.set_blocking(fd, False)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while wanted not in seen:
+        assert time.monotonic() < deadline, f"no {wanted!r} in {seen!r}"
+        try:
+            seen += os.read(fd, 4096)
+        except BlockingIOError:
+            time.sleep(0.05)
+        except OSError:
+            break
+    return seen
