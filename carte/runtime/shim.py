@@ -7,7 +7,8 @@ creates the container and prints one JSON line, then exits: ``{"ok": true, "pid"
 the shim (a detached child of it) serves ``STATE_DIR/ID/shim.sock``, or ``{"ok": false,
 "error": ..., "code": ...}`` and a non-zero status after cleaning up. The other sub-modes are
 internal: ``monitor`` (what the shim execs into after creating), ``exec`` and ``delete`` (short
-helpers the monitor runs because they need the full runtime library).
+helpers the monitor runs because they need the full runtime library), and ``factory`` (an
+optional warm process that forks shims, see carte.runtime.shim_factory).
 
 This module stays tiny: each sub-mode imports only what it needs, so the lean monitor never
 pays for the runtime's imports.
@@ -29,6 +30,10 @@ def main() -> None:
         from carte.runtime.shim_helpers import main as helper
 
         helper(mode, argv[1:])
+    elif mode == "factory":
+        from carte.runtime.shim_factory import main as factory
+
+        factory(argv[1:])
     elif mode == "create":
         from carte.runtime.shim_create import main as create
 

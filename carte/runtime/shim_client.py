@@ -38,10 +38,14 @@ __all__ = [
     "ShimClient",
     "ShimError",
     "connect",
+    "create_with_factory",
     "exit_file_path",
+    "factory_command",
+    "factory_request",
     "interpreter_command",
     "parse_report",
     "read_exit_file",
+    "shim_arguments",
     "shim_command",
     "socket_path",
 ]
@@ -74,7 +78,7 @@ def interpreter_command() -> list[str]:
     return [sys.executable, "-I", "-S", "-c", boot]
 
 
-def shim_command(
+def shim_arguments(
     *,
     container_id: str,
     bundle: Path,
@@ -85,10 +89,8 @@ def shim_command(
     stdin: bool = False,
     linger: float | None = None,
 ) -> list[str]:
-    """The argv that creates a container under a new shim (see carte.runtime.shim)."""
-    command = [
-        *interpreter_command(),
-        "shim",
+    """The arguments of `carte shim` (for `shim_command` or a factory request)."""
+    arguments = [
         "--id",
         container_id,
         "--bundle",
@@ -103,10 +105,49 @@ def shim_command(
         str(log_max_file),
     ]
     if stdin:
-        command.append("--stdin")
+        arguments.append("--stdin")
     if linger is not None:
-        command += ["--linger", str(linger)]
-    return command
+        arguments += ["--linger", str(linger)]
+    return arguments
+
+
+def shim_command(**options: Any) -> list[str]:
+    """The argv that creates a container under a new shim; `options` as for `shim_arguments`.
+
+    Run it and read its stdout: one report line (`parse_report`)."""
+    return [*interpreter_command(), "shim", *shim_arguments(**options)]
+
+
+def factory_command(socket_path: Path) -> list[str]:
+    """The argv of a shim factory serving `socket_path` (carte.runtime.shim_factory). It prints
+    "ready" once it accepts requests and exits when its stdin reaches end of file."""
+    return [*interpreter_command(), "shim", "factory", "--socket", str(socket_path)]
+
+
+def factory_request(arguments: list[str]) -> bytes:
+    """The line asking a factory for a shim; it answers with the shim's report line."""
+    return encode_line({"args": arguments})
+
+
+def create_with_factory(socket_path: Path, arguments: list[str]) -> dict[str, Any]:
+    """Ask the factory at `socket_path` for a shim (blocking); its report, as `parse_report`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as channel:
+        try:
+            with UnixAddress(str(socket_path)) as address:
+                channel.connect(address)
+        except OSError as error:
+            raise Unavailable(
+                f"shim factory {socket_path}: cannot connect ({error.strerror}); start it "
+                "or create shims with shim_command"
+            ) from None
+        channel.sendall(factory_request(arguments))
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = channel.recv(1 << 16)
+            if not chunk:
+                break
+            reply += chunk
+    return parse_report(reply)
 
 
 def parse_report(stdout: bytes) -> dict[str, Any]:

@@ -161,21 +161,27 @@ def main(argv: list[str]) -> NoReturn:
         os.close(write_end)
         _relay(read_end, shim_pid)
     os.close(read_end)
+    become_shim(options, write_end)
+
+
+def become_shim(options: ShimOptions, report_fd: int) -> NoReturn:
+    """In a fresh child: detach, create the container, report on `report_fd`, exec the monitor.
+
+    Never returns: on failure it reports one line and exits 1.
+    """
     os.setsid()
     _detach_stdio()
     try:
-        _create_and_become_monitor(options, write_end)
+        _create_and_become_monitor(options, report_fd)
     except BaseException as error:
         from carte.api.errors import CarteError
 
-        code = error.code if isinstance(error, CarteError) else "internal"
-        text = (
-            error.message if isinstance(error, CarteError) else f"{type(error).__name__}: {error}"
-        )
-        reason = f'cannot create container "{options.id}": {text}'
         if isinstance(error, CarteError):
-            reason = text
-        _report(write_end, {"ok": False, "error": reason, "code": code})
+            code, reason = error.code, error.message
+        else:
+            code = "internal"
+            reason = f'cannot create container "{options.id}": {type(error).__name__}: {error}'
+        _report(report_fd, {"ok": False, "error": reason, "code": code})
         os._exit(1)
 
 
@@ -289,9 +295,24 @@ def _create_and_become_monitor(options: ShimOptions, ready_fd: int) -> NoReturn:
             "socket": socket_path,
         },
     )
-    os.close(ready_fd)
+    _end_report(ready_fd)
     _log_stderr_to(os.path.join(spawned.state_dir, "shim.log"))
     os.execv(command[0], command)
+
+
+def _end_report(fd: int) -> None:
+    """Close the report channel so its reader sees the end even while the parked container
+    still holds a copy of it (a socket from the factory is shut down for everyone)."""
+    try:
+        channel = socket.socket(fileno=fd)
+    except OSError:
+        os.close(fd)  # a pipe from the launcher, which reads one line only
+        return
+    try:
+        channel.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    channel.close()
 
 
 def _log_stderr_to(path: str) -> None:
