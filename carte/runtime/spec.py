@@ -46,7 +46,7 @@ class _Model(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
     """Base for spec objects: camelCase on the wire, defaults left out when encoding."""
 
 
-class Root(_Model):
+class Root(_Model, omit_defaults=False):
     path: str = "rootfs"
     readonly: bool = False
 
@@ -81,7 +81,9 @@ class POSIXRlimit(_Model):
     soft: int
 
 
-class Process(_Model):
+class Process(_Model, omit_defaults=False):
+    """The container process; encoded in full because other runtimes (runc) require `cwd`."""
+
     terminal: bool = False
     console_size: ConsoleSize | None = None
     user: User = msgspec.field(default_factory=User)
@@ -134,7 +136,7 @@ class Linux(_Model):
     mount_label: str = ""
 
 
-class Spec(_Model):
+class Spec(_Model, omit_defaults=False):
     oci_version: str = OCI_VERSION
     root: Root = msgspec.field(default_factory=Root)
     mounts: list[Mount] = []
