@@ -76,6 +76,7 @@ def import_rootfs(
             media_type=oci.OCI_MANIFEST,
             config=config_descriptor,
             layers=(layer.descriptor,),
+            annotations={oci.CREATED: created},
         )
         manifest_descriptor = store.put_blob(oci.encode(manifest), oci.OCI_MANIFEST)
         return store.add_image(manifest_descriptor, names)

@@ -205,7 +205,7 @@ class ImageStore:
         """
         parse_digest(manifest.digest)
         self._load_manifest(manifest.digest)
-        familiar = tuple(parse_reference(name).familiar for name in names)
+        familiar = tuple(_tag_name(name) for name in names)
 
         def change(index: oci.Index) -> oci.Index:
             entries = [
@@ -365,6 +365,15 @@ def _with_untagged_kept(index: oci.Index, entries: list[oci.Descriptor]) -> oci.
             )
             remaining.add(descriptor.digest)
     return msgspec.structs.replace(index, manifests=tuple(entries))
+
+
+def _tag_name(name: str) -> str:
+    reference = parse_reference(name)
+    if reference.digest is not None:
+        raise InvalidReference(
+            f'"{name}" names a digest; a tag is NAME[:TAG] (the digest is the image\'s own)'
+        )
+    return reference.familiar
 
 
 def _not_found(query: str) -> ImageNotFound:

@@ -48,6 +48,7 @@ def test_import_with_source_date_epoch_is_reproducible(
     second = import_rootfs(store, busybox_tar, "b")
     assert first.id == second.id
     assert first.config.created == "2023-11-14T22:13:20Z"
+    assert first.manifest.annotations == {oci.CREATED: "2023-11-14T22:13:20Z"}
 
 
 def test_import_of_gzipped_tar_and_changes(

@@ -13,7 +13,7 @@ from image_tars import file, make_image, make_tar
 
 from carte.image import oci
 from carte.image.digest import chain_ids, digest_hex, sha256_digest
-from carte.image.errors import AmbiguousImage, DigestMismatch, ImageNotFound
+from carte.image.errors import AmbiguousImage, DigestMismatch, ImageNotFound, InvalidReference
 from carte.image.gc import collect_garbage
 from carte.image.importer import import_rootfs
 from carte.image.layers import lowerdirs
@@ -151,3 +151,9 @@ def test_index_is_valid_oci(store: ImageStore) -> None:
     (entry,) = index["manifests"]
     assert entry["mediaType"] == oci.OCI_MANIFEST
     assert entry["annotations"] == {oci.REF_NAME: "one:tag"}
+
+
+def test_a_digest_is_not_a_tag(store: ImageStore) -> None:
+    image = make_image(store, [make_tar([file("d")])], None)
+    with pytest.raises(InvalidReference, match="names a digest"):
+        store.tag(image, f"app@{image.manifest_digest}")
