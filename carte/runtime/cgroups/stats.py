@@ -6,7 +6,11 @@ import msgspec
 
 
 class CgroupStats(msgspec.Struct, frozen=True, kw_only=True):
-    """Counters of one cgroup; a limit of None means unlimited (or not readable here)."""
+    """Counters of one cgroup; a limit of None means unlimited (or not readable here).
+
+    ``pids_peak`` is the kernel's high-water mark (0 on kernels without pids.peak);
+    ``pids_refused`` counts forks the pids limit refused.
+    """
 
     cpu_usage_ns: int = 0
     cpu_user_ns: int = 0
@@ -19,5 +23,7 @@ class CgroupStats(msgspec.Struct, frozen=True, kw_only=True):
     memory_max_usage: int = 0
     swap_usage: int = 0
     pids_current: int = 0
+    pids_peak: int = 0
+    pids_refused: int = 0
     pids_limit: int | None = None
     oom_kills: int = 0

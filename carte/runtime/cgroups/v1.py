@@ -119,6 +119,8 @@ class V1Cgroup(Cgroup):
             memory_max_usage=_optional(memory, "memory.max_usage_in_bytes") or 0,
             swap_usage=max(0, memsw_usage - memory_usage) if memsw_usage is not None else 0,
             pids_current=_optional(pids, "pids.current") or 0,
+            pids_peak=_optional(pids, "pids.peak") or 0,
+            pids_refused=read_keyed(pids, "pids.events").get("max", 0) if pids else 0,
             pids_limit=_optional(pids, "pids.max"),
             oom_kills=self.oom_kill_count(),
         )

@@ -136,6 +136,8 @@ class V2Cgroup(Cgroup):
             memory_max_usage=read_optional_int(self._dir, "memory.peak") or memory_usage,
             swap_usage=read_optional_int(self._dir, "memory.swap.current") or 0,
             pids_current=read_optional_int(self._dir, "pids.current") or 0,
+            pids_peak=read_optional_int(self._dir, "pids.peak") or 0,
+            pids_refused=read_keyed(self._dir, "pids.events").get("max", 0),
             pids_limit=read_optional_int(self._dir, "pids.max"),
             oom_kills=self.oom_kill_count(),
         )
