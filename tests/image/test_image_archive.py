@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,7 +66,24 @@ def podman(tmp_path: Path) -> Iterator[Podman]:
     try:
         yield Podman(tmp_path / "podman", run_root)
     finally:
+        _wait_for_podman_helpers(run_root)
         shutil.rmtree(run_root, ignore_errors=True)
+
+
+def _wait_for_podman_helpers(run_root: Path) -> None:
+    """Wait for conmon's `podman container cleanup` (it outlives `podman run`) to finish."""
+    deadline = time.monotonic() + 30
+    marker = str(run_root).encode()
+    while time.monotonic() < deadline:
+        busy = False
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                busy = busy or marker in cmdline.read_bytes()
+            except OSError:
+                continue
+        if not busy:
+            return
+        time.sleep(0.05)
 
 
 def archive_of(store: ImageStore, names: list[str], fmt: str, path: Path) -> Path:
