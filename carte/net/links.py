@@ -32,6 +32,7 @@ from carte.api.errors import Conflict, Internal, NotFound
 _CLONE_NEWNET = 0x40000000
 _IFNAMSIZ = 15
 DEFAULT_MTU = 1500
+_LOOPBACK_INDEX = 1  # lo is always ifindex 1 in every network namespace
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,11 @@ def bridge_mac(bridge: str) -> str:
     """A stable, locally administered MAC for a bridge, so it does not change as ports join."""
     digest = hashlib.sha256(bridge.encode()).digest()
     return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+def container_mac(address: IPv4Address) -> str:
+    """A MAC derived from the IPv4 address (02:42:a:b:c:d, like Docker), unique per subnet."""
+    return ":".join(f"{b:02x}" for b in (0x02, 0x42, *address.packed))
 
 
 def netns_path(netns: str | os.PathLike[str] | int) -> Path:
@@ -236,7 +242,12 @@ class LinkControl:
                 ifname=host_ifname,
                 kind="veth",
                 mtu=mtu,
-                peer={"ifname": ifname, "net_ns_fd": nsfd, "mtu": mtu},
+                peer={
+                    "ifname": ifname,
+                    "net_ns_fd": nsfd,
+                    "mtu": mtu,
+                    "address": container_mac(address.ip),
+                },
             )
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:
@@ -248,13 +259,15 @@ class LinkControl:
         finally:
             os.close(nsfd)
         try:
-            mac = self._configure_inside(path, ifname, address, gateway)
+            self._configure_inside(path, ifname, address, gateway)
             host_index = self.index_of(host_ifname)
             self._ipr.link("set", index=host_index, master=bridge_index, state="up")
         except BaseException:
             self.delete_link(host_ifname)
             raise
-        return Endpoint(host_ifname=host_ifname, ifname=ifname, address=address, mac=mac)
+        return Endpoint(
+            host_ifname=host_ifname, ifname=ifname, address=address, mac=container_mac(address.ip)
+        )
 
     def _configure_inside(
         self,
@@ -262,19 +275,16 @@ class LinkControl:
         ifname: str,
         address: IPv4Interface,
         gateway: IPv4Address | None,
-    ) -> str:
+    ) -> None:
         with _netlink_in(path) as ns:
             (index,) = ns.link_lookup(ifname=ifname)
-            (lo,) = ns.link_lookup(ifname="lo")
-            ns.link("set", index=lo, state="up")
+            ns.link("set", index=_LOOPBACK_INDEX, state="up")
             ns.addr(
                 "add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
             )
             ns.link("set", index=index, state="up")
             if gateway is not None:
                 ns.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=index)
-            mac = ns.link("get", index=index)[0].get_attr("IFLA_ADDRESS")
-        return str(mac)
 
     # -- removal ---------------------------------------------------------------------------
 
