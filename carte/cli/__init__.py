@@ -18,8 +18,9 @@ def main(argv: list[str] | None = None) -> None:
     Exit codes: 0 done, 1 the daemon is unreachable or answered an error (one line on stderr),
     2 usage error, 130 interrupted.
     """
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
     run = getattr(args, "run", None)
     if run is None:
         (getattr(args, "group_parser", None) or parser).print_help(sys.stderr)

@@ -2,23 +2,49 @@
 
 A command module (``carte/cli/commands_<area>.py``) exposes ``register(commands: Commands)``
 and is listed in `carte.cli.parser.COMMAND_MODULES`. Each command is a function taking a
-`Session` and returning the exit code::
+`Session` and returning the exit code; its arguments are added by an optional function::
 
     def register(commands: Commands) -> None:
-        parser = commands.add("version", run=show_version, help="show client and daemon versions")
-        parser.add_argument(...)
+        commands.add("logs", run=show_logs, help="print a container's logs", arguments=_logs_args)
 
-    def show_version(session: Session) -> int:
-        data = session.client.get_json("/v1/version")
+    def _logs_args(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("container")
+        parser.add_argument("-f", "--follow", action="store_true")
+
+    def show_logs(session: Session) -> int:
         ...
+
+Registering only records the command: argparse parsers cost about a millisecond each, so
+`carte.cli.parser` builds the invoked command's parser alone (all of them for --help and
+for usage errors).
 """
 
+from __future__ import annotations
+
 import argparse
-from collections.abc import Callable
-from typing import Any
+import os
 
 from carte.cli.output import Output
 from carte.cli.transport import Client, socket_path_from_host
+
+TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    CommandFunction = Callable[["Session"], int]
+    ArgumentsFunction = Callable[[argparse.ArgumentParser], None]
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter given a width, so it does not import shutil (~10 ms) to find one."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            width = os.get_terminal_size().columns - 2
+        except OSError:
+            width = int(os.environ.get("COLUMNS", "80")) - 2
+        super().__init__(prog, width=max(width, 40))
 
 
 class UsageError(Exception):
@@ -44,25 +70,59 @@ class Session:
         return self._client
 
 
-CommandFunction = Callable[[Session], int]
+class _Command:
+    def __init__(
+        self, run: CommandFunction, help: str, arguments: ArgumentsFunction | None
+    ) -> None:
+        self.run = run
+        self.help = help
+        self.arguments = arguments
 
 
 class Commands:
-    """A level of subcommands (`carte <cmd>` or `carte system <cmd>`)."""
+    """A level of subcommands (`carte <cmd>` or `carte system <cmd>`), recorded by name."""
 
-    def __init__(self, subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-        self._subparsers = subparsers
+    def __init__(self, help: str = "") -> None:
+        self.help = help
+        self.entries: dict[str, _Command | Commands] = {}
 
     def add(
-        self, name: str, *, run: CommandFunction, help: str, **kwargs: Any
-    ) -> argparse.ArgumentParser:
-        """Add a command; returns its parser so the caller can add arguments."""
-        parser = self._subparsers.add_parser(name, help=help, description=help, **kwargs)
-        parser.set_defaults(run=run)
-        return parser
+        self,
+        name: str,
+        *,
+        run: CommandFunction,
+        help: str,
+        arguments: ArgumentsFunction | None = None,
+    ) -> None:
+        """Record a command; `arguments(parser)` adds its flags when its parser is built."""
+        if name in self.entries:
+            raise ValueError(f'client command "{name}" is registered twice; rename one')
+        self.entries[name] = _Command(run, help, arguments)
 
-    def group(self, name: str, *, help: str) -> "Commands":
-        """Add a command that has subcommands of its own (`carte system check`)."""
-        parser = self._subparsers.add_parser(name, help=help, description=help)
-        parser.set_defaults(run=None, group_parser=parser)
-        return Commands(parser.add_subparsers(title="commands", metavar="COMMAND"))
+    def group(self, name: str, *, help: str) -> Commands:
+        """Record a command that has subcommands of its own (`carte system check`)."""
+        existing = self.entries.get(name)
+        if isinstance(existing, Commands):
+            return existing
+        if existing is not None:
+            raise ValueError(f'client command "{name}" is registered twice; rename one')
+        group = Commands(help)
+        self.entries[name] = group
+        return group
+
+    def build(self, parser: argparse.ArgumentParser, only: str | None = None) -> None:
+        """Add subparsers to `parser`: just `only` when it names a command, else all."""
+        subparsers: Any = parser.add_subparsers(title="commands", metavar="COMMAND")
+        names = [only] if only in self.entries else list(self.entries)
+        for name in names:
+            entry = self.entries[name]
+            child = subparsers.add_parser(
+                name, help=entry.help, description=entry.help, formatter_class=HelpFormatter
+            )
+            if isinstance(entry, Commands):
+                child.set_defaults(run=None, group_parser=child)
+                entry.build(child)
+            else:
+                child.set_defaults(run=entry.run)
+                if entry.arguments is not None:
+                    entry.arguments(child)

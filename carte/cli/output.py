@@ -1,9 +1,14 @@
 """How the client prints: aligned tables for people, JSON for scripts (`--format json`)."""
 
+from __future__ import annotations
+
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any, TextIO
+
+TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, TextIO
 
 
 class Output:

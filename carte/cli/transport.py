@@ -5,11 +5,16 @@ start. One request per connection (``Connection: close``); responses are read by
 Content-Length, chunked transfer encoding, or until the daemon closes.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import socket
-from collections.abc import Iterator
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 DEFAULT_SOCKET = "/run/carte/carte.sock"
 
