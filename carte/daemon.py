@@ -210,9 +210,14 @@ def _exit_if_stuck(timeout: float) -> None:
     watchdog.start()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of `carte daemon`; exits 0 after a graceful stop, 1 on a start-up error."""
-    args = parse_args(sys.argv[2:] if argv is None else argv)
+def main() -> None:
+    """Entry point of `carte daemon` (argv[2:] are its flags)."""
+    run_daemon(sys.argv[2:])
+
+
+def run_daemon(argv: list[str]) -> None:
+    """Run the daemon with `argv` flags; exits 0 after a graceful stop, 1 on a start-up error."""
+    args = parse_args(argv)
     try:
         config = config_from_args(args)
         setup_logging(config.daemon.log_level)

@@ -12,13 +12,17 @@ from carte.cli.parser import build_parser
 from carte.cli.transport import ApiError, DaemonUnreachable
 
 
-def main(argv: list[str] | None = None) -> None:
+def main() -> None:
+    """Entry point of the client: run the command in sys.argv[1:]."""
+    run_client(sys.argv[1:])
+
+
+def run_client(argv: list[str]) -> None:
     """Parse, run one command, exit with its code.
 
     Exit codes: 0 done, 1 the daemon is unreachable or answered an error (one line on stderr),
     2 usage error, 130 interrupted.
     """
-    argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     run = getattr(args, "run", None)

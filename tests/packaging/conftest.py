@@ -5,6 +5,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 
-from carte_daemon import daemons, plugin_daemons, sample_plugin_dir  # noqa: E402
+from carte_daemon import daemons, plugin_daemons, sample_plugin_dir
 
 __all__ = ["daemons", "plugin_daemons", "sample_plugin_dir"]
