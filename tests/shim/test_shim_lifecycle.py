@@ -115,7 +115,8 @@ def test_delete_refuses_a_running_container_unless_forced(shim_lab: ShimLab) -> 
 def test_kill_all_signals_every_process(shim_lab: ShimLab) -> None:
     # A container's pid 1 without a TERM handler is immune to TERM; its children are not,
     # so only a signal to all processes ends the pipeline and lets the script go on.
-    script = "echo started; sleep 100 | cat; echo child-ended; exit 4"
+    # "started" comes from the pipeline's second process, forked after the first.
+    script = "sleep 100 | (echo started; cat); echo child-ended; exit 4"
     container_id, _ = shim_lab.create(shim_lab.bundle(["sh", "-c", script]))
     client = shim_lab.client(container_id)
     client.start()
