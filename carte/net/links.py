@@ -218,10 +218,11 @@ class LinkControl:
     ) -> Endpoint:
         """Plug the namespace `netns` (pid, path or `ip netns` name) into `bridge`.
 
-        Creates a veth pair whose peer is born inside the namespace as `ifname`, gives it
-        `address`, brings lo and `ifname` up, adds a default route via `gateway` (skipped
-        when None, e.g. for a second network), then attaches the host end to the bridge and
-        brings it up. On failure the pair is deleted again and the error re-raised.
+        Creates a veth pair whose host end is born attached to the bridge and up and whose
+        peer is born inside the namespace as `ifname` (one netlink request), then gives the
+        peer `address`, brings lo and `ifname` up and adds a default route via `gateway`
+        (skipped when None, e.g. for a second network). On failure the pair is deleted again
+        and the error re-raised.
         """
         _check_ifname(host_ifname)
         _check_ifname(ifname)
@@ -242,6 +243,8 @@ class LinkControl:
                 ifname=host_ifname,
                 kind="veth",
                 mtu=mtu,
+                master=bridge_index,
+                state="up",
                 peer={
                     "ifname": ifname,
                     "net_ns_fd": nsfd,
@@ -260,8 +263,6 @@ class LinkControl:
             os.close(nsfd)
         try:
             self._configure_inside(path, ifname, address, gateway)
-            host_index = self.index_of(host_ifname)
-            self._ipr.link("set", index=host_index, master=bridge_index, state="up")
         except BaseException:
             self.delete_link(host_ifname)
             raise

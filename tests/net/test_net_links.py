@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from ipaddress import IPv4Interface
 
 import pytest
 from net_lab import NetLab
 
 from carte.api.errors import Conflict, NotFound
+from carte.net.sysctl import enable_ip_forward, enable_route_localnet
 
 
 def _ip_json(netns: str, *args: str) -> list[dict[str, object]]:
@@ -106,3 +108,58 @@ def test_deleting_links_is_idempotent(lab: NetLab) -> None:
     assert lab.links.delete_link(host_ifname) is False
     assert lab.links.delete_link(bridge.name) is True
     assert lab.links.delete_link(bridge.name) is False
+
+
+def test_a_namespace_given_by_pid_is_connected(lab: NetLab) -> None:
+    """The daemon passes the container's pid; here `unshare -n` holds a fresh namespace."""
+    bridge = lab.bridge("a")
+    holder = subprocess.Popen(
+        ["unshare", "--net", "sh", "-c", "echo up; exec sleep 60"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "up"
+        host_ifname = lab.link_name("v", "p")
+        address = IPv4Interface(f"{bridge.allocator.allocate()}/{bridge.subnet.prefixlen}")
+        endpoint = lab.links.connect(
+            holder.pid,
+            bridge=bridge.name,
+            host_ifname=host_ifname,
+            address=address,
+            gateway=bridge.gateway,
+            mtu=lab.mtu,
+        )
+        shown = subprocess.run(
+            ["nsenter", "-t", str(holder.pid), "-n", "ip", "-4", "-br", "addr", "show", "eth0"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert str(address) in shown
+        assert endpoint.mac == "02:42:" + ":".join(f"{b:02x}" for b in address.ip.packed)
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    # The namespace dies with its last process and takes the veth pair along; the kernel
+    # tears namespaces down asynchronously, so wait for it.
+    deadline = time.monotonic() + 10
+    while lab.links.index_of(host_ifname) is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert lab.links.delete_link(host_ifname) is False
+
+
+def test_kernel_switches_report_whether_they_changed_anything(lab: NetLab) -> None:
+    bridge = lab.bridge("a")
+    path = f"/proc/sys/net/ipv4/conf/{bridge.name}/route_localnet"
+    with open(path) as before:
+        assert before.read().strip() == "0"
+    assert enable_route_localnet(bridge.name) is True
+    assert enable_route_localnet(bridge.name) is False
+    with open(path) as after:
+        assert after.read().strip() == "1"
+    enable_ip_forward()
+    assert enable_ip_forward() is False
