@@ -6,8 +6,10 @@ asserts that nothing of it is left in any hierarchy.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from cgroup_children import PausedChild
@@ -78,3 +80,21 @@ def v2_cgroup(unified_layout: CgroupLayout) -> Iterator[Cgroup]:
     assert not cgroup.exists(), f"cgroup {cgroup.path} was left behind"
     assert unified_layout.unified_mount is not None
     (unified_layout.unified_mount / parent.lstrip("/")).rmdir()
+
+
+@pytest.fixture(scope="session")
+def host_block_device() -> tuple[int, int]:
+    """(major, minor) of a block device this test process itself may open.
+
+    A denial inside a cgroup then proves the cgroup's device rules, not the host's own
+    restrictions (this machine refuses even root a read of its root disk).
+    """
+    for device in sorted(Path("/sys/block").iterdir()):
+        major, minor = (int(part) for part in (device / "dev").read_text().split(":"))
+        node = Path("/dev") / device.name
+        try:
+            os.close(os.open(node, os.O_RDONLY | os.O_NONBLOCK))
+        except OSError:
+            continue
+        return major, minor
+    pytest.skip("this host lets no process open any block device")

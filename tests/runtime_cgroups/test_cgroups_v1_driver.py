@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import os
 import signal
 import subprocess
 import time
@@ -73,15 +72,15 @@ def test_new_cgroup_starts_with_the_default_device_rules(v1_cgroup: Cgroup) -> N
 
 
 def test_a_raw_disk_node_made_inside_the_group_cannot_be_opened(
-    v1_cgroup: Cgroup, spawn: Spawn, tmp_path: Path
+    v1_cgroup: Cgroup, spawn: Spawn, tmp_path: Path, host_block_device: tuple[int, int]
 ) -> None:
     v1_cgroup.apply(LinuxResources())
-    disk = os.stat("/").st_dev
+    major, minor = host_block_device
     child = spawn(
         f"""
 import stat
 node = {str(tmp_path / "disk")!r}
-os.mknod(node, stat.S_IFBLK | 0o600, os.makedev({os.major(disk)}, {os.minor(disk)}))
+os.mknod(node, stat.S_IFBLK | 0o600, os.makedev({major}, {minor}))
 try:
     os.close(os.open(node, os.O_RDONLY))
     print("opened", flush=True)

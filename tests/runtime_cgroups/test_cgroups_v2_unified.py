@@ -7,6 +7,7 @@ The limit files are exercised in a real cgroup-v2 kernel by test_cgroups_v2_kern
 
 from __future__ import annotations
 
+import errno
 import signal
 import time
 from collections.abc import Callable
@@ -16,7 +17,13 @@ import pytest
 from cgroup_children import PausedChild
 
 from carte.api.errors import Unavailable
-from carte.runtime.cgroups import Cgroup, LinuxMemory, LinuxResources, V2Cgroup
+from carte.runtime.cgroups import (
+    Cgroup,
+    LinuxDeviceCgroup,
+    LinuxMemory,
+    LinuxResources,
+    V2Cgroup,
+)
 
 Spawn = Callable[[str], PausedChild]
 
@@ -83,3 +90,64 @@ def test_destroy_removes_the_group_with_a_process_still_in_it(
 def test_a_limit_without_its_controller_says_so(v2_cgroup: Cgroup) -> None:
     with pytest.raises(Unavailable, match=r"memory\.max does not exist"):
         v2_cgroup.apply(LinuxResources(memory=LinuxMemory(limit=1 << 25)))
+
+
+DISK_PROBE = """
+import stat
+node = {node!r}
+if not os.path.exists(node):
+    os.mknod(node, stat.S_IFBLK | 0o600, os.makedev({major}, {minor}))
+try:
+    os.close(os.open(node, os.O_RDONLY))
+    print("opened", flush=True)
+except OSError as error:
+    print(error.errno, flush=True)
+os.close(os.open("/dev/null", os.O_RDWR))
+print("null ok", flush=True)
+"""
+
+
+def probe_disk(
+    v2_cgroup: Cgroup, spawn: Spawn, node: Path, device: tuple[int, int]
+) -> tuple[str, str]:
+    """What a process in the group gets opening a node it makes for ``device``, then null."""
+    child = spawn(DISK_PROBE.format(node=str(node), major=device[0], minor=device[1]))
+    v2_cgroup.add_process(child.pid)
+    child.release()
+    outcome = (child.read_line(), child.read_line())
+    assert child.wait() == 0
+    return outcome
+
+
+def test_the_ebpf_device_filter_denies_a_raw_disk_and_allows_null(
+    v2_cgroup: Cgroup, spawn: Spawn, tmp_path: Path, host_block_device: tuple[int, int]
+) -> None:
+    """The filter needs no controller, so it is enforced on this controller-less hierarchy."""
+    v2_cgroup.apply(None)
+    assert probe_disk(v2_cgroup, spawn, tmp_path / "disk", host_block_device) == (
+        str(errno.EPERM),
+        "null ok",
+    )
+
+
+def test_updating_device_rules_replaces_the_filter(
+    v2_cgroup: Cgroup, spawn: Spawn, tmp_path: Path, host_block_device: tuple[int, int]
+) -> None:
+    v2_cgroup.apply(LinuxResources())
+    v2_cgroup.update(LinuxResources(devices=[LinuxDeviceCgroup(allow=True, access="rwm")]))
+    assert probe_disk(v2_cgroup, spawn, tmp_path / "disk", host_block_device) == (
+        "opened",
+        "null ok",
+    )
+    v2_cgroup.update(
+        LinuxResources(
+            devices=[
+                LinuxDeviceCgroup(allow=True, access="rwm"),
+                LinuxDeviceCgroup(allow=False, type="b", access="r"),
+            ]
+        )
+    )
+    assert probe_disk(v2_cgroup, spawn, tmp_path / "disk", host_block_device) == (
+        str(errno.EPERM),
+        "null ok",
+    )

@@ -1,8 +1,9 @@
 """The cgroup v2 driver: one directory in the unified hierarchy.
 
 Controllers reach a cgroup only when every ancestor lists them in ``cgroup.subtree_control``;
-`create` enables what each ancestor offers. Device rules on v2 need an eBPF program, which this
-driver does not load yet: `apply` leaves device access to the container's other defences.
+`create` enables what each ancestor offers. Device rules are an eBPF program attached to the
+cgroup (device_filter.py); it works without any controller, so also on a hybrid host's
+controller-less unified hierarchy.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from carte.runtime.cgroups.cgroupfs import (
     wait_until,
     write_file,
 )
+from carte.runtime.cgroups.device_filter import attach_device_filter
+from carte.runtime.cgroups.devices import default_devices
 from carte.runtime.cgroups.resources import (
     LinuxBlockIO,
     LinuxCPU,
@@ -100,11 +103,15 @@ class V2Cgroup(Cgroup):
                         continue
 
     def apply(self, resources: LinuxResources | None) -> None:
+        devices = resources.devices if resources is not None else []
+        attach_device_filter(str(self._dir), devices or default_devices())
         if resources is not None:
             self._set_limits(resources)
 
     def update(self, resources: LinuxResources) -> None:
         self._set_limits(resources)
+        if resources.devices:
+            attach_device_filter(str(self._dir), resources.devices)
 
     def freeze(self) -> None:
         write_file(self._dir, "cgroup.freeze", 1)
