@@ -179,6 +179,12 @@ def test_a_policy_allows_exactly_what_it_says_and_counts_the_rest(lab: NetLab) -
     denied = nft.denied_counts(lab.table)[bridge.name]
     assert denied.packets >= 2
     assert denied.bytes > 0
+    kernel_log = subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout
+    audit = [line for line in kernel_log.splitlines() if f"carte-deny {bridge.name}: " in line]
+    assert any(f"SRC={other.address} DST={db.address}" in line for line in audit)
+    assert any(
+        f"SRC={app.address} DST={db.address}" in line and "DPT=8000" in line for line in audit
+    )
 
     nft.apply(Ruleset(table=lab.table, networks=(network,)))  # a rebuild keeps the count
     assert nft.denied_counts(lab.table)[bridge.name].packets >= denied.packets
