@@ -241,4 +241,6 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError) as error:
         _fail(args, str(error))
     sys.stdout.flush()
-    raise SystemExit(status)
+    sys.stderr.flush()
+    # Skip interpreter teardown (module GC): it costs more than the whole container start.
+    os._exit(status)

@@ -102,12 +102,15 @@ def _remount_bind(root_fd: int, destination: str, flags: int) -> None:
         sc.mount(None, fd_path(fd), None, sc.MS_BIND | sc.MS_REMOUNT | keep)
 
 
-def mount_entry(root_fd: int, entry: Mount, *, bundle: str) -> None:
+def mount_entry(
+    root_fd: int, entry: Mount, *, bundle: str, cgroup_dirs: dict[str, str] | None = None
+) -> None:
     """Mount `entry` at its destination inside the root open at `root_fd`.
 
     Bind mounts take their source from the host (relative sources are relative to `bundle`);
-    their destination is created as a directory or file to match the source. Raises `OSError`
-    naming the mount; raises `ValueError` for a destination that is not absolute.
+    their destination is created as a directory or file to match the source. A "cgroup" mount
+    shows the container's own cgroup directories (`cgroup_dirs`, hierarchy name -> host
+    directory). Raises `OSError` naming the mount; `ValueError` for a relative destination.
     """
     if not entry.destination.startswith("/"):
         raise ValueError(f'mount destination "{entry.destination}" must be an absolute path')
@@ -116,7 +119,7 @@ def mount_entry(root_fd: int, entry: Mount, *, bundle: str) -> None:
     if is_bind:
         _mount_bind(root_fd, entry, options, bundle)
     elif entry.type == "cgroup":
-        _mount_cgroup(root_fd, entry, options)
+        _mount_cgroup(root_fd, entry, options, cgroup_dirs or {})
     else:
         with opened_in_root(root_fd, entry.destination, create="dir") as fd:
             try:
@@ -158,20 +161,25 @@ def _mount_bind(root_fd: int, entry: Mount, options: MountOptions, bundle: str) 
         _remount_bind(root_fd, entry.destination, options.flags)
 
 
-def _mount_cgroup(root_fd: int, entry: Mount, options: MountOptions) -> None:
-    """/sys/fs/cgroup: cgroup2 on a unified host, otherwise a tmpfs holding each v1 hierarchy
-    (seen through the container's cgroup namespace) and the unified one if the host has it."""
-    hierarchies = _host_cgroup_mounts()
+def _mount_cgroup(
+    root_fd: int, entry: Mount, options: MountOptions, cgroup_dirs: dict[str, str]
+) -> None:
+    """/sys/fs/cgroup. Each hierarchy shows the container's own cgroup directory, bound from
+    the host (cheap, and possible from a user namespace); a hierarchy Carte has no directory
+    in (name=systemd) is mounted through the cgroup namespace instead. A unified-only host gets
+    the container's cgroup2 directory at /sys/fs/cgroup itself."""
+    if "" in cgroup_dirs:
+        _bind_cgroup_dir(root_fd, entry.destination, cgroup_dirs[""], options.flags)
+        return
     flags = options.flags & ~sc.MS_RDONLY
     with opened_in_root(root_fd, entry.destination, create="dir") as fd:
-        if list(hierarchies) == [""]:
-            sc.mount("cgroup2", fd_path(fd), "cgroup2", options.flags)
-            return
         sc.mount("tmpfs", fd_path(fd), "tmpfs", flags, "mode=755")
-    for name, (fstype, data) in hierarchies.items():
-        if not name:
+    for name, (fstype, data) in _host_cgroup_mounts().items():
+        destination = f"{entry.destination}/{name}"
+        if name in cgroup_dirs:
+            _bind_cgroup_dir(root_fd, destination, cgroup_dirs[name], options.flags)
             continue
-        with opened_in_root(root_fd, f"{entry.destination}/{name}", create="dir") as fd:
+        with opened_in_root(root_fd, destination, create="dir") as fd:
             try:
                 sc.mount("cgroup", fd_path(fd), fstype, options.flags, data)
             except PermissionError:
@@ -179,6 +187,12 @@ def _mount_cgroup(root_fd: int, entry: Mount, options: MountOptions) -> None:
                 continue
     if options.flags & sc.MS_RDONLY:
         _remount_bind_tmpfs_readonly(root_fd, entry.destination, flags)
+
+
+def _bind_cgroup_dir(root_fd: int, destination: str, host_dir: str, flags: int) -> None:
+    with opened_in_root(root_fd, destination, create="dir") as fd:
+        sc.mount(host_dir, fd_path(fd), None, sc.MS_BIND)
+    _remount_bind(root_fd, destination, flags | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
 
 
 def _remount_bind_tmpfs_readonly(root_fd: int, destination: str, flags: int) -> None:

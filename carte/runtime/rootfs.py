@@ -64,10 +64,14 @@ def root_overlay(spec: Spec) -> Mount | None:
     return None
 
 
-def prepare_rootfs(spec: Spec, bundle: str, *, in_user_namespace: bool) -> int:
+def prepare_rootfs(
+    spec: Spec, bundle: str, *, in_user_namespace: bool, cgroup_dirs: dict[str, str]
+) -> int:
     """Mount the root and everything in it; return an O_PATH fd of the new root.
 
-    Must run in a fresh mount namespace. Raises `OSError` naming what failed.
+    `cgroup_dirs` maps each hierarchy under /sys/fs/cgroup to the container's own cgroup
+    directory, bound at /sys/fs/cgroup/<name> inside. Must run in a fresh mount namespace.
+    Raises `OSError` naming what failed.
     """
     propagation = spec.linux.rootfs_propagation
     if propagation not in _PROPAGATION_OF_ROOT:
@@ -87,7 +91,7 @@ def prepare_rootfs(spec: Spec, bundle: str, *, in_user_namespace: bool) -> int:
     for entry in spec.mounts:
         if entry is overlay:
             continue
-        mount_entry(root_fd, entry, bundle=bundle)
+        mount_entry(root_fd, entry, bundle=bundle, cgroup_dirs=cgroup_dirs)
         if os.path.normpath(entry.destination) == "/dev":
             dev_is_tmpfs = entry.type == "tmpfs"
     if dev_is_tmpfs:
