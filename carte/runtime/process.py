@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import sys
 from typing import NamedTuple, NoReturn
 
@@ -106,6 +107,14 @@ def _switch_user(process: Process) -> None:
     os.setresuid(user.uid, user.uid, user.uid)
 
 
+def _reset_signals() -> None:
+    """Default dispositions and an empty mask: an ignored signal stays ignored across exec,
+    and Python ignores SIGPIPE and SIGXFSZ."""
+    for number in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
 def exec_user_process(
     process: Process, seccomp_filter: PreparedSeccomp | None, *, preserve_fds: int
 ) -> NoReturn:
@@ -131,6 +140,7 @@ def exec_user_process(
         if seccomp_filter is not None:
             load_program(seccomp_filter.program, seccomp_filter.flags)
         os.closerange(3 + preserve_fds, os.sysconf("SC_OPEN_MAX"))
+        _reset_signals()
         os.execve(path, process.args, env)
     except OSError as error:
         code = EXIT_NOT_FOUND if isinstance(error, FileNotFoundError) else EXIT_CANNOT_RUN

@@ -198,3 +198,14 @@ def test_init_annotation_keeps_carte_init_as_pid_one(
     shell_pid, *init_cmdline = result.stdout.split()
     assert shell_pid != "1"
     assert "sh" not in init_cmdline
+
+
+def test_container_starts_with_default_signal_dispositions(
+    runtime: Runtime, make_bundle: Callable[..., Bundle]
+) -> None:
+    """Python ignores SIGPIPE; the container must not inherit that (`yes | head` must end)."""
+    result = runtime.run(make_bundle(shell="grep -E '^Sig(Ign|Blk)' /proc/self/status"))
+    assert result.returncode == 0, result.stderr
+    masks = dict(line.split(":\t") for line in result.stdout.splitlines())
+    assert int(masks["SigBlk"], 16) == 0
+    assert int(masks["SigIgn"], 16) == 0
