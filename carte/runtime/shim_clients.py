@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-MAX_BACKLOG = 8 << 20
+MAX_BACKLOG = 1 << 18
 MAX_FDS_PER_MESSAGE = 8
 _READ_SIZE = 1 << 16
 
@@ -91,6 +91,9 @@ class Clients:
             self.drop(client)
             return
         self._flush(client)
+
+    def any_attached(self) -> bool:
+        return any(client.attached for client in self.connections.values())
 
     def broadcast(self, line: bytes) -> None:
         """Send `line` to every attached client."""

@@ -32,8 +32,8 @@ from carte.runtime.shim_protocol import (
     SOCKET_NAME,
     decode_data,
     decode_line,
-    encode_data,
     encode_line,
+    output_event,
 )
 from carte.runtime.shim_stdio import ContainerStdio
 
@@ -137,8 +137,8 @@ class Monitor:
         return bool(self.delete_helper) or self.delete_after_exit
 
     def _output(self, stream: str, data: bytes) -> None:
-        event = {"event": "output", "stream": stream, "data": encode_data(data)}
-        self.clients.broadcast(encode_line(event))
+        if self.clients.any_attached():
+            self.clients.broadcast(output_event(stream, data))
 
     def _dropped(self, client: Connection) -> None:
         if client in self.waiters:

@@ -8,7 +8,6 @@ which costs no memory, instead of importing `json` (which pulls in `re`, about 1
 from __future__ import annotations
 
 import _json
-import binascii
 import os
 
 TYPE_CHECKING = False
@@ -71,15 +70,35 @@ def decode_line(line: bytes) -> dict[str, Any]:
 
 def encode_data(data: bytes) -> str:
     """Bytes as the base64 text used for stdio in `data` fields."""
+    import binascii  # imported on first use: a shim nobody attaches to never needs it
+
     return binascii.b2a_base64(data, newline=False).decode()
 
 
 def decode_data(text: str) -> bytes:
     """The bytes of a base64 `data` field. Raises ProtocolError when it is not base64."""
+    import binascii
+
     try:
         return binascii.a2b_base64(text)
     except binascii.Error as error:
         raise ProtocolError(f"data is not base64: {error}") from None
+
+
+def output_event(stream: str, data: bytes) -> bytes:
+    """The line ``{"event":"output","stream":STREAM,"data":BASE64}``, built without the
+    intermediate copies a dict would cost (it is the shim's hottest path)."""
+    import binascii
+
+    return b"".join(
+        (
+            b'{"event":"output","stream":"',
+            stream.encode(),
+            b'","data":"',
+            binascii.b2a_base64(data, newline=False),
+            b'"}\n',
+        )
+    )
 
 
 class LineBuffer:

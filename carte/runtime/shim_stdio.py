@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-import struct
-import termios
+import sys
 
 from carte.runtime.logs import JsonFileLog
 from carte.runtime.shim_loop import CLOSED, READABLE, WRITABLE, EventLoop
@@ -19,8 +18,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-_READ_SIZE = 1 << 16
+_READ_SIZE = 1 << 14
 _END_OF_INPUT = b"\x04"  # ^D: how a terminal says end of input
+_TIOCSWINSZ = 0x5414  # Linux; the termios module would cost memory for one constant
 
 
 class ContainerStdio:
@@ -78,7 +78,8 @@ class ContainerStdio:
 
     def resize(self, rows: int, cols: int) -> None:
         """Set the terminal's window size. Raises OSError if the pty is gone."""
-        fcntl.ioctl(self.pty_fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        size = b"".join(value.to_bytes(2, sys.byteorder) for value in (rows, cols, 0, 0))
+        fcntl.ioctl(self.pty_fd, _TIOCSWINSZ, size)  # struct winsize: four unsigned shorts
 
     def close_outputs(self) -> None:
         """Stop reading output (the container has exited and its log is being closed)."""
