@@ -231,3 +231,22 @@ class Volume(_Wire, kw_only=True):
     created: str = ""
     labels: dict[str, str] = {}
     in_use_by: list[str] = []
+
+
+class ContainerLocation(_Wire, kw_only=True):
+    """Where a container lives on the host, for handlers that work on it directly (attach, exec,
+    cp, export, commit): `ResolveContainer` answers it. `shim_socket` is "" when no shim runs
+    (the container is created-but-never-started before its shim exists, or stopped)."""
+
+    id: str
+    name: str
+    status: ContainerStatus
+    pid: int = 0
+    shim_socket: str = ""
+    state_dir: str = ""
+    bundle: str = ""
+    log_path: str = ""
+    upper_dir: str = ""
+    lower_dirs: list[str] = []
+    tty: bool = False
+    open_stdin: bool = False

@@ -18,6 +18,7 @@ import msgspec
 from carte.api.containers import (
     ContainerConfig,
     ContainerDetails,
+    ContainerLocation,
     ContainerStats,
     ContainerSummary,
     CreateResult,
@@ -32,6 +33,7 @@ from carte.api.containers import (
     Volume,
     WaitResult,
 )
+from carte.api.images import ImageDetails, ImageSummary, RemovedImage
 
 ResultT = TypeVar("ResultT")
 
@@ -221,6 +223,13 @@ class ExecInContainer(Command[ExecResult], frozen=True, kw_only=True):
     timeout: float | None = None
 
 
+class ResolveContainer(Command[ContainerLocation], frozen=True, kw_only=True):
+    """A container's id, status and host paths (shim socket, upper dir, ...) from a reference."""
+
+    topic: ClassVar[str] = "container.resolve"
+    ref: str
+
+
 class ContainerCreated(Fact, frozen=True, kw_only=True):
     topic: ClassVar[str] = "container.created"
     name: str
@@ -342,6 +351,40 @@ class DetachContainerNetwork(Command[None], frozen=True, kw_only=True):
 
 
 # --- images (handler "images") -------------------------------------------------------------
+
+
+class ImportImage(Command[ImageSummary], frozen=True, kw_only=True):
+    """Store a root filesystem tarball (at `source` on the daemon's host) as a one-layer image."""
+
+    topic: ClassVar[str] = "image.import"
+    source: str
+    name: str = ""
+
+
+class ListImages(Command[list[ImageSummary]], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "image.list"
+    all: bool = False
+    filters: dict[str, list[str]] = {}
+
+
+class InspectImage(Command[ImageDetails], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "image.inspect"
+    ref: str
+
+
+class TagImage(Command[None], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "image.tag"
+    source: str
+    target: str
+
+
+class RemoveImage(Command[list[RemovedImage]], frozen=True, kw_only=True):
+    """Remove a tag (or, given an id, the image); refused while a container uses the image
+    unless `force`."""
+
+    topic: ClassVar[str] = "image.remove"
+    ref: str
+    force: bool = False
 
 
 class ImageImported(Fact, frozen=True, kw_only=True):

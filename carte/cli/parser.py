@@ -6,7 +6,12 @@ from carte import __version__
 from carte.cli.commands import Commands, HelpFormatter, Session
 
 # Each module exposes register(commands); add new areas here (carte/cli/commands_<area>.py).
-COMMAND_MODULES = ("carte.cli.commands_system",)
+COMMAND_MODULES = (
+    "carte.cli.commands_system",
+    "carte.cli.commands_containers",
+    "carte.cli.commands_images",
+    "carte.cli.commands_volumes",
+)
 
 # Global options that take a value, so the command name is not mistaken for one.
 _OPTIONS_WITH_VALUE = ("-H", "--host", "--format")

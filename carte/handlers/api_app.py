@@ -21,6 +21,7 @@ from carte.api.errors import CarteError, InvalidArgument, NotFound
 from carte.api.host import kernel_release, read_cgroup_layout
 from carte.api.system import ErrorBody, ErrorDetail, HandlerInfo, Info, Version
 from carte.engine import HandlerContext
+from carte.handlers.api_containers import register_container_routes
 from carte.handlers.api_events import EventQuery, stream_events
 from carte.handlers.api_openapi import command_types, openapi_document
 
@@ -102,6 +103,8 @@ def build_app(
     @app.get("/v1/openapi.json")
     async def openapi() -> Response:
         return reply(openapi_document())
+
+    register_container_routes(app, ctx)
 
     @app.errorhandler(CarteError)
     async def carte_error(error: CarteError) -> Response:

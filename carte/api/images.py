@@ -1,0 +1,51 @@
+"""Wire schema for images: what `carte images` and `carte image inspect` show.
+
+Shared by the images handlers (import/list/tag/rmi here, pull/push/save/load elsewhere).
+Sizes are bytes; times are RFC 3339 strings in UTC.
+"""
+
+import msgspec
+
+
+class _Wire(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Base of request/response bodies: unknown fields are a 400 naming the field."""
+
+
+class ImageSummary(_Wire, kw_only=True):
+    """One row of `carte images`: one per tag, or one `<none>` row for an untagged image."""
+
+    id: str
+    repository: str
+    tag: str
+    digest: str = ""
+    created: str = ""
+    size: int = 0
+
+
+class ImageDetails(_Wire, kw_only=True):
+    """`carte image inspect`: the stored image and its container defaults."""
+
+    id: str
+    repo_tags: list[str] = []
+    manifest_digest: str = ""
+    created: str = ""
+    architecture: str = ""
+    os: str = ""
+    size: int = 0
+    layers: list[str] = []
+    cmd: list[str] | None = None
+    entrypoint: list[str] | None = None
+    env: list[str] = []
+    working_dir: str = ""
+    user: str = ""
+    labels: dict[str, str] = {}
+    stop_signal: str = ""
+    exposed_ports: list[str] = []
+    volumes: list[str] = []
+
+
+class RemovedImage(_Wire, kw_only=True):
+    """One line of `carte rmi`: a tag removed, or an image deleted."""
+
+    untagged: str = ""
+    deleted: str = ""

@@ -1,0 +1,116 @@
+"""Volume commands: volume create, ls, inspect, rm, prune."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from carte.cli.commands import Commands, Session
+from carte.cli.transport import ApiError
+
+TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def register(commands: Commands) -> None:
+    volume = commands.group("volume", help="manage volumes")
+    volume.add("create", run=create, help="create a volume", arguments=_create)
+    volume.add("ls", run=list_volumes, help="list volumes", arguments=_list)
+    volume.add("inspect", run=inspect, help="show volumes in detail", arguments=_names)
+    volume.add("rm", run=remove, help="remove volumes", arguments=_remove)
+    volume.add("prune", run=prune, help="remove volumes no container uses", arguments=_prune)
+
+
+def _create(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", default="")
+    parser.add_argument("-l", "--label", action="append", default=[], help="KEY=VALUE")
+    parser.add_argument("-d", "--driver", default="local", help="only local")
+
+
+def _list(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="only names")
+    parser.add_argument("-f", "--filter", action="append", default=[], help="dangling=true..")
+
+
+def _names(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("names", nargs="+", metavar="VOLUME")
+
+
+def _remove(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--force", action="store_true", help="even if in use")
+    _names(parser)
+
+
+def _prune(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--force", action="store_true", help="do not ask (always true)")
+    parser.add_argument("-a", "--all", action="store_true", help="named ones too (always)")
+
+
+def _command(session: Session, command_name: str, /, **body: Any) -> Any:
+    return session.client.post_json(f"/v1/commands/{command_name}", body)["result"]
+
+
+def create(session: Session) -> int:
+    args = session.args
+    if args.driver != "local":
+        print(f'carte: volume driver "{args.driver}" is unknown; use local', file=sys.stderr)
+        return 1
+    labels = dict(label.partition("=")[::2] for label in args.label)
+    volume = _command(session, "CreateVolume", name=args.name, labels=labels)
+    session.output.line(volume["name"])
+    return 0
+
+
+def list_volumes(session: Session) -> int:
+    filters: dict[str, list[str]] = {}
+    for value in session.args.filter:
+        key, _, val = value.partition("=")
+        filters.setdefault(key, []).append(val)
+    volumes = _command(session, "ListVolumes", filters=filters)
+    out = session.output
+    if out.json:
+        out.data(volumes)
+    elif session.args.quiet:
+        for volume in volumes:
+            out.line(volume["name"])
+    else:
+        out.table(["DRIVER", "VOLUME NAME"], [[v["driver"], v["name"]] for v in volumes])
+    return 0
+
+
+def inspect(session: Session) -> int:
+    found, code = [], 0
+    for name in session.args.names:
+        try:
+            found.append(_command(session, "InspectVolume", name=name))
+        except ApiError as error:
+            print(f"carte: {error.message}", file=sys.stderr)
+            code = 1
+    session.output.data(found)
+    return code
+
+
+def remove(session: Session) -> int:
+    code = 0
+    for name in session.args.names:
+        try:
+            _command(session, "RemoveVolume", name=name, force=session.args.force)
+            session.output.line(name)
+        except ApiError as error:
+            print(f"carte: {error.message}", file=sys.stderr)
+            code = 1
+    return code
+
+
+def prune(session: Session) -> int:
+    result = _command(session, "PruneVolumes")
+    if session.output.json:
+        session.output.data(result)
+        return 0
+    if result["deleted"]:
+        session.output.line("Deleted Volumes:")
+        for name in result["deleted"]:
+            session.output.line(name)
+    session.output.line(f"Total reclaimed space: {result['space_reclaimed']}B")
+    return 0

@@ -1,0 +1,136 @@
+"""Streaming container routes: `GET /v1/containers/<ref>/logs` as NDJSON.
+
+Query: `follow=1` keeps streaming until the container stops; `tail=N`, `since=`/`until=` (Unix
+seconds, float), `stdout=0`/`stderr=0` to leave a stream out, `until_exit=1` (what
+`carte run` uses): the first line is ``{"ready": true}`` once the log is open, output follows
+until the container's next exit, and the last line is ``{"exit": WaitResult}``.
+Each log line is ``{"stream": "stdout"|"stderr", "log": TEXT, "time": RFC3339}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import msgspec
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from carte.api.containers import WaitResult
+from carte.api.errors import InvalidArgument
+from carte.api.events import InspectContainer, WaitContainer
+from carte.engine import HandlerContext
+from carte.runtime.logs import LogEntry, LogFollower
+
+NDJSON = "application/x-ndjson"
+POLL_INTERVAL = 0.05
+_encoder = msgspec.json.Encoder()
+
+
+class LogQuery(msgspec.Struct, frozen=True, kw_only=True):
+    follow: bool = False
+    until_exit: bool = False
+    tail: int | None = None
+    since: int | None = None
+    until: int | None = None
+    streams: frozenset[str] = frozenset(("stdout", "stderr"))
+
+    @classmethod
+    def from_args(cls, args: dict[str, str]) -> LogQuery:
+        """Parse the query string; `InvalidArgument` naming the bad value."""
+
+        def number(name: str) -> float | None:
+            value = args.get(name, "")
+            if value in ("", "all"):
+                return None
+            try:
+                return float(value)
+            except ValueError:
+                raise InvalidArgument(f'logs: "{name}={value}" is not a number') from None
+
+        def flag(name: str, default: bool = False) -> bool:
+            value = args.get(name)
+            return default if value is None else value.lower() in ("1", "true", "yes")
+
+        tail, since, until = number("tail"), number("since"), number("until")
+        streams = {s for s in ("stdout", "stderr") if flag(s, True)}
+        return cls(
+            follow=flag("follow"),
+            until_exit=flag("until_exit"),
+            tail=None if tail is None else int(tail),
+            since=None if since is None else int(since * 1e9),
+            until=None if until is None else int(until * 1e9),
+            streams=frozenset(streams),
+        )
+
+
+def _line(entry: LogEntry) -> bytes:
+    return _encoder.encode({"stream": entry.stream, "log": entry.text, "time": entry.time}) + b"\n"
+
+
+async def stream_logs(ctx: HandlerContext, ref: str, query: LogQuery) -> AsyncIterator[bytes]:
+    """Yield the log lines, following as asked. Cancellation (client gone) stops the poll."""
+    details = await ctx.bus.request(InspectContainer(ref=ref))
+    follower = LogFollower(details.log_path)
+    try:
+        wanted = query.streams
+        if query.until_exit:
+            yield _encoder.encode({"ready": True}) + b"\n"
+            done = trio.Event()
+            result: list[WaitResult] = []
+
+            async def wait_for_exit() -> None:
+                result.append(
+                    await ctx.bus.request(WaitContainer(ref=details.id, condition="next-exit"))
+                )
+                done.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wait_for_exit)
+                while True:
+                    finished = done.is_set()
+                    for entry in follower.poll():
+                        if entry.stream in wanted:
+                            yield _line(entry)
+                    if finished:
+                        break
+                    with trio.move_on_after(POLL_INTERVAL):
+                        await done.wait()
+            yield _encoder.encode({"exit": result[0]}) + b"\n"
+            return
+        for entry in follower.backlog(tail=query.tail, since=query.since, until=query.until):
+            if entry.stream in wanted:
+                yield _line(entry)
+        if not query.follow:
+            return
+        running = trio.Event()
+
+        async def wait_stopped() -> None:
+            await ctx.bus.request(WaitContainer(ref=details.id))
+            running.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_stopped)
+            while True:
+                stopped = running.is_set()
+                for entry in follower.poll():
+                    if entry.stream in wanted and (
+                        query.until is None or entry.time_ns < query.until
+                    ):
+                        yield _line(entry)
+                if stopped:
+                    break
+                with trio.move_on_after(POLL_INTERVAL):
+                    await running.wait()
+    finally:
+        follower.close()
+
+
+def register_container_routes(app: QuartTrio, ctx: HandlerContext) -> None:
+    """Add the container streaming routes to the API application."""
+
+    @app.get("/v1/containers/<ref>/logs")
+    async def container_logs(ref: str) -> Response:
+        query = LogQuery.from_args(dict(request.args))
+        await ctx.bus.request(InspectContainer(ref=ref))  # 404 before the stream starts
+        return Response(stream_logs(ctx, ref, query), content_type=NDJSON)

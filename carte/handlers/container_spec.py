@@ -1,0 +1,354 @@
+"""Run options + image config -> the container's effective config and its OCI runtime spec.
+
+`merge_image_defaults` gives the config `docker inspect` shows (the image's Cmd, Env,
+WorkingDir, User, Labels, StopSignal, Healthcheck filled in where the user gave none).
+`build_spec` turns that config into config.json: Carte's default spec (Docker-level isolation)
+with the overlay root, mounts, user, limits, capabilities and seccomp the options ask for.
+Both are pure (no I/O except reading the image's /etc/passwd and /etc/group for `-u name`) and
+raise `InvalidArgument` naming the option for bad input.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import msgspec
+
+from carte.api.containers import ContainerConfig, HealthConfig, MountSpec, Resources
+from carte.api.errors import InvalidArgument
+from carte.image import oci
+from carte.runtime.capabilities import capabilities_from, resolve_cap_changes
+from carte.runtime.cgroups.resources import LinuxCPU, LinuxMemory, LinuxPids, LinuxResources
+from carte.runtime.seccomp import profile_for_option
+from carte.runtime.spec import (
+    DEFAULT_PATH,
+    INIT_ANNOTATION,
+    Mount,
+    POSIXRlimit,
+    Spec,
+    User,
+    default_spec,
+)
+
+CPU_PERIOD = 100_000  # microseconds, Docker's CFS period for --cpus
+
+
+class ContainerPaths(msgspec.Struct, frozen=True, kw_only=True):
+    """The host paths of one container's own files (under ROOT/containers/<id>/)."""
+
+    directory: Path
+
+    @property
+    def rootfs(self) -> Path:
+        return self.directory / "rootfs"
+
+    @property
+    def upper(self) -> Path:
+        return self.directory / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.directory / "work"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "container.log"
+
+    @property
+    def hostname_file(self) -> Path:
+        return self.directory / "hostname"
+
+    @property
+    def hosts_file(self) -> Path:
+        return self.directory / "hosts"
+
+    @property
+    def resolv_conf(self) -> Path:
+        return self.directory / "resolv.conf"
+
+
+def merge_image_defaults(config: ContainerConfig, image: oci.ContainerConfig | None) -> ContainerConfig:
+    """The user's config with the image's defaults where the user set nothing (Docker's rules:
+    an --entrypoint resets the image's Cmd; env is the image's then the user's)."""
+    image = image or oci.ContainerConfig()
+    entrypoint = config.entrypoint if config.entrypoint is not None else image.entrypoint
+    if config.cmd:
+        cmd: list[str] | None = list(config.cmd)
+    elif config.entrypoint is not None:
+        cmd = None
+    else:
+        cmd = list(image.cmd) if image.cmd else None
+    env = _merge_env(list(image.env or []), config.env)
+    if not any(item.startswith("PATH=") for item in env):
+        env.insert(0, DEFAULT_PATH)
+    healthcheck = config.healthcheck
+    if healthcheck is None and image.healthcheck is not None and image.healthcheck.test:
+        healthcheck = _image_health(image.healthcheck)
+    return msgspec.structs.replace(
+        config,
+        entrypoint=list(entrypoint) if entrypoint else None,
+        cmd=cmd,
+        env=env,
+        workdir=config.workdir or image.working_dir or "",
+        user=config.user or image.user or "",
+        labels={**(image.labels or {}), **config.labels},
+        stop_signal=config.stop_signal or image.stop_signal or "",
+        healthcheck=healthcheck,
+    )
+
+
+def _image_health(check: oci.Healthcheck) -> HealthConfig:
+    nanos = 1_000_000_000
+    defaults = HealthConfig(test=[])
+    return HealthConfig(
+        test=list(check.test or []),
+        interval=(check.interval / nanos) if check.interval else defaults.interval,
+        timeout=(check.timeout / nanos) if check.timeout else defaults.timeout,
+        retries=check.retries or defaults.retries,
+        start_period=(check.start_period / nanos) if check.start_period else 0.0,
+    )
+
+
+def _merge_env(base: list[str], overrides: list[str]) -> list[str]:
+    merged: dict[str, str] = {}
+    for item in [*base, *overrides]:
+        key = item.partition("=")[0]
+        merged[key] = item
+    return list(merged.values())
+
+
+def process_args(config: ContainerConfig) -> list[str]:
+    """Entrypoint + Cmd; `InvalidArgument` when neither the user nor the image gives one."""
+    args = [*(config.entrypoint or []), *(config.cmd or [])]
+    if not args:
+        raise InvalidArgument(
+            f'image "{config.image}" has no command and none was given; '
+            f"add one: carte run {config.image} COMMAND"
+        )
+    return args
+
+
+def parse_signal(name: str, what: str = "--stop-signal") -> int:
+    """SIGTERM, TERM, term or 15 -> 15; `InvalidArgument` naming `what` otherwise."""
+    text = name.strip().upper()
+    if text.isdigit() and 0 < int(text) < signal.NSIG:
+        return int(text)
+    if not text.startswith("SIG"):
+        text = "SIG" + text
+    try:
+        return int(signal.Signals[text])
+    except KeyError:
+        raise InvalidArgument(
+            f'{what} "{name}" is not a signal; use a name like TERM, SIGKILL or a number 1-64'
+        ) from None
+
+
+def build_spec(
+    config: ContainerConfig,
+    *,
+    container_id: str,
+    paths: ContainerPaths,
+    lowerdirs: list[Path],
+    mount_sources: dict[str, Path],
+) -> Spec:
+    """The container's config.json. `mount_sources` maps a volume name to its host directory
+    (the handler created them); binds use their own source. Raises `InvalidArgument`."""
+    spec = default_spec(args=process_args(config), rootfs=str(paths.rootfs))
+    assert spec.process is not None
+    process = spec.process
+    process.env = list(config.env)
+    if not _has_env(process.env, "HOSTNAME"):
+        process.env.append(f"HOSTNAME={config.hostname or container_id[:12]}")
+    process.terminal = config.tty
+    if config.workdir:
+        if not config.workdir.startswith("/"):
+            raise InvalidArgument(
+                f'--workdir "{config.workdir}" is not an absolute path; use e.g. -w /app'
+            )
+        process.cwd = config.workdir
+    process.user = resolve_user(config.user, lowerdirs)
+    spec.hostname = config.hostname or container_id[:12]
+    spec.root.readonly = config.read_only
+    spec.mounts.insert(
+        0,
+        Mount(
+            destination="/",
+            type="overlay",
+            source="overlay",
+            options=[
+                "lowerdir=" + ":".join(str(d) for d in lowerdirs),
+                f"upperdir={paths.upper}",
+                f"workdir={paths.work}",
+            ],
+        ),
+    )
+    for file, target in (
+        (paths.hostname_file, "/etc/hostname"),
+        (paths.hosts_file, "/etc/hosts"),
+        (paths.resolv_conf, "/etc/resolv.conf"),
+    ):
+        spec.mounts.append(
+            Mount(destination=target, type="bind", source=str(file), options=["rbind", "rprivate"])
+        )
+    for mount in config.mounts:
+        spec.mounts.append(_spec_mount(mount, mount_sources))
+    if config.network == "host":
+        spec.linux.namespaces = [ns for ns in spec.linux.namespaces if ns.type != "network"]
+        spec.mounts = [m for m in spec.mounts if m.destination != "/etc/hostname"]
+        spec.linux.namespaces = [ns for ns in spec.linux.namespaces if ns.type != "uts"]
+    spec.linux.resources = _resources(config.resources, spec.linux.resources)
+    process.rlimits = _rlimits(config.resources, process.rlimits)
+    caps = resolve_cap_changes(config.cap_add, config.cap_drop)
+    process.capabilities = capabilities_from(caps)
+    seccomp_option, no_new_privileges = _security_options(config.security_opt)
+    process.no_new_privileges = no_new_privileges
+    spec.linux.seccomp = profile_for_option(seccomp_option, caps)
+    if config.init:
+        spec.annotations[INIT_ANNOTATION] = "true"
+    return spec
+
+
+def _has_env(env: list[str], key: str) -> bool:
+    return any(item.partition("=")[0] == key for item in env)
+
+
+def _spec_mount(mount: MountSpec, volume_dirs: dict[str, Path]) -> Mount:
+    if not mount.target.startswith("/"):
+        raise InvalidArgument(
+            f'mount target "{mount.target}" is not an absolute path; use e.g. -v data:/data'
+        )
+    if mount.type == "tmpfs":
+        options = ["nosuid", "nodev", "noexec"]
+        if mount.tmpfs_size:
+            options.append(f"size={mount.tmpfs_size}")
+        options.append(f"mode={mount.tmpfs_mode:o}" if mount.tmpfs_mode else "mode=1777")
+        if mount.read_only:
+            options.append("ro")
+        return Mount(destination=mount.target, type="tmpfs", source="tmpfs", options=options)
+    if mount.type == "volume":
+        source = str(volume_dirs[mount.source])
+    else:
+        source = mount.source
+    options = ["rbind", mount.propagation or "rprivate"]
+    if mount.read_only:
+        options.append("ro")
+    return Mount(destination=mount.target, type="bind", source=source, options=options)
+
+
+def _resources(resources: Resources, base: LinuxResources | None) -> LinuxResources:
+    result = base or LinuxResources()
+    memory: LinuxMemory | None = None
+    if resources.memory:
+        swap = resources.memory_swap
+        memory = LinuxMemory(limit=resources.memory, swap=swap if swap else None)
+    elif resources.memory_swap:
+        raise InvalidArgument(
+            "--memory-swap needs --memory; set both, e.g. -m 256m --memory-swap 512m"
+        )
+    if memory is not None and memory.swap not in (None, -1) and memory.swap < resources.memory:
+        raise InvalidArgument(
+            "--memory-swap must be at least --memory (it is memory plus swap); "
+            "use -1 for unlimited swap"
+        )
+    cpu: LinuxCPU | None = None
+    if resources.nano_cpus or resources.cpu_shares or resources.cpuset_cpus:
+        cpu = LinuxCPU(
+            shares=resources.cpu_shares or None,
+            quota=(resources.nano_cpus * CPU_PERIOD // 1_000_000_000) or None,
+            period=CPU_PERIOD if resources.nano_cpus else None,
+            cpus=resources.cpuset_cpus or None,
+        )
+    pids = LinuxPids(limit=resources.pids_limit) if resources.pids_limit else None
+    return msgspec.structs.replace(result, memory=memory, cpu=cpu, pids=pids)
+
+
+def live_resources(resources: Resources) -> LinuxResources:
+    """The cgroup update for `carte update`: only what `resources` sets."""
+    return _resources(resources, LinuxResources())
+
+
+def _rlimits(resources: Resources, base: list[POSIXRlimit]) -> list[POSIXRlimit]:
+    limits = {limit.type: limit for limit in base}
+    for ulimit in resources.ulimits:
+        kind = "RLIMIT_" + ulimit.name.upper()
+        limits[kind] = POSIXRlimit(type=kind, soft=ulimit.soft, hard=ulimit.hard)
+    return list(limits.values())
+
+
+def _security_options(options: list[str]) -> tuple[str | None, bool]:
+    seccomp: str | None = None
+    no_new_privileges = True
+    for option in options:
+        key, sep, value = option.partition("=" if "=" in option else ":")
+        if key == "seccomp" and sep:
+            seccomp = value
+        elif key == "no-new-privileges":
+            no_new_privileges = value.lower() not in ("false", "0") if sep else True
+        elif key in ("apparmor", "label"):
+            continue  # no AppArmor/SELinux on this runtime; accepted like Docker without them
+        else:
+            raise InvalidArgument(
+                f'--security-opt "{option}" is not supported; use seccomp=unconfined, '
+                "seccomp=PROFILE.json or no-new-privileges[=true|false]"
+            )
+    return seccomp, no_new_privileges
+
+
+def resolve_user(user: str, lowerdirs: list[Path]) -> User:
+    """`-u` (name, uid, name:group, uid:gid) -> uid, gid and supplementary groups, from the
+    image's /etc/passwd and /etc/group. Raises `InvalidArgument` for an unknown name."""
+    if not user:
+        return User(uid=0, gid=0)
+    name, _, group = user.partition(":")
+    passwd = _read_image_file(lowerdirs, "etc/passwd")
+    groups = _read_image_file(lowerdirs, "etc/group")
+    uid: int | None = None
+    gid: int | None = None
+    username = ""
+    for fields in passwd:
+        if len(fields) >= 4 and (fields[0] == name or (name.isdigit() and fields[2] == name)):
+            username, uid, gid = fields[0], int(fields[2]), int(fields[3])
+            break
+    if uid is None:
+        if not name.isdigit():
+            raise InvalidArgument(
+                f'--user "{user}": no user "{name}" in the image\'s /etc/passwd; '
+                "use a numeric uid or a user the image defines"
+            )
+        uid, gid = int(name), 0
+    if group:
+        gid = None
+        for fields in groups:
+            if len(fields) >= 3 and (fields[0] == group or fields[2] == group):
+                gid = int(fields[2])
+                break
+        if gid is None:
+            if not group.isdigit():
+                raise InvalidArgument(
+                    f'--user "{user}": no group "{group}" in the image\'s /etc/group; '
+                    "use a numeric gid or a group the image defines"
+                )
+            gid = int(group)
+    extra = []
+    if username:
+        for fields in groups:
+            members = fields[3].split(",") if len(fields) >= 4 else []
+            if username in members and fields[2].isdigit() and int(fields[2]) != gid:
+                extra.append(int(fields[2]))
+    return User(uid=uid, gid=gid or 0, additional_gids=extra)
+
+
+def _read_image_file(lowerdirs: list[Path], relative: str) -> list[list[str]]:
+    """Colon-separated lines of a file in the image (topmost layer wins); [] when absent or
+    when it is a symlink (never followed out of the layer)."""
+    for directory in lowerdirs:
+        path = directory / relative
+        if path.is_symlink():
+            return []
+        try:
+            text = path.read_text(errors="replace")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            continue
+        return [line.split(":") for line in text.splitlines() if line and line[0] != "#"]
+    return []

@@ -1,0 +1,173 @@
+"""The volumes handler: local named volumes under ROOT/volumes/<name>/_data.
+
+Records live at ``volumes/<name>`` in the state store. `in_use_by` is computed from the
+container records (a volume used by any container, running or not, cannot be removed without
+force, as in Docker).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import msgspec
+import trio
+
+from carte.api.containers import PruneResult, Volume
+from carte.api.errors import Conflict, InvalidArgument, NotFound
+from carte.api.events import (
+    CreateVolume,
+    InspectVolume,
+    ListVolumes,
+    PruneVolumes,
+    RemoveVolume,
+    VolumeCreated,
+    VolumeRemoved,
+)
+from carte.engine import Handler, HandlerContext, on
+from carte.handlers.container_records import Records, now_rfc3339
+
+PREFIX = "volumes/"
+_decoder = msgspec.json.Decoder(Volume)
+
+
+def check_volume_name(name: str) -> str:
+    """Docker's volume names: [a-zA-Z0-9][a-zA-Z0-9_.-]+; `InvalidArgument` otherwise."""
+    valid = (
+        len(name) >= 2
+        and name.isascii()
+        and name[0].isalnum()
+        and all(c.isalnum() or c in "_.-" for c in name)
+    )
+    if not valid:
+        raise InvalidArgument(
+            f'volume name "{name}" is invalid; use at least 2 of letters, digits, "_", "." '
+            'and "-", starting with a letter or digit'
+        )
+    return name
+
+
+class VolumesHandler(Handler):
+    """Local volumes: create, ls, inspect, rm, prune."""
+
+    name = "volumes"
+
+    def __init__(self, ctx: HandlerContext) -> None:
+        super().__init__(ctx)
+        self.volumes_dir = ctx.root / "volumes"
+        self._lock = trio.Lock()
+
+    async def _get(self, name: str) -> Volume | None:
+        entry = await self.ctx.store.get(PREFIX + name)
+        return None if entry is None else _decoder.decode(entry.value)
+
+    async def _users(self) -> dict[str, list[str]]:
+        users: dict[str, list[str]] = {}
+        for record in await Records(self.ctx.store).all():
+            for mount in record.config.mounts:
+                if mount.type == "volume":
+                    users.setdefault(mount.source, []).append(record.id)
+        return users
+
+    def _with_users(self, volume: Volume, users: dict[str, list[str]]) -> Volume:
+        return msgspec.structs.replace(volume, in_use_by=users.get(volume.name, []))
+
+    @on(CreateVolume)
+    async def create(self, command: CreateVolume) -> Volume:
+        """Create a volume; an existing one of that name is returned as it is (Docker)."""
+        import secrets
+
+        name = check_volume_name(command.name) if command.name else secrets.token_hex(32)
+        async with self._lock:
+            existing = await self._get(name)
+            if existing is not None:
+                return existing
+            data = self.volumes_dir / name / "_data"
+            await trio.to_thread.run_sync(lambda: data.mkdir(parents=True, exist_ok=True))
+            volume = Volume(
+                name=name,
+                mountpoint=str(data),
+                created=now_rfc3339(),
+                labels=dict(command.labels),
+            )
+            await self.ctx.store.put(PREFIX + name, volume)
+        await self.ctx.bus.publish(VolumeCreated(id=name))
+        return volume
+
+    @on(ListVolumes)
+    async def list(self, command: ListVolumes) -> list[Volume]:
+        users = await self._users()
+        volumes = [
+            self._with_users(_decoder.decode(e.value), users)
+            for e in await self.ctx.store.list(PREFIX)
+        ]
+        for key, values in command.filters.items():
+            if key == "dangling":
+                wanted = values[-1].lower() in ("true", "1") if values else True
+                volumes = [v for v in volumes if (not v.in_use_by) == wanted]
+            elif key == "name":
+                volumes = [v for v in volumes if any(x in v.name for x in values)]
+            elif key == "label":
+                volumes = [v for v in volumes if any(_has_label(v, x) for x in values)]
+            else:
+                raise InvalidArgument(
+                    f'filter "{key}" is not supported; use dangling, name or label'
+                )
+        return volumes
+
+    @on(InspectVolume)
+    async def inspect(self, command: InspectVolume) -> Volume:
+        volume = await self._get(command.name)
+        if volume is None:
+            raise NotFound(f'no such volume: "{command.name}"; see carte volume ls')
+        return self._with_users(volume, await self._users())
+
+    @on(RemoveVolume)
+    async def remove(self, command: RemoveVolume) -> None:
+        async with self._lock:
+            volume = await self._get(command.name)
+            if volume is None:
+                raise NotFound(f'no such volume: "{command.name}"; see carte volume ls')
+            users = (await self._users()).get(volume.name, [])
+            if users and not command.force:
+                raise Conflict(
+                    f'volume "{volume.name}" is in use by container {users[0][:12]}; '
+                    "remove that container first (carte rm -v)"
+                )
+            directory = self.volumes_dir / volume.name
+            await trio.to_thread.run_sync(lambda: shutil.rmtree(directory, ignore_errors=True))
+            await self.ctx.store.delete(PREFIX + volume.name)
+        await self.ctx.bus.publish(VolumeRemoved(id=volume.name))
+
+    @on(PruneVolumes)
+    async def prune(self, command: PruneVolumes) -> PruneResult:
+        """Remove every volume no container uses (named ones too, like `docker volume prune -a`)."""
+        deleted: list[str] = []
+        reclaimed = 0
+        users = await self._users()
+        for entry in await self.ctx.store.list(PREFIX):
+            volume = _decoder.decode(entry.value)
+            if users.get(volume.name):
+                continue
+            directory = self.volumes_dir / volume.name
+            reclaimed += await trio.to_thread.run_sync(lambda d=directory: _disk_usage(d))
+            await self.remove(RemoveVolume(name=volume.name))
+            deleted.append(volume.name)
+        return PruneResult(deleted=deleted, space_reclaimed=reclaimed)
+
+
+def _has_label(volume: Volume, wanted: str) -> bool:
+    key, sep, value = wanted.partition("=")
+    return key in volume.labels and (not sep or volume.labels[key] == value)
+
+
+def _disk_usage(directory: object) -> int:
+    import os
+
+    total = 0
+    for base, _, files in os.walk(str(directory)):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(base, name)).st_size
+            except OSError:
+                continue
+    return total
