@@ -196,11 +196,19 @@ class LinkControl:
             (a.get_attr("IFA_ADDRESS"), a["prefixlen"])
             for a in self._ipr.addr("dump", index=index, family=socket.AF_INET)
         }
-        if (str(gateway.ip), gateway.network.prefixlen) not in have:
-            self._ipr.addr(
-                "add", index=index, address=str(gateway.ip), prefixlen=gateway.network.prefixlen
-            )
-        self._ipr.link("set", index=index, state="up")
+        try:
+            if (str(gateway.ip), gateway.network.prefixlen) not in have:
+                self._ipr.addr(
+                    "add",
+                    index=index,
+                    address=str(gateway.ip),
+                    prefixlen=gateway.network.prefixlen,
+                )
+            self._ipr.link("set", index=index, state="up")
+        except NetlinkError as exc:
+            raise Internal(
+                f'cannot configure bridge "{name}" as {gateway}: {exc.args[1]}'
+            ) from None
         return created
 
     # -- veth pairs ------------------------------------------------------------------------
@@ -277,15 +285,26 @@ class LinkControl:
         address: IPv4Interface,
         gateway: IPv4Address | None,
     ) -> None:
-        with _netlink_in(path) as ns:
-            (index,) = ns.link_lookup(ifname=ifname)
-            ns.link("set", index=_LOOPBACK_INDEX, state="up")
-            ns.addr(
-                "add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
-            )
-            ns.link("set", index=index, state="up")
-            if gateway is not None:
-                ns.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=index)
+        step = f"find {ifname}"
+        try:
+            with _netlink_in(path) as ns:
+                (index,) = ns.link_lookup(ifname=ifname)
+                step = "bring lo up"
+                ns.link("set", index=_LOOPBACK_INDEX, state="up")
+                step = f"add {address} to {ifname}"
+                ns.addr(
+                    "add",
+                    index=index,
+                    address=str(address.ip),
+                    prefixlen=address.network.prefixlen,
+                )
+                step = f"bring {ifname} up"
+                ns.link("set", index=index, state="up")
+                if gateway is not None:
+                    step = f"add a default route via {gateway}"
+                    ns.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=index)
+        except NetlinkError as exc:
+            raise Internal(f"cannot {step} in {path}: {exc.args[1]}") from None
 
     # -- removal ---------------------------------------------------------------------------
 

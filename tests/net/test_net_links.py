@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface
 
 import pytest
 from net_lab import NetLab
 
-from carte.api.errors import Conflict, NotFound
+from carte.api.errors import Conflict, Internal, NotFound
 from carte.net.sysctl import enable_ip_forward, enable_route_localnet
 
 
@@ -163,3 +163,25 @@ def test_kernel_switches_report_whether_they_changed_anything(lab: NetLab) -> No
         assert after.read().strip() == "1"
     enable_ip_forward()
     assert enable_ip_forward() is False
+
+
+def test_a_failure_inside_the_namespace_removes_the_pair(lab: NetLab) -> None:
+    bridge = lab.bridge("a")
+    netns = lab.netns("f")
+    host_ifname = lab.link_name("v", "f")
+    unreachable = IPv4Address("192.0.2.254")  # not on the container's subnet
+
+    with pytest.raises(Internal, match=r"cannot add a default route via 192\.0\.2\.254"):
+        lab.links.connect(
+            netns,
+            bridge=bridge.name,
+            host_ifname=host_ifname,
+            address=IPv4Interface(f"{bridge.gateway + 5}/{bridge.subnet.prefixlen}"),
+            gateway=unreachable,
+            mtu=lab.mtu,
+        )
+    assert lab.links.index_of(host_ifname) is None
+    links = subprocess.run(
+        ["ip", "-n", netns, "-br", "link"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "eth0" not in links
