@@ -204,7 +204,7 @@ def test_container_starts_with_default_signal_dispositions(
     runtime: Runtime, make_bundle: Callable[..., Bundle]
 ) -> None:
     """Python ignores SIGPIPE; the container must not inherit that (`yes | head` must end)."""
-    result = runtime.run(make_bundle(shell="grep -E '^Sig(Ign|Blk)' /proc/self/status"))
+    result = runtime.run(make_bundle("grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"))
     assert result.returncode == 0, result.stderr
     masks = dict(line.split(":\t") for line in result.stdout.splitlines())
     assert int(masks["SigBlk"], 16) == 0
