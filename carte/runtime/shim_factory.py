@@ -77,7 +77,8 @@ def _serve(listener: socket.socket) -> None:
 
 def _create(connection: socket.socket, listener: socket.socket) -> None:
     """Read one request from `connection` and fork a shim that answers on it."""
-    from carte.runtime.shim_create import become_shim, parse_options
+    from carte.runtime.shim_create import become_shim
+    from carte.runtime.shim_options import parse_options
     from carte.runtime.shim_protocol import ProtocolError, decode_line, encode_line
 
     connection.settimeout(10)
