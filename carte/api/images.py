@@ -49,3 +49,33 @@ class RemovedImage(_Wire, kw_only=True):
 
     untagged: str = ""
     deleted: str = ""
+
+
+class BuildRequest(_Wire, kw_only=True):
+    """`carte build` options (sent as the `options` query value; the body is the context tar)."""
+
+    tags: list[str] = []
+    dockerfile: str = "Dockerfile"
+    build_args: dict[str, str] = {}
+    target: str = ""
+    no_cache: bool = False
+    pull: bool = False
+    labels: dict[str, str] = {}
+    network: str = "default"
+    source_date_epoch: int | None = None
+
+
+class BuildResult(_Wire, kw_only=True):
+    """The built image: its id (config digest), manifest digest and tags."""
+
+    id: str
+    manifest_digest: str = ""
+    names: list[str] = []
+
+
+class BuildCachePruned(_Wire, kw_only=True):
+    """`carte builder prune`: cache records dropped and the space the collection freed."""
+
+    records: int = 0
+    blobs: int = 0
+    bytes_freed: int = 0

@@ -105,9 +105,7 @@ def _ps_arguments(parser: argparse.ArgumentParser) -> None:
         "-f", "--filter", action="append", default=[], help="KEY=VALUE (label, name, status...)"
     )
     parser.add_argument("--no-trunc", action="store_true", help="full ids and commands")
-    parser.add_argument(
-        "--format", dest="ps_format", help="json, table, or a {{.Field}} template"
-    )
+    parser.add_argument("--format", dest="ps_format", help="json, table, or a {{.Field}} template")
 
 
 def _logs_arguments(parser: argparse.ArgumentParser) -> None:

@@ -95,8 +95,12 @@ def _parse_volume(value: str) -> dict[str, Any]:
         )
     source, target = parts[0], parts[1]
     options = parts[2].split(",") if len(parts) == 3 else []
-    unknown = [o for o in options if o not in ("ro", "rw", "z", "Z", "rprivate", "private",
-                                               "rshared", "shared", "rslave", "slave")]
+    unknown = [
+        o
+        for o in options
+        if o
+        not in ("ro", "rw", "z", "Z", "rprivate", "private", "rshared", "shared", "rslave", "slave")
+    ]
     if unknown:
         raise RunOptionError(f'invalid -v "{value}": unknown option "{unknown[0]}"; use ro or rw')
     propagation = next((o for o in options if "private" in o or "shared" in o or "slave" in o), "")
@@ -136,7 +140,9 @@ def _parse_mount(value: str) -> dict[str, Any]:
         try:
             mount["tmpfs_mode"] = int(fields.pop("tmpfs-mode"), 8)
         except ValueError:
-            raise RunOptionError(f'invalid --mount "{value}": tmpfs-mode is octal, e.g. 1777') from None
+            raise RunOptionError(
+                f'invalid --mount "{value}": tmpfs-mode is octal, e.g. 1777'
+            ) from None
     fields.pop("volume-nocopy", None)
     if fields:
         raise RunOptionError(f'invalid --mount "{value}": unknown key "{next(iter(fields))}"')
@@ -204,7 +210,9 @@ def _parse_duration(value: str, flag: str) -> float:
         if number:
             raise ValueError(text)
     except ValueError:
-        raise RunOptionError(f'invalid {flag} "{value}": use a duration such as 30s, 1m or 500ms') from None
+        raise RunOptionError(
+            f'invalid {flag} "{value}": use a duration such as 30s, 1m or 500ms'
+        ) from None
     return total
 
 
@@ -296,9 +304,7 @@ def container_config(args: argparse.Namespace) -> dict[str, Any]:
     if args.memory is not None:
         resources["memory"] = parse_size(args.memory, "--memory")
         if resources["memory"] and resources["memory"] < 6 * 1024 * 1024:
-            raise RunOptionError(
-                f'invalid --memory "{args.memory}": the minimum is 6m'
-            )
+            raise RunOptionError(f'invalid --memory "{args.memory}": the minimum is 6m')
     if args.memory_swap is not None:
         resources["memory_swap"] = _parse_swap(args.memory_swap)
     if args.cpus is not None:

@@ -43,9 +43,8 @@ def _matches(record: ContainerRecord, key: str, value: str) -> bool:
     if key == "ancestor":
         image = record.image
         return value in (image, image.partition(":")[0]) or (
-            len(value) >= 4 and record.image_id.removeprefix("sha256:").startswith(
-                value.removeprefix("sha256:")
-            )
+            len(value) >= 4
+            and record.image_id.removeprefix("sha256:").startswith(value.removeprefix("sha256:"))
         )
     if key == "exited":
         return record.state.status == "exited" and str(record.state.exit_code) == value

@@ -1,6 +1,8 @@
 """The daemon's side of the per-container shim (docs/shim.md), in trio.
 
-`create_under_shim` runs `carte shim` and returns its report; `ShimConnection` is one
+`ShimLauncher` creates containers under new shims: through a warm shim factory it keeps
+running (about 0.1 s per create instead of 0.6 s for a fresh interpreter), or with `carte
+shim` when the factory is not there. `ShimConnection` is one
 connection to a shim's socket speaking JSON lines (cancellable, unlike the blocking
 `ShimClient`); `cleanup_runtime` removes what the runtime left of a container whose shim is
 gone (cgroup, state directory).
@@ -8,48 +10,91 @@ gone (cgroup, state directory).
 
 from __future__ import annotations
 
+import subprocess
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from carte.api.errors import Unavailable
-from carte.runtime.shim_client import ShimError, parse_report, shim_command, socket_path
+from carte.runtime.shim_client import (
+    ShimError,
+    create_with_factory,
+    factory_command,
+    interpreter_command,
+    parse_report,
+    shim_arguments,
+    socket_path,
+)
 from carte.runtime.shim_protocol import LineBuffer, UnixAddress, decode_line, encode_line
 
+# After its container exited and no client is connected, a shim waits this long before it
+# exits; the daemon has read the exit by then (exit.json keeps it for a daemon that was down).
+SHIM_LINGER = 2.0
 
-async def create_under_shim(
-    *,
-    container_id: str,
-    bundle: Path,
-    state_dir: Path,
-    log_path: Path,
-    log_max_size: int,
-    log_max_file: int,
-    stdin: bool,
-) -> dict[str, Any]:
-    """Create the container under a new shim; the shim's report (`pid`, `socket`...).
 
-    Raises the `CarteError` the shim reported; the shim has then removed what it made. On
-    cancellation the launcher is killed (a shim it already forked is cleaned up by the caller
-    with `cleanup_runtime`).
-    """
-    argv = shim_command(
-        container_id=container_id,
-        bundle=bundle,
-        state_dir=state_dir,
-        log_path=log_path,
-        log_max_size=log_max_size,
-        log_max_file=log_max_file,
-        stdin=stdin,
-    )
-    result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
-    if not result.stdout.strip() and result.returncode != 0:
-        raise ShimError(
-            f"carte shim exited {result.returncode} without a report: "
-            + result.stderr.decode(errors="replace").strip()[-300:]
-        )
-    return parse_report(result.stdout)
+class ShimLauncher:
+    """Creates containers under shims; `serve` runs the warm factory (optional)."""
+
+    def __init__(self, factory_socket: Path) -> None:
+        self.factory_socket = factory_socket
+        self._factory_ready = False
+        self._limiter = trio.CapacityLimiter(4)
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the shim factory until cancelled (which stops it; its shims live on). Reports
+        started at once: until the factory says "ready", creates use `carte shim`. A factory
+        that fails is logged by the caller's supervisor and creates fall back for good."""
+        task_status.started()
+        self.factory_socket.parent.mkdir(parents=True, exist_ok=True)
+        async with trio.open_nursery() as nursery:
+            process: trio.Process = await nursery.start(
+                partial(
+                    trio.run_process,
+                    factory_command(self.factory_socket),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    check=False,
+                )
+            )
+            assert process.stdout is not None
+            ready = b""
+            while not ready.endswith(b"\n"):
+                chunk = await process.stdout.receive_some(64)
+                if not chunk:
+                    return
+                ready += chunk
+            self._factory_ready = ready.strip() == b"ready"
+            try:
+                await process.wait()
+            finally:
+                self._factory_ready = False
+
+    async def create(self, *, stdin: bool, **options: Any) -> dict[str, Any]:
+        """Create the container under a new shim; the shim's report (`pid`, `socket`...).
+
+        `options` as for `shim_client.shim_arguments`. Raises the `CarteError` the shim reported;
+        the shim has then removed what it made. On cancellation the caller cleans up with
+        `cleanup_runtime` (a shim may have been made).
+        """
+        arguments = shim_arguments(stdin=stdin, linger=SHIM_LINGER, **options)
+        if self._factory_ready:
+            try:
+                return await trio.to_thread.run_sync(
+                    create_with_factory, self.factory_socket, arguments, limiter=self._limiter
+                )
+            except Unavailable:
+                self._factory_ready = False
+        argv = [*interpreter_command(), "shim", *arguments]
+        result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+        if not result.stdout.strip() and result.returncode != 0:
+            raise ShimError(
+                f"carte shim exited {result.returncode} without a report: "
+                + result.stderr.decode(errors="replace").strip()[-300:]
+            )
+        return parse_report(result.stdout)
 
 
 class ShimConnection:
@@ -99,7 +144,9 @@ class ShimConnection:
         return reply
 
 
-async def shim_request(state_dir: Path, container_id: str, message: dict[str, Any]) -> dict[str, Any]:
+async def shim_request(
+    state_dir: Path, container_id: str, message: dict[str, Any]
+) -> dict[str, Any]:
     """One request on a fresh connection. Raises `Unavailable` (no shim) or `ShimError`."""
     async with ShimConnection(state_dir, container_id) as connection:
         return await connection.request(message)

@@ -68,7 +68,9 @@ class ContainerPaths(msgspec.Struct, frozen=True, kw_only=True):
         return self.directory / "resolv.conf"
 
 
-def merge_image_defaults(config: ContainerConfig, image: oci.ContainerConfig | None) -> ContainerConfig:
+def merge_image_defaults(
+    config: ContainerConfig, image: oci.ContainerConfig | None
+) -> ContainerConfig:
     """The user's config with the image's defaults where the user set nothing (Docker's rules:
     an --entrypoint resets the image's Cmd; env is the image's then the user's)."""
     image = image or oci.ContainerConfig()

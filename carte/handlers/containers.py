@@ -34,6 +34,7 @@ from carte.api.containers import (
     ExecResult,
     MountSpec,
     PruneResult,
+    Resources,
     WaitResult,
 )
 from carte.api.errors import CarteError, Conflict, InvalidArgument, NotFound, Unavailable
@@ -83,8 +84,8 @@ from carte.handlers.container_records import (
 )
 from carte.handlers.container_shims import (
     ShimConnection,
+    ShimLauncher,
     cleanup_runtime,
-    create_under_shim,
     shim_request,
 )
 from carte.handlers.container_spec import (
@@ -127,6 +128,7 @@ class ContainersHandler(Handler):
         self._runs: dict[str, _Run] = {}
         self._watched: set[str] = set()
         self._limiter = trio.CapacityLimiter(8)
+        self.launcher = ShimLauncher(ctx.run_root / "shim-factory.sock")
 
     # --- life of the handler --------------------------------------------------------------
 
@@ -137,6 +139,7 @@ class ContainersHandler(Handler):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await nursery.start(self.launcher.serve)
             for record in await self.records.all():
                 await self._adopt(record)
             task_status.started()
@@ -286,7 +289,7 @@ class ContainersHandler(Handler):
                         f'bind mount source "{mount.source}" is not an absolute path; '
                         "use -v /host/dir:/target"
                     )
-                if not os.path.exists(mount.source):
+                if not await trio.Path(mount.source).exists():
                     raise InvalidArgument(
                         f'bind mount source "{mount.source}" does not exist; create it first '
                         f"(mkdir -p {mount.source}) or fix the path"
@@ -309,7 +312,7 @@ class ContainersHandler(Handler):
         paths = self.paths(record.id)
         log = self.ctx.config.containers.log
         try:
-            await create_under_shim(
+            await self.launcher.create(
                 container_id=record.id,
                 bundle=paths.directory,
                 state_dir=self.state_dir,
@@ -370,7 +373,7 @@ class ContainersHandler(Handler):
             return False
         if reply["state"].get("status") == "created":
             return True
-        await _ignore_errors(shim_request(self.state_dir, container_id, {"op": "delete", "force": True}))
+        await self._thread(lambda: cleanup_runtime(self.state_dir, container_id))
         return False
 
     async def _attach_network(self, record: ContainerRecord) -> None:
@@ -405,9 +408,6 @@ class ContainersHandler(Handler):
 
     async def _fail_start(self, record: ContainerRecord, error: CarteError) -> None:
         await _ignore_errors(self.ctx.bus.request(DetachContainerNetwork(container_id=record.id)))
-        await _ignore_errors(
-            shim_request(self.state_dir, record.id, {"op": "delete", "force": True})
-        )
         await self._thread(lambda: cleanup_runtime(self.state_dir, record.id))
         code = _start_exit_code(error)
 
@@ -449,14 +449,13 @@ class ContainersHandler(Handler):
         finally:
             self._watched.discard(container_id)
 
-    async def _settle_exit(self, container_id: str, exit_record: dict[str, object], *, lost: bool) -> None:
+    async def _settle_exit(
+        self, container_id: str, exit_record: dict[str, object], *, lost: bool
+    ) -> None:
         """Record an exit, free the runtime side, publish `ContainerExited`, honour --rm."""
         with trio.CancelScope(shield=True):
             await _ignore_errors(
                 self.ctx.bus.request(DetachContainerNetwork(container_id=container_id))
-            )
-            await _ignore_errors(
-                shim_request(self.state_dir, container_id, {"op": "delete", "force": True})
             )
             await self._thread(lambda: cleanup_runtime(self.state_dir, container_id))
             code = int(str(exit_record.get("exit_code", 255)))
@@ -503,15 +502,14 @@ class ContainersHandler(Handler):
         async with self._operation_lock(record.id):
             await self._stop(record, command.timeout)
 
-    async def _stop(self, record: ContainerRecord, timeout: int | None) -> None:
+    async def _stop(self, record: ContainerRecord, grace: int | None) -> None:
         """Stop signal, then SIGKILL after the timeout; returns once the exit is settled."""
         if record.state.status not in _RUNNING:
             return
         run = self._pending_run(record.id)
         await self._update(record.id, _mark_stop_requested)
         stop_signal = parse_signal(record.config.stop_signal or "TERM")
-        if timeout is None:
-            timeout = record.config.stop_timeout
+        timeout = grace if grace is not None else record.config.stop_timeout
         if timeout is None:
             timeout = DEFAULT_STOP_TIMEOUT
         await self._signal(record, stop_signal, all_processes=False)
@@ -611,9 +609,6 @@ class ContainersHandler(Handler):
 
     async def _remove(self, record: ContainerRecord, *, volumes: bool) -> None:
         """Delete what is left of a stopped (or created) container, then its record."""
-        await _ignore_errors(
-            shim_request(self.state_dir, record.id, {"op": "delete", "force": True})
-        )
         await self._thread(lambda: cleanup_runtime(self.state_dir, record.id))
         directory = self.paths(record.id).directory
         await self._thread(lambda: shutil.rmtree(directory, ignore_errors=True))
@@ -627,7 +622,10 @@ class ContainersHandler(Handler):
             for mount in record.config.mounts:
                 if mount.type == "volume":
                     entry = await self.ctx.store.get(f"volumes/{mount.source}")
-                    if entry is not None and f'"carte.anonymous":"{record.id}"' in entry.value.decode():
+                    if (
+                        entry is not None
+                        and f'"carte.anonymous":"{record.id}"' in entry.value.decode()
+                    ):
                         await _ignore_errors(self.ctx.bus.request(RemoveVolume(name=mount.source)))
         await self.ctx.bus.publish(ContainerRemoved(id=record.id, name=record.name))
 
@@ -656,9 +654,7 @@ class ContainersHandler(Handler):
         async with self._record_lock(record.id):
             record = await self.records.resolve(record.id)
             await self.records.rename(record, new_name)
-        await self.ctx.bus.publish(
-            ContainerRenamed(id=record.id, old_name=old_name, name=new_name)
-        )
+        await self.ctx.bus.publish(ContainerRenamed(id=record.id, old_name=old_name, name=new_name))
 
     @on(UpdateContainer)
     async def update(self, command: UpdateContainer) -> None:
@@ -783,9 +779,8 @@ def _mark_stop_requested(record: ContainerRecord) -> None:
     record.stop_requested = True
 
 
-def _merged_resources(current: object, change: object) -> msgspec.Struct:
+def _merged_resources(current: Resources, change: Resources) -> Resources:
     """`current` with every field `change` sets (non-zero) replaced."""
-    assert isinstance(current, msgspec.Struct) and isinstance(change, msgspec.Struct)
     updates = {
         field: getattr(change, field)
         for field in change.__struct_fields__
@@ -811,8 +806,7 @@ def _write_bundle(paths: ContainerPaths, spec: object, record: ContainerRecord) 
     hostname = record.config.hostname or record.short_id
     paths.hostname_file.write_text(hostname + "\n")
     paths.hosts_file.write_text(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-        f"127.0.1.1\t{hostname}\n"
+        f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
     )
     resolv = ""
     if record.config.network == "host":

@@ -44,10 +44,14 @@ def _rows(image: StoredImage) -> list[ImageSummary]:
         return [ImageSummary(repository="<none>", tag="<none>", **common)]  # type: ignore[arg-type]
     rows = []
     for name in image.names:
-        repository, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (
-            name,
-            "",
-            "latest",
+        repository, _, tag = (
+            name.rpartition(":")
+            if ":" in name.rsplit("/", 1)[-1]
+            else (
+                name,
+                "",
+                "latest",
+            )
         )
         rows.append(ImageSummary(repository=repository, tag=tag, **common))  # type: ignore[arg-type]
     return rows
@@ -98,7 +102,7 @@ class ImagesHandler(Handler):
         source = Path(command.source)
         if not source.is_absolute():
             raise InvalidArgument(f'import source "{source}" must be an absolute path')
-        if not source.is_file():
+        if not await trio.Path(source).is_file():
             raise InvalidArgument(f'cannot import "{source}": no such file; give a tar file')
         store = await self.store()
         image = await trio.to_thread.run_sync(
@@ -112,7 +116,7 @@ class ImagesHandler(Handler):
         return rows[0]
 
     @on(ListImages)
-    async def list(self, command: ListImages) -> list[ImageSummary]:
+    async def list_images(self, command: ListImages) -> list[ImageSummary]:
         store = await self.store()
         images = await trio.to_thread.run_sync(store.images)
         rows = [row for image in images for row in _rows(image)]

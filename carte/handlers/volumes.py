@@ -8,6 +8,7 @@ force, as in Docker).
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import msgspec
 import trio
@@ -149,7 +150,7 @@ class VolumesHandler(Handler):
             if users.get(volume.name):
                 continue
             directory = self.volumes_dir / volume.name
-            reclaimed += await trio.to_thread.run_sync(lambda d=directory: _disk_usage(d))
+            reclaimed += await trio.to_thread.run_sync(_disk_usage, directory)
             await self.remove(RemoveVolume(name=volume.name))
             deleted.append(volume.name)
         return PruneResult(deleted=deleted, space_reclaimed=reclaimed)
@@ -160,7 +161,7 @@ def _has_label(volume: Volume, wanted: str) -> bool:
     return key in volume.labels and (not sep or volume.labels[key] == value)
 
 
-def _disk_usage(directory: object) -> int:
+def _disk_usage(directory: Path) -> int:
     import os
 
     total = 0
