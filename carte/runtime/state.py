@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import msgspec
@@ -146,5 +145,26 @@ def oci_state(state_dir: Path, record: ContainerRecord) -> OCIState:
 
 
 def remove_container_dir(state_dir: Path, container_id: str) -> None:
-    """Remove the container's state directory; a missing one is fine."""
-    shutil.rmtree(container_dir(state_dir, container_id), ignore_errors=True)
+    """Remove the container's state directory (flat: state.json, exec.fifo, sockets and such
+    written by the shim); a missing one is fine. Raises `OSError` if it cannot be removed."""
+    directory = container_dir(state_dir, container_id)
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            _remove_tree(entry.path)
+        else:
+            os.unlink(entry.path)
+    os.rmdir(directory)
+
+
+def _remove_tree(path: str) -> None:
+    # shutil.rmtree would import bz2, lzma and zlib on this hot path.
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            _remove_tree(entry.path)
+        else:
+            os.unlink(entry.path)
+    os.rmdir(path)
