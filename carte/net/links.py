@@ -306,6 +306,21 @@ class LinkControl:
         except NetlinkError as exc:
             raise Internal(f"cannot {step} in {path}: {exc.args[1]}") from None
 
+    def ports_of(self, bridge: str) -> list[str]:
+        """Names of the links attached to `bridge` (its containers' host veth ends).
+
+        For reconciliation after a crash: ports that Carte's state does not know are stale.
+        An absent bridge has no ports.
+        """
+        index = self.index_of(bridge)
+        if index is None:
+            return []
+        return sorted(
+            str(link.get_attr("IFLA_IFNAME"))
+            for link in self._ipr.link("dump")
+            if link.get_attr("IFLA_MASTER") == index
+        )
+
     # -- removal ---------------------------------------------------------------------------
 
     def delete_link(self, ifname: str) -> bool:

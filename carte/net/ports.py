@@ -8,7 +8,9 @@ Bad specs raise `InvalidArgument`, taken ports `Conflict`, each naming the value
 
 from __future__ import annotations
 
+import random
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Literal
@@ -17,6 +19,7 @@ from carte.api.errors import Conflict, InvalidArgument
 
 Protocol = Literal["tcp", "udp"]
 ANY_ADDRESS = IPv4Address("0.0.0.0")
+_PICK_ATTEMPTS = 256
 
 
 @dataclass(frozen=True)
@@ -91,12 +94,41 @@ def check_port_free(host_ip: IPv4Address, port: int, proto: Protocol) -> None:
         ) from None
 
 
-def pick_free_port(host_ip: IPv4Address, proto: Protocol) -> int:
-    """A port the kernel reports free right now on `host_ip` (from its ephemeral range)."""
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            low, high = (int(n) for n in ports.read().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
+def pick_free_port(
+    host_ip: IPv4Address, proto: Protocol, avoid: Collection[int] = frozenset()
+) -> int:
+    """A port free right now on `host_ip`, from the kernel's ephemeral range.
+
+    `avoid` holds ports already published by Carte: DNAT'd ports are not bound, so the kernel
+    would happily offer them again. Raises `Conflict` when no free port is found.
+    """
     try:
         with _bound_socket(host_ip, 0, proto) as sock:
-            return int(sock.getsockname()[1])
+            port = int(sock.getsockname()[1])
     except OSError as exc:
         raise Conflict(
             f"no free {proto} port on {host_ip} ({exc.strerror}); give a host port explicitly"
         ) from None
+    if port not in avoid:
+        return port
+    # bind(0) searches only part of the range, so look for others ourselves.
+    low, high = _ephemeral_range()
+    for _ in range(_PICK_ATTEMPTS):
+        port = random.randint(low, high)
+        if port in avoid:
+            continue
+        try:
+            _bound_socket(host_ip, port, proto).close()
+        except OSError:
+            continue
+        return port
+    raise Conflict(f"no free {proto} port on {host_ip}; give a host port explicitly")

@@ -99,6 +99,15 @@ def test_a_taken_interface_name_in_the_namespace_is_a_conflict_and_cleaned(lab: 
     assert lab.links.index_of(host_ifname) is None
 
 
+def test_ports_of_a_bridge_are_its_containers_host_ends(lab: NetLab) -> None:
+    bridge = lab.bridge("a")
+    lab.container(bridge, "1")
+    lab.container(bridge, "2")
+
+    assert lab.links.ports_of(bridge.name) == [lab.link_name("v", "1"), lab.link_name("v", "2")]
+    assert lab.links.ports_of(lab.link_name("b", "gone")) == []
+
+
 def test_deleting_links_is_idempotent(lab: NetLab) -> None:
     bridge = lab.bridge("a")
     lab.container(bridge, "1")

@@ -89,3 +89,12 @@ def test_a_picked_port_is_free() -> None:
         port = pick_free_port(ANY_ADDRESS, proto)
         assert 1024 < port <= 65535
         check_port_free(ANY_ADDRESS, port, proto)
+
+
+def test_a_picked_port_avoids_ports_carte_already_publishes() -> None:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+        low, high = (int(n) for n in ports.read().split())
+    middle = (low + high) // 2
+    avoid = set(range(low, middle))  # bind(0) offers only these (the lower half)
+    picked = {pick_free_port(ANY_ADDRESS, "tcp", avoid=avoid) for _ in range(20)}
+    assert all(middle <= port <= high for port in picked)
