@@ -170,7 +170,8 @@ class LinkControl:
     def ensure_bridge(self, name: str, gateway: IPv4Interface, mtu: int) -> bool:
         """Create bridge `name` with `gateway` as its address and bring it up.
 
-        Idempotent: an existing bridge of that name gets the address and is brought up.
+        Idempotent: an existing bridge of that name ends up with exactly that IPv4 address
+        (others, left from an earlier subnet, are removed) and up.
         Returns True when the bridge was created. Raises `Conflict` if `name` exists but is
         not a bridge.
         """
@@ -192,18 +193,17 @@ class LinkControl:
                     f'interface "{name}" exists and is not a bridge; remove it or choose '
                     "another bridge name"
                 )
+        wanted = (str(gateway.ip), gateway.network.prefixlen)
         have = {
-            (a.get_attr("IFA_ADDRESS"), a["prefixlen"])
-            for a in self._ipr.addr("dump", index=index, family=socket.AF_INET)
+            (str(a.get_attr("IFA_ADDRESS")), int(a["prefixlen"]))
+            for a in self._ipr.addr("dump", family=socket.AF_INET)
+            if a["index"] == index
         }
         try:
-            if (str(gateway.ip), gateway.network.prefixlen) not in have:
-                self._ipr.addr(
-                    "add",
-                    index=index,
-                    address=str(gateway.ip),
-                    prefixlen=gateway.network.prefixlen,
-                )
+            for address, prefixlen in have - {wanted}:  # left from an earlier subnet
+                self._ipr.addr("del", index=index, address=address, prefixlen=prefixlen)
+            if wanted not in have:
+                self._ipr.addr("add", index=index, address=wanted[0], prefixlen=wanted[1])
             self._ipr.link("set", index=index, state="up")
         except NetlinkError as exc:
             raise Internal(

@@ -68,6 +68,23 @@ def test_ensure_bridge_is_idempotent_and_refuses_a_non_bridge(lab: NetLab) -> No
     assert box.address not in (bridge.gateway,)
 
 
+def test_ensure_bridge_replaces_an_address_left_from_an_earlier_subnet(lab: NetLab) -> None:
+    bridge = lab.bridge("a")
+    moved = lab.free_subnet()
+    gateway = IPv4Interface(f"{moved.network_address + 1}/{moved.prefixlen}")
+
+    lab.links.ensure_bridge(bridge.name, gateway, lab.mtu)
+
+    shown = subprocess.run(
+        ["ip", "-j", "-4", "addr", "show", "dev", bridge.name],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    addresses = [f"{a['local']}/{a['prefixlen']}" for a in json.loads(shown)[0]["addr_info"]]
+    assert addresses == [str(gateway)]
+
+
 def test_connect_to_a_missing_namespace_leaves_nothing_behind(lab: NetLab) -> None:
     bridge = lab.bridge("a")
     host_ifname = lab.link_name("v", "x")
