@@ -63,7 +63,8 @@ def _prepare_forked_child() -> None:
     try:
         os.setpgid(0, 0)
         if os.isatty(0):
-            # SIGTTOU is still blocked here, so a background group may take the terminal.
+            # A background group taking the terminal gets SIGTTOU unless it is blocked.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
             os.tcsetpgrp(0, os.getpgrp())
     except OSError:
         pass

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import carte
-from carte.api.errors import ERRORS_BY_CODE, Internal, Unavailable
+from carte.api.errors import ERRORS_BY_CODE, Internal, NotFound, Unavailable
 from carte.runtime.shim_protocol import (
     EXIT_FILE,
     SOCKET_NAME,
@@ -42,6 +42,7 @@ __all__ = [
     "exit_file_path",
     "factory_command",
     "factory_request",
+    "find_state",
     "interpreter_command",
     "parse_report",
     "read_exit_file",
@@ -111,11 +112,31 @@ def shim_arguments(
     return arguments
 
 
-def shim_command(**options: Any) -> list[str]:
-    """The argv that creates a container under a new shim; `options` as for `shim_arguments`.
+def shim_command(
+    *,
+    container_id: str,
+    bundle: Path,
+    state_dir: Path,
+    log_path: Path,
+    log_max_size: int = 0,
+    log_max_file: int = 1,
+    stdin: bool = False,
+    linger: float | None = None,
+) -> list[str]:
+    """The argv that creates a container under a new shim (arguments as `shim_arguments`).
 
     Run it and read its stdout: one report line (`parse_report`)."""
-    return [*interpreter_command(), "shim", *shim_arguments(**options)]
+    arguments = shim_arguments(
+        container_id=container_id,
+        bundle=bundle,
+        state_dir=state_dir,
+        log_path=log_path,
+        log_max_size=log_max_size,
+        log_max_file=log_max_file,
+        stdin=stdin,
+        linger=linger,
+    )
+    return [*interpreter_command(), "shim", *arguments]
 
 
 def factory_command(socket_path: Path) -> list[str]:
@@ -176,6 +197,27 @@ def read_exit_file(state_dir: Path, container_id: str) -> dict[str, Any] | None:
         return decode_line(exit_file_path(state_dir, container_id).read_bytes())
     except (FileNotFoundError, ProtocolError):
         return None
+
+
+def find_state(state_dir: Path, container_id: str) -> dict[str, Any]:
+    """What is known of a container after a daemon restart: its live shim's state, or, once
+    the shim has gone, the exit it recorded (``status`` "stopped" plus the exit.json fields).
+
+    Raises `NotFound` when there is neither: no such container, or its shim was killed
+    before the container exited (the exit code is then lost).
+    """
+    try:
+        with connect(state_dir, container_id) as client:
+            return client.state()
+    except Unavailable:
+        pass
+    record = read_exit_file(state_dir, container_id)
+    if record is None:
+        raise NotFound(
+            f'container "{container_id}" has no running shim and no recorded exit in '
+            f"{state_dir / container_id}; remove it (it cannot be recovered)"
+        )
+    return {"status": "stopped", **record}
 
 
 class ShimClient:

@@ -214,3 +214,17 @@ def test_init_reaps_orphans_in_the_container(shim_lab: ShimLab) -> None:
     table = [entry.text.split() for entry in read_logs(str(shim_lab.log_path(container_id)))]
     assert table[0][0] == "STAT"
     assert [row for row in table[1:] if row[0].startswith("Z")] == [], table
+
+
+def test_ctrl_c_on_a_terminal_reaches_the_command_under_init(shim_lab: ShimLab) -> None:
+    """With --init and a terminal, ^C interrupts the command (the terminal's foreground
+    process group), not init, and the exit code is 130 as in Docker."""
+    bundle = shim_lab.bundle(["sh", "-c", "echo ready; exec sleep 100"], terminal=True, init=True)
+    container_id, _ = shim_lab.create(bundle)
+    attached = shim_lab.client(container_id)
+    attached.attach()
+    shim_lab.client(container_id).start()
+    _collect_output(attached, until=b"ready")
+    attached.write_stdin(b"\x03")
+    _, last = _collect_output(attached)
+    assert last["event"] == "exit" and last["exit_code"] == 130

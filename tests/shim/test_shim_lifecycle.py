@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from conftest import ShimLab, process_alive, wait_for
 
-from carte.api.errors import InvalidArgument
+from carte.api.errors import InvalidArgument, NotFound
 from carte.runtime.logs import read_logs
 from carte.runtime.shim_client import (
     ShimClient,
     ShimError,
+    find_state,
     parse_report,
     read_exit_file,
     socket_path,
@@ -80,6 +81,7 @@ def test_shim_outlives_its_starter(shim_lab: ShimLab) -> None:
     starter.wait()
     starter.stdout.close()
     assert process_alive(report["shim_pid"]) and process_alive(report["pid"])
+    assert find_state(shim_lab.state_dir, container_id)["status"] == "running"
     later = shim_lab.client(container_id)
     assert later.state()["status"] == "running"
     os.kill(report["pid"], signal.SIGKILL)
@@ -97,6 +99,10 @@ def test_exit_is_recorded_with_nobody_connected_and_shim_then_leaves(shim_lab: S
     assert record is not None and record["exit_code"] == 5
     wait_for(lambda: not process_alive(report["shim_pid"]), "the idle shim to exit")
     assert not socket_path(shim_lab.state_dir, container_id).exists()
+    # what a daemon that comes back finds
+    assert find_state(shim_lab.state_dir, container_id) == {"status": "stopped", **record}
+    with pytest.raises(NotFound, match="no running shim and no recorded exit"):
+        find_state(shim_lab.state_dir, "h7-never-created")
 
 
 def test_delete_refuses_a_running_container_unless_forced(shim_lab: ShimLab) -> None:
