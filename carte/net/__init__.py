@@ -12,7 +12,8 @@ How the handler uses it:
 * container start: ``AddressAllocator(subnet, gateway, stored_addresses).allocate(--ip)``,
   persist ``allocator.allocated``; ``links.connect(pid, bridge=..., host_ifname=
   links.host_veth_name(cid, net), address=..., gateway=..., mtu=...)`` before the container
-  runs; ports: ``parse_publish`` + ``check_port_free`` / ``pick_free_port``.
+  runs; ports: ``parse_publish`` + ``check_port_free`` / ``pick_free_port``; after the
+  rules are applied, ``conntrack.forget_flows(port, "udp")`` for each published UDP port.
 * any change: ``nft.apply(Ruleset(table=<per-daemon name>, networks=...))`` rebuilds the
   whole table atomically (deletes it when no network is left); call it on start-up too.
   Policies need ``sysctl.enable_bridge_netfilter()``; read denied counts with

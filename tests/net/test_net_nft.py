@@ -6,6 +6,7 @@ Each test applies its own uniquely named table; namespaces stand in for containe
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from ipaddress import IPv4Address, IPv4Network
 
@@ -14,6 +15,7 @@ from net_lab import Bridge, NetLab
 
 from carte.api.errors import Conflict
 from carte.net import nft
+from carte.net.conntrack import forget_flows
 from carte.net.ports import ANY_ADDRESS, pick_free_port
 from carte.net.rules import NetworkRules, PolicyRule, PublishedPort, Ruleset, render
 from carte.net.sysctl import enable_bridge_netfilter, enable_ip_forward, enable_route_localnet
@@ -273,3 +275,29 @@ def test_one_host_port_cannot_be_published_twice() -> None:
     )
     with pytest.raises(Conflict, match="8080/tcp is already published"):
         render(ruleset)
+
+
+def test_publishing_a_udp_port_needs_flows_that_predate_it_forgotten(lab: NetLab) -> None:
+    bridge = lab.bridge("a")
+    web = lab.container(bridge, "1")
+    lab.serve(web.netns, 53, "dns", proto="udp")
+    enable_route_localnet(bridge.name)
+    port = pick_free_port(ANY_ADDRESS, "udp")
+    published = PublishedPort(
+        host_port=port, container_ip=web.address, container_port=53, proto="udp"
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.connect((str(LOOPBACK), port))  # one source port throughout: one flow
+        client.settimeout(0.5)
+        client.send(b"hi")
+        with pytest.raises(ConnectionRefusedError):
+            client.recv(100)
+
+        nft.apply(Ruleset(table=lab.table, networks=(_network(bridge, published=(published,)),)))
+        client.send(b"hi")
+        with pytest.raises(OSError):  # the old conntrack entry still bypasses the DNAT
+            client.recv(100)
+
+        assert forget_flows(port, "udp") >= 1
+        client.send(b"hi")
+        assert client.recv(100).decode() == f"dns {bridge.gateway}"
