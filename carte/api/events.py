@@ -33,7 +33,14 @@ from carte.api.containers import (
     Volume,
     WaitResult,
 )
-from carte.api.images import ImageDetails, ImageSummary, RemovedImage
+from carte.api.images import (
+    BuildCachePruned,
+    BuildRequest,
+    BuildResult,
+    ImageDetails,
+    ImageSummary,
+    RemovedImage,
+)
 
 ResultT = TypeVar("ResultT")
 
@@ -404,6 +411,29 @@ class ImageUntagged(Fact, frozen=True, kw_only=True):
 
 class ImageRemoved(Fact, frozen=True, kw_only=True):
     topic: ClassVar[str] = "image.removed"
+
+
+# --- builds (handler "build") ---------------------------------------------------------------
+
+
+class BuildImage(Command[BuildResult], frozen=True, kw_only=True):
+    """Build from a context directory on the daemon's host (the streaming route POST /v1/build
+    takes an uploaded context tar instead and streams progress)."""
+
+    topic: ClassVar[str] = "image.build"
+    context: str
+    options: BuildRequest = msgspec.field(default_factory=BuildRequest)
+
+
+class PruneBuildCache(Command[BuildCachePruned], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "image.build_cache_prune"
+
+
+class ImageBuilt(Fact, frozen=True, kw_only=True):
+    """`id` is the image id; `names` its tags."""
+
+    topic: ClassVar[str] = "image.built"
+    names: list[str] = []
 
 
 def event_name(event: Event | type[Event]) -> str:

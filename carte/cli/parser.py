@@ -11,6 +11,7 @@ COMMAND_MODULES = (
     "carte.cli.commands_containers",
     "carte.cli.commands_images",
     "carte.cli.commands_volumes",
+    "carte.cli.commands_build",
 )
 
 # Global options that take a value, so the command name is not mistaken for one.

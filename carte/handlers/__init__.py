@@ -6,10 +6,17 @@ one `carte.engine.Registry`. Add a built-in by importing its class here and list
 
 from carte.engine import Handler
 from carte.handlers.api import ApiHandler
+from carte.handlers.build import BuildHandler
 from carte.handlers.containers import ContainersHandler
 from carte.handlers.images import ImagesHandler
 from carte.handlers.volumes import VolumesHandler
 
-BUILTIN: tuple[type[Handler], ...] = (ApiHandler, ContainersHandler, ImagesHandler, VolumesHandler)
+BUILTIN: tuple[type[Handler], ...] = (
+    ApiHandler,
+    BuildHandler,
+    ContainersHandler,
+    ImagesHandler,
+    VolumesHandler,
+)
 
 __all__ = ["BUILTIN"]

@@ -21,6 +21,7 @@ from carte.api.errors import CarteError, InvalidArgument, NotFound
 from carte.api.host import kernel_release, read_cgroup_layout
 from carte.api.system import ErrorBody, ErrorDetail, HandlerInfo, Info, Version
 from carte.engine import HandlerContext
+from carte.handlers.api_build import add_build_routes
 from carte.handlers.api_containers import register_container_routes
 from carte.handlers.api_events import EventQuery, stream_events
 from carte.handlers.api_openapi import command_types, openapi_document
@@ -133,4 +134,5 @@ def build_app(
         message = f"{type(error).__name__}: {error}; the daemon log has details"
         return error_reply("internal", message, 500)
 
+    add_build_routes(app, ctx)
     return app

@@ -1,0 +1,264 @@
+"""`carte build` and `carte builder prune`.
+
+The client packs the build context (minus what .dockerignore excludes) into a tar, adds the
+Dockerfile as its own entry, uploads it to POST /v1/build and prints the progress lines the
+daemon streams back (on stderr, as BuildKit does; `-q` prints only the image id, on stdout).
+
+.dockerignore follows Docker's rules: one pattern a line, `#` comments, paths relative to the
+context root (a leading `/` is ignored), `*` and `?` within one path component, `**` across
+any number of components, `!pattern` re-includes; the last pattern that matches a path (or
+one of its parent directories) decides. The matcher lives here, in the client, because
+importing the `carte.image` package costs the client over half a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import posixpath
+import re
+import sys
+
+from carte.cli.commands import Commands, Session, UsageError
+from carte.cli.transport import ApiError
+
+DOCKERFILE_ENTRY = ".carte-build-dockerfile"  # the daemon's api_build reads it from here
+
+
+def register(commands: Commands) -> None:
+    commands.add("build", run=build, help="build an image from a Dockerfile", arguments=_build)
+    image = commands.group("image", help="manage images")
+    image.add("build", run=build, help="build an image from a Dockerfile", arguments=_build)
+    builder = commands.group("builder", help="manage the build cache")
+    builder.add("prune", run=prune, help="remove the build cache", arguments=_prune)
+
+
+def _build(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("context", metavar="CONTEXT", help="a directory, or - for stdin")
+    parser.add_argument("-t", "--tag", action="append", default=[], help="NAME[:TAG]")
+    parser.add_argument("-f", "--file", help="the Dockerfile (default CONTEXT/Dockerfile)")
+    parser.add_argument("--build-arg", action="append", default=[], metavar="K=V")
+    parser.add_argument("--target", default="", help="the stage to build")
+    parser.add_argument("--no-cache", action="store_true", help="do not use the build cache")
+    parser.add_argument("--pull", action="store_true", help="always pull the base images")
+    parser.add_argument("--label", action="append", default=[], metavar="K=V")
+    parser.add_argument("--progress", choices=("auto", "plain", "quiet"), default="auto")
+    parser.add_argument("--network", choices=("none", "host", "default"), default="default")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
+
+
+def _prune(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-a", "--all", action="store_true", help="(the whole cache; default)")
+    parser.add_argument("-f", "--force", action="store_true", help="do not ask (never asks)")
+
+
+def _pairs(values: list[str], flag: str, *, from_env: bool) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for value in values:
+        key, equals, text = value.partition("=")
+        if not key:
+            raise UsageError(f'{flag} "{value}" is not KEY=VALUE')
+        if not equals:
+            if not from_env:
+                raise UsageError(f'{flag} "{value}" is not KEY=VALUE')
+            if key not in os.environ:
+                continue  # Docker's rule: a bare name without such variable is skipped
+            text = os.environ[key]
+        pairs[key] = text
+    return pairs
+
+
+def _dockerfile(context: str | None, file: str | None) -> tuple[str, str]:
+    """The Dockerfile's name and text. Raises `UsageError` when it cannot be read."""
+    if file == "-" or (context is None and file is None):
+        return "Dockerfile", sys.stdin.read()
+    path = file if file is not None else os.path.join(context or ".", "Dockerfile")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return os.path.basename(path), stream.read()
+    except OSError as error:
+        raise UsageError(
+            f"cannot read the Dockerfile {path}: {error.strerror}; give its path with -f"
+        ) from None
+
+
+def _context_tar(context: str | None, dockerfile: str) -> bytes:
+    """The context as a tar: every path .dockerignore keeps, plus the Dockerfile entry."""
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        if context is not None:
+            try:
+                with open(os.path.join(context, ".dockerignore"), encoding="utf-8") as ignore:
+                    rules = IgnoreRules.from_text(ignore.read())
+            except FileNotFoundError:
+                rules = IgnoreRules([])
+            try:
+                for relative in rules.walk(context):
+                    tar.add(os.path.join(context, relative), arcname=relative, recursive=False)
+            except OSError as error:
+                raise UsageError(
+                    f"cannot read the build context {context}: {error}; check its permissions"
+                ) from None
+        data = dockerfile.encode()
+        info = tarfile.TarInfo(DOCKERFILE_ENTRY)
+        info.size = len(data)
+        info.mode = 0o600
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def build(session: Session) -> int:
+    args = session.args
+    context: str | None = None if args.context == "-" else args.context
+    if context is not None and not os.path.isdir(context):
+        raise UsageError(f"build context {context} is not a directory; give a directory or -")
+    name, text = _dockerfile(context, args.file)
+    build_args = _pairs(args.build_arg, "--build-arg", from_env=True)
+    epoch_text = build_args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH", "")
+    options = {
+        "tags": args.tag,
+        "dockerfile": name,
+        "build_args": build_args,
+        "target": args.target,
+        "no_cache": args.no_cache,
+        "pull": args.pull,
+        "labels": _pairs(args.label, "--label", from_env=False),
+        "network": args.network,
+        "source_date_epoch": int(epoch_text) if epoch_text.isdigit() else None,
+    }
+    body = _context_tar(context, text)
+    from urllib.parse import quote
+
+    path = "/v1/build?options=" + quote(json.dumps(options))
+    response = session.client.open("POST", path, body)
+    quiet = args.quiet or args.progress == "quiet"
+    try:
+        for line in response.lines():
+            message = json.loads(line)
+            if "stream" in message:
+                if not quiet:
+                    print(message["stream"], file=sys.stderr, flush=True)
+            elif "error" in message:
+                error = message["error"]
+                raise ApiError(400, str(error.get("code")), str(error.get("message")))
+            elif "result" in message:
+                result = message["result"]
+                if quiet:
+                    print(result["id"])
+                else:
+                    print(f"writing image {result['id']} done", file=sys.stderr)
+                    for tag in result.get("names", []):
+                        print(f"naming to {tag} done", file=sys.stderr)
+                return 0
+    finally:
+        response.close()
+    raise ApiError(500, "internal", "the daemon ended the build stream without a result")
+
+
+def prune(session: Session) -> int:
+    result = session.client.post_json("/v1/commands/PruneBuildCache", {})["result"]
+    session.output.line(f"Deleted build cache records: {result['records']}")
+    session.output.line(f"Total reclaimed space: {result['bytes_freed']} B")
+    return 0
+
+
+class IgnoreRules:
+    """Compiled .dockerignore patterns."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self._rules: list[tuple[bool, re.Pattern[str]]] = []
+        for raw in lines:
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            include = line.startswith("!")
+            pattern = line[1:].strip() if include else line
+            pattern = posixpath.normpath(pattern).lstrip("/")
+            if pattern in (".", ""):
+                continue
+            self._rules.append((include, re.compile(_regex(pattern))))
+
+    @classmethod
+    def from_text(cls, text: str) -> IgnoreRules:
+        return cls(text.splitlines())
+
+    @property
+    def has_exceptions(self) -> bool:
+        return any(include for include, _ in self._rules)
+
+    def excluded(self, path: str) -> bool:
+        """Whether the context-relative `path` (with `/` separators) is left out."""
+        candidates = _self_and_parents(path)
+        result = False
+        for include, pattern in self._rules:
+            if any(pattern.fullmatch(candidate) for candidate in candidates):
+                result = not include
+        return result
+
+    def walk(self, root: str) -> list[str]:
+        """Context-relative paths under `root` that are not excluded, sorted, dirs included.
+
+        An excluded directory is skipped whole unless some `!` exception might re-include
+        something inside it. Raises `OSError` if a directory cannot be read.
+        """
+        kept: list[str] = []
+        exceptions = self.has_exceptions
+
+        def visit(directory: str, prefix: str) -> None:
+            with os.scandir(directory) as entries:
+                children = sorted(entries, key=lambda entry: entry.name)
+            for entry in children:
+                relative = prefix + entry.name
+                excluded = self.excluded(relative)
+                if not excluded:
+                    kept.append(relative)
+                if entry.is_dir(follow_symlinks=False) and (not excluded or exceptions):
+                    visit(entry.path, relative + "/")
+
+        visit(root, "")
+        return kept
+
+
+def _self_and_parents(path: str) -> list[str]:
+    parts = path.strip("/").split("/")
+    return ["/".join(parts[: end + 1]) for end in range(len(parts))]
+
+
+def _regex(pattern: str) -> str:
+    out: list[str] = []
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if pattern.startswith("**", index):
+            index += 2
+            if pattern.startswith("/", index):
+                out.append("(?:.*/)?")
+                index += 1
+            else:
+                out.append(".*")
+            continue
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "\\" and index + 1 < len(pattern):
+            index += 1
+            out.append(re.escape(pattern[index]))
+        elif char == "[":
+            end = pattern.find("]", index + 1)
+            if end < 0:
+                out.append(re.escape(char))
+            else:
+                body = pattern[index + 1 : end]
+                if body.startswith("!") or body.startswith("^"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                index = end
+        else:
+            out.append(re.escape(char))
+        index += 1
+    return "".join(out)
