@@ -2,22 +2,21 @@
 until `start`.
 
 `spawn` runs in THE CALLING process, which must be single-threaded (the OCI CLI or the shim,
-both freshly exec'd). Process tree while creating:
+both freshly exec'd). The caller switches the pid namespace its children get (unshare or setns
+of CLONE_NEWPID), forks the container's pid 1 straight into it, and switches back at once, so
+its own later children stay in its pid namespace. Pid 1 waits until the caller has put it in
+the cgroup, joins namespaces given by path, unshares the rest (mount, uts, ipc, net, cgroup),
+builds the root filesystem, pivots, sets the hostname, says "ready", then blocks opening
+exec.fifo until `start` opens it for reading; then it execs the user process (or, with the
+run.carte.init annotation, stays as Carte's init and forks it).
 
-    caller (becomes a child subreaper)
-      └─ stage A: joins/creates the user namespace, joins namespaces by path, unshares the
-         rest (pid, mount, uts, ipc, net, cgroup) once the caller has put it in the cgroup,
-         forks stage B, reports B's pid and exits
-           └─ stage B = the container's pid 1: builds the root filesystem, pivots, sets the
-              hostname, says "ready", then blocks opening exec.fifo until `start` opens it
-              for reading; then execs the user process (or, with the run.carte.init
-              annotation, stays as Carte's init and forks it).
+With a user namespace the pid namespace must belong to it, so an intermediate stage A
+unshares the user namespace (the caller writes its id maps), then the pid namespace and the
+rest, forks pid 1 and exits; pid 1 is re-parented to the caller, a child subreaper.
 
-Because the caller is a subreaper, B is re-parented to it when A exits, so the caller can
-`waitpid` B. The pid namespace is created by A, so the caller's own later forks are NOT in the
-container's pid namespace (use `enter.exec_process` for that). Errors in A or B come back over
-the channel as one line; a failed create removes the cgroup and the state directory, and the
-mounts, which only ever exist in the container's mount namespace, vanish with it.
+Either way pid 1 is the caller's child and can be `waitpid`ed. Errors in the children come back
+over the channel as one line; a failed create removes the cgroup and the state directory, and
+the mounts, which only ever exist in the container's mount namespace, vanish with it.
 """
 
 from __future__ import annotations
@@ -26,7 +25,8 @@ import datetime
 import os
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple, NoReturn
 
@@ -288,35 +288,78 @@ def kill_and_reap(pid: int) -> None:
 
 
 def _fork_container(setup: _Setup, add_to_cgroup: Callable[[int], None]) -> int:
-    """Fork stage A and drive the create handshake; return stage B's pid (re-parented to us)."""
+    """Fork the container's pid 1 and drive the create handshake; return its pid (our child).
+
+    Without a user namespace the caller itself switches the pid namespace its children get,
+    forks pid 1 straight into it and switches back, so its own later children are unaffected.
+    A user namespace must own the pid namespace, so then an intermediate stage A creates both
+    and forks pid 1 (re-parented to us, a subreaper, when A exits).
+    """
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     parent_end, child_end = channel_pair()
     try:
-        stage_a = os.fork()
-        if stage_a == 0:
-            parent_end.close()
-            _stage_a(setup, child_end)
+        if any(ns.type == "user" for ns in setup.spec.linux.namespaces):
+            stage_a = os.fork()
+            if stage_a == 0:
+                parent_end.close()
+                _stage_a(setup, child_end)
+            child_end.close()
+            return _drive_handshake(setup, stage_a, parent_end, add_to_cgroup, direct=False)
+        with _children_in_container_pid_namespace(setup):
+            pid_one = os.fork()
+            if pid_one == 0:
+                parent_end.close()
+                _direct_pid_one(setup, child_end)
         child_end.close()
-        return _drive_handshake(setup, stage_a, parent_end, add_to_cgroup)
+        return _drive_handshake(setup, pid_one, parent_end, add_to_cgroup, direct=True)
     finally:
         parent_end.close()
         child_end.close()
 
 
+@contextmanager
+def _children_in_container_pid_namespace(setup: _Setup) -> Iterator[None]:
+    """While inside, our forks land in the container's (new or joined) pid namespace."""
+    wanted = {ns.type for ns in setup.spec.linux.namespaces if not ns.path}
+    if "pid" not in wanted and "pid" not in setup.namespace_fds:
+        yield
+        return
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if "pid" in setup.namespace_fds:
+            sc.setns(setup.namespace_fds["pid"], sc.CLONE_NEWPID, path="pid namespace")
+        else:
+            sc.unshare(sc.CLONE_NEWPID)
+        try:
+            yield
+        finally:
+            sc.setns(own, sc.CLONE_NEWPID, path="/proc/self/ns/pid")
+    finally:
+        os.close(own)
+
+
 def _drive_handshake(
-    setup: _Setup, stage_a: int, channel: socket.socket, add_to_cgroup: Callable[[int], None]
+    setup: _Setup,
+    child: int,
+    channel: socket.socket,
+    add_to_cgroup: Callable[[int], None],
+    *,
+    direct: bool,
 ) -> int:
-    container_pid = 0
+    """Put `child` in the cgroup, let it go, serve its requests until ready. `direct`: the
+    child is pid 1 itself, otherwise stage A, which reports pid 1 and exits."""
+    container_pid = child if direct else 0
     failure = ""
     try:
-        add_to_cgroup(stage_a)
+        add_to_cgroup(child)
         send(channel, Message(kind="go"))
         while True:
             message = receive(channel)
             if message is None:
+                failure = failure or "its first process exited during set-up"
                 break
             if message.kind == "userns":
-                _write_id_maps(setup.spec, stage_a)
+                _write_id_maps(setup.spec, child)
                 send(channel, Message(kind="mapped"))
             elif message.kind == "pid":
                 container_pid = message.pid
@@ -324,11 +367,11 @@ def _drive_handshake(
                 failure = message.text
                 break
             elif message.kind == "ready":
+                failure = ""
                 break
     finally:
-        _, status = os.waitpid(stage_a, 0)
-    if not failure and not container_pid:
-        failure = f"setting up namespaces failed (exit status {os.waitstatus_to_exitcode(status)})"
+        if not direct:
+            os.waitpid(child, 0)
     if failure:
         if container_pid:
             kill_and_reap(container_pid)
@@ -391,6 +434,28 @@ def _stage_a(setup: _Setup, channel: socket.socket) -> NoReturn:
         os._exit(0)
     except BaseException as error:
         report_and_exit(channel, error)
+
+
+def _direct_pid_one(setup: _Setup, channel: socket.socket) -> NoReturn:
+    """The container's pid 1 forked straight into its pid namespace: wait until the caller
+    has put us in the cgroup, join and create the other namespaces, then set up."""
+    spec = setup.spec
+    try:
+        message = receive(channel)
+        if message is None or message.kind != "go":
+            os._exit(1)
+        redirect_stdio(setup.stdio)
+        for kind in PROC_NS_NAMES:
+            if kind in setup.namespace_fds and kind != "pid":
+                sc.setns(setup.namespace_fds[kind], NAMESPACE_FLAGS[kind], path=f"{kind} namespace")
+        wanted = {ns.type for ns in spec.linux.namespaces if not ns.path}
+        flags = 0
+        for kind in wanted - {"pid", "user"}:
+            flags |= NAMESPACE_FLAGS[kind]
+        sc.unshare(flags)
+    except BaseException as error:
+        report_and_exit(channel, error)
+    _stage_b(setup, channel, new_uts="uts" in wanted)
 
 
 def _stage_b(setup: _Setup, channel: socket.socket, *, new_uts: bool) -> NoReturn:
