@@ -108,8 +108,8 @@ def validate(ruleset: Ruleset) -> None:
             )
         for port in network.published:
             holders = taken.setdefault((port.host_port, port.proto), [])
-            if any(ip in (ANY_ADDRESS, port.host_ip) for ip in holders) or (
-                holders and port.host_ip == ANY_ADDRESS
+            if holders and (
+                port.host_ip == ANY_ADDRESS or ANY_ADDRESS in holders or port.host_ip in holders
             ):
                 raise Conflict(
                     f"host port {port.host_ip}:{port.host_port}/{port.proto} is already "
@@ -141,14 +141,11 @@ def _publish_rules(networks: tuple[NetworkRules, ...]) -> list[str]:
 
 
 def _policy_chain(network: NetworkRules) -> list[str]:
-    lines = [
-        "ct state established,related accept",
-        "# published ports are public; hairpin traffic to them is not a member-to-member flow",
-        "ct status dnat accept",
-    ]
+    # Published ports are public: hairpin traffic to them is not a member-to-member flow.
+    lines = ["ct state established,related accept", "ct status dnat accept"]
     for rule in network.policies:
         if not rule.sources or not rule.destinations:
-            continue
+            continue  # a selector matching no container allows nothing
         match = f"ip saddr {_addresses(rule.sources)} ip daddr {_addresses(rule.destinations)}"
         if rule.port is not None:
             match += f" {rule.proto} dport {rule.port}"

@@ -8,16 +8,15 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 
 import pytest
 from net_lab import Bridge, NetLab
 
-from carte.api.errors import Conflict
 from carte.net import nft
 from carte.net.conntrack import forget_flows
 from carte.net.ports import ANY_ADDRESS, pick_free_port
-from carte.net.rules import NetworkRules, PolicyRule, PublishedPort, Ruleset, render
+from carte.net.rules import NetworkRules, PolicyRule, PublishedPort, Ruleset
 from carte.net.sysctl import enable_bridge_netfilter, enable_ip_forward, enable_route_localnet
 
 LOOPBACK = IPv4Address("127.0.0.1")
@@ -262,19 +261,6 @@ def test_a_crash_leftover_table_is_replaced_not_duplicated(lab: NetLab) -> None:
     listing = _list("ip", lab.table)
     assert "stale" not in listing
     assert listing.count("masquerade") == 3
-
-
-def test_one_host_port_cannot_be_published_twice() -> None:
-    twice = tuple(
-        PublishedPort(host_port=8080, container_ip=IPv4Address(f"10.1.0.{n}"), container_port=80)
-        for n in (2, 3)
-    )
-    ruleset = Ruleset(
-        table="carte-t-x",
-        networks=(NetworkRules(bridge="x", subnet=IPv4Network("10.1.0.0/24"), published=twice),),
-    )
-    with pytest.raises(Conflict, match="8080/tcp is already published"):
-        render(ruleset)
 
 
 def test_publishing_a_udp_port_needs_flows_that_predate_it_forgotten(lab: NetLab) -> None:
