@@ -7,6 +7,7 @@ held and what it saw; the last line of output is ``CARTE_V2_VERDICT {json}``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -68,6 +69,31 @@ def release(child: subprocess.Popen[bytes]) -> None:
 
 def read(cgroup: Cgroup, name: str) -> str:
     return (cgroup.paths()["unified"] / name).read_text().strip()
+
+
+def openable_block_device() -> tuple[int, int] | None:
+    """A block device this (root, unconfined) process can open, as (major, minor)."""
+    for device in sorted(Path("/sys/block").iterdir()):
+        try:
+            os.close(os.open(Path("/dev") / device.name, os.O_RDONLY | os.O_NONBLOCK))
+        except OSError:
+            continue
+        major, minor = (device / "dev").read_text().strip().split(":")
+        return int(major), int(minor)
+    return None
+
+
+def writable_directory() -> str:
+    """A directory that accepts device nodes: the host files are read-only here, /dev/shm nodev."""
+    for candidate in ("/dev", "/run", "/tmp"):
+        probe = Path(candidate) / f".carte-{uuid.uuid4().hex[:8]}"
+        try:
+            probe.touch()
+        except OSError:
+            continue
+        probe.unlink()
+        return candidate
+    raise RuntimeError("no writable directory in the guest")
 
 
 def new_group(resources: LinuxResources | None) -> Cgroup:
@@ -222,6 +248,35 @@ def main() -> None:
         line = read(main_group, "io.max")
         assert f"{major}:{minor} rbps={1 * MB}" in line, line
         return f"{devices[0].name}: {line}"
+
+    @check("device_filter")
+    def _() -> str:
+        device = openable_block_device()
+        if device is None:
+            return "skipped: the guest can open no block device itself"
+        group = new_group(None)
+        cgroups.append(group)
+        node = Path(writable_directory()) / f"carte-disk-{uuid.uuid4().hex[:8]}"
+        probe = (
+            "import stat\n"
+            f"os.mknod({str(node)!r}, stat.S_IFBLK | 0o600, os.makedev{device})\n"
+            "try:\n"
+            f"    os.close(os.open({str(node)!r}, os.O_RDONLY | os.O_NONBLOCK))\n"
+            "    print('opened', flush=True)\n"
+            "except OSError as error:\n"
+            "    print(error.errno, flush=True)\n"
+            "os.close(os.open('/dev/null', os.O_RDWR))\n"
+            "print('null ok', flush=True)\n"
+        )
+        child = paused_child(probe)
+        group.add_process(child.pid)
+        release(child)
+        assert child.stdout is not None
+        seen = child.stdout.read().decode().split()
+        child.wait(60)
+        node.unlink(missing_ok=True)
+        assert seen == [str(errno.EPERM), "null", "ok"], seen
+        return f"block {device[0]}:{device[1]} denied (EPERM), /dev/null allowed"
 
     @check("freeze_thaw")
     def _() -> str:

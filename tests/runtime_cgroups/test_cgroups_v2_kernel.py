@@ -60,6 +60,7 @@ def test_v2_driver_limits_bite_in_a_real_cgroup_v2_kernel() -> None:
         "pids_fork_bomb",
         "cpu_quota",
         "io_max",
+        "device_filter",
         "freeze_thaw",
         "kill",
         "destroy",
