@@ -1,8 +1,10 @@
 """Short-lived helpers the shim's monitor runs for work that needs the full runtime library.
 
 `carte shim exec CONFIG` starts a process in the running container with the runtime's
-`exec_process`: its stdio is the helper's fds 0-2 (the client's fds, passed over shim.sock), or
-a pty from the container's own devpts when `process.terminal` is set. The helper reports one
+`exec_process`. The fields of the OCI process the request leaves out are the container's own,
+so capabilities, rlimits and noNewPrivileges follow the container unless the request says
+otherwise. Its stdio is the helper's fds 0-2 (the client's fds, passed over shim.sock), or a
+pty from the container's own devpts when `process.terminal` is set. The helper reports one
 line on fd 3, ``{"pid": N}`` (with the pty master attached by SCM_RIGHTS for a terminal) or
 ``{"error": "..."}``, and exits: the process is then re-parented to the shim (a child
 subreaper), which reaps it and reports its exit code.
@@ -61,9 +63,19 @@ def _exec(config: dict[str, Any]) -> tuple[int, int]:
 
     state_dir = Path(config["state_dir"])
     container_id = str(config["id"])
-    process = msgspec.convert(config["process"], Process)
     record = load_record(state_dir, container_id)
-    seccomp_profile = load_spec(Path(record.bundle) / "config.json").linux.seccomp
+    spec = load_spec(Path(record.bundle) / "config.json")
+    # Fields the request leaves out are the container's own (capabilities, rlimits,
+    # noNewPrivileges, user...), so an exec is never more privileged than its container.
+    fields = msgspec.to_builtins(spec.process) if spec.process is not None else {}
+    fields.update(config["process"])
+    try:
+        process = msgspec.convert(fields, Process)
+    except msgspec.ValidationError as error:
+        from carte.api.errors import InvalidArgument
+
+        raise InvalidArgument(f"exec process: {error}; fix that field") from None
+    seccomp_profile = spec.linux.seccomp
     console = _Console() if process.terminal else None
     # The process inherits our dispositions; Python ignores SIGPIPE and SIGXFSZ.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)

@@ -6,6 +6,7 @@ import os
 import select
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -74,6 +75,29 @@ def test_exec_runs_inside_the_container_with_its_own_stdio(shim_lab: ShimLab) ->
     with os.fdopen(stdout_r, "rb") as out, os.fdopen(stderr_r, "rb") as err:
         assert out.read() == b"from-stdin\ncarte\n"  # the container's hostname, not ours
         assert err.read() == b"oops\n"
+
+
+def _capabilities(pid: int) -> str:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return status.split("CapEff:")[1].split()[0]
+
+
+def test_exec_gets_the_containers_privileges_unless_told_otherwise(shim_lab: ShimLab) -> None:
+    container_id, report = shim_lab.create(shim_lab.bundle(["sleep", "100"]))
+    shim_lab.client(container_id).start()
+    hold_r, hold_w = os.pipe()
+    null = os.open(os.devnull, os.O_RDWR)
+    execer = shim_lab.client(container_id)
+    try:
+        pid, _ = execer.exec(_process("cat"), (hold_r, null, null))
+        wait_for(lambda: Path(f"/proc/{pid}/comm").read_text() == "cat\n", "cat to run")
+        # the container's capability set, not the full set the shim itself has
+        assert _capabilities(pid) == _capabilities(report["pid"])
+        assert _capabilities(pid) != _capabilities(os.getpid())
+    finally:
+        for fd in (hold_r, hold_w, null):
+            os.close(fd)
+    assert execer.wait_exec() == 0
 
 
 def test_exec_into_a_stopped_container_is_refused(shim_lab: ShimLab) -> None:
