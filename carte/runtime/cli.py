@@ -114,7 +114,7 @@ def _write_pid_file(path: Path | None, pid: int) -> None:
     os.replace(temporary, path)
 
 
-def _create(args: argparse.Namespace) -> int:
+def _create(args: argparse.Namespace, console_socket: Path | None = None) -> int:
     from carte.runtime.container import spawn
     from carte.runtime.spec import load_spec
 
@@ -124,16 +124,27 @@ def _create(args: argparse.Namespace) -> int:
         args.bundle,
         container_id=args.id,
         state_dir=args.root,
-        console_socket=args.console_socket,
+        console_socket=console_socket or args.console_socket,
         preserve_fds=args.preserve_fds,
     )
     _write_pid_file(args.pid_file, spawned.pid)
     return spawned.pid
 
 
+def _wants_terminal(bundle: Path) -> bool:
+    from carte.runtime.spec import load_spec
+
+    process = load_spec(bundle / "config.json").process
+    return process is not None and process.terminal
+
+
 def _run(args: argparse.Namespace) -> int:
+    """create + start + wait. A terminal container with no --console-socket gets our own
+    terminal: we receive the pty master ourselves and copy bytes both ways."""
     from carte.runtime.container import delete, start, wait_exit
 
+    if args.console_socket is None and not args.detach and _wants_terminal(args.bundle):
+        return _run_on_our_terminal(args)
     pid = _create(args)
     start(args.root, args.id)
     if args.detach:
@@ -150,6 +161,27 @@ def _run(args: argparse.Namespace) -> int:
     status = wait_exit(pid)
     delete(args.root, args.id, force=True)
     return status
+
+
+def _run_on_our_terminal(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from carte.runtime.console_proxy import ConsoleListener, proxy_until_exit
+    from carte.runtime.container import delete, start
+    from carte.runtime.init import exit_status
+
+    directory = Path(tempfile.mkdtemp(prefix="carte-console-"))
+    listener = ConsoleListener(directory / "console.sock")
+    try:
+        pid = _create(args, console_socket=listener.path)
+        master = listener.receive_master()
+    finally:
+        listener.close()
+        directory.rmdir()
+    start(args.root, args.id)
+    status = proxy_until_exit(master, pid)
+    delete(args.root, args.id, force=True)
+    return exit_status(status)
 
 
 def _exec(args: argparse.Namespace) -> int:

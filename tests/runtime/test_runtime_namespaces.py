@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import shutil
 import socket
 import subprocess
@@ -174,3 +175,29 @@ def test_exec_joins_the_running_container(
     assert hostname == "exec-target"
     assert int(pid) > 1
     assert int(count) >= 2
+
+
+def test_run_of_a_terminal_container_uses_our_terminal(
+    runtime: Runtime, make_bundle: Callable[..., Bundle]
+) -> None:
+    """Without --console-socket, `run` receives the pty itself and proxies our terminal."""
+    bundle = make_bundle("sh")
+    bundle.config["process"]["terminal"] = True
+    bundle.write()
+    master, replica = pty.openpty()
+    argv = [sys.executable, "-m", "carte", "runtime", "--root", str(runtime.state), "run",
+            "--bundle", str(bundle.path), runtime.new_id("ourtty")]  # fmt: skip
+    process = subprocess.Popen(
+        argv, stdin=replica, stdout=replica, stderr=replica, cwd=REPO, start_new_session=True
+    )
+    os.close(replica)
+    try:
+        _read_until(master, b"# ")
+        os.write(master, b"tty; echo marker-$((6*7)); exit 6\n")
+        assert b"/dev/pts/0" in _read_until(master, b"marker-42")
+        assert process.wait(timeout=30) == 6
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
