@@ -63,9 +63,9 @@ install_carte() {
         "$python" -m venv "$PREFIX"
     fi
     say "installing Carte from $REPO into $PREFIX"
-    "$PREFIX/bin/pip" install --quiet --disable-pip-version-check "$REPO"
+    "$PREFIX/bin/pip" install -qq --disable-pip-version-check "$REPO"
     # Same version number, new code: reinstall Carte itself (dependencies stay).
-    "$PREFIX/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$REPO"
+    "$PREFIX/bin/pip" install -qq --disable-pip-version-check --force-reinstall --no-deps "$REPO"
     ln -sf "$PREFIX/bin/carte" "$BIN"
     mkdir -p "$ETC" "$ROOT_DIR" "$LOG_DIR"
     if [ ! -f "$ETC/carte.yaml" ] && [ -f "$REPO/config/carte.yaml" ]; then

@@ -4,6 +4,7 @@ Imports only `carte.api` and the standard library, never trio/quart/hypercorn, s
 `carte <command>` starts close to a bare interpreter.
 """
 
+import os
 import sys
 
 from carte.cli.commands import Session, UsageError
@@ -44,5 +45,15 @@ def run_client(argv: list[str]) -> None:
         code = 130
     except BrokenPipeError:
         code = 0
-    sys.stdout.flush()
-    sys.exit(code)
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> None:
+    """Flush and leave without interpreter teardown: it costs ~15 ms and the client holds
+    nothing that needs finalizing (no atexit work, no child processes, no open files)."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass
+    os._exit(code)
