@@ -48,6 +48,20 @@ def test_apply_writes_every_limit_to_its_file(v1_cgroup: Cgroup) -> None:
     assert read(v1_cgroup, "pids", "pids.max") == "100"
 
 
+def test_memory_plus_swap_limits_grow_and_shrink_in_a_valid_order(v1_cgroup: Cgroup) -> None:
+    if not (v1_cgroup.paths()["memory"] / "memory.memsw.limit_in_bytes").exists():
+        pytest.skip("this kernel has no swap accounting (memory.memsw.*)")
+    v1_cgroup.apply(LinuxResources(memory=LinuxMemory(limit=32 * MB, swap=64 * MB)))
+    assert read(v1_cgroup, "memory", "memory.memsw.limit_in_bytes") == str(64 * MB)
+    # Growing past the current memory+swap limit needs memsw written first; shrinking, last.
+    v1_cgroup.update(LinuxResources(memory=LinuxMemory(limit=128 * MB, swap=256 * MB)))
+    assert read(v1_cgroup, "memory", "memory.limit_in_bytes") == str(128 * MB)
+    assert read(v1_cgroup, "memory", "memory.memsw.limit_in_bytes") == str(256 * MB)
+    v1_cgroup.update(LinuxResources(memory=LinuxMemory(limit=16 * MB, swap=16 * MB)))
+    assert read(v1_cgroup, "memory", "memory.limit_in_bytes") == str(16 * MB)
+    assert read(v1_cgroup, "memory", "memory.memsw.limit_in_bytes") == str(16 * MB)
+
+
 def test_live_update_changes_limits_of_a_running_process(v1_cgroup: Cgroup, spawn: Spawn) -> None:
     v1_cgroup.apply(LinuxResources(memory=LinuxMemory(limit=64 * MB), pids=LinuxPids(limit=10)))
     child = spawn("")

@@ -13,7 +13,7 @@ import os
 import signal
 from pathlib import Path, PurePosixPath
 
-from carte.api.errors import InvalidArgument
+from carte.api.errors import CarteError, InvalidArgument
 from carte.runtime.cgroups.cgroupfs import (
     read_pids,
     remove_directory,
@@ -129,7 +129,12 @@ class Cgroup(abc.ABC):
             return
         frozen = sig == signal.SIGKILL and self._can_freeze()
         if frozen:
-            self.freeze()
+            try:
+                self.freeze()
+            except CarteError:
+                # A task stuck in the kernel can keep the group from freezing; SIGKILL still
+                # reaches it, so signal without the freeze rather than not at all.
+                frozen = False
         try:
             for pid in self.pids():
                 try:
