@@ -209,3 +209,28 @@ def test_container_starts_with_default_signal_dispositions(
     masks = dict(line.split(":\t") for line in result.stdout.splitlines())
     assert int(masks["SigBlk"], 16) == 0
     assert int(masks["SigIgn"], 16) == 0
+
+
+def test_process_user_umask_rlimits_and_oom_score(
+    runtime: Runtime, make_bundle: Callable[..., Bundle]
+) -> None:
+    bundle = make_bundle(
+        shell="id -u; id -g; id -G; umask; ulimit -n; cat /proc/self/oom_score_adj; pwd; "
+        "touch /tmp/made && stat -c %a /tmp/made"
+    )
+    process = bundle.config["process"]
+    process["user"] = {"uid": 65534, "gid": 65534, "additionalGids": [10, 20], "umask": 0o027}
+    process["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 321, "hard": 400}]
+    process["oomScoreAdj"] = 432
+    process["cwd"] = "/tmp/work/dir"
+    result = runtime.run(bundle)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split("\n")
+    assert lines[0] == "65534"
+    assert lines[1] == "65534"
+    assert sorted(lines[2].split()) == ["10", "20", "65534"]
+    assert lines[3] == "0027"
+    assert lines[4] == "321"
+    assert lines[5] == "432"
+    assert lines[6] == "/tmp/work/dir"
+    assert lines[7] == "640"

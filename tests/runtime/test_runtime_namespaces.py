@@ -72,6 +72,28 @@ def test_user_namespace_maps_root_to_an_unprivileged_host_uid(
     assert "touched" not in result.stdout
 
 
+def test_user_namespaced_root_is_unprivileged_on_the_host(
+    runtime: Runtime, make_bundle: Callable[..., Bundle], open_bundle_dir: Path
+) -> None:
+    bundle = make_bundle("sleep", "1000")
+    bundle.path = open_bundle_dir
+    bundle.config["linux"]["namespaces"].append({"type": "user"})
+    mapping = [{"containerID": 0, "hostID": 300000, "size": 65536}]
+    bundle.config["linux"]["uidMappings"] = mapping
+    bundle.config["linux"]["gidMappings"] = mapping
+    bundle.write()
+    container_id = runtime.new_id("userns")
+    created = runtime("create", "--bundle", bundle.path, container_id)
+    assert created.returncode == 0, created.stderr
+    pid = json.loads(runtime("state", container_id).stdout)["pid"]
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    uids = next(line for line in status if line.startswith("Uid:")).split()[1:]
+    gids = next(line for line in status if line.startswith("Gid:")).split()[1:]
+    assert uids == ["300000"] * 4
+    assert gids == ["300000"] * 4
+    assert runtime("start", container_id).returncode == 0
+
+
 def test_join_uts_namespace_by_path(runtime: Runtime, make_bundle: Callable[..., Bundle]) -> None:
     first = make_bundle("sleep", "1000")
     first.config["hostname"] = "shared-uts"
