@@ -115,15 +115,19 @@ async def _stream(
         async with send:
             try:
                 result = await run_build(ctx, options, context, dockerfile, progress, cancelled)
-                await send.send(_encoder.encode({"result": result}) + b"\n")
+                line = _encoder.encode({"result": result})
             except CarteError as error:
                 body = ErrorBody(error=ErrorDetail(code=error.code, message=error.message))
-                await send.send(_encoder.encode(body) + b"\n")
+                line = _encoder.encode(body)
             except Exception as error:
                 ctx.log.exception("build failed unexpectedly")
                 message = f"{type(error).__name__}: {error}; the daemon log has details"
-                body = ErrorBody(error=ErrorDetail(code="internal", message=message))
-                await send.send(_encoder.encode(body) + b"\n")
+                line = _encoder.encode(
+                    ErrorBody(error=ErrorDetail(code="internal", message=message))
+                )
+            # The context goes before the last line, so a client that saw it sees no leftovers.
+            await trio.to_thread.run_sync(shutil.rmtree, workdir, True)
+            await send.send(line + b"\n")
 
     try:
         async with trio.open_nursery() as nursery:

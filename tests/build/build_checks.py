@@ -1,0 +1,66 @@
+"""What build tests look at: the built image's files (read from the daemon's store through
+the image library) and the host resources a build must not leave behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from carte_daemon import Daemon
+
+from carte.image import ImageStore, StoredImage, lowerdirs
+from carte.image.build_layer_view import LayerView
+
+
+def build(
+    daemon: Daemon,
+    context: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`carte build ARGS CONTEXT` against the daemon."""
+    return subprocess.run(
+        [*daemon.command, "--host", f"unix://{daemon.socket}", "build", *args, str(context)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        input=stdin,
+        env={**daemon.env, **(env or {})},
+    )
+
+
+def image(daemon: Daemon, name: str) -> StoredImage:
+    return ImageStore(daemon.root).get(name)
+
+
+def read_file(daemon: Daemon, name: str, path: str) -> bytes | None:
+    """The content of `path` in image `name`, or None if it has no such file."""
+    store = ImageStore(daemon.root)
+    view = LayerView(lowerdirs(store, store.get(name)))
+    found = view.lookup(view.resolve(path))
+    return None if found is None else Path(found[0]).read_bytes()
+
+
+def stat_file(daemon: Daemon, name: str, path: str) -> os.stat_result | None:
+    store = ImageStore(daemon.root)
+    view = LayerView(lowerdirs(store, store.get(name)))
+    found = view.lookup(view.resolve(path))
+    return None if found is None else found[1]
+
+
+def leftovers(daemon: Daemon) -> list[str]:
+    """Scratch dirs, uploaded contexts, mounts and cgroups a finished build left behind."""
+    found: list[str] = []
+    for directory in ("build-scratch", "build-contexts"):
+        path = daemon.root / directory
+        if path.is_dir():
+            found.extend(str(child) for child in path.iterdir())
+    with open("/proc/self/mountinfo") as mounts:
+        found.extend(line for line in mounts if str(daemon.workdir) in line)
+    found.extend(str(p) for p in Path("/sys/fs/cgroup").glob("*/carte/build-*"))
+    state = daemon.run_root / "build-runtime"
+    if state.is_dir():
+        found.extend(str(child) for child in state.iterdir())
+    return found

@@ -1,0 +1,330 @@
+"""`carte build` against a real daemon: RUN in Carte containers, multi-stage, cache rules,
+ARG scoping, COPY/ADD flags, .dockerignore, reproducible digests, bad input."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tarfile
+import time
+from pathlib import Path
+
+from build_checks import build, image, leftovers, read_file, stat_file
+from carte_daemon import Daemon
+
+from carte.image import ImageStore
+
+
+def write(directory: Path, files: dict[str, str]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return directory
+
+
+def test_run_copy_env_workdir_user_and_config(build_daemon: Daemon, tmp_path: Path) -> None:
+    context = write(
+        tmp_path / "ctx",
+        {
+            "Dockerfile": (
+                "FROM busybox\n"
+                'ENV GREETING="hello world" \\\n'
+                "    TARGET=/app\n"
+                "WORKDIR $TARGET\n"
+                "COPY greet.txt ./\n"
+                "# a comment between instructions\n"
+                'RUN echo "$GREETING from $(hostname)" > out.txt && \\\n'
+                "    cat greet.txt >> out.txt && id -u > uid.txt\n"
+                'RUN ["/bin/sh", "-c", "echo exec form > exec.txt"]\n'
+                "USER nobody\n"
+                "EXPOSE 8080 53/udp\n"
+                'LABEL org.example.k=v other="a b"\n'
+                "STOPSIGNAL SIGINT\n"
+                "HEALTHCHECK --interval=5s --retries=2 CMD true\n"
+                'ENTRYPOINT ["cat"]\n'
+                'CMD ["out.txt"]\n'
+            ),
+            "greet.txt": "from the context\n",
+        },
+    )
+    result = build(build_daemon, context, "-t", "basic:1")
+    assert result.returncode == 0, result.stderr
+    assert "[5/13] RUN echo" in result.stderr
+    assert read_file(build_daemon, "basic:1", "/app/out.txt") == (
+        b"hello world from carte\nfrom the context\n"
+    )
+    assert read_file(build_daemon, "basic:1", "/app/uid.txt") == b"0\n"
+    assert read_file(build_daemon, "basic:1", "/app/exec.txt") == b"exec form\n"
+    config = image(build_daemon, "basic:1").config.config
+    assert config is not None
+    assert config.working_dir == "/app"
+    assert config.user == "nobody"
+    assert config.entrypoint == ("cat",) and config.cmd == ("out.txt",)
+    assert config.exposed_ports == {"8080/tcp": {}, "53/udp": {}}
+    assert config.labels == {"org.example.k": "v", "other": "a b"}
+    assert config.stop_signal == "SIGINT"
+    assert config.healthcheck is not None and config.healthcheck.test == ("CMD-SHELL", "true")
+    assert config.healthcheck.interval == 5_000_000_000 and config.healthcheck.retries == 2
+    assert config.env is not None and "GREETING=hello world" in config.env
+    assert leftovers(build_daemon) == []
+
+
+def test_multi_stage_target_builds_only_needed_stages(build_daemon: Daemon, tmp_path: Path) -> None:
+    context = write(
+        tmp_path / "ctx",
+        {
+            "Dockerfile": (
+                "FROM busybox AS base\n"
+                "RUN echo base > /base.txt\n"
+                "FROM base AS builder\n"
+                "RUN echo built-artifact > /artifact\n"
+                "FROM busybox AS unused\n"
+                "RUN echo never-run-marker && false\n"
+                "FROM busybox AS final\n"
+                "COPY --from=builder /artifact /usr/share/artifact\n"
+                "COPY --from=0 /base.txt /\n"
+                "FROM final AS extra\n"
+                "RUN echo extra-marker\n"
+            )
+        },
+    )
+    result = build(build_daemon, context, "-t", "multi:1", "--target", "final")
+    assert result.returncode == 0, result.stderr
+    assert "never-run-marker" not in result.stderr
+    assert "extra-marker" not in result.stderr
+    assert read_file(build_daemon, "multi:1", "/usr/share/artifact") == b"built-artifact\n"
+    assert read_file(build_daemon, "multi:1", "/base.txt") == b"base\n"
+    assert read_file(build_daemon, "multi:1", "/artifact") is None
+
+
+def test_second_build_is_all_cached_fast_and_same_image(
+    build_daemon: Daemon, tmp_path: Path
+) -> None:
+    context = write(
+        tmp_path / "ctx",
+        {
+            "Dockerfile": (
+                "FROM busybox\nCOPY app.txt /app/\nRUN sleep 1 && cp /app/app.txt /copy\n"
+            ),
+            "app.txt": "v1\n",
+        },
+    )
+    first = build(build_daemon, context, "-t", "cached:1")
+    assert first.returncode == 0, first.stderr
+    started = time.monotonic()
+    second = build(build_daemon, context, "-t", "cached:1")
+    elapsed = time.monotonic() - started
+    assert second.returncode == 0, second.stderr
+    assert second.stderr.count("CACHED") == 2, second.stderr
+    assert "DONE" not in second.stderr
+    assert elapsed < 1.0, f"a cache-hit rebuild took {elapsed:.2f}s"
+    assert first.stderr.splitlines()[-2] == second.stderr.splitlines()[-2]  # same image id
+    no_cache = build(build_daemon, context, "-t", "cached:1", "--no-cache")
+    assert no_cache.returncode == 0 and "CACHED" not in no_cache.stderr
+
+
+def test_cache_follows_content_not_mtime(build_daemon: Daemon, tmp_path: Path) -> None:
+    context = write(
+        tmp_path / "ctx",
+        {
+            "Dockerfile": "FROM busybox\nCOPY app.txt /app.txt\nRUN cat /app.txt > /seen\n",
+            "app.txt": "one\n",
+        },
+    )
+    assert build(build_daemon, context, "-t", "mtime:1").returncode == 0
+    future = time.time() + 3600
+    os.utime(context / "app.txt", (future, future))
+    touched = build(build_daemon, context, "-t", "mtime:1")
+    assert touched.returncode == 0 and touched.stderr.count("CACHED") == 2, touched.stderr
+    (context / "app.txt").write_text("two\n")
+    changed = build(build_daemon, context, "-t", "mtime:1")
+    assert changed.returncode == 0
+    assert "CACHED" not in changed.stderr, changed.stderr
+    assert read_file(build_daemon, "mtime:1", "/seen") == b"two\n"
+    (context / "app.txt").chmod(0o600)
+    mode_changed = build(build_daemon, context, "-t", "mtime:1")
+    assert "CACHED" not in mode_changed.stderr, mode_changed.stderr
+
+
+def test_arg_scoping_and_build_args(build_daemon: Daemon, tmp_path: Path) -> None:
+    context = write(
+        tmp_path / "ctx",
+        {
+            "Dockerfile": (
+                "ARG BASE=busybox\n"
+                "ARG VERSION=1.0\n"
+                "FROM ${BASE}:latest\n"
+                'RUN echo "before:[$VERSION]" > /before\n'
+                "ARG VERSION\n"
+                "ARG LOCAL=default\n"
+                'RUN echo "after:[$VERSION] local:[$LOCAL]" > /after\n'
+            )
+        },
+    )
+    result = build(
+        build_daemon,
+        context,
+        "-t",
+        "args:1",
+        "--build-arg",
+        "LOCAL=given",
+        "--build-arg",
+        "NOT_DECLARED=x",
+    )
+    assert result.returncode == 0, result.stderr
+    assert read_file(build_daemon, "args:1", "/before") == b"before:[]\n"
+    assert read_file(build_daemon, "args:1", "/after") == b"after:[1.0] local:[given]\n"
+    assert "NOT_DECLARED" in result.stderr and "not consumed" in result.stderr
+    env = image(build_daemon, "args:1").config.config
+    assert env is not None and not any("LOCAL" in item for item in env.env or ())
+    again = build(build_daemon, context, "-t", "args:1", "--build-arg", "LOCAL=other")
+    assert again.returncode == 0
+    assert again.stderr.count("CACHED") == 1, again.stderr  # the first RUN only
+    assert read_file(build_daemon, "args:1", "/after") == b"after:[1.0] local:[other]\n"
+
+
+def test_copy_chown_chmod_dirs_and_globs(build_daemon: Daemon, tmp_path: Path) -> None:
+    context = write(
+        tmp_path / "ctx",
+        {
+            "Dockerfile": (
+                "FROM busybox\n"
+                "COPY --chown=nobody:nogroup --chmod=0640 conf/*.ini /etc/app/\n"
+                "COPY tree /srv/\n"
+                "COPY --chown=1234:5678 one.txt /tmp/one.txt\n"
+            ),
+            "conf/a.ini": "a\n",
+            "conf/b.ini": "b\n",
+            "conf/skip.txt": "not matched\n",
+            "tree/sub/deep.txt": "deep\n",
+            "one.txt": "1\n",
+        },
+    )
+    result = build(build_daemon, context, "-t", "copy:1")
+    assert result.returncode == 0, result.stderr
+    ini = stat_file(build_daemon, "copy:1", "/etc/app/a.ini")
+    assert ini is not None and (ini.st_uid, ini.st_gid) == (65534, 65534)
+    assert stat.S_IMODE(ini.st_mode) == 0o640
+    assert read_file(build_daemon, "copy:1", "/etc/app/b.ini") == b"b\n"
+    assert read_file(build_daemon, "copy:1", "/etc/app/skip.txt") is None
+    assert read_file(build_daemon, "copy:1", "/srv/sub/deep.txt") == b"deep\n"
+    one = stat_file(build_daemon, "copy:1", "/tmp/one.txt")
+    assert one is not None and (one.st_uid, one.st_gid) == (1234, 5678)
+    tmp = stat_file(build_daemon, "copy:1", "/tmp")
+    assert tmp is not None and stat.S_IMODE(tmp.st_mode) == 0o1777  # parent kept as it was
+
+
+def test_dockerignore_with_exceptions(build_daemon: Daemon, tmp_path: Path) -> None:
+    context = write(
+        tmp_path / "ctx",
+        {
+            "Dockerfile": "FROM busybox\nCOPY . /ctx/\n",
+            ".dockerignore": "# comment\n**/*.log\n!keep.log\nsecrets\n",
+            "keep.log": "kept\n",
+            "drop.log": "dropped\n",
+            "deep/inner/x.log": "dropped\n",
+            "deep/inner/y.txt": "kept\n",
+            "secrets/key": "private\n",
+        },
+    )
+    result = build(build_daemon, context, "-t", "ignore:1")
+    assert result.returncode == 0, result.stderr
+    assert read_file(build_daemon, "ignore:1", "/ctx/keep.log") == b"kept\n"
+    assert read_file(build_daemon, "ignore:1", "/ctx/deep/inner/y.txt") == b"kept\n"
+    assert read_file(build_daemon, "ignore:1", "/ctx/drop.log") is None
+    assert read_file(build_daemon, "ignore:1", "/ctx/deep/inner/x.log") is None
+    assert read_file(build_daemon, "ignore:1", "/ctx/secrets/key") is None
+
+
+def test_add_extracts_local_archives(build_daemon: Daemon, tmp_path: Path) -> None:
+    context = write(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nADD bundle.tar.gz /opt/\n"})
+    payload = tmp_path / "payload"
+    write(payload, {"pkg/readme": "inside the archive\n"})
+    with tarfile.open(context / "bundle.tar.gz", "w:gz") as archive:
+        archive.add(payload / "pkg", arcname="pkg")
+    result = build(build_daemon, context, "-t", "add:1")
+    assert result.returncode == 0, result.stderr
+    assert read_file(build_daemon, "add:1", "/opt/pkg/readme") == b"inside the archive\n"
+    assert read_file(build_daemon, "add:1", "/opt/bundle.tar.gz") is None
+
+
+def test_source_date_epoch_gives_identical_digests(build_daemon: Daemon, tmp_path: Path) -> None:
+    context = write(
+        tmp_path / "ctx",
+        {
+            "Dockerfile": "FROM busybox\nCOPY a.txt /\nRUN date > /stamp; echo x > /x\n",
+            "a.txt": "a\n",
+        },
+    )
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    first = build(build_daemon, context, "-t", "repro:1", "--no-cache", env=env)
+    assert first.returncode == 0, first.stderr
+    first_image = image(build_daemon, "repro:1")
+    (context / "a.txt").touch()
+    second = build(build_daemon, context, "-t", "repro:2", "--no-cache", env=env)
+    assert second.returncode == 0, second.stderr
+    second_image = image(build_daemon, "repro:2")
+    # RUN date writes different bytes each time, so compare everything but that layer.
+    assert first_image.manifest.layers[:2] == second_image.manifest.layers[:2]
+    assert first_image.config.created == "2023-11-14T22:13:20Z"
+
+
+def test_reproducible_image_digest_without_time_dependent_steps(
+    build_daemon: Daemon, tmp_path: Path
+) -> None:
+    context = write(
+        tmp_path / "ctx",
+        {
+            "Dockerfile": 'FROM busybox\nCOPY a.txt /\nRUN echo fixed > /x\nCMD ["cat", "/x"]\n',
+            "a.txt": "a\n",
+        },
+    )
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    assert build(build_daemon, context, "-t", "same:1", "--no-cache", env=env).returncode == 0
+    assert build(build_daemon, context, "-t", "same:2", "--no-cache", env=env).returncode == 0
+    assert (
+        image(build_daemon, "same:1").manifest_digest
+        == image(build_daemon, "same:2").manifest_digest
+    )
+
+
+def test_bad_input_is_one_line_and_stores_nothing(build_daemon: Daemon, tmp_path: Path) -> None:
+    cases = {
+        "FROM busybox\nRUN true\n\nRUNN echo typo\n": 'Dockerfile:4: unknown instruction "RUNN"',
+        "FROM busybox\nCOPY ../outside /x\n": "outside the build context",
+        "FROM busybox\nCOPY missing.txt /x\n": 'source "missing.txt" was not found',
+        "FROM busybox\nCOPY --from=nowhere-stage:none /a /b\n": "Dockerfile:2",
+        "FROM no-such-image-here:1\nRUN true\n": 'Dockerfile:1: FROM: base image "no-such',
+        "FROM busybox\nRUN echo step-output && exit 3\n": "exited with status 3",
+    }
+    before = {i.id for i in ImageStore(build_daemon.root).images()}
+    for number, (dockerfile, expected) in enumerate(cases.items()):
+        context = write(tmp_path / f"ctx{number}", {"Dockerfile": dockerfile})
+        result = build(build_daemon, context, "-t", f"bad:{number}")
+        assert result.returncode == 1, (dockerfile, result.stderr)
+        error_lines = [line for line in result.stderr.splitlines() if line.startswith("carte:")]
+        assert len(error_lines) == 1 and expected in error_lines[0], result.stderr
+        assert "Traceback" not in result.stderr
+    assert {i.id for i in ImageStore(build_daemon.root).images()} == before
+    assert leftovers(build_daemon) == []
+    unknown_target = build(
+        build_daemon, write(tmp_path / "t", {"Dockerfile": "FROM busybox\n"}), "--target", "nope"
+    )
+    assert unknown_target.returncode == 1
+    assert 'target stage "nope" is not defined' in unknown_target.stderr
+
+
+def test_dockerfile_from_stdin_and_builder_prune(build_daemon: Daemon, tmp_path: Path) -> None:
+    result = build(
+        build_daemon, Path("-"), "-t", "stdin:1", stdin="FROM busybox\nRUN echo from-stdin > /s\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert read_file(build_daemon, "stdin:1", "/s") == b"from-stdin\n"
+    pruned = build_daemon.client("builder", "prune", "-f")
+    assert pruned.returncode == 0 and "Deleted build cache records" in pruned.stdout
+    again = build(
+        build_daemon, Path("-"), "-t", "stdin:1", stdin="FROM busybox\nRUN echo from-stdin > /s\n"
+    )
+    assert again.returncode == 0 and "CACHED" not in again.stderr
