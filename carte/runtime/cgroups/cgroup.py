@@ -68,7 +68,8 @@ class Cgroup(abc.ABC):
 
     @abc.abstractmethod
     def apply(self, resources: LinuxResources | None) -> None:
-        """Set the limits of a new cgroup from the spec; the default device rules always apply.
+        """Set the limits of a new cgroup from the spec, and its device rules: the spec's, or
+        `default_devices()` when it lists none (a container never gets every device by omission).
 
         Raises `InvalidArgument` when the kernel rejects a value, `Unavailable` when a limit
         needs a controller this host lacks.

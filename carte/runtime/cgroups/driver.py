@@ -16,7 +16,6 @@ def open_cgroup(cgroups_path: str, *, layout: CgroupLayout | None = None) -> Cgr
     """
     path = normalize_cgroups_path(cgroups_path)
     layout = layout or detect_layout()
-    if layout.kind is LayoutKind.V2:
-        assert layout.unified_mount is not None
+    if layout.kind is LayoutKind.V2 and layout.unified_mount is not None:
         return V2Cgroup(path, layout.unified_mount)
     return V1Cgroup(path, layout)
