@@ -191,7 +191,10 @@ class Monitor:
         """Write exit.json (atomically), answer waiters, end attach streams."""
         assert self.exit_status is not None
         self.stdio.close_outputs()
-        self.log.close()
+        try:
+            self.log.close()
+        except OSError:
+            pass  # a full disk loses the last partial line, not the exit record
         self.status = "stopped"
         record = {
             "id": self.id,

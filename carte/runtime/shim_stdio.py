@@ -109,8 +109,8 @@ class ContainerStdio:
             self._close_output(fd, flush_log=True)
             return
         stream = self._outputs[fd]
+        self._on_output(stream, data)  # first: attached clients get it even if the log fails
         self._log.write(stream, data)
-        self._on_output(stream, data)
 
     def _close_output(self, fd: int, *, flush_log: bool) -> None:
         self._loop.unwatch(fd)
