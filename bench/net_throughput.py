@@ -115,13 +115,20 @@ def main() -> None:
             networks=(NetworkRules(bridge=bridge, subnet=subnet, policies=(allow,)),),
         )
         results: dict[str, list[float]] = {"veth": [], "bridge": [], "rules": []}
-        for _ in range(args.rounds):
-            results["veth"].append(_iperf(ns["v1"], ns["v2"], str(v1), args.seconds))
-            nft.delete(table)
-            results["bridge"].append(_iperf(ns["b1"], ns["b2"], str(ends["b1"]), args.seconds))
-            enable_bridge_netfilter()
-            nft.apply(rules)
-            results["rules"].append(_iperf(ns["b1"], ns["b2"], str(ends["b1"]), args.seconds))
+        enable_bridge_netfilter()
+        order = list(results)
+        for round_number in range(args.rounds):
+            # Rotate the order each round so drifting machine load hits every set-up alike.
+            shift = round_number % len(order)
+            for setup in order[shift:] + order[:shift]:
+                if setup == "veth":
+                    gbits = _iperf(ns["v1"], ns["v2"], str(v1), args.seconds)
+                else:
+                    if setup == "rules":
+                        nft.apply(rules)
+                    gbits = _iperf(ns["b1"], ns["b2"], str(ends["b1"]), args.seconds)
+                    nft.delete(table)
+                results[setup].append(gbits)
     finally:
         nft.delete(table)
         for n in (1, 2):
