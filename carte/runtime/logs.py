@@ -82,6 +82,62 @@ def parse_rfc3339(text: str) -> int:
     return (seconds - offset_s) * 1_000_000_000 + nanos
 
 
+_DURATION_UNITS = {
+    "ns": 1,
+    "us": 10**3,
+    "ms": 10**6,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+}
+
+
+def parse_time_filter(text: str, now_ns: int) -> int:
+    """A `logs --since/--until` value as nanoseconds since the epoch, as Docker takes them:
+    an RFC 3339 time, a Unix timestamp ("1700000000" or "1700000000.5"), or a duration back
+    from `now_ns` ("10m", "1h30m", "2.5s").
+
+    Raises ValueError with one line naming the value and the accepted forms.
+    """
+    value = text.strip()
+    try:
+        if value.replace(".", "", 1).isdigit():
+            whole, _, fraction = value.partition(".")
+            return int(whole) * 10**9 + int((fraction + "000000000")[:9] or 0)
+        if value[:1].isdigit() and value[-1:].isalpha() and "-" not in value:
+            return now_ns - _parse_duration(value)
+        return parse_rfc3339(value)
+    except ValueError:
+        raise ValueError(
+            f"time {text!r} is not understood; give an RFC 3339 time (2026-11-28T22:04:25Z), "
+            "a Unix timestamp (1700000000) or a duration (10m, 1h30m)"
+        ) from None
+
+
+def _parse_duration(text: str) -> int:
+    total, number = 0, ""
+    position = 0
+    while position < len(text):
+        char = text[position]
+        if char.isdigit() or char == ".":
+            number += char
+            position += 1
+            continue
+        unit = (
+            text[position : position + 2]
+            if text[position : position + 2] in _DURATION_UNITS
+            else char
+        )
+        if unit not in _DURATION_UNITS or not number:
+            raise ValueError(text)
+        total += int(float(number) * _DURATION_UNITS[unit])
+        number = ""
+        position += len(unit)
+    if number:
+        raise ValueError(text)
+    return total
+
+
 class JsonFileLog:
     """Appends container output to a json-file log, rotating by size.
 

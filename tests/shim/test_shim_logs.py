@@ -13,6 +13,7 @@ from carte.runtime.logs import (
     JsonFileLog,
     LogFollower,
     parse_rfc3339,
+    parse_time_filter,
     read_logs,
     rfc3339_nano,
 )
@@ -126,3 +127,16 @@ def test_follower_continues_after_backlog_and_truncation(tmp_path: Path) -> None
     assert [e.text for e in follower.poll()][-1] == "4\n"
     log.close()
     follower.close()
+
+
+def test_since_and_until_take_docker_forms() -> None:
+    now = parse_rfc3339("2026-11-28T22:00:00Z")
+    assert parse_time_filter("2026-11-28T21:00:00Z", now) == now - 3600 * 10**9
+    assert parse_time_filter("1h30m", now) == now - 5400 * 10**9
+    assert parse_time_filter("2.5s", now) == now - 2_500_000_000
+    assert parse_time_filter("500ms", now) == now - 500_000_000
+    assert parse_time_filter("1700000000", now) == 1_700_000_000 * 10**9
+    assert parse_time_filter("1700000000.25", now) == 1_700_000_000_250_000_000
+    for bad in ("10q", "yesterday", "1h3", ""):
+        with pytest.raises(ValueError, match="a duration"):
+            parse_time_filter(bad, now)
