@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from runtime_harness import Bundle, Runtime, host_cgroup_dirs
+from runtime_harness import REPO, Bundle, Runtime, host_cgroup_dirs
 
 
 def _status(runtime: Runtime, container_id: str) -> str:
@@ -234,3 +236,27 @@ def test_process_user_umask_rlimits_and_oom_score(
     assert lines[5] == "432"
     assert lines[6] == "/tmp/work/dir"
     assert lines[7] == "640"
+
+
+def test_only_stdio_and_preserved_fds_reach_the_process(
+    runtime: Runtime, make_bundle: Callable[..., Bundle], tmp_path: Path
+) -> None:
+    bundle = make_bundle(shell="ls /proc/$$/fd > /tmp/fds; echo $(cat /tmp/fds); cat <&3")
+    bundle.write()
+    shared = tmp_path / "shared"
+    shared.write_text("through fd 3\n")
+    container_id = runtime.new_id("fds")
+    with open(shared) as passed, open(tmp_path / "out", "w+") as out:
+        assert passed.fileno() != 3
+        result = subprocess.run(
+            [sys.executable, "-m", "carte", "runtime", "--root", str(runtime.state), "run",
+             "--preserve-fds", "1", "--bundle", str(bundle.path), container_id],
+            stdout=out, stderr=subprocess.STDOUT, cwd=REPO, timeout=60, close_fds=False,
+            preexec_fn=lambda: os.dup2(passed.fileno(), 3),
+        )  # fmt: skip
+        out.seek(0)
+        output = out.read()
+    assert result.returncode == 0, output
+    fds, _, rest = output.partition("\n")
+    assert fds.split() == ["0", "1", "2", "3"]
+    assert "through fd 3" in rest
