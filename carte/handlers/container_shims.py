@@ -107,14 +107,14 @@ class ShimConnection:
         self._queued: list[bytes] = []
 
     async def __aenter__(self) -> ShimConnection:
-        with UnixAddress(str(self.path)) as address:
-            try:
+        try:
+            with UnixAddress(str(self.path)) as address:
                 self._stream = await trio.open_unix_socket(address)
-            except OSError as error:
-                raise Unavailable(
-                    f"shim socket {self.path}: cannot connect ({error.strerror}); "
-                    "the shim is not running"
-                ) from None
+        except OSError as error:
+            raise Unavailable(
+                f"shim socket {self.path}: cannot connect ({error.strerror}); "
+                "the shim is not running"
+            ) from None
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
