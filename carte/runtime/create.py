@@ -222,9 +222,11 @@ def spawn(
     except BaseException:
         if pid:
             kill_and_reap(pid)
-        if cgroup is not None:
-            cgroup.destroy()
-        state.remove_container_dir(state_dir, container_id)
+        try:
+            if cgroup is not None:
+                cgroup.destroy()
+        finally:
+            state.remove_container_dir(state_dir, container_id)
         raise
     return Spawned(id=container_id, pid=pid, state_dir=str(directory), cgroups_path=cgroups_path)
 
@@ -369,9 +371,12 @@ def _drive_handshake(
             elif message.kind == "ready":
                 failure = ""
                 break
-    finally:
-        if not direct:
-            os.waitpid(child, 0)
+    except BaseException:
+        for pid in {child, container_pid} - {0}:
+            kill_and_reap(pid)
+        raise
+    if not direct:
+        os.waitpid(child, 0)
     if failure:
         if container_pid:
             kill_and_reap(container_pid)
