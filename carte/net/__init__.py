@@ -15,7 +15,8 @@ How the handler uses it:
   runs; ports: ``parse_publish`` + ``check_port_free`` / ``pick_free_port``; after the
   rules are applied, ``conntrack.forget_flows(port, "udp")`` for each published UDP port.
 * any change: ``nft.apply(Ruleset(table=<per-daemon name>, networks=...))`` rebuilds the
-  whole table atomically (deletes it when no network is left); call it on start-up too.
+  whole table atomically (deletes it when no network is left); call it on start-up too,
+  and warn about each of ``nft.forward_drop_chains()`` (e.g. Docker's FORWARD DROP).
   Policies need ``sysctl.enable_bridge_netfilter()``; read denied counts with
   ``nft.denied_counts(table)`` (keyed by bridge).
 * container stop / network rm: ``links.delete_link(host_ifname | bridge)`` (idempotent),

@@ -84,6 +84,28 @@ def delete(table: str) -> None:
     _nft(["-f", "-"], render_delete(table))
 
 
+def forward_drop_chains() -> list[str]:
+    """Other programs' base chains that drop forwarded IPv4 traffic by default.
+
+    Read only, so the daemon can warn: a packet must be accepted by every base chain on a
+    hook, so such a chain (Docker sets ``iptables -P FORWARD DROP``) drops containers'
+    traffic whatever Carte's table says, until its owner allows Carte's bridges.
+    Returns ``"family table chain"`` strings.
+    """
+    listing: dict[str, Any] = json.loads(_nft(["-j", "list", "chains"]))
+    found = []
+    for item in listing.get("nftables", []):
+        chain = item.get("chain")
+        if (
+            chain
+            and chain.get("hook") == "forward"
+            and chain.get("policy") == "drop"
+            and chain["family"] in ("ip", "inet", "bridge")
+        ):
+            found.append(f"{chain['family']} {chain['table']} {chain['name']}")
+    return found
+
+
 def check(ruleset: Ruleset) -> None:
     """Ask nft to parse and validate the script for `ruleset` without changing anything."""
     _nft(["-c", "-f", "-"], render(ruleset))

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
 from net_lab import Bridge, NetLab
@@ -287,3 +289,28 @@ def test_publishing_a_udp_port_needs_flows_that_predate_it_forgotten(lab: NetLab
         assert forget_flows(port, "udp") >= 1
         client.send(b"hi")
         assert client.recv(100).decode() == f"dns {bridge.gateway}"
+
+
+def test_a_foreign_forward_drop_policy_is_reported(lab: NetLab) -> None:
+    """Made in a private namespace: a drop policy on the host would cut everyone's traffic."""
+    netns = lab.netns("d")
+    admin = f"h8drop{lab.uid}"
+    subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", "-f", "-"],
+        input=(
+            f"table ip {admin} {{\n"
+            "  chain FORWARD { type filter hook forward priority 0; policy drop;\n  }\n"
+            "}\n"
+        ),
+        text=True,
+        check=True,
+    )
+    probe = "from carte.net import nft; print(nft.forward_drop_chains())"
+    shown = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", probe],
+        cwd=Path(__file__).parents[2],  # the repository root, so `carte` imports
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert shown.strip() == str([f"ip {admin} FORWARD"])
