@@ -38,7 +38,9 @@ def host_layout() -> CgroupLayout:
 
 
 def _unique_path() -> str:
-    return f"/carte/h4test-{uuid.uuid4().hex[:12]}"
+    # Top level, not under /carte: a weight given to the test's cgroup then competes with the
+    # rest of the machine directly, which keeps CPU measurements meaningful on a busy host.
+    return f"/carte-h4test-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture

@@ -202,6 +202,7 @@ def test_cpu_quota_of_half_a_cpu_holds_a_busy_loop_near_half(
     if max(shares) <= 0.35 and v1_cgroup.stats().cpu_throttled_periods == 0:
         pytest.skip(f"host too busy: the loop got {max(shares):.0%} without ever hitting its quota")
     assert max(shares) > 0.35, f"busy loop used only {max(shares):.0%} of a CPU"
+    assert v1_cgroup.stats().cpu_throttled_periods > 0, "the quota never throttled the loop"
 
 
 def test_freeze_stops_a_busy_loop_and_thaw_resumes_it(v1_cgroup: Cgroup, spawn: Spawn) -> None:
