@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from carte.runtime.cgroups import LinuxMemory, LinuxResources
-from carte.runtime.cgroups.devices import default_devices
 from carte.runtime.shim_client import ShimClient, parse_report, shim_command, socket_path
 from carte.runtime.spec import INIT_ANNOTATION, default_spec, encode_spec
 
@@ -71,13 +70,10 @@ class ShimLab:
         spec = default_spec(args=args, rootfs=str(self.rootfs), terminal=terminal)
         if init:
             spec.annotations[INIT_ANNOTATION] = "true"
-        resources = spec.linux.resources or LinuxResources()
-        # Docker's device rules written out, as the engine's specs carry them (default_spec
-        # has only deny-all, which the v1 driver applies as is: no /dev/null, no ptmx).
-        resources.devices = default_devices()
         if memory_limit is not None:
+            resources = spec.linux.resources or LinuxResources()
             resources.memory = LinuxMemory(limit=memory_limit, swap=memory_limit)
-        spec.linux.resources = resources
+            spec.linux.resources = resources
         (bundle / "config.json").write_bytes(encode_spec(spec))
         return bundle
 
