@@ -1,6 +1,7 @@
 """Cost of plugging a network namespace into a Carte bridge (veth + address + route + up).
 
     .venv/bin/python bench/net_setup.py [--runs 50]
+    chrt -f 10 .venv/bin/python bench/net_setup.py   # on a busy machine: no CPU starvation
 
 Creates a private bridge and 2 x RUNS namespaces (names carry a random id), then times,
 interleaved, `LinkControl.connect` (one reused netlink socket) and the same work done with
