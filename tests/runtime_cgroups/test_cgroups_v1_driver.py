@@ -15,11 +15,13 @@ from cgroup_children import PausedChild
 from carte.api.errors import InvalidArgument
 from carte.runtime.cgroups import (
     Cgroup,
+    LinuxBlockIO,
     LinuxCPU,
     LinuxDeviceCgroup,
     LinuxMemory,
     LinuxPids,
     LinuxResources,
+    LinuxThrottleDevice,
 )
 
 Spawn = Callable[[str], PausedChild]
@@ -46,6 +48,22 @@ def test_apply_writes_every_limit_to_its_file(v1_cgroup: Cgroup) -> None:
     assert read(v1_cgroup, "cpu", "cpu.cfs_period_us") == "100000"
     assert read(v1_cgroup, "cpuset", "cpuset.cpus") == "0"
     assert read(v1_cgroup, "pids", "pids.max") == "100"
+
+
+def test_block_io_throttles_land_per_device(
+    v1_cgroup: Cgroup, host_block_device: tuple[int, int]
+) -> None:
+    major, minor = host_block_device
+    rule = LinuxThrottleDevice(major=major, minor=minor, rate=MB)
+    v1_cgroup.apply(
+        LinuxResources(
+            block_io=LinuxBlockIO(
+                throttle_read_bps_device=[rule], throttle_write_iops_device=[rule]
+            )
+        )
+    )
+    assert read(v1_cgroup, "blkio", "blkio.throttle.read_bps_device") == f"{major}:{minor} {MB}"
+    assert read(v1_cgroup, "blkio", "blkio.throttle.write_iops_device") == f"{major}:{minor} {MB}"
 
 
 def test_memory_plus_swap_limits_grow_and_shrink_in_a_valid_order(v1_cgroup: Cgroup) -> None:
