@@ -33,6 +33,7 @@ DOCKERFILE_ENTRY = ".carte-build-dockerfile"
 NDJSON = "application/x-ndjson"
 # Build contexts are bigger than Quart's 16 MB default body limit.
 MAX_CONTEXT_BYTES = 16 << 30
+_WRITE_BATCH = 8 << 20
 
 _encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(BuildRequest)
@@ -52,8 +53,13 @@ def add_build_routes(app: QuartTrio, ctx: HandlerContext) -> None:
         try:
             archive = workdir / "context.tar"
             with archive.open("wb") as out:
+                pending = bytearray()
                 async for chunk in request.body:
-                    await trio.to_thread.run_sync(out.write, chunk)
+                    pending += chunk
+                    if len(pending) >= _WRITE_BATCH:  # one thread hop per batch, not per chunk
+                        await trio.to_thread.run_sync(out.write, bytes(pending))
+                        pending.clear()
+                await trio.to_thread.run_sync(out.write, bytes(pending))
             context = workdir / "context"
             dockerfile = await trio.to_thread.run_sync(_unpack, archive, context, options)
         except BaseException:

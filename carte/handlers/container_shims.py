@@ -152,9 +152,34 @@ async def shim_request(
         return await connection.request(message)
 
 
+async def end_parked_container(state_dir: Path, container_id: str) -> None:
+    """Kill a container whose shim still runs and wait until the shim has recorded its exit,
+    so removing the runtime state does not race the shim's last writes. No shim: no-op."""
+    try:
+        async with ShimConnection(state_dir, container_id) as connection:
+            state = (await connection.request({"op": "state"}))["state"]
+            if state.get("status") != "stopped":
+                await connection.request({"op": "kill", "signal": 9, "all": True})
+            await connection.request({"op": "wait"})
+    except (Unavailable, ShimError):
+        return
+
+
 def cleanup_runtime(state_dir: Path, container_id: str) -> None:
     """Blocking: kill what is left of the container and remove its cgroup and runtime state
-    directory; nothing to do is not an error. Run it in a worker thread."""
+    directory; nothing to do is not an error. Run it in a worker thread.
+
+    Raises OSError if the state directory still cannot be removed after a few tries (a shim
+    writing into it meanwhile)."""
+    import time
+
     from carte.runtime.container import delete
 
-    delete(state_dir, container_id, force=True)
+    for attempt in range(5):
+        try:
+            delete(state_dir, container_id, force=True)
+            return
+        except OSError:
+            if attempt == 4:
+                raise
+            time.sleep(0.05)

@@ -86,6 +86,7 @@ from carte.handlers.container_shims import (
     ShimConnection,
     ShimLauncher,
     cleanup_runtime,
+    end_parked_container,
     shim_request,
 )
 from carte.handlers.container_spec import (
@@ -373,6 +374,7 @@ class ContainersHandler(Handler):
             return False
         if reply["state"].get("status") == "created":
             return True
+        await end_parked_container(self.state_dir, container_id)
         await self._thread(lambda: cleanup_runtime(self.state_dir, container_id))
         return False
 
@@ -408,6 +410,7 @@ class ContainersHandler(Handler):
 
     async def _fail_start(self, record: ContainerRecord, error: CarteError) -> None:
         await _ignore_errors(self.ctx.bus.request(DetachContainerNetwork(container_id=record.id)))
+        await end_parked_container(self.state_dir, record.id)
         await self._thread(lambda: cleanup_runtime(self.state_dir, record.id))
         code = _start_exit_code(error)
 
@@ -609,6 +612,7 @@ class ContainersHandler(Handler):
 
     async def _remove(self, record: ContainerRecord, *, volumes: bool) -> None:
         """Delete what is left of a stopped (or created) container, then its record."""
+        await end_parked_container(self.state_dir, record.id)
         await self._thread(lambda: cleanup_runtime(self.state_dir, record.id))
         directory = self.paths(record.id).directory
         await self._thread(lambda: shutil.rmtree(directory, ignore_errors=True))

@@ -50,7 +50,10 @@ def wait_for(condition: Any, timeout: float = 20.0, what: str = "condition") -> 
 def container_leftovers(daemon: Daemon, container_id: str) -> list[str]:
     """Everything of `container_id` still on the host: record dir, runtime state, cgroups."""
     left = [str(p) for p in cgroup_dirs(container_id)]
-    for path in (daemon.root / "containers" / container_id, daemon.run_root / "runtime" / container_id):
+    for path in (
+        daemon.root / "containers" / container_id,
+        daemon.run_root / "runtime" / container_id,
+    ):
         if path.exists():
             left.append(str(path))
     return left
@@ -69,7 +72,7 @@ def remove_leftovers(daemon: Daemon) -> None:
     for container_id in ids:
         try:
             delete(state_dir, container_id, force=True)
-        except Exception:  # noqa: BLE001 - best-effort cleanup of a test's leftovers
+        except Exception:  # best-effort cleanup of a test's leftovers
             pass
         for cgroup in cgroup_dirs(container_id):
             procs = cgroup / "cgroup.procs"

@@ -30,8 +30,16 @@ def test_detached_container_in_ps_then_stop_and_rm(carte: Daemon) -> None:
         carte.client("run", "-d", "--name", "web", "-l", "app=web", "busybox", "sh", "-c", script)
     ).strip()
     table = ok(carte.client("ps")).splitlines()
-    assert table[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS",
-                                "PORTS", "NAMES"]
+    assert table[0].split() == [
+        "CONTAINER",
+        "ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ]
     assert table[1].startswith(container_id[:12])
     assert " Up " in table[1] and table[1].endswith("web")
     assert ok(carte.client("ps", "-q", "--filter", "label=app=web")).split() == [container_id[:12]]
@@ -99,5 +107,9 @@ def test_events_for_every_state_change(carte: Daemon) -> None:
         seen.append(event["type"])
         if event["type"] == "ContainerRemoved":
             break
-    assert seen[:4] == ["ContainerCreated", "ContainerStarted", "ContainerExited",
-                        "ContainerRemoved"]
+    assert seen[:4] == [
+        "ContainerCreated",
+        "ContainerStarted",
+        "ContainerExited",
+        "ContainerRemoved",
+    ]
