@@ -24,6 +24,7 @@ from carte.api.containers import (
     CreateResult,
     Endpoint,
     ExecResult,
+    Health,
     HealthStatus,
     PortSpec,
     PruneResult,
@@ -293,6 +294,42 @@ class HealthChanged(Fact, frozen=True, kw_only=True):
     status: HealthStatus
     failing_streak: int = 0
     output: str = ""
+
+
+# --- health and restart policies (handlers "health" and "restart") -------------------------
+# The containers handler owns every container record, so it answers these two commands: the
+# health and restart handlers tell it what to store and it stays the record's only writer.
+
+
+class SetContainerHealth(Command[None], frozen=True, kw_only=True):
+    """Store the health handler's latest `Health` of a container in its record (state.health),
+    so inspect and ps show it. A container that is no longer running keeps the health it had;
+    the command is then ignored without error (a late probe must not undo an exit)."""
+
+    topic: ClassVar[str] = "container.set_health"
+    ref: str
+    health: Health
+
+
+class SetContainerRestarting(Command[None], frozen=True, kw_only=True):
+    """The restart handler will start this exited container again after a delay: store status
+    "restarting" (state.restarting True) and `restart_count`. `Conflict` when the container is
+    not exited any more (a user started or removed it meanwhile). A stop, kill or rm of a
+    restarting container ends the wait: it becomes "exited" and the restart is not made."""
+
+    topic: ClassVar[str] = "container.set_restarting"
+    ref: str
+    restart_count: int
+
+
+class ContainerRestarting(Fact, frozen=True, kw_only=True):
+    """A restart policy will start the container again after `delay` seconds (Docker's
+    "restart" event of an automatic restart)."""
+
+    topic: ClassVar[str] = "container.restart"
+    name: str
+    restart_count: int
+    delay: float
 
 
 # --- volumes (handler "volumes") ----------------------------------------------------------
