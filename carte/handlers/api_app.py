@@ -24,7 +24,7 @@ from carte.engine import HandlerContext
 from carte.handlers.api_build import add_build_routes
 from carte.handlers.api_containers import register_container_routes
 from carte.handlers.api_events import EventQuery, stream_events
-from carte.handlers.api_openapi import command_types, openapi_document
+from carte.handlers.api_openapi import Route, command_types, openapi_document
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -39,7 +39,7 @@ def build_app(
     handler_report: Callable[[], list[HandlerInfo]],
 ) -> QuartTrio:
     """Build the application; it holds no task of its own (hypercorn owns the connections)."""
-    app = QuartTrio("carte")
+    app = QuartTrio("carte", static_folder=None)
     log = ctx.log
 
     def reply(value: Any, status: int = 200) -> Response:
@@ -103,7 +103,7 @@ def build_app(
 
     @app.get("/v1/openapi.json")
     async def openapi() -> Response:
-        return reply(openapi_document())
+        return reply(openapi_document(_routes(app)))
 
     register_container_routes(app, ctx)
 
@@ -136,3 +136,14 @@ def build_app(
 
     add_build_routes(app, ctx)
     return app
+
+
+def _routes(app: QuartTrio) -> list[Route]:
+    """Every route the app serves, for the OpenAPI document (HEAD/OPTIONS left out)."""
+    routes = []
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions.get(rule.endpoint)
+        doc = (getattr(view, "__doc__", None) or rule.endpoint).strip().splitlines()[0]
+        methods = sorted(set(rule.methods or ()) - {"HEAD", "OPTIONS"})
+        routes.append(Route(path=rule.rule, methods=methods, summary=doc))
+    return routes

@@ -5,6 +5,7 @@ types the daemon encodes. Commands are every loaded `Command` subclass (plugins 
 each reachable at ``POST /v1/commands/<Name>``.
 """
 
+import re
 from typing import Any
 
 import msgspec
@@ -14,6 +15,15 @@ from carte.api.events import Command, Event, Fact, event_name
 from carte.api.system import ErrorBody, Info, Version
 
 _REF = "#/components/schemas/{name}"
+_PLACEHOLDER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+class Route(msgspec.Struct, frozen=True, kw_only=True):
+    """A served route as the web framework knows it: ``/v1/containers/<ref>``."""
+
+    path: str
+    methods: list[str]
+    summary: str
 
 
 def _subclasses(base: type[Event]) -> list[type[Event]]:
@@ -44,8 +54,12 @@ def _error_responses() -> dict[str, Any]:
     }
 
 
-def openapi_document() -> dict[str, Any]:
-    """Build the OpenAPI 3.1 document; cheap enough to build per request."""
+def openapi_document(routes: list[Route] = []) -> dict[str, Any]:  # noqa: B006 (read only)
+    """Build the OpenAPI 3.1 document; cheap enough to build per request.
+
+    The system routes and commands are described from their Structs; any other served route
+    in `routes` (added by other handlers' route modules) is listed with its summary.
+    """
     commands = command_types()
     facts = fact_types()
     types: list[Any] = [Version, Info, ErrorBody, *commands.values(), *facts]
@@ -110,6 +124,7 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
+    _add_served_routes(paths, routes)
     for name in sorted(commands):
         paths[f"/v1/commands/{name}"] = {
             "post": {
@@ -127,3 +142,23 @@ def openapi_document() -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": components},
     }
+
+
+def _add_served_routes(paths: dict[str, Any], routes: list[Route]) -> None:
+    for route in routes:
+        if route.path.startswith("/v1/commands/"):
+            continue  # described per command below
+        path = _PLACEHOLDER.sub(r"{\1}", route.path)
+        parameters: list[dict[str, Any]] = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _PLACEHOLDER.findall(route.path)
+        ]
+        for method in route.methods:
+            operations = paths.setdefault(path, {})
+            if method.lower() in operations:
+                continue
+            operation: dict[str, Any] = {"summary": route.summary}
+            if parameters:
+                operation["parameters"] = parameters
+            operation["responses"] = {"200": {"description": "OK"}, **_error_responses()}
+            operations[method.lower()] = operation

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +147,7 @@ class Daemon:
     def command_(self, name: str, **fields: Any) -> Reply:
         return self.request("POST", f"/v1/commands/{name}", fields)
 
-    def stream(self, path: str, timeout: float = 10.0) -> Iterator[dict[str, Any]]:
+    def stream(self, path: str, timeout: float = 10.0) -> Generator[dict[str, Any], None, None]:
         """Yield parsed NDJSON lines of a streaming GET; closes when the caller stops."""
         connection = UnixHTTPConnection(self.socket, timeout=timeout)
         connection.request("GET", path)

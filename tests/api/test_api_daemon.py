@@ -82,6 +82,12 @@ def test_openapi_describes_routes_from_the_structs(daemons: DaemonFactory) -> No
     assert set(schemas["Info"]["required"]) >= {"kernel", "cgroup", "root", "run_root"}
     assert "handlers" in schemas["Info"]["properties"]
     assert "DaemonStarted" in schemas
+    # Routes other handlers' modules add are listed too, with OpenAPI path templates.
+    assert not any("<" in path or path.startswith("/static") for path in document["paths"])
+    templated = [path for path in document["paths"] if "{" in path]
+    for path in templated:
+        for operation in document["paths"][path].values():
+            assert operation["parameters"][0]["in"] == "path"
 
 
 def test_events_since_replays_the_journal_with_a_type_filter(daemons: DaemonFactory) -> None:
