@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from carte_daemon import Daemon
-from containers_lab import inspect, memory_cgroup, ok, wait_for
+from containers_lab import inspect, memory_cgroup, ok
 
 
 def test_logs_tail_timestamps_and_streams(carte: Daemon) -> None:
