@@ -63,6 +63,7 @@ class BuildRequest(_Wire, kw_only=True):
     labels: dict[str, str] = {}
     network: str = "default"
     source_date_epoch: int | None = None
+    context_key: str = ""  # the client's context directory: its uploads sync into one copy
 
 
 class BuildResult(_Wire, kw_only=True):

@@ -24,7 +24,11 @@ import sys
 from carte.cli.commands import Commands, Session, UsageError
 from carte.cli.transport import ApiError
 
-DOCKERFILE_ENTRY = ".carte-build-dockerfile"  # the daemon's api_build reads it from here
+TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
+if TYPE_CHECKING:
+    from typing import Any
+
+DOCKERFILE_ENTRY = ".carte-build-dockerfile"  # carte.image.build_context reads it
 
 
 def register(commands: Commands) -> None:
@@ -89,7 +93,8 @@ def _context_tar(context: str | None, dockerfile: str) -> bytes:
     import tarfile
 
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    # GNU headers with whole-second times: no per-file PAX record for a fractional mtime.
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
         if context is not None:
             try:
                 with open(os.path.join(context, ".dockerignore"), encoding="utf-8") as ignore:
@@ -98,7 +103,7 @@ def _context_tar(context: str | None, dockerfile: str) -> bytes:
                 rules = IgnoreRules([])
             try:
                 for relative in rules.walk(context):
-                    tar.add(os.path.join(context, relative), arcname=relative, recursive=False)
+                    _add_entry(tar, os.path.join(context, relative), relative)
             except OSError as error:
                 raise UsageError(
                     f"cannot read the build context {context}: {error}; check its permissions"
@@ -109,6 +114,28 @@ def _context_tar(context: str | None, dockerfile: str) -> bytes:
         info.mode = 0o600
         tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def _add_entry(tar: Any, path: str, name: str) -> None:
+    import stat
+    import tarfile
+
+    st = os.lstat(path)
+    info = tarfile.TarInfo(name)
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.uid, info.gid = st.st_uid, st.st_gid
+    info.mtime = int(st.st_mtime)
+    if stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    elif stat.S_ISLNK(st.st_mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+        tar.addfile(info)
+    elif stat.S_ISREG(st.st_mode):
+        info.size = st.st_size
+        with open(path, "rb") as data:
+            tar.addfile(info, data)
+    # sockets, fifos and devices are not part of a build context
 
 
 def build(session: Session) -> int:
@@ -129,6 +156,9 @@ def build(session: Session) -> int:
         "labels": _pairs(args.label, "--label", from_env=False),
         "network": args.network,
         "source_date_epoch": int(epoch_text) if epoch_text.isdigit() else None,
+        "context_key": ""
+        if context is None
+        else f"{os.uname().nodename}:{os.path.realpath(context)}",
     }
     body = _context_tar(context, text)
     from urllib.parse import quote

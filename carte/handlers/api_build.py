@@ -3,16 +3,19 @@ client already left out what .dockerignore excludes); the answer streams NDJSON 
 `{"stream": "#3 [2/5] RUN ..."}` per progress line, then `{"result": BuildResult}` or
 `{"error": {"code", "message"}}`.
 
-The Dockerfile travels inside the tar as `DOCKERFILE_ENTRY` (so `-f` may name a file outside
-the context, as with Docker). The context is unpacked under ROOT/build-contexts/<id> with
-the safe tar filter (no absolute paths, no `..`, no links out, no devices) and removed when
-the build ends, whatever happened. A client that disconnects cancels the build.
+The Dockerfile travels inside the tar as its own entry (so `-f` may name a file outside the
+context, as with Docker). With a `context_key` (the client's context directory), the context
+is synced into a kept directory ROOT/build-contexts/session-<hash>, rewriting only what
+changed (one build per session at a time); without one it goes to a temporary directory. The
+upload itself is removed when the build ends, whatever happened. A client that disconnects
+cancels the build.
 """
 
 from __future__ import annotations
 
+import hashlib
+import queue
 import shutil
-import tarfile
 import tempfile
 import threading
 from collections.abc import AsyncIterator
@@ -28,12 +31,13 @@ from carte.api.images import BuildRequest
 from carte.api.system import ErrorBody, ErrorDetail
 from carte.engine import HandlerContext
 from carte.handlers.build import run_build
+from carte.image.build_context import ContextError, sync_context
 
-DOCKERFILE_ENTRY = ".carte-build-dockerfile"
 NDJSON = "application/x-ndjson"
 # Build contexts are bigger than Quart's 16 MB default body limit.
 MAX_CONTEXT_BYTES = 16 << 30
 _WRITE_BATCH = 8 << 20
+KEPT_SESSIONS = 16
 
 _encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(BuildRequest)
@@ -42,6 +46,7 @@ _request_decoder = msgspec.json.Decoder(BuildRequest)
 def add_build_routes(app: QuartTrio, ctx: HandlerContext) -> None:
     """Register POST /v1/build on `app`."""
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTEXT_BYTES
+    sessions: dict[str, trio.Lock] = {}
 
     @app.post("/v1/build")
     async def build_route() -> Response:
@@ -49,23 +54,32 @@ def add_build_routes(app: QuartTrio, ctx: HandlerContext) -> None:
             options = _request_decoder.decode(request.args.get("options", "{}").encode())
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
             raise InvalidArgument(f"build options: {error}") from None
-        workdir = Path(tempfile.mkdtemp(dir=_contexts_dir(ctx), prefix="ctx-"))
+        contexts = await trio.to_thread.run_sync(_contexts_dir, ctx)
+        upload = Path(await trio.to_thread.run_sync(tempfile.mkdtemp, "", "upload-", contexts))
         try:
-            archive = workdir / "context.tar"
-            with archive.open("wb") as out:
-                pending = bytearray()
-                async for chunk in request.body:
-                    pending += chunk
-                    if len(pending) >= _WRITE_BATCH:  # one thread hop per batch, not per chunk
-                        await trio.to_thread.run_sync(out.write, bytes(pending))
-                        pending.clear()
-                await trio.to_thread.run_sync(out.write, bytes(pending))
-            context = workdir / "context"
-            dockerfile = await trio.to_thread.run_sync(_unpack, archive, context, options)
+            await _receive(upload / "context.tar")
         except BaseException:
-            shutil.rmtree(workdir, ignore_errors=True)
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(shutil.rmtree, upload, True)
             raise
-        return Response(_stream(ctx, options, context, dockerfile, workdir), content_type=NDJSON)
+        context = upload / "context"
+        lock = trio.Lock()  # an upload without a session shares nothing
+        if options.context_key:
+            key = hashlib.sha256(options.context_key.encode()).hexdigest()[:32]
+            lock = sessions.setdefault(key, lock)
+            context = contexts / f"session-{key}"
+        return Response(_stream(ctx, options, context, upload, lock), content_type=NDJSON)
+
+
+async def _receive(archive: Path) -> None:
+    with archive.open("wb") as out:
+        pending = bytearray()
+        async for chunk in request.body:
+            pending += chunk
+            if len(pending) >= _WRITE_BATCH:  # one thread hop per batch, not per chunk
+                await trio.to_thread.run_sync(out.write, bytes(pending))
+                pending.clear()
+        await trio.to_thread.run_sync(out.write, bytes(pending))
 
 
 def _contexts_dir(ctx: HandlerContext) -> Path:
@@ -74,21 +88,26 @@ def _contexts_dir(ctx: HandlerContext) -> Path:
     return directory
 
 
+def _forget_old_sessions(contexts: Path, current: Path) -> None:
+    """Keep the most recently used `KEPT_SESSIONS` contexts; drop the others."""
+    sessions = [p for p in contexts.glob("session-*") if p != current]
+    sessions.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in sessions[KEPT_SESSIONS - 1 :]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def _unpack(archive: Path, context: Path, options: BuildRequest) -> str:
-    """Unpack the context tar; return the Dockerfile text. Raises `InvalidArgument`."""
-    context.mkdir()
+    """Sync the context tar into `context`; return the Dockerfile text. Raises `InvalidArgument`."""
+    if context.name.startswith("session-"):
+        _forget_old_sessions(context.parent, context)
     try:
-        with tarfile.open(archive, mode="r:*") as tar:
-            tar.extractall(context, filter=_keep_owner_filter)
-    except (tarfile.TarError, OSError) as error:
-        raise InvalidArgument(f"the build context is not a readable tar archive: {error}") from None
+        text = sync_context(archive, context)
+    except ContextError as error:
+        raise InvalidArgument(str(error)) from None
     archive.unlink()
-    entry = context / DOCKERFILE_ENTRY
+    if text is not None:
+        return text
     try:
-        if entry.is_file():
-            text = entry.read_text()
-            entry.unlink()
-            return text
         return (context / options.dockerfile).read_text()
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidArgument(
@@ -96,30 +115,22 @@ def _unpack(archive: Path, context: Path, options: BuildRequest) -> str:
         ) from None
 
 
-def _keep_owner_filter(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
-    safe = tarfile.data_filter(member, path)
-    if safe is None:
-        return None
-    return safe.replace(uid=member.uid, gid=member.gid, mode=member.mode, deep=False)
-
-
 async def _stream(
-    ctx: HandlerContext, options: BuildRequest, context: Path, dockerfile: str, workdir: Path
+    ctx: HandlerContext, options: BuildRequest, context: Path, upload: Path, lock: trio.Lock
 ) -> AsyncIterator[bytes]:
-    send, receive = trio.open_memory_channel[bytes](64)
+    # The build thread never waits for the client: its lines go through an unbounded queue
+    # that this task drains in batches (one thread hop per batch, not per line).
+    lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
     cancelled = threading.Event()
 
     def progress(line: str) -> None:
-        if cancelled.is_set():
-            return
-        try:
-            trio.from_thread.run(send.send, _encoder.encode({"stream": line}) + b"\n")
-        except (trio.BrokenResourceError, trio.RunFinishedError, trio.Cancelled):
-            cancelled.set()
+        lines.put(_encoder.encode({"stream": line}) + b"\n")
 
     async def produce() -> None:
-        async with send:
+        async with lock:
             try:
+                archive = upload / "context.tar"
+                dockerfile = await trio.to_thread.run_sync(_unpack, archive, context, options)
                 result = await run_build(ctx, options, context, dockerfile, progress, cancelled)
                 line = _encoder.encode({"result": result})
             except CarteError as error:
@@ -131,17 +142,26 @@ async def _stream(
                 line = _encoder.encode(
                     ErrorBody(error=ErrorDetail(code="internal", message=message))
                 )
-            # The context goes before the last line, so a client that saw it sees no leftovers.
-            await trio.to_thread.run_sync(shutil.rmtree, workdir, True)
-            await send.send(line + b"\n")
+            # The upload goes before the last line, so a client that saw it sees no leftovers.
+            await trio.to_thread.run_sync(shutil.rmtree, upload, True)
+            lines.put(line + b"\n")
+            lines.put(None)
 
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(produce)
-            async with receive:
-                async for line in receive:
-                    yield line
+            finished = False
+            try:
+                while not finished:
+                    batch = [await trio.to_thread.run_sync(lines.get, abandon_on_cancel=True)]
+                    while not lines.empty():
+                        batch.append(lines.get_nowait())
+                    finished = None in batch
+                    yield b"".join(item for item in batch if item is not None)
+            except BaseException:
+                cancelled.set()  # the client went away: stop the build at its next step
+                raise
     finally:
         cancelled.set()
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(shutil.rmtree, workdir, True)
+            await trio.to_thread.run_sync(shutil.rmtree, upload, True)

@@ -7,6 +7,7 @@ The builder library is synchronous; a build runs in a worker thread (at most
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -137,6 +138,8 @@ class BuildHandler(Handler):
 
         def work() -> BuildCachePruned:
             records = BuildCache(store).prune()
+            for kept in (self.ctx.root / "build-contexts").glob("session-*"):
+                shutil.rmtree(kept, ignore_errors=True)
             collected = collect_garbage(store)
             return BuildCachePruned(
                 records=records, blobs=len(collected.blobs), bytes_freed=collected.bytes_freed

@@ -153,7 +153,8 @@ class _Builder:
 
     def _build_stage(self, stage: Stage) -> _State:
         state = self._from(stage)
-        self._header(stage, 1, stage.source)
+        shown = f"FROM {stage.base}" + (f" AS {stage.name}" if stage.name else "")
+        self._header(stage, 1, msgspec.structs.replace(stage.source, original=shown))
         instructions = list(stage.instructions)
         triggers = state.config.pop("OnBuild", None)
         if isinstance(triggers, (list, tuple)):
@@ -611,6 +612,9 @@ class _Builder:
     def _commit(self, state: _State) -> StoredImage:
         config = dict(state.config)
         author = config.pop("__author", None)
+        env = [str(item) for item in _sequence(config.get("Env"))]
+        if not any(item.startswith("PATH=") for item in env):
+            config["Env"] = [DEFAULT_PATH, *env]  # as BuildKit does, so `carte run` finds sh
         labels = dict(_mapping(config.get("Labels")))
         labels.update(self.options.labels)
         if labels:

@@ -57,17 +57,24 @@ class _Lexer:
         self.pos = 0
 
     def run(self) -> list[str]:
+        """The words; an unquoted word that expands to nothing is dropped, as in a shell."""
         words: list[str] = []
         current: list[str] = []
-        started = False
+        started = quoted = False
         text = self.text if self.split else self.text.strip()
         self.text = text
+
+        def finish() -> None:
+            word = "".join(current)
+            if word or quoted or not self.split:
+                words.append(word)
+
         while self.pos < len(text):
             char = text[self.pos]
             if char.isspace() and self.split:
                 if started:
-                    words.append("".join(current))
-                    current, started = [], False
+                    finish()
+                current, started, quoted = [], False, False
                 self.pos += 1
                 continue
             started = True
@@ -81,17 +88,19 @@ class _Lexer:
                 if end < 0:
                     raise WordError("unterminated single quote")
                 current.append(text[self.pos + 1 : end])
+                quoted = True
                 self.pos = end + 1
             elif char == '"':
                 self.pos += 1
                 current.append(self._double_quoted())
+                quoted = True
             elif char == "$":
                 current.append(self._variable())
             else:
                 current.append(char)
                 self.pos += 1
         if started:
-            words.append("".join(current))
+            finish()
         return words
 
     def _double_quoted(self) -> str:

@@ -94,18 +94,19 @@ def parse(source: str, file: str = "Dockerfile") -> Dockerfile:
         stripped = raw.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        parts = [stripped]
-        while _continues(parts[-1], escape) and index < len(lines):
-            parts[-1] = parts[-1].rstrip()[:-1]
-            following = lines[index].strip()
+        joined = stripped
+        while _continues(joined, escape):
+            joined = joined.rstrip()[:-1]
+            # comment and empty lines inside a continuation are dropped, as Docker does
+            while index < len(lines) and (
+                not lines[index].strip() or lines[index].strip().startswith("#")
+            ):
+                index += 1
+            if index >= len(lines):
+                break
+            joined += lines[index].strip()
             index += 1
-            if not following or following.startswith("#"):
-                parts.append("")  # comment and empty lines inside a continuation are dropped
-                continue
-            parts.append(following)
-        if _continues(parts[-1], escape):
-            parts[-1] = parts[-1].rstrip()[:-1]
-        joined = " ".join(part for part in parts if part).strip()
+        joined = joined.strip()
         instructions.append(_instruction(joined, start + 1, file, escape))
     if not instructions:
         raise DockerfileError(f"{file}: the file has no instructions; start it with FROM")

@@ -51,12 +51,15 @@ def stat_file(daemon: Daemon, name: str, path: str) -> os.stat_result | None:
 
 
 def leftovers(daemon: Daemon) -> list[str]:
-    """Scratch dirs, uploaded contexts, mounts and cgroups a finished build left behind."""
+    """Scratch dirs, uploads, mounts, runtime state and cgroups a finished build left behind."""
     found: list[str] = []
     for directory in ("build-scratch", "build-contexts"):
         path = daemon.root / directory
         if path.is_dir():
-            found.extend(str(child) for child in path.iterdir())
+            # kept contexts (session-*) are a cache that `carte builder prune` empties
+            found.extend(
+                str(child) for child in path.iterdir() if not child.name.startswith("session-")
+            )
     with open("/proc/self/mountinfo") as mounts:
         found.extend(line for line in mounts if str(daemon.workdir) in line)
     found.extend(str(p) for p in Path("/sys/fs/cgroup").glob("*/carte/build-*"))

@@ -324,6 +324,7 @@ def test_dockerfile_from_stdin_and_builder_prune(build_daemon: Daemon, tmp_path:
     assert read_file(build_daemon, "stdin:1", "/s") == b"from-stdin\n"
     pruned = build_daemon.client("builder", "prune", "-f")
     assert pruned.returncode == 0 and "Deleted build cache records" in pruned.stdout
+    assert list((build_daemon.root / "build-contexts").glob("session-*")) == []
     again = build(
         build_daemon, Path("-"), "-t", "stdin:1", stdin="FROM busybox\nRUN echo from-stdin > /s\n"
     )
