@@ -101,7 +101,8 @@ def test_podman_exec_and_stop(podman: Podman) -> None:
     pid, cmdline = result.stdout.split()
     assert int(pid) > 1
     assert cmdline.startswith("sleep")
-    assert podman("rm", "--force", "h3-exec").returncode == 0
+    removed = podman("rm", "--force", "h3-exec")
+    assert removed.returncode == 0, removed.stderr
 
 
 def test_podman_interactive_shell_over_a_pty(podman: Podman) -> None:
