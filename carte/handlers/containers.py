@@ -37,7 +37,14 @@ from carte.api.containers import (
     Resources,
     WaitResult,
 )
-from carte.api.errors import CarteError, Conflict, InvalidArgument, NotFound, Unavailable
+from carte.api.errors import (
+    CarteError,
+    Conflict,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from carte.api.events import (
     AttachContainerNetwork,
     ContainerCreated,
@@ -72,6 +79,7 @@ from carte.api.events import (
 from carte.engine import Handler, HandlerContext, on
 from carte.handlers.container_batch_exec import run_exec
 from carte.handlers.container_filters import matches_filters
+from carte.handlers.container_loopback import loopback_up
 from carte.handlers.container_records import (
     ContainerRecord,
     Records,
@@ -380,10 +388,16 @@ class ContainersHandler(Handler):
 
     async def _attach_network(self, record: ContainerRecord) -> None:
         config = record.config
-        if config.network in ("none", "host"):
+        if config.network == "host":
             return
         state = (await shim_request(self.state_dir, record.id, {"op": "state"}))["state"]
         netns = f"/proc/{int(state['pid'])}/ns/net"
+        try:
+            await self._thread(lambda: loopback_up(netns))
+        except OSError as error:
+            raise Internal(f"cannot bring up loopback in {netns}: {error.strerror}") from None
+        if config.network == "none":
+            return
         try:
             endpoint = await self.ctx.bus.request(
                 AttachContainerNetwork(

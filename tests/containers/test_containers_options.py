@@ -201,3 +201,11 @@ def test_command_not_found_is_127_and_not_executable_126(carte: Daemon) -> None:
     assert details["state"]["exit_code"] == 127
     ok(carte.client("rm", "nf"))
     assert container_leftovers(carte, details["id"]) == []
+
+
+def test_network_none_has_loopback_up_and_host_shares_the_host(carte: Daemon) -> None:
+    addresses = ok(carte.client("run", "--rm", "--network", "none", "busybox", "ip", "addr"))
+    assert "127.0.0.1/8" in addresses and "UP" in addresses.splitlines()[0]
+    assert "eth0" not in addresses
+    hostname = ok(carte.client("run", "--rm", "--network", "host", "busybox", "hostname"))
+    assert hostname.strip() == __import__("socket").gethostname()
