@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "carte.cli.commands_images",
     "carte.cli.commands_volumes",
     "carte.cli.commands_build",
+    "carte.cli.commands_network",
 )
 
 # Global options that take a value, so the command name is not mistaken for one.

@@ -8,14 +8,20 @@ from carte.engine import Handler
 from carte.handlers.api import ApiHandler
 from carte.handlers.build import BuildHandler
 from carte.handlers.containers import ContainersHandler
+from carte.handlers.health import HealthHandler
 from carte.handlers.images import ImagesHandler
+from carte.handlers.network import NetworkHandler
+from carte.handlers.restart import RestartHandler
 from carte.handlers.volumes import VolumesHandler
 
 BUILTIN: tuple[type[Handler], ...] = (
     ApiHandler,
     BuildHandler,
     ContainersHandler,
+    HealthHandler,
     ImagesHandler,
+    NetworkHandler,
+    RestartHandler,
     VolumesHandler,
 )
 

@@ -1,0 +1,241 @@
+"""Network commands: network create, ls, inspect, rm, connect, disconnect, prune, policy."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from carte.cli.commands import Commands, Session
+from carte.cli.transport import ApiError
+
+TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def register(commands: Commands) -> None:
+    network = commands.group("network", help="manage networks")
+    network.add("create", run=create, help="create a network", arguments=_create)
+    network.add("ls", run=list_networks, help="list networks", arguments=_list)
+    network.add("inspect", run=inspect, help="show networks in detail", arguments=_names)
+    network.add("rm", run=remove, help="remove networks", arguments=_names)
+    network.add("connect", run=connect, help="connect a container", arguments=_connect)
+    network.add("disconnect", run=disconnect, help="disconnect a container", arguments=_pair)
+    network.add("prune", run=prune, help="remove unused networks", arguments=_prune)
+    policy = network.group("policy", help="allow traffic between containers of a network")
+    policy.add("add", run=add_policy, help="allow a flow (default-deny)", arguments=_policy)
+    policy.add("ls", run=list_policies, help="list a network's policies", arguments=_network)
+    policy.add("rm", run=remove_policy, help="remove a policy", arguments=_policy_rm)
+
+
+def _create(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name")
+    parser.add_argument("--subnet", default="", help="CIDR, e.g. 10.5.0.0/24")
+    parser.add_argument("--gateway", default="", help="address inside the subnet")
+    parser.add_argument("--internal", action="store_true", help="no traffic to the outside")
+    parser.add_argument("-l", "--label", action="append", default=[], help="KEY=VALUE")
+    parser.add_argument("-d", "--driver", default="bridge", help="only bridge")
+
+
+def _list(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="only names")
+
+
+def _names(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("names", nargs="+", metavar="NETWORK")
+
+
+def _pair(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("network")
+    parser.add_argument("container")
+
+
+def _connect(parser: argparse.ArgumentParser) -> None:
+    _pair(parser)
+    parser.add_argument("--alias", action="append", default=[], help="DNS alias")
+    parser.add_argument("--ip", default="", help="IPv4 address on the network")
+
+
+def _prune(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--force", action="store_true", help="do not ask (always true)")
+
+
+def _network(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("network")
+
+
+def _policy(parser: argparse.ArgumentParser) -> None:
+    _network(parser)
+    parser.add_argument("--from", dest="source", required=True, help="LABEL=VALUE or name=NAME")
+    parser.add_argument("--to", dest="target", required=True, help="LABEL=VALUE or name=NAME")
+    parser.add_argument("--port", default="", help="PORT[/tcp|/udp]; omit for any port")
+
+
+def _policy_rm(parser: argparse.ArgumentParser) -> None:
+    _network(parser)
+    parser.add_argument("ids", nargs="+", metavar="POLICY")
+
+
+def _command(session: Session, command_name: str, /, **body: Any) -> Any:
+    return session.client.post_json(f"/v1/commands/{command_name}", body)["result"]
+
+
+def _fail(message: str) -> int:
+    print(f"carte: {message}", file=sys.stderr)
+    return 1
+
+
+def create(session: Session) -> int:
+    args = session.args
+    if args.driver != "bridge":
+        return _fail(f'network driver "{args.driver}" is unknown; use bridge')
+    labels = {}
+    for label in args.label:
+        key, sep, value = label.partition("=")
+        if not key:
+            return _fail(f'label "{label}" is not KEY=VALUE')
+        labels[key] = value if sep else ""
+    network = _command(
+        session,
+        "CreateNetwork",
+        name=args.name,
+        subnet=args.subnet,
+        gateway=args.gateway,
+        internal=args.internal,
+        labels=labels,
+    )
+    session.output.line(network["id"])
+    return 0
+
+
+def list_networks(session: Session) -> int:
+    networks = _command(session, "ListNetworks")
+    out = session.output
+    if out.json:
+        out.data(networks)
+    elif session.args.quiet:
+        for network in networks:
+            out.line(network["name"])
+    else:
+        out.table(
+            ["NETWORK ID", "NAME", "DRIVER", "SUBNET", "INTERNAL", "CONTAINERS"],
+            [
+                [
+                    n["id"][:12],
+                    n["name"],
+                    "bridge",
+                    n["subnet"],
+                    "yes" if n["internal"] else "no",
+                    len(n["containers"]),
+                ]
+                for n in networks
+            ],
+        )
+    return 0
+
+
+def inspect(session: Session) -> int:
+    found, code = [], 0
+    for name in session.args.names:
+        try:
+            found.append(_command(session, "InspectNetwork", name=name))
+        except ApiError as error:
+            print(f"carte: {error.message}", file=sys.stderr)
+            code = 1
+    session.output.data(found)
+    return code
+
+
+def remove(session: Session) -> int:
+    code = 0
+    for name in session.args.names:
+        try:
+            _command(session, "RemoveNetwork", name=name)
+            session.output.line(name)
+        except ApiError as error:
+            print(f"carte: {error.message}", file=sys.stderr)
+            code = 1
+    return code
+
+
+def connect(session: Session) -> int:
+    args = session.args
+    _command(
+        session,
+        "ConnectNetwork",
+        network=args.network,
+        container=args.container,
+        aliases=args.alias,
+        ip=args.ip,
+    )
+    return 0
+
+
+def disconnect(session: Session) -> int:
+    args = session.args
+    _command(session, "DisconnectNetwork", network=args.network, container=args.container)
+    return 0
+
+
+def prune(session: Session) -> int:
+    result = _command(session, "PruneNetworks")
+    if session.output.json:
+        session.output.data(result)
+        return 0
+    if result["deleted"]:
+        session.output.line("Deleted Networks:")
+        for name in result["deleted"]:
+            session.output.line(name)
+    return 0
+
+
+def add_policy(session: Session) -> int:
+    args = session.args
+    port, protocol = 0, "tcp"
+    if args.port:
+        number, _, proto = args.port.partition("/")
+        if not number.isdigit() or not 1 <= int(number) <= 65535 or proto not in ("", "tcp", "udp"):
+            return _fail(f'port "{args.port}" is malformed; write PORT[/tcp|/udp], e.g. 5432/tcp')
+        port, protocol = int(number), proto or "tcp"
+    policy = {
+        "from_label": args.source,
+        "to_label": args.target,
+        "port": port,
+        "protocol": protocol,
+    }
+    added = _command(session, "AddNetworkPolicy", network=args.network, policy=policy)
+    session.output.line(added["id"])
+    return 0
+
+
+def list_policies(session: Session) -> int:
+    policies = _command(session, "ListNetworkPolicies", network=session.args.network)
+    out = session.output
+    if out.json:
+        out.data(policies)
+        return 0
+    out.table(
+        ["POLICY ID", "FROM", "TO", "PORT"],
+        [
+            [
+                p["id"],
+                p["from_label"],
+                p["to_label"],
+                f"{p['port']}/{p['protocol']}" if p["port"] else f"any/{p['protocol']}",
+            ]
+            for p in policies
+        ],
+    )
+    return 0
+
+
+def remove_policy(session: Session) -> int:
+    code = 0
+    for policy_id in session.args.ids:
+        try:
+            _command(session, "RemoveNetworkPolicy", network=session.args.network, id=policy_id)
+            session.output.line(policy_id)
+        except ApiError as error:
+            print(f"carte: {error.message}", file=sys.stderr)
+            code = 1
+    return code
