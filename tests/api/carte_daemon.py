@@ -222,10 +222,19 @@ class DaemonFactory:
         return daemon
 
     def cleanup(self) -> None:
+        """Stop every daemon (SIGTERM, SIGKILL after 15 s) and remove the work directories.
+
+        Containers outlive their daemon by design: a test that starts containers removes
+        them itself before this runs.
+        """
         for daemon in self.daemons:
             if daemon.process is not None and daemon.process.poll() is None:
-                daemon.process.kill()
-                daemon.process.wait()
+                daemon.process.terminate()
+                try:
+                    daemon.process.wait(15)
+                except subprocess.TimeoutExpired:
+                    daemon.process.kill()
+                    daemon.process.wait()
         for workdir in self.workdirs:
             shutil.rmtree(workdir, ignore_errors=True)
 
