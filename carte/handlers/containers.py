@@ -32,6 +32,7 @@ from carte.api.containers import (
     ContainerSummary,
     CreateResult,
     ExecResult,
+    Health,
     MountSpec,
     PruneResult,
     Resources,
@@ -70,6 +71,8 @@ from carte.api.events import (
     RenameContainer,
     ResolveContainer,
     RestartContainer,
+    SetContainerHealth,
+    SetContainerRestarting,
     StartContainer,
     StopContainer,
     UnpauseContainer,
@@ -155,6 +158,9 @@ class ContainersHandler(Handler):
             await trio.sleep_forever()
 
     async def _adopt(self, record: ContainerRecord) -> None:
+        if record.state.status == "restarting":
+            await self._update(record.id, _end_restarting)  # the restart handler decides anew
+            return
         if record.state.status not in _RUNNING:
             return
         try:
@@ -367,7 +373,7 @@ class ContainersHandler(Handler):
                     running=True,
                     pid=pid,
                     started_at=now_rfc3339(),
-                    health=r.state.health if r.config.healthcheck is not None else None,
+                    health=_initial_health(r.config),
                 )
 
             record = await self._update(record.id, started)
@@ -520,7 +526,11 @@ class ContainersHandler(Handler):
             await self._stop(record, command.timeout)
 
     async def _stop(self, record: ContainerRecord, grace: int | None) -> None:
-        """Stop signal, then SIGKILL after the timeout; returns once the exit is settled."""
+        """Stop signal, then SIGKILL after the timeout; returns once the exit is settled.
+        A restarting container (no process, waiting for its restart) just becomes exited."""
+        if record.state.status == "restarting":
+            await self._update(record.id, _end_restarting)
+            return
         if record.state.status not in _RUNNING:
             return
         run = self._pending_run(record.id)
@@ -550,6 +560,11 @@ class ContainersHandler(Handler):
     async def kill(self, command: KillContainer) -> None:
         record = await self.records.resolve(command.ref)
         sig = parse_signal(command.signal, "--signal")
+        if record.state.status == "restarting":
+            raise Conflict(
+                f'container "{record.name}" is restarting; wait until it runs or stop it '
+                f"(carte stop {record.name})"
+            )
         if record.state.status not in _RUNNING:
             raise Conflict(
                 f'cannot kill container "{record.name}": it is not running; see carte ps -a'
@@ -608,6 +623,13 @@ class ContainersHandler(Handler):
         record = await self.records.resolve(command.ref)
         async with self._operation_lock(record.id):
             record = await self.records.resolve(record.id)
+            if record.state.status == "restarting":
+                if not command.force:
+                    raise Conflict(
+                        f'cannot remove container "{record.name}": it is restarting; stop it '
+                        "first or force remove (carte rm -f)"
+                    )
+                record = await self._update(record.id, _end_restarting)
             if record.state.status in _RUNNING:
                 if not command.force:
                     raise Conflict(
@@ -702,6 +724,31 @@ class ContainersHandler(Handler):
         await self._update(record.id, updated)
         await self.ctx.bus.publish(ContainerUpdated(id=record.id))
 
+    # --- health and restart state (written for the health and restart handlers) ------------
+
+    @on(SetContainerHealth)
+    async def set_health(self, command: SetContainerHealth) -> None:
+        record = await self.records.resolve(command.ref)
+
+        def store(r: ContainerRecord) -> None:
+            if r.state.status in ("running", "paused"):
+                r.state = msgspec.structs.replace(r.state, health=command.health)
+
+        await self._update(record.id, store)
+
+    @on(SetContainerRestarting)
+    async def set_restarting(self, command: SetContainerRestarting) -> None:
+        record = await self.records.resolve(command.ref)
+
+        def restarting(r: ContainerRecord) -> None:
+            if r.state.status != "exited" or r.stop_requested:
+                raise Conflict(f'container "{r.name}" is {r.state.status}; it is not restarted')
+            r.state = msgspec.structs.replace(r.state, status="restarting", restarting=True)
+            r.restart_count = command.restart_count
+
+        async with self._operation_lock(record.id):
+            await self._update(record.id, restarting)
+
     # --- reading ----------------------------------------------------------------------------
 
     @on(InspectContainer)
@@ -795,6 +842,20 @@ class ContainersHandler(Handler):
 
 def _mark_stop_requested(record: ContainerRecord) -> None:
     record.stop_requested = True
+
+
+def _end_restarting(record: ContainerRecord) -> None:
+    """A restarting container stopped by a user (or found by a new daemon): exited again."""
+    if record.state.status == "restarting":
+        record.state = msgspec.structs.replace(record.state, status="exited", restarting=False)
+        record.stop_requested = True
+
+
+def _initial_health(config: ContainerConfig) -> Health | None:
+    check = config.healthcheck
+    if check is None or not check.test or check.test[0] == "NONE":
+        return None
+    return Health(status="starting")
 
 
 def _merged_resources(current: Resources, change: Resources) -> Resources:
