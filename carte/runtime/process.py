@@ -108,10 +108,16 @@ def _switch_user(process: Process) -> None:
 
 
 def _reset_signals() -> None:
-    """Default dispositions and an empty mask: an ignored signal stays ignored across exec,
-    and Python ignores SIGPIPE and SIGXFSZ."""
-    for number in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(number, signal.SIG_DFL)
+    """Default dispositions and an empty mask for every signal: an ignored signal stays
+    ignored across exec, and our own caller may ignore some (Python ignores SIGPIPE and
+    SIGXFSZ, a shell's background job SIGINT and SIGQUIT)."""
+    for number in signal.valid_signals():
+        if number in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(number, signal.SIG_DFL)
+        except (OSError, ValueError):
+            continue  # signals the C library reserves for itself
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 

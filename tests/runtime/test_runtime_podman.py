@@ -35,7 +35,7 @@ class Podman:
         self.wrapper.write_text(
             "#!/bin/sh\n"
             f'echo "$@" >> {self.argv_log}\n'
-            f'exec {sys.executable} -m carte runtime "$@"\n'
+            f'exec {sys.executable} -m carte runtime --root {work / "runtime"} "$@"\n'
         )
         self.wrapper.chmod(0o755)
         (work / "containers.conf").write_text(CONTAINERS_CONF)
