@@ -14,7 +14,6 @@ importing the `carte.image` package costs the client over half a second.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import posixpath
@@ -27,8 +26,6 @@ from carte.cli.transport import ApiError
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
     from typing import Any
-
-DOCKERFILE_ENTRY = ".carte-build-dockerfile"  # carte.image.build_context reads it
 
 
 def register(commands: Commands) -> None:
@@ -88,54 +85,50 @@ def _dockerfile(context: str | None, file: str | None) -> tuple[str, str]:
         ) from None
 
 
-def _context_tar(context: str | None, dockerfile: str) -> bytes:
-    """The context as a tar: every path .dockerignore keeps, plus the Dockerfile entry."""
-    import tarfile
-
-    buffer = io.BytesIO()
-    # GNU headers with whole-second times: no per-file PAX record for a fractional mtime.
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        if context is not None:
-            try:
-                with open(os.path.join(context, ".dockerignore"), encoding="utf-8") as ignore:
-                    rules = IgnoreRules.from_text(ignore.read())
-            except FileNotFoundError:
-                rules = IgnoreRules([])
-            try:
-                for relative in rules.walk(context):
-                    _add_entry(tar, os.path.join(context, relative), relative)
-            except OSError as error:
-                raise UsageError(
-                    f"cannot read the build context {context}: {error}; check its permissions"
-                ) from None
-        data = dockerfile.encode()
-        info = tarfile.TarInfo(DOCKERFILE_ENTRY)
-        info.size = len(data)
-        info.mode = 0o600
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def _add_entry(tar: Any, path: str, name: str) -> None:
+def _listing(context: str) -> list[list[Any]]:
+    """Every path .dockerignore keeps, as the daemon's `ContextEntry` arrays, sorted."""
     import stat
-    import tarfile
 
-    st = os.lstat(path)
-    info = tarfile.TarInfo(name)
-    info.mode = stat.S_IMODE(st.st_mode)
-    info.uid, info.gid = st.st_uid, st.st_gid
-    info.mtime = int(st.st_mtime)
-    if stat.S_ISDIR(st.st_mode):
-        info.type = tarfile.DIRTYPE
-        tar.addfile(info)
-    elif stat.S_ISLNK(st.st_mode):
-        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
-        tar.addfile(info)
-    elif stat.S_ISREG(st.st_mode):
-        info.size = st.st_size
+    try:
+        with open(os.path.join(context, ".dockerignore"), encoding="utf-8") as ignore:
+            rules = IgnoreRules.from_text(ignore.read())
+    except FileNotFoundError:
+        rules = IgnoreRules([])
+    entries: list[list[Any]] = []
+    try:
+        for relative in rules.walk(context):
+            path = os.path.join(context, relative)
+            st = os.lstat(path)
+            mode = stat.S_IMODE(st.st_mode)
+            head = [relative]
+            tail = [mode, st.st_uid, st.st_gid]
+            if stat.S_ISREG(st.st_mode):
+                entries.append([*head, "f", *tail, st.st_size, st.st_mtime_ns, ""])
+            elif stat.S_ISDIR(st.st_mode):
+                entries.append([*head, "d", *tail, 0, st.st_mtime_ns, ""])
+            elif stat.S_ISLNK(st.st_mode):
+                entries.append([*head, "l", *tail, 0, st.st_mtime_ns, os.readlink(path)])
+            # sockets, fifos and devices are not part of a build context
+    except OSError as error:
+        raise UsageError(
+            f"cannot read the build context {context}: {error}; check its permissions"
+        ) from None
+    return entries
+
+
+def _upload(context: str | None, entries: list[list[Any]], needed: list[int], text: str) -> bytes:
+    """The upload body: a JSON line, then the needed files' bytes in that order."""
+    header = {"entries": entries, "sent": needed, "dockerfile": text}
+    parts = [json.dumps(header).encode(), b"\n"]
+    for index in needed:
+        relative, size = entries[index][0], entries[index][5]
+        path = os.path.join(context or ".", relative)
         with open(path, "rb") as data:
-            tar.addfile(info, data)
-    # sockets, fifos and devices are not part of a build context
+            content = data.read(size + 1)
+        if len(content) != size:
+            raise UsageError(f"{path} changed while the build read it; run the build again")
+        parts.append(content)
+    return b"".join(parts)
 
 
 def build(session: Session) -> int:
@@ -160,8 +153,15 @@ def build(session: Session) -> int:
         if context is None
         else f"{os.uname().nodename}:{os.path.realpath(context)}",
     }
-    body = _context_tar(context, text)
     from urllib.parse import quote
+
+    entries: list[list[Any]] = []
+    needed: list[int] = []
+    if context is not None:
+        entries = _listing(context)
+        key = quote(str(options["context_key"]))
+        needed = session.client.post_json(f"/v1/build/context?key={key}", entries)["needed"]
+    body = _upload(context, entries, needed, text)
 
     path = "/v1/build?options=" + quote(json.dumps(options))
     response = session.client.open("POST", path, body)

@@ -1,14 +1,15 @@
-"""`POST /v1/build?options=<BuildRequest JSON>`: the body is the build context as a tar (the
-client already left out what .dockerignore excludes); the answer streams NDJSON lines:
-`{"stream": "#3 [2/5] RUN ..."}` per progress line, then `{"result": BuildResult}` or
-`{"error": {"code", "message"}}`.
+"""The build routes. A client uploads its context in two requests, sending only what changed:
 
-The Dockerfile travels inside the tar as its own entry (so `-f` may name a file outside the
-context, as with Docker). With a `context_key` (the client's context directory), the context
-is synced into a kept directory ROOT/build-contexts/session-<hash>, rewriting only what
-changed (one build per session at a time); without one it goes to a temporary directory. The
-upload itself is removed when the build ends, whatever happened. A client that disconnects
-cancels the build.
+* `POST /v1/build/context?key=K` with the JSON listing of the context (`ContextEntry`s)
+  answers `{"needed": [indexes]}`: the files the daemon's kept copy for key K lacks.
+* `POST /v1/build?options=<BuildRequest JSON>` with the upload (`carte.image.build_context`:
+  a JSON line, then the needed files' bytes) syncs the kept copy ROOT/build-contexts/
+  session-<hash> (one build per copy at a time; without a `context_key` a temporary
+  directory is used) and streams NDJSON: `{"stream": "#3 [2/5] RUN ..."}` per progress line,
+  then `{"result": BuildResult}` or `{"error": {"code", "message"}}`.
+
+The upload file is removed when the build ends, whatever happened; a client that disconnects
+cancels the build. At most `KEPT_SESSIONS` kept copies stay; `carte builder prune` drops all.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from carte.api.images import BuildRequest
 from carte.api.system import ErrorBody, ErrorDetail
 from carte.engine import HandlerContext
 from carte.handlers.build import run_build
-from carte.image.build_context import ContextError, sync_context
+from carte.image.build_context import (
+    ContextEntry,
+    ContextError,
+    apply_upload,
+    decode_upload_header,
+    manifest_path,
+    needed_files,
+)
 
 NDJSON = "application/x-ndjson"
 # Build contexts are bigger than Quart's 16 MB default body limit.
@@ -41,6 +49,7 @@ KEPT_SESSIONS = 16
 
 _encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(BuildRequest)
+_entries_decoder = msgspec.json.Decoder(list[ContextEntry])
 
 
 def add_build_routes(app: QuartTrio, ctx: HandlerContext) -> None:
@@ -57,7 +66,7 @@ def add_build_routes(app: QuartTrio, ctx: HandlerContext) -> None:
         contexts = await trio.to_thread.run_sync(_contexts_dir, ctx)
         upload = Path(await trio.to_thread.run_sync(tempfile.mkdtemp, "", "upload-", contexts))
         try:
-            await _receive(upload / "context.tar")
+            await _receive(upload / "context.upload")
         except BaseException:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(shutil.rmtree, upload, True)
@@ -65,10 +74,24 @@ def add_build_routes(app: QuartTrio, ctx: HandlerContext) -> None:
         context = upload / "context"
         lock = trio.Lock()  # an upload without a session shares nothing
         if options.context_key:
-            key = hashlib.sha256(options.context_key.encode()).hexdigest()[:32]
+            key = _session_id(options.context_key)
             lock = sessions.setdefault(key, lock)
             context = contexts / f"session-{key}"
         return Response(_stream(ctx, options, context, upload, lock), content_type=NDJSON)
+
+    @app.post("/v1/build/context")
+    async def context_needs() -> Response:
+        """Which files of the listed context the daemon lacks (the first half of an upload)."""
+        key = request.args.get("key", "")
+        body = await request.get_data(as_text=False)
+        try:
+            entries = _entries_decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            raise InvalidArgument(f"build context listing: {error}") from None
+        contexts = await trio.to_thread.run_sync(_contexts_dir, ctx)
+        target = contexts / f"session-{_session_id(key)}"
+        needed = await trio.to_thread.run_sync(needed_files, target, entries)
+        return Response(_encoder.encode({"needed": needed}), content_type="application/json")
 
 
 async def _receive(archive: Path) -> None:
@@ -82,6 +105,10 @@ async def _receive(archive: Path) -> None:
         await trio.to_thread.run_sync(out.write, bytes(pending))
 
 
+def _session_id(context_key: str) -> str:
+    return hashlib.sha256(context_key.encode()).hexdigest()[:32]
+
+
 def _contexts_dir(ctx: HandlerContext) -> Path:
     directory = ctx.root / "build-contexts"
     directory.mkdir(parents=True, exist_ok=True)
@@ -90,23 +117,29 @@ def _contexts_dir(ctx: HandlerContext) -> Path:
 
 def _forget_old_sessions(contexts: Path, current: Path) -> None:
     """Keep the most recently used `KEPT_SESSIONS` contexts; drop the others."""
-    sessions = [p for p in contexts.glob("session-*") if p != current]
+    sessions = [p for p in contexts.glob("session-*") if p.is_dir() and p != current]
     sessions.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     for stale in sessions[KEPT_SESSIONS - 1 :]:
+        manifest_path(stale).unlink(missing_ok=True)
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _unpack(archive: Path, context: Path, options: BuildRequest) -> str:
-    """Sync the context tar into `context`; return the Dockerfile text. Raises `InvalidArgument`."""
-    if context.name.startswith("session-"):
-        _forget_old_sessions(context.parent, context)
-    try:
-        text = sync_context(archive, context)
-    except ContextError as error:
-        raise InvalidArgument(str(error)) from None
+def _unpack(upload: Path, context: Path, options: BuildRequest) -> str:
+    """Bring the uploaded context into `context`; return the Dockerfile text.
+
+    Raises `InvalidArgument` for an unusable upload or Dockerfile."""
+    archive = upload / "context.upload"
+    with archive.open("rb") as stream:
+        header = decode_upload_header(stream.readline())
+        try:
+            apply_upload(context, header, stream.read)
+        except ContextError as error:
+            raise InvalidArgument(str(error)) from None
+        except OSError as error:
+            raise InvalidArgument(f"cannot store the build context: {error}") from None
     archive.unlink()
-    if text is not None:
-        return text
+    if header.dockerfile:
+        return header.dockerfile
     try:
         return (context / options.dockerfile).read_text()
     except (OSError, UnicodeDecodeError) as error:
@@ -129,8 +162,7 @@ async def _stream(
     async def produce() -> None:
         async with lock:
             try:
-                archive = upload / "context.tar"
-                dockerfile = await trio.to_thread.run_sync(_unpack, archive, context, options)
+                dockerfile = await trio.to_thread.run_sync(_unpack, upload, context, options)
                 result = await run_build(ctx, options, context, dockerfile, progress, cancelled)
                 line = _encoder.encode({"result": result})
             except CarteError as error:

@@ -139,7 +139,10 @@ class BuildHandler(Handler):
         def work() -> BuildCachePruned:
             records = BuildCache(store).prune()
             for kept in (self.ctx.root / "build-contexts").glob("session-*"):
-                shutil.rmtree(kept, ignore_errors=True)
+                if kept.is_dir():
+                    shutil.rmtree(kept, ignore_errors=True)
+                else:
+                    kept.unlink(missing_ok=True)
             collected = collect_garbage(store)
             return BuildCachePruned(
                 records=records, blobs=len(collected.blobs), bytes_freed=collected.bytes_freed
