@@ -69,6 +69,9 @@ def podman(busybox_tar: Path) -> Iterator[Podman]:
         engine("rm", "--all", "--force")
         engine("rmi", "--all", "--force")
         assert host_mounts_mentioning(str(work)) == []
+        runtime_state = work / "runtime"
+        left = list(runtime_state.iterdir()) if runtime_state.exists() else []
+        assert left == [], f"podman left containers in Carte's state: {left}"
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
