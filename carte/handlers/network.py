@@ -48,6 +48,7 @@ from carte.handlers.network_records import (
     DEFAULT_NAMES,
     DEFAULT_NETWORK,
     PREFIX,
+    PRODUCTION_ROOT,
     RESERVED,
     EndpointRecord,
     NetworkRecord,
@@ -59,6 +60,7 @@ from carte.handlers.network_records import (
 from carte.handlers.network_ruleset import build_ruleset, parse_selector
 from carte.net import (
     AddressAllocator,
+    AddressPool,
     check_port_free,
     check_subnet_free,
     choose_subnet,
@@ -232,7 +234,16 @@ class NetworkHandler(Handler):
         own = {IPv4Network(n.subnet) for n in self._networks.values() if n.bridge == ignore_bridge}
         taken = [n for n in host if n not in own]
         taken += [n.subnet_net for n in self._networks.values() if n.bridge != ignore_bridge]
-        return choose_subnet(taken, self.pools)
+        return choose_subnet(taken, self._candidates())
+
+    def _candidates(self) -> list[AddressPool]:
+        """The pools' subnets in order; for a test daemon (any root but the production one)
+        rotated by its root, so daemons started at the same moment rarely pick the same one."""
+        subnets = [AddressPool(s, s.prefixlen) for pool in self.pools for s in pool.subnets()]
+        if self.ctx.root == PRODUCTION_ROOT or not subnets:
+            return subnets
+        shift = int(nft_table_name(self.ctx.root).rsplit("-", 1)[-1], 16) % len(subnets)
+        return subnets[shift:] + subnets[:shift]
 
     async def _make_bridge(self, network: NetworkRecord) -> None:
         """Ensure the bridge, its address, the sysctls it needs and its DNS listener."""
@@ -472,6 +483,12 @@ class NetworkHandler(Handler):
             network = await self._refresh_default_subnet(network, requested)
             address = AddressAllocator(network.subnet_net, network.gateway_ip).allocate(requested)
         host_ifname = _host_veth(container_id, network.name)
+        used = {
+            n.endpoints[container_id].ifname
+            for n in self._networks.values()
+            if container_id in n.endpoints
+        }
+        ifname = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
         endpoint = EndpointRecord(
             container_id=container_id,
             name=name,
@@ -480,6 +497,7 @@ class NetworkHandler(Handler):
             ip=str(address),
             mac="",
             host_ifname=host_ifname,
+            ifname=ifname,
             ports=resolved_ports,
             labels=labels,
         )
@@ -497,6 +515,7 @@ class NetworkHandler(Handler):
                     address=IPv4Interface(f"{address}/{updated.subnet_net.prefixlen}"),
                     gateway=updated.gateway_ip if default_route else None,
                     mtu=self._mtu,
+                    ifname=ifname,
                 )
             )
             endpoint.mac = made.mac

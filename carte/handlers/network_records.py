@@ -35,6 +35,7 @@ class EndpointRecord(msgspec.Struct, kw_only=True):
     ip: str
     mac: str
     host_ifname: str
+    ifname: str = "eth0"
     ports: list[PortSpec] = []
     labels: dict[str, str] = {}
 

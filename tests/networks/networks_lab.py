@@ -1,0 +1,72 @@
+"""Helpers for the network tests: client calls, fetching pages inside containers, host state."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+from carte_daemon import Daemon
+
+HTTP_GET = "printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port}"
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
+    return result.stdout
+
+
+def fails(result: subprocess.CompletedProcess[str]) -> str:
+    """The one-line error of a client call that must have failed."""
+    assert result.returncode != 0, f"unexpected success: {result.stdout}"
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def network(daemon: Daemon, name: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = json.loads(ok(daemon.client("network", "inspect", name)))
+    return found[0]
+
+
+def serve_http(daemon: Daemon, name: str, *args: str, port: int = 80) -> str:
+    """A detached busybox httpd container serving /etc (its /etc/hostname names it)."""
+    return ok(
+        daemon.client(
+            "run", "-d", "--name", name, *args, "busybox", "httpd", "-f", "-p", str(port),
+            "-h", "/etc",
+        )
+    ).strip()
+
+
+def fetch_from(daemon: Daemon, host: str, *args: str, port: int = 80) -> str:
+    """What a one-off busybox container gets for GET /hostname from host:port ('' on failure)."""
+    command = HTTP_GET.format(host=host, port=port)
+    result = daemon.client("run", "--rm", *args, "busybox", "sh", "-c", command)
+    return result.stdout if result.returncode == 0 else ""
+
+
+def host_fetch(host: str, port: int) -> str:
+    """GET /hostname from the host itself, with the host's busybox nc."""
+    command = HTTP_GET.format(host=host, port=port).replace("nc ", "busybox nc ", 1)
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=10)
+    return done.stdout
+
+
+def nft_table(name: str, family: str = "ip") -> str | None:
+    done = subprocess.run(
+        ["nft", "list", "table", family, name], capture_output=True, text=True, check=False
+    )
+    return done.stdout if done.returncode == 0 else None
+
+
+def link_exists(name: str) -> bool:
+    done = subprocess.run(["ip", "link", "show", name], capture_output=True, check=False)
+    return done.returncode == 0
+
+
+def bridge_ports(bridge: str) -> list[str]:
+    done = subprocess.run(
+        ["ip", "-o", "link", "show", "master", bridge], capture_output=True, text=True
+    )
+    return [line.split(":")[1].strip().split("@")[0] for line in done.stdout.splitlines()]

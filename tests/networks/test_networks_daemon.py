@@ -1,0 +1,137 @@
+"""Networks through the CLI against a real daemon: real bridges, veths, nftables, DNS."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from carte_daemon import Daemon
+from networks_lab import fails, fetch_from, host_fetch, network, ok, serve_http
+
+
+def test_two_containers_on_one_network_fetch_a_page_by_name(carte: Daemon) -> None:
+    ok(carte.client("network", "create", "n1web"))
+    web = serve_http(carte, "web", "--network", "n1web", "--network-alias", "site")
+    assert fetch_from(carte, "web", "--network", "n1web").endswith(web[:12] + "\n")
+    assert fetch_from(carte, "site", "--network", "n1web").endswith(web[:12] + "\n")
+    members = {m["name"]: m for m in network(carte, "n1web")["containers"]}
+    assert list(members) == ["web"]
+    assert members["web"]["ip_address"].startswith("10.77.")
+
+
+def test_container_files_point_at_the_network(carte: Daemon) -> None:
+    ok(carte.client("network", "create", "n1files"))
+    gateway = network(carte, "n1files")["gateway"]
+    out = ok(
+        carte.client(
+            "run", "--rm", "--network", "n1files", "--hostname", "box", "busybox", "sh", "-c",
+            "cat /etc/resolv.conf /etc/hostname; ip -o -4 addr show eth0; ip route",
+        )
+    )
+    assert f"nameserver {gateway}" in out
+    assert "box" in out.split()
+    assert f"default via {gateway}" in out
+
+
+def test_dns_answers_nxdomain_for_unknown_names_and_servfail_without_upstream(
+    carte: Daemon,
+) -> None:
+    ok(carte.client("network", "create", "n1dns"))
+    serve_http(carte, "named", "--network", "n1dns")
+    script = (
+        "nslookup named; echo rc=$?; nslookup nosuchbox; echo rc=$?; "
+        "nslookup example.invalid; echo rc=$?"
+    )
+    out = ok(carte.client("run", "--rm", "--network", "n1dns", "busybox", "sh", "-c", script))
+    codes = [line for line in out.splitlines() if line.startswith("rc=")]
+    assert codes == ["rc=0", "rc=1", "rc=1"], out
+    assert "NXDOMAIN" in out
+    assert "SERVFAIL" in out
+    assert "timed out" not in out
+
+
+def test_published_port_answers_on_loopback_and_random_port(carte: Daemon) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    web = serve_http(carte, "pub", "-p", f"127.0.0.1:{port}:80", "-p", "80")
+    assert host_fetch("127.0.0.1", port).endswith(web[:12] + "\n")
+    details = json.loads(ok(carte.client("inspect", "pub")))[0]
+    ports = details["endpoints"][0]["ports"]
+    random_port = next(p["host_port"] for p in ports if p["host_port"] != port)
+    assert random_port > 0
+    assert host_fetch("127.0.0.1", random_port).endswith(web[:12] + "\n")
+
+
+def test_a_taken_host_port_is_refused_before_anything_is_made(carte: Daemon) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        error = fails(
+            carte.client("run", "-d", "-p", f"127.0.0.1:{port}:80", "busybox", "sleep", "60")
+        )
+    assert str(port) in error
+    assert network(carte, "bridge")["containers"] == []
+
+
+def test_network_none_has_only_loopback(carte: Daemon) -> None:
+    out = ok(carte.client("run", "--rm", "--network", "none", "busybox", "ip", "-o", "link"))
+    names = [line.split(":")[1].strip() for line in out.splitlines()]
+    assert names == ["lo"]
+
+
+def test_separate_networks_are_isolated(carte: Daemon) -> None:
+    ok(carte.client("network", "create", "n1left"))
+    ok(carte.client("network", "create", "n1right"))
+    web = serve_http(carte, "right", "--network", "n1right")
+    address = network(carte, "n1right")["containers"][0]["ip_address"]
+    assert fetch_from(carte, address, "--network", "n1right").endswith(web[:12] + "\n")
+    assert fetch_from(carte, address, "--network", "n1left") == ""
+    assert fetch_from(carte, "right", "--network", "n1left") == ""  # not even its name
+
+
+def test_connect_and_disconnect_a_running_container(carte: Daemon) -> None:
+    ok(carte.client("network", "create", "n1first"))
+    ok(carte.client("network", "create", "n1second"))
+    web = serve_http(carte, "both", "--network", "n1first")
+    ok(carte.client("network", "connect", "--alias", "second-name", "n1second", "both"))
+    assert fetch_from(carte, "second-name", "--network", "n1second").endswith(web[:12] + "\n")
+    error = fails(carte.client("network", "rm", "n1second"))
+    assert "n1second" in error and "both" in error
+    ok(carte.client("network", "disconnect", "n1second", "both"))
+    assert fetch_from(carte, "second-name", "--network", "n1second") == ""
+    ok(carte.client("network", "rm", "n1second"))
+
+
+def test_bad_input_is_one_line_naming_the_value(carte: Daemon) -> None:
+    ok(carte.client("network", "create", "--subnet", "10.77.250.0/24", "n1bad"))
+    assert "10.77.250.0/25" in fails(
+        carte.client("network", "create", "--subnet", "10.77.250.0/25", "n1other")
+    )
+    assert "n1bad" in fails(carte.client("network", "create", "n1bad"))
+    assert "10.78.0.9" in fails(
+        carte.client(
+            "network", "create", "--subnet", "10.78.0.0/24", "--gateway", "10.78.0.9x", "n1gw"
+        )
+    )
+    assert "10.99.0.5" in fails(
+        carte.client("run", "--rm", "--network", "n1bad", "--ip", "10.99.0.5", "busybox", "true")
+    )
+    assert "80:abc" in fails(carte.client("run", "--rm", "-p", "80:abc", "busybox", "true"))
+    assert "nosuchnet" in fails(carte.client("network", "inspect", "nosuchnet"))
+    names = ok(carte.client("network", "ls", "-q")).split()
+    assert "n1other" not in names and "n1gw" not in names
+    assert network(carte, "n1bad")["containers"] == []
+
+
+def test_ip_is_honoured_and_not_given_twice(carte: Daemon) -> None:
+    ok(carte.client("network", "create", "--subnet", "10.77.251.0/24", "n1fixed"))
+    serve_http(carte, "fixed", "--network", "n1fixed", "--ip", "10.77.251.50")
+    assert network(carte, "n1fixed")["containers"][0]["ip_address"] == "10.77.251.50"
+    error = fails(
+        carte.client(
+            "run", "--rm", "--network", "n1fixed", "--ip", "10.77.251.50", "busybox", "true"
+        )
+    )
+    assert "10.77.251.50" in error
