@@ -140,7 +140,7 @@ def main() -> None:
             stdout=dlog,
             stderr=dlog,
         )
-        wait_for([*carte, "version"], env, "carte daemon")
+        wait_for([*carte, "info"], env, "carte daemon")
         wait_for(["docker", "version"], docker_env, "dockerd")
         timed([*carte, "import", str(rootfs_tar), "bb:latest"], env)
         timed(["docker", "import", str(rootfs_tar), "bb:latest"], docker_env)
