@@ -329,3 +329,68 @@ def test_dockerfile_from_stdin_and_builder_prune(build_daemon: Daemon, tmp_path:
         build_daemon, Path("-"), "-t", "stdin:1", stdin="FROM busybox\nRUN echo from-stdin > /s\n"
     )
     assert again.returncode == 0 and "CACHED" not in again.stderr
+
+
+def test_add_url_onbuild_shell_volume_network_none_and_outside_dockerfile(
+    build_daemon: Daemon, tmp_path: Path
+) -> None:
+    """ADD of a URL is served by a local HTTP server on loopback (nothing else is reachable)."""
+    import http.server
+    import threading
+
+    served = write(tmp_path / "served", {"remote.txt": "fetched over http\n"})
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(served), **kwargs)  # type: ignore[arg-type]
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        base = write(
+            tmp_path / "base",
+            {
+                "Dockerfile": (
+                    "FROM busybox\n"
+                    "MAINTAINER someone@example.org\n"
+                    "ONBUILD RUN echo triggered > /onbuild.txt\n"
+                    'SHELL ["/bin/sh", "-ec"]\n'
+                    "VOLUME /data\n"
+                )
+            },
+        )
+        assert build(build_daemon, base, "-t", "onbuild-base:1").returncode == 0
+        context = write(tmp_path / "ctx", {"x": "x\n"})
+        dockerfile = write(
+            tmp_path / "elsewhere",
+            {
+                "Dockerfile.app": (
+                    "FROM onbuild-base:1\n"
+                    f"ADD http://127.0.0.1:{port}/remote.txt /fetched/\n"
+                    "RUN --network=none ip link show | grep -c ': ' > /links\n"
+                )
+            },
+        )
+        result = build(
+            build_daemon, context, "-t", "url:1", "-f", str(dockerfile / "Dockerfile.app")
+        )
+        assert result.returncode == 0, result.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert read_file(build_daemon, "url:1", "/fetched/remote.txt") == b"fetched over http\n"
+    assert read_file(build_daemon, "url:1", "/onbuild.txt") == b"triggered\n"
+    assert read_file(build_daemon, "url:1", "/links") == b"1\n"  # only loopback
+    base_image = image(build_daemon, "onbuild-base:1")
+    assert base_image.config.author == "someone@example.org"
+    config = base_image.config.config
+    assert config is not None and config.volumes == {"/data": {}}
+    assert config.shell == ("/bin/sh", "-ec")
+    assert config.on_build == ("RUN echo triggered > /onbuild.txt",)
+    built = image(build_daemon, "url:1").config.config
+    assert built is not None and not built.on_build  # triggers run once, not inherited
