@@ -250,3 +250,17 @@ class ContainerLocation(_Wire, kw_only=True):
     lower_dirs: list[str] = []
     tty: bool = False
     open_stdin: bool = False
+
+
+class ExecOptions(_Wire, kw_only=True):
+    """The first message on the exec WebSocket (`carte exec`): what to run and how."""
+
+    cmd: list[str]
+    tty: bool = False
+    stdin: bool = False
+    detach: bool = False
+    user: str = ""
+    workdir: str = ""
+    env: list[str] = []
+    rows: int = 0
+    cols: int = 0

@@ -13,6 +13,8 @@ COMMAND_MODULES = (
     "carte.cli.commands_volumes",
     "carte.cli.commands_build",
     "carte.cli.commands_network",
+    "carte.cli.commands_interactive",
+    "carte.cli.commands_container_tools",
 )
 
 # Global options that take a value, so the command name is not mistaken for one.

@@ -7,6 +7,7 @@ one `carte.engine.Registry`. Add a built-in by importing its class here and list
 from carte.engine import Handler
 from carte.handlers.api import ApiHandler
 from carte.handlers.build import BuildHandler
+from carte.handlers.container_tools import ContainerToolsHandler
 from carte.handlers.containers import ContainersHandler
 from carte.handlers.health import HealthHandler
 from carte.handlers.images import ImagesHandler
@@ -18,6 +19,7 @@ BUILTIN: tuple[type[Handler], ...] = (
     ApiHandler,
     BuildHandler,
     ContainersHandler,
+    ContainerToolsHandler,
     HealthHandler,
     ImagesHandler,
     NetworkHandler,

@@ -24,6 +24,7 @@ from carte.engine import HandlerContext
 from carte.handlers.api_build import add_build_routes
 from carte.handlers.api_containers import register_container_routes
 from carte.handlers.api_events import EventQuery, stream_events
+from carte.handlers.api_interactive import register_interactive_routes
 from carte.handlers.api_openapi import Route, command_types, openapi_document
 
 JSON = "application/json"
@@ -106,6 +107,7 @@ def build_app(
         return reply(openapi_document(_routes(app)))
 
     register_container_routes(app, ctx)
+    register_interactive_routes(app, ctx)
 
     @app.errorhandler(CarteError)
     async def carte_error(error: CarteError) -> Response:

@@ -1,0 +1,237 @@
+"""Interactive container commands: `run -i/-t` (called by `carte run`), `exec` and `attach`.
+
+Each is one WebSocket stream with the daemon (carte/cli/stream_session.py). Exit codes follow
+Docker: the process's own code (126/127 when it cannot be invoked or is not found), 125 for a
+`run` the daemon refused, 1 for an `exec`/`attach` the daemon refused, 0 after a detach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from urllib.parse import quote
+
+from carte.cli.commands import Commands, Session
+from carte.cli.run_options import RunOptionError, container_config
+from carte.cli.stream_session import StreamEnd, StreamSession, print_error
+from carte.cli.terminal import window_size
+from carte.cli.transport import ApiError, DaemonUnreachable
+from carte.cli.websocket import WebSocket
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+RUN_REFUSED = 125
+COMMAND_REFUSED = 1
+# How long `run --rm` waits for the daemon to remove the container after it exited.
+REMOVE_WAIT_SECONDS = 10.0
+
+
+def register(commands: Commands) -> None:
+    commands.add(
+        "exec", run=exec_command, help="run a command in a running container", arguments=_exec
+    )
+    commands.add(
+        "attach",
+        run=attach,
+        help="attach to a running container's input and output",
+        arguments=_attach,
+    )
+
+
+def _exec(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    parser.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
+    parser.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    parser.add_argument("-u", "--user", default="", help="user[:group] (name or id)")
+    parser.add_argument("-w", "--workdir", default="", help="working directory in the container")
+    parser.add_argument(
+        "-e", "--env", action="append", default=[], help="set an environment variable KEY=VALUE"
+    )
+    parser.add_argument("container")
+    parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND")
+
+
+def _attach(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-stdin", action="store_true", help="do not attach stdin")
+    parser.add_argument(
+        "--sig-proxy",
+        default="true",
+        choices=("true", "false"),
+        help="pass Ctrl-C on to the container when it has no terminal (default true)",
+    )
+    parser.add_argument("container")
+
+
+def _command(session: Session, name: str, /, **body: Any) -> Any:
+    return session.client.post_json(f"/v1/commands/{name}", body)["result"]
+
+
+def _open(session: Session, path: str) -> WebSocket:
+    return WebSocket.connect(session.client.socket_path, path)
+
+
+def _size_query() -> str:
+    rows, cols = window_size(0)
+    return f"&rows={rows}&cols={cols}" if rows and cols else ""
+
+
+def _ended(end: StreamEnd, refused: int) -> int:
+    """The exit code for how the stream ended; prints the daemon's error if there is one."""
+    if end.detached:
+        return 0
+    if end.error is not None:
+        message = str(end.error.get("message", "the daemon failed"))
+        for code in (126, 127):
+            if f"[exit {code}]" in message:
+                print_error(message.replace(f" [exit {code}]", ""))
+                return code
+        print_error(message)
+        return refused
+    return end.exit_code if end.exit_code is not None else refused
+
+
+# --- run -i / run -t ------------------------------------------------------------------------
+
+
+def run_interactive(session: Session) -> int:
+    """`carte run -i/-t`: create, attach, start, stream until it exits; its exit code."""
+    args = session.args
+    try:
+        config = container_config(args)
+    except RunOptionError as error:
+        print_error(str(error))
+        return RUN_REFUSED
+    try:
+        created = _command(session, "CreateContainer", config=config)
+    except (ApiError, DaemonUnreachable) as error:
+        print_error(_message(error))
+        return RUN_REFUSED
+    for warning in created.get("warnings", []):
+        print(f"WARNING: {warning}", file=sys.stderr)
+    container_id = str(created["id"])
+    stdin = "1" if args.interactive else "0"
+    path = f"/v1/containers/{container_id}/attach?start=1&stdin={stdin}{_size_query()}"
+    try:
+        ws = _open(session, path)
+    except (ApiError, DaemonUnreachable) as error:
+        print_error(_message(error))
+        return RUN_REFUSED
+    try:
+        end = StreamSession(
+            ws,
+            stdin=args.interactive,
+            tty=args.tty,
+            detach_keys=args.tty and args.interactive,
+            on_interrupt=lambda: _signal(session, container_id, "INT"),
+        ).run()
+    finally:
+        ws.close()
+    code = _ended(end, RUN_REFUSED)
+    if args.rm and not end.detached:
+        _wait_removed(session, container_id, force=end.error is not None)
+    return code
+
+
+def _signal(session: Session, container_id: str, signal_name: str) -> None:
+    try:
+        _command(session, "KillContainer", ref=container_id, signal=signal_name)
+    except ApiError:
+        pass  # it has exited meanwhile; the stream ends with its code
+
+
+def _wait_removed(session: Session, container_id: str, *, force: bool) -> None:
+    """The daemon removes a --rm container once it exited; wait for that (a start that failed
+    left it created, so remove it then)."""
+    if force:
+        try:
+            _command(session, "RemoveContainer", ref=container_id, force=True)
+        except ApiError:
+            pass
+        return
+    deadline = time.monotonic() + REMOVE_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            _command(session, "InspectContainer", ref=container_id)
+        except ApiError:
+            return
+        time.sleep(0.02)
+
+
+# --- exec -----------------------------------------------------------------------------------
+
+
+def exec_command(session: Session) -> int:
+    args = session.args
+    if not args.cmd:
+        print_error("exec needs a command; e.g. carte exec NAME sh")
+        return COMMAND_REFUSED
+    tty = bool(args.tty) and not args.detach
+    if tty and args.interactive and not os.isatty(0):
+        print_error("the input device is not a TTY; drop -t or run from a terminal")
+        return COMMAND_REFUSED
+    rows, cols = window_size(0) if tty else (0, 0)
+    options = {
+        "cmd": list(args.cmd),
+        "tty": tty,
+        "stdin": bool(args.interactive) and not args.detach,
+        "detach": bool(args.detach),
+        "user": args.user,
+        "workdir": args.workdir,
+        "env": list(args.env),
+        "rows": rows,
+        "cols": cols,
+    }
+    try:
+        ws = _open(session, f"/v1/containers/{quote(args.container, safe='')}/exec")
+    except (ApiError, DaemonUnreachable) as error:
+        print_error(_message(error))
+        return COMMAND_REFUSED
+    try:
+        ws.send_text(json.dumps(options))
+        end = StreamSession(ws, stdin=options["stdin"], tty=tty, detach_keys=False).run()
+    finally:
+        ws.close()
+    return _ended(end, COMMAND_REFUSED)
+
+
+# --- attach ---------------------------------------------------------------------------------
+
+
+def attach(session: Session) -> int:
+    args = session.args
+    try:
+        location = _command(session, "ResolveContainer", ref=args.container)
+    except (ApiError, DaemonUnreachable) as error:
+        print_error(_message(error))
+        return COMMAND_REFUSED
+    stdin = bool(location.get("open_stdin")) and not args.no_stdin
+    tty = bool(location.get("tty"))
+    container_id = str(location["id"])
+    path = f"/v1/containers/{container_id}/attach?stdin={int(stdin)}{_size_query()}"
+    try:
+        ws = _open(session, path)
+    except (ApiError, DaemonUnreachable) as error:
+        print_error(_message(error))
+        return COMMAND_REFUSED
+    proxy = args.sig_proxy == "true" and not tty
+    try:
+        end = StreamSession(
+            ws,
+            stdin=stdin,
+            tty=tty,
+            detach_keys=tty and stdin,
+            on_interrupt=(lambda: _signal(session, container_id, "INT")) if proxy else None,
+        ).run()
+    finally:
+        ws.close()
+    return _ended(end, COMMAND_REFUSED)
+
+
+def _message(error: ApiError | DaemonUnreachable) -> str:
+    text = error.message if isinstance(error, ApiError) else str(error)
+    return text.removeprefix("carte: ")
