@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,8 @@ import msgspec
 from carte.api.errors import InvalidArgument
 from carte.runtime.shim_client import interpreter_command
 from carte.runtime.spec import Mount, User, default_spec, encode_spec
+
+_CANCEL_POLL = 0.2  # seconds between checks of the build's cancellation flag
 
 
 class StepFailed(InvalidArgument):
@@ -93,19 +96,34 @@ def run_step(
     process = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    assert process.stdout is not None
-    try:
-        for raw in process.stdout:
+    stdout = process.stdout
+    assert stdout is not None
+
+    def relay() -> None:
+        for raw in stdout:
             output(raw.decode("utf-8", "replace").rstrip("\n"))
-            if cancelled():
-                process.kill()
+
+    reader = threading.Thread(target=relay, daemon=True)
+    reader.start()
+    polls_since_kill: int | None = None
+    try:
+        while True:
+            try:
+                status = process.wait(timeout=_CANCEL_POLL)
                 break
-        status = process.wait()
+            except subprocess.TimeoutExpired:
+                # Kill once; again only if the runtime had not created the container yet.
+                if cancelled() and (polls_since_kill is None or polls_since_kill > 10):
+                    _kill_container(state_dir, container_id)
+                    polls_since_kill = 0
+                elif polls_since_kill is not None:
+                    polls_since_kill += 1
     finally:
         if process.poll() is None:
-            process.kill()
+            _kill_container(state_dir, container_id)
             process.wait()
-        process.stdout.close()
+        reader.join()
+        stdout.close()
     if cancelled():
         raise StepFailed(f"{step.shown}: the build was cancelled while the step ran")
     if status != 0:
@@ -115,6 +133,26 @@ def run_step(
         )
     _drop_workdir(work)
     return upper
+
+
+def _kill_container(state_dir: Path, container_id: str) -> None:
+    # `runtime run` waits for the container and then deletes it (state dir and cgroup), so
+    # killing the container, not the runtime process, is what ends the step cleanly.
+    subprocess.run(
+        [
+            *interpreter_command(),
+            "runtime",
+            "--root",
+            str(state_dir),
+            "kill",
+            "--all",
+            container_id,
+            "KILL",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+    )
 
 
 def _drop_workdir(work: Path) -> None:

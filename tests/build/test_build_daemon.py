@@ -394,3 +394,33 @@ def test_add_url_onbuild_shell_volume_network_none_and_outside_dockerfile(
     assert config.on_build == ("RUN echo triggered > /onbuild.txt",)
     built = image(build_daemon, "url:1").config.config
     assert built is not None and not built.on_build  # triggers run once, not inherited
+
+
+def test_client_going_away_cancels_a_running_step(build_daemon: Daemon, tmp_path: Path) -> None:
+    import subprocess
+
+    context = write(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nRUN echo started; sleep 60\n"})
+    client = subprocess.Popen(
+        [
+            *build_daemon.command,
+            "--host",
+            f"unix://{build_daemon.socket}",
+            "build",
+            "--no-cache",
+            str(context),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=build_daemon.env,
+    )
+    assert client.stderr is not None
+    for line in client.stderr:
+        if line.endswith("started\n"):
+            break
+    client.kill()
+    client.wait()
+    client.stderr.close()
+    deadline = time.monotonic() + 20
+    while leftovers(build_daemon) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert leftovers(build_daemon) == []
