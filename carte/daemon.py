@@ -23,7 +23,13 @@ import trio
 
 from carte import __version__
 from carte.api.errors import CarteError
-from carte.api.events import ConfigReloaded, DaemonStarted, DaemonStopping, HandlerDisabled
+from carte.api.events import (
+    ConfigReloaded,
+    DaemonStarted,
+    DaemonStarting,
+    DaemonStopping,
+    HandlerDisabled,
+)
 from carte.daemon_lock import DaemonLock, RootInUse
 from carte.engine import Bus, Handler, HandlerContext, Registry, Supervisor, open_sqlite_store
 from carte.engine.config import Config, ConfigError, apply_overrides, load_config, reload, reloaded
@@ -148,6 +154,9 @@ class Daemon:
                     bus=bus, store=store, config=config, root=root, run_root=run_root
                 )
                 supervisor = Supervisor(plan, ctx)
+                await bus.publish(
+                    DaemonStarting(id="daemon", pid=os.getpid(), handlers=list(plan.names))
+                )
                 for name in plan.disabled:
                     await bus.publish(
                         HandlerDisabled(id=name, reason="disabled in carte.yaml (handlers)")

@@ -74,6 +74,14 @@ class Fact(Event, frozen=True, kw_only=True):
 # --- engine facts -------------------------------------------------------------------------
 
 
+class DaemonStarting(Fact, frozen=True, kw_only=True):
+    """The daemon is about to start `handlers`, in this order (published by the daemon)."""
+
+    topic: ClassVar[str] = "daemon.starting"
+    pid: int
+    handlers: list[str] = []
+
+
 class DaemonStarted(Fact, frozen=True, kw_only=True):
     topic: ClassVar[str] = "daemon.started"
     pid: int

@@ -7,7 +7,7 @@ from typing import Literal
 
 import msgspec
 
-HandlerState = Literal["running", "skipped", "disabled", "failed"]
+HandlerState = Literal["starting", "running", "skipped", "disabled", "failed"]
 
 
 class Version(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,12 +14,20 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from carte.api.events import HandlerCrashed, HandlerDisabled, HandlerSkipped, HandlerStarted
+from carte.api.events import (
+    DaemonStarting,
+    HandlerCrashed,
+    HandlerDisabled,
+    HandlerSkipped,
+    HandlerStarted,
+)
 from carte.api.system import HandlerInfo, HandlerState
 from carte.engine import Handler, HandlerContext, on
 from carte.handlers.api_app import build_app
 
 SOCKET_UMASK = 0o117  # socket mode 0660
+
+HandlerFact = DaemonStarting | HandlerStarted | HandlerSkipped | HandlerCrashed | HandlerDisabled
 
 
 class HandlerTable:
@@ -29,9 +37,11 @@ class HandlerTable:
         self._plugins = plugin_names
         self._rows: dict[str, tuple[float, HandlerState, str]] = {}
 
-    def record(
-        self, fact: HandlerStarted | HandlerSkipped | HandlerCrashed | HandlerDisabled
-    ) -> None:
+    def record(self, fact: HandlerFact) -> None:
+        if isinstance(fact, DaemonStarting):
+            for name in fact.handlers:
+                self._rows.setdefault(name, (fact.time, "starting", ""))
+            return
         previous = self._rows.get(fact.id)
         if previous is not None and previous[0] > fact.time:
             return
@@ -67,18 +77,16 @@ class ApiHandler(Handler):
 
     def __init__(self, ctx: HandlerContext) -> None:
         super().__init__(ctx)
-        plugins = {entry.name for entry in entry_points(group="carte.plugins")}
-        self.handlers = HandlerTable(plugins)
+        self.handlers = HandlerTable(_plugin_handler_names())
         for fact in ctx.bus.journal.since(0.0, _HANDLER_FACTS):
             self.handlers.record(fact)  # type: ignore[arg-type]
 
+    @on(DaemonStarting)
     @on(HandlerStarted)
     @on(HandlerSkipped)
     @on(HandlerCrashed)
     @on(HandlerDisabled)
-    async def track_handler(
-        self, fact: HandlerStarted | HandlerSkipped | HandlerCrashed | HandlerDisabled
-    ) -> None:
+    async def track_handler(self, fact: HandlerFact) -> None:
         self.handlers.record(fact)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -107,4 +115,19 @@ class ApiHandler(Handler):
             path.unlink(missing_ok=True)
 
 
-_HANDLER_FACTS = (HandlerStarted, HandlerSkipped, HandlerCrashed, HandlerDisabled)
+_HANDLER_FACTS = (DaemonStarting, HandlerStarted, HandlerSkipped, HandlerCrashed, HandlerDisabled)
+
+
+def _plugin_handler_names() -> set[str]:
+    """Names of the handlers that come from `carte.plugins` entry points.
+
+    The daemon imported them already, so loading is a dictionary lookup; one that fails to
+    load would have stopped the daemon, and is simply left out here.
+    """
+    names = set()
+    for entry in entry_points(group="carte.plugins"):
+        try:
+            names.add(str(entry.load().name))
+        except Exception:
+            continue
+    return names

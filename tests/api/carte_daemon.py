@@ -127,11 +127,19 @@ class Daemon:
                 )
             try:
                 if self.request("GET", "/_ping").body == b"OK":
-                    return
+                    break
             except OSError:
                 pass
             time.sleep(0.02)
-        raise AssertionError(f"daemon not ready in {timeout}s:\n{self.log_path.read_text()}")
+        else:
+            raise AssertionError(f"daemon not ready in {timeout}s:\n{self.log_path.read_text()}")
+        # The API answers as soon as its handler runs; the daemon is ready once every
+        # handler had its first start (DaemonStarted).
+        started = self.stream("/v1/events?since=0&type=DaemonStarted", timeout=timeout)
+        try:
+            next(started)
+        finally:
+            started.close()
 
     def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Reply:
         connection = UnixHTTPConnection(self.socket)
