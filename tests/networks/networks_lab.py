@@ -33,8 +33,18 @@ def serve_http(daemon: Daemon, name: str, *args: str, port: int = 80) -> str:
     """A detached busybox httpd container serving /etc (its /etc/hostname names it)."""
     return ok(
         daemon.client(
-            "run", "-d", "--name", name, *args, "busybox", "httpd", "-f", "-p", str(port),
-            "-h", "/etc",
+            "run",
+            "-d",
+            "--name",
+            name,
+            *args,
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            str(port),
+            "-h",
+            "/etc",
         )
     ).strip()
 
@@ -70,3 +80,12 @@ def bridge_ports(bridge: str) -> list[str]:
         ["ip", "-o", "link", "show", "master", bridge], capture_output=True, text=True
     )
     return [line.split(":")[1].strip().split("@")[0] for line in done.stdout.splitlines()]
+
+
+def wait_until(condition: Any, timeout: float = 20.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the condition"
+        time.sleep(0.1)

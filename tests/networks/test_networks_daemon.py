@@ -24,7 +24,15 @@ def test_container_files_point_at_the_network(carte: Daemon) -> None:
     gateway = network(carte, "n1files")["gateway"]
     out = ok(
         carte.client(
-            "run", "--rm", "--network", "n1files", "--hostname", "box", "busybox", "sh", "-c",
+            "run",
+            "--rm",
+            "--network",
+            "n1files",
+            "--hostname",
+            "box",
+            "busybox",
+            "sh",
+            "-c",
             "cat /etc/resolv.conf /etc/hostname; ip -o -4 addr show eth0; ip route",
         )
     )
