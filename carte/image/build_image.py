@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import datetime
 import json
-import posixpath
 import shutil
 import tempfile
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -33,11 +32,21 @@ from carte.image import oci
 from carte.image.build_cache import BuildCache, StepRecord, step_key
 from carte.image.build_copy import CopySource, SourceError, Stager, checksum, match_sources
 from carte.image.build_layer_view import LayerView
+from carte.image.build_metadata import (
+    ArgScope,
+    StageState,
+    apply_metadata,
+    command_of,
+    is_url,
+    join_path,
+    mapping,
+    sequence,
+)
 from carte.image.build_run import RunStep, run_step
-from carte.image.build_stages import PROXY_ARGS, Stage, arg_definitions, find_stage, plan_stages
-from carte.image.build_words import WordError, expand_word, key_values, split_words
+from carte.image.build_stages import PROXY_ARGS, Stage, find_stage, plan_stages
+from carte.image.build_words import WordError, expand_word, split_words
 from carte.image.digest import chain_ids
-from carte.image.dockerfile import DockerfileError, Instruction, parse, parse_instruction
+from carte.image.dockerfile import Instruction, parse, parse_instruction
 from carte.image.errors import ImageNotFound
 from carte.image.importer import host_architecture
 from carte.image.layers import LayerBlob, is_unpacked, layer_dir, store_layer, unpack_layer
@@ -45,7 +54,6 @@ from carte.image.store import ImageStore, StoredImage
 from carte.image.upperdiff import diff_from_upper
 from carte.runtime.spec import DEFAULT_PATH, User
 
-DEFAULT_SHELL = ("/bin/sh", "-c")
 LAYER_STEPS = frozenset({"RUN", "COPY", "ADD"})
 
 
@@ -73,26 +81,6 @@ class BuildEnvironment:
     cancelled: Callable[[], bool] = lambda: False
 
 
-@dataclass
-class _State:
-    """A stage being built: its layers, container config, history and cache key."""
-
-    key: str
-    layers: list[LayerBlob]
-    config: dict[str, object]
-    history: list[oci.History]
-    args: dict[str, str] = field(default_factory=dict)
-    cmd_set: bool = False
-
-    def env_map(self) -> dict[str, str]:
-        pairs = [item.partition("=") for item in self.env_list()]
-        return {key: value for key, _, value in pairs}
-
-    def env_list(self) -> list[str]:
-        value = self.config.get("Env")
-        return list(value) if isinstance(value, (list, tuple)) else []
-
-
 def build(
     environment: BuildEnvironment,
     options: BuildOptions,
@@ -114,7 +102,7 @@ class _Builder:
         self.options = options
         self.context = context
         self.cache = BuildCache(environment.store)
-        self.results: dict[int, _State] = {}
+        self.results: dict[int, StageState] = {}
         self.step_number = 0
         self.scratch_root = self.store.root / "build-scratch"
         self.scratch_root.mkdir(exist_ok=True)
@@ -127,6 +115,11 @@ class _Builder:
         self.escape = dockerfile.escape
         plan = plan_stages(dockerfile, dict(self.options.build_args), self.options.target)
         self.plan = plan
+        self.scope = ArgScope(
+            build_args=dict(self.options.build_args),
+            global_args=plan.global_args,
+            escape=self.escape,
+        )
         try:
             with self.store.writing():
                 for index in plan.needed:
@@ -151,7 +144,7 @@ class _Builder:
         self.env.progress(f"#{self.step_number} [{label}{position}/{count}] {instruction.original}")
         return f"#{self.step_number}"
 
-    def _build_stage(self, stage: Stage) -> _State:
+    def _build_stage(self, stage: Stage) -> StageState:
         state = self._from(stage)
         shown = f"FROM {stage.base}" + (f" AS {stage.name}" if stage.name else "")
         self._header(stage, 1, msgspec.structs.replace(stage.source, original=shown))
@@ -168,13 +161,13 @@ class _Builder:
             self._step(stage, position, instruction, state)
         return state
 
-    def _from(self, stage: Stage) -> _State:
+    def _from(self, stage: Stage) -> StageState:
         if stage.base.lower() == "scratch":
-            return _State(key=step_key("", "FROM scratch"), layers=[], config={}, history=[])
+            return StageState(key=step_key("", "FROM scratch"), layers=[], config={}, history=[])
         parent = find_stage(self.plan.stages, stage.base, stage.index)
         if parent is not None:
             built = self.results[parent.index]
-            return _State(
+            return StageState(
                 key=built.key,
                 layers=list(built.layers),
                 config=dict(built.config),
@@ -182,7 +175,7 @@ class _Builder:
             )
         image = self._base_image(stage)
         config = image.config.config or oci.ContainerConfig()
-        return _State(
+        return StageState(
             key=step_key("", f"FROM {image.id}"),
             layers=[
                 LayerBlob(descriptor=descriptor, diff_id=diff_id)
@@ -208,142 +201,21 @@ class _Builder:
 
     # -- one step ------------------------------------------------------------------------
 
-    def _step(self, stage: Stage, position: int, instruction: Instruction, state: _State) -> None:
+    def _step(
+        self, stage: Stage, position: int, instruction: Instruction, state: StageState
+    ) -> None:
         keyword = instruction.keyword
         try:
             if keyword in LAYER_STEPS:
                 number = self._header(stage, position, instruction)
                 self._layer_step(number, instruction, state)
             else:
-                description = self._apply_metadata(instruction, state)
+                description = apply_metadata(instruction, state, self.scope)
                 self._record_metadata(instruction, state, description)
         except (WordError, SourceError) as error:
             raise instruction.error(str(error)) from None
 
-    def _words_env(self, state: _State) -> dict[str, str]:
-        return {**state.args, **state.env_map()}
-
-    def _apply_metadata(self, instruction: Instruction, state: _State) -> str:
-        """Apply ENV, ARG, LABEL, ... to the stage; return the text the cache key uses."""
-        keyword = instruction.keyword
-        words_env = self._words_env(state)
-        config = state.config
-        if keyword == "ENV":
-            env = state.env_map()
-            pairs = key_values(instruction.text, words_env, self.escape)
-            for key, value in pairs:
-                env[key] = value
-            config["Env"] = [f"{k}={v}" for k, v in env.items()]
-            return "ENV " + json.dumps(pairs)
-        if keyword == "ARG":
-            definitions = arg_definitions(instruction, words_env, self.escape)
-            for name, default in definitions:
-                if name in self.options.build_args:
-                    state.args[name] = self.options.build_args[name]
-                elif default is not None:
-                    state.args[name] = default
-                elif name in self.plan.global_args:
-                    state.args[name] = self.plan.global_args[name]
-            return "ARG " + json.dumps({n: state.args.get(n) for n, _ in definitions})
-        if keyword == "LABEL":
-            labels = dict(_mapping(config.get("Labels")))
-            labels.update(key_values(instruction.text, words_env, self.escape, legacy=True))
-            config["Labels"] = labels
-            return "LABEL " + json.dumps(labels, sort_keys=True)
-        if keyword == "WORKDIR":
-            path = expand_word(instruction.text, words_env, self.escape)
-            current = str(config.get("WorkingDir") or "/")
-            config["WorkingDir"] = _join(current, path)
-            return f"WORKDIR {config['WorkingDir']}"
-        if keyword == "USER":
-            config["User"] = expand_word(instruction.text, words_env, self.escape)
-            return f"USER {config['User']}"
-        if keyword in ("CMD", "ENTRYPOINT"):
-            command = self._command(instruction, state)
-            if keyword == "CMD":
-                config["Cmd"], state.cmd_set = command, True
-            else:
-                config["Entrypoint"] = command
-                if not state.cmd_set:
-                    config.pop("Cmd", None)
-            return f"{keyword} {json.dumps(command)}"
-        if keyword == "SHELL":
-            if instruction.exec_form is None or not instruction.exec_form:
-                raise instruction.error('SHELL needs the JSON form, e.g. SHELL ["/bin/sh", "-c"]')
-            config["Shell"] = list(instruction.exec_form)
-            return f"SHELL {json.dumps(config['Shell'])}"
-        if keyword == "EXPOSE":
-            ports = dict(_mapping(config.get("ExposedPorts")))
-            for port in split_words(instruction.text, words_env, self.escape):
-                number, _, protocol = port.partition("/")
-                if not number.replace("-", "").isdigit():
-                    raise instruction.error(f'"{port}" is not a port; use e.g. 8080 or 53/udp')
-                ports[f"{number}/{(protocol or 'tcp').lower()}"] = {}
-            config["ExposedPorts"] = ports
-            return "EXPOSE " + " ".join(sorted(ports))
-        if keyword == "VOLUME":
-            volumes = dict(_mapping(config.get("Volumes")))
-            paths = instruction.exec_form or tuple(
-                split_words(instruction.text, words_env, self.escape)
-            )
-            for path in paths:
-                volumes[path] = {}
-            config["Volumes"] = volumes
-            return "VOLUME " + " ".join(sorted(volumes))
-        if keyword == "STOPSIGNAL":
-            config["StopSignal"] = expand_word(instruction.text, words_env, self.escape)
-            return f"STOPSIGNAL {config['StopSignal']}"
-        if keyword == "HEALTHCHECK":
-            config["Healthcheck"] = self._healthcheck(instruction, state)
-            return "HEALTHCHECK " + json.dumps(config["Healthcheck"], sort_keys=True)
-        if keyword == "ONBUILD":
-            trigger = parse_instruction(
-                instruction.text, line=instruction.line, file=instruction.file
-            )
-            if trigger.keyword in ("ONBUILD", "FROM", "MAINTAINER"):
-                raise instruction.error(f"{trigger.keyword} is not allowed as an ONBUILD trigger")
-            config["OnBuild"] = [*_sequence(config.get("OnBuild")), instruction.text]
-            return f"ONBUILD {instruction.text}"
-        if keyword == "MAINTAINER":
-            state.config["__author"] = instruction.text
-            return f"MAINTAINER {instruction.text}"
-        raise instruction.error("is not supported here")
-
-    def _command(self, instruction: Instruction, state: _State) -> list[str]:
-        if instruction.exec_form is not None:
-            return list(instruction.exec_form)
-        shell = list(_sequence(state.config.get("Shell"))) or list(DEFAULT_SHELL)
-        return [*shell, instruction.text]
-
-    def _healthcheck(self, instruction: Instruction, state: _State) -> dict[str, object]:
-        text = instruction.text
-        if text.upper() == "NONE":
-            return {"Test": ["NONE"]}
-        keyword, _, rest = text.partition(" ")
-        if keyword.upper() != "CMD":
-            raise instruction.error('expected "HEALTHCHECK [OPTIONS] CMD command" or NONE')
-        trigger = parse_instruction("CMD " + rest, line=instruction.line, file=instruction.file)
-        if trigger.exec_form is not None:
-            test = ["CMD", *trigger.exec_form]
-        else:
-            test = ["CMD-SHELL", trigger.text]
-        check: dict[str, object] = {"Test": test}
-        names = {
-            "interval": "Interval",
-            "timeout": "Timeout",
-            "start-period": "StartPeriod",
-            "start-interval": "StartInterval",
-        }
-        for flag, value in instruction.flags.items():
-            if flag == "retries":
-                if not value.isdigit():
-                    raise instruction.error(f'--retries "{value}" is not a number')
-                check["Retries"] = int(value)
-            elif flag in names and flag != "start-interval":
-                check[names[flag]] = _duration_ns(value, instruction)
-        return check
-
-    def _record_metadata(self, instruction: Instruction, state: _State, described: str) -> None:
+    def _record_metadata(self, instruction: Instruction, state: StageState, described: str) -> None:
         key = step_key(state.key, described)
         record = None if self.options.no_cache else self.cache.get(key)
         if record is None:
@@ -359,7 +231,7 @@ class _Builder:
             )
         )
 
-    def _layer_step(self, number: str, instruction: Instruction, state: _State) -> None:
+    def _layer_step(self, number: str, instruction: Instruction, state: StageState) -> None:
         started = time.monotonic()
         if instruction.keyword == "RUN":
             described, make_layer = self._run(number, instruction, state)
@@ -388,12 +260,12 @@ class _Builder:
     # -- RUN -----------------------------------------------------------------------------
 
     def _run(
-        self, number: str, instruction: Instruction, state: _State
+        self, number: str, instruction: Instruction, state: StageState
     ) -> tuple[str, Callable[[], LayerBlob]]:
         for flag in instruction.flags:
             if flag != "network":
                 raise instruction.error(f"--{flag} is not supported by carte build")
-        argv = self._command(instruction, state)
+        argv = command_of(instruction, state)
         env = state.env_map()
         in_use = {k: v for k, v in sorted(state.args.items()) if k not in env}
         proxies = {
@@ -409,7 +281,7 @@ class _Builder:
 
         def make_layer() -> LayerBlob:
             lowerdirs = self._lowerdirs(state)
-            user = self.env.resolve_user(str(state.config.get("User") or ""), lowerdirs)
+            user = self._user(instruction, str(state.config.get("User") or ""), lowerdirs)
             step = RunStep(
                 argv=tuple(argv),
                 env=tuple(run_env),
@@ -433,8 +305,10 @@ class _Builder:
 
     # -- COPY / ADD ----------------------------------------------------------------------
 
-    def _copy(self, instruction: Instruction, state: _State) -> tuple[str, Callable[[], LayerBlob]]:
-        words_env = self._words_env(state)
+    def _copy(
+        self, instruction: Instruction, state: StageState
+    ) -> tuple[str, Callable[[], LayerBlob]]:
+        words_env = state.words_env()
         if instruction.exec_form is not None:
             words = list(instruction.exec_form)
         else:
@@ -444,10 +318,10 @@ class _Builder:
         *patterns, dest_word = words
         workdir = str(state.config.get("WorkingDir") or "/")
         dest_is_dir = dest_word.endswith("/") or dest_word in (".", "..") or len(patterns) > 1
-        dest = _join(workdir, dest_word)
+        dest = join_path(workdir, dest_word)
         is_add = instruction.keyword == "ADD"
         source_view, source_key, what, keep_owner = self._copy_source(instruction, state)
-        urls = [p for p in patterns if is_add and _is_url(p)]
+        urls = [p for p in patterns if is_add and is_url(p)]
         local = [p for p in patterns if p not in urls]
         sources: list[CopySource] = match_sources(source_view, local, what) if local else []
         downloads = self._download_all(urls)
@@ -487,7 +361,7 @@ class _Builder:
             lower = LayerView(lowerdirs)
             owner: tuple[int, int] | None = None
             if chown:
-                user = self.env.resolve_user(chown, lowerdirs)
+                user = self._user(instruction, chown, lowerdirs)
                 owner = (user.uid, user.gid)
             directory = dest_is_dir or lower.is_dir(dest)
             with self._scratch() as scratch:
@@ -523,7 +397,7 @@ class _Builder:
         return described, make_layer
 
     def _copy_source(
-        self, instruction: Instruction, state: _State
+        self, instruction: Instruction, state: StageState
     ) -> tuple[LayerView, str, str, bool]:
         """Where COPY reads from: the context, an earlier stage or an image."""
         source = instruction.flags.get("from")
@@ -575,12 +449,21 @@ class _Builder:
             paths.append(target)
         return paths
 
+    def _user(self, instruction: Instruction, name: str, lowerdirs: list[Path]) -> User:
+        try:
+            return self.env.resolve_user(name, lowerdirs)
+        except CarteError:
+            raise instruction.error(
+                f'user "{name}" is not in the image\'s /etc/passwd or /etc/group; use a '
+                "numeric uid[:gid] or create the user in an earlier RUN step"
+            ) from None
+
     # -- layers and commit ---------------------------------------------------------------
 
     def _scratch(self) -> _Scratch:
         return _Scratch(self.scratch_root)
 
-    def _store_upper(self, upper: Path, state: _State) -> LayerBlob:
+    def _store_upper(self, upper: Path, state: StageState) -> LayerBlob:
         epoch = self.options.source_date_epoch
         layer = store_layer(
             self.store, lambda out: diff_from_upper(upper, out, source_date_epoch=epoch)
@@ -590,7 +473,7 @@ class _Builder:
             unpack_layer(self.store, layer.descriptor, layer.diff_id, chain, trusted=True)
         return layer
 
-    def _lowerdirs(self, state: _State) -> list[Path]:
+    def _lowerdirs(self, state: StageState) -> list[Path]:
         return self._unpacked(state.layers)
 
     def _unpacked(self, layers: list[LayerBlob]) -> list[Path]:
@@ -609,13 +492,13 @@ class _Builder:
         )
         return moment.isoformat().replace("+00:00", "Z")
 
-    def _commit(self, state: _State) -> StoredImage:
+    def _commit(self, state: StageState) -> StoredImage:
         config = dict(state.config)
         author = config.pop("__author", None)
-        env = [str(item) for item in _sequence(config.get("Env"))]
+        env = [str(item) for item in sequence(config.get("Env"))]
         if not any(item.startswith("PATH=") for item in env):
             config["Env"] = [DEFAULT_PATH, *env]  # as BuildKit does, so `carte run` finds sh
-        labels = dict(_mapping(config.get("Labels")))
+        labels = dict(mapping(config.get("Labels")))
         labels.update(self.options.labels)
         if labels:
             config["Labels"] = labels
@@ -656,44 +539,3 @@ class _Scratch:
     def __exit__(self, *exc_info: object) -> None:
         if self.path is not None:
             shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _join(base: str, path: str) -> str:
-    joined = posixpath.normpath(posixpath.join(base or "/", path))
-    if path.endswith("/") and joined != "/":
-        joined += "/"
-    return joined
-
-
-def _is_url(text: str) -> bool:
-    return text.startswith(("http://", "https://"))
-
-
-def _mapping(value: object) -> dict[str, object]:
-    return dict(value) if isinstance(value, dict) else {}
-
-
-def _sequence(value: object) -> list[str]:
-    return [str(v) for v in value] if isinstance(value, (list, tuple)) else []
-
-
-def _duration_ns(text: str, instruction: Instruction) -> int:
-    units = {
-        "ns": 1,
-        "us": 1_000,
-        "ms": 1_000_000,
-        "s": 1_000_000_000,
-        "m": 60_000_000_000,
-        "h": 3_600_000_000_000,
-    }
-    for suffix in ("ns", "us", "ms", "s", "m", "h"):
-        number = text.removesuffix(suffix)
-        if number != text:
-            try:
-                return int(float(number) * units[suffix])
-            except ValueError:
-                break
-    raise DockerfileError(
-        f'{instruction.file}:{instruction.line}: HEALTHCHECK: duration "{text}" is invalid; '
-        "use e.g. 30s or 1m30s"
-    )
