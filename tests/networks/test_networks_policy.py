@@ -76,6 +76,10 @@ def test_policy_input_errors_are_one_line(carte: Daemon) -> None:
     assert "nosuch" in fails(carte.client("network", "policy", "rm", "n1polbad", "nosuch"))
 
 
+def run(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True)
+
+
 @pytest.fixture
 def outside() -> Iterator[str]:
     """A namespace standing in for "the outside": reachable only through the host's routing,
@@ -83,7 +87,6 @@ def outside() -> Iterator[str]:
     tag = secrets.token_hex(3)
     netns, host_end = f"n1out{tag}", f"n1o{tag}"
     third = int(tag[:2], 16)
-    run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
     www = Path(f"/tmp/{netns}")
     www.mkdir()
     (www / "hostname").write_text("outside\n")
