@@ -15,7 +15,6 @@ are accepted and ignored. Errors are one line on stderr (and a JSON line in --lo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -97,6 +96,8 @@ def _fail(args: argparse.Namespace, message: str) -> NoReturn:
         try:
             with log.open("a") as stream:
                 if args.log_format == "json":
+                    import json
+
                     entry = {"level": "error", "msg": message, "time": time.time()}
                     stream.write(json.dumps(entry) + "\n")
                 else:
@@ -226,9 +227,11 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _spec(args: argparse.Namespace) -> int:
+    import msgspec
+
     from carte.runtime.spec import default_spec, encode_spec
 
-    document = json.dumps(json.loads(encode_spec(default_spec())), indent=2) + "\n"
+    document = msgspec.json.format(encode_spec(default_spec()), indent=2).decode() + "\n"
     if args.bundle is not None:
         (args.bundle / "config.json").write_text(document)
     else:
@@ -249,7 +252,7 @@ def dispatch(args: argparse.Namespace) -> int:
         import msgspec
 
         shown = container.state_of(args.root, args.id)
-        print(json.dumps(json.loads(msgspec.json.encode(shown)), indent=2))
+        print(msgspec.json.format(msgspec.json.encode(shown), indent=2).decode())
     elif command == "kill":
         container.kill(args.root, args.id, parse_signal(args.signal), all_processes=args.all)
     elif command == "delete":
