@@ -41,7 +41,7 @@ def raw_terminal(fd: int) -> Iterator[None]:
     raw[6][termios.VMIN] = 1
     raw[6][termios.VTIME] = 0
     previous = {sig: signal.signal(sig, _hang_up) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    termios.tcsetattr(fd, termios.TCSAFLUSH, raw)
+    termios.tcsetattr(fd, termios.TCSANOW, raw)  # keep what was typed ahead
     try:
         yield
     finally:
