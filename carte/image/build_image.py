@@ -308,6 +308,10 @@ class _Builder:
     def _copy(
         self, instruction: Instruction, state: StageState
     ) -> tuple[str, Callable[[], LayerBlob]]:
+        unsupported = set(instruction.flags) - {"from", "chown", "chmod", "link"}
+        if unsupported:
+            flag = sorted(unsupported)[0]
+            raise instruction.error(f"--{flag} is not supported by carte build; remove it")
         words_env = state.words_env()
         if instruction.exec_form is not None:
             words = list(instruction.exec_form)

@@ -424,3 +424,17 @@ def test_client_going_away_cancels_a_running_step(build_daemon: Daemon, tmp_path
     while leftovers(build_daemon) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert leftovers(build_daemon) == []
+
+
+def test_build_image_command_builds_a_context_on_the_daemon_host(
+    build_daemon: Daemon, tmp_path: Path
+) -> None:
+    context = write(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nCOPY f /f\n", "f": "f\n"})
+    reply = build_daemon.command_(
+        "BuildImage", context=str(context), options={"tags": ["hostctx:1"]}
+    )
+    assert reply.status == 200, reply.body
+    assert reply.json()["result"]["names"] == ["hostctx:1"]
+    assert read_file(build_daemon, "hostctx:1", "/f") == b"f\n"
+    missing = build_daemon.command_("BuildImage", context=str(tmp_path / "nope"))
+    assert missing.status == 400 and "not a directory" in missing.json()["error"]["message"]
