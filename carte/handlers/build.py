@@ -7,7 +7,9 @@ The builder library is synchronous; a build runs in a worker thread (at most
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +24,7 @@ from carte.handlers.container_spec import resolve_user
 from carte.image import ImageStore, Registry, StoredImage, collect_garbage, parse_reference
 from carte.image.build_cache import BuildCache
 from carte.image.build_image import BuildEnvironment, BuildOptions, build
+from carte.runtime.shim_client import interpreter_command
 
 MAX_PARALLEL_BUILDS = 2
 _limiter = trio.CapacityLimiter(MAX_PARALLEL_BUILDS)
@@ -112,6 +115,44 @@ class BuildHandler(Handler):
 
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Remove what builds of a previous daemon left (scratch dirs, uploads, RUN
+        containers); a restart of this handler inside the same daemon removes nothing."""
+        await trio.to_thread.run_sync(self._clean_after_previous_daemon)
+        task_status.started()
+
+    def _clean_after_previous_daemon(self) -> None:
+        scratch = self.ctx.root / "build-scratch"
+        owner = self.ctx.root / "build-owner"
+        pid = str(os.getpid())
+        try:
+            if owner.read_text() == pid:
+                return
+        except FileNotFoundError:
+            pass
+        shutil.rmtree(scratch, ignore_errors=True)
+        for upload in (self.ctx.root / "build-contexts").glob("upload-*"):
+            shutil.rmtree(upload, ignore_errors=True)
+        state = self.ctx.run_root / "build-runtime"
+        if state.is_dir():
+            for container in state.iterdir():
+                subprocess.run(
+                    [
+                        *interpreter_command(),
+                        "runtime",
+                        "--root",
+                        str(state),
+                        "delete",
+                        "--force",
+                        container.name,
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    check=False,
+                )
+        owner.parent.mkdir(parents=True, exist_ok=True)
+        owner.write_text(pid)
 
     @on(BuildImage)
     async def build_image(self, command: BuildImage) -> BuildResult:

@@ -11,7 +11,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 
-from carte_daemon import Daemon, DaemonFactory
+from carte_daemon import Daemon, DaemonFactory, daemons
+
+__all__ = ["build_daemon", "daemons"]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from build_checks import build, image, leftovers, read_file, stat_file
-from carte_daemon import Daemon
+from carte_daemon import Daemon, DaemonFactory
 
 from carte.image import ImageStore
 
@@ -438,3 +438,30 @@ def test_build_image_command_builds_a_context_on_the_daemon_host(
     assert read_file(build_daemon, "hostctx:1", "/f") == b"f\n"
     missing = build_daemon.command_("BuildImage", context=str(tmp_path / "nope"))
     assert missing.status == 400 and "not a directory" in missing.json()["error"]["message"]
+
+
+def test_restarted_daemon_removes_what_a_killed_one_left(
+    daemons: DaemonFactory, busybox_tar: Path, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+
+    daemon = daemons()
+    assert daemon.client("import", str(busybox_tar), "busybox:latest").returncode == 0
+    context = write(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nRUN echo started; sleep 60\n"})
+    client = subprocess.Popen(
+        [*daemon.command, "--host", f"unix://{daemon.socket}", "build", str(context)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=daemon.env,
+    )
+    assert client.stderr is not None
+    for line in client.stderr:
+        if line.endswith("started\n"):
+            break
+    daemon.stop(signal.SIGKILL)
+    client.wait(timeout=30)
+    client.stderr.close()
+    assert leftovers(daemon) != []
+    restarted = daemons(workdir=daemon.workdir)
+    assert leftovers(restarted) == []
