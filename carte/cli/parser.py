@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "carte.cli.commands_network",
     "carte.cli.commands_interactive",
     "carte.cli.commands_container_tools",
+    "carte.cli.commands_copy",
 )
 
 # Global options that take a value, so the command name is not mistaken for one.

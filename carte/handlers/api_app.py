@@ -21,6 +21,7 @@ from carte.api.errors import CarteError, InvalidArgument, NotFound
 from carte.api.host import kernel_release, read_cgroup_layout
 from carte.api.system import ErrorBody, ErrorDetail, HandlerInfo, Info, Version
 from carte.engine import HandlerContext
+from carte.handlers.api_archive import register_archive_routes
 from carte.handlers.api_build import add_build_routes
 from carte.handlers.api_containers import register_container_routes
 from carte.handlers.api_events import EventQuery, stream_events
@@ -108,6 +109,7 @@ def build_app(
 
     register_container_routes(app, ctx)
     register_interactive_routes(app, ctx)
+    register_archive_routes(app, ctx)
 
     @app.errorhandler(CarteError)
     async def carte_error(error: CarteError) -> Response:
