@@ -95,6 +95,9 @@ class Bus:
         Yields this subscriber's own receive channel holding up to ``buffer`` facts
         (``bus.subscriber_buffer`` by default). Unsubscribes when the block exits, also on
         cancellation or error. Raises TypeError for a type that is not a Fact class.
+
+        Entering the block does not checkpoint, so reading ``bus.journal.since(...)`` first
+        thing inside it gives the backlog with no gap and no overlap with the channel.
         """
         for fact_type in types:
             if not (isinstance(fact_type, type) and issubclass(fact_type, Fact)):

@@ -7,6 +7,10 @@ when ``run()``, a fact method or its construction raises: the supervisor logs on
 publishes `HandlerCrashed`, marks its commands down (requests fail fast with `Unavailable`),
 waits with exponential backoff and starts a fresh instance. Other handlers keep serving.
 
+``check()`` runs once, before the first start; if it raises, that counts as a crash and it
+runs again before the next start. A handler whose ``run()`` never reports started holds up
+the start of the handlers after it (and the daemon's readiness): report started promptly.
+
 A restarted handler misses the facts published while it was down; it should rebuild what it
 needs from the store (the source of truth) when it starts. Cancellation (daemon shutdown)
 stops every handler and is never swallowed.

@@ -249,3 +249,56 @@ async def test_handlers_get_their_own_options_and_reconfigure_swaps_them(
         await engine_ctx.bus.request(Echo(text=""))
         nursery.cancel_scope.cancel()
     assert seen == [{"url": "a"}, {"url": "b"}]
+
+
+class BrokenAtBirth(Handler):
+    """Its check() raises until `healthy` is set: a crash, retried with backoff."""
+
+    name = "broken"
+    healthy: ClassVar[bool] = False
+    checks: ClassVar[int] = 0
+
+    async def check(self) -> str | None:
+        BrokenAtBirth.checks += 1
+        if not BrokenAtBirth.healthy:
+            raise OSError("cannot read /proc/self/ns")
+        return None
+
+    @on(Fragile)
+    async def fragile(self, command: Fragile) -> int:
+        return BrokenAtBirth.checks
+
+
+class AfterBroken(Handler):
+    name = "after"
+    requires = ("broken",)
+
+    @on(Echo)
+    async def echo(self, command: Echo) -> str:
+        return "after"
+
+
+async def test_a_handler_failing_its_first_start_does_not_hold_up_the_daemon(
+    engine_ctx: HandlerContext, autojump_clock: trio.testing.MockClock
+) -> None:
+    BrokenAtBirth.healthy = False
+    BrokenAtBirth.checks = 0
+    bus = engine_ctx.bus
+    supervisor = Supervisor(Registry([BrokenAtBirth, AfterBroken]).plan(), engine_ctx)
+    async with (
+        bus.subscribe(HandlerCrashed) as crashes,
+        bus.subscribe(HandlerStarted) as starts,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(supervisor.run)  # returns although "broken" failed to start
+        assert await bus.request(Echo(text="")) == "after"
+        first = await crashes.receive()
+        assert isinstance(first, HandlerCrashed)
+        assert first.error == "OSError: cannot read /proc/self/ns"
+        with pytest.raises(Unavailable, match='"broken" crashed'):
+            await bus.request(Fragile())
+        BrokenAtBirth.healthy = True
+        while (await starts.receive()).id != "broken":
+            pass
+        assert await bus.request(Fragile()) >= 2
+        nursery.cancel_scope.cancel()
