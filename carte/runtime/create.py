@@ -4,8 +4,8 @@ until `start`.
 `spawn` runs in THE CALLING process, which must be single-threaded (the OCI CLI or the shim,
 both freshly exec'd). The caller switches the pid namespace its children get (unshare or setns
 of CLONE_NEWPID), forks the container's pid 1 straight into it, and switches back at once, so
-its own later children stay in its pid namespace. Pid 1 waits until the caller has put it in
-the cgroup, joins namespaces given by path, unshares the rest (mount, uts, ipc, net, cgroup),
+its own later children stay in its pid namespace. Pid 1 enters the cgroup itself, joins
+namespaces given by path, unshares the rest (mount, uts, ipc, net, cgroup),
 builds the root filesystem, pivots, sets the hostname, says "ready", then blocks opening
 exec.fifo until `start` opens it for reading; then it execs the user process (or, with the
 run.carte.init annotation, stays as Carte's init and forks it).
@@ -311,7 +311,7 @@ def _fork_container(setup: _Setup, add_to_cgroup: Callable[[int], None]) -> int:
             pid_one = os.fork()
             if pid_one == 0:
                 parent_end.close()
-                _direct_pid_one(setup, child_end)
+                _direct_pid_one(setup, child_end, add_to_cgroup)
         child_end.close()
         return _drive_handshake(setup, pid_one, parent_end, add_to_cgroup, direct=True)
     finally:
@@ -348,13 +348,15 @@ def _drive_handshake(
     *,
     direct: bool,
 ) -> int:
-    """Put `child` in the cgroup, let it go, serve its requests until ready. `direct`: the
-    child is pid 1 itself, otherwise stage A, which reports pid 1 and exits."""
+    """Serve the child's requests until it is ready. `direct`: the child is pid 1 itself (it
+    enters the cgroup on its own); otherwise it is stage A, which we put in the cgroup and let
+    go, and which reports pid 1 and exits."""
     container_pid = child if direct else 0
     failure = ""
     try:
-        add_to_cgroup(child)
-        send(channel, Message(kind="go"))
+        if not direct:
+            add_to_cgroup(child)
+            send(channel, Message(kind="go"))
         while True:
             message = receive(channel)
             if message is None:
@@ -441,14 +443,15 @@ def _stage_a(setup: _Setup, channel: socket.socket) -> NoReturn:
         report_and_exit(channel, error)
 
 
-def _direct_pid_one(setup: _Setup, channel: socket.socket) -> NoReturn:
-    """The container's pid 1 forked straight into its pid namespace: wait until the caller
-    has put us in the cgroup, join and create the other namespaces, then set up."""
+def _direct_pid_one(
+    setup: _Setup, channel: socket.socket, add_to_cgroup: Callable[[int], None]
+) -> NoReturn:
+    """The container's pid 1 forked straight into its pid namespace: enter the cgroup (before
+    the cgroup namespace, whose root it becomes), join and create the other namespaces, then
+    set up. No round trip to the caller: we are still root in its namespaces."""
     spec = setup.spec
     try:
-        message = receive(channel)
-        if message is None or message.kind != "go":
-            os._exit(1)
+        add_to_cgroup(os.getpid())
         redirect_stdio(setup.stdio)
         for kind in PROC_NS_NAMES:
             if kind in setup.namespace_fds and kind != "pid":
