@@ -92,6 +92,7 @@ class ContainerLogConfig(_Section, frozen=True, kw_only=True):
 class ContainersConfig(_Section, frozen=True, kw_only=True):
     restart: RestartBackoffConfig = RestartBackoffConfig()
     log: ContainerLogConfig = ContainerLogConfig()
+    stop_timeout: PositiveInt = 10
 
 
 class HealthConfig(_Section, frozen=True, kw_only=True):

@@ -112,7 +112,9 @@ from carte.runtime.spec import encode_spec
 
 T = TypeVar("T")
 
-DEFAULT_STOP_TIMEOUT = 10
+# How long a SIGKILLed container's exit may take to be reported before the daemon settles it.
+KILL_GRACE = 15.0
+
 _RUNNING = ("running", "paused", "restarting")
 
 
@@ -469,18 +471,34 @@ class ContainersHandler(Handler):
                 exit_record = read_exit_file(self.state_dir, container_id) or {}
                 lost = not exit_record
             await self._settle_exit(container_id, exit_record, lost=lost)
+        except Exception as failure:
+            # Never leave waiters hanging because one exit could not be recorded.
+            self.ctx.log.error("container %s: exit not recorded: %r", container_id[:12], failure)
+            run = self._runs.get(container_id)
+            if run is not None and not run.exited.is_set():
+                run.result = WaitResult(status_code=255, error=str(failure))
+                run.exited.set()
         finally:
             self._watched.discard(container_id)
 
     async def _settle_exit(
         self, container_id: str, exit_record: dict[str, object], *, lost: bool
     ) -> None:
-        """Record an exit, free the runtime side, publish `ContainerExited`, honour --rm."""
+        """Record an exit, free the runtime side, publish `ContainerExited`, honour --rm.
+        An exit already settled (by a stop that gave up waiting) is not settled twice."""
         with trio.CancelScope(shield=True):
+            current = await self.records.get(container_id)
+            if current is None or current.state.status not in _RUNNING:
+                return
             await _ignore_errors(
                 self.ctx.bus.request(DetachContainerNetwork(container_id=container_id))
             )
-            await self._thread(lambda: cleanup_runtime(self.state_dir, container_id))
+            try:
+                await self._thread(lambda: cleanup_runtime(self.state_dir, container_id))
+            except OSError as failure:
+                self.ctx.log.warning(
+                    "container %s: runtime state not removed: %s", container_id[:12], failure
+                )
             code = int(str(exit_record.get("exit_code", 255)))
             oom = bool(exit_record.get("oom_killed", False))
             error = "the container's shim was gone; its exit code is unknown" if lost else ""
@@ -502,9 +520,6 @@ class ContainersHandler(Handler):
             except NotFound:
                 return
             run = self._runs.get(container_id)
-            if run is not None and not run.exited.is_set():
-                run.result = WaitResult(status_code=code, oom_killed=oom, error=error)
-                run.exited.set()
             await self.ctx.bus.publish(
                 ContainerExited(
                     id=record.id,
@@ -515,7 +530,11 @@ class ContainersHandler(Handler):
                 )
             )
             if record.config.auto_remove:
+                # Before waiters hear of the exit, so `run --rm` returns with the container gone.
                 await _ignore_errors(self._remove(record, volumes=True))
+            if run is not None and not run.exited.is_set():
+                run.result = WaitResult(status_code=code, oom_killed=oom, error=error)
+                run.exited.set()
 
     # --- stop, kill, restart ------------------------------------------------------------------
 
@@ -538,7 +557,7 @@ class ContainersHandler(Handler):
         stop_signal = parse_signal(record.config.stop_signal or "TERM")
         timeout = grace if grace is not None else record.config.stop_timeout
         if timeout is None:
-            timeout = DEFAULT_STOP_TIMEOUT
+            timeout = self.ctx.config.containers.stop_timeout
         await self._signal(record, stop_signal, all_processes=False)
         if record.state.status == "paused":
             await self._freeze(record.id, freeze=False)
@@ -546,7 +565,20 @@ class ContainersHandler(Handler):
             await run.exited.wait()
         if not run.exited.is_set():
             await self._signal(record, signal.SIGKILL, all_processes=True)
+            await self._wait_exit(record.id, run)
+
+    async def _wait_exit(self, container_id: str, run: _Run) -> None:
+        """Wait for a killed container's exit to be settled. A watcher that is missing or stuck
+        (no shim answers) is not waited on forever: after a while the exit is settled here."""
+        with trio.move_on_after(KILL_GRACE):
             await run.exited.wait()
+            return
+        self.ctx.log.warning("container %s: no exit seen after SIGKILL", container_id[:12])
+        exit_record = read_exit_file(self.state_dir, container_id) or {}
+        await self._settle_exit(container_id, exit_record, lost=not exit_record)
+        if not run.exited.is_set():
+            run.result = WaitResult(status_code=int(str(exit_record.get("exit_code", 137))))
+            run.exited.set()
 
     async def _signal(self, record: ContainerRecord, sig: int, *, all_processes: bool) -> None:
         try:
@@ -641,7 +673,7 @@ class ContainersHandler(Handler):
                 if record.state.status == "paused":
                     await self._freeze(record.id, freeze=False)
                 await self._signal(record, signal.SIGKILL, all_processes=True)
-                await run.exited.wait()
+                await self._wait_exit(record.id, run)
                 if record.config.auto_remove:
                     return  # the exit removed it
             await self._remove(record, volumes=command.volumes)
@@ -676,9 +708,11 @@ class ContainersHandler(Handler):
             if record.state.status in ("exited", "dead", "created") and matches_filters(
                 record, command.filters, prune=True
             ):
-                if record.state.status == "created" and await self._shim_is_parked(record.id):
-                    continue  # Docker prunes created ones too, but not one being started
-                await self._remove(record, volumes=False)
+                async with self._operation_lock(record.id):
+                    current = await self.records.get(record.id)
+                    if current is None or current.state.status not in ("exited", "dead", "created"):
+                        continue  # started or removed meanwhile
+                    await self._remove(current, volumes=False)
                 deleted.append(record.id)
         return PruneResult(deleted=deleted)
 
