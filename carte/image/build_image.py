@@ -40,7 +40,6 @@ from carte.image.build_metadata import (
     is_url,
     join_path,
     mapping,
-    sequence,
 )
 from carte.image.build_run import RunStep, run_step
 from carte.image.build_stages import PROXY_ARGS, Stage, find_stage, plan_stages
@@ -162,6 +161,14 @@ class _Builder:
         return state
 
     def _from(self, stage: Stage) -> StageState:
+        state = self._base_state(stage)
+        env = state.env_list()
+        if not any(item.startswith("PATH=") for item in env):
+            # As BuildKit does: a base without PATH gets the default, so ENV PATH=$PATH:/x works.
+            state.config["Env"] = [DEFAULT_PATH, *env]
+        return state
+
+    def _base_state(self, stage: Stage) -> StageState:
         if stage.base.lower() == "scratch":
             return StageState(key=step_key("", "FROM scratch"), layers=[], config={}, history=[])
         parent = find_stage(self.plan.stages, stage.base, stage.index)
@@ -499,9 +506,6 @@ class _Builder:
     def _commit(self, state: StageState) -> StoredImage:
         config = dict(state.config)
         author = config.pop("__author", None)
-        env = [str(item) for item in sequence(config.get("Env"))]
-        if not any(item.startswith("PATH=") for item in env):
-            config["Env"] = [DEFAULT_PATH, *env]  # as BuildKit does, so `carte run` finds sh
         labels = dict(mapping(config.get("Labels")))
         labels.update(self.options.labels)
         if labels:
