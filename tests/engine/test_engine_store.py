@@ -179,6 +179,7 @@ def test_every_reported_commit_survives_sigkill_and_the_db_is_intact(tmp_path: P
     connection = sqlite3.connect(db)
     try:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         stored = {int(key.split("/")[1]) for (key,) in connection.execute("SELECT key FROM kv")}
         (revision,) = connection.execute("SELECT value FROM meta WHERE name='revision'").fetchone()
     finally:
