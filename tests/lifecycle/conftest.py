@@ -12,12 +12,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "containers"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from carte_daemon import Daemon, DaemonFactory
 from containers_lab import remove_leftovers
 
-# Restarts after 0.3 s, 0.6 s, 1.2 s (cap); a run of 2 s resets the backoff.
-CONFIG = "containers:\n  restart:\n    base: 0.3\n    cap: 1.2\n    reset: 2.0\n"
+# Restarts after 0.3 s, 0.6 s, 1.2 s, 2.4 s (cap); a run of 5 s resets the backoff.
+CONFIG = "containers:\n  restart:\n    base: 0.3\n    cap: 2.4\n    reset: 5.0\n"
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from typing import Any
 
 from carte_daemon import Daemon
 from containers_lab import inspect, ok, wait_for
+from lifecycle_lab import event_lines, exec_ok
 
 SERVE = ["sh", "-c", "touch /tmp/ok; trap 'exit 0' TERM; while true; do sleep 0.1; done"]
 FAST = ["--health-interval", "0.2s", "--health-timeout", "2s", "--health-retries", "2"]
@@ -39,7 +40,7 @@ def test_health_goes_starting_healthy_unhealthy(carte: Daemon) -> None:
     ).strip()
     wait_for(lambda: _status_is(carte, "probed", "healthy"), what="healthy")
     assert "(healthy)" in ok(carte.client("ps", "--filter", "name=probed"))
-    ok(carte.client("exec", "probed", "rm", "/tmp/ok"))
+    exec_ok(carte, "probed", "rm", "/tmp/ok")
     wait_for(lambda: _status_is(carte, "probed", "unhealthy"), what="unhealthy")
     health = _health(carte, "probed")
     assert health["failing_streak"] >= 2
@@ -50,10 +51,10 @@ def test_health_goes_starting_healthy_unhealthy(carte: Daemon) -> None:
 
     changes = _health_events(carte, container_id, until="unhealthy")
     assert changes[:3] == ["starting", "healthy", "unhealthy"]
-    text = ok(
-        carte.client("events", "--since", "0", "--filter", "type=container.health"),
+    lines = event_lines(
+        carte, "--since", "0", "--filter", "type=container.health", until="unhealthy"
     )
-    assert "HealthChanged" in text and "unhealthy" in text
+    assert all("HealthChanged" in line and container_id in line for line in lines)
 
 
 def test_start_period_failures_do_not_count(carte: Daemon) -> None:
@@ -75,7 +76,7 @@ def test_start_period_failures_do_not_count(carte: Daemon) -> None:
     wait_for(lambda: len(_health(carte, "slowstart")["log"]) >= 4, what="four probes")
     health = _health(carte, "slowstart")
     assert health["status"] == "starting" and health["failing_streak"] == 0
-    ok(carte.client("exec", "slowstart", "touch", "/tmp/ready"))
+    exec_ok(carte, "slowstart", "touch", "/tmp/ready")
     wait_for(lambda: _status_is(carte, "slowstart", "healthy"), what="healthy")
 
 
