@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ShimLab, wait_for
+from shim_lab import ShimLab, wait_for
 
 from carte.runtime.logs import LogFollower, read_logs
 from carte.runtime.shim_client import ShimClient, ShimError

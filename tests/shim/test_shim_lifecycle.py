@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ShimLab, process_alive, wait_for
+from shim_lab import ShimLab, process_alive, wait_for
 
 from carte.api.errors import InvalidArgument, NotFound
 from carte.runtime.logs import read_logs

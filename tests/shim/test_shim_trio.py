@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import trio
-from conftest import ShimLab
+from shim_lab import ShimLab
 
 from carte.runtime.shim_client import parse_report
 from carte.runtime.shim_protocol import LineBuffer, decode_data, decode_line, encode_line
