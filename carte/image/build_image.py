@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -43,9 +44,9 @@ from carte.image.build_metadata import (
 )
 from carte.image.build_run import RunStep, run_step
 from carte.image.build_stages import PROXY_ARGS, Stage, find_stage, plan_stages
-from carte.image.build_words import WordError, expand_word, split_words
+from carte.image.build_words import WordError, expand_variables, expand_word, split_words
 from carte.image.digest import chain_ids
-from carte.image.dockerfile import Instruction, parse, parse_instruction
+from carte.image.dockerfile import Heredoc, Instruction, parse, parse_instruction
 from carte.image.errors import ImageNotFound
 from carte.image.importer import host_architecture
 from carte.image.layers import LayerBlob, is_unpacked, layer_dir, store_layer, unpack_layer
@@ -54,6 +55,7 @@ from carte.image.upperdiff import diff_from_upper
 from carte.runtime.spec import DEFAULT_PATH, User
 
 LAYER_STEPS = frozenset({"RUN", "COPY", "ADD"})
+HEREDOC_ONLY = re.compile(r"<<-?([\"']?)[A-Za-z_][A-Za-z0-9_]*\1")
 
 
 class BuildOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -272,7 +274,7 @@ class _Builder:
         for flag in instruction.flags:
             if flag != "network":
                 raise instruction.error(f"--{flag} is not supported by carte build")
-        argv = command_of(instruction, state)
+        argv = self._run_command(instruction, state)
         env = state.env_map()
         in_use = {k: v for k, v in sorted(state.args.items()) if k not in env}
         proxies = {
@@ -332,10 +334,14 @@ class _Builder:
         dest = join_path(workdir, dest_word)
         is_add = instruction.keyword == "ADD"
         source_view, source_key, what, keep_owner = self._copy_source(instruction, state)
+        heredocs = {f"<<{h.name}": h for h in instruction.heredocs}
+        heredocs.update({f"<<-{h.name}": h for h in instruction.heredocs})
         urls = [p for p in patterns if is_add and is_url(p)]
-        local = [p for p in patterns if p not in urls]
+        local = [p for p in patterns if p not in urls and p not in heredocs]
         sources: list[CopySource] = match_sources(source_view, local, what) if local else []
-        downloads = self._download_all(urls)
+        inline = [heredocs[p] for p in patterns if p in heredocs]
+        downloads = self._download_all(urls) + self._heredoc_files(inline, words_env)
+        generated = [*urls, *(f"<<{h.name}" for h in inline)]
         chown = instruction.flags.get("chown")
         chmod_text = instruction.flags.get("chmod")
         mode: int | None = None
@@ -359,7 +365,7 @@ class _Builder:
             {
                 "from": source_key,
                 "sources": content,
-                "urls": list(zip(urls, download_sums, strict=True)),
+                "generated": list(zip(generated, download_sums, strict=True)),
                 "dest": dest,
                 "dir": dest_is_dir,
                 "chown": chown,
@@ -441,6 +447,36 @@ class _Builder:
             if instruction in stage.instructions:
                 return stage.index
         return len(self.plan.stages)
+
+    def _run_command(self, instruction: Instruction, state: StageState) -> list[str]:
+        """RUN's argv; heredocs go back under the command line for the shell to read, and a
+        line that is only `<<NAME` runs the body itself as the script (BuildKit's rules)."""
+        argv = command_of(instruction, state)
+        if not instruction.heredocs:
+            return argv
+        shell = argv[:-1]
+        if HEREDOC_ONLY.fullmatch(instruction.text.strip()):
+            return [*shell, instruction.heredocs[0].body]
+        script = (
+            instruction.text + "\n" + "".join(h.body + h.name + "\n" for h in instruction.heredocs)
+        )
+        return [*shell, script]
+
+    def _heredoc_files(self, heredocs: list[Heredoc], words_env: dict[str, str]) -> list[Path]:
+        if not heredocs:
+            return []
+        directory = Path(tempfile.mkdtemp(dir=self.scratch_root, prefix="heredoc-"))
+        self._downloads.append(directory)
+        paths = []
+        for heredoc in heredocs:
+            body = heredoc.body
+            if heredoc.expand:
+                body = expand_variables(body, words_env, self.escape)
+            target = directory / heredoc.name
+            target.write_text(body)
+            target.chmod(0o644)
+            paths.append(target)
+        return paths
 
     def _download_all(self, urls: list[str]) -> list[Path]:
         if not urls:

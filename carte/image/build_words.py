@@ -25,6 +25,23 @@ def expand_word(text: str, env: Mapping[str, str], escape: str = "\\") -> str:
     return words[0] if words else ""
 
 
+def expand_variables(text: str, env: Mapping[str, str], escape: str = "\\") -> str:
+    """Only `$VAR` substitution (quotes and whitespace kept): for COPY heredoc bodies."""
+    lexer = _Lexer(text, env, escape, split=False)
+    out: list[str] = []
+    while lexer.pos < len(text):
+        char = text[lexer.pos]
+        if char == escape and text[lexer.pos + 1 : lexer.pos + 2] == "$":
+            out.append("$")
+            lexer.pos += 2
+        elif char == "$":
+            out.append(lexer._variable())
+        else:
+            out.append(char)
+            lexer.pos += 1
+    return "".join(out)
+
+
 def key_values(
     text: str, env: Mapping[str, str], escape: str = "\\", *, legacy: bool = True
 ) -> list[tuple[str, str]]:

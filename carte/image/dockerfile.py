@@ -45,6 +45,8 @@ FLAGS: dict[str, frozenset[str]] = {
     "RUN": frozenset({"network", "security", "mount"}),
     "HEALTHCHECK": frozenset({"interval", "timeout", "start-period", "start-interval", "retries"}),
 }
+HEREDOC_FORMS = frozenset({"RUN", "COPY", "ADD"})
+_HEREDOC = re.compile(r"<<(-?)([\"']?)([A-Za-z_][A-Za-z0-9_]*)\2")
 JSON_FORMS = frozenset({"RUN", "CMD", "ENTRYPOINT", "SHELL", "COPY", "ADD", "VOLUME"})
 _DIRECTIVE = re.compile(r"#\s*([a-zA-Z][a-zA-Z0-9_-]*)\s*=\s*(.*?)\s*$")
 _FLAG = re.compile(r"--([a-z][a-z-]*)(?:=(.*))?$")
@@ -52,6 +54,14 @@ _FLAG = re.compile(r"--([a-z][a-z-]*)(?:=(.*))?$")
 
 class DockerfileError(InvalidArgument):
     """A Dockerfile that cannot be built as written; the message names file and line."""
+
+
+class Heredoc(msgspec.Struct, frozen=True, kw_only=True):
+    """`<<NAME` ... `NAME` after a RUN, COPY or ADD line: its body, newline-terminated."""
+
+    name: str
+    body: str
+    expand: bool  # unquoted names expand variables in the body (COPY); quoted ones do not
 
 
 class Instruction(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,6 +79,7 @@ class Instruction(msgspec.Struct, frozen=True, kw_only=True):
     line: int
     original: str
     file: str
+    heredocs: tuple[Heredoc, ...] = ()
 
     def error(self, problem: str) -> DockerfileError:
         """An error about this instruction, naming file, line and keyword."""
@@ -107,7 +118,11 @@ def parse(source: str, file: str = "Dockerfile") -> Dockerfile:
             joined += lines[index].strip()
             index += 1
         joined = joined.strip()
-        instructions.append(_instruction(joined, start + 1, file, escape))
+        instruction = _instruction(joined, start + 1, file, escape)
+        if instruction.keyword in HEREDOC_FORMS:
+            heredocs, index = _heredocs(instruction, lines, index)
+            instruction = msgspec.structs.replace(instruction, heredocs=heredocs)
+        instructions.append(instruction)
     if not instructions:
         raise DockerfileError(f"{file}: the file has no instructions; start it with FROM")
     return Dockerfile(file=file, escape=escape, instructions=tuple(instructions))
@@ -116,6 +131,31 @@ def parse(source: str, file: str = "Dockerfile") -> Dockerfile:
 def parse_instruction(text: str, *, line: int, file: str, escape: str = "\\") -> Instruction:
     """Parse one instruction written on one line (ONBUILD triggers are stored that way)."""
     return _instruction(text.strip(), line, file, escape)
+
+
+def _heredocs(
+    instruction: Instruction, lines: list[str], index: int
+) -> tuple[tuple[Heredoc, ...], int]:
+    """Read the bodies of the heredocs the instruction opens; return them and the next line."""
+    found: list[Heredoc] = []
+    if instruction.exec_form is not None:
+        return (), index
+    for match in _HEREDOC.finditer(instruction.text):
+        strip_tabs, quote, name = match.group(1) == "-", match.group(2), match.group(3)
+        body: list[str] = []
+        while True:
+            if index >= len(lines):
+                raise instruction.error(f"heredoc <<{name} has no closing {name} line")
+            line = lines[index]
+            index += 1
+            if strip_tabs:
+                line = line.lstrip("\t")
+            if line == name:
+                break
+            body.append(line)
+        text = "".join(item + "\n" for item in body)
+        found.append(Heredoc(name=name, body=text, expand=not quote))
+    return tuple(found), index
 
 
 def _continues(text: str, escape: str) -> bool:

@@ -465,3 +465,30 @@ def test_restarted_daemon_removes_what_a_killed_one_left(
     assert leftovers(daemon) != []
     restarted = daemons(workdir=daemon.workdir)
     assert leftovers(restarted) == []
+
+
+def test_heredocs_in_run_and_copy(build_daemon: Daemon, tmp_path: Path) -> None:
+    context = write(
+        tmp_path / "ctx",
+        {
+            "Dockerfile": (
+                "FROM busybox\n"
+                "ARG WHO=world\n"
+                "RUN <<EOF\n"
+                'echo "first" > /h1\n'
+                'echo "second $WHO" >> /h1\n'
+                "EOF\n"
+                "RUN cat > /h2 <<'END'\n"
+                "literal $WHO\n"
+                "END\n"
+                "COPY <<CONF /etc/app.conf\n"
+                'greeting="hello $WHO"\n'
+                "CONF\n"
+            )
+        },
+    )
+    result = build(build_daemon, context, "-t", "heredoc:1")
+    assert result.returncode == 0, result.stderr
+    assert read_file(build_daemon, "heredoc:1", "/h1") == b"first\nsecond world\n"
+    assert read_file(build_daemon, "heredoc:1", "/h2") == b"literal $WHO\n"
+    assert read_file(build_daemon, "heredoc:1", "/etc/app.conf") == b'greeting="hello world"\n'

@@ -113,3 +113,16 @@ def test_dockerignore_double_star_and_exceptions(tmp_path: Path) -> None:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(name)
     assert rules.walk(str(tmp_path)) == ["keep.log", "node_modules/x", "src", "src/a.py"]
+
+
+def test_heredocs_are_collected_with_their_bodies() -> None:
+    dockerfile = parse(
+        "FROM b\nRUN <<EOF\necho one\nEOF\nCOPY <<-'CONF' /etc/x\n\tkey=$V\n\tCONF\nCMD true\n"
+    )
+    run, copy, cmd = dockerfile.instructions[1:]
+    assert run.heredocs[0].body == "echo one\n" and run.heredocs[0].expand
+    assert copy.heredocs[0].name == "CONF" and copy.heredocs[0].body == "key=$V\n"
+    assert not copy.heredocs[0].expand
+    assert (cmd.keyword, cmd.line) == ("CMD", 8)
+    with pytest.raises(DockerfileError, match="Dockerfile:2: RUN: heredoc <<EOF has no closing"):
+        parse("FROM b\nRUN <<EOF\necho\n")
