@@ -5,18 +5,23 @@ import argparse
 from carte import __version__
 from carte.cli.commands import Commands, HelpFormatter, Session
 
-# Each module exposes register(commands); add new areas here (carte/cli/commands_<area>.py).
-COMMAND_MODULES = (
-    "carte.cli.commands_system",
-    "carte.cli.commands_containers",
-    "carte.cli.commands_images",
-    "carte.cli.commands_volumes",
-    "carte.cli.commands_build",
-    "carte.cli.commands_network",
-    "carte.cli.commands_interactive",
-    "carte.cli.commands_container_tools",
-    "carte.cli.commands_copy",
-)
+# Each module exposes register(commands) and is listed here with the top-level command words
+# it registers (carte/cli/commands_<area>.py). The client imports only the modules that own
+# the invoked word (every module for --help or an unknown word); a test keeps this in sync.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "carte.cli.commands_system": ("version", "info", "events", "system"),
+    "carte.cli.commands_containers": (
+        "create", "run", "start", "ps", "stop", "kill", "restart", "rm", "pause", "unpause",
+        "logs", "wait", "inspect", "rename", "update", "container",
+    ),
+    "carte.cli.commands_images": ("import", "images", "tag", "rmi", "image"),
+    "carte.cli.commands_volumes": ("volume",),
+    "carte.cli.commands_build": ("build", "image", "builder"),
+    "carte.cli.commands_network": ("network",),
+    "carte.cli.commands_interactive": ("exec", "attach"),
+    "carte.cli.commands_container_tools": ("top", "stats"),
+    "carte.cli.commands_copy": ("cp",),
+}  # fmt: skip
 
 # Global options that take a value, so the command name is not mistaken for one.
 _OPTIONS_WITH_VALUE = ("-H", "--host", "--format")
@@ -28,13 +33,15 @@ def _not_a_client_command(session: Session) -> int:
     return 2
 
 
-def all_commands() -> Commands:
+def all_commands(word: str | None = None) -> Commands:
+    """The registered commands: only those of the modules owning `word` when it has owners."""
     commands = Commands()
     commands.add("daemon", run=_not_a_client_command, help="run the Carte daemon (the engine)")
     commands.add(
         "runtime", run=_not_a_client_command, help="OCI runtime command line (create/start/...)"
     )
-    for module_name in COMMAND_MODULES:
+    owners = [module for module, words in COMMAND_MODULES.items() if word in words]
+    for module_name in owners or COMMAND_MODULES:
         __import__(module_name, fromlist=["register"]).register(commands)
     return commands
 
@@ -72,5 +79,5 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--version", action="version", version=f"carte {__version__}")
     only = command_name(argv) if argv is not None else None
-    all_commands().build(parser, only)
+    all_commands(only).build(parser, only)
     return parser

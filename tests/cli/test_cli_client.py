@@ -200,3 +200,31 @@ def test_daemon_restart_is_seen_by_a_new_client(daemons: DaemonFactory) -> None:
     pid_after = json.loads(second.client("--format", "json", "info").stdout)["pid"]
     assert pid_after != pid_before
     daemons.workdirs.append(workdir)
+
+
+def test_command_index_matches_what_modules_register() -> None:
+    """COMMAND_MODULES names each module's command words, so the client imports only one."""
+    from carte.cli.commands import Commands
+    from carte.cli.parser import COMMAND_MODULES
+
+    for module_name, words in COMMAND_MODULES.items():
+        registered = Commands()
+        __import__(module_name, fromlist=["register"]).register(registered)
+        assert tuple(registered.entries) == words, module_name
+
+
+def test_one_command_imports_only_its_module(tmp_path: Path) -> None:
+    probe = (
+        "import os, sys\n"
+        "real_exit = os._exit\n"
+        "def report(code):\n"
+        "    loaded = sorted(m for m in sys.modules if m.startswith('carte.cli.commands_'))\n"
+        "    print('LOADED', loaded, file=sys.stderr, flush=True)\n"
+        "    real_exit(code)\n"
+        "os._exit = report\n"
+        "from carte.cli import main\n"
+        f"sys.argv = ['carte', '--host', 'unix://{tmp_path}/none.sock', 'version']\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert "LOADED ['carte.cli.commands_system']" in result.stderr, result.stderr
