@@ -492,3 +492,37 @@ def test_heredocs_in_run_and_copy(build_daemon: Daemon, tmp_path: Path) -> None:
     assert read_file(build_daemon, "heredoc:1", "/h1") == b"first\nsecond world\n"
     assert read_file(build_daemon, "heredoc:1", "/h2") == b"literal $WHO\n"
     assert read_file(build_daemon, "heredoc:1", "/etc/app.conf") == b'greeting="hello world"\n'
+
+
+def test_from_a_registry_reference_pulls_the_base(build_daemon: Daemon, tmp_path: Path) -> None:
+    """Debian's docker-registry on loopback serves a busybox pushed by the image library."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "image"))
+    from image_registry_server import start_registry
+
+    from carte.image import Registry, parse_reference
+
+    registry_run = start_registry(tmp_path / "registry", None)
+    registry = next(registry_run)
+    try:
+        store = ImageStore(build_daemon.root)
+        reference = parse_reference(f"{registry.host}/test/bb:1")
+        Registry(registry.host).push(store, store.get("busybox:latest"), reference)
+        context = write(
+            tmp_path / "ctx",
+            {"Dockerfile": f"FROM {registry.host}/test/bb:1\nRUN echo pulled > /p\n"},
+        )
+        result = build(build_daemon, context, "-t", "pulled:1", "--label", "origin=registry")
+        assert result.returncode == 0, result.stderr
+        assert read_file(build_daemon, "pulled:1", "/p") == b"pulled\n"
+        assert (
+            image(build_daemon, f"{registry.host}/test/bb:1").id
+            == image(build_daemon, "busybox:latest").id
+        )
+        config = image(build_daemon, "pulled:1").config.config
+        assert config is not None and config.labels == {"origin": "registry"}
+        again = build(build_daemon, context, "-t", "pulled:1", "--pull")
+        assert again.returncode == 0 and again.stderr.count("CACHED") == 1, again.stderr
+    finally:
+        registry_run.close()
