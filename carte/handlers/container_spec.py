@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
-from carte.api.containers import ContainerConfig, HealthConfig, MountSpec, Resources
+from carte.api.containers import ContainerConfig, HealthConfig, MountSpec, PortSpec, Resources
 from carte.api.errors import InvalidArgument
 from carte.image import oci
 from carte.runtime.capabilities import capabilities_from, resolve_cap_changes
@@ -87,8 +88,19 @@ def merge_image_defaults(
     healthcheck = config.healthcheck
     if healthcheck is None and image.healthcheck is not None and image.healthcheck.test:
         healthcheck = _image_health(image.healthcheck)
+    ports = list(config.ports)
+    if config.publish_all:
+        published = {(p.container_port, p.protocol) for p in ports}
+        for exposed in sorted(image.exposed_ports or {}):
+            number, _, protocol = exposed.partition("/")
+            if not number.isdigit():
+                continue
+            kind: Literal["tcp", "udp"] = "udp" if protocol == "udp" else "tcp"
+            if (int(number), kind) not in published:
+                ports.append(PortSpec(container_port=int(number), protocol=kind))
     return msgspec.structs.replace(
         config,
+        ports=ports,
         entrypoint=list(entrypoint) if entrypoint else None,
         cmd=cmd,
         env=env,
