@@ -16,13 +16,11 @@ import argparse
 import io
 import os
 import sys
-import tarfile
-from urllib.parse import quote
 
 from carte.cli.commands import Commands, Session
 from carte.cli.transport import ApiError, DaemonUnreachable
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # tarfile is imported by `cp` alone: every command imports this module
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -53,6 +51,8 @@ def _container_path(text: str) -> tuple[str, str] | None:
 
 
 def copy(session: Session) -> int:
+    import tarfile
+
     source, destination = session.args.source, session.args.destination
     from_container, to_container = _container_path(source), _container_path(destination)
     try:
@@ -76,6 +76,8 @@ def copy(session: Session) -> int:
 
 
 def _archive_url(container: str, path: str) -> str:
+    from urllib.parse import quote
+
     return f"/v1/containers/{quote(container, safe='')}/archive?path={quote(path, safe='')}"
 
 
@@ -83,6 +85,8 @@ def _archive_url(container: str, path: str) -> str:
 
 
 def _copy_out(session: Session, container: str, path: str, destination: str) -> int:
+    import tarfile
+
     response = session.client.open("GET", _archive_url(container, path))
     try:
         if destination == "-":
@@ -143,6 +147,8 @@ class _ChunkReader(io.RawIOBase):
 
 
 def _copy_in(session: Session, source: str, container: str, path: str) -> int:
+    import tarfile
+
     if source == "-":
         body = sys.stdin.buffer.read()
     else:

@@ -12,18 +12,18 @@ import json
 import os
 import sys
 import time
-from urllib.parse import quote
 
 from carte.cli.commands import Commands, Session
-from carte.cli.run_options import RunOptionError, container_config
-from carte.cli.stream_session import StreamEnd, StreamSession, print_error
-from carte.cli.terminal import window_size
 from carte.cli.transport import ApiError, DaemonUnreachable
-from carte.cli.websocket import WebSocket
 
+# Every client command imports this module to register; the stream machinery (signal,
+# termios, the WebSocket client) is imported only by the commands that use it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from carte.cli.stream_session import StreamEnd
+    from carte.cli.websocket import WebSocket
 
 RUN_REFUSED = 125
 COMMAND_REFUSED = 1
@@ -72,16 +72,22 @@ def _command(session: Session, name: str, /, **body: Any) -> Any:
 
 
 def _open(session: Session, path: str) -> WebSocket:
+    from carte.cli.websocket import WebSocket
+
     return WebSocket.connect(session.client.socket_path, path)
 
 
 def _size_query() -> str:
+    from carte.cli.terminal import window_size
+
     rows, cols = window_size(0)
     return f"&rows={rows}&cols={cols}" if rows and cols else ""
 
 
 def _ended(end: StreamEnd, refused: int) -> int:
     """The exit code for how the stream ended; prints the daemon's error if there is one."""
+    from carte.cli.stream_session import print_error
+
     if end.detached:
         return 0
     if end.error is not None:
@@ -100,6 +106,9 @@ def _ended(end: StreamEnd, refused: int) -> int:
 
 def run_interactive(session: Session) -> int:
     """`carte run -i/-t`: create, attach, start, stream until it exits; its exit code."""
+    from carte.cli.run_options import RunOptionError, container_config
+    from carte.cli.stream_session import StreamSession, print_error
+
     args = session.args
     try:
         config = container_config(args)
@@ -166,6 +175,11 @@ def _wait_removed(session: Session, container_id: str, *, force: bool) -> None:
 
 
 def exec_command(session: Session) -> int:
+    from urllib.parse import quote
+
+    from carte.cli.stream_session import StreamSession, print_error
+    from carte.cli.terminal import window_size
+
     args = session.args
     if not args.cmd:
         print_error("exec needs a command; e.g. carte exec NAME sh")
@@ -203,6 +217,8 @@ def exec_command(session: Session) -> int:
 
 
 def attach(session: Session) -> int:
+    from carte.cli.stream_session import StreamSession, print_error
+
     args = session.args
     try:
         location = _command(session, "ResolveContainer", ref=args.container)
