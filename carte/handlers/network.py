@@ -61,6 +61,7 @@ from carte.handlers.network_ruleset import build_ruleset, parse_selector
 from carte.net import (
     AddressAllocator,
     AddressPool,
+    Ruleset,
     check_port_free,
     check_subnet_free,
     choose_subnet,
@@ -76,6 +77,8 @@ if TYPE_CHECKING:
     from carte.net.links import LinkControl
 
 T = TypeVar("T")
+_DEFAULT_BRIDGE_IDLE_SECONDS = 3.0
+_SHUTDOWN_SECONDS = 5.0
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -107,6 +110,11 @@ class NetworkHandler(Handler):
         self._links: LinkControl | None = None
         self._mtu = 1500
         self._networks: dict[str, NetworkRecord] = {}
+        self._applied: Ruleset | None = None
+        """What Carte's table holds (None: unknown), so unchanged rules cost no nft call."""
+        self._retire_scope: trio.CancelScope | None = None
+        self._bridges_up: set[str] = set()
+        """Bridges made (with sysctls and DNS) since start, so an attach skips that work."""
         self._dns_scopes: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
         upstreams = [parse_upstream(u) for u in settings.dns_upstreams] or host_upstreams()
@@ -135,12 +143,18 @@ class NetworkHandler(Handler):
         """Rebuild Carte's table from the records (Internal/Unavailable if nft refuses)."""
         from carte.net import nft, sysctl
 
-        networks = list(self._networks.values())
+        networks = [
+            n for n in self._networks.values() if n.has_bridge or n.bridge in self._bridges_up
+        ]
         ruleset = build_ruleset(self.table, networks, log_denied=self.ctx.config.network.log_denied)
         if any(n.policies for n in ruleset.networks):
             if await trio.to_thread.run_sync(sysctl.enable_bridge_netfilter):
                 self.ctx.log.info("enabled net.bridge.bridge-nf-call-iptables for policies")
+        if ruleset == self._applied:
+            return  # e.g. a container without published ports on a network without policies
+        self._applied = None
         await trio.to_thread.run_sync(nft.apply, ruleset, limiter=self._limiter)
+        self._applied = ruleset
 
     def _network(self, name: str) -> NetworkRecord:
         network = self._networks.get(DEFAULT_NETWORK if name in DEFAULT_NAMES else name)
@@ -169,9 +183,39 @@ class NetworkHandler(Handler):
                 await trio.sleep_forever()
         finally:
             self._nursery = None
-            links, self._links = self._links, None
             with trio.CancelScope(shield=True):
+                with trio.move_on_after(_SHUTDOWN_SECONDS):
+                    async with self._lock:
+                        await _quietly(self._retire_idle_default())
+                links, self._links = self._links, None
                 await trio.to_thread.run_sync(links.close, limiter=self._limiter)
+
+    def _schedule_retire(self) -> None:
+        """Remove the idle default bridge after a grace period (an attach meanwhile keeps it),
+        so back-to-back `run --rm` do not rebuild it each time."""
+        self._cancel_retire()
+        if self._nursery is None:
+            return
+        scope = self._retire_scope = trio.CancelScope()
+
+        async def retire_later() -> None:
+            with scope:
+                await trio.sleep(_DEFAULT_BRIDGE_IDLE_SECONDS)
+                async with self._lock:
+                    await self._retire_idle_default()
+
+        self._nursery.start_soon(retire_later)
+
+    def _cancel_retire(self) -> None:
+        if self._retire_scope is not None:
+            self._retire_scope.cancel()
+            self._retire_scope = None
+
+    async def _retire_idle_default(self) -> None:
+        network = self._networks.get(DEFAULT_NETWORK)
+        if network is not None and not network.endpoints and network.bridge in self._bridges_up:
+            await self._remove_bridge(network)
+            await self._apply_rules()
 
     async def _reconcile(self) -> None:
         from carte.net import nft
@@ -226,8 +270,7 @@ class NetworkHandler(Handler):
                 await self._host(partial(_delete_link, name=stale))
                 self.ctx.log.info("removed stale interface %s from %s", stale, network.bridge)
         else:
-            await self._host(lambda links: links.delete_link(network.bridge))
-            self._stop_dns(network)
+            await self._remove_bridge(network)
 
     async def _free_subnet(self, ignore_bridge: str = "") -> IPv4Network:
         host = await self._host(lambda links: links.host_networks())
@@ -249,12 +292,20 @@ class NetworkHandler(Handler):
         """Ensure the bridge, its address, the sysctls it needs and its DNS listener."""
         from carte.net import sysctl
 
+        if network.bridge in self._bridges_up:
+            return
         gateway = IPv4Interface(f"{network.gateway}/{network.subnet_net.prefixlen}")
         await self._host(lambda links: links.ensure_bridge(network.bridge, gateway, self._mtu))
         await trio.to_thread.run_sync(sysctl.enable_route_localnet, network.bridge)
         if await trio.to_thread.run_sync(sysctl.enable_ip_forward):
             self.ctx.log.info("enabled net.ipv4.ip_forward so containers reach the outside")
         await self._start_dns(network)
+        self._bridges_up.add(network.bridge)
+
+    async def _remove_bridge(self, network: NetworkRecord) -> None:
+        self._stop_dns(network)
+        self._bridges_up.discard(network.bridge)
+        await self._host(lambda links: links.delete_link(network.bridge))
 
     async def _start_dns(self, network: NetworkRecord) -> None:
         if not self.ctx.config.network.dns or self._nursery is None:
@@ -358,8 +409,7 @@ class NetworkHandler(Handler):
 
     async def _forget_network(self, network: NetworkRecord) -> None:
         """Remove a network's bridge, DNS listener, record and rules (best effort)."""
-        self._stop_dns(network)
-        await self._host(lambda links: links.delete_link(network.bridge))
+        await self._remove_bridge(network)
         await self.ctx.store.delete(PREFIX + network.name)
         self._networks.pop(network.name, None)
         await self._apply_rules()
@@ -437,10 +487,11 @@ class NetworkHandler(Handler):
     @on(AttachContainerNetwork)
     async def attach(self, command: AttachContainerNetwork) -> Endpoint:
         """Plug a created container into a network with a default route through it."""
+        started = trio.current_time()
         record = await Records(self.ctx.store).get(command.container_id)
         labels = dict(record.config.labels) if record is not None else {}
         async with self._lock:
-            return await self._attach(
+            endpoint = await self._attach(
                 self._network(command.network),
                 container_id=command.container_id,
                 name=command.container_name,
@@ -452,6 +503,14 @@ class NetworkHandler(Handler):
                 labels=labels,
                 default_route=True,
             )
+        self.ctx.log.info(
+            "attached container %s to network %s as %s in %.1f ms",
+            command.container_id[:12],
+            endpoint.network,
+            endpoint.ip_address,
+            (trio.current_time() - started) * 1000,
+        )
+        return endpoint
 
     async def _attach(
         self,
@@ -469,6 +528,8 @@ class NetworkHandler(Handler):
     ) -> Endpoint:
         from carte.net import conntrack
 
+        if network.is_default:
+            self._cancel_retire()
         if container_id in network.endpoints:
             raise Conflict(f'container "{name}" is already connected to network "{network.name}"')
         allocator = AddressAllocator(
@@ -505,7 +566,6 @@ class NetworkHandler(Handler):
             network, endpoints={**network.endpoints, container_id: endpoint}
         )
         try:
-            await self._save(updated)
             await self._make_bridge(updated)
             made = await self._host(
                 lambda links: links.connect(
@@ -523,11 +583,11 @@ class NetworkHandler(Handler):
             await self._apply_rules()
         except BaseException:
             with trio.CancelScope(shield=True):
+                self._bridges_up.discard(updated.bridge)  # ensured again by the next attach
                 await self._host(lambda links: links.delete_link(host_ifname))
                 await self._save(network)
                 if not network.has_bridge:
-                    await self._host(lambda links: links.delete_link(network.bridge))
-                    self._stop_dns(network)
+                    await self._remove_bridge(network)
                 await _quietly(self._apply_rules())
             raise
         for port in resolved_ports:
@@ -607,8 +667,7 @@ class NetworkHandler(Handler):
         updated = msgspec.structs.replace(network, endpoints=rest)
         await self._save(updated)
         if not updated.has_bridge:
-            self._stop_dns(updated)
-            await self._host(lambda links: links.delete_link(updated.bridge))
+            self._schedule_retire()
         await self._apply_rules()
 
     @on(ConnectNetwork)

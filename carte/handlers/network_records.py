@@ -93,4 +93,3 @@ def default_bridge_name(root: Path, configured: str) -> str:
 def bridge_name(root: Path, network: str) -> str:
     """A user-defined network's bridge: ``cbr-`` and 11 hex digits of root and name."""
     return f"cbr-{_digest(f'{root}/{network}')[:11]}"
-

@@ -22,8 +22,7 @@ def parse_selector(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key or not value:
         raise InvalidArgument(
-            f'selector "{text}" is not LABEL=VALUE; write e.g. --from app=web '
-            "(or name=CONTAINER)"
+            f'selector "{text}" is not LABEL=VALUE; write e.g. --from app=web (or name=CONTAINER)'
         )
     return key, value
 
@@ -36,9 +35,7 @@ def _matches(endpoint: EndpointRecord, selector: str) -> bool:
 
 
 def _members(network: NetworkRecord, selector: str) -> frozenset[IPv4Address]:
-    return frozenset(
-        IPv4Address(e.ip) for e in network.endpoints.values() if _matches(e, selector)
-    )
+    return frozenset(IPv4Address(e.ip) for e in network.endpoints.values() if _matches(e, selector))
 
 
 def _published(network: NetworkRecord) -> tuple[PublishedPort, ...]:
@@ -76,10 +73,7 @@ def network_rules(network: NetworkRecord, *, log_denied: bool) -> NetworkRules:
 
 
 def build_ruleset(table: str, networks: list[NetworkRecord], *, log_denied: bool) -> Ruleset:
-    """Rules for every network whose bridge exists."""
+    """Rules for `networks` (those whose bridge exists)."""
     return Ruleset(
-        table=table,
-        networks=tuple(
-            network_rules(n, log_denied=log_denied) for n in networks if n.has_bridge
-        ),
+        table=table, networks=tuple(network_rules(n, log_denied=log_denied) for n in networks)
     )

@@ -30,8 +30,9 @@ def network(daemon: Daemon, name: str) -> dict[str, Any]:
 
 
 def serve_http(daemon: Daemon, name: str, *args: str, port: int = 80) -> str:
-    """A detached busybox httpd container serving /etc (its /etc/hostname names it)."""
-    return ok(
+    """A detached busybox httpd container serving /etc (its /etc/hostname names it); returns
+    once it answers on its address (the host sits on every Carte bridge)."""
+    container_id = ok(
         daemon.client(
             "run",
             "-d",
@@ -47,6 +48,10 @@ def serve_http(daemon: Daemon, name: str, *args: str, port: int = 80) -> str:
             "/etc",
         )
     ).strip()
+    details = json.loads(ok(daemon.client("inspect", container_id)))[0]
+    address = details["endpoints"][0]["ip_address"]
+    wait_until(lambda: host_fetch(address, port) != "")
+    return container_id
 
 
 def fetch_from(daemon: Daemon, host: str, *args: str, port: int = 80) -> str:

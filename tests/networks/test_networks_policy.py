@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from carte_daemon import Daemon
-from networks_lab import fails, fetch_from, network, ok, serve_http
+from networks_lab import fails, fetch_from, host_fetch, network, ok, serve_http, wait_until
 
 
 def test_a_policy_allows_exactly_what_it_says(carte: Daemon) -> None:
@@ -30,6 +30,8 @@ def test_a_policy_allows_exactly_what_it_says(carte: Daemon) -> None:
             "httpd -p 5432 -h /etc; exec httpd -f -p 80 -h /etc",
         )
     ).strip()
+    db_ip = network(carte, "n1pol")["containers"][0]["ip_address"]
+    wait_until(lambda: host_fetch(db_ip, 5432) != "" and host_fetch(db_ip, 80) != "")
     other = serve_http(carte, "other", "--label", "app=other", "--network", "n1pol")
     web = ("--label", "app=web", "--network", "n1pol")
     before = fetch_from(carte, "db", *web)
