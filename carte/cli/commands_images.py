@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -30,7 +31,9 @@ def register(commands: Commands) -> None:
 
 
 def _import(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="a tar (plain, gzip or zstd) of a root filesystem")
+    parser.add_argument(
+        "file", help="a tar (plain, gzip or zstd) of a root filesystem, - for stdin"
+    )
     parser.add_argument("name", nargs="?", default="", help="NAME[:TAG] for the image")
 
 
@@ -62,6 +65,19 @@ def _command(session: Session, command_name: str, /, **body: Any) -> Any:
 
 def import_image(session: Session) -> int:
     path = session.args.file
+    if path == "-":
+        from urllib.parse import urlencode
+
+        query = urlencode({"name": session.args.name})
+        response = session.client.open(
+            "POST", f"/v1/images/import?{query}", sys.stdin.buffer.read()
+        )
+        try:
+            row = json.loads(response.body())["result"]
+        finally:
+            response.close()
+        session.output.line(row["id"])
+        return 0
     if not os.path.isfile(path):
         print(f'carte: cannot import "{path}": no such file; give a tar file', file=sys.stderr)
         return 1

@@ -1,4 +1,10 @@
-"""Streaming container routes: `GET /v1/containers/<ref>/logs` as NDJSON.
+"""Streaming routes of the containers and images handlers.
+
+`POST /v1/images/import?name=NAME[:TAG]`: the request body is a root filesystem tar (plain,
+gzip or zstd), stored under ROOT/ingest while it arrives and then imported (`ImportImage`);
+the answer is ``{"result": ImageSummary}``. `carte import - NAME` uses it.
+
+`GET /v1/containers/<ref>/logs` as NDJSON.
 
 Query: `follow=1` keeps streaming until the container stops; `tail=N`, `since=`/`until=` (Unix
 seconds, float), `stdout=0`/`stderr=0` to leave a stream out, `until_exit=1` (what
@@ -9,6 +15,7 @@ Each log line is ``{"stream": "stdout"|"stderr", "log": TEXT, "time": RFC3339}``
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -18,7 +25,7 @@ from quart_trio import QuartTrio
 
 from carte.api.containers import WaitResult
 from carte.api.errors import InvalidArgument
-from carte.api.events import InspectContainer, WaitContainer
+from carte.api.events import ImportImage, InspectContainer, WaitContainer
 from carte.engine import HandlerContext
 from carte.runtime.logs import LogEntry, LogFollower
 
@@ -128,6 +135,22 @@ async def stream_logs(ctx: HandlerContext, ref: str, query: LogQuery) -> AsyncIt
 
 def register_container_routes(app: QuartTrio, ctx: HandlerContext) -> None:
     """Add the container streaming routes to the API application."""
+
+    @app.post("/v1/images/import")
+    async def import_upload() -> Response:
+        name = request.args.get("name", "")
+        ingest = ctx.root / "ingest"
+        await trio.Path(ingest).mkdir(parents=True, exist_ok=True)
+        upload = ingest / f"import-{os.urandom(8).hex()}.tar"
+        try:
+            async with await trio.open_file(upload, "wb") as file:
+                async for chunk in request.body:
+                    await file.write(chunk)
+            result = await ctx.bus.request(ImportImage(source=str(upload), name=name))
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.Path(upload).unlink(missing_ok=True)
+        return Response(_encoder.encode({"result": result}), content_type="application/json")
 
     @app.get("/v1/containers/<ref>/logs")
     async def container_logs(ref: str) -> Response:

@@ -4,6 +4,7 @@ the image commands, against a real daemon."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -153,3 +154,24 @@ def test_client_exit_codes_for_missing_containers(carte: Daemon) -> None:
         assert result.returncode == 1, args
         assert 'no such container: "ghost"' in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_import_from_stdin_and_a_bad_tar(carte: Daemon, busybox_tar: Path, tmp_path: Path) -> None:
+    with busybox_tar.open("rb") as tar:
+        piped = subprocess.run(
+            [*carte.command, "--host", f"unix://{carte.socket}", "import", "-", "piped:v2"],
+            stdin=tar,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.startswith("sha256:")
+    assert ok(carte.client("run", "--rm", "piped:v2", "echo", "piped")) == "piped\n"
+    ok(carte.client("rmi", "piped:v2"))
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"this is not a tar archive" * 100)
+    refused = carte.client("import", str(junk), "junk")
+    assert refused.returncode == 1
+    assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+    assert "junk" not in ok(carte.client("images"))
