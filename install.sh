@@ -63,9 +63,12 @@ install_carte() {
         "$python" -m venv "$PREFIX"
     fi
     say "installing Carte from $REPO into $PREFIX"
+    local had_build=no
+    [ -d "$REPO/build" ] && had_build=yes
     "$PREFIX/bin/pip" install -qq --disable-pip-version-check "$REPO"
     # Same version number, new code: reinstall Carte itself (dependencies stay).
     "$PREFIX/bin/pip" install -qq --disable-pip-version-check --force-reinstall --no-deps "$REPO"
+    [ "$had_build" = yes ] || rm -rf "$REPO/build"  # setuptools' in-tree build leftovers
     ln -sf "$PREFIX/bin/carte" "$BIN"
     mkdir -p "$ETC" "$ROOT_DIR" "$LOG_DIR"
     if [ ! -f "$ETC/carte.yaml" ] && [ -f "$REPO/config/carte.yaml" ]; then
