@@ -38,10 +38,16 @@ from container_run import PODMAN_CONF, start_carte, stop, timed, wait_for  # noq
 START_TARGET_MS = 30.0
 TCP_TARGET = 0.9
 PORT = 5201
+# The host's iperf3 and its libraries, also where the busybox rootfs (no merged /usr) looks.
 IPERF_MOUNTS = [
-    f"-v={path}:{path}:ro"
-    for path in ("/usr/bin/iperf3", "/usr/lib/x86_64-linux-gnu", "/lib64")
-    if os.path.exists(path)
+    f"-v={source}:{target}:ro"
+    for source, target in (
+        ("/usr/bin/iperf3", "/usr/bin/iperf3"),
+        ("/usr/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu"),
+        ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu"),
+        ("/lib64", "/lib64"),
+    )
+    if os.path.exists(source)
 ]
 
 
