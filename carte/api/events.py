@@ -38,8 +38,15 @@ from carte.api.images import (
     BuildCachePruned,
     BuildRequest,
     BuildResult,
+    CommitResult,
+    DiskUsageRow,
+    HistoryEntry,
     ImageDetails,
+    ImagePruneResult,
     ImageSummary,
+    PullResult,
+    PushResult,
+    RegistryLogin,
     RemovedImage,
 )
 from carte.api.networks import Network, NetworkPolicy, NetworkPruneResult
@@ -558,6 +565,88 @@ class ImageBuilt(Fact, frozen=True, kw_only=True):
 
     topic: ClassVar[str] = "image.built"
     names: list[str] = []
+
+
+# --- registries, archives, image maintenance (handlers "registry" and "archives") -----------
+
+
+class PullImage(Command[PullResult], frozen=True, kw_only=True):
+    """Pull `reference` (the streaming route POST /v1/images/pull reports progress too).
+    `login` comes from the client's auth.json; `insecure` allows plain HTTP to this host."""
+
+    topic: ClassVar[str] = "image.pull"
+    reference: str
+    login: RegistryLogin | None = None
+    insecure: bool = False
+
+
+class PushImage(Command[PushResult], frozen=True, kw_only=True):
+    """Push the local image `image` to the registry its name (or `target`) points at."""
+
+    topic: ClassVar[str] = "image.push"
+    image: str
+    target: str = ""
+    login: RegistryLogin | None = None
+    insecure: bool = False
+
+
+class CheckRegistryLogin(Command[None], frozen=True, kw_only=True):
+    """`carte login`: check that `host` accepts `login` (the client then keeps it)."""
+
+    topic: ClassVar[str] = "image.login"
+    host: str
+    login: RegistryLogin
+    insecure: bool = False
+
+
+class CommitContainer(Command[CommitResult], frozen=True, kw_only=True):
+    """A container's changes (its overlay upper dir) as a new layer on its image."""
+
+    topic: ClassVar[str] = "image.commit"
+    container: str
+    reference: str = ""
+    author: str = ""
+    message: str = ""
+    changes: list[str] = []
+    pause: bool = True
+
+
+class ShowImageHistory(Command[list[HistoryEntry]], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "image.history"
+    ref: str
+
+
+class PruneImages(Command[ImagePruneResult], frozen=True, kw_only=True):
+    """Remove untagged images no container uses; with `all`, every image no container uses."""
+
+    topic: ClassVar[str] = "image.prune"
+    all: bool = False
+
+
+class GetDiskUsage(Command[list[DiskUsageRow]], frozen=True, kw_only=True):
+    topic: ClassVar[str] = "system.df"
+
+
+class ImagePulled(Fact, frozen=True, kw_only=True):
+    topic: ClassVar[str] = "image.pulled"
+    name: str
+
+
+class ImagePushed(Fact, frozen=True, kw_only=True):
+    topic: ClassVar[str] = "image.pushed"
+    name: str
+    manifest_digest: str
+
+
+class ImageLoaded(Fact, frozen=True, kw_only=True):
+    topic: ClassVar[str] = "image.loaded"
+    names: list[str] = []
+
+
+class ImageCommitted(Fact, frozen=True, kw_only=True):
+    topic: ClassVar[str] = "image.committed"
+    name: str
+    container: str
 
 
 def event_name(event: Event | type[Event]) -> str:

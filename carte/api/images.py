@@ -80,3 +80,73 @@ class BuildCachePruned(_Wire, kw_only=True):
     records: int = 0
     blobs: int = 0
     bytes_freed: int = 0
+
+
+# -- registry, archives and maintenance (handlers "registry" and "archives") -------------------
+
+
+class RegistryLogin(_Wire, kw_only=True):
+    """Credentials for one registry, sent by the client with each request that needs them.
+
+    The daemon never stores them: the client keeps logins in ~/.config/carte/auth.json (0600),
+    as Docker's client does, so each user's logins stay their own."""
+
+    username: str
+    password: str
+
+
+class PullResult(_Wire, kw_only=True):
+    """The pulled image: id (config digest), manifest digest and the name it was tagged."""
+
+    id: str
+    manifest_digest: str
+    name: str = ""
+
+
+class PushResult(_Wire, kw_only=True):
+    """The pushed reference and the digest of the manifest the registry now holds."""
+
+    reference: str
+    manifest_digest: str
+
+
+class LoadedImage(_Wire, kw_only=True):
+    """One image `carte load` stored: its id and its tags (none for an untagged image)."""
+
+    id: str
+    names: list[str] = []
+
+
+class HistoryEntry(_Wire, kw_only=True):
+    """One line of `carte history`, newest first; `id` is set on the top entry only."""
+
+    id: str = ""
+    created: str = ""
+    created_by: str = ""
+    comment: str = ""
+    size: int = 0
+    empty_layer: bool = False
+
+
+class ImagePruneResult(_Wire, kw_only=True):
+    """`carte image prune`: what was untagged and deleted, and the space freed."""
+
+    deleted: list[RemovedImage] = []
+    bytes_freed: int = 0
+
+
+class CommitResult(_Wire, kw_only=True):
+    """The image `carte commit` made."""
+
+    id: str
+    name: str = ""
+
+
+class DiskUsageRow(_Wire, kw_only=True):
+    """One line of `carte system df`."""
+
+    type: str
+    total: int = 0
+    active: int = 0
+    size: int = 0
+    reclaimable: int = 0

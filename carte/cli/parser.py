@@ -21,6 +21,10 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "carte.cli.commands_interactive": ("exec", "attach"),
     "carte.cli.commands_container_tools": ("top", "stats"),
     "carte.cli.commands_copy": ("cp",),
+    "carte.cli.commands_registry": ("pull", "push", "login", "logout", "image"),
+    "carte.cli.commands_archives": (
+        "save", "load", "export", "commit", "history", "image", "container", "system",
+    ),
 }  # fmt: skip
 
 # Global options that take a value, so the command name is not mistaken for one.

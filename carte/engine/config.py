@@ -123,7 +123,8 @@ class NetworkConfig(_Section, frozen=True, kw_only=True):
 
 
 class ImagesConfig(_Section, frozen=True, kw_only=True):
-    """Filled by the images issue."""
+    insecure_registries: list[str] = []
+    """Registry hosts (HOST or HOST:PORT) reached over plain HTTP; loopback always is."""
 
 
 class Config(_Section, frozen=True, kw_only=True):

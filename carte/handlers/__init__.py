@@ -6,23 +6,27 @@ one `carte.engine.Registry`. Add a built-in by importing its class here and list
 
 from carte.engine import Handler
 from carte.handlers.api import ApiHandler
+from carte.handlers.archives import ArchivesHandler
 from carte.handlers.build import BuildHandler
 from carte.handlers.container_tools import ContainerToolsHandler
 from carte.handlers.containers import ContainersHandler
 from carte.handlers.health import HealthHandler
 from carte.handlers.images import ImagesHandler
 from carte.handlers.network import NetworkHandler
+from carte.handlers.registry import RegistryHandler
 from carte.handlers.restart import RestartHandler
 from carte.handlers.volumes import VolumesHandler
 
 BUILTIN: tuple[type[Handler], ...] = (
     ApiHandler,
+    ArchivesHandler,
     BuildHandler,
     ContainersHandler,
     ContainerToolsHandler,
     HealthHandler,
     ImagesHandler,
     NetworkHandler,
+    RegistryHandler,
     RestartHandler,
     VolumesHandler,
 )

@@ -25,6 +25,7 @@ from carte.handlers.api_archive import register_archive_routes
 from carte.handlers.api_build import add_build_routes
 from carte.handlers.api_containers import register_container_routes
 from carte.handlers.api_events import EventQuery, stream_events
+from carte.handlers.api_images import register_image_routes
 from carte.handlers.api_interactive import register_interactive_routes
 from carte.handlers.api_openapi import Route, command_types, openapi_document
 
@@ -110,6 +111,7 @@ def build_app(
     register_container_routes(app, ctx)
     register_interactive_routes(app, ctx)
     register_archive_routes(app, ctx)
+    register_image_routes(app, ctx)
 
     @app.errorhandler(CarteError)
     async def carte_error(error: CarteError) -> Response:

@@ -113,3 +113,21 @@ class CredentialStore:
             return False
         self._write(data)
         return True
+
+
+class SuppliedCredentials(CredentialStore):
+    """One login handed in with a request (the daemon side): read-only, never touches disk."""
+
+    def __init__(self, host: str, credentials: Credentials | None) -> None:
+        super().__init__(Path("/nonexistent/carte-supplied-credentials"))
+        self._host = host
+        self._credentials = credentials
+
+    def get(self, host: str) -> Credentials | None:
+        return self._credentials if host == self._host else None
+
+    def save(self, host: str, credentials: Credentials) -> None:
+        raise NotImplementedError("supplied credentials are not stored")
+
+    def remove(self, host: str) -> bool:
+        raise NotImplementedError("supplied credentials are not stored")
