@@ -58,13 +58,14 @@ class RestartHandler(Handler):
         self._own_starts: set[str] = set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Start the exited containers whose policy says so, then serve until cancelled
-        (cancelling drops pending restarts; the next daemon start makes them)."""
+        """Start the exited containers whose policy says so (side by side, without holding up
+        the daemon's start), then serve until cancelled (cancelling drops pending restarts;
+        the next daemon start makes them)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for row in await self.ctx.bus.request(ListContainers(all=True)):
                 if row.state in ("exited", "restarting"):
-                    await self._restore(row.id)
+                    nursery.start_soon(self._restore, row.id)
             self._ready.set()
             task_status.started()
             await trio.sleep_forever()
@@ -84,9 +85,13 @@ class RestartHandler(Handler):
         )
         if wanted and not details.config.auto_remove:
             self.ctx.log.info(
-                "restarting container %s (%s) on daemon start", details.id[:12], details.name
+                "starting container %s (%s): its restart policy is %s",
+                details.id[:12],
+                details.name,
+                details.config.restart.name,
             )
-            await self._schedule(details, memo, delay=0.0, counted=False)
+            if await self._start(details.id, waiting="exited"):
+                await self._consider(details.id, details.state.exit_code or 125, memo)
 
     # --- facts ------------------------------------------------------------------------------
 
@@ -141,12 +146,13 @@ class RestartHandler(Handler):
         ran_for = max(0.0, parse_rfc3339(state.finished_at) - parse_rfc3339(state.started_at))
         backoff = self._backoffs.setdefault(container_id, RestartBackoff())
         delay = backoff.next_delay(self.ctx.config.containers.restart, ran_for)
-        await self._schedule(details, memo, delay=delay, counted=True)
+        await self._schedule(details, memo, delay=delay)
 
     async def _schedule(
-        self, details: ContainerDetails, memo: RestartMemo, *, delay: float, counted: bool
+        self, details: ContainerDetails, memo: RestartMemo, *, delay: float
     ) -> None:
-        count = memo.restart_count + 1 if counted else memo.restart_count
+        """Count the restart, show the container "restarting" and start it after `delay` s."""
+        count = memo.restart_count + 1
         try:
             await self.ctx.bus.request(SetContainerRestarting(ref=details.id, restart_count=count))
             marked = True
@@ -154,9 +160,8 @@ class RestartHandler(Handler):
             marked = False  # the containers handler cannot show it; restart all the same
         except (Conflict, NotFound):
             return  # started or removed meanwhile
-        if counted:
-            memo.restart_count = count
-            await self._save(details.id, memo)
+        memo.restart_count = count
+        await self._save(details.id, memo)
         await self.ctx.bus.publish(
             ContainerRestarting(id=details.id, name=details.name, restart_count=count, delay=delay)
         )
@@ -174,7 +179,7 @@ class RestartHandler(Handler):
         failed = False
         with scope:
             await trio.sleep(delay)
-            failed = await self._start(container_id, marked)
+            failed = await self._start(container_id, "restarting" if marked else "exited")
         if self._waits.get(container_id) is scope:
             del self._waits[container_id]
         if failed:
@@ -185,15 +190,14 @@ class RestartHandler(Handler):
             memo = await self._memo(container_id)
             await self._consider(container_id, details.state.exit_code or 125, memo)
 
-    async def _start(self, container_id: str, marked: bool) -> bool:
-        """Start the container if it is still waiting; True when the start failed."""
+    async def _start(self, container_id: str, waiting: str) -> bool:
+        """Start the container if its status is still `waiting`; True when the start failed."""
         try:
             details = await self.ctx.bus.request(InspectContainer(ref=container_id))
         except NotFound:
             return False
-        waiting = "restarting" if marked else "exited"
         if details.state.status != waiting:
-            if marked and details.state.status == "exited":
+            if waiting == "restarting" and details.state.status == "exited":
                 memo = await self._memo(container_id)  # a user stopped it during the wait
                 memo.stopped_by_user = True
                 await self._save(container_id, memo)

@@ -4,6 +4,7 @@ carte.yaml: 0.3 s doubling to 2.4 s): on-failure:N, always, unless-stopped, Rest
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from typing import Any
@@ -124,10 +125,9 @@ def test_policies_apply_after_a_daemon_sigkill(carte: Daemon) -> None:
         ok(carte.client("run", "-d", "--name", name, "--restart", policy, "busybox", *CRASHABLE))
         ok(carte.client("stop", name))
     keeper_pid = int(_state(carte, "keeper")["pid"])
+    downcrash_pid = int(_state(carte, "downcrash")["pid"])
     carte.stop(signal.SIGKILL)
-    upper = carte.root / "containers" / downcrash_id / "upper"
-    (upper / "tmp").mkdir(exist_ok=True)
-    (upper / "tmp" / "crash").write_text("")  # it crashes while no daemon runs
+    os.kill(downcrash_pid, signal.SIGKILL)  # it crashes while no daemon runs
     exit_file = carte.run_root / "runtime" / downcrash_id / "exit.json"
     wait_for(exit_file.exists, what="the shim's record of the crash")
     carte.start()
