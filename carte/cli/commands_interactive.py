@@ -110,6 +110,9 @@ def run_interactive(session: Session) -> int:
     from carte.cli.stream_session import StreamSession, print_error
 
     args = session.args
+    if args.tty and args.interactive and not os.isatty(0):
+        print_error("the input device is not a TTY; drop -t or run from a terminal")
+        return RUN_REFUSED
     try:
         config = container_config(args)
     except RunOptionError as error:

@@ -137,3 +137,19 @@ def test_stats_no_stream_reports_memory_limit_and_pids(carte: Daemon) -> None:
     reading = json.loads(ok(carte.client("--format", "json", "stats", "--no-stream", "busy")))[0]
     assert reading["memory_limit"] == 64 * 1024 * 1024 and reading["pids"] == 3
     assert reading["cpu_percent"] > 5.0, "a busy loop must show CPU use"
+
+
+def test_run_i_with_a_missing_command_exits_127_and_removes_it(carte: Daemon) -> None:
+    result = pipe_client(carte, "run", "-i", "--rm", "busybox", "no-such-program", stdin="")
+    assert result.returncode == 127
+    assert "no-such-program" in result.stderr
+    assert ok(carte.client("ps", "-aq")).strip() == ""
+
+
+def test_run_it_without_a_terminal_is_refused_in_one_line(carte: Daemon) -> None:
+    result = pipe_client(carte, "run", "-it", "busybox", "true", stdin="")
+    assert result.returncode == 125
+    assert result.stderr.strip() == (
+        "carte: the input device is not a TTY; drop -t or run from a terminal"
+    )
+    assert ok(carte.client("ps", "-aq")).strip() == "", "nothing is created"
