@@ -77,8 +77,8 @@ class StreamSession:
                     if self.on_interrupt is None:
                         return StreamEnd(exit_code=130)
                     self.on_interrupt()
-        except Hangup:
-            return StreamEnd(exit_code=129)
+        except Hangup as hangup:
+            return StreamEnd(exit_code=128 + hangup.signum)
         finally:
             if watch is not None:
                 watch.close()

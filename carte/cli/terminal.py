@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 class Hangup(Exception):
     """SIGTERM or SIGHUP arrived while the terminal was raw; the caller unwinds and exits."""
 
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
 
 def _hang_up(signum: int, frame: FrameType | None) -> None:
     raise Hangup(signum)

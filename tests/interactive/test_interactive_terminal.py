@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import termios
 from collections.abc import Iterator
 
@@ -76,6 +77,9 @@ def test_exec_it_gets_its_own_terminal(carte: Daemon, terminal: list[PtyClient])
     client.expect(b"/dev/pts/")
     client.expect(b"25 90")
     client.expect(b"42")
+    client.resize(33, 101)
+    client.send(b"stty size\r")
+    client.expect(b"33 101")
     client.send(b"exit 4\r")
     assert client.wait() == 4
     assert inspect(carte, "term-exec")["state"]["status"] == "running"
@@ -94,3 +98,15 @@ def test_attach_then_detach_keys_leave_it_running(carte: Daemon, terminal: list[
     wait_for(lambda: again.is_raw(), what="the client's terminal in raw mode")
     again.send(b"exit 6\r")
     assert again.wait() == 6
+
+
+def test_terminal_is_restored_when_the_client_is_terminated(
+    carte: Daemon, terminal: list[PtyClient]
+) -> None:
+    client = spawn(carte, terminal, "run", "-it", "--name", "term-kill", "busybox", "sh")
+    client.expect(b"# ")
+    assert client.is_raw()
+    client.process.send_signal(signal.SIGTERM)
+    assert client.wait() == 128 + signal.SIGTERM
+    assert termios.tcgetattr(client.slave) == client.saved_attrs
+    assert inspect(carte, "term-kill")["state"]["status"] == "running", "only the client ended"
