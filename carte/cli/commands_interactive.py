@@ -199,7 +199,7 @@ def exec_command(session: Session) -> int:
         "detach": bool(args.detach),
         "user": args.user,
         "workdir": args.workdir,
-        "env": list(args.env),
+        "env": _environment(args.env),
         "rows": rows,
         "cols": cols,
     }
@@ -214,6 +214,17 @@ def exec_command(session: Session) -> int:
     finally:
         ws.close()
     return _ended(end, COMMAND_REFUSED)
+
+
+def _environment(values: list[str]) -> list[str]:
+    """-e KEY=VALUE as given; -e KEY takes the client's value (left out when it has none)."""
+    env = []
+    for value in values:
+        if "=" in value:
+            env.append(value)
+        elif value in os.environ:
+            env.append(f"{value}={os.environ[value]}")
+    return env
 
 
 # --- attach ---------------------------------------------------------------------------------

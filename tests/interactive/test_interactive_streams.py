@@ -46,6 +46,11 @@ def test_exec_separates_streams_and_returns_the_exit_code(carte: Daemon) -> None
         "sh", "-c", "id -u; pwd; echo $GREETING",
     )  # fmt: skip
     assert options.stdout.split() == ["65534", "/tmp", "hi"]
+    inherited = carte.client(
+        "exec", "-e", "FROM_CLIENT", "streams", "sh", "-c", "echo $FROM_CLIENT",
+        env={**carte.env, "FROM_CLIENT": "passed on"},
+    )  # fmt: skip
+    assert inherited.stdout == "passed on\n"
     missing = carte.client("exec", "streams", "no-such-program")
     assert missing.returncode == 127
     assert "no-such-program" in missing.stderr
