@@ -276,13 +276,8 @@ class ContainersHandler(Handler):
         return CreateResult(id=record.id, warnings=warnings)
 
     async def _network_available(self) -> bool:
-        try:
-            await self.ctx.bus.request(DetachContainerNetwork(container_id="-"))
-        except Unavailable:
-            return False
-        except CarteError:
-            return True
-        return True
+        """Whether some handler answers AttachContainerNetwork (it may still be down)."""
+        return self.ctx.bus.owner_of(AttachContainerNetwork) is not None
 
     async def _free_random_name(self) -> str:
         for _ in range(50):
@@ -323,13 +318,13 @@ class ContainersHandler(Handler):
             mounts.append(mount)
         return msgspec.structs.replace(config, mounts=mounts), created, sources
 
-    async def _create_shim(self, record: ContainerRecord) -> None:
-        """Create the container under a new shim; on failure the shim cleaned up after itself
-        and the error (one line) is raised."""
+    async def _create_shim(self, record: ContainerRecord) -> int:
+        """Create the container under a new shim and return its pid; on failure the shim
+        cleaned up after itself and the error (one line) is raised."""
         paths = self.paths(record.id)
         log = self.ctx.config.containers.log
         try:
-            await self.launcher.create(
+            report = await self.launcher.create(
                 container_id=record.id,
                 bundle=paths.directory,
                 state_dir=self.state_dir,
@@ -342,6 +337,7 @@ class ContainersHandler(Handler):
             with trio.CancelScope(shield=True):
                 await self._thread(lambda: cleanup_runtime(self.state_dir, record.id))
             raise
+        return int(report["pid"])
 
     # --- start ------------------------------------------------------------------------------
 
@@ -356,11 +352,10 @@ class ContainersHandler(Handler):
             record = await self.records.resolve(record.id)
             if record.state.status in ("running", "paused"):
                 return
-            if not await self._shim_is_parked(record.id):
-                await self._create_shim(record)
+            parked = await self._parked_pid(record.id) or await self._create_shim(record)
             run = self._pending_run(record.id)
             try:
-                await self._attach_network(record)
+                await self._attach_network(record, parked)
                 reply = await shim_request(self.state_dir, record.id, {"op": "start"})
             except CarteError as error:
                 with trio.CancelScope(shield=True):
@@ -383,23 +378,24 @@ class ContainersHandler(Handler):
             self._watch(record.id)
         await self.ctx.bus.publish(ContainerStarted(id=record.id, name=record.name, pid=pid))
 
-    async def _shim_is_parked(self, container_id: str) -> bool:
+    async def _parked_pid(self, container_id: str) -> int:
+        """The pid of the container parked under its shim, or 0 after clearing away a shim
+        whose container already ran (or none)."""
         try:
             reply = await shim_request(self.state_dir, container_id, {"op": "state"})
         except (Unavailable, ShimError):
-            return False
+            reply = {"state": {}}
         if reply["state"].get("status") == "created":
-            return True
+            return int(reply["state"]["pid"])
         await end_parked_container(self.state_dir, container_id)
         await self._thread(lambda: cleanup_runtime(self.state_dir, container_id))
-        return False
+        return 0
 
-    async def _attach_network(self, record: ContainerRecord) -> None:
+    async def _attach_network(self, record: ContainerRecord, pid: int) -> None:
         config = record.config
         if config.network == "host":
             return
-        state = (await shim_request(self.state_dir, record.id, {"op": "state"}))["state"]
-        netns = f"/proc/{int(state['pid'])}/ns/net"
+        netns = f"/proc/{pid}/ns/net"
         try:
             await self._thread(lambda: loopback_up(netns))
         except OSError as error:
