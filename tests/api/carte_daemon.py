@@ -243,8 +243,26 @@ class DaemonFactory:
                 except subprocess.TimeoutExpired:
                     daemon.process.kill()
                     daemon.process.wait()
+            if daemon.process is not None:
+                remove_host_network_state(daemon.root)
         for workdir in self.workdirs:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def remove_host_network_state(root: Path) -> None:
+    """Delete the nftables table and default bridge a daemon on `root` left on the host.
+
+    The network handler keeps both when its daemon stops (containers outlive the daemon), so
+    a test daemon's are removed here, named the way the handler names them per root.
+    """
+    from carte.handlers.network_records import default_bridge_name, nft_table_name
+
+    subprocess.run(
+        ["nft", "delete", "table", "ip", nft_table_name(root)], capture_output=True, check=False
+    )
+    subprocess.run(
+        ["ip", "link", "delete", default_bridge_name(root, "")], capture_output=True, check=False
+    )
 
 
 def install_sample_plugin(target: Path) -> Path:
