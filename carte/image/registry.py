@@ -375,6 +375,12 @@ class Registry:
                             total=descriptor.size,
                         )
                     )
+                # http.client ends a body cut short by the server without an error.
+                if blob.size < descriptor.size:
+                    raise RegistryError(
+                        f"download of {descriptor.digest} from {self.host} broke off after "
+                        f"{blob.size} of {descriptor.size} bytes; nothing was stored, pull again"
+                    )
         except OSError as exc:
             raise RegistryError(
                 f"download of {descriptor.digest} from {self.host} broke off: {exc}; "
