@@ -33,6 +33,7 @@ from carte.image import oci
 from carte.image.build_cache import BuildCache, StepRecord, step_key
 from carte.image.build_copy import CopySource, SourceError, Stager, checksum, match_sources
 from carte.image.build_layer_view import LayerView
+from carte.image.build_layers import adopt_as_layer
 from carte.image.build_metadata import (
     ArgScope,
     StageState,
@@ -516,8 +517,7 @@ class _Builder:
             self.store, lambda out: diff_from_upper(upper, out, source_date_epoch=epoch)
         )
         chain = chain_ids([*(below.diff_id for below in state.layers), layer.diff_id])[-1]
-        if not is_unpacked(self.store, chain):
-            unpack_layer(self.store, layer.descriptor, layer.diff_id, chain, trusted=True)
+        adopt_as_layer(self.store, upper, chain, layer.diff_id, epoch)
         return layer
 
     def _lowerdirs(self, state: StageState) -> list[Path]:

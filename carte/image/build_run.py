@@ -10,7 +10,6 @@ seccomp); `network="none"` adds a network namespace with only loopback.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import uuid
@@ -131,7 +130,6 @@ def run_step(
             f"{step.shown}: the command exited with status {status}; "
             "fix the command (its output is above)"
         )
-    _drop_workdir(work)
     return upper
 
 
@@ -153,9 +151,3 @@ def _kill_container(state_dir: Path, container_id: str) -> None:
         capture_output=True,
         check=False,
     )
-
-
-def _drop_workdir(work: Path) -> None:
-    # overlayfs leaves a root-only "work" dir inside workdir; it is not part of the layer.
-    for child in work.iterdir():
-        os.rmdir(child) if child.is_dir() else child.unlink()

@@ -526,3 +526,53 @@ def test_from_a_registry_reference_pulls_the_base(build_daemon: Daemon, tmp_path
         assert again.returncode == 0 and again.stderr.count("CACHED") == 1, again.stderr
     finally:
         registry_run.close()
+
+
+def test_adopted_layer_dirs_match_their_blobs(build_daemon: Daemon, tmp_path: Path) -> None:
+    """A step's upper dir becomes the cached layer; it must equal an unpack of the blob."""
+    from carte.image.digest import chain_ids
+    from carte.image.layers import extract_layer, layer_dir
+
+    context = write(
+        tmp_path / "ctx",
+        {
+            "Dockerfile": (
+                "FROM busybox\n"
+                "RUN mkdir -p /data/sub && echo new > /data/sub/f && rm /etc/group "
+                "&& rm -rf /tmp && mkdir /tmp && chmod 1777 /tmp\n"
+                "COPY f.txt /data/\n"
+            ),
+            "f.txt": "f\n",
+        },
+    )
+    result = build(
+        build_daemon, context, "-t", "adopt:1", "--no-cache", env={"SOURCE_DATE_EPOCH": "1000"}
+    )
+    assert result.returncode == 0, result.stderr
+    built = image(build_daemon, "adopt:1")
+    store = ImageStore(build_daemon.root)
+    chains = chain_ids(built.diff_ids)
+    for descriptor, chain in list(zip(built.manifest.layers, chains, strict=True))[1:]:
+        fresh = tmp_path / f"fresh-{chain[7:19]}"
+        fresh.mkdir()
+        with store.open_blob(descriptor.digest) as blob:
+            extract_layer(blob, fresh, trusted=True, what=descriptor.digest)
+        assert _tree(layer_dir(store, chain)) == _tree(fresh)
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int, int, int, int, tuple[str, ...]]]:
+    found = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        xattrs = () if path.is_symlink() else tuple(sorted(os.listxattr(path)))
+        whiteout = stat.S_ISCHR(st.st_mode) and st.st_rdev == 0  # its time is never seen
+        mtime = 0 if whiteout else int(st.st_mtime)
+        found[str(path.relative_to(root))] = (
+            st.st_mode,
+            st.st_uid,
+            st.st_gid,
+            st.st_rdev,
+            mtime,
+            xattrs,
+        )
+    return found
