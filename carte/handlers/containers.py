@@ -486,9 +486,10 @@ class ContainersHandler(Handler):
             current = await self.records.get(container_id)
             if current is None or current.state.status not in _RUNNING:
                 return
-            await _ignore_errors(
-                self.ctx.bus.request(DetachContainerNetwork(container_id=container_id))
-            )
+            if current.config.network not in ("none", "host"):
+                await _ignore_errors(
+                    self.ctx.bus.request(DetachContainerNetwork(container_id=container_id))
+                )
             try:
                 await self._thread(lambda: cleanup_runtime(self.state_dir, container_id))
             except OSError as failure:
