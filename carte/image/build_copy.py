@@ -26,10 +26,12 @@ _CHUNK = 1 << 20
 
 
 class CopySource(msgspec.Struct, frozen=True, kw_only=True):
-    """One matched source: its image/context path (absolute, `/`-rooted) and host path."""
+    """One matched source: its image/context path (absolute, `/`-rooted, symlinks resolved),
+    its host path, and the name it is copied under (the name asked for, as Docker does)."""
 
     path: str
     host: str
+    name: str = ""
 
 
 class SourceError(ValueError):
@@ -72,7 +74,8 @@ def _has_magic(path: str) -> bool:
 def _exact(view: LayerView, path: str) -> list[CopySource]:
     resolved = view.resolve(path)
     found = view.lookup(resolved)
-    return [] if found is None else [CopySource(path=resolved, host=found[0])]
+    name = posixpath.basename(path.rstrip("/")) or posixpath.basename(resolved)
+    return [] if found is None else [CopySource(path=resolved, host=found[0], name=name)]
 
 
 def _glob(view: LayerView, pattern: str) -> list[CopySource]:
@@ -93,7 +96,7 @@ def _glob(view: LayerView, pattern: str) -> list[CopySource]:
     for path in current:
         found = view.lookup(path)
         if found is not None:
-            result.append(CopySource(path=path, host=found[0]))
+            result.append(CopySource(path=path, host=found[0], name=posixpath.basename(path)))
     return result
 
 

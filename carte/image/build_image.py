@@ -401,7 +401,7 @@ class _Builder:
                         continue
                     else:
                         target = (
-                            dest.rstrip("/") + "/" + source.path.rsplit("/", 1)[-1]
+                            dest.rstrip("/") + "/" + (source.name or source.path.rsplit("/", 1)[-1])
                             if directory
                             else dest
                         )

@@ -79,12 +79,13 @@ def test_multi_stage_target_builds_only_needed_stages(build_daemon: Daemon, tmp_
                 "FROM busybox AS base\n"
                 "RUN echo base > /base.txt\n"
                 "FROM base AS builder\n"
-                "RUN echo built-artifact > /artifact\n"
+                "RUN echo built-artifact > /artifact && ln -s /artifact /link\n"
                 "FROM busybox AS unused\n"
                 "RUN echo never-run-marker && false\n"
                 "FROM busybox AS final\n"
                 "COPY --from=builder /artifact /usr/share/artifact\n"
                 "COPY --from=0 /base.txt /\n"
+                "COPY --from=builder /link /usr/local/bin/\n"
                 "FROM final AS extra\n"
                 "RUN echo extra-marker\n"
             )
@@ -97,6 +98,9 @@ def test_multi_stage_target_builds_only_needed_stages(build_daemon: Daemon, tmp_
     assert read_file(build_daemon, "multi:1", "/usr/share/artifact") == b"built-artifact\n"
     assert read_file(build_daemon, "multi:1", "/base.txt") == b"base\n"
     assert read_file(build_daemon, "multi:1", "/artifact") is None
+    assert read_file(build_daemon, "multi:1", "/usr/local/bin/link") == b"built-artifact\n"
+    linked = stat_file(build_daemon, "multi:1", "/usr/local/bin/link")
+    assert linked is not None and stat.S_ISREG(linked.st_mode)  # the symlink was followed
 
 
 def test_second_build_is_all_cached_fast_and_same_image(
