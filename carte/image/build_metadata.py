@@ -105,9 +105,11 @@ def apply_metadata(instruction: Instruction, state: StageState, scope: ArgScope)
         ports = dict(mapping(config.get("ExposedPorts")))
         for port in split_words(instruction.text, words_env, scope.escape):
             number, _, protocol = port.partition("/")
-            if not number.replace("-", "").isdigit():
+            first, dash, last = number.partition("-")
+            if not first.isdigit() or (dash and not last.isdigit()):
                 raise instruction.error(f'"{port}" is not a port; use e.g. 8080 or 53/udp')
-            ports[f"{number}/{(protocol or 'tcp').lower()}"] = {}
+            for port_number in range(int(first), int(last if dash else first) + 1):
+                ports[f"{port_number}/{(protocol or 'tcp').lower()}"] = {}
         config["ExposedPorts"] = ports
         return "EXPOSE " + " ".join(sorted(ports))
     if keyword == "VOLUME":

@@ -39,7 +39,7 @@ def test_run_copy_env_workdir_user_and_config(build_daemon: Daemon, tmp_path: Pa
                 "    cat greet.txt >> out.txt && id -u > uid.txt\n"
                 'RUN ["/bin/sh", "-c", "echo exec form > exec.txt"]\n'
                 "USER nobody\n"
-                "EXPOSE 8080 53/udp\n"
+                "EXPOSE 8080 53/udp 7000-7001\n"
                 'LABEL org.example.k=v other="a b"\n'
                 "STOPSIGNAL SIGINT\n"
                 "HEALTHCHECK --interval=5s --retries=2 CMD true\n"
@@ -62,7 +62,7 @@ def test_run_copy_env_workdir_user_and_config(build_daemon: Daemon, tmp_path: Pa
     assert config.working_dir == "/app"
     assert config.user == "nobody"
     assert config.entrypoint == ("cat",) and config.cmd == ("out.txt",)
-    assert config.exposed_ports == {"8080/tcp": {}, "53/udp": {}}
+    assert config.exposed_ports == {"8080/tcp": {}, "53/udp": {}, "7000/tcp": {}, "7001/tcp": {}}
     assert config.labels == {"org.example.k": "v", "other": "a b"}
     assert config.stop_signal == "SIGINT"
     assert config.healthcheck is not None and config.healthcheck.test == ("CMD-SHELL", "true")
