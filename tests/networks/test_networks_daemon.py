@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 
 from carte_daemon import Daemon
 from networks_lab import fails, fetch_from, host_fetch, network, ok, serve_http
@@ -143,3 +144,16 @@ def test_ip_is_honoured_and_not_given_twice(carte: Daemon) -> None:
         )
     )
     assert "10.77.251.50" in error
+
+
+def test_prune_removes_only_unused_networks(carte: Daemon) -> None:
+    ok(carte.client("network", "create", "--label", "team=a", "n1used"))
+    ok(carte.client("network", "create", "n1unused"))
+    serve_http(carte, "user", "--network", "n1used")
+    bridge = network(carte, "n1unused")["bridge"]
+    assert "n1unused" in ok(carte.client("network", "prune")).split()
+    names = ok(carte.client("network", "ls", "-q")).split()
+    assert "n1used" in names and "n1unused" not in names and "bridge" in names
+    assert network(carte, "n1used")["labels"] == {"team": "a"}
+    assert subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0
+    assert "bridge" in fails(carte.client("network", "rm", "bridge"))

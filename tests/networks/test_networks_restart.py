@@ -41,7 +41,11 @@ def test_fifty_containers_get_distinct_addresses_that_survive_a_daemon_kill(
     victim = json.loads(ok(carte.client("inspect", "m7")))[0]
     carte.stop(signal.SIGKILL)
     os.kill(victim["state"]["pid"], signal.SIGKILL)  # dies while the daemon is away
+    stale = f"n1st{secrets.token_hex(4)}"  # a veth on the bridge that Carte's state lacks
+    subprocess.run(["ip", "link", "add", stale, "master", bridge, "type", "veth", "peer",
+                    "name", f"{stale}p"], check=True)  # fmt: skip
     carte.start()
+    assert subprocess.run(["ip", "link", "show", stale], capture_output=True).returncode != 0
 
     wait_until(lambda: "m7" not in {m["name"] for m in network(carte, "n1many")["containers"]})
     after = {m["name"]: m["ip_address"] for m in network(carte, "n1many")["containers"]}
