@@ -4,6 +4,8 @@ the test removes with `carte exec`; the states show in inspect, ps and `carte ev
 from __future__ import annotations
 
 import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
 from carte_daemon import Daemon
@@ -119,3 +121,20 @@ def _health_events(daemon: Daemon, container_id: str, until: str) -> list[str]:
             if event["status"] == until:
                 break
     return seen
+
+
+def test_image_healthcheck_is_used_and_no_healthcheck_disables_it(
+    carte: Daemon, tmp_path: Path
+) -> None:
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox\nHEALTHCHECK --interval=1s --timeout=2s --retries=1 CMD test -e /tmp/ok\n"
+    )
+    ok(carte.client("build", "-t", "checked", str(tmp_path), timeout=120))
+    ok(carte.client("run", "-d", "--name", "imagecheck", "checked", *SERVE))
+    check = inspect(carte, "imagecheck")["config"]["healthcheck"]
+    assert check["test"] == ["CMD-SHELL", "test -e /tmp/ok"] and check["interval"] == 1
+    wait_for(lambda: _status_is(carte, "imagecheck", "healthy"), what="healthy")
+    ok(carte.client("run", "-d", "--name", "unchecked", "--no-healthcheck", "checked", *SERVE))
+    time.sleep(1.5)  # longer than the image's interval
+    health = inspect(carte, "unchecked")["state"].get("health")
+    assert health is None or health["status"] == "none"
