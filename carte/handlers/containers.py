@@ -141,6 +141,8 @@ class ContainersHandler(Handler):
         self._operation_locks: dict[str, trio.Lock] = {}
         self._runs: dict[str, _Run] = {}
         self._watched: set[str] = set()
+        self._parked: dict[str, int] = {}
+        """Container pids parked under a shim this daemon created (saves asking the shim)."""
         self._limiter = trio.CapacityLimiter(8)
         self.launcher = ShimLauncher(ctx.run_root / "shim-factory.sock")
 
@@ -261,7 +263,7 @@ class ContainersHandler(Handler):
             await self._thread(lambda: _write_bundle(paths, spec, record))
             await self.records.add(record)
             added = True
-            await self._create_shim(record)
+            self._parked[record.id] = await self._create_shim(record)
         except BaseException:
             with trio.CancelScope(shield=True):
                 if added:
@@ -352,7 +354,8 @@ class ContainersHandler(Handler):
             record = await self.records.resolve(record.id)
             if record.state.status in ("running", "paused"):
                 return
-            parked = await self._parked_pid(record.id) or await self._create_shim(record)
+            parked = self._parked.pop(record.id, 0) or await self._parked_pid(record.id)
+            parked = parked or await self._create_shim(record)
             run = self._pending_run(record.id)
             try:
                 await self._attach_network(record, parked)
@@ -491,7 +494,8 @@ class ContainersHandler(Handler):
                     self.ctx.bus.request(DetachContainerNetwork(container_id=container_id))
                 )
             try:
-                await self._thread(lambda: cleanup_runtime(self.state_dir, container_id))
+                if not current.config.auto_remove:  # else removing it cleans up below
+                    await self._thread(lambda: cleanup_runtime(self.state_dir, container_id))
             except OSError as failure:
                 self.ctx.log.warning(
                     "container %s: runtime state not removed: %s", container_id[:12], failure
@@ -528,7 +532,7 @@ class ContainersHandler(Handler):
             )
             if record.config.auto_remove:
                 # Before waiters hear of the exit, so `run --rm` returns with the container gone.
-                await _ignore_errors(self._remove(record, volumes=True))
+                await _ignore_errors(self._remove(record, volumes=True, exited=True))
             if run is not None and not run.exited.is_set():
                 run.result = WaitResult(status_code=code, oom_killed=oom, error=error)
                 run.exited.set()
@@ -675,10 +679,14 @@ class ContainersHandler(Handler):
                     return  # the exit removed it
             await self._remove(record, volumes=command.volumes)
 
-    async def _remove(self, record: ContainerRecord, *, volumes: bool) -> None:
+    async def _remove(
+        self, record: ContainerRecord, *, volumes: bool, exited: bool = False
+    ) -> None:
         """Delete what is left of a stopped (or created) container, then its record."""
-        await end_parked_container(self.state_dir, record.id)
+        if not exited:
+            await end_parked_container(self.state_dir, record.id)
         await self._thread(lambda: cleanup_runtime(self.state_dir, record.id))
+        self._parked.pop(record.id, None)
         directory = self.paths(record.id).directory
         await self._thread(lambda: shutil.rmtree(directory, ignore_errors=True))
         try:
