@@ -13,6 +13,7 @@ import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -22,8 +23,9 @@ from carte.api.images import BuildCachePruned, BuildRequest, BuildResult
 from carte.engine import Handler, HandlerContext, on
 from carte.handlers.container_spec import resolve_user
 from carte.image import ImageStore, Registry, StoredImage, collect_garbage, parse_reference
-from carte.image.build_cache import BuildCache
-from carte.image.build_image import BuildEnvironment, BuildOptions, build
+
+if TYPE_CHECKING:
+    from carte.image.build_image import BuildOptions
 from carte.runtime.shim_client import interpreter_command
 
 MAX_PARALLEL_BUILDS = 2
@@ -32,6 +34,8 @@ _limiter = trio.CapacityLimiter(MAX_PARALLEL_BUILDS)
 
 def build_options(request: BuildRequest) -> BuildOptions:
     """The library's options from the wire request; raises `InvalidArgument` for bad values."""
+    from carte.image.build_image import BuildOptions
+
     if request.network not in ("none", "host", "default"):
         raise InvalidArgument(
             f'--network "{request.network}" is unknown; use none, host or default'
@@ -70,6 +74,9 @@ async def run_build(
     `cancelled` is set; the build stops at its next step (a running RUN step is killed) and
     the task waits for the thread to finish cleaning up. Raises the build's `CarteError`.
     """
+    # The builder is imported on first use: an idle daemon does not pay for it.
+    from carte.image.build_image import BuildEnvironment, build
+
     options = build_options(request)
     store = ImageStore(ctx.root)
     environment = BuildEnvironment(
@@ -176,6 +183,8 @@ class BuildHandler(Handler):
     @on(PruneBuildCache)
     async def prune(self, command: PruneBuildCache) -> BuildCachePruned:
         store = ImageStore(self.ctx.root)
+
+        from carte.image.build_cache import BuildCache
 
         def work() -> BuildCachePruned:
             records = BuildCache(store).prune()
