@@ -164,6 +164,8 @@ def test_arg_scoping_and_build_args(build_daemon: Daemon, tmp_path: Path) -> Non
                 "ARG VERSION\n"
                 "ARG LOCAL=default\n"
                 'RUN echo "after:[$VERSION] local:[$LOCAL]" > /after\n'
+                'RUN echo "proxy:[$http_proxy]" > /proxy\n'
+                "COPY --from=busybox:latest /etc/passwd /from-image-passwd\n"
             )
         },
     )
@@ -176,11 +178,16 @@ def test_arg_scoping_and_build_args(build_daemon: Daemon, tmp_path: Path) -> Non
         "LOCAL=given",
         "--build-arg",
         "NOT_DECLARED=x",
+        "--build-arg",
+        "http_proxy=http://127.0.0.1:9",
     )
     assert result.returncode == 0, result.stderr
     assert read_file(build_daemon, "args:1", "/before") == b"before:[]\n"
     assert read_file(build_daemon, "args:1", "/after") == b"after:[1.0] local:[given]\n"
     assert "NOT_DECLARED" in result.stderr and "not consumed" in result.stderr
+    assert "http_proxy" not in result.stderr.split("not consumed")[0].splitlines()[-1]
+    assert read_file(build_daemon, "args:1", "/proxy") == b"proxy:[http://127.0.0.1:9]\n"
+    assert read_file(build_daemon, "args:1", "/from-image-passwd") is not None
     env = image(build_daemon, "args:1").config.config
     assert env is not None and not any("LOCAL" in item for item in env.env or ())
     again = build(build_daemon, context, "-t", "args:1", "--build-arg", "LOCAL=other")
