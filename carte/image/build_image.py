@@ -4,12 +4,14 @@ Stages are built in order, only those the target needs. Each step's cache key ch
 parent's key (`build_cache`); on a hit the stored layer is reused and nothing runs. RUN steps
 run in Carte containers (`build_run`); COPY/ADD stage files into an empty directory
 (`build_copy`); either way the layer is the tar of that upper directory (`diff_from_upper`),
-never a walk of the whole tree. With `source_date_epoch`, times are clamped and equal inputs
-give equal image digests.
+never a walk of the whole tree, and the directory itself becomes the cached unpacked layer
+(`build_layers`). Config-only instructions are in `build_metadata`. With
+`source_date_epoch`, times are clamped and equal inputs give equal image digests.
 
 On failure (a bad instruction, a failing RUN, a missing base image) a `CarteError` names the
 Dockerfile line; no image is recorded and every scratch directory is removed. Layers of steps
-that succeeded stay as build cache, as Docker keeps them.
+that succeeded stay as build cache, as Docker keeps them. Cancellation (the `cancelled`
+callback turning true) stops the build at its next step and kills a running RUN container.
 """
 
 from __future__ import annotations
