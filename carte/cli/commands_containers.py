@@ -218,7 +218,7 @@ def run(session: Session) -> int:
     args = session.args
     if (args.interactive or args.tty) and not args.detach:
         try:
-            from carte.cli.commands_interactive import run_interactive  # type: ignore[import-not-found]
+            from carte.cli.commands_interactive import run_interactive
         except ImportError:
             _error("run -i/-t is not available in this build; use -d or drop -i/-t")
             return DAEMON_ERROR
