@@ -70,6 +70,12 @@ def test_published_port_answers_on_loopback_and_random_port(carte: Daemon) -> No
     random_port = next(p["host_port"] for p in ports if p["host_port"] != port)
     assert random_port > 0
     assert host_fetch("127.0.0.1", random_port).endswith(web[:12] + "\n")
+    gateway = network(carte, "bridge")["gateway"]  # one of the host's own addresses
+    assert fetch_from(carte, gateway, port=random_port).endswith(web[:12] + "\n")  # hairpin
+    ok(carte.client("network", "create", "n1elsewhere"))
+    assert fetch_from(carte, gateway, "--network", "n1elsewhere", port=random_port).endswith(
+        web[:12] + "\n"
+    )
 
 
 def test_a_taken_host_port_is_refused_before_anything_is_made(carte: Daemon) -> None:
