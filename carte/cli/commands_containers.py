@@ -37,7 +37,7 @@ def register(commands: Commands) -> None:
     commands.add("unpause", run=unpause, help="unpause containers", arguments=_refs())
     commands.add("logs", run=logs, help="print a container's logs", arguments=_logs_arguments)
     commands.add("wait", run=wait, help="wait for containers to stop", arguments=_refs())
-    commands.add("inspect", run=inspect, help="show containers in detail", arguments=_refs())
+    commands.add("inspect", run=inspect, help="show containers in detail", arguments=_refs(_fmt))
     commands.add("rename", run=rename, help="rename a container", arguments=_rename_arguments)
     commands.add(
         "update", run=update, help="change a container's limits", arguments=_update_arguments
@@ -47,7 +47,7 @@ def register(commands: Commands) -> None:
         "prune", run=prune, help="remove all stopped containers", arguments=_prune_arguments
     )
     container.add("ls", run=ps, help="list containers", arguments=_ps_arguments)
-    container.add("inspect", run=inspect, help="show containers in detail", arguments=_refs())
+    container.add("inspect", run=inspect, help="show containers in detail", arguments=_refs(_fmt))
 
 
 # --- arguments ----------------------------------------------------------------------------
@@ -91,6 +91,12 @@ def _timeout_flag(parser: argparse.ArgumentParser) -> None:
 
 def _signal(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-s", "--signal", default="KILL", help="signal to send (default KILL)")
+
+
+def _fmt(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f", "--format", dest="template", help="a template such as {{.State.ExitCode}}"
+    )
 
 
 def _rm_flags(parser: argparse.ArgumentParser) -> None:
@@ -468,8 +474,59 @@ def inspect(session: Session) -> int:
         found.append(command(session, "InspectContainer", ref=ref))
 
     code = _each(session, one)
-    session.output.data(found)
+    template = session.args.template
+    if template:
+        for details in found:
+            session.output.line(render_template(template, details))
+    else:
+        session.output.data(found)
     return code
+
+
+_SPECIAL_NAMES = {"oomkilled": "oom_killed", "id": "id", "restartcount": "restart_count"}
+
+
+def _snake(name: str) -> str:
+    """Docker's field names (ExitCode, OOMKilled, RestartCount) -> this API's (exit_code...)."""
+    special = _SPECIAL_NAMES.get(name.lower())
+    if special:
+        return special
+    out = ""
+    for index, char in enumerate(name):
+        if char.isupper() and index and not name[index - 1].isupper():
+            out += "_"
+        out += char.lower()
+    return out
+
+
+def render_template(template: str, value: Any) -> str:
+    """The `{{.A.B}}` and `{{json .A}}` subset of Docker's Go templates over `value`; a field
+    that does not exist renders as <no value>, as Go does."""
+    import re
+
+    def lookup(path: str) -> Any:
+        current = value
+        for part in [p for p in path.split(".") if p]:
+            if isinstance(current, dict):
+                key = part if part in current else _snake(part)
+                if key not in current:
+                    return "<no value>"
+                current = current[key]
+            else:
+                return "<no value>"
+        return current
+
+    def substitute(match: re.Match[str]) -> str:
+        expression = match.group(1).strip()
+        as_json = expression.startswith("json ")
+        found = lookup(expression.removeprefix("json ").strip())
+        if as_json or isinstance(found, dict | list):
+            return json.dumps(found)
+        if isinstance(found, bool):
+            return "true" if found else "false"
+        return str(found)
+
+    return re.sub(r"{{(.*?)}}", substitute, template.replace("\\t", "\t").replace("\\n", "\n"))
 
 
 def rename(session: Session) -> int:

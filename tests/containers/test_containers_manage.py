@@ -175,3 +175,10 @@ def test_import_from_stdin_and_a_bad_tar(carte: Daemon, busybox_tar: Path, tmp_p
     assert refused.returncode == 1
     assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
     assert "junk" not in ok(carte.client("images"))
+
+
+def test_inspect_format_templates_with_docker_field_names(carte: Daemon) -> None:
+    ok(carte.client("run", "--name", "fmt", "-l", "tier=db", "busybox", "sh", "-c", "exit 5"))
+    template = "{{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}} {{json .Config.Labels}}"
+    rendered = ok(carte.client("inspect", "-f", template, "fmt")).strip()
+    assert rendered == 'exited 5 false {"tier": "db"}'
