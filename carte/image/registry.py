@@ -27,8 +27,9 @@ from carte.api.errors import CarteError, Unavailable
 from carte.image import oci
 from carte.image.archive import unpack_all
 from carte.image.auth import Credentials, CredentialStore, parse_challenge
-from carte.image.digest import sha256_digest
+from carte.image.digest import chain_ids, sha256_digest
 from carte.image.errors import DigestMismatch, ImageNotFound, InvalidImage
+from carte.image.layers import is_unpacked, unpack_layer
 from carte.image.reference import DEFAULT_DOMAIN, Reference
 from carte.image.store import ImageStore, StoredImage
 
@@ -307,11 +308,19 @@ class Registry:
                     f"{reference.full} is a {media_type}, not a container image; it cannot be run"
                 )
             manifest = oci.decode_manifest(data, f"manifest of {reference.full}")
-            blobs = [manifest.config, *manifest.layers]
+            self._download(store, repository, manifest.config, scope, progress)
+            chains = _layer_chains(store, manifest) if unpack else {}
+
+            def fetch(layer: oci.Descriptor) -> None:
+                self._download(store, repository, layer, scope, progress)
+                # Unpacking as soon as a layer arrives overlaps it with the other downloads.
+                if layer.digest in chains:
+                    diff_id, chain_id = chains[layer.digest]
+                    if not is_unpacked(store, chain_id):
+                        unpack_layer(store, layer, diff_id, chain_id, trusted=False)
+
             with ThreadPoolExecutor(max_workers=self._parallel) as pool:
-                list(
-                    pool.map(lambda d: self._download(store, repository, d, scope, progress), blobs)
-                )
+                list(pool.map(fetch, manifest.layers))
             descriptor = store.put_blob(data, media_type)
             if unpack:
                 unpack_all(store, descriptor)
@@ -508,6 +517,21 @@ class Registry:
 
 def _basic(credentials: Credentials) -> str:
     return base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
+
+
+def _layer_chains(store: ImageStore, manifest: oci.Manifest) -> dict[str, tuple[str, str]]:
+    """Layer digest -> (diff_id, chain_id) from the stored config; empty if they disagree
+    (then `unpack_all` reports the corrupt image after the downloads)."""
+    config = oci.decode_config(store.read_blob(manifest.config.digest))
+    diff_ids = config.rootfs.diff_ids
+    if len(diff_ids) != len(manifest.layers):
+        return {}
+    return {
+        layer.digest: (diff_id, chain_id)
+        for layer, diff_id, chain_id in zip(
+            manifest.layers, diff_ids, chain_ids(diff_ids), strict=True
+        )
+    }
 
 
 def _linux_amd64(index: oci.Index, reference: Reference) -> oci.Descriptor:

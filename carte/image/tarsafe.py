@@ -153,10 +153,21 @@ class LayerExtractor:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(base, flags, 0o600, dir_fd=parent)
         with open(fd, "wb", closefd=True) as out:
-            source = archive.extractfile(member)
-            if source is not None:
-                while data := source.read(_CHUNK):
-                    out.write(data)
+            if member.issparse():
+                source = archive.extractfile(member)
+                if source is not None:
+                    while data := source.read(_CHUNK):
+                        out.write(data)
+                return
+            # Straight from the tar stream: extractfile's readers cost several copies per chunk.
+            stream = archive.fileobj
+            remaining = member.size
+            while remaining:
+                data = stream.read(min(_CHUNK, remaining))
+                if not data:
+                    raise tarfile.ReadError(f'layer entry "{member.name}" is cut short')
+                out.write(data)
+                remaining -= len(data)
 
     def _link(self, member: tarfile.TarInfo, parent: int, base: str) -> None:
         refusal = UnsafeLayer(
