@@ -178,7 +178,8 @@ def test_import_from_stdin_and_a_bad_tar(carte: Daemon, busybox_tar: Path, tmp_p
 
 
 def test_inspect_format_templates_with_docker_field_names(carte: Daemon) -> None:
-    ok(carte.client("run", "--name", "fmt", "-l", "tier=db", "busybox", "sh", "-c", "exit 5"))
+    ran = carte.client("run", "--name", "fmt", "-l", "tier=db", "busybox", "sh", "-c", "exit 5")
+    assert ran.returncode == 5
     template = "{{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}} {{json .Config.Labels}}"
     rendered = ok(carte.client("inspect", "-f", template, "fmt")).strip()
     assert rendered == 'exited 5 false {"tier": "db"}'
