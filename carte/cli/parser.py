@@ -22,6 +22,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "carte.cli.commands_container_tools": ("top", "stats"),
     "carte.cli.commands_copy": ("cp",),
     "carte.cli.commands_registry": ("pull", "push", "login", "logout", "image"),
+    "carte.cli.commands_stacks": ("apply", "stack", "service", "rollout"),
     "carte.cli.commands_archives": (
         "save", "load", "export", "commit", "history", "image", "container", "system",
     ),

@@ -33,6 +33,7 @@ def template(service: Service) -> bytes:
     deploy = msgspec.structs.replace(
         service.deploy,
         replicas=0,
+        resources=Deploy().resources,
         update_config=Deploy().update_config,
         rollback_config=Deploy().rollback_config,
     )

@@ -1,0 +1,81 @@
+"""The stacks handler's desired state in the store.
+
+`stacks/<stack>` holds a `StackRecord`; `stacks/<stack>/services/<service>` a `ServiceRecord`
+with the current spec, its revision, the kept revisions and the latest rollout. Only the
+stacks handler writes these keys.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from carte.api.stacks import Rollout
+from carte.engine import Store
+from carte.stack.model import Service
+
+KEPT_REVISIONS = 10
+
+
+class Revision(msgspec.Struct, kw_only=True):
+    revision: int
+    created: str
+    spec: Service
+    change: str = ""
+
+
+class ServiceRecord(msgspec.Struct, kw_only=True):
+    stack: str
+    name: str
+    revision: int
+    replicas: int
+    spec: Service
+    project_dir: str = ""
+    env_files: dict[str, str] = {}
+    revisions: list[Revision] = []
+    rollout: Rollout | None = None
+
+    def revision_spec(self, number: int) -> Service | None:
+        for kept in self.revisions:
+            if kept.revision == number:
+                return kept.spec
+        return None
+
+
+class StackRecord(msgspec.Struct, kw_only=True):
+    name: str
+    file_name: str
+    project_dir: str = ""
+    services: list[str] = []
+    networks: list[str] = []
+    volumes: list[str] = []
+    updated: str = ""
+
+
+def stack_key(stack: str) -> str:
+    return f"stacks/{stack}"
+
+
+def service_key(stack: str, service: str) -> str:
+    return f"stacks/{stack}/services/{service}"
+
+
+async def load_stacks(store: Store) -> list[StackRecord]:
+    return [
+        entry.decode(StackRecord)
+        for entry in await store.list("stacks/")
+        if entry.key.count("/") == 1
+    ]
+
+
+async def load_services(store: Store, stack: str = "") -> list[ServiceRecord]:
+    prefix = f"stacks/{stack}/services/" if stack else "stacks/"
+    return [
+        entry.decode(ServiceRecord)
+        for entry in await store.list(prefix)
+        if "/services/" in entry.key
+    ]
+
+
+async def load_service(store: Store, stack: str, service: str) -> ServiceRecord | None:
+    entry = await store.get(service_key(stack, service))
+    return entry.decode(ServiceRecord) if entry is not None else None
