@@ -3,6 +3,7 @@ the test removes with `carte exec`; the states show in inspect, ps and `carte ev
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -138,3 +139,27 @@ def test_image_healthcheck_is_used_and_no_healthcheck_disables_it(
     time.sleep(1.5)  # longer than the image's interval
     health = inspect(carte, "unchecked")["state"].get("health")
     assert health is None or health["status"] == "none"
+
+
+def test_probes_go_on_after_a_daemon_sigkill(carte: Daemon) -> None:
+    ok(
+        carte.client(
+            "run",
+            "-d",
+            "--name",
+            "adopted",
+            "--health-cmd",
+            "test -e /tmp/ok",
+            *FAST,
+            "busybox",
+            *SERVE,
+        )
+    )
+    wait_for(lambda: _status_is(carte, "adopted", "healthy"), what="healthy")
+    carte.stop(signal.SIGKILL)
+    carte.start()
+    assert _status_is(carte, "adopted", "healthy")  # kept, not back to "starting"
+    last = _health(carte, "adopted")["log"][-1]["end"]
+    wait_for(lambda: _health(carte, "adopted")["log"][-1]["end"] != last, what="a new probe")
+    exec_ok(carte, "adopted", "rm", "/tmp/ok")
+    wait_for(lambda: _status_is(carte, "adopted", "unhealthy"), what="unhealthy")
