@@ -62,6 +62,7 @@ from carte.api.events import (
     DetachContainerNetwork,
     ExecInContainer,
     InspectContainer,
+    InspectNetwork,
     KillContainer,
     ListContainers,
     PauseContainer,
@@ -231,7 +232,10 @@ class ContainersHandler(Handler):
             ) from None
         merged = merge_image_defaults(config, image.config.config)
         warnings: list[str] = []
-        if merged.network not in ("none", "host") and not await self._network_available():
+        network_handler = await self._network_available()
+        if network_handler and merged.network not in ("none", "host", "default", "bridge"):
+            await self.ctx.bus.request(InspectNetwork(name=merged.network))  # NotFound: refuse
+        if merged.network not in ("none", "host") and not network_handler:
             warnings.append(
                 f'network "{merged.network}" is not available (no network handler); '
                 "the container gets its own network namespace with loopback only"
@@ -420,9 +424,13 @@ class ContainersHandler(Handler):
             )
         except Unavailable:
             return
+        paths = self.paths(record.id)
         if endpoint.dns_servers:
             resolv = "".join(f"nameserver {server}\n" for server in endpoint.dns_servers)
-            await self._thread(lambda: _rewrite(self.paths(record.id).resolv_conf, resolv))
+            await self._thread(lambda: _rewrite(paths.resolv_conf, resolv))
+        if endpoint.ip_address:
+            hosts = _hosts_file(config.hostname or record.short_id, endpoint.ip_address)
+            await self._thread(lambda: _rewrite(paths.hosts_file, hosts))
 
         def attached(r: ContainerRecord) -> None:
             r.endpoints = [endpoint]
@@ -923,9 +931,7 @@ def _write_bundle(paths: ContainerPaths, spec: object, record: ContainerRecord) 
         directory.mkdir()
     hostname = record.config.hostname or record.short_id
     paths.hostname_file.write_text(hostname + "\n")
-    paths.hosts_file.write_text(
-        f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-    )
+    paths.hosts_file.write_text(_hosts_file(hostname, "127.0.1.1"))
     resolv = ""
     if record.config.network == "host":
         try:
@@ -934,6 +940,12 @@ def _write_bundle(paths: ContainerPaths, spec: object, record: ContainerRecord) 
             resolv = ""
     paths.resolv_conf.write_text(resolv)
     (paths.directory / "config.json").write_bytes(encode_spec(spec))
+
+
+def _hosts_file(hostname: str, address: str) -> str:
+    return (
+        f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{address}\t{hostname}\n"
+    )
 
 
 def _rewrite(path: Path, text: str) -> None:

@@ -62,8 +62,14 @@ def container_leftovers(daemon: Daemon, container_id: str) -> list[str]:
 def remove_leftovers(daemon: Daemon) -> None:
     """Kill and remove every container the daemon's directories still know (the daemon may be
     dead): their processes, cgroups and runtime state."""
+    from carte.handlers.network_records import default_bridge_name, nft_table_name
     from carte.runtime.container import delete
 
+    # A daemon SIGKILLed right after its last default-network container left keeps its bridge.
+    subprocess.run(["ip", "link", "del", default_bridge_name(daemon.root, "")], capture_output=True)
+    subprocess.run(
+        ["nft", "delete", "table", "ip", nft_table_name(daemon.root)], capture_output=True
+    )
     state_dir = daemon.run_root / "runtime"
     ids: set[str] = set()
     for directory in (state_dir, daemon.root / "containers"):

@@ -209,3 +209,18 @@ def test_network_none_has_loopback_up_and_host_shares_the_host(carte: Daemon) ->
     assert "eth0" not in addresses
     hostname = ok(carte.client("run", "--rm", "--network", "host", "busybox", "hostname"))
     assert hostname.strip() == __import__("socket").gethostname()
+
+
+def test_unknown_network_is_refused_at_create(carte: Daemon) -> None:
+    refused = carte.client("run", "--rm", "--network", "nosuchnet", "busybox", "true")
+    assert refused.returncode == 125
+    assert "nosuchnet" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert ok(carte.client("ps", "-aq")) == ""
+    assert list((carte.root / "containers").iterdir()) == []
+
+
+def test_etc_hosts_names_the_container_address(carte: Daemon) -> None:
+    script = "hostname -i 2>/dev/null || true; cat /etc/hosts"
+    out = ok(carte.client("run", "--rm", "-h", "named", "busybox", "sh", "-c", script))
+    named = [line.split() for line in out.splitlines() if line.endswith("named")]
+    assert named and named[0][0] not in ("127.0.1.1", "")
