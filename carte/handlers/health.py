@@ -126,6 +126,10 @@ class HealthHandler(Handler):
                 return
             except Unavailable:
                 pass  # the containers handler cannot store it now; the fact still tells
+            except CarteError as error:
+                self.ctx.log.warning(
+                    "cannot store the health of container %s: %s", container_id[:12], error.message
+                )
             if changed:
                 output = health.log[-1].output if health.log else ""
                 await self.ctx.bus.publish(

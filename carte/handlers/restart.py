@@ -14,6 +14,8 @@ policy says so (Docker's restore: "always" ones come back even after a user stop
 
 from __future__ import annotations
 
+import os
+
 import msgspec
 import trio
 
@@ -34,6 +36,7 @@ from carte.handlers.container_records import parse_rfc3339
 from carte.handlers.restart_policy import RestartBackoff, restart_wanted
 
 MEMOS = "restart-policy/"
+DAEMON_PID = "restart-handler/daemon-pid"
 
 
 class RestartMemo(msgspec.Struct, kw_only=True):
@@ -61,16 +64,27 @@ class RestartHandler(Handler):
         """Start the exited containers whose policy says so (side by side, without holding up
         the daemon's start), then serve until cancelled (cancelling drops pending restarts;
         the next daemon start makes them)."""
+        daemon_start = await self._first_run_in_this_daemon()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for row in await self.ctx.bus.request(ListContainers(all=True)):
                 if row.state in ("exited", "restarting"):
-                    nursery.start_soon(self._restore, row.id)
+                    nursery.start_soon(self._restore, row.id, daemon_start)
             self._ready.set()
             task_status.started()
             await trio.sleep_forever()
 
-    async def _restore(self, container_id: str) -> None:
+    async def _first_run_in_this_daemon(self) -> bool:
+        """False when this handler was restarted after a crash inside the same daemon process:
+        then only exits it missed are restarted, not what a daemon start brings back."""
+        pid = str(os.getpid()).encode()
+        entry = await self.ctx.store.get(DAEMON_PID)
+        if entry is not None and entry.value == pid:
+            return False
+        await self.ctx.store.put(DAEMON_PID, pid)
+        return True
+
+    async def _restore(self, container_id: str, daemon_start: bool) -> None:
         try:
             details = await self.ctx.bus.request(InspectContainer(ref=container_id))
         except NotFound:
@@ -81,7 +95,7 @@ class RestartHandler(Handler):
             exit_code=details.state.exit_code,
             stopped_by_user=memo.stopped_by_user,
             restart_count=memo.restart_count,
-            daemon_start=True,
+            daemon_start=daemon_start,
         )
         if wanted and not details.config.auto_remove:
             self.ctx.log.info(

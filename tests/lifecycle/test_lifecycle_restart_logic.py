@@ -51,7 +51,7 @@ from carte.engine import (
 )
 from carte.engine.config import RestartBackoffConfig
 from carte.engine.store import encode_value
-from carte.handlers.restart import RestartHandler
+from carte.handlers.restart import DAEMON_PID, RestartHandler
 from carte.handlers.restart_policy import RestartBackoff, restart_wanted
 
 EPOCH = 1_800_000_000.0
@@ -266,9 +266,9 @@ async def test_a_user_start_resets_the_retry_count(
         await _next_start(3)
 
 
-async def test_daemon_start_brings_back_always_but_not_stopped_unless_stopped(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
+async def _one_life_then_a_crash_while_down(tmp_path: Path, store: MemoryStore) -> None:
+    """Four containers in one daemon life: "always" and "unless" stopped by the user, "never"
+    exits; then, with no restart handler running, "crashed" dies (nobody sees the fact)."""
     FakeContainers.reset()
     for cid, policy in [
         ("always", "always"),
@@ -277,7 +277,6 @@ async def test_daemon_start_brings_back_always_but_not_stopped_unless_stopped(
         ("never", "no"),
     ]:
         FakeContainers.add(cid, RestartPolicy(name=policy))  # type: ignore[arg-type]
-    store = MemoryStore()
     async with engine(tmp_path / "state.db", store) as bus:
         for cid in FakeContainers.table:
             await bus.request(StartContainer(ref=cid))
@@ -285,17 +284,33 @@ async def test_daemon_start_brings_back_always_but_not_stopped_unless_stopped(
         await exit_container(bus, "unless", 143, requested=True)
         await exit_container(bus, "never", 0)
         await trio.sleep(60)
-    # the daemon is down; "crashed" exits meanwhile (nobody sees the fact)
-    state = msgspec.structs.replace(
-        FakeContainers.table["crashed"].state, status="exited", exit_code=137
-    )
-    FakeContainers.table["crashed"] = msgspec.structs.replace(
-        FakeContainers.table["crashed"], state=state
-    )
+    crashed = FakeContainers.table["crashed"]
+    state = msgspec.structs.replace(crashed.state, status="exited", exit_code=137)
+    FakeContainers.table["crashed"] = msgspec.structs.replace(crashed, state=state)
     FakeContainers.starts.clear()
+
+
+async def test_daemon_start_brings_back_always_but_not_stopped_unless_stopped(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    store = MemoryStore()
+    await _one_life_then_a_crash_while_down(tmp_path, store)
+    del store.entries[DAEMON_PID]  # the next life is a new daemon process
     async with engine(tmp_path / "state.db", store):
         await trio.sleep(1)
         assert sorted(cid for _, cid in FakeContainers.starts) == ["always", "crashed"]
+
+
+async def test_a_restarted_handler_is_not_a_daemon_start(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The handler crashed and came back in the same daemon process: it restarts the crash it
+    missed, but a user-stopped "always" container stays stopped."""
+    store = MemoryStore()
+    await _one_life_then_a_crash_while_down(tmp_path, store)
+    async with engine(tmp_path / "state.db", store):
+        await trio.sleep(1)
+        assert [cid for _, cid in FakeContainers.starts] == ["crashed"]
 
 
 @pytest.mark.parametrize(
