@@ -31,6 +31,8 @@ from carte.handlers.health_probe import probe_command, watch_health
 
 # Grace on top of a probe's own timeout before the daemon gives up waiting on the exec itself.
 _EXEC_GRACE = 10.0
+# A probe's output kept in its result, as Docker keeps it (the first 4 KiB).
+_OUTPUT_KEPT = 4096
 
 
 class HealthHandler(Handler):
@@ -154,7 +156,9 @@ class HealthHandler(Handler):
 
 
 def _entry(start: str, exit_code: int, output: str) -> HealthLogEntry:
-    return HealthLogEntry(start=start, end=now_rfc3339(), exit_code=exit_code, output=output)
+    return HealthLogEntry(
+        start=start, end=now_rfc3339(), exit_code=exit_code, output=output[:_OUTPUT_KEPT]
+    )
 
 
 def _settled_health(details: ContainerDetails) -> Health | None:
