@@ -15,6 +15,7 @@ import base64
 import contextlib
 import http.client
 import json
+import ssl
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -185,6 +186,11 @@ class Registry:
                 sent["Authorization"] = authorization
             try:
                 response = self._send(method, url, sent, body)
+            except ssl.SSLError as exc:
+                raise RegistryError(
+                    f"cannot reach registry {self.host} over HTTPS: {exc.reason or exc}; if it "
+                    "serves plain HTTP, use --insecure-registry (or images.insecure_registries)"
+                ) from None
             except OSError as exc:
                 raise RegistryError(f"cannot reach registry {self.host}: {exc}") from None
             if response.status == 401:

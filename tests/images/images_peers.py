@@ -89,7 +89,7 @@ class BreakableRegistry:
     Debian's docker-registry cannot be made to drop a transfer at a chosen byte on demand, so
     this serves the distribution API's GET paths only (manifest, blobs) from memory."""
 
-    def __init__(self, rootfs_tar: Path) -> None:
+    def __init__(self, rootfs_tar: Path, address: str = "127.0.0.1") -> None:
         self.layer, self.config, self.manifest = image_parts(rootfs_tar, ["/bin/sh"], level=1)
         self.mode = "ok"  # "truncate" | "corrupt" | "ok"
         self.blob_requests = 0
@@ -106,8 +106,8 @@ class BreakableRegistry:
 
             do_HEAD = do_GET
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.server = http.server.ThreadingHTTPServer((address, 0), Handler)
+        self.host = f"{address}:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def serve(self, handler: http.server.BaseHTTPRequestHandler) -> None:

@@ -138,3 +138,18 @@ def test_an_interrupted_pull_leaves_nothing_and_the_next_completes(
         run = carte.client("run", "--rm", "--network", "none", name, "echo", "whole")
         assert ok(run).strip() == "whole"
         ok(carte.client("rmi", name))
+
+
+def test_plain_http_only_for_loopback_names_or_when_allowed(
+    carte: Daemon, busybox_tar: Path
+) -> None:
+    """127.0.0.2 is not one of the loopback names, so it gets HTTPS unless allowed."""
+    with BreakableRegistry(busybox_tar, address="127.0.0.2") as server:
+        name = f"{server.host}/broken/bb:1"
+        refused = carte.client("pull", name)
+        assert refused.returncode == 1
+        [message] = error_lines(refused.stderr)
+        assert "HTTPS" in message and "--insecure-registry" in message
+        assert server.blob_requests == 0
+        ok(carte.client("pull", "--insecure-registry", name))
+        ok(carte.client("rmi", name))
