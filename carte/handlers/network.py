@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Callable
 from functools import partial
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -108,7 +109,8 @@ class NetworkHandler(Handler):
         self._lock = trio.Lock()
         self._limiter = trio.CapacityLimiter(1)
         self._links: LinkControl | None = None
-        self._mtu = 1500
+        self._mtu: int | None = None
+        """The uplink's MTU, read when the first bridge is made."""
         self._networks: dict[str, NetworkRecord] = {}
         self._applied: Ruleset | None = None
         """What Carte's table holds (None: unknown), so unchanged rules cost no nft call."""
@@ -130,10 +132,16 @@ class NetworkHandler(Handler):
     # --- thread and store plumbing ----------------------------------------------------------
 
     async def _host(self, work: Callable[[LinkControl], T]) -> T:
-        """Run `work` with the LinkControl on the one link thread."""
+        """Run `work` with the LinkControl on the one link thread (opened on first use)."""
+        if self._links is None:
+            self._links = await trio.to_thread.run_sync(_open_links, limiter=self._limiter)
         links = self._links
-        assert links is not None
         return await trio.to_thread.run_sync(lambda: work(links), limiter=self._limiter)
+
+    async def _uplink_mtu(self) -> int:
+        if self._mtu is None:
+            self._mtu = await self._host(lambda links: links.uplink_mtu())
+        return self._mtu
 
     async def _save(self, network: NetworkRecord) -> None:
         await self.ctx.store.put(PREFIX + network.name, network)
@@ -171,9 +179,6 @@ class NetworkHandler(Handler):
         """Reconcile the host with the store, then serve DNS until cancelled.
 
         Fails (and is restarted by the supervisor) if the host cannot be configured."""
-        from carte.net.links import LinkControl
-
-        self._links = await trio.to_thread.run_sync(LinkControl, limiter=self._limiter)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -188,7 +193,8 @@ class NetworkHandler(Handler):
                     async with self._lock:
                         await _quietly(self._retire_idle_default())
                 links, self._links = self._links, None
-                await trio.to_thread.run_sync(links.close, limiter=self._limiter)
+                if links is not None:
+                    await trio.to_thread.run_sync(links.close, limiter=self._limiter)
 
     def _schedule_retire(self) -> None:
         """Remove the idle default bridge after a grace period (an attach meanwhile keeps it),
@@ -220,13 +226,14 @@ class NetworkHandler(Handler):
     async def _reconcile(self) -> None:
         from carte.net import nft
 
-        self._mtu = await self._host(lambda links: links.uplink_mtu())
         self._networks = {
             n.name: n
             for n in (record_decoder.decode(e.value) for e in await self.ctx.store.list(PREFIX))
         }
         if DEFAULT_NETWORK not in self._networks:
-            subnet = await self._free_subnet()
+            # Host routes are checked when its bridge is first made (_refresh_default_subnet),
+            # so an idle daemon never loads pyroute2.
+            subnet = await self._free_subnet(check_host=False)
             await self._save(
                 NetworkRecord(
                     name=DEFAULT_NETWORK,
@@ -269,14 +276,14 @@ class NetworkHandler(Handler):
             for stale in set(ports) - known:
                 await self._host(partial(_delete_link, name=stale))
                 self.ctx.log.info("removed stale interface %s from %s", stale, network.bridge)
-        else:
+        elif await trio.to_thread.run_sync(_link_exists, network.bridge):  # a killed daemon's
             await self._remove_bridge(network)
 
-    async def _free_subnet(self, ignore_bridge: str = "") -> IPv4Network:
-        host = await self._host(lambda links: links.host_networks())
-        own = {IPv4Network(n.subnet) for n in self._networks.values() if n.bridge == ignore_bridge}
-        taken = [n for n in host if n not in own]
-        taken += [n.subnet_net for n in self._networks.values() if n.bridge != ignore_bridge]
+    async def _free_subnet(self, *, check_host: bool = True) -> IPv4Network:
+        """A pool subnet overlapping no other network (nor, with `check_host`, a host route)."""
+        taken = [n.subnet_net for n in self._networks.values()]
+        if check_host:
+            taken += await self._host(lambda links: links.host_networks())
         return choose_subnet(taken, self._candidates())
 
     def _candidates(self) -> list[AddressPool]:
@@ -295,7 +302,8 @@ class NetworkHandler(Handler):
         if network.bridge in self._bridges_up:
             return
         gateway = IPv4Interface(f"{network.gateway}/{network.subnet_net.prefixlen}")
-        await self._host(lambda links: links.ensure_bridge(network.bridge, gateway, self._mtu))
+        mtu = await self._uplink_mtu()
+        await self._host(lambda links: links.ensure_bridge(network.bridge, gateway, mtu))
         await trio.to_thread.run_sync(sysctl.enable_route_localnet, network.bridge)
         if await trio.to_thread.run_sync(sysctl.enable_ip_forward):
             self.ctx.log.info("enabled net.ipv4.ip_forward so containers reach the outside")
@@ -526,8 +534,6 @@ class NetworkHandler(Handler):
         labels: dict[str, str],
         default_route: bool,
     ) -> Endpoint:
-        from carte.net import conntrack
-
         if network.is_default:
             self._cancel_retire()
         if container_id in network.endpoints:
@@ -567,6 +573,7 @@ class NetworkHandler(Handler):
         )
         try:
             await self._make_bridge(updated)
+            mtu = await self._uplink_mtu()
             made = await self._host(
                 lambda links: links.connect(
                     netns,
@@ -574,7 +581,7 @@ class NetworkHandler(Handler):
                     host_ifname=host_ifname,
                     address=IPv4Interface(f"{address}/{updated.subnet_net.prefixlen}"),
                     gateway=updated.gateway_ip if default_route else None,
-                    mtu=self._mtu,
+                    mtu=mtu,
                     ifname=ifname,
                 )
             )
@@ -592,7 +599,7 @@ class NetworkHandler(Handler):
             raise
         for port in resolved_ports:
             if port.protocol == "udp":
-                await trio.to_thread.run_sync(conntrack.forget_flows, port.host_port, "udp")
+                await trio.to_thread.run_sync(_forget_udp_flows, port.host_port)
         return Endpoint(
             network=updated.name,
             ip_address=str(address),
@@ -750,6 +757,24 @@ class NetworkHandler(Handler):
             await self._apply_rules()
 
 
+def _link_exists(name: str) -> bool:
+    """Without netlink (pyroute2 stays unloaded in an idle daemon)."""
+    return Path("/sys/class/net", name).exists()
+
+
+def _open_links() -> LinkControl:
+    """Imports pyroute2 (~0.3 s), so it runs on a worker thread, not the event loop."""
+    from carte.net.links import LinkControl
+
+    return LinkControl()
+
+
+def _forget_udp_flows(port: int) -> None:
+    from carte.net import conntrack
+
+    conntrack.forget_flows(port, "udp")
+
+
 def _index_of(links: LinkControl, *, name: str) -> int | None:
     return links.index_of(name)
 
@@ -763,7 +788,7 @@ def _order(network: NetworkRecord) -> tuple[bool, str]:
 
 
 def _host_veth(container_id: str, network: str) -> str:
-    from carte.net.links import host_veth_name
+    from carte.net.links import host_veth_name  # imported already by _open_links
 
     return host_veth_name(container_id, network)
 
