@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from busybox_rootfs import make_rootfs, make_rootfs_tar
 
 
