@@ -151,6 +151,14 @@ class Converger:
         elif missing < 0:
             for row in sorted(current, key=replica_number)[missing:]:
                 await self.retire(row.id, "scaled down")
+        rollout = record.rollout
+        if not old and rollout is not None and rollout.state in ("progressing", "rolling_back"):
+            # nothing of another revision left (a rollback to replicas that still run)
+            final = "rolled_back" if rollout.state == "rolling_back" else "completed"
+            count = len(await self.rows(record.stack, record.name))
+            await self.save_rollout(
+                record, msgspec.structs.replace(rollout, state=final, updated=count)
+            )
         return False
 
     # --- replicas ------------------------------------------------------------------------

@@ -357,9 +357,11 @@ class StacksHandler(Handler):
                 await self.ctx.store.delete(service_key(stack, record.name))
             await self.ctx.store.delete(stack_key(stack))
             converger.stop_loops(stack)
+            async with trio.open_nursery() as nursery:
+                for record in records:
+                    for row in await converger.rows(stack, record.name):
+                        nursery.start_soon(converger.retire, row.id, "stack removed")
             for record in records:
-                for row in await converger.rows(stack, record.name):
-                    await converger.retire(row.id, "stack removed")
                 await self.ctx.bus.publish(
                     ServiceRemoved(id=f"{stack}_{record.name}", stack=stack, service=record.name)
                 )

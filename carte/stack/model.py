@@ -121,9 +121,9 @@ class Readiness(_Strict, kw_only=True, frozen=True):
     httpGet: HttpGet | None = None
     tcpSocket: TcpSocket | None = None
     exec: ExecAction | None = None
-    initialDelaySeconds: float = 0
-    periodSeconds: float = 10
-    timeoutSeconds: float = 1
+    initialDelaySeconds: float = 0.0
+    periodSeconds: float = 10.0
+    timeoutSeconds: float = 1.0
     successThreshold: int = 1
     failureThreshold: int = 3
 

@@ -93,6 +93,13 @@ def _plain(node: Any, path: Path, source: Source, env: dict[str, str], missing: 
             return interpolate(str(node), env, missing)
         except InterpolationError as error:
             raise source.error(path, str(error)) from None
+    # ruamel's round-trip scalars (ScalarFloat, ScalarInt, ScalarBoolean) as plain values
+    if isinstance(node, bool) or type(node).__name__ == "ScalarBoolean":
+        return bool(node)
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
     return node
 
 

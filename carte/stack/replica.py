@@ -39,7 +39,8 @@ def template(service: Service) -> bytes:
     )
     x_carte = msgspec.structs.replace(service.x_carte, autoscale=None)
     kept = msgspec.structs.replace(service, deploy=deploy, x_carte=x_carte)
-    return msgspec.json.encode(kept)
+    # through JSON once, so a spec read back from the store compares equal to a fresh one
+    return msgspec.json.encode(msgspec.json.decode(msgspec.json.encode(kept), type=Service))
 
 
 def resources(service: Service) -> Resources:
