@@ -126,3 +126,25 @@ def test_internal_network_has_no_egress_and_others_are_masqueraded(
     assert fetch_from(carte, outside, "--network", "n1closed", port=8080) == ""
     web = serve_http(carte, "inside", "--network", "n1closed")
     assert fetch_from(carte, "inside", "--network", "n1closed").endswith(web[:12] + "\n")
+
+
+def test_denied_packets_can_be_logged(busybox_tar: Path) -> None:
+    """With network.log_denied the policy's drop rule logs with Carte's prefix (kernel log)."""
+    from carte_daemon import DaemonFactory
+    from conftest import network_config, remove_everything
+    from networks_lab import nft_table
+
+    from carte.handlers.network_records import nft_table_name
+
+    factory = DaemonFactory()
+    try:
+        daemon = factory(config=network_config(pool="10.76.0.0/16:24") + "  log_denied: true\n")
+        ok(daemon.client("network", "create", "n1audit"))
+        ok(daemon.client("network", "policy", "add", "n1audit", "--from", "a=b", "--to", "c=d"))
+        table = nft_table(nft_table_name(daemon.root)) or ""
+        assert 'log prefix "carte-denied "' in table
+        remove_everything(daemon)
+        daemon.stop()
+        assert nft_table(nft_table_name(daemon.root)) is None
+    finally:
+        factory.cleanup()
