@@ -65,11 +65,12 @@ def remove_leftovers(daemon: Daemon) -> None:
     from carte.handlers.network_records import default_bridge_name, nft_table_name
     from carte.runtime.container import delete
 
-    # A daemon SIGKILLed right after its last default-network container left keeps its bridge.
-    subprocess.run(["ip", "link", "del", default_bridge_name(daemon.root, "")], capture_output=True)
-    subprocess.run(
-        ["nft", "delete", "table", "ip", nft_table_name(daemon.root)], capture_output=True
-    )
+    if daemon.process is None or daemon.process.poll() is not None:
+        # A daemon SIGKILLed soon after its last default-network container left keeps its bridge.
+        bridge = default_bridge_name(daemon.root, "")
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        table = nft_table_name(daemon.root)
+        subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
     state_dir = daemon.run_root / "runtime"
     ids: set[str] = set()
     for directory in (state_dir, daemon.root / "containers"):
