@@ -76,7 +76,10 @@ def _plain(node: Any, path: Path, source: Source, env: dict[str, str], missing: 
         out: dict[str, Any] = {}
         for key, value in node.items():
             name = str(key)
-            line = node.lc.key(key)[0] + 1
+            try:
+                line = node.lc.key(key)[0] + 1
+            except (KeyError, TypeError):  # a key merged in with <<: has no place of its own
+                line = node.lc.line + 1
             if name.startswith("x-") and not (name == "x-carte" and _is_service(path)):
                 continue
             source.lines[(*path, name)] = line

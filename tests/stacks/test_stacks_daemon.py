@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,10 @@ services:
   web:
     image: busybox
     stop_grace_period: 1s
-    command: ["sh", "-c", "echo {tag} $$(hostname) > /www/index.html 2>/dev/null || (mkdir -p /www && echo {tag} $$(hostname) > /www/index.html); exec httpd -f -p 80 -h /www"]
+    command:
+      - sh
+      - -c
+      - mkdir -p /www && echo {tag} $$(hostname) > /www/index.html && exec httpd -f -p 80 -h /www
     deploy:
       replicas: {replicas}
       update_config:
