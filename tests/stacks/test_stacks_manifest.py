@@ -240,3 +240,12 @@ def test_other_bad_input() -> None:
         "services:\n  a:\n    image: b\n    networks: [back]\n"
     )
     assert 'unknown key "servics"' in _error("servics: {}\n")
+
+
+def test_example_stacks_parse() -> None:
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[2] / "config" / "examples"
+    for path in sorted(examples.glob("*.yaml")):
+        manifest, _s, _w = load_manifest(path.read_text(), path.name, {})
+        assert manifest.services, path
