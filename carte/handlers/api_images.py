@@ -105,15 +105,15 @@ async def _download(
             failure.append(error)
             pipe.stopped.set()
 
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(lambda: trio.to_thread.run_sync(produce, limiter=limiter))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: trio.to_thread.run_sync(produce, limiter=limiter))
+        try:
             while (chunk := await trio.to_thread.run_sync(pipe.get)) is not None:
                 yield chunk
-            if failure:
-                raise failure[0]
-    finally:
-        pipe.stopped.set()
+        finally:
+            pipe.stopped.set()  # before the nursery waits for the writer: it stops writing
+    if failure:
+        raise failure[0]
 
 
 def _error_line(error: Exception, ctx: HandlerContext, what: str) -> bytes:

@@ -338,7 +338,6 @@ class ArchivesHandler(Handler):
     """commit, history, image prune, system df (save/load/export are streaming routes)."""
 
     name = "archives"
-    requires = ("containers",)
 
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx

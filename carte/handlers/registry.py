@@ -36,6 +36,8 @@ ProgressCallback = Callable[[Progress], None]
 # Progress lines per blob are at most this often (the last one always goes).
 PROGRESS_INTERVAL = 0.1
 MAX_PARALLEL_TRANSFERS = 4
+# Blobs fetched or sent at once per pull or push (skopeo's default is 6 as well).
+PARALLEL_BLOBS = 6
 _limiter = trio.CapacityLimiter(MAX_PARALLEL_TRANSFERS)
 
 
@@ -50,7 +52,10 @@ def registry_client(
     credentials = Credentials(username=login.username, password=login.password) if login else None
     insecure_hosts = [*ctx.config.images.insecure_registries, *([host] if insecure else [])]
     return Registry(
-        host, credentials=SuppliedCredentials(host, credentials), insecure=insecure_hosts
+        host,
+        credentials=SuppliedCredentials(host, credentials),
+        insecure=insecure_hosts,
+        parallel=PARALLEL_BLOBS,
     )
 
 
