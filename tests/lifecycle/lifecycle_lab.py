@@ -7,6 +7,10 @@ import threading
 
 from carte_daemon import Daemon
 
+# Lifecycle tests run their containers without a network: what they test does not need one,
+# and the network handler's own tests cover attaching (and its restarts).
+NO_NET = ("--network", "none")
+
 
 def exec_ok(daemon: Daemon, ref: str, *cmd: str) -> str:
     """Run a command in the container through the API (POST /v1/commands/ExecInContainer);

@@ -11,7 +11,7 @@ from typing import Any
 
 from carte_daemon import Daemon
 from containers_lab import inspect, ok, wait_for
-from lifecycle_lab import event_lines, exec_ok
+from lifecycle_lab import NO_NET, event_lines, exec_ok
 
 SERVE = ["sh", "-c", "touch /tmp/ok; trap 'exit 0' TERM; while true; do sleep 0.1; done"]
 FAST = ["--health-interval", "0.2s", "--health-timeout", "2s", "--health-retries", "2"]
@@ -32,6 +32,7 @@ def test_health_goes_starting_healthy_unhealthy(carte: Daemon) -> None:
         carte.client(
             "run",
             "-d",
+            *NO_NET,
             "--name",
             "probed",
             "--health-cmd",
@@ -65,6 +66,7 @@ def test_start_period_failures_do_not_count(carte: Daemon) -> None:
         carte.client(
             "run",
             "-d",
+            *NO_NET,
             "--name",
             "slowstart",
             "--health-cmd",
@@ -88,6 +90,7 @@ def test_probes_stop_when_the_container_stops_and_restart_with_it(carte: Daemon)
         carte.client(
             "run",
             "-d",
+            *NO_NET,
             "--name",
             "stopper",
             "--health-cmd",
@@ -107,7 +110,7 @@ def test_probes_stop_when_the_container_stops_and_restart_with_it(carte: Daemon)
 
 
 def test_no_healthcheck_means_no_health(carte: Daemon) -> None:
-    ok(carte.client("run", "-d", "--name", "plain", "busybox", *SERVE))
+    ok(carte.client("run", "-d", *NO_NET, "--name", "plain", "busybox", *SERVE))
     assert inspect(carte, "plain")["state"].get("health") in (
         None,
         {"status": "none", "failing_streak": 0, "log": []},
@@ -131,11 +134,15 @@ def test_image_healthcheck_is_used_and_no_healthcheck_disables_it(
         "FROM busybox\nHEALTHCHECK --interval=1s --timeout=2s --retries=1 CMD test -e /tmp/ok\n"
     )
     ok(carte.client("build", "-t", "checked", str(tmp_path), timeout=120))
-    ok(carte.client("run", "-d", "--name", "imagecheck", "checked", *SERVE))
+    ok(carte.client("run", "-d", *NO_NET, "--name", "imagecheck", "checked", *SERVE))
     check = inspect(carte, "imagecheck")["config"]["healthcheck"]
     assert check["test"] == ["CMD-SHELL", "test -e /tmp/ok"] and check["interval"] == 1
     wait_for(lambda: _status_is(carte, "imagecheck", "healthy"), what="healthy")
-    ok(carte.client("run", "-d", "--name", "unchecked", "--no-healthcheck", "checked", *SERVE))
+    ok(
+        carte.client(
+            "run", "-d", *NO_NET, "--name", "unchecked", "--no-healthcheck", "checked", *SERVE
+        )
+    )
     time.sleep(1.5)  # longer than the image's interval
     health = inspect(carte, "unchecked")["state"].get("health")
     assert health is None or health["status"] == "none"
@@ -146,6 +153,7 @@ def test_probes_go_on_after_a_daemon_sigkill(carte: Daemon) -> None:
         carte.client(
             "run",
             "-d",
+            *NO_NET,
             "--name",
             "adopted",
             "--health-cmd",

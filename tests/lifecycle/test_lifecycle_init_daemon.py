@@ -8,7 +8,7 @@ import time
 
 from carte_daemon import Daemon
 from containers_lab import inspect, ok, wait_for
-from lifecycle_lab import exec_ok
+from lifecycle_lab import NO_NET, exec_ok
 
 # The inner shell exits at once; its `sleep 0.1` child is orphaned, re-parented to PID 1 and
 # becomes a zombie unless PID 1 reaps it.
@@ -21,7 +21,7 @@ def _zombies(daemon: Daemon, ref: str) -> int:
 
 
 def test_init_is_pid_1_and_reaps_orphans(carte: Daemon) -> None:
-    ok(carte.client("run", "-d", "--init", "--name", "reaper", "busybox", *ORPHAN_MAKER))
+    ok(carte.client("run", "-d", *NO_NET, "--init", "--name", "reaper", "busybox", *ORPHAN_MAKER))
     pid1 = exec_ok(carte, "reaper", "cat", "/proc/1/cmdline").replace("\0", " ")
     assert "sleep" not in pid1, "the command itself is PID 1"
     table = exec_ok(carte, "reaper", "ps", "-o", "pid,ppid,args").splitlines()
@@ -31,12 +31,16 @@ def test_init_is_pid_1_and_reaps_orphans(carte: Daemon) -> None:
 
 
 def test_without_init_the_orphan_stays_a_zombie(carte: Daemon) -> None:
-    ok(carte.client("run", "-d", "--name", "noreaper", "busybox", *ORPHAN_MAKER))
+    ok(carte.client("run", "-d", *NO_NET, "--name", "noreaper", "busybox", *ORPHAN_MAKER))
     wait_for(lambda: _zombies(carte, "noreaper") == 1, what="a zombie under sleep as PID 1")
 
 
 def test_init_forwards_sigterm(carte: Daemon) -> None:
-    ok(carte.client("run", "-d", "--init", "--name", "forwarded", "busybox", "sleep", "1000"))
+    ok(
+        carte.client(
+            "run", "-d", *NO_NET, "--init", "--name", "forwarded", "busybox", "sleep", "1000"
+        )
+    )
     started = time.monotonic()
     ok(carte.client("stop", "-t", "8", "forwarded"))
     assert time.monotonic() - started < 5, "SIGTERM did not reach the command; SIGKILL did"
@@ -45,6 +49,6 @@ def test_init_forwards_sigterm(carte: Daemon) -> None:
 
 
 def test_without_init_pid_1_ignores_sigterm(carte: Daemon) -> None:
-    ok(carte.client("run", "-d", "--name", "deaf", "busybox", "sleep", "1000"))
+    ok(carte.client("run", "-d", *NO_NET, "--name", "deaf", "busybox", "sleep", "1000"))
     ok(carte.client("stop", "-t", "1", "deaf"))
     assert inspect(carte, "deaf")["state"]["exit_code"] == 137

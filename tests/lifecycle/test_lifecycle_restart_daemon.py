@@ -11,7 +11,7 @@ from typing import Any
 
 from carte_daemon import Daemon
 from containers_lab import inspect, ok, wait_for
-from lifecycle_lab import event_lines, exec_ok
+from lifecycle_lab import NO_NET, event_lines, exec_ok
 
 # Runs until /tmp/crash appears, then removes it and fails: a crash on demand.
 CRASHABLE = [
@@ -43,6 +43,7 @@ def test_on_failure_stops_after_max_retries(carte: Daemon) -> None:
         carte.client(
             "run",
             "-d",
+            *NO_NET,
             "--name",
             "flaky",
             "--restart",
@@ -72,7 +73,11 @@ def test_on_failure_stops_after_max_retries(carte: Daemon) -> None:
 
 
 def test_status_is_restarting_while_waiting(carte: Daemon) -> None:
-    ok(carte.client("run", "-d", "--name", "waiter", "--restart", "always", "busybox", *CRASHABLE))
+    ok(
+        carte.client(
+            "run", "-d", *NO_NET, "--name", "waiter", "--restart", "always", "busybox", *CRASHABLE
+        )
+    )
     for _ in range(3):  # waits of 0.3, 0.6 and 1.2 s; the next one (2.4 s) is long enough to see
         pid = _crash(carte, "waiter")
         wait_for(
@@ -90,7 +95,11 @@ def test_status_is_restarting_while_waiting(carte: Daemon) -> None:
 
 
 def test_always_restarts_a_crash_but_not_a_stop(carte: Daemon) -> None:
-    ok(carte.client("run", "-d", "--name", "phoenix", "--restart", "always", "busybox", *CRASHABLE))
+    ok(
+        carte.client(
+            "run", "-d", *NO_NET, "--name", "phoenix", "--restart", "always", "busybox", *CRASHABLE
+        )
+    )
     pid = _crash(carte, "phoenix")
     wait_for(lambda: _running_with_pid_other_than(carte, "phoenix", pid), what="restarted")
     assert inspect(carte, "phoenix")["restart_count"] == 1
@@ -101,7 +110,7 @@ def test_always_restarts_a_crash_but_not_a_stop(carte: Daemon) -> None:
 
 
 def test_no_policy_is_not_restarted(carte: Daemon) -> None:
-    ok(carte.client("run", "-d", "--name", "once", "busybox", *CRASHABLE))
+    ok(carte.client("run", "-d", *NO_NET, "--name", "once", "busybox", *CRASHABLE))
     _crash(carte, "once")
     wait_for(lambda: _state(carte, "once")["status"] == "exited", what="exited")
     time.sleep(LONGER_THAN_BACKOFF)
@@ -114,15 +123,31 @@ def test_policies_apply_after_a_daemon_sigkill(carte: Daemon) -> None:
     new daemon adopted them is restarted; a user-stopped unless-stopped container stays
     stopped while an always one comes back (Docker's rules on daemon start); an always
     container that crashed while no daemon ran comes back."""
-    ok(carte.client("run", "-d", "--name", "keeper", "--restart", "always", "busybox", *CRASHABLE))
+    ok(
+        carte.client(
+            "run", "-d", *NO_NET, "--name", "keeper", "--restart", "always", "busybox", *CRASHABLE
+        )
+    )
     downcrash_id = ok(
         carte.client(
-            "run", "-d", "--name", "downcrash", "--restart", "always", "busybox", *CRASHABLE
+            "run",
+            "-d",
+            *NO_NET,
+            "--name",
+            "downcrash",
+            "--restart",
+            "always",
+            "busybox",
+            *CRASHABLE,
         )
     ).strip()
     for name in ("stopped-always", "stopped-unless"):
         policy = "always" if name == "stopped-always" else "unless-stopped"
-        ok(carte.client("run", "-d", "--name", name, "--restart", policy, "busybox", *CRASHABLE))
+        ok(
+            carte.client(
+                "run", "-d", *NO_NET, "--name", name, "--restart", policy, "busybox", *CRASHABLE
+            )
+        )
         ok(carte.client("stop", name))
     keeper_pid = int(_state(carte, "keeper")["pid"])
     downcrash_pid = int(_state(carte, "downcrash")["pid"])
