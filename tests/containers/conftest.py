@@ -32,6 +32,8 @@ def module_daemon(busybox_tar: Path) -> Iterator[Daemon]:
         yield daemon
     finally:
         for daemon in factory.daemons:
+            if daemon.process is not None and daemon.process.poll() is None:
+                daemon.stop()  # graceful: the network handler removes its bridge and table
             remove_leftovers(daemon)
         factory.cleanup()
 
