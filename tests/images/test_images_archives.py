@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -141,3 +142,21 @@ def test_system_df_counts_images_and_containers(carte: Daemon) -> None:
     assert rows["Containers"]["total"] >= 1 and rows["Containers"]["size"] >= 512 * 1024
     assert rows["Containers"]["reclaimable"] >= 512 * 1024
     ok(carte.client("rm", "sizer"))
+
+
+def test_save_to_stdout_and_load_from_stdin_round_trip(carte: Daemon, tmp_path: Path) -> None:
+    ok(carte.client("tag", "busybox", "piped:1"))
+    busybox_id = details(carte, "piped:1")["id"]
+    archive = tmp_path / "piped.tar"
+    base = [*carte.command, "--host", f"unix://{carte.socket}"]
+    with archive.open("wb") as out:
+        saved = subprocess.run([*base, "save", "piped:1"], stdout=out, timeout=60)
+    assert saved.returncode == 0
+    ok(carte.client("rmi", "piped:1"))
+    with archive.open("rb") as source:
+        loaded = subprocess.run(
+            [*base, "load"], stdin=source, capture_output=True, text=True, timeout=60
+        )
+    assert "Loaded image: piped:1" in ok(loaded).splitlines()
+    assert details(carte, "piped:1")["id"] == busybox_id
+    ok(carte.client("rmi", "piped:1"))
