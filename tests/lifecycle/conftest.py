@@ -4,6 +4,7 @@ nothing left on the host (even when a test killed the daemon)."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,11 +32,17 @@ def lifecycle_daemon(busybox_tar: Path) -> Iterator[Daemon]:
         assert imported.returncode == 0, imported.stderr
         yield daemon
     finally:
-        for daemon in factory.daemons:
-            if daemon.process is not None and daemon.process.poll() is None:
-                _remove_all(daemon)
-            remove_leftovers(daemon)
-        factory.cleanup()
+        try:
+            for daemon in factory.daemons:
+                if daemon.process is not None and daemon.process.poll() is None:
+                    _remove_all(daemon)
+        finally:
+            for daemon in factory.daemons:
+                if daemon.process is not None and daemon.process.poll() is None:
+                    daemon.process.kill()
+                    daemon.process.wait()
+                remove_leftovers(daemon)
+            factory.cleanup()
 
 
 @pytest.fixture
@@ -53,5 +60,9 @@ def carte(lifecycle_daemon: Daemon) -> Iterator[Daemon]:
 
 
 def _remove_all(daemon: Daemon) -> None:
-    for container_id in daemon.client("ps", "-aq", "--no-trunc").stdout.split():
-        daemon.client("rm", "-f", "-v", container_id)
+    """`carte rm -f` every container; a hanging removal is left to remove_leftovers."""
+    try:
+        for container_id in daemon.client("ps", "-aq", "--no-trunc").stdout.split():
+            daemon.client("rm", "-f", "-v", container_id, timeout=15)
+    except subprocess.TimeoutExpired:
+        pass
