@@ -823,3 +823,48 @@ def event_name(event: Event | type[Event]) -> str:
     """The tag of an event or event class (its class name)."""
     cls: Any = event if isinstance(event, type) else type(event)
     return str(cls.__struct_config__.tag)
+
+
+# --- services (handler "services") and autoscaler (handler "autoscaler") -------------------
+# Every service of a stack gets a virtual IP on the stack's default network; the kernel
+# (nftables) spreads connections to VIP:port across the service's ready replicas.
+
+
+class SetServiceAddress(Command[None], frozen=True, kw_only=True):
+    """Answer `names` (e.g. "web" and "web.demo") with `ip` to containers on `network`;
+    `ip` "" withdraws them. Owned by the network handler (its DNS resolver); idempotent."""
+
+    topic: ClassVar[str] = "network.service_address"
+    network: str
+    names: list[str]
+    ip: str = ""
+
+
+class ServiceAddressAssigned(Fact, frozen=True, kw_only=True):
+    """A service's VIP and the replicas it balances to right now (`backends`: replica IPs).
+    Published whenever either changes; `vip` "" means the service's VIP was released."""
+
+    topic: ClassVar[str] = "service.address"
+    stack: str
+    service: str
+    network: str
+    vip: str
+    backends: list[str] = []
+
+
+class AutoscaleDecision(Fact, frozen=True, kw_only=True):
+    """One autoscaler evaluation of a service, with its inputs: the replicas it measured,
+    each metric's utilization (percent of the request/limit, averaged over ready replicas)
+    and target, the recommendation, the stabilized decision and why."""
+
+    topic: ClassVar[str] = "autoscale.decision"
+    stack: str
+    service: str
+    current: int
+    desired: int
+    recommended: int
+    cpu_percent: float | None = None
+    target_cpu_percent: int = 0
+    memory_percent: float | None = None
+    target_memory_percent: int = 0
+    reason: str = ""

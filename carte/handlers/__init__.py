@@ -15,6 +15,7 @@ from carte.handlers.images import ImagesHandler
 from carte.handlers.network import NetworkHandler
 from carte.handlers.registry import RegistryHandler
 from carte.handlers.restart import RestartHandler
+from carte.handlers.services import ServicesHandler
 from carte.handlers.stacks import StacksHandler
 from carte.handlers.volumes import VolumesHandler
 
@@ -29,6 +30,7 @@ BUILTIN: tuple[type[Handler], ...] = (
     NetworkHandler,
     RegistryHandler,
     RestartHandler,
+    ServicesHandler,
     StacksHandler,
     VolumesHandler,
 )

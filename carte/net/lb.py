@@ -1,0 +1,168 @@
+"""Service load balancing in the kernel: virtual IPs DNATed to ready replicas by nftables.
+
+Each daemon keeps one ``table ip <name>`` of its own next to the network table (the network
+handler rebuilds its table whole, so service rules live apart and neither rebuild touches the
+other). For every service:
+
+* ``VIP:port`` (TCP, from containers and from the host) is DNATed to one of the ready
+  replicas chosen per connection by ``numgen random mod N``; conntrack keeps each existing
+  flow on the replica it started on.
+* published ports (``host:port`` on any local address) are balanced the same way to the
+  replicas' container port.
+* a VIP with no ready replica, or a port the service does not listen on, is refused with a
+  TCP reset (ICMP unreachable for other protocols) instead of hanging.
+* connections to a VIP are masqueraded, so a replica answers through the host even when the
+  client sits on the same bridge or is the replica itself (hairpin).
+
+The VIP needs no interface: `assign_vip` adds it as a /32 on the stack network's bridge, so
+the host answers ARP for it and owns it as a local address. `render` is pure; `apply` and
+`delete` run ``nft -f -`` (one transaction: never a half-built table). Failures raise
+`Unavailable` (no nft/ip binary) or `Internal` (the command refused, with its first error line).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from carte.api.errors import Internal, InvalidArgument, Unavailable
+from carte.net.ports import Protocol
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    """Traffic to `port`/`proto` goes to the replicas' `target_port`; `published` means the port
+    is a host port (any local address) rather than a port of the VIP."""
+
+    port: int
+    target_port: int
+    proto: Protocol = "tcp"
+    published: bool = False
+
+
+@dataclass(frozen=True)
+class BalancedService:
+    """One service as the packet filter sees it: its VIP, ports and ready replicas."""
+
+    name: str
+    vip: IPv4Address
+    ports: tuple[ServicePort, ...] = ()
+    backends: tuple[IPv4Address, ...] = ()
+
+
+def _target_map(backends: tuple[IPv4Address, ...], port: int | None) -> str:
+    suffix = "" if port is None else f" . {port}"
+    entries = ", ".join(f"{i} : {ip}{suffix}" for i, ip in enumerate(backends))
+    return f"numgen random mod {len(backends)} map {{ {entries} }}"
+
+
+def _service_rules(service: BalancedService) -> list[str]:
+    lines = []
+    backends = tuple(sorted(service.backends))
+    for port in service.ports:
+        match = (
+            f"fib daddr type local {port.proto} dport {port.port}"
+            if port.published
+            else f"ip daddr {service.vip} {port.proto} dport {port.port}"
+        )
+        if not backends:
+            continue  # unmatched VIP traffic is refused in `input`; published ports find no one
+        if port.published or port.port != port.target_port:
+            lines.append(f"{match} dnat ip to {_target_map(backends, port.target_port)}")
+        else:
+            lines.append(f"{match} dnat ip to {_target_map(backends, None)}")
+    return lines
+
+
+def _chain(name: str, hook: str | None, rules: list[str]) -> list[str]:
+    out = [f"  chain {name} {{"]
+    if hook:
+        out.append(f"    {hook}; policy accept;")
+    out += [f"    {rule}" for rule in rules]
+    out.append("  }")
+    return out
+
+
+def _check_name(table: str) -> None:
+    if not _NAME.match(table):
+        raise InvalidArgument(
+            f'nftables table name "{table}" is invalid; use letters, digits, - and _'
+        )
+
+
+def render(table: str, services: list[BalancedService]) -> str:
+    """The nft script replacing table ``ip <table>`` with exactly `services`, atomically.
+
+    Raises `InvalidArgument` for a table name nft cannot take."""
+    _check_name(table)
+    out = [f"table ip {table}", f"delete table ip {table}", f"table ip {table} {{"]
+    vips = sorted({s.vip for s in services})
+    elements = f" elements = {{ {', '.join(str(v) for v in vips)} }};" if vips else ""
+    out.append(f"  set vips {{ type ipv4_addr;{elements} }}")
+    rules = [
+        rule
+        for service in sorted(services, key=lambda s: s.name)
+        for rule in _service_rules(service)
+    ]
+    out += _chain("services", None, rules)
+    # Before the network table's own DNAT (priority dstnat), so a VIP is never its concern.
+    out += _chain("prerouting", "type nat hook prerouting priority dstnat - 10", ["jump services"])
+    out += _chain("output", "type nat hook output priority -110", ["jump services"])
+    out += _chain(
+        "postrouting",
+        "type nat hook postrouting priority srcnat - 10",
+        ["ct original ip daddr @vips masquerade"],
+    )
+    # Replies to the host's own VIP connections arrive here with the VIP as destination.
+    refuse = [
+        "ct state established,related accept",
+        "ip daddr @vips meta l4proto tcp reject with tcp reset",
+        "ip daddr @vips reject",
+    ]
+    out += _chain("input", "type filter hook input priority filter", refuse)
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _run(binary_name: str, args: list[str], script: str | None = None) -> None:
+    binary = shutil.which(binary_name)
+    if binary is None:
+        raise Unavailable(f"the {binary_name} command is not installed; install it")
+    done = subprocess.run(
+        [binary, *args], input=script, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        first = next((ln for ln in done.stderr.splitlines() if ln.strip()), "unknown error")
+        raise Internal(f"{binary_name} {' '.join(args)} failed: {first.strip()}")
+
+
+def apply(table: str, services: list[BalancedService]) -> None:
+    """Make table ``ip <table>`` exactly `services`; delete it when there are none."""
+    if not services:
+        delete(table)
+        return
+    _run("nft", ["-f", "-"], render(table, services))
+
+
+def delete(table: str) -> None:
+    """Remove table ``ip <table>`` if it exists."""
+    _check_name(table)
+    _run("nft", ["-f", "-"], f"table ip {table}\ndelete table ip {table}\n")
+
+
+def assign_vip(bridge: str, vip: IPv4Address) -> None:
+    """Add `vip`/32 to `bridge` (idempotent), so the host answers ARP for it."""
+    _run("ip", ["-4", "address", "replace", f"{vip}/32", "dev", bridge])
+
+
+def release_vip(bridge: str, vip: IPv4Address) -> None:
+    """Remove `vip`/32 from `bridge`; nothing happens when it or the bridge is gone."""
+    try:
+        _run("ip", ["-4", "address", "del", f"{vip}/32", "dev", bridge])
+    except Internal:
+        pass  # already gone (bridge removed with its network, or released before)

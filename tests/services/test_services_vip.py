@@ -1,0 +1,191 @@
+"""Service VIPs against a real daemon: a 4-replica busybox httpd stack behind its VIP, reached
+from the host and from a container on the stack network (ARP for the VIP, hairpin), a
+killed replica never served again, a zero-replica service refused at once, and nothing of
+the services table left after `stack rm`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
+
+from carte_daemon import Daemon, DaemonFactory
+
+from carte.handlers.network_records import default_bridge_name, nft_table_name
+
+CONFIG = 'network:\n  pools: ["10.94.0.0/16:24"]\n  dns_upstreams: ["127.0.0.1:9"]\n'
+WEB = """\
+services:
+  web:
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+    expose: ["80"]
+    deploy:
+      replicas: {replicas}
+    x-carte:
+      readiness:
+        httpGet: {{path: /, port: 80}}
+        periodSeconds: 0.3
+        failureThreshold: 1
+"""
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}{result.stdout}"
+    return result.stdout
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.1)
+
+
+def lb_table(daemon: Daemon) -> str:
+    return f"{nft_table_name(daemon.root)}-lb"
+
+
+def table_exists(table: str) -> bool:
+    probe = subprocess.run(["nft", "list", "table", "ip", table], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def daemon(busybox_tar: Path) -> Iterator[Daemon]:
+    factory = DaemonFactory()
+    try:
+        started = factory(config=CONFIG)
+        ok(started.client("import", str(busybox_tar), "busybox"))
+        yield started
+    finally:
+        for made in factory.daemons:
+            if made.process is not None and made.process.poll() is None:
+                made.client("stack", "rm", "svc")
+                for container_id in made.client("ps", "-aq", "--no-trunc").stdout.split():
+                    made.client("rm", "-f", container_id)
+        factory.cleanup()
+        for made in factory.daemons:
+            for table in (nft_table_name(made.root), lb_table(made)):
+                subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
+            bridge = default_bridge_name(made.root, "")
+            subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+
+
+def deploy(daemon: Daemon, tmp_path: Path, replicas: int) -> None:
+    path = tmp_path / "compose.yaml"
+    path.write_text(WEB.format(replicas=replicas))
+    ok(daemon.client("apply", "-f", str(path), "-n", "svc"))
+
+
+def replicas(daemon: Daemon) -> list[dict[str, Any]]:
+    return json.loads(ok(daemon.client("--format", "json", "service", "ps", "svc_web")))
+
+
+def ready(daemon: Daemon, n: int) -> Callable[[], bool]:
+    def check() -> bool:
+        rows = [r for r in replicas(daemon) if r["ready"]]
+        return len(rows) == n
+
+    return check
+
+
+def vip(daemon: Daemon) -> str:
+    network = json.loads(ok(daemon.client("--format", "json", "network", "inspect", "svc_default")))
+    if isinstance(network, list):
+        network = network[0]
+    return str(IPv4Network(network["subnet"]).broadcast_address - 1)
+
+
+def fetch(address: str, port: int = 80) -> str:
+    """One GET on a fresh connection (a new flow, so the kernel picks a replica again)."""
+    with socket.create_connection((address, port), timeout=3) as conn:
+        conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := conn.recv(4096):
+            data += chunk
+    head, _, body = data.decode().partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.") and " 200 " in head.splitlines()[0], head
+    return body.strip()
+
+
+def hostnames(daemon: Daemon) -> dict[str, str]:
+    """Replica hostname (the short id httpd serves) -> container id."""
+    return {r["container_id"][:12]: r["container_id"] for r in replicas(daemon)}
+
+
+def test_four_replicas_share_400_requests(daemon: Daemon, tmp_path: Path) -> None:
+    deploy(daemon, tmp_path, 4)
+    wait_for(ready(daemon, 4), 30, "4 ready replicas")
+    address = vip(daemon)
+    wait_for(lambda: table_exists(lb_table(daemon)), 10, "services table")
+    served = Counter(fetch(address) for _ in range(400))
+    names = hostnames(daemon)
+    assert set(served) == set(names), f"served by {dict(served)}, replicas {sorted(names)}"
+    for name, count in served.items():
+        assert 60 <= count <= 140, f"replica {name} served {count} of 400: {dict(served)}"
+
+
+def test_vip_answers_containers_and_the_replicas_themselves(daemon: Daemon, tmp_path: Path) -> None:
+    deploy(daemon, tmp_path, 2)
+    wait_for(ready(daemon, 2), 30, "2 ready replicas")
+    address = vip(daemon)
+    names = hostnames(daemon)
+    seen: set[str] = set()
+    first = next(iter(names.values()))
+    for _ in range(30):
+        got = ok(daemon.client("exec", first, "wget", "-qO-", f"http://{address}/"))
+        seen.add(got.strip())
+        if seen == set(names):
+            break
+    assert seen == set(names), f"hairpin reached {seen}, replicas {sorted(names)}"
+
+
+def test_killed_replica_is_never_served(daemon: Daemon, tmp_path: Path) -> None:
+    deploy(daemon, tmp_path, 3)
+    wait_for(ready(daemon, 3), 30, "3 ready replicas")
+    address = vip(daemon)
+    rows = replicas(daemon)
+    victim = rows[0]["container_id"]
+    pid = int(ok(daemon.client("inspect", "-f", "{{.State.Pid}}", victim)).strip())
+    os.kill(pid, signal.SIGKILL)
+    wait_for(
+        lambda: not any(r["container_id"] == victim and r["ready"] for r in replicas(daemon)),
+        10,
+        "the killed replica leaves the ready set",
+    )
+    served = Counter(fetch(address) for _ in range(100))
+    assert victim[:12] not in served, f"the dead replica was routed to: {dict(served)}"
+
+
+def test_zero_replicas_refuse_at_once(daemon: Daemon, tmp_path: Path) -> None:
+    deploy(daemon, tmp_path, 1)
+    wait_for(ready(daemon, 1), 30, "1 ready replica")
+    address = vip(daemon)
+    ok(daemon.client("service", "scale", "svc_web=0"))
+    wait_for(lambda: not replicas(daemon), 15, "no replicas")
+    started = time.monotonic()
+    with pytest.raises(ConnectionRefusedError):
+        fetch(address)
+    assert time.monotonic() - started < 1.0
+
+
+def test_stack_rm_removes_vip_and_table(daemon: Daemon, tmp_path: Path) -> None:
+    deploy(daemon, tmp_path, 1)
+    wait_for(ready(daemon, 1), 30, "1 ready replica")
+    assert table_exists(lb_table(daemon))
+    ok(daemon.client("stack", "rm", "svc"))
+    wait_for(lambda: not table_exists(lb_table(daemon)), 10, "services table removed")
