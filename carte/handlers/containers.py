@@ -108,6 +108,7 @@ from carte.handlers.container_spec import (
     merge_image_defaults,
     parse_signal,
 )
+from carte.handlers.container_volume_seed import seed_volume
 from carte.runtime.shim_client import ShimError, read_exit_file, socket_path
 from carte.runtime.spec import encode_spec
 
@@ -248,7 +249,9 @@ class ContainersHandler(Handler):
         added = False
         try:
             layers = await self._thread(lambda: lowerdirs(store, image))
-            merged, created_volumes, sources = await self._prepare_mounts(merged, container_id)
+            merged, created_volumes, sources = await self._prepare_mounts(
+                merged, container_id, layers
+            )
             spec = build_spec(
                 merged,
                 container_id=container_id,
@@ -293,7 +296,7 @@ class ContainersHandler(Handler):
         return f"{random_name()}_{os.urandom(2).hex()}"
 
     async def _prepare_mounts(
-        self, config: ContainerConfig, container_id: str
+        self, config: ContainerConfig, container_id: str, layers: list[Path]
     ) -> tuple[ContainerConfig, list[str], dict[str, Path]]:
         """Check bind sources, create named and anonymous volumes; the config with anonymous
         volumes named, the volumes created here, and each volume's host directory."""
@@ -320,6 +323,13 @@ class ContainersHandler(Handler):
                 if not existed:
                     created.append(name)
                 sources[name] = Path(volume.mountpoint)
+                await trio.to_thread.run_sync(
+                    seed_volume,
+                    Path(volume.mountpoint),
+                    layers,
+                    mount.target,
+                    limiter=self._limiter,
+                )
                 mount = msgspec.structs.replace(mount, source=name)
             mounts.append(mount)
         return msgspec.structs.replace(config, mounts=mounts), created, sources

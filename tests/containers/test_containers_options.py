@@ -3,6 +3,7 @@ user, workdir, hostname, capabilities; and bad input answered in one line with n
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from carte_daemon import Daemon
@@ -34,9 +35,7 @@ def test_named_volume_persists_across_containers(carte: Daemon) -> None:
         ok(carte.client("run", "--rm", "-v", "data:/data", "busybox", "cat", "/data/f")) == "kept\n"
     )
     assert "data" in ok(carte.client("volume", "ls", "-q")).split()
-    mountpoint = Path(
-        __import__("json").loads(ok(carte.client("volume", "inspect", "data")))[0]["mountpoint"]
-    )
+    mountpoint = Path(json.loads(ok(carte.client("volume", "inspect", "data")))[0]["mountpoint"])
     assert (mountpoint / "f").read_text() == "kept\n"
 
 
@@ -224,3 +223,10 @@ def test_etc_hosts_names_the_container_address(carte: Daemon) -> None:
     out = ok(carte.client("run", "--rm", "-h", "named", "busybox", "sh", "-c", script))
     named = [line.split() for line in out.splitlines() if line.endswith("named")]
     assert named and named[0][0] not in ("127.0.1.1", "")
+
+
+def test_a_new_volume_starts_with_the_image_content(carte: Daemon) -> None:
+    listing = ok(carte.client("run", "--rm", "-v", "etcdata:/etc", "busybox", "cat", "/etc/passwd"))
+    assert "root:" in listing
+    volume = json.loads(ok(carte.client("volume", "inspect", "etcdata")))[0]
+    assert (Path(volume["mountpoint"]) / "group").is_file()
