@@ -69,6 +69,7 @@ def network_rules(network: NetworkRecord, *, log_denied: bool) -> NetworkRules:
         published=_published(network),
         policies=policies,
         log_prefix=DENIED_LOG_PREFIX if log_denied and policies else None,
+        gateway=network.gateway_ip,
     )
 
 

@@ -4,7 +4,9 @@ Everything Carte needs lives in a single ``table ip <name>`` (the name is per da
 several daemons can run side by side):
 
 * ``guard`` (prerouting, raw): drops 127.0.0.0/8 destinations arriving from a Carte bridge,
-  since bridges get route_localnet=1 for loopback port publishing.
+  since bridges get route_localnet=1 for loopback port publishing; and exempts traffic
+  between members of a network without policies from connection tracking (when its
+  `gateway` is given): br_netfilter would otherwise track every bridged packet.
 * ``prerouting``/``output`` (nat): packets to a local address jump to ``publish``, which
   DNATs published ports to containers; the output hook makes 127.0.0.1 and the host's own
   addresses work from the host itself.
@@ -69,6 +71,9 @@ class NetworkRules:
     policies: tuple[PolicyRule, ...] = ()
     isolated: bool = False
     log_prefix: str | None = None
+    gateway: IPv4Address | None = None
+    """The bridge's own address; when set (and no policy), member-to-member traffic is not
+    tracked. Flows to the gateway stay tracked: hairpin publishing DNATs them."""
 
     @property
     def has_policy(self) -> bool:
@@ -212,6 +217,11 @@ def render(ruleset: Ruleset) -> str:
                 f"{{ packets {packets} bytes {size} }}"
             )
     guard = [f'iifname "{n.bridge}" ip daddr 127.0.0.0/8 drop' for n in networks]
+    guard += [
+        f'iifname "{n.bridge}" ip daddr {n.subnet} ip daddr != {n.gateway} notrack'
+        for n in networks
+        if n.gateway is not None and not n.has_policy
+    ]
     out += _chain("guard", "type filter hook prerouting priority raw", guard)
     out += _chain("publish", None, _publish_rules(networks))
     local = ["fib daddr type local jump publish"]
