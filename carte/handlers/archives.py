@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -341,6 +342,36 @@ class ArchivesHandler(Handler):
 
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Remove what a killed daemon's loads and exports left (uploads, export mounts); a
+        restart of this handler inside the same daemon removes nothing."""
+        await trio.to_thread.run_sync(self._clean_after_previous_daemon)
+        task_status.started()
+
+    def _clean_after_previous_daemon(self) -> None:
+        from carte.runtime.syscalls import MNT_DETACH, umount2
+
+        owner = self.ctx.run_root / "archives-owner"
+        pid = str(os.getpid())
+        try:
+            if owner.read_text() == pid:
+                return
+        except FileNotFoundError:
+            pass
+        for upload in (self.ctx.root / "load-uploads").glob("load-*"):
+            shutil.rmtree(upload, ignore_errors=True)
+        for target in (self.ctx.run_root / "export").glob("export-*"):
+            try:
+                umount2(str(target), MNT_DETACH)
+            except OSError:
+                pass  # not mounted
+            try:
+                target.rmdir()  # never rmtree: it could reach into a layer still mounted there
+            except OSError:
+                pass
+        owner.parent.mkdir(parents=True, exist_ok=True)
+        owner.write_text(pid)
 
     def _store(self) -> ImageStore:
         return ImageStore(self.ctx.root)

@@ -9,7 +9,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from carte_daemon import Daemon
+from carte_daemon import Daemon, DaemonFactory
 from images_peers import podman_in
 
 
@@ -160,3 +160,33 @@ def test_save_to_stdout_and_load_from_stdin_round_trip(carte: Daemon, tmp_path: 
     assert "Loaded image: piped:1" in ok(loaded).splitlines()
     assert details(carte, "piped:1")["id"] == busybox_id
     ok(carte.client("rmi", "piped:1"))
+
+
+def test_a_restarted_daemon_removes_what_a_killed_one_left(tmp_path: Path) -> None:
+    """A daemon killed mid-load or mid-export leaves an upload and a mounted export root."""
+    from carte.runtime.syscalls import MNT_DETACH, MS_RDONLY, mount, umount2
+
+    factory = DaemonFactory()
+    try:
+        daemon = factory(start=False)
+        upload = daemon.root / "load-uploads" / "load-left"
+        upload.mkdir(parents=True)
+        (upload / "archive.tar").write_bytes(b"partial")
+        lower = [tmp_path / "a", tmp_path / "b"]
+        for directory in lower:
+            directory.mkdir()
+        (tmp_path / "a" / "kept").write_text("must survive")
+        target = daemon.run_root / "export" / "export-left"
+        target.mkdir(parents=True)
+        mount("overlay", str(target), "overlay", MS_RDONLY,
+              "lowerdir=" + ":".join(str(d) for d in lower))  # fmt: skip
+        try:
+            daemon.start()
+            assert not upload.exists()
+            assert not target.exists()
+            assert (tmp_path / "a" / "kept").read_text() == "must survive"
+        finally:
+            if target.exists() and target.is_mount():
+                umount2(str(target), MNT_DETACH)
+    finally:
+        factory.cleanup()
