@@ -104,8 +104,10 @@ class Converger:
     # --- one pass ------------------------------------------------------------------------
 
     async def rows(self, stack: str, service: str) -> list[ContainerSummary]:
-        labels = [f"{STACK_LABEL}={stack}", f"{SERVICE_LABEL}={service}"]
-        return await self.ctx.bus.request(ListContainers(all=True, filters={"label": labels}))
+        # values of one filter key are OR-ed by the containers handler: filter the service here
+        filters = {"label": [f"{STACK_LABEL}={stack}"]}
+        rows = await self.ctx.bus.request(ListContainers(all=True, filters=filters))
+        return [r for r in rows if r.labels.get(SERVICE_LABEL) == service]
 
     async def converge(self, stack: str, service: str) -> bool:
         """One pass; True when the service is gone (record and replicas)."""
