@@ -78,7 +78,7 @@ if TYPE_CHECKING:
     from carte.net.links import LinkControl
 
 T = TypeVar("T")
-_DEFAULT_BRIDGE_IDLE_SECONDS = 3.0
+_DEFAULT_BRIDGE_IDLE_SECONDS = 60.0
 _SHUTDOWN_SECONDS = 5.0
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
