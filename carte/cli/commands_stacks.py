@@ -12,6 +12,7 @@ import os
 import sys
 
 from carte.cli.commands import Commands, Session
+from carte.cli.commands_services import service_update, update_arguments
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
@@ -32,6 +33,12 @@ def register(commands: Commands) -> None:
     service.add("logs", run=service_logs, help="show a service's logs", arguments=_logs)
     service.add("scale", run=scale, help="set replica counts", arguments=_scale)
     service.add("inspect", run=inspect, help="show a service in detail", arguments=_service)
+    service.add(
+        "update",
+        run=service_update,
+        help="change replicas' limits in place",
+        arguments=update_arguments,
+    )
     rollout = commands.group("rollout", help="follow and undo rolling updates")
     rollout.add("status", run=rollout_status, help="follow a rollout", arguments=_status)
     rollout.add("history", run=rollout_history, help="list kept revisions", arguments=_service)
@@ -86,6 +93,11 @@ def _command(session: Session, command_name: str, /, **body: Any) -> Any:
 def _fail(message: str) -> int:
     print(f"carte: {message}", file=sys.stderr)
     return 1
+
+
+def resolve_service(session: Session, ref: str) -> tuple[str, str] | None:
+    """(stack, service) for a SERVICE argument, or None after printing why not."""
+    return _resolve(session, ref)
 
 
 def _resolve(session: Session, ref: str) -> tuple[str, str] | None:

@@ -127,6 +127,16 @@ class ImagesConfig(_Section, frozen=True, kw_only=True):
     """Registry hosts (HOST or HOST:PORT) reached over plain HTTP; loopback always is."""
 
 
+class AutoscalerConfig(_Section, frozen=True, kw_only=True):
+    """The horizontal autoscaler (Kubernetes' HPA rule); per-service bounds, targets and the
+    scale-down window come from each service's `x-carte.autoscale`."""
+
+    sync_period: Positive = 15.0
+    """Seconds between two evaluations of every autoscaled service."""
+    tolerance: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.1
+    """A utilization within this fraction of its target changes nothing."""
+
+
 class Config(_Section, frozen=True, kw_only=True):
     daemon: DaemonConfig = DaemonConfig()
     handlers: HandlersConfig = HandlersConfig()
@@ -136,6 +146,7 @@ class Config(_Section, frozen=True, kw_only=True):
     health: HealthConfig = HealthConfig()
     network: NetworkConfig = NetworkConfig()
     images: ImagesConfig = ImagesConfig()
+    autoscaler: AutoscalerConfig = AutoscalerConfig()
 
 
 class ConfigError(InvalidArgument):

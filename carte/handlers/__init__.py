@@ -7,6 +7,7 @@ one `carte.engine.Registry`. Add a built-in by importing its class here and list
 from carte.engine import Handler
 from carte.handlers.api import ApiHandler
 from carte.handlers.archives import ArchivesHandler
+from carte.handlers.autoscaler import AutoscalerHandler
 from carte.handlers.build import BuildHandler
 from carte.handlers.container_tools import ContainerToolsHandler
 from carte.handlers.containers import ContainersHandler
@@ -22,6 +23,7 @@ from carte.handlers.volumes import VolumesHandler
 BUILTIN: tuple[type[Handler], ...] = (
     ApiHandler,
     ArchivesHandler,
+    AutoscalerHandler,
     BuildHandler,
     ContainersHandler,
     ContainerToolsHandler,

@@ -1,7 +1,8 @@
-"""Service VIPs against a real daemon: a 4-replica busybox httpd stack behind its VIP, reached
+"""Services against a real daemon: a 4-replica busybox httpd stack behind its VIP, reached
 from the host and from a container on the stack network (ARP for the VIP, hairpin), a
-killed replica never served again, a zero-replica service refused at once, and nothing of
-the services table left after `stack rm`."""
+killed replica never served again, a zero-replica service refused at once, nothing of the
+services table left after `stack rm`; CPU autoscaling up and back down after the
+stabilization window (1 s sync period); `service update` changing cgroup limits in place."""
 
 from __future__ import annotations
 
@@ -26,12 +27,15 @@ from carte_daemon import Daemon, DaemonFactory
 
 from carte.handlers.network_records import default_bridge_name, nft_table_name
 
-CONFIG = 'network:\n  pools: ["10.94.0.0/16:24"]\n  dns_upstreams: ["127.0.0.1:9"]\n'
+CONFIG = (
+    'network:\n  pools: ["10.94.0.0/16:24"]\n  dns_upstreams: ["127.0.0.1:9"]\n'
+    "autoscaler:\n  sync_period: 1.0\n"
+)
 WEB = """\
 services:
   web:
     image: busybox
-    command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+    command: ["sh", "-c", "mkdir /www; hostname > /www/index.html; exec httpd -f -p 80 -h /www"]
     expose: ["80"]
     deploy:
       replicas: {replicas}
@@ -189,3 +193,89 @@ def test_stack_rm_removes_vip_and_table(daemon: Daemon, tmp_path: Path) -> None:
     assert table_exists(lb_table(daemon))
     ok(daemon.client("stack", "rm", "svc"))
     wait_for(lambda: not table_exists(lb_table(daemon)), 10, "services table removed")
+
+
+BUSY = """\
+services:
+  busy:
+    image: busybox
+    command: ["sh", "-c", "while [ ! -e /stop ]; do :; done; exec sleep 1000000"]
+    deploy:
+      replicas: 1
+      resources:
+        limits:
+          cpus: "0.1"
+    x-carte:
+      autoscale:
+        min: 1
+        max: 2
+        target_cpu_percent: 50
+        scale_down_stabilization: {window}
+"""
+
+
+def busy_replicas(daemon: Daemon) -> list[dict[str, Any]]:
+    return json.loads(ok(daemon.client("--format", "json", "service", "ps", "auto_busy")))
+
+
+def desired(daemon: Daemon) -> int:
+    rows = json.loads(ok(daemon.client("--format", "json", "service", "ls", "auto")))
+    return int(next(r["desired"] for r in rows if r["name"] == "busy"))
+
+
+def test_cpu_load_scales_up_then_down_after_the_window(daemon: Daemon, tmp_path: Path) -> None:
+    window = 6.0
+    path = tmp_path / "compose.yaml"
+    path.write_text(BUSY.format(window=window))
+    try:
+        ok(daemon.client("apply", "-f", str(path), "-n", "auto"))
+        wait_for(lambda: any(r["ready"] for r in busy_replicas(daemon)), 30, "a ready replica")
+        started = time.monotonic()
+        # Two sync periods to measure a CPU delta and act on it, plus slack for the stats sample.
+        wait_for(lambda: desired(daemon) == 2, 2 * 1.0 + 3.0, "scale-up to 2")
+        assert time.monotonic() - started < 5.0
+        wait_for(lambda: len(busy_replicas(daemon)) == 2, 30, "2 replicas running")
+        for row in busy_replicas(daemon):
+            ok(daemon.client("exec", row["container_id"], "touch", "/stop"))
+        idle = time.monotonic()
+        wait_for(lambda: desired(daemon) == 1, window + 6.0, "scale-down to 1")
+        assert time.monotonic() - idle >= window - 1.0, "scaled down before the window ended"
+    finally:
+        daemon.client("stack", "rm", "auto")
+
+
+def cgroup_file(pid: int, controller: str, name: str) -> Path:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            for mount in (controllers, controller):
+                candidate = Path("/sys/fs/cgroup") / mount / path.lstrip("/") / name
+                if candidate.exists():
+                    return candidate
+    raise AssertionError(f"no {controller} cgroup file {name} for pid {pid}")
+
+
+def test_service_update_changes_limits_in_place(daemon: Daemon, tmp_path: Path) -> None:
+    deploy(daemon, tmp_path, 1)
+    wait_for(ready(daemon, 1), 30, "1 ready replica")
+    before = replicas(daemon)[0]
+    container_id = before["container_id"]
+    pid = int(ok(daemon.client("inspect", "-f", "{{.State.Pid}}", container_id)).strip())
+    ok(daemon.client("service", "update", "--cpus", "0.5", "--memory", "64m", "svc_web"))
+    after = replicas(daemon)
+    assert [r["container_id"] for r in after] == [container_id]
+    assert int(ok(daemon.client("inspect", "-f", "{{.State.Pid}}", container_id)).strip()) == pid
+    memory = int(cgroup_file(pid, "memory", "memory.limit_in_bytes").read_text())
+    assert memory == 64 * 1024 * 1024
+    quota = int(cgroup_file(pid, "cpu", "cpu.cfs_quota_us").read_text())
+    period = int(cgroup_file(pid, "cpu", "cpu.cfs_period_us").read_text())
+    assert quota / period == 0.5
+    spec = json.loads(ok(daemon.client("--format", "json", "service", "inspect", "svc_web")))
+    limits = spec["spec"]["deploy"]["resources"]["limits"]
+    assert limits["memory"] == 64 * 1024 * 1024, limits
+
+
+def test_service_update_bad_input_is_one_line(daemon: Daemon) -> None:
+    result = daemon.client("service", "update", "--cpus", "lots", "svc_web")
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0 and "--cpus" in result.stderr
