@@ -62,6 +62,7 @@ class Monitor:
         self.id: str = config["id"]
         self.directory: str = config["directory"]
         self.container_pid: int = config["container_pid"]
+        self.socket_inode = _inode(os.path.join(self.directory, SOCKET_NAME))
         self.status = "created"
         self.started_at = ""
         self.finished_at = ""
@@ -431,15 +432,26 @@ class Monitor:
         self._shutdown()
 
     def _shutdown(self) -> NoReturn:
-        """Stop serving: remove shim.sock, close every connection, exit 0."""
-        try:
-            os.unlink(os.path.join(self.directory, SOCKET_NAME))
-        except FileNotFoundError:
-            pass
+        """Stop serving: remove shim.sock (only if it is still ours: a new shim for the same
+        container id may have bound the path since), close every connection, exit 0."""
+        path = os.path.join(self.directory, SOCKET_NAME)
+        if self.socket_inode and _inode(path) == self.socket_inode:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
         self.clients.drop_all()
         if self.exit_record is None:
             self.log.close()
         os._exit(0)
+
+
+def _inode(path: str) -> int:
+    """The inode of `path`, 0 when it does not exist."""
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return 0
 
 
 def _write_atomically(path: str, data: bytes) -> None:
