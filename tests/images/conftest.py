@@ -19,8 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from carte_daemon import Daemon, DaemonFactory
 from containers_lab import remove_leftovers
 from image_registry_server import RunningRegistry, start_registry
-
-USER, PASSWORD = "carte", "s3cret"
+from images_peers import PASSWORD, USER
 
 
 @pytest.fixture(scope="module")

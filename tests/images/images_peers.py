@@ -18,6 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# The one account of the registry with htpasswd auth.
+USER, PASSWORD = "carte", "s3cret"
+
 PODMAN_CONF = """[containers]
 default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 [engine]

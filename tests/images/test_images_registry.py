@@ -8,9 +8,8 @@ import stat
 from pathlib import Path
 
 from carte_daemon import Daemon
-from conftest import PASSWORD, USER
 from image_registry_server import RunningRegistry
-from images_peers import BreakableRegistry, skopeo, write_oci_layout
+from images_peers import PASSWORD, USER, BreakableRegistry, skopeo, write_oci_layout
 
 
 def ok(result: object) -> str:
