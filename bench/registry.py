@@ -5,8 +5,8 @@
 Starts Debian's docker-registry on a free loopback port (own config and storage) and a private
 Carte daemon, writes an OCI layout of LAYERS incompressible layers (plus busybox), loads it
 into Carte, then times, interleaved, RUNS times each (wall-clock seconds of the client command):
-  push   skopeo copy oci:LAYOUT -> docker://REG/skopeo-N/big   vs  carte push REG/carte-N/big
-         (a fresh repository every run, so every blob is sent)
+  push   skopeo copy oci:LAYOUT -> docker://REG/skopeo/big   vs  carte push REG/carte/big
+         (a fresh registry every run, so every blob is sent by both)
   pull   skopeo copy docker://REG/... -> a fresh oci: directory  vs  carte pull REG/... into a
          store holding none of its blobs (the image removed and garbage-collected first);
          Carte's pull also unpacks the layers so the image can run; skopeo only stores blobs.
@@ -55,6 +55,33 @@ def wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
                 raise SystemExit("docker-registry exited at start") from None
             time.sleep(0.05)
     raise SystemExit("docker-registry did not start")
+
+
+def start_registry(base: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """A fresh docker-registry (empty storage under `base`) on a free loopback port."""
+    port = free_port()
+    base.mkdir(parents=True)
+    (base / "registry.yml").write_text(
+        "version: 0.1\nlog: {level: error}\n"
+        f"storage: {{filesystem: {{rootdirectory: {base / 'data'}}}}}\n"
+        f"http: {{addr: 127.0.0.1:{port}}}\n"
+    )
+    process = subprocess.Popen(
+        ["docker-registry", "serve", str(base / "registry.yml")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port, process)
+    return f"127.0.0.1:{port}", process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def blob(layout: Path, data: bytes, media_type: str) -> dict[str, object]:
@@ -132,21 +159,6 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="carte-bench-reg-", dir="/tmp"))
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        port = free_port()
-        host = f"127.0.0.1:{port}"
-        (work / "registry.yml").write_text(
-            "version: 0.1\nlog: {level: error}\n"
-            f"storage: {{filesystem: {{rootdirectory: {work / 'registry'}}}}}\n"
-            f"http: {{addr: {host}}}\n"
-        )
-        registry = subprocess.Popen(
-            ["docker-registry", "serve", str(work / "registry.yml")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        processes.append(registry)
-        wait_port(port, registry)
-
         sock = work / "carte.sock"
         daemon_log = (work / "daemon.log").open("wb")
         daemon = subprocess.Popen(
@@ -174,8 +186,11 @@ def main() -> None:
 
         results: dict[str, list[float]] = {}
         for n in range(args.runs):
-            skopeo_ref = f"docker://{host}/skopeo-{n}/big:1"
-            carte_ref = f"{host}/carte-{n}/big:1"
+            # A fresh registry per run: no blob is there yet and nothing can be mounted.
+            host, registry = start_registry(work / f"registry-{n}")
+            processes.append(registry)
+            skopeo_ref = f"docker://{host}/skopeo/big:1"
+            carte_ref = f"{host}/carte/big:1"
             fresh = work / f"pulled-{n}"
             push_skopeo = ["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{layout}:big"]
             pull_skopeo = ["skopeo", "copy", "-q", "--src-tls-verify=false", skopeo_ref]
@@ -195,6 +210,7 @@ def main() -> None:
                     run([*CARTE, "image", "prune", "-a"], env)
                 results.setdefault(label, []).append(timed(argv, env))
             shutil.rmtree(fresh)
+            stop(registry)
 
         print(f"image: {args.layers} x {args.layer_mb} MB layers + busybox, "
               f"{total / 1e6:.1f} MB compressed; {args.runs} runs, medians (min)")  # fmt: skip
@@ -208,12 +224,7 @@ def main() -> None:
             )
     finally:
         for process in reversed(processes):
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
         shutil.rmtree(work, ignore_errors=True)
 
 
