@@ -7,7 +7,7 @@ import json
 import stat
 from pathlib import Path
 
-from carte_daemon import Daemon
+from carte_daemon import Daemon, DaemonFactory
 from image_registry_server import RunningRegistry
 from images_peers import PASSWORD, USER, BreakableRegistry, skopeo, write_oci_layout
 
@@ -152,3 +152,15 @@ def test_plain_http_only_for_loopback_names_or_when_allowed(
         assert server.blob_requests == 0
         ok(carte.client("pull", "--insecure-registry", name))
         ok(carte.client("rmi", name))
+
+
+def test_images_insecure_registries_in_carte_yaml_allows_plain_http(busybox_tar: Path) -> None:
+    with BreakableRegistry(busybox_tar, address="127.0.0.2") as server:
+        factory = DaemonFactory()
+        try:
+            config = f'images:\n  insecure_registries: ["{server.host}"]\n'
+            daemon = factory(config=config)
+            ok(daemon.client("pull", f"{server.host}/broken/bb:1", timeout=60))
+            assert server.blob_requests == 1
+        finally:
+            factory.cleanup()
