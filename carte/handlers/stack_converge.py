@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 # How often a service loop looks again without being woken (a safety net for missed facts).
 _POLL = 5.0
+# Between a ready replica's ReplicaNotReady and its stop: the services handler's nft update
+# is asynchronous (a subscriber), so new connections must have moved away before the stop.
+_DRAIN = 0.5
 # How long a replica without a readiness probe or healthcheck must stay up to count as started.
 _NO_PROBE_GRACE = 30.0
 
@@ -283,22 +286,26 @@ class Converger:
             )
         )
 
-    async def untrack(self, container_id: str, reason: str) -> None:
-        """Forget a replica; ReplicaNotReady first when it was ready."""
+    async def untrack(self, container_id: str, reason: str) -> bool:
+        """Forget a replica; ReplicaNotReady first when it was ready (then True)."""
         replica = self.replicas.pop(container_id, None)
         if replica is None:
-            return
+            return False
         replica.probe_scope.cancel()
         replica.reason = reason
-        if replica.ready:
+        was_ready = replica.ready
+        if was_ready:
             replica.ready = False
             await self._publish_not_ready(replica, reason)
         replica.lost.set()
         replica.failed.set()
+        return was_ready
 
     async def retire(self, container_id: str, reason: str) -> None:
-        """Take a replica out of service (NotReady first), stop and remove it."""
-        await self.untrack(container_id, reason)
+        """Take a replica out of service (NotReady first, then `_DRAIN` s for the load
+        balancer to drop it), stop and remove it."""
+        if await self.untrack(container_id, reason):
+            await trio.sleep(_DRAIN)
         try:
             await self.ctx.bus.request(StopContainer(ref=container_id))
         except (NotFound, Conflict):

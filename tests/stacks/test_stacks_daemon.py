@@ -21,6 +21,7 @@ services:
   web:
     image: busybox
     stop_grace_period: 1s
+    expose: ["80"]
     command:
       - sh
       - -c
