@@ -214,9 +214,14 @@ class UpdateContainer(Command[None], frozen=True, kw_only=True):
 
 
 class WaitContainer(Command[WaitResult], frozen=True, kw_only=True):
+    """Wait until the container is not running ("not-running") or for its next exit
+    ("next-exit"). With "next-exit", `since` (Unix seconds, with the full id as `ref`) also
+    accepts an exit at or after that time that already happened, even if --rm removed it."""
+
     topic: ClassVar[str] = "container.wait"
     ref: str
     condition: str = "not-running"
+    since: float = 0.0
 
 
 class InspectContainer(Command[ContainerDetails], frozen=True, kw_only=True):

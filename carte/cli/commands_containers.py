@@ -244,21 +244,22 @@ def run(session: Session) -> int:
 
 
 def _run_attached(session: Session, container_id: str) -> int:
-    """Stream the container's output until it exits; its exit code. Ctrl-C is passed on."""
-    stream = session.client.open("GET", f"/v1/containers/{container_id}/logs?until_exit=1")
+    """Start the container and stream its output until it exits; its exit code. The daemon
+    starts it from within the stream (nothing can be missed); Ctrl-C is passed on as SIGINT."""
+    path = f"/v1/containers/{container_id}/logs?until_exit=1&start=1"
+    stream = session.client.open("GET", path)
     try:
         lines = stream.lines()
-        next(lines)  # {"ready": true}: the log is open, nothing can be missed now
-        try:
-            command(session, "StartContainer", ref=container_id)
-        except ApiError as error:
-            _error(_strip_exit_tag(error.message))
+        first = json.loads(next(lines, b'{"error": {"message": "the daemon ended the stream"}}'))
+        if "error" in first:
+            message = str(first["error"].get("message", ""))
+            _error(_strip_exit_tag(message))
             if session.args.rm:
                 try:
                     command(session, "RemoveContainer", ref=container_id, force=True)
                 except ApiError:
                     pass
-            return _start_code(error)
+            return _start_code(ApiError(500, "", message))
         while True:
             try:
                 for line in lines:

@@ -9,13 +9,16 @@ the answer is ``{"result": ImageSummary}``. `carte import - NAME` uses it.
 Query: `follow=1` keeps streaming until the container stops; `tail=N`, `since=`/`until=` (Unix
 seconds, float), `stdout=0`/`stderr=0` to leave a stream out, `until_exit=1` (what
 `carte run` uses): the first line is ``{"ready": true}`` once the log is open, output follows
-until the container's next exit, and the last line is ``{"exit": WaitResult}``.
+until the container's next exit, and the last line is ``{"exit": WaitResult}``. With
+`start=1` as well the route starts the container itself (one request less): the first line is
+then ``{"ready": true}`` once it started, or ``{"error": {"code", "message"}}`` and the end.
 Each log line is ``{"stream": "stdout"|"stderr", "log": TEXT, "time": RFC3339}``.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -24,8 +27,8 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from carte.api.containers import WaitResult
-from carte.api.errors import InvalidArgument
-from carte.api.events import ImportImage, InspectContainer, WaitContainer
+from carte.api.errors import CarteError, InvalidArgument
+from carte.api.events import ImportImage, InspectContainer, StartContainer, WaitContainer
 from carte.engine import HandlerContext
 from carte.runtime.logs import LogEntry, LogFollower
 
@@ -37,6 +40,7 @@ _encoder = msgspec.json.Encoder()
 class LogQuery(msgspec.Struct, frozen=True, kw_only=True):
     follow: bool = False
     until_exit: bool = False
+    start: bool = False
     tail: int | None = None
     since: int | None = None
     until: int | None = None
@@ -64,6 +68,7 @@ class LogQuery(msgspec.Struct, frozen=True, kw_only=True):
         return cls(
             follow=flag("follow"),
             until_exit=flag("until_exit"),
+            start=flag("start"),
             tail=None if tail is None else int(tail),
             since=None if since is None else int(since * 1e9),
             until=None if until is None else int(until * 1e9),
@@ -82,18 +87,26 @@ async def stream_logs(ctx: HandlerContext, ref: str, query: LogQuery) -> AsyncIt
     try:
         wanted = query.streams
         if query.until_exit:
-            yield _encoder.encode({"ready": True}) + b"\n"
+            since = time.time()
             done = trio.Event()
             result: list[WaitResult] = []
 
             async def wait_for_exit() -> None:
-                result.append(
-                    await ctx.bus.request(WaitContainer(ref=details.id, condition="next-exit"))
-                )
+                exit_wait = WaitContainer(ref=details.id, condition="next-exit", since=since)
+                result.append(await ctx.bus.request(exit_wait))
                 done.set()
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(wait_for_exit)
+                if query.start:
+                    try:
+                        await ctx.bus.request(StartContainer(ref=details.id))
+                    except CarteError as error:
+                        nursery.cancel_scope.cancel()
+                        failure = {"code": error.code, "message": error.message}
+                        yield _encoder.encode({"error": failure}) + b"\n"
+                        return
+                yield _encoder.encode({"ready": True}) + b"\n"
                 while True:
                     finished = done.is_set()
                     for entry in follower.poll():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -114,6 +115,8 @@ from carte.runtime.spec import encode_spec
 
 T = TypeVar("T")
 
+# Exits remembered for late `WaitContainer(since=...)` requests.
+RECENT_EXITS = 512
 # How long a SIGKILLed container's exit may take to be reported before the daemon settles it.
 KILL_GRACE = 15.0
 
@@ -144,6 +147,7 @@ class ContainersHandler(Handler):
         self._runs: dict[str, _Run] = {}
         self._watched: set[str] = set()
         self._parked: dict[str, int] = {}
+        self._recent_exits: dict[str, tuple[float, WaitResult]] = {}
         """Container pids parked under a shim this daemon created (saves asking the shim)."""
         self._limiter = trio.CapacityLimiter(8)
         self.launcher = ShimLauncher(ctx.run_root / "shim-factory.sock")
@@ -203,6 +207,16 @@ class ContainersHandler(Handler):
             change(record)
             await self.records.save(record)
             return record
+
+    def _finish_run(self, container_id: str, run: _Run | None, result: WaitResult) -> None:
+        """Wake the waiters of `run` with `result`, and remember it a while for waiters that
+        come late (`WaitContainer.since`), even once the container is removed."""
+        self._recent_exits[container_id] = (time.time(), result)
+        while len(self._recent_exits) > RECENT_EXITS:
+            del self._recent_exits[next(iter(self._recent_exits))]
+        if run is not None and not run.exited.is_set():
+            run.result = result
+            run.exited.set()
 
     def _pending_run(self, container_id: str) -> _Run:
         run = self._runs.get(container_id)
@@ -463,10 +477,9 @@ class ContainersHandler(Handler):
             )
 
         await _ignore_errors(self._update(record.id, failed))
-        run = self._runs.get(record.id)
-        if run is not None and not run.exited.is_set():
-            run.result = WaitResult(status_code=code, error=error.message)
-            run.exited.set()
+        self._finish_run(
+            record.id, self._runs.get(record.id), WaitResult(status_code=code, error=error.message)
+        )
 
     # --- watching and exits -----------------------------------------------------------------
 
@@ -491,10 +504,8 @@ class ContainersHandler(Handler):
         except Exception as failure:
             # Never leave waiters hanging because one exit could not be recorded.
             self.ctx.log.error("container %s: exit not recorded: %r", container_id[:12], failure)
-            run = self._runs.get(container_id)
-            if run is not None and not run.exited.is_set():
-                run.result = WaitResult(status_code=255, error=str(failure))
-                run.exited.set()
+            failed = WaitResult(status_code=255, error=str(failure))
+            self._finish_run(container_id, self._runs.get(container_id), failed)
         finally:
             self._watched.discard(container_id)
 
@@ -551,9 +562,8 @@ class ContainersHandler(Handler):
             if record.config.auto_remove:
                 # Before waiters hear of the exit, so `run --rm` returns with the container gone.
                 await _ignore_errors(self._remove(record, volumes=True, exited=True))
-            if run is not None and not run.exited.is_set():
-                run.result = WaitResult(status_code=code, oom_killed=oom, error=error)
-                run.exited.set()
+            result = WaitResult(status_code=code, oom_killed=oom, error=error)
+            self._finish_run(container_id, run, result)
 
     # --- stop, kill, restart ------------------------------------------------------------------
 
@@ -595,9 +605,8 @@ class ContainersHandler(Handler):
         self.ctx.log.warning("container %s: no exit seen after SIGKILL", container_id[:12])
         exit_record = read_exit_file(self.state_dir, container_id) or {}
         await self._settle_exit(container_id, exit_record, lost=not exit_record)
-        if not run.exited.is_set():
-            run.result = WaitResult(status_code=int(str(exit_record.get("exit_code", 137))))
-            run.exited.set()
+        code = int(str(exit_record.get("exit_code", 137)))
+        self._finish_run(container_id, run, WaitResult(status_code=code))
 
     async def _signal(self, record: ContainerRecord, sig: int, *, all_processes: bool) -> None:
         try:
@@ -847,7 +856,12 @@ class ContainersHandler(Handler):
     @on(WaitContainer)
     async def wait(self, command: WaitContainer) -> WaitResult:
         """Block until the container is not running ("not-running", the default) or until its
-        next exit ("next-exit"); its exit code. Cancelling the request just stops waiting."""
+        next exit ("next-exit"); its exit code. Cancelling the request just stops waiting.
+        With `since`, a next exit that already happened at or after it counts (by full id)."""
+        recent = self._recent_exits.get(command.ref)
+        if command.condition == "next-exit" and command.since and recent is not None:
+            if recent[0] >= command.since:
+                return recent[1]
         record = await self.records.resolve(command.ref)
         if command.condition not in ("not-running", "next-exit"):
             raise InvalidArgument(
