@@ -91,8 +91,11 @@ def bench_start(runs: int, carte: list[str], podman: list[str], env: dict[str, s
         print(f"podman: bridge adds {podman_added:.1f} ms")
 
 
-def _gbits(report_text: str) -> float:
-    report = json.loads(report_text)
+def _gbits(report_text: str, stderr: str = "") -> float:
+    try:
+        report = json.loads(report_text)
+    except ValueError:
+        raise RuntimeError(f"iperf3 did not run: {stderr.strip()[-300:]}") from None
     if "error" in report:
         raise RuntimeError(f"iperf3 failed: {report['error']}")
     return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
@@ -110,8 +113,8 @@ def _carte_tcp(carte: list[str], env: dict[str, str], seconds: int) -> float:
                  "iperf3", "-c", server, "-p", str(PORT), "-t", str(seconds), "-J"],
                 env=env, capture_output=True, text=True, check=False,
             )  # fmt: skip
-            if '"error"' not in done.stdout or time.monotonic() > deadline:
-                return _gbits(done.stdout)
+            if (done.stdout and '"error"' not in done.stdout) or time.monotonic() > deadline:
+                return _gbits(done.stdout, done.stderr)
             time.sleep(0.05)  # the server is not listening yet
     finally:
         subprocess.run([*carte, "rm", "-f", server], env=env, capture_output=True)
