@@ -54,6 +54,7 @@ from carte.api.stacks import (
 from carte.engine import Handler, HandlerContext, on
 from carte.handlers.container_records import now_rfc3339
 from carte.handlers.stack_converge import Converger
+from carte.handlers.stack_policies import sync_policies
 from carte.handlers.stack_records import (
     KEPT_REVISIONS,
     Revision,
@@ -173,6 +174,7 @@ class StacksHandler(Handler):
             for action in plan.actions:
                 if action.kind == "network" and action.action == "create":
                     await self._create_network(stack, action.name)
+            await sync_policies(self.ctx.bus, network_name(stack, "default"), manifest)
             records = self._records(stack, manifest, stored, project_dir, env_files)
             stack_record = StackRecord(
                 name=stack,

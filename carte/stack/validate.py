@@ -85,6 +85,13 @@ def _check_service(name: str, service: Service, manifest: Manifest, source: "Sou
         if not 0 < scale.target_cpu_percent:
             raise source.error((*where, "target_cpu_percent"), "must be above 0")
     for index, policy in enumerate(carte.policies):
+        for port in policy.ports:
+            text, _, proto = str(port).partition("/")
+            if not text.isdigit() or not 0 < int(text) <= 65535 or proto not in ("", "tcp", "udp"):
+                raise source.error(
+                    (*here, "x-carte", "policies", index, "ports"),
+                    f'"{port}" is not PORT or PORT/tcp|udp',
+                )
         for other in policy.from_:
             if other not in manifest.services:
                 raise source.error(

@@ -1,0 +1,85 @@
+"""More of stacks against a real daemon: x-carte network policies between services, `build:`
+built by Carte's builder, replicas adopted (not replaced) by a restarted daemon, service logs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from carte_daemon import Daemon
+from conftest import ok
+from test_stacks_daemon import ready_count, replicas, wait_for, web, write
+
+POLICY = """\
+services:
+  web:
+    image: busybox
+    stop_grace_period: 1s
+    command:
+      ["sh", "-c", "mkdir -p /www && echo hi > /www/index.html && exec httpd -f -p 80 -h /www"]
+    x-carte:
+      policies: [{from: [api], ports: [80]}]
+  api:
+    image: busybox
+    stop_grace_period: 1s
+    command: ["sleep", "3600"]
+  other:
+    image: busybox
+    stop_grace_period: 1s
+    command: ["sleep", "3600"]
+"""
+
+
+def first_replica(carte: Daemon, service: str) -> dict[str, str]:
+    def running() -> bool:
+        return any(r["ready"] for r in replicas(carte, f"pol_{service}"))
+
+    wait_for(running, 20, f"{service} ready")
+    return next(r for r in replicas(carte, f"pol_{service}") if r["ready"])
+
+
+def test_policies_allow_only_the_named_services(carte: Daemon, tmp_path: Path) -> None:
+    path = write(tmp_path, POLICY)
+    ok(carte.client("apply", "-f", str(path), "-n", "pol"))
+    web_ip = first_replica(carte, "web")["ip"]
+    api = first_replica(carte, "api")["container_id"]
+    other = first_replica(carte, "other")["container_id"]
+    # busybox wget crashes in this rootfs; nc speaks the HTTP
+    get = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {web_ip} 80"
+    allowed = carte.client("exec", api, "sh", "-c", get)
+    assert allowed.returncode == 0 and allowed.stdout.strip().endswith("hi"), allowed.stderr
+    denied = carte.client("exec", other, "sh", "-c", get)
+    assert "hi" not in denied.stdout
+    before = ok(carte.client("network", "policy", "ls", "pol_default"))
+    again = ok(carte.client("apply", "-f", str(path), "-n", "pol"))
+    assert "unchanged" in again and "create" not in again
+    assert ok(carte.client("network", "policy", "ls", "pol_default")) == before
+
+
+def test_build_key_builds_the_image(carte: Daemon, tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Dockerfile").write_text("FROM busybox\nRUN echo built > /built\n")
+    write(
+        tmp_path,
+        "services:\n  app:\n    build: ./app\n    stop_grace_period: 1s\n"
+        '    command: ["sleep", "3600"]\n',
+    )
+    ok(carte.client("apply", "-f", str(tmp_path / "compose.yaml"), "-n", "bld", timeout=120))
+    wait_for(ready_count(carte, 1, "bld_app"), 30, "1 ready")
+    row = replicas(carte, "bld_app")[0]
+    assert row["image"].startswith("bld_app")
+    assert ok(carte.client("exec", row["container_id"], "cat", "/built")).strip() == "built"
+
+
+def test_restarted_daemon_adopts_replicas(carte: Daemon, tmp_path: Path) -> None:
+    ok(carte.client("apply", "-f", str(write(tmp_path, web(replicas=2))), "-n", "demo"))
+    wait_for(ready_count(carte, 2), 20, "2 ready")
+    ids = {r["container_id"] for r in replicas(carte)}
+    assert carte.stop() == 0
+    carte.start()
+    wait_for(ready_count(carte, 2), 20, "2 ready after the restart")
+    assert {r["container_id"] for r in replicas(carte)} == ids
+    logs = ok(carte.client("service", "logs", "demo_web"))
+    assert logs == "" or "demo_web_" in logs
+    details = json.loads(ok(carte.client("service", "inspect", "demo_web")))
+    assert details["revision"] == 1 and len(details["replicas"]) == 2
