@@ -156,7 +156,8 @@ def human_size(size: float) -> str:
 
 
 _WORDS = {
-    "pull": ("Downloading", "Pull complete"),
+    "pull": ("Downloading", "Download complete"),
+    "extract": ("Extracting", "Pull complete"),
     "push": ("Pushing", "Pushed"),
     "exists": ("Already exists", "Already exists"),
     "mounted": ("Mounted", "Mounted from another repository"),
@@ -179,7 +180,7 @@ class ProgressView:
             return
         digest, done, total = event["digest"], event["done"], event["total"]
         busy, finished = _WORDS.get(event["action"], (event["action"], event["action"]))
-        complete = done >= total
+        complete = done >= total and (event["action"] != "extract" or done > 0)
         short = digest.removeprefix("sha256:")[:12]
         if self.tty:
             width = 30

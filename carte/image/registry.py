@@ -56,7 +56,7 @@ class RegistryError(Unavailable):
 
 
 class Progress(msgspec.Struct, frozen=True, kw_only=True):
-    """One progress report: `action` is "pull", "push", "exists" or "mounted"."""
+    """One progress report: `action` is "pull", "extract", "push", "exists" or "mounted"."""
 
     action: str
     digest: str
@@ -318,12 +318,17 @@ class Registry:
             chains = _layer_chains(store, manifest) if unpack else {}
 
             def fetch(layer: oci.Descriptor) -> None:
+                present = store.has_blob(layer.digest)
                 self._download(store, repository, layer, scope, progress)
                 # Unpacking as soon as a layer arrives overlaps it with the other downloads.
                 if layer.digest in chains:
                     diff_id, chain_id = chains[layer.digest]
+                    digest, size = layer.digest, layer.size
                     if not is_unpacked(store, chain_id):
+                        progress(Progress(action="extract", digest=digest, done=0, total=size))
                         unpack_layer(store, layer, diff_id, chain_id, trusted=False)
+                    if not present:
+                        progress(Progress(action="extract", digest=digest, done=size, total=size))
 
             with ThreadPoolExecutor(max_workers=self._parallel) as pool:
                 list(pool.map(fetch, manifest.layers))

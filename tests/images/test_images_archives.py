@@ -190,3 +190,26 @@ def test_a_restarted_daemon_removes_what_a_killed_one_left(tmp_path: Path) -> No
                 umount2(str(target), MNT_DETACH)
     finally:
         factory.cleanup()
+
+
+def test_a_running_container_is_exported_and_committed_and_keeps_running(
+    carte: Daemon, tmp_path: Path
+) -> None:
+    ok(carte.client("run", "-d", "--name", "busy", "--network", "none", "busybox",
+                    "sh", "-c", "echo live > /state; exec sleep 300"))  # fmt: skip
+    for _ in range(100):
+        probe = carte.client("exec", "busy", "cat", "/state")
+        if probe.returncode == 0 and probe.stdout.strip() == "live":
+            break
+    exported = tmp_path / "live.tar"
+    ok(carte.client("export", "-o", str(exported), "busy"))
+    with tarfile.open(exported) as tar:
+        state = tar.extractfile("state")
+        assert state is not None and state.read() == b"live\n"
+    ok(carte.client("commit", "busy", "live-commit:1"))
+    status = json.loads(ok(carte.client("inspect", "busy")))[0]["state"]["status"]
+    assert status == "running"  # paused for the commit, then unpaused
+    run = carte.client("run", "--rm", "--network", "none", "live-commit:1", "cat", "/state")
+    assert ok(run).strip() == "live"
+    ok(carte.client("rm", "-f", "busy"))
+    ok(carte.client("rmi", "live-commit:1"))
