@@ -92,7 +92,11 @@ class ServicesHandler(Handler):
             if record is None or record.network != fact.network:
                 if record is not None:
                     await self._release(record)
-                record = await self._allocate(fact.stack, fact.service, fact.network)
+                try:
+                    record = await self._allocate(fact.stack, fact.service, fact.network)
+                except CarteError as error:
+                    self.ctx.log.error("no VIP for %s: %s", key, error.message)
+                    return
             record = msgspec.structs.replace(record, ports=ports)
             await self.ctx.store.put(service_key(key), record)
             self._vips[key] = record
@@ -154,9 +158,12 @@ class ServicesHandler(Handler):
         await self._name(record, record.vip)
 
     async def _release(self, record: ServiceVip) -> None:
-        await trio.to_thread.run_sync(
-            lb.release_vip, record.bridge, record.vip_address, limiter=self._limiter
-        )
+        try:
+            await trio.to_thread.run_sync(
+                lb.release_vip, record.bridge, record.vip_address, limiter=self._limiter
+            )
+        except CarteError as error:
+            self.ctx.log.warning("VIP %s of %s: %s", record.vip, record.key, error.message)
         await self._name(record, "")
 
     async def _name(self, record: ServiceVip, ip: str) -> None:
