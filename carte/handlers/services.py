@@ -69,7 +69,8 @@ class ServicesHandler(Handler):
             self.ctx.log.info("services: replicas not known yet: %s", error.message)
         for record in self._vips.values():
             await self._assign(record)
-        await self._rebuild(list(self._vips))
+        if self._vips:  # with no service there is no table to rebuild: no nft call at start
+            await self._rebuild(list(self._vips))
         task_status.started()
         await trio.sleep_forever()
 
