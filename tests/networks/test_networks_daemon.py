@@ -131,7 +131,7 @@ def test_bad_input_is_one_line_naming_the_value(carte: Daemon) -> None:
         )
     )
     assert "10.99.0.5" in fails(
-        carte.client("run", "--rm", "--network", "n1bad", "--ip", "10.99.0.5", "busybox", "true")
+        carte.client("run", "-d", "--network", "n1bad", "--ip", "10.99.0.5", "busybox", "true")
     )
     assert "80:abc" in fails(carte.client("run", "--rm", "-p", "80:abc", "busybox", "true"))
     assert "nosuchnet" in fails(carte.client("network", "inspect", "nosuchnet"))
@@ -145,9 +145,7 @@ def test_ip_is_honoured_and_not_given_twice(carte: Daemon) -> None:
     serve_http(carte, "fixed", "--network", "n1fixed", "--ip", "10.77.251.50")
     assert network(carte, "n1fixed")["containers"][0]["ip_address"] == "10.77.251.50"
     error = fails(
-        carte.client(
-            "run", "--rm", "--network", "n1fixed", "--ip", "10.77.251.50", "busybox", "true"
-        )
+        carte.client("run", "-d", "--network", "n1fixed", "--ip", "10.77.251.50", "busybox", "true")
     )
     assert "10.77.251.50" in error
 
