@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from carte_daemon import Daemon
 from conftest import ok
 
@@ -194,10 +195,12 @@ def _rolling_update(carte: Daemon, tmp_path: Path, order: str) -> None:
     assert failed == 0 or order == "stop-first", f"{failed} failed requests"
 
 
+@pytest.mark.slow
 def test_rolling_update_start_first(carte: Daemon, tmp_path: Path) -> None:
     _rolling_update(carte, tmp_path, "start-first")
 
 
+@pytest.mark.slow
 def test_rolling_update_stop_first(carte: Daemon, tmp_path: Path) -> None:
     _rolling_update(carte, tmp_path, "stop-first")
 

@@ -75,6 +75,7 @@ def update_under_load(carte: Daemon, address: str, update: Callable[[], None]) -
     return failures
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", ["start-first", "stop-first"])
 def test_rolling_update_through_vip_zero_failures(
     carte: Daemon, tmp_path: Path, order: str
@@ -96,6 +97,7 @@ def test_rolling_update_through_vip_zero_failures(
     assert fetch(address).startswith("v2 ")
 
 
+@pytest.mark.slow
 def test_update_that_never_gets_ready_rolls_back_with_zero_failures(
     carte: Daemon, tmp_path: Path
 ) -> None:
