@@ -47,7 +47,12 @@ def register(commands: Commands) -> None:
 
 def _apply(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--file", default="compose.yaml", help="Compose file")
-    parser.add_argument("-n", "--name", default="", help="stack name (default: the directory)")
+    parser.add_argument(
+        "-n",
+        "--name",
+        default="",
+        help="stack name (default: the file's name:, else its directory)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
 
 
@@ -125,7 +130,7 @@ def apply(session: Session) -> int:
     except OSError as error:
         return _fail(f"{session.args.file}: {error.strerror}; pass the Compose file with -f")
     project_dir = os.path.dirname(path)
-    name = session.args.name or _default_name(project_dir)
+    name = session.args.name  # "" lets the daemon take the file's name: or the directory's
     plan = _command(
         session,
         "ApplyStack",
@@ -145,13 +150,6 @@ def apply(session: Session) -> int:
     if plan["dry_run"]:
         out.line(f"dry run: stack {plan['stack']} not changed")
     return 0
-
-
-def _default_name(project_dir: str) -> str:
-    """Compose's project name: the directory's name, lowercased, other characters dropped."""
-    base = os.path.basename(project_dir).lower()
-    name = "".join(c for c in base if c.isalnum() or c in "_-").lstrip("_-")
-    return name or "default"
 
 
 def list_stacks(session: Session) -> int:

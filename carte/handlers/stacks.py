@@ -147,12 +147,6 @@ class StacksHandler(Handler):
         `InvalidArgument` before anything changed; a failed build leaves the stored state as
         it was."""
         converger = await self._conv()
-        stack = command.name
-        if not _STACK_NAME.fullmatch(stack):
-            raise InvalidArgument(
-                f'stack name "{stack}" is invalid; use up to 40 lowercase letters, digits, "_" '
-                'and "-" (carte apply -n NAME)'
-            )
         project_dir = command.project_dir or os.getcwd()
         dotenv = await trio.to_thread.run_sync(_read_dotenv, project_dir)
         env = {**dotenv, **command.env}
@@ -160,6 +154,13 @@ class StacksHandler(Handler):
             manifest, _source, warnings = load_manifest(command.manifest, command.file_name, env)
         except ManifestError as error:
             raise InvalidArgument(str(error)) from None
+        # Compose's order: the -n flag, the file's top-level name:, the directory's name
+        stack = command.name or manifest.name or _directory_name(project_dir)
+        if not _STACK_NAME.fullmatch(stack):
+            raise InvalidArgument(
+                f'stack name "{stack}" is invalid; use up to 40 lowercase letters, digits, "_" '
+                'and "-" (carte apply -n NAME)'
+            )
         for warning in warnings:
             self.ctx.log.warning("stack %s: %s", stack, warning)
         env_files = await trio.to_thread.run_sync(_read_env_files, project_dir, manifest)
@@ -609,6 +610,12 @@ def _read_dotenv(project_dir: str) -> dict[str, str]:
         return {}
     except OSError as error:
         raise InvalidArgument(f"{project_dir}/.env cannot be read: {error.strerror}") from None
+
+
+def _directory_name(project_dir: str) -> str:
+    """Compose's project name from a directory: lowercased, other characters dropped."""
+    base = os.path.basename(os.path.normpath(project_dir)).lower()
+    return "".join(c for c in base if c.isalnum() or c in "_-").lstrip("_-") or "default"
 
 
 def _context_dir(project_dir: str, context: str) -> str:

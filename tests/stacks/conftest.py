@@ -43,10 +43,12 @@ def remove_everything(daemon: Daemon) -> set[str]:
 
 def host_leftovers(root: Path, bridges: set[str]) -> list[str]:
     left = [b for b in bridges if Path(f"/sys/class/net/{b}").exists()]
-    table = nft_table_name(root)
-    probe = subprocess.run(["nft", "list", "table", "ip", table], capture_output=True, check=False)
-    if probe.returncode == 0:
-        left.append(f"nft table ip {table}")
+    for table in (nft_table_name(root), f"{nft_table_name(root)}-lb"):
+        probe = subprocess.run(
+            ["nft", "list", "table", "ip", table], capture_output=True, check=False
+        )
+        if probe.returncode == 0:
+            left.append(f"nft table ip {table}")
     return left
 
 
@@ -72,11 +74,10 @@ def stack_daemon(busybox_tar: Path) -> Iterator[Daemon]:
         for daemon in factory.daemons:
             for bridge in bridges:
                 subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
-            subprocess.run(
-                ["nft", "delete", "table", "ip", nft_table_name(daemon.root)],
-                capture_output=True,
-                check=False,
-            )
+            for table in (nft_table_name(daemon.root), f"{nft_table_name(daemon.root)}-lb"):
+                subprocess.run(
+                    ["nft", "delete", "table", "ip", table], capture_output=True, check=False
+                )
 
 
 @pytest.fixture

@@ -83,3 +83,16 @@ def test_restarted_daemon_adopts_replicas(carte: Daemon, tmp_path: Path) -> None
     assert logs == "" or "demo_web_" in logs
     details = json.loads(ok(carte.client("service", "inspect", "demo_web")))
     assert details["revision"] == 1 and len(details["replicas"]) == 2
+
+
+def test_stack_name_from_file_then_directory(carte: Daemon, tmp_path: Path) -> None:
+    body = 'services:\n  a:\n    image: busybox\n    command: ["true"]\n    deploy: {replicas: 0}\n'
+    named = tmp_path / "Named_Dir"
+    named.mkdir()
+    (named / "compose.yaml").write_text("name: fromfile\n" + body)
+    ok(carte.client("apply", "-f", str(named / "compose.yaml")))
+    (tmp_path / "My.App").mkdir()
+    (tmp_path / "My.App" / "compose.yaml").write_text(body)
+    ok(carte.client("apply", "-f", str(tmp_path / "My.App" / "compose.yaml")))
+    stacks = {s["name"] for s in json.loads(ok(carte.client("--format", "json", "stack", "ls")))}
+    assert stacks == {"fromfile", "myapp"}
