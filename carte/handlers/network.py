@@ -40,6 +40,7 @@ from carte.api.events import (
     PruneNetworks,
     RemoveNetwork,
     RemoveNetworkPolicy,
+    SetServiceAddress,
 )
 from carte.api.networks import Network, NetworkMember, NetworkPolicy, NetworkPruneResult
 from carte.engine import Handler, HandlerContext, on
@@ -346,9 +347,8 @@ class NetworkHandler(Handler):
     # --- DNS lookups -------------------------------------------------------------------------
 
     def _lookup(self, asker: IPv4Address, name: str) -> list[IPv4Address] | None:
-        """Carte names on the asker's networks; None for names outside Carte's domain."""
-        if "." in name and not name.endswith(".carte"):
-            return None
+        """Carte names (containers, aliases, services) on the asker's networks; [] for an
+        unknown single-label or ``*.carte`` name; None to forward any other name."""
         wanted = name.removesuffix(".carte")
         asker_text = str(asker)
         found: list[IPv4Address] = []
@@ -356,10 +356,15 @@ class NetworkHandler(Handler):
             endpoints = network.endpoints.values()
             if not any(e.ip == asker_text for e in endpoints):
                 continue
+            service_ip = network.service_names.get(wanted)
+            if service_ip:
+                found.append(IPv4Address(service_ip))
             for e in endpoints:
-                names = {e.name.lower(), e.hostname.lower(), e.container_id[:12], *e.aliases}
+                names = {e.name, e.hostname, e.container_id[:12], *e.aliases}
                 if wanted in {n.lower() for n in names}:
                     found.append(IPv4Address(e.ip))
+        if not found and "." in name and not name.endswith(".carte"):
+            return None
         return found
 
     # --- networks ---------------------------------------------------------------------------
@@ -713,6 +718,28 @@ class NetworkHandler(Handler):
                     f'container "{record.name}" is not connected to network "{network.name}"'
                 )
             await self._detach(network, record.id)
+
+    # --- service names ----------------------------------------------------------------------
+
+    @on(SetServiceAddress)
+    async def set_service_address(self, command: SetServiceAddress) -> None:
+        """Answer `names` with `ip` on `network` (`ip` "" withdraws them); kept in the store."""
+        try:
+            address = str(IPv4Address(command.ip)) if command.ip else ""
+        except ValueError:
+            raise InvalidArgument(
+                f'service address "{command.ip}" is not an IPv4 address'
+            ) from None
+        async with self._lock:
+            network = self._network(command.network)
+            names = dict(network.service_names)
+            for name in command.names:
+                if address:
+                    names[name.lower()] = address
+                else:
+                    names.pop(name.lower(), None)
+            if names != network.service_names:
+                await self._save(msgspec.structs.replace(network, service_names=names))
 
     # --- policies ---------------------------------------------------------------------------
 

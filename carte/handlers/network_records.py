@@ -52,6 +52,8 @@ class NetworkRecord(msgspec.Struct, kw_only=True):
     policies: list[NetworkPolicy] = []
     endpoints: dict[str, EndpointRecord] = {}
     """Keyed by container id."""
+    service_names: dict[str, str] = {}
+    """DNS names of services (their VIPs) on this network, from `SetServiceAddress`."""
 
     @property
     def is_default(self) -> bool:

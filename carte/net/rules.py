@@ -6,7 +6,8 @@ several daemons can run side by side):
 * ``guard`` (prerouting, raw): drops 127.0.0.0/8 destinations arriving from a Carte bridge,
   since bridges get route_localnet=1 for loopback port publishing; and exempts traffic
   between members of a network without policies from connection tracking (when its
-  `gateway` is given): br_netfilter would otherwise track every bridged packet.
+  `gateway` is given): br_netfilter would otherwise track every bridged packet. Local
+  destinations (the gateway, service VIPs on the bridge) stay tracked: they may be DNATed.
 * ``prerouting``/``output`` (nat): packets to a local address jump to ``publish``, which
   DNATs published ports to containers; the output hook makes 127.0.0.1 and the host's own
   addresses work from the host itself.
@@ -73,7 +74,7 @@ class NetworkRules:
     log_prefix: str | None = None
     gateway: IPv4Address | None = None
     """The bridge's own address; when set (and no policy), member-to-member traffic is not
-    tracked. Flows to the gateway stay tracked: hairpin publishing DNATs them."""
+    tracked. Flows to the host's own addresses (gateway, VIPs) stay tracked for DNAT."""
 
     @property
     def has_policy(self) -> bool:
@@ -218,7 +219,7 @@ def render(ruleset: Ruleset) -> str:
             )
     guard = [f'iifname "{n.bridge}" ip daddr 127.0.0.0/8 drop' for n in networks]
     guard += [
-        f'iifname "{n.bridge}" ip daddr {n.subnet} ip daddr != {n.gateway} notrack'
+        f'iifname "{n.bridge}" ip daddr {n.subnet} fib daddr type != local notrack'
         for n in networks
         if n.gateway is not None and not n.has_policy
     ]

@@ -161,3 +161,19 @@ def test_prune_removes_only_unused_networks(carte: Daemon) -> None:
     assert network(carte, "n1used")["labels"] == {"team": "a"}
     assert subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0
     assert "bridge" in fails(carte.client("network", "rm", "bridge"))
+
+
+def test_service_names_and_dotted_aliases_resolve_on_their_network(carte: Daemon) -> None:
+    ok(carte.client("network", "create", "n1svc"))
+    serve_http(carte, "replica", "--network", "n1svc", "--network-alias", "tasks.web")
+    reply = carte.command_("SetServiceAddress", network="n1svc", names=["web", "web.demo"],
+                           ip="10.77.9.200")  # fmt: skip
+    assert reply.status == 200, reply.body
+    script = "nslookup web.demo; nslookup web; nslookup tasks.web"
+    out = ok(carte.client("run", "--rm", "--network", "n1svc", "busybox", "sh", "-c", script))
+    assert out.count("10.77.9.200") == 2, out
+    replica_ip = network(carte, "n1svc")["containers"][0]["ip_address"]
+    assert replica_ip in out
+    assert carte.command_("SetServiceAddress", network="n1svc", names=["web"]).status == 200
+    withdrawn = carte.client("run", "--rm", "--network", "n1svc", "busybox", "nslookup", "web")
+    assert "10.77.9.200" not in withdrawn.stdout

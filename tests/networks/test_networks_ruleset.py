@@ -38,7 +38,7 @@ def test_selectors_become_member_addresses() -> None:
 
 def test_members_of_a_network_without_policy_are_not_tracked() -> None:
     script = render(build_ruleset("carte-t", [record([])], log_denied=False))
-    assert 'iifname "cbr-test" ip daddr 10.9.0.0/24 ip daddr != 10.9.0.1 notrack' in script
+    assert 'iifname "cbr-test" ip daddr 10.9.0.0/24 fib daddr type != local notrack' in script
 
 
 @pytest.mark.parametrize("text", ["app", "=web", "app=", ""])
