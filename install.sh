@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Install Carte on Debian 12 as root, start its daemon, and show it working (`carte info`).
+# Install Carte on Debian 12 as root, start its daemon, and show it doing its main job: import a
+# busybox image, run a container from it, deploy the example stack and fetch a page from it.
 #
 #   ./install.sh                 install or update (idempotent: safe to run again)
-#   ./install.sh --uninstall     remove Carte; keeps /var/lib/carte (images, containers, state)
-#   ./install.sh --uninstall --purge   ... and remove /var/lib/carte too
+#   ./install.sh --uninstall     stop containers and remove Carte; keeps /var/lib/carte (images,
+#                                containers, state)
+#   ./install.sh --uninstall --purge   ... removes stacks and containers and /var/lib/carte too
 #
 # What it sets up: system packages Carte needs at run time, net.ipv4.ip_forward=1, the `carte`
 # group (its members may use the client: root-equivalent, like the docker group), Carte in a
@@ -22,6 +24,9 @@ LOG_DIR=/var/log/carte
 SUPERVISOR_PID="$RUN_DIR/daemon.pid"
 SOCKET="$RUN_DIR/carte.sock"
 SYSCTL_FILE=/etc/sysctl.d/99-carte.conf
+EXAMPLE_STACK="$REPO/config/examples/stack-web-db.yaml"
+EXAMPLE_STACK_NAME=web-db
+EXAMPLE_URL=http://127.0.0.1:8080/
 UNIT=/etc/systemd/system/carte.service
 RUNTIME_PACKAGES=(python3 python3-venv ca-certificates busybox-static nftables iproute2 libseccomp2 uidmap kmod)
 
@@ -154,15 +159,116 @@ wait_for_ping() {
     die "the daemon did not answer on $SOCKET within 30 s; see $LOG_DIR/daemon.log"
 }
 
+carte_cli() { "$BIN" --host "unix://$SOCKET" "$@"; }
+
+show_info() {
+    say "carte info"
+    local info
+    info="$(carte_cli info)" || die "carte info failed; see $LOG_DIR/daemon.log"
+    sed -n '1,7p' <<<"$info"
+}
+
+import_busybox() {
+    if [ -n "$(carte_cli images -q -f reference=busybox:latest 2>/dev/null)" ]; then
+        say "image busybox:latest is already imported"
+        return
+    fi
+    say "importing busybox:latest (a rootfs made from Debian's busybox-static)"
+    local work
+    work="$(mktemp -d)"
+    if "$PREFIX/bin/python" "$REPO/tests/busybox_rootfs.py" --tar "$work/busybox.tar" "$work" \
+        && carte_cli import "$work/busybox.tar" busybox:latest >/dev/null; then
+        rm -rf "$work"
+        return
+    fi
+    rm -rf "$work"
+    die "importing busybox:latest failed; check that busybox-static is installed and see $LOG_DIR/daemon.log"
+}
+
+run_hello() {
+    say "carte run --rm busybox echo \"Hello from a Carte container\""
+    carte_cli run --rm busybox echo "Hello from a Carte container" \
+        || die "running a busybox container failed; run \`carte system check\` and see $LOG_DIR/daemon.log"
+}
+
+# Print the page at $1, retrying until it answers or $2 seconds pass.
+fetch_page() {
+    "$PREFIX/bin/python" - "$1" "$2" <<'EOF'
+import sys, time, urllib.request
+url, deadline = sys.argv[1], time.monotonic() + float(sys.argv[2])
+while True:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            sys.stdout.write(reply.read().decode(errors="replace"))
+            break
+    except OSError:
+        if time.monotonic() > deadline:
+            sys.exit(1)
+        time.sleep(0.5)
+EOF
+}
+
+deploy_example_stack() {
+    if [ ! -f "$EXAMPLE_STACK" ]; then
+        say "no example stack at $EXAMPLE_STACK; skipping the stack demo"
+        return
+    fi
+    say "carte apply -n $EXAMPLE_STACK_NAME -f ${EXAMPLE_STACK#"$REPO"/}"
+    carte_cli apply -n "$EXAMPLE_STACK_NAME" -f "$EXAMPLE_STACK" \
+        || die "deploying the example stack failed; see \`carte stack ps $EXAMPLE_STACK_NAME\` and $LOG_DIR/daemon.log"
+    say "waiting for the web service on $EXAMPLE_URL (up to 60 s)"
+    local page
+    page="$(fetch_page "$EXAMPLE_URL" 60)" \
+        || die "the example stack did not serve $EXAMPLE_URL within 60 s; is port 8080 free? see \`carte service ls\` and \`carte service logs ${EXAMPLE_STACK_NAME}_web\`"
+    say "GET $EXAMPLE_URL -> $page"
+    # Each new connection goes to a ready replica picked by the kernel: the answers differ.
+    for _ in 1 2 3; do
+        page="$(fetch_page "$EXAMPLE_URL" 10)" || die "$EXAMPLE_URL stopped answering; see \`carte service ps ${EXAMPLE_STACK_NAME}_web\`"
+        say "GET $EXAMPLE_URL -> $page"
+    done
+    say "carte service ls"
+    carte_cli service ls "$EXAMPLE_STACK_NAME" || die "carte service ls failed; see $LOG_DIR/daemon.log"
+}
+
+# Before the daemon goes: remove stacks and containers (--purge) or stop the containers, so none
+# keeps running without a daemon.
+stop_workloads() {
+    local purge="$1"
+    carte_cli version >/dev/null 2>&1 || return 0
+    local ids
+    if [ "$purge" = yes ]; then
+        for stack in $(carte_cli --format json stack ls 2>/dev/null | stack_names); do
+            say "removing stack $stack"
+            carte_cli stack rm "$stack" >/dev/null || say "warning: could not remove stack $stack"
+        done
+        ids="$(carte_cli ps -a -q || true)"
+        # shellcheck disable=SC2086
+        [ -z "$ids" ] || carte_cli rm -f $ids >/dev/null || say "warning: could not remove every container"
+        carte_cli network prune >/dev/null 2>&1 || true
+    else
+        ids="$(carte_cli ps -q || true)"
+        # shellcheck disable=SC2086
+        [ -z "$ids" ] || carte_cli stop $ids >/dev/null || say "warning: could not stop every container"
+    fi
+}
+
+stack_names() {
+    "$PREFIX/bin/python" -c 'import json, sys
+for stack in json.load(sys.stdin):
+    print(stack.get("name") or stack.get("Name") or "")'
+}
+
 uninstall() {
     local purge="$1"
+    [ -x "$BIN" ] && stop_workloads "$purge"
     if have_systemd && [ -f "$UNIT" ]; then
         systemctl disable --now --quiet carte.service || true
         rm -f "$UNIT"
         systemctl daemon-reload
     fi
     stop_supervisor
-    rm -rf "$PREFIX" "$BIN" "$SYSCTL_FILE" "$ETC" "$RUN_DIR" "$LOG_DIR"
+    rm -rf "$PREFIX" "$BIN" "$SYSCTL_FILE" "$ETC" "$LOG_DIR" "$SOCKET" "$SUPERVISOR_PID"
+    rmdir "$RUN_DIR" 2>/dev/null || true  # kept if it holds more (the runtime's seccomp cache)
     getent group carte >/dev/null && groupdel carte
     if [ "$purge" = yes ]; then
         rm -rf "$ROOT_DIR"
@@ -180,7 +286,7 @@ main() {
         case "$arg" in
             --uninstall) action=uninstall ;;
             --purge) purge=yes ;;
-            -h | --help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+            -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
             *) die "unknown option \"$arg\"; use --uninstall [--purge] or --help" ;;
         esac
     done
@@ -196,7 +302,11 @@ main() {
     start_daemon
     wait_for_ping
     say "Carte is running; members of group carte may use it (that is root-equivalent)"
-    "$BIN" info
+    show_info
+    import_busybox
+    run_hello
+    deploy_example_stack
+    say "done. Next: carte --help; the stack: carte stack rm $EXAMPLE_STACK_NAME; uninstall: ./install.sh --uninstall"
 }
 
 main "$@"
