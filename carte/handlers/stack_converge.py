@@ -63,6 +63,7 @@ class Converger:
         self.replicas: dict[str, Replica] = {}
         self._wake: dict[tuple[str, str], trio.Event] = {}
         self._loops: dict[tuple[str, str], trio.CancelScope] = {}
+        self._failures: dict[tuple[str, str], list[float]] = {}
 
     # --- loops ---------------------------------------------------------------------------
 
@@ -121,8 +122,10 @@ class Converger:
                 await self.retire(row.id, "service removed")
             return True
         spec = record.spec
-        condition = spec.deploy.restart_policy.condition
+        policy = spec.deploy.restart_policy
+        condition = policy.condition
         occupied: list[ContainerSummary] = []
+        healed = False
         for row in rows:
             if row.state == "running" and row.health != "unhealthy":
                 if row.id not in self.replicas:
@@ -136,10 +139,20 @@ class Converger:
             keep = keep or (condition == "on-failure" and code == 0)
             if row.state == "running":  # unhealthy: replaced, as Swarm does
                 keep = False
-            if keep and revision_of(row) == record.revision:
+            same_revision = revision_of(row) == record.revision
+            if not keep and same_revision and self._attempts_spent(record):
+                keep = True  # restart_policy.max_attempts reached within its window
+            if keep and same_revision:
                 occupied.append(row)
             else:
                 await self.retire(row.id, f"replica {row.name} {row.status.lower()}")
+                if same_revision:
+                    self._failures.setdefault((record.stack, record.name), []).append(
+                        trio.current_time()
+                    )
+                    healed = True
+        if healed:
+            await trio.sleep(normalize.seconds(policy.delay))
         current = [r for r in occupied if revision_of(r) == record.revision]
         old = [r for r in occupied if revision_of(r) != record.revision and r.state == "running"]
         paused = record.rollout is not None and record.rollout.state == "paused"
@@ -165,6 +178,18 @@ class Converger:
                 record, msgspec.structs.replace(rollout, state=final, updated=count)
             )
         return False
+
+    def _attempts_spent(self, record: ServiceRecord) -> bool:
+        """Whether restart_policy.max_attempts replacements were made within its window
+        (0: ever since the daemon started)."""
+        policy = record.spec.deploy.restart_policy
+        if policy.max_attempts <= 0:
+            return False
+        window = normalize.seconds(policy.window)
+        times = self._failures.get((record.stack, record.name), [])
+        if window > 0:
+            times = [t for t in times if t >= trio.current_time() - window]
+        return len(times) >= policy.max_attempts
 
     # --- replicas ------------------------------------------------------------------------
 

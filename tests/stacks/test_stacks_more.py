@@ -4,6 +4,7 @@ built by Carte's builder, replicas adopted (not replaced) by a restarted daemon,
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from carte_daemon import Daemon
@@ -96,3 +97,30 @@ def test_stack_name_from_file_then_directory(carte: Daemon, tmp_path: Path) -> N
     ok(carte.client("apply", "-f", str(tmp_path / "My.App" / "compose.yaml")))
     stacks = {s["name"] for s in json.loads(ok(carte.client("--format", "json", "stack", "ls")))}
     assert stacks == {"fromfile", "myapp"}
+
+
+def test_restart_policy_conditions_and_max_attempts(carte: Daemon, tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "services:\n"
+        "  once:\n    image: busybox\n    command: ['true']\n"
+        "    deploy: {restart_policy: {condition: none}}\n"
+        "  crash:\n    image: busybox\n    command: ['sh', '-c', 'exit 3']\n"
+        "    deploy: {restart_policy: {condition: on-failure, max_attempts: 2}}\n",
+    )
+    ok(carte.client("apply", "-f", str(tmp_path / "compose.yaml"), "-n", "rp"))
+
+    def settled() -> list[str]:
+        rows = json.loads(ok(carte.client("--format", "json", "stack", "ps", "rp")))
+        return sorted(
+            f"{r['service']}:{r['status'].split(' ')[0]}:{r['container_id']}" for r in rows
+        )
+
+    def both_exited() -> bool:
+        rows = settled()
+        return len(rows) == 2 and all(":Exited:" in r for r in rows)
+
+    wait_for(both_exited, 30, "both services' replicas exited and kept")
+    first = settled()
+    time.sleep(2)
+    assert settled() == first, "an exited replica was replaced after its policy said no"
