@@ -23,6 +23,7 @@ from carte.api.events import (
     CreateNetwork,
     GetRollout,
     HealthChanged,
+    InspectImage,
     InspectService,
     ListNetworks,
     ListReplicas,
@@ -164,6 +165,9 @@ class StacksHandler(Handler):
         for warning in warnings:
             self.ctx.log.warning("stack %s: %s", stack, warning)
         env_files = await trio.to_thread.run_sync(_read_env_files, project_dir, manifest)
+        for name, service in manifest.services.items():
+            if service.build is None:
+                await self._check_image(name, service.image)
         async with self._apply_lock:
             stored = {r.name: r for r in await load_services(self.ctx.store, stack)}
             plan = await self._plan(stack, manifest, stored)
@@ -291,6 +295,16 @@ class StacksHandler(Handler):
                 )
             records.append(record)
         return records
+
+    async def _check_image(self, service: str, image: str) -> None:
+        """`InvalidArgument` when a service's image is not stored locally."""
+        try:
+            await self.ctx.bus.request(InspectImage(ref=image))
+        except NotFound:
+            raise InvalidArgument(
+                f'service "{service}": image "{image}" not found locally; pull it '
+                f"(carte pull {image}) or give the service a build: key"
+            ) from None
 
     async def _build(self, stack: str, name: str, service: Service, project_dir: str) -> None:
         build = (

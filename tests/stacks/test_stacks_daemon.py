@@ -253,3 +253,11 @@ def test_bad_manifest_rejected_before_anything_changes(carte: Daemon, tmp_path: 
     assert "compose.yaml:4: services.web.imagee" in result.stderr
     assert services(carte) == {}
     assert "demo_default" not in ok(carte.client("network", "ls", "-q")).split()
+
+
+def test_missing_image_rejected_before_anything_changes(carte: Daemon, tmp_path: Path) -> None:
+    path = write(tmp_path, web(replicas=1).replace("image: busybox", "image: nosuch:1"))
+    result = carte.client("apply", "-f", str(path), "-n", "demo")
+    assert result.returncode != 0
+    assert 'image "nosuch:1" not found locally' in result.stderr
+    assert services(carte) == {}
