@@ -18,6 +18,7 @@ TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads the
 if TYPE_CHECKING:
     from typing import Any
 
+_DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 _ROLLOUT_END = ("completed", "rolled_back", "failed", "paused", "idle")
 
 
@@ -46,7 +47,12 @@ def register(commands: Commands) -> None:
 
 
 def _apply(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-f", "--file", default="compose.yaml", help="Compose file")
+    parser.add_argument(
+        "-f",
+        "--file",
+        default="",
+        help="Compose file (default: compose.yaml, docker-compose.yml...)",
+    )
     parser.add_argument(
         "-n",
         "--name",
@@ -123,12 +129,15 @@ def _resolve(session: Session, ref: str) -> tuple[str, str] | None:
 
 
 def apply(session: Session) -> int:
-    path = os.path.abspath(session.args.file)
+    given = session.args.file or next(
+        (name for name in _DEFAULT_FILES if os.path.exists(name)), _DEFAULT_FILES[0]
+    )
+    path = os.path.abspath(given)
     try:
         with open(path, encoding="utf-8") as file:
             text = file.read()
     except OSError as error:
-        return _fail(f"{session.args.file}: {error.strerror}; pass the Compose file with -f")
+        return _fail(f"{given}: {error.strerror}; pass the Compose file with -f")
     project_dir = os.path.dirname(path)
     name = session.args.name  # "" lets the daemon take the file's name: or the directory's
     plan = _command(
