@@ -150,7 +150,8 @@ start_daemon() {
 
 wait_for_ping() {
     for _ in $(seq 300); do
-        if "$BIN" --host "unix://$SOCKET" version >/dev/null 2>&1; then
+        # `images` needs the images handler, which starts after the API answers `version`.
+        if "$BIN" --host "unix://$SOCKET" images -q >/dev/null 2>&1; then
             return 0
         fi
         sleep 0.1
@@ -169,7 +170,10 @@ show_info() {
 }
 
 import_busybox() {
-    if [ -n "$(carte_cli images -q -f reference=busybox:latest 2>/dev/null)" ]; then
+    local found
+    found="$(carte_cli images -q -f reference=busybox:latest)" \
+        || die "listing images failed; see $LOG_DIR/daemon.log"
+    if [ -n "$found" ]; then
         say "image busybox:latest is already imported"
         return
     fi
