@@ -195,20 +195,23 @@ run_hello() {
         || die "running a busybox container failed; run \`carte system check\` and see $LOG_DIR/daemon.log"
 }
 
-# Print the page at $1, retrying until it answers or $2 seconds pass.
+# Print the page at $1, retrying until it answers with a non-empty page or $2 seconds pass.
 fetch_page() {
     "$PREFIX/bin/python" - "$1" "$2" <<'EOF'
 import sys, time, urllib.request
 url, deadline = sys.argv[1], time.monotonic() + float(sys.argv[2])
 while True:
     try:
-        with urllib.request.urlopen(url, timeout=2) as reply:
-            sys.stdout.write(reply.read().decode(errors="replace"))
+        with urllib.request.urlopen(url, timeout=3) as reply:
+            page = reply.read().decode(errors="replace").strip()
+        if page:
+            print(page)
             break
     except OSError:
-        if time.monotonic() > deadline:
-            sys.exit(1)
-        time.sleep(0.5)
+        pass
+    if time.monotonic() > deadline:
+        sys.exit(1)
+    time.sleep(0.5)
 EOF
 }
 
@@ -230,6 +233,10 @@ deploy_example_stack() {
         page="$(fetch_page "$EXAMPLE_URL" 10)" || die "$EXAMPLE_URL stopped answering; see \`carte service ps ${EXAMPLE_STACK_NAME}_web\`"
         say "GET $EXAMPLE_URL -> $page"
     done
+    # The web tier asks the db service by its name, which resolves to the db service's VIP.
+    page="$(fetch_page "${EXAMPLE_URL}cgi-bin/db" 20)" \
+        || die "the web service could not reach the db service within 20 s; see \`carte service logs ${EXAMPLE_STACK_NAME}_db\`"
+    say "GET ${EXAMPLE_URL}cgi-bin/db -> $page"
     say "carte service ls"
     carte_cli service ls "$EXAMPLE_STACK_NAME" || die "carte service ls failed; see $LOG_DIR/daemon.log"
 }
