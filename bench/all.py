@@ -4,7 +4,7 @@
 
 Each script runs in its own process with this interpreter (as root, like the scripts need);
 its whole output is printed as it finishes, then one table lists, per script, the lines that
-state a result against its target (the lines saying "target" or "ratio"), how long it took,
+state a result against its target or baseline (lines saying "target", "ratio" or "x veth"), how long it took,
 and whether it failed. `--quick` passes fewer runs to each script (noisier numbers, about a
 third of the time). A script that fails is reported with its exit code and its last line of
 output; the others still run. Exit status: 1 if any script failed, else 0.
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
+VERDICT_WORDS = ("target", "ratio", "x veth")  # lines that state a result
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Outcome:
 
     def verdicts(self) -> list[str]:
         lines = [line.strip() for line in self.output.splitlines()]
-        picked = [line for line in lines if "target" in line or "ratio" in line]
+        picked = [line for line in lines if any(word in line for word in VERDICT_WORDS)]
         if self.exit_code != 0:
             last = next((line for line in reversed(lines) if line), "no output")
             picked.append(f"FAILED (exit {self.exit_code}): {last[:150]}")
