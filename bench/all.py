@@ -4,8 +4,8 @@
 
 Each script runs in its own process with this interpreter (as root, like the scripts need);
 its whole output is printed as it finishes, then one table lists, per script, the lines that
-state a result against its target or baseline (lines saying "target", "ratio" or "x veth"), how long it took,
-and whether it failed. `--quick` passes fewer runs to each script (noisier numbers, about a
+state a result against its target or baseline (those saying "target", "ratio" or "x veth"),
+how long it took, and whether it failed. `--quick` passes fewer runs to each script (noisier numbers, about a
 third of the time). A script that fails is reported with its exit code and its last line of
 output; the others still run. Exit status: 1 if any script failed, else 0.
 """
