@@ -5,9 +5,9 @@
 Each script runs in its own process with this interpreter (as root, like the scripts need);
 its whole output is printed as it finishes, then one table lists, per script, the lines that
 state a result against its target or baseline (those saying "target", "ratio" or "x veth"),
-how long it took, and whether it failed. `--quick` passes fewer runs to each script (noisier numbers, about a
-third of the time). A script that fails is reported with its exit code and its last line of
-output; the others still run. Exit status: 1 if any script failed, else 0.
+how long it took, and whether it failed. `--quick` passes fewer runs to each script
+(noisier numbers, about a third of the time). A script that fails is reported with its exit
+code and its last line of output; the others still run. Exit status: 1 if any script failed, else 0.
 """
 
 from __future__ import annotations
