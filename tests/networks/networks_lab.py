@@ -94,3 +94,31 @@ def wait_until(condition: Any, timeout: float = 20.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting for the condition"
         time.sleep(0.1)
+
+
+def closed_udp_port() -> int:
+    """A loopback UDP port nothing listens on (the kernel answers port unreachable)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def network_config(pool: str = "10.77.0.0/16:24", upstream: str = "") -> str:
+    upstream = upstream or f"127.0.0.1:{closed_udp_port()}"
+    return (
+        "network:\n"
+        f'  pools: ["{pool}"]\n'
+        f'  dns_upstreams: ["{upstream}"]\n'
+        "  dns_upstream_timeout: 1.0\n"
+    )
+
+
+def remove_everything(daemon: Daemon) -> None:
+    """Every container and user-defined network of a running daemon."""
+    for container_id in daemon.client("ps", "-aq", "--no-trunc").stdout.split():
+        daemon.client("rm", "-f", container_id)
+    for name in ok(daemon.client("network", "ls", "-q")).split():
+        if name != "bridge":
+            daemon.client("network", "rm", name)

@@ -131,8 +131,7 @@ def test_internal_network_has_no_egress_and_others_are_masqueraded(
 def test_denied_packets_can_be_logged(busybox_tar: Path) -> None:
     """With network.log_denied the policy's drop rule logs with Carte's prefix (kernel log)."""
     from carte_daemon import DaemonFactory
-    from conftest import network_config, remove_everything
-    from networks_lab import nft_table
+    from networks_lab import network_config, nft_table, remove_everything
 
     from carte.handlers.network_records import nft_table_name
 
