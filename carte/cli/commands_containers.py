@@ -223,12 +223,9 @@ def create(session: Session) -> int:
 def run(session: Session) -> int:
     args = session.args
     if (args.interactive or args.tty) and not args.detach:
-        try:
-            from carte.cli.commands_interactive import run_interactive
-        except ImportError:
-            _error("run -i/-t is not available in this build; use -d or drop -i/-t")
-            return DAEMON_ERROR
-        return int(run_interactive(session))
+        from carte.cli.commands_interactive import run_interactive
+
+        return run_interactive(session)
     container_id, code = _create(session)
     if not container_id:
         return code
