@@ -119,16 +119,20 @@ T = TypeVar("T")
 RECENT_EXITS = 512
 # How long a SIGKILLed container's exit may take to be reported before the daemon settles it.
 KILL_GRACE = 15.0
+# How long settling an exit waits for the network handler to detach the container.
+DETACH_GRACE = 10.0
 
 _RUNNING = ("running", "paused", "restarting")
 
 
 class _Run:
-    """One run of a container: set once it has exited (watchers of `wait` use it)."""
+    """One run of a container: set once it has exited (watchers of `wait` use it). Whoever
+    settles the run's exit first claims it (`settling`), so one exit is settled once."""
 
     def __init__(self) -> None:
         self.exited = trio.Event()
         self.result = WaitResult(status_code=0)
+        self.settling = False
 
 
 class ContainersHandler(Handler):
@@ -145,7 +149,7 @@ class ContainersHandler(Handler):
         self._record_locks: dict[str, trio.Lock] = {}
         self._operation_locks: dict[str, trio.Lock] = {}
         self._runs: dict[str, _Run] = {}
-        self._watched: set[str] = set()
+        self._watched: dict[str, _Run] = {}
         self._parked: dict[str, int] = {}
         self._recent_exits: dict[str, tuple[float, WaitResult]] = {}
         """Container pids parked under a shim this daemon created (saves asking the shim)."""
@@ -178,12 +182,13 @@ class ContainersHandler(Handler):
                 state = (await connection.request({"op": "state"}))["state"]
         except (Unavailable, ShimError, OSError):
             state = None
+        run = self._pending_run(record.id)
         if state is not None and state.get("status") == "running":
-            self._watch(record.id)
+            self._watch(record.id, run)
             self.ctx.log.info("re-adopted container %s (%s)", record.short_id, record.name)
             return
         exit_record = read_exit_file(self.state_dir, record.id) or {}
-        await self._settle_exit(record.id, exit_record, lost=not exit_record)
+        await self._settle_exit(record.id, run, exit_record, lost=not exit_record)
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -379,35 +384,44 @@ class ContainersHandler(Handler):
         client). On failure the container is left exited, with the error in its state."""
         record = await self.records.resolve(command.ref)
         async with self._operation_lock(record.id):
-            record = await self.records.resolve(record.id)
-            if record.state.status in ("running", "paused"):
-                return
-            parked = self._parked.pop(record.id, 0) or await self._parked_pid(record.id)
-            parked = parked or await self._create_shim(record)
-            run = self._pending_run(record.id)
-            try:
-                await self._attach_network(record, parked)
-                reply = await shim_request(self.state_dir, record.id, {"op": "start"})
-            except CarteError as error:
-                with trio.CancelScope(shield=True):
-                    await self._fail_start(record, error)
-                raise _start_error(record, error) from None
-            pid = int(reply["state"].get("pid") or 0)
+            started = await self._start(record.id)
+        if started is not None:
+            await self.ctx.bus.publish(
+                ContainerStarted(id=started.id, name=started.name, pid=started.state.pid)
+            )
 
-            def started(r: ContainerRecord) -> None:
-                r.stop_requested = False
-                r.state = ContainerState(
-                    status="running",
-                    running=True,
-                    pid=pid,
-                    started_at=now_rfc3339(),
-                    health=_initial_health(r.config),
-                )
+    async def _start(self, container_id: str) -> ContainerRecord | None:
+        """Start the container (its operation lock held); the started record, or None when it
+        was running already."""
+        record = await self.records.resolve(container_id)
+        if record.state.status in ("running", "paused"):
+            return None
+        parked = self._parked.pop(record.id, 0) or await self._parked_pid(record.id)
+        parked = parked or await self._create_shim(record)
+        run = self._pending_run(record.id)
+        try:
+            await self._attach_network(record, parked)
+            reply = await shim_request(self.state_dir, record.id, {"op": "start"})
+        except CarteError as error:
+            with trio.CancelScope(shield=True):
+                await self._fail_start(record, error)
+            raise _start_error(record, error) from None
+        pid = int(reply["state"].get("pid") or 0)
 
-            record = await self._update(record.id, started)
-            self._runs[record.id] = run
-            self._watch(record.id)
-        await self.ctx.bus.publish(ContainerStarted(id=record.id, name=record.name, pid=pid))
+        def started(r: ContainerRecord) -> None:
+            r.stop_requested = False
+            r.state = ContainerState(
+                status="running",
+                running=True,
+                pid=pid,
+                started_at=now_rfc3339(),
+                health=_initial_health(r.config),
+            )
+
+        record = await self._update(record.id, started)
+        self._runs[record.id] = run
+        self._watch(record.id, run)
+        return record
 
     async def _parked_pid(self, container_id: str) -> int:
         """The pid of the container parked under its shim, or 0 after clearing away a shim
@@ -483,15 +497,17 @@ class ContainersHandler(Handler):
 
     # --- watching and exits -----------------------------------------------------------------
 
-    def _watch(self, container_id: str) -> None:
-        if container_id in self._watched or self._nursery is None:
+    def _watch(self, container_id: str, run: _Run) -> None:
+        """Watch `run` of the container (one watcher per run; a previous run's watcher that is
+        still finishing does not keep the new run unwatched)."""
+        if self._watched.get(container_id) is run or self._nursery is None:
             return
-        self._watched.add(container_id)
-        self._nursery.start_soon(self._watcher, container_id)
+        self._watched[container_id] = run
+        self._nursery.start_soon(self._watcher, container_id, run)
 
-    async def _watcher(self, container_id: str) -> None:
-        """Wait on the shim until the container exits, then settle the exit. Cancelled when the
-        daemon stops (the container keeps running)."""
+    async def _watcher(self, container_id: str, run: _Run) -> None:
+        """Wait on the shim until the container exits, then settle the exit of `run`.
+        Cancelled when the daemon stops (the container keeps running)."""
         try:
             try:
                 async with ShimConnection(self.state_dir, container_id) as connection:
@@ -500,28 +516,39 @@ class ContainersHandler(Handler):
             except (Unavailable, ShimError):
                 exit_record = read_exit_file(self.state_dir, container_id) or {}
                 lost = not exit_record
-            await self._settle_exit(container_id, exit_record, lost=lost)
+            await self._settle_exit(container_id, run, exit_record, lost=lost)
         except Exception as failure:
             # Never leave waiters hanging because one exit could not be recorded.
             self.ctx.log.error("container %s: exit not recorded: %r", container_id[:12], failure)
             failed = WaitResult(status_code=255, error=str(failure))
-            self._finish_run(container_id, self._runs.get(container_id), failed)
+            self._finish_run(container_id, run, failed)
         finally:
-            self._watched.discard(container_id)
+            if self._watched.get(container_id) is run:
+                del self._watched[container_id]
 
     async def _settle_exit(
-        self, container_id: str, exit_record: dict[str, object], *, lost: bool
+        self, container_id: str, run: _Run, exit_record: dict[str, object], *, lost: bool
     ) -> None:
-        """Record an exit, free the runtime side, publish `ContainerExited`, honour --rm.
-        An exit already settled (by a stop that gave up waiting) is not settled twice."""
+        """Record the exit of `run`, free the runtime side, publish `ContainerExited`, honour
+        --rm. Settled once: a second settler of the same run (a stop that gave up waiting on
+        the watcher) returns at once, and so does a late one for a run that is over."""
+        if run.settling or run.exited.is_set():
+            return
+        run.settling = True
+        code = int(str(exit_record.get("exit_code", 255)))
+        oom = bool(exit_record.get("oom_killed", False))
+        error = "the container's shim was gone; its exit code is unknown" if lost else ""
+        result = WaitResult(status_code=code, oom_killed=oom, error=error)
         with trio.CancelScope(shield=True):
             current = await self.records.get(container_id)
             if current is None or current.state.status not in _RUNNING:
+                self._finish_run(container_id, run, result)
                 return
             if current.config.network not in ("none", "host"):
-                await _ignore_errors(
-                    self.ctx.bus.request(DetachContainerNetwork(container_id=container_id))
-                )
+                with trio.move_on_after(DETACH_GRACE):
+                    await _ignore_errors(
+                        self.ctx.bus.request(DetachContainerNetwork(container_id=container_id))
+                    )
             try:
                 if not current.config.auto_remove:  # else removing it cleans up below
                     await self._thread(lambda: cleanup_runtime(self.state_dir, container_id))
@@ -529,9 +556,6 @@ class ContainersHandler(Handler):
                 self.ctx.log.warning(
                     "container %s: runtime state not removed: %s", container_id[:12], failure
                 )
-            code = int(str(exit_record.get("exit_code", 255)))
-            oom = bool(exit_record.get("oom_killed", False))
-            error = "the container's shim was gone; its exit code is unknown" if lost else ""
 
             def exited(r: ContainerRecord) -> None:
                 r.state = ContainerState(
@@ -548,8 +572,8 @@ class ContainersHandler(Handler):
             try:
                 record = await self._update(container_id, exited)
             except NotFound:
+                self._finish_run(container_id, run, result)
                 return
-            run = self._runs.get(container_id)
             await self.ctx.bus.publish(
                 ContainerExited(
                     id=record.id,
@@ -562,22 +586,27 @@ class ContainersHandler(Handler):
             if record.config.auto_remove:
                 # Before waiters hear of the exit, so `run --rm` returns with the container gone.
                 await _ignore_errors(self._remove(record, volumes=True, exited=True))
-            result = WaitResult(status_code=code, oom_killed=oom, error=error)
             self._finish_run(container_id, run, result)
 
     # --- stop, kill, restart ------------------------------------------------------------------
 
     @on(StopContainer)
     async def stop(self, command: StopContainer) -> None:
-        record = await self.records.resolve(command.ref)
-        async with self._operation_lock(record.id):
-            await self._stop(record, command.timeout)
+        """Stop the container; a stop that waited for another operation (a restart policy's
+        start) acts on the container as that operation left it."""
+        container_id = (await self.records.resolve(command.ref)).id
+        async with self._operation_lock(container_id):
+            await self._stop(await self.records.resolve(container_id), command.timeout)
 
     async def _stop(self, record: ContainerRecord, grace: int | None) -> None:
         """Stop signal, then SIGKILL after the timeout; returns once the exit is settled.
-        A restarting container (no process, waiting for its restart) just becomes exited."""
+        A restarting container (no process, waiting for its restart) just becomes exited;
+        an exited one is marked stopped, so a restart its policy was about to make is not."""
         if record.state.status == "restarting":
             await self._update(record.id, _end_restarting)
+            return
+        if record.state.status == "exited":
+            await self._update(record.id, _mark_stop_requested)
             return
         if record.state.status not in _RUNNING:
             return
@@ -602,11 +631,12 @@ class ContainersHandler(Handler):
         with trio.move_on_after(KILL_GRACE):
             await run.exited.wait()
             return
+        if run.settling:
+            await run.exited.wait()  # the watcher is recording it (bounded: it is shielded)
+            return
         self.ctx.log.warning("container %s: no exit seen after SIGKILL", container_id[:12])
-        exit_record = read_exit_file(self.state_dir, container_id) or {}
-        await self._settle_exit(container_id, exit_record, lost=not exit_record)
-        code = int(str(exit_record.get("exit_code", 137)))
-        self._finish_run(container_id, run, WaitResult(status_code=code))
+        exit_record = read_exit_file(self.state_dir, container_id) or {"exit_code": 137}
+        await self._settle_exit(container_id, run, exit_record, lost=False)
 
     async def _signal(self, record: ContainerRecord, sig: int, *, all_processes: bool) -> None:
         try:
@@ -618,28 +648,41 @@ class ContainersHandler(Handler):
 
     @on(KillContainer)
     async def kill(self, command: KillContainer) -> None:
-        record = await self.records.resolve(command.ref)
+        """Signal the container. Not serialized with a running stop (a kill cuts a long stop
+        short, as in Docker); the state is checked and marked in one step on the current
+        record, so a kill racing an exit or a restart never acts on a stale one."""
+        container_id = (await self.records.resolve(command.ref)).id
         sig = parse_signal(command.signal, "--signal")
-        if record.state.status == "restarting":
-            raise Conflict(
-                f'container "{record.name}" is restarting; wait until it runs or stop it '
-                f"(carte stop {record.name})"
-            )
-        if record.state.status not in _RUNNING:
-            raise Conflict(
-                f'cannot kill container "{record.name}": it is not running; see carte ps -a'
-            )
-        if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
-            await self._update(record.id, _mark_stop_requested)
+
+        def killable(r: ContainerRecord) -> None:
+            if r.state.status == "restarting":
+                raise Conflict(
+                    f'container "{r.name}" is restarting; wait until it runs or stop it '
+                    f"(carte stop {r.name})"
+                )
+            if r.state.status not in _RUNNING:
+                raise Conflict(
+                    f'cannot kill container "{r.name}": it is not running; see carte ps -a'
+                )
+            if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+                r.stop_requested = True
+
+        record = await self._update(container_id, killable)
         await self._signal(record, sig, all_processes=sig == signal.SIGKILL)
         await self.ctx.bus.publish(ContainerKilled(id=record.id, signal=signal.Signals(sig).name))
 
     @on(RestartContainer)
     async def restart(self, command: RestartContainer) -> None:
-        record = await self.records.resolve(command.ref)
-        async with self._operation_lock(record.id):
-            await self._stop(record, command.timeout)
-        await self.start(StartContainer(ref=record.id))
+        """Stop and start again under one hold of the operation lock, so no other stop or
+        start (a restart policy's) comes between them."""
+        container_id = (await self.records.resolve(command.ref)).id
+        async with self._operation_lock(container_id):
+            await self._stop(await self.records.resolve(container_id), command.timeout)
+            started = await self._start(container_id)
+        if started is not None:
+            await self.ctx.bus.publish(
+                ContainerStarted(id=started.id, name=started.name, pid=started.state.pid)
+            )
 
     # --- pause ------------------------------------------------------------------------------
 
