@@ -57,9 +57,10 @@ class RolloutFailed(Exception):
 class Converger:
     """Replicas of every service; owned by the stacks handler, runs in its nursery."""
 
-    def __init__(self, ctx: HandlerContext, nursery: trio.Nursery) -> None:
+    def __init__(self, ctx: HandlerContext, nursery: trio.Nursery, lock: trio.Lock) -> None:
         self.ctx = ctx
         self.nursery = nursery
+        self.lock = lock  # held by every writer of service records
         self.replicas: dict[str, Replica] = {}
         self._wake: dict[tuple[str, str], trio.Event] = {}
         self._loops: dict[tuple[str, str], trio.CancelScope] = {}
@@ -378,9 +379,22 @@ class Converger:
 
     # --- rolling updates -----------------------------------------------------------------
 
-    async def save_rollout(self, record: ServiceRecord, rollout: Rollout) -> None:
+    async def save_rollout(
+        self, record: ServiceRecord, rollout: Rollout, *, spec: Service | None = None
+    ) -> None:
+        """Store `rollout` (and, for a rollback, `spec` at `rollout.revision`) into the
+        service's current record, under the lock every writer of these records takes. Nothing
+        is written when the record is gone or an apply moved it to another revision since
+        `record` was read (that newer change owns the rollout now)."""
+        async with self.lock:
+            fresh = await load_service(self.ctx.store, record.stack, record.name)
+            if fresh is None or fresh.revision != record.revision:
+                return
+            fresh.rollout = rollout
+            if spec is not None:
+                fresh.spec, fresh.revision = spec, rollout.revision
+            await self.ctx.store.put(service_key(record.stack, record.name), fresh)
         record.rollout = rollout
-        await self.ctx.store.put(service_key(record.stack, record.name), record)
         await self.ctx.bus.publish(
             RolloutChanged(id=f"{record.stack}_{record.name}", rollout=rollout)
         )
@@ -492,13 +506,8 @@ class Converger:
                 reason,
                 rollout.from_revision,
             )
-            fresh = await load_service(self.ctx.store, record.stack, record.name)
-            if fresh is None:
-                return
-            fresh.spec = previous
-            fresh.revision = rollout.from_revision
             await self.save_rollout(
-                fresh,
+                record,
                 msgspec.structs.replace(
                     rollout,
                     state="rolling_back",
@@ -506,6 +515,7 @@ class Converger:
                     from_revision=rollout.revision,
                     message=f"update to revision {rollout.revision} failed: {reason}",
                 ),
+                spec=previous,
             )
             return
         state = "failed" if rolling_back else "paused"

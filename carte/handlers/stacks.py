@@ -99,7 +99,7 @@ class StacksHandler(Handler):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Converge every stored service until cancelled (replicas keep running)."""
         async with trio.open_nursery() as nursery:
-            self._converger = Converger(self.ctx, nursery)
+            self._converger = Converger(self.ctx, nursery, self._apply_lock)
             for record in await load_services(self.ctx.store):
                 await self._publish_updated(record)
                 self._converger.ensure_loop(record.stack, record.name)
