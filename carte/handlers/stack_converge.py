@@ -27,15 +27,16 @@ from carte.api.events import (
     ReplicaNotReady,
     ReplicaReady,
     RolloutChanged,
+    ServiceUpdated,
     StartContainer,
     StopContainer,
 )
-from carte.api.stacks import SERVICE_LABEL, STACK_LABEL, Rollout
+from carte.api.stacks import SERVICE_LABEL, STACK_LABEL, AutoscaleSpec, Rollout
 from carte.handlers.container_records import now_rfc3339
 from carte.handlers.stack_readiness import watch_readiness
 from carte.handlers.stack_records import ServiceRecord, load_service, service_key
 from carte.handlers.stack_replicas import Replica, exit_code_of, replica_number, revision_of
-from carte.stack import network_name, normalize, replica_config
+from carte.stack import image_name, network_name, normalize, replica_config, resources
 from carte.stack.model import Service, UpdateConfig
 
 if TYPE_CHECKING:
@@ -398,6 +399,8 @@ class Converger:
         await self.ctx.bus.publish(
             RolloutChanged(id=f"{record.stack}_{record.name}", rollout=rollout)
         )
+        if spec is not None:
+            await self.ctx.bus.publish(service_updated(fresh))
 
     async def roll(
         self, record: ServiceRecord, current: list[ContainerSummary], old: list[ContainerSummary]
@@ -563,3 +566,35 @@ async def _raise_on_loss(replica: Replica) -> None:
 
 def revision_now() -> str:
     return now_rfc3339()
+
+
+def autoscale_spec(spec: Service) -> AutoscaleSpec | None:
+    scale = spec.x_carte.autoscale
+    if scale is None:
+        return None
+    return AutoscaleSpec(
+        min=scale.min,
+        max=scale.max,
+        target_cpu_percent=scale.target_cpu_percent,
+        target_memory_percent=scale.target_memory_percent,
+        scale_down_stabilization=normalize.seconds(scale.scale_down_stabilization),
+    )
+
+
+def service_updated(record: ServiceRecord) -> ServiceUpdated:
+    """The fact telling the services and autoscaler handlers a service's desired state."""
+    spec = record.spec
+    return ServiceUpdated(
+        id=f"{record.stack}_{record.name}",
+        stack=record.stack,
+        service=record.name,
+        revision=record.revision,
+        replicas=record.replicas,
+        image=image_name(record.stack, record.name, spec),
+        network=network_name(record.stack, "default"),
+        networks=[network_name(record.stack, n) for n in normalize.networks(spec)],
+        ports=normalize.ports(spec),
+        container_ports=normalize.container_ports(spec),
+        resources=resources(spec),
+        autoscale=autoscale_spec(spec),
+    )

@@ -34,7 +34,6 @@ from carte.api.events import (
     RemoveStack,
     ScaleService,
     ServiceRemoved,
-    ServiceUpdated,
     StackRemoved,
     UndoRollout,
     UpdateContainer,
@@ -42,7 +41,6 @@ from carte.api.events import (
 )
 from carte.api.images import BuildRequest
 from carte.api.stacks import (
-    AutoscaleSpec,
     Plan,
     PlanAction,
     ReplicaSummary,
@@ -54,7 +52,7 @@ from carte.api.stacks import (
 )
 from carte.engine import Handler, HandlerContext, on
 from carte.handlers.container_records import now_rfc3339
-from carte.handlers.stack_converge import Converger
+from carte.handlers.stack_converge import Converger, autoscale_spec, service_updated
 from carte.handlers.stack_policies import sync_policies
 from carte.handlers.stack_records import (
     KEPT_REVISIONS,
@@ -327,24 +325,7 @@ class StacksHandler(Handler):
             pass  # made meanwhile: it is there, which is all the stack needs
 
     async def _publish_updated(self, record: ServiceRecord) -> None:
-        spec = record.spec
-        networks = [network_name(record.stack, n) for n in normalize.networks(spec)]
-        await self.ctx.bus.publish(
-            ServiceUpdated(
-                id=f"{record.stack}_{record.name}",
-                stack=record.stack,
-                service=record.name,
-                revision=record.revision,
-                replicas=record.replicas,
-                image=image_name(record.stack, record.name, spec),
-                network=network_name(record.stack, "default"),
-                networks=networks,
-                ports=normalize.ports(spec),
-                container_ports=normalize.container_ports(spec),
-                resources=resources(spec),
-                autoscale=_autoscale(spec),
-            )
-        )
+        await self.ctx.bus.publish(service_updated(record))
 
     async def _update_limits(self, record: ServiceRecord) -> None:
         converger = await self._conv()
@@ -419,7 +400,7 @@ class StacksHandler(Handler):
                     ready=len(ready),
                     revision=record.revision,
                     ports=normalize.ports(record.spec),
-                    autoscale=_autoscale(record.spec),
+                    autoscale=autoscale_spec(record.spec),
                     rollout=record.rollout.state if record.rollout is not None else "",
                 )
             )
@@ -594,19 +575,6 @@ def _next_revision(record: ServiceRecord) -> int:
 
 def _limits_changed(old: ServiceRecord, new: ServiceRecord) -> bool:
     return resources(old.spec) != resources(new.spec)
-
-
-def _autoscale(spec: Service) -> AutoscaleSpec | None:
-    scale = spec.x_carte.autoscale
-    if scale is None:
-        return None
-    return AutoscaleSpec(
-        min=scale.min,
-        max=scale.max,
-        target_cpu_percent=scale.target_cpu_percent,
-        target_memory_percent=scale.target_memory_percent,
-        scale_down_stabilization=normalize.seconds(scale.scale_down_stabilization),
-    )
 
 
 def _network_names(stack: str, manifest: Manifest) -> list[str]:
