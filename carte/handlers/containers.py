@@ -151,7 +151,7 @@ class ContainersHandler(Handler):
         self._runs: dict[str, _Run] = {}
         self._watched: dict[str, _Run] = {}
         self._parked: dict[str, int] = {}
-        self._recent_exits: dict[str, tuple[float, WaitResult]] = {}
+        self._recent_exits: dict[str, tuple[float, _Run]] = {}
         """Container pids parked under a shim this daemon created (saves asking the shim)."""
         self._limiter = trio.CapacityLimiter(8)
         self.launcher = ShimLauncher(ctx.run_root / "shim-factory.sock")
@@ -213,13 +213,22 @@ class ContainersHandler(Handler):
             await self.records.save(record)
             return record
 
-    def _finish_run(self, container_id: str, run: _Run | None, result: WaitResult) -> None:
-        """Wake the waiters of `run` with `result`, and remember it a while for waiters that
-        come late (`WaitContainer.since`), even once the container is removed."""
-        self._recent_exits[container_id] = (time.time(), result)
+    def _remember_exit(self, container_id: str, run: _Run) -> None:
+        """Remember a while that `run` ended now, for waiters that come late
+        (`WaitContainer.since`), even while the exit is being settled or once the container
+        is removed."""
+        if self._recent_exits.get(container_id, (0.0, None))[1] is run:
+            return
+        self._recent_exits.pop(container_id, None)
+        self._recent_exits[container_id] = (time.time(), run)
         while len(self._recent_exits) > RECENT_EXITS:
             del self._recent_exits[next(iter(self._recent_exits))]
-        if run is not None and not run.exited.is_set():
+
+    def _finish_run(self, container_id: str, run: _Run | None, result: WaitResult) -> None:
+        """Wake the waiters of `run` with `result` (remembered for late waiters)."""
+        run = run or _Run()
+        self._remember_exit(container_id, run)
+        if not run.exited.is_set():
             run.result = result
             run.exited.set()
 
@@ -535,6 +544,7 @@ class ContainersHandler(Handler):
         if run.settling or run.exited.is_set():
             return
         run.settling = True
+        self._remember_exit(container_id, run)
         code = int(str(exit_record.get("exit_code", 255)))
         oom = bool(exit_record.get("oom_killed", False))
         error = "the container's shim was gone; its exit code is unknown" if lost else ""
@@ -901,15 +911,24 @@ class ContainersHandler(Handler):
         """Block until the container is not running ("not-running", the default) or until its
         next exit ("next-exit"); its exit code. Cancelling the request just stops waiting.
         With `since`, a next exit that already happened at or after it counts (by full id)."""
-        recent = self._recent_exits.get(command.ref)
-        if command.condition == "next-exit" and command.since and recent is not None:
-            if recent[0] >= command.since:
-                return recent[1]
-        record = await self.records.resolve(command.ref)
         if command.condition not in ("not-running", "next-exit"):
             raise InvalidArgument(
                 f'wait condition "{command.condition}" is unknown; use not-running or next-exit'
             )
+        try:
+            record = await self.records.resolve(command.ref)
+        except NotFound:
+            # A --rm container may be gone before its waiter came: its exit is the answer.
+            late = self._exit_since(command.ref, command.since)
+            if command.condition != "next-exit" or late is None:
+                raise
+            await late.exited.wait()
+            return late.result
+        if command.condition == "next-exit":
+            late = self._exit_since(record.id, command.since)
+            if late is not None:
+                await late.exited.wait()
+                return late.result
         if command.condition == "not-running" and record.state.status not in _RUNNING:
             state = record.state
             return WaitResult(
@@ -918,6 +937,13 @@ class ContainersHandler(Handler):
         run = self._pending_run(record.id)
         await run.exited.wait()
         return run.result
+
+    def _exit_since(self, container_id: str, since: float) -> _Run | None:
+        """The run of the container that ended (or is being settled) at or after `since`."""
+        recent = self._recent_exits.get(container_id)
+        if since and recent is not None and recent[0] >= since:
+            return recent[1]
+        return None
 
     @on(ExecInContainer)
     async def exec(self, command: ExecInContainer) -> ExecResult:
