@@ -233,10 +233,13 @@ class DaemonFactory:
         """Stop every daemon (SIGTERM, SIGKILL after 15 s) and remove the work directories.
 
         Containers outlive their daemon by design: a test that starts containers removes
-        them itself before this runs.
+        them itself before this runs. Bridges of user-defined networks (kept when a daemon
+        stops) are asked of a live daemon first and deleted with its other host state.
         """
         for daemon in self.daemons:
+            bridges: list[str] = []
             if daemon.process is not None and daemon.process.poll() is None:
+                bridges = network_bridges(daemon)
                 daemon.process.terminate()
                 try:
                     daemon.process.wait(15)
@@ -244,25 +247,38 @@ class DaemonFactory:
                     daemon.process.kill()
                     daemon.process.wait()
             if daemon.process is not None:
-                remove_host_network_state(daemon.root)
+                remove_host_network_state(daemon.root, bridges)
         for workdir in self.workdirs:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def remove_host_network_state(root: Path) -> None:
-    """Delete the nftables table and default bridge a daemon on `root` left on the host.
+def network_bridges(daemon: Daemon) -> list[str]:
+    """The bridges of a live daemon's networks; none when it cannot tell (no network handler,
+    not answering)."""
+    try:
+        reply = daemon.command_("ListNetworks")
+    except OSError:
+        return []
+    if reply.status != 200:
+        return []
+    return [str(n["bridge"]) for n in reply.json().get("result", []) if n.get("bridge")]
 
-    The network handler keeps both when its daemon stops (containers outlive the daemon), so
-    a test daemon's are removed here, named the way the handler names them per root.
+
+def remove_host_network_state(root: Path, bridges: Sequence[str] = ()) -> None:
+    """Delete the nftables tables and bridges a daemon on `root` left on the host.
+
+    The network and services handlers keep them when their daemon stops (containers
+    outlive the daemon), so a test daemon's are removed here, named the way the handlers
+    name them per root: table ``carte-<hash>`` and its services' ``carte-<hash>-lb``, the
+    default bridge, and the user-defined networks' `bridges` when known.
     """
     from carte.handlers.network_records import default_bridge_name, nft_table_name
 
-    subprocess.run(
-        ["nft", "delete", "table", "ip", nft_table_name(root)], capture_output=True, check=False
-    )
-    subprocess.run(
-        ["ip", "link", "delete", default_bridge_name(root, "")], capture_output=True, check=False
-    )
+    table = nft_table_name(root)
+    for name in (table, f"{table}-lb"):
+        subprocess.run(["nft", "delete", "table", "ip", name], capture_output=True, check=False)
+    for bridge in {default_bridge_name(root, ""), *bridges}:
+        subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
 
 
 def install_sample_plugin(target: Path) -> Path:

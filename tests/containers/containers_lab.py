@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from carte_daemon import Daemon
+from carte_daemon import Daemon, remove_host_network_state
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -62,15 +62,11 @@ def container_leftovers(daemon: Daemon, container_id: str) -> list[str]:
 def remove_leftovers(daemon: Daemon) -> None:
     """Kill and remove every container the daemon's directories still know (the daemon may be
     dead): their processes, cgroups and runtime state."""
-    from carte.handlers.network_records import default_bridge_name, nft_table_name
     from carte.runtime.container import delete
 
     if daemon.process is None or daemon.process.poll() is not None:
         # A daemon SIGKILLed soon after its last default-network container left keeps its bridge.
-        bridge = default_bridge_name(daemon.root, "")
-        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
-        table = nft_table_name(daemon.root)
-        subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
+        remove_host_network_state(daemon.root)
     state_dir = daemon.run_root / "runtime"
     ids: set[str] = set()
     for directory in (state_dir, daemon.root / "containers"):
