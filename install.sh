@@ -3,9 +3,9 @@
 # busybox image, run a container from it, deploy the example stack and fetch a page from it.
 #
 #   ./install.sh                 install or update (idempotent: safe to run again)
-#   ./install.sh --uninstall     stop containers and remove Carte; keeps /var/lib/carte (images,
-#                                containers, state)
-#   ./install.sh --uninstall --purge   ... removes stacks and containers and /var/lib/carte too
+#   ./install.sh --uninstall     remove stacks, stop containers, remove Carte; keeps
+#                                /var/lib/carte (images, containers, volumes, state)
+#   ./install.sh --uninstall --purge   ... removes containers and /var/lib/carte too
 #
 # What it sets up: system packages Carte needs at run time, net.ipv4.ip_forward=1, the `carte`
 # group (its members may use the client: root-equivalent, like the docker group), Carte in a
@@ -241,23 +241,26 @@ deploy_example_stack() {
     carte_cli service ls "$EXAMPLE_STACK_NAME" || die "carte service ls failed; see $LOG_DIR/daemon.log"
 }
 
-# Before the daemon goes: remove stacks and containers (--purge) or stop the containers, so none
-# keeps running without a daemon.
+# Before the daemon goes, so nothing keeps running without it: remove the stacks (else their
+# replicas would be replaced as soon as they stop), then stop the other containers, or with
+# --purge remove them and unused networks.
 stop_workloads() {
     local purge="$1"
     carte_cli version >/dev/null 2>&1 || return 0
-    local ids
+    local stacks ids
+    stacks="$(carte_cli --format json stack ls 2>/dev/null | stack_names)" || stacks=""
+    for stack in $stacks; do
+        say "removing stack $stack"
+        carte_cli stack rm "$stack" >/dev/null || say "warning: could not remove stack $stack"
+    done
     if [ "$purge" = yes ]; then
-        for stack in $(carte_cli --format json stack ls 2>/dev/null | stack_names); do
-            say "removing stack $stack"
-            carte_cli stack rm "$stack" >/dev/null || say "warning: could not remove stack $stack"
-        done
         ids="$(carte_cli ps -a -q || true)"
         # shellcheck disable=SC2086
         [ -z "$ids" ] || carte_cli rm -f $ids >/dev/null || say "warning: could not remove every container"
         carte_cli network prune >/dev/null 2>&1 || true
     else
         ids="$(carte_cli ps -q || true)"
+        [ -z "$ids" ] || say "stopping $(wc -w <<<"$ids") running container(s)"
         # shellcheck disable=SC2086
         [ -z "$ids" ] || carte_cli stop $ids >/dev/null || say "warning: could not stop every container"
     fi
@@ -278,8 +281,11 @@ uninstall() {
         systemctl daemon-reload
     fi
     stop_supervisor
-    rm -rf "$PREFIX" "$BIN" "$SYSCTL_FILE" "$ETC" "$LOG_DIR" "$SOCKET" "$SUPERVISOR_PID"
-    rmdir "$RUN_DIR" 2>/dev/null || true  # kept if it holds more (the runtime's seccomp cache)
+    rm -rf "$PREFIX" "$BIN" "$SYSCTL_FILE" "$ETC" "$LOG_DIR"
+    # The run root, but for /run/carte/seccomp: compiled seccomp filters that any `carte
+    # runtime` on this host may be using (a cache; /run is emptied at boot).
+    find "$RUN_DIR" -mindepth 1 -maxdepth 1 ! -name seccomp -exec rm -rf --one-file-system {} + 2>/dev/null || true
+    rmdir "$RUN_DIR" 2>/dev/null || true
     getent group carte >/dev/null && groupdel carte
     if [ "$purge" = yes ]; then
         rm -rf "$ROOT_DIR"
