@@ -120,7 +120,15 @@ def test_restart_policy_conditions_and_max_attempts(carte: Daemon, tmp_path: Pat
         rows = settled()
         return len(rows) == 2 and all(":Exited:" in r for r in rows)
 
-    wait_for(both_exited, 30, "both services' replicas exited and kept")
+    # the crashing one is replaced twice (max_attempts), then its third exit is kept
+    def stable() -> bool:
+        if not both_exited():
+            return False
+        seen = settled()
+        time.sleep(1.5)
+        return settled() == seen
+
+    wait_for(stable, 40, "both services' replicas exited and kept")
     first = settled()
     time.sleep(2)
     assert settled() == first, "an exited replica was replaced after its policy said no"
