@@ -109,6 +109,14 @@ class ServicesHandler(Handler):
         if not fact.ip:
             return
         key = f"{fact.stack}_{fact.service}"
+        record = self._vips.get(key)
+        if record is not None:
+            try:
+                await trio.to_thread.run_sync(
+                    lb.enable_hairpin, record.bridge, limiter=self._limiter
+                )
+            except CarteError as error:
+                self.ctx.log.warning("hairpin on %s: %s", record.bridge, error.message)
         self._ready.setdefault(key, {})[fact.container_id] = IPv4Address(fact.ip)
         await self._rebuild([key])
 

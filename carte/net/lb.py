@@ -15,7 +15,8 @@ other). For every service:
   client sits on the same bridge or is the replica itself (hairpin).
 
 The VIP needs no interface: `assign_vip` adds it as a /32 on the stack network's bridge, so
-the host answers ARP for it and owns it as a local address. `render` is pure; `apply` and
+the host answers ARP for it and owns it as a local address; `enable_hairpin` lets a replica
+reach itself through the VIP. `render` is pure; `apply` and
 `delete` run ``nft -f -`` (one transaction: never a half-built table). Failures raise
 `Unavailable` (no nft/ip binary) or `Internal` (the command refused, with its first error line).
 """
@@ -27,6 +28,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from pathlib import Path
 
 from carte.api.errors import Internal, InvalidArgument, Unavailable
 from carte.net.ports import Protocol
@@ -153,6 +155,29 @@ def delete(table: str) -> None:
     """Remove table ``ip <table>`` if it exists."""
     _check_name(table)
     _run("nft", ["-f", "-"], f"table ip {table}\ndelete table ip {table}\n")
+
+
+def enable_hairpin(bridge: str) -> None:
+    """Turn on hairpin mode on every port of `bridge`, so a replica can reach itself via the VIP.
+
+    With br_netfilter loaded, a packet DNATed back to the port it came in on is re-sent as a
+    bridged frame, and the bridge never sends a frame out of its ingress port unless that
+    port is in hairpin mode (what Kubernetes' kubenet does for the same reason). A port that
+    vanishes meanwhile is skipped; raises `Internal` when sysfs refuses the write."""
+    ports = Path("/sys/class/net") / bridge / "brif"
+    try:
+        names = [p.name for p in ports.iterdir()]
+    except FileNotFoundError:
+        return
+    for name in names:
+        flag = ports / name / "hairpin_mode"
+        try:
+            if flag.read_text().strip() != "1":
+                flag.write_text("1")
+        except FileNotFoundError:
+            continue  # the port left the bridge meanwhile
+        except OSError as error:
+            raise Internal(f"hairpin mode on {bridge} port {name}: {error.strerror}") from None
 
 
 def assign_vip(bridge: str, vip: IPv4Address) -> None:

@@ -143,11 +143,6 @@ def test_four_replicas_share_400_requests(daemon: Daemon, tmp_path: Path) -> Non
         assert 60 <= count <= 140, f"replica {name} served {count} of 400: {dict(served)}"
 
 
-@pytest.mark.xfail(
-    reason="the network table's notrack of intra-subnet traffic also skips the VIP "
-    "(docs/notes/s2-to-n1.md, item 1)",
-    strict=False,
-)
 def test_vip_answers_containers_and_the_replicas_themselves(daemon: Daemon, tmp_path: Path) -> None:
     deploy(daemon, tmp_path, 2)
     wait_for(ready(daemon, 2), 30, "2 ready replicas")
@@ -163,11 +158,6 @@ def test_vip_answers_containers_and_the_replicas_themselves(daemon: Daemon, tmp_
     assert seen == set(names), f"hairpin reached {seen}, replicas {sorted(names)}"
 
 
-@pytest.mark.xfail(
-    reason="the network handler does not own SetServiceAddress yet "
-    "(docs/notes/s2-to-n1.md, item 2)",
-    strict=False,
-)
 def test_service_names_resolve_to_the_vip(daemon: Daemon, tmp_path: Path) -> None:
     deploy(daemon, tmp_path, 1)
     wait_for(ready(daemon, 1), 30, "1 ready replica")
