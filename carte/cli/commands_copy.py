@@ -22,6 +22,7 @@ from carte.cli.transport import ApiError, DaemonUnreachable
 
 TYPE_CHECKING = False  # tarfile is imported by `cp` alone: every command imports this module
 if TYPE_CHECKING:
+    import tarfile
     from collections.abc import Iterator
 
 
@@ -108,10 +109,22 @@ def _copy_out(session: Session, container: str, path: str, destination: str) -> 
                 member.name = _renamed(member.name, rename)
                 if member.islnk():
                     member.linkname = _renamed(member.linkname, rename)
-                tar.extract(member, target, filter="tar", set_attrs=os.geteuid() == 0)
+                _extract(tar, member, target)
         return 0
     finally:
         response.close()
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, target: str) -> None:
+    """Extract with tarfile's "tar" filter, or the same checks where Python lacks filters."""
+    import tarfile
+
+    if hasattr(tarfile, "tar_filter"):
+        tar.extract(member, target, filter="tar", set_attrs=os.geteuid() == 0)
+        return
+    from carte.api.tar_members import checked_member
+
+    tar.extract(checked_member(member, target), target, set_attrs=os.geteuid() == 0)
 
 
 def _renamed(name: str, rename: str | None) -> str:

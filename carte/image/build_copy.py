@@ -20,6 +20,7 @@ from pathlib import Path
 
 import msgspec
 
+from carte.api.tar_members import UnsafeMember, checked_member
 from carte.image.build_layer_view import LayerView
 
 _CHUNK = 1 << 20
@@ -226,11 +227,25 @@ class Stager:
             return False
         self.ensure_dir(dest)
         with archive:
-            try:
-                archive.extractall(self.host(dest), filter=self._archive_filter)
-            except tarfile.FilterError as error:
-                raise SourceError(f"archive {os.path.basename(host)}: {error}") from None
+            if hasattr(tarfile, "data_filter"):
+                try:
+                    archive.extractall(self.host(dest), filter=self._archive_filter)
+                except tarfile.FilterError as error:
+                    raise SourceError(f"archive {os.path.basename(host)}: {error}") from None
+            else:  # Python < 3.11.4 (Debian 12's 3.11.2) has no extraction filters
+                self._extract_checked(archive, self.host(dest), os.path.basename(host))
         return True
+
+    def _extract_checked(self, archive: tarfile.TarFile, root: str, name: str) -> None:
+        owner = self.owner
+        for member in archive:
+            try:
+                safe = checked_member(member, root, allow_devices=False)
+            except UnsafeMember as error:
+                raise SourceError(f"archive {name}: {error}") from None
+            if owner is not None:
+                safe.uid, safe.gid, safe.uname, safe.gname = owner[0], owner[1], "", ""
+            archive.extract(safe, root)
 
     def _archive_filter(self, member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
         safe = tarfile.data_filter(member, path)
