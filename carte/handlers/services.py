@@ -69,6 +69,7 @@ class ServicesHandler(Handler):
             self.ctx.log.info("services: replicas not known yet: %s", error.message)
         for record in self._vips.values():
             await self._assign(record)
+            await self._hairpin(record)
         if self._vips:  # with no service there is no table to rebuild: no nft call at start
             await self._rebuild(list(self._vips))
         task_status.started()
@@ -111,12 +112,7 @@ class ServicesHandler(Handler):
         key = f"{fact.stack}_{fact.service}"
         record = self._vips.get(key)
         if record is not None:
-            try:
-                await trio.to_thread.run_sync(
-                    lb.enable_hairpin, record.bridge, limiter=self._limiter
-                )
-            except CarteError as error:
-                self.ctx.log.warning("hairpin on %s: %s", record.bridge, error.message)
+            await self._hairpin(record)
         self._ready.setdefault(key, {})[fact.container_id] = IPv4Address(fact.ip)
         await self._rebuild([key])
 
@@ -165,6 +161,12 @@ class ServicesHandler(Handler):
         except CarteError as error:
             self.ctx.log.warning("VIP %s of %s: %s", record.vip, record.key, error.message)
         await self._name(record, record.vip)
+
+    async def _hairpin(self, record: ServiceVip) -> None:
+        try:
+            await trio.to_thread.run_sync(lb.enable_hairpin, record.bridge, limiter=self._limiter)
+        except CarteError as error:
+            self.ctx.log.warning("hairpin on %s: %s", record.bridge, error.message)
 
     async def _release(self, record: ServiceVip) -> None:
         try:
