@@ -101,8 +101,8 @@ def replicas(daemon: Daemon) -> list[dict[str, Any]]:
 
 def ready(daemon: Daemon, n: int) -> Callable[[], bool]:
     def check() -> bool:
-        rows = [r for r in replicas(daemon) if r["ready"]]
-        return len(rows) == n
+        rows = replicas(daemon)  # exactly n, all ready: none of an earlier scale still stopping
+        return len(rows) == n and all(r["ready"] for r in rows)
 
     return check
 
