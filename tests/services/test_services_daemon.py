@@ -298,3 +298,32 @@ def test_service_update_bad_input_is_one_line(daemon: Daemon) -> None:
     result = daemon.client("service", "update", "--cpus", "lots", "svc_web")
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0 and "--cpus" in result.stderr
+
+
+def test_example_stack_serves_through_vips(daemon: Daemon, tmp_path: Path) -> None:
+    """config/examples/stack-web-db.yaml as docs/stacks.md deploys it (on a free host port, so
+    a daemon running the example on this host is not disturbed)."""
+    example = Path(__file__).resolve().parents[2] / "config" / "examples" / "stack-web-db.yaml"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = tmp_path / "stack-web-db.yaml"
+    path.write_text(example.read_text().replace('"8080:80"', f'"{port}:80"'))
+    try:
+        ok(daemon.client("apply", "-f", str(path), "-n", "web-db"))
+
+        def all_ready() -> bool:
+            rows = json.loads(ok(daemon.client("--format", "json", "service", "ls", "web-db")))
+            return len(rows) == 2 and all(r["ready"] == r["desired"] for r in rows)
+
+        wait_for(all_ready, 40, "web and db ready")
+        served = {fetch("127.0.0.1", port) for _ in range(20)}
+        assert len(served) == 2 and all(s.startswith("web ") for s in served), served
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"GET /cgi-bin/db HTTP/1.0\r\n\r\n")
+            reply = b""
+            while chunk := conn.recv(4096):
+                reply += chunk
+        assert b": ok" in reply, reply
+    finally:
+        daemon.client("stack", "rm", "web-db")
