@@ -96,7 +96,10 @@ def deploy(daemon: Daemon, tmp_path: Path, replicas: int) -> None:
 
 
 def replicas(daemon: Daemon) -> list[dict[str, Any]]:
-    return json.loads(ok(daemon.client("--format", "json", "service", "ps", "svc_web")))
+    rows: list[dict[str, Any]] = json.loads(
+        ok(daemon.client("--format", "json", "service", "ps", "svc_web"))
+    )
+    return rows
 
 
 def ready(daemon: Daemon, n: int) -> Callable[[], bool]:
@@ -234,7 +237,10 @@ services:
 
 
 def busy_replicas(daemon: Daemon) -> list[dict[str, Any]]:
-    return json.loads(ok(daemon.client("--format", "json", "service", "ps", "auto_busy")))
+    rows: list[dict[str, Any]] = json.loads(
+        ok(daemon.client("--format", "json", "service", "ps", "auto_busy"))
+    )
+    return rows
 
 
 def desired(daemon: Daemon) -> int:
