@@ -255,10 +255,9 @@ def test_cpu_load_scales_up_then_down_after_the_window(daemon: Daemon, tmp_path:
     try:
         ok(daemon.client("apply", "-f", str(path), "-n", "auto"))
         wait_for(lambda: any(r["ready"] for r in busy_replicas(daemon)), 30, "a ready replica")
-        started = time.monotonic()
-        # Two sync periods to measure a CPU delta and act on it, plus slack for the stats sample.
-        wait_for(lambda: desired(daemon) == 2, 2 * 1.0 + 3.0, "scale-up to 2")
-        assert time.monotonic() - started < 5.0
+        # Two sync periods (1 s): one to take a CPU baseline, one to measure and scale; the
+        # slack covers the first stats sample (0.25 s) and the CLI round trips.
+        wait_for(lambda: desired(daemon) == 2, 2 * 1.0 + 1.5, "scale-up to 2")
         wait_for(lambda: len(busy_replicas(daemon)) == 2, 30, "2 replicas running")
         for row in busy_replicas(daemon):
             ok(daemon.client("exec", row["container_id"], "touch", "/stop"))
