@@ -2,7 +2,8 @@
 
 Keys: id (prefix), name (substring), label (KEY or KEY=VALUE), status, ancestor (image name or
 id prefix), exited (exit code), health, before/since are not kept; `until` (prune) takes Unix
-seconds or RFC 3339. Values of one key are OR-ed, keys are AND-ed. An unknown key is an
+seconds or RFC 3339. Values of one key are OR-ed (label values are AND-ed, as Docker
+does), keys are AND-ed. An unknown key is an
 `InvalidArgument` naming it.
 """
 
@@ -24,7 +25,8 @@ def matches_filters(
             raise InvalidArgument(
                 f'filter "{key}" is not supported; use one of {", ".join(allowed)}'
             )
-        if values and not any(_matches(record, key, value) for value in values):
+        combine = all if key == "label" else any
+        if values and not combine(_matches(record, key, value) for value in values):
             return False
     return True
 

@@ -44,6 +44,8 @@ def test_detached_container_in_ps_then_stop_and_rm(carte: Daemon) -> None:
     assert " Up " in table[1] and table[1].endswith("web")
     assert ok(carte.client("ps", "-q", "--filter", "label=app=web")).split() == [container_id[:12]]
     assert ok(carte.client("ps", "-q", "--filter", "label=app=db")) == ""
+    both = ("--filter", "label=app=web", "--filter", "label=app=db")
+    assert ok(carte.client("ps", "-q", *both)) == ""  # several labels must all match
     rows = [json.loads(line) for line in ok(carte.client("ps", "--format", "json")).splitlines()]
     assert rows[0]["name"] == "web" and rows[0]["state"] == "running"
     assert cgroup_dirs(container_id)
