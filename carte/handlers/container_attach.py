@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from carte.handlers.container_exec import STDERR, STDOUT, Deliver
 from carte.handlers.container_shims import ShimConnection
 from carte.runtime.shim_protocol import decode_data, encode_data
@@ -38,13 +40,22 @@ class AttachedContainer:
         return cls(connection, dict(reply.get("state") or {}))
 
     async def write_stdin(self, data: bytes) -> None:
-        await self._connection.send({"op": "stdin", "data": encode_data(data)})
+        await self._send({"op": "stdin", "data": encode_data(data)})
 
     async def close_stdin(self) -> None:
-        await self._connection.send({"op": "close_stdin"})
+        await self._send({"op": "close_stdin"})
 
     async def resize(self, rows: int, cols: int) -> None:
-        await self._connection.send({"op": "resize", "rows": rows, "cols": cols})
+        await self._send({"op": "resize", "rows": rows, "cols": cols})
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        """Send to the shim; once it closed the connection (the container exited and the shim
+        is done) the input is dropped: the exit event, already read or on its way, ends the
+        session, not a broken pipe."""
+        try:
+            await self._connection.send(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
 
     async def copy_output(self, deliver: Deliver) -> None:
         """Deliver output until the shim's exit event (kept for `wait`) or the end of the
