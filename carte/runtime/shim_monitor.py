@@ -178,6 +178,9 @@ class Monitor:
                 self.execs.reaped(pid, status)  # or an orphan: reaped, nothing more to do
 
     def _container_exited(self, status: int) -> None:
+        if self.starter is not None and self.fifo_fd >= 0:
+            # Its go-ahead byte may still wait in the fifo: it started, then exited at once.
+            self._fifo_readable(0)
         self.exit_status = status
         self.finished_at = rfc3339_nano(time.time_ns())
         self.drain_deadline = time.monotonic() + DRAIN_SECONDS
