@@ -290,6 +290,23 @@ def _discard(pid: int, state_dir: Path, container_id: str) -> None:
         pass  # best effort: the original error is what the caller needs to see
 
 
+def receive_terminal(listener: socket.socket, sender: str) -> int:
+    """Accept one connection on a console socket and return the pty master fd sent over it
+    (SCM_RIGHTS); raises Internal naming `sender` if none arrives within 10 s or none is sent."""
+    from carte.api.errors import Internal
+
+    listener.settimeout(10)
+    try:
+        connection, _ = listener.accept()
+    except TimeoutError:
+        raise Internal(f"{sender} sent no terminal on the console socket within 10 s") from None
+    with connection:
+        _, fds, _, _ = socket.recv_fds(connection, 1024, 1)
+    if not fds:
+        raise Internal(f"{sender} sent no terminal on the console socket")
+    return fds[0]
+
+
 class _ConsoleListener:
     """The console socket the runtime sends a terminal container's pty master to."""
 
@@ -308,15 +325,7 @@ class _ConsoleListener:
         self._socket.listen(1)
 
     def receive_master(self) -> int:
-        from carte.api.errors import Internal
-
-        self._socket.settimeout(10)
-        connection, _ = self._socket.accept()
-        with connection:
-            _, fds, _, _ = socket.recv_fds(connection, 1024, 1)
-        if not fds:
-            raise Internal("the container sent no terminal on the console socket")
-        return fds[0]
+        return receive_terminal(self._socket, "the container")
 
     def close(self) -> None:
         self._socket.close()

@@ -115,15 +115,9 @@ class _Console:
         self._socket.listen(1)
 
     def receive_master(self) -> int:
-        from carte.api.errors import Internal
+        from carte.runtime.shim_create import receive_terminal
 
-        self._socket.settimeout(10)
-        connection, _ = self._socket.accept()
-        with connection:
-            _, fds, _, _ = socket.recv_fds(connection, 1024, 1)
-        if not fds:
-            raise Internal("the exec'd process sent no terminal on the console socket")
-        return fds[0]
+        return receive_terminal(self._socket, "the exec'd process")
 
     def close(self) -> None:
         self._socket.close()
