@@ -1,19 +1,35 @@
-"""`carte import TAR NAME[:TAG]`: a root filesystem tarball becomes a one-layer image."""
+"""`carte import TAR NAME[:TAG]`: a root filesystem tarball becomes a one-layer image.
+
+Import is run by the host's root, so it is trusted as Docker trusts it, with one difference:
+device nodes under /dev (debootstrap and `tar` of a live root leave dev/null, dev/full, ...)
+are dropped from the layer with a notice, since Carte makes /dev in every container. A device
+node anywhere else still refuses the layer, as it does for pulled and loaded images.
+"""
 
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import platform
+import tarfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from carte.api.errors import InvalidArgument
 from carte.image import oci
+from carte.image.compression import decompressed
 from carte.image.digest import chain_ids
 from carte.image.errors import InvalidImage
-from carte.image.layers import copy_stream, store_layer, unpack_layer
+from carte.image.layers import store_layer, unpack_layer
 from carte.image.reference import parse_reference
 from carte.image.store import ImageStore, StoredImage
+
+log = logging.getLogger("carte.image.importer")
+
+_CHUNK = 1 << 20
+_SHOWN_NAMES = 5
 
 _ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le"}
 
@@ -39,26 +55,31 @@ def import_rootfs(
     tar_path: Path,
     name: str | None,
     changes: oci.ContainerConfig | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> StoredImage:
     """Store `tar_path` (plain, gzip or zstd) as a one-layer image tagged `name`.
 
     The layer is gzip-compressed with a fixed header, so the same tar always gives the same
     layer digest. The layer is unpacked into the layer cache at once, so a hostile tar is
     refused here (`UnsafeLayer` naming the entry) and no image is recorded; `changes` becomes
-    the image's container defaults (Cmd, Env, ...). Raises `InvalidArgument` if the file cannot
-    be read and `InvalidImage` if it is not a tar archive.
+    the image's container defaults (Cmd, Env, ...). Device nodes under /dev are left out of the
+    layer and `notice` (default: the daemon's log) gets one line naming them. Raises
+    `InvalidArgument` if the file cannot be read and `InvalidImage` if it is not a tar archive.
     """
     names = (parse_reference(name).familiar,) if name else ()
     with store.writing():
         try:
+            dropped = _device_nodes_under_dev(tar_path)
             with open(tar_path, "rb") as source:
-                layer = store_layer(store, copy_stream(source), "gzip")
+                layer = store_layer(store, _copy_without(source, dropped), "gzip")
         except OSError as exc:
             raise InvalidArgument(f"cannot read {tar_path}: {exc.strerror or exc}") from None
         except EOFError:
             raise InvalidImage(f"{tar_path} ends early; it is truncated or corrupt") from None
         chain_id = chain_ids([layer.diff_id])[0]
         unpack_layer(store, layer.descriptor, layer.diff_id, chain_id, trusted=False)
+        if dropped:
+            (notice or log.warning)(_dropped_notice(tar_path, [name for _, _, name in dropped]))
         created = creation_time()
         config = oci.ImageConfig(
             created=created,
@@ -80,3 +101,66 @@ def import_rootfs(
         )
         manifest_descriptor = store.put_blob(oci.encode(manifest), oci.OCI_MANIFEST)
         return store.add_image(manifest_descriptor, names)
+
+
+_Span = tuple[int, int, str]
+
+
+def _device_nodes_under_dev(tar_path: Path) -> list[_Span]:
+    """Where the device nodes under /dev sit in the uncompressed tar: (start, end, name).
+
+    A span runs from the entry's first header (pax or GNU long-name headers included) to where
+    the next entry starts. A tar that cannot be read gives the spans found so far: the import
+    then reports the broken archive when it unpacks the layer.
+    """
+    spans: list[_Span] = []
+    try:
+        with open(tar_path, "rb") as source, decompressed(source) as stream:
+            with tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK) as archive:
+                for member in archive:
+                    if (member.ischr() or member.isblk()) and _is_under_dev(member.name):
+                        spans.append((member.offset, member.offset_data, member.name))
+    except (tarfile.TarError, EOFError, OSError):
+        pass
+    return spans
+
+
+def _is_under_dev(name: str) -> bool:
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    return len(parts) >= 2 and parts[0] == "dev"
+
+
+def _copy_without(source: BinaryIO, spans: list[_Span]) -> Callable[[BinaryIO], None]:
+    """A `write_tar` for `store_layer`: the (maybe compressed) tar, uncompressed, less `spans`."""
+
+    def write(out: BinaryIO) -> None:
+        with decompressed(source) as stream:
+            position = 0
+            for start, end, _ in spans:
+                _copy(stream, out, start - position)
+                _copy(stream, None, end - start)
+                position = end
+            while data := stream.read(_CHUNK):
+                out.write(data)
+
+    return write
+
+
+def _copy(stream: BinaryIO, out: BinaryIO | None, size: int) -> None:
+    """Move `size` bytes from `stream` to `out` (or drop them); raises EOFError if they end."""
+    while size > 0:
+        data = stream.read(min(_CHUNK, size))
+        if not data:
+            raise EOFError("the tar ends inside an entry")
+        if out is not None:
+            out.write(data)
+        size -= len(data)
+
+
+def _dropped_notice(tar_path: Path, names: list[str]) -> str:
+    shown = ", ".join(names[:_SHOWN_NAMES])
+    more = f" and {len(names) - _SHOWN_NAMES} more" if len(names) > _SHOWN_NAMES else ""
+    return (
+        f"import of {tar_path.name}: left out {len(names)} device node(s) under /dev ({shown}"
+        f"{more}); Carte makes /dev in every container"
+    )
