@@ -11,7 +11,8 @@
 # group (its members may use the client: root-equivalent, like the docker group), Carte in a
 # virtualenv at /opt/carte with /usr/local/bin/carte, /etc/carte/carte.yaml (kept if present),
 # and the daemon: a systemd unit where systemd runs, otherwise a supervised background process
-# (restart loop) with its pid in /run/carte/daemon.pid and its log in /var/log/carte/daemon.log.
+# (restart loop) with its pid in /run/carte/supervisor.pid (the daemon's own is in
+# /run/carte/daemon.pid) and its log in /var/log/carte/daemon.log.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,7 +22,7 @@ ETC=/etc/carte
 ROOT_DIR=/var/lib/carte
 RUN_DIR=/run/carte
 LOG_DIR=/var/log/carte
-SUPERVISOR_PID="$RUN_DIR/daemon.pid"
+SUPERVISOR_PID="$RUN_DIR/supervisor.pid"
 SOCKET="$RUN_DIR/carte.sock"
 SYSCTL_FILE=/etc/sysctl.d/99-carte.conf
 EXAMPLE_STACK="$REPO/config/examples/stack-web-db.yaml"
@@ -87,7 +88,7 @@ write_supervisor() {
 # Keep `carte daemon` running where systemd is not PID 1: restart it when it exits, with a
 # growing pause (1 s doubling to 30 s, reset after a minute of uptime). SIGTERM stops both.
 set -u
-pidfile=/run/carte/daemon.pid
+pidfile=/run/carte/supervisor.pid
 child=
 stopping=
 stop() {

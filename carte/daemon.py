@@ -37,6 +37,7 @@ from carte.engine.log import set_log_level, setup_logging
 
 SYSTEM_CONFIG = Path("/etc/carte/carte.yaml")
 PLUGIN_GROUP = "carte.plugins"
+DAEMON_PID_FILE = "daemon.pid"
 
 log = logging.getLogger("carte.daemon")
 
@@ -233,6 +234,7 @@ def run_daemon(argv: list[str]) -> None:
         registry, _ = load_handlers()
         lock = DaemonLock(Path(config.daemon.root), Path(config.daemon.run_root))
         lock.acquire()
+        pid_file = write_pid_file(Path(config.daemon.run_root))
     except (ConfigError, StartupError, RootInUse, CarteError) as error:
         print(_one_line(error), file=sys.stderr)
         sys.exit(1)
@@ -253,8 +255,28 @@ def run_daemon(argv: list[str]) -> None:
         print(_one_line(error), file=sys.stderr)
         sys.exit(1)
     finally:
+        remove_pid_file(pid_file)
         lock.release()
     log.info("daemon stopped")
+
+
+def write_pid_file(run_root: Path) -> Path:
+    """Write this process's pid to RUN_ROOT/daemon.pid, so `kill $(cat daemon.pid)` reaches the
+    daemon itself; a supervisor (install.sh's restart loop) keeps its own in supervisor.pid."""
+    path = run_root / DAEMON_PID_FILE
+    temporary = path.with_name(DAEMON_PID_FILE + ".tmp")
+    temporary.write_text(f"{os.getpid()}\n")
+    temporary.replace(path)
+    return path
+
+
+def remove_pid_file(path: Path) -> None:
+    """Remove the pid file if it still names this process (a successor may have replaced it)."""
+    try:
+        if path.read_text().strip() == str(os.getpid()):
+            path.unlink()
+    except OSError:
+        pass
 
 
 def _system_config_if_present() -> str | None:
