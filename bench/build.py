@@ -1,196 +1,94 @@
-"""`carte build` against `docker build` (Debian's docker.io) on one multi-stage context.
+"""`carte build` against Docker's legacy builder (`DOCKER_BUILDKIT=0 docker build`).
 
-    .venv/bin/python bench/build.py [--runs 5]
-
-Starts a private Carte daemon and a private dockerd (own roots and sockets under a temp dir,
-no bridge, no iptables changes), imports the same busybox rootfs into both as `bb:latest`,
-then times on the same context:
-  cold      a multi-stage build with --no-cache (the unneeded stage is skipped by both);
-  cache-hit the same build again, unchanged (median of RUNS); target: <= 1x Docker's;
-  edited    the build after changing one small file (only the last COPY reruns).
-Docker is timed with its classic builder and, when its daemon supports it, BuildKit
-(DOCKER_BUILDKIT=1). Times are wall-clock seconds of the client command, as a user sees them.
-Everything it started or made is stopped and removed, also on failure.
+Two contexts, both built FROM the same busybox image imported into each engine:
+  cache-hit  a 10-step Dockerfile (COPY, RUN, ENV, WORKDIR, LABEL...) built once, then rebuilt
+             unchanged RUNS times, interleaved with Docker's rebuild (target: <= 0.5x);
+  cold       5 COPY steps of 1000 small files each, built with --no-cache, interleaved
+             (target: <= 1.0x).
+Wall-clock seconds of the client command, as a user sees them.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import shutil
-import signal
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+from bench.peers import PeerFailed, Peers, timed
+from bench.results import Result, interleave, median
 
-from busybox_rootfs import make_rootfs_tar  # noqa: E402
+NAME = "build"
+DEFAULT_RUNS = 5
 
-DOCKERFILE = """\
-FROM bb:latest AS builder
-WORKDIR /src
-COPY src/ ./
-RUN for i in $(seq 1 500); do echo "line $i" >> generated.txt; done && cat *.txt > all.txt
-RUN mkdir -p /out && cp all.txt big.bin /out/
-
-FROM bb:latest AS unused
-RUN echo this stage is not needed by the target
-
+TEN_STEPS = """\
 FROM bb:latest
-COPY --from=builder /out /app
-COPY config.ini /etc/app/
+WORKDIR /app
+COPY src/ ./src/
+RUN for i in $(seq 1 200); do echo "line $i" >> generated.txt; done
+RUN cat src/*.txt > all.txt
 ENV MODE=prod
-EXPOSE 8080
+COPY config.ini /etc/app/
+RUN mkdir -p /out && cp all.txt /out/
+LABEL bench=carte
 CMD ["cat", "/app/all.txt"]
 """
 
 
-def make_context(directory: Path) -> Path:
+def _ten_step_context(directory: Path) -> Path:
     (directory / "src").mkdir(parents=True)
-    for number in range(200):
+    for number in range(50):
         (directory / "src" / f"part{number:03}.txt").write_text(f"part {number}\n" * 20)
-    (directory / "src" / "big.bin").write_bytes(os.urandom(8 << 20))
     (directory / "config.ini").write_text("[app]\nmode = prod\n")
-    (directory / "Dockerfile").write_text(DOCKERFILE)
-    (directory / ".dockerignore").write_text("*.tmp\n")
+    (directory / "Dockerfile").write_text(TEN_STEPS)
     return directory
 
 
-def timed(argv: list[str], env: dict[str, str]) -> float:
-    started = time.monotonic()
-    result = subprocess.run(argv, env=env, capture_output=True, text=True)
-    elapsed = time.monotonic() - started
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:3])} failed:\n{result.stdout}\n{result.stderr}")
-    return elapsed
+def _copies_context(directory: Path) -> Path:
+    lines = ["FROM bb:latest"]
+    for step in range(5):
+        tree = directory / f"tree{step}"
+        tree.mkdir(parents=True)
+        for number in range(1000):
+            (tree / f"f{number:04}.txt").write_text(f"step {step} file {number}\n")
+        lines.append(f"COPY tree{step}/ /data/tree{step}/")
+    (directory / "Dockerfile").write_text("\n".join(lines) + "\n")
+    return directory
 
 
-def wait_for(check: list[str], env: dict[str, str], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if subprocess.run(check, env=env, capture_output=True).returncode == 0:
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"{what} did not start within 30 s")
-
-
-def stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is not None and process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="carte-bench-build-", dir="/tmp"))
-    carte_daemon: subprocess.Popen[bytes] | None = None
-    docker_daemon: subprocess.Popen[bytes] | None = None
+def measure(peers: Peers, runs: int) -> list[Result]:
+    carte = peers.carte()
+    peers.import_busybox("carte")
     try:
-        rootfs_tar = make_rootfs_tar(work / "busybox.tar", work)
-        context = make_context(work / "context")
-        carte = [sys.executable, "-m", "carte", "--host", f"unix://{work}/carte.sock"]
-        env = dict(os.environ)
-        log = (work / "carte.log").open("wb")
-        carte_daemon = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "carte",
-                "daemon",
-                "--root",
-                str(work / "carte-root"),
-                "--run-root",
-                str(work / "carte-run"),
-                "--socket",
-                str(work / "carte.sock"),
-                "--config",
-                "/dev/null",
-            ],
-            stdout=log,
-            stderr=log,
-        )
-        docker_env = {**env, "DOCKER_HOST": f"unix://{work}/docker.sock"}
-        dlog = (work / "docker.log").open("wb")
-        docker_daemon = subprocess.Popen(
-            [
-                "dockerd",
-                "--host",
-                f"unix://{work}/docker.sock",
-                "--data-root",
-                str(work / "docker-root"),
-                "--exec-root",
-                str(work / "docker-exec"),
-                "--pidfile",
-                str(work / "docker.pid"),
-                "--bridge",
-                "none",
-                "--iptables=false",
-                "--ip-masq=false",
-            ],
-            stdout=dlog,
-            stderr=dlog,
-        )
-        wait_for([*carte, "info"], env, "carte daemon")
-        wait_for(["docker", "version"], docker_env, "dockerd")
-        timed([*carte, "import", str(rootfs_tar), "bb:latest"], env)
-        timed(["docker", "import", str(rootfs_tar), "bb:latest"], docker_env)
+        docker = {**peers.docker(), "DOCKER_BUILDKIT": "0"}
+        peers.import_busybox("docker")
+    except PeerFailed as failure:
+        raise PeerFailed(f"docker build cannot be compared: {failure}") from None
+    ten = _ten_step_context(peers.work / "ten-steps")
+    copies = _copies_context(peers.work / "copies")
 
-        carte_build = [*carte, "build", "-t", "bench:1", str(context)]
-        classic_env = {**docker_env, "DOCKER_BUILDKIT": "0"}
-        buildkit_env = {**docker_env, "DOCKER_BUILDKIT": "1"}
-        docker_build = ["docker", "build", "-q", "-t", "bench:1", str(context)]
-        rows: list[tuple[str, float, float]] = []
-        edited: list[float] = []
-        for name, argv, run_env in (
-            ("carte build", carte_build, env),
-            ("docker build (classic)", docker_build, classic_env),
-            ("docker build (BuildKit)", docker_build, buildkit_env),
-        ):
-            try:
-                cold = timed([*argv[:-1], "--no-cache", argv[-1]], run_env)
-                timed(argv, run_env)  # warm the cache after the cold run
-                hits = [timed(argv, run_env) for _ in range(args.runs)]
-                edits = []
-                for run in range(args.runs):
-                    (context / "config.ini").write_text(f"[app]\nmode = prod\nrun = {run}\n")
-                    edits.append(timed(argv, run_env))
-            except SystemExit as failure:
-                reason = " / ".join(line for line in str(failure).splitlines() if line.strip())
-                print(f"{name}: skipped ({reason[-300:]})")
-                continue
-            rows.append((name, cold, statistics.median(hits)))
-            edited.append(statistics.median(edits))
-        print(f"{'':<26}{'cold multi-stage':>18}{'cache-hit rebuild':>20}{'one file edited':>18}")
-        for (name, cold, hit), edit in zip(rows, edited, strict=True):
-            print(f"{name:<26}{cold:>16.2f} s{hit:>18.2f} s{edit:>16.2f} s")
-        carte_hit = next((hit for name, _, hit in rows if name == "carte build"), None)
-        docker_hits = [hit for name, _, hit in rows if name != "carte build"]
-        if docker_hits and carte_hit is not None:
-            best = min(docker_hits)
-            verdict = "met" if carte_hit <= best else "NOT met"
-            print(
-                f"cache-hit rebuild: carte {carte_hit:.2f} s vs docker's best {best:.2f} s "
-                f"= {carte_hit / best:.2f}x (target <= 1x: {verdict})"
-            )
-        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    finally:
-        stop(carte_daemon)
-        stop(docker_daemon)
-        subprocess.run(["umount", "-R", str(work / "docker-root")], capture_output=True)
-        subprocess.run(["umount", "-R", str(work / "docker-exec")], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+    def carte_build(context: Path, *flags: str) -> float:
+        return timed([*carte, "build", *flags, "-q", "-t", f"bench-{context.name}", str(context)])
 
+    def docker_build(context: Path, *flags: str) -> float:
+        argv = ["docker", "build", *flags, "-q", "-t", f"bench-{context.name}", str(context)]
+        return timed(argv, docker)
 
-if __name__ == "__main__":
-    main()
+    carte_build(ten)  # fill both caches
+    docker_build(ten)
+    hits = interleave(
+        {"carte": lambda: carte_build(ten), "docker": lambda: docker_build(ten)}, runs, warm=0
+    )
+    colds = interleave(
+        {
+            "carte": lambda: carte_build(copies, "--no-cache"),
+            "docker": lambda: docker_build(copies, "--no-cache"),
+        },
+        max(1, runs // 2),
+        warm=0,
+    )
+    return [
+        Result(NAME, "cache-hit rebuild of a 10-step Dockerfile vs docker build (legacy)",
+               median(hits["carte"]), "s", median(hits["docker"]), "docker legacy builder",
+               limit=0.5, runs=runs, samples=hits),
+        Result(NAME, "cold build, 5 COPY steps of 1000 small files vs docker build (legacy)",
+               median(colds["carte"]), "s", median(colds["docker"]), "docker legacy builder",
+               limit=1.0, runs=max(1, runs // 2), samples=colds),
+    ]  # fmt: skip

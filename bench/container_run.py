@@ -1,196 +1,132 @@
-"""`carte run --rm IMAGE true` against `docker run --rm` and `podman run --rm`, one run.
+"""`carte run --rm bb true` against runc, Docker and Podman; the bridge's cost; shim memory.
 
-    .venv/bin/python bench/container_run.py [--runs 10]
-
-Starts a private Carte daemon and a private dockerd (own roots and sockets under a temp dir,
-no bridge, no iptables changes) and gives podman its own root and run root (vfs storage); the
-same busybox rootfs tar is imported into all three as `bb:latest`. Then, interleaved, RUNS
-times each: `run --rm --network none bb:latest true` for the three (the like-for-like row) and
-Carte's default network (its own namespace, or a bridge when the network handler runs). Prints
-median wall-clock seconds of the client command (what a user waits for) and Carte's ratio to
-Docker's (target: <= 0.5x). Everything it started or made is stopped and removed, also on
-failure.
+Interleaved, each round: Carte with `--network none` and on its default bridge, `runc run` of
+a bundle of the same rootfs (the floor), and `docker run --rm --network none` / `podman run
+--rm --network none` of the same image. Then one detached `sleep` container in Carte and in
+Docker gives the RSS of a Carte shim against a containerd shim (containerd-shim-runc-v2),
+and the daemon's RSS after this light use.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import shutil
-import signal
-import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+from bench.peers import ENV, PeerFailed, Peers, pids_named, rss_mb, run, timed
+from bench.results import Result, interleave, median
+from bench.runtime_true import make_bundle, time_runc
 
-from busybox_rootfs import make_rootfs_tar  # noqa: E402
-
-TARGET_RATIO = 0.5
-# Podman's defaults exceed this host's hard ulimits and crun refuses its hybrid cgroups.
-PODMAN_CONF = """[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
-[engine]
-runtime = "runc"
-"""
+NAME = "container_run"
+DEFAULT_RUNS = 10
 
 
-def timed(argv: list[str], env: dict[str, str]) -> float:
-    started = time.monotonic()
-    result = subprocess.run(argv, env=env, capture_output=True, text=True)
-    elapsed = time.monotonic() - started
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:4])} failed:\n{result.stdout}\n{result.stderr}")
-    return elapsed
-
-
-def wait_for(check: list[str], env: dict[str, str], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if subprocess.run(check, env=env, capture_output=True).returncode == 0:
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"{what} did not start within 30 s")
-
-
-def stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is not None and process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def start_carte(work: Path) -> subprocess.Popen[bytes]:
-    log = (work / "carte.log").open("wb")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "carte",
-            "daemon",
-            "--root",
-            str(work / "carte-root"),
-            "--run-root",
-            str(work / "carte-run"),
-            "--socket",
-            str(work / "carte.sock"),
-            "--config",
-            "/dev/null",
-        ],
-        stdout=log,
-        stderr=log,
-    )
-
-
-def start_docker(work: Path) -> subprocess.Popen[bytes]:
-    log = (work / "docker.log").open("wb")
-    return subprocess.Popen(
-        [
-            "dockerd",
-            "--host",
-            f"unix://{work}/docker.sock",
-            "--data-root",
-            str(work / "docker-root"),
-            "--exec-root",
-            str(work / "docker-exec"),
-            "--pidfile",
-            str(work / "docker.pid"),
-            "--bridge",
-            "none",
-            "--iptables=false",
-            "--ip-masq=false",
-        ],
-        stdout=log,
-        stderr=log,
-    )
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=10)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="carte-bench-run-", dir="/tmp"))
-    carte_daemon: subprocess.Popen[bytes] | None = None
-    docker_daemon: subprocess.Popen[bytes] | None = None
-    env = dict(os.environ)
-    carte = [sys.executable, "-m", "carte", "--host", f"unix://{work}/carte.sock"]
-    docker_env = {**env, "DOCKER_HOST": f"unix://{work}/docker.sock"}
-    podman = [
-        "podman",
-        "--root",
-        str(work / "podman-root"),
-        "--runroot",
-        str(work / "podman-run"),
-        "--storage-driver",
-        "vfs",
-    ]
-    podman_env = {**env, "CONTAINERS_CONF": str(work / "containers.conf")}
-    (work / "containers.conf").write_text(PODMAN_CONF)
+def _cmdline(pid: int) -> list[str]:
     try:
-        rootfs_tar = make_rootfs_tar(work / "busybox.tar", work)
-        carte_daemon = start_carte(work)
-        docker_daemon = start_docker(work)
-        wait_for([*carte, "version"], env, "carte daemon")
-        wait_for(["docker", "version"], docker_env, "dockerd")
-        timed([*carte, "import", str(rootfs_tar), "bb:latest"], env)
-        timed(["docker", "import", str(rootfs_tar), "bb:latest"], docker_env)
-        candidates: dict[str, tuple[list[str], dict[str, str]]] = {
-            "carte --network none": (
-                [*carte, "run", "--rm", "--network", "none", "bb:latest", "true"],
-                env,
-            ),
-            "carte (default network)": ([*carte, "run", "--rm", "bb:latest", "true"], env),
-            "docker --network none": (
-                ["docker", "run", "--rm", "--network", "none", "bb:latest", "true"],
-                docker_env,
-            ),
-        }
-        try:
-            timed([*podman, "import", str(rootfs_tar), "bb:latest"], podman_env)
-            podman_run = [*podman, "run", "--rm", "--network", "none", "bb:latest", "true"]
-            timed(podman_run, podman_env)
-            candidates["podman --network none"] = (podman_run, podman_env)
-        except SystemExit as failure:
-            print(f"podman: skipped ({str(failure).splitlines()[-1][-200:]})")
-        times: dict[str, list[float]] = {name: [] for name in candidates}
-        for argv, run_env in candidates.values():
-            timed(argv, run_env)  # warm caches once, untimed
-        for _ in range(args.runs):
-            for name, (argv, run_env) in candidates.items():
-                times[name].append(timed(argv, run_env))
-        print(
-            f"{'run --rm IMAGE true':<28}{'median':>10}{'min':>10}{'max':>10}   ({args.runs} runs)"
-        )
-        for name, samples in times.items():
-            print(
-                f"{name:<28}{statistics.median(samples):>8.3f} s{min(samples):>8.3f} s"
-                f"{max(samples):>8.3f} s"
-            )
-        carte_time = statistics.median(times["carte --network none"])
-        docker_time = statistics.median(times["docker --network none"])
-        ratio = carte_time / docker_time
-        verdict = "met" if ratio <= TARGET_RATIO else "NOT met"
-        print(f"carte/docker (--network none): {ratio:.2f}x (target <= {TARGET_RATIO}x: {verdict})")
-        if "podman --network none" in times:
-            podman_time = statistics.median(times["podman --network none"])
-            print(f"carte/podman (--network none): {carte_time / podman_time:.2f}x")
-        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    finally:
-        stop(carte_daemon)
-        stop(docker_daemon)
-        subprocess.run([*podman, "rm", "-af"], capture_output=True, env=podman_env)
-        subprocess.run(["umount", "-R", str(work / "docker-root")], capture_output=True)
-        subprocess.run(["umount", "-R", str(work / "docker-exec")], capture_output=True)
-        subprocess.run(["umount", "-R", str(work / "podman-root")], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return []
 
 
-if __name__ == "__main__":
-    main()
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def carte_shims(peers: Peers) -> list[int]:
+    """This daemon's shims: `carte shim` processes naming its run root, except the factory
+    (the daemon's own child; the shims it forks are re-parented)."""
+    marker = str(peers.work)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        argv = _cmdline(int(entry.name))
+        if "shim" in argv and "carte" in argv and any(marker in arg for arg in argv):
+            if _ppid(int(entry.name)) != peers.carte_pid:
+                found.append(int(entry.name))
+    return found
+
+
+def measure(peers: Peers, runs: int) -> list[Result]:
+    carte = peers.carte()
+    peers.import_busybox("carte")
+    bundle = make_bundle(peers)
+    candidates = {
+        "carte none": lambda: timed([*carte, "run", "--rm", "--network", "none", "bb", "true"]),
+        "carte bridge": lambda: timed([*carte, "run", "--rm", "bb", "true"]),
+        "runc": lambda: time_runc(peers, bundle),
+    }
+    notes = []
+    try:
+        docker = peers.docker()
+        peers.import_busybox("docker")
+        argv = ["docker", "run", "--rm", "--network", "none", "bb:latest", "true"]
+        candidates["docker"] = lambda: timed(argv, docker)
+    except PeerFailed as failure:
+        notes.append(f"docker skipped: {failure}")
+    try:
+        podman, podman_env = peers.podman()
+        peers.import_busybox("podman")
+        podman_run = [*podman, "run", "--rm", "--network", "none", "bb:latest", "true"]
+        timed(podman_run, podman_env)
+        candidates["podman"] = lambda: timed(podman_run, podman_env)
+    except PeerFailed as failure:
+        notes.append(f"podman skipped: {failure}")
+    samples = interleave(candidates, runs)
+    none = median(samples["carte none"])
+    title = "`run --rm --network none bb true`"
+    rows = [
+        Result(NAME, f"{title} vs `runc run`", none, "s", median(samples["runc"]), "runc",
+               limit=2.0, runs=runs, samples=samples, note="; ".join(notes)),
+    ]  # fmt: skip
+    for peer in ("docker", "podman"):
+        if peer in samples:
+            rows.append(
+                Result(NAME, f"{title} vs {peer.capitalize()}", none, "s",
+                       median(samples[peer]), peer, runs=runs)
+            )  # fmt: skip
+    added = (median(samples["carte bridge"]) - none) * 1000
+    fastest = (min(samples["carte bridge"]) - min(samples["carte none"])) * 1000
+    rows.append(
+        Result(NAME, "bridge attach: default network minus `--network none`", added, "ms",
+               limit=15.0, runs=runs, note=f"{fastest:+.0f} ms between the fastest runs")
+    )  # fmt: skip
+    rows += _shim_memory(peers, carte)
+    rows.append(
+        Result(NAME, "daemon RSS after these runs", rss_mb(peers.carte_pid), "MB", limit=50.0)
+    )
+    return rows
+
+
+def _shim_memory(peers: Peers, carte: list[str]) -> list[Result]:
+    run([*carte, "run", "-d", "--network", "none", "--name", "bench-sleep", "bb", "sleep", "600"])
+    time.sleep(1.0)
+    shims = carte_shims(peers)
+    if not shims:
+        return [Result(NAME, "shim RSS", float("nan"), "MB", note="no Carte shim found")]
+    ours = median([rss_mb(pid) for pid in shims])
+    theirs = None
+    try:
+        docker = peers.docker()
+        run(["docker", "run", "-d", "--network", "none", "bb:latest", "sleep", "600"], docker)
+        time.sleep(1.0)
+        marker = str(peers.work)
+        containerd_shims = [
+            pid
+            for pid in pids_named("containerd-shim-runc-v2")
+            if any(marker in arg for arg in _cmdline(pid))
+        ]
+        if containerd_shims:
+            theirs = median([rss_mb(pid) for pid in containerd_shims])
+    except PeerFailed:
+        pass
+    run([*carte, "rm", "-f", "bench-sleep"], ENV)
+    rows = [Result(NAME, "shim RSS, one `sleep` container", ours, "MB", limit=8.0)]
+    if theirs is not None:
+        rows.append(
+            Result(NAME, "shim RSS vs a containerd shim (containerd-shim-runc-v2)", ours, "MB",
+                   theirs, "containerd shim", limit=0.7)
+        )  # fmt: skip
+    return rows

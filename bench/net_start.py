@@ -24,16 +24,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))
 
-from busybox_rootfs import make_rootfs_tar  # noqa: E402
-from container_run import PODMAN_CONF, start_carte, stop, timed, wait_for  # noqa: E402
+from bench.peers import PeerFailed, Peers, timed  # noqa: E402
 
 START_TARGET_MS = 30.0
 TCP_TARGET = 0.9
@@ -68,7 +65,7 @@ def bench_start(runs: int, carte: list[str], podman: list[str], env: dict[str, s
             argv = [*podman, "run", "--rm", "--network", network, "bb:latest", "true"]
             timed(argv, podman_env)
             candidates[name], envs[name] = argv, podman_env
-    except SystemExit as failure:
+    except PeerFailed as failure:
         print(f"podman: skipped ({str(failure).splitlines()[-1][-160:]})")
     for name, argv in candidates.items():
         timed(argv, envs[name])  # warm up, untimed
@@ -187,30 +184,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="carte-bench-net-", dir="/tmp"))
     env = dict(os.environ)
-    carte = [sys.executable, "-m", "carte", "--host", f"unix://{work}/carte.sock"]
-    podman = ["podman", "--root", str(work / "podman-root"), "--runroot",
-              str(work / "podman-run"), "--storage-driver", "vfs"]  # fmt: skip
-    podman_env = {**env, "CONTAINERS_CONF": str(work / "containers.conf")}
-    (work / "containers.conf").write_text(PODMAN_CONF)
-    daemon = None
-    try:
-        rootfs_tar = make_rootfs_tar(work / "busybox.tar", work)
-        daemon = start_carte(work)
-        wait_for([*carte, "version"], env, "carte daemon")
-        timed([*carte, "import", str(rootfs_tar), "bb"], env)
+    with Peers(prefix="carte-bench-net-") as peers:  # removes all it started, also on failure
+        carte = peers.carte()
+        podman, podman_env = peers.podman()
+        rootfs_tar = peers.busybox_tar()
+        peers.import_busybox("carte")
         bench_start(args.runs, carte, podman, env, podman_env, rootfs_tar)
         bench_tcp(carte, env, args.seconds, args.rounds)
         print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    finally:
-        listed = subprocess.run([*carte, "ps", "-aq"], env=env, capture_output=True, text=True)
-        for container in listed.stdout.split():
-            subprocess.run([*carte, "rm", "-f", container], env=env, capture_output=True)
-        stop(daemon)
-        subprocess.run([*podman, "rm", "-af"], capture_output=True, env=podman_env)
-        subprocess.run(["umount", "-R", str(work / "podman-root")], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,116 +1,59 @@
-"""`carte push` / `carte pull` against `skopeo copy` on one ~100 MB image and one local registry.
+"""`carte push` / `carte pull` of a 3-layer image against `skopeo copy`, one local registry.
 
-    .venv/bin/python bench/registry.py [--runs 3] [--layers 4] [--layer-mb 25]
-
-Starts Debian's docker-registry on a free loopback port (own config and storage) and a private
-Carte daemon, writes an OCI layout of LAYERS incompressible layers (plus busybox), loads it
-into Carte, then times, interleaved, RUNS times each (wall-clock seconds of the client command):
-  push   skopeo copy oci:LAYOUT -> docker://REG/skopeo/big   vs  carte push REG/carte/big
-         (a fresh registry every run, so every blob is sent by both)
-  pull   skopeo copy docker://REG/... -> a fresh oci: directory  vs  carte pull REG/... into a
-         store holding none of its blobs (the image removed and garbage-collected first);
-         Carte's pull also unpacks the layers so the image can run; skopeo only stores blobs.
-Target: pull <= 1.2x skopeo. Everything it started or made is stopped and removed.
+An OCI layout of busybox plus two incompressible layers (LAYER_MB each) is loaded into Carte;
+then, each round, a fresh docker-registry (so every blob is sent by both) and:
+  push   skopeo copy oci:LAYOUT -> docker://REG/skopeo/img   vs  carte push REG/carte/img
+  pull   carte pull REG/carte/img into a store holding none of its blobs (the image removed
+         and garbage-collected first) against skopeo copy docker://REG/... -> a fresh oci:
+         directory, measured both ways: skopeo alone (blobs only), and skopeo plus unpacking
+         the layers with tar (what Carte's pull also does, so the image can run).
 """
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import json
 import os
 import shutil
-import socket
-import statistics
-import subprocess
-import sys
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+from bench.peers import ENV, Peers, run, timed
+from bench.results import Result, interleave, median
 
-from busybox_rootfs import make_rootfs_tar  # noqa: E402
-
-CARTE = [sys.executable, "-m", "carte"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+NAME = "registry"
+DEFAULT_RUNS = 3
+LAYER_MB = 20
 
 
-def wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if process.poll() is not None:
-                raise SystemExit("docker-registry exited at start") from None
-            time.sleep(0.05)
-    raise SystemExit("docker-registry did not start")
-
-
-def start_registry(base: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    """A fresh docker-registry (empty storage under `base`) on a free loopback port."""
-    port = free_port()
-    base.mkdir(parents=True)
-    (base / "registry.yml").write_text(
-        "version: 0.1\nlog: {level: error}\n"
-        f"storage: {{filesystem: {{rootdirectory: {base / 'data'}}}}}\n"
-        f"http: {{addr: 127.0.0.1:{port}}}\n"
-    )
-    process = subprocess.Popen(
-        ["docker-registry", "serve", str(base / "registry.yml")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_port(port, process)
-    return f"127.0.0.1:{port}", process
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def blob(layout: Path, data: bytes, media_type: str) -> dict[str, object]:
+def _blob(layout: Path, data: bytes, media_type: str) -> dict[str, object]:
     digest = hashlib.sha256(data).hexdigest()
     (layout / "blobs" / "sha256" / digest).write_bytes(data)
     return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
 
 
-def layer_tar(name: str, size: int) -> bytes:
-    path = Path(tempfile.mkstemp(prefix="bench-layer-")[1])
-    try:
-        with tarfile.open(path, "w") as tar:
-            data = path.with_suffix(".data")
-            data.write_bytes(os.urandom(size))
-            tar.add(data, arcname=name)
-            data.unlink()
-        return path.read_bytes()
-    finally:
-        path.unlink()
+def _layer_tar(directory: Path, name: str, size: int) -> bytes:
+    data = directory / name
+    data.write_bytes(os.urandom(size))
+    archive = directory / f"{name}.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(data, arcname=name)
+    data.unlink()
+    raw = archive.read_bytes()
+    archive.unlink()
+    return raw
 
 
-def write_layout(layout: Path, base_tar: Path, layers: int, layer_mb: int) -> int:
-    """An OCI layout tagged `big`; returns its total compressed size."""
+def write_layout(layout: Path, base_tar: Path, layer_mb: int) -> int:
+    """An OCI layout of 3 layers tagged `img`; returns its compressed size in bytes."""
     (layout / "blobs" / "sha256").mkdir(parents=True)
     (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     raws = [base_tar.read_bytes()]
-    raws += [layer_tar(f"data{n}.bin", layer_mb << 20) for n in range(layers)]
+    raws += [_layer_tar(layout.parent, f"data{n}.bin", layer_mb << 20) for n in range(2)]
     gz = "application/vnd.oci.image.layer.v1.tar+gzip"
-    descriptors = [blob(layout, gzip.compress(raw, compresslevel=1, mtime=0), gz) for raw in raws]
+    layers = [_blob(layout, gzip.compress(raw, compresslevel=1, mtime=0), gz) for raw in raws]
     config = json.dumps(
         {
             "architecture": "amd64",
@@ -126,107 +69,106 @@ def write_layout(layout: Path, base_tar: Path, layers: int, layer_mb: int) -> in
         {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": blob(layout, config, "application/vnd.oci.image.config.v1+json"),
-            "layers": descriptors,
+            "config": _blob(layout, config, "application/vnd.oci.image.config.v1+json"),
+            "layers": layers,
         }
     ).encode()
-    top = blob(layout, manifest, "application/vnd.oci.image.manifest.v1+json")
-    top["annotations"] = {"org.opencontainers.image.ref.name": "big"}
+    top = _blob(layout, manifest, "application/vnd.oci.image.manifest.v1+json")
+    top["annotations"] = {"org.opencontainers.image.ref.name": "img"}
     (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [top]}))
-    return sum(int(str(d["size"])) for d in descriptors)
+    return sum(int(str(layer["size"])) for layer in layers)
 
 
-def run(argv: list[str], env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed: {result.stderr.strip()}")
-    return result.stdout
+def _unpack(layout: Path, into: Path) -> None:
+    """Extract the layers of the layout's image in order (what a runnable pull needs)."""
+    index = json.loads((layout / "index.json").read_text())
+    digest = index["manifests"][0]["digest"].split(":", 1)[1]
+    manifest = json.loads((layout / "blobs" / "sha256" / digest).read_text())
+    into.mkdir()
+    for layer in manifest["layers"]:
+        blob = layout / "blobs" / "sha256" / layer["digest"].split(":", 1)[1]
+        run(["tar", "-xzf", str(blob), "-C", str(into)])
 
 
-def timed(argv: list[str], env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    run(argv, env)
-    return time.perf_counter() - start
+def measure(peers: Peers, runs: int) -> list[Result]:
+    carte = peers.carte()
+    env = {**ENV, "XDG_CONFIG_HOME": str(peers.work / "cfg")}
+    layout = peers.work / "layout"
+    total = write_layout(layout, peers.busybox_tar(), LAYER_MB)
+    archive = peers.work / "layout.tar"
+    with tarfile.open(archive, "w") as tar:
+        for item in sorted(layout.iterdir()):
+            tar.add(item, arcname=item.name)
+    image_id = json.loads(run([*carte, "--format", "json", "load", "-i", str(archive)], env))[0][
+        "id"
+    ]
+    state: dict[str, str] = {}
+    counter = iter(range(10**6))
 
+    def fresh_registry(populate: bool) -> None:
+        """A new, empty registry; with the image pushed by both when `populate`."""
+        peers.stop_registries()
+        host = peers.registry()
+        state["host"] = host
+        if not populate:
+            return
+        run([*carte, "tag", image_id, f"{host}/carte/img:1"], env)
+        run([*carte, "push", "-q", f"{host}/carte/img:1"], env)
+        run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{layout}:img",
+             f"docker://{host}/skopeo/img:1"], env)  # fmt: skip
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--layer-mb", type=int, default=25)
-    args = parser.parse_args()
+    def empty_store() -> None:
+        rows = json.loads(run([*carte, "--format", "json", "images"], env))
+        for stored in {row["id"] for row in rows}:
+            run([*carte, "rmi", "-f", stored], env)
+        run([*carte, "image", "prune", "-a"], env)
 
-    work = Path(tempfile.mkdtemp(prefix="carte-bench-reg-", dir="/tmp"))
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        sock = work / "carte.sock"
-        daemon_log = (work / "daemon.log").open("wb")
-        daemon = subprocess.Popen(
-            [*CARTE, "daemon", "--root", str(work / "root"), "--run-root", str(work / "run"),
-             "--socket", str(sock)],
-            stdout=daemon_log, stderr=daemon_log,
-        )  # fmt: skip
-        processes.append(daemon)
-        env = {**os.environ, "CARTE_HOST": f"unix://{sock}", "XDG_CONFIG_HOME": str(work / "cfg")}
-        deadline = time.monotonic() + 30
-        while subprocess.run([*CARTE, "info"], env=env, capture_output=True).returncode != 0:
-            if time.monotonic() > deadline or daemon.poll() is not None:
-                raise SystemExit(f"carte daemon did not start: {work / 'daemon.log'}")
-            time.sleep(0.1)
+    def carte_push() -> float:
+        fresh_registry(populate=False)
+        reference = f"{state['host']}/carte/img:1"
+        run([*carte, "tag", image_id, reference], env)
+        return timed([*carte, "push", "-q", reference], env)
 
-        base = make_rootfs_tar(work / "busybox.tar", work)
-        layout = work / "layout"
-        total = write_layout(layout, base, args.layers, args.layer_mb)
-        archive = work / "layout.tar"
-        with tarfile.open(archive, "w") as tar:
-            for item in sorted(layout.iterdir()):
-                tar.add(item, arcname=item.name)
-        local = json.loads(run([*CARTE, "--format", "json", "load", "-i", str(archive)], env))
-        image_id = local[0]["id"]
+    def skopeo_push() -> float:
+        fresh_registry(populate=False)
+        return timed(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{layout}:img",
+                      f"docker://{state['host']}/skopeo/img:1"], env)  # fmt: skip
 
-        results: dict[str, list[float]] = {}
-        for n in range(args.runs):
-            # A fresh registry per run: no blob is there yet and nothing can be mounted.
-            host, registry = start_registry(work / f"registry-{n}")
-            processes.append(registry)
-            skopeo_ref = f"docker://{host}/skopeo/big:1"
-            carte_ref = f"{host}/carte/big:1"
-            fresh = work / f"pulled-{n}"
-            push_skopeo = ["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{layout}:big"]
-            pull_skopeo = ["skopeo", "copy", "-q", "--src-tls-verify=false", skopeo_ref]
-            run([*CARTE, "tag", image_id, carte_ref], env)
-            steps = [
-                ("skopeo push", [*push_skopeo, skopeo_ref]),
-                ("carte push", [*CARTE, "push", "-q", carte_ref]),
-                ("skopeo pull", [*pull_skopeo, f"oci:{fresh}:big"]),
-                ("carte pull", [*CARTE, "pull", "-q", carte_ref]),
-            ]
-            for label, argv in steps:
-                if label == "carte pull":  # into a store holding none of the image's blobs
-                    ids = {row["id"] for row in json.loads(run([*CARTE, "--format", "json",
-                                                                 "images"], env))}  # fmt: skip
-                    for stored in ids:
-                        run([*CARTE, "rmi", "-f", stored], env)
-                    run([*CARTE, "image", "prune", "-a"], env)
-                results.setdefault(label, []).append(timed(argv, env))
-            shutil.rmtree(fresh)
-            stop(registry)
+    def carte_pull() -> float:
+        empty_store()
+        return timed([*carte, "pull", "-q", f"{state['host']}/carte/img:1"], env)
 
-        print(f"image: {args.layers} x {args.layer_mb} MB layers + busybox, "
-              f"{total / 1e6:.1f} MB compressed; {args.runs} runs, medians (min)")  # fmt: skip
-        for what in ("push", "pull"):
-            ours = statistics.median(results[f"carte {what}"])
-            theirs = statistics.median(results[f"skopeo {what}"])
-            print(
-                f"{what}:  carte {ours:6.2f} s (min {min(results[f'carte {what}']):.2f})   "
-                f"skopeo {theirs:6.2f} s (min {min(results[f'skopeo {what}']):.2f})   "
-                f"ratio {ours / theirs:.2f}x"
-            )
-    finally:
-        for process in reversed(processes):
-            stop(process)
-        shutil.rmtree(work, ignore_errors=True)
+    def skopeo_pull(unpack: bool) -> float:
+        target = peers.work / f"pulled-{next(counter)}"
+        started = time.perf_counter()
+        run(["skopeo", "copy", "-q", "--src-tls-verify=false",
+             f"docker://{state['host']}/skopeo/img:1", f"oci:{target}:img"], env)  # fmt: skip
+        if unpack:
+            _unpack(target, peers.work / f"{target.name}-rootfs")
+        elapsed = time.perf_counter() - started
+        shutil.rmtree(target)
+        shutil.rmtree(peers.work / f"{target.name}-rootfs", ignore_errors=True)
+        return elapsed
 
-
-if __name__ == "__main__":
-    main()
+    pushes = interleave({"carte push": carte_push, "skopeo push": skopeo_push}, runs, warm=0)
+    fresh_registry(populate=True)
+    pulls = interleave(
+        {
+            "carte pull": carte_pull,
+            "skopeo pull": lambda: skopeo_pull(False),
+            "skopeo pull + unpack": lambda: skopeo_pull(True),
+        },
+        runs,
+        warm=0,
+    )
+    size = f"3 layers, {total / 1e6:.0f} MB compressed"
+    ours = median(pulls["carte pull"])
+    return [
+        Result(NAME, f"pull ({size}) vs skopeo to an OCI layout + tar unpack", ours, "s",
+               median(pulls["skopeo pull + unpack"]), "skopeo + unpack", limit=1.0, runs=runs,
+               samples=pulls),
+        Result(NAME, "pull vs skopeo to an OCI layout alone (no unpack)", ours, "s",
+               median(pulls["skopeo pull"]), "skopeo", limit=1.0, runs=runs),
+        Result(NAME, "push vs skopeo from an OCI layout", median(pushes["carte push"]), "s",
+               median(pushes["skopeo push"]), "skopeo", limit=1.0, runs=runs, samples=pushes),
+    ]  # fmt: skip
