@@ -1,15 +1,17 @@
 """A tiny HTTP/1.1 client over a unix socket, with streamed NDJSON.
 
-Written on the bare `socket` module because `http.client` costs import time on every client
-start. One request per connection (``Connection: close``); responses are read by
-Content-Length, chunked transfer encoding, or until the daemon closes.
+Written on the C `_socket` module because `http.client`, and even the `socket` module
+(selectors, enum: ~3 ms), cost import time on every client start. One request per connection
+(``Connection: close``); responses are read by Content-Length, chunked transfer encoding, or
+until the daemon closes.
 """
 
 from __future__ import annotations
 
+import _socket
+import io
 import json
 import os
-import socket
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
@@ -48,10 +50,30 @@ def socket_path_from_host(host: str | None) -> str:
     raise ValueError(f'host "{value}" is not a unix socket; use unix:///path/to/carte.sock')
 
 
+class _SocketRaw(io.RawIOBase):
+    """The raw stream under a buffered reader of a `_socket.socket` (what `makefile("rb")`
+    gives a `socket.socket`)."""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._sock.recv_into(buffer)
+
+
+def reader_of(sock: _socket.socket) -> io.BufferedReader:
+    """A buffered binary reader (readline, read, read1) of `sock`."""
+    return io.BufferedReader(_SocketRaw(sock), 65536)
+
+
 class Response:
     """Status, lower-cased headers and a body reader over one connection."""
 
-    def __init__(self, sock: socket.socket, reader: Any) -> None:
+    def __init__(self, sock: _socket.socket, reader: Any) -> None:
         self._sock = sock
         self._reader = reader
         status_line = reader.readline()
@@ -117,7 +139,7 @@ class Client:
         Raises DaemonUnreachable when nothing listens at the socket, ApiError for an error
         status (the body is read and closed then).
         """
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.connect(self.socket_path)
         except (FileNotFoundError, ConnectionRefusedError) as error:
@@ -136,7 +158,7 @@ class Client:
         if body is not None:
             head += "Content-Type: application/json\r\n"
         sock.sendall(head.encode() + b"\r\n" + (body or b""))
-        response = Response(sock, sock.makefile("rb"))
+        response = Response(sock, reader_of(sock))
         if response.status >= 400:
             raw = response.body()
             response.close()
