@@ -1,0 +1,120 @@
+"""What the start paths import, read from `python -X importtime` (issue 16).
+
+Every module a client command or a shim imports is paid for at each start (and, in the shim,
+in resident memory per container). These tests list what those paths may import; one that
+imports anything else fails, naming the modules, so a new import there is a decision: make it
+lazy, or add it to the list here with the reason. Server-side packages (trio, quart,
+hypercorn, pyroute2, ruamel.yaml, msgspec) are never allowed in the client, nor trio and the web
+stack in the shim.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SERVER_STACK = {
+    "trio", "quart", "quart_trio", "hypercorn", "pyroute2", "ruamel", "msgspec", "flask",
+    "werkzeug", "jinja2", "asyncio", "h11", "h2", "wsproto",
+}  # fmt: skip
+
+# What a client command may import beyond the interpreter's own start-up (`python -c pass`):
+# argument parsing, JSON, the unix-socket transport, `python -m`'s runpy, and their imports.
+CLIENT_STDLIB = {
+    "__future__", "_collections", "_functools", "_json", "_locale", "_operator", "_socket",
+    "_sre", "argparse", "collections", "contextlib", "copyreg", "enum", "errno", "functools",
+    "gettext", "importlib", "io", "itertools", "json", "keyword", "locale", "operator", "re",
+    "reprlib", "runpy", "types", "warnings",
+}  # fmt: skip
+# The client's own modules: the command framework, output, transport and the invoked
+# command's module (carte.cli.commands.<area>), never the engine, runtime or daemon.
+CLIENT_CARTE_PREFIXES = ("carte.cli.",)
+CLIENT_CARTE = {"carte", "carte.__main__", "carte.cli"}
+
+# The resident shim (`carte shim monitor`, what each container keeps): sockets, select and
+# JSON lines only; its runtime work runs in short helper processes.
+MONITOR_STDLIB = {"__future__", "_json", "_socket", "fcntl", "select", "json"}
+MONITOR_CARTE_PREFIXES = ("carte.runtime.shim.",)
+MONITOR_CARTE = {"carte", "carte.runtime", "carte.runtime.shim", "carte.runtime.logs"}
+
+
+def imported_modules(*python_args: str) -> set[str]:
+    """Modules `python -X importtime ARGS` imported (whatever its exit status)."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", *python_args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    return {
+        line.rsplit("|", 1)[-1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and "[us]" not in line
+    }
+
+
+def interpreter_start() -> set[str]:
+    return imported_modules("-c", "pass")
+
+
+def outside_list(
+    modules: set[str], stdlib: set[str], carte: set[str], carte_prefixes: tuple[str, ...]
+) -> list[str]:
+    """The modules not in the lists (modules of the interpreter's own start are allowed)."""
+    extra = modules - interpreter_start()
+    return sorted(
+        name
+        for name in extra
+        if name not in carte
+        and not name.startswith(carte_prefixes)
+        and name.split(".")[0] not in stdlib
+    )
+
+
+@pytest.mark.parametrize(
+    "command", [["version"], ["ps"], ["images"], ["info"]], ids=lambda c: " ".join(c)
+)
+def test_client_command_imports_only_the_listed_modules(tmp_path: Path, command: list[str]) -> None:
+    modules = imported_modules(
+        "-m", "carte", "--host", f"unix://{tmp_path}/no-daemon.sock", *command
+    )
+    assert "carte.cli.transport" in modules, "the client did not run"
+    server = sorted(m for m in modules if m.split(".")[0] in SERVER_STACK)
+    assert not server, f"`carte {command[0]}` imports the server stack: {server}"
+    extra = outside_list(modules, CLIENT_STDLIB, CLIENT_CARTE, CLIENT_CARTE_PREFIXES)
+    assert not extra, f"`carte {command[0]}` imports modules outside the client's list: {extra}"
+    others = sorted(m for m in modules if m.startswith("carte.") and not m.startswith("carte.cli"))
+    assert not others, f"the client imports the engine's modules: {others}"
+
+
+def test_resident_shim_imports_only_the_listed_modules() -> None:
+    modules = imported_modules("-c", "import carte.runtime.shim._monitor")
+    assert "carte.runtime.shim._monitor" in modules
+    server = sorted(m for m in modules if m.split(".")[0] in SERVER_STACK)
+    assert not server, f"the resident shim imports the server stack: {server}"
+    extra = outside_list(modules, MONITOR_STDLIB, MONITOR_CARTE, MONITOR_CARTE_PREFIXES)
+    assert not extra, f"the resident shim imports modules outside its list: {extra}"
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import carte.runtime.shim._create",
+        "import carte.runtime.shim._factory as factory; factory._preload()",
+        "import carte.runtime.cli",
+    ],
+    ids=["shim create", "shim factory", "runtime cli"],
+)
+def test_shim_and_runtime_never_import_the_server_stack(code: str) -> None:
+    modules = imported_modules("-c", code)
+    assert any(m.startswith("carte.runtime") for m in modules), "nothing was imported"
+    server = sorted(m for m in modules if m.split(".")[0] in SERVER_STACK - {"msgspec"})
+    assert not server, f"`{code}` imports the server stack: {server}"
+    daemon_side = sorted(
+        m for m in modules if m.startswith(("carte.engine", "carte.handlers", "carte.daemon"))
+    )
+    assert not daemon_side, f"`{code}` imports the daemon's modules: {daemon_side}"
