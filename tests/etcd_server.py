@@ -1,0 +1,114 @@
+"""Start a real etcd (Debian's etcd-server, /usr/bin/etcd) on 127.0.0.1 for tests.
+
+Shared by tests/engine and tests/cluster (pytest puts tests/ on sys.path through the root
+conftest). Each server gets random free client and peer ports and its own data directory;
+`stop` and `start` again keep the data (an etcd restart), `close` also removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ETCD = "/usr/bin/etcd"
+START_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class EtcdServer:
+    """One single-member etcd; ``endpoint`` is its ``http://127.0.0.1:PORT`` client URL."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.log_path = workdir / "etcd.log"
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.client_port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> EtcdServer:
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                ETCD,
+                "--name=test",
+                f"--data-dir={self.data_dir}",
+                f"--listen-client-urls={self.endpoint}",
+                f"--advertise-client-urls={self.endpoint}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=test={peer}",
+                "--log-level=warn",
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"etcd exited {self.process.returncode}:\n{self.log()}")
+            try:
+                self.call("/v3/kv/range", {"key": "AA=="})
+                return
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.05)
+        raise AssertionError(f"etcd not ready in {START_TIMEOUT}s:\n{self.log()}")
+
+    def call(self, path: str, body: dict[str, object]) -> dict[str, object]:
+        """One gateway request with the standard library (independent of Carte's client)."""
+        request = urllib.request.Request(
+            self.endpoint + path, data=json.dumps(body).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            reply: dict[str, object] = json.loads(response.read())
+            return reply
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def etcd_server() -> Iterator[EtcdServer]:
+    """A fresh etcd for one test, stopped and removed afterwards."""
+    server = EtcdServer(Path(tempfile.mkdtemp(prefix="carte-etcd-", dir="/tmp")))
+    try:
+        yield server.start()
+    finally:
+        server.close()
