@@ -34,18 +34,18 @@ def _ppid(pid: int) -> int:
         return 0
 
 
-def carte_shims(peers: Peers) -> list[int]:
-    """This daemon's shims: `carte shim` processes naming its run root, except the factory
-    (the daemon's own child; the shims it forks are re-parented)."""
+def carte_shims(peers: Peers, mode: str = "monitor") -> list[int]:
+    """This daemon's shims (`carte shim monitor` naming its run root), or with mode "factory"
+    its shim factory."""
     marker = str(peers.work)
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         argv = _cmdline(int(entry.name))
-        if "shim" in argv and "carte" in argv and any(marker in arg for arg in argv):
-            if _ppid(int(entry.name)) != peers.carte_pid:
-                found.append(int(entry.name))
+        after = argv[argv.index("shim") + 1 : argv.index("shim") + 2] if "shim" in argv else []
+        if after == [mode] and any(marker in arg for arg in argv):
+            found.append(int(entry.name))
     return found
 
 
@@ -123,7 +123,9 @@ def _shim_memory(peers: Peers, carte: list[str]) -> list[Result]:
     except PeerFailed:
         pass
     run([*carte, "rm", "-f", "bench-sleep"], ENV)
-    rows = [Result(NAME, "shim RSS, one `sleep` container", ours, "MB", limit=8.0)]
+    factory = [rss_mb(pid) for pid in carte_shims(peers, "factory")]
+    note = f"shim factory {factory[0]:.1f} MB" if factory else "no shim factory"
+    rows = [Result(NAME, "shim RSS, one `sleep` container", ours, "MB", limit=8.0, note=note)]
     if theirs is not None:
         rows.append(
             Result(NAME, "shim RSS vs a containerd shim (containerd-shim-runc-v2)", ours, "MB",
