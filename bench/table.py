@@ -54,7 +54,8 @@ def render(reports: list[tuple[str, dict[str, Any]]]) -> str:
         target = row["target"]
         if row["met"] is not None:
             target = f"{target}: {'met' if row['met'] else 'NOT met'}"
-        measure = f"{row['measure']} ({row['bench']}, {row['runs']} runs)"
+        runs = f", {row['runs']} runs" if row["runs"] > 1 else ""
+        measure = f"{row['measure']} ({row['bench']}{runs})"
         if row["note"]:
             measure += f"; {row['note']}"
         lines.append(
