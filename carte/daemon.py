@@ -1,7 +1,7 @@
 """`carte daemon`: the composition root. Config, lock, store, handlers, one trio run.
 
 Start-up: parse flags, load carte.yaml (flags win), take the root lock, build the handler
-registry from `carte.handlers.BUILTIN` plus the `carte.plugins` entry points, plan it with the
+roster from `carte.handlers.BUILTIN` plus the `carte.plugins` entry points, plan it with the
 enable/disable lists, then run the supervisor. Signals: SIGTERM/SIGINT stop gracefully (the
 process exits 1 if cleanup overruns `daemon.shutdown_timeout`), SIGHUP reloads carte.yaml.
 
@@ -31,7 +31,7 @@ from carte.api.events import (
     HandlerDisabled,
 )
 from carte.daemon_lock import DaemonLock, RootInUse
-from carte.engine import Bus, Handler, HandlerContext, Registry, Supervisor, open_sqlite_store
+from carte.engine import Bus, Handler, HandlerContext, Roster, Supervisor, open_sqlite_store
 from carte.engine.config import Config, ConfigError, apply_overrides, load_config, reload, reloaded
 from carte.engine.log import set_log_level, setup_logging
 
@@ -81,15 +81,15 @@ def _absolute(path: str | None) -> str | None:
     return str(Path(path).absolute()) if path else None
 
 
-def load_handlers() -> tuple[Registry, set[str]]:
-    """The registry of built-ins and plugins, and the names that came from plugins.
+def load_handlers() -> tuple[Roster, set[str]]:
+    """The roster of built-ins and plugins, and the names that came from plugins.
 
     Raises StartupError naming the plugin when an entry point fails to import or is not a
-    Handler; a duplicate name is a RegistryError from the registry.
+    Handler; a duplicate name is a RosterError from the roster.
     """
     from carte.handlers import BUILTIN
 
-    registry = Registry(BUILTIN)
+    roster = Roster(BUILTIN)
     plugins: set[str] = set()
     for entry in entry_points(group=PLUGIN_GROUP):
         try:
@@ -104,9 +104,9 @@ def load_handlers() -> tuple[Registry, set[str]]:
                 f'carte daemon: plugin "{entry.name}" ({entry.value}) is not a Handler subclass; '
                 "its entry point must name the handler class"
             )
-        registry.add(handler)
+        roster.add(handler)
         plugins.add(handler.name)
-    return registry, plugins
+    return roster, plugins
 
 
 def _refuse_live_socket(path: Path) -> None:
@@ -126,9 +126,9 @@ def _refuse_live_socket(path: Path) -> None:
 class Daemon:
     """One running daemon: its config, bus, supervisor and signal handling."""
 
-    def __init__(self, config: Config, registry: Registry, config_path: str | None) -> None:
+    def __init__(self, config: Config, roster: Roster, config_path: str | None) -> None:
         self.config = config
-        self.registry = registry
+        self.roster = roster
         self.config_path = config_path
         self.overrides: dict[str, object] = {}
 
@@ -138,7 +138,7 @@ class Daemon:
         Raises CarteError (one line) when the handler plan is invalid.
         """
         config = self.config
-        plan = self.registry.plan(
+        plan = self.roster.plan(
             enabled=config.handlers.enabled, disabled=config.handlers.disabled
         )
         for name in plan.unknown_disabled:
@@ -231,7 +231,7 @@ def run_daemon(argv: list[str]) -> None:
     try:
         config = config_from_args(args)
         setup_logging(config.daemon.log_level)
-        registry, _ = load_handlers()
+        roster, _ = load_handlers()
         lock = DaemonLock(Path(config.daemon.root), Path(config.daemon.run_root))
         lock.acquire()
         pid_file = write_pid_file(Path(config.daemon.run_root))
@@ -243,7 +243,7 @@ def run_daemon(argv: list[str]) -> None:
         sys.exit(1)
     try:
         _refuse_live_socket(config.daemon.socket_path)
-        daemon = Daemon(config, registry, args.config or _system_config_if_present())
+        daemon = Daemon(config, roster, args.config or _system_config_if_present())
         daemon.overrides = {
             "daemon.root": config.daemon.root,
             "daemon.run_root": config.daemon.run_root,

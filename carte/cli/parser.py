@@ -9,21 +9,21 @@ from carte.cli.commands import Commands, HelpFormatter, Session
 # it registers (carte/cli/commands_<area>.py). The client imports only the modules that own
 # the invoked word (every module for --help or an unknown word); a test keeps this in sync.
 COMMAND_MODULES: dict[str, tuple[str, ...]] = {
-    "carte.cli.commands_system": ("version", "info", "events", "system"),
-    "carte.cli.commands_containers": (
+    "carte.cli.commands.system": ("version", "info", "events", "system"),
+    "carte.cli.commands.containers": (
         "create", "run", "start", "ps", "stop", "kill", "restart", "rm", "pause", "unpause",
         "logs", "wait", "inspect", "rename", "update", "container",
     ),
-    "carte.cli.commands_images": ("import", "images", "tag", "rmi", "image"),
-    "carte.cli.commands_volumes": ("volume",),
-    "carte.cli.commands_build": ("build", "image", "builder"),
-    "carte.cli.commands_network": ("network",),
-    "carte.cli.commands_interactive": ("exec", "attach"),
-    "carte.cli.commands_container_tools": ("top", "stats"),
-    "carte.cli.commands_copy": ("cp",),
-    "carte.cli.commands_registry": ("pull", "push", "login", "logout", "image"),
-    "carte.cli.commands_stacks": ("apply", "stack", "service", "rollout"),
-    "carte.cli.commands_archives": (
+    "carte.cli.commands.images": ("import", "images", "tag", "rmi", "image"),
+    "carte.cli.commands.volumes": ("volume",),
+    "carte.cli.commands.build": ("build", "image", "builder"),
+    "carte.cli.commands.network": ("network",),
+    "carte.cli.commands.interactive": ("exec", "attach"),
+    "carte.cli.commands.container_tools": ("top", "stats"),
+    "carte.cli.commands.copy": ("cp",),
+    "carte.cli.commands.registry": ("pull", "push", "login", "logout", "image"),
+    "carte.cli.commands.stacks": ("apply", "stack", "service", "rollout"),
+    "carte.cli.commands.archives": (
         "save", "load", "export", "commit", "history", "image", "container", "system",
     ),
 }  # fmt: skip

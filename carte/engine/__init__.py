@@ -16,7 +16,7 @@ from carte.engine.config import (
 from carte.engine.handler import Handler, HandlerContext, on
 from carte.engine.journal import Journal
 from carte.engine.log import set_log_level, setup_logging
-from carte.engine.registry import Plan, Registry, RegistryError
+from carte.engine.roster import Plan, Roster, RosterError
 from carte.engine.store import (
     Change,
     Delete,
@@ -44,8 +44,8 @@ __all__ = [
     "Journal",
     "Plan",
     "Put",
-    "Registry",
-    "RegistryError",
+    "Roster",
+    "RosterError",
     "SqliteStore",
     "Store",
     "Supervisor",

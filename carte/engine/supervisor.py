@@ -29,7 +29,7 @@ from carte.api.events import Command, HandlerCrashed, HandlerSkipped, HandlerSta
 from carte.engine.config import BackoffConfig, Config
 from carte.engine.handler import Handler, HandlerContext
 from carte.engine.log import describe_error
-from carte.engine.registry import Plan
+from carte.engine.roster import Plan
 
 CommandCalls = dict[type[Command[Any]], Any]
 

@@ -5,18 +5,12 @@ one `carte.engine.Registry`. Add a built-in by importing its class here and list
 """
 
 from carte.engine import Handler
-from carte.handlers.api import ApiHandler
-from carte.handlers.archives import ArchivesHandler
-from carte.handlers.autoscaler import AutoscalerHandler
-from carte.handlers.build import BuildHandler
-from carte.handlers.container_tools import ContainerToolsHandler
-from carte.handlers.containers import ContainersHandler
-from carte.handlers.health import HealthHandler
-from carte.handlers.images import ImagesHandler
+from carte.handlers.containers import ContainersHandler, ContainerToolsHandler
+from carte.handlers.http import ApiHandler
+from carte.handlers.images import ArchivesHandler, BuildHandler, ImagesHandler, RegistryHandler
+from carte.handlers.lifecycle import HealthHandler, RestartHandler
 from carte.handlers.network import NetworkHandler
-from carte.handlers.registry import RegistryHandler
-from carte.handlers.restart import RestartHandler
-from carte.handlers.services import ServicesHandler
+from carte.handlers.services import AutoscalerHandler, ServicesHandler
 from carte.handlers.stacks import StacksHandler
 from carte.handlers.volumes import VolumesHandler
 

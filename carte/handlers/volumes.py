@@ -25,7 +25,7 @@ from carte.api.events import (
     VolumeRemoved,
 )
 from carte.engine import Handler, HandlerContext, on
-from carte.handlers.container_records import Records, now_rfc3339
+from carte.handlers.containers import Records, now_rfc3339
 
 PREFIX = "volumes/"
 _decoder = msgspec.json.Decoder(Volume)

@@ -20,8 +20,7 @@ from typing import NamedTuple, NoReturn
 from carte.runtime import capabilities, seccomp
 from carte.runtime import syscalls as sc
 from carte.runtime.paths import opened_in_root
-from carte.runtime.seccomp import LinuxSeccomp
-from carte.runtime.seccomp_bpf import SECCOMP_FLAGS, load_program
+from carte.runtime.seccomp import SECCOMP_FLAGS, LinuxSeccomp, load_program
 from carte.runtime.spec import Process
 
 __all__ = ["environment", "exec_user_process", "find_executable", "prepare_process"]
@@ -46,10 +45,8 @@ def prepare_seccomp(profile: LinuxSeccomp | None) -> PreparedSeccomp | None:
     libseccomp."""
     if profile is None:
         return None
-    from carte.runtime import seccomp_compile
-
     seccomp.validate(profile)
-    program = seccomp_compile.cached_program(profile, seccomp.PROGRAM_CACHE)
+    program = seccomp.cached_program(profile)
     return PreparedSeccomp(program, sum(SECCOMP_FLAGS[flag] for flag in set(profile.flags)))
 
 
@@ -88,7 +85,7 @@ def prepare_process(process: Process) -> None:
     for limit in process.rlimits:
         if limit.type not in _RLIMITS:
             raise ValueError(f'process.rlimits: unknown type "{limit.type}"')
-        resource.setrlimit(_RLIMITS[limit.type], (limit.soft, limit.hard))
+        resource.setrlimit(_RLIMITS[limit.type], (_rlim(limit.soft), _rlim(limit.hard)))
     if process.oom_score_adj is not None:
         with open("/proc/self/oom_score_adj", "w") as score:
             score.write(str(process.oom_score_adj))
@@ -96,6 +93,12 @@ def prepare_process(process: Process) -> None:
         os.umask(process.user.umask)
     else:
         os.umask(0o022)
+
+
+def _rlim(value: int) -> int:
+    """A uint64 spec limit as Python's setrlimit takes it: values past 2^63-1 (RLIM_INFINITY is
+    2^64-1) are unlimited, which Python spells -1."""
+    return resource.RLIM_INFINITY if value >= 2**63 else value
 
 
 def _switch_user(process: Process) -> None:

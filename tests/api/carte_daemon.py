@@ -272,7 +272,7 @@ def remove_host_network_state(root: Path, bridges: Sequence[str] = ()) -> None:
     name them per root: table ``carte-<hash>`` and its services' ``carte-<hash>-lb``, the
     default bridge, and the user-defined networks' `bridges` when known.
     """
-    from carte.handlers.network_records import default_bridge_name, nft_table_name
+    from carte.handlers.network._records import default_bridge_name, nft_table_name
 
     table = nft_table_name(root)
     for name in (table, f"{table}-lb"):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from carte_daemon import Daemon
 
+from carte.build._layer_view import LayerView
 from carte.image import ImageStore, StoredImage, lowerdirs
-from carte.image.build_layer_view import LayerView
 
 
 def build(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from carte.image.build_context import (
+from carte.build._context import (
     ContextEntry,
     ContextError,
     ContextUpload,

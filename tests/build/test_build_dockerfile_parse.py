@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from carte.cli.commands_build import IgnoreRules
-from carte.image.build_stages import plan_stages
-from carte.image.build_words import WordError, expand_word, key_values, split_words
-from carte.image.dockerfile import DockerfileError, parse
+from carte.build._stages import plan_stages
+from carte.build._words import WordError, expand_word, key_values, split_words
+from carte.build.dockerfile import DockerfileError, parse
+from carte.cli.commands.build import IgnoreRules
 
 
 def test_continuations_comments_and_line_numbers() -> None:

@@ -218,7 +218,8 @@ def test_one_command_imports_only_its_module(tmp_path: Path) -> None:
         "import os, sys\n"
         "real_exit = os._exit\n"
         "def report(code):\n"
-        "    loaded = sorted(m for m in sys.modules if m.startswith('carte.cli.commands_'))\n"
+        "    loaded = sorted(m for m in sys.modules if m.startswith('carte.cli.commands.')"
+        " and '._' not in m)\n"
         "    print('LOADED', loaded, file=sys.stderr, flush=True)\n"
         "    real_exit(code)\n"
         "os._exit = report\n"
@@ -227,4 +228,4 @@ def test_one_command_imports_only_its_module(tmp_path: Path) -> None:
         "main()\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert "LOADED ['carte.cli.commands_system']" in result.stderr, result.stderr
+    assert "LOADED ['carte.cli.commands.system']" in result.stderr, result.stderr

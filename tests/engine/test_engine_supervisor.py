@@ -9,7 +9,7 @@ import trio.testing
 
 from carte.api.errors import Unavailable
 from carte.api.events import Command, Fact, HandlerCrashed, HandlerSkipped, HandlerStarted
-from carte.engine import Handler, HandlerContext, HandlerState, Registry, Supervisor, on
+from carte.engine import Handler, HandlerContext, HandlerState, Roster, Supervisor, on
 
 
 class Echo(Command[str], frozen=True, kw_only=True):
@@ -57,7 +57,7 @@ async def test_a_crashing_handler_restarts_with_backoff_while_others_keep_servin
     bus = engine_ctx.bus
     Crashy.starts = []
     Crashy.crash = trio.Event()
-    supervisor = Supervisor(Registry([Steady, Crashy]).plan(), engine_ctx)
+    supervisor = Supervisor(Roster([Steady, Crashy]).plan(), engine_ctx)
     async with (
         bus.subscribe(HandlerCrashed) as crashes,
         bus.subscribe(HandlerStarted) as starts,
@@ -107,7 +107,7 @@ async def test_backoff_is_capped(
     Crashy.starts = []
     Crashy.crash = trio.Event()
     Crashy.crash.set()
-    supervisor = Supervisor(Registry([Crashy]).plan(), engine_ctx)
+    supervisor = Supervisor(Roster([Crashy]).plan(), engine_ctx)
     async with engine_ctx.bus.subscribe(HandlerCrashed) as crashes, trio.open_nursery() as nursery:
         await nursery.start(supervisor.run)
         delays = [(await crashes.receive()).restart_in for _ in range(12)]  # type: ignore[attr-defined]
@@ -135,7 +135,7 @@ async def test_fact_methods_get_facts_in_order_and_a_raising_one_is_restarted(
 ) -> None:
     bus = engine_ctx.bus
     Listener.seen = []
-    supervisor = Supervisor(Registry([Listener]).plan(), engine_ctx)
+    supervisor = Supervisor(Roster([Listener]).plan(), engine_ctx)
     async with bus.subscribe(HandlerCrashed, HandlerStarted) as lifecycle:
         async with trio.open_nursery() as nursery:
             await nursery.start(supervisor.run)
@@ -173,7 +173,7 @@ async def test_a_handler_can_skip_itself_and_its_dependents_are_skipped_too(
     engine_ctx: HandlerContext,
 ) -> None:
     bus = engine_ctx.bus
-    supervisor = Supervisor(Registry([Dependent, NeedsKernelThing, Steady]).plan(), engine_ctx)
+    supervisor = Supervisor(Roster([Dependent, NeedsKernelThing, Steady]).plan(), engine_ctx)
     async with trio.open_nursery() as nursery:
         await nursery.start(supervisor.run)
         states = {s.name: (s.state, s.reason) for s in supervisor.statuses()}
@@ -209,7 +209,7 @@ async def test_cancelling_the_supervisor_stops_handlers_without_a_crash(
     engine_ctx: HandlerContext,
 ) -> None:
     Server.cleaned_up = False
-    supervisor = Supervisor(Registry([Server]).plan(), engine_ctx)
+    supervisor = Supervisor(Roster([Server]).plan(), engine_ctx)
     with trio.move_on_after(1) as scope:
         async with trio.open_nursery() as nursery:
             await nursery.start(supervisor.run)
@@ -239,7 +239,7 @@ async def test_handlers_get_their_own_options_and_reconfigure_swaps_them(
 
     config = msgspec.convert({"handlers": {"options": {"optioned": {"url": "a"}}}}, Config)
     engine_ctx.config = config
-    supervisor = Supervisor(Registry([Optioned]).plan(), engine_ctx)
+    supervisor = Supervisor(Roster([Optioned]).plan(), engine_ctx)
     async with trio.open_nursery() as nursery:
         await nursery.start(supervisor.run)
         assert await engine_ctx.bus.request(Echo(text="")) == "carte.handler.optioned"
@@ -284,7 +284,7 @@ async def test_a_handler_failing_its_first_start_does_not_hold_up_the_daemon(
     BrokenAtBirth.healthy = False
     BrokenAtBirth.checks = 0
     bus = engine_ctx.bus
-    supervisor = Supervisor(Registry([BrokenAtBirth, AfterBroken]).plan(), engine_ctx)
+    supervisor = Supervisor(Roster([BrokenAtBirth, AfterBroken]).plan(), engine_ctx)
     async with (
         bus.subscribe(HandlerCrashed) as crashes,
         bus.subscribe(HandlerStarted) as starts,

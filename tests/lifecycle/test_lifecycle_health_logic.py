@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from carte.api.containers import Health, HealthConfig, HealthLogEntry
-from carte.handlers.health_probe import HealthTracker, probe_command, watch_health
+from carte.handlers.lifecycle._health_probe import HealthTracker, probe_command, watch_health
 
 
 def _entry(code: int) -> HealthLogEntry:

@@ -44,15 +44,15 @@ from carte.engine import (
     Entry,
     Handler,
     HandlerContext,
-    Registry,
+    Roster,
     Supervisor,
     apply_overrides,
     on,
 )
 from carte.engine.config import RestartBackoffConfig
 from carte.engine.store import encode_value
-from carte.handlers.restart import DAEMON_PID, RestartHandler
-from carte.handlers.restart_policy import RestartBackoff, restart_wanted
+from carte.handlers.lifecycle._restart import DAEMON_PID, RestartHandler
+from carte.handlers.lifecycle._restart_policy import RestartBackoff, restart_wanted
 
 EPOCH = 1_800_000_000.0
 
@@ -180,7 +180,7 @@ async def engine(db: Path, store: MemoryStore | None = None) -> AsyncIterator[Bu
         root=db.parent,
         run_root=db.parent / "run",
     )
-    supervisor = Supervisor(Registry([FakeContainers, RestartHandler]).plan(), ctx)
+    supervisor = Supervisor(Roster([FakeContainers, RestartHandler]).plan(), ctx)
     async with trio.open_nursery() as nursery:
         await nursery.start(supervisor.run)
         yield bus

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from carte_daemon import Daemon, DaemonFactory
 from networks_lab import link_exists, network_config, nft_table, ok, remove_everything
 
-from carte.handlers.network_records import default_bridge_name, nft_table_name
+from carte.handlers.network._records import default_bridge_name, nft_table_name
 
 
 def host_leftovers(daemon: Daemon, bridges: set[str]) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from carte.handlers.dns import Resolver, host_upstreams, parse_upstream
+from carte.handlers.network._dns import Resolver, host_upstreams, parse_upstream
 from carte.net.dns_message import (
     NXDOMAIN,
     SERVFAIL,

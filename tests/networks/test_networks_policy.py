@@ -133,7 +133,7 @@ def test_denied_packets_can_be_logged(busybox_tar: Path) -> None:
     from carte_daemon import DaemonFactory
     from networks_lab import network_config, nft_table, remove_everything
 
-    from carte.handlers.network_records import nft_table_name
+    from carte.handlers.network._records import nft_table_name
 
     factory = DaemonFactory()
     try:

@@ -13,7 +13,7 @@ import pytest
 from carte_daemon import Daemon
 from networks_lab import bridge_ports, network, nft_table, ok, wait_until
 
-from carte.handlers.network_records import nft_table_name
+from carte.handlers.network._records import nft_table_name
 
 
 def _rules(daemon: Daemon) -> str:

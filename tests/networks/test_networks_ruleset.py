@@ -6,8 +6,8 @@ import pytest
 
 from carte.api.errors import InvalidArgument
 from carte.api.networks import NetworkPolicy
-from carte.handlers.network_records import EndpointRecord, NetworkRecord
-from carte.handlers.network_ruleset import build_ruleset, parse_selector
+from carte.handlers.network._records import EndpointRecord, NetworkRecord
+from carte.handlers.network._ruleset import build_ruleset, parse_selector
 from carte.net.rules import render
 
 

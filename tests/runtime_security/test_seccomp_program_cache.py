@@ -8,8 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from carte.runtime import seccomp, seccomp_compile
-from carte.runtime.seccomp_bpf import with_enosys_stub
+from carte.runtime import seccomp
+from carte.runtime.seccomp import _compile as seccomp_compile
+from carte.runtime.seccomp._bpf import with_enosys_stub
 
 RunProbe = Callable[..., dict[str, Any]]
 

@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from carte.handlers.autoscale_rule import Metric, Stabilizer, recommend
+from carte.handlers.services._autoscale_rule import Metric, Stabilizer, recommend
 
 
 @pytest.fixture

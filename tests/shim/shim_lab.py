@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from carte.runtime.cgroups import LinuxMemory, LinuxResources
-from carte.runtime.shim_client import ShimClient, parse_report, shim_command, socket_path
+from carte.runtime.shim.client import ShimClient, parse_report, shim_command, socket_path
 from carte.runtime.spec import INIT_ANNOTATION, default_spec, encode_spec
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")

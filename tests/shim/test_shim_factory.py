@@ -11,7 +11,7 @@ from shim_lab import ShimLab, process_alive, wait_for
 
 from carte.api.errors import InvalidArgument
 from carte.runtime.logs import read_logs
-from carte.runtime.shim_client import (
+from carte.runtime.shim.client import (
     create_with_factory,
     factory_command,
     shim_arguments,

@@ -13,7 +13,7 @@ import pytest
 from shim_lab import ShimLab, wait_for
 
 from carte.runtime.logs import LogFollower, read_logs
-from carte.runtime.shim_client import ShimClient, ShimError
+from carte.runtime.shim.client import ShimClient, ShimError
 
 PATH_ENV = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 

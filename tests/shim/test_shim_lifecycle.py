@@ -14,7 +14,7 @@ from shim_lab import ShimLab, process_alive, wait_for
 
 from carte.api.errors import InvalidArgument, NotFound
 from carte.runtime.logs import read_logs
-from carte.runtime.shim_client import (
+from carte.runtime.shim.client import (
     ShimClient,
     ShimError,
     find_state,

@@ -7,8 +7,8 @@ from typing import Any
 import trio
 from shim_lab import ShimLab
 
-from carte.runtime.shim_client import parse_report
-from carte.runtime.shim_protocol import LineBuffer, decode_data, decode_line, encode_line
+from carte.runtime.shim.client import parse_report
+from carte.runtime.shim.protocol import LineBuffer, decode_data, decode_line, encode_line
 
 
 class _Lines:

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 
 from carte_daemon import Daemon, DaemonFactory
 
-from carte.handlers.network_records import default_bridge_name, nft_table_name
+from carte.handlers.network._records import default_bridge_name, nft_table_name
 
 CONFIG = 'network:\n  pools: ["10.93.0.0/16:24"]\n  dns_upstreams: ["127.0.0.1:9"]\n'
 

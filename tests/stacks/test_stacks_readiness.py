@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from carte.handlers.stack_readiness import probe_once, watch_readiness
+from carte.handlers.stacks._readiness import probe_once, watch_readiness
 from carte.stack.model import ExecAction, HttpGet, Readiness, TcpSocket
 
 

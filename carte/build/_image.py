@@ -1,0 +1,587 @@
+"""Build an image from a Dockerfile and a build context directory (synchronous).
+
+Stages are built in order, only those the target needs. Each step's cache key chains its
+parent's key (`build_cache`); on a hit the stored layer is reused and nothing runs. RUN steps
+run in Carte containers (`build_run`); COPY/ADD stage files into an empty directory
+(`build_copy`); either way the layer is the tar of that upper directory (`diff_from_upper`),
+never a walk of the whole tree, and the directory itself becomes the cached unpacked layer
+(`build_layers`). Config-only instructions are in `build_metadata`. With
+`source_date_epoch`, times are clamped and equal inputs give equal image digests.
+
+On failure (a bad instruction, a failing RUN, a missing base image) a `CarteError` names the
+Dockerfile line; no image is recorded and every scratch directory is removed. Layers of steps
+that succeeded stay as build cache, as Docker keeps them. Cancellation (the `cancelled`
+callback turning true) stops the build at its next step and kills a running RUN container.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import shutil
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from carte.api.errors import CarteError, InvalidArgument
+from carte.build._cache import BuildCache, StepRecord, step_key
+from carte.build._copy import CopySource, SourceError, Stager, checksum, match_sources
+from carte.build._layer_view import LayerView
+from carte.build._layers import adopt_as_layer
+from carte.build._metadata import (
+    ArgScope,
+    StageState,
+    apply_metadata,
+    command_of,
+    is_url,
+    join_path,
+    mapping,
+)
+from carte.build._run import RunStep, run_step
+from carte.build._stages import PROXY_ARGS, Stage, find_stage, plan_stages
+from carte.build._words import WordError, expand_variables, expand_word, split_words
+from carte.build.dockerfile import Heredoc, Instruction, parse, parse_instruction
+from carte.image import oci
+from carte.image.digest import chain_ids
+from carte.image.errors import ImageNotFound
+from carte.image.importer import host_architecture
+from carte.image.layers import LayerBlob, is_unpacked, layer_dir, store_layer, unpack_layer
+from carte.image.store import ImageStore, StoredImage
+from carte.image.upperdiff import diff_from_upper
+from carte.runtime.spec import DEFAULT_PATH, User
+
+LAYER_STEPS = frozenset({"RUN", "COPY", "ADD"})
+HEREDOC_ONLY = re.compile(r"<<-?([\"']?)[A-Za-z_][A-Za-z0-9_]*\1")
+
+
+class BuildOptions(msgspec.Struct, frozen=True, kw_only=True):
+    tags: tuple[str, ...] = ()
+    dockerfile_name: str = "Dockerfile"
+    build_args: dict[str, str] = {}
+    target: str = ""
+    no_cache: bool = False
+    pull: bool = False
+    labels: dict[str, str] = {}
+    network: str = "default"
+    source_date_epoch: int | None = None
+
+
+@dataclass
+class BuildEnvironment:
+    """What the builder needs from its caller (the build handler)."""
+
+    store: ImageStore
+    state_dir: Path  # the runtime state directory for RUN containers
+    progress: Callable[[str], None]
+    resolve_user: Callable[[str, list[Path]], User]
+    pull: Callable[[str], StoredImage]
+    cancelled: Callable[[], bool] = lambda: False
+
+
+def build(
+    environment: BuildEnvironment,
+    options: BuildOptions,
+    context: Path,
+    dockerfile_text: str,
+) -> StoredImage:
+    """Build and store the image; returns it (tagged with `options.tags`).
+
+    Raises `DockerfileError`/`InvalidArgument` for bad input, `StepFailed` for a failing RUN,
+    `ImageNotFound` for a base image that is neither local nor pullable.
+    """
+    return _Builder(environment, options, context).build(dockerfile_text)
+
+
+class _Builder:
+    def __init__(self, environment: BuildEnvironment, options: BuildOptions, context: Path):
+        self.env = environment
+        self.store = environment.store
+        self.options = options
+        self.context = context
+        self.cache = BuildCache(environment.store)
+        self.results: dict[int, StageState] = {}
+        self.step_number = 0
+        self.scratch_root = self.store.root / "build-scratch"
+        self.scratch_root.mkdir(exist_ok=True)
+        self._downloads: list[Path] = []
+
+    # -- driving -------------------------------------------------------------------------
+
+    def build(self, text: str) -> StoredImage:
+        dockerfile = parse(text, self.options.dockerfile_name)
+        self.escape = dockerfile.escape
+        plan = plan_stages(dockerfile, dict(self.options.build_args), self.options.target)
+        self.plan = plan
+        self.scope = ArgScope(
+            build_args=dict(self.options.build_args),
+            global_args=plan.global_args,
+            escape=self.escape,
+        )
+        try:
+            with self.store.writing():
+                for index in plan.needed:
+                    self.results[index] = self._build_stage(plan.stages[index])
+                image = self._commit(self.results[plan.target])
+        finally:
+            for directory in self._downloads:
+                shutil.rmtree(directory, ignore_errors=True)
+        unused = sorted(
+            name
+            for name in self.options.build_args
+            if name not in plan.declared and name not in PROXY_ARGS
+        )
+        if unused:
+            self.env.progress(f"[Warning] One or more build-args {unused} were not consumed")
+        return image
+
+    def _header(self, stage: Stage, position: int, instruction: Instruction) -> str:
+        self.step_number += 1
+        label = f"{stage.name} " if stage.name else ""
+        count = len(stage.instructions) + 1
+        self.env.progress(f"#{self.step_number} [{label}{position}/{count}] {instruction.original}")
+        return f"#{self.step_number}"
+
+    def _build_stage(self, stage: Stage) -> StageState:
+        state = self._from(stage)
+        shown = f"FROM {stage.base}" + (f" AS {stage.name}" if stage.name else "")
+        self._header(stage, 1, msgspec.structs.replace(stage.source, original=shown))
+        instructions = list(stage.instructions)
+        triggers = state.config.pop("OnBuild", None)
+        if isinstance(triggers, (list, tuple)):
+            instructions = [
+                parse_instruction(str(t), line=stage.source.line, file=stage.source.file)
+                for t in triggers
+            ] + instructions
+        for position, instruction in enumerate(instructions, start=2):
+            if self.env.cancelled():
+                raise InvalidArgument("the build was cancelled")
+            self._step(stage, position, instruction, state)
+        return state
+
+    def _from(self, stage: Stage) -> StageState:
+        state = self._base_state(stage)
+        env = state.env_list()
+        if not any(item.startswith("PATH=") for item in env):
+            # As BuildKit does: a base without PATH gets the default, so ENV PATH=$PATH:/x works.
+            state.config["Env"] = [DEFAULT_PATH, *env]
+        return state
+
+    def _base_state(self, stage: Stage) -> StageState:
+        if stage.base.lower() == "scratch":
+            return StageState(key=step_key("", "FROM scratch"), layers=[], config={}, history=[])
+        parent = find_stage(self.plan.stages, stage.base, stage.index)
+        if parent is not None:
+            built = self.results[parent.index]
+            return StageState(
+                key=built.key,
+                layers=list(built.layers),
+                config=dict(built.config),
+                history=list(built.history),
+            )
+        image = self._base_image(stage)
+        config = image.config.config or oci.ContainerConfig()
+        return StageState(
+            key=step_key("", f"FROM {image.id}"),
+            layers=[
+                LayerBlob(descriptor=descriptor, diff_id=diff_id)
+                for descriptor, diff_id in zip(image.manifest.layers, image.diff_ids, strict=True)
+            ],
+            config=msgspec.to_builtins(config),
+            history=list(image.config.history or ()),
+        )
+
+    def _base_image(self, stage: Stage) -> StoredImage:
+        if not self.options.pull:
+            try:
+                return self.store.get(stage.base)
+            except ImageNotFound:
+                pass
+        try:
+            return self.env.pull(stage.base)
+        except CarteError as error:
+            raise stage.source.error(
+                f'base image "{stage.base}" is not in the local store and could not be pulled '
+                f"({error.message})"
+            ) from None
+
+    # -- one step ------------------------------------------------------------------------
+
+    def _step(
+        self, stage: Stage, position: int, instruction: Instruction, state: StageState
+    ) -> None:
+        keyword = instruction.keyword
+        try:
+            if keyword in LAYER_STEPS:
+                number = self._header(stage, position, instruction)
+                self._layer_step(number, instruction, state)
+            else:
+                description = apply_metadata(instruction, state, self.scope)
+                self._record_metadata(instruction, state, description)
+        except (WordError, SourceError) as error:
+            raise instruction.error(str(error)) from None
+
+    def _record_metadata(self, instruction: Instruction, state: StageState, described: str) -> None:
+        key = step_key(state.key, described)
+        record = None if self.options.no_cache else self.cache.get(key)
+        if record is None:
+            record = StepRecord(created=self._now())
+            self.cache.put(key, record)
+        state.key = key
+        state.history.append(
+            oci.History(
+                created=record.created,
+                created_by=f"{instruction.keyword} {instruction.text}".strip(),
+                comment="carte build",
+                empty_layer=True,
+            )
+        )
+
+    def _layer_step(self, number: str, instruction: Instruction, state: StageState) -> None:
+        started = time.monotonic()
+        if instruction.keyword == "RUN":
+            described, make_layer = self._run(number, instruction, state)
+        else:
+            described, make_layer = self._copy(instruction, state)
+        key = step_key(state.key, described)
+        record = None if self.options.no_cache else self.cache.get(key)
+        if record is not None:
+            self.env.progress(f"{number} CACHED")
+        else:
+            layer = make_layer()
+            record = StepRecord(layer=layer, created=self._now())
+            self.cache.put(key, record)
+            self.env.progress(f"{number} DONE {time.monotonic() - started:.1f}s")
+        assert record.layer is not None
+        state.key = key
+        state.layers.append(record.layer)
+        state.history.append(
+            oci.History(
+                created=record.created,
+                created_by=f"{instruction.keyword} {instruction.text}".strip(),
+                comment="carte build",
+            )
+        )
+
+    # -- RUN -----------------------------------------------------------------------------
+
+    def _run(
+        self, number: str, instruction: Instruction, state: StageState
+    ) -> tuple[str, Callable[[], LayerBlob]]:
+        for flag in instruction.flags:
+            if flag != "network":
+                raise instruction.error(f"--{flag} is not supported by carte build")
+        argv = self._run_command(instruction, state)
+        env = state.env_map()
+        in_use = {k: v for k, v in sorted(state.args.items()) if k not in env}
+        proxies = {
+            k: v for k, v in self.options.build_args.items() if k in PROXY_ARGS and k not in env
+        }
+        run_env = [f"{k}={v}" for k, v in {**in_use, **proxies, **env}.items()]
+        if not any(item.startswith("PATH=") for item in run_env):
+            run_env.insert(0, DEFAULT_PATH)
+        network = instruction.flags.get("network", self.options.network)
+        if network not in ("none", "host", "default"):
+            raise instruction.error(f'--network "{network}" is unknown; use none, host or default')
+        described = "RUN " + json.dumps({"argv": argv, "args": in_use})
+
+        def make_layer() -> LayerBlob:
+            lowerdirs = self._lowerdirs(state)
+            user = self._user(instruction, str(state.config.get("User") or ""), lowerdirs)
+            step = RunStep(
+                argv=tuple(argv),
+                env=tuple(run_env),
+                cwd=str(state.config.get("WorkingDir") or "/"),
+                user=user,
+                network=network,
+                shown=f"{instruction.file}:{instruction.line}: RUN {instruction.text}",
+            )
+            with self._scratch() as scratch:
+                upper = run_step(
+                    step,
+                    lowerdirs,
+                    scratch,
+                    self.env.state_dir,
+                    lambda line: self.env.progress(f"{number} {line}"),
+                    self.env.cancelled,
+                )
+                return self._store_upper(upper, state)
+
+        return described, make_layer
+
+    # -- COPY / ADD ----------------------------------------------------------------------
+
+    def _copy(
+        self, instruction: Instruction, state: StageState
+    ) -> tuple[str, Callable[[], LayerBlob]]:
+        unsupported = set(instruction.flags) - {"from", "chown", "chmod", "link"}
+        if unsupported:
+            flag = sorted(unsupported)[0]
+            raise instruction.error(f"--{flag} is not supported by carte build; remove it")
+        words_env = state.words_env()
+        if instruction.exec_form is not None:
+            words = list(instruction.exec_form)
+        else:
+            words = split_words(instruction.text, words_env, self.escape)
+        if len(words) < 2:
+            raise instruction.error("needs at least one source and a destination")
+        *patterns, dest_word = words
+        workdir = str(state.config.get("WorkingDir") or "/")
+        dest_is_dir = dest_word.endswith("/") or dest_word in (".", "..") or len(patterns) > 1
+        dest = join_path(workdir, dest_word)
+        is_add = instruction.keyword == "ADD"
+        source_view, source_key, what, keep_owner = self._copy_source(instruction, state)
+        heredocs = {f"<<{h.name}": h for h in instruction.heredocs}
+        heredocs.update({f"<<-{h.name}": h for h in instruction.heredocs})
+        urls = [p for p in patterns if is_add and is_url(p)]
+        local = [p for p in patterns if p not in urls and p not in heredocs]
+        sources: list[CopySource] = match_sources(source_view, local, what) if local else []
+        inline = [heredocs[p] for p in patterns if p in heredocs]
+        downloads = self._download_all(urls) + self._heredoc_files(inline, words_env)
+        generated = [*urls, *(f"<<{h.name}" for h in inline)]
+        chown = instruction.flags.get("chown")
+        chmod_text = instruction.flags.get("chmod")
+        mode: int | None = None
+        if chmod_text is not None:
+            try:
+                mode = int(chmod_text, 8)
+            except ValueError:
+                raise instruction.error(
+                    f'--chmod "{chmod_text}" is not an octal mode; use e.g. --chmod=0644'
+                ) from None
+        content = checksum(source_view, sources, with_owner=keep_owner)
+        download_sums = [
+            checksum(
+                LayerView([d.parent]),
+                [CopySource(path="/" + d.name, host=str(d))],
+                with_owner=False,
+            )
+            for d in downloads
+        ]
+        described = f"{instruction.keyword} " + json.dumps(
+            {
+                "from": source_key,
+                "sources": content,
+                "generated": list(zip(generated, download_sums, strict=True)),
+                "dest": dest,
+                "dir": dest_is_dir,
+                "chown": chown,
+                "chmod": chmod_text,
+            }
+        )
+
+        def make_layer() -> LayerBlob:
+            lowerdirs = self._lowerdirs(state)
+            lower = LayerView(lowerdirs)
+            owner: tuple[int, int] | None = None
+            if chown:
+                user = self._user(instruction, chown, lowerdirs)
+                owner = (user.uid, user.gid)
+            directory = dest_is_dir or lower.is_dir(dest)
+            with self._scratch() as scratch:
+                staging = scratch / "upper"
+                staging.mkdir()
+                stager = Stager(staging, lower, owner=owner, mode=mode)
+                stager.ensure_dir("/")
+                for source in sources:
+                    if source_view.is_dir(source.path):
+                        stager.ensure_dir(dest)
+                        for name in source_view.children(source.path):
+                            stager.copy(
+                                source_view,
+                                source.path.rstrip("/") + "/" + name,
+                                dest.rstrip("/") + "/" + name,
+                                keep_owner=keep_owner,
+                            )
+                    elif is_add and stager.extract_archive(source.host, dest):
+                        continue
+                    else:
+                        target = (
+                            dest.rstrip("/") + "/" + (source.name or source.path.rsplit("/", 1)[-1])
+                            if directory
+                            else dest
+                        )
+                        stager.copy(source_view, source.path, target, keep_owner=keep_owner)
+                for download in downloads:
+                    view = LayerView([download.parent])
+                    target = dest.rstrip("/") + "/" + download.name if directory else dest
+                    stager.copy(view, "/" + download.name, target, keep_owner=False)
+                return self._store_upper(staging, state)
+
+        return described, make_layer
+
+    def _copy_source(
+        self, instruction: Instruction, state: StageState
+    ) -> tuple[LayerView, str, str, bool]:
+        """Where COPY reads from: the context, an earlier stage or an image."""
+        source = instruction.flags.get("from")
+        if source is None:
+            return LayerView([self.context]), "context", "build context", False
+        ref = expand_word(source, self.plan.global_args, self.escape)
+        stage = self._current_stage_index(instruction)
+        found = find_stage(self.plan.stages, ref, stage)
+        if found is not None:
+            built = self.results[found.index]
+            return LayerView(self._lowerdirs(built)), built.key, f'stage "{ref}"', True
+        try:
+            image = self.store.get(ref)
+        except ImageNotFound:
+            try:
+                image = self.env.pull(ref)
+            except CarteError as error:
+                raise instruction.error(
+                    f"--from={ref} is neither an earlier stage nor an image that could be "
+                    f"found or pulled ({error.message})"
+                ) from None
+        layers = [
+            LayerBlob(descriptor=d, diff_id=i)
+            for d, i in zip(image.manifest.layers, image.diff_ids, strict=True)
+        ]
+        return LayerView(self._unpacked(layers)), image.id, f'image "{ref}"', True
+
+    def _current_stage_index(self, instruction: Instruction) -> int:
+        for stage in self.plan.stages:
+            if instruction in stage.instructions:
+                return stage.index
+        return len(self.plan.stages)
+
+    def _run_command(self, instruction: Instruction, state: StageState) -> list[str]:
+        """RUN's argv; heredocs go back under the command line for the shell to read, and a
+        line that is only `<<NAME` runs the body itself as the script (BuildKit's rules)."""
+        argv = command_of(instruction, state)
+        if not instruction.heredocs:
+            return argv
+        shell = argv[:-1]
+        if HEREDOC_ONLY.fullmatch(instruction.text.strip()):
+            return [*shell, instruction.heredocs[0].body]
+        script = (
+            instruction.text + "\n" + "".join(h.body + h.name + "\n" for h in instruction.heredocs)
+        )
+        return [*shell, script]
+
+    def _heredoc_files(self, heredocs: list[Heredoc], words_env: dict[str, str]) -> list[Path]:
+        if not heredocs:
+            return []
+        directory = Path(tempfile.mkdtemp(dir=self.scratch_root, prefix="heredoc-"))
+        self._downloads.append(directory)
+        paths = []
+        for heredoc in heredocs:
+            body = heredoc.body
+            if heredoc.expand:
+                body = expand_variables(body, words_env, self.escape)
+            target = directory / heredoc.name
+            target.write_text(body)
+            target.chmod(0o644)
+            paths.append(target)
+        return paths
+
+    def _download_all(self, urls: list[str]) -> list[Path]:
+        if not urls:
+            return []
+        directory = Path(tempfile.mkdtemp(dir=self.scratch_root, prefix="download-"))
+        self._downloads.append(directory)
+        paths = []
+        for url in urls:
+            name = Path(urllib.parse.urlparse(url).path).name or "index.html"
+            target = directory / name
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
+                    shutil.copyfileobj(response, out)
+            except OSError as error:
+                raise SourceError(f'cannot download "{url}": {error}') from None
+            target.chmod(0o600)
+            paths.append(target)
+        return paths
+
+    def _user(self, instruction: Instruction, name: str, lowerdirs: list[Path]) -> User:
+        try:
+            return self.env.resolve_user(name, lowerdirs)
+        except CarteError:
+            raise instruction.error(
+                f'user "{name}" is not in the image\'s /etc/passwd or /etc/group; use a '
+                "numeric uid[:gid] or create the user in an earlier RUN step"
+            ) from None
+
+    # -- layers and commit ---------------------------------------------------------------
+
+    def _scratch(self) -> _Scratch:
+        return _Scratch(self.scratch_root)
+
+    def _store_upper(self, upper: Path, state: StageState) -> LayerBlob:
+        epoch = self.options.source_date_epoch
+        layer = store_layer(
+            self.store, lambda out: diff_from_upper(upper, out, source_date_epoch=epoch)
+        )
+        chain = chain_ids([*(below.diff_id for below in state.layers), layer.diff_id])[-1]
+        adopt_as_layer(self.store, upper, chain, layer.diff_id, epoch)
+        return layer
+
+    def _lowerdirs(self, state: StageState) -> list[Path]:
+        return self._unpacked(state.layers)
+
+    def _unpacked(self, layers: list[LayerBlob]) -> list[Path]:
+        chains = chain_ids([layer.diff_id for layer in layers]) if layers else []
+        for layer, chain in zip(layers, chains, strict=True):
+            if not is_unpacked(self.store, chain):
+                unpack_layer(self.store, layer.descriptor, layer.diff_id, chain, trusted=True)
+        return [layer_dir(self.store, chain) for chain in reversed(chains)]
+
+    def _now(self) -> str:
+        epoch = self.options.source_date_epoch
+        moment = (
+            datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+            if epoch is not None
+            else datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        )
+        return moment.isoformat().replace("+00:00", "Z")
+
+    def _commit(self, state: StageState) -> StoredImage:
+        config = dict(state.config)
+        author = config.pop("__author", None)
+        labels = dict(mapping(config.get("Labels")))
+        labels.update(self.options.labels)
+        if labels:
+            config["Labels"] = labels
+        container = msgspec.convert(config, oci.ContainerConfig)
+        created = state.history[-1].created if state.history else self._now()
+        image_config = oci.ImageConfig(
+            created=created,
+            author=str(author) if author else None,
+            architecture=host_architecture(),
+            os="linux",
+            config=container,
+            rootfs=oci.RootFS(diff_ids=tuple(layer.diff_id for layer in state.layers)),
+            history=tuple(state.history),
+        )
+        config_descriptor = self.store.put_blob(oci.encode(image_config), oci.OCI_CONFIG)
+        manifest = oci.Manifest(
+            schema_version=2,
+            media_type=oci.OCI_MANIFEST,
+            config=config_descriptor,
+            layers=tuple(layer.descriptor for layer in state.layers),
+            annotations={oci.CREATED: created} if created else None,
+        )
+        manifest_descriptor = self.store.put_blob(oci.encode(manifest), oci.OCI_MANIFEST)
+        return self.store.add_image(manifest_descriptor, self.options.tags)
+
+
+class _Scratch:
+    """A temporary directory under ROOT/build-scratch, removed on exit whatever happened."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.path: Path | None = None
+
+    def __enter__(self) -> Path:
+        self.path = Path(tempfile.mkdtemp(dir=self.root, prefix="step-"))
+        return self.path
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,9 @@
+"""The client's commands, one module per area, and the framework they register with.
+
+Each area module (`containers`, `images`, `network`, ...) exposes ``register(commands)`` and is
+listed in `carte.cli.parser.COMMAND_MODULES`; only the invoked command's module is imported.
+"""
+
+from carte.cli.commands._framework import Commands, HelpFormatter, Session, UsageError
+
+__all__ = ["Commands", "HelpFormatter", "Session", "UsageError"]

@@ -1,0 +1,128 @@
+"""The client's command framework: how a command module registers its subcommands.
+
+A command module (``carte/cli/commands/<area>.py``) exposes ``register(commands: Commands)``
+and is listed in `carte.cli.parser.COMMAND_MODULES`. Each command is a function taking a
+`Session` and returning the exit code; its arguments are added by an optional function::
+
+    def register(commands: Commands) -> None:
+        commands.add("logs", run=show_logs, help="print a container's logs", arguments=_logs_args)
+
+    def _logs_args(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("container")
+        parser.add_argument("-f", "--follow", action="store_true")
+
+    def show_logs(session: Session) -> int:
+        ...
+
+Registering only records the command: argparse parsers cost about a millisecond each, so
+`carte.cli.parser` builds the invoked command's parser alone (all of them for --help and
+for usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from carte.cli.output import Output
+from carte.cli.transport import Client, socket_path_from_host
+
+TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    CommandFunction = Callable[["Session"], int]
+    ArgumentsFunction = Callable[[argparse.ArgumentParser], None]
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter given a width, so it does not import shutil (~10 ms) to find one."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            width = os.get_terminal_size().columns - 2
+        except OSError:
+            width = int(os.environ.get("COLUMNS", "80")) - 2
+        super().__init__(prog, width=max(width, 40))
+
+
+class UsageError(Exception):
+    """Bad input a parser could not catch; printed as an argparse usage error (exit 2)."""
+
+
+class Session:
+    """What a running command gets: its parsed arguments, the output, and a lazy client."""
+
+    def __init__(self, args: argparse.Namespace, output: Output) -> None:
+        self.args = args
+        self.output = output
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        """The daemon client; raises UsageError for a malformed --host."""
+        if self._client is None:
+            try:
+                self._client = Client(socket_path_from_host(self.args.host))
+            except ValueError as error:
+                raise UsageError(str(error)) from None
+        return self._client
+
+
+class _Command:
+    def __init__(
+        self, run: CommandFunction, help: str, arguments: ArgumentsFunction | None
+    ) -> None:
+        self.run = run
+        self.help = help
+        self.arguments = arguments
+
+
+class Commands:
+    """A level of subcommands (`carte <cmd>` or `carte system <cmd>`), recorded by name."""
+
+    def __init__(self, help: str = "") -> None:
+        self.help = help
+        self.entries: dict[str, _Command | Commands] = {}
+
+    def add(
+        self,
+        name: str,
+        *,
+        run: CommandFunction,
+        help: str,
+        arguments: ArgumentsFunction | None = None,
+    ) -> None:
+        """Record a command; `arguments(parser)` adds its flags when its parser is built."""
+        if name in self.entries:
+            raise ValueError(f'client command "{name}" is registered twice; rename one')
+        self.entries[name] = _Command(run, help, arguments)
+
+    def group(self, name: str, *, help: str) -> Commands:
+        """Record a command that has subcommands of its own (`carte system check`)."""
+        existing = self.entries.get(name)
+        if isinstance(existing, Commands):
+            return existing
+        if existing is not None:
+            raise ValueError(f'client command "{name}" is registered twice; rename one')
+        group = Commands(help)
+        self.entries[name] = group
+        return group
+
+    def build(self, parser: argparse.ArgumentParser, only: str | None = None) -> None:
+        """Add subparsers to `parser`: just `only` when it names a command, else all."""
+        subparsers: Any = parser.add_subparsers(title="commands", metavar="COMMAND")
+        names = [only] if only in self.entries else list(self.entries)
+        for name in names:
+            entry = self.entries[name]
+            child = subparsers.add_parser(
+                name, help=entry.help, description=entry.help, formatter_class=HelpFormatter
+            )
+            if isinstance(entry, Commands):
+                child.set_defaults(run=None, group_parser=child)
+                entry.build(child)
+            else:
+                child.set_defaults(run=entry.run)
+                if entry.arguments is not None:
+                    entry.arguments(child)

@@ -1,0 +1,614 @@
+"""Container commands: create, start, run, ps, stop, kill, restart, rm, pause, unpause, logs,
+wait, inspect, rename, update, container prune.
+
+Exit codes follow Docker: `run`/`create` answer 125 for a usage or daemon error, 126 when the
+command cannot be invoked, 127 when it is not found, and otherwise `run` exits with the
+container's own code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from carte.cli.commands import Commands, Session
+from carte.cli.run_options import RunOptionError, add_run_arguments, container_config, parse_size
+from carte.cli.transport import ApiError
+
+TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
+if TYPE_CHECKING:
+    from typing import Any
+
+DAEMON_ERROR = 125
+
+
+def register(commands: Commands) -> None:
+    commands.add("create", run=create, help="create a container", arguments=_create_arguments)
+    commands.add("run", run=run, help="create and start a container", arguments=_run_arguments)
+    commands.add("start", run=start, help="start containers", arguments=_refs(_start_flags))
+    commands.add("ps", run=ps, help="list containers", arguments=_ps_arguments)
+    commands.add("stop", run=stop, help="stop containers", arguments=_refs(_timeout_flag))
+    commands.add("kill", run=kill, help="send a signal to containers", arguments=_refs(_signal))
+    commands.add("restart", run=restart, help="restart containers", arguments=_refs(_timeout_flag))
+    commands.add("rm", run=remove, help="remove containers", arguments=_refs(_rm_flags))
+    commands.add("pause", run=pause, help="pause every process in containers", arguments=_refs())
+    commands.add("unpause", run=unpause, help="unpause containers", arguments=_refs())
+    commands.add("logs", run=logs, help="print a container's logs", arguments=_logs_arguments)
+    commands.add("wait", run=wait, help="wait for containers to stop", arguments=_refs())
+    commands.add("inspect", run=inspect, help="show containers in detail", arguments=_refs(_fmt))
+    commands.add("rename", run=rename, help="rename a container", arguments=_rename_arguments)
+    commands.add(
+        "update", run=update, help="change a container's limits", arguments=_update_arguments
+    )
+    container = commands.group("container", help="manage containers")
+    container.add(
+        "prune", run=prune, help="remove all stopped containers", arguments=_prune_arguments
+    )
+    container.add("ls", run=ps, help="list containers", arguments=_ps_arguments)
+    container.add("inspect", run=inspect, help="show containers in detail", arguments=_refs(_fmt))
+
+
+# --- arguments ----------------------------------------------------------------------------
+
+
+def _hostname_friendly(parser: argparse.ArgumentParser) -> None:
+    """Docker's -h is --hostname; help stays on --help."""
+    parser.conflict_handler = "resolve"
+    parser._optionals.conflict_handler = "resolve"
+
+
+def _create_arguments(parser: argparse.ArgumentParser) -> None:
+    _hostname_friendly(parser)
+    parser.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    add_run_arguments(parser)
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    _create_arguments(parser)
+    parser.add_argument("-d", "--detach", action="store_true", help="run in the background")
+
+
+def _refs(
+    extra: Any = None,
+) -> Any:
+    def arguments(parser: argparse.ArgumentParser) -> None:
+        if extra is not None:
+            extra(parser)
+        parser.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    return arguments
+
+
+def _start_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-a", "--attach", action="store_true", help="print the output, wait")
+
+
+def _timeout_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-t", "--time", "--timeout", type=int, help="seconds before SIGKILL")
+
+
+def _signal(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-s", "--signal", default="KILL", help="signal to send (default KILL)")
+
+
+def _fmt(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f", "--format", dest="template", help="a template such as {{.State.ExitCode}}"
+    )
+
+
+def _rm_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--force", action="store_true", help="kill a running one first")
+    parser.add_argument("-v", "--volumes", action="store_true", help="remove anonymous volumes")
+
+
+def _ps_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-a", "--all", action="store_true", help="show stopped ones too")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only ids")
+    parser.add_argument(
+        "-f", "--filter", action="append", default=[], help="KEY=VALUE (label, name, status...)"
+    )
+    parser.add_argument("--no-trunc", action="store_true", help="full ids and commands")
+    parser.add_argument("--format", dest="ps_format", help="json, table, or a {{.Field}} template")
+
+
+def _logs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--follow", action="store_true", help="follow until it stops")
+    parser.add_argument("-n", "--tail", default="all", help="lines from the end (default all)")
+    parser.add_argument("--since", help="since a time: 10m, 2h, Unix seconds or ISO 8601")
+    parser.add_argument("--until", help="until a time: 10m, 2h, Unix seconds or ISO 8601")
+    parser.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    parser.add_argument("container")
+
+
+def _rename_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("container")
+    parser.add_argument("new_name")
+
+
+def _update_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-m", "--memory", help="memory limit (e.g. 512m)")
+    parser.add_argument("--memory-swap", help="memory plus swap limit; -1 unlimited")
+    parser.add_argument("--cpus", help="number of CPUs")
+    parser.add_argument("-c", "--cpu-shares", help="CPU shares")
+    parser.add_argument("--cpuset-cpus", help="CPUs allowed")
+    parser.add_argument("--pids-limit", help="maximum number of processes")
+    parser.add_argument("--restart", help="restart policy")
+    parser.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+
+def _prune_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--force", action="store_true", help="do not ask (always true)")
+    parser.add_argument("--filter", action="append", default=[], help="label=..., until=...")
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def command(session: Session, command_name: str, /, **body: Any) -> Any:
+    """POST a bus command; its result."""
+    return session.client.post_json(f"/v1/commands/{command_name}", body)["result"]
+
+
+def _error(message: str) -> None:
+    print(f"carte: {message}", file=sys.stderr)
+
+
+def _each(session: Session, action: Any) -> int:
+    """Run `action(ref)` for each container argument; Docker prints each ref done and keeps
+    going after an error, exiting 1 if any failed."""
+    code = 0
+    for ref in session.args.containers:
+        try:
+            action(ref)
+        except ApiError as error:
+            _error(error.message)
+            code = 1
+    return code
+
+
+def _filters(values: list[str], flag: str = "--filter") -> dict[str, list[str]]:
+    filters: dict[str, list[str]] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise RunOptionError(f'invalid {flag} "{value}": use KEY=VALUE, e.g. label=app=web')
+        filters.setdefault(key, []).append(val)
+    return filters
+
+
+def _start_code(error: ApiError) -> int:
+    """126/127 when the daemon says the command cannot be invoked or found, else 125."""
+    for code in (126, 127):
+        if f"[exit {code}]" in error.message:
+            return code
+    return DAEMON_ERROR
+
+
+def _strip_exit_tag(message: str) -> str:
+    for code in (126, 127):
+        message = message.replace(f" [exit {code}]", "")
+    return message
+
+
+# --- create / start / run -------------------------------------------------------------------
+
+
+def _create(session: Session) -> tuple[str, int]:
+    """Create from the parsed flags; (id, 0) or ("", exit code) after printing the error."""
+    try:
+        config = container_config(session.args)
+    except RunOptionError as error:
+        _error(str(error))
+        return "", DAEMON_ERROR
+    try:
+        created = command(session, "CreateContainer", config=config)
+    except ApiError as error:
+        _error(error.message)
+        return "", DAEMON_ERROR
+    for warning in created.get("warnings", []):
+        print(f"WARNING: {warning}", file=sys.stderr)
+    return str(created["id"]), 0
+
+
+def create(session: Session) -> int:
+    container_id, code = _create(session)
+    if container_id:
+        session.output.line(container_id)
+    return code
+
+
+def run(session: Session) -> int:
+    args = session.args
+    if (args.interactive or args.tty) and not args.detach:
+        from carte.cli.commands.interactive import run_interactive
+
+        return run_interactive(session)
+    container_id, code = _create(session)
+    if not container_id:
+        return code
+    if args.detach:
+        try:
+            command(session, "StartContainer", ref=container_id)
+        except ApiError as error:
+            _error(_strip_exit_tag(error.message))
+            return _start_code(error)
+        session.output.line(container_id)
+        return 0
+    return _run_attached(session, container_id)
+
+
+def _run_attached(session: Session, container_id: str) -> int:
+    """Start the container and stream its output until it exits; its exit code. The daemon
+    starts it from within the stream (nothing can be missed); Ctrl-C is passed on as SIGINT."""
+    path = f"/v1/containers/{container_id}/logs?until_exit=1&start=1"
+    stream = session.client.open("GET", path)
+    try:
+        lines = stream.lines()
+        first = json.loads(next(lines, b'{"error": {"message": "the daemon ended the stream"}}'))
+        if "error" in first:
+            message = str(first["error"].get("message", ""))
+            _error(_strip_exit_tag(message))
+            if session.args.rm:
+                try:
+                    command(session, "RemoveContainer", ref=container_id, force=True)
+                except ApiError:
+                    pass
+            return _start_code(ApiError(500, "", message))
+        while True:
+            try:
+                for line in lines:
+                    item = json.loads(line)
+                    if "exit" in item:
+                        return int(item["exit"]["status_code"])
+                    _write_output(item, timestamps=False)
+                return DAEMON_ERROR
+            except KeyboardInterrupt:
+                try:
+                    command(session, "KillContainer", ref=container_id, signal="INT")
+                except ApiError:
+                    return 130
+    finally:
+        stream.close()
+
+
+def _write_output(item: dict[str, Any], *, timestamps: bool) -> None:
+    target = sys.stdout if item.get("stream") == "stdout" else sys.stderr
+    text = str(item.get("log", ""))
+    if timestamps:
+        text = f"{item.get('time', '')} {text}"
+    target.write(text)
+    target.flush()
+
+
+def start(session: Session) -> int:
+    def one(ref: str) -> None:
+        command(session, "StartContainer", ref=ref)
+        session.output.line(ref)
+
+    if session.args.attach and len(session.args.containers) == 1:
+        ref = session.args.containers[0]
+        try:
+            details = command(session, "InspectContainer", ref=ref)
+        except ApiError as error:
+            _error(error.message)
+            return 1
+        return _run_attached(_with_rm(session), details["id"])
+    return _each(session, one)
+
+
+def _with_rm(session: Session) -> Session:
+    session.args.rm = False
+    return session
+
+
+# --- ps -------------------------------------------------------------------------------------
+
+
+def ps(session: Session) -> int:
+    args = session.args
+    try:
+        filters = _filters(args.filter)
+    except RunOptionError as error:
+        _error(str(error))
+        return 1
+    rows = command(session, "ListContainers", all=args.all, filters=filters)
+    out = session.output
+    fmt = args.ps_format or ("json" if out.json else "table")
+    if args.quiet:
+        for row in rows:
+            out.line(row["id"] if args.no_trunc else row["id"][:12])
+        return 0
+    if fmt == "json":
+        for row in rows:
+            out.line(json.dumps(row))
+        return 0
+    if fmt != "table":
+        for row in rows:
+            out.line(_template(fmt, _ps_fields(row, args.no_trunc)))
+        return 0
+    out.table(
+        ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
+        [
+            [
+                f["ID"],
+                f["Image"],
+                f["Command"],
+                f["RunningFor"],
+                f["Status"],
+                f["Ports"],
+                f["Names"],
+            ]
+            for f in (_ps_fields(row, args.no_trunc) for row in rows)
+        ],
+    )
+    return 0
+
+
+def _ps_fields(row: dict[str, Any], no_trunc: bool) -> dict[str, str]:
+    command_text = row["command"]
+    if not no_trunc and len(command_text) > 20:
+        command_text = command_text[:19] + "…"
+    ports = ", ".join(
+        (f"{p['host_ip'] or '0.0.0.0'}:{p['host_port']}->" if p.get("host_port") else "")
+        + f"{p['container_port']}/{p['protocol']}"
+        for p in row.get("ports", [])
+    )
+    labels = ",".join(f"{k}={v}" for k, v in row.get("labels", {}).items())
+    return {
+        "ID": row["id"] if no_trunc else row["id"][:12],
+        "Image": row["image"],
+        "Command": json.dumps(command_text, ensure_ascii=False),
+        "CreatedAt": row["created"],
+        "RunningFor": _ago(row["created"]),
+        "Status": row["status"],
+        "State": row["state"],
+        "Ports": ports,
+        "Names": row["name"],
+        "Labels": labels,
+    }
+
+
+def _template(fmt: str, fields: dict[str, str]) -> str:
+    """Docker's `{{.Field}}` templates, the plain-field subset; `table` prefix ignored."""
+    text = fmt.removeprefix("table ").replace("\\t", "\t")
+    for key, value in fields.items():
+        text = text.replace("{{." + key + "}}", value).replace("{{ ." + key + " }}", value)
+    return text
+
+
+def _ago(created: str) -> str:
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return ""
+    seconds = time.time() - moment
+    if seconds < 1:
+        return "Less than a second ago"
+    if seconds < 60:
+        return f"{int(seconds)} second{'s' if int(seconds) != 1 else ''} ago"
+    if seconds < 3600:
+        minutes = round(seconds / 60)
+        return "About a minute ago" if minutes == 1 else f"{minutes} minutes ago"
+    if seconds < 86400 * 2:
+        hours = round(seconds / 3600)
+        return "About an hour ago" if hours == 1 else f"{hours} hours ago"
+    return f"{round(seconds / 86400)} days ago"
+
+
+# --- stop, kill, restart, rm, pause ---------------------------------------------------------
+
+
+def stop(session: Session) -> int:
+    def one(ref: str) -> None:
+        command(session, "StopContainer", ref=ref, timeout=session.args.time)
+        session.output.line(ref)
+
+    return _each(session, one)
+
+
+def kill(session: Session) -> int:
+    def one(ref: str) -> None:
+        command(session, "KillContainer", ref=ref, signal=session.args.signal)
+        session.output.line(ref)
+
+    return _each(session, one)
+
+
+def restart(session: Session) -> int:
+    def one(ref: str) -> None:
+        command(session, "RestartContainer", ref=ref, timeout=session.args.time)
+        session.output.line(ref)
+
+    return _each(session, one)
+
+
+def remove(session: Session) -> int:
+    def one(ref: str) -> None:
+        command(
+            session,
+            "RemoveContainer",
+            ref=ref,
+            force=session.args.force,
+            volumes=session.args.volumes,
+        )
+        session.output.line(ref)
+
+    return _each(session, one)
+
+
+def pause(session: Session) -> int:
+    def one(ref: str) -> None:
+        command(session, "PauseContainer", ref=ref)
+        session.output.line(ref)
+
+    return _each(session, one)
+
+
+def unpause(session: Session) -> int:
+    def one(ref: str) -> None:
+        command(session, "UnpauseContainer", ref=ref)
+        session.output.line(ref)
+
+    return _each(session, one)
+
+
+def wait(session: Session) -> int:
+    def one(ref: str) -> None:
+        result = command(session, "WaitContainer", ref=ref)
+        session.output.line(str(result["status_code"]))
+
+    return _each(session, one)
+
+
+def inspect(session: Session) -> int:
+    found: list[Any] = []
+
+    def one(ref: str) -> None:
+        found.append(command(session, "InspectContainer", ref=ref))
+
+    code = _each(session, one)
+    template = session.args.template
+    if template:
+        for details in found:
+            session.output.line(render_template(template, details))
+    else:
+        session.output.data(found)
+    return code
+
+
+_SPECIAL_NAMES = {"oomkilled": "oom_killed", "id": "id", "restartcount": "restart_count"}
+
+
+def _snake(name: str) -> str:
+    """Docker's field names (ExitCode, OOMKilled, RestartCount) -> this API's (exit_code...)."""
+    special = _SPECIAL_NAMES.get(name.lower())
+    if special:
+        return special
+    out = ""
+    for index, char in enumerate(name):
+        if char.isupper() and index and not name[index - 1].isupper():
+            out += "_"
+        out += char.lower()
+    return out
+
+
+def render_template(template: str, value: Any) -> str:
+    """The `{{.A.B}}` and `{{json .A}}` subset of Docker's Go templates over `value`; a field
+    that does not exist renders as <no value>, as Go does."""
+    import re
+
+    def lookup(path: str) -> Any:
+        current = value
+        for part in [p for p in path.split(".") if p]:
+            if isinstance(current, dict):
+                key = part if part in current else _snake(part)
+                if key not in current:
+                    return "<no value>"
+                current = current[key]
+            else:
+                return "<no value>"
+        return current
+
+    def substitute(match: re.Match[str]) -> str:
+        expression = match.group(1).strip()
+        as_json = expression.startswith("json ")
+        found = lookup(expression.removeprefix("json ").strip())
+        if as_json or isinstance(found, dict | list):
+            return json.dumps(found)
+        if isinstance(found, bool):
+            return "true" if found else "false"
+        return str(found)
+
+    return re.sub(r"{{(.*?)}}", substitute, template.replace("\\t", "\t").replace("\\n", "\n"))
+
+
+def rename(session: Session) -> int:
+    command(session, "RenameContainer", ref=session.args.container, name=session.args.new_name)
+    return 0
+
+
+def update(session: Session) -> int:
+    args = session.args
+    resources: dict[str, Any] = {}
+    try:
+        if args.memory is not None:
+            resources["memory"] = parse_size(args.memory, "--memory")
+        if args.memory_swap is not None:
+            resources["memory_swap"] = (
+                -1 if args.memory_swap == "-1" else parse_size(args.memory_swap, "--memory-swap")
+            )
+        if args.cpus is not None:
+            resources["nano_cpus"] = int(float(args.cpus) * 1_000_000_000)
+        if args.cpu_shares is not None:
+            resources["cpu_shares"] = int(args.cpu_shares)
+        if args.cpuset_cpus is not None:
+            resources["cpuset_cpus"] = args.cpuset_cpus
+        if args.pids_limit is not None:
+            resources["pids_limit"] = int(args.pids_limit)
+    except (RunOptionError, ValueError) as error:
+        _error(f"invalid update value: {error}")
+        return 1
+    body: dict[str, Any] = {"resources": resources}
+    if args.restart is not None:
+        name, _, count = args.restart.partition(":")
+        body["restart"] = {"name": name, "maximum_retry_count": int(count or 0)}
+
+    def one(ref: str) -> None:
+        command(session, "UpdateContainer", ref=ref, **body)
+        session.output.line(ref)
+
+    return _each(session, one)
+
+
+def prune(session: Session) -> int:
+    try:
+        filters = _filters(session.args.filter)
+    except RunOptionError as error:
+        _error(str(error))
+        return 1
+    result = command(session, "PruneContainers", filters=filters)
+    if session.output.json:
+        session.output.data(result)
+        return 0
+    if result["deleted"]:
+        session.output.line("Deleted Containers:")
+        for container_id in result["deleted"]:
+            session.output.line(container_id)
+    session.output.line(f"Total reclaimed space: {result.get('space_reclaimed', 0)}B")
+    return 0
+
+
+# --- logs -----------------------------------------------------------------------------------
+
+
+def logs(session: Session) -> int:
+    from urllib.parse import quote, urlencode
+
+    from carte.cli.commands.system import parse_since
+
+    args = session.args
+    query: dict[str, str] = {"follow": "1" if args.follow else "0"}
+    if args.tail != "all":
+        if not args.tail.lstrip("-").isdigit():
+            _error(f'invalid --tail "{args.tail}": use a number of lines or "all"')
+            return 1
+        query["tail"] = args.tail
+    if args.since:
+        query["since"] = repr(parse_since(args.since))
+    if args.until:
+        query["until"] = repr(parse_since(args.until))
+    path = f"/v1/containers/{quote(args.container, safe='')}/logs?{urlencode(query)}"
+    stream = session.client.open("GET", path)
+    try:
+        for line in stream.lines():
+            _write_output(json.loads(line), timestamps=args.timestamps)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stream.close()
+    return 0

@@ -1,0 +1,375 @@
+"""Stack commands: apply, stack ls|ps|rm, service ls|ps|logs|scale|inspect, rollout
+status|history|undo.
+
+A SERVICE argument is `STACK_SERVICE`, `STACK/SERVICE`, or a service name that only one
+stack has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from carte.cli.commands import Commands, Session
+from carte.cli.commands.services import service_update, update_arguments
+
+TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
+if TYPE_CHECKING:
+    from typing import Any
+
+_DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+_ROLLOUT_END = ("completed", "rolled_back", "failed", "paused", "idle")
+
+
+def register(commands: Commands) -> None:
+    commands.add("apply", run=apply, help="deploy a Compose file as a stack", arguments=_apply)
+    stack = commands.group("stack", help="manage stacks")
+    stack.add("ls", run=list_stacks, help="list stacks", arguments=None)
+    stack.add("ps", run=stack_ps, help="list a stack's replicas", arguments=_stack_name)
+    stack.add("rm", run=remove_stacks, help="remove stacks", arguments=_stack_names)
+    service = commands.group("service", help="manage services of stacks")
+    service.add("ls", run=list_services, help="list services", arguments=_optional_stack)
+    service.add("ps", run=service_ps, help="list a service's replicas", arguments=_service)
+    service.add("logs", run=service_logs, help="show a service's logs", arguments=_logs)
+    service.add("scale", run=scale, help="set replica counts", arguments=_scale)
+    service.add("inspect", run=inspect, help="show a service in detail", arguments=_service)
+    service.add(
+        "update",
+        run=service_update,
+        help="change replicas' limits in place",
+        arguments=update_arguments,
+    )
+    rollout = commands.group("rollout", help="follow and undo rolling updates")
+    rollout.add("status", run=rollout_status, help="follow a rollout", arguments=_status)
+    rollout.add("history", run=rollout_history, help="list kept revisions", arguments=_service)
+    rollout.add("undo", run=rollout_undo, help="go back to a revision", arguments=_undo)
+
+
+def _apply(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f",
+        "--file",
+        default="",
+        help="Compose file (default: compose.yaml, docker-compose.yml...)",
+    )
+    parser.add_argument(
+        "-n",
+        "--name",
+        default="",
+        help="stack name (default: the file's name:, else its directory)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+
+
+def _stack_name(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("stack")
+
+
+def _stack_names(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("stacks", nargs="+", metavar="STACK")
+
+
+def _optional_stack(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("stack", nargs="?", default="")
+
+
+def _service(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("service", metavar="SERVICE", help="STACK_SERVICE or STACK/SERVICE")
+
+
+def _logs(parser: argparse.ArgumentParser) -> None:
+    _service(parser)
+    parser.add_argument("--tail", default="all", help="lines from the end of each replica's log")
+
+
+def _scale(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pairs", nargs="+", metavar="SERVICE=REPLICAS")
+
+
+def _status(parser: argparse.ArgumentParser) -> None:
+    _service(parser)
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to follow")
+
+
+def _undo(parser: argparse.ArgumentParser) -> None:
+    _service(parser)
+    parser.add_argument("--to-revision", type=int, default=0, help="default: the previous one")
+
+
+def _command(session: Session, command_name: str, /, **body: Any) -> Any:
+    return session.client.post_json(f"/v1/commands/{command_name}", body)["result"]
+
+
+def _fail(message: str) -> int:
+    print(f"carte: {message}", file=sys.stderr)
+    return 1
+
+
+def resolve_service(session: Session, ref: str) -> tuple[str, str] | None:
+    """(stack, service) for a SERVICE argument, or None after printing why not."""
+    return _resolve(session, ref)
+
+
+def _resolve(session: Session, ref: str) -> tuple[str, str] | None:
+    """(stack, service) for a SERVICE argument, or None after printing why not."""
+    services = _command(session, "ListServices")
+    for row in services:
+        if ref in (f"{row['stack']}_{row['name']}", f"{row['stack']}/{row['name']}"):
+            return row["stack"], row["name"]
+    named = [row for row in services if row["name"] == ref]
+    if len(named) == 1:
+        return named[0]["stack"], named[0]["name"]
+    if named:
+        choices = ", ".join(f"{r['stack']}_{r['name']}" for r in named)
+        _fail(f'service "{ref}" is in several stacks; name one of {choices}')
+    else:
+        _fail(f'service "{ref}" not found; see carte service ls')
+    return None
+
+
+def apply(session: Session) -> int:
+    given = session.args.file or next(
+        (name for name in _DEFAULT_FILES if os.path.exists(name)), _DEFAULT_FILES[0]
+    )
+    path = os.path.abspath(given)
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except OSError as error:
+        return _fail(f"{given}: {error.strerror}; pass the Compose file with -f")
+    project_dir = os.path.dirname(path)
+    name = session.args.name  # "" lets the daemon take the file's name: or the directory's
+    plan = _command(
+        session,
+        "ApplyStack",
+        name=name,
+        manifest=text,
+        file_name=os.path.basename(path),
+        project_dir=project_dir,
+        env=dict(os.environ),
+        dry_run=session.args.dry_run,
+    )
+    out = session.output
+    if out.json:
+        out.data(plan)
+        return 0
+    rows = [[a["action"], a["kind"], a["name"], a["detail"]] for a in plan["actions"]]
+    out.table(["ACTION", "KIND", "NAME", "DETAIL"], rows)
+    if plan["dry_run"]:
+        out.line(f"dry run: stack {plan['stack']} not changed")
+    return 0
+
+
+def list_stacks(session: Session) -> int:
+    stacks = _command(session, "ListStacks")
+    out = session.output
+    if out.json:
+        out.data(stacks)
+        return 0
+    out.table(
+        ["NAME", "SERVICES", "FILE", "UPDATED"],
+        [[s["name"], s["services"], s["file_name"], s["updated"]] for s in stacks],
+    )
+    return 0
+
+
+def _replica_table(session: Session, replicas: list[Any]) -> None:
+    out = session.output
+    if out.json:
+        out.data(replicas)
+        return
+    out.table(
+        ["NAME", "SERVICE", "REV", "IMAGE", "STATUS", "READY", "IP"],
+        [
+            [
+                r["name"],
+                f"{r['stack']}_{r['service']}",
+                r["revision"],
+                r["image"],
+                r["status"],
+                "yes" if r["ready"] else "no",
+                r["ip"],
+            ]
+            for r in replicas
+        ],
+    )
+
+
+def stack_ps(session: Session) -> int:
+    stacks = {s["name"] for s in _command(session, "ListStacks")}
+    if session.args.stack not in stacks:
+        return _fail(f'stack "{session.args.stack}" not found; see carte stack ls')
+    _replica_table(session, _command(session, "ListReplicas", stack=session.args.stack))
+    return 0
+
+
+def remove_stacks(session: Session) -> int:
+    for name in session.args.stacks:
+        _command(session, "RemoveStack", name=name)
+        session.output.line(name)
+    return 0
+
+
+def list_services(session: Session) -> int:
+    services = _command(session, "ListServices", stack=session.args.stack)
+    out = session.output
+    if out.json:
+        out.data(services)
+        return 0
+    rows = []
+    for s in services:
+        scale = s.get("autoscale")
+        bounds = f"{scale['min']}-{scale['max']}" if scale else "-"
+        ports = ", ".join(
+            f"{p['host_port']}->{p['container_port']}/{p['protocol']}" for p in s["ports"]
+        )
+        rows.append(
+            [
+                f"{s['stack']}_{s['name']}",
+                s["image"],
+                s["desired"],
+                s["running"],
+                s["ready"],
+                bounds,
+                s["revision"],
+                s["rollout"] or "-",
+                ports,
+            ]
+        )
+    out.table(
+        ["NAME", "IMAGE", "DESIRED", "RUNNING", "READY", "AUTOSCALE", "REV", "ROLLOUT", "PORTS"],
+        rows,
+    )
+    return 0
+
+
+def service_ps(session: Session) -> int:
+    found = _resolve(session, session.args.service)
+    if found is None:
+        return 1
+    stack, name = found
+    _replica_table(session, _command(session, "ListReplicas", stack=stack, service=name))
+    return 0
+
+
+def service_logs(session: Session) -> int:
+    import json
+    from urllib.parse import quote, urlencode
+
+    found = _resolve(session, session.args.service)
+    if found is None:
+        return 1
+    stack, name = found
+    query: dict[str, str] = {"follow": "0"}
+    if session.args.tail != "all":
+        query["tail"] = session.args.tail
+    for replica in _command(session, "ListReplicas", stack=stack, service=name):
+        path = f"/v1/containers/{quote(replica['container_id'])}/logs?{urlencode(query)}"
+        stream = session.client.open("GET", path)
+        try:
+            for line in stream.lines():
+                entry = json.loads(line)
+                if "log" in entry:
+                    target = sys.stderr if entry.get("stream") == "stderr" else sys.stdout
+                    target.write(f"{replica['name']} | {entry['log']}")
+                    if not entry["log"].endswith("\n"):
+                        target.write("\n")
+        finally:
+            stream.close()
+    return 0
+
+
+def scale(session: Session) -> int:
+    wanted: list[tuple[str, str, int]] = []
+    for pair in session.args.pairs:
+        ref, sep, count = pair.rpartition("=")
+        if not sep or not count.isdigit():
+            return _fail(f'"{pair}" is not SERVICE=REPLICAS with a count of 0 or more')
+        found = _resolve(session, ref)
+        if found is None:
+            return 1
+        wanted.append((*found, int(count)))
+    for stack, name, count in wanted:
+        _command(session, "ScaleService", stack=stack, service=name, replicas=count)
+        session.output.line(f"{stack}_{name} scaled to {count}")
+    return 0
+
+
+def inspect(session: Session) -> int:
+    found = _resolve(session, session.args.service)
+    if found is None:
+        return 1
+    details = _command(session, "InspectService", stack=found[0], service=found[1])
+    session.output.data(details)
+    return 0
+
+
+def rollout_status(session: Session) -> int:
+    """Follow the latest rollout until it ends: 0 when completed, 1 when it failed, paused
+    or was rolled back (or the timeout passed)."""
+    import time
+
+    found = _resolve(session, session.args.service)
+    if found is None:
+        return 1
+    stack, name = found
+    deadline = time.monotonic() + session.args.timeout
+    said = ""
+    while True:
+        rollout = _command(session, "GetRollout", stack=stack, service=name)
+        state = rollout["state"]
+        line = (
+            f"{stack}_{name}: revision {rollout['revision']} {state}, "
+            f"{rollout['updated']}/{rollout['total']} updated"
+        )
+        if rollout["message"]:
+            line += f": {rollout['message']}"
+        if line != said and not session.output.json:
+            session.output.line(line)
+            said = line
+        if state in _ROLLOUT_END:
+            if session.output.json:
+                session.output.data(rollout)
+            return 0 if state in ("completed", "idle") else 1
+        if time.monotonic() > deadline:
+            return _fail(
+                f"rollout of {stack}_{name} still {state} after {session.args.timeout:g} s"
+            )
+        time.sleep(0.25)
+
+
+def rollout_history(session: Session) -> int:
+    found = _resolve(session, session.args.service)
+    if found is None:
+        return 1
+    revisions = _command(session, "ListRevisions", stack=found[0], service=found[1])
+    out = session.output
+    if out.json:
+        out.data(revisions)
+        return 0
+    out.table(
+        ["REVISION", "CREATED", "IMAGE", "CHANGE", "CURRENT"],
+        [
+            [r["revision"], r["created"], r["image"], r["change"], "*" if r["current"] else ""]
+            for r in revisions
+        ],
+    )
+    return 0
+
+
+def rollout_undo(session: Session) -> int:
+    found = _resolve(session, session.args.service)
+    if found is None:
+        return 1
+    rollout = _command(
+        session,
+        "UndoRollout",
+        stack=found[0],
+        service=found[1],
+        to_revision=session.args.to_revision,
+    )
+    session.output.line(
+        f"{found[0]}_{found[1]}: rolling to revision {rollout['revision']} ({rollout['message']})"
+    )
+    return 0

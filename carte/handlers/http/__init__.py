@@ -1,0 +1,7 @@
+"""The HTTP API on the daemon's unix socket: the quart-trio app, generic command routes,
+the event stream and the OpenAPI document.
+"""
+
+from carte.handlers.http._handler import ApiHandler
+
+__all__ = ["ApiHandler"]

@@ -1,0 +1,133 @@
+"""The API handler: serves the HTTP API on the daemon's unix socket, in the daemon's trio run.
+
+hypercorn creates the socket with mode 0660 (umask 0o117) and, when a `carte` group exists,
+gives it to that group; `run()` reports started only once the socket is listening, so handlers
+that require "api" and the daemon's readiness both wait for a connectable socket.
+"""
+
+import grp
+import os
+from functools import partial
+from importlib.metadata import entry_points
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from carte.api.events import (
+    DaemonStarting,
+    HandlerCrashed,
+    HandlerDisabled,
+    HandlerSkipped,
+    HandlerStarted,
+)
+from carte.api.system import HandlerInfo, HandlerState
+from carte.engine import Handler, HandlerContext, on
+from carte.handlers.http._app import build_app
+
+SOCKET_UMASK = 0o117  # socket mode 0660
+
+HandlerFact = DaemonStarting | HandlerStarted | HandlerSkipped | HandlerCrashed | HandlerDisabled
+
+
+class HandlerTable:
+    """The state of every handler as told by the handler facts; the newest fact wins."""
+
+    def __init__(self, plugin_names: set[str]) -> None:
+        self._plugins = plugin_names
+        self._rows: dict[str, tuple[float, HandlerState, str]] = {}
+
+    def record(self, fact: HandlerFact) -> None:
+        if isinstance(fact, DaemonStarting):
+            for name in fact.handlers:
+                self._rows.setdefault(name, (fact.time, "starting", ""))
+            return
+        previous = self._rows.get(fact.id)
+        if previous is not None and previous[0] > fact.time:
+            return
+        if isinstance(fact, HandlerStarted):
+            row: tuple[float, HandlerState, str] = (fact.time, "running", "")
+        elif isinstance(fact, HandlerSkipped):
+            row = (fact.time, "skipped", fact.reason)
+        elif isinstance(fact, HandlerDisabled):
+            row = (fact.time, "disabled", fact.reason)
+        else:
+            row = (fact.time, "failed", f"{fact.error}; restarting in {fact.restart_in:g}s")
+        self._rows[fact.id] = row
+
+    def report(self) -> list[HandlerInfo]:
+        return [
+            HandlerInfo(name=name, state=state, reason=reason, plugin=name in self._plugins)
+            for name, (_, state, reason) in self._rows.items()
+        ]
+
+
+def group_id(name: str) -> int | None:
+    """The gid of group `name`, or None when the group does not exist."""
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+class ApiHandler(Handler):
+    """HTTP+JSON API on `daemon.socket`."""
+
+    name = "api"
+
+    def __init__(self, ctx: HandlerContext) -> None:
+        super().__init__(ctx)
+        self.handlers = HandlerTable(_plugin_handler_names())
+        for fact in ctx.bus.journal.since(0.0, _HANDLER_FACTS):
+            self.handlers.record(fact)  # type: ignore[arg-type]
+
+    @on(DaemonStarting)
+    @on(HandlerStarted)
+    @on(HandlerSkipped)
+    @on(HandlerCrashed)
+    @on(HandlerDisabled)
+    async def track_handler(self, fact: HandlerFact) -> None:
+        self.handlers.record(fact)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; the socket file is removed on the way out.
+
+        Fails (and the supervisor restarts it) when the socket cannot be bound, e.g. its
+        directory is not writable.
+        """
+        path = self.ctx.config.daemon.socket_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        config = HypercornConfig()
+        config.bind = [f"unix:{path}"]
+        config.umask = SOCKET_UMASK
+        gid = group_id(self.ctx.config.daemon.socket_group)
+        if gid is not None:
+            config.user, config.group = os.getuid(), gid
+        config.accesslog = None
+        config.errorlog = self.ctx.log
+        config.graceful_timeout = 1.0
+        app = build_app(self.ctx, socket_path=str(path), handler_report=self.handlers.report)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(partial(serve, app, config))
+                task_status.started()
+        finally:
+            path.unlink(missing_ok=True)
+
+
+_HANDLER_FACTS = (DaemonStarting, HandlerStarted, HandlerSkipped, HandlerCrashed, HandlerDisabled)
+
+
+def _plugin_handler_names() -> set[str]:
+    """Names of the handlers that come from `carte.plugins` entry points.
+
+    The daemon imported them already, so loading is a dictionary lookup; one that fails to
+    load would have stopped the daemon, and is simply left out here.
+    """
+    names = set()
+    for entry in entry_points(group="carte.plugins"):
+        try:
+            names.add(str(entry.load().name))
+        except Exception:
+            continue
+    return names

@@ -1,0 +1,201 @@
+"""The "build" handler: `BuildImage` and `PruneBuildCache`, and `run_build`, which the
+streaming route (`api_build`) shares, so both paths build the same way.
+
+The builder library is synchronous; a build runs in a worker thread (at most
+`MAX_PARALLEL_BUILDS` at once) and its RUN steps in `carte runtime run` child processes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from carte.api.errors import InvalidArgument
+from carte.api.events import BuildImage, ImageBuilt, PruneBuildCache
+from carte.api.images import BuildCachePruned, BuildRequest, BuildResult
+from carte.engine import Handler, HandlerContext, on
+from carte.handlers.containers import resolve_user
+from carte.image import ImageStore, Registry, StoredImage, collect_garbage, parse_reference
+
+if TYPE_CHECKING:
+    from carte.build import BuildOptions
+from carte.runtime.shim.client import interpreter_command
+
+MAX_PARALLEL_BUILDS = 2
+_limiter = trio.CapacityLimiter(MAX_PARALLEL_BUILDS)
+
+
+def build_options(request: BuildRequest) -> BuildOptions:
+    """The library's options from the wire request; raises `InvalidArgument` for bad values."""
+    from carte.build import BuildOptions
+
+    if request.network not in ("none", "host", "default"):
+        raise InvalidArgument(
+            f'--network "{request.network}" is unknown; use none, host or default'
+        )
+    for tag in request.tags:
+        parse_reference(tag)
+    return BuildOptions(
+        tags=tuple(request.tags),
+        dockerfile_name=Path(request.dockerfile).name or "Dockerfile",
+        build_args=dict(request.build_args),
+        target=request.target,
+        no_cache=request.no_cache,
+        pull=request.pull,
+        labels=dict(request.labels),
+        network=request.network,
+        source_date_epoch=request.source_date_epoch,
+    )
+
+
+def _pull(store: ImageStore, ref: str) -> StoredImage:
+    reference = parse_reference(ref)
+    return Registry(reference.domain).pull(store, reference)
+
+
+async def run_build(
+    ctx: HandlerContext,
+    request: BuildRequest,
+    context: Path,
+    dockerfile_text: str,
+    progress: Callable[[str], None],
+    cancelled: threading.Event,
+) -> BuildResult:
+    """Build in a worker thread and publish `ImageBuilt`.
+
+    `progress` is called from the worker thread. On cancellation of the calling task,
+    `cancelled` is set; the build stops at its next step (a running RUN step is killed) and
+    the task waits for the thread to finish cleaning up. Raises the build's `CarteError`.
+    """
+    # The builder is imported on first use: an idle daemon does not pay for it.
+    from carte.build import BuildEnvironment, build
+
+    options = build_options(request)
+    store = ImageStore(ctx.root)
+    environment = BuildEnvironment(
+        store=store,
+        state_dir=ctx.run_root / "build-runtime",
+        progress=progress,
+        resolve_user=resolve_user,
+        pull=lambda ref: _pull(store, ref),
+        cancelled=cancelled.is_set,
+    )
+
+    def work() -> StoredImage:
+        return build(environment, options, context, dockerfile_text)
+
+    try:
+        image = await trio.to_thread.run_sync(work, limiter=_limiter)
+    except trio.Cancelled:
+        cancelled.set()
+        raise
+    result = BuildResult(
+        id=image.id, manifest_digest=image.manifest_digest, names=list(image.names)
+    )
+    await ctx.bus.publish(ImageBuilt(id=image.id, names=list(image.names)))
+    return result
+
+
+def read_dockerfile(context: Path, name: str) -> str:
+    """The Dockerfile `name` (relative to the context); raises `InvalidArgument` if unreadable."""
+    path = context / name
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise InvalidArgument(
+            f"cannot read the Dockerfile {name} in the build context: {error}; "
+            "give its path with -f"
+        ) from None
+
+
+class BuildHandler(Handler):
+    """Owns image builds and the build cache."""
+
+    name = "build"
+
+    def __init__(self, ctx: HandlerContext) -> None:
+        self.ctx = ctx
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Remove what builds of a previous daemon left (scratch dirs, uploads, RUN
+        containers); a restart of this handler inside the same daemon removes nothing."""
+        await trio.to_thread.run_sync(self._clean_after_previous_daemon)
+        task_status.started()
+
+    def _clean_after_previous_daemon(self) -> None:
+        scratch = self.ctx.root / "build-scratch"
+        owner = self.ctx.root / "build-owner"
+        pid = str(os.getpid())
+        try:
+            if owner.read_text() == pid:
+                return
+        except FileNotFoundError:
+            pass
+        shutil.rmtree(scratch, ignore_errors=True)
+        for upload in (self.ctx.root / "build-contexts").glob("upload-*"):
+            shutil.rmtree(upload, ignore_errors=True)
+        state = self.ctx.run_root / "build-runtime"
+        if state.is_dir():
+            for container in state.iterdir():
+                subprocess.run(
+                    [
+                        *interpreter_command(),
+                        "runtime",
+                        "--root",
+                        str(state),
+                        "delete",
+                        "--force",
+                        container.name,
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    check=False,
+                )
+        owner.parent.mkdir(parents=True, exist_ok=True)
+        owner.write_text(pid)
+
+    @on(BuildImage)
+    async def build_image(self, command: BuildImage) -> BuildResult:
+        context = Path(command.context)
+        if not await trio.to_thread.run_sync(context.is_dir):
+            raise InvalidArgument(
+                f"build context {context} is not a directory on the daemon's host; "
+                "use carte build, which uploads it"
+            )
+        text = await trio.to_thread.run_sync(read_dockerfile, context, command.options.dockerfile)
+        log = self.ctx.log
+        return await run_build(
+            self.ctx,
+            command.options,
+            context,
+            text,
+            lambda line: log.info("build: %s", line),
+            threading.Event(),
+        )
+
+    @on(PruneBuildCache)
+    async def prune(self, command: PruneBuildCache) -> BuildCachePruned:
+        store = ImageStore(self.ctx.root)
+
+        from carte.build import BuildCache
+
+        def work() -> BuildCachePruned:
+            records = BuildCache(store).prune()
+            for kept in (self.ctx.root / "build-contexts").glob("session-*"):
+                if kept.is_dir():
+                    shutil.rmtree(kept, ignore_errors=True)
+                else:
+                    kept.unlink(missing_ok=True)
+            collected = collect_garbage(store)
+            return BuildCachePruned(
+                records=records, blobs=len(collected.blobs), bytes_freed=collected.bytes_freed
+            )
+
+        return await trio.to_thread.run_sync(work, limiter=_limiter)

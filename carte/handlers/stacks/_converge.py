@@ -1,0 +1,600 @@
+"""Converging one service: the replicas its record asks for, healed when they exit or turn
+unhealthy, replaced batch by batch when its revision changes (rolling update gated on
+readiness plus the monitor window, rolled back or paused on failure).
+
+One task per service (`Converger.service_loop`) does all changes to that service's replicas,
+so a scale, a heal and a rollout never race. Every stop of a ready replica publishes
+`ReplicaNotReady` first.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import msgspec
+import trio
+
+from carte.api.containers import ContainerSummary
+from carte.api.errors import CarteError, Conflict, NotFound
+from carte.api.events import (
+    ConnectNetwork,
+    CreateContainer,
+    ExecInContainer,
+    InspectContainer,
+    ListContainers,
+    RemoveContainer,
+    ReplicaNotReady,
+    ReplicaReady,
+    RolloutChanged,
+    ServiceUpdated,
+    StartContainer,
+    StopContainer,
+)
+from carte.api.stacks import SERVICE_LABEL, STACK_LABEL, AutoscaleSpec, Rollout
+from carte.handlers.containers import now_rfc3339
+from carte.handlers.stacks._readiness import watch_readiness
+from carte.handlers.stacks._records import ServiceRecord, load_service, service_key
+from carte.handlers.stacks._replicas import Replica, exit_code_of, replica_number, revision_of
+from carte.stack import image_name, network_name, normalize, replica_config, resources
+from carte.stack.model import Service, UpdateConfig
+
+if TYPE_CHECKING:
+    from carte.engine import HandlerContext
+
+# How often a service loop looks again without being woken (a safety net for missed facts).
+_POLL = 5.0
+# Between a ready replica's ReplicaNotReady and its stop: the services handler's nft update
+# is asynchronous (a subscriber), so new connections must have moved away before the stop.
+_DRAIN = 0.5
+# How long a replica without a readiness probe or healthcheck must stay up to count as started.
+_NO_PROBE_GRACE = 30.0
+
+
+class RolloutFailed(Exception):
+    pass
+
+
+class Converger:
+    """Replicas of every service; owned by the stacks handler, runs in its nursery."""
+
+    def __init__(self, ctx: HandlerContext, nursery: trio.Nursery, lock: trio.Lock) -> None:
+        self.ctx = ctx
+        self.nursery = nursery
+        self.lock = lock  # held by every writer of service records
+        self.replicas: dict[str, Replica] = {}
+        self._wake: dict[tuple[str, str], trio.Event] = {}
+        self._loops: dict[tuple[str, str], trio.CancelScope] = {}
+        self._failures: dict[tuple[str, str], list[float]] = {}
+
+    # --- loops ---------------------------------------------------------------------------
+
+    def ensure_loop(self, stack: str, service: str) -> None:
+        key = (stack, service)
+        if key not in self._loops:
+            scope = trio.CancelScope()
+            self._loops[key] = scope
+            self.nursery.start_soon(self._service_loop, stack, service, scope)
+        self.kick(stack, service)
+
+    def stop_loops(self, stack: str) -> None:
+        """Cancel the converging tasks of a stack (being removed)."""
+        for (owner, _service), scope in list(self._loops.items()):
+            if owner == stack:
+                scope.cancel()
+
+    def kick(self, stack: str, service: str) -> None:
+        event = self._wake.get((stack, service))
+        if event is not None:
+            event.set()
+
+    async def _service_loop(self, stack: str, service: str, scope: trio.CancelScope) -> None:
+        """Converge until the service's record is gone and its replicas removed. An error of
+        one pass is logged and the pass retried after a poll interval."""
+        key = (stack, service)
+        with scope:
+            while True:
+                self._wake[key] = trio.Event()
+                try:
+                    done = await self.converge(stack, service)
+                except CarteError as error:
+                    self.ctx.log.warning("service %s_%s: %s", stack, service, error.message)
+                    done = False
+                if done:
+                    break
+                with trio.move_on_after(_POLL):
+                    await self._wake[key].wait()
+        self._loops.pop(key, None)
+        self._wake.pop(key, None)
+
+    # --- one pass ------------------------------------------------------------------------
+
+    async def rows(self, stack: str, service: str) -> list[ContainerSummary]:
+        # values of one filter key are OR-ed by the containers handler: filter the service here
+        filters = {"label": [f"{STACK_LABEL}={stack}"]}
+        rows = await self.ctx.bus.request(ListContainers(all=True, filters=filters))
+        return [r for r in rows if r.labels.get(SERVICE_LABEL) == service]
+
+    async def converge(self, stack: str, service: str) -> bool:
+        """One pass; True when the service is gone (record and replicas)."""
+        record = await load_service(self.ctx.store, stack, service)
+        rows = await self.rows(stack, service)
+        if record is None:
+            for row in rows:
+                await self.retire(row.id, "service removed")
+            return True
+        spec = record.spec
+        policy = spec.deploy.restart_policy
+        condition = policy.condition
+        occupied: list[ContainerSummary] = []
+        healed = False
+        for row in rows:
+            if row.state == "running" and row.health != "unhealthy":
+                if row.id not in self.replicas:
+                    await self.track(row, record)
+                occupied.append(row)
+                continue
+            if row.state in ("created", "restarting", "removing", "paused"):
+                continue
+            code = exit_code_of(row)
+            keep = row.state == "running" or condition == "none"
+            keep = keep or (condition == "on-failure" and code == 0)
+            if row.state == "running":  # unhealthy: replaced, as Swarm does
+                keep = False
+            same_revision = revision_of(row) == record.revision
+            if not keep and same_revision and self._attempts_spent(record):
+                keep = True  # restart_policy.max_attempts reached within its window
+            if keep and same_revision:
+                occupied.append(row)
+            else:
+                await self.retire(row.id, f"replica {row.name} {row.status.lower()}")
+                if same_revision:
+                    self._failures.setdefault((record.stack, record.name), []).append(
+                        trio.current_time()
+                    )
+                    healed = True
+        if healed:
+            await trio.sleep(normalize.seconds(policy.delay))
+        current = [r for r in occupied if revision_of(r) == record.revision]
+        old = [r for r in occupied if revision_of(r) != record.revision and r.state == "running"]
+        paused = record.rollout is not None and record.rollout.state == "paused"
+        if old and not paused:
+            await self.roll(record, current, old)
+            return False
+        missing = record.replicas - len(current) - (len(old) if paused else 0)
+        if missing > 0:
+            await self.wait_dependencies(record)
+            taken = {replica_number(r) for r in occupied}
+            numbers = [n for n in range(1, record.replicas + len(taken) + 1) if n not in taken]
+            for number in numbers[:missing]:
+                await self.create_replica(record, record.spec, record.revision, number)
+        elif missing < 0:
+            for row in sorted(current, key=replica_number)[missing:]:
+                await self.retire(row.id, "scaled down")
+        rollout = record.rollout
+        if not old and rollout is not None and rollout.state in ("progressing", "rolling_back"):
+            # nothing of another revision left (a rollback to replicas that still run)
+            final = "rolled_back" if rollout.state == "rolling_back" else "completed"
+            count = len(await self.rows(record.stack, record.name))
+            await self.save_rollout(
+                record, msgspec.structs.replace(rollout, state=final, updated=count)
+            )
+        return False
+
+    def _attempts_spent(self, record: ServiceRecord) -> bool:
+        """Whether restart_policy.max_attempts replacements were made within its window
+        (0: ever since the daemon started)."""
+        policy = record.spec.deploy.restart_policy
+        if policy.max_attempts <= 0:
+            return False
+        window = normalize.seconds(policy.window)
+        times = self._failures.get((record.stack, record.name), [])
+        if window > 0:
+            times = [t for t in times if t >= trio.current_time() - window]
+        return len(times) >= policy.max_attempts
+
+    # --- replicas ------------------------------------------------------------------------
+
+    async def create_replica(
+        self, record: ServiceRecord, spec: Service, revision: int, number: int
+    ) -> Replica:
+        config = replica_config(
+            stack=record.stack,
+            name=record.name,
+            service=spec,
+            replica=number,
+            revision=revision,
+            project_dir=record.project_dir,
+            env_files=record.env_files,
+        )
+        created = await self.ctx.bus.request(CreateContainer(config=config))
+        try:
+            await self.ctx.bus.request(StartContainer(ref=created.id))
+        except CarteError:
+            await self._remove(created.id)
+            raise
+        for network, attach in normalize.networks(spec).items():
+            full = network_name(record.stack, network)
+            if full != config.network:
+                await self.ctx.bus.request(
+                    ConnectNetwork(
+                        network=full,
+                        container=created.id,
+                        aliases=[f"tasks.{record.name}", *attach.aliases],
+                    )
+                )
+        self.ctx.log.info("started replica %s", config.name)
+        rows = [r for r in await self.rows(record.stack, record.name) if r.id == created.id]
+        if not rows or rows[0].state != "running":
+            replica = Replica(created.id, record.stack, record.name, "", [])
+            replica.failed.set()
+            replica.reason = f"replica {config.name} exited at once"
+            return replica
+        return await self.track(rows[0], record)
+
+    async def track(self, row: ContainerSummary, record: ServiceRecord) -> Replica:
+        """Follow a running replica's readiness (publishing ReplicaReady/NotReady)."""
+        existing = self.replicas.get(row.id)
+        if existing is not None:
+            return existing
+        details = await self.ctx.bus.request(InspectContainer(ref=row.id))
+        wanted = network_name(record.stack, "default")
+        ips = {e.network: e.ip_address for e in details.endpoints}
+        ip = ips.get(wanted) or next(iter(ips.values()), "")
+        spec = record.revision_spec(revision_of(row)) or record.spec
+        replica = Replica(row.id, record.stack, record.name, ip, normalize.container_ports(spec))
+        self.replicas[row.id] = replica
+        probe = spec.x_carte.readiness
+        check = details.config.healthcheck
+        if probe is not None:
+            self.nursery.start_soon(self._probe, replica, probe)
+        elif check is not None and check.test and check.test[0] != "NONE":
+            health = details.state.health
+            if health is not None and health.status == "healthy":
+                await self.set_ready(replica, True, "")
+        else:
+            await self.set_ready(replica, True, "")
+        return replica
+
+    async def _probe(self, replica: Replica, probe: object) -> None:
+        from carte.stack.model import Readiness
+
+        assert isinstance(probe, Readiness)
+
+        async def run_exec(cmd: list[str], limit: float) -> bool:
+            request = ExecInContainer(ref=replica.container_id, cmd=cmd, timeout=limit)
+            try:
+                result = await self.ctx.bus.request(request)
+            except CarteError:
+                return False
+            return result.exit_code == 0 and not result.timed_out
+
+        async def report(ready: bool, reason: str) -> None:
+            await self.set_ready(replica, ready, reason)
+
+        with replica.probe_scope:
+            await watch_readiness(probe, replica.ip, run_exec, report)
+
+    async def set_ready(self, replica: Replica, ready: bool, reason: str) -> None:
+        if self.replicas.get(replica.container_id) is not replica:
+            return
+        was = replica.ready
+        replica.ready = ready
+        if ready and not was:
+            replica.ready_once.set()
+            await self.ctx.bus.publish(
+                ReplicaReady(
+                    id=replica.container_id,
+                    stack=replica.stack,
+                    service=replica.service,
+                    container_id=replica.container_id,
+                    ip=replica.ip,
+                    ports=replica.ports,
+                )
+            )
+        elif not ready:
+            replica.reason = reason
+            if was:
+                replica.lost.set()
+            else:
+                replica.failed.set()
+            if was:
+                await self._publish_not_ready(replica, reason)
+
+    async def _publish_not_ready(self, replica: Replica, reason: str) -> None:
+        await self.ctx.bus.publish(
+            ReplicaNotReady(
+                id=replica.container_id,
+                stack=replica.stack,
+                service=replica.service,
+                container_id=replica.container_id,
+                ip=replica.ip,
+                reason=reason,
+            )
+        )
+
+    async def untrack(self, container_id: str, reason: str) -> bool:
+        """Forget a replica; ReplicaNotReady first when it was ready (then True)."""
+        replica = self.replicas.pop(container_id, None)
+        if replica is None:
+            return False
+        replica.probe_scope.cancel()
+        replica.reason = reason
+        was_ready = replica.ready
+        if was_ready:
+            replica.ready = False
+            await self._publish_not_ready(replica, reason)
+        replica.lost.set()
+        replica.failed.set()
+        return was_ready
+
+    async def retire(self, container_id: str, reason: str) -> None:
+        """Take a replica out of service (NotReady first, then `_DRAIN` s for the load
+        balancer to drop it), stop and remove it."""
+        if await self.untrack(container_id, reason):
+            await trio.sleep(_DRAIN)
+        try:
+            await self.ctx.bus.request(StopContainer(ref=container_id))
+        except (NotFound, Conflict):
+            pass
+        await self._remove(container_id)
+
+    async def _remove(self, container_id: str) -> None:
+        try:
+            await self.ctx.bus.request(RemoveContainer(ref=container_id, force=True))
+        except NotFound:
+            pass
+
+    # --- depends_on ----------------------------------------------------------------------
+
+    async def wait_dependencies(self, record: ServiceRecord) -> None:
+        """Wait (bounded, 120 s) until each depends_on condition holds; then go on anyway
+        with a warning, as a stuck dependency must not block the stack forever."""
+        for other, dependency in normalize.depends_on(record.spec).items():
+            with trio.move_on_after(120) as scope:
+                while True:
+                    if await self._holds(record.stack, other, dependency.condition):
+                        break
+                    await trio.sleep(0.2)  # a condition spans several handlers' state
+            if scope.cancelled_caught:
+                self.ctx.log.warning(
+                    "service %s_%s: %s not %s after 120 s; starting anyway",
+                    record.stack,
+                    record.name,
+                    other,
+                    dependency.condition,
+                )
+
+    async def _holds(self, stack: str, service: str, condition: str) -> bool:
+        dependency = await load_service(self.ctx.store, stack, service)
+        if dependency is None or dependency.replicas == 0:
+            return True
+        rows = await self.rows(stack, service)
+        if condition == "service_started":
+            return any(r.state == "running" for r in rows)
+        if condition == "service_healthy":
+            return any(
+                self.replicas.get(r.id) is not None and self.replicas[r.id].ready for r in rows
+            )
+        return bool(rows) and all(r.state == "exited" and exit_code_of(r) == 0 for r in rows)
+
+    # --- rolling updates -----------------------------------------------------------------
+
+    async def save_rollout(
+        self, record: ServiceRecord, rollout: Rollout, *, spec: Service | None = None
+    ) -> None:
+        """Store `rollout` (and, for a rollback, `spec` at `rollout.revision`) into the
+        service's current record, under the lock every writer of these records takes. Nothing
+        is written when the record is gone or an apply moved it to another revision since
+        `record` was read (that newer change owns the rollout now)."""
+        async with self.lock:
+            fresh = await load_service(self.ctx.store, record.stack, record.name)
+            if fresh is None or fresh.revision != record.revision:
+                return
+            fresh.rollout = rollout
+            if spec is not None:
+                fresh.spec, fresh.revision = spec, rollout.revision
+            await self.ctx.store.put(service_key(record.stack, record.name), fresh)
+        record.rollout = rollout
+        await self.ctx.bus.publish(
+            RolloutChanged(id=f"{record.stack}_{record.name}", rollout=rollout)
+        )
+        if spec is not None:
+            await self.ctx.bus.publish(service_updated(fresh))
+
+    async def roll(
+        self, record: ServiceRecord, current: list[ContainerSummary], old: list[ContainerSummary]
+    ) -> None:
+        """Replace `old` replicas by ones of the record's revision per update_config (or
+        rollback_config while rolling back). On failure: roll back, pause, or continue."""
+        rollout = record.rollout or Rollout(
+            stack=record.stack, service=record.name, revision=record.revision
+        )
+        rolling_back = rollout.state == "rolling_back"
+        config: UpdateConfig = (
+            record.spec.deploy.rollback_config if rolling_back else record.spec.deploy.update_config
+        )
+        total = max(record.replicas, 1)
+        rollout = msgspec.structs.replace(
+            rollout,
+            revision=record.revision,
+            state="rolling_back" if rolling_back else "progressing",
+            total=record.replicas,
+            updated=len(current),
+            message="",
+        )
+        await self.save_rollout(record, rollout)
+        batch_size = config.parallelism or len(old)
+        failures = 0
+        old = sorted(old, key=replica_number)
+        while old:
+            batch, old = old[:batch_size], old[batch_size:]
+            room = max(record.replicas - len(current), 0)
+            numbers = [replica_number(r) for r in batch][:room]
+            try:
+                if config.order == "start-first":
+                    await self._start_batch(record, numbers, config, current)
+                    for row in batch:
+                        await self.retire(row.id, "replaced by a new revision")
+                else:
+                    for row in batch:
+                        await self.retire(row.id, "replaced by a new revision")
+                    await self._start_batch(record, numbers, config, current)
+            except RolloutFailed as error:
+                failures += len(batch)
+                if (
+                    failures / total <= config.max_failure_ratio
+                    or config.failure_action == "continue"
+                ):
+                    continue
+                await self._fail(record, rollout, str(error), config, rolling_back)
+                return
+            rollout = msgspec.structs.replace(rollout, updated=len(current))
+            await self.save_rollout(record, rollout)
+            if old:
+                await trio.sleep(normalize.seconds(config.delay))
+        final = "rolled_back" if rolling_back else "completed"
+        message = rollout.message if rolling_back else ""
+        await self.save_rollout(
+            record, msgspec.structs.replace(rollout, state=final, message=message)
+        )
+
+    async def _start_batch(
+        self,
+        record: ServiceRecord,
+        numbers: list[int],
+        config: UpdateConfig,
+        current: list[ContainerSummary],
+    ) -> None:
+        """Start replicas `numbers` of the record's revision; each must become ready and stay
+        ready (and running) for the monitor window, else `RolloutFailed` (new ones removed)."""
+        started: list[Replica] = []
+        try:
+            for number in numbers:
+                started.append(
+                    await self.create_replica(record, record.spec, record.revision, number)
+                )
+            deadline = _readiness_deadline(record.spec)
+            for replica in started:
+                await _wait_ready(replica, deadline)
+            monitor = normalize.seconds(config.monitor)
+            with trio.move_on_after(monitor):
+                async with trio.open_nursery() as watch:
+                    for replica in started:
+                        watch.start_soon(_raise_on_loss, replica)
+        except (RolloutFailed, CarteError) as error:
+            for replica in started:
+                await self.retire(replica.container_id, "failed its update")
+            raise RolloutFailed(
+                str(error) if not isinstance(error, CarteError) else error.message
+            ) from None
+        rows = {r.id: r for r in await self.rows(record.stack, record.name)}
+        current.extend(rows[r.container_id] for r in started if r.container_id in rows)
+
+    async def _fail(
+        self,
+        record: ServiceRecord,
+        rollout: Rollout,
+        reason: str,
+        config: UpdateConfig,
+        rolling_back: bool,
+    ) -> None:
+        action = config.failure_action
+        previous = record.revision_spec(rollout.from_revision)
+        if action == "rollback" and not rolling_back and previous is not None:
+            self.ctx.log.warning(
+                "update of %s_%s failed (%s); rolling back to revision %d",
+                record.stack,
+                record.name,
+                reason,
+                rollout.from_revision,
+            )
+            await self.save_rollout(
+                record,
+                msgspec.structs.replace(
+                    rollout,
+                    state="rolling_back",
+                    revision=rollout.from_revision,
+                    from_revision=rollout.revision,
+                    message=f"update to revision {rollout.revision} failed: {reason}",
+                ),
+                spec=previous,
+            )
+            return
+        state = "failed" if rolling_back else "paused"
+        await self.save_rollout(
+            record,
+            msgspec.structs.replace(rollout, state=state, message=f"update failed: {reason}"),
+        )
+
+
+def _readiness_deadline(spec: Service) -> float:
+    probe = spec.x_carte.readiness
+    if probe is not None:
+        rounds = probe.successThreshold + probe.failureThreshold
+        return probe.initialDelaySeconds + rounds * (probe.periodSeconds + probe.timeoutSeconds)
+    check = spec.healthcheck
+    if check is not None and not check.disable:
+        interval = normalize.seconds(check.interval)
+        return normalize.seconds(check.start_period) + interval * (check.retries + 1) + 5
+    return _NO_PROBE_GRACE
+
+
+async def _wait_ready(replica: Replica, deadline: float) -> None:
+    with trio.move_on_after(deadline):
+        async with trio.open_nursery() as race:
+
+            async def ready() -> None:
+                await replica.ready_once.wait()
+                race.cancel_scope.cancel()
+
+            async def failed() -> None:
+                await replica.failed.wait()
+                race.cancel_scope.cancel()
+
+            race.start_soon(ready)
+            race.start_soon(failed)
+    if not replica.ready:
+        why = replica.reason or f"not ready within {math.ceil(deadline)} s"
+        raise RolloutFailed(why)
+
+
+async def _raise_on_loss(replica: Replica) -> None:
+    await replica.lost.wait()
+    raise RolloutFailed(replica.reason or "a new replica stopped being ready")
+
+
+def revision_now() -> str:
+    return now_rfc3339()
+
+
+def autoscale_spec(spec: Service) -> AutoscaleSpec | None:
+    scale = spec.x_carte.autoscale
+    if scale is None:
+        return None
+    return AutoscaleSpec(
+        min=scale.min,
+        max=scale.max,
+        target_cpu_percent=scale.target_cpu_percent,
+        target_memory_percent=scale.target_memory_percent,
+        scale_down_stabilization=normalize.seconds(scale.scale_down_stabilization),
+    )
+
+
+def service_updated(record: ServiceRecord) -> ServiceUpdated:
+    """The fact telling the services and autoscaler handlers a service's desired state."""
+    spec = record.spec
+    return ServiceUpdated(
+        id=f"{record.stack}_{record.name}",
+        stack=record.stack,
+        service=record.name,
+        revision=record.revision,
+        replicas=record.replicas,
+        image=image_name(record.stack, record.name, spec),
+        network=network_name(record.stack, "default"),
+        networks=[network_name(record.stack, n) for n in normalize.networks(spec)],
+        ports=normalize.ports(spec),
+        container_ports=normalize.container_ports(spec),
+        resources=resources(spec),
+        autoscale=autoscale_spec(spec),
+    )

@@ -1,0 +1,624 @@
+"""The stacks handler: Compose files applied as stacks, kept converged.
+
+`ApplyStack` checks the whole file first (nothing changes on bad input), builds images that
+`build:` asks for, makes the stack's networks, stores the desired state and wakes one
+converging task per service (`stack_converge.Converger`). Replicas that exit or turn unhealthy
+are replaced per the restart policy; a changed service rolls out per its update_config.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import msgspec
+import trio
+
+from carte.api.errors import CarteError, Conflict, InvalidArgument, NotFound
+from carte.api.events import (
+    ApplyStack,
+    BuildImage,
+    ContainerExited,
+    ContainerRemoved,
+    CreateNetwork,
+    GetRollout,
+    HealthChanged,
+    InspectImage,
+    InspectService,
+    ListNetworks,
+    ListReplicas,
+    ListRevisions,
+    ListServices,
+    ListStacks,
+    RemoveNetwork,
+    RemoveStack,
+    ScaleService,
+    ServiceRemoved,
+    StackRemoved,
+    UndoRollout,
+    UpdateContainer,
+    UpdateServiceResources,
+)
+from carte.api.images import BuildRequest
+from carte.api.stacks import (
+    Plan,
+    PlanAction,
+    ReplicaSummary,
+    RevisionSummary,
+    Rollout,
+    ServiceDetails,
+    ServiceSummary,
+    StackSummary,
+)
+from carte.engine import Handler, HandlerContext, on
+from carte.handlers.containers import now_rfc3339
+from carte.handlers.stacks._converge import Converger, autoscale_spec, service_updated
+from carte.handlers.stacks._policies import sync_policies
+from carte.handlers.stacks._records import (
+    KEPT_REVISIONS,
+    Revision,
+    ServiceRecord,
+    StackRecord,
+    load_service,
+    load_services,
+    load_stacks,
+    service_key,
+    stack_key,
+)
+from carte.handlers.stacks._replicas import replica_number, revision_of
+from carte.stack import (
+    ManifestError,
+    image_name,
+    load_manifest,
+    network_name,
+    normalize,
+    parse_dotenv,
+    resources,
+    start_order,
+    template,
+)
+from carte.stack.model import Build, Manifest, Service
+
+_STACK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+
+
+class StacksHandler(Handler):
+    """Stacks, services, replicas and rollouts."""
+
+    name = "stacks"
+    requires = ("containers", "network")
+
+    def __init__(self, ctx: HandlerContext) -> None:
+        super().__init__(ctx)
+        self._converger: Converger | None = None
+        self._ready = trio.Event()
+        self._apply_lock = trio.Lock()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Converge every stored service until cancelled (replicas keep running)."""
+        async with trio.open_nursery() as nursery:
+            self._converger = Converger(self.ctx, nursery, self._apply_lock)
+            for record in await load_services(self.ctx.store):
+                await self._publish_updated(record)
+                self._converger.ensure_loop(record.stack, record.name)
+            self._ready.set()
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def _conv(self) -> Converger:
+        await self._ready.wait()
+        assert self._converger is not None
+        return self._converger
+
+    # --- facts from the containers and health handlers ----------------------------------
+
+    @on(ContainerExited)
+    @on(ContainerRemoved)
+    async def replica_ended(self, fact: ContainerExited | ContainerRemoved) -> None:
+        converger = await self._conv()
+        replica = converger.replicas.get(fact.id)
+        if replica is None:
+            return
+        why = "exited" if isinstance(fact, ContainerExited) else "removed"
+        await converger.untrack(fact.id, f"replica {fact.name} {why}")
+        converger.kick(replica.stack, replica.service)
+
+    @on(HealthChanged)
+    async def replica_health(self, fact: HealthChanged) -> None:
+        converger = await self._conv()
+        replica = converger.replicas.get(fact.id)
+        if replica is None:
+            return
+        record = await load_service(self.ctx.store, replica.stack, replica.service)
+        if record is not None and record.spec.x_carte.readiness is None:
+            if fact.status == "healthy":
+                await converger.set_ready(replica, True, "")
+            elif fact.status == "unhealthy":
+                await converger.set_ready(replica, False, f"unhealthy: {fact.output.strip()}")
+        if fact.status == "unhealthy":
+            converger.kick(replica.stack, replica.service)
+
+    # --- apply ---------------------------------------------------------------------------
+
+    @on(ApplyStack)
+    async def apply(self, command: ApplyStack) -> Plan:
+        """Check, plan and (unless dry_run) store and converge. Bad input raises
+        `InvalidArgument` before anything changed; a failed build leaves the stored state as
+        it was."""
+        converger = await self._conv()
+        project_dir = command.project_dir or os.getcwd()
+        dotenv = await trio.to_thread.run_sync(_read_dotenv, project_dir)
+        env = {**dotenv, **command.env}
+        try:
+            manifest, _source, warnings = load_manifest(command.manifest, command.file_name, env)
+        except ManifestError as error:
+            raise InvalidArgument(str(error)) from None
+        # Compose's order: the -n flag, the file's top-level name:, the directory's name
+        stack = command.name or manifest.name or _directory_name(project_dir)
+        if not _STACK_NAME.fullmatch(stack):
+            raise InvalidArgument(
+                f'stack name "{stack}" is invalid; use up to 40 lowercase letters, digits, "_" '
+                'and "-" (carte apply -n NAME)'
+            )
+        for warning in warnings:
+            self.ctx.log.warning("stack %s: %s", stack, warning)
+        env_files = await trio.to_thread.run_sync(_read_env_files, project_dir, manifest)
+        for name, service in manifest.services.items():
+            if service.build is None:
+                await self._check_image(name, service.image)
+        async with self._apply_lock:
+            stored = {r.name: r for r in await load_services(self.ctx.store, stack)}
+            plan = await self._plan(stack, manifest, stored)
+            if command.dry_run:
+                return msgspec.structs.replace(plan, dry_run=True)
+            for name, service in manifest.services.items():
+                if isinstance(service.build, str | Build) and _builds(plan, name):
+                    await self._build(stack, name, service, project_dir)
+            for action in plan.actions:
+                if action.kind == "network" and action.action == "create":
+                    await self._create_network(stack, action.name)
+            await sync_policies(self.ctx.bus, network_name(stack, "default"), manifest)
+            records = self._records(stack, manifest, stored, project_dir, env_files)
+            stack_record = StackRecord(
+                name=stack,
+                file_name=command.file_name,
+                project_dir=project_dir,
+                services=list(manifest.services),
+                networks=_network_names(stack, manifest),
+                updated=now_rfc3339(),
+            )
+            await self.ctx.store.put(stack_key(stack), stack_record)
+            for record in records:
+                await self.ctx.store.put(service_key(stack, record.name), record)
+            for name in stored:
+                if name not in manifest.services:
+                    await self.ctx.store.delete(service_key(stack, name))
+                    await self.ctx.bus.publish(
+                        ServiceRemoved(id=f"{stack}_{name}", stack=stack, service=name)
+                    )
+                    converger.ensure_loop(stack, name)
+            for record in records:
+                old = stored.get(record.name)
+                if old is not None and _limits_changed(old, record):
+                    await self._update_limits(record)
+                await self._publish_updated(record)
+                converger.ensure_loop(stack, record.name)
+        return plan
+
+    async def _plan(self, stack: str, manifest: Manifest, stored: dict[str, ServiceRecord]) -> Plan:
+        actions: list[PlanAction] = []
+        existing = {n.name for n in await self.ctx.bus.request(ListNetworks())}
+        for network in _network_names(stack, manifest):
+            if network not in existing:
+                actions.append(PlanAction(action="create", kind="network", name=network))
+        for name in start_order(manifest):
+            service = manifest.services[name]
+            old = stored.get(name)
+            replicas = _replicas(service, old)
+            if old is None:
+                actions.append(
+                    PlanAction(action="create", name=name, detail=f"{replicas} replicas")
+                )
+            elif template(old.spec) != template(service):
+                actions.append(
+                    PlanAction(
+                        action="replace",
+                        name=name,
+                        detail=f"revision {old.revision} -> {_next_revision(old)}, "
+                        f"{replicas} replicas, {service.deploy.update_config.order}",
+                    )
+                )
+            elif old.replicas != replicas or resources(old.spec) != resources(service):
+                detail = f"{old.replicas} -> {replicas} replicas"
+                if resources(old.spec) != resources(service):
+                    detail += ", new limits (live)"
+                actions.append(PlanAction(action="scale", name=name, detail=detail))
+            else:
+                actions.append(PlanAction(action="unchanged", name=name))
+        for name in stored:
+            if name not in manifest.services:
+                actions.append(PlanAction(action="remove", name=name))
+        return Plan(stack=stack, actions=actions)
+
+    def _records(
+        self,
+        stack: str,
+        manifest: Manifest,
+        stored: dict[str, ServiceRecord],
+        project_dir: str,
+        env_files: dict[str, str],
+    ) -> list[ServiceRecord]:
+        records = []
+        now = now_rfc3339()
+        for name, service in manifest.services.items():
+            old = stored.get(name)
+            replicas = _replicas(service, old)
+            if old is None:
+                record = ServiceRecord(
+                    stack=stack,
+                    name=name,
+                    revision=1,
+                    replicas=replicas,
+                    spec=service,
+                    project_dir=project_dir,
+                    env_files=env_files,
+                    revisions=[Revision(revision=1, created=now, spec=service, change="apply")],
+                )
+            elif template(old.spec) != template(service):
+                revision = _next_revision(old)
+                record = ServiceRecord(
+                    stack=stack,
+                    name=name,
+                    revision=revision,
+                    replicas=replicas,
+                    spec=service,
+                    project_dir=project_dir,
+                    env_files=env_files,
+                    revisions=[
+                        *old.revisions,
+                        Revision(revision=revision, created=now, spec=service, change="apply"),
+                    ][-KEPT_REVISIONS:],
+                    rollout=Rollout(
+                        stack=stack,
+                        service=name,
+                        revision=revision,
+                        from_revision=old.revision,
+                        state="progressing",
+                        total=replicas,
+                    ),
+                )
+            else:
+                record = msgspec.structs.replace(
+                    old, replicas=replicas, spec=service, env_files=env_files
+                )
+            records.append(record)
+        return records
+
+    async def _check_image(self, service: str, image: str) -> None:
+        """`InvalidArgument` when a service's image is not stored locally."""
+        try:
+            await self.ctx.bus.request(InspectImage(ref=image))
+        except NotFound:
+            raise InvalidArgument(
+                f'service "{service}": image "{image}" not found locally; pull it '
+                f"(carte pull {image}) or give the service a build: key"
+            ) from None
+
+    async def _build(self, stack: str, name: str, service: Service, project_dir: str) -> None:
+        build = (
+            service.build if isinstance(service.build, Build) else Build(context=str(service.build))
+        )
+        args = {k: v or "" for k, v in normalize.mapping(build.args).items()}
+        options = BuildRequest(
+            tags=[image_name(stack, name, service)],
+            dockerfile=build.dockerfile or "Dockerfile",
+            build_args=args,
+            target=build.target,
+        )
+        context = _context_dir(project_dir, build.context)
+        await self.ctx.bus.request(BuildImage(context=context, options=options))
+
+    async def _create_network(self, stack: str, name: str) -> None:
+        try:
+            await self.ctx.bus.request(CreateNetwork(name=name, labels={"com.carte.stack": stack}))
+        except Conflict:
+            pass  # made meanwhile: it is there, which is all the stack needs
+
+    async def _publish_updated(self, record: ServiceRecord) -> None:
+        await self.ctx.bus.publish(service_updated(record))
+
+    async def _update_limits(self, record: ServiceRecord) -> None:
+        converger = await self._conv()
+        for row in await converger.rows(record.stack, record.name):
+            if row.state == "running":
+                try:
+                    await self.ctx.bus.request(
+                        UpdateContainer(ref=row.id, resources=resources(record.spec))
+                    )
+                except CarteError as error:
+                    self.ctx.log.warning("limits of %s: %s", row.name, error.message)
+
+    # --- remove --------------------------------------------------------------------------
+
+    @on(RemoveStack)
+    async def remove(self, command: RemoveStack) -> None:
+        """Stop and remove every replica (NotReady first), the stack's networks and its
+        desired state. `NotFound` when nothing of the stack exists."""
+        converger = await self._conv()
+        stack = command.name
+        entry = await self.ctx.store.get(stack_key(stack))
+        records = await load_services(self.ctx.store, stack)
+        if entry is None and not records:
+            raise NotFound(f'stack "{stack}" not found; see carte stack ls')
+        async with self._apply_lock:
+            for record in records:
+                await self.ctx.store.delete(service_key(stack, record.name))
+            await self.ctx.store.delete(stack_key(stack))
+            converger.stop_loops(stack)
+            async with trio.open_nursery() as nursery:
+                for record in records:
+                    for row in await converger.rows(stack, record.name):
+                        nursery.start_soon(converger.retire, row.id, "stack removed")
+            for record in records:
+                await self.ctx.bus.publish(
+                    ServiceRemoved(id=f"{stack}_{record.name}", stack=stack, service=record.name)
+                )
+            networks = entry.decode(StackRecord).networks if entry is not None else []
+            for network in networks:
+                try:
+                    await self.ctx.bus.request(RemoveNetwork(name=network))
+                except (NotFound, Conflict) as error:
+                    self.ctx.log.warning("stack %s: network %s: %s", stack, network, error)
+            await self.ctx.bus.publish(StackRemoved(id=stack, stack=stack))
+
+    # --- queries -------------------------------------------------------------------------
+
+    @on(ListStacks)
+    async def list_stacks(self, command: ListStacks) -> list[StackSummary]:
+        return [
+            StackSummary(
+                name=s.name, services=len(s.services), file_name=s.file_name, updated=s.updated
+            )
+            for s in await load_stacks(self.ctx.store)
+        ]
+
+    @on(ListServices)
+    async def list_services(self, command: ListServices) -> list[ServiceSummary]:
+        converger = await self._conv()
+        out = []
+        for record in await load_services(self.ctx.store, command.stack):
+            rows = await converger.rows(record.stack, record.name)
+            running = [r for r in rows if r.state == "running"]
+            ready = [r for r in running if (x := converger.replicas.get(r.id)) and x.ready]
+            out.append(
+                ServiceSummary(
+                    stack=record.stack,
+                    name=record.name,
+                    image=image_name(record.stack, record.name, record.spec),
+                    desired=record.replicas,
+                    running=len(running),
+                    ready=len(ready),
+                    revision=record.revision,
+                    ports=normalize.ports(record.spec),
+                    autoscale=autoscale_spec(record.spec),
+                    rollout=record.rollout.state if record.rollout is not None else "",
+                )
+            )
+        return out
+
+    @on(ListReplicas)
+    async def list_replicas(self, command: ListReplicas) -> list[ReplicaSummary]:
+        converger = await self._conv()
+        records = await load_services(self.ctx.store, command.stack)
+        if command.service:
+            records = [r for r in records if r.name == command.service]
+            if not records:
+                raise NotFound(f'service "{command.stack}_{command.service}" not found')
+        out = []
+        for record in records:
+            for row in sorted(await converger.rows(record.stack, record.name), key=replica_number):
+                replica = converger.replicas.get(row.id)
+                out.append(
+                    ReplicaSummary(
+                        stack=record.stack,
+                        service=record.name,
+                        replica=replica_number(row),
+                        revision=revision_of(row),
+                        container_id=row.id,
+                        name=row.name,
+                        image=row.image,
+                        status=row.status,
+                        ready=replica is not None and replica.ready,
+                        ip=replica.ip if replica is not None else "",
+                    )
+                )
+        return out
+
+    async def _record(self, stack: str, service: str) -> ServiceRecord:
+        record = await load_service(self.ctx.store, stack, service)
+        if record is None:
+            raise NotFound(
+                f'service "{service}" of stack "{stack}" not found; see carte service ls'
+            )
+        return record
+
+    @on(InspectService)
+    async def inspect(self, command: InspectService) -> ServiceDetails:
+        record = await self._record(command.stack, command.service)
+        replicas = await self.list_replicas(
+            ListReplicas(stack=command.stack, service=command.service)
+        )
+        return ServiceDetails(
+            stack=record.stack,
+            name=record.name,
+            revision=record.revision,
+            spec=msgspec.to_builtins(record.spec),
+            replicas=replicas,
+            rollout=record.rollout,
+        )
+
+    # --- changes -------------------------------------------------------------------------
+
+    @on(ScaleService)
+    async def scale(self, command: ScaleService) -> None:
+        if command.replicas < 0:
+            raise InvalidArgument(f"replica count {command.replicas} is below 0; use 0 or more")
+        converger = await self._conv()
+        async with self._apply_lock:
+            record = await self._record(command.stack, command.service)
+            record.replicas = command.replicas
+            await self.ctx.store.put(service_key(record.stack, record.name), record)
+        await self._publish_updated(record)
+        converger.ensure_loop(record.stack, record.name)
+
+    @on(UpdateServiceResources)
+    async def update_resources(self, command: UpdateServiceResources) -> None:
+        async with self._apply_lock:
+            record = await self._record(command.stack, command.service)
+            limits = record.spec.deploy.resources.limits
+            new = command.resources
+            limits = msgspec.structs.replace(
+                limits,
+                cpus=new.nano_cpus / 1e9 if new.nano_cpus else limits.cpus,
+                memory=new.memory or limits.memory,
+                pids=new.pids_limit or limits.pids,
+            )
+            deploy = record.spec.deploy
+            spec = msgspec.structs.replace(
+                record.spec,
+                deploy=msgspec.structs.replace(
+                    deploy, resources=msgspec.structs.replace(deploy.resources, limits=limits)
+                ),
+            )
+            record.spec = spec
+            await self.ctx.store.put(service_key(record.stack, record.name), record)
+        await self._update_limits(record)
+        await self._publish_updated(record)
+
+    @on(GetRollout)
+    async def rollout_status(self, command: GetRollout) -> Rollout:
+        record = await self._record(command.stack, command.service)
+        return record.rollout or Rollout(
+            stack=record.stack, service=record.name, revision=record.revision, state="idle"
+        )
+
+    @on(ListRevisions)
+    async def history(self, command: ListRevisions) -> list[RevisionSummary]:
+        record = await self._record(command.stack, command.service)
+        return [
+            RevisionSummary(
+                revision=kept.revision,
+                created=kept.created,
+                image=image_name(record.stack, record.name, kept.spec),
+                change=kept.change,
+                current=kept.revision == record.revision,
+            )
+            for kept in record.revisions
+        ]
+
+    @on(UndoRollout)
+    async def undo(self, command: UndoRollout) -> Rollout:
+        """Roll back to `to_revision` (0: the one before the current) as a new revision."""
+        converger = await self._conv()
+        async with self._apply_lock:
+            record = await self._record(command.stack, command.service)
+            earlier = [r.revision for r in record.revisions if r.revision < record.revision]
+            target = command.to_revision or (max(earlier) if earlier else 0)
+            spec = record.revision_spec(target)
+            if spec is None:
+                kept = ", ".join(str(r.revision) for r in record.revisions)
+                raise NotFound(
+                    f"revision {target} of {record.stack}_{record.name} is not kept "
+                    f"(kept: {kept}); see carte rollout history"
+                )
+            revision = _next_revision(record)
+            rollout = Rollout(
+                stack=record.stack,
+                service=record.name,
+                revision=revision,
+                from_revision=record.revision,
+                state="progressing",
+                total=record.replicas,
+                message=f"undo to revision {target}",
+            )
+            record.revisions = [
+                *record.revisions,
+                Revision(
+                    revision=revision, created=now_rfc3339(), spec=spec, change=f"undo to {target}"
+                ),
+            ][-KEPT_REVISIONS:]
+            record.spec, record.revision, record.rollout = spec, revision, rollout
+            await self.ctx.store.put(service_key(record.stack, record.name), record)
+        await self._publish_updated(record)
+        converger.ensure_loop(record.stack, record.name)
+        return rollout
+
+
+def _builds(plan: Plan, name: str) -> bool:
+    return any(
+        a.name == name and a.kind == "service" and a.action != "unchanged" for a in plan.actions
+    )
+
+
+def _replicas(service: Service, old: ServiceRecord | None) -> int:
+    """The file's replica count; with autoscale, the current count kept within its bounds."""
+    scale = service.x_carte.autoscale
+    if scale is None:
+        return service.deploy.replicas
+    current = old.replicas if old is not None else max(service.deploy.replicas, scale.min)
+    return min(max(current, scale.min), scale.max)
+
+
+def _next_revision(record: ServiceRecord) -> int:
+    return max([record.revision, *(r.revision for r in record.revisions)]) + 1
+
+
+def _limits_changed(old: ServiceRecord, new: ServiceRecord) -> bool:
+    return resources(old.spec) != resources(new.spec)
+
+
+def _network_names(stack: str, manifest: Manifest) -> list[str]:
+    names = {"default"}
+    for service in manifest.services.values():
+        names.update(normalize.networks(service))
+    return [network_name(stack, n) for n in sorted(names)]
+
+
+def _read_dotenv(project_dir: str) -> dict[str, str]:
+    try:
+        with open(os.path.join(project_dir, ".env"), encoding="utf-8") as file:
+            return parse_dotenv(file.read())
+    except FileNotFoundError:
+        return {}
+    except OSError as error:
+        raise InvalidArgument(f"{project_dir}/.env cannot be read: {error.strerror}") from None
+
+
+def _directory_name(project_dir: str) -> str:
+    """Compose's project name from a directory: lowercased, other characters dropped."""
+    base = os.path.basename(os.path.normpath(project_dir)).lower()
+    return "".join(c for c in base if c.isalnum() or c in "_-").lstrip("_-") or "default"
+
+
+def _context_dir(project_dir: str, context: str) -> str:
+    return os.path.normpath(os.path.join(project_dir, context))
+
+
+def _read_env_files(project_dir: str, manifest: Manifest) -> dict[str, str]:
+    return {
+        name: _read_env_file(project_dir, name, service_name)
+        for service_name, service in manifest.services.items()
+        for name in ([service.env_file] if isinstance(service.env_file, str) else service.env_file)
+    }
+
+
+def _read_env_file(project_dir: str, name: str, service: str) -> str:
+    path = os.path.join(project_dir, name)
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except OSError as error:
+        raise InvalidArgument(
+            f'env_file "{name}" of service "{service}" cannot be read ({path}: '
+            f"{error.strerror}); create it or remove it from env_file"
+        ) from None

@@ -1,0 +1,111 @@
+"""`carte shim factory --socket PATH`: create shims by forking a warm process (optional).
+
+Each `carte shim` pays for an interpreter start and the runtime's imports (0.1-0.4 s here)
+before it can create its container. The factory pays once: it imports the runtime, then serves
+PATH. Per connection it reads one line, ``{"args": [...]}`` (the arguments of `carte shim`),
+forks a child that forks the shim and exits (so the shim is re-parented to init, like one
+started by the launcher), and the shim writes its one report line to the connection, exactly
+as `carte shim` prints it. The factory is single-threaded, so forking it is safe.
+
+The factory exits when its stdin reaches end of file (the daemon that started it holding the
+other end went away) or on SIGTERM. Shims it made do not depend on it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+_USAGE = "usage: carte shim factory --socket PATH"
+
+
+def main(argv: list[str]) -> NoReturn:
+    from carte.runtime.shim.protocol import UnixAddress
+
+    if len(argv) != 2 or argv[0] != "--socket":
+        print(_USAGE, file=sys.stderr)
+        raise SystemExit(2)
+    _preload()
+    path = argv[1]
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with UnixAddress(path) as address:
+        listener.bind(address)
+    listener.listen(64)
+    print("ready", flush=True)  # the starter may connect from now on
+    try:
+        _serve(listener)
+    finally:
+        listener.close()
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    os._exit(0)
+
+
+def _preload() -> None:
+    """Import now what every create needs, so forked children start warm."""
+    import carte.runtime.cgroups
+    import carte.runtime.container
+    import carte.runtime.shim.protocol
+    import carte.runtime.spec
+
+    del carte
+
+
+def _serve(listener: socket.socket) -> None:
+    """Serve connections one at a time until stdin ends."""
+    while True:
+        ready, _, _ = select.select([listener, sys.stdin], [], [])
+        if sys.stdin in ready and not os.read(sys.stdin.fileno(), 4096):
+            return
+        if listener in ready:
+            connection, _ = listener.accept()
+            with connection:
+                _create(connection, listener)
+
+
+def _create(connection: socket.socket, listener: socket.socket) -> None:
+    """Read one request from `connection` and fork a shim that answers on it."""
+    from carte.runtime.shim._create import become_shim
+    from carte.runtime.shim._options import parse_options
+    from carte.runtime.shim.protocol import ProtocolError, decode_line, encode_line
+
+    connection.settimeout(10)
+    line = b""
+    try:
+        while not line.endswith(b"\n"):
+            chunk = connection.recv(1 << 16)
+            if not chunk:
+                return
+            line += chunk
+        args = decode_line(line)["args"]
+        options = parse_options([str(arg) for arg in args])
+    except (OSError, ProtocolError, KeyError, TypeError, ValueError) as error:
+        reply = {"ok": False, "error": f"bad factory request: {error}", "code": "invalid_argument"}
+        try:
+            connection.sendall(encode_line(reply))
+        except OSError:
+            pass
+        return
+    child = os.fork()
+    if child == 0:
+        try:
+            listener.close()
+            if os.fork() == 0:
+                connection.setblocking(True)
+                report_fd = connection.detach()
+                become_shim(options, report_fd)
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
