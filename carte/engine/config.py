@@ -137,6 +137,39 @@ class AutoscalerConfig(_Section, frozen=True, kw_only=True):
     """A utilization within this fraction of its target changes nothing."""
 
 
+EtcdEndpoint = Annotated[str, msgspec.Meta(pattern=r"^https?://[^/\s]+$")]
+StoreBackend = Literal["sqlite", "etcd"]
+
+
+class StoreTlsConfig(_Section, frozen=True, kw_only=True):
+    """Files for https:// etcd endpoints; all null: plain http (loopback or a trusted LAN)."""
+
+    ca: str | None = None
+    """CA bundle that signed etcd's server certificate; null: the system's CAs."""
+    cert: str | None = None
+    """Client certificate etcd asks for (--client-cert-auth); needs ``key``."""
+    key: str | None = None
+
+
+class StoreConfig(_Section, frozen=True, kw_only=True):
+    """Where the state lives: SQLite in ``<root>/state.db`` (one machine) or etcd (a cluster)."""
+
+    backend: StoreBackend = "sqlite"
+    endpoints: list[EtcdEndpoint] = []
+    """etcd client URLs (``http://HOST:PORT`` or ``https://``), tried in order; for etcd."""
+    prefix: str = "carte/"
+    """Every key is stored under this prefix in etcd, so clusters can share one etcd."""
+    tls: StoreTlsConfig = StoreTlsConfig()
+
+    def __post_init__(self) -> None:
+        if self.backend == "etcd" and not self.endpoints:
+            raise ValueError(
+                'backend "etcd" needs endpoints, e.g. endpoints: ["http://127.0.0.1:2379"]'
+            )
+        if (self.tls.cert is None) != (self.tls.key is None):
+            raise ValueError("tls.cert and tls.key go together; give both or neither")
+
+
 class Config(_Section, frozen=True, kw_only=True):
     daemon: DaemonConfig = DaemonConfig()
     handlers: HandlersConfig = HandlersConfig()
@@ -147,6 +180,7 @@ class Config(_Section, frozen=True, kw_only=True):
     network: NetworkConfig = NetworkConfig()
     images: ImagesConfig = ImagesConfig()
     autoscaler: AutoscalerConfig = AutoscalerConfig()
+    store: StoreConfig = StoreConfig()
 
 
 class ConfigError(InvalidArgument):
@@ -342,10 +376,15 @@ def _explain(message: str, document: Any, source: str, *, with_lines: bool = Tru
         words = " or ".join(
             _TYPE_WORDS.get(word.strip(), word.strip()) for word in expected["type"].split("|")
         )
-        return f'{source}{line}: "{key}" must be {words}{expected["rest"]}, {got}; fix the value'
+        rest = expected["rest"]
+        if parts[:2] == ["store", "endpoints"] and "regex" in rest:
+            rest = " like http://HOST:PORT or https://HOST:PORT"
+        return f'{source}{line}: "{key}" must be {words}{rest}, {got}; fix the value'
     if problem.startswith("Invalid enum value"):
         allowed = _allowed_values(parts)
         return f'{source}{line}: "{key}" must be one of {allowed}, {got}; fix the value'
+    if isinstance(value, Mapping):  # a section's own check (__post_init__) says it all
+        return f'{source}{line}: "{key}": {_lower_first(problem)}; fix the section'
     return f'{source}{line}: "{key}": {_lower_first(problem)}, {got}; fix the value'
 
 
@@ -356,6 +395,8 @@ def _dotted(parts: list[str | int]) -> str:
 def _allowed_values(parts: list[str | int]) -> str:
     if parts == ["daemon", "log_level"]:
         return ", ".join(get_args(LogLevel))
+    if parts == ["store", "backend"]:
+        return ", ".join(get_args(StoreBackend))
     return "the documented values"
 
 

@@ -463,8 +463,9 @@ class EtcdStore:
             await self._client.aclose()
 
 
-def tls_context(ca: str, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
-    """A client TLS context trusting ``ca`` and presenting ``cert``/``key`` if given.
+def tls_context(ca: str | None, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
+    """A client TLS context trusting ``ca`` (None: the system's CAs), presenting
+    ``cert``/``key`` if given.
 
     Raises Unavailable naming the file when one cannot be read.
     """
