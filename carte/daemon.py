@@ -16,6 +16,8 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -32,8 +34,17 @@ from carte.api.events import (
 )
 from carte.daemon_lock import DaemonLock, RootInUse
 from carte.engine import Bus, Handler, HandlerContext, Roster, Supervisor, open_sqlite_store
-from carte.engine.config import Config, ConfigError, apply_overrides, load_config, reload, reloaded
+from carte.engine.config import (
+    Config,
+    ConfigError,
+    StoreConfig,
+    apply_overrides,
+    load_config,
+    reload,
+    reloaded,
+)
 from carte.engine.log import set_log_level, setup_logging
+from carte.engine.store import Store
 
 SYSTEM_CONFIG = Path("/etc/carte/carte.yaml")
 PLUGIN_GROUP = "carte.plugins"
@@ -123,6 +134,26 @@ def _refuse_live_socket(path: Path) -> None:
     )
 
 
+@asynccontextmanager
+async def open_store(config: StoreConfig, root: Path) -> AsyncIterator[Store]:
+    """The state store carte.yaml chooses: SQLite in ROOT/state.db (the default) or etcd.
+
+    etcd is not contacted here: handlers get Unavailable while it is away and their
+    supervisor restarts them with backoff; running containers are left alone.
+    """
+    if config.backend == "sqlite":
+        async with open_sqlite_store(root / "state.db") as sqlite:
+            yield sqlite
+        return
+    from carte.engine.store_etcd import open_etcd_store, tls_context
+
+    tls = config.tls
+    context = tls_context(tls.ca, tls.cert, tls.key) if tls.ca or tls.cert else None
+    log.info("state store: etcd", extra={"endpoints": ",".join(config.endpoints)})
+    async with open_etcd_store(config.endpoints, namespace=config.prefix, tls=context) as etcd:
+        yield etcd
+
+
 class Daemon:
     """One running daemon: its config, bus, supervisor and signal handling."""
 
@@ -150,7 +181,7 @@ class Daemon:
                 subscriber_buffer=config.bus.subscriber_buffer,
                 log=logging.getLogger("carte.engine.bus"),
             )
-            async with open_sqlite_store(root / "state.db") as store:
+            async with open_store(config.store, root) as store:
                 ctx = HandlerContext(
                     bus=bus, store=store, config=config, root=root, run_root=run_root
                 )
