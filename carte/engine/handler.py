@@ -123,8 +123,3 @@ class Handler:
         logs it and restarts the handler with backoff.
         """
         task_status.started()
-
-    @classmethod
-    def has_run(cls) -> bool:
-        """Whether this handler overrides `run` with long-lived work of its own."""
-        return cls.run is not Handler.run

@@ -58,9 +58,6 @@ class Reference(msgspec.Struct, frozen=True, kw_only=True):
             return f"{self.repository}@{self.digest}"
         return f"{self.repository}:{self.tag or DEFAULT_TAG}"
 
-    def with_tag(self, tag: str) -> Reference:
-        return Reference(domain=self.domain, path=self.path, tag=tag)
-
 
 def parse_reference(text: str) -> Reference:
     """Parse `name[:tag][@digest]`; raises `InvalidReference` naming the text and the rule."""

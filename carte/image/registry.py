@@ -521,10 +521,6 @@ class Registry:
         with self._lock:
             self._known_repo.setdefault(digest, repository)
 
-    def remember_blob_location(self, digest: str, repository: str) -> None:
-        """Tell the client a repository of this registry holds `digest` (enables mounting)."""
-        self._remember(digest, repository)
-
 
 def _basic(credentials: Credentials) -> str:
     return base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()

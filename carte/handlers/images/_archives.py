@@ -294,10 +294,6 @@ def _tree_size(path: Path) -> int:
     return total
 
 
-def _image_size(image: StoredImage) -> int:
-    return sum(layer.size for layer in image.manifest.layers) + image.manifest.config.size
-
-
 def disk_usage(
     store: ImageStore, used_ids: set[str], uppers: list[tuple[str, bool]]
 ) -> list[DiskUsageRow]:

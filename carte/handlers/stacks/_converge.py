@@ -32,7 +32,6 @@ from carte.api.events import (
     StopContainer,
 )
 from carte.api.stacks import SERVICE_LABEL, STACK_LABEL, AutoscaleSpec, Rollout
-from carte.handlers.containers import now_rfc3339
 from carte.handlers.stacks._readiness import watch_readiness
 from carte.handlers.stacks._records import ServiceRecord, load_service, service_key
 from carte.handlers.stacks._replicas import Replica, exit_code_of, replica_number, revision_of
@@ -562,10 +561,6 @@ async def _wait_ready(replica: Replica, deadline: float) -> None:
 async def _raise_on_loss(replica: Replica) -> None:
     await replica.lost.wait()
     raise RolloutFailed(replica.reason or "a new replica stopped being ready")
-
-
-def revision_now() -> str:
-    return now_rfc3339()
 
 
 def autoscale_spec(spec: Service) -> AutoscaleSpec | None:
