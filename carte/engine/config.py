@@ -7,7 +7,7 @@ converted into frozen msgspec Structs that forbid unknown fields. Any problem be
     config/carte.yaml:12: unknown key "handlrs" in "daemon"; expected one of root, run_root, ...
 
 Every default lives both here and, with comments, in config/carte.yaml (a test keeps the
-two equal). Sections that later issues fill (health, network, images) exist already, typed.
+two equal).
 """
 
 from __future__ import annotations
