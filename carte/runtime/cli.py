@@ -117,9 +117,10 @@ def _write_pid_file(path: Path | None, pid: int) -> None:
 
 def _create(args: argparse.Namespace, console_socket: Path | None = None) -> int:
     from carte.runtime.container import spawn
-    from carte.runtime.spec import load_spec
+    from carte.runtime.spec import load_spec, validate_spec
 
     spec = load_spec(args.bundle / "config.json")
+    validate_spec(spec, source=str(args.bundle / "config.json"))
     spawned = spawn(
         spec,
         args.bundle,

@@ -38,9 +38,10 @@ from carte.runtime import syscalls as sc
 from carte.runtime.cgroups.devices import default_devices
 from carte.runtime.cgroups.resources import LinuxResources
 from carte.runtime.channel import Message, channel_pair, receive, report_and_exit, send
+from carte.runtime.hooks import HookFailed, run_hooks, run_hooks_warning
 from carte.runtime.process import PreparedSeccomp, exec_user_process, prepare_seccomp
-from carte.runtime.spec import INIT_ANNOTATION, LinuxIDMapping, Spec
-from carte.runtime.state import EXEC_FIFO, ContainerRecord
+from carte.runtime.spec import INIT_ANNOTATION, Hooks, LinuxIDMapping, Spec, validate_spec
+from carte.runtime.state import EXEC_FIFO, ContainerRecord, OCIState
 from carte.runtime.terminal import connect_console, setup_terminal
 
 __all__ = [
@@ -129,20 +130,21 @@ def with_standard_devices(resources: LinuxResources | None) -> LinuxResources:
     return msgspec.structs.replace(resources, devices=[*resources.devices, *standard])
 
 
-def _validate(spec: Spec) -> None:
-    if spec.process is None:
-        raise InvalidArgument("config.json: process is missing; give process.args")
-    if not any(ns.type == "mount" for ns in spec.linux.namespaces):
-        raise InvalidArgument(
-            'config.json: linux.namespaces has no "mount" namespace; Carte needs one to build '
-            "the root filesystem"
-        )
-    for namespace in spec.linux.namespaces:
-        if namespace.type not in NAMESPACE_FLAGS:
-            raise InvalidArgument(
-                f'config.json: linux.namespaces: unknown type "{namespace.type}"; use one of '
-                + ", ".join(NAMESPACE_FLAGS)
-            )
+class _HookAbort(InvalidArgument):
+    """A prestart, createRuntime or createContainer hook failed: the lifecycle goes on at
+    delete, so the poststop hooks still run."""
+
+
+def hook_state(spec: Spec, bundle: str, container_id: str, status: str, pid: int) -> OCIState:
+    """The state document a hook of `spec` gets on stdin."""
+    return OCIState(
+        oci_version=spec.oci_version,
+        id=container_id,
+        status=status,
+        pid=pid,
+        bundle=bundle,
+        annotations=spec.annotations,
+    )
 
 
 def spawn(
@@ -165,7 +167,7 @@ def spawn(
     from carte.runtime.cgroups import open_cgroup
 
     assert_single_threaded()
-    _validate(spec)
+    validate_spec(spec)
     assert spec.process is not None
     bundle = bundle.resolve()
     directory = state.container_dir(state_dir, container_id)
@@ -217,9 +219,10 @@ def spawn(
                 created=datetime.datetime.now(datetime.UTC).isoformat(),
                 annotations=spec.annotations,
                 init=spec.annotations.get(INIT_ANNOTATION) == "true",
+                hooks=_later_hooks(spec.hooks),
             ),
         )
-    except BaseException:
+    except BaseException as error:
         if pid:
             kill_and_reap(pid)
         try:
@@ -227,8 +230,18 @@ def spawn(
                 cgroup.destroy()
         finally:
             state.remove_container_dir(state_dir, container_id)
+        if isinstance(error, _HookAbort) and spec.hooks is not None:
+            stopped = hook_state(spec, str(bundle), container_id, "stopped", 0)
+            run_hooks_warning("poststop", spec.hooks.poststop, stopped)
         raise
     return Spawned(id=container_id, pid=pid, state_dir=str(directory), cgroups_path=cgroups_path)
+
+
+def _later_hooks(hooks: Hooks | None) -> Hooks | None:
+    """The hooks `start` and `delete` run, kept in the record."""
+    if hooks is None or not (hooks.poststart or hooks.poststop):
+        return None
+    return Hooks(poststart=hooks.poststart, poststop=hooks.poststop)
 
 
 def _hierarchy_name(path: Path) -> str:
@@ -353,6 +366,7 @@ def _drive_handshake(
     go, and which reports pid 1 and exits."""
     container_pid = child if direct else 0
     failure = ""
+    hook_failed = False
     try:
         if not direct:
             add_to_cgroup(child)
@@ -367,8 +381,16 @@ def _drive_handshake(
                 send(channel, Message(kind="mapped"))
             elif message.kind == "pid":
                 container_pid = message.pid
-            elif message.kind == "error":
+            elif message.kind == "hooks":
+                try:
+                    _run_runtime_hooks(setup, container_pid)
+                except HookFailed as hook_failure:
+                    failure, hook_failed = str(hook_failure), True
+                    break
+                send(channel, Message(kind="hooked"))
+            elif message.kind in ("error", "hook-error"):
                 failure = message.text
+                hook_failed = message.kind == "hook-error"
                 break
             elif message.kind == "ready":
                 failure = ""
@@ -382,8 +404,19 @@ def _drive_handshake(
     if failure:
         if container_pid:
             kill_and_reap(container_pid)
-        raise InvalidArgument(f'cannot create container "{setup.container_id}": {failure}')
+        error = _HookAbort if hook_failed else InvalidArgument
+        raise error(f'cannot create container "{setup.container_id}": {failure}')
     return container_pid
+
+
+def _run_runtime_hooks(setup: _Setup, container_pid: int) -> None:
+    """prestart then createRuntime hooks, in our (the runtime's) namespaces; pid as we see it.
+    Raises `HookFailed`."""
+    hooks = setup.spec.hooks
+    assert hooks is not None
+    creating = hook_state(setup.spec, setup.bundle, setup.container_id, "creating", container_pid)
+    run_hooks("prestart", hooks.prestart, creating)
+    run_hooks("createRuntime", hooks.create_runtime, creating)
 
 
 def _write_id_maps(spec: Spec, pid: int) -> None:
@@ -477,17 +510,32 @@ def _stage_b(setup: _Setup, channel: socket.socket, *, new_uts: bool) -> NoRetur
             pass  # keyrings may be unavailable (EPERM under some seccomp/ns setups); not fatal
         run_init = _load_init() if spec.annotations.get(INIT_ANNOTATION) == "true" else None
         in_user_namespace = any(ns.type == "user" for ns in spec.linux.namespaces)
-        root_fd = rootfs.prepare_rootfs(
-            spec, setup.bundle, in_user_namespace=in_user_namespace, cgroup_dirs=setup.cgroup_dirs
-        )
-        rootfs.pivot_into(root_fd)
-        os.close(root_fd)
+        own_mounts = any(ns.type == "mount" for ns in spec.linux.namespaces)
+        root_fd = fd_dir = -1
+        if own_mounts:
+            root_fd = rootfs.prepare_rootfs(
+                spec,
+                setup.bundle,
+                in_user_namespace=in_user_namespace,
+                cgroup_dirs=setup.cgroup_dirs,
+            )
+        _creation_hooks(setup, channel)
+        if own_mounts:
+            rootfs.pivot_into(root_fd)
+            os.close(root_fd)
+        else:
+            # Sharing the host's mount table: pivot_root would move every process's root. Our
+            # fd directory stays reachable for reopening exec.fifo (no /proc inside).
+            fd_dir = os.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            os.chroot(rootfs.root_path(spec, setup.bundle))
+            os.chdir("/")
         if new_uts:
             if spec.hostname:
                 sc.sethostname(spec.hostname)
             if spec.domainname:
                 sc.setdomainname(spec.domainname)
-        rootfs.finish_rootfs(spec)
+        if own_mounts:
+            rootfs.finish_rootfs(spec)
         if setup.console is not None:
             setup_terminal(setup.console, process.console_size)
         send(channel, Message(kind="ready"))
@@ -495,7 +543,7 @@ def _stage_b(setup: _Setup, channel: socket.socket, *, new_uts: bool) -> NoRetur
     except BaseException as error:
         report_and_exit(channel, error)
     try:
-        _wait_for_start(setup.fifo)
+        _wait_for_start(setup, fd_dir)
         if run_init is not None:
             _run_as_init(run_init, setup)
         exec_user_process(process, setup.seccomp_filter, preserve_fds=setup.preserve_fds)
@@ -525,12 +573,49 @@ def _run_as_init(run_init: RunInit, setup: _Setup) -> NoReturn:
     run_init(spawn_user_process)
 
 
-def _wait_for_start(fifo: int) -> None:
-    """Block until `start` opens the exec fifo for reading, then tell it we are going.
+def _creation_hooks(setup: _Setup, channel: socket.socket) -> None:
+    """Before pivot_root, mounts in place: the parent runs prestart and createRuntime hooks,
+    then we run createContainer hooks here, in the container's namespaces (pid as we see it).
+    A failing hook ends this process after telling the parent (a "hook-error")."""
+    hooks = setup.spec.hooks
+    if hooks is None:
+        return
+    if hooks.prestart or hooks.create_runtime:
+        send(channel, Message(kind="hooks"))
+        reply = receive(channel)
+        if reply is None or reply.kind != "hooked":
+            os._exit(1)
+    if hooks.create_container:
+        creating = hook_state(setup.spec, setup.bundle, setup.container_id, "creating", os.getpid())
+        try:
+            run_hooks("createContainer", hooks.create_container, creating)
+        except HookFailed as failure:
+            try:
+                send(channel, Message(kind="hook-error", text=str(failure)))
+            finally:
+                os._exit(1)
 
-    Raises `OSError` if the fifo cannot be opened (the caller exits).
+
+def _wait_for_start(setup: _Setup, fd_dir: int) -> None:
+    """Block until `start` opens the exec fifo for reading, run the startContainer hooks, then
+    tell `start` we are going ("0"), or why not ("1" and one line; we then exit).
+
+    `fd_dir`: an fd of our /proc/self/fd when the root has no /proc of ours, else -1. Raises
+    `OSError` if the fifo cannot be opened (the caller exits).
     """
-    writer = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
+    if fd_dir >= 0:
+        writer = os.open(str(setup.fifo), os.O_WRONLY | os.O_CLOEXEC, dir_fd=fd_dir)
+        os.close(fd_dir)
+    else:
+        writer = os.open(f"/proc/self/fd/{setup.fifo}", os.O_WRONLY | os.O_CLOEXEC)
+    os.close(setup.fifo)
+    hooks = setup.spec.hooks
+    if hooks is not None and hooks.start_container:
+        created = hook_state(setup.spec, setup.bundle, setup.container_id, "created", os.getpid())
+        try:
+            run_hooks("startContainer", hooks.start_container, created)
+        except HookFailed as failure:
+            os.write(writer, b"1" + str(failure).encode()[:500])
+            os._exit(1)
     os.write(writer, b"0")
     os.close(writer)
-    os.close(fifo)

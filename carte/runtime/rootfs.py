@@ -37,15 +37,18 @@ _DEV_LINKS = (
     ("ptmx", "pts/ptmx"),
     ("core", "/proc/kcore"),
 )
+# linux.rootfsPropagation, applied to the container's / once it is the root (config-linux.md:
+# shared = a new peer group, not shared with the host; slave = receives the host's mounts;
+# private = receives nothing; unbindable = private and cannot be bind-mounted). "" keeps the
+# rslave every root starts as.
 _PROPAGATION_OF_ROOT = {
-    "": sc.MS_SLAVE | sc.MS_REC,
+    "": 0,
     "slave": sc.MS_SLAVE,
     "rslave": sc.MS_SLAVE | sc.MS_REC,
     "private": sc.MS_PRIVATE,
     "rprivate": sc.MS_PRIVATE | sc.MS_REC,
-    # A shared root would leak container mounts to the host; keep receiving only.
-    "shared": sc.MS_SLAVE | sc.MS_REC,
-    "rshared": sc.MS_SLAVE | sc.MS_REC,
+    "shared": sc.MS_SHARED,
+    "rshared": sc.MS_SHARED | sc.MS_REC,
     "unbindable": sc.MS_UNBINDABLE,
     "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
 }
@@ -76,7 +79,10 @@ def prepare_rootfs(
     propagation = spec.linux.rootfs_propagation
     if propagation not in _PROPAGATION_OF_ROOT:
         raise ValueError(f'linux.rootfsPropagation "{propagation}" is not a propagation type')
-    sc.mount(None, "/", None, _PROPAGATION_OF_ROOT[propagation])
+    # Nothing we mount may reach the host: every copied mount receives only, or (private
+    # propagation asked) nothing at all. The asked propagation is set once / is ours.
+    private = propagation in ("private", "rprivate", "unbindable", "runbindable")
+    sc.mount(None, "/", None, (sc.MS_PRIVATE if private else sc.MS_SLAVE) | sc.MS_REC)
     path = root_path(spec, bundle)
     if not os.path.isdir(path):
         raise FileNotFoundError(2, f"root.path {path}: no such directory")
@@ -179,6 +185,9 @@ def finish_rootfs(spec: Spec) -> None:
 
     Paths that do not exist are skipped, as runc does. Raises `OSError` naming the path.
     """
+    propagation = _PROPAGATION_OF_ROOT[spec.linux.rootfs_propagation]
+    if propagation:
+        sc.mount(None, "/", None, propagation)
     for key, value in spec.linux.sysctl.items():
         with open("/proc/sys/" + key.replace(".", "/"), "w") as sysctl:
             sysctl.write(value)

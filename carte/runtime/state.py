@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 
 from carte.api.errors import InvalidArgument, NotFound
-from carte.runtime.spec import OCI_VERSION
+from carte.runtime.spec import OCI_VERSION, Hooks
 
 __all__ = [
     "ContainerRecord",
@@ -35,7 +35,8 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class ContainerRecord(msgspec.Struct, kw_only=True):
-    """What create wrote about a container; `start_time` guards against pid reuse."""
+    """What create wrote about a container; `start_time` guards against pid reuse. `hooks`
+    keeps the spec's poststart and poststop hooks: later edits of config.json must not matter."""
 
     id: str
     pid: int
@@ -46,10 +47,12 @@ class ContainerRecord(msgspec.Struct, kw_only=True):
     created: str
     annotations: dict[str, str] = {}
     init: bool = False
+    hooks: Hooks | None = None
 
 
 class OCIState(msgspec.Struct, kw_only=True, rename="camel"):
-    """The runtime-spec state document (`carte runtime state ID` prints it)."""
+    """The runtime-spec state document (`carte runtime state ID` prints it; hooks get it on
+    stdin). `status` is creating, created, running or stopped."""
 
     oci_version: str
     id: str

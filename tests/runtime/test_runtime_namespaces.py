@@ -116,7 +116,9 @@ def test_join_missing_namespace_path_fails_cleanly(
     runtime: Runtime, make_bundle: Callable[..., Bundle]
 ) -> None:
     bundle = make_bundle()
-    bundle.config["linux"]["namespaces"].append({"type": "network", "path": "/nonexistent/ns"})
+    namespaces = [ns for ns in bundle.config["linux"]["namespaces"] if ns["type"] != "network"]
+    namespaces.append({"type": "network", "path": "/nonexistent/ns"})
+    bundle.config["linux"]["namespaces"] = namespaces
     result = runtime.run(bundle)
     assert result.returncode == 1
     assert "/nonexistent/ns" in result.stderr
