@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -34,13 +35,17 @@ def free_port() -> int:
 class EtcdServer:
     """One single-member etcd; ``endpoint`` is its ``http://127.0.0.1:PORT`` client URL."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, tls: Path | None = None) -> None:
+        """``tls``: a directory with ca.pem, cert.pem, key.pem: serve https and require
+        client certificates signed by that CA (etcd's --client-cert-auth)."""
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.log_path = workdir / "etcd.log"
         self.client_port = free_port()
         self.peer_port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.client_port}"
+        self.tls = tls
+        scheme = "https" if tls else "http"
+        self.endpoint = f"{scheme}://127.0.0.1:{self.client_port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> EtcdServer:
@@ -57,6 +62,16 @@ class EtcdServer:
                 f"--initial-advertise-peer-urls={peer}",
                 f"--initial-cluster=test={peer}",
                 "--log-level=warn",
+                *(
+                    [
+                        f"--trusted-ca-file={self.tls / 'ca.pem'}",
+                        f"--cert-file={self.tls / 'cert.pem'}",
+                        f"--key-file={self.tls / 'key.pem'}",
+                        "--client-cert-auth",
+                    ]
+                    if self.tls
+                    else []
+                ),
             ],
             stdout=log,
             stderr=log,
@@ -83,7 +98,11 @@ class EtcdServer:
         request = urllib.request.Request(
             self.endpoint + path, data=json.dumps(body).encode(), method="POST"
         )
-        with urllib.request.urlopen(request, timeout=5) as response:
+        context = None
+        if self.tls:
+            context = ssl.create_default_context(cafile=str(self.tls / "ca.pem"))
+            context.load_cert_chain(self.tls / "cert.pem", self.tls / "key.pem")
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
             reply: dict[str, object] = json.loads(response.read())
             return reply
 

@@ -1,9 +1,12 @@
-"""`Store` over etcd v3, through its HTTP/JSON gateway (httpx on trio).
+"""`Store` over etcd v3, through its HTTP/JSON gateway, spoken with h11 on trio streams.
 
-Why the gateway and not gRPC: grpcio's async API runs on asyncio only (its trio support is
-none), so a watch would need a thread per stream and a bridge; the gateway's ``/v3/watch``
-is a plain chunked HTTP response of one JSON object per line that httpx streams natively
-on trio (through anyio), cancellable like any other trio read.
+Why the gateway and not gRPC: grpcio's async API runs on asyncio only, so a watch would need
+a thread per stream and a bridge into trio. The gateway's ``/v3/watch`` is a chunked HTTP
+response of one JSON object per line, read here from a plain trio stream: cancelling a watch
+is cancelling a read. Why h11 and not httpx: httpx's streaming (and its request bodies on a
+failed TLS handshake) leave nested async generators that cannot be closed from outside,
+which trio reports as ResourceWarnings; h11 is a sans-I/O HTTP/1.1 parser that hypercorn
+already brings, and a small pool of kept-alive connections is all the unary calls need.
 
 Mapping: Carte's revision is etcd's revision (the header's, global); an entry's revision is
 its ``mod_revision``, so ``cas(key, value, 0)`` compares ``mod_revision == 0`` (absent). Keys
@@ -11,11 +14,12 @@ live under ``namespace`` (several daemons or tests can share one etcd). A `txn` 
 Txn: compares on ``mod_revision``, the operations on success, reads of the compared keys on
 failure (to name the revision found).
 
-Failure: a request that cannot connect tries the next endpoint; when none answers, the call
-raises `Unavailable` naming the endpoints (callers retry with `retry_unavailable`). A write
-whose connection broke after it was sent also raises Unavailable, saying its outcome is
-unknown. Writes are shielded from cancellation while in flight (bounded by the request
-timeout), as SQLite's commits are, so a cancelled caller never leaves one half-reported.
+Failure: a request that cannot connect (or whose TLS handshake fails) tries the next
+endpoint; when none answers, the call raises `Unavailable` naming the endpoints (callers
+retry with `retry_unavailable`). A write whose connection broke after it was sent also
+raises Unavailable, saying its outcome is unknown. Writes are shielded from cancellation
+while in flight (bounded by `REQUEST_TIMEOUT`), as SQLite's commits are, so a cancelled
+caller never leaves one half-reported.
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import h11
-import httpx
 import trio
 
 from carte.api.errors import Conflict, Internal, InvalidArgument, Unavailable
@@ -50,7 +54,8 @@ from carte.engine.store import (
 log = logging.getLogger("carte.engine.store_etcd")
 
 CONNECT_TIMEOUT = 2.0
-REQUEST_TIMEOUT = httpx.Timeout(10.0, connect=CONNECT_TIMEOUT)
+REQUEST_TIMEOUT = 10.0
+IDLE_CONNECTIONS = 4
 _GRPC_NOT_FOUND = 5
 _GRPC_UNAVAILABLE = 14
 
@@ -116,18 +121,17 @@ class EtcdStore:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
         endpoints: Sequence[str],
         namespace: str = "",
         tls: ssl.SSLContext | None = None,
     ) -> None:
         if not endpoints:
             raise InvalidArgument("no etcd endpoints given; set store.endpoints in carte.yaml")
-        self._client = client
         self._tls = tls
         self.endpoints = [endpoint.rstrip("/") for endpoint in endpoints]
         self.namespace = namespace
         self._current = 0
+        self._idle: dict[str, builtins.list[_Connection]] = {}
 
     # --- keys -----------------------------------------------------------------------------
 
@@ -336,51 +340,30 @@ class EtcdStore:
     async def _stream_lines(
         self, endpoint: str, path: str, body: Mapping[str, Any]
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """POST ``body`` and yield each JSON line of the streamed reply (h11 on a trio stream).
+        """POST ``body`` on a connection of its own and yield each JSON line of the reply.
 
-        A plain trio stream rather than httpx's: its nested async generators cannot be
-        closed when a watch is left mid-stream, which trio reports as a ResourceWarning.
         Raises Unavailable when etcd cannot be reached or the connection breaks.
         """
-        url = httpx.URL(endpoint)
-        host, port = url.host, url.port or (443 if url.scheme == "https" else 80)
-        stream: trio.abc.Stream | None = None
         try:
-            with trio.fail_after(CONNECT_TIMEOUT):
-                stream = await trio.open_tcp_stream(host, port)
-                if url.scheme == "https":
-                    stream = trio.SSLStream(
-                        stream, self._tls or ssl.create_default_context(), server_hostname=host
-                    )
-                    await stream.do_handshake()
-            connection = h11.Connection(h11.CLIENT)
-            data = json.dumps(body).encode()
-            request = h11.Request(
-                method="POST",
-                target=path,
-                headers=[
-                    ("Host", f"{host}:{port}"),
-                    ("Content-Type", "application/json"),
-                    ("Content-Length", str(len(data))),
-                ],
-            )
-            await stream.send_all(
-                connection.send(request)
-                + (connection.send(h11.Data(data=data)) or b"")
-                + (connection.send(h11.EndOfMessage()) or b"")
-            )
+            connection = await self._connect(endpoint)
+        except _NotConnected as error:
+            self._rotate()
+            raise Unavailable(
+                f"etcd at {endpoint} is unreachable ({error}); "
+                "check that etcd runs and store.endpoints in carte.yaml, then retry"
+            ) from None
+        try:
+            await connection.send_request(path, body)
+            response = await connection.next_event()
+            if not isinstance(response, h11.Response) or response.status_code != 200:
+                raise Unavailable(
+                    f"etcd at {endpoint} refused a watch ({_status(response)}); "
+                    "check store.endpoints in carte.yaml"
+                )
             pending = b""
             while True:
-                event = connection.next_event()
-                if event is h11.NEED_DATA:
-                    connection.receive_data(bytes(await stream.receive_some(65536)))
-                elif isinstance(event, h11.Response):
-                    if event.status_code != 200:
-                        raise Unavailable(
-                            f"etcd at {endpoint} refused a watch (HTTP {event.status_code}); "
-                            "check store.endpoints in carte.yaml"
-                        )
-                elif isinstance(event, h11.Data):
+                event = await connection.next_event()
+                if isinstance(event, h11.Data):
                     pending += bytes(event.data)
                     *lines, pending = pending.split(b"\n")
                     for line in lines:
@@ -388,16 +371,14 @@ class EtcdStore:
                             yield json.loads(line)
                 elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                     return
-        except (OSError, trio.BrokenResourceError, trio.TooSlowError, h11.ProtocolError) as error:
+        except _BROKEN as error:
             self._rotate()
             raise Unavailable(
-                f"etcd at {endpoint} is unreachable ({error or type(error).__name__}); "
+                f"etcd at {endpoint} is unreachable ({_describe(error)}); "
                 "check that etcd runs and store.endpoints in carte.yaml, then retry"
             ) from None
         finally:
-            if stream is not None:
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
+            await connection.aclose()
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -416,51 +397,209 @@ class EtcdStore:
     async def _call(
         self, path: str, body: Mapping[str, Any], *, write: bool = False
     ) -> dict[str, Any]:
-        """POST ``body`` to ``path`` on the first endpoint that connects."""
+        """POST ``body`` to ``path`` on the first endpoint that connects; the reply's JSON."""
         failures: builtins.list[str] = []
         for _ in self.endpoints:
             endpoint = self._endpoint()
             try:
-                response = await self._client.post(endpoint + path, json=body)
-            except httpx.ConnectError as error:  # never sent: safe to try the next one
-                failures.append(f"{endpoint} ({error or 'cannot connect'})")
+                with trio.fail_after(REQUEST_TIMEOUT):
+                    status, reply = await self._request(endpoint, path, body)
+            except _NotConnected as error:  # never sent: safe to try the next one
+                failures.append(f"{endpoint} ({error})")
                 self._rotate()
                 continue
-            except httpx.TransportError as error:
+            except (*_BROKEN, trio.TooSlowError) as error:
                 self._rotate()
                 outcome = "; the write may or may not have been applied" if write else ""
                 raise Unavailable(
-                    f"etcd at {endpoint} failed mid-request ({error or type(error).__name__})"
-                    f"{outcome}; check etcd, then read again and retry"
+                    f"etcd at {endpoint} failed mid-request ({_describe(error)}){outcome}; "
+                    "check etcd, then read again and retry"
                 ) from None
-            if response.status_code != 200:
-                raise self._error(endpoint, response)
-            reply: dict[str, Any] = response.json()
-            return reply
+            if status != 200:
+                raise self._error(endpoint, status, reply)
+            try:
+                decoded: dict[str, Any] = json.loads(reply)
+            except ValueError:
+                raise Internal(f"etcd at {endpoint} answered {path} with non-JSON") from None
+            return decoded
         raise Unavailable(
             f"etcd is unreachable at {', '.join(failures)}; check that etcd runs and "
             "store.endpoints in carte.yaml, then retry"
         )
 
-    def _error(self, endpoint: str, response: httpx.Response) -> Exception:
+    async def _request(
+        self, endpoint: str, path: str, body: Mapping[str, Any]
+    ) -> tuple[int, bytes]:
+        """One request on a kept-alive connection (or a new one): (status, body).
+
+        A kept-alive connection that etcd closed while idle fails before any reply and
+        the request is sent again on a new one (etcd never read it).
+        """
+        for reused in (True, False):
+            connection = self._take_idle(endpoint) if reused else None
+            if reused and connection is None:
+                continue
+            if connection is None:
+                connection = await self._connect(endpoint)
+            try:
+                await connection.send_request(path, body)
+                response = await connection.next_event()
+                if isinstance(response, h11.ConnectionClosed) and reused:
+                    await connection.aclose()
+                    continue
+                if not isinstance(response, h11.Response):
+                    raise h11.RemoteProtocolError(f"etcd answered {_status(response)}")
+                data = bytearray()
+                while True:
+                    event = await connection.next_event()
+                    if isinstance(event, h11.Data):
+                        data += event.data
+                    elif isinstance(event, h11.EndOfMessage):
+                        break
+                    else:
+                        raise h11.RemoteProtocolError("etcd closed the connection mid-reply")
+            except _BROKEN:
+                await connection.aclose()
+                if reused and not connection.answered:
+                    continue
+                raise
+            except BaseException:
+                await connection.aclose()
+                raise
+            await self._give_back(endpoint, connection)
+            return response.status_code, bytes(data)
+        raise h11.RemoteProtocolError("etcd closed two connections in a row")
+
+    async def _connect(self, endpoint: str) -> _Connection:
+        """A new connection to ``endpoint``; raises _NotConnected (nothing was sent)."""
+        url = urlsplit(endpoint)
+        host = url.hostname or "127.0.0.1"
+        port = url.port or (443 if url.scheme == "https" else 80)
+        stream: trio.abc.Stream | None = None
         try:
-            detail = response.json()
+            with trio.fail_after(CONNECT_TIMEOUT):
+                stream = await trio.open_tcp_stream(host, port)
+                if url.scheme == "https":
+                    tls = trio.SSLStream(
+                        stream, self._tls or ssl.create_default_context(), server_hostname=host
+                    )
+                    stream = tls
+                    await tls.do_handshake()
+        except (*_BROKEN, trio.TooSlowError) as error:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            raise _NotConnected(_describe(error)) from None
+        return _Connection(stream, f"{host}:{port}")
+
+    def _take_idle(self, endpoint: str) -> _Connection | None:
+        idle = self._idle.get(endpoint)
+        return idle.pop() if idle else None
+
+    async def _give_back(self, endpoint: str, connection: _Connection) -> None:
+        idle = self._idle.setdefault(endpoint, [])
+        if connection.reusable() and len(idle) < IDLE_CONNECTIONS:
+            idle.append(connection)
+        else:
+            await connection.aclose()
+
+    def _error(self, endpoint: str, status: int, reply: bytes) -> Exception:
+        try:
+            detail = json.loads(reply)
         except ValueError:
-            detail = {"message": response.text.strip()[:200]}
-        message = str(detail.get("message") or detail.get("error") or response.status_code)
+            detail = {"message": reply.decode(errors="replace").strip()[:200]}
+        message = str(detail.get("message") or detail.get("error") or status)
         code = detail.get("code")
         if code == _GRPC_NOT_FOUND and "lease" in message:
             return LeaseExpired(
                 f"{message} at {endpoint}: the lease expired or was revoked; grant a new lease "
                 "and write its keys again"
             )
-        if code == _GRPC_UNAVAILABLE or response.status_code in (502, 503, 504):
+        if code == _GRPC_UNAVAILABLE or status in (502, 503, 504):
             return Unavailable(f"etcd at {endpoint} is unavailable ({message}); retry later")
         return Internal(f"etcd at {endpoint} refused the request: {message}")
 
     async def aclose(self) -> None:
+        """Close every kept-alive connection."""
         with trio.CancelScope(shield=True):
-            await self._client.aclose()
+            for idle in self._idle.values():
+                for connection in idle:
+                    await connection.aclose()
+            self._idle.clear()
+
+
+class _NotConnected(Exception):
+    """No connection could be made: the request was not sent."""
+
+
+_BROKEN = (
+    OSError,
+    ssl.SSLError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    h11.ProtocolError,
+)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, trio.TooSlowError):
+        return "timed out"
+    cause = error.__cause__ if isinstance(error, trio.BrokenResourceError) else None
+    text = str(cause or error).strip()
+    return text or type(error).__name__
+
+
+def _status(event: object) -> str:
+    if isinstance(event, h11.Response):
+        return f"HTTP {event.status_code}"
+    return "no response"
+
+
+class _Connection:
+    """One HTTP/1.1 connection to etcd: a trio stream and its h11 state."""
+
+    def __init__(self, stream: trio.abc.Stream, host: str) -> None:
+        self.stream = stream
+        self.host = host
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.answered = False
+
+    async def send_request(self, path: str, body: Mapping[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        request = h11.Request(
+            method="POST",
+            target=path,
+            headers=[
+                ("Host", self.host),
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(data))),
+            ],
+        )
+        self.answered = False
+        await self.stream.send_all(
+            (self.h11.send(request) or b"")
+            + (self.h11.send(h11.Data(data=data)) or b"")
+            + (self.h11.send(h11.EndOfMessage()) or b"")
+        )
+
+    async def next_event(self) -> object:
+        """The next h11 event, reading from the stream as needed (EOF: ConnectionClosed)."""
+        while True:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA:
+                self.h11.receive_data(bytes(await self.stream.receive_some(65536)))
+                continue
+            self.answered = True
+            return event
+
+    def reusable(self) -> bool:
+        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+            self.h11.start_next_cycle()
+            return True
+        return False
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(self.stream)
 
 
 def tls_context(ca: str | None, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
@@ -493,13 +632,7 @@ async def open_etcd_store(
     Nothing is checked at open: the first call tells whether etcd answers (Unavailable if
     not), so a daemon starts while etcd is still coming up. Closed when the block exits.
     """
-    client = httpx.AsyncClient(
-        timeout=REQUEST_TIMEOUT,
-        verify=tls if tls is not None else True,
-        trust_env=False,
-        limits=httpx.Limits(max_keepalive_connections=8),
-    )
-    store = EtcdStore(client, endpoints, namespace, tls)
+    store = EtcdStore(endpoints, namespace, tls)
     try:
         yield store
     finally:

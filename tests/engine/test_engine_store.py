@@ -277,6 +277,38 @@ async def test_stopped_etcd_makes_calls_unavailable_and_a_restart_works_again(
             assert (await events.receive()).key == "k/c"  # type: ignore[union-attr]
 
 
+async def test_etcd_over_mutual_tls_with_the_cluster_pki(tmp_path: Path) -> None:
+    """etcd serves https and asks for client certificates, both from carte.cluster's CA."""
+    from carte.api.errors import Unavailable
+    from carte.cluster import ClusterCA, write_bundle
+    from carte.engine.store_etcd import tls_context
+
+    ca = ClusterCA.create()
+    server = ca.issue_server("etcd", ["127.0.0.1"])
+    client = ca.issue_client("carte-daemon")
+    assert server.key is not None and client.key is not None
+    write_bundle(tmp_path / "server", ca=ca.cert_pem, cert=server.cert, key=server.key)
+    write_bundle(tmp_path / "client", ca=ca.cert_pem, cert=client.cert, key=client.key)
+    etcd = EtcdServer(tmp_path / "etcd", tls=tmp_path / "server")
+    (tmp_path / "etcd").mkdir()
+    await trio.to_thread.run_sync(etcd.start)
+    try:
+        files = tmp_path / "client"
+        context = tls_context(
+            str(files / "ca.pem"), str(files / "cert.pem"), str(files / "key.pem")
+        )
+        async with open_etcd_store([etcd.endpoint], tls=context) as store:
+            async with store.watch("k/") as changes:
+                revision = await store.put("k/a", 1)
+                assert (await changes.__anext__()).revision == revision
+        anonymous = tls_context(str(files / "ca.pem"))  # trusts etcd, presents no certificate
+        async with open_etcd_store([etcd.endpoint], tls=anonymous) as store:
+            with pytest.raises(Unavailable, match="etcd"):
+                await store.get("k/a")
+    finally:
+        await trio.to_thread.run_sync(etcd.close)
+
+
 async def test_values_survive_reopening(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     async with open_sqlite_store(path) as first:
