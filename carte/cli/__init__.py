@@ -9,7 +9,7 @@ import sys
 
 from carte.cli.commands import Session, UsageError
 from carte.cli.output import Output
-from carte.cli.parser import build_parser
+from carte.cli.parser import build_parser, simple_arguments
 from carte.cli.transport import ApiError, DaemonUnreachable
 
 
@@ -24,11 +24,13 @@ def run_client(argv: list[str]) -> None:
     Exit codes: 0 done, 1 the daemon is unreachable or answered an error (one line on stderr),
     2 usage error, 130 interrupted.
     """
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args = simple_arguments(argv)
+    if args is None:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
     run = getattr(args, "run", None)
     if run is None:
-        (getattr(args, "group_parser", None) or parser).print_help(sys.stderr)
+        (getattr(args, "group_parser", None) or build_parser(argv)).print_help(sys.stderr)
         sys.exit(2)
     session = Session(args, Output(args.format))
     try:
@@ -40,7 +42,7 @@ def run_client(argv: list[str]) -> None:
         print(f"carte: {error.message}", file=sys.stderr)
         code = 1
     except UsageError as error:
-        parser.error(str(error))
+        build_parser(argv).error(str(error))
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:

@@ -1,9 +1,21 @@
-"""The top-level argument parser: global flags and every command module's subcommands."""
+"""The top-level argument parser: global flags and every command module's subcommands.
 
-import argparse
+argparse (with gettext and locale, ~5 ms) is imported only when a parser is built: a command
+that takes no arguments (`carte version`, `carte info`), invoked with at most the global
+options in their plain spelling, is dispatched by `simple_arguments` without one.
+"""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
 
 from carte import __version__
-from carte.cli.commands import Commands, HelpFormatter, Session
+from carte.cli.commands import Commands, Session
+
+TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
+if TYPE_CHECKING:
+    import argparse
 
 # Each module exposes register(commands) and is listed here with the top-level command words
 # it registers (carte/cli/commands_<area>.py). The client imports only the modules that own
@@ -30,6 +42,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
 
 # Global options that take a value, so the command name is not mistaken for one.
 _OPTIONS_WITH_VALUE = ("-H", "--host", "--format")
+_FORMATS = ("table", "json")
 
 
 def _not_a_client_command(session: Session) -> int:
@@ -64,12 +77,57 @@ def command_name(argv: list[str]) -> str | None:
     return None
 
 
+def simple_arguments(argv: list[str]) -> argparse.Namespace | None:
+    """The parsed arguments of `[-H/--host VALUE] [--format table|json] COMMAND` when COMMAND
+    takes no arguments of its own, without building a parser; None for anything else (other
+    spellings, flags, help, unknown words: the full parser handles those, with its errors)."""
+    values: dict[str, str | None] = {"host": None, "format": "table"}
+    word = None
+    tokens = iter(argv)
+    for token in tokens:
+        if token in _OPTIONS_WITH_VALUE and word is None:
+            value = next(tokens, None)
+            if value is None or value.startswith("-"):
+                return None
+            values["format" if token == "--format" else "host"] = value
+        elif token.startswith("-") or word is not None:
+            return None
+        else:
+            word = token
+    if word is None or values["format"] not in _FORMATS:
+        return None
+    entry = all_commands(word).entries.get(word)
+    if entry is None or isinstance(entry, Commands) or entry.arguments is not None:
+        return None
+    # argparse.Namespace is a plain attribute bag too; importing argparse is what this avoids.
+    return SimpleNamespace(**values, run=entry.run)  # type: ignore[return-value]
+
+
+def _help_formatter() -> type[argparse.HelpFormatter]:
+    import argparse
+
+    class HelpFormatter(argparse.HelpFormatter):
+        """argparse's formatter given a width, so it does not import shutil (~10 ms) to find
+        one."""
+
+        def __init__(self, prog: str) -> None:
+            try:
+                width = os.get_terminal_size().columns - 2
+            except OSError:
+                width = int(os.environ.get("COLUMNS", "80")) - 2
+            super().__init__(prog, width=max(width, 40))
+
+    return HelpFormatter
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser for `argv`: with only the invoked command's subparser when argv names one."""
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="carte",
         description="Carte: containers on Linux namespaces and cgroups, one executable.",
-        formatter_class=HelpFormatter,
+        formatter_class=_help_formatter(),
     )
     parser.add_argument(
         "-H",
@@ -78,7 +136,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--format",
-        choices=("table", "json"),
+        choices=_FORMATS,
         default="table",
         help="output format (default: table)",
     )

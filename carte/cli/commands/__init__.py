@@ -4,6 +4,6 @@ Each area module (`containers`, `images`, `network`, ...) exposes ``register(com
 listed in `carte.cli.parser.COMMAND_MODULES`; only the invoked command's module is imported.
 """
 
-from carte.cli.commands._framework import Commands, HelpFormatter, Session, UsageError
+from carte.cli.commands._framework import Commands, Session, UsageError
 
-__all__ = ["Commands", "HelpFormatter", "Session", "UsageError"]
+__all__ = ["Commands", "Session", "UsageError"]

@@ -21,30 +21,17 @@ for usage errors).
 
 from __future__ import annotations
 
-import argparse
-import os
-
 from carte.cli.output import Output
 from carte.cli.transport import Client, socket_path_from_host
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
+    import argparse  # imported by carte.cli.parser only when a parser is built
     from collections.abc import Callable
     from typing import Any
 
     CommandFunction = Callable[["Session"], int]
     ArgumentsFunction = Callable[[argparse.ArgumentParser], None]
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """argparse's formatter given a width, so it does not import shutil (~10 ms) to find one."""
-
-    def __init__(self, prog: str) -> None:
-        try:
-            width = os.get_terminal_size().columns - 2
-        except OSError:
-            width = int(os.environ.get("COLUMNS", "80")) - 2
-        super().__init__(prog, width=max(width, 40))
 
 
 class UsageError(Exception):
@@ -117,7 +104,10 @@ class Commands:
         for name in names:
             entry = self.entries[name]
             child = subparsers.add_parser(
-                name, help=entry.help, description=entry.help, formatter_class=HelpFormatter
+                name,
+                help=entry.help,
+                description=entry.help,
+                formatter_class=parser.formatter_class,
             )
             if isinstance(entry, Commands):
                 child.set_defaults(run=None, group_parser=child)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -13,6 +12,7 @@ from carte.cli.transport import DaemonUnreachable
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 
