@@ -250,6 +250,22 @@ class ContainerLocation(_Wire, kw_only=True):
     lower_dirs: list[str] = []
     tty: bool = False
     open_stdin: bool = False
+    network: str = ""
+    """The network mode the container was created with (a name, "none", "host")."""
+    hostname: str = ""
+    labels: dict[str, str] = {}
+
+
+class ContainerUsage(_Wire, kw_only=True):
+    """What one container uses, for the handlers that must not remove it from under it
+    (images, volumes, archives): `ListContainerUsage` answers one per container."""
+
+    id: str
+    name: str
+    status: ContainerStatus
+    image_id: str
+    volumes: list[str] = []
+    """Names of the named volumes it mounts."""
 
 
 class ExecOptions(_Wire, kw_only=True):

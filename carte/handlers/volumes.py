@@ -18,14 +18,15 @@ from carte.api.errors import Conflict, InvalidArgument, NotFound
 from carte.api.events import (
     CreateVolume,
     InspectVolume,
+    ListContainerUsage,
     ListVolumes,
     PruneVolumes,
     RemoveVolume,
     VolumeCreated,
     VolumeRemoved,
 )
+from carte.api.timestamps import now_rfc3339
 from carte.engine import Handler, HandlerContext, on
-from carte.handlers.containers import Records, now_rfc3339
 
 PREFIX = "volumes/"
 _decoder = msgspec.json.Decoder(Volume)
@@ -51,6 +52,7 @@ class VolumesHandler(Handler):
     """Local volumes: create, ls, inspect, rm, prune."""
 
     name = "volumes"
+    requires = ("containers",)  # which containers use a volume: ListContainerUsage
 
     def __init__(self, ctx: HandlerContext) -> None:
         super().__init__(ctx)
@@ -63,10 +65,9 @@ class VolumesHandler(Handler):
 
     async def _users(self) -> dict[str, list[str]]:
         users: dict[str, list[str]] = {}
-        for record in await Records(self.ctx.store).all():
-            for mount in record.config.mounts:
-                if mount.type == "volume":
-                    users.setdefault(mount.source, []).append(record.id)
+        for container in await self.ctx.bus.request(ListContainerUsage()):
+            for volume in container.volumes:
+                users.setdefault(volume, []).append(container.id)
         return users
 
     def _with_users(self, volume: Volume, users: dict[str, list[str]]) -> Volume:

@@ -8,6 +8,7 @@ from carte.api.containers import (
     ContainerLocation,
     ContainerStats,
     ContainerSummary,
+    ContainerUsage,
     CreateResult,
     ExecResult,
     Health,
@@ -140,6 +141,12 @@ class ResolveContainer(Command[ContainerLocation], frozen=True, kw_only=True):
 
     topic: ClassVar[str] = "container.resolve"
     ref: str
+
+
+class ListContainerUsage(Command[list[ContainerUsage]], frozen=True, kw_only=True):
+    """Every container's image id and named volumes (for images, volumes and archives)."""
+
+    topic: ClassVar[str] = "container.usage"
 
 
 class ContainerCreated(Fact, frozen=True, kw_only=True):

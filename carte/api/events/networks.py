@@ -22,6 +22,8 @@ class AttachContainerNetwork(Command[Endpoint], frozen=True, kw_only=True):
     aliases: list[str] = []
     ip: str = ""
     ports: list[PortSpec] = []
+    labels: dict[str, str] = {}
+    """The container's labels, for network policies' selectors."""
 
 
 class DetachContainerNetwork(Command[None], frozen=True, kw_only=True):

@@ -8,7 +8,6 @@ routes (JSON commands are served generically by the http handler).
 from carte.handlers.containers._archive_routes import register_archive_routes
 from carte.handlers.containers._handler import ContainersHandler
 from carte.handlers.containers._interactive_routes import register_interactive_routes
-from carte.handlers.containers._records import Records, now_rfc3339, parse_rfc3339
 from carte.handlers.containers._routes import register_container_routes
 from carte.handlers.containers._spec import resolve_user
 from carte.handlers.containers._tools import ContainerToolsHandler
@@ -16,9 +15,6 @@ from carte.handlers.containers._tools import ContainerToolsHandler
 __all__ = [
     "ContainerToolsHandler",
     "ContainersHandler",
-    "Records",
-    "now_rfc3339",
-    "parse_rfc3339",
     "register_archive_routes",
     "register_container_routes",
     "register_interactive_routes",

@@ -10,7 +10,8 @@ does), keys are AND-ed. An unknown key is an
 from __future__ import annotations
 
 from carte.api.errors import InvalidArgument
-from carte.handlers.containers._records import ContainerRecord, parse_rfc3339
+from carte.api.timestamps import parse_rfc3339
+from carte.handlers.containers._records import ContainerRecord
 
 _KEYS = ("id", "name", "label", "status", "ancestor", "exited", "health")
 _PRUNE_KEYS = ("label", "until")

@@ -31,6 +31,7 @@ from carte.api.containers import (
     ContainerLocation,
     ContainerState,
     ContainerSummary,
+    ContainerUsage,
     CreateResult,
     ExecResult,
     Health,
@@ -66,6 +67,7 @@ from carte.api.events import (
     InspectNetwork,
     KillContainer,
     ListContainers,
+    ListContainerUsage,
     PauseContainer,
     PruneContainers,
     RemoveContainer,
@@ -81,6 +83,7 @@ from carte.api.events import (
     UpdateContainer,
     WaitContainer,
 )
+from carte.api.timestamps import now_rfc3339
 from carte.engine import Handler, HandlerContext, on
 from carte.handlers.containers._batch_exec import run_exec
 from carte.handlers.containers._filters import matches_filters
@@ -91,7 +94,6 @@ from carte.handlers.containers._records import (
     check_name,
     details,
     new_container_id,
-    now_rfc3339,
     random_name,
     summary,
 )
@@ -114,6 +116,7 @@ from carte.runtime.shim.client import ShimError, read_exit_file, socket_path
 from carte.runtime.spec import encode_spec
 
 T = TypeVar("T")
+Usage = list[ContainerUsage]  # the class's own `list` method shadows the builtin in it
 
 # Exits remembered for late `WaitContainer(since=...)` requests.
 RECENT_EXITS = 512
@@ -467,6 +470,7 @@ class ContainersHandler(Handler):
                     aliases=list(config.network_aliases),
                     ip=config.ip,
                     ports=list(config.ports),
+                    labels=dict(config.labels),
                 )
             )
         except Unavailable:
@@ -904,7 +908,23 @@ class ContainersHandler(Handler):
             lower_dirs=spec_layers,
             tty=record.config.tty,
             open_stdin=record.config.open_stdin,
+            network=record.config.network,
+            hostname=record.config.hostname or record.short_id,
+            labels=dict(record.config.labels),
         )
+
+    @on(ListContainerUsage)
+    async def usage(self, command: ListContainerUsage) -> Usage:
+        return [
+            ContainerUsage(
+                id=record.id,
+                name=record.name,
+                status=record.state.status,
+                image_id=record.image_id,
+                volumes=[m.source for m in record.config.mounts if m.type == "volume"],
+            )
+            for record in await self.records.all()
+        ]
 
     @on(WaitContainer)
     async def wait(self, command: WaitContainer) -> WaitResult:

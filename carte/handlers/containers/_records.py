@@ -7,7 +7,6 @@ References (`resolve`) are a full id, a unique id prefix, or a name, as in Docke
 
 from __future__ import annotations
 
-import datetime
 import random
 import secrets
 import time
@@ -23,6 +22,7 @@ from carte.api.containers import (
     Endpoint,
 )
 from carte.api.errors import Conflict, InvalidArgument, NotFound
+from carte.api.timestamps import parse_rfc3339
 from carte.engine import Delete, Put, Store
 
 RECORDS = "containers/"
@@ -51,21 +51,6 @@ class ContainerRecord(msgspec.Struct, kw_only=True):
 
 
 _decoder = msgspec.json.Decoder(ContainerRecord)
-
-
-def now_rfc3339() -> str:
-    moment = datetime.datetime.now(datetime.UTC)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def parse_rfc3339(text: str) -> float:
-    """Unix seconds of an RFC 3339 time; 0 for an empty or malformed one."""
-    if not text:
-        return 0.0
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
 
 
 def new_container_id() -> str:

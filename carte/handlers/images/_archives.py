@@ -32,6 +32,7 @@ from carte.api.events import (
     ImageRemoved,
     ImageUntagged,
     InspectContainer,
+    ListContainerUsage,
     PauseContainer,
     PruneImages,
     ResolveContainer,
@@ -47,7 +48,6 @@ from carte.api.images import (
     RemovedImage,
 )
 from carte.engine import Handler, HandlerContext, on
-from carte.handlers.containers import Records
 from carte.image import (
     ImageNotFound,
     ImageStore,
@@ -335,6 +335,7 @@ class ArchivesHandler(Handler):
     """commit, history, image prune, system df (save/load/export are streaming routes)."""
 
     name = "archives"
+    requires = ("containers",)  # ListContainerUsage, ResolveContainer
 
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx
@@ -409,7 +410,7 @@ class ArchivesHandler(Handler):
         used: set[str] = set()
         chains: list[str] = []
         uppers: list[tuple[str, bool]] = []
-        for record in await Records(self.ctx.store).all():
+        for record in await self.ctx.bus.request(ListContainerUsage()):
             used.add(record.image_id)
             try:
                 location = await self.ctx.bus.request(ResolveContainer(ref=record.id))

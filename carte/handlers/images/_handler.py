@@ -18,13 +18,13 @@ from carte.api.events import (
     ImageUntagged,
     ImportImage,
     InspectImage,
+    ListContainerUsage,
     ListImages,
     RemoveImage,
     TagImage,
 )
 from carte.api.images import ImageDetails, ImageSummary, RemovedImage
 from carte.engine import Handler, HandlerContext, on
-from carte.handlers.containers import Records
 from carte.image import ImageStore, StoredImage, import_rootfs, parse_reference
 
 
@@ -84,6 +84,7 @@ class ImagesHandler(Handler):
     """import, images, image inspect, tag, rmi."""
 
     name = "images"
+    requires = ("containers",)  # which containers use an image: ListContainerUsage
 
     def __init__(self, ctx: HandlerContext) -> None:
         super().__init__(ctx)
@@ -150,7 +151,8 @@ class ImagesHandler(Handler):
         while a container uses the image, unless `force`."""
         store = await self.store()
         image = await trio.to_thread.run_sync(lambda: store.get(command.ref))
-        users = [r for r in await Records(self.ctx.store).all() if r.image_id == image.id]
+        usage = await self.ctx.bus.request(ListContainerUsage())
+        users = [container for container in usage if container.image_id == image.id]
         by_name = command.ref in image.names or _familiar(command.ref) in image.names
         removed: list[RemovedImage] = []
         if by_name and len(image.names) > 1:

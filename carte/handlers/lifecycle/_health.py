@@ -25,8 +25,8 @@ from carte.api.events import (
     ListContainers,
     SetContainerHealth,
 )
+from carte.api.timestamps import now_rfc3339
 from carte.engine import Handler, HandlerContext, on
-from carte.handlers.containers import now_rfc3339
 from carte.handlers.lifecycle._health_probe import probe_command, watch_health
 
 # Grace on top of a probe's own timeout before the daemon gives up waiting on the exec itself.

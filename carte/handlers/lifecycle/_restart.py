@@ -31,8 +31,8 @@ from carte.api.events import (
     SetContainerRestarting,
     StartContainer,
 )
+from carte.api.timestamps import parse_rfc3339
 from carte.engine import Handler, HandlerContext, on
-from carte.handlers.containers import parse_rfc3339
 from carte.handlers.lifecycle._restart_policy import RestartBackoff, restart_wanted
 
 MEMOS = "restart-policy/"

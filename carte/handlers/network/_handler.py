@@ -40,11 +40,12 @@ from carte.api.events import (
     PruneNetworks,
     RemoveNetwork,
     RemoveNetworkPolicy,
+    ResolveContainer,
     SetServiceAddress,
 )
 from carte.api.networks import Network, NetworkMember, NetworkPolicy, NetworkPruneResult
+from carte.api.timestamps import now_rfc3339
 from carte.engine import Handler, HandlerContext, on
-from carte.handlers.containers import Records, now_rfc3339
 from carte.handlers.network._dns import Resolver, host_upstreams, parse_upstream
 from carte.handlers.network._records import (
     DEFAULT_NAMES,
@@ -100,6 +101,8 @@ class NetworkHandler(Handler):
     """Networks and container endpoints; owns Carte's nftables table and the DNS resolver."""
 
     name = "network"
+    # Connect/DisconnectNetwork ask the containers handler (ResolveContainer) without requiring
+    # it: that would start this handler after it, yet it detaches networks while it starts.
 
     def __init__(self, ctx: HandlerContext) -> None:
         super().__init__(ctx)
@@ -501,8 +504,7 @@ class NetworkHandler(Handler):
     async def attach(self, command: AttachContainerNetwork) -> Endpoint:
         """Plug a created container into a network with a default route through it."""
         started = trio.current_time()
-        record = await Records(self.ctx.store).get(command.container_id)
-        labels = dict(record.config.labels) if record is not None else {}
+        labels = dict(command.labels)
         async with self._lock:
             endpoint = await self._attach(
                 self._network(command.network),
@@ -684,40 +686,40 @@ class NetworkHandler(Handler):
 
     @on(ConnectNetwork)
     async def connect(self, command: ConnectNetwork) -> Endpoint:
-        record = await Records(self.ctx.store).resolve(command.container)
-        if record.state.status not in ("running", "paused") or not record.state.pid:
+        container = await self.ctx.bus.request(ResolveContainer(ref=command.container))
+        if container.status not in ("running", "paused") or not container.pid:
             raise Conflict(
-                f'container "{record.name}" is not running; start it before connecting it'
+                f'container "{container.name}" is not running; start it before connecting it'
             )
-        if record.config.network in ("none", "host"):
+        if container.network in ("none", "host"):
             raise Conflict(
-                f'container "{record.name}" uses --network {record.config.network}; '
+                f'container "{container.name}" uses --network {container.network}; '
                 "it cannot join other networks"
             )
         async with self._lock:
             return await self._attach(
                 self._network(command.network),
-                container_id=record.id,
-                name=record.name,
-                hostname=record.config.hostname or record.short_id,
-                netns=f"/proc/{record.state.pid}/ns/net",
+                container_id=container.id,
+                name=container.name,
+                hostname=container.hostname,
+                netns=f"/proc/{container.pid}/ns/net",
                 aliases=command.aliases,
                 ip=command.ip,
                 ports=[],
-                labels=dict(record.config.labels),
+                labels=dict(container.labels),
                 default_route=False,
             )
 
     @on(DisconnectNetwork)
     async def disconnect(self, command: DisconnectNetwork) -> None:
-        record = await Records(self.ctx.store).resolve(command.container)
+        container = await self.ctx.bus.request(ResolveContainer(ref=command.container))
         async with self._lock:
             network = self._network(command.network)
-            if record.id not in network.endpoints:
+            if container.id not in network.endpoints:
                 raise NotFound(
-                    f'container "{record.name}" is not connected to network "{network.name}"'
+                    f'container "{container.name}" is not connected to network "{network.name}"'
                 )
-            await self._detach(network, record.id)
+            await self._detach(network, container.id)
 
     # --- service names ----------------------------------------------------------------------
 

@@ -50,8 +50,8 @@ from carte.api.stacks import (
     ServiceSummary,
     StackSummary,
 )
+from carte.api.timestamps import now_rfc3339
 from carte.engine import Handler, HandlerContext, on
-from carte.handlers.containers import now_rfc3339
 from carte.handlers.stacks._converge import Converger, autoscale_spec, service_updated
 from carte.handlers.stacks._policies import sync_policies
 from carte.handlers.stacks._records import (
