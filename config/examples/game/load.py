@@ -18,6 +18,7 @@ import json
 import threading
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -46,7 +47,7 @@ class Load:
 
     def __init__(
         self,
-        port: int,
+        port: int | Sequence[int],
         ledger: Path,
         *,
         host: str = "127.0.0.1",
@@ -56,13 +57,16 @@ class Load:
         seconds: float = 3600.0,
         prefix: str = "p",
     ) -> None:
-        self.host, self.port, self.workers, self.rate = host, port, workers, rate
+        # Several ports (one per replica, as plain `docker run -p` gives) take turns.
+        self.ports = [port] if isinstance(port, int) else list(port)
+        self.host, self.workers, self.rate = host, workers, rate
         self.players_per_worker, self.seconds, self.prefix = players_per_worker, seconds, prefix
         self.results: list[Result] = []
         self._ledger: IO[str] = ledger.open("a")
         self._ledger_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._turn = 0
 
     def start(self) -> Load:
         deadline = time.monotonic() + self.seconds
@@ -124,7 +128,9 @@ class Load:
 
     def _request(self, method: str, path: str, body: str | None) -> str:
         """'' when answered 200; else what went wrong, in one line."""
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=TIMEOUT)
+        port = self.ports[self._turn % len(self.ports)]
+        self._turn += 1
+        connection = http.client.HTTPConnection(self.host, port, timeout=TIMEOUT)
         headers = {"Connection": "close", "Content-Type": "application/json"}
         try:
             connection.request(method, path, body=body, headers=headers)
@@ -161,7 +167,7 @@ def summary(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, nargs="+", default=[8000], help="one or more")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--rate", type=float, default=0.0, help="requests/s in all (0: no cap)")
