@@ -115,14 +115,25 @@ def _device_nodes_under_dev(tar_path: Path) -> list[_Span]:
     """
     spans: list[_Span] = []
     try:
+        # A plain tar is read by seeking from header to header; a compressed one is streamed.
+        with tarfile.open(tar_path, mode="r:") as archive:
+            _collect(archive, spans)
+        return spans
+    except (tarfile.TarError, EOFError, OSError):
+        spans.clear()
+    try:
         with open(tar_path, "rb") as source, decompressed(source) as stream:
             with tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK) as archive:
-                for member in archive:
-                    if (member.ischr() or member.isblk()) and _is_under_dev(member.name):
-                        spans.append((member.offset, member.offset_data, member.name))
+                _collect(archive, spans)
     except (tarfile.TarError, EOFError, OSError):
         pass
     return spans
+
+
+def _collect(archive: tarfile.TarFile, spans: list[_Span]) -> None:
+    for member in archive:
+        if (member.ischr() or member.isblk()) and _is_under_dev(member.name):
+            spans.append((member.offset, member.offset_data, member.name))
 
 
 def _is_under_dev(name: str) -> bool:
