@@ -25,6 +25,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from subprocess import TimeoutExpired
 from types import ModuleType
 from typing import Any
 
@@ -45,7 +46,7 @@ def run_one(name: str, runs: int | None) -> tuple[list[Result], str]:
     try:
         with Peers(prefix=f"carte-bench-{name}-") as peers:
             return module.measure(peers, runs or module.DEFAULT_RUNS), ""
-    except (PeerFailed, OSError, ValueError, KeyError) as failure:
+    except (PeerFailed, OSError, ValueError, KeyError, IndexError, TimeoutExpired) as failure:
         return [], f"{type(failure).__name__}: {failure}"
 
 

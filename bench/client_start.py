@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bench.peers import CARTE, ENV, PYTHON, REPO, Peers, rss_mb, timed
 from bench.results import Result, interleave, median
+from carte.runtime.shim.client import interpreter_command
 
 NAME = "client_start"
 DEFAULT_RUNS = 30
@@ -28,6 +29,9 @@ def measure(peers: Peers, runs: int) -> list[Result]:
     commands = {
         "python -I -S -c pass": [PYTHON, "-I", "-S", "-c", "pass"],
         "carte version": [*client, *host, "version"],
+        # How the daemon starts shims: no site, no pip script (`import re`); a launcher
+        # install.sh could write instead of pip's entry-point script.
+        "launcher version": [*interpreter_command(), *host, "version"],
     }
     if binary.exists():
         commands["binary version"] = [str(binary), *host, "version"]
@@ -49,6 +53,17 @@ def measure(peers: Peers, runs: int) -> list[Result]:
             limit=2.0,
             runs=runs,
             samples=samples,
+        ),
+        Result(
+            NAME,
+            "`carte version` through a `python -I -S -c` launcher vs the same floor",
+            median(samples["launcher version"]),
+            "s",
+            other=median(samples["python -I -S -c pass"]),
+            other_name="python -I -S",
+            limit=2.0,
+            runs=runs,
+            note="the way the daemon starts shims; not what pip installs",
         ),
         Result(NAME, "daemon idle RSS, all built-in handlers", idle, "MB", limit=50.0),
     ]

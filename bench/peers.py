@@ -112,11 +112,20 @@ def stop(process: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
         process.wait()
 
 
-def wait_until(check: list[str], env: dict[str, str], what: str, timeout: float = 60) -> None:
+def wait_until(
+    check: list[str],
+    env: dict[str, str],
+    what: str,
+    timeout: float = 60,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Run `check` until it succeeds; PeerFailed after `timeout` or once `process` exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if subprocess.run(check, env=env, capture_output=True).returncode == 0:
             return
+        if process is not None and process.poll() is not None:
+            raise PeerFailed(f"{what} exited with status {process.returncode}")
         time.sleep(0.1)
     raise PeerFailed(f"{what} did not answer within {timeout:.0f} s")
 
@@ -172,7 +181,11 @@ class Peers:
                  "--socket", str(self.carte_socket), "--config", str(self.work / "carte.yaml")],
                 log,
             )  # fmt: skip
-            wait_until([*client, "version"], ENV, "the Carte daemon")
+            try:
+                wait_until([*client, "version"], ENV, "the Carte daemon", process=self._carte)
+            except PeerFailed:
+                lines = (self.work / "carte.log").read_text(errors="replace").splitlines()
+                raise PeerFailed(f"the Carte daemon did not start: {(lines or [''])[-1]}") from None
         return client
 
     @property

@@ -15,10 +15,12 @@ routing mesh needs IPVS, which this kernel lacks). Takes minutes; run it alone:
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Callable
 
-from bench.peers import PeerFailed, Peers, run, timed
+from bench.peers import PeerFailed, Peers, run
 from bench.results import Result
 
 NAME = "stack_scale"
@@ -44,30 +46,65 @@ services:
 """
 
 
+def _poll(check: Callable[[], bool], what: str, timeout: float = 3600) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise PeerFailed(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 def _carte_apply(peers: Peers, carte: list[str], stack: str, replicas: int, revision: int) -> float:
+    """Seconds from `carte apply` until the rollout is done and exactly `replicas` run, ready."""
     path = peers.work / f"{stack}.yaml"
     path.write_text(COMPOSE.format(grace=GRACE_S, revision=revision, replicas=replicas,
                                    monitor=MONITOR_S))  # fmt: skip
+
+    def converged() -> bool:
+        rows = json.loads(run([*carte, "--format", "json", "service", "ls", stack]))
+        return any(
+            row["name"] == "web" and str(row["revision"]) == str(revision) and not row["rollout"]
+            and row["running"] == row["ready"] == replicas
+            for row in rows
+        )  # fmt: skip
+
     started = time.perf_counter()
     run([*carte, "apply", "-f", str(path), "-n", stack])
-    run([*carte, "rollout", "status", f"{stack}_web", "--timeout", "3600"], timeout=3700)
+    _poll(converged, f"carte stack {stack}")
     return time.perf_counter() - started
 
 
 def _swarm(docker: dict[str, str], replicas: int) -> tuple[float, float]:
-    """(create until converged, rolling update until converged) of a Swarm service."""
+    """(create until all run, rolling update until completed) of a Swarm service, polled as
+    Carte's are (the docker client's own wait adds a 5 s stability check)."""
     name = f"web{replicas}"
-    create = ["docker", "service", "create", "--detach=false", "--quiet", "--name", name,
-              "--replicas", str(replicas), "--update-parallelism", "10",
-              "--update-order", "start-first", "--update-monitor", f"{MONITOR_S:g}s",
-              "--stop-signal", "SIGKILL", "--stop-grace-period", f"{GRACE_S:g}s",
-              "--env", "REVISION=1", "bb:latest",
-              "sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]  # fmt: skip
-    created = timed(create, docker)
-    updated = timed(["docker", "service", "update", "--detach=false", "--quiet",
-                     "--env-add", "REVISION=2", name], docker)  # fmt: skip
+
+    def running() -> bool:
+        listed = run(["docker", "service", "ls", "--filter", f"name={name}",
+                      "--format", "{{.Replicas}}"], docker)  # fmt: skip
+        return listed.strip() == f"{replicas}/{replicas}"
+
+    def updated() -> bool:
+        field = "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}"
+        state = run(["docker", "service", "inspect", "--format", field, name], docker)
+        return state.strip() == "completed" and running()
+
+    started = time.perf_counter()
+    run(["docker", "service", "create", "--detach", "--quiet", "--name", name,
+         "--replicas", str(replicas), "--update-parallelism", "10",
+         "--update-order", "start-first", "--update-monitor", f"{MONITOR_S:g}s",
+         "--stop-signal", "SIGKILL", "--stop-grace-period", f"{GRACE_S:g}s",
+         "--env", "REVISION=1", "bb:latest",
+         "sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"], docker)  # fmt: skip
+    _poll(running, f"swarm service {name}")
+    created = time.perf_counter() - started
+    started = time.perf_counter()
+    run(["docker", "service", "update", "--detach", "--quiet", "--env-add", "REVISION=2", name],
+        docker)  # fmt: skip
+    _poll(updated, f"swarm update of {name}")
+    update = time.perf_counter() - started
     run(["docker", "service", "rm", name], docker)
-    return created, updated
+    return created, update
 
 
 def measure(peers: Peers, runs: int) -> list[Result]:
