@@ -33,6 +33,8 @@ CLIENT_STDLIB = {
 # command's module (carte.cli.commands.<area>), never the engine, runtime or daemon.
 CLIENT_CARTE_PREFIXES = ("carte.cli.",)
 CLIENT_CARTE = {"carte", "carte.__main__", "carte.cli"}
+# Commands without arguments of their own are dispatched without argparse (~5 ms).
+WITHOUT_PARSER = {"version", "info"}
 
 # The resident shim (`carte shim monitor`, what each container keeps): sockets, select and
 # JSON lines only; its runtime work runs in short helper processes.
@@ -89,6 +91,8 @@ def test_client_command_imports_only_the_listed_modules(tmp_path: Path, command:
     assert not extra, f"`carte {command[0]}` imports modules outside the client's list: {extra}"
     others = sorted(m for m in modules if m.startswith("carte.") and not m.startswith("carte.cli"))
     assert not others, f"the client imports the engine's modules: {others}"
+    if command[0] in WITHOUT_PARSER:
+        assert "argparse" not in modules, f"`carte {command[0]}` built an argument parser"
 
 
 def test_resident_shim_imports_only_the_listed_modules() -> None:
