@@ -10,6 +10,7 @@ installed client's as well.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.peers import CARTE, ENV, PYTHON, REPO, Peers, rss_mb, timed
@@ -18,6 +19,10 @@ from carte.runtime.shim.client import interpreter_command
 
 NAME = "client_start"
 DEFAULT_RUNS = 30
+
+
+def _timer(argv: list[str]) -> Callable[[], float]:
+    return lambda: timed(argv, ENV)
 
 
 def measure(peers: Peers, runs: int) -> list[Result]:
@@ -36,7 +41,7 @@ def measure(peers: Peers, runs: int) -> list[Result]:
     if binary.exists():
         commands["binary version"] = [str(binary), *host, "version"]
     samples = interleave(
-        {name: (lambda argv=argv: timed(argv, ENV)) for name, argv in commands.items()},
+        {name: _timer(argv) for name, argv in commands.items()},
         runs,
         warm=2,
     )

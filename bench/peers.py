@@ -26,11 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path[:0] = [str(REPO / "tests" / "support"), str(REPO / "tests")]
 
-from busybox_rootfs import make_rootfs, make_rootfs_tar  # noqa: E402
+try:  # the tests' busybox rootfs builder (tests/support/busybox.py)
+    from busybox import make_rootfs, make_rootfs_tar  # type: ignore[import-not-found]
+except ImportError:  # before tests/support/ existed
+    from busybox_rootfs import make_rootfs, make_rootfs_tar  # type: ignore[import-not-found]
 
 # Cached bytecode is what users get (pip compiles it at install); a developer shell that sets
 # PYTHONDONTWRITEBYTECODE would make every run recompile Carte's sources instead.
@@ -282,11 +286,11 @@ class Peers:
     # Images ------------------------------------------------------------------------------
     def busybox_tar(self) -> Path:
         if self._busybox is None:
-            self._busybox = make_rootfs_tar(self.work / "busybox.tar", self.work)
+            self._busybox = Path(make_rootfs_tar(self.work / "busybox.tar", self.work))
         return self._busybox
 
     def busybox_rootfs(self, directory: Path) -> Path:
-        return make_rootfs(directory)
+        return Path(make_rootfs(directory))
 
     def import_busybox(self, engine: str) -> None:
         """`bb:latest` in "carte", "docker" or "podman" (once each)."""
@@ -303,9 +307,9 @@ class Peers:
         self._imported.add(engine)
 
     # Teardown ----------------------------------------------------------------------------
-    def _spawn(self, argv: list[str], log: object) -> subprocess.Popen[bytes]:
-        output = log if log is not None else subprocess.DEVNULL
-        process = subprocess.Popen(argv, stdout=output, stderr=output, env=ENV)  # type: ignore[arg-type]
+    def _spawn(self, argv: list[str], log: IO[bytes] | None) -> subprocess.Popen[bytes]:
+        output: IO[bytes] | int = log if log is not None else subprocess.DEVNULL
+        process = subprocess.Popen(argv, stdout=output, stderr=output, env=ENV)
         self._processes.append(process)
         return process
 
