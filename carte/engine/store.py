@@ -450,9 +450,6 @@ class SqliteStore:
             else (op.key, None, None)
             for op in operations
         ]
-        for _, _, lease in encoded:
-            if lease is not None and lease not in self._lease_ttls:
-                raise _lease_gone(lease)
         async with self._write_lock:
             with trio.CancelScope(shield=True):
                 revision, changes = await self._run(lambda: self._commit(encoded, dict(expect)))
@@ -481,6 +478,12 @@ class SqliteStore:
                         f'key "{key}" changed: expected revision {wanted}, found {found}; '
                         "read it again and retry"
                     )
+            for _, _, lease in operations:
+                if (
+                    lease is not None
+                    and not db.execute("SELECT 1 FROM leases WHERE id = ?", (lease,)).fetchone()
+                ):
+                    raise _lease_gone(lease)
             current = self._read_revision()
             revision = current + 1
             changes: builtins.list[Change] = []
