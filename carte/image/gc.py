@@ -1,4 +1,5 @@
-"""Garbage collection: remove blobs and unpacked layers that no image in the index refers to."""
+"""Garbage collection: remove blobs and unpacked layers that no image in the index refers to,
+and what an interrupted writer left."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import msgspec
 from carte.image import oci
 from carte.image.digest import chain_ids, digest_hex
 from carte.image.errors import InvalidImage
+from carte.image.layers import UNPACK_PREFIX
 from carte.image.store import ImageStore
 
 
@@ -48,6 +50,28 @@ def collect_garbage(store: ImageStore, keep_chain_ids: Iterable[str] = ()) -> Co
     return CollectedGarbage(
         blobs=tuple(removed_blobs), layers=tuple(removed_layers), bytes_freed=freed
     )
+
+
+def remove_interrupted_unpacks(store: ImageStore) -> list[str]:
+    """Remove what a process killed while writing to the store left: half-unpacked layers
+    (`layers/.unpack-*`) and temp blobs (`ingest/blob-*`); return the layer dirs' names.
+
+    For start-up: never waits. When any process is writing to the store right now (an
+    import, pull or unpack holds `store.writing()`), nothing is removed and [] is returned;
+    the next garbage collection removes them then.
+    """
+    removed: list[str] = []
+    with store.collecting(wait=False) as held:
+        if not held:
+            return removed
+        for path in sorted(store.layers_dir.iterdir()):
+            if path.name.startswith(UNPACK_PREFIX):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path.name)
+        for path in store.ingest_dir.iterdir():
+            if path.name.startswith("blob-"):
+                path.unlink(missing_ok=True)
+    return removed
 
 
 def _referenced(store: ImageStore) -> tuple[set[str], set[str]]:

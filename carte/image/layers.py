@@ -26,6 +26,8 @@ from carte.image.store import ImageStore, StoredImage
 from carte.image.tarsafe import LayerExtractor
 
 DONE_MARKER = "done"
+UNPACK_PREFIX = ".unpack-"
+"""Temp directories of unpacks in progress (or killed: see `gc.remove_interrupted_unpacks`)."""
 
 
 class LayerBlob(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,7 +76,7 @@ def unpack_layer(
     """
     final = store.layers_dir / digest_hex(chain_id)
     with store.writing():
-        temp = Path(tempfile.mkdtemp(dir=store.layers_dir, prefix=".unpack-"))
+        temp = Path(tempfile.mkdtemp(dir=store.layers_dir, prefix=UNPACK_PREFIX))
         try:
             diff = temp / "diff"
             diff.mkdir()

@@ -149,12 +149,13 @@ class ImageStore:
         """
         if expected_digest is not None:
             parse_digest(expected_digest)
-        fd, temp_name = tempfile.mkstemp(dir=self.ingest_dir, prefix="blob-")
-        temp = Path(temp_name)
-        try:
-            with open(fd, "wb") as file:
-                writer = BlobWriter(file)
-                with self.writing():
+        # The temp file is made under the writing lock: collection removes unlocked ones.
+        with self.writing():
+            fd, temp_name = tempfile.mkstemp(dir=self.ingest_dir, prefix="blob-")
+            temp = Path(temp_name)
+            try:
+                with open(fd, "wb") as file:
+                    writer = BlobWriter(file)
                     yield writer
                     file.flush()
                     os.fsync(file.fileno())
@@ -170,8 +171,8 @@ class ImageStore:
                         )
                     os.chmod(temp, 0o644)
                     os.replace(temp, self.blob_path(writer.digest))
-        finally:
-            temp.unlink(missing_ok=True)
+            finally:
+                temp.unlink(missing_ok=True)
 
     def put_blob(self, data: bytes, media_type: str) -> oci.Descriptor:
         """Store a small blob (manifest, config) and return its descriptor."""
@@ -341,10 +342,21 @@ class ImageStore:
             Path(temp_name).unlink(missing_ok=True)
 
     @contextlib.contextmanager
-    def collecting(self) -> Iterator[None]:
-        """Exclusive against every `writing()` block; used by garbage collection."""
-        with _flock(self._gc_lock, fcntl.LOCK_EX):
-            yield
+    def collecting(self, *, wait: bool = True) -> Iterator[bool]:
+        """Exclusive against every `writing()` block; used by garbage collection.
+
+        Yields True once held; with `wait=False` yields False at once, holding nothing, when
+        any process is writing."""
+        fd = os.open(self._gc_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
 
 
 def _ref_name(descriptor: oci.Descriptor) -> str | None:

@@ -19,6 +19,7 @@ import tarfile
 from typing import BinaryIO
 
 from carte.image.errors import UnsafeLayer
+from carte.image.sparse_files import ShortData, write_regions
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -152,22 +153,15 @@ class LayerExtractor:
     ) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(base, flags, 0o600, dir_fd=parent)
-        with open(fd, "wb", closefd=True) as out:
-            if member.issparse():
-                source = archive.extractfile(member)
-                if source is not None:
-                    while data := source.read(_CHUNK):
-                        out.write(data)
-                return
-            # Straight from the tar stream: extractfile's readers cost several copies per chunk.
-            stream = archive.fileobj
-            remaining = member.size
-            while remaining:
-                data = stream.read(min(_CHUNK, remaining))
-                if not data:
-                    raise tarfile.ReadError(f'layer entry "{member.name}" is cut short')
-                out.write(data)
-                remaining -= len(data)
+        # Straight from the tar stream (extractfile's readers cost several copies per chunk),
+        # keeping holes: a sparse member's data regions, all-zero blocks of any member.
+        regions = member.sparse if member.issparse() else [(0, member.size)]
+        try:
+            write_regions(fd, archive.fileobj, regions or [], member.size)  # type: ignore[arg-type]
+        except ShortData:
+            raise tarfile.ReadError(f'layer entry "{member.name}" is cut short') from None
+        finally:
+            os.close(fd)
 
     def _link(self, member: tarfile.TarInfo, parent: int, base: str) -> None:
         refusal = UnsafeLayer(
