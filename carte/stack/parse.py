@@ -5,17 +5,16 @@ Every problem raises `ManifestError` with one line naming the file, the line and
 ``compose.yaml:7: services.web.deploy.replicas: Expected `int`, got `str```.
 """
 
-import io
 import re
 from typing import Any
 
 import msgspec
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from carte.stack.interpolate import InterpolationError, interpolate
 from carte.stack.model import Manifest, Service
+from carte.stack.yaml_bounds import YamlLimitError, load_bounded
 
 Path = tuple[str | int, ...]
 
@@ -49,17 +48,22 @@ def load_manifest(
     text: str, file_name: str, env: dict[str, str]
 ) -> tuple[Manifest, Source, list[str]]:
     """The decoded and validated manifest, where its keys were, and warnings (unset
-    variables). `ManifestError` on any problem."""
+    variables). `ManifestError` on any problem, also for a file over the bounds of
+    `carte.stack.yaml_bounds` (alias bombs, deep nesting)."""
     from carte.stack.validate import check
 
     source = Source(file_name)
-    yaml = YAML(typ="rt")
     try:
-        document = yaml.load(io.StringIO(text))
+        document = load_bounded(text)
+    except YamlLimitError as error:
+        raise ManifestError(f"{file_name}:{error.line}: {error.message}") from None
     except MarkedYAMLError as error:
         mark = error.problem_mark
         line = mark.line + 1 if mark is not None else 1
         raise ManifestError(f"{file_name}:{line}: not valid YAML: {error.problem}") from None
+    except YAMLError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "invalid syntax"
+        raise ManifestError(f"{file_name}:1: not valid YAML: {first}") from None
     if not isinstance(document, CommentedMap):
         raise ManifestError(f"{file_name}:1: a Compose file is a mapping with a services key")
     missing: set[str] = set()

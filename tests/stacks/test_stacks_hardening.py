@@ -1,0 +1,131 @@
+"""Hostile Compose files (issue 11, item 3): alias bombs, recursive aliases and deep nesting are
+refused at once with one line naming the file and line, never a `RecursionError` or a stall;
+the same bounds hold for carte.yaml, and no command body can make msgspec recurse."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+from support.containers import ok
+from support.daemon import Daemon
+
+from carte.api.events import Command
+from carte.engine.config import ConfigError, parse_config
+from carte.stack import ManifestError, load_manifest
+
+
+def alias_bomb(levels: int) -> str:
+    """The "billion laughs": each level is a list of nine aliases of the level below."""
+    lines = ['x-l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, levels):
+        lines.append(f"x-l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 9)}]")
+    lines += ["services:", "  web:", "    image: busybox", f"    command: *l{levels - 1}"]
+    return "\n".join(lines) + "\n"
+
+
+def deep(levels: int, opening: str, closing: str) -> str:
+    return (
+        "services:\n  web:\n    image: busybox\n"
+        f"    labels: {{deep: {opening * levels}{closing * levels}}}\n"
+    )
+
+
+def refused(text: str) -> tuple[str, float]:
+    started = time.monotonic()
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(text, "compose.yaml", {})
+    return str(caught.value), time.monotonic() - started
+
+
+@pytest.mark.parametrize("levels", [6, 10])
+def test_alias_bombs_are_refused_in_under_a_second(levels: int) -> None:
+    message, took = refused(alias_bomb(levels))
+    assert took < 1.0, f"{levels}-level alias bomb took {took:.2f}s"
+    assert message.startswith("compose.yaml:"), message
+    assert "aliases" in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize(("opening", "closing"), [("[", "]"), ("{a: ", "}")])
+def test_deep_nesting_is_one_line_naming_the_file(opening: str, closing: str) -> None:
+    message, took = refused(deep(10_000, opening, closing))
+    assert message.startswith("compose.yaml:4: "), message
+    assert "nest" in message and "\n" not in message, message
+    assert took < 1.0, f"took {took:.2f}s"
+
+
+def test_a_recursive_alias_is_refused() -> None:
+    text = "services:\n  web:\n    image: busybox\n    labels: &me {a: *me}\n"
+    message, _took = refused(text)
+    assert message.startswith("compose.yaml:4: "), message
+    assert "refers to itself" in message, message
+
+
+def test_ordinary_anchors_and_merge_keys_still_work() -> None:
+    text = "x-common: &common\n  image: busybox\n  environment: {A: '1'}\nservices:\n" + "".join(
+        f"  s{i}:\n    <<: *common\n    command: [sleep, '{i}']\n" for i in range(50)
+    )
+    manifest, _source, _warnings = load_manifest(text, "compose.yaml", {})
+    assert len(manifest.services) == 50
+    assert manifest.services["s7"].image == "busybox"
+
+
+def test_carte_yaml_has_the_same_bounds() -> None:
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        parse_config(alias_bomb(10).replace("services:", "x-services:"), "carte.yaml")
+    assert time.monotonic() - started < 1.0
+    assert str(caught.value).startswith("carte.yaml:"), caught.value
+    with pytest.raises(ConfigError) as caught:
+        parse_config("daemon: " + "[" * 10_000 + "]" * 10_000 + "\n", "carte.yaml")
+    assert str(caught.value).startswith("carte.yaml:1: "), caught.value
+    assert "nest" in str(caught.value)
+
+
+def _commands() -> list[type[msgspec.Struct]]:
+    found: list[type[msgspec.Struct]] = []
+    pending: list[type] = [Command]
+    while pending:
+        cls = pending.pop()
+        for sub in cls.__subclasses__():
+            pending.append(sub)
+            if issubclass(sub, msgspec.Struct):
+                found.append(sub)
+    return found
+
+
+def test_no_command_body_can_make_the_json_decoder_recurse() -> None:
+    """Every command type, every field given 10 000 nested arrays: a validation error, never a
+    RecursionError (msgspec recurses only into untyped fields)."""
+    nested = b"[" * 10_000 + b"]" * 10_000
+    commands = _commands()
+    assert len(commands) > 20
+    for cls in commands:
+        for field in msgspec.structs.fields(cls):
+            body = b'{"' + field.encode_name.encode() + b'":' + nested + b"}"
+            try:
+                msgspec.json.decode(body, type=cls)
+            except msgspec.ValidationError:
+                pass
+            except RecursionError:
+                pytest.fail(f"{cls.__name__}.{field.name} recurses on nested JSON")
+
+
+def test_apply_refuses_a_bomb_and_deep_nesting_and_the_daemon_keeps_answering(
+    carte: Daemon, tmp_path: Path
+) -> None:
+    for name, text in (("bomb.yaml", alias_bomb(10)), ("deep.yaml", deep(10_000, "[", "]"))):
+        path = tmp_path / name
+        path.write_text(text)
+        started = time.monotonic()
+        done = carte.client("apply", "-f", str(path), "-n", "hostile", timeout=20)
+        took = time.monotonic() - started
+        assert done.returncode != 0
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and name in lines[0], done.stderr
+        assert "Traceback" not in done.stderr and "RecursionError" not in done.stderr
+        assert took < 5, f"apply of {name} took {took:.1f}s"
+        ok(carte.client("version"))
+    assert "hostile" not in ok(carte.client("stack", "ls"))
