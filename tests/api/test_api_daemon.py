@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from carte_daemon import Daemon, DaemonFactory
+from support.daemon import Daemon, DaemonFactory
 
 from carte.api.host import read_cgroup_layout
 

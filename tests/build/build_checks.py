@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from carte_daemon import Daemon
+from support.daemon import Daemon
 
 from carte.build._layer_view import LayerView
 from carte.image import ImageStore, StoredImage, lowerdirs

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from build_checks import build, image, leftovers, read_file, stat_file
-from carte_daemon import Daemon, DaemonFactory
+from support.daemon import Daemon, DaemonFactory
 
 from carte.image import ImageStore
 
@@ -507,10 +507,8 @@ def test_heredocs_in_run_and_copy(build_daemon: Daemon, tmp_path: Path) -> None:
 
 def test_from_a_registry_reference_pulls_the_base(build_daemon: Daemon, tmp_path: Path) -> None:
     """Debian's docker-registry on loopback serves a busybox pushed by the image library."""
-    import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "image"))
-    from image_registry_server import start_registry
+    from support.registry import start_registry
 
     from carte.image import Registry, parse_reference
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from carte_daemon import DaemonFactory, make_workdir
+from support.daemon import DaemonFactory, make_workdir
 
 HEAVY = ("trio", "quart", "quart_trio", "hypercorn", "werkzeug")
 

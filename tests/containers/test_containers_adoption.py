@@ -7,8 +7,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from carte_daemon import Daemon
-from containers_lab import inspect, ok, wait_for
+from support.containers import inspect, ok, wait_for
+from support.daemon import Daemon
 
 
 def _restart_daemon(daemon: Daemon) -> None:

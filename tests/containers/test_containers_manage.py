@@ -8,8 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from carte_daemon import Daemon
-from containers_lab import inspect, memory_cgroup, ok
+from support.containers import inspect, memory_cgroup, ok
+from support.daemon import Daemon
 
 
 def test_logs_tail_timestamps_and_streams(carte: Daemon) -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from carte_daemon import Daemon
-from containers_lab import container_leftovers, inspect, memory_cgroup, ok
+from support.containers import inspect, memory_cgroup, ok
+from support.daemon import Daemon
+from support.leftovers import container_leftovers
 
 
 def test_memory_limit_ooms_and_inspect_says_so(carte: Daemon) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from carte_daemon import Daemon
-from containers_lab import cgroup_dirs, container_leftovers, inspect, ok, wait_for
+from support.containers import inspect, ok, wait_for
+from support.daemon import Daemon
+from support.leftovers import cgroup_dirs, container_leftovers
 
 
 def test_run_prints_output_and_returns_the_exit_code(carte: Daemon) -> None:

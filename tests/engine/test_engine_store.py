@@ -14,7 +14,7 @@ import msgspec
 import pytest
 import trio
 import trio.testing
-from etcd_server import EtcdServer, etcd_server
+from support.etcd import EtcdServer, etcd_server
 
 from carte.api.errors import Conflict
 from carte.engine import Delete, Put, Store, WatchLagged, open_sqlite_store

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from etcd_server import EtcdServer, etcd_server
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "containers"))
-
-from carte_daemon import DaemonFactory
-from containers_lab import remove_leftovers
+from support.daemon import DaemonFactory
+from support.etcd import EtcdServer, etcd_server
+from support.leftovers import remove_leftovers
 
 __all__ = ["etcd_server"]
 

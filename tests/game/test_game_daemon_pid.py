@@ -5,12 +5,8 @@ graceful stop, and a daemon that replaced it after a SIGKILL is not undone by a 
 from __future__ import annotations
 
 import signal
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
-
-from carte_daemon import DaemonFactory
+from support.daemon import DaemonFactory
 
 
 def test_daemon_pid_file_names_the_daemon() -> None:

@@ -23,12 +23,11 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "config" / "examples" / "game"))
 
-from carte_daemon import Daemon, DaemonFactory
 from check import check
 from load import Load, Result, shard_of, summary
+from support.daemon import Daemon, DaemonFactory
 
 GAME = Path(__file__).resolve().parents[2] / "config" / "examples" / "game"
 

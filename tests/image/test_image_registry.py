@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from image_registry_server import RunningRegistry, start_registry
 from image_tars import chardev, file, make_image, make_tar
+from support.registry import RunningRegistry, start_registry
 
 from carte.image import oci
 from carte.image.auth import Credentials, CredentialStore, parse_challenge

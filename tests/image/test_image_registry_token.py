@@ -18,8 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from image_registry_server import RunningRegistry, start_registry
 from image_tars import file, make_image, make_tar
+from support.registry import RunningRegistry, start_registry
 
 from carte.image.auth import Credentials, CredentialStore
 from carte.image.reference import parse_reference

@@ -9,8 +9,8 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from carte_daemon import Daemon, DaemonFactory
 from images_peers import podman_in
+from support.daemon import Daemon, DaemonFactory
 
 
 def ok(result: object) -> str:

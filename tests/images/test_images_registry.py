@@ -7,9 +7,9 @@ import json
 import stat
 from pathlib import Path
 
-from carte_daemon import Daemon, DaemonFactory
-from image_registry_server import RunningRegistry
 from images_peers import PASSWORD, USER, BreakableRegistry, skopeo, write_oci_layout
+from support.daemon import Daemon, DaemonFactory
+from support.registry import RunningRegistry
 
 
 def ok(result: object) -> str:

@@ -1,44 +1,25 @@
 """Fixtures: a real daemon subprocess per test module with the busybox image imported; every
-container a test made is removed afterwards and nothing of it may be left on the host."""
+container a test made is removed afterwards and nothing of it may be left on the host (see
+support/module_daemon.py)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "containers"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from carte_daemon import Daemon, DaemonFactory
-from containers_lab import remove_leftovers
+from support.daemon import Daemon
+from support.module_daemon import ModuleDaemon
 
 
 @pytest.fixture(scope="module")
-def module_daemon(busybox_tar: Path) -> Iterator[Daemon]:
-    factory = DaemonFactory()
-    try:
-        daemon = factory()
-        imported = daemon.client("import", str(busybox_tar), "busybox")
-        assert imported.returncode == 0, imported.stderr
-        yield daemon
-    finally:
-        for daemon in factory.daemons:
-            remove_leftovers(daemon)
-        factory.cleanup()
+def module_daemon(busybox_tar: Path) -> Iterator[ModuleDaemon]:
+    with ModuleDaemon(busybox_tar) as module:
+        yield module
 
 
 @pytest.fixture
-def carte(module_daemon: Daemon) -> Iterator[Daemon]:
+def carte(module_daemon: ModuleDaemon) -> Iterator[Daemon]:
     """The module's daemon; the containers a test made are removed after it."""
-    daemon = module_daemon
-    try:
+    with module_daemon.test() as daemon:
         yield daemon
-    finally:
-        listed = daemon.client("ps", "-aq", "--no-trunc")
-        for container_id in listed.stdout.split():
-            daemon.client("rm", "-f", "-v", container_id)
-        remove_leftovers(daemon)

@@ -9,8 +9,8 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from carte_daemon import Daemon
-from containers_lab import ok
+from support.containers import ok
+from support.daemon import Daemon
 
 SETUP = (
     "mkdir -p /data/sub && echo hello > /data/sub/file && ln -s /etc /data/etc-link && "

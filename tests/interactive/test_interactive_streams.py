@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 
-from carte_daemon import Daemon
-from containers_lab import ok, wait_for
+from support.containers import ok, wait_for
+from support.daemon import Daemon
 
 from carte.cli.websocket import TEXT, WebSocket
 

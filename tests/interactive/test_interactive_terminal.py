@@ -7,9 +7,9 @@ import termios
 from collections.abc import Iterator
 
 import pytest
-from carte_daemon import Daemon
-from containers_lab import inspect, ok, wait_for
 from pty_client import PtyClient
+from support.containers import inspect, ok, wait_for
+from support.daemon import Daemon
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import threading
 
-from carte_daemon import Daemon
+from support.daemon import Daemon
 
 # Lifecycle tests run their containers without a network: what they test does not need one,
 # and the network handler's own tests cover attaching (and its restarts).

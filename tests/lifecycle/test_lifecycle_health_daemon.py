@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from carte_daemon import Daemon
-from containers_lab import inspect, ok, wait_for
 from lifecycle_lab import NO_NET, event_lines, exec_ok
+from support.containers import inspect, ok, wait_for
+from support.daemon import Daemon
 
 SERVE = ["sh", "-c", "touch /tmp/ok; trap 'exit 0' TERM; while true; do sleep 0.1; done"]
 FAST = ["--health-interval", "0.2s", "--health-timeout", "2s", "--health-retries", "2"]

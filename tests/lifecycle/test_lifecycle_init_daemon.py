@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import time
 
-from carte_daemon import Daemon
-from containers_lab import inspect, ok, wait_for
 from lifecycle_lab import NO_NET, exec_ok
+from support.containers import inspect, ok, wait_for
+from support.daemon import Daemon
 
 # The inner shell exits at once; its `sleep 0.1` child is orphaned, re-parented to PID 1 and
 # becomes a zombie unless PID 1 reaps it.

@@ -9,9 +9,9 @@ import signal
 import time
 from typing import Any
 
-from carte_daemon import Daemon
-from containers_lab import inspect, ok, wait_for
 from lifecycle_lab import NO_NET, event_lines, exec_ok
+from support.containers import inspect, ok, wait_for
+from support.daemon import Daemon
 
 # Runs until /tmp/crash appears, then removes it and fails: a crash on demand.
 CRASHABLE = [

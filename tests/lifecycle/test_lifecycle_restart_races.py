@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from carte_daemon import Daemon, DaemonFactory
-from containers_lab import inspect, ok, remove_leftovers, wait_for
 from lifecycle_lab import NO_NET
+from support.containers import inspect, ok, wait_for
+from support.daemon import Daemon, DaemonFactory
+from support.leftovers import remove_leftovers
 
 # Near-continuous restarts: the start of the next run follows the exit of the last at once.
 CONFIG = "containers:\n  restart:\n    base: 0.01\n    cap: 0.01\n    reset: 5.0\n"

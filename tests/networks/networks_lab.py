@@ -6,14 +6,10 @@ import json
 import subprocess
 from typing import Any
 
-from carte_daemon import Daemon
+from support.containers import ok
+from support.daemon import Daemon
 
 HTTP_GET = "printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port}"
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
-    return result.stdout
 
 
 def fails(result: subprocess.CompletedProcess[str]) -> str:

@@ -6,8 +6,8 @@ import json
 import socket
 import subprocess
 
-from carte_daemon import Daemon
 from networks_lab import fails, fetch_from, host_fetch, network, ok, serve_http
+from support.daemon import Daemon
 
 
 def test_two_containers_on_one_network_fetch_a_page_by_name(carte: Daemon) -> None:

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from carte_daemon import Daemon
 from networks_lab import fails, fetch_from, host_fetch, network, ok, serve_http, wait_until
+from support.daemon import Daemon
 
 
 def test_a_policy_allows_exactly_what_it_says(carte: Daemon) -> None:
@@ -130,8 +130,8 @@ def test_internal_network_has_no_egress_and_others_are_masqueraded(
 
 def test_denied_packets_can_be_logged(busybox_tar: Path) -> None:
     """With network.log_denied the policy's drop rule logs with Carte's prefix (kernel log)."""
-    from carte_daemon import DaemonFactory
     from networks_lab import network_config, nft_table, remove_everything
+    from support.daemon import DaemonFactory
 
     from carte.handlers.network._records import nft_table_name
 

@@ -10,8 +10,8 @@ import signal
 import subprocess
 
 import pytest
-from carte_daemon import Daemon
 from networks_lab import bridge_ports, network, nft_table, ok, wait_until
+from support.daemon import Daemon
 
 from carte.handlers.network._records import nft_table_name
 

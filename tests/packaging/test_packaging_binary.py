@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from carte_daemon import REPO, DaemonFactory
+from support.daemon import REPO, DaemonFactory
 
 
 @pytest.fixture(scope="module")

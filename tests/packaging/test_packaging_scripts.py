@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from carte_daemon import REPO
+from support.daemon import REPO
 
 SCRIPTS = ("install.sh", "tests/run", ".ci/run")
 

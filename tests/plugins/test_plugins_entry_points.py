@@ -10,7 +10,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from carte_daemon import DaemonFactory, make_workdir
+from support.daemon import DaemonFactory, make_workdir
 
 
 def test_sample_plugin_is_discovered_and_answers_commands(plugin_daemons: DaemonFactory) -> None:

@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,10 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
-
-from carte_daemon import Daemon, DaemonFactory
+from support.daemon import Daemon, DaemonFactory
 
 from carte.handlers.network._records import default_bridge_name, nft_table_name
 

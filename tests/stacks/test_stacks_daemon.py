@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from carte_daemon import Daemon
-from conftest import ok
+from support.containers import ok
+from support.daemon import Daemon
 
 # busybox httpd replicas answering with their hostname (the container's short id).
 WEB = """\

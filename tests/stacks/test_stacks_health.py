@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from carte_daemon import Daemon
-from conftest import ok
+from support.containers import ok
+from support.daemon import Daemon
 
 STACK = """\
 services:

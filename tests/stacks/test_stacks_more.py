@@ -7,8 +7,8 @@ import json
 import time
 from pathlib import Path
 
-from carte_daemon import Daemon
-from conftest import ok
+from support.containers import ok
+from support.daemon import Daemon
 from test_stacks_daemon import ready_count, replicas, wait_for, web, write
 
 POLICY = """\

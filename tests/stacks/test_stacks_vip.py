@@ -14,8 +14,8 @@ from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
-from carte_daemon import Daemon
-from conftest import ok
+from support.containers import ok
+from support.daemon import Daemon
 from test_stacks_daemon import HTTP_PROBE, NEVER_PROBE, ready_count, wait_for, web, write
 
 

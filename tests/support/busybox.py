@@ -1,7 +1,8 @@
 """Build a minimal root filesystem from Debian's busybox-static, for tests and benchmarks.
 
-Used by tests/conftest.py fixtures and by bench/ scripts: `python tests/busybox_rootfs.py DIR`
-writes the rootfs into DIR; `--tar FILE` writes it as a tar archive instead.
+Used by the `busybox_rootfs` and `busybox_tar` fixtures (support/fixtures.py) and by bench/
+scripts: `python tests/support/busybox.py DIR` writes the rootfs into DIR; `--tar FILE WORKDIR`
+writes it as a tar archive instead.
 """
 
 from __future__ import annotations
@@ -57,4 +58,4 @@ if __name__ == "__main__":
     elif len(sys.argv) == 2:
         make_rootfs(Path(sys.argv[1]))
     else:
-        raise SystemExit("usage: busybox_rootfs.py DIR | --tar FILE WORKDIR")
+        raise SystemExit("usage: busybox.py DIR | --tar FILE WORKDIR")

@@ -1,8 +1,8 @@
 """Start real `carte daemon` subprocesses for tests and talk HTTP to them over their socket.
 
-Shared by tests/api, tests/cli, tests/plugins and tests/packaging (their conftests put this
-directory on sys.path). Every daemon gets its own short temporary directory (unix socket
-paths are limited to 107 bytes) holding its root, run root, socket, config and log.
+Every daemon gets its own short temporary directory (unix socket paths are limited to 107
+bytes) holding its root, run root, socket, config and log. The fixtures that hand these out
+(`daemons`, `plugin_daemons`) are in support/fixtures.py.
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_PLUGIN = REPO / "tests" / "plugins" / "sample_plugin"
@@ -302,31 +300,3 @@ def install_sample_plugin(target: Path) -> Path:
     for leftover in ("build", "carte_sample_plugin.egg-info"):
         shutil.rmtree(SAMPLE_PLUGIN / leftover, ignore_errors=True)
     return target
-
-
-# --- fixtures (imported by the conftests of tests/api, tests/cli, tests/plugins, tests/packaging)
-
-
-@pytest.fixture
-def daemons() -> Iterator[DaemonFactory]:
-    """A factory of daemons (Carte from this checkout, no plugins beyond the installed ones)."""
-    factory = DaemonFactory()
-    yield factory
-    factory.cleanup()
-
-
-@pytest.fixture(scope="session")
-def sample_plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory holding the pip-installed sample plugin (once per session)."""
-    target = tmp_path_factory.getbasetemp() / "sample-plugin-site"
-    if not (target / "carte_sample_plugin.py").exists():
-        install_sample_plugin(target)
-    return target
-
-
-@pytest.fixture
-def plugin_daemons(sample_plugin_dir: Path) -> Iterator[DaemonFactory]:
-    """A factory of daemons that also see the sample plugin through its entry point."""
-    factory = DaemonFactory(extra_path=[sample_plugin_dir])
-    yield factory
-    factory.cleanup()

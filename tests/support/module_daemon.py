@@ -1,0 +1,147 @@
+"""The "daemon with busybox, emptied after each test" that the daemon test areas share.
+
+An area's conftest makes one `ModuleDaemon` per test module and hands its daemon to each test
+through `ModuleDaemon.test()`::
+
+    @pytest.fixture(scope="module")
+    def module_daemon(busybox_tar: Path) -> Iterator[ModuleDaemon]:
+        with ModuleDaemon(busybox_tar, config=CONFIG, volumes=True) as module:
+            yield module
+
+    @pytest.fixture
+    def carte(module_daemon: ModuleDaemon) -> Iterator[Daemon]:
+        with module_daemon.test() as daemon:
+            yield daemon
+
+After each test its stacks, containers (with their anonymous volumes) and, when asked for,
+named volumes and user networks are removed through the client; a daemon a test killed is
+started again for the next. After the module the daemon is emptied and stopped gracefully,
+and nothing of it may be left on the host (support.leftovers.host_leftovers): the module's
+last test fails at teardown naming what was left. Whatever happens, everything is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+
+from support.daemon import Daemon, DaemonFactory, remove_host_network_state
+from support.leftovers import host_leftovers, remove_leftovers
+
+__all__ = ["ModuleDaemon", "alive", "empty"]
+
+
+def alive(daemon: Daemon) -> bool:
+    return daemon.process is not None and daemon.process.poll() is None
+
+
+def empty(
+    daemon: Daemon, *, stacks: bool = False, volumes: bool = False, networks: bool = False
+) -> set[str]:
+    """Remove what tests made on a live daemon; returns the bridges of its networks (for the
+    leftover check). A removal that hangs is left to `remove_leftovers`."""
+    bridges: set[str] = set()
+    try:
+        if networks:
+            listed = daemon.client("--format", "json", "network", "ls")
+            if listed.returncode == 0:
+                bridges = {n["bridge"] for n in json.loads(listed.stdout) if n.get("bridge")}
+        if stacks:
+            listed = daemon.client("--format", "json", "stack", "ls")
+            for stack in json.loads(listed.stdout) if listed.returncode == 0 else []:
+                daemon.client("stack", "rm", stack["name"])
+        for container_id in daemon.client("ps", "-aq", "--no-trunc").stdout.split():
+            daemon.client("rm", "-f", "-v", container_id, timeout=15)
+        if volumes:
+            for name in daemon.client("volume", "ls", "-q").stdout.split():
+                daemon.client("volume", "rm", "-f", name)
+        if networks:
+            for name in daemon.client("network", "ls", "-q").stdout.split():
+                if name != "bridge":
+                    daemon.client("network", "rm", name)
+    except subprocess.TimeoutExpired:
+        pass
+    return bridges
+
+
+class ModuleDaemon:
+    """One daemon for a test module with busybox imported as `tag` (see the module docstring).
+
+    `stacks`, `volumes`, `networks`: also remove those after each test (containers always).
+    """
+
+    def __init__(
+        self,
+        busybox_tar: Path,
+        *,
+        config: str = "",
+        tag: str = "busybox",
+        stacks: bool = False,
+        volumes: bool = False,
+        networks: bool = False,
+    ) -> None:
+        self.busybox_tar = busybox_tar
+        self.config = config
+        self.tag = tag
+        self.what = {"stacks": stacks, "volumes": volumes, "networks": networks}
+        self.factory = DaemonFactory()
+        self.bridges: set[str] = set()
+        self._daemon: Daemon | None = None
+
+    @property
+    def daemon(self) -> Daemon:
+        assert self._daemon is not None, "ModuleDaemon used outside its `with` block"
+        return self._daemon
+
+    def __enter__(self) -> ModuleDaemon:
+        try:
+            self._daemon = self.factory(config=self.config)
+            imported = self._daemon.client("import", str(self.busybox_tar), self.tag)
+            assert imported.returncode == 0, imported.stderr
+        except BaseException:
+            self._remove_all()
+            raise
+        return self
+
+    @contextmanager
+    def test(self) -> Iterator[Daemon]:
+        """The daemon for one test (started again if a test killed it); emptied after it."""
+        daemon = self.daemon
+        if not alive(daemon):
+            daemon.start()
+        try:
+            yield daemon
+        finally:
+            if alive(daemon):
+                self.bridges |= empty(daemon, **self.what)
+            remove_leftovers(daemon)
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        left: list[str] = []
+        try:
+            if kind is None and alive(self.daemon):
+                self.bridges |= empty(self.daemon, **self.what)
+                self.daemon.stop()  # graceful: the network handler removes its bridge and table
+                left = host_leftovers(self.daemon, self.bridges)
+        finally:
+            self._remove_all()
+        assert not left, f"left on the host after the daemon stopped: {left}"
+
+    def _remove_all(self) -> None:
+        for daemon in self.factory.daemons:
+            if alive(daemon):
+                empty(daemon, **self.what)
+        for daemon in self.factory.daemons:
+            remove_leftovers(daemon)
+        self.factory.cleanup()
+        for daemon in self.factory.daemons:
+            remove_host_network_state(daemon.root, sorted(self.bridges))
