@@ -39,7 +39,14 @@ from carte.runtime.cgroups.devices import default_devices
 from carte.runtime.cgroups.resources import LinuxResources
 from carte.runtime.channel import Message, channel_pair, receive, report_and_exit, send
 from carte.runtime.hooks import HookFailed, run_hooks, run_hooks_warning
-from carte.runtime.process import PreparedSeccomp, exec_user_process, prepare_seccomp
+from carte.runtime.process import (
+    PreparedSeccomp,
+    exec_restricted,
+    exec_user_process,
+    prepare_seccomp,
+    restrict_process,
+)
+from carte.runtime.proctitle import set_process_title
 from carte.runtime.spec import INIT_ANNOTATION, Hooks, LinuxIDMapping, Spec, validate_spec
 from carte.runtime.state import EXEC_FIFO, ContainerRecord, OCIState
 from carte.runtime.terminal import connect_console, setup_terminal
@@ -561,13 +568,21 @@ def _load_init() -> RunInit:
 
 
 def _run_as_init(run_init: RunInit, setup: _Setup) -> NoReturn:
+    """Stay pid 1 as Carte's init: show as `carte-init` (not the shim's interpreter and host
+    paths), take the workload's user, capabilities, no_new_privs and seccomp filter (as
+    Docker's init does, being exec'd as the container process), then fork the workload."""
     process = setup.spec.process
     assert process is not None
+    try:
+        set_process_title("carte-init")
+    except OSError:
+        pass  # no /proc in the root (no mount namespace): only the name is at stake
+    restrict_process(process, setup.seccomp_filter)
 
     def spawn_user_process() -> int:
         child = os.fork()
         if child == 0:
-            exec_user_process(process, setup.seccomp_filter, preserve_fds=setup.preserve_fds)
+            exec_restricted(process, preserve_fds=setup.preserve_fds)
         return child
 
     run_init(spawn_user_process)

@@ -23,7 +23,14 @@ from carte.runtime.paths import opened_in_root
 from carte.runtime.seccomp import SECCOMP_FLAGS, LinuxSeccomp, load_program
 from carte.runtime.spec import Process
 
-__all__ = ["environment", "exec_user_process", "find_executable", "prepare_process"]
+__all__ = [
+    "environment",
+    "exec_restricted",
+    "exec_user_process",
+    "find_executable",
+    "prepare_process",
+    "restrict_process",
+]
 
 EXIT_NOT_FOUND = 127
 EXIT_CANNOT_RUN = 126
@@ -124,6 +131,73 @@ def _reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
+def _restrict(process: Process, seccomp_filter: PreparedSeccomp | None) -> PreparedSeccomp | None:
+    """cwd, rlimits, oom score, umask, user, capabilities, no_new_privs; a seccomp filter that
+    needs no_new_privs unset is loaded first. Returns the filter still to load (last)."""
+    prepare_process(process)
+    if seccomp_filter is not None and not process.no_new_privileges:
+        load_program(seccomp_filter.program, seccomp_filter.flags)
+        seccomp_filter = None
+    _switch_user(process)
+    if process.capabilities is not None:
+        capabilities.apply_after_setuid(process.capabilities)
+    if process.no_new_privileges:
+        sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+    return seccomp_filter
+
+
+def restrict_process(process: Process, seccomp_filter: PreparedSeccomp | None) -> None:
+    """Give the calling process every restriction of `process` short of the exec: what
+    `exec_user_process` does before it execs, seccomp included. Carte's init calls it before
+    forking the workload, so init holds no more than the workload does. Raises `OSError` /
+    `ValueError` naming the setting; the process is then partly restricted and must exit."""
+    pending = _restrict(process, seccomp_filter)
+    caps = process.capabilities
+    if process.user.uid != 0 and caps is not None:
+        # What execve leaves a non-root process without file capabilities: its ambient set.
+        kept = [n for n in caps.ambient if n in caps.permitted and n in caps.inheritable]
+        capabilities.apply_after_setuid(
+            capabilities.LinuxCapabilities(
+                bounding=caps.bounding,
+                effective=kept,
+                permitted=kept,
+                inheritable=caps.inheritable,
+                ambient=kept,
+            )
+        )
+    if pending is not None:
+        load_program(pending.program, pending.flags)
+
+
+def exec_restricted(process: Process, *, preserve_fds: int) -> NoReturn:
+    """In a child of a process `restrict_process` restricted: exec `process.args` (exit 127
+    with Docker's message when the executable is missing, 126/127 on other failures)."""
+    try:
+        env = environment(process)
+        path = _executable_or_exit(process, env)
+        _exec(path, process, env, preserve_fds)
+    except OSError as error:
+        code = EXIT_NOT_FOUND if isinstance(error, FileNotFoundError) else EXIT_CANNOT_RUN
+        _fail(f"{error.strerror or error}", code)
+    except Exception as error:
+        _fail(str(error), EXIT_CANNOT_RUN)
+
+
+def _executable_or_exit(process: Process, env: dict[str, str]) -> str:
+    name = process.args[0]
+    path = find_executable(name, env)
+    if path is None:
+        print(f'exec: "{name}": executable file not found in $PATH', file=sys.stderr)
+        os._exit(EXIT_NOT_FOUND)
+    return path
+
+
+def _exec(path: str, process: Process, env: dict[str, str], preserve_fds: int) -> NoReturn:
+    os.closerange(3 + preserve_fds, os.sysconf("SC_OPEN_MAX"))
+    _reset_signals()
+    os.execve(path, process.args, env)
+
+
 def exec_user_process(
     process: Process, seccomp_filter: PreparedSeccomp | None, *, preserve_fds: int
 ) -> NoReturn:
@@ -132,25 +206,11 @@ def exec_user_process(
         env = environment(process)
         if not process.args:
             raise ValueError("process.args is empty; give the command to run")
-        prepare_process(process)
-        if seccomp_filter is not None and not process.no_new_privileges:
-            load_program(seccomp_filter.program, seccomp_filter.flags)
-            seccomp_filter = None
-        _switch_user(process)
-        if process.capabilities is not None:
-            capabilities.apply_after_setuid(process.capabilities)
-        if process.no_new_privileges:
-            sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
-        name = process.args[0]
-        path = find_executable(name, env)
-        if path is None:
-            print(f'exec: "{name}": executable file not found in $PATH', file=sys.stderr)
-            os._exit(EXIT_NOT_FOUND)
-        if seccomp_filter is not None:
-            load_program(seccomp_filter.program, seccomp_filter.flags)
-        os.closerange(3 + preserve_fds, os.sysconf("SC_OPEN_MAX"))
-        _reset_signals()
-        os.execve(path, process.args, env)
+        pending = _restrict(process, seccomp_filter)
+        path = _executable_or_exit(process, env)
+        if pending is not None:
+            load_program(pending.program, pending.flags)
+        _exec(path, process, env, preserve_fds)
     except OSError as error:
         code = EXIT_NOT_FOUND if isinstance(error, FileNotFoundError) else EXIT_CANNOT_RUN
         _fail(f"{error.strerror or error}", code)

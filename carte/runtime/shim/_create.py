@@ -6,7 +6,8 @@ Process story (the daemon runs this command and reads one line from its stdout):
       └─ shim: setsid (it must outlive the daemon), stdio to /dev/null, stdout/stderr pipes
          (or the console socket for a terminal), runtime `spawn` (the container's pid 1 is
          its child, parked until start), cgroup OOM count, binds shim.sock, reports, then
-         execs `carte shim monitor` in place: same pid, still the parent and subreaper.
+         execs `carte shim monitor` in place: same pid, still the parent and subreaper; its
+         configuration in $CARTE_SHIM_CONFIG, and it shows as `carte-shim -id ID`.
 
 A failure before the report is one line ``{"ok": false, "error": ..., "code": ...}``; what
 the failed create had made is removed (the runtime's spawn cleans up after itself; after a
@@ -21,7 +22,12 @@ import socket
 import sys
 from pathlib import Path
 
-from carte.runtime.shim._options import ShimOptions, parse_options, self_command
+from carte.runtime.shim._options import (
+    CONFIG_VARIABLE,
+    ShimOptions,
+    parse_options,
+    self_command,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -205,7 +211,9 @@ def _create_and_become_monitor(options: ShimOptions, ready_fd: int) -> NoReturn:
             os.set_inheritable(fd, True)
     if pty_master >= 0:
         os.set_inheritable(pty_master, True)
-    command = [*monitor_command, "shim", "monitor", encode_line(config).decode().strip()]
+    command = [*monitor_command, "shim", "monitor"]
+    environment = dict(os.environ)
+    environment[CONFIG_VARIABLE] = encode_line(config).decode().strip()
     _report(
         ready_fd,
         {
@@ -218,7 +226,7 @@ def _create_and_become_monitor(options: ShimOptions, ready_fd: int) -> NoReturn:
     )
     _end_report(ready_fd)
     _log_stderr_to(os.path.join(spawned.state_dir, "shim.log"))
-    os.execv(command[0], command)
+    os.execve(command[0], command, environment)
 
 
 def _end_report(fd: int) -> None:

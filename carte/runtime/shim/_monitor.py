@@ -487,7 +487,17 @@ _OPS: dict[str, Callable[[Monitor, Connection, dict[str, Any]], None]] = {
 
 
 def main(argv: list[str]) -> NoReturn:
-    """`carte shim monitor CONFIG_JSON` (exec'd by `carte shim` only)."""
-    monitor = Monitor(decode_line(argv[0].encode()))
+    """`carte shim monitor` (exec'd by `carte shim` only), its configuration in
+    $CARTE_SHIM_CONFIG (or, from an older shim, in its one argument). Removes the variable, so
+    the helpers it runs do not inherit it, and shows as `carte-shim -id ID` from then on."""
+    from carte.runtime.proctitle import set_process_title
+    from carte.runtime.shim._options import CONFIG_VARIABLE
+
+    raw = os.environ.pop(CONFIG_VARIABLE, "") or (argv[0] if argv else "")
+    monitor = Monitor(decode_line(raw.encode()))
+    try:
+        set_process_title(f"carte-shim -id {monitor.id}")
+    except OSError:
+        pass  # only cosmetic: the shim keeps its interpreter command line
     sys.stdout.flush()
     monitor.run()

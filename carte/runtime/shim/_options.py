@@ -8,6 +8,9 @@ from __future__ import annotations
 import sys
 
 DEFAULT_LINGER_SECONDS = 10.0
+# The monitor's configuration travels in this environment variable (read and removed at once),
+# so the shim's command line on the host stays `carte-shim -id ID`.
+CONFIG_VARIABLE = "CARTE_SHIM_CONFIG"
 
 
 class ShimOptions:
