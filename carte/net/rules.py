@@ -15,8 +15,10 @@ several daemons can run side by side):
   127.0.0.0/8 sources sent into a bridge, and for hairpin (a container reaching a published
   port that lands on its own bridge).
 * ``forward`` (filter): policies between members of one bridge (seen thanks to
-  br_netfilter), no traffic across the boundary of an internal network, and no traffic
-  between different Carte bridges except to published ports.
+  br_netfilter), no traffic across the boundary of an internal network, no traffic
+  between different Carte bridges except to published ports, and, as Docker does, nothing
+  forwarded into a bridge from elsewhere (a LAN neighbour routing the subnet through the
+  host) unless it belongs to a flow already allowed or was DNATed to a published port.
 
 `render` is pure; `carte.net.nft` applies the text atomically.
 """
@@ -176,6 +178,13 @@ def _forward_rules(networks: tuple[NetworkRules, ...]) -> list[str]:
         for network in networks:
             others = [b for b in bridges if b != network.bridge]
             lines.append(f'iifname "{network.bridge}" oifname {_quoted(others)} drop')
+    for network in networks:
+        if network.internal:
+            continue  # dropped both ways above
+        inbound = f'oifname "{network.bridge}" iifname != "{network.bridge}"'
+        lines.append(f"{inbound} ct state established,related accept")
+        lines.append(f"{inbound} ct status dnat accept")
+        lines.append(f"{inbound} drop")
     return lines
 
 
