@@ -150,7 +150,9 @@ class StacksHandler(Handler):
         dotenv = await trio.to_thread.run_sync(_read_dotenv, project_dir)
         env = {**dotenv, **command.env}
         try:
-            manifest, _source, warnings = load_manifest(command.manifest, command.file_name, env)
+            manifest, _source, warnings = await trio.to_thread.run_sync(  # big files: off the loop
+                load_manifest, command.manifest, command.file_name, env
+            )
         except ManifestError as error:
             raise InvalidArgument(str(error)) from None
         # Compose's order: the -n flag, the file's top-level name:, the directory's name
