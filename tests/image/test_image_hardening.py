@@ -17,6 +17,8 @@ from carte.image.importer import import_rootfs
 from carte.image.layers import extract_layer, lowerdirs
 from carte.image.store import ImageStore
 
+pytestmark = [pytest.mark.root, pytest.mark.kernel]
+
 MIB = 1 << 20
 SPARSE_SIZE = 256 * MIB
 PIECES = {0: b"head", 100 * MIB + 5: b"middle" * 1000, SPARSE_SIZE - 3: b"end"}

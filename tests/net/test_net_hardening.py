@@ -7,12 +7,15 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
 from net_lab import NetLab
 
 from carte.net import nft
 from carte.net.ports import ANY_ADDRESS, pick_free_port
 from carte.net.rules import NetworkRules, PublishedPort, Ruleset
 from carte.net.sysctl import enable_ip_forward
+
+pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
 
 def _list(family: str, table: str) -> str:
