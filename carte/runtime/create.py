@@ -573,10 +573,16 @@ def _run_as_init(run_init: RunInit, setup: _Setup) -> NoReturn:
     Docker's init does, being exec'd as the container process), then fork the workload."""
     process = setup.spec.process
     assert process is not None
+    # Our /proc/self/mem is ours to write only while we are dumpable (in a user namespace).
+    sc.prctl(sc.PR_SET_DUMPABLE, 1)
     try:
         set_process_title("carte-init")
     except OSError:
         pass  # no /proc in the root (no mount namespace): only the name is at stake
+    finally:
+        # The workload holds the same capabilities as we will: undumpable, our /proc/1/exe
+        # (the host's interpreter), mem and environ stay out of its reach.
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)
     restrict_process(process, setup.seccomp_filter)
 
     def spawn_user_process() -> int:

@@ -193,13 +193,34 @@ def test_spec_prints_the_default_config(runtime: Runtime) -> None:
 def test_init_annotation_keeps_carte_init_as_pid_one(
     runtime: Runtime, make_bundle: Callable[..., Bundle]
 ) -> None:
-    bundle = make_bundle(shell="echo $$; cat /proc/1/cmdline | tr '\\0' ' '; exit 3")
+    bundle = make_bundle(shell="echo $$; cat /proc/1/cmdline | tr '\\0' '|'; echo; exit 3")
     bundle.config["annotations"] = {"run.carte.init": "true"}
     result = runtime.run(bundle)
     assert result.returncode == 3, result.stderr
-    shell_pid, *init_cmdline = result.stdout.split()
+    shell_pid, init_cmdline = result.stdout.split()
     assert shell_pid != "1"
-    assert "sh" not in init_cmdline
+    assert init_cmdline == "carte-init|"
+
+
+def test_init_holds_no_more_than_the_workload(
+    runtime: Runtime, make_bundle: Callable[..., Bundle]
+) -> None:
+    """Issue 11 item 8: PID 1 had every capability, no seccomp and no no_new_privs."""
+    fields = "^(Uid|Gid|Groups|Cap...|NoNewPrivs|Seccomp):"
+    for uid in (0, 1000):
+        bundle = make_bundle(
+            shell=f"grep -E '{fields}' /proc/1/status; echo ===; grep -E '{fields}' /proc/$$/status"
+            "; echo ===; readlink /proc/1/exe; cat /proc/1/environ; true"
+        )
+        bundle.config["annotations"] = {"run.carte.init": "true"}
+        bundle.config["process"]["user"] = {"uid": uid, "gid": uid, "additionalGids": [uid + 1]}
+        result = runtime.run(bundle)
+        assert result.returncode == 0, result.stderr
+        init, workload, reach = result.stdout.split("===")
+        assert init.split() == workload.split()
+        assert "NoNewPrivs:\t1" in init and "Seccomp:\t2" in init
+        # Init is Python: its exe is the host's interpreter, its environ the shim's.
+        assert reach.strip() == "", "the workload reaches PID 1's exe or environ"
 
 
 def test_container_starts_with_default_signal_dispositions(

@@ -72,6 +72,26 @@ def test_user_namespace_maps_root_to_an_unprivileged_host_uid(
     assert "touched" not in result.stdout
 
 
+def test_init_shows_as_carte_init_in_a_user_namespace(
+    runtime: Runtime, make_bundle: Callable[..., Bundle], open_bundle_dir: Path
+) -> None:
+    """Without privilege over the host, init still rewrites its command line in place."""
+    bundle = make_bundle(
+        shell="cat /proc/1/cmdline | tr '\\0' '|'; echo; grep CapEff /proc/1/status"
+    )
+    bundle.path = open_bundle_dir
+    bundle.config["linux"]["namespaces"].append({"type": "user"})
+    mapping = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    bundle.config["linux"]["uidMappings"] = mapping
+    bundle.config["linux"]["gidMappings"] = mapping
+    bundle.config["annotations"] = {"run.carte.init": "true"}
+    result = runtime.run(bundle)
+    assert result.returncode == 0, result.stderr
+    cmdline, capabilities = result.stdout.splitlines()
+    assert cmdline == "carte-init|"
+    assert int(capabilities.split()[1], 16) == 0x800405FB
+
+
 def test_user_namespaced_root_is_unprivileged_on_the_host(
     runtime: Runtime, make_bundle: Callable[..., Bundle], open_bundle_dir: Path
 ) -> None:
