@@ -4,6 +4,14 @@ Each area module (`containers`, `images`, `network`, ...) exposes ``register(com
 listed in `carte.cli.parser.COMMAND_MODULES`; only the invoked command's module is imported.
 """
 
-from carte.cli.commands._framework import Commands, Session, UsageError
+from carte.cli.commands._framework import (
+    Commands,
+    Session,
+    UsageError,
+    each,
+    fail,
+    inspect_each,
+    remove_each,
+)
 
-__all__ = ["Commands", "Session", "UsageError"]
+__all__ = ["Commands", "Session", "UsageError", "each", "fail", "inspect_each", "remove_each"]

@@ -21,13 +21,15 @@ for usage errors).
 
 from __future__ import annotations
 
+import sys
+
 from carte.cli.output import Output
-from carte.cli.transport import Client, socket_path_from_host
+from carte.cli.transport import ApiError, Client, socket_path_from_host
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
     import argparse  # imported by carte.cli.parser only when a parser is built
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     CommandFunction = Callable[["Session"], int]
@@ -55,6 +57,46 @@ class Session:
             except ValueError as error:
                 raise UsageError(str(error)) from None
         return self._client
+
+    def command(self, name: str, /, **body: Any) -> Any:
+        """The result of the bus command `name` (POST /v1/commands/<name>); raises ApiError."""
+        return self.client.post_json(f"/v1/commands/{name}", body)["result"]
+
+
+def fail(message: str) -> int:
+    """Print ``carte: message`` on stderr; exit code 1."""
+    print(f"carte: {message}", file=sys.stderr)
+    return 1
+
+
+def each(names: Sequence[str], action: Callable[[str], object]) -> int:
+    """Run `action(name)` for every name as Docker does for several arguments: a failure is
+    printed and the others still run; exit code 1 if any failed."""
+    code = 0
+    for name in names:
+        try:
+            action(name)
+        except ApiError as error:
+            code = fail(error.message)
+    return code
+
+
+def inspect_each(session: Session, command: str) -> int:
+    """`inspect NAME...`: the details of every name that exists, as one JSON list."""
+    found: list[Any] = []
+    code = each(session.args.names, lambda name: found.append(session.command(command, name=name)))
+    session.output.data(found)
+    return code
+
+
+def remove_each(session: Session, command: str, **body: Any) -> int:
+    """`rm NAME...`: remove every name, printing each one removed."""
+
+    def remove(name: str) -> None:
+        session.command(command, name=name, **body)
+        session.output.line(name)
+
+    return each(session.args.names, remove)
 
 
 class _Command:
@@ -108,6 +150,7 @@ class Commands:
                 help=entry.help,
                 description=entry.help,
                 formatter_class=parser.formatter_class,
+                allow_abbrev=False,
             )
             if isinstance(entry, Commands):
                 child.set_defaults(run=None, group_parser=child)

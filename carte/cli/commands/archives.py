@@ -85,10 +85,6 @@ def _prune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--force", action="store_true", help="do not ask (never asks)")
 
 
-def _command(session: Session, name: str, /, **body: Any) -> Any:
-    return session.client.post_json(f"/v1/commands/{name}", body)["result"]
-
-
 def _download(session: Session, path: str, output: str | None) -> int:
     """Write a tar the daemon streams to `output` (atomically) or stdout."""
     if output is None and sys.stdout.isatty():
@@ -192,8 +188,7 @@ def load(session: Session) -> int:
 
 def commit(session: Session) -> int:
     args = session.args
-    result = _command(
-        session,
+    result = session.command(
         "CommitContainer",
         container=args.container,
         reference=args.reference,
@@ -210,7 +205,7 @@ def history(session: Session) -> int:
     from carte.cli.commands.containers import _ago
 
     args = session.args
-    rows = _command(session, "ShowImageHistory", ref=args.image)
+    rows = session.command("ShowImageHistory", ref=args.image)
     out = session.output
     if out.json:
         out.data(rows)
@@ -247,7 +242,7 @@ def history(session: Session) -> int:
 
 
 def prune(session: Session) -> int:
-    result = _command(session, "PruneImages", all=session.args.all)
+    result = session.command("PruneImages", all=session.args.all)
     out = session.output
     if out.json:
         out.data(result)
@@ -262,7 +257,7 @@ def prune(session: Session) -> int:
 
 
 def disk_usage(session: Session) -> int:
-    rows = _command(session, "GetDiskUsage")
+    rows = session.command("GetDiskUsage")
     out = session.output
     if out.json:
         out.data(rows)

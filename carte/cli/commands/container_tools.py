@@ -36,13 +36,9 @@ def _stats(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("containers", nargs="*", metavar="CONTAINER")
 
 
-def _command(session: Session, name: str, /, **body: Any) -> Any:
-    return session.client.post_json(f"/v1/commands/{name}", body)["result"]
-
-
 def top(session: Session) -> int:
     try:
-        result = _command(session, "TopContainer", ref=session.args.container)
+        result = session.command("TopContainer", ref=session.args.container)
     except ApiError as error:
         print(f"carte: {error.message}", file=sys.stderr)
         return 1
@@ -57,7 +53,7 @@ def stats(session: Session) -> int:
     args = session.args
     try:
         refs = list(args.containers) or [
-            row["id"] for row in _command(session, "ListContainers", all=bool(args.all))
+            row["id"] for row in session.command("ListContainers", all=bool(args.all))
         ]
     except ApiError as error:
         print(f"carte: {error.message}", file=sys.stderr)
@@ -83,7 +79,7 @@ def _readings(session: Session, refs: list[str], *, quiet: bool) -> tuple[list[A
     failed = False
     for ref in refs:
         try:
-            readings.append(_command(session, "GetContainerStats", ref=ref))
+            readings.append(session.command("GetContainerStats", ref=ref))
         except ApiError as error:
             failed = True
             if not quiet:

@@ -13,7 +13,7 @@ import json
 import sys
 import time
 
-from carte.cli.commands import Commands, Session
+from carte.cli.commands import Commands, Session, each, fail
 from carte.cli.run_options import RunOptionError, add_run_arguments, container_config, parse_size
 from carte.cli.transport import ApiError
 
@@ -147,26 +147,14 @@ def _prune_arguments(parser: argparse.ArgumentParser) -> None:
 # --- helpers ------------------------------------------------------------------------------
 
 
-def command(session: Session, command_name: str, /, **body: Any) -> Any:
-    """POST a bus command; its result."""
-    return session.client.post_json(f"/v1/commands/{command_name}", body)["result"]
-
-
 def _error(message: str) -> None:
-    print(f"carte: {message}", file=sys.stderr)
+    fail(message)
 
 
 def _each(session: Session, action: Any) -> int:
     """Run `action(ref)` for each container argument; Docker prints each ref done and keeps
     going after an error, exiting 1 if any failed."""
-    code = 0
-    for ref in session.args.containers:
-        try:
-            action(ref)
-        except ApiError as error:
-            _error(error.message)
-            code = 1
-    return code
+    return each(session.args.containers, action)
 
 
 def _filters(values: list[str], flag: str = "--filter") -> dict[str, list[str]]:
@@ -204,7 +192,7 @@ def _create(session: Session) -> tuple[str, int]:
         _error(str(error))
         return "", DAEMON_ERROR
     try:
-        created = command(session, "CreateContainer", config=config)
+        created = session.command("CreateContainer", config=config)
     except ApiError as error:
         _error(error.message)
         return "", DAEMON_ERROR
@@ -231,7 +219,7 @@ def run(session: Session) -> int:
         return code
     if args.detach:
         try:
-            command(session, "StartContainer", ref=container_id)
+            session.command("StartContainer", ref=container_id)
         except ApiError as error:
             _error(_strip_exit_tag(error.message))
             return _start_code(error)
@@ -253,7 +241,7 @@ def _run_attached(session: Session, container_id: str) -> int:
             _error(_strip_exit_tag(message))
             if session.args.rm:
                 try:
-                    command(session, "RemoveContainer", ref=container_id, force=True)
+                    session.command("RemoveContainer", ref=container_id, force=True)
                 except ApiError:
                     pass
             return _start_code(ApiError(500, "", message))
@@ -267,7 +255,7 @@ def _run_attached(session: Session, container_id: str) -> int:
                 return DAEMON_ERROR
             except KeyboardInterrupt:
                 try:
-                    command(session, "KillContainer", ref=container_id, signal="INT")
+                    session.command("KillContainer", ref=container_id, signal="INT")
                 except ApiError:
                     return 130
     finally:
@@ -285,13 +273,13 @@ def _write_output(item: dict[str, Any], *, timestamps: bool) -> None:
 
 def start(session: Session) -> int:
     def one(ref: str) -> None:
-        command(session, "StartContainer", ref=ref)
+        session.command("StartContainer", ref=ref)
         session.output.line(ref)
 
     if session.args.attach and len(session.args.containers) == 1:
         ref = session.args.containers[0]
         try:
-            details = command(session, "InspectContainer", ref=ref)
+            details = session.command("InspectContainer", ref=ref)
         except ApiError as error:
             _error(error.message)
             return 1
@@ -314,7 +302,7 @@ def ps(session: Session) -> int:
     except RunOptionError as error:
         _error(str(error))
         return 1
-    rows = command(session, "ListContainers", all=args.all, filters=filters)
+    rows = session.command("ListContainers", all=args.all, filters=filters)
     out = session.output
     fmt = args.ps_format or ("json" if out.json else "table")
     if args.quiet:
@@ -405,7 +393,7 @@ def _ago(created: str) -> str:
 
 def stop(session: Session) -> int:
     def one(ref: str) -> None:
-        command(session, "StopContainer", ref=ref, timeout=session.args.time)
+        session.command("StopContainer", ref=ref, timeout=session.args.time)
         session.output.line(ref)
 
     return _each(session, one)
@@ -413,7 +401,7 @@ def stop(session: Session) -> int:
 
 def kill(session: Session) -> int:
     def one(ref: str) -> None:
-        command(session, "KillContainer", ref=ref, signal=session.args.signal)
+        session.command("KillContainer", ref=ref, signal=session.args.signal)
         session.output.line(ref)
 
     return _each(session, one)
@@ -421,7 +409,7 @@ def kill(session: Session) -> int:
 
 def restart(session: Session) -> int:
     def one(ref: str) -> None:
-        command(session, "RestartContainer", ref=ref, timeout=session.args.time)
+        session.command("RestartContainer", ref=ref, timeout=session.args.time)
         session.output.line(ref)
 
     return _each(session, one)
@@ -429,8 +417,7 @@ def restart(session: Session) -> int:
 
 def remove(session: Session) -> int:
     def one(ref: str) -> None:
-        command(
-            session,
+        session.command(
             "RemoveContainer",
             ref=ref,
             force=session.args.force,
@@ -443,7 +430,7 @@ def remove(session: Session) -> int:
 
 def pause(session: Session) -> int:
     def one(ref: str) -> None:
-        command(session, "PauseContainer", ref=ref)
+        session.command("PauseContainer", ref=ref)
         session.output.line(ref)
 
     return _each(session, one)
@@ -451,7 +438,7 @@ def pause(session: Session) -> int:
 
 def unpause(session: Session) -> int:
     def one(ref: str) -> None:
-        command(session, "UnpauseContainer", ref=ref)
+        session.command("UnpauseContainer", ref=ref)
         session.output.line(ref)
 
     return _each(session, one)
@@ -459,7 +446,7 @@ def unpause(session: Session) -> int:
 
 def wait(session: Session) -> int:
     def one(ref: str) -> None:
-        result = command(session, "WaitContainer", ref=ref)
+        result = session.command("WaitContainer", ref=ref)
         session.output.line(str(result["status_code"]))
 
     return _each(session, one)
@@ -469,7 +456,7 @@ def inspect(session: Session) -> int:
     found: list[Any] = []
 
     def one(ref: str) -> None:
-        found.append(command(session, "InspectContainer", ref=ref))
+        found.append(session.command("InspectContainer", ref=ref))
 
     code = _each(session, one)
     template = session.args.template
@@ -528,7 +515,7 @@ def render_template(template: str, value: Any) -> str:
 
 
 def rename(session: Session) -> int:
-    command(session, "RenameContainer", ref=session.args.container, name=session.args.new_name)
+    session.command("RenameContainer", ref=session.args.container, name=session.args.new_name)
     return 0
 
 
@@ -559,7 +546,7 @@ def update(session: Session) -> int:
         body["restart"] = {"name": name, "maximum_retry_count": int(count or 0)}
 
     def one(ref: str) -> None:
-        command(session, "UpdateContainer", ref=ref, **body)
+        session.command("UpdateContainer", ref=ref, **body)
         session.output.line(ref)
 
     return _each(session, one)
@@ -571,7 +558,7 @@ def prune(session: Session) -> int:
     except RunOptionError as error:
         _error(str(error))
         return 1
-    result = command(session, "PruneContainers", filters=filters)
+    result = session.command("PruneContainers", filters=filters)
     if session.output.json:
         session.output.data(result)
         return 0

@@ -10,10 +10,6 @@ import sys
 from carte.cli.commands import Commands, Session
 from carte.cli.transport import ApiError
 
-TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
-if TYPE_CHECKING:
-    from typing import Any
-
 
 def register(commands: Commands) -> None:
     commands.add(
@@ -59,10 +55,6 @@ def _remove(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE")
 
 
-def _command(session: Session, command_name: str, /, **body: Any) -> Any:
-    return session.client.post_json(f"/v1/commands/{command_name}", body)["result"]
-
-
 def import_image(session: Session) -> int:
     path = session.args.file
     if path == "-":
@@ -81,7 +73,7 @@ def import_image(session: Session) -> int:
     if not os.path.isfile(path):
         print(f'carte: cannot import "{path}": no such file; give a tar file', file=sys.stderr)
         return 1
-    row = _command(session, "ImportImage", source=os.path.abspath(path), name=session.args.name)
+    row = session.command("ImportImage", source=os.path.abspath(path), name=session.args.name)
     session.output.line(row["id"])
     return 0
 
@@ -101,7 +93,7 @@ def list_images(session: Session) -> int:
     for value in args.filter:
         key, _, val = value.partition("=")
         filters.setdefault(key, []).append(val)
-    rows = _command(session, "ListImages", all=args.all, filters=filters)
+    rows = session.command("ListImages", all=args.all, filters=filters)
     out = session.output
     if out.json:
         out.data(rows)
@@ -143,7 +135,7 @@ def inspect(session: Session) -> int:
     code = 0
     for ref in session.args.images:
         try:
-            found.append(_command(session, "InspectImage", ref=ref))
+            found.append(session.command("InspectImage", ref=ref))
         except ApiError as error:
             print(f"carte: {error.message}", file=sys.stderr)
             code = 1
@@ -152,7 +144,7 @@ def inspect(session: Session) -> int:
 
 
 def tag(session: Session) -> int:
-    _command(session, "TagImage", source=session.args.source, target=session.args.target)
+    session.command("TagImage", source=session.args.source, target=session.args.target)
     return 0
 
 
@@ -160,7 +152,7 @@ def remove(session: Session) -> int:
     code = 0
     for ref in session.args.images:
         try:
-            for item in _command(session, "RemoveImage", ref=ref, force=session.args.force):
+            for item in session.command("RemoveImage", ref=ref, force=session.args.force):
                 if item.get("untagged"):
                     session.output.line(f"Untagged: {item['untagged']}")
                 if item.get("deleted"):

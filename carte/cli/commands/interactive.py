@@ -20,8 +20,6 @@ from carte.cli.transport import ApiError, DaemonUnreachable
 # termios, the WebSocket client) is imported only by the commands that use it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     from carte.cli.stream_session import StreamEnd
     from carte.cli.websocket import WebSocket
 
@@ -65,10 +63,6 @@ def _attach(parser: argparse.ArgumentParser) -> None:
         help="pass Ctrl-C on to the container when it has no terminal (default true)",
     )
     parser.add_argument("container")
-
-
-def _command(session: Session, name: str, /, **body: Any) -> Any:
-    return session.client.post_json(f"/v1/commands/{name}", body)["result"]
 
 
 def _open(session: Session, path: str) -> WebSocket:
@@ -119,7 +113,7 @@ def run_interactive(session: Session) -> int:
         print_error(str(error))
         return RUN_REFUSED
     try:
-        created = _command(session, "CreateContainer", config=config)
+        created = session.command("CreateContainer", config=config)
     except (ApiError, DaemonUnreachable) as error:
         print_error(_message(error))
         return RUN_REFUSED
@@ -151,7 +145,7 @@ def run_interactive(session: Session) -> int:
 
 def _signal(session: Session, container_id: str, signal_name: str) -> None:
     try:
-        _command(session, "KillContainer", ref=container_id, signal=signal_name)
+        session.command("KillContainer", ref=container_id, signal=signal_name)
     except ApiError:
         pass  # it has exited meanwhile; the stream ends with its code
 
@@ -161,14 +155,14 @@ def _wait_removed(session: Session, container_id: str, *, force: bool) -> None:
     left it created, so remove it then)."""
     if force:
         try:
-            _command(session, "RemoveContainer", ref=container_id, force=True)
+            session.command("RemoveContainer", ref=container_id, force=True)
         except ApiError:
             pass
         return
     deadline = time.monotonic() + REMOVE_WAIT_SECONDS
     while time.monotonic() < deadline:
         try:
-            _command(session, "InspectContainer", ref=container_id)
+            session.command("InspectContainer", ref=container_id)
         except ApiError:
             return
         time.sleep(0.02)
@@ -235,7 +229,7 @@ def attach(session: Session) -> int:
 
     args = session.args
     try:
-        location = _command(session, "ResolveContainer", ref=args.container)
+        location = session.command("ResolveContainer", ref=args.container)
     except (ApiError, DaemonUnreachable) as error:
         print_error(_message(error))
         return COMMAND_REFUSED

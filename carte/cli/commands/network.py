@@ -5,12 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from carte.cli.commands import Commands, Session
+from carte.cli.commands import Commands, Session, fail, inspect_each, remove_each
 from carte.cli.transport import ApiError
-
-TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
-if TYPE_CHECKING:
-    from typing import Any
 
 
 def register(commands: Commands) -> None:
@@ -76,27 +72,17 @@ def _policy_rm(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ids", nargs="+", metavar="POLICY")
 
 
-def _command(session: Session, command_name: str, /, **body: Any) -> Any:
-    return session.client.post_json(f"/v1/commands/{command_name}", body)["result"]
-
-
-def _fail(message: str) -> int:
-    print(f"carte: {message}", file=sys.stderr)
-    return 1
-
-
 def create(session: Session) -> int:
     args = session.args
     if args.driver != "bridge":
-        return _fail(f'network driver "{args.driver}" is unknown; use bridge')
+        return fail(f'network driver "{args.driver}" is unknown; use bridge')
     labels = {}
     for label in args.label:
         key, sep, value = label.partition("=")
         if not key:
-            return _fail(f'label "{label}" is not KEY=VALUE')
+            return fail(f'label "{label}" is not KEY=VALUE')
         labels[key] = value if sep else ""
-    network = _command(
-        session,
+    network = session.command(
         "CreateNetwork",
         name=args.name,
         subnet=args.subnet,
@@ -109,7 +95,7 @@ def create(session: Session) -> int:
 
 
 def list_networks(session: Session) -> int:
-    networks = _command(session, "ListNetworks")
+    networks = session.command("ListNetworks")
     out = session.output
     if out.json:
         out.data(networks)
@@ -135,33 +121,16 @@ def list_networks(session: Session) -> int:
 
 
 def inspect(session: Session) -> int:
-    found, code = [], 0
-    for name in session.args.names:
-        try:
-            found.append(_command(session, "InspectNetwork", name=name))
-        except ApiError as error:
-            print(f"carte: {error.message}", file=sys.stderr)
-            code = 1
-    session.output.data(found)
-    return code
+    return inspect_each(session, "InspectNetwork")
 
 
 def remove(session: Session) -> int:
-    code = 0
-    for name in session.args.names:
-        try:
-            _command(session, "RemoveNetwork", name=name)
-            session.output.line(name)
-        except ApiError as error:
-            print(f"carte: {error.message}", file=sys.stderr)
-            code = 1
-    return code
+    return remove_each(session, "RemoveNetwork")
 
 
 def connect(session: Session) -> int:
     args = session.args
-    _command(
-        session,
+    session.command(
         "ConnectNetwork",
         network=args.network,
         container=args.container,
@@ -173,12 +142,12 @@ def connect(session: Session) -> int:
 
 def disconnect(session: Session) -> int:
     args = session.args
-    _command(session, "DisconnectNetwork", network=args.network, container=args.container)
+    session.command("DisconnectNetwork", network=args.network, container=args.container)
     return 0
 
 
 def prune(session: Session) -> int:
-    result = _command(session, "PruneNetworks")
+    result = session.command("PruneNetworks")
     if session.output.json:
         session.output.data(result)
         return 0
@@ -195,7 +164,7 @@ def add_policy(session: Session) -> int:
     if args.port:
         number, _, proto = args.port.partition("/")
         if not number.isdigit() or not 1 <= int(number) <= 65535 or proto not in ("", "tcp", "udp"):
-            return _fail(f'port "{args.port}" is malformed; write PORT[/tcp|/udp], e.g. 5432/tcp')
+            return fail(f'port "{args.port}" is malformed; write PORT[/tcp|/udp], e.g. 5432/tcp')
         port, protocol = int(number), proto or "tcp"
     policy = {
         "from_label": args.source,
@@ -203,13 +172,13 @@ def add_policy(session: Session) -> int:
         "port": port,
         "protocol": protocol,
     }
-    added = _command(session, "AddNetworkPolicy", network=args.network, policy=policy)
+    added = session.command("AddNetworkPolicy", network=args.network, policy=policy)
     session.output.line(added["id"])
     return 0
 
 
 def list_policies(session: Session) -> int:
-    policies = _command(session, "ListNetworkPolicies", network=session.args.network)
+    policies = session.command("ListNetworkPolicies", network=session.args.network)
     out = session.output
     if out.json:
         out.data(policies)
@@ -233,7 +202,7 @@ def remove_policy(session: Session) -> int:
     code = 0
     for policy_id in session.args.ids:
         try:
-            _command(session, "RemoveNetworkPolicy", network=session.args.network, id=policy_id)
+            session.command("RemoveNetworkPolicy", network=session.args.network, id=policy_id)
             session.output.line(policy_id)
         except ApiError as error:
             print(f"carte: {error.message}", file=sys.stderr)

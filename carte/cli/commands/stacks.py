@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from carte.cli.commands import Commands, Session
+from carte.cli.commands import Commands, Session, fail
 from carte.cli.commands.services import service_update, update_arguments
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
@@ -97,15 +97,6 @@ def _undo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to-revision", type=int, default=0, help="default: the previous one")
 
 
-def _command(session: Session, command_name: str, /, **body: Any) -> Any:
-    return session.client.post_json(f"/v1/commands/{command_name}", body)["result"]
-
-
-def _fail(message: str) -> int:
-    print(f"carte: {message}", file=sys.stderr)
-    return 1
-
-
 def resolve_service(session: Session, ref: str) -> tuple[str, str] | None:
     """(stack, service) for a SERVICE argument, or None after printing why not."""
     return _resolve(session, ref)
@@ -113,7 +104,7 @@ def resolve_service(session: Session, ref: str) -> tuple[str, str] | None:
 
 def _resolve(session: Session, ref: str) -> tuple[str, str] | None:
     """(stack, service) for a SERVICE argument, or None after printing why not."""
-    services = _command(session, "ListServices")
+    services = session.command("ListServices")
     for row in services:
         if ref in (f"{row['stack']}_{row['name']}", f"{row['stack']}/{row['name']}"):
             return row["stack"], row["name"]
@@ -122,9 +113,9 @@ def _resolve(session: Session, ref: str) -> tuple[str, str] | None:
         return named[0]["stack"], named[0]["name"]
     if named:
         choices = ", ".join(f"{r['stack']}_{r['name']}" for r in named)
-        _fail(f'service "{ref}" is in several stacks; name one of {choices}')
+        fail(f'service "{ref}" is in several stacks; name one of {choices}')
     else:
-        _fail(f'service "{ref}" not found; see carte service ls')
+        fail(f'service "{ref}" not found; see carte service ls')
     return None
 
 
@@ -137,11 +128,10 @@ def apply(session: Session) -> int:
         with open(path, encoding="utf-8") as file:
             text = file.read()
     except OSError as error:
-        return _fail(f"{given}: {error.strerror}; pass the Compose file with -f")
+        return fail(f"{given}: {error.strerror}; pass the Compose file with -f")
     project_dir = os.path.dirname(path)
     name = session.args.name  # "" lets the daemon take the file's name: or the directory's
-    plan = _command(
-        session,
+    plan = session.command(
         "ApplyStack",
         name=name,
         manifest=text,
@@ -162,7 +152,7 @@ def apply(session: Session) -> int:
 
 
 def list_stacks(session: Session) -> int:
-    stacks = _command(session, "ListStacks")
+    stacks = session.command("ListStacks")
     out = session.output
     if out.json:
         out.data(stacks)
@@ -197,22 +187,22 @@ def _replica_table(session: Session, replicas: list[Any]) -> None:
 
 
 def stack_ps(session: Session) -> int:
-    stacks = {s["name"] for s in _command(session, "ListStacks")}
+    stacks = {s["name"] for s in session.command("ListStacks")}
     if session.args.stack not in stacks:
-        return _fail(f'stack "{session.args.stack}" not found; see carte stack ls')
-    _replica_table(session, _command(session, "ListReplicas", stack=session.args.stack))
+        return fail(f'stack "{session.args.stack}" not found; see carte stack ls')
+    _replica_table(session, session.command("ListReplicas", stack=session.args.stack))
     return 0
 
 
 def remove_stacks(session: Session) -> int:
     for name in session.args.stacks:
-        _command(session, "RemoveStack", name=name)
+        session.command("RemoveStack", name=name)
         session.output.line(name)
     return 0
 
 
 def list_services(session: Session) -> int:
-    services = _command(session, "ListServices", stack=session.args.stack)
+    services = session.command("ListServices", stack=session.args.stack)
     out = session.output
     if out.json:
         out.data(services)
@@ -249,7 +239,7 @@ def service_ps(session: Session) -> int:
     if found is None:
         return 1
     stack, name = found
-    _replica_table(session, _command(session, "ListReplicas", stack=stack, service=name))
+    _replica_table(session, session.command("ListReplicas", stack=stack, service=name))
     return 0
 
 
@@ -264,7 +254,7 @@ def service_logs(session: Session) -> int:
     query: dict[str, str] = {"follow": "0"}
     if session.args.tail != "all":
         query["tail"] = session.args.tail
-    for replica in _command(session, "ListReplicas", stack=stack, service=name):
+    for replica in session.command("ListReplicas", stack=stack, service=name):
         path = f"/v1/containers/{quote(replica['container_id'])}/logs?{urlencode(query)}"
         stream = session.client.open("GET", path)
         try:
@@ -285,13 +275,13 @@ def scale(session: Session) -> int:
     for pair in session.args.pairs:
         ref, sep, count = pair.rpartition("=")
         if not sep or not count.isdigit():
-            return _fail(f'"{pair}" is not SERVICE=REPLICAS with a count of 0 or more')
+            return fail(f'"{pair}" is not SERVICE=REPLICAS with a count of 0 or more')
         found = _resolve(session, ref)
         if found is None:
             return 1
         wanted.append((*found, int(count)))
     for stack, name, count in wanted:
-        _command(session, "ScaleService", stack=stack, service=name, replicas=count)
+        session.command("ScaleService", stack=stack, service=name, replicas=count)
         session.output.line(f"{stack}_{name} scaled to {count}")
     return 0
 
@@ -300,7 +290,7 @@ def inspect(session: Session) -> int:
     found = _resolve(session, session.args.service)
     if found is None:
         return 1
-    details = _command(session, "InspectService", stack=found[0], service=found[1])
+    details = session.command("InspectService", stack=found[0], service=found[1])
     session.output.data(details)
     return 0
 
@@ -317,7 +307,7 @@ def rollout_status(session: Session) -> int:
     deadline = time.monotonic() + session.args.timeout
     said = ""
     while True:
-        rollout = _command(session, "GetRollout", stack=stack, service=name)
+        rollout = session.command("GetRollout", stack=stack, service=name)
         state = rollout["state"]
         line = (
             f"{stack}_{name}: revision {rollout['revision']} {state}, "
@@ -333,9 +323,7 @@ def rollout_status(session: Session) -> int:
                 session.output.data(rollout)
             return 0 if state in ("completed", "idle") else 1
         if time.monotonic() > deadline:
-            return _fail(
-                f"rollout of {stack}_{name} still {state} after {session.args.timeout:g} s"
-            )
+            return fail(f"rollout of {stack}_{name} still {state} after {session.args.timeout:g} s")
         time.sleep(0.25)
 
 
@@ -343,7 +331,7 @@ def rollout_history(session: Session) -> int:
     found = _resolve(session, session.args.service)
     if found is None:
         return 1
-    revisions = _command(session, "ListRevisions", stack=found[0], service=found[1])
+    revisions = session.command("ListRevisions", stack=found[0], service=found[1])
     out = session.output
     if out.json:
         out.data(revisions)
@@ -362,8 +350,7 @@ def rollout_undo(session: Session) -> int:
     found = _resolve(session, session.args.service)
     if found is None:
         return 1
-    rollout = _command(
-        session,
+    rollout = session.command(
         "UndoRollout",
         stack=found[0],
         service=found[1],

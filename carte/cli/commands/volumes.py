@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from carte.cli.commands import Commands, Session
-from carte.cli.transport import ApiError
-
-TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
-if TYPE_CHECKING:
-    from typing import Any
+from carte.cli.commands import Commands, Session, fail, inspect_each, remove_each
 
 
 def register(commands: Commands) -> None:
@@ -47,17 +41,12 @@ def _prune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-a", "--all", action="store_true", help="named ones too (always)")
 
 
-def _command(session: Session, command_name: str, /, **body: Any) -> Any:
-    return session.client.post_json(f"/v1/commands/{command_name}", body)["result"]
-
-
 def create(session: Session) -> int:
     args = session.args
     if args.driver != "local":
-        print(f'carte: volume driver "{args.driver}" is unknown; use local', file=sys.stderr)
-        return 1
+        return fail(f'volume driver "{args.driver}" is unknown; use local')
     labels = dict(label.partition("=")[::2] for label in args.label)
-    volume = _command(session, "CreateVolume", name=args.name, labels=labels)
+    volume = session.command("CreateVolume", name=args.name, labels=labels)
     session.output.line(volume["name"])
     return 0
 
@@ -67,7 +56,7 @@ def list_volumes(session: Session) -> int:
     for value in session.args.filter:
         key, _, val = value.partition("=")
         filters.setdefault(key, []).append(val)
-    volumes = _command(session, "ListVolumes", filters=filters)
+    volumes = session.command("ListVolumes", filters=filters)
     out = session.output
     if out.json:
         out.data(volumes)
@@ -80,31 +69,15 @@ def list_volumes(session: Session) -> int:
 
 
 def inspect(session: Session) -> int:
-    found, code = [], 0
-    for name in session.args.names:
-        try:
-            found.append(_command(session, "InspectVolume", name=name))
-        except ApiError as error:
-            print(f"carte: {error.message}", file=sys.stderr)
-            code = 1
-    session.output.data(found)
-    return code
+    return inspect_each(session, "InspectVolume")
 
 
 def remove(session: Session) -> int:
-    code = 0
-    for name in session.args.names:
-        try:
-            _command(session, "RemoveVolume", name=name, force=session.args.force)
-            session.output.line(name)
-        except ApiError as error:
-            print(f"carte: {error.message}", file=sys.stderr)
-            code = 1
-    return code
+    return remove_each(session, "RemoveVolume", force=session.args.force)
 
 
 def prune(session: Session) -> int:
-    result = _command(session, "PruneVolumes")
+    result = session.command("PruneVolumes")
     if session.output.json:
         session.output.data(result)
         return 0
