@@ -20,11 +20,27 @@ Strings = str | list[str]
 Mapping = dict[str, str | int | float | bool | None] | list[str]
 
 
+class FileRef(_Strict, kw_only=True, frozen=True):
+    """A service's long form of a secret or config: which one, where, with which owner/mode."""
+
+    source: str
+    target: str = ""
+    uid: str | int = ""
+    gid: str | int = ""
+    mode: int | str | None = None
+
+
 class Build(_Strict, kw_only=True, frozen=True):
     context: str = "."
     dockerfile: str = ""
+    dockerfile_inline: str = ""
     args: Mapping = {}
     target: str = ""
+    secrets: list[str | FileRef] = []
+    labels: Mapping = {}
+    network: str = ""
+    no_cache: bool = False
+    pull: bool = False
 
 
 class Healthcheck(_Strict, kw_only=True, frozen=True):
@@ -33,6 +49,7 @@ class Healthcheck(_Strict, kw_only=True, frozen=True):
     timeout: Duration = "30s"
     retries: int = 3
     start_period: Duration = "0s"
+    start_interval: Duration = "5s"
     disable: bool = False
 
 
@@ -62,6 +79,7 @@ class DependsOn(_Strict, kw_only=True, frozen=True):
 class NetworkAttach(_Strict, kw_only=True, frozen=True):
     aliases: list[str] = []
     ipv4_address: str = ""
+    priority: int = 0
 
 
 class Limits(_Strict, kw_only=True, frozen=True):
@@ -91,8 +109,17 @@ class RestartPolicySpec(_Strict, kw_only=True, frozen=True):
     window: Duration = "0s"
 
 
+class Placement(_Strict, kw_only=True, frozen=True):
+    """Recorded and shown by `carte service inspect`; used by the cluster's scheduler."""
+
+    constraints: list[str] = []
+    preferences: list[dict[str, str]] = []
+    max_replicas_per_node: int = 0
+
+
 class Deploy(_Strict, kw_only=True, frozen=True):
     mode: Literal["replicated"] = "replicated"
+    placement: Placement = Placement()
     replicas: int = 1
     resources: ResourcesSpec = ResourcesSpec()
     update_config: UpdateConfig = UpdateConfig()
@@ -149,6 +176,16 @@ class CarteKeys(_Strict, kw_only=True, frozen=True):
     policies: list[Policy] = []
 
 
+class Logging(_Strict, kw_only=True, frozen=True):
+    driver: Literal["json-file", "local", ""] = ""
+    options: dict[str, str | int] = {}
+
+
+class Ulimit(_Strict, kw_only=True, frozen=True):
+    soft: int
+    hard: int
+
+
 class Service(_Strict, kw_only=True, frozen=True):
     image: str = ""
     build: str | Build | None = None
@@ -162,7 +199,9 @@ class Service(_Strict, kw_only=True, frozen=True):
     networks: list[str] | dict[str, NetworkAttach | None] = []
     depends_on: list[str] | dict[str, DependsOn] = []
     healthcheck: Healthcheck | None = None
-    restart: Literal["no", "always", "on-failure", "unless-stopped"] | str = "no"
+    restart: str = ""
+    """Compose's restart ("no", always, on-failure[:N], unless-stopped); "" when not given,
+    then deploy.restart_policy decides (Swarm's default: any)."""
     labels: Mapping = {}
     user: str = ""
     working_dir: str = ""
@@ -171,20 +210,71 @@ class Service(_Strict, kw_only=True, frozen=True):
     stop_grace_period: Duration | None = None
     init: bool = False
     read_only: bool = False
+    container_name: str = ""
+    profiles: list[str] = []
+    secrets: list[str | FileRef] = []
+    configs: list[str | FileRef] = []
+    cap_add: list[str] = []
+    cap_drop: list[str] = []
+    ulimits: dict[str, int | Ulimit] = {}
+    sysctls: Mapping = {}
+    extra_hosts: list[str] | dict[str, str | list[str]] = []
+    dns: Strings = []
+    dns_search: Strings = []
+    tmpfs: Strings = []
+    network_mode: str = ""
+    volumes_from: list[str] = []
+    ipc: str = ""
+    stdin_open: bool = False
+    tty: bool = False
+    platform: str = ""
+    runtime: str = ""
+    mac_address: str = ""
+    pull_policy: Literal["always", "never", "missing", "if_not_present", "build", ""] = ""
+    security_opt: list[str] = []
+    logging: Logging = Logging()
+    links: list[str] = []
+    mem_limit: Size = 0
+    cpus: str | float | int = 0
+    pids_limit: int = 0
     deploy: Deploy = Deploy()
     x_carte: CarteKeys = msgspec.field(default=CarteKeys(), name="x-carte")
+
+
+class IpamPool(_Strict, kw_only=True, frozen=True):
+    subnet: str = ""
+    gateway: str = ""
+    ip_range: str = ""
+
+
+class Ipam(_Strict, kw_only=True, frozen=True):
+    driver: str = "default"
+    config: list[IpamPool] = []
 
 
 class NetworkDecl(_Strict, kw_only=True, frozen=True):
     driver: str = "bridge"
     internal: bool = False
     external: bool = False
+    attachable: bool = False
     name: str = ""
     labels: Mapping = {}
+    ipam: Ipam = Ipam()
 
 
 class VolumeDecl(_Strict, kw_only=True, frozen=True):
     driver: str = "local"
+    external: bool = False
+    name: str = ""
+    labels: Mapping = {}
+
+
+class FileDecl(_Strict, kw_only=True, frozen=True):
+    """A top-level secret or config: exactly one of file, environment, content."""
+
+    file: str = ""
+    environment: str = ""
+    content: str = ""
     external: bool = False
     name: str = ""
     labels: Mapping = {}
@@ -196,3 +286,49 @@ class Manifest(_Strict, kw_only=True, frozen=True):
     services: dict[str, Service]
     networks: dict[str, NetworkDecl | None] = {}
     volumes: dict[str, VolumeDecl | None] = {}
+    secrets: dict[str, FileDecl] = {}
+    configs: dict[str, FileDecl] = {}
+
+
+REFUSED_SERVICE_KEYS: dict[str, str] = {
+    "privileged": "a privileged container holds the host's root; grant what it needs with "
+    "cap_add, devices are not passed through",
+    "devices": "device nodes are not passed into containers",
+    "device_cgroup_rules": "device nodes are not passed into containers",
+    "gpus": "device nodes are not passed into containers",
+    "pid": "replicas keep their own PID namespace",
+    "userns_mode": "user-namespace remapping is not available",
+    "cgroup": "replicas' cgroups are placed by Carte",
+    "cgroup_parent": "replicas' cgroups are placed by Carte",
+    "shm_size": "/dev/shm has Carte's fixed size (64 MiB)",
+    "domainname": "replicas take their stack's DNS names; set hostname instead",
+    "dns_opt": "resolver options are not written; use dns and dns_search",
+    "isolation": "a Windows-only key",
+    "credential_spec": "a Windows-only key",
+    "storage_opt": "the overlay root has no per-container quota",
+    "group_add": "supplementary groups come from the image's /etc/group",
+    "external_links": "legacy links to containers outside the stack; put them on a shared "
+    "external network instead",
+    "scale": "use deploy.replicas",
+    "blkio_config": "cgroup tuning beyond deploy.resources limits is not available",
+    "cpu_shares": "cgroup tuning beyond deploy.resources limits is not available",
+    "cpu_quota": "cgroup tuning beyond deploy.resources limits is not available",
+    "cpu_period": "cgroup tuning beyond deploy.resources limits is not available",
+    "cpuset": "cgroup tuning beyond deploy.resources limits is not available",
+    "mem_reservation": "cgroup tuning beyond deploy.resources limits is not available",
+    "memswap_limit": "cgroup tuning beyond deploy.resources limits is not available",
+    "mem_swappiness": "cgroup tuning beyond deploy.resources limits is not available",
+    "oom_kill_disable": "cgroup tuning beyond deploy.resources limits is not available",
+    "oom_score_adj": "cgroup tuning beyond deploy.resources limits is not available",
+    "develop": "compose watch is not available; re-run carte apply",
+    "post_start": "lifecycle hooks are not available",
+    "pre_stop": "lifecycle hooks are not available",
+    "volume_driver": "only local volumes exist",
+    "annotations": "use labels",
+    "attach": "logs are read with carte service logs",
+    "use_api_socket": "the daemon's socket is not passed into containers",
+    "label_file": "write the labels under labels",
+    "models": "model runners are not available",
+    "provider": "provider services are not available",
+}
+"""Service keys of the Compose specification Carte refuses, with the reason (docs/compose.md)."""

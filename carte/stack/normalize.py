@@ -2,6 +2,7 @@
 depends_on, networks and volumes. Each function raises `ValueError` with a one-line message
 for a value it cannot read (the parser adds file, line and key)."""
 
+import ipaddress
 import re
 import shlex
 
@@ -82,8 +83,12 @@ def ports(service: Service) -> list[PortSpec]:
     """Published ports ("8080:80", "127.0.0.1:8080:80/udp", "80", long form); a range
     "8080-8081:80-81" gives one spec per port. A port without a host side is not published
     on the host (Carte publishes only ports that name a host port)."""
+    return ports_of(service.ports)
+
+
+def ports_of(items: list[str | int | PortLong]) -> list[PortSpec]:
     out: list[PortSpec] = []
-    for item in service.ports:
+    for item in items:
         if isinstance(item, PortLong):
             if item.published is None or item.published == "":
                 continue
@@ -111,8 +116,53 @@ def container_ports(service: Service) -> list[int]:
             text = str(item).rsplit("/", 1)[0]
             found.update(_range(text.rsplit(":", 1)[-1]))
     for item in service.expose:
-        found.update(_range(str(item).rsplit("/", 1)[0]))
+        found.update(exposed(item))
     return sorted(found)
+
+
+def exposed(item: str | int) -> list[int]:
+    """The ports of one `expose` entry ("80", "8000-8001", "53/udp")."""
+    text, _, proto = str(item).partition("/")
+    if proto not in ("", "tcp", "udp"):
+        raise ValueError(f'"{item}" has protocol "{proto}"; use tcp or udp')
+    return _range(text)
+
+
+def strings(value: Strings | None) -> list[str]:
+    """A key that takes one string or a list of them (dns, tmpfs, env_file)."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def extra_hosts(service: Service) -> list[str]:
+    """extra_hosts as NAME:IP lines (list "name:ip" / "name=ip", or a mapping)."""
+    value = service.extra_hosts
+    out: list[str] = []
+    if isinstance(value, dict):
+        for name, addresses in value.items():
+            for address in [addresses] if isinstance(addresses, str) else addresses:
+                out.append(f"{name}:{address}")
+        return out
+    for item in value:
+        sep = "=" if "=" in item else ":"
+        name, _, address = item.partition(sep)
+        out.append(f"{name}:{address}")
+    return out
+
+
+def restart_policy(service: Service) -> tuple[str, int]:
+    """The replacement condition (none, on-failure, any) and attempts (0: unbounded): from
+    Compose's `restart` when given, else from deploy.restart_policy."""
+    if not service.restart:
+        policy = service.deploy.restart_policy
+        return policy.condition, policy.max_attempts
+    name, _, count = service.restart.partition(":")
+    if name == "no":
+        return "none", 0
+    if name == "on-failure":
+        return "on-failure", int(count) if count.isdigit() else 0
+    return "any", 0
 
 
 def _short_port(text: str) -> list[PortSpec]:
@@ -124,6 +174,13 @@ def _short_port(text: str) -> list[PortSpec]:
     if len(parts) == 1:
         _range(parts[0])
         return []
+    if len(parts) == 3 and parts[0]:
+        try:
+            ipaddress.IPv4Address(parts[0])
+        except ValueError:
+            raise ValueError(
+                f'port "{text}" has host address "{parts[0]}"; write e.g. 127.0.0.1:8080:80'
+            ) from None
     host_ip = parts[0] if len(parts) == 3 else ""
     host, container = parts[-2], parts[-1]
     if not host:
