@@ -100,6 +100,10 @@ class ContainerConfig(_Wire, kw_only=True):
     stop_timeout: int | None = None
     healthcheck: HealthConfig | None = None
     auto_remove: bool = False
+    pid_mode: str = ""
+    """"" (a pid namespace of its own) or "host" (`--pid`)."""
+    ipc_mode: str = ""
+    """"" or "private" (its own IPC namespace and /dev/shm) or "host" (`--ipc`)."""
     network: str = "default"
     network_aliases: list[str] = []
     ip: str = ""

@@ -124,10 +124,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser for `argv`: with only the invoked command's subparser when argv names one."""
     import argparse
 
+    # No abbreviations here nor in any subparser: `--pid host` must never become `--pids-limit`.
     parser = argparse.ArgumentParser(
         prog="carte",
         description="Carte: containers on Linux namespaces and cgroups, one executable.",
         formatter_class=_help_formatter(),
+        allow_abbrev=False,
     )
     parser.add_argument(
         "-H",

@@ -285,6 +285,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("-l", "--label", action="append", default=[], help="set a label KEY=VALUE")
     add("--entrypoint", help="override the image's entrypoint")
     add("--log-opt", action="append", default=[], help="max-size=SIZE, max-file=N")
+    add("--pid", default="", help="host: use the host's pid namespace")
+    add("--ipc", default="", help="host or private (default): the IPC namespace to use")
     add("--network", "--net", default="default", help="none, host, default or a network name")
     add("--network-alias", action="append", default=[], help="DNS alias on the network")
     add("--ip", default="", help="IPv4 address on the network")
@@ -374,6 +376,11 @@ def container_config(args: argparse.Namespace) -> dict[str, Any]:
         "log": log,
         "auto_remove": bool(getattr(args, "rm", False)),
     }
+    # Checked by the daemon (carte.handlers.containers), which knows what it can run.
+    if args.pid:
+        config["pid_mode"] = args.pid
+    if args.ipc:
+        config["ipc_mode"] = args.ipc
     if args.command:
         config["cmd"] = args.command
     if args.entrypoint is not None:

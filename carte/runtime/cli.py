@@ -20,22 +20,36 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from carte.api.errors import CarteError
 
 DEFAULT_ROOT = Path("/run/carte/runtime")
 
 
+class _UnabbreviatedParser(argparse.ArgumentParser):
+    """A subcommand's parser that never takes a prefix for a whole option name."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs, allow_abbrev=False)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="carte runtime", description="OCI runtime for Carte")
+    parser = argparse.ArgumentParser(
+        prog="carte runtime", description="OCI runtime for Carte", allow_abbrev=False
+    )
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="state directory")
     parser.add_argument("--log", type=Path, default=None, help="append errors to this file")
     parser.add_argument("--log-format", choices=("json", "text"), default="text")
     for ignored in ("--systemd-cgroup", "--debug", "--rootless", "--no-new-keyring"):
         parser.add_argument(ignored, action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--criu", help=argparse.SUPPRESS)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        parser_class=_UnabbreviatedParser,
+    )
 
     def with_create_flags(command: argparse.ArgumentParser) -> None:
         command.add_argument("--bundle", "-b", type=Path, default=Path("."))

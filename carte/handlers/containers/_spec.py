@@ -211,6 +211,7 @@ def build_spec(
         spec.linux.namespaces = [ns for ns in spec.linux.namespaces if ns.type != "network"]
         spec.mounts = [m for m in spec.mounts if m.destination != "/etc/hostname"]
         spec.linux.namespaces = [ns for ns in spec.linux.namespaces if ns.type != "uts"]
+    _share_host_namespaces(spec, config)
     spec.linux.resources = _resources(config.resources, spec.linux.resources)
     process.rlimits = _rlimits(config.resources, process.rlimits)
     caps = resolve_cap_changes(config.cap_add, config.cap_drop)
@@ -221,6 +222,41 @@ def build_spec(
     if config.init:
         spec.annotations[INIT_ANNOTATION] = "true"
     return spec
+
+
+PID_MODES = ("", "host")
+IPC_MODES = ("", "private", "host")
+
+
+def check_namespace_modes(pid_mode: str, ipc_mode: str) -> None:
+    """Raise `InvalidArgument` (one line naming the flag) for a mode Carte does not run:
+    joining another container's namespaces (container:NAME, shareable) is not supported."""
+    if pid_mode not in PID_MODES:
+        raise InvalidArgument(
+            f'--pid "{pid_mode}" is not supported; use --pid host, or leave it out for a pid '
+            "namespace of the container's own (container:NAME is not supported)"
+        )
+    if ipc_mode not in IPC_MODES:
+        raise InvalidArgument(
+            f'--ipc "{ipc_mode}" is not supported; use --ipc host or --ipc private (the '
+            "default); shareable and container:NAME are not supported"
+        )
+
+
+def _share_host_namespaces(spec: Spec, config: ContainerConfig) -> None:
+    """--pid host / --ipc host: leave that namespace out (the host's is kept); with the host's
+    IPC namespace comes the host's /dev/shm, as with Docker."""
+    check_namespace_modes(config.pid_mode, config.ipc_mode)
+    shared = {"pid"} if config.pid_mode == "host" else set()
+    if config.ipc_mode == "host":
+        shared.add("ipc")
+        spec.mounts = [
+            Mount(destination="/dev/shm", type="bind", source="/dev/shm", options=["rbind"])
+            if mount.destination == "/dev/shm"
+            else mount
+            for mount in spec.mounts
+        ]
+    spec.linux.namespaces = [ns for ns in spec.linux.namespaces if ns.type not in shared]
 
 
 def _has_env(env: list[str], key: str) -> bool:
