@@ -42,3 +42,16 @@ class Output:
         width = max((len(name) for name, _ in pairs), default=0)
         for name, value in pairs:
             self.stream.write(f"{name + ':':<{width + 1}} {value}\n")
+
+    def pruned(self, result: dict[str, Any], title: str, *, space: bool = True) -> None:
+        """A prune's result: as is in JSON; else ``Deleted <title>:`` over one name a line
+        (when any went) and, with `space`, the bytes reclaimed (Docker's wording)."""
+        if self.json:
+            self.data(result)
+            return
+        if result["deleted"]:
+            self.line(f"Deleted {title}:")
+            for name in result["deleted"]:
+                self.line(name)
+        if space:
+            self.line(f"Total reclaimed space: {result.get('space_reclaimed', 0)}B")

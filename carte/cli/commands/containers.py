@@ -558,15 +558,7 @@ def prune(session: Session) -> int:
     except RunOptionError as error:
         _error(str(error))
         return 1
-    result = session.command("PruneContainers", filters=filters)
-    if session.output.json:
-        session.output.data(result)
-        return 0
-    if result["deleted"]:
-        session.output.line("Deleted Containers:")
-        for container_id in result["deleted"]:
-            session.output.line(container_id)
-    session.output.line(f"Total reclaimed space: {result.get('space_reclaimed', 0)}B")
+    session.output.pruned(session.command("PruneContainers", filters=filters), "Containers")
     return 0
 
 

@@ -147,14 +147,7 @@ def disconnect(session: Session) -> int:
 
 
 def prune(session: Session) -> int:
-    result = session.command("PruneNetworks")
-    if session.output.json:
-        session.output.data(result)
-        return 0
-    if result["deleted"]:
-        session.output.line("Deleted Networks:")
-        for name in result["deleted"]:
-            session.output.line(name)
+    session.output.pruned(session.command("PruneNetworks"), "Networks", space=False)
     return 0
 
 

@@ -77,13 +77,5 @@ def remove(session: Session) -> int:
 
 
 def prune(session: Session) -> int:
-    result = session.command("PruneVolumes")
-    if session.output.json:
-        session.output.data(result)
-        return 0
-    if result["deleted"]:
-        session.output.line("Deleted Volumes:")
-        for name in result["deleted"]:
-            session.output.line(name)
-    session.output.line(f"Total reclaimed space: {result['space_reclaimed']}B")
+    session.output.pruned(session.command("PruneVolumes"), "Volumes")
     return 0
