@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from image_tars import chardev, file, make_image, make_tar
-from support.registry import RunningRegistry, start_registry
+from support.registry import RunningRegistry, start_private_registry, start_registry
 
 from carte.image import oci
 from carte.image.auth import Credentials, CredentialStore, parse_challenge
@@ -31,14 +31,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegist
 
 @pytest.fixture(scope="module")
 def private_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
-    base = tmp_path_factory.mktemp("registry-auth")
-    htpasswd = base / "htpasswd"
-    subprocess.run(
-        ["htpasswd", "-B", "-b", "-c", str(htpasswd), "carte", "s3cret"],
-        check=True,
-        capture_output=True,
-    )
-    yield from start_registry(base / "private", htpasswd)
+    yield from start_private_registry(tmp_path_factory.mktemp("registry-auth"), "carte", "s3cret")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ environment with its own auth.json, and cleanup of every container a test made."
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from images_peers import PASSWORD, USER
 from support.daemon import Daemon
 from support.module_daemon import ModuleDaemon
-from support.registry import RunningRegistry, start_registry
+from support.registry import RunningRegistry, start_private_registry, start_registry
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +46,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegist
 
 @pytest.fixture(scope="module")
 def private_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
-    base = tmp_path_factory.mktemp("images-registry-auth")
-    htpasswd = base / "htpasswd"
-    subprocess.run(
-        ["htpasswd", "-B", "-b", "-c", str(htpasswd), USER, PASSWORD],
-        check=True,
-        capture_output=True,
+    yield from start_private_registry(
+        tmp_path_factory.mktemp("images-registry-auth"), USER, PASSWORD
     )
-    yield from start_registry(base / "private", htpasswd)

@@ -52,3 +52,15 @@ def start_registry(
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def start_private_registry(base: Path, user: str, password: str) -> Iterator[RunningRegistry]:
+    """`start_registry` with htpasswd auth for one user (bcrypt, as the registry wants)."""
+    base.mkdir(parents=True, exist_ok=True)
+    htpasswd = base / "htpasswd"
+    subprocess.run(
+        ["htpasswd", "-B", "-b", "-c", str(htpasswd), user, password],
+        check=True,
+        capture_output=True,
+    )
+    yield from start_registry(base / "private", htpasswd)
