@@ -9,10 +9,11 @@ and the daemon's RSS after this light use.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
-from bench.peers import ENV, PeerFailed, Peers, pids_named, rss_mb, run, timed
+from bench.peers import ENV, PeerFailed, Peers, pids_named, pss_mb, rss_mb, run, timed
 from bench.results import Result, interleave, median
 from bench.runtime_true import make_bundle, time_runc
 
@@ -34,9 +35,16 @@ def _ppid(pid: int) -> int:
         return 0
 
 
-def carte_shims(peers: Peers, mode: str = "monitor") -> list[int]:
-    """This daemon's shims (`carte shim monitor` naming its run root), or with mode "factory"
-    its shim factory."""
+def _container_parent(carte: list[str], name: str) -> int | None:
+    """The pid of the process holding the container (its shim): its init's parent."""
+    inspected = json.loads(run([*carte, "--format", "json", "inspect", name]))
+    record = inspected[0] if isinstance(inspected, list) else inspected
+    parent = _ppid(int(record["state"]["pid"]))
+    return parent if "shim" in " ".join(_cmdline(parent)) else None
+
+
+def carte_shims(peers: Peers, mode: str = "factory") -> list[int]:
+    """This daemon's shim processes of a mode (`carte shim factory` naming its run root)."""
     marker = str(peers.work)
     found = []
     for entry in Path("/proc").iterdir():
@@ -103,10 +111,10 @@ def measure(peers: Peers, runs: int) -> list[Result]:
 def _shim_memory(peers: Peers, carte: list[str]) -> list[Result]:
     run([*carte, "run", "-d", "--network", "none", "--name", "bench-sleep", "bb", "sleep", "600"])
     time.sleep(1.0)
-    shims = carte_shims(peers)
-    if not shims:
+    shim = _container_parent(carte, "bench-sleep")
+    if shim is None:
         return [Result(NAME, "shim RSS", float("nan"), "MB", note="no Carte shim found")]
-    ours = median([rss_mb(pid) for pid in shims])
+    ours, ours_pss = rss_mb(shim), pss_mb(shim)
     theirs = None
     try:
         docker = peers.docker()
@@ -124,7 +132,9 @@ def _shim_memory(peers: Peers, carte: list[str]) -> list[Result]:
         pass
     run([*carte, "rm", "-f", "bench-sleep"], ENV)
     factory = [rss_mb(pid) for pid in carte_shims(peers, "factory")]
-    note = f"shim factory {factory[0]:.1f} MB" if factory else "no shim factory"
+    note = f"PSS {ours_pss:.1f} MB; " + (
+        f"shim factory {factory[0]:.1f} MB" if factory else "no shim factory"
+    )
     rows = [Result(NAME, "shim RSS, one `sleep` container", ours, "MB", limit=8.0, note=note)]
     if theirs is not None:
         rows.append(

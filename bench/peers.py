@@ -89,6 +89,19 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def pss_mb(pid: int) -> float:
+    """Proportional set size in MB: pages shared with other processes (a shim forked from the
+    factory shares its interpreter's) count by their share; NaN once the process is gone."""
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return float("nan")
+    for line in rollup.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def pids_named(executable_name: str) -> list[int]:
     """Pids whose command's first word ends in `executable_name` (e.g. containerd-shim)."""
     found = []
