@@ -37,6 +37,7 @@ from carte.engine import Bus, Handler, HandlerContext, Roster, Supervisor, open_
 from carte.engine.config import (
     Config,
     ConfigError,
+    OptionsSpec,
     StoreConfig,
     apply_overrides,
     load_config,
@@ -74,11 +75,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """carte.yaml with the flags applied. Raises ConfigError (one line)."""
+def config_from_args(args: argparse.Namespace, roster: Roster | None = None) -> Config:
+    """carte.yaml with the flags applied, each handler's options checked against the
+    ``roster``'s ``Options``. Raises ConfigError (one line)."""
     path = args.config or (SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else None)
     return apply_overrides(
-        load_config(path),
+        load_config(path, options_specs(roster)),
         {
             "daemon.root": _absolute(args.root),
             "daemon.run_root": _absolute(args.run_root),
@@ -86,6 +88,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
             "daemon.log_level": args.log_level,
         },
     )
+
+
+def options_specs(roster: Roster | None) -> list[OptionsSpec] | None:
+    """Where carte.yaml holds each installed handler's options (None: not checked)."""
+    if roster is None:
+        return None
+    return [handler.options_spec() for name in roster.names if (handler := roster.get(name))]
 
 
 def _absolute(path: str | None) -> str | None:
@@ -214,15 +223,17 @@ class Daemon:
                         reason = signal.Signals(signum).name
                         log.info("daemon stopping", extra={"signal": reason})
                         _exit_if_stuck(self.config.daemon.shutdown_timeout)
-                        with trio.move_on_after(1):
-                            await bus.publish(DaemonStopping(id="daemon", reason=reason))
+                        # every subscriber handles it (the webhook posts it) before the cancel
+                        with trio.move_on_after(min(5.0, self.config.daemon.shutdown_timeout / 2)):
+                            await supervisor.announce(DaemonStopping(id="daemon", reason=reason))
                         nursery.cancel_scope.cancel()
                         break
 
     async def _reload(self, bus: Bus, supervisor: Supervisor) -> None:
         """Re-read carte.yaml; apply what can change live, log what needs a restart."""
         try:
-            fresh = apply_overrides(load_config(self.config_path), self.overrides)
+            specs = options_specs(self.roster)
+            fresh = apply_overrides(load_config(self.config_path, specs), self.overrides)
         except ConfigError as error:
             log.error("config reload failed; keeping the running config", extra={"error": error})
             return
@@ -260,9 +271,9 @@ def run_daemon(argv: list[str]) -> None:
     """Run the daemon with `argv` flags; exits 0 after a graceful stop, 1 on a start-up error."""
     args = parse_args(argv)
     try:
-        config = config_from_args(args)
-        setup_logging(config.daemon.log_level)
         roster, _ = load_handlers()
+        config = config_from_args(args, roster)
+        setup_logging(config.daemon.log_level)
         lock = DaemonLock(Path(config.daemon.root), Path(config.daemon.run_root))
         lock.acquire()
         pid_file = write_pid_file(Path(config.daemon.run_root))

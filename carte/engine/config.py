@@ -7,13 +7,17 @@ converted into frozen msgspec Structs that forbid unknown fields. Any problem be
     config/carte.yaml:12: unknown key "handlrs" in "daemon"; expected one of root, run_root, ...
 
 Every default lives both here and, with comments, in config/carte.yaml (a test keeps the
-two equal).
+two equal). This module holds only the daemon's own sections (daemon, handlers, bus,
+supervisor, store); each handler declares its own typed ``Options`` (see `OptionsSpec`),
+read from ``handlers.options.<name>`` or from the top-level section the handler claims
+(``network:``, ``containers:``...), and checked here with the same file:line errors.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -50,7 +54,8 @@ class HandlersConfig(_Section, frozen=True, kw_only=True):
     """None runs every installed handler; a list runs only those."""
     disabled: list[str] = []
     options: dict[str, dict[str, Any]] = {}
-    """Per-handler options, a free mapping per handler name (``ctx.options``)."""
+    """Per-handler options by handler name, as written (checked against each handler's
+    ``Options`` when loaded with the handlers' `OptionsSpec`; ``ctx.options`` is the struct)."""
 
 
 class BusConfig(_Section, frozen=True, kw_only=True):
@@ -76,65 +81,6 @@ class BackoffConfig(_Section, frozen=True, kw_only=True):
 
 class SupervisorConfig(_Section, frozen=True, kw_only=True):
     backoff: BackoffConfig = BackoffConfig()
-
-
-class RestartBackoffConfig(_Section, frozen=True, kw_only=True):
-    base: Positive = 10.0
-    cap: Positive = 300.0
-    reset: Positive = 600.0
-
-
-class ContainerLogConfig(_Section, frozen=True, kw_only=True):
-    max_size: PositiveInt = 10 * 1024 * 1024
-    max_file: PositiveInt = 3
-
-
-class ContainersConfig(_Section, frozen=True, kw_only=True):
-    restart: RestartBackoffConfig = RestartBackoffConfig()
-    log: ContainerLogConfig = ContainerLogConfig()
-    stop_timeout: PositiveInt = 10
-
-
-class HealthConfig(_Section, frozen=True, kw_only=True):
-    """Filled by the health-check issue."""
-
-
-class NetworkConfig(_Section, frozen=True, kw_only=True):
-    """Networks: the default bridge, the subnet pools new networks come from, DNS upstreams."""
-
-    default_bridge: str = ""
-    """Bridge of the default network; empty: carte0 for /var/lib/carte, else one per root."""
-    pools: tuple[str, ...] = (
-        "172.17.0.0/16:16",
-        "172.18.0.0/15:16",
-        "172.20.0.0/14:16",
-        "172.24.0.0/13:16",
-        "192.168.0.0/16:20",
-    )
-    """BASE/LEN:SIZE ranges carved into subnets; the first one free of host routes is used."""
-    dns: bool = True
-    """Serve container names on each bridge's gateway address, port 53."""
-    dns_upstreams: tuple[str, ...] = ()
-    """IP[:PORT] resolvers for names outside Carte's; empty: the host's /etc/resolv.conf."""
-    dns_upstream_timeout: float = 2.0
-    """Seconds to wait for the host's resolvers before answering SERVFAIL."""
-    log_denied: bool = False
-    """Log packets a network policy denies (kernel log, prefix "carte-denied")."""
-
-
-class ImagesConfig(_Section, frozen=True, kw_only=True):
-    insecure_registries: list[str] = []
-    """Registry hosts (HOST or HOST:PORT) reached over plain HTTP; loopback always is."""
-
-
-class AutoscalerConfig(_Section, frozen=True, kw_only=True):
-    """The horizontal autoscaler (Kubernetes' HPA rule); per-service bounds, targets and the
-    scale-down window come from each service's `x-carte.autoscale`."""
-
-    sync_period: Positive = 15.0
-    """Seconds between two evaluations of every autoscaled service."""
-    tolerance: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.1
-    """A utilization within this fraction of its target changes nothing."""
 
 
 EtcdEndpoint = Annotated[str, msgspec.Meta(pattern=r"^https?://[^/\s]+$")]
@@ -175,12 +121,27 @@ class Config(_Section, frozen=True, kw_only=True):
     handlers: HandlersConfig = HandlersConfig()
     bus: BusConfig = BusConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
-    containers: ContainersConfig = ContainersConfig()
-    health: HealthConfig = HealthConfig()
-    network: NetworkConfig = NetworkConfig()
-    images: ImagesConfig = ImagesConfig()
-    autoscaler: AutoscalerConfig = AutoscalerConfig()
     store: StoreConfig = StoreConfig()
+
+
+class HandlerOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of a handler's ``Options``: frozen, keyword-only, unknown keys rejected."""
+
+
+class NoOptions(HandlerOptions, frozen=True, kw_only=True):
+    """The options of a handler that takes none: any key is an error."""
+
+
+@dataclass(frozen=True)
+class OptionsSpec:
+    """What carte.yaml holds for one handler: its name, its ``Options`` struct and, for the
+    built-ins that had one before handlers declared options, the top-level section that
+    carries them (``network:``); the same options may also be written under
+    ``handlers.options.<name>`` (not both). Several handlers may share one section."""
+
+    name: str
+    options: type[msgspec.Struct] = NoOptions
+    section: str = ""
 
 
 class ConfigError(InvalidArgument):
@@ -197,18 +158,21 @@ RELOADABLE = (
     "handlers.options",
     "bus.journal_size",
     "supervisor.backoff",
-    "containers",
-    "health",
 )
 
 # --- loading --------------------------------------------------------------------------------
 
 
-def load_config(path: str | Path | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None, handlers: Sequence[OptionsSpec] | None = None
+) -> Config:
     """Read and validate carte.yaml at ``path``; None gives the built-in defaults.
 
-    Raises ConfigError (one line: ``file:line: problem; fix``) for an unreadable file,
-    malformed YAML, an unknown key or a value of the wrong type.
+    ``handlers`` (the installed handlers' `OptionsSpec`) checks every handler's options and
+    accepts the top-level sections they claim; without it ``handlers.options`` is taken as
+    written and no other top-level section is known. Raises ConfigError (one line:
+    ``file:line: problem; fix``) for an unreadable file, malformed YAML, an unknown key or a
+    value of the wrong type.
     """
     if path is None:
         return Config()
@@ -219,11 +183,13 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(
             f"{shown}: cannot read config file ({error.strerror}); check the --config path"
         ) from None
-    return parse_config(text, shown)
+    return parse_config(text, shown, handlers)
 
 
-def parse_config(text: str, source: str = "carte.yaml") -> Config:
-    """Validate YAML ``text``; ``source`` names it in errors. Raises ConfigError."""
+def parse_config(
+    text: str, source: str = "carte.yaml", handlers: Sequence[OptionsSpec] | None = None
+) -> Config:
+    """Validate YAML ``text``; ``source`` names it in errors (see `load_config`)."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
@@ -244,10 +210,97 @@ def parse_config(text: str, source: str = "carte.yaml") -> Config:
             f"{source}:1: expected a mapping of sections (daemon:, handlers:, ...), "
             f"got {_yaml_type(document)}; see config/carte.yaml for the layout"
         )
+    plain = _plain(document)
+    claimed = {spec.section for spec in handlers or () if spec.section}
+    sections = {key: plain.pop(key) for key in list(plain) if key in claimed}
     try:
-        return msgspec.convert(_plain(document), Config)
+        config = msgspec.convert(plain, Config)
     except msgspec.ValidationError as error:
-        raise ConfigError(_explain(str(error), document, source)) from None
+        message = str(error)
+        if claimed and _UNKNOWN.search(message) and " - at `$" not in message:
+            known = ", ".join([*(f.name for f in msgspec.structs.fields(Config)), *claimed])
+            key = _UNKNOWN.search(message)["key"]  # type: ignore[index]
+            raise ConfigError(
+                f'{source}:{_line_of(document, [key])}: unknown key "{key}" in the top level; '
+                f"expected one of {known}"
+            ) from None
+        raise ConfigError(_explain(message, document, source)) from None
+    if handlers is None:
+        return config
+    return _with_handler_options(config, handlers, sections, document, source)
+
+
+def _with_handler_options(
+    config: Config,
+    handlers: Sequence[OptionsSpec],
+    sections: dict[str, Any],
+    document: Any,
+    source: str,
+) -> Config:
+    """Check each handler's options where they are written; keep them by handler name."""
+    written = config.handlers.options
+    names = {spec.name for spec in handlers}
+    for name in written:
+        if name not in names:
+            line = _line_of(document, ["handlers", "options", name])
+            raise ConfigError(
+                f'{source}:{line}: "handlers.options.{name}": no installed handler is named '
+                f'"{name}"; use one of {", ".join(sorted(names))}'
+            )
+    options: dict[str, dict[str, Any]] = {}
+    for spec in handlers:
+        where: list[str | int] = ["handlers", "options", spec.name]
+        raw = written.get(spec.name)
+        if spec.section in sections:
+            if raw is not None:
+                line = _line_of(document, where)
+                raise ConfigError(
+                    f'{source}:{line}: options of handler "{spec.name}" are given twice, in '
+                    f'"{spec.section}" and in "handlers.options.{spec.name}"; keep one'
+                )
+            raw, where = sections[spec.section], [spec.section]
+        if raw is None:
+            continue
+        if not isinstance(raw, dict):
+            raise ConfigError(
+                f'{source}:{_line_of(document, where)}: "{_dotted(where)}" must be a mapping, '
+                f"got {_yaml_type(raw)}; fix the value"
+            )
+        try:
+            msgspec.convert(raw, spec.options)
+        except msgspec.ValidationError as error:
+            message = _at_path(str(error), where)
+            raise ConfigError(_explain(message, document, source, options=spec)) from None
+        options[spec.name] = raw
+    return msgspec.structs.replace(
+        config, handlers=msgspec.structs.replace(config.handlers, options=options)
+    )
+
+
+def handler_options(config: Config, spec: OptionsSpec) -> Any:
+    """Handler ``spec.name``'s options from ``config`` as its ``Options`` struct.
+
+    Raises ConfigError naming the handler when they do not fit (a config that was not loaded
+    with the handlers' specs, or a flag override).
+    """
+    raw = config.handlers.options.get(spec.name, {})
+    try:
+        return msgspec.convert(raw, spec.options)
+    except msgspec.ValidationError as error:
+        where: list[str | int] = ["handlers", "options", spec.name]
+        document = {"handlers": {"options": {spec.name: raw}}}
+        message = _at_path(str(error), where)
+        raise ConfigError(
+            _explain(message, document, "carte.yaml", with_lines=False, options=spec)
+        ) from None
+
+
+def _at_path(message: str, where: list[str | int]) -> str:
+    """``message`` from converting the mapping at ``where``, with its path made absolute."""
+    prefix = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in where)
+    if " - at `$" in message:
+        return message.replace(" - at `$", f" - at `${prefix}", 1)
+    return f"{message} - at `${prefix}`"
 
 
 def apply_overrides(config: Config, overrides: Mapping[str, object]) -> Config:
@@ -352,7 +405,14 @@ _TYPE_WORDS = {
 }
 
 
-def _explain(message: str, document: Any, source: str, *, with_lines: bool = True) -> str:
+def _explain(
+    message: str,
+    document: Any,
+    source: str,
+    *,
+    with_lines: bool = True,
+    options: OptionsSpec | None = None,
+) -> str:
     """Turn a msgspec validation message into ``file:line: problem; fix``."""
     unknown = _UNKNOWN.search(message)
     if unknown:
@@ -360,7 +420,7 @@ def _explain(message: str, document: Any, source: str, *, with_lines: bool = Tru
         key = unknown["key"]
         line = f":{_line_of(document, [*parts, key])}" if with_lines else ""
         where = f'"{_dotted(parts)}"' if parts else "the top level"
-        known = ", ".join(_fields_at(parts))
+        known = ", ".join(_fields_at(parts, options))
         return f'{source}{line}: unknown key "{key}" in {where}; expected one of {known}'
     at = _AT.match(message)
     if not at:
@@ -431,8 +491,12 @@ def _line_of(document: Any, parts: list[str | int]) -> int:
     return line + 1
 
 
-def _fields_at(parts: list[str | int]) -> list[str]:
+def _fields_at(parts: list[str | int], options: OptionsSpec | None = None) -> list[str]:
+    """Field names of the struct at ``parts`` (in Config, or in a handler's options)."""
     struct: Any = Config
+    if options is not None:
+        depth = 1 if options.section and parts[:1] == [options.section] else 3
+        struct, parts = options.options, parts[depth:]
     for part in parts:
         hints = msgspec.structs.fields(struct) if isinstance(struct, type) else ()
         field = next((f for f in hints if f.name == part), None)

@@ -11,6 +11,14 @@ A handler is a class with a unique ``name``, the names it ``requires``, and meth
 ``check()`` may return a reason to skip the handler (a missing kernel feature); ``run()`` is an
 optional long-lived task started with ``nursery.start`` (call ``task_status.started()`` once
 ready). The supervisor builds a fresh instance for every (re)start.
+
+``Options`` is the handler's typed options (a `HandlerOptions` struct): the daemon decodes
+``handlers.options.<name>`` (or the top-level ``section`` a built-in claims) from carte.yaml
+into it with file:line errors, and the handler reads ``self.ctx.options``.
+
+On its first start a handler also receives the facts of its types that were published since
+the daemon started and before it subscribed (from the journal), in order, before any newer
+one; a handler that rebuilds that state itself at start sets ``catch_up = False``.
 """
 
 from __future__ import annotations
@@ -21,9 +29,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+import msgspec
 import trio
 
 from carte.api.events import Command, Event, Fact, event_name
+from carte.engine.config import NoOptions, OptionsSpec, handler_options
 
 if TYPE_CHECKING:
     from carte.engine.bus import Bus
@@ -62,15 +72,18 @@ class HandlerContext:
     root: Path
     run_root: Path
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("carte.handler"))
-    options: Mapping[str, Any] = field(default_factory=dict)
-    """This handler's ``handlers.options.<name>`` mapping from carte.yaml (empty if none)."""
+    options: Any = field(default_factory=NoOptions)
+    """This handler's ``Options`` struct, decoded from carte.yaml."""
 
-    def for_handler(self, name: str) -> HandlerContext:
-        """A copy for handler ``name``: its own logger and its own options."""
+    def for_handler(self, handler: type[Handler]) -> HandlerContext:
+        """A copy for ``handler``: its own logger and its own options.
+
+        Raises ConfigError naming the handler when its options do not fit its ``Options``.
+        """
         return replace(
             self,
-            log=logging.getLogger(f"carte.handler.{name}"),
-            options=dict(self.config.handlers.options.get(name, {})),
+            log=logging.getLogger(f"carte.handler.{handler.name}"),
+            options=handler_options(self.config, handler.options_spec()),
         )
 
 
@@ -83,6 +96,17 @@ class Handler:
     """Command type -> name of the method that answers it (collected from ``@on``)."""
     facts: ClassVar[Mapping[type[Fact], tuple[str, ...]]] = {}
     """Fact type -> names of the methods called for it (collected from ``@on``)."""
+    Options: ClassVar[type[msgspec.Struct]] = NoOptions
+    """Typed options (subclass `HandlerOptions`); ``ctx.options`` is an instance."""
+    section: ClassVar[str] = ""
+    """A top-level carte.yaml section holding the options too (built-ins: ``network``...)."""
+    catch_up: ClassVar[bool] = True
+    """Receive, on the first start, the facts published since the daemon started."""
+
+    @classmethod
+    def options_spec(cls) -> OptionsSpec:
+        """Where carte.yaml holds this handler's options and what they must be."""
+        return OptionsSpec(name=cls.name, options=cls.Options, section=cls.section)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -110,6 +134,8 @@ class Handler:
         cls.facts = facts
 
     def __init__(self, ctx: HandlerContext) -> None:
+        if not isinstance(ctx.options, self.Options):  # a context not made by for_handler
+            ctx = ctx.for_handler(type(self))
         self.ctx = ctx
 
     async def check(self) -> str | None:

@@ -13,6 +13,7 @@ class Journal:
 
     def __init__(self, size: int) -> None:
         self._facts: deque[Fact] = deque(maxlen=max(size, 0))
+        self._appended = 0
 
     @property
     def size(self) -> int:
@@ -23,6 +24,20 @@ class Journal:
 
     def append(self, fact: Fact) -> None:
         self._facts.append(fact)
+        self._appended += 1
+
+    def mark(self) -> int:
+        """A position: `after(mark)` gives the facts appended since this call."""
+        return self._appended
+
+    def after(self, mark: int, types: tuple[type[Fact], ...] = (Fact,)) -> list[Fact]:
+        """Facts appended since `mark` that are still kept (the oldest may have been evicted),
+        oldest first, of the given types (subclasses match too)."""
+        newer = min(self._appended - mark, len(self._facts))
+        if newer <= 0:
+            return []
+        kept = list(self._facts)[len(self._facts) - newer :]
+        return [fact for fact in kept if isinstance(fact, types)]
 
     def resize(self, size: int) -> None:
         """Change the capacity (reloadable); shrinking keeps the newest facts."""

@@ -11,8 +11,13 @@ waits with exponential backoff and starts a fresh instance. Other handlers keep 
 runs again before the next start. A handler whose ``run()`` never reports started holds up
 the start of the handlers after it (and the daemon's readiness): report started promptly.
 
-A restarted handler misses the facts published while it was down; it should rebuild what it
-needs from the store (the source of truth) when it starts. Cancellation (daemon shutdown)
+On its first start a handler first receives, from the journal, the facts of its types that
+were published since the supervisor was made and before it subscribed (a plugin that starts
+last still sees the ``ContainerExited`` the containers handler published while re-adopting),
+unless it sets ``catch_up = False``. A restarted handler misses the facts published while it
+was down; it should rebuild what it needs from the store (the source of truth) when it starts.
+`announce` publishes a fact and waits until every running subscriber handled it: the daemon
+sends ``DaemonStopping`` that way before it cancels the handlers. Cancellation (daemon shutdown)
 stops every handler and is never swallowed.
 """
 
@@ -25,8 +30,8 @@ from typing import Any
 
 import trio
 
-from carte.api.events import Command, HandlerCrashed, HandlerSkipped, HandlerStarted
-from carte.engine.config import BackoffConfig, Config
+from carte.api.events import Command, Fact, HandlerCrashed, HandlerSkipped, HandlerStarted
+from carte.engine.config import BackoffConfig, Config, handler_options
 from carte.engine.handler import Handler, HandlerContext
 from carte.engine.log import describe_error
 from carte.engine.roster import Plan
@@ -72,6 +77,8 @@ class Supervisor:
         self._log = log or logging.getLogger("carte.engine.supervisor")
         self._contexts: dict[str, HandlerContext] = {}
         self._status: dict[str, HandlerStatus] = {}
+        self._since_start = ctx.bus.journal.mark()
+        self._announced: tuple[Fact, set[str], trio.Event] | None = None
         for name in plan.disabled:
             self._status[name] = HandlerStatus(
                 name, HandlerState.DISABLED, "disabled in carte.yaml (handlers)"
@@ -95,9 +102,28 @@ class Supervisor:
         """Use ``config`` from now on: new backoff, and every handler's ``ctx.config``/options."""
         self._backoff = config.supervisor.backoff
         self._base_ctx.config = config
-        for name, ctx in self._contexts.items():
-            ctx.config = config
-            ctx.options = dict(config.handlers.options.get(name, {}))
+        for handler in self._plan.handlers:
+            ctx = self._contexts.get(handler.name)
+            if ctx is not None:
+                ctx.config = config
+                ctx.options = handler_options(config, handler.options_spec())
+
+    async def announce(self, fact: Fact) -> None:
+        """Publish ``fact`` and wait until every running handler subscribed to its type has
+        handled it. Callers bound the wait (``trio.move_on_after``): a handler that crashes
+        or hangs meanwhile is never done. Cancellation leaves the fact published."""
+        waiting = {
+            handler.name
+            for handler in self._plan.handlers
+            if self._status[handler.name].state is HandlerState.RUNNING
+            and any(isinstance(fact, fact_type) for fact_type in handler.facts)
+        }
+        done = trio.Event()
+        self._announced = (fact, waiting, done)
+        if not waiting:
+            done.set()
+        await self._bus.publish(fact)
+        await done.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Start every handler in plan order, then report started; runs until cancelled.
@@ -133,7 +159,8 @@ class Supervisor:
 
     async def _supervise(self, handler_type: type[Handler], first_outcome: trio.Event) -> None:
         name = handler_type.name
-        ctx = self._contexts.setdefault(name, self._base_ctx.for_handler(name))
+        ctx = self._contexts.get(name) or self._base_ctx.for_handler(handler_type)
+        self._contexts[name] = ctx
         status = self._status[name]
         delay = self._backoff.initial
         checked = False
@@ -181,7 +208,8 @@ class Supervisor:
         """One life of ``handler``: subscribe, run, route commands, wait; ends only by raising."""
         async with trio.open_nursery() as nursery:
             if handler.facts:
-                await nursery.start(self._dispatch_facts, handler)
+                catch_up = handler.catch_up and status.restarts == 0
+                await nursery.start(self._dispatch_facts, handler, catch_up)
             await nursery.start(handler.run)
             self._bus.attach(
                 handler.name,
@@ -197,14 +225,30 @@ class Supervisor:
             await trio.sleep_forever()
 
     async def _dispatch_facts(
-        self, handler: Handler, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        handler: Handler,
+        catch_up: bool,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Feed ``handler``'s fact methods from its own channel, in publication order."""
-        subscriptions = tuple(handler.facts.items())
+        """Feed ``handler``'s fact methods from its own channel, in publication order; with
+        ``catch_up``, the journal's facts since the supervisor started come first."""
         async with self._bus.subscribe(*handler.facts) as facts:
+            # subscribing did not checkpoint: the backlog ends where the channel begins
+            backlog = self._bus.journal.after(self._since_start, tuple(handler.facts))
             task_status.started()
+            for fact in backlog if catch_up else ():
+                await self._deliver(handler, fact)
             async for fact in facts:
-                for fact_type, methods in subscriptions:
-                    if isinstance(fact, fact_type):
-                        for method in methods:
-                            await getattr(handler, method)(fact)
+                await self._deliver(handler, fact)
+
+    async def _deliver(self, handler: Handler, fact: Fact) -> None:
+        for fact_type, methods in handler.facts.items():
+            if isinstance(fact, fact_type):
+                for method in methods:
+                    await getattr(handler, method)(fact)
+        if self._announced is not None and self._announced[0] is fact:
+            _, waiting, done = self._announced
+            waiting.discard(handler.name)
+            if not waiting:
+                done.set()

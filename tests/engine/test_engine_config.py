@@ -6,7 +6,17 @@ import msgspec
 import pytest
 
 from carte.engine import Config, ConfigError, apply_overrides, load_config, reload, reloaded
-from carte.engine.config import DEFAULT_CONFIG_FILE
+from carte.engine.config import (
+    DEFAULT_CONFIG_FILE,
+    HandlerOptions,
+    OptionsSpec,
+    handler_options,
+)
+from carte.handlers import BUILTIN
+from carte.handlers.containers import ContainersOptions
+from carte.plugins.webhook import WebhookHandler
+
+BUILTIN_SPECS = [handler.options_spec() for handler in (*BUILTIN, WebhookHandler)]
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -15,9 +25,9 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def error_of(path: Path) -> str:
+def error_of(path: Path, handlers: list[OptionsSpec] | None = None) -> str:
     with pytest.raises(ConfigError) as caught:
-        load_config(path)
+        load_config(path, handlers)
     message = str(caught.value)
     assert "\n" not in message
     assert "Traceback" not in message
@@ -26,10 +36,15 @@ def error_of(path: Path) -> str:
 
 def test_the_shipped_file_holds_exactly_the_defaults() -> None:
     assert DEFAULT_CONFIG_FILE.exists()
-    assert load_config(DEFAULT_CONFIG_FILE) == Config()
+    config = load_config(DEFAULT_CONFIG_FILE, BUILTIN_SPECS)
+    assert msgspec.structs.replace(config, handlers=Config().handlers) == Config()
+    for spec in BUILTIN_SPECS:  # every handler's options as its Options' defaults
+        assert handler_options(config, spec) == spec.options()
     shipped = DEFAULT_CONFIG_FILE.read_text()
     for section in msgspec.structs.fields(Config):  # every section is documented
         assert f"\n{section.name}:" in shipped
+    for spec in BUILTIN_SPECS:
+        assert not spec.section or f"\n{spec.section}:" in shipped
 
 
 def test_defaults_match_the_documented_values() -> None:
@@ -37,8 +52,8 @@ def test_defaults_match_the_documented_values() -> None:
     assert config.daemon.root == "/var/lib/carte"
     assert config.daemon.socket_path == Path("/run/carte/carte.sock")
     assert config.supervisor.backoff.delays() == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2]
-    assert (config.containers.restart.base, config.containers.restart.cap) == (10.0, 300.0)
-    assert config.containers.restart.reset == 600.0
+    restart = handler_options(config, OptionsSpec("restart", ContainersOptions)).restart
+    assert (restart.base, restart.cap, restart.reset) == (10.0, 300.0, 600.0)
 
 
 def test_an_empty_file_means_defaults(tmp_path: Path) -> None:
@@ -126,7 +141,7 @@ def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
     )
 
 
-def test_handler_options_are_a_free_mapping(tmp_path: Path) -> None:
+def test_without_the_handlers_options_are_taken_as_written(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "handlers:\n  options:\n    webhook:\n      url: http://127.0.0.1:9/x\n"
@@ -183,3 +198,78 @@ def test_reload_can_remove_handler_options() -> None:
     applied, _ = reload(old, Config())
     assert applied == ["handlers.options.webhook"]
     assert reloaded(old, Config()).handlers.options == {}
+
+
+# --- handlers' typed options ---------------------------------------------------------------
+
+
+class HelloOptions(HandlerOptions, frozen=True, kw_only=True):
+    greeting: str = "hello"
+    times: int = 1
+
+
+HELLO = OptionsSpec("hello", HelloOptions)
+
+
+def test_a_handlers_options_decode_into_its_struct(tmp_path: Path) -> None:
+    path = write(tmp_path, "handlers:\n  options:\n    hello:\n      times: 3\n")
+    config = load_config(path, [HELLO])
+    assert handler_options(config, HELLO) == HelloOptions(times=3)
+    assert handler_options(load_config(None, [HELLO]), HELLO) == HelloOptions()
+
+
+def test_an_unknown_option_names_file_line_handler_and_the_choices(tmp_path: Path) -> None:
+    path = write(tmp_path, "handlers:\n  options:\n    hello:\n      times: 3\n      tmes: 4\n")
+    assert error_of(path, [HELLO]) == (
+        f'{path}:5: unknown key "tmes" in "handlers.options.hello"; expected one of greeting, times'
+    )
+
+
+def test_a_wrong_option_type_names_file_line_and_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "handlers:\n  options:\n    hello:\n      times: many\n")
+    assert error_of(path, [HELLO]) == (
+        f'{path}:4: "handlers.options.hello.times" must be an integer, got a string "many"; '
+        "fix the value"
+    )
+
+
+def test_options_for_a_handler_that_is_not_installed_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "handlers:\n  options:\n    helo:\n      times: 3\n")
+    message = error_of(path, [HELLO])
+    assert message.startswith(f'{path}:3: "handlers.options.helo": no installed handler')
+    assert "hello" in message
+
+
+def test_a_builtin_section_maps_onto_its_handlers_options(tmp_path: Path) -> None:
+    path = write(tmp_path, "containers:\n  stop_timeout: 3\n  restart:\n    cap: 60\n")
+    config = load_config(path, BUILTIN_SPECS)
+    for name in ("containers", "restart"):  # one section, read by both handlers
+        spec = next(spec for spec in BUILTIN_SPECS if spec.name == name)
+        options = handler_options(config, spec)
+        assert (options.stop_timeout, options.restart.cap) == (3, 60.0)
+
+
+def test_a_builtin_section_reports_its_own_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, "bus: {}\nnetwork:\n  dns: true\n  poolz: []\n")
+    message = error_of(path, BUILTIN_SPECS)
+    assert message.startswith(f'{path}:4: unknown key "poolz" in "network"; expected one of ')
+    assert "pools" in message
+    path = write(tmp_path, "images:\n  insecure_registries: localhost:5000\n")
+    assert error_of(path, BUILTIN_SPECS).startswith(
+        f'{path}:2: "images.insecure_registries" must be a list'
+    )
+
+
+def test_options_given_twice_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "network:\n  dns: false\nhandlers:\n  options:\n    network: {}\n")
+    assert error_of(path, BUILTIN_SPECS) == (
+        f'{path}:5: options of handler "network" are given twice, in "network" and in '
+        '"handlers.options.network"; keep one'
+    )
+
+
+def test_an_unknown_top_level_section_lists_the_handlers_sections(tmp_path: Path) -> None:
+    path = write(tmp_path, "netwrk:\n  dns: false\n")
+    message = error_of(path, BUILTIN_SPECS)
+    assert message.startswith(f'{path}:1: unknown key "netwrk" in the top level; ')
+    assert "network" in message and "store" in message

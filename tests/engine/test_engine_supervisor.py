@@ -226,15 +226,20 @@ async def test_handlers_get_their_own_options_and_reconfigure_swaps_them(
     import msgspec
 
     from carte.engine import Config
+    from carte.engine.config import HandlerOptions
 
-    seen: list[dict[str, object]] = []
+    seen: list[object] = []
+
+    class OptionedOptions(HandlerOptions, frozen=True, kw_only=True):
+        url: str = ""
 
     class Optioned(Handler):
         name = "optioned"
+        Options = OptionedOptions
 
         @on(Echo)
         async def echo(self, command: Echo) -> str:
-            seen.append(dict(self.ctx.options))
+            seen.append(self.ctx.options)
             return self.ctx.log.name
 
     config = msgspec.convert({"handlers": {"options": {"optioned": {"url": "a"}}}}, Config)
@@ -248,7 +253,7 @@ async def test_handlers_get_their_own_options_and_reconfigure_swaps_them(
         )
         await engine_ctx.bus.request(Echo(text=""))
         nursery.cancel_scope.cancel()
-    assert seen == [{"url": "a"}, {"url": "b"}]
+    assert seen == [OptionedOptions(url="a"), OptionedOptions(url="b")]
 
 
 class BrokenAtBirth(Handler):

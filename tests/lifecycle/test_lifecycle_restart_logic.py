@@ -49,8 +49,8 @@ from carte.engine import (
     apply_overrides,
     on,
 )
-from carte.engine.config import RestartBackoffConfig
 from carte.engine.store import encode_value
+from carte.handlers.containers import RestartBackoffOptions
 from carte.handlers.lifecycle._restart import DAEMON_PID, RestartHandler
 from carte.handlers.lifecycle._restart_policy import RestartBackoff, restart_wanted
 
@@ -142,11 +142,7 @@ async def exit_container(
     )
 
 
-BACKOFF = {
-    "containers.restart.base": 1.0,
-    "containers.restart.cap": 4.0,
-    "containers.restart.reset": 30.0,
-}
+BACKOFF = {"handlers.options.restart": {"restart": {"base": 1.0, "cap": 4.0, "reset": 30.0}}}
 
 
 class MemoryStore:
@@ -343,7 +339,7 @@ def test_restart_wanted(
 
 
 def test_backoff_defaults_are_dockers_sequence_in_the_issue() -> None:
-    config, backoff = RestartBackoffConfig(), RestartBackoff()
+    config, backoff = RestartBackoffOptions(), RestartBackoff()
     delays = [backoff.next_delay(config, ran_for=1) for _ in range(7)]
     assert delays == [10, 20, 40, 80, 160, 300, 300]
     assert backoff.next_delay(config, ran_for=600) == 10

@@ -41,6 +41,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "networks": DAEMON,
     "packaging": DAEMON,
     "plugins": DAEMON,
+    "plugins/test_plugins_docs.py": (),
+    "plugins/test_plugins_kit.py": (),
     "runtime": ("root", "kernel"),
     "runtime/test_runtime_podman.py": ("root", "kernel", "peers"),
     "runtime_cgroups": ("root", "kernel"),

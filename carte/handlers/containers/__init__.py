@@ -8,6 +8,7 @@ routes (JSON commands are served generically by the http handler).
 from carte.handlers.containers._archive_routes import register_archive_routes
 from carte.handlers.containers._handler import ContainersHandler
 from carte.handlers.containers._interactive_routes import register_interactive_routes
+from carte.handlers.containers._options import ContainersOptions, RestartBackoffOptions
 from carte.handlers.containers._routes import register_container_routes
 from carte.handlers.containers._spec import resolve_user
 from carte.handlers.containers._tools import ContainerToolsHandler
@@ -15,6 +16,8 @@ from carte.handlers.containers._tools import ContainerToolsHandler
 __all__ = [
     "ContainerToolsHandler",
     "ContainersHandler",
+    "ContainersOptions",
+    "RestartBackoffOptions",
     "register_archive_routes",
     "register_container_routes",
     "register_interactive_routes",

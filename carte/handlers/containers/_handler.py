@@ -88,6 +88,7 @@ from carte.engine import Handler, HandlerContext, on
 from carte.handlers.containers._batch_exec import run_exec
 from carte.handlers.containers._filters import matches_filters
 from carte.handlers.containers._loopback import loopback_up
+from carte.handlers.containers._options import ContainersOptions
 from carte.handlers.containers._records import (
     ContainerRecord,
     Records,
@@ -142,6 +143,8 @@ class ContainersHandler(Handler):
     """Containers: the lifecycle commands of carte/api/events.py, and their facts."""
 
     name = "containers"
+    Options = ContainersOptions
+    section = "containers"
 
     def __init__(self, ctx: HandlerContext) -> None:
         super().__init__(ctx)
@@ -369,7 +372,7 @@ class ContainersHandler(Handler):
         """Create the container under a new shim and return its pid; on failure the shim
         cleaned up after itself and the error (one line) is raised."""
         paths = self.paths(record.id)
-        log = self.ctx.config.containers.log
+        log = self.ctx.options.log
         try:
             report = await self.launcher.create(
                 container_id=record.id,
@@ -629,7 +632,7 @@ class ContainersHandler(Handler):
         stop_signal = parse_signal(record.config.stop_signal or "TERM")
         timeout = grace if grace is not None else record.config.stop_timeout
         if timeout is None:
-            timeout = self.ctx.config.containers.stop_timeout
+            timeout = self.ctx.options.stop_timeout
         await self._signal(record, stop_signal, all_processes=False)
         if record.state.status == "paused":
             await self._freeze(record.id, freeze=False)

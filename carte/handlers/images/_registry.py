@@ -29,6 +29,7 @@ from carte.api.events import (
 )
 from carte.api.images import PullResult, PushResult, RegistryLogin
 from carte.engine import Handler, HandlerContext, on
+from carte.handlers.images._options import RegistryOptions
 from carte.image import ImageStore, Progress, Registry, parse_reference
 from carte.image.auth import Credentials, SuppliedCredentials
 
@@ -50,7 +51,7 @@ def registry_client(
 ) -> Registry:
     """A client for `host` with the request's login and the daemon's insecure-registry list."""
     credentials = Credentials(username=login.username, password=login.password) if login else None
-    insecure_hosts = [*ctx.config.images.insecure_registries, *([host] if insecure else [])]
+    insecure_hosts = [*ctx.options.insecure_registries, *([host] if insecure else [])]
     return Registry(
         host,
         credentials=SuppliedCredentials(host, credentials),
@@ -122,6 +123,8 @@ class RegistryHandler(Handler):
     """pull, push, login (checking credentials; the client keeps them)."""
 
     name = "registry"
+    Options = RegistryOptions
+    section = "images"
 
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx

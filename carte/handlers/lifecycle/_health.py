@@ -40,6 +40,8 @@ class HealthHandler(Handler):
 
     name = "health"
     requires = ("containers",)
+    section = "health"  # no options yet
+    catch_up = False  # run() probes the containers already running
 
     def __init__(self, ctx: HandlerContext) -> None:
         super().__init__(ctx)

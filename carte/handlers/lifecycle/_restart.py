@@ -33,6 +33,7 @@ from carte.api.events import (
 )
 from carte.api.timestamps import parse_rfc3339
 from carte.engine import Handler, HandlerContext, on
+from carte.handlers.containers import ContainersOptions
 from carte.handlers.lifecycle._restart_policy import RestartBackoff, restart_wanted
 
 MEMOS = "restart-policy/"
@@ -51,6 +52,9 @@ class RestartHandler(Handler):
 
     name = "restart"
     requires = ("containers",)
+    Options = ContainersOptions  # the backoff is containers.restart in carte.yaml
+    section = "containers"
+    catch_up = False  # run() restores what exited while the daemon was down
 
     def __init__(self, ctx: HandlerContext) -> None:
         super().__init__(ctx)
@@ -159,7 +163,7 @@ class RestartHandler(Handler):
         state = details.state
         ran_for = max(0.0, parse_rfc3339(state.finished_at) - parse_rfc3339(state.started_at))
         backoff = self._backoffs.setdefault(container_id, RestartBackoff())
-        delay = backoff.next_delay(self.ctx.config.containers.restart, ran_for)
+        delay = backoff.next_delay(self.ctx.options.restart, ran_for)
         await self._schedule(details, memo, delay=delay)
 
     async def _schedule(

@@ -8,7 +8,7 @@ once a run lasted `reset` seconds). Values come from carte.yaml `containers.rest
 from __future__ import annotations
 
 from carte.api.containers import RestartPolicy
-from carte.engine.config import RestartBackoffConfig
+from carte.handlers.containers import RestartBackoffOptions
 
 
 def restart_wanted(
@@ -43,7 +43,7 @@ class RestartBackoff:
     def __init__(self) -> None:
         self.delay = 0.0
 
-    def next_delay(self, config: RestartBackoffConfig, ran_for: float) -> float:
+    def next_delay(self, config: RestartBackoffOptions, ran_for: float) -> float:
         """The wait before the next restart of a run that lasted `ran_for` seconds."""
         if ran_for >= config.reset or self.delay <= 0:
             self.delay = config.base

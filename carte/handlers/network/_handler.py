@@ -47,6 +47,7 @@ from carte.api.networks import Network, NetworkMember, NetworkPolicy, NetworkPru
 from carte.api.timestamps import now_rfc3339
 from carte.engine import Handler, HandlerContext, on
 from carte.handlers.network._dns import Resolver, host_upstreams, parse_upstream
+from carte.handlers.network._options import NetworkOptions
 from carte.handlers.network._records import (
     DEFAULT_NAMES,
     DEFAULT_NETWORK,
@@ -101,12 +102,14 @@ class NetworkHandler(Handler):
     """Networks and container endpoints; owns Carte's nftables table and the DNS resolver."""
 
     name = "network"
+    Options = NetworkOptions
+    section = "network"
     # Connect/DisconnectNetwork ask the containers handler (ResolveContainer) without requiring
     # it: that would start this handler after it, yet it detaches networks while it starts.
 
     def __init__(self, ctx: HandlerContext) -> None:
         super().__init__(ctx)
-        settings = ctx.config.network
+        settings: NetworkOptions = self.ctx.options
         self.table = nft_table_name(ctx.root)
         self.default_bridge = default_bridge_name(ctx.root, settings.default_bridge)
         self.pools = [parse_pool(p) for p in settings.pools]
@@ -158,7 +161,7 @@ class NetworkHandler(Handler):
         networks = [
             n for n in self._networks.values() if n.has_bridge or n.bridge in self._bridges_up
         ]
-        ruleset = build_ruleset(self.table, networks, log_denied=self.ctx.config.network.log_denied)
+        ruleset = build_ruleset(self.table, networks, log_denied=self.ctx.options.log_denied)
         if any(n.policies for n in ruleset.networks):
             if await trio.to_thread.run_sync(sysctl.enable_bridge_netfilter):
                 self.ctx.log.info("enabled net.bridge.bridge-nf-call-iptables for policies")
@@ -320,7 +323,7 @@ class NetworkHandler(Handler):
         await self._host(lambda links: links.delete_link(network.bridge))
 
     async def _start_dns(self, network: NetworkRecord) -> None:
-        if not self.ctx.config.network.dns or self._nursery is None:
+        if not self.ctx.options.dns or self._nursery is None:
             return
         if network.bridge in self._dns_scopes:
             return
@@ -614,7 +617,7 @@ class NetworkHandler(Handler):
             gateway=updated.gateway,
             mac_address=made.mac,
             aliases=list(aliases),
-            dns_servers=[updated.gateway] if self.ctx.config.network.dns else [],
+            dns_servers=[updated.gateway] if self.ctx.options.dns else [],
             ports=resolved_ports,
         )
 

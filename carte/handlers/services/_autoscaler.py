@@ -26,6 +26,7 @@ from carte.api.events import (
 )
 from carte.engine import Handler, HandlerContext, on
 from carte.handlers.services._autoscale_rule import Metric, Stabilizer, recommend
+from carte.handlers.services._options import AutoscalerOptions
 
 
 class AutoscalerHandler(Handler):
@@ -33,6 +34,8 @@ class AutoscalerHandler(Handler):
 
     name = "autoscaler"
     requires = ("stacks", "container-tools")
+    Options = AutoscalerOptions
+    section = "autoscaler"
 
     def __init__(self, ctx: HandlerContext) -> None:
         super().__init__(ctx)
@@ -45,7 +48,7 @@ class AutoscalerHandler(Handler):
         """Evaluate every autoscaled service each period until cancelled."""
         task_status.started()
         while True:
-            await trio.sleep(self.ctx.config.autoscaler.sync_period)
+            await trio.sleep(self.ctx.options.sync_period)
             for key, service in list(self._services.items()):
                 try:
                     await self._evaluate(key, service)
@@ -114,7 +117,7 @@ class AutoscalerHandler(Handler):
             metrics.append(Metric(utilization=cpu_percent, target=spec.target_cpu_percent))
         if memory_percent is not None and spec.target_memory_percent:
             metrics.append(Metric(utilization=memory_percent, target=spec.target_memory_percent))
-        tolerance = self.ctx.config.autoscaler.tolerance
+        tolerance = self.ctx.options.tolerance
         recommended = recommend(current, metrics, tolerance) if metrics else current
         desired = self._stabilizers[key].decide(now, current, recommended, spec.min, spec.max)
         reason = _reason(current, desired, recommended, bool(metrics))

@@ -42,6 +42,7 @@ class ServicesHandler(Handler):
 
     name = "services"
     requires = ("network", "stacks")
+    catch_up = False  # run() rebuilds VIPs and ready sets from the store and ListReplicas
 
     def __init__(self, ctx: HandlerContext) -> None:
         super().__init__(ctx)
