@@ -108,6 +108,13 @@ class ContainerConfig(_Wire, kw_only=True):
     network_aliases: list[str] = []
     ip: str = ""
     ports: list[PortSpec] = []
+    sysctls: dict[str, str] = {}
+    """Namespaced kernel parameters set inside the container (`net.*`, `kernel.shm*`...)."""
+    extra_hosts: list[str] = []
+    """"NAME:IP" lines added to the container's /etc/hosts."""
+    dns: list[str] = []
+    """Name servers written to /etc/resolv.conf after the network's own resolver."""
+    dns_search: list[str] = []
     publish_all: bool = False
     log: LogOptions = msgspec.field(default_factory=LogOptions)
 

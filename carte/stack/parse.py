@@ -397,6 +397,10 @@ def _untagged(node: Any, path: Path, source: Source, env: dict[str, str], missin
     if isinstance(node, bool) or type(node).__name__ == "ScalarBoolean":
         return bool(node)
     if isinstance(node, int):
+        width = getattr(node, "_width", None)
+        digits = str(int(node))
+        if width and width > len(digits) and set(digits) <= set("01234567"):
+            return int(digits, 8)  # 0440: octal, as Compose's YAML reads file modes
         return int(node)
     if isinstance(node, float):
         return float(node)

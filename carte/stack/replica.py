@@ -9,13 +9,15 @@ import msgspec
 from carte.api.containers import (
     ContainerConfig,
     HealthConfig,
+    LogOptions,
     MountSpec,
     Resources,
     RestartPolicy,
+    Ulimit,
 )
 from carte.api.stacks import REPLICA_LABEL, REVISION_LABEL, SERVICE_LABEL, STACK_LABEL
 from carte.stack import normalize
-from carte.stack.model import Deploy, Service, VolumeLong
+from carte.stack.model import Deploy, FileRef, Service, VolumeLong
 
 
 def image_name(stack: str, name: str, service: Service) -> str:
@@ -44,12 +46,87 @@ def template(service: Service) -> bytes:
 
 
 def resources(service: Service) -> Resources:
+    """deploy.resources.limits, else the older top-level mem_limit, cpus, pids_limit; and
+    ulimits."""
     limits = service.deploy.resources.limits
     return Resources(
-        memory=normalize.size_bytes(limits.memory),
-        nano_cpus=normalize.nano_cpus(limits.cpus),
-        pids_limit=limits.pids,
+        memory=normalize.size_bytes(limits.memory or service.mem_limit),
+        nano_cpus=normalize.nano_cpus(limits.cpus or service.cpus),
+        pids_limit=limits.pids or service.pids_limit,
+        ulimits=[
+            Ulimit(name=name, soft=value, hard=value)
+            if isinstance(value, int)
+            else Ulimit(name=name, soft=value.soft, hard=value.hard)
+            for name, value in service.ulimits.items()
+        ],
     )
+
+
+def file_mounts(service: Service, files_dir: str) -> list[MountSpec]:
+    """The service's secrets (at /run/secrets/NAME or their target) and configs (at /NAME or
+    their target), bound read-only from the files the stacks handler wrote in `files_dir`
+    (see `file_refs`)."""
+    return [
+        MountSpec(
+            type="bind",
+            source=os.path.join(files_dir, kind, name),
+            target=target,
+            read_only=True,
+        )
+        for kind, name, target, _mode, _uid, _gid in file_refs(service)
+    ]
+
+
+def file_refs(service: Service) -> list[tuple[str, str, str, int, int, int]]:
+    """(kind, name, target, mode, uid, gid) of each secret and config the service uses, with
+    Compose's defaults (mode 0444, owner root)."""
+    out = []
+    for kind, refs in (("secrets", service.secrets), ("configs", service.configs)):
+        for ref in refs:
+            ref = ref if isinstance(ref, FileRef) else FileRef(source=ref)
+            target = ref.target or ref.source
+            if not target.startswith("/"):
+                target = f"/run/secrets/{target}" if kind == "secrets" else f"/{target}"
+            mode = ref.mode if ref.mode is not None else 0o444
+            out.append(
+                (
+                    kind,
+                    ref.source,
+                    target,
+                    mode if isinstance(mode, int) else int(mode, 8),
+                    int(ref.uid or 0),
+                    int(ref.gid or 0),
+                )
+            )
+    return out
+
+
+def volume_mounts(
+    stack: str, service: Service, project_dir: str, names: dict[str, str] | None = None
+) -> list[MountSpec]:
+    """The service's volumes and tmpfs mounts (what `volumes_from` of another service takes)."""
+    mounts = [_mount(stack, item, project_dir, names or {}) for item in service.volumes]
+    for entry in normalize.strings(service.tmpfs):
+        target, _, options = entry.partition(":")
+        size = 0
+        for option in options.split(","):
+            key, _, value = option.partition("=")
+            if key == "size" and value:
+                size = normalize.size_bytes(value)
+        mounts.append(MountSpec(type="tmpfs", target=target, tmpfs_size=size))
+    return mounts
+
+
+def network_mode(service: Service) -> str:
+    """The container network of `network_mode` ("" when the service uses networks)."""
+    mode = service.network_mode
+    if mode in ("none", "host"):
+        return mode
+    return ""
+
+
+def container_name(stack: str, name: str, service: Service, replica: int) -> str:
+    return service.container_name or f"{stack}_{name}_{replica}-{secrets.token_hex(2)}"
 
 
 def replica_config(
@@ -61,9 +138,16 @@ def replica_config(
     revision: int,
     project_dir: str,
     env_files: dict[str, str],
+    files_dir: str = "",
+    shared_mounts: list[MountSpec] | None = None,
+    network_names: dict[str, str] | None = None,
+    volume_names: dict[str, str] | None = None,
 ) -> ContainerConfig:
     """The config of replica `replica` of `name` at `revision`. `env_files` maps each env_file
-    path to its text (the caller reads them). Restart is "no": the stacks handler heals."""
+    path to its text (the caller reads them); `files_dir` holds the service's secrets and
+    configs (`file_mounts`); `shared_mounts` are those `volumes_from` takes (the caller
+    resolves them); `network_names`/`volume_names` map the manifest's names to the daemon's
+    (default: `<stack>_<name>`). Restart is "no": the stacks handler heals."""
     env: dict[str, str | None] = {}
     files = [service.env_file] if isinstance(service.env_file, str) else service.env_file
     from carte.stack.interpolate import parse_dotenv
@@ -82,9 +166,15 @@ def replica_config(
     )
     networks = normalize.networks(service)
     first = "default" if "default" in networks else next(iter(networks))
+    mode = network_mode(service)
+    mounts = volume_mounts(stack, service, project_dir, volume_names)
+    targets = {m.target for m in mounts}
+    mounts += [m for m in shared_mounts or [] if m.target not in targets]
+    mounts += file_mounts(service, files_dir) if files_dir else []
+    logging = service.logging.options
     return ContainerConfig(
         image=image_name(stack, name, service),
-        name=f"{stack}_{name}_{replica}-{secrets.token_hex(2)}",
+        name=container_name(stack, name, service, replica),
         cmd=normalize.words(service.command),
         entrypoint=normalize.words(service.entrypoint),
         env=[f"{k}={v}" for k, v in env.items() if v is not None],
@@ -92,8 +182,13 @@ def replica_config(
         user=service.user,
         hostname=service.hostname,
         labels=labels,
-        mounts=[_mount(stack, item, project_dir) for item in service.volumes],
+        tty=service.tty,
+        open_stdin=service.stdin_open,
+        mounts=mounts,
         resources=resources(service),
+        cap_add=list(service.cap_add),
+        cap_drop=list(service.cap_drop),
+        security_opt=list(service.security_opt),
         init=service.init,
         read_only=service.read_only,
         restart=RestartPolicy(name="no"),
@@ -104,8 +199,19 @@ def replica_config(
             else None
         ),
         healthcheck=_healthcheck(service),
-        network=network_name(stack, first),
-        network_aliases=[f"tasks.{name}", f"{name}_{replica}", *networks[first].aliases],
+        network=mode or (network_names or {}).get(first) or network_name(stack, first),
+        network_aliases=(
+            [] if mode else [f"tasks.{name}", f"{name}_{replica}", *networks[first].aliases]
+        ),
+        ip="" if mode else networks[first].ipv4_address,
+        sysctls={k: v or "" for k, v in normalize.mapping(service.sysctls).items()},
+        extra_hosts=normalize.extra_hosts(service),
+        dns=normalize.strings(service.dns),
+        dns_search=normalize.strings(service.dns_search),
+        log=LogOptions(
+            max_size=normalize.size_bytes(logging["max-size"]) if "max-size" in logging else None,
+            max_file=int(logging["max-file"]) if "max-file" in logging else None,
+        ),
     )
 
 
@@ -127,7 +233,9 @@ def _healthcheck(service: Service) -> HealthConfig | None:
     )
 
 
-def _mount(stack: str, item: str | VolumeLong, project_dir: str) -> MountSpec:
+def _mount(
+    stack: str, item: str | VolumeLong, project_dir: str, names: dict[str, str]
+) -> MountSpec:
     if isinstance(item, str):
         parts = item.split(":")
         read_only = len(parts) == 3 and "ro" in parts[2].split(",")
@@ -143,5 +251,5 @@ def _mount(stack: str, item: str | VolumeLong, project_dir: str) -> MountSpec:
     if item.type == "bind":
         source = os.path.normpath(os.path.join(project_dir, os.path.expanduser(source)))
     elif item.type == "volume" and source:
-        source = f"{stack}_{source}"
+        source = names.get(source) or f"{stack}_{source}"
     return MountSpec(type=item.type, source=source, target=item.target, read_only=item.read_only)

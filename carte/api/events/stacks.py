@@ -38,6 +38,8 @@ class ApplyStack(Command[Plan], frozen=True, kw_only=True):
     project_dir: str = ""
     env: dict[str, str] = {}
     dry_run: bool = False
+    profiles: list[str] = []
+    """Compose profiles to enable (`--profile`); services without profiles always run."""
 
 
 class RemoveStack(Command[None], frozen=True, kw_only=True):

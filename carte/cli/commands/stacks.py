@@ -60,6 +60,13 @@ def _apply(parser: argparse.ArgumentParser) -> None:
         help="stack name (default: the file's name:, else its directory)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    parser.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        dest="profiles",
+        help="enable services of this Compose profile (repeatable; also COMPOSE_PROFILES)",
+    )
 
 
 def _stack_name(parser: argparse.ArgumentParser) -> None:
@@ -127,6 +134,11 @@ def apply(session: Session) -> int:
     try:
         with open(path, encoding="utf-8") as file:
             text = file.read()
+    except FileNotFoundError:
+        if session.args.file:
+            return fail(f"{given}: the Compose file is missing ({path}); check the path")
+        names = ", ".join(_DEFAULT_FILES)
+        return fail(f"no Compose file ({names}) in {os.getcwd()}; pass one with -f")
     except OSError as error:
         return fail(f"{given}: {error.strerror}; pass the Compose file with -f")
     project_dir = os.path.dirname(path)
@@ -139,6 +151,7 @@ def apply(session: Session) -> int:
         project_dir=project_dir,
         env=dict(os.environ),
         dry_run=session.args.dry_run,
+        profiles=session.args.profiles,
     )
     out = session.output
     if out.json:

@@ -108,9 +108,11 @@ from carte.handlers.containers._shims import (
 from carte.handlers.containers._spec import (
     ContainerPaths,
     build_spec,
+    extra_hosts_text,
     live_resources,
     merge_image_defaults,
     parse_signal,
+    resolv_conf_text,
 )
 from carte.handlers.containers._volume_seed import seed_volume
 from carte.runtime.shim.client import ShimError, read_exit_file, socket_path
@@ -479,11 +481,13 @@ class ContainersHandler(Handler):
         except Unavailable:
             return
         paths = self.paths(record.id)
-        if endpoint.dns_servers:
-            resolv = "".join(f"nameserver {server}\n" for server in endpoint.dns_servers)
+        if endpoint.dns_servers or config.dns or config.dns_search:
+            resolv = resolv_conf_text([*endpoint.dns_servers, *config.dns], config.dns_search)
             await self._thread(lambda: _rewrite(paths.resolv_conf, resolv))
         if endpoint.ip_address:
-            hosts = _hosts_file(config.hostname or record.short_id, endpoint.ip_address)
+            hosts = _hosts_file(
+                config.hostname or record.short_id, endpoint.ip_address, config.extra_hosts
+            )
             await self._thread(lambda: _rewrite(paths.hosts_file, hosts))
 
         def attached(r: ContainerRecord) -> None:
@@ -1047,21 +1051,23 @@ def _write_bundle(paths: ContainerPaths, spec: object, record: ContainerRecord) 
         directory.mkdir()
     hostname = record.config.hostname or record.short_id
     paths.hostname_file.write_text(hostname + "\n")
-    paths.hosts_file.write_text(_hosts_file(hostname, "127.0.1.1"))
+    paths.hosts_file.write_text(_hosts_file(hostname, "127.0.1.1", record.config.extra_hosts))
     resolv = ""
     if record.config.network == "host":
         try:
             resolv = Path("/etc/resolv.conf").read_text()
         except OSError:
             resolv = ""
+    if record.config.dns or record.config.dns_search:
+        resolv = resolv_conf_text(record.config.dns, record.config.dns_search)
     paths.resolv_conf.write_text(resolv)
     (paths.directory / "config.json").write_bytes(encode_spec(spec))
 
 
-def _hosts_file(hostname: str, address: str) -> str:
+def _hosts_file(hostname: str, address: str, extra_hosts: list[str] | None = None) -> str:
     return (
         f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{address}\t{hostname}\n"
-    )
+    ) + extra_hosts_text(extra_hosts or [])
 
 
 def _rewrite(path: Path, text: str) -> None:

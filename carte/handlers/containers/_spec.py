@@ -212,6 +212,7 @@ def build_spec(
         spec.mounts = [m for m in spec.mounts if m.destination != "/etc/hostname"]
         spec.linux.namespaces = [ns for ns in spec.linux.namespaces if ns.type != "uts"]
     _share_host_namespaces(spec, config)
+    spec.linux.sysctl = {**spec.linux.sysctl, **config.sysctls}
     spec.linux.resources = _resources(config.resources, spec.linux.resources)
     process.rlimits = _rlimits(config.resources, process.rlimits)
     caps = resolve_cap_changes(config.cap_add, config.cap_drop)
@@ -257,6 +258,24 @@ def _share_host_namespaces(spec: Spec, config: ContainerConfig) -> None:
             for mount in spec.mounts
         ]
     spec.linux.namespaces = [ns for ns in spec.linux.namespaces if ns.type not in shared]
+
+
+def extra_hosts_text(extra_hosts: list[str]) -> str:
+    """/etc/hosts lines for `NAME:IP` entries (`--add-host`, Compose's extra_hosts)."""
+    lines = []
+    for entry in extra_hosts:
+        name, _, address = entry.partition(":")
+        if name and address:
+            lines.append(f"{address.strip('[]')}\t{name}\n")
+    return "".join(lines)
+
+
+def resolv_conf_text(servers: list[str], search: list[str]) -> str:
+    """/etc/resolv.conf for `servers` (in order, repeats dropped) and search domains."""
+    lines = [f"nameserver {server}\n" for server in dict.fromkeys(servers)]
+    if search:
+        lines.append("search " + " ".join(search) + "\n")
+    return "".join(lines)
 
 
 def _has_env(env: list[str], key: str) -> bool:

@@ -32,11 +32,13 @@ from carte.api.events import (
     StopContainer,
 )
 from carte.api.stacks import SERVICE_LABEL, STACK_LABEL, AutoscaleSpec, Rollout
+from carte.handlers.stacks._files import shared_mounts, write_files
 from carte.handlers.stacks._readiness import watch_readiness
 from carte.handlers.stacks._records import ServiceRecord, load_service, service_key
 from carte.handlers.stacks._replicas import Replica, exit_code_of, replica_number, revision_of
 from carte.stack import image_name, network_name, normalize, replica_config, resources
 from carte.stack.model import Service, UpdateConfig
+from carte.stack.replica import file_refs
 
 if TYPE_CHECKING:
     from carte.engine import HandlerContext
@@ -124,7 +126,7 @@ class Converger:
             return True
         spec = record.spec
         policy = spec.deploy.restart_policy
-        condition = policy.condition
+        condition, _attempts = normalize.restart_policy(spec)
         occupied: list[ContainerSummary] = []
         healed = False
         for row in rows:
@@ -184,13 +186,14 @@ class Converger:
         """Whether restart_policy.max_attempts replacements were made within its window
         (0: ever since the daemon started)."""
         policy = record.spec.deploy.restart_policy
-        if policy.max_attempts <= 0:
+        _condition, attempts = normalize.restart_policy(record.spec)
+        if attempts <= 0:
             return False
         window = normalize.seconds(policy.window)
         times = self._failures.get((record.stack, record.name), [])
         if window > 0:
             times = [t for t in times if t >= trio.current_time() - window]
-        return len(times) >= policy.max_attempts
+        return len(times) >= attempts
 
     # --- replicas ------------------------------------------------------------------------
 
@@ -205,6 +208,10 @@ class Converger:
             revision=revision,
             project_dir=record.project_dir,
             env_files=record.env_files,
+            files_dir=await self._write_files(record, spec),
+            shared_mounts=await shared_mounts(self.ctx, self.rows, record, spec),
+            network_names=record.networks,
+            volume_names=record.volumes,
         )
         created = await self.ctx.bus.request(CreateContainer(config=config))
         try:
@@ -213,13 +220,14 @@ class Converger:
             await self._remove(created.id)
             raise
         for network, attach in normalize.networks(spec).items():
-            full = network_name(record.stack, network)
-            if full != config.network:
+            full = record.networks.get(network) or network_name(record.stack, network)
+            if full != config.network and not spec.network_mode:
                 await self.ctx.bus.request(
                     ConnectNetwork(
                         network=full,
                         container=created.id,
                         aliases=[f"tasks.{record.name}", *attach.aliases],
+                        ip=attach.ipv4_address,
                     )
                 )
         self.ctx.log.info("started replica %s", config.name)
@@ -344,6 +352,15 @@ class Converger:
         except NotFound:
             pass
 
+    async def _write_files(self, record: ServiceRecord, spec: Service) -> str:
+        """The directory holding the service's secrets and configs, written from the record
+        (under the run root, so never on disk after a reboot); "" when it uses none."""
+        if not file_refs(spec):
+            return ""
+        directory = self.ctx.run_root / "stacks" / record.stack / record.name
+        await trio.to_thread.run_sync(write_files, directory, spec, record.files)
+        return str(directory)
+
     # --- depends_on ----------------------------------------------------------------------
 
     async def wait_dependencies(self, record: ServiceRecord) -> None:
@@ -413,6 +430,8 @@ class Converger:
         config: UpdateConfig = (
             record.spec.deploy.rollback_config if rolling_back else record.spec.deploy.update_config
         )
+        if record.spec.container_name:  # one name: the old replica must go first
+            config = msgspec.structs.replace(config, order="stop-first")
         total = max(record.replicas, 1)
         rollout = msgspec.structs.replace(
             rollout,
@@ -587,7 +606,10 @@ def service_updated(record: ServiceRecord) -> ServiceUpdated:
         replicas=record.replicas,
         image=image_name(record.stack, record.name, spec),
         network=network_name(record.stack, "default"),
-        networks=[network_name(record.stack, n) for n in normalize.networks(spec)],
+        networks=[
+            record.networks.get(n) or network_name(record.stack, n)
+            for n in normalize.networks(spec)
+        ],
         ports=normalize.ports(spec),
         container_ports=normalize.container_ports(spec),
         resources=resources(spec),

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+from functools import partial
+from pathlib import Path
 
 import msgspec
 import trio
@@ -25,6 +28,7 @@ from carte.api.events import (
     HealthChanged,
     InspectImage,
     InspectService,
+    InspectVolume,
     ListNetworks,
     ListReplicas,
     ListRevisions,
@@ -53,6 +57,7 @@ from carte.api.stacks import (
 from carte.api.timestamps import now_rfc3339
 from carte.engine import Handler, HandlerContext, on
 from carte.handlers.stacks._converge import Converger, autoscale_spec, service_updated
+from carte.handlers.stacks._files import read_files
 from carte.handlers.stacks._policies import sync_policies
 from carte.handlers.stacks._records import (
     KEPT_REVISIONS,
@@ -68,6 +73,7 @@ from carte.handlers.stacks._records import (
 from carte.handlers.stacks._replicas import replica_number, revision_of
 from carte.stack import (
     ManifestError,
+    Source,
     image_name,
     load_manifest,
     network_name,
@@ -77,7 +83,8 @@ from carte.stack import (
     start_order,
     template,
 )
-from carte.stack.model import Build, Manifest, Service
+from carte.stack.model import Build, IpamPool, Manifest, NetworkDecl, Service
+from carte.stack.replica import file_refs
 
 _STACK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 
@@ -150,8 +157,15 @@ class StacksHandler(Handler):
         dotenv = await trio.to_thread.run_sync(_read_dotenv, project_dir)
         env = {**dotenv, **command.env}
         try:
-            manifest, _source, warnings = await trio.to_thread.run_sync(  # big files: off the loop
-                load_manifest, command.manifest, command.file_name, env
+            manifest, source, warnings = await trio.to_thread.run_sync(  # big files: off the loop
+                partial(
+                    load_manifest,
+                    command.manifest,
+                    command.file_name,
+                    env,
+                    project_dir=project_dir,
+                    profiles=list(command.profiles),
+                )
             )
         except ManifestError as error:
             raise InvalidArgument(str(error)) from None
@@ -165,9 +179,11 @@ class StacksHandler(Handler):
         for warning in warnings:
             self.ctx.log.warning("stack %s: %s", stack, warning)
         env_files = await trio.to_thread.run_sync(_read_env_files, project_dir, manifest)
+        files = await trio.to_thread.run_sync(read_files, project_dir, manifest, source, env)
         for name, service in manifest.services.items():
             if service.build is None:
                 await self._check_image(name, service.image)
+        await self._check_externals(stack, manifest, source)
         async with self._apply_lock:
             stored = {r.name: r for r in await load_services(self.ctx.store, stack)}
             plan = await self._plan(stack, manifest, stored)
@@ -176,11 +192,20 @@ class StacksHandler(Handler):
             for name, service in manifest.services.items():
                 if isinstance(service.build, str | Build) and _builds(plan, name):
                     await self._build(stack, name, service, project_dir)
+            declared = _declared_networks(stack, manifest)
             for action in plan.actions:
                 if action.kind == "network" and action.action == "create":
-                    await self._create_network(stack, action.name)
+                    await self._create_network(stack, action.name, declared.get(action.name))
             await sync_policies(self.ctx.bus, network_name(stack, "default"), manifest)
             records = self._records(stack, manifest, stored, project_dir, env_files)
+            for record in records:
+                record.networks = network_map(stack, manifest)
+                record.volumes = volume_map(stack, manifest)
+                record.files = {
+                    f"{kind}/{name}": files[f"{kind}/{name}"]
+                    for kind, name, *_ in file_refs(record.spec)
+                    if f"{kind}/{name}" in files
+                }
             stack_record = StackRecord(
                 name=stack,
                 file_name=command.file_name,
@@ -311,20 +336,72 @@ class StacksHandler(Handler):
             service.build if isinstance(service.build, Build) else Build(context=str(service.build))
         )
         args = {k: v or "" for k, v in normalize.mapping(build.args).items()}
+        dockerfile = build.dockerfile or "Dockerfile"
+        if build.dockerfile_inline:
+            # an absolute path: the builder reads it instead of one in the context
+            inline = self.ctx.run_root / "stacks" / stack / f"{name}.Dockerfile"
+            await trio.to_thread.run_sync(_write_text, inline, build.dockerfile_inline)
+            dockerfile = str(inline)
         options = BuildRequest(
             tags=[image_name(stack, name, service)],
-            dockerfile=build.dockerfile or "Dockerfile",
+            dockerfile=dockerfile,
             build_args=args,
             target=build.target,
+            labels={k: v or "" for k, v in normalize.mapping(build.labels).items()},
+            no_cache=build.no_cache,
+            pull=build.pull,
+            network=build.network or "default",
         )
         context = _context_dir(project_dir, build.context)
         await self.ctx.bus.request(BuildImage(context=context, options=options))
 
-    async def _create_network(self, stack: str, name: str) -> None:
+    async def _create_network(self, stack: str, name: str, decl: NetworkDecl | None) -> None:
+        decl = decl or NetworkDecl()
+        pool = decl.ipam.config[0] if decl.ipam.config else IpamPool()
+        labels = {k: v or "" for k, v in normalize.mapping(decl.labels).items()}
         try:
-            await self.ctx.bus.request(CreateNetwork(name=name, labels={"com.carte.stack": stack}))
+            await self.ctx.bus.request(
+                CreateNetwork(
+                    name=name,
+                    subnet=pool.subnet,
+                    gateway=pool.gateway,
+                    internal=decl.internal,
+                    labels={**labels, "com.carte.stack": stack},
+                )
+            )
         except Conflict:
             pass  # made meanwhile: it is there, which is all the stack needs
+
+    async def _check_externals(self, stack: str, manifest: Manifest, source: Source) -> None:
+        """`InvalidArgument` (every problem, with file and line) for an external network or
+        volume that does not exist: a stack uses them, never creates them."""
+        problems = []
+        existing = {n.name for n in await self.ctx.bus.request(ListNetworks())}
+        for key, decl in manifest.networks.items():
+            if decl is not None and decl.external and (decl.name or key) not in existing:
+                name = decl.name or key
+                problems.append(
+                    source.error(
+                        ("networks", key),
+                        f'external network "{name}" does not exist; create it first '
+                        f"(carte network create {name})",
+                    )
+                )
+        for key, volume in manifest.volumes.items():
+            if volume is not None and volume.external:
+                name = volume.name or key
+                try:
+                    await self.ctx.bus.request(InspectVolume(name=name))
+                except NotFound:
+                    problems.append(
+                        source.error(
+                            ("volumes", key),
+                            f'external volume "{name}" does not exist; create it first '
+                            f"(carte volume create {name})",
+                        )
+                    )
+        if problems:
+            raise InvalidArgument("\n".join(str(p) for p in problems))
 
     async def _publish_updated(self, record: ServiceRecord) -> None:
         await self.ctx.bus.publish(service_updated(record))
@@ -365,6 +442,9 @@ class StacksHandler(Handler):
                 await self.ctx.bus.publish(
                     ServiceRemoved(id=f"{stack}_{record.name}", stack=stack, service=record.name)
                 )
+            await trio.to_thread.run_sync(
+                partial(shutil.rmtree, self.ctx.run_root / "stacks" / stack, ignore_errors=True)
+            )
             networks = entry.decode(StackRecord).networks if entry is not None else []
             for network in networks:
                 try:
@@ -580,10 +660,45 @@ def _limits_changed(old: ServiceRecord, new: ServiceRecord) -> bool:
 
 
 def _network_names(stack: str, manifest: Manifest) -> list[str]:
-    names = {"default"}
+    """The daemon networks the stack makes (and removes): not the external ones."""
+    return sorted(_declared_networks(stack, manifest))
+
+
+def _declared_networks(stack: str, manifest: Manifest) -> dict[str, NetworkDecl | None]:
+    """Daemon name -> declaration of each network the stack's services use and it owns."""
+    used = {"default"}
     for service in manifest.services.values():
-        names.update(normalize.networks(service))
-    return [network_name(stack, n) for n in sorted(names)]
+        if not service.network_mode:
+            used.update(normalize.networks(service))
+    names = network_map(stack, manifest)
+    out: dict[str, NetworkDecl | None] = {}
+    for key in sorted(used):
+        decl = manifest.networks.get(key)
+        if decl is None or not decl.external:
+            out[names.get(key) or network_name(stack, key)] = decl
+    return out
+
+
+def network_map(stack: str, manifest: Manifest) -> dict[str, str]:
+    """Manifest network name -> daemon network name (`name:` as given, else <stack>_<key>)."""
+    out = {"default": network_name(stack, "default")}
+    for key, decl in manifest.networks.items():
+        given = decl.name if decl is not None else ""
+        out[key] = given or network_name(stack, key)
+    return out
+
+
+def volume_map(stack: str, manifest: Manifest) -> dict[str, str]:
+    """Manifest volume name -> daemon volume name (`name:` as given, else <stack>_<key>)."""
+    return {
+        key: (decl.name if decl is not None and decl.name else f"{stack}_{key}")
+        for key, decl in manifest.volumes.items()
+    }
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def _read_dotenv(project_dir: str) -> dict[str, str]:

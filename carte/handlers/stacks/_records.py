@@ -33,6 +33,13 @@ class ServiceRecord(msgspec.Struct, kw_only=True):
     env_files: dict[str, str] = {}
     revisions: list[Revision] = []
     rollout: Rollout | None = None
+    networks: dict[str, str] = {}
+    """The manifest's network names -> the daemon's (external ones and `name:` kept as is)."""
+    volumes: dict[str, str] = {}
+    """The manifest's volume names -> the daemon's."""
+    files: dict[str, bytes] = {}
+    """"secrets/NAME" and "configs/NAME" -> content, for the service's file mounts. Never
+    shown by inspect."""
 
     def revision_spec(self, number: int) -> Service | None:
         for kept in self.revisions:

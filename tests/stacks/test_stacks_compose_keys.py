@@ -1,0 +1,111 @@
+"""Compose keys against a real daemon, each checked where it takes effect: inside the replica
+(its /proc, /etc files and mounts), in what the daemon made (networks, volumes), or in the
+one-line refusal naming file, line and key."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from support.containers import ok
+from support.daemon import Daemon
+
+CAP_NET_ADMIN = 12
+CAP_NET_RAW = 13
+
+
+def write(directory: Path, text: str, name: str = "compose.yaml") -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.1)
+
+
+def sh(carte: Daemon, container: str, script: str) -> str:
+    return ok(carte.client("exec", container, "sh", "-c", script))
+
+
+def running(carte: Daemon, *names: str) -> Callable[[], bool]:
+    """Whether every named container runs (an exec in it works)."""
+
+    def check() -> bool:
+        return all(carte.client("exec", name, "true").returncode == 0 for name in names)
+
+    return check
+
+
+KEYS = """\
+name: keys
+services:
+  web:
+    image: busybox
+    container_name: keys-web
+    command: [sleep, "300"]
+    stop_signal: KILL
+    cap_add: [NET_ADMIN]
+    cap_drop: [NET_RAW]
+    ulimits:
+      nofile: {soft: 1024, hard: 2048}
+      nproc: 512
+    sysctls: {net.core.somaxconn: "1234"}
+    extra_hosts: ["db.example:10.1.2.3"]
+    dns: [10.9.9.9]
+    dns_search: [example.internal]
+    tmpfs: [/scratch]
+    stdin_open: true
+    tty: true
+    platform: linux/amd64
+    environment: [PASSTHRU, FIXED=1]
+    secrets:
+      - api_key
+      - {source: db_pw, target: dbpass, uid: "1000", gid: "1000", mode: 0400}
+    configs:
+      - {source: app_conf, target: /etc/app.conf}
+    healthcheck: {test: [CMD, "true"], interval: 1s, start_interval: 1s}
+    deploy:
+      placement: {constraints: ["node.role==manager"]}
+secrets:
+  api_key: {file: ./api_key.txt}
+  db_pw: {environment: DB_PASSWORD}
+configs:
+  app_conf: {content: "port=80"}
+"""
+
+
+def test_service_keys_take_effect_inside_the_container(carte: Daemon, tmp_path: Path) -> None:
+    (tmp_path / "api_key.txt").write_text("s3cr3t-api-key")
+    env = {**carte.env, "PASSTHRU": "from-client", "DB_PASSWORD": "pw-from-env"}
+    ok(carte.client("apply", "-f", str(write(tmp_path, KEYS)), env=env))
+    wait_for(running(carte, "keys-web"), 20, "keys-web running")
+    status = sh(carte, "keys-web", "grep -E '^Cap(Eff)' /proc/1/status").split()[-1]
+    caps = int(status, 16)
+    assert caps & (1 << CAP_NET_ADMIN) and not caps & (1 << CAP_NET_RAW)
+    limits = sh(carte, "keys-web", "grep -E 'open files|processes' /proc/1/limits")
+    assert "1024                 2048" in limits and "512                  512" in limits
+    assert sh(carte, "keys-web", "cat /proc/sys/net/core/somaxconn").strip() == "1234"
+    assert "10.1.2.3\tdb.example" in sh(carte, "keys-web", "cat /etc/hosts")
+    resolv = sh(carte, "keys-web", "cat /etc/resolv.conf")
+    assert "nameserver 10.9.9.9" in resolv and "search example.internal" in resolv
+    assert "tmpfs /scratch tmpfs" in sh(carte, "keys-web", "cat /proc/mounts")
+    assert sh(carte, "keys-web", "readlink /proc/1/fd/0").startswith("/dev/pts/")
+    env_out = sh(carte, "keys-web", "env")
+    assert "PASSTHRU=from-client" in env_out and "FIXED=1" in env_out
+    assert sh(carte, "keys-web", "cat /run/secrets/api_key") == "s3cr3t-api-key"
+    owner = sh(carte, "keys-web", "stat -c '%a %u %g' /run/secrets/dbpass /run/secrets/api_key")
+    assert owner.split("\n")[:2] == ["400 1000 1000", "444 0 0"]
+    assert sh(carte, "keys-web", "cat /run/secrets/dbpass") == "pw-from-env"
+    assert sh(carte, "keys-web", "cat /etc/app.conf") == "port=80"
+    # secrets never in inspect, the service's inspect or the daemon's log
+    shown = ok(carte.client("inspect", "keys-web")) + ok(
+        carte.client("service", "inspect", "keys_web")
+    )
+    for secret in ("s3cr3t-api-key", "pw-from-env"):
+        assert secret not in shown and secret not in carte.log()
+    assert "node.role==manager" in shown
