@@ -8,16 +8,13 @@ import io
 import json
 import os
 import re
-import shutil
-import subprocess
 import tarfile
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from image_tars import file, make_tar
+from support.podman import Podman, podman_in
 
 from carte.image.archive import load, save
 from carte.image.errors import DigestMismatch, InvalidImage, UnsafeLayer
@@ -25,65 +22,11 @@ from carte.image.importer import import_rootfs
 from carte.image.layers import lowerdirs
 from carte.image.store import ImageStore
 
-CONTAINERS_CONF = """\
-[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
-[engine]
-runtime = "runc"
-"""
-
-
-class Podman:
-    """Podman with its own storage under a tmp dir, vfs driver and runc (see PEERS.md)."""
-
-    def __init__(self, base: Path, run_root: Path) -> None:
-        base.mkdir()
-        conf = base / "containers.conf"
-        conf.write_text(CONTAINERS_CONF)
-        self.env = {**os.environ, "CONTAINERS_CONF": str(conf)}
-        self.prefix = [
-            "podman",
-            "--root",
-            str(base / "root"),
-            "--runroot",
-            str(run_root),
-            "--storage-driver",
-            "vfs",
-        ]
-
-    def __call__(self, *args: str) -> str:
-        result = subprocess.run(
-            [*self.prefix, *args], env=self.env, capture_output=True, text=True, timeout=120
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
 
 @pytest.fixture
 def podman(tmp_path: Path) -> Iterator[Podman]:
-    # podman refuses a run root longer than 50 characters, so it cannot live under tmp_path.
-    run_root = Path(tempfile.mkdtemp(prefix="carte-image-podman-", dir="/tmp"))
-    try:
-        yield Podman(tmp_path / "podman", run_root)
-    finally:
-        _wait_for_podman_helpers(run_root)
-        shutil.rmtree(run_root, ignore_errors=True)
-
-
-def _wait_for_podman_helpers(run_root: Path) -> None:
-    """Wait for conmon's `podman container cleanup` (it outlives `podman run`) to finish."""
-    deadline = time.monotonic() + 30
-    marker = str(run_root).encode()
-    while time.monotonic() < deadline:
-        busy = False
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-            try:
-                busy = busy or marker in cmdline.read_bytes()
-            except OSError:
-                continue
-        if not busy:
-            return
-        time.sleep(0.05)
+    with podman_in(tmp_path / "podman") as private:
+        yield private
 
 
 def archive_of(store: ImageStore, names: list[str], fmt: str, path: Path) -> Path:

@@ -9,8 +9,8 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from images_peers import podman_in
 from support.daemon import Daemon, DaemonFactory
+from support.podman import podman_in
 
 
 def ok(result: object) -> str:

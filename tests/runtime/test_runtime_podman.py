@@ -14,15 +14,9 @@ from pathlib import Path
 
 import pytest
 from runtime_harness import host_mounts_mentioning
+from support.podman import PODMAN_CONF
 
 pytestmark = pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed")
-
-CONTAINERS_CONF = """\
-[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
-[engine]
-runtime = "runc"
-"""
 
 
 class Podman:
@@ -38,7 +32,7 @@ class Podman:
             f'exec {sys.executable} -m carte runtime --root {work / "runtime"} "$@"\n'
         )
         self.wrapper.chmod(0o755)
-        (work / "containers.conf").write_text(CONTAINERS_CONF)
+        (work / "containers.conf").write_text(PODMAN_CONF)
         self.env = {**os.environ, "CONTAINERS_CONF": str(work / "containers.conf")}
 
     def argv(self, *args: str) -> list[str]:
