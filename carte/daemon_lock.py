@@ -2,11 +2,50 @@
 
 The lock file holds the owner's pid so a refused daemon can say who holds the root. The kernel
 drops the flock when the owner dies, even by SIGKILL, so a stale file never blocks a restart.
+The owner then makes the root private (`secure_root`): the root holds containers' environment
+(state.db, config.json, logs), build contexts with their .env files and volumes.
 """
 
 import fcntl
 import os
+import stat
 from pathlib import Path
+
+ROOT_MODE = 0o711
+"""Other users may pass through (as Docker's), not list; everything below is closed to them."""
+PRIVATE_DIRS = (
+    "blobs",
+    "build-cache",
+    "build-contexts",
+    "build-scratch",
+    "containers",
+    "ingest",
+    "layers",
+    "load-uploads",
+)
+"""Made 0700 before any handler writes into them (also those made later by handlers)."""
+VOLUMES_DIR, VOLUMES_MODE = "volumes", 0o701
+"""Docker's mode; each volume's own directory is 0700 and the volumes handler mounts the
+directory nosuid,nodev, so a setuid file a container writes gives nobody privileges."""
+
+
+def secure_root(root: Path) -> None:
+    """Make `root` 0711, its directories 0700 (volumes 0701) and its files 0600, creating the
+    known directories first so none of them ever exists with a wider mode. Idempotent; raises
+    OSError."""
+    os.chmod(root, ROOT_MODE)
+    for name in (*PRIVATE_DIRS, VOLUMES_DIR):
+        mode = VOLUMES_MODE if name == VOLUMES_DIR else 0o700
+        try:
+            os.mkdir(root / name, mode)
+        except FileExistsError:
+            pass
+    for entry in os.scandir(root):
+        kind = entry.stat(follow_symlinks=False).st_mode
+        if stat.S_ISDIR(kind):
+            os.chmod(entry.path, VOLUMES_MODE if entry.name == VOLUMES_DIR else 0o700)
+        elif stat.S_ISREG(kind):
+            os.chmod(entry.path, 0o600)
 
 
 class RootInUse(Exception):
@@ -22,14 +61,14 @@ class DaemonLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock and write the pid file.
+        """Take the lock, write the pid file and make the root private (`secure_root`).
 
         Raises RootInUse naming the holder's pid when another daemon owns the root, OSError
         when the directories cannot be created.
         """
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         self.pid_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -44,6 +83,7 @@ class DaemonLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, pid, 0)
         self._fd = fd
+        secure_root(self.lock_path.parent)
         temporary = self.pid_path.with_suffix(".pid.tmp")
         temporary.write_bytes(pid)
         temporary.replace(self.pid_path)

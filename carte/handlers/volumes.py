@@ -3,10 +3,17 @@
 Records live at ``volumes/<name>`` in the state store. `in_use_by` is computed from the
 container records (a volume used by any container, running or not, cannot be removed without
 force, as in Docker).
+
+Containers write into volumes as root, so what they leave there must give nothing to other
+users of the host: ROOT/volumes is 0701 (made so with the root, carte.daemon_lock), each
+volume's directory 0700, and while the handler runs ROOT/volumes is mounted on itself
+nosuid,nodev (private propagation): a setuid file or a device node there does nothing when
+used through the host's path. Containers' own binds of a volume inherit those flags.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -59,6 +66,16 @@ class VolumesHandler(Handler):
         self.volumes_dir = ctx.root / "volumes"
         self._lock = trio.Lock()
 
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Mount ROOT/volumes nosuid,nodev (a mount a killed daemon left is taken over) and
+        unmount it when the handler stops, whether cancelled or failing."""
+        await trio.to_thread.run_sync(_mount_nosuid, self.volumes_dir)
+        try:
+            task_status.started()
+            await trio.sleep_forever()
+        finally:
+            _unmount(self.volumes_dir)  # one quick syscall: safe under cancellation
+
     async def _get(self, name: str) -> Volume | None:
         entry = await self.ctx.store.get(PREFIX + name)
         return None if entry is None else _decoder.decode(entry.value)
@@ -84,7 +101,7 @@ class VolumesHandler(Handler):
             if existing is not None:
                 return existing
             data = self.volumes_dir / name / "_data"
-            await trio.to_thread.run_sync(lambda: data.mkdir(parents=True, exist_ok=True))
+            await trio.to_thread.run_sync(_make_volume_dir, data)
             volume = Volume(
                 name=name,
                 mountpoint=str(data),
@@ -160,6 +177,44 @@ class VolumesHandler(Handler):
 def _has_label(volume: Volume, wanted: str) -> bool:
     key, sep, value = wanted.partition("=")
     return key in volume.labels and (not sep or volume.labels[key] == value)
+
+
+def _make_volume_dir(data: Path) -> None:
+    data.parent.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(data.parent, 0o700)  # only root (and containers, through their binds) get in
+    data.mkdir(exist_ok=True)
+
+
+def _mounted_here(path: Path) -> bool:
+    target = str(path)
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        if line.split()[4].encode().decode("unicode_escape") == target:
+            return True
+    return False
+
+
+def _mount_nosuid(directory: Path) -> None:
+    from carte.runtime.syscalls import (
+        MS_BIND,
+        MS_NODEV,
+        MS_NOSUID,
+        MS_PRIVATE,
+        MS_REMOUNT,
+        mount,
+    )
+
+    directory.mkdir(mode=0o701, exist_ok=True)
+    if not _mounted_here(directory):
+        mount(str(directory), str(directory), None, MS_BIND)
+    mount(None, str(directory), None, MS_PRIVATE)
+    mount(None, str(directory), None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
+
+
+def _unmount(directory: Path) -> None:
+    from carte.runtime.syscalls import MNT_DETACH, umount2
+
+    while _mounted_here(directory):
+        umount2(str(directory), MNT_DETACH)
 
 
 def _disk_usage(directory: Path) -> int:

@@ -336,7 +336,7 @@ class ImageStore:
                 file.write(data)
                 file.flush()
                 os.fsync(file.fileno())
-            os.chmod(temp_name, 0o644)
+            os.chmod(temp_name, 0o600)  # index.json names the images: root's business only
             os.replace(temp_name, path)
         finally:
             Path(temp_name).unlink(missing_ok=True)

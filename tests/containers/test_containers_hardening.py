@@ -4,8 +4,10 @@ into `--pids-limit host`; `--pid host` and `--ipc host|private` give the contain
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 from support.containers import ok
@@ -71,3 +73,76 @@ def test_the_api_refuses_them_too(carte: Daemon) -> None:
     assert reply.status == 400, reply.json()
     assert reply.json()["error"]["message"].startswith('--pid "container:web" is not supported')
     assert ok(carte.client("ps", "-aq")) == ""
+
+
+# -- item 7: nothing under the root is readable, or executable with privilege, by other users --
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+PROBE = r"""
+import os, sys
+for path in sys.stdin.read().split("\0"):
+    if not path:
+        continue
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+        else:
+            with open(path, "rb") as f:
+                f.read(1)
+    except OSError:
+        continue
+    print(path)
+"""
+
+
+def readable_by_nobody(root: str) -> list[str]:
+    paths = [root]
+    for directory, subdirs, files in os.walk(root):
+        paths += [os.path.join(directory, name) for name in (*subdirs, *files)]
+    done = subprocess.run(
+        [*NOBODY, "/usr/bin/python3", "-c", PROBE],
+        input="\0".join(paths),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.split()
+
+
+def test_another_user_reads_nothing_and_gains_nothing_from_a_volume(
+    carte: Daemon, tmp_path: Path
+) -> None:
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / ".env").write_text("DB_PASSWORD=hunter2\n")
+    (context / "Dockerfile").write_text("FROM busybox\nCOPY .env /app/.env\n")
+    ok(carte.client("build", "-t", "secret-app", str(context), timeout=120))
+    ok(carte.client("volume", "create", "data"))
+    script = "cp /host-id /data/id && chown 0:0 /data/id && chmod 4755 /data/id; echo $SECRET"
+    assert "hunter2" in ok(
+        carte.client(
+            "run", "--name", "writer", "-e", "SECRET=hunter2", "-v", "data:/data",
+            "-v", "/usr/bin/id:/host-id:ro", "busybox", "sh", "-c", script,
+        )
+    )  # fmt: skip
+    root = str(carte.root)
+    assert os.stat(root).st_mode & 0o777 == 0o711
+    assert os.stat(os.path.join(root, "volumes")).st_mode & 0o777 == 0o701
+    for name in ("state.db", "state.db-wal"):
+        path = os.path.join(root, name)
+        if os.path.exists(path):
+            assert os.stat(path).st_mode & 0o777 == 0o600, name
+
+    assert readable_by_nobody(root) == []
+
+    volume = json.loads(ok(carte.client("--format", "json", "volume", "inspect", "data")))
+    setuid_copy = os.path.join(volume[0]["mountpoint"], "id")
+    assert os.stat(setuid_copy).st_mode & 0o4000  # what the container wrote is there
+    options = subprocess.run(
+        ["findmnt", "-n", "-o", "OPTIONS", "-T", setuid_copy],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "nosuid" in options and "nodev" in options, options
+    escalate = subprocess.run([*NOBODY, setuid_copy, "-u"], capture_output=True, text=True)
+    assert escalate.stdout.strip() != "0", "a setuid binary in a volume gave root"
