@@ -190,11 +190,14 @@ def parse_config(
     text: str, source: str = "carte.yaml", handlers: Sequence[OptionsSpec] | None = None
 ) -> Config:
     """Validate YAML ``text``; ``source`` names it in errors (see `load_config`)."""
-    from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+    from carte.yaml_bounds import YamlLimitError, load_bounded
+
     try:
-        document = YAML(typ="rt").load(text)
+        document = load_bounded(text)
+    except YamlLimitError as error:
+        raise ConfigError(f"{source}:{error.line}: {error.message}") from None
     except MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else 1

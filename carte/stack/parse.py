@@ -25,7 +25,7 @@ from carte.stack.model import (
     Service,
     VolumeDecl,
 )
-from carte.stack.yaml_bounds import YamlLimitError, load_bounded
+from carte.yaml_bounds import YamlLimitError, load_bounded
 
 Path = tuple[str | int, ...]
 
@@ -114,7 +114,7 @@ def load_manifest(
     variables). `include` and `extends: {file: ...}` read files relative to `project_dir`
     (the current directory when empty). Services whose `profiles` are not among `profiles`
     (or `COMPOSE_PROFILES` of `env`) are left out. `ManifestError` lists every problem found
-    (up to `MAX_ERRORS`), also for a file over the bounds of `carte.stack.yaml_bounds`."""
+    (up to `MAX_ERRORS`), also for a file over the bounds of `carte.yaml_bounds`."""
     from carte.stack.validate import check
 
     source = Source(file_name)
