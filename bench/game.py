@@ -132,12 +132,11 @@ def uncapped(ports: int | list[int], ledger: Path, seconds: float) -> dict[str, 
 
 
 def run_carte(
-    peers: Peers, base_tar: str, work: Path, seconds: float, rate: float
+    peers: Peers, base_tar: str, work: Path, seconds: float, rate: float, out: dict[str, Any]
 ) -> dict[str, Any]:
     carte = peers.carte(CARTE_CONFIG)
     env = {**ENV, "GAME_PORT": str(CARTE_PORT)}
     ctx = contexts(work / "carte")
-    out: dict[str, Any] = {}
     out["import base"] = timed(lambda: run([*carte, "import", base_tar, "game-base:bookworm"]))
     out["build web cold"] = timed(
         lambda: run([*carte, "build", "--no-cache", "-t", "game-web:1", str(ctx["web"])])
@@ -192,7 +191,9 @@ def run_carte(
         wait_for(ready("web", 4), 90, "4 web replicas")
 
     def kill_daemon() -> None:
-        os.kill(peers.carte_pid, signal.SIGKILL)
+        pid = peers.carte_pid
+        os.kill(pid, signal.SIGKILL)
+        reap(peers, pid)
         time.sleep(3)
         peers._carte = None  # start it again, as a supervisor would
         peers.carte(CARTE_CONFIG)
@@ -227,11 +228,10 @@ def remove_carte_host_state(_: Path, bridges: list[str], peers: Peers) -> None:
 
 
 def run_docker(
-    peers: Peers, base_tar: str, work: Path, seconds: float, rate: float
+    peers: Peers, base_tar: str, work: Path, seconds: float, rate: float, out: dict[str, Any]
 ) -> dict[str, Any]:
     env = {**peers.docker(), "DOCKER_BUILDKIT": "0"}
     ctx = contexts(work / "docker")
-    out: dict[str, Any] = {}
 
     def docker(*args: str) -> str:
         return run(["docker", *args], env)
@@ -288,9 +288,11 @@ def run_docker(
     def kill_daemon() -> None:
         pid = int((peers.work / "docker.pid").read_text())
         os.kill(pid, signal.SIGKILL)
+        reap(peers, pid)  # a zombie's pid in docker.pid would stop the next dockerd
         time.sleep(3)
         peers._docker_env = None  # start it again, as a supervisor would
-        peers.docker()
+        env.update(peers.docker())
+        wait_for(lambda: all(answers(port) for port in DOCKER_PORTS), 60, "web after dockerd")
 
     with Phases(DOCKER_PORTS, work / "docker-ledger.jsonl", rate) as phases:
         phases.phase("baseline", lambda: time.sleep(5), settle=0)
@@ -305,6 +307,35 @@ def run_docker(
         docker("rm", "-f", *names)
     docker("network", "rm", "game")
     return out
+
+
+def reap(peers: Peers, pid: int) -> None:
+    for process in peers._processes:
+        if process.pid == pid:
+            process.wait(10)
+
+
+def reap_docker_leftovers(work: Path) -> None:
+    """Containers of a private dockerd that did not come back after its SIGKILL: their shims
+    (named by the private exec root) and what runs under them, and the game network's bridge."""
+    mine = str(work / "docker-exec")
+    for shim in Path("/proc").iterdir():
+        try:
+            argv = (shim / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not argv[0].endswith(b"containerd-shim-runc-v2") or mine.encode() not in b" ".join(argv):
+            continue
+        children = (shim / "task" / shim.name / "children").read_text().split()
+        for pid in [*children, shim.name]:
+            subprocess.run(["kill", "-9", pid], capture_output=True, check=False)
+    for line in subprocess.run(
+        ["ip", "-o", "addr"], capture_output=True, text=True
+    ).stdout.splitlines():
+        if DOCKER_SUBNET.rsplit(".", 1)[0] + ".1/" in line:
+            subprocess.run(
+                ["ip", "link", "delete", line.split()[1]], capture_output=True, check=False
+            )
 
 
 def table(results: dict[str, Any]) -> str:
@@ -332,14 +363,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seconds", type=float, default=10.0, help="uncapped load per engine")
     parser.add_argument("--rate", type=float, default=100.0, help="requests/s during operations")
     parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument("--engines", nargs="+", default=["carte", "docker"])
     args = parser.parse_args(argv)
     base_tar = run([str(GAME / "make-base.sh"), "--tar-only"]).strip()
     work = Path(tempfile.mkdtemp(prefix="carte-bench-game-", dir="/tmp"))
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"carte": {}, "docker": {}}
     try:
         with Peers() as peers:
-            results["carte"] = run_carte(peers, base_tar, work, args.seconds, args.rate)
-            results["docker"] = run_docker(peers, base_tar, work, args.seconds, args.rate)
+            for engine in args.engines:
+                measure = run_carte if engine == "carte" else run_docker
+                try:
+                    measure(peers, base_tar, work, args.seconds, args.rate, results[engine])
+                except Exception as error:  # reported; the other engine still runs
+                    results[engine]["error"] = str(error)[:300]
+                finally:
+                    if engine == "docker":
+                        reap_docker_leftovers(peers.work)
+                print(json.dumps({engine: results[engine]}), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(table(results))
