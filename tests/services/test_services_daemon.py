@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.daemon import Daemon, DaemonFactory
+from support.daemon import Daemon
+from support.module_daemon import ModuleDaemon
 
-from carte.handlers.network._records import default_bridge_name, nft_table_name
+from carte.handlers.network._records import nft_table_name
 
 CONFIG = (
     'network:\n  pools: ["10.94.0.0/16:24"]\n  dns_upstreams: ["127.0.0.1:9"]\n'
@@ -66,23 +67,10 @@ def table_exists(table: str) -> bool:
 
 @pytest.fixture(scope="module")
 def daemon(busybox_tar: Path) -> Iterator[Daemon]:
-    factory = DaemonFactory()
-    try:
-        started = factory(config=CONFIG)
-        ok(started.client("import", str(busybox_tar), "busybox"))
-        yield started
-    finally:
-        for made in factory.daemons:
-            if made.process is not None and made.process.poll() is None:
-                made.client("stack", "rm", "svc")
-                for container_id in made.client("ps", "-aq", "--no-trunc").stdout.split():
-                    made.client("rm", "-f", container_id)
-        factory.cleanup()
-        for made in factory.daemons:
-            for table in (nft_table_name(made.root), lb_table(made)):
-                subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
-            bridge = default_bridge_name(made.root, "")
-            subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+    """One daemon for the module; after it, its stacks and containers are removed and nothing
+    of it (bridges, nft tables including the services' -lb) may be left on the host."""
+    with ModuleDaemon(busybox_tar, config=CONFIG, stacks=True, networks=True) as module:
+        yield module.daemon
 
 
 def deploy(daemon: Daemon, tmp_path: Path, replicas: int) -> None:

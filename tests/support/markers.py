@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parents[1]
 DAEMON = ("root", "kernel")  # a real `carte daemon` runs containers
 
 NEEDS: dict[str, tuple[str, ...]] = {
@@ -57,13 +56,11 @@ NEEDS: dict[str, tuple[str, ...]] = {
 
 
 def needs(path: Path) -> tuple[str, ...]:
-    """The markers of a test file: its own entry, else its area's, else none."""
-    try:
-        relative = path.resolve().relative_to(TESTS)
-    except ValueError:
-        return ()
-    found = NEEDS.get(relative.as_posix())
-    return found if found is not None else NEEDS.get(relative.parts[0], ())
+    """The markers of a test file: its own entry (``area/file``), else its area's (the folder
+    it is in, wherever that folder sits under tests/), else none."""
+    area = path.parent.name
+    found = NEEDS.get(f"{area}/{path.name}")
+    return found if found is not None else NEEDS.get(area, ())
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
