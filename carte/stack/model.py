@@ -225,6 +225,7 @@ class Service(_Strict, kw_only=True, frozen=True):
     network_mode: str = ""
     volumes_from: list[str] = []
     ipc: str = ""
+    pid: str = ""
     stdin_open: bool = False
     tty: bool = False
     platform: str = ""
@@ -296,7 +297,6 @@ REFUSED_SERVICE_KEYS: dict[str, str] = {
     "devices": "device nodes are not passed into containers",
     "device_cgroup_rules": "device nodes are not passed into containers",
     "gpus": "device nodes are not passed into containers",
-    "pid": "replicas keep their own PID namespace",
     "userns_mode": "user-namespace remapping is not available",
     "cgroup": "replicas' cgroups are placed by Carte",
     "cgroup_parent": "replicas' cgroups are placed by Carte",

@@ -215,6 +215,22 @@ def depends_on(service: Service) -> dict[str, DependsOn]:
     return dict(service.depends_on)
 
 
+def dependencies(service: Service) -> dict[str, DependsOn]:
+    """depends_on plus the services `network_mode: service:X` and `volumes_from` need
+    running first (Compose orders them the same way)."""
+    found = depends_on(service)
+    implied = []
+    if service.network_mode.startswith("service:"):
+        implied.append(service.network_mode.partition(":")[2])
+    for entry in service.volumes_from:
+        parts = entry.split(":")
+        if parts[0] != "container":
+            implied.append(parts[1] if parts[0] == "service" and len(parts) > 1 else parts[0])
+    for name in implied:
+        found.setdefault(name, DependsOn())
+    return found
+
+
 def networks(service: Service) -> dict[str, NetworkAttach]:
     """The service's networks (manifest names); none listed means "default"."""
     if isinstance(service.networks, list):

@@ -117,11 +117,14 @@ def volume_mounts(
     return mounts
 
 
-def network_mode(service: Service) -> str:
-    """The container network of `network_mode` ("" when the service uses networks)."""
+def network_mode(service: Service, joined: str = "") -> str:
+    """The container network of `network_mode` ("" when the service uses networks);
+    `joined` is the container that `service:NAME` resolved to."""
     mode = service.network_mode
-    if mode in ("none", "host"):
+    if mode in ("none", "host") or mode.startswith("container:"):
         return mode
+    if mode.startswith("service:"):
+        return f"container:{joined}"
     return ""
 
 
@@ -142,12 +145,14 @@ def replica_config(
     shared_mounts: list[MountSpec] | None = None,
     network_names: dict[str, str] | None = None,
     volume_names: dict[str, str] | None = None,
+    joined: str = "",
 ) -> ContainerConfig:
     """The config of replica `replica` of `name` at `revision`. `env_files` maps each env_file
     path to its text (the caller reads them); `files_dir` holds the service's secrets and
     configs (`file_mounts`); `shared_mounts` are those `volumes_from` takes (the caller
     resolves them); `network_names`/`volume_names` map the manifest's names to the daemon's
-    (default: `<stack>_<name>`). Restart is "no": the stacks handler heals."""
+    (default: `<stack>_<name>`); `joined` is the container id `network_mode: service:NAME`
+    resolved to. Restart is "no": the stacks handler heals."""
     env: dict[str, str | None] = {}
     files = [service.env_file] if isinstance(service.env_file, str) else service.env_file
     from carte.stack.interpolate import parse_dotenv
@@ -166,7 +171,7 @@ def replica_config(
     )
     networks = normalize.networks(service)
     first = "default" if "default" in networks else next(iter(networks))
-    mode = network_mode(service)
+    mode = network_mode(service, joined)
     mounts = volume_mounts(stack, service, project_dir, volume_names)
     targets = {m.target for m in mounts}
     mounts += [m for m in shared_mounts or [] if m.target not in targets]
@@ -208,6 +213,8 @@ def replica_config(
         extra_hosts=normalize.extra_hosts(service),
         dns=normalize.strings(service.dns),
         dns_search=normalize.strings(service.dns_search),
+        ipc_mode={"shareable": "private"}.get(service.ipc, service.ipc),
+        pid_mode=service.pid,
         log=LogOptions(
             max_size=normalize.size_bytes(logging["max-size"]) if "max-size" in logging else None,
             max_file=int(logging["max-file"]) if "max-file" in logging else None,

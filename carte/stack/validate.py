@@ -214,16 +214,20 @@ def _check_compose_keys(name: str, service: Service, manifest: Manifest, source:
                 (*here, "volumes_from", index),
                 f'service "{other}" is not in this file; use SERVICE or container:NAME',
             )
-    ipc_kind, _, ipc_target = service.ipc.partition(":")
-    if (
-        service.ipc
-        and service.ipc not in ("private", "shareable", "host")
-        and not (ipc_target and ipc_kind in ("service", "container"))
-    ):
+    if service.ipc and service.ipc not in ("private", "shareable", "host"):
+        joins = service.ipc.partition(":")[0] in ("service", "container")
         source.report(
             (*here, "ipc"),
-            f'"{service.ipc}" is not an IPC mode; use private, shareable, host, '
-            "service:NAME or container:NAME",
+            "joining another container's IPC namespace is not supported; use private, "
+            "shareable or host"
+            if joins
+            else f'"{service.ipc}" is not an IPC mode; use private, shareable or host',
+        )
+    if service.pid and service.pid != "host":
+        source.report(
+            (*here, "pid"),
+            f'pid "{service.pid}" is not supported: a replica has its own PID namespace or '
+            "the host's (pid: host)",
         )
     if service.platform and not _host_platform(service.platform):
         source.report(
@@ -421,8 +425,9 @@ def start_order(manifest: Manifest) -> list[str]:
         if name in seen:
             return
         seen.add(name)
-        for other in normalize.depends_on(manifest.services[name]):
-            visit(other)
+        for other in normalize.dependencies(manifest.services[name]):
+            if other in manifest.services:
+                visit(other)
         order.append(name)
 
     for name in manifest.services:

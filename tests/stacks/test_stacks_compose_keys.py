@@ -109,3 +109,88 @@ def test_service_keys_take_effect_inside_the_container(carte: Daemon, tmp_path: 
     for secret in ("s3cr3t-api-key", "pw-from-env"):
         assert secret not in shown and secret not in carte.log()
     assert "node.role==manager" in shown
+
+
+NETWORKS = """\
+services:
+  Web:
+    image: busybox
+    container_name: nets-web
+    command: [sh, -c, "mkdir -p /data && echo shared > /data/file && exec sleep 300"]
+    stop_signal: KILL
+    volumes: ["data:/data", "ext:/ext"]
+    networks:
+      front:
+        ipv4_address: 10.93.200.50
+        aliases: [www]
+      shared: {}
+  sidecar:
+    image: busybox
+    container_name: nets-sidecar
+    command: [sleep, "300"]
+    stop_signal: KILL
+    network_mode: service:Web
+    volumes_from: [Web]
+  isolated:
+    image: busybox
+    container_name: nets-isolated
+    command: [sleep, "300"]
+    stop_signal: KILL
+    network_mode: none
+  once:
+    image: busybox
+    command: [sh, -c, "echo done"]
+    restart: "no"
+  debug:
+    image: busybox
+    container_name: nets-debug
+    command: [sleep, "300"]
+    profiles: [debug]
+networks:
+  front:
+    ipam:
+      config: [{subnet: 10.93.200.0/24, gateway: 10.93.200.1}]
+  shared:
+    external: true
+    name: keys-shared
+volumes:
+  data: {}
+  ext:
+    external: true
+    name: keys-ext
+"""
+
+
+def test_network_volume_restart_and_profile_keys(carte: Daemon, tmp_path: Path) -> None:
+    missing = carte.client("apply", "-n", "nets", "-f", str(write(tmp_path, NETWORKS)))
+    assert missing.returncode != 0
+    assert 'external network "keys-shared" does not exist' in missing.stderr
+    assert 'external volume "keys-ext" does not exist' in missing.stderr
+    assert "nets" not in ok(carte.client("stack", "ls"))
+    ok(carte.client("network", "create", "keys-shared"))
+    ok(carte.client("volume", "create", "keys-ext"))
+    ok(carte.client("apply", "-n", "nets", "-f", str(tmp_path / "compose.yaml")))
+    wait_for(running(carte, "nets-web", "nets-sidecar", "nets-isolated"), 30, "replicas run")
+    addresses = sh(carte, "nets-web", "ip -4 -o addr")
+    assert "10.93.200.50/24" in addresses
+    # the sidecar shares Web's network namespace and its volumes
+    assert sh(carte, "nets-sidecar", "ip -4 -o addr") == addresses
+    assert sh(carte, "nets-sidecar", "cat /data/file").strip() == "shared"
+    assert "eth" not in sh(carte, "nets-isolated", "ip -o link")
+    # aliases and the uppercase service name resolve on the custom network
+    for name in ("www", "tasks.web", "Web_1"):
+        assert "10.93.200.50" in sh(carte, "nets-web", f"nslookup {name} 2>&1 || true"), name
+    # a one-shot "no" service exits 0 and stays exited (not replaced)
+    time.sleep(2)
+    once = [line for line in ok(carte.client("ps", "-a")).splitlines() if "nets_once" in line]
+    assert len(once) == 1 and "Exited (0)" in once[0]
+    assert carte.client("exec", "nets-debug", "true").returncode != 0  # profile not enabled
+    ok(carte.client("stack", "rm", "nets"))
+    assert "keys-shared" in ok(carte.client("network", "ls"))  # external: kept
+    assert "keys-ext" in ok(carte.client("volume", "ls"))
+    ok(
+        carte.client(
+            "apply", "-n", "nets", "--profile", "debug", "-f", str(tmp_path / "compose.yaml")
+        )
+    )
+    wait_for(running(carte, "nets-debug"), 30, "the debug profile's service runs")

@@ -109,10 +109,12 @@ from carte.handlers.containers._spec import (
     ContainerPaths,
     build_spec,
     extra_hosts_text,
+    join_network,
     live_resources,
     merge_image_defaults,
     parse_signal,
     resolv_conf_text,
+    share_network_files,
 )
 from carte.handlers.containers._volume_seed import seed_volume
 from carte.runtime.shim.client import ShimError, read_exit_file, socket_path
@@ -270,9 +272,11 @@ class ContainersHandler(Handler):
         merged = merge_image_defaults(config, image.config.config)
         warnings: list[str] = []
         network_handler = await self._network_available()
+        joined = await self._joined_network(merged.network)
         if network_handler and merged.network not in ("none", "host", "default", "bridge"):
-            await self.ctx.bus.request(InspectNetwork(name=merged.network))  # NotFound: refuse
-        if merged.network not in ("none", "host") and not network_handler:
+            if joined is None:
+                await self.ctx.bus.request(InspectNetwork(name=merged.network))  # NotFound
+        if merged.network not in ("none", "host") and not network_handler and joined is None:
             warnings.append(
                 f'network "{merged.network}" is not available (no network handler); '
                 "the container gets its own network namespace with loopback only"
@@ -295,6 +299,8 @@ class ContainersHandler(Handler):
                 lowerdirs=layers,
                 mount_sources=sources,
             )
+            if joined is not None:
+                join_network(spec, f"/proc/{joined.state.pid}/ns/net")
             record = ContainerRecord(
                 id=container_id,
                 name=name or await self._free_random_name(),
@@ -304,6 +310,9 @@ class ContainersHandler(Handler):
                 config=merged,
             )
             await self._thread(lambda: _write_bundle(paths, spec, record))
+            if joined is not None:  # its names and resolvers are those of the joined one
+                shared = self.paths(joined.id)
+                await self._thread(lambda: share_network_files(shared, paths))
             await self.records.add(record)
             added = True
             self._parked[record.id] = await self._create_shim(record)
@@ -319,6 +328,20 @@ class ContainersHandler(Handler):
             ContainerCreated(id=record.id, name=record.name, image=record.image)
         )
         return CreateResult(id=record.id, warnings=warnings)
+
+    async def _joined_network(self, network: str) -> ContainerRecord | None:
+        """The running container whose network `container:NAME` joins (None for other
+        modes); `Conflict` when it is not running."""
+        kind, _, ref = network.partition(":")
+        if kind != "container" or not ref:
+            return None
+        target = await self.records.resolve(ref)
+        if target.state.status != "running" or not target.state.pid:
+            raise Conflict(
+                f'cannot join the network of container "{target.name}": it is not running; '
+                "start it first"
+            )
+        return target
 
     async def _network_available(self) -> bool:
         """Whether some handler answers AttachContainerNetwork (it may still be down)."""
@@ -455,7 +478,7 @@ class ContainersHandler(Handler):
 
     async def _attach_network(self, record: ContainerRecord, pid: int) -> None:
         config = record.config
-        if config.network == "host":
+        if config.network == "host" or config.network.startswith("container:"):
             return
         netns = f"/proc/{pid}/ns/net"
         try:

@@ -260,6 +260,20 @@ def _share_host_namespaces(spec: Spec, config: ContainerConfig) -> None:
     spec.linux.namespaces = [ns for ns in spec.linux.namespaces if ns.type not in shared]
 
 
+def join_network(spec: Spec, netns_path: str) -> None:
+    """Make the container join the network namespace at `netns_path` (`--network
+    container:NAME`, Compose's network_mode service:/container:) instead of making one."""
+    for namespace in spec.linux.namespaces:
+        if namespace.type == "network":
+            namespace.path = netns_path
+
+
+def share_network_files(joined: ContainerPaths, paths: ContainerPaths) -> None:
+    """Give a container that joins another's network that one's /etc/hosts and resolv.conf."""
+    paths.hosts_file.write_text(joined.hosts_file.read_text())
+    paths.resolv_conf.write_text(joined.resolv_conf.read_text())
+
+
 def extra_hosts_text(extra_hosts: list[str]) -> str:
     """/etc/hosts lines for `NAME:IP` entries (`--add-host`, Compose's extra_hosts)."""
     lines = []

@@ -212,6 +212,7 @@ class Converger:
             shared_mounts=await shared_mounts(self.ctx, self.rows, record, spec),
             network_names=record.networks,
             volume_names=record.volumes,
+            joined=await self._joined(record, spec),
         )
         created = await self.ctx.bus.request(CreateContainer(config=config))
         try:
@@ -352,6 +353,19 @@ class Converger:
         except NotFound:
             pass
 
+    async def _joined(self, record: ServiceRecord, spec: Service) -> str:
+        """The running replica whose network `network_mode: service:NAME` joins."""
+        kind, _, other = spec.network_mode.partition(":")
+        if kind != "service":
+            return ""
+        for row in await self.rows(record.stack, other):
+            if row.state == "running":
+                return row.id
+        raise Conflict(
+            f"service {record.name}: network_mode service:{other} needs a running replica "
+            f"of {other}; waiting for one"
+        )
+
     async def _write_files(self, record: ServiceRecord, spec: Service) -> str:
         """The directory holding the service's secrets and configs, written from the record
         (under the run root, so never on disk after a reboot); "" when it uses none."""
@@ -366,7 +380,7 @@ class Converger:
     async def wait_dependencies(self, record: ServiceRecord) -> None:
         """Wait (bounded, 120 s) until each depends_on condition holds; then go on anyway
         with a warning, as a stuck dependency must not block the stack forever."""
-        for other, dependency in normalize.depends_on(record.spec).items():
+        for other, dependency in normalize.dependencies(record.spec).items():
             with trio.move_on_after(120) as scope:
                 while True:
                     if await self._holds(record.stack, other, dependency.condition):
