@@ -181,7 +181,7 @@ import_busybox() {
     say "importing busybox:latest (a rootfs made from Debian's busybox-static)"
     local work
     work="$(mktemp -d)"
-    if "$PREFIX/bin/python" "$REPO/tests/busybox_rootfs.py" --tar "$work/busybox.tar" "$work" \
+    if "$PREFIX/bin/python" "$REPO/tests/support/busybox.py" --tar "$work/busybox.tar" "$work" \
         && carte_cli import "$work/busybox.tar" busybox:latest >/dev/null; then
         rm -rf "$work"
         return
