@@ -12,25 +12,34 @@ channel, and a fact method must not publish facts that it itself receives faster
 buffer (``bus.subscriber_buffer``) can absorb.
 
 Commands: `Bus.request` calls the owning handler's method in the caller's task, so the
-caller's cancellation cancels the command. A handler that is down (crashed and waiting to
-restart, skipped, not yet started) fails fast with `Unavailable` instead of hanging.
+caller's cancellation cancels the command. A command whose owner is starting (the supervisor
+marked it with `starting`) waits for it, at most ``start_wait`` seconds, then fails with a
+clear `Unavailable`; an owner that is down (crashed and waiting to restart, skipped,
+disabled) fails fast with `Unavailable` instead of hanging.
 The bus itself owns `Ping` (owner "engine") and answers "pong": a round trip with no handler.
+
+Routes: the supervisor declares every installed handler's HTTP `Route`s here (disabled ones
+too, so they can answer 503); the http handler reads them with `routes()` and gets the
+owning handler's running instance, under the same waiting rule, with `serving(owner)`.
+Readiness: the supervisor calls `mark_ready()` once every handler had its first start, and
+`wait_ready()` returns from then on (the http handler opens its socket only then).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import trio
 
 from carte.api.errors import CarteError, Internal, Unavailable
 from carte.api.events import Command, Fact, Ping, event_name
+from carte.engine.handler import Route
 from carte.engine.journal import Journal
-from carte.engine.log import describe_error
+from carte.engine.log import describe_error, traceback_text
 
 ResultT = TypeVar("ResultT")
 
@@ -47,7 +56,17 @@ class _Subscriber:
 class _Route:
     owner: str
     call: CommandCall | None = None
+
+
+@dataclass
+class _Owner:
+    """What the bus knows of one handler: its serving instance, or why it does not serve."""
+
+    handler: object | None = None
     down: str = "has not started yet"
+    starting: bool = False
+    settled: trio.Event = field(default_factory=trio.Event)
+    """Set when a start attempt ends: the handler serves, or went down."""
 
 
 class Bus:
@@ -58,14 +77,19 @@ class Bus:
         *,
         journal_size: int = 10_000,
         subscriber_buffer: int = 256,
+        start_wait: float = 30.0,
         log: logging.Logger | None = None,
     ) -> None:
         self.journal = Journal(journal_size)
         self.subscriber_buffer = subscriber_buffer
+        self.start_wait = start_wait
         self._log = log or logging.getLogger("carte.engine.bus")
         self._subscribers: list[_Subscriber] = []
         self._publish_lock = trio.Lock()
         self._routes: dict[type[Command[Any]], _Route] = {Ping: _Route("engine", self._pong)}
+        self._owners: dict[str, _Owner] = {"engine": _Owner(handler=self)}
+        self._http_routes: list[tuple[str, Route]] = []
+        self._ready = trio.Event()
 
     # --- facts ----------------------------------------------------------------------------
 
@@ -137,19 +161,92 @@ class Bus:
             )
         if route is None:
             self._routes[command_type] = _Route(owner)
+        self._owners.setdefault(owner, _Owner())
 
-    def attach(self, owner: str, calls: Mapping[type[Command[Any]], CommandCall]) -> None:
-        """Route each command in ``calls`` to its method; called when ``owner`` is serving."""
+    def declare_routes(self, owner: str, routes: Sequence[Route]) -> None:
+        """Record the HTTP routes handler ``owner`` serves (see `Route`)."""
+        self._owners.setdefault(owner, _Owner())
+        self._http_routes.extend((owner, route) for route in routes)
+
+    def routes(self) -> list[tuple[str, Route]]:
+        """Every declared HTTP route with the name of the handler that serves it."""
+        return list(self._http_routes)
+
+    def starting(self, owner: str) -> None:
+        """Mark ``owner`` as starting: its commands and routes wait for it (``start_wait``)."""
+        state = self._owners.setdefault(owner, _Owner())
+        if not state.starting:
+            state.starting = True
+            state.settled = trio.Event()
+
+    def attach(
+        self,
+        owner: str,
+        calls: Mapping[type[Command[Any]], CommandCall],
+        handler: object | None = None,
+    ) -> None:
+        """Route each command in ``calls`` to its method, and ``owner``'s HTTP routes to
+        ``handler`` (its running instance); called when ``owner`` is serving."""
         for command_type, call in calls.items():
             self.declare_owner(command_type, owner)
             self._routes[command_type].call = call
+        state = self._owners.setdefault(owner, _Owner())
+        state.handler = handler
+        self._settle(state)
 
     def detach(self, owner: str, why: str) -> None:
-        """Mark every command of ``owner`` down; requests fail fast saying ``why``."""
+        """Mark every command and route of ``owner`` down; requests fail fast saying ``why``."""
         for route in self._routes.values():
             if route.owner == owner:
                 route.call = None
-                route.down = why
+        state = self._owners.setdefault(owner, _Owner())
+        state.handler = None
+        state.down = why
+        self._settle(state)
+
+    @staticmethod
+    def _settle(state: _Owner) -> None:
+        state.starting = False
+        state.settled.set()
+
+    def mark_ready(self) -> None:
+        """Every handler had its first start (served, was skipped or failed once)."""
+        self._ready.set()
+
+    async def wait_ready(self) -> None:
+        """Return once `mark_ready` was called (at once from then on)."""
+        await self._ready.wait()
+
+    async def _wait_while_starting(self, owner: str) -> _Owner | None:
+        """``owner``'s state once it is not starting any more, or None after ``start_wait``."""
+        state = self._owners.get(owner)
+        if state is None or not state.starting:
+            return state
+        with trio.move_on_after(self.start_wait):
+            await state.settled.wait()
+        state = self._owners.get(owner)
+        if state is not None and state.starting:
+            return None
+        return state
+
+    async def serving(self, owner: str) -> object:
+        """The running instance of handler ``owner``, waiting while it starts (``start_wait``).
+
+        Raises `Unavailable` naming the handler and why (disabled, skipped, crashed, still
+        starting after ``start_wait``).
+        """
+        state = await self._wait_while_starting(owner)
+        if state is None:
+            raise Unavailable(self._still_starting(owner))
+        if state.handler is None:
+            raise Unavailable(f'handler "{owner}" {state.down}')
+        return state.handler
+
+    def _still_starting(self, owner: str) -> str:
+        return (
+            f'handler "{owner}" is still starting after {self.start_wait:g}s; '
+            "see carte info and the daemon log"
+        )
 
     async def _pong(self, command: Ping) -> str:
         return "pong"
@@ -174,9 +271,16 @@ class Bus:
             )
         call = route.call
         if call is None:
-            raise Unavailable(
-                f'command "{name}" is unavailable: handler "{route.owner}" {route.down}'
-            )
+            state = await self._wait_while_starting(route.owner)
+            if state is None:
+                raise Unavailable(
+                    f'command "{name}" is unavailable: {self._still_starting(route.owner)}'
+                )
+            call = route.call
+            if call is None:
+                raise Unavailable(
+                    f'command "{name}" is unavailable: handler "{route.owner}" {state.down}'
+                )
         try:
             return cast(ResultT, await call(command))
         except CarteError:
@@ -191,7 +295,15 @@ class Bus:
 
     def _internal(self, owner: str, name: str, error: Exception) -> Internal:
         """Log an unexpected command failure and return the Internal error the caller gets."""
-        self._log.error("command failed", extra={"command": name, "handler": owner}, exc_info=error)
+        self._log.error(
+            "command failed",
+            extra={
+                "command": name,
+                "handler": owner,
+                "error": describe_error(error),
+                "traceback": traceback_text(error),
+            },
+        )
         return Internal(
             f'handler "{owner}" failed on command "{name}" ({describe_error(error)}); '
             "see the daemon log"

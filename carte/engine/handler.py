@@ -19,15 +19,20 @@ into it with file:line errors, and the handler reads ``self.ctx.options``.
 On its first start a handler also receives the facts of its types that were published since
 the daemon started and before it subscribed (from the journal), in order, before any newer
 one; a handler that rebuilds that state itself at start sets ``catch_up = False``.
+
+``routes`` declares the HTTP routes a handler serves beyond the generic command route (streams,
+uploads, downloads, WebSockets) as plain `Route` values: the engine knows no web framework; the
+http handler turns them into routes and runs each request on the owning handler's running
+instance, or answers 503 naming the handler while it is disabled, skipped or down.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import msgspec
 import trio
@@ -60,6 +65,28 @@ def on(event_type: type[Event]) -> Callable[[MethodT], MethodT]:
         return method
 
     return mark
+
+
+RouteMethod = Literal["GET", "POST", "PUT", "DELETE", "WEBSOCKET"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """An HTTP route a handler serves, declared without any web framework.
+
+    ``serve(handler, **path_params)`` answers a request with the owning handler's running
+    instance (placeholders such as ``<ref>`` in ``path`` become keyword arguments) and returns
+    what the http handler's framework sends. ``upload``: the body is a file the route streams
+    to disk (the upload size cap applies, not the small command-body cap). ``streams``: the
+    answer lasts as long as the work or the client (follow streams, progress, downloads), so
+    no server-side response timeout ends it.
+    """
+
+    method: RouteMethod
+    path: str
+    serve: Callable[..., Awaitable[Any]]
+    upload: bool = False
+    streams: bool = False
 
 
 @dataclass
@@ -102,6 +129,8 @@ class Handler:
     """A top-level carte.yaml section holding the options too (built-ins: ``network``...)."""
     catch_up: ClassVar[bool] = True
     """Receive, on the first start, the facts published since the daemon started."""
+    routes: ClassVar[tuple[Route, ...]] = ()
+    """HTTP routes this handler serves (see `Route`); served only while it runs."""
 
     @classmethod
     def options_spec(cls) -> OptionsSpec:

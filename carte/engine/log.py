@@ -70,6 +70,12 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+def traceback_text(error: BaseException) -> str:
+    """The full traceback of ``error``, for an explicit ``traceback=`` field (escaped onto the
+    one line): unexpected failures of handlers carry it at every log level."""
+    return "".join(traceback.format_exception(error))
+
+
 def setup_logging(level: str = "info", stream: TextIO | None = None) -> logging.Logger:
     """Send every ``carte.*`` logger to ``stream`` (stderr by default) as logfmt at ``level``.
 

@@ -28,6 +28,8 @@ class Plan:
     disabled: tuple[str, ...]
     unknown_disabled: tuple[str, ...]
     """Names in ``handlers.disabled`` that no installed handler has (worth a warning)."""
+    disabled_handlers: tuple[type[Handler], ...] = ()
+    """The installed handlers behind ``disabled`` (their routes answer 503 naming them)."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -111,6 +113,7 @@ class Roster:
             handlers=tuple(self._handlers[name] for name in ordered),
             disabled=off,
             unknown_disabled=tuple(name for name in disabled if name not in self._handlers),
+            disabled_handlers=tuple(self._handlers[name] for name in off),
         )
 
     def _order(self, chosen: list[str]) -> list[str]:

@@ -11,6 +11,11 @@ waits with exponential backoff and starts a fresh instance. Other handlers keep 
 runs again before the next start. A handler whose ``run()`` never reports started holds up
 the start of the handlers after it (and the daemon's readiness): report started promptly.
 
+Commands and HTTP routes of a handler that is starting (first start, or a restart attempt
+after its backoff) wait for it on the bus (``bus.start_wait``); while it waits out a backoff,
+is skipped or disabled they fail fast. Once every handler had its first start the supervisor
+calls ``bus.mark_ready()``.
+
 On its first start a handler first receives, from the journal, the facts of its types that
 were published since the supervisor was made and before it subscribed (a plugin that starts
 last still sees the ``ContainerExited`` the containers handler published while re-adopting),
@@ -33,7 +38,7 @@ import trio
 from carte.api.events import Command, Fact, HandlerCrashed, HandlerSkipped, HandlerStarted
 from carte.engine.config import BackoffConfig, Config, handler_options
 from carte.engine.handler import Handler, HandlerContext
-from carte.engine.log import describe_error
+from carte.engine.log import describe_error, traceback_text
 from carte.engine.roster import Plan
 
 CommandCalls = dict[type[Command[Any]], Any]
@@ -83,12 +88,20 @@ class Supervisor:
             self._status[name] = HandlerStatus(
                 name, HandlerState.DISABLED, "disabled in carte.yaml (handlers)"
             )
+        for off in plan.disabled_handlers:
+            self._bus.declare_routes(off.name, off.routes)
+            self._bus.detach(
+                off.name,
+                "is disabled in carte.yaml (handlers.disabled); enable it and restart the daemon",
+            )
         for handler in plan.handlers:
             self._status[handler.name] = HandlerStatus(
                 handler.name, HandlerState.STARTING, requires=handler.requires
             )
             for command_type in handler.commands:
                 self._bus.declare_owner(command_type, handler.name)
+            self._bus.declare_routes(handler.name, handler.routes)
+            self._bus.starting(handler.name)
 
     def statuses(self) -> list[HandlerStatus]:
         """Every handler (planned first, in start order, then disabled ones), as a copy."""
@@ -141,6 +154,7 @@ class Supervisor:
                 first_outcome = trio.Event()
                 nursery.start_soon(self._supervise, handler, first_outcome, name=handler.name)
                 await first_outcome.wait()
+            self._bus.mark_ready()
             task_status.started()
 
     def _skipped_requirement(self, handler: type[Handler]) -> str | None:
@@ -165,6 +179,7 @@ class Supervisor:
         delay = self._backoff.initial
         checked = False
         while True:
+            self._bus.starting(name)
             started_at = trio.current_time()
             failure: BaseException | None = None
             try:
@@ -195,6 +210,7 @@ class Supervisor:
                     "restart_in": delay,
                     "restarts": status.restarts,
                     "error": error,
+                    "traceback": traceback_text(failure),
                 },
             )
             first_outcome.set()
@@ -214,6 +230,7 @@ class Supervisor:
             self._bus.attach(
                 handler.name,
                 {command: getattr(handler, method) for command, method in handler.commands.items()},
+                handler=handler,
             )
             status.state = HandlerState.RUNNING
             status.reason = ""

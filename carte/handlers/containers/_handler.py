@@ -98,6 +98,7 @@ from carte.handlers.containers._records import (
     random_name,
     summary,
 )
+from carte.handlers.containers._routes import CONTAINER_ROUTES
 from carte.handlers.containers._shims import (
     ShimConnection,
     ShimLauncher,
@@ -149,9 +150,11 @@ class ContainersHandler(Handler):
     name = "containers"
     Options = ContainersOptions
     section = "containers"
+    routes = CONTAINER_ROUTES  # logs, attach, exec, cp
 
     def __init__(self, ctx: HandlerContext) -> None:
         super().__init__(ctx)
+        self.copies = trio.CapacityLimiter(4)  # cp routes: archives made or unpacked at once
         self.records = Records(ctx.store)
         self.state_dir = ctx.run_root / "runtime"
         self.containers_dir = ctx.root / "containers"

@@ -12,23 +12,24 @@ daemon closing the socket (after "exit" and "error").
 - ``/v1/containers/<ref>/exec``: the client's first frame is an `ExecOptions` text message.
 
 A client that goes away ends its session only: the container or process keeps running.
+Both run with the containers handler's running instance (`INTERACTIVE_ROUTES`).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
 from quart import websocket
-from quart_trio import QuartTrio
 
 from carte.api.containers import ContainerLocation, ExecOptions
 from carte.api.errors import CarteError, Conflict, Internal, InvalidArgument
 from carte.api.events import InspectContainer, ResolveContainer, StartContainer
 from carte.engine import HandlerContext
+from carte.engine.handler import Route
 from carte.handlers.containers._attach import AttachedContainer
 from carte.handlers.containers._exec import (
     STDIN,
@@ -40,29 +41,34 @@ from carte.handlers.containers._exec import (
 from carte.handlers.containers._spec import resolve_user
 from carte.runtime.shim.client import ShimError
 
+if TYPE_CHECKING:
+    from carte.handlers.containers._handler import ContainersHandler
+
 _exec_options = msgspec.json.Decoder(ExecOptions)
 
 
-def register_interactive_routes(app: QuartTrio, ctx: HandlerContext) -> None:
-    """Add the attach and exec WebSocket routes to the API application."""
+async def attach_container(containers: ContainersHandler, ref: str) -> None:
+    """Attach to a container's stdio (WebSocket; start=1 starts it once attached)."""
+    await websocket.accept()
+    try:
+        await _attach(containers.ctx, ref, dict(websocket.args))
+    except CarteError as error:
+        await _send_error(error)
 
-    @app.websocket("/v1/containers/<ref>/attach")
-    async def attach_container(ref: str) -> None:
-        """Attach to a container's stdio (WebSocket; start=1 starts it once attached)."""
-        await websocket.accept()
-        try:
-            await _attach(ctx, ref, dict(websocket.args))
-        except CarteError as error:
-            await _send_error(error)
 
-    @app.websocket("/v1/containers/<ref>/exec")
-    async def exec_in_container(ref: str) -> None:
-        """Run a process in a running container (WebSocket; first frame: ExecOptions)."""
-        await websocket.accept()
-        try:
-            await _exec(ctx, ref)
-        except CarteError as error:
-            await _send_error(error)
+async def exec_in_container(containers: ContainersHandler, ref: str) -> None:
+    """Run a process in a running container (WebSocket; first frame: ExecOptions)."""
+    await websocket.accept()
+    try:
+        await _exec(containers.ctx, ref)
+    except CarteError as error:
+        await _send_error(error)
+
+
+INTERACTIVE_ROUTES = (
+    Route("WEBSOCKET", "/v1/containers/<ref>/attach", attach_container),
+    Route("WEBSOCKET", "/v1/containers/<ref>/exec", exec_in_container),
+)
 
 
 async def _attach(ctx: HandlerContext, ref: str, args: dict[str, str]) -> None:

@@ -1,10 +1,8 @@
-"""Streaming routes of the containers and images handlers.
+"""The containers handler's HTTP routes (`CONTAINER_ROUTES`): logs here, attach and exec
+(`_interactive_routes`), cp (`_archive_routes`). Each runs with the handler's running
+instance; while it is down the http handler answers 503 naming it.
 
-`POST /v1/images/import?name=NAME[:TAG]`: the request body is a root filesystem tar (plain,
-gzip or zstd), stored under ROOT/ingest while it arrives and then imported (`ImportImage`);
-the answer is ``{"result": ImageSummary}``. `carte import - NAME` uses it.
-
-`GET /v1/containers/<ref>/logs` as NDJSON.
+`GET /v1/containers/<ref>/logs` as NDJSON, a stream that lives until the client leaves.
 
 Query: `follow=1` keeps streaming until the container stops; `tail=N`, `since=`/`until=` (Unix
 seconds, float), `stdout=0`/`stderr=0` to leave a stream out, `until_exit=1` (what
@@ -17,20 +15,25 @@ Each log line is ``{"stream": "stdout"|"stderr", "log": TEXT, "time": RFC3339}``
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import msgspec
 import trio
 from quart import Response, request
-from quart_trio import QuartTrio
 
 from carte.api.containers import WaitResult
 from carte.api.errors import CarteError, InvalidArgument
-from carte.api.events import ImportImage, InspectContainer, StartContainer, WaitContainer
+from carte.api.events import InspectContainer, StartContainer, WaitContainer
 from carte.engine import HandlerContext
+from carte.engine.handler import Route
+from carte.handlers.containers._archive_routes import COPY_ROUTES
+from carte.handlers.containers._interactive_routes import INTERACTIVE_ROUTES
 from carte.runtime.logs import LogEntry, LogFollower
+
+if TYPE_CHECKING:
+    from carte.handlers.containers._handler import ContainersHandler
 
 NDJSON = "application/x-ndjson"
 POLL_INTERVAL = 0.05
@@ -146,27 +149,16 @@ async def stream_logs(ctx: HandlerContext, ref: str, query: LogQuery) -> AsyncIt
         follower.close()
 
 
-def register_container_routes(app: QuartTrio, ctx: HandlerContext) -> None:
-    """Add the container streaming routes to the API application."""
+async def container_logs(containers: ContainersHandler, ref: str) -> Response:
+    """A container's log as NDJSON (carte logs [-f], carte run)."""
+    ctx = containers.ctx
+    query = LogQuery.from_args(dict(request.args))
+    await ctx.bus.request(InspectContainer(ref=ref))  # 404 before the stream starts
+    return Response(stream_logs(ctx, ref, query), content_type=NDJSON)
 
-    @app.post("/v1/images/import")
-    async def import_upload() -> Response:
-        name = request.args.get("name", "")
-        ingest = ctx.root / "ingest"
-        await trio.Path(ingest).mkdir(parents=True, exist_ok=True)
-        upload = ingest / f"import-{os.urandom(8).hex()}.tar"
-        try:
-            async with await trio.open_file(upload, "wb") as file:
-                async for chunk in request.body:
-                    await file.write(chunk)
-            result = await ctx.bus.request(ImportImage(source=str(upload), name=name))
-        finally:
-            with trio.CancelScope(shield=True):
-                await trio.Path(upload).unlink(missing_ok=True)
-        return Response(_encoder.encode({"result": result}), content_type="application/json")
 
-    @app.get("/v1/containers/<ref>/logs")
-    async def container_logs(ref: str) -> Response:
-        query = LogQuery.from_args(dict(request.args))
-        await ctx.bus.request(InspectContainer(ref=ref))  # 404 before the stream starts
-        return Response(stream_logs(ctx, ref, query), content_type=NDJSON)
+CONTAINER_ROUTES = (
+    Route("GET", "/v1/containers/<ref>/logs", container_logs, streams=True),
+    *INTERACTIVE_ROUTES,
+    *COPY_ROUTES,
+)

@@ -2,36 +2,50 @@
 
 Every route answers JSON (or NDJSON for streams). Errors are always
 ``{"error": {"code", "message"}}``: a `CarteError` maps to its own status, a body that does not
-decode is 400 naming the field, an unknown route is 404, anything else is 500 and is logged.
+decode is 400 naming the field, an unknown route is 404, anything else is 500 and is logged
+with its traceback.
+
+The app serves its own generic routes (ping, version, info, events, commands, openapi) and
+every `Route` the handlers declared on the bus (`bus.routes()`): a request to one runs
+``route.serve(handler, **params)`` with the owning handler's running instance
+(`bus.serving`), or answers 503 naming the handler while it is disabled, skipped or down (a
+WebSocket route sends that as its "error" frame). Answers that are not streams must be sent
+within ``response_timeout``; streams (``Route.streams``, `/v1/events`) live until the client
+leaves.
 """
 
+import json
+import logging
 import os
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
-from quart import Response, request
+import trio
+from quart import Response, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from carte import API_VERSION, __version__
 from carte.api.errors import CarteError, InvalidArgument, NotFound
+from carte.api.events import Command
 from carte.api.host import kernel_release, read_cgroup_layout
 from carte.api.system import ErrorBody, ErrorDetail, HandlerInfo, Info, Version
 from carte.engine import HandlerContext
-from carte.handlers.containers import (
-    register_archive_routes,
-    register_container_routes,
-    register_interactive_routes,
-)
+from carte.engine.handler import Route as HandlerRoute
+from carte.engine.log import describe_error, traceback_text
 from carte.handlers.http._events import EventQuery, stream_events
 from carte.handlers.http._openapi import Route, command_types, openapi_document
-from carte.handlers.images import add_build_routes, register_image_routes
+from carte.handlers.http._options import ApiOptions
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
+# Bodies above this are decoded in a worker thread, so a big one never stalls the loop.
+_DECODE_IN_THREAD = 64 << 10
+
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 _encoder = msgspec.json.Encoder()
 
@@ -39,11 +53,14 @@ _encoder = msgspec.json.Encoder()
 def build_app(
     ctx: HandlerContext,
     *,
+    options: ApiOptions,
     socket_path: str,
     handler_report: Callable[[], list[HandlerInfo]],
 ) -> QuartTrio:
     """Build the application; it holds no task of its own (hypercorn owns the connections)."""
     app = QuartTrio("carte", static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = None  # per route, in front of the app (`BodyLimits`)
+    app.config["RESPONSE_TIMEOUT"] = options.response_timeout
     log = ctx.log
 
     def reply(value: Any, status: int = 200) -> Response:
@@ -88,20 +105,20 @@ def build_app(
     @app.get("/v1/events")
     async def events() -> Response:
         query = EventQuery.from_args(request.args.getlist("type"), request.args.get("since"))
-        return Response(stream_events(ctx.bus, query), content_type=NDJSON)
+        response = Response(stream_events(ctx.bus, query), content_type=NDJSON)
+        response.timeout = None  # a follow stream: it lives until the client leaves
+        return response
 
     @app.post("/v1/commands/<name>")
     async def command(name: str) -> Response:
         cls = command_types().get(name)
         if cls is None:
             raise NotFound(f'command "{name}" is unknown; see /v1/openapi.json for the list')
-        body = await request.get_data(as_text=False)
-        try:
-            cmd = msgspec.json.decode(body or b"{}", type=cls)
-        except msgspec.ValidationError as error:
-            raise InvalidArgument(f"body of {name}: {error}") from None
-        except msgspec.DecodeError as error:
-            raise InvalidArgument(f"body of {name} is not valid JSON: {error}") from None
+        body: bytes = await request.get_data(as_text=False)  # type: ignore[assignment]
+        if len(body) > _DECODE_IN_THREAD:
+            cmd = await trio.to_thread.run_sync(_decode_command, name, cls, body)
+        else:
+            cmd = _decode_command(name, cls, body)
         result = await ctx.bus.request(cmd)
         return reply({"result": result})
 
@@ -109,10 +126,8 @@ def build_app(
     async def openapi() -> Response:
         return reply(openapi_document(_routes(app)))
 
-    register_container_routes(app, ctx)
-    register_interactive_routes(app, ctx)
-    register_archive_routes(app, ctx)
-    register_image_routes(app, ctx)
+    for owner, declared in ctx.bus.routes():
+        _add_handler_route(app, ctx, owner, declared)
 
     @app.errorhandler(CarteError)
     async def carte_error(error: CarteError) -> Response:
@@ -132,17 +147,99 @@ def build_app(
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:
         log.error(
-            "api request failed: %s %s: %s: %s",
-            request.method,
-            request.path,
-            type(error).__name__,
-            error,
+            "api request failed",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "error": describe_error(error),
+                "traceback": traceback_text(error),
+            },
         )
         message = f"{type(error).__name__}: {error}; the daemon log has details"
         return error_reply("internal", message, 500)
 
-    add_build_routes(app, ctx)
     return app
+
+
+def log_failures(app: ASGIApp, log: logging.Logger) -> ASGIApp:
+    """`app`, logging with its traceback what escapes it (a stream that failed after its
+    first byte, a WebSocket session); hypercorn then ends the answer as before."""
+
+    async def logged(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await app(scope, receive, send)
+        except Exception as error:
+            log.error(
+                "api request failed",
+                extra={
+                    "path": scope.get("path", ""),
+                    "error": describe_error(error),
+                    "traceback": traceback_text(error),
+                },
+            )
+
+    return logged
+
+
+def upload_endpoints(app: QuartTrio) -> set[str]:
+    """Endpoints of the routes declared ``upload`` (they get the upload body cap)."""
+    return {
+        endpoint
+        for endpoint, view in app.view_functions.items()
+        if getattr(view, "carte_upload", False)
+    }
+
+
+def _decode_command(name: str, cls: type[Command[Any]], body: bytes) -> Command[Any]:
+    try:
+        command: Command[Any] = msgspec.json.decode(body or b"{}", type=cls)
+        return command
+    except msgspec.ValidationError as error:
+        raise InvalidArgument(f"body of {name}: {error}") from None
+    except msgspec.DecodeError as error:
+        raise InvalidArgument(f"body of {name} is not valid JSON: {error}") from None
+
+
+def _add_handler_route(
+    app: QuartTrio, ctx: HandlerContext, owner: str, route: HandlerRoute
+) -> None:
+    """Serve `route` with the running instance of handler `owner` (503 naming it otherwise)."""
+    serve = route.serve
+    endpoint = f"{owner}.{serve.__name__}"
+    view: Callable[..., Awaitable[Any]]
+    if route.method == "WEBSOCKET":
+
+        async def socket_view(**params: Any) -> None:
+            try:
+                handler = await ctx.bus.serving(owner)
+            except CarteError as error:
+                await websocket.accept()
+                frame = {
+                    "type": "error",
+                    "code": error.code,
+                    "status": error.status,
+                    "message": error.message,
+                }
+                await websocket.send(json.dumps(frame))
+                return
+            await serve(handler, **params)
+
+        view = socket_view
+        view.__doc__ = serve.__doc__
+        app.add_websocket(route.path, endpoint, view)
+        return
+
+    async def http_view(**params: Any) -> Any:
+        handler = await ctx.bus.serving(owner)
+        response = await serve(handler, **params)
+        if route.streams and isinstance(response, Response):
+            response.timeout = None  # lives as long as the work or the client
+        return response
+
+    view = http_view
+    view.__doc__ = serve.__doc__
+    view.carte_upload = route.upload  # type: ignore[attr-defined]
+    app.add_url_rule(route.path, endpoint, view, methods=[route.method])
 
 
 def _routes(app: QuartTrio) -> list[Route]:

@@ -1,13 +1,15 @@
 """The API handler: serves the HTTP API on the daemon's unix socket, in the daemon's trio run.
 
 hypercorn creates the socket with mode 0660 (umask 0o117) and, when a `carte` group exists,
-gives it to that group; `run()` reports started only once the socket is listening, so handlers
-that require "api" and the daemon's readiness both wait for a connectable socket.
+gives it to that group. The socket is opened only once every handler had its first start
+(`bus.wait_ready`), so a client never meets a daemon that cannot serve yet; `run()` reports
+started at once (nothing requires "api"), and the daemon's readiness does not wait for it.
+The listen backlog is ``handlers.options.api.backlog``; a request with ``Connection: close``
+gets its answer and then the connection is closed (h11 does that for hypercorn).
 """
 
 import grp
 import os
-from functools import partial
 from importlib.metadata import entry_points
 
 import trio
@@ -23,7 +25,9 @@ from carte.api.events import (
 )
 from carte.api.system import HandlerInfo, HandlerState
 from carte.engine import Handler, HandlerContext, on
-from carte.handlers.http._app import build_app
+from carte.handlers.http._app import build_app, log_failures, upload_endpoints
+from carte.handlers.http._limits import BodyLimits
+from carte.handlers.http._options import ApiOptions
 
 SOCKET_UMASK = 0o117  # socket mode 0660
 
@@ -74,6 +78,7 @@ class ApiHandler(Handler):
     """HTTP+JSON API on `daemon.socket`."""
 
     name = "api"
+    Options = ApiOptions
 
     def __init__(self, ctx: HandlerContext) -> None:
         super().__init__(ctx)
@@ -90,27 +95,38 @@ class ApiHandler(Handler):
         self.handlers.record(fact)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled; the socket file is removed on the way out.
+        """Open the socket once the daemon can serve, then serve until cancelled; the socket
+        file is removed on the way out.
 
         Fails (and the supervisor restarts it) when the socket cannot be bound, e.g. its
-        directory is not writable.
+        directory is not writable, or the options are invalid.
         """
+        options: ApiOptions = self.ctx.options
+        task_status.started()
+        await self.ctx.bus.wait_ready()
         path = self.ctx.config.daemon.socket_path
         path.parent.mkdir(parents=True, exist_ok=True)
         config = HypercornConfig()
         config.bind = [f"unix:{path}"]
         config.umask = SOCKET_UMASK
+        config.backlog = options.backlog
         gid = group_id(self.ctx.config.daemon.socket_group)
         if gid is not None:
             config.user, config.group = os.getuid(), gid
         config.accesslog = None
         config.errorlog = self.ctx.log
         config.graceful_timeout = 1.0
-        app = build_app(self.ctx, socket_path=str(path), handler_report=self.handlers.report)
+        app = build_app(
+            self.ctx, options=options, socket_path=str(path), handler_report=self.handlers.report
+        )
+        guarded = BodyLimits(
+            app,
+            command_limit=options.max_command_body,
+            upload_limit=options.max_upload_body,
+            upload_endpoints=upload_endpoints(app),
+        )
         try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(partial(serve, app, config))
-                task_status.started()
+            await serve(log_failures(guarded, self.ctx.log), config)
         finally:
             path.unlink(missing_ok=True)
 

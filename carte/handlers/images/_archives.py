@@ -1,6 +1,6 @@
 """The "archives" handler: images to and from tarballs, and what the image store holds.
 
-Blocking functions shared with the streaming routes (`api_images`), run in worker threads:
+Blocking functions the handler's streaming routes (`_routes`) run in worker threads:
 `save_images` (OCI archive or docker-archive), `load_images` (either, hostile-safe: a bad
 archive records no image), `export_container` (a container's merged filesystem as a tar,
 volumes not included). Commands: `CommitContainer`, `ShowImageHistory`, `PruneImages`,
@@ -48,6 +48,7 @@ from carte.api.images import (
     RemovedImage,
 )
 from carte.engine import Handler, HandlerContext, on
+from carte.handlers.images._routes import ARCHIVE_ROUTES
 from carte.image import (
     ImageNotFound,
     ImageStore,
@@ -63,7 +64,7 @@ from carte.image import (
 from carte.image.archive import ArchiveFormat
 from carte.image.importer import creation_time
 
-_limiter = trio.CapacityLimiter(4)
+MAX_PARALLEL_TRANSFERS = 4
 
 
 # -- save, load, export (blocking; called from worker threads) ---------------------------------
@@ -336,9 +337,11 @@ class ArchivesHandler(Handler):
 
     name = "archives"
     requires = ("containers",)  # ListContainerUsage, ResolveContainer
+    routes = ARCHIVE_ROUTES
 
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx
+        self.transfers = trio.CapacityLimiter(MAX_PARALLEL_TRANSFERS)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Remove what a killed daemon's loads and exports left (uploads, export mounts); a
@@ -389,7 +392,7 @@ class ArchivesHandler(Handler):
         try:
             image = await trio.to_thread.run_sync(
                 lambda: commit_upper(store, details, Path(location.upper_dir), command),
-                limiter=_limiter,
+                limiter=self.transfers,
             )
         finally:
             if pause:
@@ -437,7 +440,7 @@ class ArchivesHandler(Handler):
                 store.remove(image)
             return doomed, collect_garbage(store, chains).bytes_freed
 
-        doomed, freed = await trio.to_thread.run_sync(work, limiter=_limiter)
+        doomed, freed = await trio.to_thread.run_sync(work, limiter=self.transfers)
         deleted: list[RemovedImage] = []
         for image in doomed:
             for name in image.names:
@@ -452,5 +455,5 @@ class ArchivesHandler(Handler):
         used, _, uppers = await self._container_layers()
         store = self._store()
         return await trio.to_thread.run_sync(
-            lambda: disk_usage(store, used, uppers), limiter=_limiter
+            lambda: disk_usage(store, used, uppers), limiter=self.transfers
         )

@@ -1,8 +1,10 @@
-"""The "build" handler: `BuildImage` and `PruneBuildCache`, and `run_build`, which the
-streaming route (`api_build`) shares, so both paths build the same way.
+"""The "build" handler: `BuildImage` and `PruneBuildCache`, the upload routes
+`POST /v1/build` and `/v1/build/context` (`_build_routes`), and `BuildHandler.run_build`,
+which both paths share, so they build the same way.
 
 The builder library is synchronous; a build runs in a worker thread (at most
-`MAX_PARALLEL_BUILDS` at once) and its RUN steps in `carte runtime run` child processes.
+`MAX_PARALLEL_BUILDS` at once per handler instance) and its RUN steps in `carte runtime run`
+child processes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from carte.api.events import BuildImage, ImageBuilt, PruneBuildCache
 from carte.api.images import BuildCachePruned, BuildRequest, BuildResult
 from carte.engine import Handler, HandlerContext, on
 from carte.handlers.containers import resolve_user
+from carte.handlers.images._build_routes import BUILD_ROUTES
 from carte.image import ImageStore, Registry, StoredImage, collect_garbage, parse_reference
 
 if TYPE_CHECKING:
@@ -29,7 +32,6 @@ if TYPE_CHECKING:
 from carte.runtime.shim.client import interpreter_command
 
 MAX_PARALLEL_BUILDS = 2
-_limiter = trio.CapacityLimiter(MAX_PARALLEL_BUILDS)
 
 
 def build_options(request: BuildRequest) -> BuildOptions:
@@ -60,49 +62,6 @@ def _pull(store: ImageStore, ref: str) -> StoredImage:
     return Registry(reference.domain).pull(store, reference)
 
 
-async def run_build(
-    ctx: HandlerContext,
-    request: BuildRequest,
-    context: Path,
-    dockerfile_text: str,
-    progress: Callable[[str], None],
-    cancelled: threading.Event,
-) -> BuildResult:
-    """Build in a worker thread and publish `ImageBuilt`.
-
-    `progress` is called from the worker thread. On cancellation of the calling task,
-    `cancelled` is set; the build stops at its next step (a running RUN step is killed) and
-    the task waits for the thread to finish cleaning up. Raises the build's `CarteError`.
-    """
-    # The builder is imported on first use: an idle daemon does not pay for it.
-    from carte.build import BuildEnvironment, build
-
-    options = build_options(request)
-    store = ImageStore(ctx.root)
-    environment = BuildEnvironment(
-        store=store,
-        state_dir=ctx.run_root / "build-runtime",
-        progress=progress,
-        resolve_user=resolve_user,
-        pull=lambda ref: _pull(store, ref),
-        cancelled=cancelled.is_set,
-    )
-
-    def work() -> StoredImage:
-        return build(environment, options, context, dockerfile_text)
-
-    try:
-        image = await trio.to_thread.run_sync(work, limiter=_limiter)
-    except trio.Cancelled:
-        cancelled.set()
-        raise
-    result = BuildResult(
-        id=image.id, manifest_digest=image.manifest_digest, names=list(image.names)
-    )
-    await ctx.bus.publish(ImageBuilt(id=image.id, names=list(image.names)))
-    return result
-
-
 def read_dockerfile(context: Path, name: str) -> str:
     """The Dockerfile `name` (relative to the context); raises `InvalidArgument` if unreadable."""
     path = context / name
@@ -119,9 +78,55 @@ class BuildHandler(Handler):
     """Owns image builds and the build cache."""
 
     name = "build"
+    routes = BUILD_ROUTES
 
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx
+        self.builds = trio.CapacityLimiter(MAX_PARALLEL_BUILDS)
+        self.sessions: dict[str, trio.Lock] = {}
+        """Kept context copies by session id: one build per copy at a time."""
+
+    async def run_build(
+        self,
+        request: BuildRequest,
+        context: Path,
+        dockerfile_text: str,
+        progress: Callable[[str], None],
+        cancelled: threading.Event,
+    ) -> BuildResult:
+        """Build in a worker thread and publish `ImageBuilt`.
+
+        `progress` is called from the worker thread. On cancellation of the calling task,
+        `cancelled` is set; the build stops at its next step (a running RUN step is killed) and
+        the task waits for the thread to finish cleaning up. Raises the build's `CarteError`.
+        """
+        # The builder is imported on first use: an idle daemon does not pay for it.
+        from carte.build import BuildEnvironment, build
+
+        options = build_options(request)
+        store = ImageStore(self.ctx.root)
+        environment = BuildEnvironment(
+            store=store,
+            state_dir=self.ctx.run_root / "build-runtime",
+            progress=progress,
+            resolve_user=resolve_user,
+            pull=lambda ref: _pull(store, ref),
+            cancelled=cancelled.is_set,
+        )
+
+        def work() -> StoredImage:
+            return build(environment, options, context, dockerfile_text)
+
+        try:
+            image = await trio.to_thread.run_sync(work, limiter=self.builds)
+        except trio.Cancelled:
+            cancelled.set()
+            raise
+        result = BuildResult(
+            id=image.id, manifest_digest=image.manifest_digest, names=list(image.names)
+        )
+        await self.ctx.bus.publish(ImageBuilt(id=image.id, names=list(image.names)))
+        return result
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Remove what builds of a previous daemon left (scratch dirs, uploads, RUN
@@ -171,8 +176,7 @@ class BuildHandler(Handler):
             )
         text = await trio.to_thread.run_sync(read_dockerfile, context, command.options.dockerfile)
         log = self.ctx.log
-        return await run_build(
-            self.ctx,
+        return await self.run_build(
             command.options,
             context,
             text,
@@ -198,4 +202,4 @@ class BuildHandler(Handler):
                 records=records, blobs=len(collected.blobs), bytes_freed=collected.bytes_freed
             )
 
-        return await trio.to_thread.run_sync(work, limiter=_limiter)
+        return await trio.to_thread.run_sync(work, limiter=self.builds)

@@ -8,24 +8,28 @@
   directory is used) and streams NDJSON: `{"stream": "#3 [2/5] RUN ..."}` per progress line,
   then `{"result": BuildResult}` or `{"error": {"code", "message"}}`.
 
-The upload file is removed when the build ends, whatever happened; a client that disconnects
-cancels the build. At most `KEPT_SESSIONS` kept copies stay; `carte builder prune` drops all.
+Both run with the "build" handler's running instance (its context, logger, build limiter and
+session locks). The upload file is removed when the build ends, whatever happened; a client
+that disconnects cancels the build. After each build with a session, at most `KEPT_SESSIONS`
+kept copies stay (the least recently used ones that no build holds go); `carte builder prune`
+drops all. The listing is decoded in a worker thread and capped at `MAX_LISTING_BYTES`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import shutil
 import tempfile
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import trio
 from quart import Response, request
-from quart_trio import QuartTrio
 
 from carte.api.errors import CarteError, InvalidArgument
 from carte.api.images import BuildRequest
@@ -39,59 +43,78 @@ from carte.build import (
     needed_files,
 )
 from carte.engine import HandlerContext
-from carte.handlers.images._build import run_build
+from carte.engine.handler import Route
+from carte.engine.log import describe_error, traceback_text
+
+if TYPE_CHECKING:
+    from carte.handlers.images._build import BuildHandler
 
 NDJSON = "application/x-ndjson"
-# Build contexts are bigger than Quart's 16 MB default body limit.
-MAX_CONTEXT_BYTES = 16 << 30
 _WRITE_BATCH = 8 << 20
 KEPT_SESSIONS = 16
+# A listing is one JSON entry per file of the context: ~100 bytes each.
+MAX_LISTING_BYTES = 256 << 20
 
 _encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(BuildRequest)
 _entries_decoder = msgspec.json.Decoder(list[ContextEntry])
 
 
-def add_build_routes(app: QuartTrio, ctx: HandlerContext) -> None:
-    """Register POST /v1/build on `app`."""
-    app.config["MAX_CONTENT_LENGTH"] = MAX_CONTEXT_BYTES
-    sessions: dict[str, trio.Lock] = {}
+async def build(builder: BuildHandler) -> Response:
+    """Build an image from an uploaded context, streaming progress as NDJSON (carte build)."""
+    ctx = builder.ctx
+    try:
+        options = _request_decoder.decode(request.args.get("options", "{}").encode())
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        raise InvalidArgument(f"build options: {error}") from None
+    contexts = await trio.to_thread.run_sync(_contexts_dir, ctx)
+    upload = Path(await trio.to_thread.run_sync(tempfile.mkdtemp, "", "upload-", contexts))
+    try:
+        await _receive(upload / "context.upload")
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(shutil.rmtree, upload, True)
+        raise
+    context = upload / "context"
+    lock = trio.Lock()  # an upload without a session shares nothing
+    kept: Path | None = None
+    if options.context_key:
+        key = _session_id(options.context_key)
+        lock = builder.sessions.setdefault(key, lock)
+        context = kept = contexts / f"session-{key}"
+    stream = _stream(builder, options, context, upload, lock, kept)
+    return Response(stream, content_type=NDJSON)
 
-    @app.post("/v1/build")
-    async def build_route() -> Response:
-        try:
-            options = _request_decoder.decode(request.args.get("options", "{}").encode())
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            raise InvalidArgument(f"build options: {error}") from None
-        contexts = await trio.to_thread.run_sync(_contexts_dir, ctx)
-        upload = Path(await trio.to_thread.run_sync(tempfile.mkdtemp, "", "upload-", contexts))
-        try:
-            await _receive(upload / "context.upload")
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(shutil.rmtree, upload, True)
-            raise
-        context = upload / "context"
-        lock = trio.Lock()  # an upload without a session shares nothing
-        if options.context_key:
-            key = _session_id(options.context_key)
-            lock = sessions.setdefault(key, lock)
-            context = contexts / f"session-{key}"
-        return Response(_stream(ctx, options, context, upload, lock), content_type=NDJSON)
 
-    @app.post("/v1/build/context")
-    async def context_needs() -> Response:
-        """Which files of the listed context the daemon lacks (the first half of an upload)."""
-        key = request.args.get("key", "")
-        body = await request.get_data(as_text=False)
-        try:
-            entries = _entries_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            raise InvalidArgument(f"build context listing: {error}") from None
-        contexts = await trio.to_thread.run_sync(_contexts_dir, ctx)
-        target = contexts / f"session-{_session_id(key)}"
-        needed = await trio.to_thread.run_sync(needed_files, target, entries)
-        return Response(_encoder.encode({"needed": needed}), content_type="application/json")
+async def context_needs(builder: BuildHandler) -> Response:
+    """Which files of the listed context the daemon lacks (the first half of an upload)."""
+    key = request.args.get("key", "")
+    body = bytearray()
+    async for chunk in request.body:
+        body += chunk
+        if len(body) > MAX_LISTING_BYTES:
+            raise InvalidArgument(
+                f"build context listing is larger than {MAX_LISTING_BYTES >> 20} MiB; "
+                "leave files out with a .dockerignore"
+            )
+    entries = await trio.to_thread.run_sync(_decode_listing, bytes(body))
+    contexts = await trio.to_thread.run_sync(_contexts_dir, builder.ctx)
+    target = contexts / f"session-{_session_id(key)}"
+    needed = await trio.to_thread.run_sync(needed_files, target, entries)
+    return Response(_encoder.encode({"needed": needed}), content_type="application/json")
+
+
+BUILD_ROUTES = (
+    Route("POST", "/v1/build", build, upload=True, streams=True),
+    Route("POST", "/v1/build/context", context_needs, upload=True),
+)
+
+
+def _decode_listing(body: bytes) -> list[ContextEntry]:
+    try:
+        return _entries_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        raise InvalidArgument(f"build context listing: {error}") from None
 
 
 async def _receive(archive: Path) -> None:
@@ -105,6 +128,10 @@ async def _receive(archive: Path) -> None:
         await trio.to_thread.run_sync(out.write, bytes(pending))
 
 
+def _busy_sessions(builder: BuildHandler, contexts: Path) -> set[Path]:
+    return {contexts / f"session-{key}" for key, lock in builder.sessions.items() if lock.locked()}
+
+
 def _session_id(context_key: str) -> str:
     return hashlib.sha256(context_key.encode()).hexdigest()[:32]
 
@@ -115,11 +142,16 @@ def _contexts_dir(ctx: HandlerContext) -> Path:
     return directory
 
 
-def _forget_old_sessions(contexts: Path, current: Path) -> None:
-    """Keep the most recently used `KEPT_SESSIONS` contexts; drop the others."""
+def forget_old_sessions(contexts: Path, current: Path, busy: set[Path]) -> None:
+    """Keep `current` and the most recently used others, `KEPT_SESSIONS` in all; drop the
+    rest, except copies a running build holds (`busy`)."""
+    if current.is_dir():
+        os.utime(current)  # used now, whether or not its files changed
     sessions = [p for p in contexts.glob("session-*") if p.is_dir() and p != current]
     sessions.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     for stale in sessions[KEPT_SESSIONS - 1 :]:
+        if stale in busy:
+            continue
         manifest_path(stale).unlink(missing_ok=True)
         shutil.rmtree(stale, ignore_errors=True)
 
@@ -149,7 +181,12 @@ def _unpack(upload: Path, context: Path, options: BuildRequest) -> str:
 
 
 async def _stream(
-    ctx: HandlerContext, options: BuildRequest, context: Path, upload: Path, lock: trio.Lock
+    builder: BuildHandler,
+    options: BuildRequest,
+    context: Path,
+    upload: Path,
+    lock: trio.Lock,
+    kept: Path | None,
 ) -> AsyncIterator[bytes]:
     # The build thread never waits for the client: its lines go through an unbounded queue
     # that this task drains in batches (one thread hop per batch, not per line).
@@ -163,19 +200,26 @@ async def _stream(
         async with lock:
             try:
                 dockerfile = await trio.to_thread.run_sync(_unpack, upload, context, options)
-                result = await run_build(ctx, options, context, dockerfile, progress, cancelled)
+                result = await builder.run_build(options, context, dockerfile, progress, cancelled)
                 line = _encoder.encode({"result": result})
             except CarteError as error:
                 body = ErrorBody(error=ErrorDetail(code=error.code, message=error.message))
                 line = _encoder.encode(body)
             except Exception as error:
-                ctx.log.exception("build failed unexpectedly")
+                builder.ctx.log.error(
+                    "build failed unexpectedly",
+                    extra={"error": describe_error(error), "traceback": traceback_text(error)},
+                )
                 message = f"{type(error).__name__}: {error}; the daemon log has details"
                 line = _encoder.encode(
                     ErrorBody(error=ErrorDetail(code="internal", message=message))
                 )
             # The upload goes before the last line, so a client that saw it sees no leftovers.
             await trio.to_thread.run_sync(shutil.rmtree, upload, True)
+            if kept is not None:
+                await trio.to_thread.run_sync(
+                    forget_old_sessions, kept.parent, kept, _busy_sessions(builder, kept.parent)
+                )
             lines.put(line + b"\n")
             lines.put(None)
 

@@ -25,6 +25,7 @@ from carte.api.events import (
 )
 from carte.api.images import ImageDetails, ImageSummary, RemovedImage
 from carte.engine import Handler, HandlerContext, on
+from carte.handlers.images._routes import IMAGE_ROUTES
 from carte.image import ImageStore, StoredImage, import_rootfs, parse_reference
 
 
@@ -85,6 +86,7 @@ class ImagesHandler(Handler):
 
     name = "images"
     requires = ("containers",)  # which containers use an image: ListContainerUsage
+    routes = IMAGE_ROUTES  # POST /v1/images/import (the rootfs upload)
 
     def __init__(self, ctx: HandlerContext) -> None:
         super().__init__(ctx)
