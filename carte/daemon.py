@@ -60,7 +60,9 @@ class StartupError(Exception):
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="carte daemon", description="Run the Carte daemon: the engine behind the API socket."
+        prog="carte daemon",
+        description="Run the Carte daemon: the engine behind the API socket.",
+        allow_abbrev=False,
     )
     parser.add_argument("--root", help="storage root (default /var/lib/carte)")
     parser.add_argument("--run-root", help="runtime state: sockets, pid files (default /run/carte)")
@@ -267,6 +269,16 @@ def main() -> None:
     run_daemon(sys.argv[2:])
 
 
+def _remove_interrupted_writes(root: Path) -> None:
+    """Half-unpacked layers and temp blobs a killed daemon left (never waits for a writer)."""
+    from carte.image.gc import remove_interrupted_unpacks
+    from carte.image.store import ImageStore
+
+    removed = remove_interrupted_unpacks(ImageStore(root))
+    if removed:
+        log.info("removed half-unpacked layers", extra={"count": len(removed)})
+
+
 def run_daemon(argv: list[str]) -> None:
     """Run the daemon with `argv` flags; exits 0 after a graceful stop, 1 on a start-up error."""
     args = parse_args(argv)
@@ -276,6 +288,7 @@ def run_daemon(argv: list[str]) -> None:
         setup_logging(config.daemon.log_level)
         lock = DaemonLock(Path(config.daemon.root), Path(config.daemon.run_root))
         lock.acquire()
+        _remove_interrupted_writes(Path(config.daemon.root))
         pid_file = write_pid_file(Path(config.daemon.run_root))
     except (ConfigError, StartupError, RootInUse, CarteError) as error:
         print(_one_line(error), file=sys.stderr)
