@@ -44,8 +44,7 @@ def test_a_start_removes_half_unpacked_layers_and_df_counts_real_use(
 
     ok(carte.client("import", str(sparse_rootfs_tar(tmp_path)), "sparse:1"))
     rows = {
-        row["type"]: row
-        for row in json.loads(ok(carte.client("--format", "json", "system", "df")))
+        row["type"]: row for row in json.loads(ok(carte.client("--format", "json", "system", "df")))
     }
     assert rows["Layer cache"]["size"] < 2 * MIB, rows
     assert rows["Images"]["size"] < 2 * MIB, rows
