@@ -211,6 +211,7 @@ def build_spec(
         spec.linux.namespaces = [ns for ns in spec.linux.namespaces if ns.type != "network"]
         spec.mounts = [m for m in spec.mounts if m.destination != "/etc/hostname"]
         spec.linux.namespaces = [ns for ns in spec.linux.namespaces if ns.type != "uts"]
+        spec.hostname = ""  # the host's own; a hostname needs a uts namespace (OCI)
     _share_host_namespaces(spec, config)
     spec.linux.sysctl = {**spec.linux.sysctl, **config.sysctls}
     spec.linux.resources = _resources(config.resources, spec.linux.resources)
