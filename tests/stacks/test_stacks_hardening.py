@@ -12,8 +12,13 @@ import pytest
 from support.containers import ok
 from support.daemon import Daemon
 
+from carte.api.containers import ExecOptions
 from carte.api.events import Command
+from carte.api.images import BuildRequest
+from carte.build import ContextEntry
 from carte.engine.config import ConfigError, parse_config
+from carte.image import oci
+from carte.image.archive import DockerManifestEntry
 from carte.stack import ManifestError, load_manifest
 
 
@@ -97,12 +102,18 @@ def _commands() -> list[type[msgspec.Struct]]:
 
 
 def test_no_command_body_can_make_the_json_decoder_recurse() -> None:
-    """Every command type, every field given 10 000 nested arrays: a validation error, never a
+    """Every command type and every other body or image document decoded from outside (exec
+    options, build requests and contexts, manifests, indexes, image configs, docker-archive
+    manifests), every field given 10 000 nested arrays: a validation error, never a
     RecursionError (msgspec recurses only into untyped fields)."""
     nested = b"[" * 10_000 + b"]" * 10_000
     commands = _commands()
     assert len(commands) > 20
-    for cls in commands:
+    for whole in (list[ContextEntry], list[DockerManifestEntry]):
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.json.decode(nested, type=whole)
+    others = [ExecOptions, BuildRequest, oci.Manifest, oci.Index, oci.ImageConfig]
+    for cls in [*commands, *others, DockerManifestEntry]:
         for field in msgspec.structs.fields(cls):
             body = b'{"' + field.encode_name.encode() + b'":' + nested + b"}"
             try:
