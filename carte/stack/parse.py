@@ -46,7 +46,7 @@ class Source:
         self.lines: dict[Path, int] = {}
         self.files: dict[Path, str] = {}
         self.problems: list[str] = []
-        self._more = 0
+        self._more = [0]  # shared with the Sources of other files of the project
 
     def _nearest(self, path: Path) -> Path:
         while path:
@@ -75,7 +75,7 @@ class Source:
         if len(self.problems) < MAX_ERRORS:
             self.problems.append(text)
         else:
-            self._more += 1
+            self._more[0] += 1
 
     def raise_problems(self) -> None:
         if not self.problems:
@@ -88,8 +88,8 @@ class Source:
             return (not problem.startswith(main), file, int(line) if line.isdigit() else 0)
 
         text = "\n".join(sorted(self.problems, key=place))
-        if self._more:
-            text += f"\n... and {self._more} more problems"
+        if self._more[0]:
+            text += f"\n... and {self._more[0]} more problems"
         raise ManifestError(text)
 
     def adopt(self, other: "Source", old: Path, new: Path) -> None:
@@ -221,6 +221,7 @@ class _Loader:
             source.report(at, f'file "{name}" {reason} ({path}); check the path')
             return None
         other = Source(os.path.relpath(path, self.project_dir))
+        other.problems, other._more = source.problems, source._more
         try:
             loaded = (self.document(text, other.file_name, other), other)
         except ManifestError as error:
