@@ -11,6 +11,7 @@ from carte.api.events.base import (
     Fact,
     event_name,
 )
+from carte.api.events.cluster import *  # noqa: F403  (the cluster events, listed in its __all__)
 from carte.api.events.containers import (
     ContainerCreated,
     ContainerExited,

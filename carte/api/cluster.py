@@ -1,0 +1,180 @@
+"""Wire schema of the cluster: nodes, join, heartbeat, tokens, leadership, assignments.
+
+Times are RFC 3339 strings in UTC (`carte.api.timestamps`); sizes bytes; CPUs a float.
+Store keys on the control plane (etcd): ``cluster/members/<name>`` (the node's `NodeRecord`,
+kept until ``node rm``; its ``status`` says ready or down), ``cluster/nodes/<name>`` (the
+same record while the node is alive: bound to the node's lease, deleted by etcd when the
+lease expires), ``cluster/leader`` (`LeaderRecord`, bound to the leader's lease),
+``cluster/ca`` (`CaRecord`), ``cluster/tokens`` (the `TokenBook`), ``cluster/revoked``
+(the `RevocationList`), ``cluster/assignments/<node>/<name>`` (`Assignment`) and
+``cluster/status/<node>/<name>`` (`ReplicaStatus`).
+"""
+
+from typing import Any, Literal
+
+import msgspec
+
+NodeRole = Literal["control", "worker"]
+Availability = Literal["active", "drain"]
+NodeState = Literal["ready", "down"]
+ClusterRole = Literal["none", "control", "worker"]
+
+
+class _Wire(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of cluster bodies: frozen, keyword-only, unknown fields are a 400 naming them."""
+
+
+class Capacity(_Wire, frozen=True, kw_only=True):
+    """What a node offers the scheduler."""
+
+    cpus: float = 0.0
+    memory: int = 0
+    """Bytes."""
+
+
+class NodeRecord(_Wire, frozen=True, kw_only=True):
+    """A member of the cluster, as `carte node ls|inspect` shows it."""
+
+    name: str
+    addresses: list[str] = []
+    labels: dict[str, str] = {}
+    capacity: Capacity = Capacity()
+    role: NodeRole = "worker"
+    availability: Availability = "active"
+    status: NodeState = "ready"
+    joined: str = ""
+    seen: str = ""
+    """Last heartbeat the control plane took."""
+    serial: str = ""
+    """Serial (hex) of the node's certificate; revoked by ``node rm``."""
+    lease: int = 0
+    """The etcd lease ``cluster/nodes/<name>`` is bound to (refreshed on heartbeat)."""
+
+
+class Assignment(_Wire, frozen=True, kw_only=True):
+    """One replica the scheduler placed on a node (``cluster/assignments/<node>/<name>``)."""
+
+    node: str
+    stack: str
+    service: str
+    replica: int
+    name: str
+    """The container name the agent creates."""
+    revision: str
+    request: dict[str, Any] = {}
+    """The CreateContainer fields the agent creates the container with."""
+    fence: int = 0
+    """The scheduler's lease revision when it wrote this (see `LeaderRecord`)."""
+
+
+class ReplicaStatus(_Wire, frozen=True, kw_only=True):
+    """What a node's agent reports of one assigned replica."""
+
+    node: str
+    name: str
+    container_id: str = ""
+    state: Literal["pending", "running", "exited", "failed"] = "pending"
+    ready: bool = False
+    reason: str = ""
+    updated: str = ""
+
+
+class JoinRequest(_Wire, frozen=True, kw_only=True):
+    """POST /v1/cluster/join: the token proves the node; the CSR carries its own key."""
+
+    token: str
+    name: str
+    csr: str
+    addresses: list[str] = []
+    labels: dict[str, str] = {}
+    capacity: Capacity = Capacity()
+
+
+class JoinReply(_Wire, frozen=True, kw_only=True):
+    cert: str
+    """The node's certificate (PEM), signed by the cluster CA."""
+    ca: str
+    """The cluster CA certificate (PEM)."""
+
+
+class Heartbeat(_Wire, frozen=True, kw_only=True):
+    """POST /v1/cluster/heartbeat from a node (its certificate must name ``name``)."""
+
+    name: str
+    capacity: Capacity = Capacity()
+    addresses: list[str] = []
+
+
+class HeartbeatReply(_Wire, frozen=True, kw_only=True):
+    ttl: int
+    """Seconds the control plane keeps the node alive without another heartbeat."""
+
+
+class CaRecord(_Wire, frozen=True, kw_only=True):
+    """``cluster/ca``: the cluster CA (its key stays in etcd, on the control plane)."""
+
+    cert: str
+    key: str
+
+
+class LeaderRecord(_Wire, frozen=True, kw_only=True):
+    """``cluster/leader``: who leads, bound to the leader's lease."""
+
+    name: str
+    address: str = ""
+    since: str = ""
+
+
+class Leadership(_Wire, frozen=True, kw_only=True):
+    """This daemon's view of the election (GetLeadership)."""
+
+    leader: str = ""
+    """Name of the leading control plane ('' while none is known)."""
+    is_leader: bool = False
+    fence: int = 0
+    """Store revision at which this daemon won (0 unless it leads): newer writes fence
+    older leaders' ones."""
+
+
+class TokenInfo(_Wire, frozen=True, kw_only=True):
+    id: str
+    created: str
+    expires: str = ""
+    state: Literal["active", "expired", "revoked"] = "active"
+
+
+class NewToken(_Wire, frozen=True, kw_only=True):
+    id: str
+    token: str
+
+
+class Credentials(_Wire, frozen=True, kw_only=True):
+    """A client bundle the CLI writes to ~/.carte (or CARTE_CERT_PATH)."""
+
+    ca: str
+    cert: str
+    key: str
+
+
+class ClusterInitResult(_Wire, frozen=True, kw_only=True):
+    name: str
+    token: str
+    """A join token ('' when this daemon joined an existing cluster as another control plane)."""
+    ca_hash: str
+    listen: str = ""
+    advertise: str = ""
+    admin: Credentials
+
+
+class ClusterStatus(_Wire, frozen=True, kw_only=True):
+    role: ClusterRole = "none"
+    name: str = ""
+    server: str = ""
+    """A worker's control plane."""
+    listen: str = ""
+    leader: str = ""
+    is_leader: bool = False
+    ca_hash: str = ""
+    nodes: int = 0
+    ready: int = 0
+    down: int = 0
