@@ -45,6 +45,8 @@ class ServicePort:
     target_port: int
     proto: Protocol = "tcp"
     published: bool = False
+    host_ip: str = ""
+    """For a published port: the one local address it is bound to ("" = every one)."""
 
 
 @dataclass(frozen=True)
@@ -67,11 +69,11 @@ def _service_rules(service: BalancedService) -> list[str]:
     lines = []
     backends = tuple(sorted(service.backends))
     for port in service.ports:
-        match = (
-            f"fib daddr type local {port.proto} dport {port.port}"
-            if port.published
-            else f"ip daddr {service.vip} {port.proto} dport {port.port}"
-        )
+        if port.published:
+            where = f"ip daddr {port.host_ip}" if port.host_ip else "fib daddr type local"
+            match = f"{where} {port.proto} dport {port.port}"
+        else:
+            match = f"ip daddr {service.vip} {port.proto} dport {port.port}"
         if not backends:
             continue  # unmatched VIP traffic is refused in `input`; published ports find no one
         if port.published or port.port != port.target_port:

@@ -106,6 +106,34 @@ def ports_of(items: list[str | int | PortLong]) -> list[PortSpec]:
     return out
 
 
+def unpublished_ports(service: Service) -> list[PortSpec]:
+    """Ports listed with no host side ("80", long form without published): Compose publishes
+    them on a random host port (host_port 0 here; the stacks handler picks one)."""
+    out: list[PortSpec] = []
+    for item in service.ports:
+        if isinstance(item, PortLong):
+            if item.published is None or item.published == "":
+                out.append(
+                    PortSpec(
+                        container_port=item.target, protocol=item.protocol, host_ip=item.host_ip
+                    )
+                )
+            continue
+        body, _, proto = str(item).partition("/")
+        parts = body.rsplit(":", 2)
+        host_ip = parts[0] if len(parts) == 3 else ""
+        if len(parts) == 1 or not parts[-2]:
+            for port in _range(parts[-1]):
+                out.append(
+                    PortSpec(
+                        container_port=port,
+                        protocol="udp" if proto == "udp" else "tcp",
+                        host_ip=host_ip,
+                    )
+                )
+    return out
+
+
 def container_ports(service: Service) -> list[int]:
     """Every container port the service listens on: ports' container sides and expose."""
     found: set[int] = set()

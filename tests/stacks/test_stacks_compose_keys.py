@@ -4,6 +4,8 @@ one-line refusal naming file, line and key."""
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -194,3 +196,53 @@ def test_network_volume_restart_and_profile_keys(carte: Daemon, tmp_path: Path) 
         )
     )
     wait_for(running(carte, "nets-debug"), 30, "the debug profile's service runs")
+
+
+PORTS = """\
+services:
+  web:
+    image: busybox
+    command: [sh, -c, "echo hello > /index.html && exec httpd -f -p 80 -h /"]
+    stop_signal: KILL
+    ports: ["127.0.0.1:18581:80", "80"]
+"""
+
+
+def http_get(address: str, port: int) -> str:
+    with socket.create_connection((address, port), timeout=2) as conn:
+        conn.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := conn.recv(4096):
+            data += chunk
+    return data.decode().partition("\r\n\r\n")[2].strip()
+
+
+def test_ports_bind_only_their_host_ip_and_bare_ports_get_a_random_one(
+    carte: Daemon, tmp_path: Path
+) -> None:
+    ok(carte.client("apply", "-n", "ports", "-f", str(write(tmp_path, PORTS))))
+    rows = json.loads(ok(carte.client("--format", "json", "service", "ls")))
+    published = {(p["host_ip"], p["container_port"]): p["host_port"] for p in rows[0]["ports"]}
+    assert published[("127.0.0.1", 80)] == 18581
+    random_port = published[("", 80)]
+    assert 0 < random_port != 18581
+    wait_for(lambda: _answers("127.0.0.1", 18581), 30, "the published port answers")
+    assert http_get("127.0.0.1", random_port) == "hello"
+    # the stack network's gateway is another local address: 18581 is not published there
+    network = json.loads(
+        ok(carte.client("--format", "json", "network", "inspect", "ports_default"))
+    )
+    gateway = (network[0] if isinstance(network, list) else network)["gateway"]
+    assert _answers(gateway, random_port)
+    assert not _answers(gateway, 18581)
+    again = ok(carte.client("apply", "-n", "ports", "-f", str(tmp_path / "compose.yaml")))
+    assert "unchanged" in again
+    rows = json.loads(ok(carte.client("--format", "json", "service", "ls")))
+    assert random_port in {p["host_port"] for p in rows[0]["ports"]}  # kept across applies
+
+
+def _answers(address: str, port: int) -> bool:
+    try:
+        return http_get(address, port) == "hello"
+    except OSError:
+        return False

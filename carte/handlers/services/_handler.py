@@ -85,7 +85,11 @@ class ServicesHandler(Handler):
             lb.ServicePort(port=p, target_port=p) for p in sorted(set(fact.container_ports))
         ] + [
             lb.ServicePort(
-                port=p.host_port, target_port=p.container_port, proto=p.protocol, published=True
+                port=p.host_port,
+                target_port=p.container_port,
+                proto=p.protocol,
+                published=True,
+                host_ip=p.host_ip if p.host_ip not in ("0.0.0.0", "::") else "",
             )
             for p in fact.ports
             if p.host_port

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import trio
 
-from carte.api.containers import ContainerSummary
+from carte.api.containers import ContainerSummary, PortSpec
 from carte.api.errors import CarteError, Conflict, NotFound
 from carte.api.events import (
     ConnectNetwork,
@@ -624,8 +624,19 @@ def service_updated(record: ServiceRecord) -> ServiceUpdated:
             record.networks.get(n) or network_name(record.stack, n)
             for n in normalize.networks(spec)
         ],
-        ports=normalize.ports(spec),
+        ports=published_ports(record),
         container_ports=normalize.container_ports(spec),
         resources=resources(spec),
         autoscale=autoscale_spec(spec),
     )
+
+
+def published_ports(record: ServiceRecord) -> list[PortSpec]:
+    """The service's host ports: those it names, and those picked for ports it lists
+    without a host side (`random_ports`)."""
+    picked = [
+        msgspec.structs.replace(port, host_port=record.random_ports[key])
+        for port in normalize.unpublished_ports(record.spec)
+        if (key := f"{port.container_port}/{port.protocol}") in record.random_ports
+    ]
+    return [*normalize.ports(record.spec), *picked]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 from functools import partial
 from pathlib import Path
 
@@ -56,7 +57,12 @@ from carte.api.stacks import (
 )
 from carte.api.timestamps import now_rfc3339
 from carte.engine import Handler, HandlerContext, on
-from carte.handlers.stacks._converge import Converger, autoscale_spec, service_updated
+from carte.handlers.stacks._converge import (
+    Converger,
+    autoscale_spec,
+    published_ports,
+    service_updated,
+)
 from carte.handlers.stacks._files import read_files
 from carte.handlers.stacks._policies import sync_policies
 from carte.handlers.stacks._records import (
@@ -199,6 +205,10 @@ class StacksHandler(Handler):
             await sync_policies(self.ctx.bus, network_name(stack, "default"), manifest)
             records = self._records(stack, manifest, stored, project_dir, env_files)
             for record in records:
+                old_record = stored.get(record.name)
+                record.random_ports = await trio.to_thread.run_sync(
+                    _pick_ports, record.spec, old_record.random_ports if old_record else {}
+                )
                 record.networks = network_map(stack, manifest)
                 record.volumes = volume_map(stack, manifest)
                 record.files = {
@@ -481,7 +491,7 @@ class StacksHandler(Handler):
                     running=len(running),
                     ready=len(ready),
                     revision=record.revision,
-                    ports=normalize.ports(record.spec),
+                    ports=published_ports(record),
                     autoscale=autoscale_spec(record.spec),
                     rollout=record.rollout.state if record.rollout is not None else "",
                 )
@@ -694,6 +704,22 @@ def volume_map(stack: str, manifest: Manifest) -> dict[str, str]:
         key: (decl.name if decl is not None and decl.name else f"{stack}_{key}")
         for key, decl in manifest.volumes.items()
     }
+
+
+def _pick_ports(service: Service, kept: dict[str, int]) -> dict[str, int]:
+    """A free host port for each port the service lists without a host side; those picked
+    by an earlier apply are kept."""
+    out: dict[str, int] = {}
+    for port in normalize.unpublished_ports(service):
+        key = f"{port.container_port}/{port.protocol}"
+        if key in kept:
+            out[key] = kept[key]
+            continue
+        kind = socket.SOCK_DGRAM if port.protocol == "udp" else socket.SOCK_STREAM
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.bind((port.host_ip or "0.0.0.0", 0))
+            out[key] = probe.getsockname()[1]
+    return out
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -37,6 +37,8 @@ class ServiceRecord(msgspec.Struct, kw_only=True):
     """The manifest's network names -> the daemon's (external ones and `name:` kept as is)."""
     volumes: dict[str, str] = {}
     """The manifest's volume names -> the daemon's."""
+    random_ports: dict[str, int] = {}
+    """"PORT/PROTO" of a port listed without a host side -> the host port picked for it."""
     files: dict[str, bytes] = {}
     """"secrets/NAME" and "configs/NAME" -> content, for the service's file mounts. Never
     shown by inspect."""
