@@ -115,6 +115,8 @@ class ContainerConfig(_Wire, kw_only=True):
     dns: list[str] = []
     """Name servers written to /etc/resolv.conf after the network's own resolver."""
     dns_search: list[str] = []
+    mac_address: str = ""
+    """The MAC address of its interface on its first network ("" = derived from the IP)."""
     publish_all: bool = False
     log: LogOptions = msgspec.field(default_factory=LogOptions)
 

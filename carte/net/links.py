@@ -223,6 +223,7 @@ class LinkControl:
         gateway: IPv4Address | None,
         mtu: int,
         ifname: str = "eth0",
+        mac: str = "",
     ) -> Endpoint:
         """Plug the namespace `netns` (pid, path or `ip netns` name) into `bridge`.
 
@@ -234,6 +235,7 @@ class LinkControl:
         """
         _check_ifname(host_ifname)
         _check_ifname(ifname)
+        mac = mac or container_mac(address.ip)  # a MAC given by the user (Compose's mac_address)
         bridge_index = self.index_of(bridge)
         if bridge_index is None:
             raise NotFound(f'bridge "{bridge}" does not exist; create the network first')
@@ -257,7 +259,7 @@ class LinkControl:
                     "ifname": ifname,
                     "net_ns_fd": nsfd,
                     "mtu": mtu,
-                    "address": container_mac(address.ip),
+                    "address": mac,
                 },
             )
         except NetlinkError as exc:
@@ -274,9 +276,7 @@ class LinkControl:
         except BaseException:
             self.delete_link(host_ifname)
             raise
-        return Endpoint(
-            host_ifname=host_ifname, ifname=ifname, address=address, mac=container_mac(address.ip)
-        )
+        return Endpoint(host_ifname=host_ifname, ifname=ifname, address=address, mac=mac)
 
     def _configure_inside(
         self,

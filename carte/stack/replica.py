@@ -213,6 +213,7 @@ def replica_config(
         extra_hosts=normalize.extra_hosts(service),
         dns=normalize.strings(service.dns),
         dns_search=normalize.strings(service.dns_search),
+        mac_address="" if mode else service.mac_address,
         ipc_mode={"shareable": "private"}.get(service.ipc, service.ipc),
         pid_mode=service.pid,
         log=LogOptions(

@@ -243,6 +243,11 @@ def _check_compose_keys(name: str, service: Service, manifest: Manifest, source:
         )
     if service.mac_address and not _MAC.fullmatch(service.mac_address):
         source.report((*here, "mac_address"), "is not a MAC address; write e.g. 02:42:ac:11:00:02")
+    elif service.mac_address and service.deploy.replicas > 1:
+        source.report(
+            (*here, "mac_address"),
+            "one MAC address cannot serve several replicas; set deploy.replicas: 1",
+        )
     attach = normalize.networks(service)
     for net_name, network in attach.items():
         if network.ipv4_address:

@@ -126,6 +126,7 @@ services:
         ipv4_address: 10.93.200.50
         aliases: [www]
       shared: {}
+    mac_address: 02:42:0a:5d:c8:32
   sidecar:
     image: busybox
     container_name: nets-sidecar
@@ -175,6 +176,7 @@ def test_network_volume_restart_and_profile_keys(carte: Daemon, tmp_path: Path) 
     wait_for(running(carte, "nets-web", "nets-sidecar", "nets-isolated"), 30, "replicas run")
     addresses = sh(carte, "nets-web", "ip -4 -o addr")
     assert "10.93.200.50/24" in addresses
+    assert "02:42:0a:5d:c8:32" in sh(carte, "nets-web", "ip -o link")
     # the sidecar shares Web's network namespace and its volumes
     assert sh(carte, "nets-sidecar", "ip -4 -o addr") == addresses
     assert sh(carte, "nets-sidecar", "cat /data/file").strip() == "shared"

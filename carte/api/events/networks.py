@@ -24,6 +24,8 @@ class AttachContainerNetwork(Command[Endpoint], frozen=True, kw_only=True):
     ports: list[PortSpec] = []
     labels: dict[str, str] = {}
     """The container's labels, for network policies' selectors."""
+    mac: str = ""
+    """The interface's MAC address ("" = one derived from its IP address)."""
 
 
 class DetachContainerNetwork(Command[None], frozen=True, kw_only=True):

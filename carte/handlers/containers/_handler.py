@@ -502,6 +502,7 @@ class ContainersHandler(Handler):
                     ip=config.ip,
                     ports=list(config.ports),
                     labels=dict(config.labels),
+                    mac=config.mac_address,
                 )
             )
         except Unavailable:

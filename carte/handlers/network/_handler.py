@@ -520,6 +520,7 @@ class NetworkHandler(Handler):
                 ports=command.ports,
                 labels=labels,
                 default_route=True,
+                mac=command.mac,
             )
         self.ctx.log.info(
             "attached container %s to network %s as %s in %.1f ms",
@@ -543,6 +544,7 @@ class NetworkHandler(Handler):
         ports: list[PortSpec],
         labels: dict[str, str],
         default_route: bool,
+        mac: str = "",
     ) -> Endpoint:
         if network.is_default:
             self._cancel_retire()
@@ -593,6 +595,7 @@ class NetworkHandler(Handler):
                     gateway=updated.gateway_ip if default_route else None,
                     mtu=mtu,
                     ifname=ifname,
+                    mac=mac,
                 )
             )
             endpoint.mac = made.mac
