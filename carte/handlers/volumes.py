@@ -1,8 +1,8 @@
 """The volumes handler: local named volumes under ROOT/volumes/<name>/_data.
 
-Records live at ``volumes/<name>`` in the state store. `in_use_by` is computed from the
-container records (a volume used by any container, running or not, cannot be removed without
-force, as in Docker).
+Records live at ``volumes/<name>`` in the state store. `in_use_by` comes from the
+containers handler (`ListContainerUsage`): a volume used by any container, running or not,
+cannot be removed without force, as in Docker.
 
 Containers write into volumes as root, so what they leave there must give nothing to other
 users of the host: ROOT/volumes is 0701 (made so with the root, carte.daemon_lock), each
