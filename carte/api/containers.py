@@ -60,6 +60,8 @@ class HealthConfig(_Wire, kw_only=True):
     timeout: float = 30.0
     retries: int = 3
     start_period: float = 0.0
+    start_interval: float = 0.0
+    """Seconds between probes during the start period (0: `interval`)."""
 
 
 class RestartPolicy(_Wire, kw_only=True):

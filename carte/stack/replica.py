@@ -238,6 +238,7 @@ def _healthcheck(service: Service) -> HealthConfig | None:
         timeout=normalize.seconds(check.timeout),
         retries=check.retries,
         start_period=normalize.seconds(check.start_period),
+        start_interval=normalize.seconds(check.start_interval) if check.start_period else 0.0,
     )
 
 

@@ -70,7 +70,7 @@ services:
       - {source: db_pw, target: dbpass, uid: "1000", gid: "1000", mode: 0400}
     configs:
       - {source: app_conf, target: /etc/app.conf}
-    healthcheck: {test: [CMD, "true"], interval: 1s, start_interval: 1s}
+    healthcheck: {test: [CMD, "true"], interval: 5m, start_period: 5m, start_interval: 500ms}
     deploy:
       placement: {constraints: ["node.role==manager"]}
 secrets:
@@ -111,6 +111,12 @@ def test_service_keys_take_effect_inside_the_container(carte: Daemon, tmp_path: 
     for secret in ("s3cr3t-api-key", "pw-from-env"):
         assert secret not in shown and secret not in carte.log()
     assert "node.role==manager" in shown
+    # probes every start_interval during the start period: healthy long before interval (5m)
+    wait_for(
+        lambda: "healthy" in ok(carte.client("ps", "--filter", "name=keys-web")),
+        15,
+        "keys-web healthy",
+    )
 
 
 NETWORKS = """\

@@ -78,7 +78,8 @@ class HealthTracker:
 async def watch_health(
     check: HealthConfig, probe: Probe, report: Report, *, health: Health | None = None
 ) -> None:
-    """Probe every `check.interval` seconds forever, reporting after each probe.
+    """Probe every `check.interval` seconds forever (every `check.start_interval` seconds
+    during the start period while still starting), reporting after each probe.
 
     Reports the initial state first (changed=True unless continuing from `health`). Runs until
     cancelled (the container exited); an exception from `probe` or `report` propagates.
@@ -87,7 +88,9 @@ async def watch_health(
     tracker = HealthTracker(check, trio.current_time(), health)
     await report(tracker.health, health is None)
     while True:
-        await trio.sleep(interval)
+        starting = trio.current_time() - tracker.started_at < check.start_period
+        early = starting and tracker.health.status == "starting" and check.start_interval > 0
+        await trio.sleep(check.start_interval if early else interval)
         entry = await probe()
         if entry is None:
             continue
