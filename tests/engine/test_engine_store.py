@@ -14,6 +14,7 @@ import msgspec
 import pytest
 import trio
 import trio.testing
+from support import REPO
 from support.etcd import EtcdServer, etcd_server
 
 from carte.api.errors import Conflict
@@ -334,7 +335,7 @@ async def test_an_unopenable_store_is_one_line_naming_the_file(tmp_path: Path) -
 def test_every_reported_commit_survives_sigkill_and_the_db_is_intact(tmp_path: Path) -> None:
     """A real writer process is SIGKILLed mid-stream; nothing it reported committed is lost."""
     db = tmp_path / "state.db"
-    repo = Path(__file__).resolve().parents[2]
+    repo = REPO
     env = {**os.environ, "PYTHONPATH": str(repo)}
     writer = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("store_writer.py")), str(db)],

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from support.daemon import DaemonFactory
 from support.etcd import EtcdServer, etcd_server
-from support.leftovers import remove_leftovers
+from support.module_daemon import stop_and_clean
 
 __all__ = ["etcd_server"]
 
@@ -21,11 +21,7 @@ def factory() -> Iterator[DaemonFactory]:
     try:
         yield made
     finally:
-        for daemon in made.daemons:
-            if daemon.process is not None and daemon.process.poll() is None:
-                daemon.stop()
-            remove_leftovers(daemon)
-        made.cleanup()
+        stop_and_clean(made)
 
 
 def etcd_keys(server: EtcdServer, prefix: str) -> list[str]:

@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import REPO
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "config" / "examples" / "game"))
+sys.path.insert(0, str(REPO / "config" / "examples" / "game"))
 
 from check import check
 from load import Load, Result, shard_of, summary
 from support.daemon import Daemon, DaemonFactory
 
-GAME = Path(__file__).resolve().parents[2] / "config" / "examples" / "game"
+GAME = REPO / "config" / "examples" / "game"
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import pytest
 from lifecycle_lab import NO_NET
 from support.containers import inspect, ok, wait_for
 from support.daemon import Daemon, DaemonFactory
-from support.leftovers import remove_leftovers
+from support.module_daemon import stop_and_clean
 
 # Near-continuous restarts: the start of the next run follows the exit of the last at once.
 CONFIG = "containers:\n  restart:\n    base: 0.01\n    cap: 0.01\n    reset: 5.0\n"
@@ -32,11 +32,7 @@ def storm(busybox_tar: Path) -> Iterator[Daemon]:
         for container_id in daemon.client("ps", "-aq", "--no-trunc").stdout.split():
             daemon.client("rm", "-f", container_id, timeout=30)
     finally:
-        for daemon in factory.daemons:
-            if daemon.process is not None and daemon.process.poll() is None:
-                daemon.stop()
-            remove_leftovers(daemon)
-        factory.cleanup()
+        stop_and_clean(factory)
 
 
 def _crash_loop(daemon: Daemon, name: str) -> str:

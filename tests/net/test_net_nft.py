@@ -10,10 +10,10 @@ import socket
 import subprocess
 import sys
 from ipaddress import IPv4Address
-from pathlib import Path
 
 import pytest
 from net_lab import Bridge, NetLab
+from support import REPO
 
 from carte.net import nft
 from carte.net.conntrack import forget_flows
@@ -308,7 +308,7 @@ def test_a_foreign_forward_drop_policy_is_reported(lab: NetLab) -> None:
     probe = "from carte.net import nft; print(nft.forward_drop_chains())"
     shown = subprocess.run(
         ["ip", "netns", "exec", netns, sys.executable, "-c", probe],
-        cwd=Path(__file__).parents[2],  # the repository root, so `carte` imports
+        cwd=REPO,  # the repository root, so `carte` imports
         capture_output=True,
         text=True,
         check=True,

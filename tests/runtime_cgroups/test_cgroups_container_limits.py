@@ -17,6 +17,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from support import REPO
 
 from carte.runtime.cgroups import (
     Cgroup,
@@ -29,7 +30,6 @@ from carte.runtime.cgroups import (
 )
 from carte.runtime.spec import default_spec, encode_spec
 
-REPO = Path(__file__).resolve().parents[2]
 MB = 1 << 20
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import REPO
 
 _PROBE = Path(__file__).with_name("security_probe.py")
-_REPOSITORY = Path(__file__).resolve().parents[2]
+_REPOSITORY = REPO
 
 RunProbe = Callable[..., dict[str, Any]]
 ProbeProcess = Callable[..., subprocess.CompletedProcess[str]]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import REPO
 from support.daemon import Daemon
 from support.module_daemon import ModuleDaemon
 
@@ -292,7 +293,7 @@ def test_service_update_bad_input_is_one_line(daemon: Daemon) -> None:
 def test_example_stack_serves_through_vips(daemon: Daemon, tmp_path: Path) -> None:
     """config/examples/stack-web-db.yaml as docs/stacks.md deploys it (on a free host port, so
     a daemon running the example on this host is not disturbed)."""
-    example = Path(__file__).resolve().parents[2] / "config" / "examples" / "stack-web-db.yaml"
+    example = REPO / "config" / "examples" / "stack-web-db.yaml"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -4,6 +4,7 @@ keys Carte reads, and bad input rejected with file, line and key."""
 from __future__ import annotations
 
 import pytest
+from support import REPO
 
 from carte.stack import (
     InterpolationError,
@@ -243,9 +244,8 @@ def test_other_bad_input() -> None:
 
 
 def test_example_stacks_parse() -> None:
-    from pathlib import Path
 
-    examples = Path(__file__).resolve().parents[2] / "config" / "examples"
+    examples = REPO / "config" / "examples"
     for path in sorted(examples.glob("*.yaml")):
         manifest, _s, _w = load_manifest(path.read_text(), path.name, {})
         assert manifest.services, path

@@ -13,3 +13,8 @@ test area; the fixtures in `support.fixtures` are loaded by tests/conftest.py fo
 - support.busybox: a busybox rootfs and its tar (also `python tests/support/busybox.py`).
 - support.registry: Debian's docker-registry on loopback; support.etcd: a real etcd.
 """
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+"""The repository's root (so a test folder can move without counting parents)."""

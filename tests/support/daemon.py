@@ -21,7 +21,8 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from support import REPO
+
 SAMPLE_PLUGIN = REPO / "tests" / "plugins" / "sample_plugin"
 START_TIMEOUT = 20.0
 

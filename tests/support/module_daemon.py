@@ -1,17 +1,8 @@
 """The "daemon with busybox, emptied after each test" that the daemon test areas share.
 
-An area's conftest makes one `ModuleDaemon` per test module and hands its daemon to each test
-through `ModuleDaemon.test()`::
-
-    @pytest.fixture(scope="module")
-    def module_daemon(busybox_tar: Path) -> Iterator[ModuleDaemon]:
-        with ModuleDaemon(busybox_tar, config=CONFIG, volumes=True) as module:
-            yield module
-
-    @pytest.fixture
-    def carte(module_daemon: ModuleDaemon) -> Iterator[Daemon]:
-        with module_daemon.test() as daemon:
-            yield daemon
+An area's conftest makes one `ModuleDaemon` per test module (a module-scoped fixture around
+``with ModuleDaemon(busybox_tar, config=...) as module``) and hands its daemon to each test
+through ``with module.test() as daemon`` (tests/containers/conftest.py shows both).
 
 After each test its stacks, containers (with their anonymous volumes) and, when asked for,
 named volumes and user networks are removed through the client; a daemon a test killed is
@@ -32,7 +23,7 @@ from types import TracebackType
 from support.daemon import Daemon, DaemonFactory, remove_host_network_state
 from support.leftovers import host_leftovers, remove_leftovers
 
-__all__ = ["ModuleDaemon", "alive", "empty"]
+__all__ = ["ModuleDaemon", "alive", "empty", "stop_and_clean"]
 
 
 def alive(daemon: Daemon) -> bool:
@@ -66,6 +57,16 @@ def empty(
     except subprocess.TimeoutExpired:
         pass
     return bridges
+
+
+def stop_and_clean(factory: DaemonFactory) -> None:
+    """Stop every daemon of `factory` gracefully, remove what its containers left (processes,
+    cgroups, state) and then the daemons' directories and host network state."""
+    for daemon in factory.daemons:
+        if alive(daemon):
+            daemon.stop()
+        remove_leftovers(daemon)
+    factory.cleanup()
 
 
 class ModuleDaemon:
