@@ -74,6 +74,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), help="log verbosity"
     )
+    parser.add_argument(
+        "--listen",
+        metavar="tcp://ADDR:PORT",
+        help="also serve the API over mutual TLS on this address (cluster CA certificates)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="plain HTTP on --listen; refused unless the address is loopback",
+    )
     return parser.parse_args(argv)
 
 
@@ -88,6 +99,8 @@ def config_from_args(args: argparse.Namespace, roster: Roster | None = None) -> 
             "daemon.run_root": _absolute(args.run_root),
             "daemon.socket": _absolute(args.socket),
             "daemon.log_level": args.log_level,
+            "cluster.listen": args.listen,
+            "cluster.insecure": args.insecure,
         },
     )
 
@@ -304,6 +317,8 @@ def run_daemon(argv: list[str]) -> None:
             "daemon.run_root": config.daemon.run_root,
             "daemon.socket": config.daemon.socket,
             "daemon.log_level": args.log_level,
+            "cluster.listen": args.listen,
+            "cluster.insecure": args.insecure,
         }
         trio.run(daemon.run)
     except (StartupError, CarteError) as error:

@@ -116,12 +116,59 @@ class StoreConfig(_Section, frozen=True, kw_only=True):
             raise ValueError("tls.cert and tls.key go together; give both or neither")
 
 
+TcpAddress = Annotated[str, msgspec.Meta(pattern=r"^tcp://[^/\s]+:[0-9]+$")]
+
+
+class ClusterConfig(_Section, frozen=True, kw_only=True):
+    """This daemon's place in a cluster. ``carte cluster init`` / ``carte node join`` keep
+    theirs in ROOT/cluster/joined.json, which wins over this section (flags win over both)."""
+
+    role: Literal["none", "control", "worker"] = "none"
+    name: str | None = None
+    """Node name; null: the host name."""
+    server: TcpAddress | None = None
+    """A worker's control plane, tcp://HOST:PORT."""
+    listen: TcpAddress | None = None
+    """Serve the API over mutual TLS on tcp://ADDR:PORT too (besides the unix socket)."""
+    advertise: str | None = None
+    """The address other nodes reach this one at; null: the listen address."""
+    insecure: bool = False
+    """Plain HTTP on ``listen``: allowed only for a loopback address."""
+    node_ttl: PositiveInt = 10
+    """Seconds without a heartbeat before a node is down (its lease TTL)."""
+    leader_ttl: PositiveInt = 10
+    """TTL of the leader's lease: how long a dead leader keeps the role."""
+
+    def __post_init__(self) -> None:
+        if self.insecure and not is_loopback_listen(self.listen):
+            raise ValueError(
+                f"insecure (plain HTTP) is allowed only on a loopback address, not "
+                f"{self.listen or 'no listen address'}; drop --insecure to serve mutual TLS"
+            )
+
+
+def is_loopback_listen(listen: str | None) -> bool:
+    """Whether ``tcp://HOST:PORT`` binds a loopback address only."""
+    import ipaddress
+
+    if not listen:
+        return False
+    host = listen.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Config(_Section, frozen=True, kw_only=True):
     daemon: DaemonConfig = DaemonConfig()
     handlers: HandlersConfig = HandlersConfig()
     bus: BusConfig = BusConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     store: StoreConfig = StoreConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
 
 class HandlerOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

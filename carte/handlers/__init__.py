@@ -5,6 +5,7 @@ one `carte.engine.Registry`. Add a built-in by importing its class here and list
 """
 
 from carte.engine import Handler
+from carte.handlers.cluster import MembershipHandler
 from carte.handlers.containers import ContainersHandler, ContainerToolsHandler
 from carte.handlers.http import ApiHandler
 from carte.handlers.images import ArchivesHandler, BuildHandler, ImagesHandler, RegistryHandler
@@ -23,6 +24,7 @@ BUILTIN: tuple[type[Handler], ...] = (
     ContainerToolsHandler,
     HealthHandler,
     ImagesHandler,
+    MembershipHandler,
     NetworkHandler,
     RegistryHandler,
     RestartHandler,

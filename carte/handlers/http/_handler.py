@@ -17,6 +17,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from carte.api.events import (
+    ClusterConfigured,
     DaemonStarting,
     HandlerCrashed,
     HandlerDisabled,
@@ -28,6 +29,7 @@ from carte.engine import Handler, HandlerContext, on
 from carte.handlers.http._app import build_app, log_failures, upload_endpoints
 from carte.handlers.http._limits import BodyLimits
 from carte.handlers.http._options import ApiOptions
+from carte.handlers.http._tls import TcpListener, strip_peer
 
 SOCKET_UMASK = 0o117  # socket mode 0660
 
@@ -85,6 +87,12 @@ class ApiHandler(Handler):
         self.handlers = HandlerTable(_plugin_handler_names())
         for fact in ctx.bus.journal.since(0.0, _HANDLER_FACTS):
             self.handlers.record(fact)  # type: ignore[arg-type]
+        self.tcp = TcpListener(ctx.bus, ctx.log, ctx.options.backlog)
+
+    @on(ClusterConfigured)
+    async def listen_tcp(self, fact: ClusterConfigured) -> None:
+        """Serve the API on the cluster's TCP address too (mutual TLS): see `_tls`."""
+        self.tcp.configure(fact)
 
     @on(DaemonStarting)
     @on(HandlerStarted)
@@ -125,8 +133,12 @@ class ApiHandler(Handler):
             upload_limit=options.max_upload_body,
             upload_endpoints=upload_endpoints(app),
         )
+        served = log_failures(guarded, self.ctx.log)
         try:
-            await serve(log_failures(guarded, self.ctx.log), config)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.tcp.run, served)
+                await serve(strip_peer(served), config)
+                nursery.cancel_scope.cancel()
         finally:
             path.unlink(missing_ok=True)
 
