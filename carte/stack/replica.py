@@ -17,7 +17,7 @@ from carte.api.containers import (
 )
 from carte.api.stacks import REPLICA_LABEL, REVISION_LABEL, SERVICE_LABEL, STACK_LABEL
 from carte.stack import normalize
-from carte.stack.model import Deploy, FileRef, Service, VolumeLong
+from carte.stack.model import Deploy, FileRef, NetworkAttach, Service, VolumeLong
 
 
 def image_name(stack: str, name: str, service: Service) -> str:
@@ -128,6 +128,14 @@ def network_mode(service: Service, joined: str = "") -> str:
     return ""
 
 
+def replica_aliases(name: str, replica: int, network: str, attach: NetworkAttach) -> list[str]:
+    """The DNS names of a replica on one of its networks: `tasks.NAME`, `NAME_N`, its
+    aliases, and on networks other than the stack's default the service name itself (on the
+    default network that name is the service's VIP)."""
+    own = [] if network == "default" else [name]
+    return [f"tasks.{name}", f"{name}_{replica}", *own, *attach.aliases]
+
+
 def container_name(stack: str, name: str, service: Service, replica: int) -> str:
     return service.container_name or f"{stack}_{name}_{replica}-{secrets.token_hex(2)}"
 
@@ -205,9 +213,7 @@ def replica_config(
         ),
         healthcheck=_healthcheck(service),
         network=mode or (network_names or {}).get(first) or network_name(stack, first),
-        network_aliases=(
-            [] if mode else [f"tasks.{name}", f"{name}_{replica}", *networks[first].aliases]
-        ),
+        network_aliases=[] if mode else replica_aliases(name, replica, first, networks[first]),
         ip="" if mode else networks[first].ipv4_address,
         sysctls={k: v or "" for k, v in normalize.mapping(service.sysctls).items()},
         extra_hosts=normalize.extra_hosts(service),

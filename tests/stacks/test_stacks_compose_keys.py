@@ -188,8 +188,23 @@ def test_network_volume_restart_and_profile_keys(carte: Daemon, tmp_path: Path) 
     assert sh(carte, "nets-sidecar", "cat /data/file").strip() == "shared"
     assert "eth" not in sh(carte, "nets-isolated", "ip -o link")
     # aliases and the uppercase service name resolve on the custom network
-    for name in ("www", "tasks.web", "Web_1"):
+    for name in ("www", "tasks.web", "Web_1", "web"):
         assert "10.93.200.50" in sh(carte, "nets-web", f"nslookup {name} 2>&1 || true"), name
+    # ...and on every other network the replica shares (the external one here)
+    shared_ip = sh(carte, "nets-web", "ip -4 -o addr show eth1").split()[3].split("/")[0]
+    found = ok(
+        carte.client(
+            "run",
+            "--rm",
+            "--network",
+            "keys-shared",
+            "busybox",
+            "sh",
+            "-c",
+            "for n in web tasks.Web Web_1; do nslookup $n; done 2>&1",
+        )
+    )
+    assert found.count(shared_ip) >= 3, found
     # a one-shot "no" service exits 0 and stays exited (not replaced)
     time.sleep(2)
     once = [line for line in ok(carte.client("ps", "-a")).splitlines() if "nets_once" in line]

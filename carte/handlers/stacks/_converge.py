@@ -38,7 +38,7 @@ from carte.handlers.stacks._records import ServiceRecord, load_service, service_
 from carte.handlers.stacks._replicas import Replica, exit_code_of, replica_number, revision_of
 from carte.stack import image_name, network_name, normalize, replica_config, resources
 from carte.stack.model import Service, UpdateConfig
-from carte.stack.replica import file_refs
+from carte.stack.replica import file_refs, replica_aliases
 
 if TYPE_CHECKING:
     from carte.engine import HandlerContext
@@ -227,7 +227,7 @@ class Converger:
                     ConnectNetwork(
                         network=full,
                         container=created.id,
-                        aliases=[f"tasks.{record.name}", *attach.aliases],
+                        aliases=replica_aliases(record.name, number, network, attach),
                         ip=attach.ipv4_address,
                     )
                 )
