@@ -35,6 +35,8 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "carte.cli.commands.copy": ("cp",),
     "carte.cli.commands.registry": ("pull", "push", "login", "logout", "image"),
     "carte.cli.commands.stacks": ("apply", "stack", "service", "rollout"),
+    "carte.cli.commands.cluster": ("cluster",),
+    "carte.cli.commands.node": ("node",),
     "carte.cli.commands.archives": (
         "save", "load", "export", "commit", "history", "image", "container", "system",
     ),
@@ -134,7 +136,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "-H",
         "--host",
-        help="daemon socket, unix:///path (default: $CARTE_HOST or unix:///run/carte/carte.sock)",
+        help="daemon: unix:///path or tcp://HOST:PORT (mutual TLS, certificates in ~/.carte or "
+        "$CARTE_CERT_PATH; default: $CARTE_HOST or unix:///run/carte/carte.sock)",
     )
     parser.add_argument(
         "--format",

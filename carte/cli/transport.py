@@ -47,7 +47,30 @@ def socket_path_from_host(host: str | None) -> str:
         return value[len("unix:") :]
     if value.startswith("/"):
         return value
-    raise ValueError(f'host "{value}" is not a unix socket; use unix:///path/to/carte.sock')
+    raise ValueError(
+        f'host "{value}" is neither a unix socket nor tcp://HOST:PORT; use '
+        "unix:///path/to/carte.sock or tcp://HOST:PORT"
+    )
+
+
+def client_for_host(host: str | None) -> Client:
+    """The client for `--host` / `CARTE_HOST`: a unix socket, or ``tcp://HOST:PORT`` over
+    mutual TLS with the certificates of `cert_path()` (ssl is imported only then).
+
+    Raises ValueError naming the value when it is neither.
+    """
+    value = host or os.environ.get("CARTE_HOST") or ""
+    if value.startswith("tcp://"):
+        address, _, port = value[len("tcp://") :].rpartition(":")
+        if not address or not port.isdigit():
+            raise ValueError(f'host "{value}" is not tcp://HOST:PORT')
+        return TlsClient(address.strip("[]"), int(port))
+    return Client(socket_path_from_host(host))
+
+
+def cert_path() -> str:
+    """Where the client's ca.pem, cert.pem and key.pem are (Docker's --tlsverify layout)."""
+    return os.environ.get("CARTE_CERT_PATH") or os.path.join(os.path.expanduser("~"), ".carte")
 
 
 class _SocketRaw(io.RawIOBase):
@@ -139,18 +162,7 @@ class Client:
         Raises DaemonUnreachable when nothing listens at the socket, ApiError for an error
         status (the body is read and closed then).
         """
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        try:
-            sock.connect(self.socket_path)
-        except (FileNotFoundError, ConnectionRefusedError) as error:
-            sock.close()
-            raise DaemonUnreachable(self._unreachable(error.strerror or str(error))) from None
-        except PermissionError:
-            sock.close()
-            raise DaemonUnreachable(
-                f"carte: permission denied on {self.socket_path}; run as root or join the "
-                "carte group (root-equivalent)"
-            ) from None
+        sock = self._connect()
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: carte\r\nConnection: close\r\n"
             f"Content-Length: {len(body or b'')}\r\n"
@@ -164,6 +176,21 @@ class Client:
             response.close()
             raise _api_error(response.status, raw)
         return response
+
+    def _connect(self) -> Any:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            sock.connect(self.socket_path)
+        except (FileNotFoundError, ConnectionRefusedError) as error:
+            sock.close()
+            raise DaemonUnreachable(self._unreachable(error.strerror or str(error))) from None
+        except PermissionError:
+            sock.close()
+            raise DaemonUnreachable(
+                f"carte: permission denied on {self.socket_path}; run as root or join the "
+                "carte group (root-equivalent)"
+            ) from None
+        return sock
 
     def get_json(self, path: str) -> Any:
         response = self.open("GET", path)
@@ -193,3 +220,100 @@ def _api_error(status: int, raw: bytes) -> ApiError:
     except (ValueError, KeyError, TypeError):
         text = raw.decode(errors="replace").strip() or f"HTTP {status}"
         return ApiError(status, "http_error", text)
+
+
+# OpenSSL alert reasons a server sends when it refuses the client's certificate.
+_REFUSED_CERTIFICATE = {
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "it has expired",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "none was sent",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "it is not valid",
+    "TLSV1_ALERT_UNKNOWN_CA": "it was not signed by the cluster CA",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": "it was revoked",
+    "TLSV1_ALERT_DECRYPT_ERROR": "it does not match its key",
+}
+
+
+class TlsClient(Client):
+    """Talks to a daemon's TCP address over mutual TLS (``carte -H tcp://HOST:PORT``).
+
+    The server must present a certificate of the cluster CA in ``cert_path()/ca.pem`` for
+    HOST; the client presents cert.pem/key.pem when they exist (without them only the open
+    cluster routes answer). ``CARTE_INSECURE=1`` speaks plain HTTP instead (a daemon's
+    loopback ``--insecure`` listener).
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"{host}:{port}")
+        self.host = host
+        self.port = port
+        self.certs = cert_path()
+
+    def open(self, method: str, path: str, body: bytes | None = None) -> Response:
+        import ssl
+
+        try:
+            return super().open(method, path, body)
+        except ssl.SSLError as error:
+            raise DaemonUnreachable(self._tls_failure(error)) from None
+        except (ConnectionResetError, BrokenPipeError) as error:
+            raise DaemonUnreachable(
+                f"carte: tcp://{self.socket_path} closed the connection ({error.strerror}); "
+                f"check the certificates in {self.certs}"
+            ) from None
+
+    def _connect(self) -> Any:
+        import socket
+
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=30)
+        except OSError as error:
+            raise DaemonUnreachable(
+                f"carte: no daemon at tcp://{self.socket_path} ({error.strerror or error}); "
+                "start it with --listen, or check the address"
+            ) from None
+        sock.settimeout(None)
+        if os.environ.get("CARTE_INSECURE") == "1":
+            return sock
+        return self._wrap(sock)
+
+    def _wrap(self, sock: Any) -> Any:
+        import ssl
+
+        ca = os.path.join(self.certs, "ca.pem")
+        cert, key = os.path.join(self.certs, "cert.pem"), os.path.join(self.certs, "key.pem")
+        try:
+            context = ssl.create_default_context(cafile=ca)
+            if os.path.exists(cert) or os.path.exists(key):
+                context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as error:
+            sock.close()
+            reason = getattr(error, "strerror", None) or str(error)
+            raise DaemonUnreachable(
+                f"carte: cannot load the cluster certificates from {self.certs} ({reason}); "
+                "put ca.pem, cert.pem and key.pem there (carte cluster init writes them) "
+                "or point CARTE_CERT_PATH at them"
+            ) from None
+        try:
+            return context.wrap_socket(sock, server_hostname=self.host)
+        except ssl.SSLError as error:
+            sock.close()
+            raise DaemonUnreachable(self._tls_failure(error)) from None
+
+    def _tls_failure(self, error: Any) -> str:
+        reason = str(getattr(error, "reason", "") or "")
+        if reason == "CERTIFICATE_VERIFY_FAILED":
+            detail = getattr(error, "verify_message", "") or "not verified"
+            return (
+                f"carte: tcp://{self.socket_path} is not a daemon of the cluster in "
+                f"{self.certs}/ca.pem ({detail}); check -H and CARTE_CERT_PATH"
+            )
+        refused = _REFUSED_CERTIFICATE.get(reason)
+        if refused:
+            return (
+                f"carte: tcp://{self.socket_path} refused this client's certificate "
+                f"({self.certs}/cert.pem): {refused}; get a new one from the cluster's admin"
+            )
+        return f"carte: TLS with tcp://{self.socket_path} failed: {reason or error}"
+
+    def _unreachable(self, reason: str) -> str:
+        return f"carte: no daemon at tcp://{self.socket_path} ({reason})"

@@ -24,7 +24,7 @@ from __future__ import annotations
 import sys
 
 from carte.cli.output import Output
-from carte.cli.transport import ApiError, Client, socket_path_from_host
+from carte.cli.transport import ApiError, Client, client_for_host
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class Session:
         """The daemon client; raises UsageError for a malformed --host."""
         if self._client is None:
             try:
-                self._client = Client(socket_path_from_host(self.args.host))
+                self._client = client_for_host(self.args.host)
             except ValueError as error:
                 raise UsageError(str(error)) from None
         return self._client

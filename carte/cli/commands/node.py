@@ -1,0 +1,142 @@
+"""Node commands: node join, ls, inspect, update, drain, activate, rm."""
+
+from __future__ import annotations
+
+import argparse
+
+from carte.cli.commands import Commands, Session, UsageError, each, inspect_each
+
+
+def register(commands: Commands) -> None:
+    node = commands.group("node", help="manage the cluster's nodes")
+    node.add("join", run=join, help="join this daemon to a cluster", arguments=_join)
+    node.add("ls", run=list_nodes, help="list the nodes", arguments=_list)
+    node.add("inspect", run=inspect, help="show nodes in detail", arguments=_names)
+    node.add("update", run=update, help="change a node's labels", arguments=_update)
+    node.add("drain", run=drain, help="take no new replicas; move them off", arguments=_names)
+    node.add("activate", run=activate, help="take replicas again", arguments=_names)
+    node.add("rm", run=remove, help="remove nodes, revoking them", arguments=_remove)
+
+
+def _join(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--token", required=True, help="from carte cluster join-token")
+    parser.add_argument("--server", required=True, metavar="tcp://HOST:PORT")
+    parser.add_argument("--name", default="", help="node name (default: the host name)")
+    parser.add_argument("--label", action="append", default=[], help="KEY=VALUE")
+    parser.add_argument("--advertise", default="", metavar="ADDR", help="this node's address")
+
+
+def _list(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="only names")
+
+
+def _names(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("names", nargs="+", metavar="NODE")
+
+
+def _update(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--label-add", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--label-rm", action="append", default=[], metavar="KEY")
+    parser.add_argument("--availability", choices=("active", "drain"))
+    parser.add_argument("name", metavar="NODE")
+
+
+def _remove(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--force", action="store_true", help="even while it is ready")
+    _names(parser)
+
+
+def _labels(values: list[str], flag: str) -> dict[str, str]:
+    labels = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not key or not sep:
+            raise UsageError(f'{flag} "{value}" is not KEY=VALUE')
+        labels[key] = val
+    return labels
+
+
+def join(session: Session) -> int:
+    args = session.args
+    node = session.command(
+        "JoinCluster",
+        token=args.token,
+        server=args.server,
+        name=args.name,
+        labels=_labels(args.label, "--label"),
+        advertise=args.advertise,
+    )
+    if session.output.json:
+        session.output.data(node)
+    else:
+        session.output.line(f"Node {node['name']} joined {args.server}")
+    return 0
+
+
+def list_nodes(session: Session) -> int:
+    nodes = session.command("ListNodes")
+    out = session.output
+    if out.json:
+        out.data(nodes)
+    elif session.args.quiet:
+        for node in nodes:
+            out.line(node["name"])
+    else:
+        rows = [
+            [
+                n["name"],
+                n["status"],
+                n["availability"],
+                n["role"],
+                ",".join(n["addresses"]),
+                ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items())),
+            ]
+            for n in nodes
+        ]
+        out.table(["NAME", "STATUS", "AVAILABILITY", "ROLE", "ADDRESSES", "LABELS"], rows)
+    return 0
+
+
+def inspect(session: Session) -> int:
+    return inspect_each(session, "InspectNode")
+
+
+def update(session: Session) -> int:
+    args = session.args
+    node = session.command(
+        "UpdateNode",
+        name=args.name,
+        label_add=_labels(args.label_add, "--label-add"),
+        label_rm=args.label_rm,
+        availability=args.availability,
+    )
+    if session.output.json:
+        session.output.data(node)
+    else:
+        session.output.line(node["name"])
+    return 0
+
+
+def _set_availability(session: Session, availability: str) -> int:
+    def apply(name: str) -> None:
+        node = session.command("UpdateNode", name=name, availability=availability)
+        if not session.output.json:
+            session.output.line(node["name"])
+
+    return each(session.args.names, apply)
+
+
+def drain(session: Session) -> int:
+    return _set_availability(session, "drain")
+
+
+def activate(session: Session) -> int:
+    return _set_availability(session, "active")
+
+
+def remove(session: Session) -> int:
+    def remove_one(name: str) -> None:
+        session.command("RemoveNode", name=name, force=session.args.force)
+        session.output.line(name)
+
+    return each(session.args.names, remove_one)
