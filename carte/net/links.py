@@ -144,16 +144,18 @@ class LinkControl:
         found = self._ipr.link_lookup(ifname=ifname)
         return int(found[0]) if found else None
 
-    def host_networks(self) -> list[IPv4Network]:
-        """Every IPv4 prefix routed or addressed on the host (all routing tables, no default)."""
+    def host_networks(self, *, besides: str | None = None) -> list[IPv4Network]:
+        """Every IPv4 prefix routed or addressed on the host (all routing tables, no default);
+        with `besides`, not counting that link's own addresses and routes through it."""
+        skip = self.index_of(besides) if besides else None
         networks: set[IPv4Network] = set()
         for route in self._ipr.route("dump", family=socket.AF_INET):
             dst = route.get_attr("RTA_DST")
-            if dst and route["dst_len"] > 0:
+            if dst and route["dst_len"] > 0 and (skip is None or route.get_attr("RTA_OIF") != skip):
                 networks.add(IPv4Network(f"{dst}/{route['dst_len']}", strict=False))
         for addr in self._ipr.addr("dump", family=socket.AF_INET):
             local = addr.get_attr("IFA_ADDRESS")
-            if local:
+            if local and (skip is None or addr["index"] != skip):
                 networks.add(IPv4Network(f"{local}/{addr['prefixlen']}", strict=False))
         return sorted(networks)
 

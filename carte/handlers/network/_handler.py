@@ -627,8 +627,12 @@ class NetworkHandler(Handler):
     async def _refresh_default_subnet(
         self, network: NetworkRecord, requested: IPv4Address | None
     ) -> NetworkRecord:
-        """Before the default bridge comes back, move its idle subnet if a route took it."""
-        host = await self._host(lambda links: links.host_networks())
+        """Before the idle default network is used again, move its subnet if another link
+        took it (its own bridge's address does not count). Only ever called without
+        endpoints: a network with members is never re-addressed. The old bridge goes with its
+        DNS listener, so the caller's `_make_bridge` makes bridge, route and DNS on the new
+        subnet; its `_apply_rules` moves the NAT with the record."""
+        host = await self._host(lambda links: links.host_networks(besides=network.bridge))
         if not any(h.overlaps(network.subnet_net) for h in host) or requested is not None:
             return network
         subnet = await self._free_subnet()
@@ -638,6 +642,10 @@ class NetworkHandler(Handler):
         moved = msgspec.structs.replace(
             network, subnet=str(subnet), gateway=str(default_gateway(subnet))
         )
+        if network.bridge in self._bridges_up or await trio.to_thread.run_sync(
+            _link_exists, network.bridge
+        ):
+            await self._remove_bridge(network)
         await self._save(moved)
         return moved
 
