@@ -53,7 +53,7 @@ NDJSON = "application/x-ndjson"
 _WRITE_BATCH = 8 << 20
 KEPT_SESSIONS = 16
 # A listing is one JSON entry per file of the context: ~100 bytes each.
-MAX_LISTING_BYTES = 256 << 20
+MAX_LISTING_BYTES = 64 << 20
 
 _encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(BuildRequest)
