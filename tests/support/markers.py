@@ -50,6 +50,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "services": DAEMON,
     "shim": ("root", "kernel"),
     "stacks": DAEMON,
+    "stacks/test_stacks_hardening.py": (),
     "stacks/test_stacks_manifest.py": (),
     "stacks/test_stacks_readiness.py": (),
 }
