@@ -642,13 +642,15 @@ def _entry(row: Any) -> Entry:
 def _connect(path: Path) -> sqlite3.Connection:
     # Containers' environment (passwords) is stored here: root only. SQLite gives the -wal
     # and -shm files the database file's mode; older ones are narrowed too.
-    try:
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-    except OSError as error:
-        raise sqlite3.OperationalError(error.strerror or str(error)) from None
-    for private in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        with suppress(FileNotFoundError):
-            os.chmod(private, 0o600)
+    if str(path) != ":memory:":
+        try:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        except OSError as error:
+            raise sqlite3.OperationalError(error.strerror or str(error)) from None
+        for suffix in ("", "-wal", "-shm"):
+            private = path.with_name(path.name + suffix)
+            with suppress(FileNotFoundError):
+                os.chmod(private, 0o600)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         db.execute("PRAGMA journal_mode=WAL")
