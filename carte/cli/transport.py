@@ -255,6 +255,11 @@ class TlsClient(Client):
             return super().open(method, path, body)
         except ssl.SSLError as error:
             raise DaemonUnreachable(self._tls_failure(error)) from None
+        except DaemonUnreachable as error:
+            if "without answering" not in str(error):
+                raise
+            # TLS 1.3: a server that refuses our certificate may just close the connection.
+            raise DaemonUnreachable(self._closed_on_us()) from None
         except (ConnectionResetError, BrokenPipeError) as error:
             raise DaemonUnreachable(
                 f"carte: tcp://{self.socket_path} closed the connection ({error.strerror}); "
@@ -314,6 +319,24 @@ class TlsClient(Client):
                 f"({self.certs}/cert.pem): {refused}; get a new one from the cluster's admin"
             )
         return f"carte: TLS with tcp://{self.socket_path} failed: {reason or error}"
+
+    def _closed_on_us(self) -> str:
+        import ssl
+        import time
+
+        cert = os.path.join(self.certs, "cert.pem")
+        reason = "it may be revoked or not of this cluster"
+        try:
+            decoded = ssl._ssl._test_decode_cert(cert)  # type: ignore[attr-defined]
+            not_after = ssl.cert_time_to_seconds(decoded["notAfter"])
+            if not_after < time.time():
+                reason = f"it has expired ({decoded['notAfter']})"
+        except (OSError, ssl.SSLError, KeyError, ValueError, AttributeError):
+            pass
+        return (
+            f"carte: tcp://{self.socket_path} refused this client's certificate ({cert}): "
+            f"{reason}; get a new one from the cluster's admin"
+        )
 
     def _unreachable(self, reason: str) -> str:
         return f"carte: no daemon at tcp://{self.socket_path} ({reason})"
