@@ -63,7 +63,8 @@ def _carte_apply(peers: Peers, carte: list[str], stack: str, replicas: int, revi
     def converged() -> bool:
         rows = json.loads(run([*carte, "--format", "json", "service", "ls", stack]))
         return any(
-            row["name"] == "web" and str(row["revision"]) == str(revision) and not row["rollout"]
+            row["name"] == "web" and str(row["revision"]) == str(revision)
+            and row["rollout"] in (None, "", "completed")
             and row["running"] == row["ready"] == replicas
             for row in rows
         )  # fmt: skip
