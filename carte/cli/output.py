@@ -7,7 +7,7 @@ import sys
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any, TextIO
 
 
@@ -55,3 +55,21 @@ class Output:
                 self.line(name)
         if space:
             self.line(f"Total reclaimed space: {result.get('space_reclaimed', 0)}B")
+
+    def listing(
+        self,
+        items: list[dict[str, Any]],
+        headers: Sequence[str],
+        row: Callable[[dict[str, Any]], Sequence[Any]],
+        *,
+        quiet_key: str | None = None,
+    ) -> None:
+        """A list command's answer: the items as JSON; with `quiet_key` (``-q``) that field of
+        each item, one a line; else a table of ``row(item)`` under `headers`."""
+        if self.json:
+            self.data(items)
+        elif quiet_key is not None:
+            for item in items:
+                self.line(str(item[quiet_key]))
+        else:
+            self.table(headers, [row(item) for item in items])

@@ -257,17 +257,15 @@ def prune(session: Session) -> int:
 
 
 def disk_usage(session: Session) -> int:
-    rows = session.command("GetDiskUsage")
-    out = session.output
-    if out.json:
-        out.data(rows)
-        return 0
-    out.table(
+    session.output.listing(
+        session.command("GetDiskUsage"),
         ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
-        [
-            [row["type"], row["total"], row["active"], human_size(row["size"]),
-             human_size(row["reclaimable"])]
-            for row in rows
+        lambda row: [
+            row["type"],
+            row["total"],
+            row["active"],
+            human_size(row["size"]),
+            human_size(row["reclaimable"]),
         ],
-    )  # fmt: skip
+    )
     return 0

@@ -95,28 +95,19 @@ def create(session: Session) -> int:
 
 
 def list_networks(session: Session) -> int:
-    networks = session.command("ListNetworks")
-    out = session.output
-    if out.json:
-        out.data(networks)
-    elif session.args.quiet:
-        for network in networks:
-            out.line(network["name"])
-    else:
-        out.table(
-            ["NETWORK ID", "NAME", "DRIVER", "SUBNET", "INTERNAL", "CONTAINERS"],
-            [
-                [
-                    n["id"][:12],
-                    n["name"],
-                    "bridge",
-                    n["subnet"],
-                    "yes" if n["internal"] else "no",
-                    len(n["containers"]),
-                ]
-                for n in networks
-            ],
-        )
+    session.output.listing(
+        session.command("ListNetworks"),
+        ["NETWORK ID", "NAME", "DRIVER", "SUBNET", "INTERNAL", "CONTAINERS"],
+        lambda n: [
+            n["id"][:12],
+            n["name"],
+            "bridge",
+            n["subnet"],
+            "yes" if n["internal"] else "no",
+            len(n["containers"]),
+        ],
+        quiet_key="name" if session.args.quiet else None,
+    )
     return 0
 
 

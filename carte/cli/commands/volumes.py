@@ -56,15 +56,12 @@ def list_volumes(session: Session) -> int:
     for value in session.args.filter:
         key, _, val = value.partition("=")
         filters.setdefault(key, []).append(val)
-    volumes = session.command("ListVolumes", filters=filters)
-    out = session.output
-    if out.json:
-        out.data(volumes)
-    elif session.args.quiet:
-        for volume in volumes:
-            out.line(volume["name"])
-    else:
-        out.table(["DRIVER", "VOLUME NAME"], [[v["driver"], v["name"]] for v in volumes])
+    session.output.listing(
+        session.command("ListVolumes", filters=filters),
+        ["DRIVER", "VOLUME NAME"],
+        lambda v: [v["driver"], v["name"]],
+        quiet_key="name" if session.args.quiet else None,
+    )
     return 0
 
 
