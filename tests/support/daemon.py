@@ -247,7 +247,10 @@ class DaemonFactory:
                     daemon.process.wait()
             if daemon.process is not None:
                 remove_host_network_state(daemon.root, bridges)
+        from support.leftovers import unmount_under
+
         for workdir in self.workdirs:
+            unmount_under(workdir)
             shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -104,15 +104,26 @@ def nft_tables(daemon: Daemon) -> list[str]:
     return found
 
 
-def mounts_under(directory: Path) -> list[str]:
-    """Mount points of this mount namespace at or below `directory`."""
+def _mount_points_under(directory: Path) -> list[str]:
     prefix = str(directory)
-    found = []
+    points = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         point = line.split()[4].encode().decode("unicode_escape")
         if point == prefix or point.startswith(prefix + "/"):
-            found.append(f"mount {point}")
-    return found
+            points.append(point)
+    return points
+
+
+def mounts_under(directory: Path) -> list[str]:
+    """Mount points of this mount namespace at or below `directory`."""
+    return [f"mount {point}" for point in _mount_points_under(directory)]
+
+
+def unmount_under(directory: Path) -> None:
+    """Detach every mount at or below `directory`, deepest first (what a killed daemon left:
+    its volumes mount, a container's rootfs), so removing the directory removes only it."""
+    for point in sorted(_mount_points_under(directory), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
 def processes_mentioning(directory: Path) -> list[str]:
