@@ -75,7 +75,7 @@ class ShimLauncher:
     async def create(self, *, stdin: bool, **options: Any) -> dict[str, Any]:
         """Create the container under a new shim; the shim's report (`pid`, `socket`...).
 
-        `options` as for `shim_client.shim_arguments`. Raises the `CarteError` the shim reported;
+        `options` as for `client.shim_arguments`. Raises the `CarteError` the shim reported;
         the shim has then removed what it made. On cancellation the caller cleans up with
         `cleanup_runtime` (a shim may have been made).
         """

@@ -1,6 +1,6 @@
 """The "network" handler: bridge networks, container endpoints, published ports, policies, DNS.
 
-The store (``networks/<name>``, see `network_records`) is the source of truth; the host is
+The store (``networks/<name>``, see `_records`) is the source of truth; the host is
 made to match it: on start every bridge is ensured, endpoints whose veth vanished (their
 container died while the daemon was away) are released, and Carte's nftables table is rebuilt
 in one transaction. Every change follows the same order: check all input (names, subnets,

@@ -2,7 +2,7 @@
 
 `ApplyStack` checks the whole file first (nothing changes on bad input), builds images that
 `build:` asks for, makes the stack's networks, stores the desired state and wakes one
-converging task per service (`stack_converge.Converger`). Replicas that exit or turn unhealthy
+converging task per service (`_converge.Converger`). Replicas that exit or turn unhealthy
 are replaced per the restart policy; a changed service rolls out per its update_config.
 """
 

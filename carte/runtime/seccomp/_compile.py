@@ -2,7 +2,7 @@
 
 libseccomp resolves syscall names per architecture, adds the architecture checks and builds the
 program; Carte exports it rather than letting libseccomp load it, puts the ENOSYS stub in front
-(`seccomp_bpf`) and loads it with seccomp(2). Compiling Docker's allow-list takes tens of
+(`_bpf`) and loads it with seccomp(2). Compiling Docker's allow-list takes tens of
 milliseconds, so programs are kept in a content-addressed cache and a container start only
 reads one back.
 """

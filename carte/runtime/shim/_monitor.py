@@ -5,8 +5,8 @@ the same process (the pid stays, so it stays the container's parent and a child 
 the runtime's imports are dropped and the shim's memory stays small. It imports only `os`,
 C modules and the small shim_* modules; never `json`, `socket`, `signal` or `selectors`.
 
-One single-threaded epoll loop (shim_loop) serves the container's stdio (shim_stdio), the
-clients of shim.sock (shim_clients; protocol in docs/shim.md), exec sessions (shim_exec), the
+One single-threaded epoll loop (_loop) serves the container's stdio (_stdio), the
+clients of shim.sock (_connections; protocol in docs/shim.md), exec sessions (_exec), the
 exec fifo on start, and SIGCHLD through the signal wakeup fd: the container, exec'd processes
 (re-parented to us) and helper processes are reaped here.
 
