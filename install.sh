@@ -6,6 +6,9 @@
 #   ./install.sh --uninstall     remove stacks, stop containers, remove Carte; keeps
 #                                /var/lib/carte (images, containers, volumes, state)
 #   ./install.sh --uninstall --purge   ... removes containers and /var/lib/carte too
+#   ./install.sh --server tcp://HOST:PORT --token T [--name N] [--label K=V]...
+#                                install, then join the cluster at HOST:PORT as a node (no demo);
+#                                --uninstall on a node drains it and leaves the cluster first
 #
 # What it sets up: system packages Carte needs at run time, net.ipv4.ip_forward=1, the `carte`
 # group (its members may use the client: root-equivalent, like the docker group), Carte in a
@@ -273,8 +276,42 @@ for stack in json.load(sys.stdin):
     print(stack.get("name") or stack.get("Name") or "")'
 }
 
+# A node of a cluster leaves it first: its control plane drains it (its replicas move to
+# other nodes) and removes it, revoking its certificate.
+leave_cluster() {
+    carte_cli version >/dev/null 2>&1 || return 0
+    local role
+    role="$(carte_cli --format json cluster status 2>/dev/null | cluster_role)" || role=""
+    [ "$role" = worker ] || return 0
+    say "draining this node and leaving its cluster (up to 60 s)"
+    carte_cli node leave || say "warning: could not leave the cluster cleanly; remove this node on the control plane (carte node rm)"
+}
+
+cluster_role() {
+    "$PREFIX/bin/python" -c 'import json, sys; print(json.load(sys.stdin).get("role", ""))'
+}
+
+join_cluster() {
+    local server="$1" token="$2" name="$3"
+    shift 3
+    local role
+    role="$(carte_cli --format json cluster status | cluster_role)" \
+        || die "carte cluster status failed; see $LOG_DIR/daemon.log"
+    if [ "$role" = worker ]; then
+        say "this node is already in a cluster: carte cluster status"
+        return
+    fi
+    local args=(--token "$token" --server "$server")
+    [ -z "$name" ] || args+=(--name "$name")
+    for label in "$@"; do args+=(--label "$label"); done
+    say "joining the cluster at $server"
+    carte_cli node join "${args[@]}" \
+        || die "joining $server failed (see the line above); get a fresh token with carte cluster join-token on the control plane"
+}
+
 uninstall() {
     local purge="$1"
+    [ -x "$BIN" ] && leave_cluster
     [ -x "$BIN" ] && stop_workloads "$purge"
     if have_systemd && [ -f "$UNIT" ]; then
         systemctl disable --now --quiet carte.service || true
@@ -299,15 +336,30 @@ uninstall() {
 
 main() {
     [ "$(id -u)" -eq 0 ] || die "run as root (sudo ./install.sh)"
-    local action=install purge=no
-    for arg in "$@"; do
-        case "$arg" in
+    local action=install purge=no server="" token="" name=""
+    local labels=()
+    while [ $# -gt 0 ]; do
+        case "$1" in
             --uninstall) action=uninstall ;;
             --purge) purge=yes ;;
-            -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-            *) die "unknown option \"$arg\"; use --uninstall [--purge] or --help" ;;
+            --server | --token | --name | --label)
+                [ $# -ge 2 ] || die "$1 needs a value"
+                case "$1" in
+                    --server) server="$2" ;;
+                    --token) token="$2" ;;
+                    --name) name="$2" ;;
+                    --label) labels+=("$2") ;;
+                esac
+                shift ;;
+            -h | --help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+            *) die "unknown option \"$1\"; use --uninstall [--purge], --server URL --token T, or --help" ;;
         esac
+        shift
     done
+    if [ -n "$server$token" ]; then
+        [ -n "$server" ] && [ -n "$token" ] || die "--server and --token go together"
+        [ "$action" = install ] || die "--server/--token join a cluster; they do not go with --uninstall"
+    fi
     if [ "$action" = uninstall ]; then
         uninstall "$purge"
         return
@@ -320,6 +372,11 @@ main() {
     start_daemon
     wait_for_ping
     say "Carte is running; members of group carte may use it (that is root-equivalent)"
+    if [ -n "$server" ]; then
+        join_cluster "$server" "$token" "$name" "${labels[@]}"
+        say "done: this machine is a node of $server (carte cluster status); leave: ./install.sh --uninstall"
+        return
+    fi
     show_info
     import_busybox
     run_hello

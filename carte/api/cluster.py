@@ -77,6 +77,8 @@ class ReplicaStatus(_Wire, frozen=True, kw_only=True):
     ready: bool = False
     reason: str = ""
     updated: str = ""
+    revision: str = ""
+    """The assignment revision the container runs (the scheduler moves on once it is ready)."""
 
 
 class JoinRequest(_Wire, frozen=True, kw_only=True):
@@ -108,6 +110,14 @@ class Heartbeat(_Wire, frozen=True, kw_only=True):
 class HeartbeatReply(_Wire, frozen=True, kw_only=True):
     ttl: int
     """Seconds the control plane keeps the node alive without another heartbeat."""
+
+
+class Leave(_Wire, frozen=True, kw_only=True):
+    """POST /v1/cluster/leave from a node: drain it, then remove it (revoking its cert)."""
+
+    name: str
+    drain_timeout: float = 60.0
+    """Seconds to wait for its assignments to move off before it is removed anyway."""
 
 
 class CaRecord(_Wire, frozen=True, kw_only=True):
@@ -178,3 +188,42 @@ class ClusterStatus(_Wire, frozen=True, kw_only=True):
     nodes: int = 0
     ready: int = 0
     down: int = 0
+
+
+# --- scheduling (handler "scheduler") -------------------------------------------------------
+
+
+class ServicePlacement(_Wire, frozen=True, kw_only=True):
+    """``cluster/services/<stack>/<service>``: what the stacks handler of a control plane asks
+    the scheduler to place (`PlaceService`); the leader's scheduler turns it into assignments."""
+
+    stack: str
+    service: str
+    revision: int
+    replicas: int
+    cpus: float = 0.0
+    """Reserved CPUs per replica (deploy.resources.reservations.cpus)."""
+    memory: int = 0
+    """Reserved bytes per replica (deploy.resources.reservations.memory)."""
+    constraints: list[str] = []
+    max_per_node: int = 0
+    requests: list[dict[str, Any]] = []
+    """The CreateContainer config of replica ``i + 1`` (a ContainerConfig as JSON)."""
+    unplaceable: str = ""
+    """Why the cluster cannot place this service ('' : it can); its replicas stay pending."""
+
+
+class Placement(_Wire, frozen=True, kw_only=True):
+    """`carte service ps` in a cluster: one replica, the node it is on and how it runs."""
+
+    stack: str
+    service: str
+    replica: int
+    name: str
+    node: str = ""
+    """'' while pending."""
+    revision: str = ""
+    state: Literal["pending", "assigned", "running", "exited", "failed"] = "pending"
+    ready: bool = False
+    container_id: str = ""
+    reason: str = ""

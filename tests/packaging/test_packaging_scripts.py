@@ -35,8 +35,20 @@ def test_install_refuses_an_unknown_option_in_one_line() -> None:
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        'install.sh: unknown option "--frobnicate"; use --uninstall [--purge] or --help'
+        'install.sh: unknown option "--frobnicate"; use --uninstall [--purge], '
+        "--server URL --token T, or --help"
     ]
+
+
+def test_install_joins_only_with_both_server_and_token() -> None:
+    result = subprocess.run(
+        [str(REPO / "install.sh"), "--server", "tcp://10.0.0.1:2376"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["install.sh: --server and --token go together"]
 
 
 def test_install_help_describes_uninstall() -> None:

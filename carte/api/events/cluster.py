@@ -9,6 +9,8 @@ from carte.api.cluster import (
     Leadership,
     NewToken,
     NodeRecord,
+    Placement,
+    ServicePlacement,
     TokenInfo,
 )
 from carte.api.events.base import Command, Fact
@@ -27,11 +29,13 @@ __all__ = [
     "LeaveCluster",
     "ListJoinTokens",
     "ListNodes",
+    "ListPlacements",
     "NodeDown",
     "NodeJoined",
     "NodeRemoved",
     "NodeUp",
     "NodeUpdated",
+    "PlaceService",
     "RemoveNode",
     "ReplicaScheduled",
     "ReplicaUnschedulable",
@@ -66,10 +70,13 @@ class JoinCluster(Command[NodeRecord], frozen=True, kw_only=True):
     advertise: str = ""
 
 
-class LeaveCluster(Command[None], frozen=True, kw_only=True):
-    """Forget this worker's membership locally (install.sh --uninstall, after node rm)."""
+class LeaveCluster(Command[bool], frozen=True, kw_only=True):
+    """Leave the cluster (install.sh --uninstall): a worker asks its control plane to drain
+    and remove it, then forgets its membership. The result: whether the control plane
+    drained it (False: it was unreachable or had removed it already; left locally)."""
 
     topic: ClassVar[str] = "cluster.leave"
+    drain_timeout: float = 60.0
 
 
 class CreateJoinToken(Command[NewToken], frozen=True, kw_only=True):
@@ -200,3 +207,25 @@ class ReplicaUnschedulable(Fact, frozen=True, kw_only=True):
     stack: str = ""
     service: str = ""
     reason: str = ""
+
+
+# --- commands (handler "scheduler") -------------------------------------------------------
+
+
+class PlaceService(Command[bool], frozen=True, kw_only=True):
+    """The stacks handler's seam: on a control plane, record ``placement`` (``remove``: the
+    service is gone) for the leader's scheduler and answer True; elsewhere answer False (the
+    stacks handler then runs the replicas locally, as on a single machine)."""
+
+    topic: ClassVar[str] = "cluster.place"
+    placement: ServicePlacement
+    remove: bool = False
+
+
+class ListPlacements(Command[list[Placement]], frozen=True, kw_only=True):
+    """Where the replicas of a stack (or of one of its services) are, on a control plane:
+    each with its node (or pending with the reason) and what that node's agent reports."""
+
+    topic: ClassVar[str] = "cluster.placements"
+    stack: str = ""
+    service: str = ""

@@ -16,6 +16,7 @@ def register(commands: Commands) -> None:
     node.add("drain", run=drain, help="take no new replicas; move them off", arguments=_names)
     node.add("activate", run=activate, help="take replicas again", arguments=_names)
     node.add("rm", run=remove, help="remove nodes, revoking them", arguments=_remove)
+    node.add("leave", run=leave, help="drain this node and leave its cluster", arguments=_leave)
 
 
 def _join(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +25,12 @@ def _join(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default="", help="node name (default: the host name)")
     parser.add_argument("--label", action="append", default=[], help="KEY=VALUE")
     parser.add_argument("--advertise", default="", metavar="ADDR", help="this node's address")
+
+
+def _leave(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--drain-timeout", type=float, default=60.0, help="seconds to wait for replicas to move"
+    )
 
 
 def _list(parser: argparse.ArgumentParser) -> None:
@@ -140,3 +147,14 @@ def remove(session: Session) -> int:
         session.output.line(name)
 
     return each(session.args.names, remove_one)
+
+
+def leave(session: Session) -> int:
+    drained = session.command("LeaveCluster", drain_timeout=session.args.drain_timeout)
+    if session.output.json:
+        session.output.data({"drained": drained})
+    elif drained:
+        session.output.line("Drained and left the cluster")
+    else:
+        session.output.line("Left the cluster (its control plane did not take the leave)")
+    return 0

@@ -5,6 +5,8 @@ Other cluster handlers learn about leadership from `GetLeadership` (a `Leadershi
 is_leader, fence) and the `LeaderElected` / `LeadershipLost` facts.
 """
 
+from carte.handlers.cluster._agent import AgentHandler
 from carte.handlers.cluster._membership import MembershipHandler
+from carte.handlers.cluster._scheduler import SchedulerHandler
 
-__all__ = ["MembershipHandler"]
+__all__ = ["AgentHandler", "MembershipHandler", "SchedulerHandler"]

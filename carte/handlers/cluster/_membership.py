@@ -73,6 +73,7 @@ from carte.cluster.pki import (
     write_bundle,
 )
 from carte.engine import Handler, HandlerContext, on
+from carte.engine.store import Resync, Store, follow
 from carte.handlers.cluster import _https
 from carte.handlers.cluster._control import ControlPlane, identify_unrevoked
 from carte.handlers.cluster._leader import campaign, watch_nodes
@@ -394,14 +395,58 @@ class MembershipHandler(Handler):
                 await trio.sleep(period)
 
     @on(LeaveCluster)
-    async def leave_cluster(self, command: LeaveCluster) -> None:
+    async def leave_cluster(self, command: LeaveCluster) -> bool:
         async with self._changing:
+            settings = self.settings
+            drained = False
+            if settings.role == "worker":
+                drained = await self._ask_to_leave(settings, command.drain_timeout)
+            elif settings.role == "control":
+                raise Conflict(
+                    "this daemon is a control plane; a control plane does not leave "
+                    "(stop it: the others keep the cluster)"
+                )
             forget_joined(self.ctx.root)
             self.settings = load_settings(self.ctx.config.cluster, self.ctx.root)
             self.leadership = Leadership()
             self._control = None
-            self.ctx.log.info("left the cluster")
+            self.ctx.log.info("left the cluster", extra={"drained": drained})
             await self._configured()
+            return drained
+
+    async def _ask_to_leave(self, settings: Settings, drain_timeout: float) -> bool:
+        host, port = split_address(settings.server)
+        context = _https.pinned_context((settings.certs / "ca.pem").read_bytes(), settings.certs)
+        body = {"name": settings.name, "drain_timeout": drain_timeout}
+        try:
+            with trio.fail_after(drain_timeout + 30):
+                await _https.call(host, port, context, "POST", "/v1/cluster/leave", body)
+            return True
+        except (Unavailable, Refused, trio.TooSlowError) as error:
+            self.ctx.log.warning(
+                "the control plane did not take the leave; leaving locally",
+                extra={"error": error},
+            )
+            return False
+
+    async def release(self, name: str, drain_timeout: float) -> bool:
+        """POST /v1/cluster/leave: drain ``name``, wait (at most ``drain_timeout``) for its
+        assignments to move off, then remove it and revoke its certificate. Whether it
+        drained in time."""
+        control = self.control()
+        record = await control.update_member(
+            name, lambda node: msgspec.structs.replace(node, availability="drain")
+        )
+        await self.ctx.bus.publish(NodeUpdated(id=name, node=record))
+        prefix = f"cluster/assignments/{name}/"
+        drained = False
+        with trio.move_on_after(drain_timeout):
+            await _until_empty(self.ctx.store, prefix)
+            drained = True
+        await control.remove(name, force=True)
+        self.ctx.log.info("node left the cluster", extra={"node": name, "drained": drained})
+        await self.ctx.bus.publish(NodeRemoved(id=name))
+        return drained
 
     # --- tokens and status ------------------------------------------------------------------
 
@@ -491,6 +536,21 @@ class MembershipHandler(Handler):
         await self.control().remove(command.name, force=command.force)
         self.ctx.log.info("node removed; its certificate is revoked", extra={"node": command.name})
         await self.ctx.bus.publish(NodeRemoved(id=command.name))
+
+
+async def _until_empty(store: Store, prefix: str) -> None:
+    """Return once no key starts with ``prefix`` (list, then watch)."""
+    keys: set[str] = set()
+    async with follow(store, prefix) as changes:
+        async for item in changes:
+            if isinstance(item, Resync):
+                keys = {entry.key for entry in item.entries}
+            elif item.deleted:
+                keys.discard(item.key)
+            else:
+                keys.add(item.key)
+            if not keys:
+                return
 
 
 def _ca_hash(path: Path) -> str:

@@ -2,7 +2,8 @@
 
 ``GET /v1/cluster/ca`` and ``POST /v1/cluster/join`` are open to clients without a
 certificate (the joining node pins the CA by its token's hash; the token proves the node);
-``POST /v1/cluster/heartbeat`` needs the node's own certificate (``x-carte-peer``).
+``POST /v1/cluster/heartbeat`` and ``/v1/cluster/leave`` need the node's own certificate
+(``x-carte-peer``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from quart import Response, request
 
-from carte.api.cluster import Heartbeat, HeartbeatReply, JoinRequest
+from carte.api.cluster import Heartbeat, HeartbeatReply, JoinRequest, Leave
 from carte.api.errors import InvalidArgument
 from carte.cluster.pki import Refused
 from carte.engine.handler import Route
@@ -60,8 +61,19 @@ async def serve_heartbeat(handler: MembershipHandler) -> Response:
     return _reply(HeartbeatReply(ttl=ttl))
 
 
+async def serve_leave(handler: MembershipHandler) -> Response:
+    """A node leaves: drained first (its replicas moved), then removed and revoked."""
+    leaving: Leave = await _body(Leave)
+    peer = request.headers.get("x-carte-peer", "")
+    if peer != f"node/{leaving.name}":
+        raise Refused(f'node "{leaving.name}" may leave only with its own certificate')
+    moved = await handler.release(leaving.name, leaving.drain_timeout)
+    return _reply({"drained": moved})
+
+
 CLUSTER_ROUTES = (
     Route("GET", "/v1/cluster/ca", serve_ca),
     Route("POST", "/v1/cluster/join", serve_join),
     Route("POST", "/v1/cluster/heartbeat", serve_heartbeat),
+    Route("POST", "/v1/cluster/leave", serve_leave),
 )

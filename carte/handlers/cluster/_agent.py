@@ -1,0 +1,453 @@
+"""Handler "agent": every cluster node runs the replicas assigned to it.
+
+It follows ``cluster/assignments/<this node>/`` — from the store on a control plane, over
+the control plane's ``GET /v1/cluster/assignments`` stream (mutual TLS, the node's
+certificate) on a worker — and converges the local containers with bus commands to the
+containers handler: a missing replica is created (its image pulled, its network made, when
+absent) and started; one of another revision, or one that exited, is replaced (with a
+growing delay after failures); a managed container no longer assigned is stopped and
+removed. Each pass reports the replicas' `ReplicaStatus` (state, readiness, reason) when it
+changed.
+
+Fencing: an assignment carries its scheduler's fence (leader revision); the agent never
+replaces an assignment by one with an older fence.
+
+Cut off from the control plane (stream broken or silent for three keep-alives), the agent
+keeps what it last knew: its containers keep running and are healed. Once the stream is
+back, its first line is a full resync, and whatever is no longer assigned is stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+import h11
+import msgspec
+import trio
+
+from carte.api.cluster import Assignment, ReplicaStatus
+from carte.api.containers import ContainerConfig, ContainerSummary
+from carte.api.errors import CarteError, Conflict, NotFound, Unavailable
+from carte.api.events import (
+    ClusterConfigured,
+    CreateContainer,
+    CreateNetwork,
+    GetClusterStatus,
+    InspectImage,
+    InspectNetwork,
+    ListContainers,
+    PullImage,
+    RemoveContainer,
+    StartContainer,
+    StopContainer,
+)
+from carte.api.stacks import STACK_LABEL
+from carte.api.timestamps import now_rfc3339
+from carte.cluster.pki import Refused
+from carte.engine import Handler, HandlerContext, on
+from carte.engine.store import Change, Resync, follow
+from carte.handlers.cluster import _https
+from carte.handlers.cluster._assignments import ASSIGNMENTS, PING, write_statuses
+from carte.handlers.cluster._settings import split_address
+
+PERIOD = 2.0
+"""Seconds between convergence passes when nothing wakes the agent."""
+ASSIGNMENT_LABEL = "com.carte.cluster.assignment"
+ASSIGNMENT_REVISION_LABEL = "com.carte.cluster.revision"
+_LOCAL_NETWORKS = frozenset({"", "default", "bridge", "host", "none"})
+_MAX_BACKOFF = 30.0
+
+
+_Report = Callable[[list[ReplicaStatus]], Awaitable[None]]
+"""Sends replica statuses to the control plane (or writes them, on one)."""
+
+
+@dataclass(frozen=True)
+class _Update:
+    kind: Literal["resync", "put", "delete"]
+    assignments: tuple[Assignment, ...] = ()
+    name: str = ""
+
+
+class AgentHandler(Handler):
+    """Runs this node's assigned replicas (see the module docstring)."""
+
+    name = "agent"
+    requires = ("membership", "containers")
+
+    def __init__(self, ctx: HandlerContext) -> None:
+        super().__init__(ctx)
+        self.node = ""
+        self.desired: dict[str, Assignment] = {}
+        self.fences: dict[str, int] = {}
+        self.synced = False
+        self.linked = False
+        """Whether the assignment source is up (the stream or the store watch)."""
+        self._configured: ClusterConfigured | None = None
+        self._changed = trio.Event()
+        self._wake = trio.Event()
+        self._reported: dict[str, ReplicaStatus] = {}
+        self._failures: dict[str, tuple[int, float, str]] = {}
+        """name -> (failures in a row, when to try again, last error)."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Follow the role: idle without a cluster, else link and converge."""
+        task_status.started()
+        while True:
+            configured = self._configured
+            self._changed = trio.Event()
+            if configured is None or configured.role not in ("control", "worker"):
+                await self._changed.wait()
+                continue
+            async with trio.open_nursery() as nursery:
+
+                async def stop_on_change() -> None:
+                    await self._changed.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(stop_on_change)
+                nursery.start_soon(self._serve_role, configured)
+
+    @on(ClusterConfigured)
+    async def configured(self, fact: ClusterConfigured) -> None:
+        self._configured = fact
+        self._changed.set()
+
+    async def _serve_role(self, configured: ClusterConfigured) -> None:
+        self.node = configured.id
+        self.desired, self.synced, self._reported = {}, False, {}
+        self.ctx.log.info("agent following its assignments", extra={"node": self.node})
+        send, receive = trio.open_memory_channel[_Update](64)
+        async with trio.open_nursery() as nursery:
+            if configured.role == "control":
+                nursery.start_soon(self._from_store, send)
+                report = self._report_to_store
+            else:
+                status = await self.ctx.bus.request(GetClusterStatus())
+                link = _Link(status.server, configured.certs, self.node)
+                nursery.start_soon(self._from_control_plane, link, send)
+                report = link.report
+            nursery.start_soon(self._apply_updates, receive)
+            await self._converge_forever(report)
+
+    # --- the assignment sources -------------------------------------------------------------
+
+    async def _from_store(self, send: trio.MemorySendChannel[_Update]) -> None:
+        prefix = f"{ASSIGNMENTS}{self.node}/"
+        async with follow(self.ctx.store, prefix) as changes:
+            async for item in changes:
+                self.linked = True
+                if isinstance(item, Resync):
+                    found = tuple(entry.decode(Assignment) for entry in item.entries)
+                    await send.send(_Update("resync", found))
+                elif isinstance(item, Change) and item.value is not None:
+                    assignment = msgspec.json.decode(item.value, type=Assignment)
+                    await send.send(_Update("put", (assignment,)))
+                elif isinstance(item, Change):
+                    await send.send(_Update("delete", name=item.key.removeprefix(prefix)))
+
+    async def _from_control_plane(self, link: _Link, send: trio.MemorySendChannel[_Update]) -> None:
+        """Stream from the control plane forever, reconnecting with backoff."""
+        delay, failing = 0.2, ""
+        while True:
+            try:
+                async for update in link.assignments():
+                    if not self.linked:
+                        self.ctx.log.info("assignment stream open", extra={"node": self.node})
+                    self.linked, delay, failing = True, 0.2, ""
+                    await send.send(update)
+                raise Unavailable("the control plane ended the assignment stream")
+            except (Unavailable, Refused, Conflict, NotFound) as error:
+                self.linked = False
+                if str(error) != failing:
+                    self.ctx.log.warning(
+                        "assignment stream lost; keeping the running replicas",
+                        extra={"error": error},
+                    )
+                failing = str(error)
+            await trio.sleep(delay)
+            delay = min(delay * 2, PERIOD)
+
+    async def _apply_updates(self, receive: trio.MemoryReceiveChannel[_Update]) -> None:
+        async for update in receive:
+            if update.kind == "resync":
+                fresh = {}
+                for assignment in update.assignments:
+                    if assignment.fence >= self.fences.get(assignment.name, 0):
+                        fresh[assignment.name] = assignment
+                        self.fences[assignment.name] = assignment.fence
+                self.desired, self.synced = fresh, True
+            elif update.kind == "put":
+                assignment = update.assignments[0]
+                if assignment.fence < self.fences.get(assignment.name, 0):
+                    self.ctx.log.warning(
+                        "assignment from an older scheduler ignored",
+                        extra={"replica": assignment.name, "fence": assignment.fence},
+                    )
+                    continue
+                self.fences[assignment.name] = assignment.fence
+                self.desired[assignment.name] = assignment
+            else:
+                self.desired.pop(update.name, None)
+            self._wake.set()
+
+    # --- converging -------------------------------------------------------------------------
+
+    async def _converge_forever(self, report: _Report) -> None:
+        while True:
+            self._wake = trio.Event()
+            if self.synced:
+                try:
+                    statuses = await self.converge()
+                    await self._report(report, statuses)
+                except CarteError as error:
+                    self.ctx.log.warning("agent pass failed", extra={"error": error})
+            with trio.move_on_after(PERIOD):
+                await self._wake.wait()
+
+    async def converge(self) -> list[ReplicaStatus]:
+        """One pass over the local replicas; the status of each assigned one."""
+        rows = await self.ctx.bus.request(
+            ListContainers(all=True, filters={"label": [ASSIGNMENT_LABEL]})
+        )
+        local: dict[str, ContainerSummary] = {}
+        for row in rows:
+            name = row.labels.get(ASSIGNMENT_LABEL, "")
+            if name in local:  # two for one assignment (a crash mid-replace): keep one
+                await self._retire(row, "duplicate")
+            else:
+                local[name] = row
+        statuses = []
+        for name, assignment in list(self.desired.items()):
+            have = local.pop(name, None)
+            if have is not None and have.labels.get(ASSIGNMENT_REVISION_LABEL) != (
+                assignment.revision
+            ):
+                await self._retire(have, f"replaced by revision {assignment.revision}")
+                have = None
+            if have is not None and have.state in ("exited", "dead", "created"):
+                self._failed(name, f"{have.name} {have.status.lower()}")
+                await self._retire(have, "exited")
+                have = None
+            if have is None:
+                have = await self._create(assignment)
+            statuses.append(self._status(assignment, have))
+        for row in local.values():  # no longer assigned here
+            await self._retire(row, "no longer assigned to this node")
+        return statuses
+
+    async def _create(self, assignment: Assignment) -> ContainerSummary | None:
+        failures, retry_at, _error = self._failures.get(assignment.name, (0, 0.0, ""))
+        if failures and trio.current_time() < retry_at:
+            return None
+        try:
+            config = msgspec.convert(assignment.request, ContainerConfig)
+        except msgspec.ValidationError as error:
+            self._failed(assignment.name, f"the assignment's request is not valid: {error}")
+            return None
+        labels = dict(config.labels)
+        labels[ASSIGNMENT_LABEL] = assignment.name
+        labels[ASSIGNMENT_REVISION_LABEL] = assignment.revision
+        config = msgspec.structs.replace(config, labels=labels)
+        try:
+            await self._ensure_image(config.image)
+            await self._ensure_network(config.network, assignment.stack)
+            created = await self.ctx.bus.request(CreateContainer(config=config))
+            try:
+                await self.ctx.bus.request(StartContainer(ref=created.id))
+            except CarteError:
+                await self._remove(created.id)
+                raise
+        except CarteError as error:
+            self._failed(assignment.name, error.message)
+            self.ctx.log.warning(
+                "replica not started", extra={"replica": assignment.name, "error": error.message}
+            )
+            return None
+        self.ctx.log.info("replica started", extra={"replica": assignment.name})
+        found = await self.ctx.bus.request(ListContainers(all=True, filters={"id": [created.id]}))
+        if found and found[0].state == "running":
+            self._failures.pop(assignment.name, None)
+        return found[0] if found else None
+
+    def _failed(self, name: str, error: str) -> None:
+        failures, _, _ = self._failures.get(name, (0, 0.0, ""))
+        delay = min(2.0**failures, _MAX_BACKOFF)
+        self._failures[name] = (failures + 1, trio.current_time() + delay, error)
+
+    async def _ensure_image(self, image: str) -> None:
+        try:
+            await self.ctx.bus.request(InspectImage(ref=image))
+        except NotFound:
+            self.ctx.log.info("pulling image for a replica", extra={"image": image})
+            try:
+                await self.ctx.bus.request(PullImage(reference=image))
+            except CarteError as error:
+                raise NotFound(
+                    f'image "{image}" is not on node {self.node} and could not be pulled '
+                    f"({error.message}); push it to a registry the nodes reach"
+                ) from None
+
+    async def _ensure_network(self, network: str, stack: str) -> None:
+        if network in _LOCAL_NETWORKS or ":" in network:
+            return
+        try:
+            await self.ctx.bus.request(InspectNetwork(name=network))
+        except NotFound:
+            try:
+                await self.ctx.bus.request(
+                    CreateNetwork(name=network, labels={STACK_LABEL: stack} if stack else {})
+                )
+            except Conflict:
+                pass  # made meanwhile
+
+    async def _retire(self, row: ContainerSummary, why: str) -> None:
+        self.ctx.log.info("stopping replica", extra={"replica": row.name, "reason": why})
+        if row.state == "running":
+            try:
+                await self.ctx.bus.request(StopContainer(ref=row.id))
+            except (NotFound, Conflict):
+                pass
+        await self._remove(row.id)
+
+    async def _remove(self, container_id: str) -> None:
+        try:
+            await self.ctx.bus.request(RemoveContainer(ref=container_id, force=True))
+        except NotFound:
+            pass
+
+    def _status(self, assignment: Assignment, row: ContainerSummary | None) -> ReplicaStatus:
+        base = ReplicaStatus(
+            node=self.node,
+            name=assignment.name,
+            revision=assignment.revision,
+            updated=now_rfc3339(),
+        )
+        if row is None:
+            failure = self._failures.get(assignment.name)
+            if failure is not None:
+                return msgspec.structs.replace(base, state="failed", reason=failure[2])
+            return base
+        state: Literal["pending", "running", "exited", "failed"] = (
+            "running" if row.state in ("running", "paused", "restarting") else "exited"
+        )
+        ready = row.state == "running" and row.health in ("none", "healthy")
+        reason = "" if ready or row.state != "running" else f"health {row.health}"
+        return msgspec.structs.replace(
+            base, container_id=row.id, state=state, ready=ready, reason=reason
+        )
+
+    async def _report(self, report: _Report, statuses: list[ReplicaStatus]) -> None:
+        changed = [
+            status
+            for status in statuses
+            if (before := self._reported.get(status.name)) is None
+            or msgspec.structs.replace(before, updated="")
+            != msgspec.structs.replace(status, updated="")
+        ]
+        if not changed:
+            return
+        try:
+            await report(changed)
+        except (Unavailable, Refused, Conflict) as error:
+            self.ctx.log.info("replica status not reported yet", extra={"error": error})
+            return
+        for status in changed:
+            self._reported[status.name] = status
+
+    async def _report_to_store(self, statuses: list[ReplicaStatus]) -> None:
+        await write_statuses(self.ctx.store, statuses)
+
+
+class _Link:
+    """A worker's line to its control plane: the assignment stream and status reports."""
+
+    def __init__(self, server: str, certs: str, node: str) -> None:
+        self.host, self.port = split_address(server)
+        self.certs = certs
+        self.node = node
+        self._context: ssl.SSLContext | None = None
+
+    def context(self) -> ssl.SSLContext:
+        if self._context is None:
+            directory = Path(self.certs)
+            self._context = _https.pinned_context((directory / "ca.pem").read_bytes(), directory)
+        return self._context
+
+    async def report(self, statuses: list[ReplicaStatus]) -> None:
+        body = [msgspec.to_builtins(status) for status in statuses]
+        with trio.fail_after(10):
+            await _https.call(
+                self.host, self.port, self.context(), "POST", "/v1/cluster/status", body
+            )
+
+    async def assignments(self) -> AsyncIterator[_Update]:
+        """The stream's updates until it breaks (Unavailable) or stays silent too long."""
+        where = f"tcp://{self.host}:{self.port}"
+        try:
+            with trio.fail_after(10):
+                stream = await trio.open_tcp_stream(self.host, self.port)
+        except (OSError, trio.TooSlowError) as error:
+            raise Unavailable(f"cannot reach the control plane at {where}: {error}") from None
+        tls = trio.SSLStream(stream, self.context(), server_hostname=self.host)
+        try:
+            connection = h11.Connection(h11.CLIENT)
+            target = f"/v1/cluster/assignments?node={quote(self.node)}"
+            request = h11.Request(
+                method="GET", target=target, headers=[("Host", self.host), ("Connection", "close")]
+            )
+            try:
+                await tls.send_all(
+                    connection.send(request) + (connection.send(h11.EndOfMessage()) or b"")
+                )
+                status, body, pending = 0, [], b""
+                while True:
+                    event = connection.next_event()
+                    if event is h11.NEED_DATA:
+                        with trio.move_on_after(3 * PING) as silent:
+                            data = await tls.receive_some(65536)
+                        if silent.cancelled_caught:
+                            raise Unavailable(f"no word from the control plane at {where}")
+                        connection.receive_data(bytes(data))
+                    elif isinstance(event, h11.Response):
+                        status = event.status_code
+                    elif isinstance(event, h11.Data) and status >= 400:
+                        body.append(bytes(event.data))
+                    elif isinstance(event, h11.Data):
+                        pending += bytes(event.data)
+                        *lines, pending = pending.split(b"\n")
+                        for line in lines:
+                            update = _decode_line(line)
+                            if update is not None:
+                                yield update
+                    elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                        if status >= 400:
+                            raise _https._error(status, b"".join(body))
+                        return
+            except (trio.BrokenResourceError, h11.RemoteProtocolError) as error:
+                raise Unavailable(
+                    f"the link to the control plane at {where} broke: {error}"
+                ) from None
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(tls)
+
+
+def _decode_line(line: bytes) -> _Update | None:
+    if not line.strip():
+        return None
+    data = json.loads(line)
+    if "resync" in data:
+        found = tuple(msgspec.convert(item, Assignment) for item in data["resync"])
+        return _Update("resync", found)
+    if "put" in data:
+        return _Update("put", (msgspec.convert(data["put"], Assignment),))
+    if "delete" in data:
+        return _Update("delete", name=str(data["delete"]))
+    return None  # {"ping": true}
