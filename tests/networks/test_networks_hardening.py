@@ -58,6 +58,7 @@ def test_a_bridge_taking_the_idle_default_subnet_moves_it_whole(carte: Daemon) -
         assert bridge_addresses(after["bridge"]) == [str(gateway)]
         assert default_route_inside(carte, web) == after["gateway"]
         assert host_fetch("127.0.0.1", port).endswith(web[:12] + "\n")  # NAT moved too
+        ok(carte.client("exec", web, "nslookup", "web"))  # and DNS listens on the new gateway
 
         # With a member, the network stays where it is, whatever appears on the host.
         add_rogue_bridge(second, moved)
