@@ -55,7 +55,7 @@ def test_no_flag_is_abbreviated(carte: Daemon) -> None:
 
 @pytest.mark.parametrize(
     ("flag", "value"),
-    [("--pid", "container:web"), ("--pid", "bogus"), ("--ipc", "shareable"), ("--ipc", "none!")],
+    [("--pid", "container:"), ("--pid", "bogus"), ("--ipc", "shareable"), ("--ipc", "none!")],
 )
 def test_unsupported_namespace_modes_are_refused_in_one_line(
     carte: Daemon, flag: str, value: str
@@ -68,10 +68,10 @@ def test_unsupported_namespace_modes_are_refused_in_one_line(
 
 
 def test_the_api_refuses_them_too(carte: Daemon) -> None:
-    config = {"image": "busybox", "cmd": ["true"], "pid_mode": "container:web"}
+    config = {"image": "busybox", "cmd": ["true"], "ipc_mode": "container:web"}
     reply = carte.command_("CreateContainer", config=config)
     assert reply.status == 400, reply.json()
-    assert reply.json()["error"]["message"].startswith('--pid "container:web" is not supported')
+    assert reply.json()["error"]["message"].startswith('--ipc "container:web" is not supported')
     assert ok(carte.client("ps", "-aq")) == ""
 
 
@@ -146,3 +146,29 @@ def test_another_user_reads_nothing_and_gains_nothing_from_a_volume(
     assert "nosuid" in options and "nodev" in options, options
     escalate = subprocess.run([*NOBODY, setuid_copy, "-u"], capture_output=True, text=True)
     assert escalate.stdout.strip() != "0", "a setuid binary in a volume gave root"
+
+
+def ns_of(carte: Daemon, container: str, kind: str) -> str:
+    return ok(carte.client("exec", container, "readlink", f"/proc/self/ns/{kind}")).strip()
+
+
+def test_pid_container_joins_and_rejoins_after_restarts(carte: Daemon) -> None:
+    """--pid container:NAME (and --network container:NAME) join the target's namespace as it
+    is at each start, never a path recorded at create time (its pid may belong to another
+    process by then)."""
+    ok(carte.client("run", "-d", "--name", "target", "busybox", "sleep", "300"))
+    ok(
+        carte.client(
+            "run", "-d", "--name", "joiner", "--pid", "container:target",
+            "--network", "container:target", "busybox", "sleep", "301",
+        )
+    )  # fmt: skip
+    for _ in range(2):
+        assert ns_of(carte, "joiner", "pid") == ns_of(carte, "target", "pid")
+        assert ns_of(carte, "joiner", "net") == ns_of(carte, "target", "net")
+        assert "sleep 300" in ok(carte.client("exec", "joiner", "ps", "-o", "args"))
+        ok(carte.client("restart", "-t", "0", "target"))
+        ok(carte.client("restart", "-t", "0", "joiner"))
+    ok(carte.client("stop", "-t", "0", "target"))
+    refused = carte.client("start", "joiner")
+    assert refused.returncode != 0 and "target" in refused.stderr, refused.stderr

@@ -110,7 +110,9 @@ from carte.handlers.containers._spec import (
     ContainerPaths,
     build_spec,
     extra_hosts_text,
+    join_namespaces,
     join_network,
+    joined_namespaces,
     live_resources,
     merge_image_defaults,
     parse_signal,
@@ -401,6 +403,7 @@ class ContainersHandler(Handler):
         cleaned up after itself and the error (one line) is raised."""
         paths = self.paths(record.id)
         log = self.ctx.options.log
+        await self._join_namespaces(record)
         try:
             report = await self.launcher.create(
                 container_id=record.id,
@@ -416,6 +419,33 @@ class ContainersHandler(Handler):
                 await self._thread(lambda: cleanup_runtime(self.state_dir, record.id))
             raise
         return int(report["pid"])
+
+    async def _join_namespaces(self, record: ContainerRecord) -> None:
+        """Point the bundle's joined namespaces (`--network/--pid container:REF`) at the
+        target's as it runs now: a pid written at create time may be another process's after
+        a restart. `Conflict` when a target is not running."""
+        from carte.runtime.spec import load_spec
+
+        joins = joined_namespaces(record.config)
+        if not joins:
+            return
+        pids: dict[str, int] = {}
+        for kind, ref in joins.items():
+            target = await self.records.resolve(ref)
+            if target.state.status != "running" or not target.state.pid:
+                raise Conflict(
+                    f'cannot join the {kind} namespace of container "{target.name}": it is '
+                    "not running; start it first"
+                )
+            pids[kind] = target.state.pid
+        bundle = self.paths(record.id).directory / "config.json"
+
+        def rewrite() -> None:
+            spec = load_spec(bundle)
+            join_namespaces(spec, pids)
+            bundle.write_bytes(encode_spec(spec))
+
+        await self._thread(rewrite)
 
     # --- start ------------------------------------------------------------------------------
 

@@ -228,21 +228,42 @@ def build_spec(
 
 PID_MODES = ("", "host")
 IPC_MODES = ("", "private", "host")
+_PROC_NS = {"network": "net", "pid": "pid"}
 
 
 def check_namespace_modes(pid_mode: str, ipc_mode: str) -> None:
-    """Raise `InvalidArgument` (one line naming the flag) for a mode Carte does not run:
-    joining another container's namespaces (container:NAME, shareable) is not supported."""
-    if pid_mode not in PID_MODES:
+    """Raise `InvalidArgument` (one line naming the flag) for a mode Carte does not run.
+    Joining another container's IPC namespace (container:NAME, shareable) is not supported:
+    its /dev/shm could not be shared with it."""
+    if pid_mode not in PID_MODES and not _container_ref(pid_mode):
         raise InvalidArgument(
-            f'--pid "{pid_mode}" is not supported; use --pid host, or leave it out for a pid '
-            "namespace of the container's own (container:NAME is not supported)"
+            f'--pid "{pid_mode}" is not supported; use --pid host, --pid container:NAME, or '
+            "leave it out for a pid namespace of the container's own"
         )
     if ipc_mode not in IPC_MODES:
         raise InvalidArgument(
             f'--ipc "{ipc_mode}" is not supported; use --ipc host or --ipc private (the '
             "default); shareable and container:NAME are not supported"
         )
+
+
+def _container_ref(mode: str) -> str:
+    kind, _, ref = mode.partition(":")
+    return ref if kind == "container" else ""
+
+
+def joined_namespaces(config: ContainerConfig) -> dict[str, str]:
+    """The namespaces `config` joins, by OCI type, and the container each belongs to:
+    ``--network container:REF`` ("network"), ``--pid container:REF`` ("pid")."""
+    joins = {"network": _container_ref(config.network), "pid": _container_ref(config.pid_mode)}
+    return {kind: ref for kind, ref in joins.items() if ref}
+
+
+def join_namespaces(spec: Spec, pids: dict[str, int]) -> None:
+    """Point each joined namespace type of `spec` at that of the process `pids[type]`."""
+    for namespace in spec.linux.namespaces:
+        if namespace.type in pids:
+            namespace.path = f"/proc/{pids[namespace.type]}/ns/{_PROC_NS[namespace.type]}"
 
 
 def _share_host_namespaces(spec: Spec, config: ContainerConfig) -> None:
