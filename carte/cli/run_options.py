@@ -285,7 +285,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("-l", "--label", action="append", default=[], help="set a label KEY=VALUE")
     add("--entrypoint", help="override the image's entrypoint")
     add("--log-opt", action="append", default=[], help="max-size=SIZE, max-file=N")
-    add("--pid", default="", help="host: use the host's pid namespace")
+    add("--pid", default="", help="host or container:NAME: the pid namespace to share")
     add("--ipc", default="", help="host or private (default): the IPC namespace to use")
     add("--network", "--net", default="default", help="none, host, default or a network name")
     add("--network-alias", action="append", default=[], help="DNS alias on the network")
