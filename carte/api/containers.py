@@ -103,7 +103,7 @@ class ContainerConfig(_Wire, kw_only=True):
     healthcheck: HealthConfig | None = None
     auto_remove: bool = False
     pid_mode: str = ""
-    """"" (a pid namespace of its own) or "host" (`--pid`)."""
+    """"" (a pid namespace of its own), "host" or "container:REF" (`--pid`)."""
     ipc_mode: str = ""
     """"" or "private" (its own IPC namespace and /dev/shm) or "host" (`--ipc`)."""
     network: str = "default"
