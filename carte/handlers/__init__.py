@@ -5,7 +5,7 @@ one `carte.engine.Registry`. Add a built-in by importing its class here and list
 """
 
 from carte.engine import Handler
-from carte.handlers.cluster import MembershipHandler
+from carte.handlers.cluster import AgentHandler, MembershipHandler, SchedulerHandler
 from carte.handlers.containers import ContainersHandler, ContainerToolsHandler
 from carte.handlers.http import ApiHandler
 from carte.handlers.images import ArchivesHandler, BuildHandler, ImagesHandler, RegistryHandler
@@ -16,6 +16,7 @@ from carte.handlers.stacks import StacksHandler
 from carte.handlers.volumes import VolumesHandler
 
 BUILTIN: tuple[type[Handler], ...] = (
+    AgentHandler,
     ApiHandler,
     ArchivesHandler,
     AutoscalerHandler,
@@ -28,6 +29,7 @@ BUILTIN: tuple[type[Handler], ...] = (
     NetworkHandler,
     RegistryHandler,
     RestartHandler,
+    SchedulerHandler,
     ServicesHandler,
     StacksHandler,
     VolumesHandler,

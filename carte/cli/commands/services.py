@@ -1,4 +1,5 @@
-"""`carte service update --cpus N --memory M [--pids-limit N] SERVICE`: vertical scaling.
+"""`carte service update --cpus N --memory M [--pids-limit N] SERVICE`: vertical scaling;
+and the cluster view of `carte service ps` / `carte stack ps` (`show_placements`).
 
 The new limits are recorded in the service's desired state (the stacks handler's
 `UpdateServiceResources`) and applied to the running replicas in place: same containers,
@@ -12,6 +13,7 @@ import sys
 
 from carte.cli.commands import Session
 from carte.cli.run_options import RunOptionError, parse_size
+from carte.cli.transport import ApiError
 
 
 def update_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,3 +65,36 @@ def service_update(session: Session) -> int:
     )
     session.output.line(f"{stack}_{name} updated in place")
     return 0
+
+
+def show_placements(session: Session, stack: str, service: str = "") -> bool:
+    """On a control plane: print each replica with its node (pending ones with the reason)
+    and return True; False on a daemon that places nothing (a single machine, a worker)."""
+    try:
+        placed = session.command("ListPlacements", stack=stack, service=service)
+    except ApiError as error:
+        if error.status in (404, 503):  # no scheduler handler on this daemon
+            return False
+        raise
+    if not placed:
+        return False
+    out = session.output
+    if out.json:
+        out.data(placed)
+        return True
+    out.table(
+        ["NAME", "NODE", "REV", "STATE", "READY", "CONTAINER", "REASON"],
+        [
+            [
+                p["name"],
+                p["node"] or "-",
+                p["revision"] or "-",
+                p["state"],
+                "yes" if p["ready"] else "no",
+                p["container_id"][:12] or "-",
+                p["reason"],
+            ]
+            for p in placed
+        ],
+    )
+    return True

@@ -12,7 +12,7 @@ import os
 import sys
 
 from carte.cli.commands import Commands, Session, fail
-from carte.cli.commands.services import service_update, update_arguments
+from carte.cli.commands.services import service_update, show_placements, update_arguments
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
@@ -203,7 +203,8 @@ def stack_ps(session: Session) -> int:
     stacks = {s["name"] for s in session.command("ListStacks")}
     if session.args.stack not in stacks:
         return fail(f'stack "{session.args.stack}" not found; see carte stack ls')
-    _replica_table(session, session.command("ListReplicas", stack=session.args.stack))
+    if not show_placements(session, session.args.stack):
+        _replica_table(session, session.command("ListReplicas", stack=session.args.stack))
     return 0
 
 
@@ -252,7 +253,8 @@ def service_ps(session: Session) -> int:
     if found is None:
         return 1
     stack, name = found
-    _replica_table(session, session.command("ListReplicas", stack=stack, service=name))
+    if not show_placements(session, stack, name):
+        _replica_table(session, session.command("ListReplicas", stack=stack, service=name))
     return 0
 
 

@@ -32,6 +32,7 @@ from carte.api.events import (
     StopContainer,
 )
 from carte.api.stacks import SERVICE_LABEL, STACK_LABEL, AutoscaleSpec, Rollout
+from carte.handlers.stacks._cluster import place_in_cluster
 from carte.handlers.stacks._files import shared_mounts, write_files
 from carte.handlers.stacks._readiness import watch_readiness
 from carte.handlers.stacks._records import ServiceRecord, load_service, service_key
@@ -119,6 +120,8 @@ class Converger:
     async def converge(self, stack: str, service: str) -> bool:
         """One pass; True when the service is gone (record and replicas)."""
         record = await load_service(self.ctx.store, stack, service)
+        if await place_in_cluster(self.ctx, stack, service, record):
+            return record is None  # a control plane: the cluster's scheduler places replicas
         rows = await self.rows(stack, service)
         if record is None:
             for row in rows:

@@ -1,0 +1,89 @@
+"""The stacks handler's cluster seam: on a control plane a service's replicas are not
+created here but handed to the cluster's scheduler (`PlaceService`), which assigns them to
+nodes whose agents run them.
+
+`place_in_cluster` answers False on a daemon that is not a control plane (or whose
+scheduler handler is not running): the converger then runs the replicas locally.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from carte.api.cluster import ServicePlacement
+from carte.api.errors import Unavailable
+from carte.api.events import PlaceService
+from carte.handlers.stacks._records import ServiceRecord
+from carte.stack import normalize, replica_config
+from carte.stack.replica import file_refs
+
+if TYPE_CHECKING:
+    from carte.engine import HandlerContext
+
+
+async def place_in_cluster(
+    ctx: HandlerContext, stack: str, service: str, record: ServiceRecord | None
+) -> bool:
+    """Hand the service (None: removed) to the scheduler; True when a control plane took it."""
+    placement = (
+        ServicePlacement(stack=stack, service=service, revision=0, replicas=0)
+        if record is None
+        else service_placement(record)
+    )
+    try:
+        return await ctx.bus.request(PlaceService(placement=placement, remove=record is None))
+    except Unavailable:
+        return False  # no scheduler handler here: a single machine
+
+
+def service_placement(record: ServiceRecord) -> ServicePlacement:
+    """What the scheduler needs of a service: replicas, reservations, constraints and the
+    CreateContainer config of each replica."""
+    spec = record.spec
+    reservations = spec.deploy.resources.reservations
+    placement = spec.deploy.placement
+    unplaceable = ""
+    if file_refs(spec):
+        unplaceable = "secrets and configs are not shipped to cluster nodes yet"
+    elif spec.volumes_from or spec.network_mode.startswith(("service:", "container:")):
+        unplaceable = "volumes_from and network_mode service:/container: need one node"
+    cpus, memory = 0.0, 0
+    try:
+        cpus = normalize.nano_cpus(str(reservations.get("cpus", 0))) / 1e9
+        memory = normalize.size_bytes(_size(reservations.get("memory", 0)))
+    except ValueError as error:
+        unplaceable = f"deploy.resources.reservations: {error}"
+    requests = []
+    for number in range(1, record.replicas + 1):
+        config = replica_config(
+            stack=record.stack,
+            name=record.name,
+            service=spec,
+            replica=number,
+            revision=record.revision,
+            project_dir=record.project_dir,
+            env_files=record.env_files,
+            network_names=record.networks,
+            volume_names=record.volumes,
+        )
+        # one name per replica across passes and nodes (a local replica's has a random suffix)
+        name = spec.container_name or f"{record.stack}_{record.name}_{number}"
+        requests.append(msgspec.to_builtins(msgspec.structs.replace(config, name=name)))
+    return ServicePlacement(
+        stack=record.stack,
+        service=record.name,
+        revision=record.revision,
+        replicas=record.replicas,
+        cpus=cpus,
+        memory=memory,
+        constraints=list(placement.constraints),
+        max_per_node=placement.max_replicas_per_node,
+        requests=requests,
+        unplaceable=unplaceable,
+    )
+
+
+def _size(value: object) -> str | int:
+    return value if isinstance(value, int) else str(value)
