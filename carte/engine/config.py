@@ -8,7 +8,7 @@ converted into frozen msgspec Structs that forbid unknown fields. Any problem be
 
 Every default lives both here and, with comments, in config/carte.yaml (a test keeps the
 two equal). This module holds only the daemon's own sections (daemon, handlers, bus,
-supervisor, store); each handler declares its own typed ``Options`` (see `OptionsSpec`),
+supervisor, store, cluster); each handler declares its own typed ``Options`` (see `OptionsSpec`),
 read from ``handlers.options.<name>`` or from the top-level section the handler claims
 (``network:``, ``containers:``...), and checked here with the same file:line errors.
 """
