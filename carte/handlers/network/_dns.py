@@ -4,6 +4,11 @@ Names in Carte's domain (single-label names and ``*.carte``) are answered from t
 handler's `lookup`, which only sees the asker's networks: an unknown one gets NXDOMAIN at
 once. Everything else is forwarded to the host's resolvers; when none answers within the
 timeout the asker gets SERVFAIL rather than waiting. Malformed packets are dropped.
+
+At most `max_pending` queries (UDP) and TCP connections are handled at once per resolver:
+each holds a task, and a forwarded one a socket, for up to the upstream timeout. Beyond
+that a UDP query for a Carte name is still answered inline, any other gets SERVFAIL at once
+(no task, no socket), and a new TCP connection is closed, so a flood costs nothing that grows.
 Cancelling `serve` closes its sockets; a failing client connection only ends that connection.
 """
 
@@ -23,6 +28,7 @@ from carte.net.dns_message import (
     NXDOMAIN,
     TYPE_A,
     MalformedMessage,
+    Query,
     answer,
     parse_query,
     server_failure,
@@ -34,6 +40,8 @@ Upstream = tuple[str, int]
 DNS_PORT = 53
 _MAX_UDP = 4096
 _TCP_IDLE_SECONDS = 10.0
+MAX_PENDING = 256
+"""Default bound on queries and TCP connections in progress at once, per resolver."""
 
 
 def host_upstreams(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[Upstream]:
@@ -68,11 +76,16 @@ class Resolver:
         upstreams: Sequence[Upstream],
         timeout: float,
         log: logging.Logger,
+        *,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         self.lookup = lookup
         self.upstreams = list(upstreams)
         self.timeout = timeout
         self.log = log
+        self.max_pending = max_pending
+        self._pending = 0
+        self._refused = 0
 
     async def serve(
         self, address: IPv4Address, port: int = DNS_PORT, *, task_status: trio.TaskStatus[None]
@@ -92,27 +105,70 @@ class Resolver:
                 nursery.start_soon(self._serve_tcp, tcp, nursery)
                 task_status.started()
 
+    @property
+    def saturated(self) -> bool:
+        return self._pending >= self.max_pending
+
     async def _serve_udp(self, sock: trio.socket.SocketType, nursery: trio.Nursery) -> None:
         while True:
             data, peer = await sock.recvfrom(_MAX_UDP)
+            if self.saturated:
+                await self._send(sock, self.respond_saturated(data, IPv4Address(peer[0])), peer)
+                continue
+            self._pending += 1
             nursery.start_soon(self._reply_udp, sock, data, peer)
 
     async def _reply_udp(
         self, sock: trio.socket.SocketType, data: bytes, peer: tuple[str, int]
     ) -> None:
-        reply = await self.respond(data, IPv4Address(peer[0]))
+        try:
+            await self._send(sock, await self.respond(data, IPv4Address(peer[0])), peer)
+        finally:
+            self._pending -= 1
+
+    async def _send(
+        self, sock: trio.socket.SocketType, reply: bytes | None, peer: tuple[str, int]
+    ) -> None:
         if reply is not None:
             try:
                 await sock.sendto(reply, peer)
             except OSError as exc:
                 self.log.debug("dns reply to %s failed: %s", peer[0], exc)
 
+    def respond_saturated(self, data: bytes, asker: IPv4Address) -> bytes | None:
+        """The reply while saturated: Carte names as usual, SERVFAIL for names to forward."""
+        try:
+            query = parse_query(data)
+        except MalformedMessage:
+            return None
+        addresses = self.lookup(asker, query.name)
+        if addresses is not None:
+            return self._local_answer(query, addresses)
+        self._refused += 1
+        if self._refused == 1 or self._refused % 1000 == 0:
+            self.log.warning(
+                "dns: %d queries in progress; answered SERVFAIL without forwarding (%d so far)",
+                self._pending,
+                self._refused,
+            )
+        return server_failure(data)
+
     async def _serve_tcp(self, sock: trio.socket.SocketType, nursery: trio.Nursery) -> None:
         while True:
             conn, peer = await sock.accept()
+            if self.saturated:
+                conn.close()
+                continue
+            self._pending += 1
             nursery.start_soon(self._tcp_connection, conn, IPv4Address(peer[0]))
 
     async def _tcp_connection(self, conn: trio.socket.SocketType, asker: IPv4Address) -> None:
+        try:
+            await self._tcp_queries(conn, asker)
+        finally:
+            self._pending -= 1
+
+    async def _tcp_queries(self, conn: trio.socket.SocketType, asker: IPv4Address) -> None:
         stream = trio.SocketStream(conn)
         buffer = b""
         async with stream:
@@ -144,6 +200,9 @@ class Resolver:
         addresses = self.lookup(asker, query.name)
         if addresses is None:
             return await self.forward(data)
+        return self._local_answer(query, addresses)
+
+    def _local_answer(self, query: Query, addresses: list[IPv4Address]) -> bytes:
         if not addresses:
             return answer(query, NXDOMAIN)
         if query.qtype != TYPE_A:
