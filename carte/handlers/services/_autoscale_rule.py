@@ -1,7 +1,14 @@
 """Kubernetes' horizontal autoscaling rule, pure: no bus, no clock of its own.
 
-desired = ceil(current x utilization / target) per metric, the largest over the metrics; a
-ratio within the tolerance of 1 keeps the current count. Scale-up is immediate; scale-down
+Per metric, as the HPA's replica calculator does: the ratio is the average utilization of
+the replicas that have a sample over the target; within the tolerance of 1 it keeps the
+current count, else desired = ceil(ratio x replicas counted). Replicas without a sample yet
+(ready but in their first period, or whose stats failed: "missing") count as idle on a
+scale-up and as at the target on a scale-down; replicas not ready yet count as idle on a
+scale-up and are left out of a scale-down. When counting those turns the direction round or
+brings the ratio within tolerance, the count stays: a replica that just started never
+inflates the average, so one busy replica of two gives 2 or 3, never 4. The largest
+proposal over the metrics wins. Scale-up is immediate; scale-down
 takes the highest recommendation seen over the stabilization window, so a brief dip does not
 remove replicas that the next burst needs again. The result is clamped to [min, max].
 """
@@ -15,22 +22,43 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Metric:
-    """A measured utilization (percent of the limit, averaged over replicas) and its target."""
+    """A utilization (percent of the limit, averaged over the `measured` replicas that have a
+    sample; 0 means all `current` ones) and its target; `missing` ready replicas have no
+    sample yet, `unready` ones are running but not ready."""
 
     utilization: float
     target: float
+    measured: int = 0
+    missing: int = 0
+    unready: int = 0
 
 
 def recommend(current: int, metrics: list[Metric], tolerance: float) -> int:
-    """The replica count the metrics ask for: the largest of their proposals, where a metric
-    within `tolerance` of its target proposes `current`."""
-    proposals = [current]
-    for metric in metrics:
-        if current <= 0 or metric.target <= 0:
-            continue
-        ratio = metric.utilization / metric.target
-        proposals.append(current if abs(ratio - 1.0) <= tolerance else math.ceil(current * ratio))
-    return max(proposals[1:], default=current)
+    """The replica count the metrics ask for: the largest of their proposals."""
+    proposals = [_propose(current, metric, tolerance) for metric in metrics]
+    return max((p for p in proposals if p is not None), default=current)
+
+
+def _propose(current: int, metric: Metric, tolerance: float) -> int | None:
+    if current <= 0 or metric.target <= 0:
+        return None
+    measured = metric.measured or current
+    ratio = metric.utilization / metric.target
+    if not metric.missing and not metric.unready:
+        return current if abs(ratio - 1.0) <= tolerance else math.ceil(ratio * measured)
+    total, count = metric.utilization * measured, measured
+    if ratio > 1.0:
+        count += metric.missing + metric.unready
+    elif ratio < 1.0:
+        total += metric.target * metric.missing
+        count += metric.missing
+    adjusted = total / count / metric.target
+    if abs(adjusted - 1.0) <= tolerance or (ratio - 1.0) * (adjusted - 1.0) < 0:
+        return current
+    proposal = math.ceil(adjusted * count)
+    if (adjusted < 1.0 and proposal > current) or (adjusted > 1.0 and proposal < current):
+        return current
+    return proposal
 
 
 @dataclass

@@ -3,11 +3,12 @@
 
 CPU utilization of a replica is its cgroup CPU time since the previous evaluation divided by
 (elapsed time x its CPU limit, or 1 CPU without one); memory is usage over its limit. Both
-are averaged over the service's ready replicas. Every evaluation is published as an
-`AutoscaleDecision` with its inputs; a changed count is sent as `ScaleService` to the stacks
-handler. A replica whose stats cannot be read is left out of that evaluation; a service
-with nothing measurable keeps its count. A failed `ScaleService` is logged and tried again
-at the next period. Cancellation stops the loop between evaluations or mid-request.
+are averaged over the service's ready replicas that have a sample; ready replicas without
+one yet and replicas not ready are counted as the HPA counts them (`autoscale_rule`). Every
+evaluation is published as an `AutoscaleDecision` with its inputs; a changed count is sent
+as `ScaleService` to the stacks handler. A replica whose stats cannot be read counts as one
+without a sample in that evaluation; a service with nothing measurable keeps its count. A
+failed `ScaleService` is logged and tried again at the next period. Cancellation stops the loop between evaluations or mid-request.
 """
 
 from __future__ import annotations
@@ -91,10 +92,13 @@ class AutoscalerHandler(Handler):
         cpu_limit = service.resources.nano_cpus / 1e9 or 1.0
         cpu: list[float] = []
         memory: list[float] = []
+        unready = sum(1 for r in rows if not r.ready and not r.status.startswith("Exited"))
+        ready = 0
         now = trio.current_time()
         for row in running:
             if not row.ready:
                 continue
+            ready += 1
             try:
                 stats = await self.ctx.bus.request(GetContainerStats(ref=row.container_id))
             except CarteError:
@@ -113,10 +117,20 @@ class AutoscalerHandler(Handler):
         metrics = []
         cpu_percent = sum(cpu) / len(cpu) if cpu else None
         memory_percent = sum(memory) / len(memory) if memory else None
-        if cpu_percent is not None and spec.target_cpu_percent:
-            metrics.append(Metric(utilization=cpu_percent, target=spec.target_cpu_percent))
-        if memory_percent is not None and spec.target_memory_percent:
-            metrics.append(Metric(utilization=memory_percent, target=spec.target_memory_percent))
+        for samples, utilization, target in (
+            (cpu, cpu_percent, spec.target_cpu_percent),
+            (memory, memory_percent, spec.target_memory_percent),
+        ):
+            if utilization is not None and target:
+                metrics.append(
+                    Metric(
+                        utilization=utilization,
+                        target=target,
+                        measured=len(samples),
+                        missing=ready - len(samples),
+                        unready=unready,
+                    )
+                )
         tolerance = self.ctx.options.tolerance
         recommended = recommend(current, metrics, tolerance) if metrics else current
         desired = self._stabilizers[key].decide(now, current, recommended, spec.min, spec.max)
