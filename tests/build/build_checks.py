@@ -60,8 +60,9 @@ def leftovers(daemon: Daemon) -> list[str]:
             found.extend(
                 str(child) for child in path.iterdir() if not child.name.startswith("session-")
             )
+    volumes = f" {daemon.root / 'volumes'} "  # mounted nosuid,nodev while the daemon runs
     with open("/proc/self/mountinfo") as mounts:
-        found.extend(line for line in mounts if str(daemon.workdir) in line)
+        found.extend(line for line in mounts if str(daemon.workdir) in line and volumes not in line)
     found.extend(str(p) for p in Path("/sys/fs/cgroup").glob("*/carte/build-*"))
     state = daemon.run_root / "build-runtime"
     if state.is_dir():
