@@ -1,7 +1,10 @@
 """What each test needs from the machine, as markers: `root`, `kernel` (a real kernel feature:
-namespaces, cgroups, overlayfs, nftables, seccomp), `vm` (boots a kernel), `peers` (docker,
-podman, runc, skopeo, a registry or etcd). Registered in pyproject.toml; set here by place,
-so a new file in an area gets its area's markers (a file entry overrides its area's).
+namespaces, cgroups, overlayfs, nftables, seccomp), `daemon` (runs a real `carte daemon`),
+`vm` (boots a kernel), `peers` (docker, podman, runc, skopeo, a registry or etcd).
+Registered in pyproject.toml; set here by place, so a new file in an area gets its area's
+markers (a file entry overrides its area's). A test
+marked `daemon` that neither uses a daemon fixture nor imports the daemon support (a pure
+manifest, policy or route-table test in a daemon area) gets none of these markers.
 
     pytest -m "not root"            # the in-process tests, as any user, in seconds
     pytest tests/net -m "not root"  # one area's pure tests
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-DAEMON = ("root", "kernel")  # a real `carte daemon` runs containers
+DAEMON = ("root", "kernel", "daemon")  # a real `carte daemon` runs containers
 
 NEEDS: dict[str, tuple[str, ...]] = {
     "api": DAEMON,
@@ -33,8 +36,6 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "images": (*DAEMON, "peers"),
     "interactive": DAEMON,
     "lifecycle": DAEMON,
-    "lifecycle/test_lifecycle_health_logic.py": (),
-    "lifecycle/test_lifecycle_restart_logic.py": (),
     "net/test_net_links.py": ("root", "kernel"),
     "net/test_net_nft.py": ("root", "kernel"),
     "networks": DAEMON,
@@ -51,8 +52,6 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "shim": ("root", "kernel"),
     "stacks": DAEMON,
     "stacks/test_stacks_hardening.py": (),
-    "stacks/test_stacks_manifest.py": (),
-    "stacks/test_stacks_readiness.py": (),
 }
 
 
@@ -64,7 +63,26 @@ def needs(path: Path) -> tuple[str, ...]:
     return found if found is not None else NEEDS.get(area, ())
 
 
+DAEMON_FIXTURES = {"carte", "daemons", "plugin_daemons", "build_daemon"}
+DAEMON_MODULES = ("support.daemon", "support.module_daemon")
+
+
+def uses_a_daemon(item: pytest.Item) -> bool:
+    """Whether a test runs `carte daemon`: through a fixture, or its module's own factory."""
+    if DAEMON_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    module = getattr(item, "module", None)
+    return any(
+        getattr(value, "__module__", "") in DAEMON_MODULES
+        for value in vars(module).values()
+        if isinstance(value, type)
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        for name in needs(item.path):
+        marks = needs(item.path)
+        if "daemon" in marks and not uses_a_daemon(item):
+            marks = ()
+        for name in marks:
             item.add_marker(name)
