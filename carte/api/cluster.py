@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 import msgspec
 
+ASSIGNMENT_LABEL = "com.carte.cluster.assignment"
+"""Label of a container a node's agent runs for an assignment (its value: the name)."""
+
 NodeRole = Literal["control", "worker"]
 Availability = Literal["active", "drain"]
 NodeState = Literal["ready", "down"]

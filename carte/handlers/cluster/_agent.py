@@ -31,7 +31,7 @@ import h11
 import msgspec
 import trio
 
-from carte.api.cluster import Assignment, ReplicaStatus
+from carte.api.cluster import ASSIGNMENT_LABEL, Assignment, ReplicaStatus
 from carte.api.containers import ContainerConfig, ContainerSummary
 from carte.api.errors import CarteError, Conflict, NotFound, Unavailable
 from carte.api.events import (
@@ -58,10 +58,10 @@ from carte.handlers.cluster._settings import split_address
 
 PERIOD = 2.0
 """Seconds between convergence passes when nothing wakes the agent."""
-ASSIGNMENT_LABEL = "com.carte.cluster.assignment"
 ASSIGNMENT_REVISION_LABEL = "com.carte.cluster.revision"
 _LOCAL_NETWORKS = frozenset({"", "default", "bridge", "host", "none"})
 _MAX_BACKOFF = 30.0
+_CONCURRENT_STARTS = 4
 
 
 _Report = Callable[[list[ReplicaStatus]], Awaitable[None]]
@@ -212,35 +212,48 @@ class AgentHandler(Handler):
                 await self._wake.wait()
 
     async def converge(self) -> list[ReplicaStatus]:
-        """One pass over the local replicas; the status of each assigned one."""
+        """One pass over the local replicas; the status of each assigned one. Replicas are
+        stopped and started concurrently (a stop may wait out its stop timeout)."""
         rows = await self.ctx.bus.request(
             ListContainers(all=True, filters={"label": [ASSIGNMENT_LABEL]})
         )
+        desired = dict(self.desired)
         local: dict[str, ContainerSummary] = {}
+        gone: list[ContainerSummary] = []
         for row in rows:
             name = row.labels.get(ASSIGNMENT_LABEL, "")
-            if name in local:  # two for one assignment (a crash mid-replace): keep one
-                await self._retire(row, "duplicate")
+            if name in local or name not in desired:  # unassigned, or a second copy
+                gone.append(row)
             else:
                 local[name] = row
-        statuses = []
-        for name, assignment in list(self.desired.items()):
-            have = local.pop(name, None)
-            if have is not None and have.labels.get(ASSIGNMENT_REVISION_LABEL) != (
-                assignment.revision
-            ):
-                await self._retire(have, f"replaced by revision {assignment.revision}")
-                have = None
-            if have is not None and have.state in ("exited", "dead", "created"):
-                self._failed(name, f"{have.name} {have.status.lower()}")
-                await self._retire(have, "exited")
-                have = None
-            if have is None:
+        found: dict[str, ContainerSummary | None] = {}
+        limiter = trio.CapacityLimiter(_CONCURRENT_STARTS)
+        async with trio.open_nursery() as nursery:
+            for row in gone:
+                nursery.start_soon(self._retire, row, "no longer assigned to this node")
+            for name, assignment in desired.items():
+                nursery.start_soon(self._converge_one, assignment, local.get(name), found, limiter)
+        return [self._status(assignment, found.get(name)) for name, assignment in desired.items()]
+
+    async def _converge_one(
+        self,
+        assignment: Assignment,
+        have: ContainerSummary | None,
+        found: dict[str, ContainerSummary | None],
+        limiter: trio.CapacityLimiter,
+    ) -> None:
+        name = assignment.name
+        if have is not None and have.labels.get(ASSIGNMENT_REVISION_LABEL) != assignment.revision:
+            await self._retire(have, f"replaced by revision {assignment.revision}")
+            have = None
+        if have is not None and have.state in ("exited", "dead", "created"):
+            self._failed(name, f"{have.name} {have.status.lower()}")
+            await self._retire(have, "exited")
+            have = None
+        if have is None:
+            async with limiter:
                 have = await self._create(assignment)
-            statuses.append(self._status(assignment, have))
-        for row in local.values():  # no longer assigned here
-            await self._retire(row, "no longer assigned to this node")
-        return statuses
+        found[name] = have
 
     async def _create(self, assignment: Assignment) -> ContainerSummary | None:
         failures, retry_at, _error = self._failures.get(assignment.name, (0, 0.0, ""))
@@ -308,13 +321,19 @@ class AgentHandler(Handler):
                 pass  # made meanwhile
 
     async def _retire(self, row: ContainerSummary, why: str) -> None:
+        """Stop (its stop timeout at most) and remove; a failure is logged, tried next pass."""
         self.ctx.log.info("stopping replica", extra={"replica": row.name, "reason": why})
-        if row.state == "running":
-            try:
-                await self.ctx.bus.request(StopContainer(ref=row.id))
-            except (NotFound, Conflict):
-                pass
-        await self._remove(row.id)
+        try:
+            if row.state == "running":
+                try:
+                    await self.ctx.bus.request(StopContainer(ref=row.id))
+                except (NotFound, Conflict):
+                    pass
+            await self._remove(row.id)
+        except CarteError as error:
+            self.ctx.log.warning(
+                "replica not stopped", extra={"replica": row.name, "error": error.message}
+            )
 
     async def _remove(self, container_id: str) -> None:
         try:
@@ -391,7 +410,7 @@ class _Link:
         """The stream's updates until it breaks (Unavailable) or stays silent too long."""
         where = f"tcp://{self.host}:{self.port}"
         try:
-            with trio.fail_after(10):
+            with trio.fail_after(3):  # short: a healed link is taken at the next try
                 stream = await trio.open_tcp_stream(self.host, self.port)
         except (OSError, trio.TooSlowError) as error:
             raise Unavailable(f"cannot reach the control plane at {where}: {error}") from None

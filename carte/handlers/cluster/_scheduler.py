@@ -40,10 +40,11 @@ from carte.api.events import (
     PlaceService,
     ReplicaScheduled,
     ReplicaUnschedulable,
+    ServiceRemoved,
 )
 from carte.cluster.scheduler import Demand, Pending, Slot, schedule
 from carte.engine import Handler, HandlerContext, on
-from carte.engine.store import Delete, Operation, Put, Store, follow
+from carte.engine.store import Delete, Operation, Put, Store, follow, retry_unavailable
 from carte.handlers.cluster._assignments import (
     ASSIGNMENTS,
     PENDING,
@@ -304,6 +305,15 @@ class SchedulerHandler(Handler):
         if entry is None or entry.decode(ServicePlacement) != placement:
             await self.ctx.store.put(key, placement)
         return True
+
+    @on(ServiceRemoved)
+    async def service_removed(self, fact: ServiceRemoved) -> None:
+        """A removed stack's services stop their loops without a last converge pass: their
+        placements go here (the leader then unassigns their replicas)."""
+        if self.role == "control":
+            await retry_unavailable(
+                lambda: self.ctx.store.delete(placement_key(SERVICES, fact.stack, fact.service))
+            )
 
     @on(ListPlacements)
     async def list_placements(self, command: ListPlacements) -> list[Placement]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import trio
 
+from carte.api.cluster import ASSIGNMENT_LABEL
 from carte.api.containers import ContainerSummary, PortSpec
 from carte.api.errors import CarteError, Conflict, NotFound
 from carte.api.events import (
@@ -115,7 +116,11 @@ class Converger:
         # values of one filter key are OR-ed by the containers handler: filter the service here
         filters = {"label": [f"{STACK_LABEL}={stack}"]}
         rows = await self.ctx.bus.request(ListContainers(all=True, filters=filters))
-        return [r for r in rows if r.labels.get(SERVICE_LABEL) == service]
+        return [
+            r
+            for r in rows
+            if r.labels.get(SERVICE_LABEL) == service and ASSIGNMENT_LABEL not in r.labels
+        ]  # a cluster node's agent owns the replicas it runs for the scheduler
 
     async def converge(self, stack: str, service: str) -> bool:
         """One pass; True when the service is gone (record and replicas)."""
