@@ -17,9 +17,11 @@ from carte.build._context import (
     needed_files,
 )
 from carte.build._image import BuildEnvironment, BuildOptions, build
+from carte.build._network import Attached
 from carte.build.dockerfile import Dockerfile, DockerfileError, Instruction, parse
 
 __all__ = [
+    "Attached",
     "BuildCache",
     "BuildEnvironment",
     "BuildOptions",

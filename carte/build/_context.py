@@ -10,6 +10,7 @@ written through a symlink, so an upload cannot touch anything outside its direct
 
 from __future__ import annotations
 
+import base64
 import os
 import posixpath
 import shutil
@@ -38,6 +39,16 @@ class ContextUpload(msgspec.Struct, frozen=True, kw_only=True):
     entries: list[ContextEntry] = []
     sent: list[int] = []  # indexes of the entries whose bytes follow, in this order
     dockerfile: str = ""
+    secrets: dict[str, str] = {}  # `carte build --secret` id -> base64 value, kept in memory
+
+    def secret_values(self) -> dict[str, bytes]:
+        """The secrets decoded; raises `ContextError` for a value that is not base64."""
+        try:
+            return {
+                key: base64.b64decode(value, validate=True) for key, value in self.secrets.items()
+            }
+        except ValueError:
+            raise ContextError("a build secret in the upload is not base64") from None
 
 
 class ContextError(ValueError):

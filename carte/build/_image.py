@@ -17,13 +17,17 @@ callback turning true) stops the build at its next step and kills a running RUN 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import json
+import os
+import posixpath
 import re
 import shutil
 import tempfile
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +48,18 @@ from carte.build._metadata import (
     join_path,
     mapping,
 )
-from carte.build._run import RunStep, run_step
+from carte.build._mounts import (
+    MountError,
+    MountRequest,
+    bind_mounts,
+    cache_dir,
+    parse_mount,
+)
+from carte.build._network import NETWORK_MODES, Attach, Detach, StepNetwork
+from carte.build._run import RunStep, StepFailed, run_step
 from carte.build._stages import PROXY_ARGS, Stage, find_stage, plan_stages
 from carte.build._words import WordError, expand_variables, expand_word, split_words
-from carte.build.dockerfile import Heredoc, Instruction, parse, parse_instruction
+from carte.build.dockerfile import HEREDOC_NAME, Heredoc, Instruction, parse, parse_instruction
 from carte.image import oci
 from carte.image.digest import chain_ids
 from carte.image.errors import ImageNotFound
@@ -55,10 +67,10 @@ from carte.image.importer import host_architecture
 from carte.image.layers import LayerBlob, is_unpacked, layer_dir, store_layer, unpack_layer
 from carte.image.store import ImageStore, StoredImage
 from carte.image.upperdiff import diff_from_upper
-from carte.runtime.spec import DEFAULT_PATH, User
+from carte.runtime.spec import DEFAULT_PATH, Mount, User
 
 LAYER_STEPS = frozenset({"RUN", "COPY", "ADD"})
-HEREDOC_ONLY = re.compile(r"<<-?([\"']?)[A-Za-z_][A-Za-z0-9_]*\1")
+HEREDOC_ONLY = re.compile(r"<<-?([\"']?)" + HEREDOC_NAME + r"\1")
 
 
 class BuildOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,6 +83,7 @@ class BuildOptions(msgspec.Struct, frozen=True, kw_only=True):
     labels: dict[str, str] = {}
     network: str = "default"
     source_date_epoch: int | None = None
+    secrets: dict[str, bytes] = {}  # --secret id -> value; never stored anywhere
 
 
 @dataclass
@@ -83,6 +96,8 @@ class BuildEnvironment:
     resolve_user: Callable[[str, list[Path]], User]
     pull: Callable[[str], StoredImage]
     cancelled: Callable[[], bool] = lambda: False
+    attach: Attach | None = None  # plugs a RUN step's namespace into the default network
+    detach: Detach | None = None
 
 
 def build(
@@ -275,8 +290,12 @@ class _Builder:
         self, number: str, instruction: Instruction, state: StageState
     ) -> tuple[str, Callable[[], LayerBlob]]:
         for flag in instruction.flags:
-            if flag != "network":
-                raise instruction.error(f"--{flag} is not supported by carte build")
+            if flag == "security" and instruction.flags[flag] == "sandbox":
+                continue
+            if flag not in ("network", "mount"):
+                raise instruction.error(
+                    f"--{flag}={instruction.flags[flag]} is not supported by carte build; remove it"
+                )
         argv = self._run_command(instruction, state)
         env = state.env_map()
         in_use = {k: v for k, v in sorted(state.args.items()) if k not in env}
@@ -287,33 +306,176 @@ class _Builder:
         if not any(item.startswith("PATH=") for item in run_env):
             run_env.insert(0, DEFAULT_PATH)
         network = instruction.flags.get("network", self.options.network)
-        if network not in ("none", "host", "default"):
-            raise instruction.error(f'--network "{network}" is unknown; use none, host or default')
-        described = "RUN " + json.dumps({"argv": argv, "args": in_use})
+        if network not in NETWORK_MODES:
+            raise instruction.error(
+                f'--network "{network}" is unknown; use {", ".join(NETWORK_MODES)}'
+            )
+        workdir = str(state.config.get("WorkingDir") or "/")
+        words_env = state.words_env()
+        try:
+            requests = [
+                parse_mount(expand_word(text, words_env, self.escape), workdir)
+                for text in instruction.values("mount")
+            ]
+        except MountError as error:
+            raise instruction.error(str(error)) from None
+        targets = [r.target for r in requests if r.target]
+        if len(set(targets)) != len(targets):
+            raise instruction.error("two --mount flags have the same target; give each its own")
+        secrets: list[MountRequest] = []
+        for request in requests:
+            if request.type != "secret":
+                continue
+            if request.id in self.options.secrets:
+                secrets.append(request)
+            elif request.required:
+                raise instruction.error(
+                    f'secret "{request.id}" is required but was not given; pass it with '
+                    f"carte build --secret id={request.id},src=FILE"
+                )
+        binds = {
+            index: self._bind_source(instruction, request)
+            for index, request in enumerate(requests)
+            if request.type == "bind"
+        }
+        described = "RUN " + json.dumps(
+            {
+                "argv": argv,
+                "args": in_use,
+                "mounts": [r.described() for r in requests],
+                "binds": {str(i): key for i, (_, key, _) in binds.items()},
+            }
+        )
+        secret_env = [
+            f"{r.env}={self.options.secrets[r.id].decode('utf-8', 'replace')}"
+            for r in secrets
+            if r.env
+        ]
 
         def make_layer() -> LayerBlob:
             lowerdirs = self._lowerdirs(state)
             user = self._user(instruction, str(state.config.get("User") or ""), lowerdirs)
-            step = RunStep(
-                argv=tuple(argv),
-                env=tuple(run_env),
-                cwd=str(state.config.get("WorkingDir") or "/"),
-                user=user,
-                network=network,
-                shown=f"{instruction.file}:{instruction.line}: RUN {instruction.text}",
-            )
+            shown = f"{instruction.file}:{instruction.line}: RUN {instruction.text}"
             with self._scratch() as scratch:
-                upper = run_step(
-                    step,
-                    lowerdirs,
-                    scratch,
-                    self.env.state_dir,
-                    lambda line: self.env.progress(f"{number} {line}"),
-                    self.env.cancelled,
-                )
+                mounts_dir = scratch / "mounts"
+                mounts_dir.mkdir()
+                mounts = []
+                locks = []
+                try:
+                    for index, request in enumerate(requests):
+                        if request.type == "bind":
+                            view, _, what = binds[index]
+                            mounts += bind_mounts(request, view, mounts_dir, what)
+                        elif request.type == "cache":
+                            mount, lock = self._cache_mount(request)
+                            mounts.append(mount)
+                            if lock is not None:
+                                locks.append(lock)
+                        elif request.type == "tmpfs":
+                            options = ["nosuid", "nodev"]
+                            if request.size:
+                                options.append(f"size={request.size}")
+                            mounts.append(
+                                Mount(
+                                    destination=request.target,
+                                    type="tmpfs",
+                                    source="tmpfs",
+                                    options=options,
+                                )
+                            )
+                        elif request in secrets and request.target:
+                            mounts.append(self._secret_mount(request, mounts_dir))
+                    step_id = "build-" + uuid.uuid4().hex[:16]
+                    with StepNetwork(
+                        network, step_id, self.env.attach, self.env.detach
+                    ) as step_network:
+                        step = RunStep(
+                            argv=tuple(argv),
+                            env=tuple([*run_env, *secret_env]),
+                            cwd=workdir,
+                            user=user,
+                            network=network,
+                            shown=shown,
+                            netns_path=step_network.netns_path,
+                            resolv_conf=step_network.resolv_conf,
+                            hosts=step_network.hosts,
+                            mounts=tuple(mounts),
+                        )
+                        upper = run_step(
+                            step,
+                            lowerdirs,
+                            scratch,
+                            self.env.state_dir,
+                            lambda line: self.env.progress(f"{number} {line}"),
+                            self.env.cancelled,
+                        )
+                except MountError as error:
+                    raise instruction.error(str(error)) from None
+                except StepFailed:
+                    raise
+                except CarteError as error:
+                    raise instruction.error(
+                        f"cannot give the step the {network} network ({error.message}); "
+                        "try --network host or none"
+                    ) from None
+                except OSError as error:
+                    raise instruction.error(
+                        f"cannot give the step its {network} network or mounts ({error}); "
+                        "try --network host or none"
+                    ) from None
+                finally:
+                    for lock in locks:
+                        os.close(lock)
                 return self._store_upper(upper, state)
 
         return described, make_layer
+
+    def _bind_source(
+        self, instruction: Instruction, request: MountRequest
+    ) -> tuple[LayerView, str, str]:
+        """Where a bind mount reads from, the cache key of its content, and its name."""
+        if request.from_:
+            view, key, what, _ = self._copy_source(instruction, request.from_)
+        else:
+            view, what = LayerView([self.context]), "build context"
+            key = "context"
+        path = posixpath.normpath("/" + request.source)
+        if view.lookup(path) is None:
+            raise instruction.error(
+                f'--mount source "{request.source or "."}" was not found in the {what}'
+            )
+        content = checksum(view, [CopySource(path=path, host="")], with_owner=False)
+        return view, f"{key}:{content}", what
+
+    def _cache_mount(self, request: MountRequest) -> tuple[Mount, int | None]:
+        directory = cache_dir(self.store.root, request.id)
+        if not directory.is_dir():
+            directory.mkdir(parents=True, mode=0o755)
+            os.chown(directory, request.uid, request.gid)
+            directory.chmod(request.mode if request.mode is not None else 0o755)
+        lock = None
+        if request.sharing == "locked":
+            lock = os.open(directory.parent / (directory.name + ".lock"), os.O_CREAT | os.O_RDWR)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        options = ["rbind", "ro"] if request.readonly else ["rbind"]
+        mount = Mount(
+            destination=request.target, type="bind", source=str(directory), options=options
+        )
+        return mount, lock
+
+    def _secret_mount(self, request: MountRequest, directory: Path) -> Mount:
+        secret = directory / f"secret-{len(list(directory.iterdir()))}"
+        fd = os.open(secret, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        with open(fd, "wb") as out:
+            out.write(self.options.secrets[request.id])
+        os.chown(secret, request.uid, request.gid)
+        secret.chmod(request.mode if request.mode is not None else 0o400)
+        return Mount(
+            destination=request.target,
+            type="bind",
+            source=str(secret),
+            options=["rbind", "ro", "nosuid", "nodev", "noexec"],
+        )
 
     # -- COPY / ADD ----------------------------------------------------------------------
 
@@ -336,7 +498,9 @@ class _Builder:
         dest_is_dir = dest_word.endswith("/") or dest_word in (".", "..") or len(patterns) > 1
         dest = join_path(workdir, dest_word)
         is_add = instruction.keyword == "ADD"
-        source_view, source_key, what, keep_owner = self._copy_source(instruction, state)
+        source_view, source_key, what, keep_owner = self._copy_source(
+            instruction, instruction.flags.get("from")
+        )
         heredocs = {f"<<{h.name}": h for h in instruction.heredocs}
         heredocs.update({f"<<-{h.name}": h for h in instruction.heredocs})
         urls = [p for p in patterns if is_add and is_url(p)]
@@ -417,10 +581,9 @@ class _Builder:
         return described, make_layer
 
     def _copy_source(
-        self, instruction: Instruction, state: StageState
+        self, instruction: Instruction, source: str | None
     ) -> tuple[LayerView, str, str, bool]:
-        """Where COPY reads from: the context, an earlier stage or an image."""
-        source = instruction.flags.get("from")
+        """Where COPY (or a bind mount) reads from: the context, an earlier stage or an image."""
         if source is None:
             return LayerView([self.context]), "context", "build context", False
         ref = expand_word(source, self.plan.global_args, self.escape)

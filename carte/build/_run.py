@@ -5,7 +5,11 @@ runtime requires) on a bundle whose root is an overlay of the stage's layers plu
 upper directory. The overlay is mounted inside the container's own mount namespace, so when
 the step ends nothing stays mounted on the host; the runtime removes the cgroup. Default
 isolation is Docker's (pid, ipc, uts, mount, cgroup namespaces, default capabilities and
-seccomp); `network="none"` adds a network namespace with only loopback.
+seccomp). The network is the caller's (`_network`): `default` joins the namespace at
+`netns_path` (plugged into the NAT'd default bridge), `none` a new one with only loopback,
+`host` the host's. /etc/resolv.conf, /etc/hosts and the step's `--mount`s are bind-mounted;
+mount points the image lacked are removed from the upper dir afterwards, so none of them is
+ever committed into a layer.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from pathlib import Path
 import msgspec
 
 from carte.api.errors import InvalidArgument
+from carte.build._layer_view import LayerView
+from carte.build._mounts import forget_mountpoints
 from carte.runtime.shim.client import interpreter_command
 from carte.runtime.spec import Mount, User, default_spec, encode_spec
 
@@ -34,8 +40,12 @@ class RunStep(msgspec.Struct, frozen=True, kw_only=True):
     env: tuple[str, ...]
     cwd: str
     user: User
-    network: str  # "none", "host" or "default" (the host's network, as --network host)
+    network: str  # "none", "host" or "default" (the namespace at netns_path)
     shown: str  # the instruction as the user wrote it, for errors
+    netns_path: str = ""
+    resolv_conf: str | None = None  # bound over /etc/resolv.conf when given
+    hosts: str | None = None  # bound over /etc/hosts when given
+    mounts: tuple[Mount, ...] = ()  # --mount's, after the default mounts
 
 
 def run_step(
@@ -79,8 +89,29 @@ def run_step(
             ],
         ),
     )
-    if step.network != "none":
+    if step.network == "host":
         spec.linux.namespaces = [ns for ns in spec.linux.namespaces if ns.type != "network"]
+    elif step.network == "default":
+        for namespace in spec.linux.namespaces:
+            if namespace.type == "network":
+                namespace.path = step.netns_path
+    targets = []
+    for name, text in (("resolv.conf", step.resolv_conf), ("hosts", step.hosts)):
+        if text is not None:
+            host_file = scratch / name
+            host_file.write_text(text)
+            host_file.chmod(0o644)
+            spec.mounts.append(
+                Mount(
+                    destination=f"/etc/{name}",
+                    type="bind",
+                    source=str(host_file),
+                    options=["rbind", "nosuid", "nodev", "noexec"],
+                )
+            )
+            targets.append(f"/etc/{name}")
+    spec.mounts.extend(step.mounts)
+    targets.extend(mount.destination for mount in step.mounts)
     (bundle / "config.json").write_bytes(encode_spec(spec))
     argv = [
         *interpreter_command(),
@@ -123,6 +154,7 @@ def run_step(
             process.wait()
         reader.join()
         stdout.close()
+    forget_mountpoints(upper, LayerView(lowerdirs), targets)
     if cancelled():
         raise StepFailed(f"{step.shown}: the build was cancelled while the step ran")
     if status != 0:

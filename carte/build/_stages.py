@@ -152,8 +152,10 @@ def _need(
     if parent is not None:
         _need(stages, parent.index, needed, build_args, global_args, escape)
     for instruction in stage.instructions:
-        source = instruction.flags.get("from")
-        if instruction.keyword == "COPY" and source:
+        sources = [instruction.flags.get("from", "")] if instruction.keyword == "COPY" else []
+        if instruction.keyword == "RUN":
+            sources = [_mount_from(value) for value in instruction.values("mount")]
+        for source in filter(None, sources):
             try:
                 expanded = split_words(source, global_args, escape)
             except WordError as error:
@@ -166,3 +168,12 @@ def _need(
                 )
             if found is not None:
                 _need(stages, found.index, needed, build_args, global_args, escape)
+
+
+def _mount_from(value: str) -> str:
+    """The from= of a `--mount` value ("" when it has none)."""
+    for item in value.split(","):
+        key, _, text = item.strip().partition("=")
+        if key == "from":
+            return text
+    return ""

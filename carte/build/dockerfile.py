@@ -46,7 +46,11 @@ FLAGS: dict[str, frozenset[str]] = {
     "HEALTHCHECK": frozenset({"interval", "timeout", "start-period", "start-interval", "retries"}),
 }
 HEREDOC_FORMS = frozenset({"RUN", "COPY", "ADD"})
-_HEREDOC = re.compile(r"<<(-?)([\"']?)([A-Za-z_][A-Za-z0-9_]*)\2")
+# A heredoc name is a word: letters, digits, `_`, `.` and `-` (`COPY <<robots.txt /srv/`).
+HEREDOC_NAME = r"[A-Za-z_][A-Za-z0-9_.-]*"
+_HEREDOC = re.compile(r"<<(-?)([\"']?)(" + HEREDOC_NAME + r")\2")
+# Flags an instruction may give more than once (`RUN --mount=... --mount=...`).
+REPEATABLE = frozenset({"mount", "exclude"})
 JSON_FORMS = frozenset({"RUN", "CMD", "ENTRYPOINT", "SHELL", "COPY", "ADD", "VOLUME"})
 _DIRECTIVE = re.compile(r"#\s*([a-zA-Z][a-zA-Z0-9_-]*)\s*=\s*(.*?)\s*$")
 _FLAG = re.compile(r"--([a-z][a-z-]*)(?:=(.*))?$")
@@ -80,6 +84,13 @@ class Instruction(msgspec.Struct, frozen=True, kw_only=True):
     original: str
     file: str
     heredocs: tuple[Heredoc, ...] = ()
+    repeated: dict[str, tuple[str, ...]] = {}  # every value of a repeatable flag, in order
+
+    def values(self, flag: str) -> tuple[str, ...]:
+        """Every value given for `flag` (`--mount` may appear several times)."""
+        if flag in self.repeated:
+            return self.repeated[flag]
+        return (self.flags[flag],) if flag in self.flags else ()
 
     def error(self, problem: str) -> DockerfileError:
         """An error about this instruction, naming file, line and keyword."""
@@ -196,6 +207,7 @@ def _instruction(joined: str, line: int, file: str, escape: str) -> Instruction:
         )
     rest = rest.strip()
     flags: dict[str, str] = {}
+    repeated: dict[str, list[str]] = {}
     allowed = FLAGS.get(keyword, frozenset())
     while rest.startswith("--") and keyword != "ONBUILD":
         token, _, remainder = rest.partition(" ")
@@ -206,7 +218,14 @@ def _instruction(joined: str, line: int, file: str, escape: str) -> Instruction:
             raise DockerfileError(
                 f'{file}:{line}: {keyword}: unknown flag "{name}"; {keyword} accepts {accepted}'
             )
-        flags[match.group(1)] = match.group(2) if match.group(2) is not None else "true"
+        value = match.group(2) if match.group(2) is not None else "true"
+        if match.group(1) in flags and match.group(1) not in REPEATABLE:
+            raise DockerfileError(
+                f"{file}:{line}: {keyword}: --{match.group(1)} is given twice; give it once"
+            )
+        flags[match.group(1)] = value
+        if match.group(1) in REPEATABLE:
+            repeated.setdefault(match.group(1), []).append(value)
         rest = remainder.strip()
     exec_form: tuple[str, ...] | None = None
     if keyword in JSON_FORMS and rest.startswith("["):
@@ -226,4 +245,5 @@ def _instruction(joined: str, line: int, file: str, escape: str) -> Instruction:
         line=line,
         original=joined,
         file=file,
+        repeated={name: tuple(values) for name, values in repeated.items()},
     )

@@ -47,6 +47,13 @@ def _build(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", action="append", default=[], metavar="K=V")
     parser.add_argument("--progress", choices=("auto", "plain", "quiet"), default="auto")
     parser.add_argument("--network", choices=("none", "host", "default"), default="default")
+    parser.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="id=ID,src=FILE|env=VAR",
+        help="a secret for RUN --mount=type=secret (never stored in the image)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
 
 
@@ -116,9 +123,65 @@ def _listing(context: str) -> list[list[Any]]:
     return entries
 
 
-def _upload(context: str | None, entries: list[list[Any]], needed: list[int], text: str) -> bytes:
+def _secrets(values: list[str]) -> dict[str, str]:
+    """`--secret id=X,src=FILE|env=VAR` values read here, as base64 for the upload header.
+
+    As Docker: `src` defaults to the environment variable named by the id when one exists,
+    `type=file|env` picks how a bare `src` is read."""
+    import base64
+
+    secrets: dict[str, str] = {}
+    for value in values:
+        fields: dict[str, str] = {}
+        for item in value.split(","):
+            key, equals, text = item.partition("=")
+            if not equals:
+                raise UsageError(f'--secret "{value}": "{item}" is not KEY=VALUE')
+            fields[key.strip().lower()] = text
+        unknown = sorted(set(fields) - {"id", "src", "source", "env", "type", "required"})
+        if unknown:
+            raise UsageError(
+                f'--secret "{value}": unknown key "{unknown[0]}"; '
+                "use id=ID,src=FILE or id=ID,env=VAR"
+            )
+        identifier = fields.get("id", "")
+        source = fields.get("src", fields.get("source", ""))
+        env = fields.get("env", "")
+        if fields.get("type") == "env" and source and not env:
+            env, source = source, ""
+        if not identifier:
+            identifier = os.path.basename(source) if source else env
+        if not identifier:
+            raise UsageError(f'--secret "{value}" needs id=ID and src=FILE or env=VAR')
+        if not source and not env:
+            env = identifier if identifier in os.environ else ""
+            if not env:
+                raise UsageError(f'--secret "{value}" needs src=FILE or env=VAR')
+        if env:
+            if env not in os.environ:
+                raise UsageError(f'--secret "{value}": the environment variable {env} is not set')
+            data = os.environ[env].encode()
+        else:
+            try:
+                with open(source, "rb") as stream:
+                    data = stream.read()
+            except OSError as error:
+                raise UsageError(
+                    f'--secret "{value}": cannot read {source}: {error.strerror}'
+                ) from None
+        secrets[identifier] = base64.b64encode(data).decode()
+    return secrets
+
+
+def _upload(
+    context: str | None,
+    entries: list[list[Any]],
+    needed: list[int],
+    text: str,
+    secrets: dict[str, str] | None = None,
+) -> bytes:
     """The upload body: a JSON line, then the needed files' bytes in that order."""
-    header = {"entries": entries, "sent": needed, "dockerfile": text}
+    header = {"entries": entries, "sent": needed, "dockerfile": text, "secrets": secrets or {}}
     parts = [json.dumps(header).encode(), b"\n"]
     for index in needed:
         relative, size = entries[index][0], entries[index][5]
@@ -138,6 +201,7 @@ def build(session: Session) -> int:
         raise UsageError(f"build context {context} is not a directory; give a directory or -")
     name, text = _dockerfile(context, args.file)
     build_args = _pairs(args.build_arg, "--build-arg", from_env=True)
+    secrets = _secrets(args.secret)
     epoch_text = build_args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH", "")
     options = {
         "tags": args.tag,
@@ -161,7 +225,7 @@ def build(session: Session) -> int:
         entries = _listing(context)
         key = quote(str(options["context_key"]))
         needed = session.client.post_json(f"/v1/build/context?key={key}", entries)["needed"]
-    body = _upload(context, entries, needed, text)
+    body = _upload(context, entries, needed, text, secrets)
 
     path = "/v1/build?options=" + quote(json.dumps(options))
     response = session.client.open("POST", path, body)

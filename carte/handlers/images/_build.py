@@ -19,8 +19,14 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from carte.api.errors import InvalidArgument
-from carte.api.events import BuildImage, ImageBuilt, PruneBuildCache
+from carte.api.errors import CarteError, InvalidArgument
+from carte.api.events import (
+    AttachContainerNetwork,
+    BuildImage,
+    DetachContainerNetwork,
+    ImageBuilt,
+    PruneBuildCache,
+)
 from carte.api.images import BuildCachePruned, BuildRequest, BuildResult
 from carte.engine import Handler, HandlerContext, on
 from carte.handlers.containers import resolve_user
@@ -28,13 +34,13 @@ from carte.handlers.images._build_routes import BUILD_ROUTES
 from carte.image import ImageStore, Registry, StoredImage, collect_garbage, parse_reference
 
 if TYPE_CHECKING:
-    from carte.build import BuildOptions
+    from carte.build import Attached, BuildOptions
 from carte.runtime.shim.client import interpreter_command
 
 MAX_PARALLEL_BUILDS = 2
 
 
-def build_options(request: BuildRequest) -> BuildOptions:
+def build_options(request: BuildRequest, secrets: dict[str, bytes] | None = None) -> BuildOptions:
     """The library's options from the wire request; raises `InvalidArgument` for bad values."""
     from carte.build import BuildOptions
 
@@ -54,6 +60,7 @@ def build_options(request: BuildRequest) -> BuildOptions:
         labels=dict(request.labels),
         network=request.network,
         source_date_epoch=request.source_date_epoch,
+        secrets=dict(secrets or {}),
     )
 
 
@@ -93,6 +100,7 @@ class BuildHandler(Handler):
         dockerfile_text: str,
         progress: Callable[[str], None],
         cancelled: threading.Event,
+        secrets: dict[str, bytes] | None = None,
     ) -> BuildResult:
         """Build in a worker thread and publish `ImageBuilt`.
 
@@ -103,7 +111,7 @@ class BuildHandler(Handler):
         # The builder is imported on first use: an idle daemon does not pay for it.
         from carte.build import BuildEnvironment, build
 
-        options = build_options(request)
+        options = build_options(request, secrets)
         store = ImageStore(self.ctx.root)
         environment = BuildEnvironment(
             store=store,
@@ -112,6 +120,8 @@ class BuildHandler(Handler):
             resolve_user=resolve_user,
             pull=lambda ref: _pull(store, ref),
             cancelled=cancelled.is_set,
+            attach=self._attach_step,
+            detach=self._detach_step,
         )
 
         def work() -> StoredImage:
@@ -127,6 +137,28 @@ class BuildHandler(Handler):
         )
         await self.ctx.bus.publish(ImageBuilt(id=image.id, names=list(image.names)))
         return result
+
+    def _attach_step(self, step_id: str, netns_path: str) -> Attached:
+        """Plug a RUN step's namespace into the default network (from the build thread)."""
+        from carte.build import Attached
+
+        endpoint = trio.from_thread.run(
+            self.ctx.bus.request,
+            AttachContainerNetwork(
+                container_id=step_id,
+                container_name=step_id,
+                hostname=step_id,
+                netns_path=netns_path,
+                network="bridge",
+            ),
+        )
+        return Attached(ip=endpoint.ip_address, dns_servers=list(endpoint.dns_servers))
+
+    def _detach_step(self, step_id: str) -> None:
+        try:
+            trio.from_thread.run(self.ctx.bus.request, DetachContainerNetwork(container_id=step_id))
+        except CarteError as error:
+            self.ctx.log.warning("build: cannot detach step %s: %s", step_id, error.message)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Remove what builds of a previous daemon left (scratch dirs, uploads, RUN
@@ -192,6 +224,10 @@ class BuildHandler(Handler):
 
         def work() -> BuildCachePruned:
             records = BuildCache(store).prune()
+            mounts = self.ctx.root / "build-mounts"
+            if mounts.is_dir():
+                records += sum(1 for _ in (mounts / "cache").glob("*") if _.is_dir())
+                shutil.rmtree(mounts, ignore_errors=True)
             for kept in (self.ctx.root / "build-contexts").glob("session-*"):
                 if kept.is_dir():
                     shutil.rmtree(kept, ignore_errors=True)

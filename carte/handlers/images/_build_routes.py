@@ -156,8 +156,8 @@ def forget_old_sessions(contexts: Path, current: Path, busy: set[Path]) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _unpack(upload: Path, context: Path, options: BuildRequest) -> str:
-    """Bring the uploaded context into `context`; return the Dockerfile text.
+def _unpack(upload: Path, context: Path, options: BuildRequest) -> tuple[str, dict[str, bytes]]:
+    """Bring the uploaded context into `context`; return the Dockerfile text and the secrets.
 
     Raises `InvalidArgument` for an unusable upload or Dockerfile."""
     archive = upload / "context.upload"
@@ -170,10 +170,14 @@ def _unpack(upload: Path, context: Path, options: BuildRequest) -> str:
         except OSError as error:
             raise InvalidArgument(f"cannot store the build context: {error}") from None
     archive.unlink()
-    if header.dockerfile:
-        return header.dockerfile
     try:
-        return (context / options.dockerfile).read_text()
+        secrets = header.secret_values()
+    except ContextError as error:
+        raise InvalidArgument(str(error)) from None
+    if header.dockerfile:
+        return header.dockerfile, secrets
+    try:
+        return (context / options.dockerfile).read_text(), secrets
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidArgument(
             f"cannot read the Dockerfile {options.dockerfile}: {error}; give its path with -f"
@@ -199,8 +203,11 @@ async def _stream(
     async def produce() -> None:
         async with lock:
             try:
-                dockerfile = await trio.to_thread.run_sync(_unpack, upload, context, options)
-                result = await builder.run_build(options, context, dockerfile, progress, cancelled)
+                unpacked = await trio.to_thread.run_sync(_unpack, upload, context, options)
+                dockerfile, secrets = unpacked
+                result = await builder.run_build(
+                    options, context, dockerfile, progress, cancelled, secrets
+                )
                 line = _encoder.encode({"result": result})
             except CarteError as error:
                 body = ErrorBody(error=ErrorDetail(code=error.code, message=error.message))
