@@ -23,6 +23,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "api": DAEMON,
     "build/test_build_daemon.py": (*DAEMON, "peers"),
     "cli/test_cli_client.py": DAEMON,
+    "cluster": (*DAEMON, "peers"),  # daemons in namespaces against a real etcd
     "containers": DAEMON,
     "engine/test_engine_store.py": ("peers",),
     "engine/test_engine_store_daemon.py": (*DAEMON, "peers"),
@@ -49,6 +50,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "runtime_cgroups/test_cgroups_v2_kernel.py": ("root", "kernel", "vm"),
     "runtime_security": ("root", "kernel"),
     "services": DAEMON,
+    "services/test_services_lb_render.py": ("root",),  # nft -c
     "shim": ("root", "kernel"),
     "stacks": DAEMON,
     "stacks/test_stacks_hardening.py": (),
@@ -64,7 +66,7 @@ def needs(path: Path) -> tuple[str, ...]:
 
 
 DAEMON_FIXTURES = {"carte", "daemons", "plugin_daemons", "build_daemon"}
-DAEMON_MODULES = ("support.daemon", "support.module_daemon")
+DAEMON_MODULES = ("support.daemon", "support.module_daemon", "support.cluster")
 
 
 def uses_a_daemon(item: pytest.Item) -> bool:
