@@ -166,6 +166,8 @@ class ContainersHandler(Handler):
         self._runs: dict[str, _Run] = {}
         self._watched: dict[str, _Run] = {}
         self._parked: dict[str, int] = {}
+        self._restarts: set[str] = set()
+        """Containers a user's restart is stopping: their exit reads "restarting"."""
         self._recent_exits: dict[str, tuple[float, _Run]] = {}
         """Container pids parked under a shim this daemon created (saves asking the shim)."""
         self._limiter = trio.CapacityLimiter(8)
@@ -463,9 +465,9 @@ class ContainersHandler(Handler):
                 ContainerStarted(id=started.id, name=started.name, pid=started.state.pid)
             )
 
-    async def _start(self, container_id: str) -> ContainerRecord | None:
+    async def _start(self, container_id: str, address: str = "") -> ContainerRecord | None:
         """Start the container (its operation lock held); the started record, or None when it
-        was running already."""
+        was running already. `address`: the one it had, asked for again (a restart)."""
         record = await self.records.resolve(container_id)
         if record.state.status in ("running", "paused"):
             return None
@@ -473,7 +475,7 @@ class ContainersHandler(Handler):
         parked = parked or await self._create_shim(record)
         run = self._pending_run(record.id)
         try:
-            await self._attach_network(record, parked)
+            await self._attach_network(record, parked, address)
             reply = await shim_request(self.state_dir, record.id, {"op": "start"})
         except CarteError as error:
             with trio.CancelScope(shield=True):
@@ -509,7 +511,7 @@ class ContainersHandler(Handler):
         await self._thread(lambda: cleanup_runtime(self.state_dir, container_id))
         return 0
 
-    async def _attach_network(self, record: ContainerRecord, pid: int) -> None:
+    async def _attach_network(self, record: ContainerRecord, pid: int, address: str = "") -> None:
         config = record.config
         if config.network == "host" or config.network.startswith("container:"):
             return
@@ -520,21 +522,27 @@ class ContainersHandler(Handler):
             raise Internal(f"cannot bring up loopback in {netns}: {error.strerror}") from None
         if config.network == "none":
             return
+        attach = AttachContainerNetwork(
+            container_id=record.id,
+            container_name=record.name,
+            hostname=config.hostname or record.short_id,
+            netns_path=netns,
+            network=config.network,
+            aliases=list(config.network_aliases),
+            ip=config.ip or address,
+            ports=list(config.ports),
+            labels=dict(config.labels),
+            mac=config.mac_address,
+        )
         try:
-            endpoint = await self.ctx.bus.request(
-                AttachContainerNetwork(
-                    container_id=record.id,
-                    container_name=record.name,
-                    hostname=config.hostname or record.short_id,
-                    netns_path=netns,
-                    network=config.network,
-                    aliases=list(config.network_aliases),
-                    ip=config.ip,
-                    ports=list(config.ports),
-                    labels=dict(config.labels),
-                    mac=config.mac_address,
-                )
-            )
+            try:
+                endpoint = await self.ctx.bus.request(attach)
+            except (Conflict, InvalidArgument):
+                if attach.ip == config.ip:
+                    raise
+                # the old address was taken meanwhile: any address
+                attach = msgspec.structs.replace(attach, ip=config.ip)
+                endpoint = await self.ctx.bus.request(attach)
         except Unavailable:
             return
         paths = self.paths(record.id)
@@ -637,7 +645,8 @@ class ContainersHandler(Handler):
 
             def exited(r: ContainerRecord) -> None:
                 r.state = ContainerState(
-                    status="exited",
+                    status="restarting" if container_id in self._restarts else "exited",
+                    restarting=container_id in self._restarts,
                     exit_code=code,
                     oom_killed=oom,
                     error=error,
@@ -752,11 +761,24 @@ class ContainersHandler(Handler):
     @on(RestartContainer)
     async def restart(self, command: RestartContainer) -> None:
         """Stop and start again under one hold of the operation lock, so no other stop or
-        start (a restart policy's) comes between them."""
+        start (a restart policy's) comes between them. In between the container reads
+        "restarting" (its exit is recorded so), so an orchestrator waits for it instead of
+        replacing it; it gets its address back when that is still free."""
         container_id = (await self.records.resolve(command.ref)).id
         async with self._operation_lock(container_id):
-            await self._stop(await self.records.resolve(container_id), command.timeout)
-            started = await self._start(container_id)
+            record = await self.records.resolve(container_id)
+            address = next((e.ip_address for e in record.endpoints if e.ip_address), "")
+            self._restarts.add(container_id)
+            try:
+                await self._stop(record, command.timeout)
+            finally:
+                self._restarts.discard(container_id)
+            try:
+                started = await self._start(container_id, address)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await _ignore_errors(self._update(container_id, _end_restarting))
+                raise
         if started is not None:
             await self.ctx.bus.publish(
                 ContainerStarted(id=started.id, name=started.name, pid=started.state.pid)

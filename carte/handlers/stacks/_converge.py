@@ -143,7 +143,10 @@ class Converger:
                     await self.track(row, record)
                 occupied.append(row)
                 continue
-            if row.state in ("created", "restarting", "removing", "paused"):
+            if row.state == "restarting":  # `carte restart` (or a restart policy): it comes back
+                occupied.append(row)
+                continue
+            if row.state in ("created", "removing", "paused"):
                 continue
             code = exit_code_of(row)
             keep = row.state == "running" or condition == "none"

@@ -24,9 +24,11 @@ from carte.api.events import (
     BuildImage,
     ContainerExited,
     ContainerRemoved,
+    ContainerStarted,
     CreateNetwork,
     GetRollout,
     HealthChanged,
+    InspectContainer,
     InspectImage,
     InspectService,
     InspectVolume,
@@ -106,6 +108,8 @@ class StacksHandler(Handler):
         self._converger: Converger | None = None
         self._ready = trio.Event()
         self._apply_lock = trio.Lock()
+        self._restarted: dict[str, tuple[str, str]] = {}
+        """Replicas a user's restart stopped (container id -> stack, service), until they run."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Converge every stored service until cancelled (replicas keep running)."""
@@ -134,7 +138,25 @@ class StacksHandler(Handler):
             return
         why = "exited" if isinstance(fact, ContainerExited) else "removed"
         await converger.untrack(fact.id, f"replica {fact.name} {why}")
+        if isinstance(fact, ContainerExited) and await self._restarting(fact.id):
+            # `carte restart`: the same container comes back; tracked again once it runs
+            self._restarted[fact.id] = (replica.stack, replica.service)
+            return
         converger.kick(replica.stack, replica.service)
+
+    async def _restarting(self, container_id: str) -> bool:
+        """Whether an exit was a restart's (the container reads restarting, or runs again)."""
+        try:
+            details = await self.ctx.bus.request(InspectContainer(ref=container_id))
+        except CarteError:
+            return False
+        return details.state.status in ("restarting", "running")
+
+    @on(ContainerStarted)
+    async def replica_restarted(self, fact: ContainerStarted) -> None:
+        key = self._restarted.pop(fact.id, None)
+        if key is not None:
+            (await self._conv()).kick(*key)
 
     @on(HealthChanged)
     async def replica_health(self, fact: HealthChanged) -> None:

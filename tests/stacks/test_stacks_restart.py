@@ -1,0 +1,35 @@
+"""`carte restart` of a stack replica restarts it in place (issue 15, item 5): the same
+container, with the same address, ready again, and the stack does not replace it or add one
+while it is down."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from support.containers import ok
+from support.daemon import Daemon
+from test_stacks_daemon import apply, fetch, ready_count, replicas, wait_for, web, write
+
+
+@pytest.mark.slow
+def test_restart_of_a_replica_keeps_it_and_the_stack_waits(carte: Daemon, tmp_path: Path) -> None:
+    apply(carte, write(tmp_path, web(replicas=2)))
+    wait_for(ready_count(carte, 2), 30, "2 ready replicas")
+    before = {r["container_id"]: r["ip"] for r in replicas(carte)}
+    victim = sorted(before)[0]
+
+    ok(carte.client("restart", victim, timeout=60))
+    wait_for(ready_count(carte, 2), 30, "2 ready replicas after the restart")
+    time.sleep(6)  # longer than the stack's poll: nothing is replaced or added meanwhile
+
+    after = {r["container_id"]: r["ip"] for r in replicas(carte)}
+    assert after == before, f"replicas changed: {before} -> {after}"
+    assert all(r["ready"] for r in replicas(carte))
+    state = json.loads(ok(carte.client("--format", "json", "inspect", victim)))
+    state = state[0] if isinstance(state, list) else state
+    assert state["state"]["status"] == "running"
+    assert fetch(before[victim]).startswith("v1 ")
+    assert sorted(ok(carte.client("ps", "-aq", "--no-trunc")).split()) == sorted(before)
