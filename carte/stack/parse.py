@@ -8,7 +8,7 @@ Every problem raises `ManifestError` with one line naming the file, the line and
 import difflib
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import msgspec.inspect as mi
@@ -26,6 +26,9 @@ from carte.stack.model import (
     VolumeDecl,
 )
 from carte.yaml_bounds import YamlLimitError, load_bounded
+
+if TYPE_CHECKING:
+    from carte.stack.validate import Ceilings
 
 Path = tuple[str | int, ...]
 
@@ -109,12 +112,14 @@ def load_manifest(
     *,
     project_dir: str = "",
     profiles: list[str] | None = None,
+    ceilings: "Ceilings | None" = None,
 ) -> tuple[Manifest, Source, list[str]]:
     """The decoded and validated manifest, where its keys were, and warnings (unset
     variables). `include` and `extends: {file: ...}` read files relative to `project_dir`
     (the current directory when empty). Services whose `profiles` are not among `profiles`
     (or `COMPOSE_PROFILES` of `env`) are left out. `ManifestError` lists every problem found
-    (up to `MAX_ERRORS`), also for a file over the bounds of `carte.yaml_bounds`."""
+    (up to `MAX_ERRORS`), also for a file over the bounds of `carte.yaml_bounds` or counts
+    over `ceilings` (`validate.Ceilings`)."""
     from carte.stack.validate import check
 
     source = Source(file_name)
@@ -145,7 +150,7 @@ def load_manifest(
             f"no service is enabled; pass a profile (--profile {_first_profile(manifest)})",
         )
     manifest = msgspec.structs.replace(manifest, services=enabled)
-    check(manifest, source)
+    check(manifest, source, ceilings)
     source.raise_problems()
     warnings = [f'variable "{name}" is not set; using ""' for name in sorted(missing)]
     return manifest, source, warnings

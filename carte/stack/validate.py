@@ -7,6 +7,7 @@ import ipaddress
 import platform
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from carte.stack import normalize
@@ -54,7 +55,22 @@ _ULIMITS = frozenset(
 _RUNTIMES = frozenset(("", "carte"))
 
 
-def check(manifest: Manifest, source: "Source") -> None:
+@dataclass(frozen=True)
+class Ceilings:
+    """Upper bounds on the counts a stack file gives, checked before anything is stored (a
+    count the daemon would try to honour could take all its memory): the stacks handler's
+    options in carte.yaml (`stacks: {max_replicas, max_ports}`)."""
+
+    replicas: int = 1000
+    """deploy.replicas and x-carte.autoscale min/max of one service."""
+    ports: int = 1000
+    """Ports one service publishes or exposes, ranges counted port by port."""
+
+
+_ULIMIT_MAX = 2**63 - 1  # what setrlimit takes below RLIM_INFINITY (written -1)
+
+
+def check(manifest: Manifest, source: "Source", ceilings: Ceilings | None = None) -> None:
     if not manifest.services:
         source.report(("services",), "no services; declare at least one")
         return
@@ -66,6 +82,7 @@ def check(manifest: Manifest, source: "Source") -> None:
             continue
         _check_service(name, service, manifest, source)
         _check_compose_keys(name, service, manifest, source)
+        _check_bounds(here, service, source, ceilings or Ceilings())
         try:
             specs = normalize.ports(service)
         except ValueError:
@@ -351,6 +368,77 @@ def _check_service(name: str, service: Service, manifest: Manifest, source: "Sou
                 source.report(
                     (*here, "x-carte", "policies", index), f'service "{other}" is not in this file'
                 )
+
+
+def port_count(service: Service) -> int:
+    """Ports the service publishes and exposes, ranges counted port by port; raises
+    `ValueError` for a port it cannot read."""
+    return len(normalize.ports(service)) + sum(len(normalize.exposed(e)) for e in service.expose)
+
+
+def _check_bounds(
+    here: tuple[str, ...], service: Service, source: "Source", ceilings: Ceilings
+) -> None:
+    """Counts within their ceilings, durations not negative."""
+    key = "stacks.max_replicas in carte.yaml"
+    counts: list[tuple[tuple[str, ...], int]] = [(("deploy", "replicas"), service.deploy.replicas)]
+    if service.x_carte.autoscale is not None:
+        scale = service.x_carte.autoscale
+        counts += [(("x-carte", "autoscale", "min"), scale.min)]
+        counts += [(("x-carte", "autoscale", "max"), scale.max)]
+    for path, count in counts:
+        if count > ceilings.replicas:
+            source.report(
+                (*here, *path),
+                f"{count} replicas is above the ceiling of {ceilings.replicas} ({key}); "
+                "lower it or raise the ceiling",
+            )
+    try:
+        ports = port_count(service)
+    except ValueError:
+        ports = 0  # reported by _values
+    if ports > ceilings.ports:
+        source.report(
+            (*here, "ports"),
+            f"{ports} ports is above the ceiling of {ceilings.ports} per service "
+            "(stacks.max_ports in carte.yaml); publish fewer or raise the ceiling",
+        )
+    for name, value in service.ulimits.items():
+        values = [value] if isinstance(value, int) else [value.soft, value.hard]
+        if any(not -1 <= v <= _ULIMIT_MAX for v in values):
+            source.report(
+                (*here, "ulimits", name),
+                f"{name}: each value must be -1 (unlimited) or 0 to {_ULIMIT_MAX}",
+            )
+    deploy = service.deploy
+    # (path, value, read by _values too): those are only checked for a sign here
+    durations: list[tuple[tuple[str, ...], object, bool]] = [
+        (("deploy", "update_config", "delay"), deploy.update_config.delay, True),
+        (("deploy", "update_config", "monitor"), deploy.update_config.monitor, True),
+        (("deploy", "rollback_config", "delay"), deploy.rollback_config.delay, False),
+        (("deploy", "rollback_config", "monitor"), deploy.rollback_config.monitor, False),
+        (("deploy", "restart_policy", "delay"), deploy.restart_policy.delay, False),
+        (("deploy", "restart_policy", "window"), deploy.restart_policy.window, False),
+        (("stop_grace_period",), service.stop_grace_period, True),
+    ]
+    if service.x_carte.autoscale is not None:
+        stabilization = service.x_carte.autoscale.scale_down_stabilization
+        at = ("x-carte", "autoscale", "scale_down_stabilization")
+        durations.append((at, stabilization, False))
+    if service.healthcheck is not None:
+        check = service.healthcheck
+        for field in ("start_interval", "interval", "timeout", "start_period"):
+            durations.append((("healthcheck", field), getattr(check, field), True))
+    for where, duration, read_elsewhere in durations:
+        if duration is None:
+            continue
+        if str(duration).strip().startswith("-"):
+            source.report((*here, *where), f'"{duration}" is negative; give 0 or more, e.g. 10s')
+        elif not read_elsewhere and isinstance(duration, str | int | float):
+            try:
+                normalize.seconds(duration)
+            except ValueError as error:
+                source.report((*here, *where), str(error))
 
 
 def _values(here: tuple[str, ...], service: Service, source: "Source") -> None:

@@ -41,6 +41,7 @@ from carte.handlers.stacks._replicas import Replica, exit_code_of, replica_numbe
 from carte.stack import image_name, network_name, normalize, replica_config, resources
 from carte.stack.model import Service, UpdateConfig
 from carte.stack.replica import file_refs, replica_aliases
+from carte.stack.validate import Ceilings, port_count
 
 if TYPE_CHECKING:
     from carte.engine import HandlerContext
@@ -69,6 +70,8 @@ class Converger:
         self._wake: dict[tuple[str, str], trio.Event] = {}
         self._loops: dict[tuple[str, str], trio.CancelScope] = {}
         self._failures: dict[tuple[str, str], list[float]] = {}
+        self._refused: set[tuple[str, str]] = set()
+        """Services whose stored record is over the ceilings (logged once, not converged)."""
 
     # --- loops ---------------------------------------------------------------------------
 
@@ -125,6 +128,13 @@ class Converger:
     async def converge(self, stack: str, service: str) -> bool:
         """One pass; True when the service is gone (record and replicas)."""
         record = await load_service(self.ctx.store, stack, service)
+        refusal = "" if record is None else over_ceilings(record, self.ctx.options.ceilings)
+        if refusal:
+            if (stack, service) not in self._refused:
+                self._refused.add((stack, service))
+                self.ctx.log.error("service %s_%s refused: %s", stack, service, refusal)
+            return False
+        self._refused.discard((stack, service))
         if await place_in_cluster(self.ctx, stack, service, record):
             return record is None  # a control plane: the cluster's scheduler places replicas
         rows = await self.rows(stack, service)
@@ -651,3 +661,42 @@ def published_ports(record: ServiceRecord) -> list[PortSpec]:
         if (key := f"{port.container_port}/{port.protocol}") in record.random_ports
     ]
     return [*normalize.ports(record.spec), *picked]
+
+
+def live_changes(old: Service, new: Service) -> str:
+    """What an apply changes in place for a service whose replicas stay ("" for nothing):
+    its autoscale bounds and targets, update and rollback settings."""
+    changed = [
+        key
+        for key, before, after in (
+            ("x-carte.autoscale", old.x_carte.autoscale, new.x_carte.autoscale),
+            ("deploy.update_config", old.deploy.update_config, new.deploy.update_config),
+            ("deploy.rollback_config", old.deploy.rollback_config, new.deploy.rollback_config),
+        )
+        if msgspec.json.encode(before) != msgspec.json.encode(after)
+    ]
+    return f"new {', '.join(changed)}" if changed else ""
+
+
+def over_ceilings(record: ServiceRecord, ceilings: Ceilings) -> str:
+    """Why a stored record cannot be converged ("" when it can): counts over the ceilings
+    (written by a daemon that had none, or by hand); the fix is an apply or a scale."""
+    scale = record.spec.x_carte.autoscale
+    counts = [record.replicas]  # the live count: the file's is kept only for the plan
+    counts += [scale.min, scale.max] if scale is not None else []
+    if max(counts) > ceilings.replicas:
+        return (
+            f"it asks for {max(counts)} replicas, above the ceiling of {ceilings.replicas} "
+            "(stacks.max_replicas in carte.yaml); apply a corrected file or run carte service "
+            f"scale {record.stack}_{record.name}=N"
+        )
+    try:
+        ports = port_count(record.spec)
+    except ValueError as error:
+        return f"its ports cannot be read: {error}; apply a corrected file"
+    if ports > ceilings.ports:
+        return (
+            f"it has {ports} ports, above the ceiling of {ceilings.ports} "
+            "(stacks.max_ports in carte.yaml); apply a corrected file"
+        )
+    return ""

@@ -62,10 +62,12 @@ from carte.engine import Handler, HandlerContext, on
 from carte.handlers.stacks._converge import (
     Converger,
     autoscale_spec,
+    live_changes,
     published_ports,
     service_updated,
 )
 from carte.handlers.stacks._files import read_files
+from carte.handlers.stacks._options import StacksOptions
 from carte.handlers.stacks._policies import sync_policies
 from carte.handlers.stacks._records import (
     KEPT_REVISIONS,
@@ -102,6 +104,8 @@ class StacksHandler(Handler):
 
     name = "stacks"
     requires = ("containers", "network")
+    Options = StacksOptions
+    section = "stacks"
 
     def __init__(self, ctx: HandlerContext) -> None:
         super().__init__(ctx)
@@ -193,6 +197,7 @@ class StacksHandler(Handler):
                     env,
                     project_dir=project_dir,
                     profiles=list(command.profiles),
+                    ceilings=self.ctx.options.ceilings,
                 )
             )
         except ManifestError as error:
@@ -292,6 +297,8 @@ class StacksHandler(Handler):
                 if resources(old.spec) != resources(service):
                     detail += ", new limits (live)"
                 actions.append(PlanAction(action="scale", name=name, detail=detail))
+            elif live := live_changes(old.spec, service):
+                actions.append(PlanAction(action="scale", name=name, detail=live))
             else:
                 actions.append(PlanAction(action="unchanged", name=name))
         for name in stored:
@@ -577,6 +584,12 @@ class StacksHandler(Handler):
     async def scale(self, command: ScaleService) -> None:
         if command.replicas < 0:
             raise InvalidArgument(f"replica count {command.replicas} is below 0; use 0 or more")
+        ceiling = self.ctx.options.max_replicas
+        if command.replicas > ceiling:
+            raise InvalidArgument(
+                f"replica count {command.replicas} is above the ceiling of {ceiling} "
+                "(stacks.max_replicas in carte.yaml); use fewer or raise the ceiling"
+            )
         converger = await self._conv()
         async with self._apply_lock:
             record = await self._record(command.stack, command.service)
