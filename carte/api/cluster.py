@@ -210,6 +210,9 @@ class ServicePlacement(_Wire, frozen=True, kw_only=True):
     """Reserved bytes per replica (deploy.resources.reservations.memory)."""
     constraints: list[str] = []
     max_per_node: int = 0
+    parallelism: int = 1
+    """Replicas replaced at a time when the revision changes (0: all at once); a batch
+    goes on once the new replicas are ready (deploy.update_config.parallelism)."""
     requests: list[dict[str, Any]] = []
     """The CreateContainer config of replica ``i + 1`` (a ContainerConfig as JSON)."""
     unplaceable: str = ""

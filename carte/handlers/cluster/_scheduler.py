@@ -26,6 +26,8 @@ already assigned changes, so running replicas keep running.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import msgspec
 import trio
 
@@ -186,6 +188,7 @@ class SchedulerHandler(Handler):
         plan = schedule(nodes, current, demands)
         operations: list[Operation] = []
         placed: list[Assignment] = []
+        updating = _updating(services, assigned, statuses)
         for slot in plan.slots:
             service = services[(slot.stack, slot.service)]
             if slot.replica > len(service.requests):
@@ -204,6 +207,12 @@ class SchedulerHandler(Handler):
             have = slots.get((slot.node, slot.stack, slot.service, slot.replica))
             if have is not None and have.revision == wanted.revision and have.name == wanted.name:
                 continue
+            if have is not None and have.revision != wanted.revision:
+                # a rolling update: at most `parallelism` replicas of the new revision unready
+                key = (slot.stack, slot.service)
+                if updating[key] >= (service.parallelism or len(service.requests)):
+                    continue
+                updating[key] += 1
             if have is not None and have.name != wanted.name:
                 operations.append(Delete(assignment_key(have.node, have.name)))
             operations.append(Put(assignment_key(slot.node, wanted.name), wanted))
@@ -320,6 +329,23 @@ class SchedulerHandler(Handler):
         if self.role != "control":
             return []
         return await list_placements(self.ctx.store, command.stack, command.service)
+
+
+def _updating(
+    services: dict[tuple[str, str], ServicePlacement],
+    assigned: dict[tuple[str, str], Assignment],
+    statuses: dict[tuple[str, str], ReplicaStatus],
+) -> Counter[tuple[str, str]]:
+    """Per service, its replicas of the current revision that are not ready yet."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for (node, name), assignment in assigned.items():
+        service = services.get((assignment.stack, assignment.service))
+        if service is None or assignment.revision != str(service.revision):
+            continue
+        status = statuses.get((node, name))
+        if status is None or not status.ready or status.revision != assignment.revision:
+            counts[(assignment.stack, assignment.service)] += 1
+    return counts
 
 
 def _demand(placement: ServicePlacement) -> Demand:

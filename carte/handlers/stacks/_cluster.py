@@ -80,6 +80,7 @@ def service_placement(record: ServiceRecord) -> ServicePlacement:
         memory=memory,
         constraints=list(placement.constraints),
         max_per_node=placement.max_replicas_per_node,
+        parallelism=spec.deploy.update_config.parallelism,
         requests=requests,
         unplaceable=unplaceable,
     )
