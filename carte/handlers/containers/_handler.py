@@ -299,12 +299,14 @@ class ContainersHandler(Handler):
             merged, created_volumes, sources = await self._prepare_mounts(
                 merged, container_id, layers
             )
-            spec = build_spec(
-                merged,
-                container_id=container_id,
-                paths=paths,
-                lowerdirs=layers,
-                mount_sources=sources,
+            spec = await self._thread(  # reads the image's /etc/passwd: off the loop
+                lambda: build_spec(
+                    merged,
+                    container_id=container_id,
+                    paths=paths,
+                    lowerdirs=layers,
+                    mount_sources=sources,
+                )
             )
             if joined is not None:
                 join_network(spec, f"/proc/{joined.state.pid}/ns/net")
@@ -1067,7 +1069,8 @@ class ContainersHandler(Handler):
             raise InvalidArgument("exec needs a command; e.g. carte exec NAME ls")
         paths = self.paths(record.id)
         layers = [Path(p) for p in await self._thread(lambda: _lowerdirs_of(paths))]
-        user = resolve_user(command.user or record.config.user, [paths.upper, *layers])
+        wanted = command.user or record.config.user
+        user = await self._thread(lambda: resolve_user(wanted, [paths.upper, *layers]))
         process = {
             "args": list(command.cmd),
             "env": [*record.config.env, *command.env],

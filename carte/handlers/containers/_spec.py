@@ -10,7 +10,9 @@ raise `InvalidArgument` naming the option for bad input.
 
 from __future__ import annotations
 
+import os
 import signal
+import stat
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +23,7 @@ from carte.api.errors import InvalidArgument
 from carte.image import oci
 from carte.runtime.capabilities import capabilities_from, resolve_cap_changes
 from carte.runtime.cgroups.resources import LinuxCPU, LinuxMemory, LinuxPids, LinuxResources
+from carte.runtime.paths import open_in_root
 from carte.runtime.seccomp import profile_for_option
 from carte.runtime.spec import (
     DEFAULT_PATH,
@@ -402,12 +405,18 @@ def _security_options(options: list[str]) -> tuple[str | None, bool]:
 
 def resolve_user(user: str, lowerdirs: list[Path]) -> User:
     """`-u` (name, uid, name:group, uid:gid) -> uid, gid and supplementary groups, from the
-    image's /etc/passwd and /etc/group. Raises `InvalidArgument` for an unknown name."""
+    image's /etc/passwd and /etc/group. Raises `InvalidArgument` for an unknown name, or for
+    a name when those files are not regular files (numeric ids then go without them)."""
     if not user:
         return User(uid=0, gid=0)
     name, _, group = user.partition(":")
-    passwd = _read_image_file(lowerdirs, "etc/passwd")
-    groups = _read_image_file(lowerdirs, "etc/group")
+    try:
+        passwd = _read_image_file(lowerdirs, "etc/passwd")
+        groups = _read_image_file(lowerdirs, "etc/group")
+    except InvalidArgument:
+        if not name.isdigit() or not (group or "0").isdigit():
+            raise
+        passwd = groups = []  # numeric ids need neither file
     uid: int | None = None
     gid: int | None = None
     username = ""
@@ -444,16 +453,71 @@ def resolve_user(user: str, lowerdirs: list[Path]) -> User:
     return User(uid=uid, gid=gid or 0, additional_gids=extra)
 
 
+_IMAGE_FILE_LIMIT = 4 * 1024 * 1024
+"""The most of an image's /etc/passwd or /etc/group read (a real one is a few kB)."""
+
+
 def _read_image_file(lowerdirs: list[Path], relative: str) -> list[list[str]]:
-    """Colon-separated lines of a file in the image (topmost layer wins); [] when absent or
-    when it is a symlink (never followed out of the layer)."""
+    """Colon-separated lines of a file in the image (topmost layer wins); [] when absent,
+    deleted (a whiteout) or a symlink (never followed out of the layer).
+
+    Blocking work for a worker thread, but never blocking for long: the path is resolved
+    inside each layer (`carte.runtime.paths`), opened O_NONBLOCK and read only when it is a
+    regular file of at most `_IMAGE_FILE_LIMIT` bytes, so a FIFO, a device or a huge file in
+    an image cannot hang the reader. Raises `InvalidArgument` naming the file otherwise."""
     for directory in lowerdirs:
-        path = directory / relative
-        if path.is_symlink():
-            return []
         try:
-            text = path.read_text(errors="replace")
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            layer = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
             continue
-        return [line.split(":") for line in text.splitlines() if line and line[0] != "#"]
+        try:
+            text = _read_in_layer(layer, relative)
+        finally:
+            os.close(layer)
+        if text is not None:
+            return [line.split(":") for line in text.splitlines() if line and line[0] != "#"]
     return []
+
+
+def _read_in_layer(layer: int, relative: str) -> str | None:
+    """The file's text, "" for a whiteout or symlink (stop looking), None when absent."""
+    parent_path, _, name = relative.rpartition("/")
+    try:
+        parent = open_in_root(layer, parent_path)
+        try:
+            kind = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            if stat.S_ISLNK(kind.st_mode) or (stat.S_ISCHR(kind.st_mode) and kind.st_rdev == 0):
+                return ""
+            if stat.S_ISDIR(kind.st_mode):
+                return None
+            if not stat.S_ISREG(kind.st_mode):
+                raise InvalidArgument(
+                    f"the image's /{relative} is not a regular file (a {_kind(kind.st_mode)}); "
+                    "fix the image, or give --user as numeric UID:GID"
+                )
+            flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(name, flags, dir_fd=parent)
+        finally:
+            os.close(parent)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as error:
+        raise InvalidArgument(f"the image's /{relative} cannot be read: {error.strerror}") from None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):  # swapped since the check
+            raise InvalidArgument(f"the image's /{relative} is not a regular file; fix the image")
+        data = file.read(_IMAGE_FILE_LIMIT + 1)
+    if len(data) > _IMAGE_FILE_LIMIT:
+        raise InvalidArgument(
+            f"the image's /{relative} is over {_IMAGE_FILE_LIMIT // 1024 // 1024} MiB; "
+            "fix the image, or give --user as numeric UID:GID"
+        )
+    return data.decode(errors="replace")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file"
