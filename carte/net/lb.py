@@ -9,8 +9,10 @@ other). For every service:
   flow on the replica it started on.
 * published ports (``host:port`` on any local address) are balanced the same way to the
   replicas' container port.
-* a VIP with no ready replica, or a port the service does not listen on, is refused with a
-  TCP reset (ICMP unreachable for other protocols) instead of hanging.
+* any other TCP/UDP port of the VIP goes to the same port of a replica (a Compose service
+  name reaches every port its containers listen on, declared or not).
+* a VIP with no ready replica is refused with a TCP reset (ICMP unreachable for other
+  protocols) instead of hanging.
 * connections to a VIP are masqueraded, so a replica answers through the host even when the
   client sits on the same bridge or is the replica itself (hairpin).
 
@@ -80,6 +82,13 @@ def _service_rules(service: BalancedService) -> list[str]:
             lines.append(f"{match} dnat ip to {_target_map(backends, port.target_port)}")
         else:
             lines.append(f"{match} dnat ip to {_target_map(backends, None)}")
+    if backends:
+        # any other port of the VIP reaches the same port of a replica, as a Compose service
+        # name reaches every port its containers listen on (the images' own EXPOSE unknown)
+        lines.append(
+            f"ip daddr {service.vip} meta l4proto {{ tcp, udp }} "
+            f"dnat ip to {_target_map(backends, None)}"
+        )
     return lines
 
 

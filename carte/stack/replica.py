@@ -54,12 +54,17 @@ def resources(service: Service) -> Resources:
         nano_cpus=normalize.nano_cpus(limits.cpus or service.cpus),
         pids_limit=limits.pids or service.pids_limit,
         ulimits=[
-            Ulimit(name=name, soft=value, hard=value)
+            Ulimit(name=name, soft=_limit(value), hard=_limit(value))
             if isinstance(value, int)
-            else Ulimit(name=name, soft=value.soft, hard=value.hard)
+            else Ulimit(name=name, soft=_limit(value.soft), hard=_limit(value.hard))
             for name, value in service.ulimits.items()
         ],
     )
+
+
+def _limit(value: int) -> int:
+    """A ulimit value; -1 (Compose's "unlimited") as the runtime's infinity."""
+    return value if value >= 0 else 2**64 - 1
 
 
 def file_mounts(service: Service, files_dir: str) -> list[MountSpec]:

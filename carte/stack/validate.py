@@ -200,7 +200,8 @@ def _check_compose_keys(name: str, service: Service, manifest: Manifest, source:
     for index, entry in enumerate(normalize.extra_hosts(service)):
         address = entry.partition(":")[2]
         try:
-            ipaddress.ip_address(address.strip("[]"))
+            if address != "host-gateway":
+                ipaddress.ip_address(address.strip("[]"))
         except ValueError:
             source.report(
                 (*here, "extra_hosts", index), f'"{entry}" is not NAME:IP; write e.g. db:10.0.0.5'

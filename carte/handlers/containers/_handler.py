@@ -553,7 +553,10 @@ class ContainersHandler(Handler):
             await self._thread(lambda: _rewrite(paths.resolv_conf, resolv))
         if endpoint.ip_address:
             hosts = _hosts_file(
-                config.hostname or record.short_id, endpoint.ip_address, config.extra_hosts
+                config.hostname or record.short_id,
+                endpoint.ip_address,
+                config.extra_hosts,
+                endpoint.gateway,
             )
             await self._thread(lambda: _rewrite(paths.hosts_file, hosts))
 
@@ -1146,10 +1149,12 @@ def _write_bundle(paths: ContainerPaths, spec: object, record: ContainerRecord) 
     (paths.directory / "config.json").write_bytes(encode_spec(spec))
 
 
-def _hosts_file(hostname: str, address: str, extra_hosts: list[str] | None = None) -> str:
+def _hosts_file(
+    hostname: str, address: str, extra_hosts: list[str] | None = None, gateway: str = ""
+) -> str:
     return (
         f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{address}\t{hostname}\n"
-    ) + extra_hosts_text(extra_hosts or [])
+    ) + extra_hosts_text(extra_hosts or [], gateway)
 
 
 def _rewrite(path: Path, text: str) -> None:

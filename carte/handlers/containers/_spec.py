@@ -299,11 +299,14 @@ def share_network_files(joined: ContainerPaths, paths: ContainerPaths) -> None:
     paths.resolv_conf.write_text(joined.resolv_conf.read_text())
 
 
-def extra_hosts_text(extra_hosts: list[str]) -> str:
-    """/etc/hosts lines for `NAME:IP` entries (`--add-host`, Compose's extra_hosts)."""
+def extra_hosts_text(extra_hosts: list[str], gateway: str = "") -> str:
+    """/etc/hosts lines for `NAME:IP` entries (`--add-host`, Compose's extra_hosts); the
+    address `host-gateway` is the container's gateway (the host), skipped while unknown."""
     lines = []
     for entry in extra_hosts:
         name, _, address = entry.partition(":")
+        if address == "host-gateway":
+            address = gateway
         if name and address:
             lines.append(f"{address.strip('[]')}\t{name}\n")
     return "".join(lines)

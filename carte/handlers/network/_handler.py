@@ -357,10 +357,19 @@ class NetworkHandler(Handler):
         unknown single-label or ``*.carte`` name; None to forward any other name."""
         wanted = name.removesuffix(".carte")
         asker_text = str(asker)
+        # the asking container, found by its address on the network it asked through: the
+        # names of every network it is on count (Compose: a service name resolves on each
+        # network the two share), not only that one's
+        askers = {
+            e.container_id
+            for network in self._networks.values()
+            for e in network.endpoints.values()
+            if e.ip == asker_text
+        }
         found: list[IPv4Address] = []
         for network in self._networks.values():
             endpoints = network.endpoints.values()
-            if not any(e.ip == asker_text for e in endpoints):
+            if not any(e.container_id in askers for e in endpoints):
                 continue
             service_ip = network.service_names.get(wanted)
             if service_ip:
