@@ -1,5 +1,7 @@
-"""Every benchmark: `python -m bench` (the comparisons, their table and JSON), then the
-network scripts that stay standalone (net_setup, net_throughput, net_start).
+"""Every benchmark: `python -m bench`, then the standalone network scripts.
+
+`python -m bench` runs the comparisons (table and JSON); net_setup, net_throughput and
+net_start stay scripts of their own.
 
     .venv/bin/python bench/all.py [--quick] [--only NAME ...] [--json results.json]
 
