@@ -269,3 +269,40 @@ def _answers(address: str, port: int) -> bool:
         return http_get(address, port) == "hello"
     except OSError:
         return False
+
+
+BAD = """\
+services:
+  web:
+    image: busybox
+    deploy:
+      replcas: 2
+    restart: sometimes
+    networks: [front]
+  db:
+    image: busybox
+    ports: !override ["5432:5432"]
+    sysctls: {kernel.panic: "1"}
+networks:
+  front: {}
+"""
+
+
+def test_bad_input_lists_every_problem_and_changes_nothing(carte: Daemon, tmp_path: Path) -> None:
+    missing = carte.client("apply", "-f", str(tmp_path / "nope.yaml"))
+    assert missing.returncode != 0
+    assert missing.stderr.startswith("carte: ") and "the Compose file is missing" in missing.stderr
+    bad = carte.client("apply", "-n", "bad", "-f", str(write(tmp_path, BAD)))
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    lines = [line.removeprefix("carte: ") for line in bad.stderr.strip().splitlines()]
+    assert lines == [
+        'compose.yaml:5: services.web.deploy.replcas: unknown key "replcas"; did you mean '
+        '`replicas`? remove it or prefix it with "x-"',
+        'compose.yaml:6: services.web.restart: "sometimes" is not a restart policy; use "no", '
+        "always, on-failure[:N] or unless-stopped",
+        "compose.yaml:11: services.db.sysctls.kernel.panic: kernel.panic is not namespaced: it "
+        "would change the host; only net.*, fs.mqueue.* and kernel.shm*/msg*/sem are allowed",
+    ]
+    assert "bad" not in ok(carte.client("stack", "ls"))
+    assert "bad_front" not in ok(carte.client("network", "ls"))
+    assert "Traceback" not in carte.log()
