@@ -1,18 +1,24 @@
-"""Forgetting stale connection-tracking entries when a port gets published.
+"""Forgetting stale connection-tracking entries when a port gets published or a backend
+leaves a service.
 
 NAT is decided on the first packet of a flow only. A UDP client that kept sending to a host
 port before it was published (a DNS or metrics client retrying) has a conntrack entry without
 DNAT, and keeps bypassing the new rule until that entry times out. Docker flushes such
-entries too. Failures raise `Internal` naming the port.
+entries too. Likewise a load-balanced backend that left keeps its entries: a new connection
+whose 4-tuple matches one in TIME_WAIT (clients on 127.0.0.1 reuse source ports quickly)
+reopens that entry, NAT and all, and goes to the backend that left for up to 2 minutes
+(`forget_backend`). Failures raise `Internal` naming the port or address.
 """
 
 from __future__ import annotations
 
 import socket
+from ipaddress import IPv4Address
 from typing import Any
 
 from pyroute2.conntrack import Conntrack, NFCTAttrTuple
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.nfnetlink.nfctsocket import TCP_CONNTRACK_CLOSE, TCP_CONNTRACK_TIME_WAIT
 
 from carte.api.errors import Internal
 from carte.net.ports import Protocol
@@ -52,6 +58,38 @@ def forget_flows(port: int, proto: Protocol = "udp") -> int:
                         f"cannot forget flows to port {port}/{proto}: {exc.args[1]}"
                     ) from None
             deleted += 1
+    finally:
+        tracker.close()
+    return deleted
+
+
+def forget_backend(address: IPv4Address, *, established: bool) -> int:
+    """Delete the NATed conntrack entries (TCP and UDP) of flows answered by `address`: UDP
+    and closed TCP ones (which a new connection could reopen), and with `established` (the
+    backend is gone) every one, so their next packet is balanced anew instead of sent to an
+    address nobody answers. TCP connections still open to a live backend stay where they are.
+    Returns how many entries were deleted."""
+    deleted = 0
+    try:
+        tracker = Conntrack()
+    except OSError as exc:
+        raise Internal(f"cannot open conntrack to forget flows to {address}: {exc}") from None
+    try:
+        for proto in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
+            wanted = NFCTAttrTuple(saddr=str(address), proto=proto)
+            for entry in list(tracker.dump_entries(tuple_reply=wanted)):
+                if not int(entry.status or 0) & _IPS_DST_NAT:
+                    continue  # a flow to the container's own address, not balanced
+                info = entry.protoinfo
+                if not established and info is not None:
+                    if info.state not in (TCP_CONNTRACK_TIME_WAIT, TCP_CONNTRACK_CLOSE):
+                        continue
+                try:
+                    tracker.delete(entry)
+                except NetlinkError as exc:
+                    if exc.code != 2:  # ENOENT: it expired meanwhile
+                        raise Internal(f"cannot forget flows to {address}: {exc.args[1]}") from None
+                deleted += 1
     finally:
         tracker.close()
     return deleted

@@ -202,3 +202,12 @@ def release_vip(bridge: str, vip: IPv4Address) -> None:
         _run("ip", ["-4", "address", "del", f"{vip}/32", "dev", bridge])
     except Internal:
         pass  # already gone (bridge removed with its network, or released before)
+
+
+def forget_neighbour(bridge: str, address: IPv4Address) -> None:
+    """Drop the host's neighbour (ARP) entry for `address` on `bridge`, so a new holder of the
+    address is looked up at once and a gone one fails fast; nothing happens when there is none."""
+    try:
+        _run("ip", ["-4", "neigh", "del", str(address), "dev", bridge])
+    except Internal:
+        pass  # no entry (never talked to, or already gone with its veth)

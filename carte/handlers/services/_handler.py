@@ -10,17 +10,27 @@ the set the moment it stops being ready while conntrack keeps existing flows whe
 
 A failing nft or ip call is logged and retried with the next change; it never takes the
 handler down. A restarted handler rebuilds from the store and the stacks handler's replicas.
+The ready set is kept in the store too: after a daemon restart (even a SIGKILL) the replicas
+that were ready and still run stay balanced to until their readiness is probed again
+(`_PROVISIONAL` s at most), instead of every VIP refusing connections meanwhile.
+
+Names keep resolving while the daemon (and its DNS) is down: every ready replica's /etc/hosts
+ends with the VIPs of its stack's services (as Docker writes its containers' hosts files),
+rewritten when a VIP changes or the replica turns ready.
 """
 
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import msgspec
 import trio
 
 from carte.api.errors import CarteError, Conflict
 from carte.api.events import (
+    ContainerExited,
+    ContainerRemoved,
     InspectNetwork,
     ListReplicas,
     ReplicaNotReady,
@@ -34,7 +44,12 @@ from carte.api.events import (
 from carte.engine import Handler, HandlerContext, on
 from carte.handlers.network import nft_table_name
 from carte.handlers.services._records import PREFIX, ServiceVip, service_key
-from carte.net import lb
+from carte.net import conntrack, lb
+
+# How long replicas the store says were ready are balanced to after a restart, unless their
+# readiness is confirmed (a ReplicaReady) first.
+_PROVISIONAL = 20.0
+_HOSTS_MARK = "# carte services\n"
 
 
 class ServicesHandler(Handler):
@@ -50,6 +65,10 @@ class ServicesHandler(Handler):
         self._vips: dict[str, ServiceVip] = {}
         self._ready: dict[str, dict[str, IPv4Address]] = {}
         """Ready replicas per service key: container id -> address."""
+        self._provisional: set[str] = set()
+        self._left: dict[str, tuple[str, IPv4Address]] = {}
+        """Replicas that stopped being ready (container id -> bridge, address), until they end."""
+        """Replicas balanced to from the store's ready set, not confirmed ready since start."""
         self._lock = trio.Lock()
         self._limiter = trio.CapacityLimiter(1)
 
@@ -61,20 +80,47 @@ class ServicesHandler(Handler):
         for entry in await self.ctx.store.list(PREFIX):
             record = entry.decode(ServiceVip)
             self._vips[record.key] = record
+        alive: set[str] | None = None
         try:
-            for row in await self.ctx.bus.request(ListReplicas()):
+            rows = await self.ctx.bus.request(ListReplicas())
+            alive = {r.container_id for r in rows if r.status.lower().startswith("up")}
+            for row in rows:
                 if row.ready and row.ip:
                     key = f"{row.stack}_{row.service}"
                     self._ready.setdefault(key, {})[row.container_id] = IPv4Address(row.ip)
         except CarteError as error:
             self.ctx.log.info("services: replicas not known yet: %s", error.message)
+        for key, record in self._vips.items():
+            ready = self._ready.setdefault(key, {})
+            for container_id, ip in record.ready.items():
+                if container_id not in ready and (alive is None or container_id in alive):
+                    ready[container_id] = IPv4Address(ip)
+                    self._provisional.add(container_id)
         for record in self._vips.values():
             await self._assign(record)
             await self._hairpin(record)
         if self._vips:  # with no service there is no table to rebuild: no nft call at start
             await self._rebuild(list(self._vips))
+        for stack in {r.stack for r in self._vips.values()}:
+            await self._write_hosts(stack)
         task_status.started()
+        if self._provisional:
+            await self._expire_provisional()
         await trio.sleep_forever()
+
+    async def _expire_provisional(self) -> None:
+        """Stop balancing to replicas not confirmed ready within `_PROVISIONAL` s of start."""
+        await trio.sleep(_PROVISIONAL)
+        stale = set(self._provisional)
+        self._provisional.clear()
+        changed = [
+            key
+            for key, ready in self._ready.items()
+            if any(ready.pop(c, None) is not None for c in list(ready) if c in stale)
+        ]
+        if changed:
+            self.ctx.log.info("services: %d replicas not ready again after a restart", len(stale))
+            await self._rebuild(changed)
 
     # --- facts from the stacks handler -------------------------------------------------------
 
@@ -96,6 +142,7 @@ class ServicesHandler(Handler):
         ]
         async with self._lock:
             record = self._vips.get(key)
+            moved = record is None or record.network != fact.network
             if record is None or record.network != fact.network:
                 if record is not None:
                     await self._release(record)
@@ -109,6 +156,8 @@ class ServicesHandler(Handler):
             self._vips[key] = record
         await self._assign(record)
         await self._rebuild([key])
+        if moved:
+            await self._write_hosts(fact.stack)
 
     @on(ReplicaReady)
     async def replica_ready(self, fact: ReplicaReady) -> None:
@@ -118,14 +167,56 @@ class ServicesHandler(Handler):
         record = self._vips.get(key)
         if record is not None:
             await self._hairpin(record)
+        self._provisional.discard(fact.container_id)
         self._ready.setdefault(key, {})[fact.container_id] = IPv4Address(fact.ip)
         await self._rebuild([key])
+        await self._write_hosts(fact.stack, [fact.container_id])
 
     @on(ReplicaNotReady)
     async def replica_not_ready(self, fact: ReplicaNotReady) -> None:
         key = f"{fact.stack}_{fact.service}"
-        if self._ready.get(key, {}).pop(fact.container_id, None) is not None:
+        address = self._ready.get(key, {}).pop(fact.container_id, None)
+        if address is not None:
             await self._rebuild([key])
+            record = self._vips.get(key)
+            if record is not None:
+                self._left[fact.container_id] = (record.bridge, address)
+                await self._forget_flows(record.bridge, address, gone=False)
+
+    @on(ContainerExited)
+    @on(ContainerRemoved)
+    async def replica_ended(self, fact: ContainerExited | ContainerRemoved) -> None:
+        """A replica that ended (killed, say) leaves its services at once, before the stacks
+        handler's ReplicaNotReady, and every flow to it is forgotten, open ones too."""
+        changed = [k for k, ready in self._ready.items() if fact.id in ready]
+        left = self._left.pop(fact.id, None)
+        for key in changed:
+            address = self._ready[key].pop(fact.id)
+            record = self._vips.get(key)
+            if record is not None:
+                left = (record.bridge, address)
+        if changed:
+            await self._rebuild(changed)
+        if left is not None:
+            await self._forget_flows(*left, gone=True)
+
+    async def _forget_flows(self, bridge: str, address: IPv4Address, *, gone: bool) -> None:
+        """Forget conntrack entries of flows to a backend that left (see conntrack.py), and its
+        neighbour entry when it is gone."""
+
+        def forget() -> int:
+            count = conntrack.forget_backend(address, established=gone)
+            if gone:
+                lb.forget_neighbour(bridge, address)
+            return count
+
+        try:
+            count = await trio.to_thread.run_sync(forget, limiter=self._limiter)
+        except CarteError as error:
+            self.ctx.log.warning("flows to %s not forgotten: %s", address, error.message)
+            return
+        if count:
+            self.ctx.log.info("forgot %d flows to %s", count, address)
 
     @on(ServiceRemoved)
     async def service_removed(self, fact: ServiceRemoved) -> None:
@@ -202,6 +293,31 @@ class ServicesHandler(Handler):
             await self.ctx.bus.publish(_assigned(record, "", []))
         if gone:
             await self._rebuild([])
+        for stack in {r.stack for r in gone}:
+            await self._write_hosts(stack)
+
+    async def _write_hosts(self, stack: str, container_ids: list[str] | None = None) -> None:
+        """End the /etc/hosts of the stack's ready replicas (or of `container_ids`) with the
+        VIPs of its services, so their names resolve while the daemon's DNS is down."""
+        services = sorted((r for r in self._vips.values() if r.stack == stack), key=_by_name)
+        block = _HOSTS_MARK + "".join(
+            f"{r.vip}\t{r.service} {r.service}.{r.stack}\n" for r in services
+        )
+        if container_ids is None:
+            container_ids = [
+                c
+                for key, ready in self._ready.items()
+                if key in self._vips and self._vips[key].stack == stack
+                for c in ready
+            ]
+        root = self.ctx.root / "containers"  # the containers handler's ContainerPaths.hosts_file
+        for container_id in container_ids:
+            try:
+                await trio.to_thread.run_sync(
+                    _end_hosts, root / container_id / "hosts", block, limiter=self._limiter
+                )
+            except OSError as error:
+                self.ctx.log.warning("hosts file of %s: %s", container_id[:12], error.strerror)
 
     # --- the table ----------------------------------------------------------------------------
 
@@ -225,6 +341,12 @@ class ServicesHandler(Handler):
             except CarteError as error:
                 self.ctx.log.error("load-balancing table not applied: %s", error.message)
                 return
+            for key, record in list(self._vips.items()):
+                ready = {c: str(ip) for c, ip in self._ready.get(key, {}).items()}
+                if ready != record.ready:  # kept for a restarted daemon
+                    record = msgspec.structs.replace(record, ready=ready)
+                    await self.ctx.store.put(service_key(key), record)
+                    self._vips[key] = record
             facts = [
                 _assigned(record, record.vip, [str(ip) for ip in self._ready.get(key, {}).values()])
                 for key, record in self._vips.items()
@@ -232,6 +354,27 @@ class ServicesHandler(Handler):
             ]
         for fact in facts:
             await self.ctx.bus.publish(fact)
+
+
+def _by_name(record: ServiceVip) -> str:
+    return record.service
+
+
+def _end_hosts(path: Path, block: str) -> None:
+    """Replace what follows `_HOSTS_MARK` in a hosts file by `block`, in place (same inode: it
+    is bind-mounted); a container gone meanwhile is skipped."""
+    try:
+        with open(path, "r+") as file:
+            text = file.read()
+            kept = text.split(_HOSTS_MARK, 1)[0]
+            if kept and not kept.endswith("\n"):
+                kept += "\n"
+            if kept + block != text:
+                file.seek(0)
+                file.truncate(0)
+                file.write(kept + block)
+    except FileNotFoundError:
+        pass
 
 
 def _assigned(record: ServiceVip, vip: str, backends: list[str]) -> ServiceAddressAssigned:

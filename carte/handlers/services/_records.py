@@ -27,6 +27,9 @@ class ServiceVip(msgspec.Struct, kw_only=True, frozen=True):
     bridge: str
     vip: str
     ports: list[ServicePort] = []
+    ready: dict[str, str] = {}
+    """The ready replicas last balanced to (container id -> address): a restarted daemon keeps
+    serving them until their readiness is probed again."""
 
     @property
     def key(self) -> str:
