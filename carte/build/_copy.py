@@ -13,6 +13,7 @@ import fnmatch
 import hashlib
 import os
 import posixpath
+import re
 import shutil
 import stat
 import tarfile
@@ -33,6 +34,44 @@ class CopySource(msgspec.Struct, frozen=True, kw_only=True):
     path: str
     host: str
     name: str = ""
+
+
+class Excludes:
+    """`COPY --exclude=PATTERN` patterns (.dockerignore syntax: `*`, `?`, `**`), matched
+    against a path relative to the source root and relative to the copied source; a matching
+    directory is left out with everything below it."""
+
+    def __init__(self, patterns: tuple[str, ...] | list[str]) -> None:
+        self.patterns = [posixpath.normpath(p).lstrip("/") for p in patterns if p.strip()]
+        self._regexes = [re.compile(_pattern_regex(p)) for p in self.patterns]
+
+    def __bool__(self) -> bool:
+        return bool(self._regexes)
+
+    def excluded(self, path: str, base: str = "/") -> bool:
+        """Whether the view path `path` (absolute) is left out; `base` is the copied source."""
+        relative = path.strip("/")
+        candidates = {relative}
+        if base.strip("/") and relative.startswith(base.strip("/") + "/"):
+            candidates.add(relative[len(base.strip("/")) + 1 :])
+        return any(regex.fullmatch(c) for regex in self._regexes for c in candidates)
+
+
+def _pattern_regex(pattern: str) -> str:
+    out: list[str] = []
+    index = 0
+    while index < len(pattern):
+        if pattern.startswith("**/", index):
+            out.append("(?:.*/)?")
+            index += 3
+        elif pattern.startswith("**", index):
+            out.append(".*")
+            index += 2
+        else:
+            char = pattern[index]
+            out.append("[^/]*" if char == "*" else "[^/]" if char == "?" else re.escape(char))
+            index += 1
+    return "".join(out)
 
 
 class SourceError(ValueError):
@@ -101,14 +140,22 @@ def _glob(view: LayerView, pattern: str) -> list[CopySource]:
     return result
 
 
-def checksum(view: LayerView, sources: list[CopySource], *, with_owner: bool) -> str:
+def checksum(
+    view: LayerView,
+    sources: list[CopySource],
+    *,
+    with_owner: bool,
+    excludes: Excludes | None = None,
+) -> str:
     """A digest of the sources' names, types, modes, sizes, link targets and content.
 
     Modification times are left out (Docker's rule): touching a file keeps the cache.
     """
     digest = hashlib.sha256()
 
-    def add(path: str, host: str, st: os.stat_result) -> None:
+    def add(path: str, host: str, st: os.stat_result, base: str = "/") -> None:
+        if excludes and excludes.excluded(path, base):
+            return
         owner = f"{st.st_uid}:{st.st_gid}" if with_owner else ""
         digest.update(f"{path}\0{st.st_mode:o}\0{owner}\0".encode())
         if stat.S_ISREG(st.st_mode):
@@ -117,13 +164,13 @@ def checksum(view: LayerView, sources: list[CopySource], *, with_owner: bool) ->
             digest.update(os.readlink(host).encode())
         elif stat.S_ISDIR(st.st_mode):
             for name, (child_host, child_st) in view.children(path).items():
-                add(posixpath.join(path, name), child_host, child_st)
+                add(posixpath.join(path, name), child_host, child_st, base)
         digest.update(b"\n")
 
     for source in sources:
         found = view.lookup(source.path)
         if found is not None:
-            add(source.path, found[0], found[1])
+            add(source.path, found[0], found[1], source.path)
     return "sha256:" + digest.hexdigest()
 
 
@@ -145,7 +192,9 @@ class Stager:
         *,
         owner: tuple[int, int] | None,
         mode: int | None,
+        excludes: Excludes | None = None,
     ) -> None:
+        self.excludes = excludes
         self.staging = staging
         self.lower = lower
         self.owner = owner
@@ -175,8 +224,13 @@ class Stager:
                 if self.owner is not None:
                     os.chown(host, *self.owner)
 
-    def copy(self, view: LayerView, source_path: str, dest: str, *, keep_owner: bool) -> None:
-        """Copy the view's `source_path` (file, link or whole tree) to the image path `dest`."""
+    def copy(
+        self, view: LayerView, source_path: str, dest: str, *, keep_owner: bool, base: str = "/"
+    ) -> None:
+        """Copy the view's `source_path` (file, link or whole tree) to the image path `dest`;
+        `base` is the source as named (for --exclude patterns relative to it)."""
+        if self.excludes and self.excludes.excluded(source_path, base):
+            return
         found = view.lookup(source_path)
         if found is None:
             raise SourceError(f'source "{source_path}" disappeared while copying')
@@ -193,6 +247,7 @@ class Stager:
                     posixpath.join(source_path, name),
                     posixpath.join(dest, name),
                     keep_owner=keep_owner,
+                    base=base,
                 )
             os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
             return

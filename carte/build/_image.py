@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import hashlib
 import json
 import os
 import posixpath
@@ -36,7 +37,14 @@ import msgspec
 
 from carte.api.errors import CarteError, InvalidArgument
 from carte.build._cache import BuildCache, StepRecord, step_key
-from carte.build._copy import CopySource, SourceError, Stager, checksum, match_sources
+from carte.build._copy import (
+    CopySource,
+    Excludes,
+    SourceError,
+    Stager,
+    checksum,
+    match_sources,
+)
 from carte.build._layer_view import LayerView
 from carte.build._layers import adopt_as_layer
 from carte.build._metadata import (
@@ -70,6 +78,21 @@ from carte.image.upperdiff import diff_from_upper
 from carte.runtime.spec import DEFAULT_PATH, Mount, User
 
 LAYER_STEPS = frozenset({"RUN", "COPY", "ADD"})
+GIT_REFUSED = (
+    "ADD of a git repository is not supported by carte build (it has no git client in the "
+    "builder); clone it in a RUN step or COPY a checkout from the build context"
+)
+
+
+def is_git(source: str) -> bool:
+    """Whether an ADD source names a git repository (BuildKit's forms)."""
+    lowered = source.lower()
+    if lowered.startswith(("git://", "git@", "ssh://")):
+        return True
+    base = lowered.split("#", 1)[0].rstrip("/")
+    return lowered.startswith(("http://", "https://")) and base.endswith(".git")
+
+
 HEREDOC_ONLY = re.compile(r"<<-?([\"']?)" + HEREDOC_NAME + r"\1")
 
 
@@ -482,10 +505,19 @@ class _Builder:
     def _copy(
         self, instruction: Instruction, state: StageState
     ) -> tuple[str, Callable[[], LayerBlob]]:
-        unsupported = set(instruction.flags) - {"from", "chown", "chmod", "link"}
+        is_add = instruction.keyword == "ADD"
+        allowed = {"from", "chown", "chmod", "link", "exclude"}
+        allowed |= {"checksum"} if is_add else {"parents"}
+        unsupported = set(instruction.flags) - allowed
         if unsupported:
             flag = sorted(unsupported)[0]
+            if flag == "keep-git-dir":
+                raise instruction.error(GIT_REFUSED)
             raise instruction.error(f"--{flag} is not supported by carte build; remove it")
+        excludes = Excludes(
+            [expand_word(v, state.words_env(), self.escape) for v in instruction.values("exclude")]
+        )
+        parents = instruction.flags.get("parents", "false").lower() in ("true", "1", "")
         words_env = state.words_env()
         if instruction.exec_form is not None:
             words = list(instruction.exec_form)
@@ -497,7 +529,10 @@ class _Builder:
         workdir = str(state.config.get("WorkingDir") or "/")
         dest_is_dir = dest_word.endswith("/") or dest_word in (".", "..") or len(patterns) > 1
         dest = join_path(workdir, dest_word)
-        is_add = instruction.keyword == "ADD"
+        if is_add and any(is_git(p) for p in patterns):
+            raise instruction.error(GIT_REFUSED)
+        if parents:
+            dest_is_dir = True
         source_view, source_key, what, keep_owner = self._copy_source(
             instruction, instruction.flags.get("from")
         )
@@ -505,9 +540,36 @@ class _Builder:
         heredocs.update({f"<<-{h.name}": h for h in instruction.heredocs})
         urls = [p for p in patterns if is_add and is_url(p)]
         local = [p for p in patterns if p not in urls and p not in heredocs]
-        sources: list[CopySource] = match_sources(source_view, local, what) if local else []
+        sources: list[CopySource] = []
+        kept_paths: list[str] = []  # --parents: each source's path below dest
+        for pattern in local:
+            for source in match_sources(source_view, [pattern], what):
+                if excludes.excluded(source.path):
+                    continue
+                sources.append(source)
+                pivot = posixpath.normpath("/" + pattern.split("/./", 1)[0])
+                if "/./" not in pattern:
+                    pivot = "/"
+                kept_paths.append(posixpath.relpath(source.path, pivot))
+        if local and not sources:
+            raise instruction.error(
+                f"every source matches an --exclude pattern; nothing to {instruction.keyword}"
+            )
         inline = [heredocs[p] for p in patterns if p in heredocs]
+        expected = instruction.flags.get("checksum")
+        if expected is not None:
+            if not urls or len(patterns) != 1:
+                raise instruction.error("--checksum needs exactly one http(s) URL source")
+            if not re.fullmatch(r"sha256:[0-9a-f]{64}", expected):
+                raise instruction.error(f'--checksum "{expected}" is not sha256:<64 hex digits>')
         downloads = self._download_all(urls) + self._heredoc_files(inline, words_env)
+        if expected is not None:
+            actual = "sha256:" + hashlib.sha256(downloads[0].read_bytes()).hexdigest()
+            if actual != expected:
+                raise instruction.error(
+                    f"{urls[0]} has checksum {actual}, not the {expected} --checksum expects; "
+                    "fix the URL or the checksum"
+                )
         generated = [*urls, *(f"<<{h.name}" for h in inline)]
         chown = instruction.flags.get("chown")
         chmod_text = instruction.flags.get("chmod")
@@ -519,7 +581,7 @@ class _Builder:
                 raise instruction.error(
                     f'--chmod "{chmod_text}" is not an octal mode; use e.g. --chmod=0644'
                 ) from None
-        content = checksum(source_view, sources, with_owner=keep_owner)
+        content = checksum(source_view, sources, with_owner=keep_owner, excludes=excludes)
         download_sums = [
             checksum(
                 LayerView([d.parent]),
@@ -537,6 +599,8 @@ class _Builder:
                 "dir": dest_is_dir,
                 "chown": chown,
                 "chmod": chmod_text,
+                "exclude": excludes.patterns,
+                "parents": kept_paths if parents else None,
             }
         )
 
@@ -551,10 +615,13 @@ class _Builder:
             with self._scratch() as scratch:
                 staging = scratch / "upper"
                 staging.mkdir()
-                stager = Stager(staging, lower, owner=owner, mode=mode)
+                stager = Stager(staging, lower, owner=owner, mode=mode, excludes=excludes)
                 stager.ensure_dir("/")
-                for source in sources:
-                    if source_view.is_dir(source.path):
+                for source, kept in zip(sources, kept_paths, strict=True):
+                    if parents:
+                        target = join_path(dest, kept) if kept != "." else dest
+                        stager.copy(source_view, source.path, target, keep_owner=keep_owner)
+                    elif source_view.is_dir(source.path):
                         stager.ensure_dir(dest)
                         for name in source_view.children(source.path):
                             stager.copy(
@@ -562,6 +629,7 @@ class _Builder:
                                 source.path.rstrip("/") + "/" + name,
                                 dest.rstrip("/") + "/" + name,
                                 keep_owner=keep_owner,
+                                base=source.path,
                             )
                     elif is_add and stager.extract_archive(source.host, dest):
                         continue

@@ -42,8 +42,9 @@ def plan_stages(dockerfile: Dockerfile, build_args: dict[str, str], target: str 
     unknown `--target`.
     """
     escape = dockerfile.escape
-    global_args: dict[str, str] = {}
-    declared: set[str] = set()
+    automatic = platform_args()
+    global_args: dict[str, str] = dict(automatic)
+    declared: set[str] = set(automatic)
     groups: list[tuple[Instruction, list[Instruction]]] = []
     for instruction in dockerfile.instructions:
         if instruction.keyword == "FROM":
@@ -78,6 +79,8 @@ def plan_stages(dockerfile: Dockerfile, build_args: dict[str, str], target: str 
             raise source.error('expected "FROM IMAGE [AS NAME]"')
         if not base:
             raise source.error("the image name expands to nothing; check the ARG it uses")
+        if "platform" in source.flags:
+            _check_platform(source, global_args, escape)
         if name and any(stage.name == name for stage in stages):
             raise source.error(f'stage name "{name}" is used twice; name each stage once')
         stages.append(
@@ -93,6 +96,41 @@ def plan_stages(dockerfile: Dockerfile, build_args: dict[str, str], target: str 
         needed=tuple(sorted(needed)),
         target=target_index,
     )
+
+
+def platform_args() -> dict[str, str]:
+    """BuildKit's automatic platform ARGs; Carte builds for (and on) this machine only."""
+    from carte.image.importer import host_architecture
+
+    architecture = host_architecture()
+    variant = "v7" if architecture == "arm" else ""
+    platform = "linux/" + architecture + (f"/{variant}" if variant else "")
+    values: dict[str, str] = {}
+    for prefix in ("BUILD", "TARGET"):
+        values.update(
+            {
+                f"{prefix}PLATFORM": platform,
+                f"{prefix}OS": "linux",
+                f"{prefix}ARCH": architecture,
+                f"{prefix}VARIANT": variant,
+            }
+        )
+    return values
+
+
+def _check_platform(source: Instruction, global_args: dict[str, str], escape: str) -> None:
+    try:
+        words = split_words(source.flags["platform"], global_args, escape)
+    except WordError as error:
+        raise source.error(str(error)) from None
+    wanted = words[0] if words else ""
+    host = platform_args()["TARGETPLATFORM"]
+    parts = wanted.lower().split("/")
+    if not wanted or parts[:2] != host.split("/")[:2]:
+        raise source.error(
+            f'--platform "{wanted}" is not this machine\'s platform ({host}); carte build runs '
+            f"steps natively, without emulation: drop --platform or use {host}"
+        )
 
 
 def arg_definitions(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from carte.api.containers import Endpoint
 from carte.api.errors import CarteError, InvalidArgument
 from carte.api.events import (
     AttachContainerNetwork,
@@ -142,23 +143,36 @@ class BuildHandler(Handler):
         """Plug a RUN step's namespace into the default network (from the build thread)."""
         from carte.build import Attached
 
-        endpoint = trio.from_thread.run(
-            self.ctx.bus.request,
-            AttachContainerNetwork(
-                container_id=step_id,
-                container_name=step_id,
-                hostname=step_id,
-                netns_path=netns_path,
-                network="bridge",
-            ),
+        command = AttachContainerNetwork(
+            container_id=step_id,
+            container_name=step_id,
+            hostname=step_id,
+            netns_path=netns_path,
+            network="bridge",
         )
+
+        async def attach() -> Endpoint:
+            # Shielded, so a cancelled build never leaves an endpoint nobody detaches; the
+            # build notices the cancellation at the step itself.
+            with trio.CancelScope(shield=True):
+                endpoint = await self.ctx.bus.request(command)
+            return endpoint
+
+        endpoint = trio.from_thread.run(attach)
         return Attached(ip=endpoint.ip_address, dns_servers=list(endpoint.dns_servers))
 
     def _detach_step(self, step_id: str) -> None:
-        try:
-            trio.from_thread.run(self.ctx.bus.request, DetachContainerNetwork(container_id=step_id))
-        except CarteError as error:
-            self.ctx.log.warning("build: cannot detach step %s: %s", step_id, error.message)
+        """Remove a step's endpoint, also when the build was cancelled (shielded: calls from
+        the build thread carry the cancellation of the task that waits for it)."""
+
+        async def detach() -> None:
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.ctx.bus.request(DetachContainerNetwork(container_id=step_id))
+                except CarteError as error:
+                    self.ctx.log.warning("build: cannot detach step %s: %s", step_id, error.message)
+
+        trio.from_thread.run(detach)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Remove what builds of a previous daemon left (scratch dirs, uploads, RUN
@@ -214,6 +228,7 @@ class BuildHandler(Handler):
             text,
             lambda line: log.info("build: %s", line),
             threading.Event(),
+            secrets=dict(command.secrets),
         )
 
     @on(PruneBuildCache)
