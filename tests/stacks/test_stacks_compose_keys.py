@@ -306,3 +306,38 @@ def test_bad_input_lists_every_problem_and_changes_nothing(carte: Daemon, tmp_pa
     assert "bad" not in ok(carte.client("stack", "ls"))
     assert "bad_front" not in ok(carte.client("network", "ls"))
     assert "Traceback" not in carte.log()
+
+
+BUILD = """\
+services:
+  app:
+    container_name: built
+    command: [sleep, "300"]
+    stop_signal: KILL
+    build:
+      context: .
+      target: base
+      args:
+        GREETING: hello
+      secrets:
+        - token
+      dockerfile_inline: |
+        FROM busybox AS base
+        ARG GREETING=hi
+        RUN echo $$GREETING > /greeting
+        RUN --mount=type=secret,id=token wc -c < /run/secrets/token > /seen
+        FROM base AS final
+        RUN touch /final
+secrets:
+  token:
+    environment: BUILD_TOKEN
+"""
+
+
+def test_build_keys(carte: Daemon, tmp_path: Path) -> None:
+    env = {**carte.env, "BUILD_TOKEN": "s3cr3t"}
+    ok(carte.client("apply", "-f", str(write(tmp_path, BUILD)), env=env, timeout=180))
+    wait_for(running(carte, "built"), 30, "the built replica runs")
+    assert sh(carte, "built", "cat /greeting /seen").split() == ["hello", "6"]
+    assert "No such file" in sh(carte, "built", "ls /final 2>&1 || true")  # target: base
+    assert "s3cr3t" not in ok(carte.client("history", "--no-trunc", f"{tmp_path.name}_app"))

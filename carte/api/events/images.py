@@ -87,6 +87,8 @@ class BuildImage(Command[BuildResult], frozen=True, kw_only=True):
     topic: ClassVar[str] = "image.build"
     context: str
     options: BuildRequest = msgspec.field(default_factory=BuildRequest)
+    secrets: dict[str, bytes] = {}
+    """`RUN --mount=type=secret,id=ID` contents by id (Compose's build.secrets)."""
 
 
 class PruneBuildCache(Command[BuildCachePruned], frozen=True, kw_only=True):

@@ -21,7 +21,7 @@ from carte.api.errors import CarteError, InvalidArgument
 from carte.api.events import InspectContainer
 from carte.handlers.stacks._records import ServiceRecord
 from carte.stack import ManifestError, Source
-from carte.stack.model import Manifest, Service
+from carte.stack.model import FileRef, Manifest, Service
 from carte.stack.replica import file_refs, volume_mounts
 
 if TYPE_CHECKING:
@@ -38,6 +38,10 @@ def read_files(
         for service in manifest.services.values()
         for kind, name, *_ in file_refs(service)
     }
+    for service in manifest.services.values():  # build.secrets: RUN --mount=type=secret
+        if service.build is not None and not isinstance(service.build, str):
+            for ref in service.build.secrets:
+                used.add(("secrets", ref.source if isinstance(ref, FileRef) else ref))
     out: dict[str, bytes] = {}
     problems: list[str] = []
     for kind, name in sorted(used):

@@ -93,7 +93,7 @@ from carte.stack import (
     start_order,
     template,
 )
-from carte.stack.model import Build, IpamPool, Manifest, NetworkDecl, Service
+from carte.stack.model import Build, FileRef, IpamPool, Manifest, NetworkDecl, Service
 from carte.stack.replica import file_refs
 
 _STACK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
@@ -224,7 +224,7 @@ class StacksHandler(Handler):
                 return msgspec.structs.replace(plan, dry_run=True)
             for name, service in manifest.services.items():
                 if isinstance(service.build, str | Build) and _builds(plan, name):
-                    await self._build(stack, name, service, project_dir)
+                    await self._build(stack, name, service, project_dir, files)
             declared = _declared_networks(stack, manifest)
             for action in plan.actions:
                 if action.kind == "network" and action.action == "create":
@@ -370,7 +370,9 @@ class StacksHandler(Handler):
                 f"(carte pull {image}) or give the service a build: key"
             ) from None
 
-    async def _build(self, stack: str, name: str, service: Service, project_dir: str) -> None:
+    async def _build(
+        self, stack: str, name: str, service: Service, project_dir: str, files: dict[str, bytes]
+    ) -> None:
         build = (
             service.build if isinstance(service.build, Build) else Build(context=str(service.build))
         )
@@ -392,7 +394,12 @@ class StacksHandler(Handler):
             network=build.network or "default",
         )
         context = _context_dir(project_dir, build.context)
-        await self.ctx.bus.request(BuildImage(context=context, options=options))
+        secrets = {}
+        for ref in build.secrets:
+            source = ref.source if isinstance(ref, FileRef) else ref
+            target = ref.target if isinstance(ref, FileRef) and ref.target else source
+            secrets[target] = files.get(f"secrets/{source}", b"")
+        await self.ctx.bus.request(BuildImage(context=context, options=options, secrets=secrets))
 
     async def _create_network(self, stack: str, name: str, decl: NetworkDecl | None) -> None:
         decl = decl or NetworkDecl()
