@@ -181,3 +181,16 @@ def test_refusals_say_why(tmp_path: Path) -> None:
     assert "needs exactly one of file, environment, content" in _error(
         tmp_path, "services:\n  a: {image: x}\nsecrets:\n  s: {}\n"
     )
+
+
+def test_docs_table_names_every_key() -> None:
+    """docs/compose.md says, for every service key Carte reads or refuses, what it does."""
+    import msgspec
+
+    from carte.stack.model import REFUSED_SERVICE_KEYS, Service
+
+    table = (Path(__file__).parents[2] / "docs" / "compose.md").read_text()
+    read = [f.encode_name for f in msgspec.inspect.type_info(Service).fields]
+    for key in [*read, *REFUSED_SERVICE_KEYS, "extends"]:
+        if key != "x-carte":
+            assert f"`{key}`" in table, key
