@@ -5,6 +5,7 @@ one-line refusal naming file, line and key."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -146,6 +147,19 @@ services:
     command: [sleep, "300"]
     stop_signal: KILL
     network_mode: none
+  hostnet:
+    image: busybox
+    container_name: nets-hostnet
+    command: [sleep, "300"]
+    stop_signal: KILL
+    network_mode: host
+    ipc: host
+  joiner:
+    image: busybox
+    container_name: nets-joiner
+    command: [sleep, "300"]
+    stop_signal: KILL
+    network_mode: container:nets-web
   once:
     image: busybox
     command: [sh, -c, "echo done"]
@@ -187,6 +201,11 @@ def test_network_volume_restart_and_profile_keys(carte: Daemon, tmp_path: Path) 
     assert sh(carte, "nets-sidecar", "ip -4 -o addr") == addresses
     assert sh(carte, "nets-sidecar", "cat /data/file").strip() == "shared"
     assert "eth" not in sh(carte, "nets-isolated", "ip -o link")
+    wait_for(running(carte, "nets-hostnet", "nets-joiner"), 30, "host and joined replicas")
+    for kind in ("net", "ipc"):
+        host_ns = os.readlink(f"/proc/self/ns/{kind}")
+        assert sh(carte, "nets-hostnet", f"readlink /proc/1/ns/{kind}").strip() == host_ns
+    assert sh(carte, "nets-joiner", "ip -4 -o addr") == addresses
     # aliases and the uppercase service name resolve on the custom network
     for name in ("www", "tasks.web", "Web_1", "web"):
         assert "10.93.200.50" in sh(carte, "nets-web", f"nslookup {name} 2>&1 || true"), name
