@@ -194,3 +194,15 @@ def test_docs_table_names_every_key() -> None:
     for key in [*read, *REFUSED_SERVICE_KEYS, "extends"]:
         if key != "x-carte":
             assert f"`{key}`" in table, key
+
+
+def test_a_problem_is_placed_at_its_own_entry_not_a_sibling(tmp_path: Path) -> None:
+    text = (
+        "services:\n  web:\n    image: busybox\n    depends_on:\n      a: {}\n"
+        "      b: {condition: later}\n  a: {image: x}\n  b: {image: x}\n"
+        "networks:\n  front:\n    ipam: {config: [{subnet: 10.1.0.0/24}]}\n"
+        "  back:\n    ipam:\n      config: oops\n"
+    )
+    lines = _error(tmp_path, text).splitlines()
+    assert lines[0].startswith("compose.yaml:6: services.web.depends_on.b.condition: ")
+    assert lines[1].startswith("compose.yaml:14: networks.back.ipam.config: Expected `array`")
