@@ -144,7 +144,7 @@ class Converger:
             return True
         spec = record.spec
         policy = spec.deploy.restart_policy
-        condition, _attempts = normalize.restart_policy(spec)
+        condition, _attempts = _restart_policy(record)
         occupied: list[ContainerSummary] = []
         healed = False
         for row in rows:
@@ -207,7 +207,7 @@ class Converger:
         """Whether restart_policy.max_attempts replacements were made within its window
         (0: ever since the daemon started)."""
         policy = record.spec.deploy.restart_policy
-        _condition, attempts = normalize.restart_policy(record.spec)
+        _condition, attempts = _restart_policy(record)
         if attempts <= 0:
             return False
         window = normalize.seconds(policy.window)
@@ -579,6 +579,15 @@ class Converger:
             record,
             msgspec.structs.replace(rollout, state=state, message=f"update failed: {reason}"),
         )
+
+
+def _restart_policy(record: ServiceRecord) -> tuple[str, int]:
+    """When to replace an exited replica: Compose's `restart` if the file gave one (records
+    stored before Carte read it kept "no" as a default: deploy.restart_policy decides)."""
+    if record.compose_restart:
+        return normalize.restart_policy(record.spec)
+    policy = record.spec.deploy.restart_policy
+    return policy.condition, policy.max_attempts
 
 
 def _readiness_deadline(spec: Service) -> float:

@@ -232,6 +232,7 @@ class StacksHandler(Handler):
             await sync_policies(self.ctx.bus, network_name(stack, "default"), manifest)
             records = self._records(stack, manifest, stored, project_dir, env_files)
             for record in records:
+                record.compose_restart = True
                 old_record = stored.get(record.name)
                 record.random_ports = await trio.to_thread.run_sync(
                     _pick_ports, record.spec, old_record.random_ports if old_record else {}

@@ -37,6 +37,8 @@ class ServiceRecord(msgspec.Struct, kw_only=True):
     """The manifest's network names -> the daemon's (external ones and `name:` kept as is)."""
     volumes: dict[str, str] = {}
     """The manifest's volume names -> the daemon's."""
+    compose_restart: bool = False
+    """Whether the spec's `restart` is Compose's (set by every apply since Carte reads it)."""
     random_ports: dict[str, int] = {}
     """"PORT/PROTO" of a port listed without a host side -> the host port picked for it."""
     files: dict[str, bytes] = {}
