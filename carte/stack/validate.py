@@ -280,9 +280,25 @@ def _check_compose_keys(name: str, service: Service, manifest: Manifest, source:
                     (*here, "networks", net_name, "ipv4_address"),
                     "one address cannot serve several replicas; set deploy.replicas: 1",
                 )
-    for key in service.logging.options:
+    for key, setting in service.logging.options.items():
+        at = (*here, "logging", "options", key)
         if key not in ("max-size", "max-file"):
-            source.report((*here, "logging", "options", key), "only max-size and max-file are read")
+            source.report(at, "only max-size and max-file are read")
+        elif key == "max-file" and not str(setting).isdigit():
+            source.report(at, f'"{setting}" is not a number of files')
+        elif key == "max-size":
+            try:
+                normalize.size_bytes(setting)
+            except ValueError as error:
+                source.report(at, str(error))
+    for index, entry in enumerate(normalize.strings(service.tmpfs)):
+        for option in entry.partition(":")[2].split(","):
+            name, _, value = option.partition("=")
+            if name == "size":
+                try:
+                    normalize.size_bytes(value)
+                except ValueError as error:
+                    source.report((*here, "tmpfs", index), str(error))
 
 
 def host_platform() -> str:
