@@ -9,6 +9,7 @@ worker thread.
 
 from carte.build._cache import BuildCache
 from carte.build._context import (
+    BuildInputs,
     ContextEntry,
     ContextError,
     apply_upload,
@@ -24,6 +25,7 @@ __all__ = [
     "Attached",
     "BuildCache",
     "BuildEnvironment",
+    "BuildInputs",
     "BuildOptions",
     "ContextEntry",
     "ContextError",

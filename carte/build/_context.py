@@ -40,15 +40,24 @@ class ContextUpload(msgspec.Struct, frozen=True, kw_only=True):
     sent: list[int] = []  # indexes of the entries whose bytes follow, in this order
     dockerfile: str = ""
     secrets: dict[str, str] = {}  # `carte build --secret` id -> base64 value, kept in memory
+    ssh: dict[str, str] = {}  # `carte build --ssh` id -> agent socket path
 
-    def secret_values(self) -> dict[str, bytes]:
-        """The secrets decoded; raises `ContextError` for a value that is not base64."""
+    def inputs(self) -> BuildInputs:
+        """The secrets (decoded) and SSH agents; raises `ContextError` for a bad value."""
         try:
-            return {
+            secrets = {
                 key: base64.b64decode(value, validate=True) for key, value in self.secrets.items()
             }
         except ValueError:
             raise ContextError("a build secret in the upload is not base64") from None
+        return BuildInputs(secrets=secrets, ssh=dict(self.ssh))
+
+
+class BuildInputs(msgspec.Struct, frozen=True, kw_only=True):
+    """What a build gets besides its context: secrets and SSH agent sockets (never stored)."""
+
+    secrets: dict[str, bytes] = {}
+    ssh: dict[str, str] = {}
 
 
 class ContextError(ValueError):

@@ -24,6 +24,7 @@ import os
 import posixpath
 import re
 import shutil
+import stat
 import tempfile
 import time
 import urllib.parse
@@ -107,6 +108,7 @@ class BuildOptions(msgspec.Struct, frozen=True, kw_only=True):
     network: str = "default"
     source_date_epoch: int | None = None
     secrets: dict[str, bytes] = {}  # --secret id -> value; never stored anywhere
+    ssh: dict[str, str] = {}  # --ssh id -> agent socket path on the daemon's host
 
 
 @dataclass
@@ -356,6 +358,20 @@ class _Builder:
                     f'secret "{request.id}" is required but was not given; pass it with '
                     f"carte build --secret id={request.id},src=FILE"
                 )
+        agents: list[MountRequest] = []
+        for request in requests:
+            if request.type != "ssh":
+                continue
+            if request.id not in self.options.ssh:
+                if request.required:
+                    raise instruction.error(
+                        f'SSH agent "{request.id}" is required but was not given; pass it with '
+                        f"carte build --ssh {request.id}[=SOCKET]"
+                    )
+                continue
+            target = request.target or f"/run/buildkit/ssh_agent.{len(agents)}"
+            agents.append(msgspec.structs.replace(request, target=target))
+        ssh_env = [f"SSH_AUTH_SOCK={agents[0].target}"] if agents else []
         binds = {
             index: self._bind_source(instruction, request)
             for index, request in enumerate(requests)
@@ -408,13 +424,15 @@ class _Builder:
                             )
                         elif request in secrets and request.target:
                             mounts.append(self._secret_mount(request, mounts_dir))
+                    for agent in agents:
+                        mounts.append(self._agent_mount(instruction, agent))
                     step_id = "build-" + uuid.uuid4().hex[:16]
                     with StepNetwork(
                         network, step_id, self.env.attach, self.env.detach
                     ) as step_network:
                         step = RunStep(
                             argv=tuple(argv),
-                            env=tuple([*run_env, *secret_env]),
+                            env=tuple([*run_env, *secret_env, *ssh_env]),
                             cwd=workdir,
                             user=user,
                             network=network,
@@ -485,6 +503,24 @@ class _Builder:
             destination=request.target, type="bind", source=str(directory), options=options
         )
         return mount, lock
+
+    def _agent_mount(self, instruction: Instruction, request: MountRequest) -> Mount:
+        socket_path = self.options.ssh[request.id]
+        try:
+            is_socket = stat.S_ISSOCK(os.stat(socket_path).st_mode)
+        except OSError:
+            is_socket = False
+        if not is_socket:
+            raise instruction.error(
+                f'SSH agent "{request.id}": {socket_path} is not a socket on the daemon\'s '
+                "host; start ssh-agent or give --ssh ID=SOCKET"
+            )
+        return Mount(
+            destination=request.target,
+            type="bind",
+            source=socket_path,
+            options=["rbind", "nosuid", "nodev", "noexec"],
+        )
 
     def _secret_mount(self, request: MountRequest, directory: Path) -> Mount:
         secret = directory / f"secret-{len(list(directory.iterdir()))}"

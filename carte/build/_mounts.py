@@ -10,7 +10,10 @@ into runtime mounts for one step.
 * `type=secret`: a secret given with `carte build --secret id=X,...`, as a read-only file
   (default /run/secrets/ID, mode 0400) or, with `env=NAME`, an environment variable; it is
   never part of a layer, the cache key or the history.
-* `type=ssh`: refused; Carte's builder does not forward an SSH agent.
+* `type=ssh`: the agent socket given with `carte build --ssh default[=SOCKET]` (a socket on
+  the daemon's host, so a local client's agent), bound at `target` (default
+  /run/buildkit/ssh_agent.N) with SSH_AUTH_SOCK pointing at it; the socket keeps its owner
+  and mode, so a step running as a non-root user may not be able to use it.
 
 Mount points the step needed that the image lacked are removed from its upper dir afterwards
 (`forget_mountpoints`), so a mount leaves no trace in the layer.
@@ -80,11 +83,6 @@ def parse_mount(text: str, workdir: str) -> MountRequest:
     kind = fields.pop("type", "bind")
     if kind not in MOUNT_TYPES:
         raise MountError(f'--mount type "{kind}" is unknown; use one of {", ".join(MOUNT_TYPES)}')
-    if kind == "ssh":
-        raise MountError(
-            "--mount=type=ssh is not supported: carte build does not forward an SSH agent; "
-            "fetch over HTTPS or pass a key with --mount=type=secret"
-        )
     unknown = sorted(set(fields) - _KEYS[kind])
     if unknown:
         allowed = ", ".join(sorted(_KEYS[kind]))
@@ -97,6 +95,8 @@ def parse_mount(text: str, workdir: str) -> MountRequest:
         identifier = identifier or posixpath.basename(target)
         if not target and not fields.get("env"):
             target = "/run/secrets/" + identifier
+    elif kind == "ssh":
+        identifier = identifier or "default"
     elif not target:
         raise MountError(f"--mount type={kind} needs target=PATH")
     if target:

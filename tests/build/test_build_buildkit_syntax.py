@@ -1,11 +1,13 @@
 """BuildKit syntax users copy from the docs, built for real: RUN --mount (cache, bind, tmpfs,
 secret; several per RUN), `carte build --secret`, heredoc names with dots, FROM --platform and
-the automatic platform ARGs, COPY --parents/--exclude, ADD --checksum, ADD of a git URL."""
+the automatic platform ARGs, COPY --parents/--exclude, ADD --checksum, ADD of a git URL,
+RUN --mount=type=ssh with `carte build --ssh`."""
 
 from __future__ import annotations
 
 import hashlib
 import http.server
+import socket
 import tarfile
 import threading
 from pathlib import Path
@@ -122,7 +124,10 @@ def test_bad_mounts_and_secrets_name_the_line(build_daemon: Daemon, tmp_path: Pa
             'Dockerfile:2: RUN: secret "api" is required but was not given; pass it with '
             "carte build --secret id=api,src=FILE"
         ),
-        "RUN --mount=type=ssh true": "Dockerfile:2: RUN: --mount=type=ssh is not supported",
+        "RUN --mount=type=ssh,required=true true": (
+            'Dockerfile:2: RUN: SSH agent "default" is required but was not given; pass it '
+            "with carte build --ssh default[=SOCKET]"
+        ),
         "RUN --mount=type=volume,target=/x true": 'Dockerfile:2: RUN: --mount type "volume"',
         "RUN --mount=type=cache true": "Dockerfile:2: RUN: --mount type=cache needs target=",
         "RUN --mount=type=bind,source=nothere,target=/x true": (
@@ -243,4 +248,51 @@ def test_add_checksum_verifies_the_download(build_daemon: Daemon, tmp_path: Path
         server.server_close()
     assert failed.returncode != 0
     assert f"Dockerfile:2: ADD: {url} has checksum {digest}, not the {wrong}" in failed.stderr
+    assert leftovers(build_daemon) == []
+
+
+def test_ssh_mount_binds_the_agent_socket(build_daemon: Daemon, tmp_path: Path) -> None:
+    """The "agent" is a unix socket the test listens on (busybox has no client to talk to it,
+    so the step checks the socket and SSH_AUTH_SOCK); it leaves no trace in the layer."""
+    agent_path = tmp_path / "agent.sock"
+    agent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    agent.bind(str(agent_path))
+    agent.listen()
+    try:
+        context = write(
+            tmp_path / "ctx",
+            {
+                "Dockerfile": (
+                    "FROM busybox\n"
+                    'RUN --mount=type=ssh test -S "$SSH_AUTH_SOCK" && echo $SSH_AUTH_SOCK > /sock\n'
+                    "RUN --mount=type=ssh,id=other,target=/agent"
+                    " test -S /agent && echo ok > /other\n"
+                )
+            },
+        )
+        result = build(
+            build_daemon,
+            context,
+            "-t",
+            "ssh:1",
+            "--ssh",
+            "default",
+            "--ssh",
+            f"other={agent_path}",
+            env={"SSH_AUTH_SOCK": str(agent_path)},
+        )
+        assert result.returncode == 0, result.stderr
+        assert read_file(build_daemon, "ssh:1", "/sock") == b"/run/buildkit/ssh_agent.0\n"
+        assert read_file(build_daemon, "ssh:1", "/other") == b"ok\n"
+        assert read_file(build_daemon, "ssh:1", "/run/buildkit") is None
+        assert read_file(build_daemon, "ssh:1", "/agent") is None
+        not_socket = tmp_path / "plain"
+        not_socket.write_text("x")
+        failed = build(build_daemon, context, "--no-cache", "--ssh", f"default={not_socket}")
+        assert failed.returncode != 0
+        assert f'Dockerfile:2: RUN: SSH agent "default": {not_socket} is not a socket' in (
+            failed.stderr
+        )
+    finally:
+        agent.close()
     assert leftovers(build_daemon) == []

@@ -54,6 +54,13 @@ def _build(parser: argparse.ArgumentParser) -> None:
         metavar="id=ID,src=FILE|env=VAR",
         help="a secret for RUN --mount=type=secret (never stored in the image)",
     )
+    parser.add_argument(
+        "--ssh",
+        action="append",
+        default=[],
+        metavar="ID[=SOCKET]",
+        help="an SSH agent socket for RUN --mount=type=ssh (default: $SSH_AUTH_SOCK)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
 
 
@@ -173,15 +180,41 @@ def _secrets(values: list[str]) -> dict[str, str]:
     return secrets
 
 
+def _agents(values: list[str]) -> dict[str, str]:
+    """`--ssh ID[=SOCKET]` values: agent sockets by id (the daemon binds them, so the client
+    and the daemon must share the host)."""
+    agents: dict[str, str] = {}
+    for value in values:
+        identifier, equals, path = value.partition("=")
+        if not identifier:
+            raise UsageError(f'--ssh "{value}" needs an id, e.g. --ssh default')
+        if not equals:
+            path = os.environ.get("SSH_AUTH_SOCK", "")
+            if not path:
+                raise UsageError(
+                    f"--ssh {identifier}: SSH_AUTH_SOCK is not set; start ssh-agent or give "
+                    f"--ssh {identifier}=SOCKET"
+                )
+        agents[identifier] = os.path.abspath(path)
+    return agents
+
+
 def _upload(
     context: str | None,
     entries: list[list[Any]],
     needed: list[int],
     text: str,
     secrets: dict[str, str] | None = None,
+    agents: dict[str, str] | None = None,
 ) -> bytes:
     """The upload body: a JSON line, then the needed files' bytes in that order."""
-    header = {"entries": entries, "sent": needed, "dockerfile": text, "secrets": secrets or {}}
+    header = {
+        "entries": entries,
+        "sent": needed,
+        "dockerfile": text,
+        "secrets": secrets or {},
+        "ssh": agents or {},
+    }
     parts = [json.dumps(header).encode(), b"\n"]
     for index in needed:
         relative, size = entries[index][0], entries[index][5]
@@ -202,6 +235,7 @@ def build(session: Session) -> int:
     name, text = _dockerfile(context, args.file)
     build_args = _pairs(args.build_arg, "--build-arg", from_env=True)
     secrets = _secrets(args.secret)
+    agents = _agents(args.ssh)
     epoch_text = build_args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH", "")
     options = {
         "tags": args.tag,
@@ -225,7 +259,7 @@ def build(session: Session) -> int:
         entries = _listing(context)
         key = quote(str(options["context_key"]))
         needed = session.client.post_json(f"/v1/build/context?key={key}", entries)["needed"]
-    body = _upload(context, entries, needed, text, secrets)
+    body = _upload(context, entries, needed, text, secrets, agents)
 
     path = "/v1/build?options=" + quote(json.dumps(options))
     response = session.client.open("POST", path, body)

@@ -35,13 +35,13 @@ from carte.handlers.images._build_routes import BUILD_ROUTES
 from carte.image import ImageStore, Registry, StoredImage, collect_garbage, parse_reference
 
 if TYPE_CHECKING:
-    from carte.build import Attached, BuildOptions
+    from carte.build import Attached, BuildInputs, BuildOptions
 from carte.runtime.shim.client import interpreter_command
 
 MAX_PARALLEL_BUILDS = 2
 
 
-def build_options(request: BuildRequest, secrets: dict[str, bytes] | None = None) -> BuildOptions:
+def build_options(request: BuildRequest, inputs: BuildInputs | None = None) -> BuildOptions:
     """The library's options from the wire request; raises `InvalidArgument` for bad values."""
     from carte.build import BuildOptions
 
@@ -61,7 +61,8 @@ def build_options(request: BuildRequest, secrets: dict[str, bytes] | None = None
         labels=dict(request.labels),
         network=request.network,
         source_date_epoch=request.source_date_epoch,
-        secrets=dict(secrets or {}),
+        secrets=dict(inputs.secrets) if inputs else {},
+        ssh=dict(inputs.ssh) if inputs else {},
     )
 
 
@@ -101,7 +102,7 @@ class BuildHandler(Handler):
         dockerfile_text: str,
         progress: Callable[[str], None],
         cancelled: threading.Event,
-        secrets: dict[str, bytes] | None = None,
+        inputs: BuildInputs | None = None,
     ) -> BuildResult:
         """Build in a worker thread and publish `ImageBuilt`.
 
@@ -112,7 +113,7 @@ class BuildHandler(Handler):
         # The builder is imported on first use: an idle daemon does not pay for it.
         from carte.build import BuildEnvironment, build
 
-        options = build_options(request, secrets)
+        options = build_options(request, inputs)
         store = ImageStore(self.ctx.root)
         environment = BuildEnvironment(
             store=store,
@@ -214,6 +215,8 @@ class BuildHandler(Handler):
 
     @on(BuildImage)
     async def build_image(self, command: BuildImage) -> BuildResult:
+        from carte.build import BuildInputs
+
         context = Path(command.context)
         if not await trio.to_thread.run_sync(context.is_dir):
             raise InvalidArgument(
@@ -228,7 +231,7 @@ class BuildHandler(Handler):
             text,
             lambda line: log.info("build: %s", line),
             threading.Event(),
-            secrets=dict(command.secrets),
+            BuildInputs(secrets=dict(command.secrets)),
         )
 
     @on(PruneBuildCache)

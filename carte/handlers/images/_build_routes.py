@@ -35,6 +35,7 @@ from carte.api.errors import CarteError, InvalidArgument
 from carte.api.images import BuildRequest
 from carte.api.system import ErrorBody, ErrorDetail
 from carte.build import (
+    BuildInputs,
     ContextEntry,
     ContextError,
     apply_upload,
@@ -156,7 +157,7 @@ def forget_old_sessions(contexts: Path, current: Path, busy: set[Path]) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _unpack(upload: Path, context: Path, options: BuildRequest) -> tuple[str, dict[str, bytes]]:
+def _unpack(upload: Path, context: Path, options: BuildRequest) -> tuple[str, BuildInputs]:
     """Bring the uploaded context into `context`; return the Dockerfile text and the secrets.
 
     Raises `InvalidArgument` for an unusable upload or Dockerfile."""
@@ -171,7 +172,7 @@ def _unpack(upload: Path, context: Path, options: BuildRequest) -> tuple[str, di
             raise InvalidArgument(f"cannot store the build context: {error}") from None
     archive.unlink()
     try:
-        secrets = header.secret_values()
+        secrets = header.inputs()
     except ContextError as error:
         raise InvalidArgument(str(error)) from None
     if header.dockerfile:
