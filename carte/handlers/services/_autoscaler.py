@@ -8,18 +8,22 @@ one yet and replicas not ready are counted as the HPA counts them (`autoscale_ru
 evaluation is published as an `AutoscaleDecision` with its inputs; a changed count is sent
 as `ScaleService` to the stacks handler. A replica whose stats cannot be read counts as one
 without a sample in that evaluation; a service with nothing measurable keeps its count. A
-failed `ScaleService` is logged and tried again at the next period. Cancellation stops the loop between evaluations or mid-request.
+failed `ScaleService` is logged and tried again at the next period. Cancellation stops the
+loop between evaluations or mid-request.
 """
 
 from __future__ import annotations
 
+import msgspec
 import trio
 
 from carte.api.errors import CarteError
 from carte.api.events import (
     AutoscaleDecision,
     GetContainerStats,
+    InspectService,
     ListReplicas,
+    ListServices,
     ScaleService,
     ServiceRemoved,
     ServiceUpdated,
@@ -28,6 +32,8 @@ from carte.api.events import (
 from carte.engine import Handler, HandlerContext, on
 from carte.handlers.services._autoscale_rule import Metric, Stabilizer, recommend
 from carte.handlers.services._options import AutoscalerOptions
+from carte.stack import resources
+from carte.stack.model import Service
 
 
 class AutoscalerHandler(Handler):
@@ -46,15 +52,56 @@ class AutoscalerHandler(Handler):
         """container id -> (time, cgroup CPU ns) at the previous evaluation."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Evaluate every autoscaled service each period until cancelled."""
+        """Evaluate every autoscaled service each period until cancelled. Each period first
+        asks the stacks handler which services autoscale (`_resync`), so a restarted handler
+        (which gets no backlog of facts) or a missed fact never stops the loop; a failing
+        evaluation of one service is logged and the others go on."""
         task_status.started()
         while True:
             await trio.sleep(self.ctx.options.sync_period)
+            try:
+                await self._resync()
+            except CarteError as error:
+                self.ctx.log.warning("autoscaler: services not listed: %s", error.message)
             for key, service in list(self._services.items()):
                 try:
                     await self._evaluate(key, service)
                 except CarteError as error:
                     self.ctx.log.warning("autoscaling %s: %s", key, error.message)
+
+    async def _resync(self) -> None:
+        """Adopt the autoscaled services no `ServiceUpdated` told of, with their stored spec
+        (`InspectService`), and take each one's desired count from the stacks handler."""
+        listed = await self.ctx.bus.request(ListServices())
+        for summary in listed:
+            key = f"{summary.stack}_{summary.name}"
+            known = self._services.get(key)
+            if summary.autoscale is None:
+                continue
+            if known is None:
+                details = await self.ctx.bus.request(
+                    InspectService(stack=summary.stack, service=summary.name)
+                )
+                try:
+                    spec = msgspec.convert(details.spec, Service)
+                except msgspec.ValidationError as error:
+                    self.ctx.log.warning("autoscaling %s: stored spec unreadable: %s", key, error)
+                    continue
+                known = ServiceUpdated(
+                    id=key,
+                    stack=summary.stack,
+                    service=summary.name,
+                    revision=summary.revision,
+                    replicas=summary.desired,
+                    image=summary.image,
+                    network="",  # not used here: the services handler owns addresses
+                    resources=resources(spec),
+                    autoscale=summary.autoscale,
+                )
+                self.ctx.log.info("autoscaling %s: adopted from the stacks handler", key)
+                await self.service_updated(known)
+            elif known.replicas != summary.desired:
+                self._services[key] = msgspec.structs.replace(known, replicas=summary.desired)
 
     @on(ServiceUpdated)
     async def service_updated(self, fact: ServiceUpdated) -> None:
@@ -83,7 +130,9 @@ class AutoscalerHandler(Handler):
 
     async def _evaluate(self, key: str, service: ServiceUpdated) -> None:
         spec = service.autoscale
-        assert spec is not None
+        stabilizer = self._stabilizers.get(key)
+        if spec is None or stabilizer is None:
+            return  # removed while another service was evaluated
         rows = await self.ctx.bus.request(
             ListReplicas(stack=service.stack, service=service.service)
         )
@@ -133,7 +182,7 @@ class AutoscalerHandler(Handler):
                 )
         tolerance = self.ctx.options.tolerance
         recommended = recommend(current, metrics, tolerance) if metrics else current
-        desired = self._stabilizers[key].decide(now, current, recommended, spec.min, spec.max)
+        desired = stabilizer.decide(now, current, recommended, spec.min, spec.max)
         reason = _reason(current, desired, recommended, bool(metrics))
         await self.ctx.bus.publish(
             AutoscaleDecision(
