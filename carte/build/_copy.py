@@ -51,9 +51,13 @@ class Excludes:
     def excluded(self, path: str, base: str = "/") -> bool:
         """Whether the view path `path` (absolute) is left out; `base` is the copied source."""
         relative = path.strip("/")
-        candidates = {relative}
+        roots = [relative]
         if base.strip("/") and relative.startswith(base.strip("/") + "/"):
-            candidates.add(relative[len(base.strip("/")) + 1 :])
+            roots.append(relative[len(base.strip("/")) + 1 :])
+        candidates = set()
+        for root in roots:  # the path and each of its parents
+            parts = root.split("/")
+            candidates.update("/".join(parts[: end + 1]) for end in range(len(parts)))
         return any(regex.fullmatch(c) for regex in self._regexes for c in candidates)
 
 
