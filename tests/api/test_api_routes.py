@@ -31,7 +31,7 @@ def raw_exchange(path: Path, head: bytes, body_chunks: int = 0, chunk: bytes = b
     """Send a request head and then `body_chunks` x `chunk` from a thread while reading the
     answer until the daemon closes the connection; the sender stops when it cannot write."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(30)
+    sock.settimeout(120)
     sock.connect(str(path))
     sock.sendall(head)
 
@@ -52,7 +52,7 @@ def raw_exchange(path: Path, head: bytes, body_chunks: int = 0, chunk: bytes = b
         pass
     finally:
         sock.close()
-        sender.join(30)
+        sender.join(120)
     return bytes(answer)
 
 
@@ -121,6 +121,42 @@ def test_upload_cap_is_its_own_and_configurable(daemons: DaemonFactory) -> None:
     # under the upload cap but over the command cap: it reaches the route (not a tar: 400)
     small = daemon.request("POST", "/v1/images/load", raw=b"\0" * (MiB + 10))
     assert small.status == 400, small.body
+    assert not any((daemon.root / "load-uploads").iterdir())
+
+
+def test_an_upload_is_read_at_the_pace_it_is_written(daemons: DaemonFactory) -> None:
+    """250 MB sent to the load route (not an archive: 400 once stored) never sits in the
+    daemon's memory: its resident size grows by far less than the upload."""
+    daemon = daemons()
+    assert daemon.process is not None
+    pid = daemon.process.pid
+    before = rss_bytes(pid)
+    peak = [before]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_bytes(pid))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(120)
+            sock.connect(str(daemon.socket))
+            head = b"POST /v1/images/load HTTP/1.1\r\nHost: carte\r\nContent-Length: %d\r\n\r\n"
+            sock.sendall(head % (250 * MiB))
+            chunk = b"\0" * MiB
+            for _ in range(250):
+                sock.sendall(chunk)
+            answer = sock.recv(65536)
+    finally:
+        done.set()
+        watcher.join()
+    status, _ = status_and_body(answer)
+    assert status == 400
+    assert peak[0] - before < 100 * MiB, f"grew by {(peak[0] - before) >> 20} MiB"
     assert not any((daemon.root / "load-uploads").iterdir())
 
 

@@ -36,6 +36,7 @@ from carte.api.system import ErrorBody, ErrorDetail, HandlerInfo, Info, Version
 from carte.engine import HandlerContext
 from carte.engine.handler import Route as HandlerRoute
 from carte.engine.log import describe_error, traceback_text
+from carte.handlers.http._bodies import PacedConnection, PacedRequest
 from carte.handlers.http._events import EventQuery, stream_events
 from carte.handlers.http._openapi import Route, command_types, openapi_document
 from carte.handlers.http._options import ApiOptions
@@ -59,6 +60,8 @@ def build_app(
 ) -> QuartTrio:
     """Build the application; it holds no task of its own (hypercorn owns the connections)."""
     app = QuartTrio("carte", static_folder=None)
+    app.request_class = PacedRequest  # uploads are read at the pace the route writes them
+    app.asgi_http_class = PacedConnection
     app.config["MAX_CONTENT_LENGTH"] = None  # per route, in front of the app (`BodyLimits`)
     app.config["RESPONSE_TIMEOUT"] = options.response_timeout
     log = ctx.log
