@@ -12,6 +12,11 @@ On failure (a bad instruction, a failing RUN, a missing base image) a `CarteErro
 Dockerfile line; no image is recorded and every scratch directory is removed. Layers of steps
 that succeeded stay as build cache, as Docker keeps them. Cancellation (the `cancelled`
 callback turning true) stops the build at its next step and kills a running RUN container.
+
+A RUN step's `--mount`s are `build_mounts`; its network (`--network default|none|host`, the
+default a namespace the caller's `attach` plugs into the NAT'd default bridge) is
+`build_network`. Secrets and SSH agents (`BuildOptions.secrets`/`ssh`) are used only for the
+step that mounts them: never in a layer, the cache key or the history.
 """
 
 from __future__ import annotations

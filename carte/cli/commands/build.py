@@ -46,7 +46,12 @@ def _build(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pull", action="store_true", help="always pull the base images")
     parser.add_argument("--label", action="append", default=[], metavar="K=V")
     parser.add_argument("--progress", choices=("auto", "plain", "quiet"), default="auto")
-    parser.add_argument("--network", choices=("none", "host", "default"), default="default")
+    parser.add_argument(
+        "--network",
+        choices=("none", "host", "default"),
+        default="default",
+        help="RUN steps' network: default = the NAT'd default bridge with DNS",
+    )
     parser.add_argument(
         "--secret",
         action="append",
