@@ -54,7 +54,7 @@ class Excludes:
         roots = [relative]
         if base.strip("/") and relative.startswith(base.strip("/") + "/"):
             roots.append(relative[len(base.strip("/")) + 1 :])
-        candidates = set()
+        candidates: set[str] = set()
         for root in roots:  # the path and each of its parents
             parts = root.split("/")
             candidates.update("/".join(parts[: end + 1]) for end in range(len(parts)))
