@@ -21,6 +21,7 @@ rewritten when a VIP changes or the replica turns ready.
 
 from __future__ import annotations
 
+from functools import partial
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -71,6 +72,9 @@ class ServicesHandler(Handler):
         """Replicas balanced to from the store's ready set, not confirmed ready since start."""
         self._lock = trio.Lock()
         self._limiter = trio.CapacityLimiter(1)
+        self._nursery: trio.Nursery | None = None
+        """Forgetting flows runs here, beside the facts (a dump can take a second or two)."""
+        self._flows_limiter = trio.CapacityLimiter(1)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Rebuild VIPs and ready sets from the store and the stacks handler, then idle.
@@ -103,10 +107,12 @@ class ServicesHandler(Handler):
             await self._rebuild(list(self._vips))
         for stack in {r.stack for r in self._vips.values()}:
             await self._write_hosts(stack)
-        task_status.started()
-        if self._provisional:
-            await self._expire_provisional()
-        await trio.sleep_forever()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            if self._provisional:
+                await self._expire_provisional()
+            await trio.sleep_forever()
 
     async def _expire_provisional(self) -> None:
         """Stop balancing to replicas not confirmed ready within `_PROVISIONAL` s of start."""
@@ -181,7 +187,7 @@ class ServicesHandler(Handler):
             record = self._vips.get(key)
             if record is not None:
                 self._left[fact.container_id] = (record.bridge, address)
-                await self._forget_flows(record.bridge, address, gone=False)
+                self._forget_flows(record.bridge, address, gone=False)
 
     @on(ContainerExited)
     @on(ContainerRemoved)
@@ -198,11 +204,15 @@ class ServicesHandler(Handler):
         if changed:
             await self._rebuild(changed)
         if left is not None:
-            await self._forget_flows(*left, gone=True)
+            self._forget_flows(*left, gone=True)
 
-    async def _forget_flows(self, bridge: str, address: IPv4Address, *, gone: bool) -> None:
-        """Forget conntrack entries of flows to a backend that left (see conntrack.py), and its
-        neighbour entry when it is gone."""
+    def _forget_flows(self, bridge: str, address: IPv4Address, *, gone: bool) -> None:
+        """Forget, in the background, conntrack entries of flows to a backend that left (see
+        conntrack.py), and its neighbour entry when it is gone."""
+        if self._nursery is not None:
+            self._nursery.start_soon(partial(self._forget_flows_now, bridge, address, gone=gone))
+
+    async def _forget_flows_now(self, bridge: str, address: IPv4Address, *, gone: bool) -> None:
 
         def forget() -> int:
             count = conntrack.forget_backend(address, established=gone)
@@ -211,7 +221,7 @@ class ServicesHandler(Handler):
             return count
 
         try:
-            count = await trio.to_thread.run_sync(forget, limiter=self._limiter)
+            count = await trio.to_thread.run_sync(forget, limiter=self._flows_limiter)
         except CarteError as error:
             self.ctx.log.warning("flows to %s not forgotten: %s", address, error.message)
             return
