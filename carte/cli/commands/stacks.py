@@ -16,7 +16,10 @@ from carte.cli.commands.services import service_update, show_placements, update_
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 _DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 _ROLLOUT_END = ("completed", "rolled_back", "failed", "paused", "idle")
@@ -322,7 +325,12 @@ def rollout_status(session: Session) -> int:
     deadline = time.monotonic() + session.args.timeout
     said = ""
     while True:
-        rollout = session.command("GetRollout", stack=stack, service=name)
+        try:
+            rollout = _within(
+                deadline, lambda: session.command("GetRollout", stack=stack, service=name)
+            )
+        except TimeoutError:
+            return fail(f"rollout of {stack}_{name} not done after {session.args.timeout:g} s")
         state = rollout["state"]
         line = (
             f"{stack}_{name}: revision {rollout['revision']} {state}, "
@@ -337,9 +345,31 @@ def rollout_status(session: Session) -> int:
             if session.output.json:
                 session.output.data(rollout)
             return 0 if state in ("completed", "idle") else 1
-        if time.monotonic() > deadline:
+        if time.monotonic() + 0.25 > deadline:
             return fail(f"rollout of {stack}_{name} still {state} after {session.args.timeout:g} s")
         time.sleep(0.25)
+
+
+def _within(deadline: float, call: Callable[[], T]) -> T:
+    """`call()`, interrupted with TimeoutError at the monotonic `deadline` (a request to a
+    busy daemon must not carry `rollout status` past its --timeout)."""
+    import signal
+    import time
+
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+
+    def expired(_signum: int, _frame: object) -> None:
+        raise TimeoutError
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, left)
+    try:
+        return call()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def rollout_history(session: Session) -> int:

@@ -53,6 +53,9 @@ _POLL = 5.0
 _DRAIN = 0.5
 # How long a replica without a readiness probe or healthcheck must stay up to count as started.
 _NO_PROBE_GRACE = 30.0
+# The shortest readiness deadline of a rolling update's new replica, counted from its start:
+# a replica that takes 22 s to turn healthy on two busy cores is slow, not failed.
+READY_FLOOR = 60.0
 
 
 class RolloutFailed(Exception):
@@ -191,16 +194,26 @@ class Converger:
             for number in numbers[:missing]:
                 await self.create_replica(record, record.spec, record.revision, number)
         elif missing < 0:
-            for row in sorted(current, key=replica_number)[missing:]:
-                await self.retire(row.id, "scaled down")
+            await self.retire_all(
+                [row.id for row in sorted(current, key=replica_number)[missing:]], "scaled down"
+            )
         rollout = record.rollout
         if not old and rollout is not None and rollout.state in ("progressing", "rolling_back"):
-            # nothing of another revision left (a rollback to replicas that still run)
-            final = "rolled_back" if rollout.state == "rolling_back" else "completed"
-            count = len(await self.rows(record.stack, record.name))
-            await self.save_rollout(
-                record, msgspec.structs.replace(rollout, state=final, updated=count)
-            )
+            # nothing of another revision left: done once the desired count runs and is ready
+            rows = await self.rows(record.stack, record.name)
+            ready = [
+                r
+                for r in rows
+                if r.state == "running"
+                and revision_of(r) == record.revision
+                and (tracked := self.replicas.get(r.id)) is not None
+                and tracked.ready
+            ]
+            if missing <= 0 and len(ready) >= record.replicas:
+                final = "rolled_back" if rollout.state == "rolling_back" else "completed"
+                await self.save_rollout(
+                    record, msgspec.structs.replace(rollout, state=final, updated=len(ready))
+                )
         return False
 
     def _attempts_spent(self, record: ServiceRecord) -> bool:
@@ -311,6 +324,7 @@ class Converger:
         replica.ready = ready
         if ready and not was:
             replica.ready_once.set()
+            self.kick(replica.stack, replica.service)
             await self.ctx.bus.publish(
                 ReplicaReady(
                     id=replica.container_id,
@@ -367,6 +381,24 @@ class Converger:
         except (NotFound, Conflict):
             pass
         await self._remove(container_id)
+
+    async def retire_all(self, container_ids: list[str], reason: str) -> None:
+        """`retire` several replicas side by side: each waits out its own stop signal and
+        grace period, so a batch takes one grace period, not one per replica. Every stop is
+        tried; the first `CarteError` is raised after all of them ended."""
+        errors: list[CarteError] = []
+
+        async def retire_one(container_id: str) -> None:
+            try:
+                await self.retire(container_id, reason)
+            except CarteError as error:
+                errors.append(error)
+
+        async with trio.open_nursery() as nursery:
+            for container_id in container_ids:
+                nursery.start_soon(retire_one, container_id)
+        if errors:
+            raise errors[0]
 
     async def _remove(self, container_id: str) -> None:
         try:
@@ -485,13 +517,12 @@ class Converger:
             room = max(record.replicas - len(current), 0)
             numbers = [replica_number(r) for r in batch][:room]
             try:
+                replaced = [row.id for row in batch]
                 if config.order == "start-first":
                     await self._start_batch(record, numbers, config, current)
-                    for row in batch:
-                        await self.retire(row.id, "replaced by a new revision")
+                    await self.retire_all(replaced, "replaced by a new revision")
                 else:
-                    for row in batch:
-                        await self.retire(row.id, "replaced by a new revision")
+                    await self.retire_all(replaced, "replaced by a new revision")
                     await self._start_batch(record, numbers, config, current)
             except RolloutFailed as error:
                 failures += len(batch)
@@ -506,11 +537,10 @@ class Converger:
             await self.save_rollout(record, rollout)
             if old:
                 await trio.sleep(normalize.seconds(config.delay))
-        final = "rolled_back" if rolling_back else "completed"
-        message = rollout.message if rolling_back else ""
-        await self.save_rollout(
-            record, msgspec.structs.replace(rollout, state=final, message=message)
-        )
+        # completed (or rolled_back) is written by `converge` once the desired count of this
+        # revision runs and is ready: a batch cut short by `room` or a failure let through by
+        # max_failure_ratio leaves replicas still to create
+        self.kick(record.stack, record.name)
 
     async def _start_batch(
         self,
@@ -522,15 +552,17 @@ class Converger:
         """Start replicas `numbers` of the record's revision; each must become ready and stay
         ready (and running) for the monitor window, else `RolloutFailed` (new ones removed)."""
         started: list[Replica] = []
+        since: dict[str, float] = {}
+        monitor = normalize.seconds(config.monitor)
+        deadline = readiness_deadline(record.spec, monitor)
         try:
             for number in numbers:
-                started.append(
-                    await self.create_replica(record, record.spec, record.revision, number)
-                )
-            deadline = _readiness_deadline(record.spec)
+                replica = await self.create_replica(record, record.spec, record.revision, number)
+                started.append(replica)
+                since[replica.container_id] = trio.current_time()
             for replica in started:
-                await _wait_ready(replica, deadline)
-            monitor = normalize.seconds(config.monitor)
+                left = since[replica.container_id] + deadline - trio.current_time()
+                await _wait_ready(replica, left, deadline)
             with trio.move_on_after(monitor):
                 async with trio.open_nursery() as watch:
                     for replica in started:
@@ -590,20 +622,25 @@ def _restart_policy(record: ServiceRecord) -> tuple[str, int]:
     return policy.condition, policy.max_attempts
 
 
-def _readiness_deadline(spec: Service) -> float:
+def readiness_deadline(spec: Service, monitor: float) -> float:
+    """Seconds a new replica of a rolling update has, from its start, to become ready: the
+    longest of its probe's own budget (x-carte.readiness: initialDelaySeconds + (success +
+    failure thresholds) x (period + timeout); or the healthcheck's start_period + (retries
+    + 1) x interval), `update_config.monitor`, and `READY_FLOOR` for a loaded machine."""
     probe = spec.x_carte.readiness
+    budget = _NO_PROBE_GRACE
     if probe is not None:
         rounds = probe.successThreshold + probe.failureThreshold
-        return probe.initialDelaySeconds + rounds * (probe.periodSeconds + probe.timeoutSeconds)
-    check = spec.healthcheck
-    if check is not None and not check.disable:
+        budget = probe.initialDelaySeconds + rounds * (probe.periodSeconds + probe.timeoutSeconds)
+    elif spec.healthcheck is not None and not spec.healthcheck.disable:
+        check = spec.healthcheck
         interval = normalize.seconds(check.interval)
-        return normalize.seconds(check.start_period) + interval * (check.retries + 1) + 5
-    return _NO_PROBE_GRACE
+        budget = normalize.seconds(check.start_period) + interval * (check.retries + 1) + 5
+    return max(budget, monitor, READY_FLOOR)
 
 
-async def _wait_ready(replica: Replica, deadline: float) -> None:
-    with trio.move_on_after(deadline):
+async def _wait_ready(replica: Replica, left: float, deadline: float) -> None:
+    with trio.move_on_after(max(left, 0.0)):
         async with trio.open_nursery() as race:
 
             async def ready() -> None:
@@ -617,7 +654,10 @@ async def _wait_ready(replica: Replica, deadline: float) -> None:
             race.start_soon(ready)
             race.start_soon(failed)
     if not replica.ready:
-        why = replica.reason or f"not ready within {math.ceil(deadline)} s"
+        why = replica.reason or (
+            f"not ready within {math.ceil(deadline)} s of its start (give it longer with "
+            "deploy.update_config.monitor)"
+        )
         raise RolloutFailed(why)
 
 
