@@ -20,6 +20,7 @@ back, its first line is a full resync, and whatever is no longer assigned is sto
 from __future__ import annotations
 
 import json
+import secrets
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from carte.api.events import (
     CreateContainer,
     CreateNetwork,
     GetClusterStatus,
+    ImageLoaded,
     InspectImage,
     InspectNetwork,
     ListContainers,
@@ -55,6 +57,8 @@ from carte.engine.store import Change, Resync, follow
 from carte.handlers.cluster import _https
 from carte.handlers.cluster._assignments import ASSIGNMENTS, PING, write_statuses
 from carte.handlers.cluster._settings import split_address
+from carte.image.archive import load
+from carte.image.store import ImageStore
 
 PERIOD = 2.0
 """Seconds between convergence passes when nothing wakes the agent."""
@@ -62,6 +66,11 @@ ASSIGNMENT_REVISION_LABEL = "com.carte.cluster.revision"
 _LOCAL_NETWORKS = frozenset({"", "default", "bridge", "host", "none"})
 _MAX_BACKOFF = 30.0
 _CONCURRENT_STARTS = 4
+_CONNECT = 1.0
+"""Seconds a connection attempt to the control plane may take (a SYN lost to a partition
+is not waited for: the next attempt goes through once it heals)."""
+_RECONNECT = 1.0
+"""Longest pause between attempts to reopen the assignment stream."""
 
 
 _Report = Callable[[list[ReplicaStatus]], Awaitable[None]]
@@ -95,6 +104,9 @@ class AgentHandler(Handler):
         self._reported: dict[str, ReplicaStatus] = {}
         self._failures: dict[str, tuple[int, float, str]] = {}
         """name -> (failures in a row, when to try again, last error)."""
+        self._link: _Link | None = None
+        """A worker's line to its control plane (None on a control plane)."""
+        self._image_locks: dict[str, trio.Lock] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Follow the role: idle without a cluster, else link and converge."""
@@ -126,11 +138,13 @@ class AgentHandler(Handler):
         send, receive = trio.open_memory_channel[_Update](64)
         async with trio.open_nursery() as nursery:
             if configured.role == "control":
+                self._link = None
                 nursery.start_soon(self._from_store, send)
                 report = self._report_to_store
             else:
                 status = await self.ctx.bus.request(GetClusterStatus())
                 link = _Link(status.server, configured.certs, self.node)
+                self._link = link
                 nursery.start_soon(self._from_control_plane, link, send)
                 report = link.report
             nursery.start_soon(self._apply_updates, receive)
@@ -172,7 +186,7 @@ class AgentHandler(Handler):
                     )
                 failing = str(error)
             await trio.sleep(delay)
-            delay = min(delay * 2, PERIOD)
+            delay = min(delay * 2, _RECONNECT)
 
     async def _apply_updates(self, receive: trio.MemoryReceiveChannel[_Update]) -> None:
         async for update in receive:
@@ -295,17 +309,54 @@ class AgentHandler(Handler):
         self._failures[name] = (failures + 1, trio.current_time() + delay, error)
 
     async def _ensure_image(self, image: str) -> None:
-        try:
-            await self.ctx.bus.request(InspectImage(ref=image))
-        except NotFound:
+        """The image here: fetched from the control plane (built or imported there), else
+        pulled from its registry. One fetch per image at a time."""
+        lock = self._image_locks.setdefault(image, trio.Lock())
+        async with lock:
+            try:
+                await self.ctx.bus.request(InspectImage(ref=image))
+                return
+            except NotFound:
+                pass
+            if self._link is not None:
+                try:
+                    await self._fetch_image(self._link, image)
+                    return
+                except NotFound:
+                    pass  # not on the control plane either: a registry's
+                except (Unavailable, Refused, Conflict) as error:
+                    self.ctx.log.warning(
+                        "image not fetched from the control plane; pulling it",
+                        extra={"image": image, "error": error},
+                    )
             self.ctx.log.info("pulling image for a replica", extra={"image": image})
             try:
                 await self.ctx.bus.request(PullImage(reference=image))
             except CarteError as error:
                 raise NotFound(
-                    f'image "{image}" is not on node {self.node} and could not be pulled '
-                    f"({error.message}); push it to a registry the nodes reach"
+                    f'image "{image}" is not on node {self.node} nor on the control plane, '
+                    f"and could not be pulled ({error.message}); push it to a registry the "
+                    "nodes reach"
                 ) from None
+
+    async def _fetch_image(self, link: _Link, image: str) -> None:
+        """Download the image's archive from the control plane and load it here."""
+        scratch = self.ctx.run_root / "cluster-images"
+        await trio.to_thread.run_sync(lambda: scratch.mkdir(parents=True, exist_ok=True))
+        archive = scratch / f"fetch-{secrets.token_hex(6)}.tar"
+        try:
+            started = trio.current_time()
+            await link.download(f"/v1/cluster/image?name={quote(image)}", archive)
+            loaded = await trio.to_thread.run_sync(load, ImageStore(self.ctx.root), archive)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(lambda: archive.unlink(missing_ok=True))
+        self.ctx.log.info(
+            "image fetched from the control plane",
+            extra={"image": image, "seconds": round(trio.current_time() - started, 2)},
+        )
+        for stored in loaded:
+            await self.ctx.bus.publish(ImageLoaded(id=stored.id, names=list(stored.names)))
 
     async def _ensure_network(self, network: str, stack: str) -> None:
         if network in _LOCAL_NETWORKS or ":" in network:
@@ -406,25 +457,64 @@ class _Link:
                 self.host, self.port, self.context(), "POST", "/v1/cluster/status", body
             )
 
-    async def assignments(self) -> AsyncIterator[_Update]:
-        """The stream's updates until it breaks (Unavailable) or stays silent too long."""
-        where = f"tcp://{self.host}:{self.port}"
+    async def download(self, target: str, dest: Path) -> None:
+        """GET ``target`` into the file ``dest``; the server's error as a CarteError."""
+        with trio.fail_after(600):
+            tls = await self._open()
+            try:
+                connection = h11.Connection(h11.CLIENT)
+                await self._send_get(tls, connection, target)
+                status, error = 0, bytearray()
+                handle = await trio.open_file(dest, "wb")
+                async with handle:
+                    while True:
+                        event = connection.next_event()
+                        if event is h11.NEED_DATA:
+                            connection.receive_data(bytes(await tls.receive_some(1 << 16)))
+                        elif isinstance(event, h11.Response):
+                            status = event.status_code
+                        elif isinstance(event, h11.Data) and status >= 400:
+                            error += event.data
+                        elif isinstance(event, h11.Data):
+                            await handle.write(bytes(event.data))
+                        elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                            break
+                if status >= 400 or status == 0:
+                    raise _https._error(status or 502, bytes(error))
+            except (trio.BrokenResourceError, h11.RemoteProtocolError) as broken:
+                raise Unavailable(f"the download from {self.where} broke: {broken}") from None
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.aclose_forcefully(tls)
+
+    @property
+    def where(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+    async def _open(self) -> trio.SSLStream[trio.SocketStream]:
         try:
-            with trio.fail_after(3):  # short: a healed link is taken at the next try
+            with trio.fail_after(_CONNECT):  # short: a healed link is taken at the next try
                 stream = await trio.open_tcp_stream(self.host, self.port)
         except (OSError, trio.TooSlowError) as error:
-            raise Unavailable(f"cannot reach the control plane at {where}: {error}") from None
-        tls = trio.SSLStream(stream, self.context(), server_hostname=self.host)
+            raise Unavailable(f"cannot reach the control plane at {self.where}: {error}") from None
+        return trio.SSLStream(stream, self.context(), server_hostname=self.host)
+
+    async def _send_get(
+        self, tls: trio.SSLStream[trio.SocketStream], connection: h11.Connection, target: str
+    ) -> None:
+        headers = [("Host", self.host), ("Connection", "close")]
+        request = h11.Request(method="GET", target=target, headers=headers)
+        await tls.send_all(connection.send(request) + (connection.send(h11.EndOfMessage()) or b""))
+
+    async def assignments(self) -> AsyncIterator[_Update]:
+        """The stream's updates until it breaks (Unavailable) or stays silent too long."""
+        where = self.where
+        tls = await self._open()
         try:
             connection = h11.Connection(h11.CLIENT)
             target = f"/v1/cluster/assignments?node={quote(self.node)}"
-            request = h11.Request(
-                method="GET", target=target, headers=[("Host", self.host), ("Connection", "close")]
-            )
             try:
-                await tls.send_all(
-                    connection.send(request) + (connection.send(h11.EndOfMessage()) or b"")
-                )
+                await self._send_get(tls, connection, target)
                 status, body, pending = 0, [], b""
                 while True:
                     event = connection.next_event()

@@ -11,11 +11,16 @@ Routes (TCP, mutual TLS; a node certificate may only name its own node):
   resync whenever the store watch had to list again, and ``{"ping": true}`` every
   ``PING`` seconds so that both ends notice a dead link. Lives until the client leaves.
 * ``POST /v1/cluster/status`` — a list of `ReplicaStatus`; each is written if it changed.
+* ``GET /v1/cluster/image?name=REF`` — the image as an OCI archive, for a node that lacks an
+  image built or imported on the control plane (404 when it has none either).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -27,6 +32,8 @@ from carte.api.errors import InvalidArgument
 from carte.cluster.pki import Refused
 from carte.engine.handler import Route
 from carte.engine.store import Change, Resync, Store, follow
+from carte.image.archive import save
+from carte.image.store import ImageStore
 
 if TYPE_CHECKING:
     from carte.handlers.cluster._scheduler import SchedulerHandler
@@ -38,6 +45,7 @@ PENDING = "cluster/pending/"
 PING = 2.0
 """Seconds between keep-alive lines of an assignment stream (an agent gives up after 3)."""
 
+_CHUNK = 1 << 20
 _encoder = msgspec.json.Encoder()
 _statuses = msgspec.json.Decoder(list[ReplicaStatus])
 
@@ -134,9 +142,47 @@ def _same(a: ReplicaStatus, b: ReplicaStatus) -> bool:
     return msgspec.structs.replace(a, updated="") == msgspec.structs.replace(b, updated="")
 
 
+async def serve_image(handler: SchedulerHandler) -> Response:
+    name = request.args.get("name", "")
+    if not name:
+        raise InvalidArgument("GET /v1/cluster/image needs ?name=IMAGE")
+    handler.control_store()
+    scratch = handler.ctx.run_root / "cluster-images"
+    archive = await trio.to_thread.run_sync(_save_image, handler.ctx.root, name, scratch)
+    return Response(_file_chunks(archive), content_type="application/x-tar")
+
+
+def _save_image(root: Path, name: str, scratch: Path) -> Path:
+    """The image as an OCI archive in a file under ``scratch`` (ImageNotFound: none here)."""
+    store = ImageStore(root)
+    store.get(name)
+    scratch.mkdir(parents=True, exist_ok=True)
+    handle, path = tempfile.mkstemp(prefix="image-", suffix=".tar", dir=scratch)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            save(store, [name], out, "oci")
+    except BaseException:
+        os.unlink(path)
+        raise
+    return Path(path)
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    """``path``'s bytes, then the file is removed (also when the client leaves early)."""
+    try:
+        handle = await trio.open_file(path, "rb")
+        async with handle:
+            while chunk := await handle.read(_CHUNK):
+                yield chunk
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+
+
 SCHEDULER_ROUTES = (
     Route("GET", "/v1/cluster/assignments", serve_assignments, streams=True),
     Route("POST", "/v1/cluster/status", serve_status),
+    Route("GET", "/v1/cluster/image", serve_image, streams=True),
 )
 
 __all__ = [
