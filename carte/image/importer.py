@@ -20,9 +20,8 @@ from typing import BinaryIO
 from carte.api.errors import InvalidArgument
 from carte.image import oci
 from carte.image.compression import decompressed
-from carte.image.digest import chain_ids
 from carte.image.errors import InvalidImage
-from carte.image.layers import store_layer, unpack_layer
+from carte.image.layers import ingest_base_layer
 from carte.image.reference import parse_reference
 from carte.image.store import ImageStore, StoredImage
 
@@ -59,25 +58,26 @@ def import_rootfs(
 ) -> StoredImage:
     """Store `tar_path` (plain, gzip or zstd) as a one-layer image tagged `name`.
 
-    The layer is gzip-compressed with a fixed header, so the same tar always gives the same
-    layer digest. The layer is unpacked into the layer cache at once, so a hostile tar is
-    refused here (`UnsafeLayer` naming the entry) and no image is recorded; `changes` becomes
-    the image's container defaults (Cmd, Env, ...). Device nodes under /dev are left out of the
-    layer and `notice` (default: the daemon's log) gets one line naming them. Raises
-    `InvalidArgument` if the file cannot be read and `InvalidImage` if it is not a tar archive.
+    The tar is read once: each chunk is unpacked into the layer cache, hashed and written to
+    an uncompressed layer blob (a local layer, as `docker import` keeps it; the same tar always
+    gives the same digest). A hostile tar is refused here (`UnsafeLayer` naming the entry) and
+    nothing is recorded; `changes` becomes the image's container defaults (Cmd, Env, ...).
+    Device nodes under /dev are left out of the layer and `notice` (default: the daemon's log)
+    gets one line naming them. Raises `InvalidArgument` if the file cannot be read and
+    `InvalidImage` if it is not a tar archive.
     """
     names = (parse_reference(name).familiar,) if name else ()
     with store.writing():
         try:
             dropped = _device_nodes_under_dev(tar_path)
-            with open(tar_path, "rb") as source:
-                layer = store_layer(store, _copy_without(source, dropped), "gzip")
+            with open(tar_path, "rb") as source, decompressed(source) as stream:
+                layer = ingest_base_layer(
+                    store, _Without(stream, dropped), trusted=False, what=str(tar_path)
+                )
         except OSError as exc:
             raise InvalidArgument(f"cannot read {tar_path}: {exc.strerror or exc}") from None
         except EOFError:
             raise InvalidImage(f"{tar_path} ends early; it is truncated or corrupt") from None
-        chain_id = chain_ids([layer.diff_id])[0]
-        unpack_layer(store, layer.descriptor, layer.diff_id, chain_id, trusted=False)
         if dropped:
             (notice or log.warning)(_dropped_notice(tar_path, [name for _, _, name in dropped]))
         created = creation_time()
@@ -141,31 +141,32 @@ def _is_under_dev(name: str) -> bool:
     return len(parts) >= 2 and parts[0] == "dev"
 
 
-def _copy_without(source: BinaryIO, spans: list[_Span]) -> Callable[[BinaryIO], None]:
-    """A `write_tar` for `store_layer`: the (maybe compressed) tar, uncompressed, less `spans`."""
+class _Without:
+    """A reader of the uncompressed tar `stream` that leaves out the byte ranges `spans`."""
 
-    def write(out: BinaryIO) -> None:
-        with decompressed(source) as stream:
-            position = 0
-            for start, end, _ in spans:
-                _copy(stream, out, start - position)
-                _copy(stream, None, end - start)
-                position = end
-            while data := stream.read(_CHUNK):
-                out.write(data)
+    def __init__(self, stream: BinaryIO, spans: list[_Span]) -> None:
+        self._stream = stream
+        self._spans = [(start, end) for start, end, _ in spans]
+        self._position = 0  # in the source stream
 
-    return write
+    def read(self, size: int = -1) -> bytes:
+        while self._spans and self._position >= self._spans[0][0]:
+            _, end = self._spans.pop(0)
+            self._skip(end - self._position)
+        wanted = _CHUNK if size < 0 else size
+        if self._spans:
+            wanted = min(wanted, self._spans[0][0] - self._position)
+        data = self._stream.read(wanted)
+        self._position += len(data)
+        return data
 
-
-def _copy(stream: BinaryIO, out: BinaryIO | None, size: int) -> None:
-    """Move `size` bytes from `stream` to `out` (or drop them); raises EOFError if they end."""
-    while size > 0:
-        data = stream.read(min(_CHUNK, size))
-        if not data:
-            raise EOFError("the tar ends inside an entry")
-        if out is not None:
-            out.write(data)
-        size -= len(data)
+    def _skip(self, size: int) -> None:
+        while size > 0:
+            data = self._stream.read(min(_CHUNK, size))
+            if not data:
+                raise EOFError("the tar ends inside an entry")
+            self._position += len(data)
+            size -= len(data)
 
 
 def _dropped_notice(tar_path: Path, names: list[str]) -> str:

@@ -14,7 +14,7 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import msgspec
 
@@ -121,11 +121,14 @@ def extract_layer(source: BinaryIO, dest: Path, *, trusted: bool, what: str) -> 
 
 
 def store_layer(
-    store: ImageStore, write_tar: Callable[[BinaryIO], None], compression: Compression = "gzip"
+    store: ImageStore, write_tar: Callable[[BinaryIO], None], compression: Compression = "none"
 ) -> LayerBlob:
     """Store the tar that `write_tar` writes as a layer blob; diffID and digest in one pass.
 
-    Nothing becomes visible if `write_tar` raises.
+    Layers made here (builds, commits) stay uncompressed by default, as Docker's own layer
+    store keeps them: gzip at level 6 cost more than the rest of a cold build's commit, and
+    `application/vnd.oci.image.layer.v1.tar` is a valid layer for any OCI consumer. Nothing
+    becomes visible if `write_tar` raises.
     """
     with store.ingest() as blob, compressing(blob, compression) as compressed:  # type: ignore[arg-type]
         uncompressed = DigestingWriter(compressed)
@@ -134,6 +137,67 @@ def store_layer(
         media_type=MEDIA_TYPES[compression], digest=blob.digest, size=blob.size
     )
     return LayerBlob(descriptor=descriptor, diff_id=uncompressed.digest)
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def ingest_base_layer(store: ImageStore, tar: Readable, *, trusted: bool, what: str) -> LayerBlob:
+    """Store the uncompressed tar read from `tar` as a bottom layer and unpack it, in one pass.
+
+    Each chunk is parsed and extracted, hashed and written to the blob as it is read, so the
+    tar is read once and never compressed (an uncompressed blob's digest is its diffID, and a
+    bottom layer's chainID is its diffID). Raises `UnsafeLayer`, `InvalidImage` or `OSError`;
+    on failure neither the blob nor the unpacked layer becomes visible.
+    """
+    with store.writing():
+        temp = Path(tempfile.mkdtemp(dir=store.layers_dir, prefix=UNPACK_PREFIX))
+        try:
+            diff = temp / "diff"
+            diff.mkdir()
+            with store.ingest() as blob:
+                tee = _Tee(tar, blob)  # type: ignore[arg-type]
+                extractor = LayerExtractor(str(diff), trusted=trusted)
+                try:
+                    extractor.extract(tee)  # type: ignore[arg-type]
+                    tee.drain()
+                except (tarfile.TarError, EOFError) as exc:
+                    raise InvalidImage(f"{what} is not a readable tar archive: {exc}") from None
+                finally:
+                    extractor.close()
+            chain_id = blob.digest
+            (temp / DONE_MARKER).write_text(chain_id + "\n")
+            try:
+                os.rename(temp, store.layers_dir / digest_hex(chain_id))
+            except OSError:
+                if not is_unpacked(store, chain_id):
+                    raise
+        finally:
+            if temp.exists():
+                shutil.rmtree(temp)
+    descriptor = oci.Descriptor(media_type=oci.OCI_LAYER, digest=blob.digest, size=blob.size)
+    return LayerBlob(descriptor=descriptor, diff_id=blob.digest)
+
+
+class _Tee:
+    """A reader passing on what it reads from `source` and writing it to `copy` as well."""
+
+    def __init__(self, source: Readable, copy: BinaryIO) -> None:
+        self._source = source
+        self._copy = copy
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self._copy.write(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(_CHUNK):
+            pass
+
+
+_CHUNK = 1 << 20
 
 
 def copy_stream(source: BinaryIO) -> Callable[[BinaryIO], None]:

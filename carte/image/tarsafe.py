@@ -47,9 +47,18 @@ class LayerExtractor:
         self._root_fd = os.open(root, _DIR_FLAGS)
         self._trusted = trusted
         self._dir_times: list[tuple[list[str], int]] = []
+        # The last parent directory walked to (consecutive entries mostly share one): its
+        # components and an fd. Forgotten whenever a directory is removed from the tree.
+        self._last_parent: tuple[list[str], int] | None = None
 
     def close(self) -> None:
+        self._forget_parent()
         os.close(self._root_fd)
+
+    def _forget_parent(self) -> None:
+        if self._last_parent is not None:
+            os.close(self._last_parent[1])
+            self._last_parent = None
 
     def extract(self, stream: BinaryIO) -> None:
         """Apply every entry of the tar `stream`; raises `UnsafeLayer` or `tarfile.TarError`."""
@@ -81,7 +90,7 @@ class LayerExtractor:
                 hidden = base.removeprefix(WHITEOUT_PREFIX)
                 if hidden in ("", ".", ".."):
                     raise UnsafeLayer(f'layer entry "{member.name}" is not a valid whiteout')
-                _remove(parent, hidden)
+                self._remove(parent, hidden)
                 os.mknod(hidden, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent)
             else:
                 self._create(archive, member, parent, base)
@@ -90,6 +99,14 @@ class LayerExtractor:
 
     def _walk(self, parts: list[str], member_name: str, *, create: bool) -> int:
         """An fd for the directory holding `parts[-1]`, never following a symlink on the way."""
+        if self._last_parent is not None and self._last_parent[0] == parts[:-1]:
+            return os.dup(self._last_parent[1])
+        fd = self._walk_from_root(parts, member_name, create=create)
+        self._forget_parent()
+        self._last_parent = (parts[:-1], os.dup(fd))
+        return fd
+
+    def _walk_from_root(self, parts: list[str], member_name: str, *, create: bool) -> int:
         fd = os.dup(self._root_fd)
         try:
             for component in parts[:-1]:
@@ -119,10 +136,10 @@ class LayerExtractor:
     ) -> None:
         if member.isdir():
             if not _is_dir(parent, base):
-                _remove(parent, base)
+                self._remove(parent, base)
                 os.mkdir(base, 0o700, dir_fd=parent)
         else:
-            _remove(parent, base)
+            self._remove(parent, base)
         if member.isreg():
             self._write_file(archive, member, parent, base)
         elif member.issym():
@@ -162,6 +179,10 @@ class LayerExtractor:
             raise tarfile.ReadError(f'layer entry "{member.name}" is cut short') from None
         finally:
             os.close(fd)
+
+    def _remove(self, parent: int, name: str) -> None:
+        if _remove(parent, name):
+            self._forget_parent()  # the walked-to directory may have been in what went
 
     def _link(self, member: tarfile.TarInfo, parent: int, base: str) -> None:
         refusal = UnsafeLayer(
@@ -230,13 +251,16 @@ def _is_dir(parent: int, name: str) -> bool:
         return False
 
 
-def _remove(parent: int, name: str) -> None:
-    """Remove whatever is at `name` (never following a symlink); nothing there is fine."""
+def _remove(parent: int, name: str) -> bool:
+    """Remove whatever is at `name` (never following a symlink); nothing there is fine.
+
+    True if it was a directory."""
     try:
         mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
     except FileNotFoundError:
-        return
+        return False
     if stat.S_ISDIR(mode):
         shutil.rmtree(name, dir_fd=parent)
-    else:
-        os.unlink(name, dir_fd=parent)
+        return True
+    os.unlink(name, dir_fd=parent)
+    return False
