@@ -37,6 +37,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "carte.cli.commands.stacks": ("apply", "stack", "service", "rollout"),
     "carte.cli.commands.cluster": ("cluster",),
     "carte.cli.commands.node": ("node",),
+    "carte.cli.commands.compose": ("compose",),
     "carte.cli.commands.archives": (
         "save", "load", "export", "commit", "history", "image", "container", "system",
     ),
