@@ -1,0 +1,173 @@
+"""The cluster on one machine: 3 network-namespace nodes on a LAN bridge (one control plane
+with a real etcd, two workers), busybox imported on each, every handler running.
+
+    .venv/bin/python bench/cluster.py [--replicas 30] [--ttl 10] [--rss-replicas 100]
+                                      [--json out.json]
+
+Measured:
+* ``apply_to_ready_s``: from `carte apply` of ``--replicas`` replicas to all of them ready
+  (as `carte service ps` on the control plane reports them);
+* ``store_writes_per_replica``: etcd revisions spent by that apply, per replica (every
+  assignment, status and pending write counts; lease keep-alives do not);
+* ``control_plane_rss_mib``: the control-plane daemon's RSS with the 3 nodes and
+  ``--rss-replicas`` replicas placed and ready;
+* ``node_loss_to_replaced_s``: from kill -9 of a worker's daemon and its containers to the
+  replicas ready again on the others, with a ``--ttl`` s node lease (goal: <= 15 s with 10 s).
+
+Docker Swarm is not run beside it: its overlay and routing mesh need kernel features this
+VM lacks (IPVS), and its managers cannot share one host's netns lab without a dockerd per
+namespace. `main()` returns the results as a dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "tests"), str(REPO)]
+
+from support.busybox import make_rootfs_tar  # noqa: E402
+from support.cluster import ClusterLab, LabNode  # noqa: E402
+from support.leftovers import remove_leftovers  # noqa: E402
+
+STACK = """\
+services:
+  web:
+    image: busybox:latest
+    command: ["sleep", "3600"]
+    stop_grace_period: 1s
+    deploy:
+      replicas: {replicas}
+"""
+
+
+class BenchLab(ClusterLab):
+    """Every handler; daemons enter only the node's network namespace (nsenter keeps the
+    host's /sys, so the cgroup hierarchy containers need)."""
+
+    def command(self, node: LabNode) -> list[str]:
+        return ["nsenter", f"--net=/run/netns/{node.namespace}", sys.executable, "-m", "carte"]
+
+    def config(self, node: LabNode, *, control: bool) -> str:
+        return super().config(node, control=control) + (
+            'network: {pools: ["10.95.0.0/16:24"], dns_upstreams: ["127.0.0.1:9"]}\n'
+        )
+
+
+def ready(lab: ClusterLab, exclude: str = "") -> int:
+    listed = lab.carte(lab.nodes[0], "--format", "json", "service", "ps", "app_web", check=False)
+    if listed.returncode != 0:
+        return 0
+    rows = json.loads(listed.stdout)
+    return sum(1 for row in rows if row["ready"] and row["node"] and row["node"] != exclude)
+
+
+def wait_for(what: str, check: Any, timeout: float) -> float:
+    """Seconds until ``check()`` held; RuntimeError after ``timeout``."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"not within {timeout:.0f} s: {what}")
+        time.sleep(0.1)
+    return round(time.monotonic() - started, 2)
+
+
+def etcd_revision(lab: ClusterLab) -> int:
+    assert lab.etcd is not None
+    reply = lab.etcd.call("/v3/kv/range", {"key": "AA=="})
+    header: dict[str, Any] = reply["header"]  # type: ignore[assignment]
+    return int(header["revision"])
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replicas", type=int, default=30)
+    parser.add_argument("--ttl", type=int, default=10)
+    parser.add_argument("--rss-replicas", type=int, default=100)
+    parser.add_argument("--json", default="")
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {"nodes": 3, "replicas": args.replicas, "lease_s": args.ttl}
+    work = Path(tempfile.mkdtemp(prefix="carte-bench-cluster-", dir="/tmp"))
+    busybox = make_rootfs_tar(work / "busybox.tar", work)
+    compose = work / "compose.yaml"
+    with BenchLab(3, handlers=None, node_ttl=args.ttl, leader_ttl=args.ttl) as lab:
+        try:
+            control, *workers = lab.nodes
+            lab.start(control, control=True)
+            lab.init(control)
+            for worker in workers:
+                lab.start(worker)
+                lab.join(worker)
+            for node in lab.nodes:
+                lab.carte(node, "import", str(busybox), "busybox:latest")
+
+            compose.write_text(STACK.format(replicas=args.replicas))
+            before = etcd_revision(lab)
+            started = time.monotonic()
+            lab.carte(control, "apply", "-f", str(compose), "-n", "app")
+            wait_for("all replicas ready", lambda: ready(lab) == args.replicas, 300)
+            results["apply_to_ready_s"] = round(time.monotonic() - started, 2)
+            time.sleep(1)  # the last status writes land
+            writes = etcd_revision(lab) - before
+            results["store_writes_per_replica"] = round(writes / args.replicas, 2)
+
+            if args.rss_replicas:
+                lab.carte(control, "service", "scale", f"app_web={args.rss_replicas}")
+                wait_for("scaled up", lambda: ready(lab) == args.rss_replicas, 600)
+                time.sleep(2)
+                assert control.daemon.process is not None
+                results["rss_replicas"] = args.rss_replicas
+                results["control_plane_rss_mib"] = rss_mib(control.daemon.process.pid)
+                lab.carte(control, "service", "scale", f"app_web={args.replicas}")
+                wait_for(
+                    "scaled down",
+                    lambda: (
+                        all(
+                            len(n.daemon.client("ps", "-q").stdout.split()) <= args.replicas
+                            for n in lab.nodes
+                        )
+                        and ready(lab) == args.replicas
+                    ),
+                    300,
+                )
+
+            victim = lab.nodes[2]
+            killed = time.monotonic()
+            victim.daemon.stop(signal.SIGKILL)
+            remove_leftovers(victim.daemon)
+            wait_for(
+                "replicas replaced",
+                lambda: ready(lab, exclude=victim.name) == args.replicas,
+                120,
+            )
+            results["node_loss_to_replaced_s"] = round(time.monotonic() - killed, 2)
+        finally:
+            for node in lab.nodes:
+                for daemon in node.daemons:
+                    if daemon.process is not None and daemon.process.poll() is None:
+                        for container in daemon.client("ps", "-aq", "--no-trunc").stdout.split():
+                            daemon.client("rm", "-f", container, timeout=15)
+                        daemon.stop()
+                    remove_leftovers(daemon)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
