@@ -91,3 +91,18 @@ def test_autoscale_only_change_is_not_unchanged(carte: Daemon, tmp_path: Path) -
     assert "unchanged" not in second and "x-carte.autoscale" in second, second
     third = apply(carte, tmp_path, text.format(top=3), "auto")
     assert "unchanged" in third, third
+
+
+def test_unreadable_stored_record_is_refused_not_fatal(carte: Daemon, tmp_path: Path) -> None:
+    apply(carte, tmp_path, SLEEPER.format(replicas=1), "garbled")
+    wait_for_running(carte, "garbled_web", 1, 30)
+    carte.stop()
+    with sqlite3.connect(carte.root / "state.db") as db:
+        key = "stacks/garbled/services/web"
+        db.execute("UPDATE kv SET value = ? WHERE key = ?", (b'{"replicas": "lots"}', key))
+    carte.start()
+    log = carte.log()
+    assert "refused: stored record stacks/garbled/services/web cannot be read" in log, log[-2000:]
+    ok(carte.client("service", "ls"))
+    apply(carte, tmp_path, SLEEPER.format(replicas=2), "garbled")  # the fix the log names
+    wait_for_running(carte, "garbled_web", 2, 30)

@@ -7,10 +7,13 @@ stacks handler writes these keys.
 
 from __future__ import annotations
 
+import logging
+
 import msgspec
 
+from carte.api.errors import Conflict
 from carte.api.stacks import Rollout
-from carte.engine import Store
+from carte.engine import Entry, Store
 from carte.stack.model import Service
 
 KEPT_REVISIONS = 10
@@ -79,14 +82,39 @@ async def load_stacks(store: Store) -> list[StackRecord]:
 
 
 async def load_services(store: Store, stack: str = "") -> list[ServiceRecord]:
+    """The readable service records (of `stack`, or all); one that cannot be decoded is
+    refused with one logged line (once per key) and left out, so it never stops the rest."""
     prefix = f"stacks/{stack}/services/" if stack else "stacks/"
-    return [
-        entry.decode(ServiceRecord)
-        for entry in await store.list(prefix)
-        if "/services/" in entry.key
-    ]
+    records = []
+    for entry in await store.list(prefix):
+        if "/services/" not in entry.key:
+            continue
+        try:
+            records.append(_decode(entry))
+        except Conflict as error:
+            if entry.key not in _refused:
+                _refused.add(entry.key)
+                _log.error("refused: %s", error.message)
+    return records
 
 
 async def load_service(store: Store, stack: str, service: str) -> ServiceRecord | None:
+    """The service's record; `Conflict` when the stored one cannot be decoded."""
     entry = await store.get(service_key(stack, service))
-    return entry.decode(ServiceRecord) if entry is not None else None
+    return _decode(entry) if entry is not None else None
+
+
+_log = logging.getLogger("carte.handler.stacks")
+_refused: set[str] = set()
+"""Keys of unreadable records already logged."""
+
+
+def _decode(entry: Entry) -> ServiceRecord:
+    try:
+        return entry.decode(ServiceRecord)
+    except (msgspec.ValidationError, msgspec.DecodeError) as error:
+        stack = entry.key.split("/")[1]
+        raise Conflict(
+            f"stored record {entry.key} cannot be read ({error}); apply the stack's file again "
+            f"or remove the stack (carte stack rm {stack})"
+        ) from None
