@@ -5,49 +5,17 @@ and every graceful stop delivers `DaemonStopping` before the daemon exits."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
 from support.containers import ok, wait_for
 from support.daemon import DaemonFactory, make_workdir
 
 
-class Hook(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    received: list[dict[str, Any]] = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (Hook,), {"received": received}))
-    thread = threading.Thread(target=server.serve_forever)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/hook", received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
 def test_webhook_gets_exits_from_while_the_daemon_was_down_and_every_daemon_stopping(
-    daemons: DaemonFactory, busybox_tar: Path, hook: tuple[str, list[dict[str, Any]]]
+    daemons: DaemonFactory, busybox_tar: Path, hook_url: tuple[str, list[dict[str, Any]]]
 ) -> None:
-    url, received = hook
+    url, received = hook_url
     config = (
         f"handlers:\n  options:\n    webhook:\n      url: {url}\n"
         "      events: [ContainerExited, DaemonStopping]\n"
