@@ -31,6 +31,16 @@ def build(
     )
 
 
+def write(directory: Path, files: dict[str, str]) -> Path:
+    """A build context: `files` (relative path -> text) written below `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return directory
+
+
 def image(daemon: Daemon, name: str) -> StoredImage:
     return ImageStore(daemon.root).get(name)
 

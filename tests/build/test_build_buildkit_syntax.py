@@ -12,22 +12,13 @@ import tarfile
 import threading
 from pathlib import Path
 
-from build_checks import build, image, leftovers, read_file
+from build_checks import build, image, leftovers, read_file, write
 from support.daemon import Daemon
 
 from carte.image import ImageStore
 from carte.image.importer import host_architecture
 
 SECRET = "s3cret-value-never-stored"
-
-
-def write(directory: Path, files: dict[str, str]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        path = directory / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return directory
 
 
 def _layer_bytes(daemon: Daemon, name: str) -> list[bytes]:

@@ -9,19 +9,10 @@ import tarfile
 import time
 from pathlib import Path
 
-from build_checks import build, image, leftovers, read_file, stat_file
+from build_checks import build, image, leftovers, read_file, stat_file, write
 from support.daemon import Daemon, DaemonFactory
 
 from carte.image import ImageStore
-
-
-def write(directory: Path, files: dict[str, str]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        path = directory / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return directory
 
 
 def test_run_copy_env_workdir_user_and_config(build_daemon: Daemon, tmp_path: Path) -> None:
