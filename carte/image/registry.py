@@ -20,7 +20,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import msgspec
 
@@ -69,6 +69,16 @@ ProgressCallback = Callable[[Progress], None]
 
 def _ignore_progress(_: Progress) -> None:
     return None
+
+
+class _Transfer(NamedTuple):
+    """What every blob of one pull or push shares: where it is stored, the repository on the
+    registry, the token scope to ask for, and whom to tell about progress."""
+
+    store: ImageStore
+    repository: str
+    scope: str
+    progress: ProgressCallback
 
 
 def _host_only(host: str) -> str:
@@ -314,12 +324,13 @@ class Registry:
                     f"{reference.full} is a {media_type}, not a container image; it cannot be run"
                 )
             manifest = oci.decode_manifest(data, f"manifest of {reference.full}")
-            self._download(store, repository, manifest.config, scope, progress)
+            transfer = _Transfer(store, repository, scope, progress)
+            self._download(transfer, manifest.config)
             chains = _layer_chains(store, manifest) if unpack else {}
 
             def fetch(layer: oci.Descriptor) -> None:
                 present = store.has_blob(layer.digest)
-                self._download(store, repository, layer, scope, progress)
+                self._download(transfer, layer)
                 # Unpacking as soon as a layer arrives overlaps it with the other downloads.
                 if layer.digest in chains:
                     diff_id, chain_id = chains[layer.digest]
@@ -364,47 +375,27 @@ class Registry:
             content_type = oci.sniff_media_type(data, f"manifest of {reference.full}")
         return data, content_type
 
-    def _download(
-        self,
-        store: ImageStore,
-        repository: str,
-        descriptor: oci.Descriptor,
-        scope: str,
-        progress: ProgressCallback,
-    ) -> None:
-        if store.has_blob(descriptor.digest):
-            progress(
-                Progress(
-                    action="exists",
-                    digest=descriptor.digest,
-                    done=descriptor.size,
-                    total=descriptor.size,
-                )
-            )
+    def _download(self, transfer: _Transfer, descriptor: oci.Descriptor) -> None:
+        store, repository, scope, progress = transfer
+        digest, size = descriptor.digest, descriptor.size
+        if store.has_blob(digest):
+            progress(Progress(action="exists", digest=digest, done=size, total=size))
             return
-        response = self.request("GET", f"/v2/{repository}/blobs/{descriptor.digest}", scope=scope)
+        response = self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=scope)
         try:
-            with store.ingest(descriptor.digest, descriptor.size) as blob:
+            with store.ingest(digest, size) as blob:
                 while data := response.read(_READ_SIZE):
                     blob.write(data)
-                    progress(
-                        Progress(
-                            action="pull",
-                            digest=descriptor.digest,
-                            done=blob.size,
-                            total=descriptor.size,
-                        )
-                    )
+                    progress(Progress(action="pull", digest=digest, done=blob.size, total=size))
                 # http.client ends a body cut short by the server without an error.
-                if blob.size < descriptor.size:
+                if blob.size < size:
                     raise RegistryError(
-                        f"download of {descriptor.digest} from {self.host} broke off after "
-                        f"{blob.size} of {descriptor.size} bytes; nothing was stored, pull again"
+                        f"download of {digest} from {self.host} broke off after "
+                        f"{blob.size} of {size} bytes; nothing was stored, pull again"
                     )
         except OSError as exc:
             raise RegistryError(
-                f"download of {descriptor.digest} from {self.host} broke off: {exc}; "
-                "pull again to resume"
+                f"download of {digest} from {self.host} broke off: {exc}; pull again to resume"
             ) from None
         finally:
             response.close()
@@ -425,15 +416,16 @@ class Registry:
         """
         repository = reference.path
         scope = f"repository:{repository}:pull,push"
+        transfer = _Transfer(store, repository, scope, progress)
         with contextlib.closing(self):
             with ThreadPoolExecutor(max_workers=self._parallel) as pool:
                 list(
                     pool.map(
-                        lambda d: self._upload(store, repository, d, scope, progress),
+                        lambda d: self._upload(transfer, d),
                         image.manifest.layers,
                     )
                 )
-            self._upload(store, repository, image.manifest.config, scope, progress)
+            self._upload(transfer, image.manifest.config)
             response = self.request(
                 "PUT",
                 f"/v2/{repository}/manifests/{reference.tag or 'latest'}",
@@ -445,14 +437,8 @@ class Registry:
             response.read()
         return image.manifest_digest
 
-    def _upload(
-        self,
-        store: ImageStore,
-        repository: str,
-        descriptor: oci.Descriptor,
-        scope: str,
-        progress: ProgressCallback,
-    ) -> None:
+    def _upload(self, transfer: _Transfer, descriptor: oci.Descriptor) -> None:
+        store, repository, scope, progress = transfer
         digest, size = descriptor.digest, descriptor.size
         head = self.request("HEAD", f"/v2/{repository}/blobs/{digest}", scope=scope, ok=(200, 404))
         head.read()
