@@ -25,17 +25,15 @@ reach itself through the VIP. `render` is pure; `apply` and
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from carte.api.errors import Internal, InvalidArgument, Unavailable
+from carte.api.errors import Internal, Unavailable
 from carte.net.ports import Protocol
-
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+from carte.net.rules import chain, check_table_name, render_delete
 
 
 @dataclass(frozen=True)
@@ -92,27 +90,11 @@ def _service_rules(service: BalancedService) -> list[str]:
     return lines
 
 
-def _chain(name: str, hook: str | None, rules: list[str]) -> list[str]:
-    out = [f"  chain {name} {{"]
-    if hook:
-        out.append(f"    {hook}; policy accept;")
-    out += [f"    {rule}" for rule in rules]
-    out.append("  }")
-    return out
-
-
-def _check_name(table: str) -> None:
-    if not _NAME.match(table):
-        raise InvalidArgument(
-            f'nftables table name "{table}" is invalid; use letters, digits, - and _'
-        )
-
-
 def render(table: str, services: list[BalancedService]) -> str:
     """The nft script replacing table ``ip <table>`` with exactly `services`, atomically.
 
     Raises `InvalidArgument` for a table name nft cannot take."""
-    _check_name(table)
+    check_table_name(table)
     out = [f"table ip {table}", f"delete table ip {table}", f"table ip {table} {{"]
     vips = sorted({s.vip for s in services})
     elements = f" elements = {{ {', '.join(str(v) for v in vips)} }};" if vips else ""
@@ -122,11 +104,11 @@ def render(table: str, services: list[BalancedService]) -> str:
         for service in sorted(services, key=lambda s: s.name)
         for rule in _service_rules(service)
     ]
-    out += _chain("services", None, rules)
+    out += chain("services", None, rules)
     # Before the network table's own DNAT (priority dstnat), so a VIP is never its concern.
-    out += _chain("prerouting", "type nat hook prerouting priority dstnat - 10", ["jump services"])
-    out += _chain("output", "type nat hook output priority -110", ["jump services"])
-    out += _chain(
+    out += chain("prerouting", "type nat hook prerouting priority dstnat - 10", ["jump services"])
+    out += chain("output", "type nat hook output priority -110", ["jump services"])
+    out += chain(
         "postrouting",
         "type nat hook postrouting priority srcnat - 10",
         ["ct original ip daddr @vips masquerade"],
@@ -137,7 +119,7 @@ def render(table: str, services: list[BalancedService]) -> str:
         "ip daddr @vips meta l4proto tcp reject with tcp reset",
         "ip daddr @vips reject",
     ]
-    out += _chain("input", "type filter hook input priority filter", refuse)
+    out += chain("input", "type filter hook input priority filter", refuse)
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -164,8 +146,7 @@ def apply(table: str, services: list[BalancedService]) -> None:
 
 def delete(table: str) -> None:
     """Remove table ``ip <table>`` if it exists."""
-    _check_name(table)
-    _run("nft", ["-f", "-"], f"table ip {table}\ndelete table ip {table}\n")
+    _run("nft", ["-f", "-"], render_delete(table))
 
 
 def enable_hairpin(bridge: str) -> None:

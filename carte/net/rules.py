@@ -97,12 +97,17 @@ def denied_counter_name(bridge: str) -> str:
     return f"denied_{bridge}"
 
 
+def check_table_name(table: str) -> None:
+    """Raise `InvalidArgument` unless nft can take `table` as a table name."""
+    if not _NAME.match(table):
+        raise InvalidArgument(
+            f'nftables table name "{table}" is invalid; use letters, digits, - and _'
+        )
+
+
 def validate(ruleset: Ruleset) -> None:
     """Raise `InvalidArgument`/`Conflict` for names nft cannot take or clashing host ports."""
-    if not _NAME.match(ruleset.table):
-        raise InvalidArgument(
-            f'nftables table name "{ruleset.table}" is invalid; use letters, digits, - and _'
-        )
+    check_table_name(ruleset.table)
     taken: dict[tuple[int, str], list[IPv4Address]] = {}
     for network in ruleset.networks:
         if not _NAME.match(network.bridge):
@@ -199,7 +204,8 @@ def _postrouting_rules(networks: tuple[NetworkRules, ...]) -> list[str]:
     return lines
 
 
-def _chain(name: str, hook: str | None, rules: list[str]) -> list[str]:
+def chain(name: str, hook: str | None, rules: list[str]) -> list[str]:
+    """The lines of chain `name`: a base chain on `hook` (policy accept), else a regular one."""
     out = [f"  chain {name} {{"]
     if hook:
         out.append(f"    {hook}; policy accept;")
@@ -232,26 +238,23 @@ def render(ruleset: Ruleset) -> str:
         for n in networks
         if n.gateway is not None and not n.has_policy
     ]
-    out += _chain("guard", "type filter hook prerouting priority raw", guard)
-    out += _chain("publish", None, _publish_rules(networks))
+    out += chain("guard", "type filter hook prerouting priority raw", guard)
+    out += chain("publish", None, _publish_rules(networks))
     local = ["fib daddr type local jump publish"]
-    out += _chain("prerouting", "type nat hook prerouting priority dstnat", local)
-    out += _chain("output", "type nat hook output priority -100", local)
-    out += _chain(
+    out += chain("prerouting", "type nat hook prerouting priority dstnat", local)
+    out += chain("output", "type nat hook output priority -100", local)
+    out += chain(
         "postrouting", "type nat hook postrouting priority srcnat", _postrouting_rules(networks)
     )
     for network in networks:
         if network.has_policy:
-            out += _chain(f"policy_{network.bridge}", None, _policy_chain(network))
-    out += _chain("forward", "type filter hook forward priority filter", _forward_rules(networks))
+            out += chain(f"policy_{network.bridge}", None, _policy_chain(network))
+    out += chain("forward", "type filter hook forward priority filter", _forward_rules(networks))
     out.append("}")
     return "\n".join(out) + "\n"
 
 
 def render_delete(table: str) -> str:
     """The nft script that removes table ``ip <table>`` whether or not it exists."""
-    if not _NAME.match(table):
-        raise InvalidArgument(
-            f'nftables table name "{table}" is invalid; use letters, digits, - and _'
-        )
+    check_table_name(table)
     return f"table ip {table}\ndelete table ip {table}\n"
