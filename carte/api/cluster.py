@@ -68,6 +68,8 @@ class Assignment(_Wire, frozen=True, kw_only=True):
     """The CreateContainer fields the agent creates the container with."""
     fence: int = 0
     """The scheduler's lease revision when it wrote this (see `LeaderRecord`)."""
+    restart: Literal["none", "on-failure", "any"] = "any"
+    """When the agent replaces an exited replica (Compose's restart / restart_policy)."""
 
 
 class ReplicaStatus(_Wire, frozen=True, kw_only=True):
@@ -210,6 +212,8 @@ class ServicePlacement(_Wire, frozen=True, kw_only=True):
     """Reserved bytes per replica (deploy.resources.reservations.memory)."""
     constraints: list[str] = []
     max_per_node: int = 0
+    restart: Literal["none", "on-failure", "any"] = "any"
+    """When an exited replica is replaced (Compose's restart / deploy.restart_policy)."""
     parallelism: int = 1
     """Replicas replaced at a time when the revision changes (0: all at once); a batch
     goes on once the new replicas are ready (deploy.update_config.parallelism)."""

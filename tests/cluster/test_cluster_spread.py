@@ -120,6 +120,8 @@ def test_six_replicas_spread_over_three_nodes(lab: SpreadLab, tmp_path: Path) ->
     print(f"6 replicas ready over 3 nodes in {time.monotonic() - started:.1f} s")
     assert ready_per_node(lab) == {"node1": 2, "node2": 2, "node3": 2}
     assert running(lab) == {"node1": 2, "node2": 2, "node3": 2}
+    listed = json.loads(lab.carte(lab.nodes[0], "--format", "json", "service", "ls").stdout)
+    assert [(s["desired"], s["running"], s["ready"]) for s in listed] == [(6, 6, 6)]
     for worker in lab.nodes[1:]:
         assert "image fetched from the control plane" in worker.daemon.log()
     table = lab.carte(lab.nodes[0], "service", "ps", "app_web").stdout
@@ -141,6 +143,25 @@ def test_constraints_and_a_replica_that_fits_nowhere(lab: SpreadLab, tmp_path: P
     assert running(lab) == {"node3": 2}
     remove_stack(lab)
     lab.carte(lab.nodes[0], "node", "update", "--label-rm", "zone", "node3")
+
+
+def test_a_one_shot_replica_is_not_restarted(lab: SpreadLab, tmp_path: Path) -> None:
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(
+        'services:\n  web:\n    image: busybox:latest\n    command: ["true"]\n'
+        "    deploy:\n      replicas: 2\n      restart_policy: {condition: none}\n"
+    )
+    lab.carte(lab.nodes[0], "apply", "-f", str(compose), "-n", "app")
+
+    def exited() -> list[str]:
+        rows = placements(lab)
+        done = len(rows) == 2 and all(row["state"] == "exited" for row in rows)
+        return sorted(row["container_id"] for row in rows) if done else []
+
+    first = lab.wait("2 exited replicas", exited, 60)
+    time.sleep(3)
+    assert exited() == first, "an exited one-shot replica is left as it is"
+    remove_stack(lab)
 
 
 def test_drain_moves_replicas_without_dropping_ready_ones(lab: SpreadLab, tmp_path: Path) -> None:

@@ -15,6 +15,10 @@ from carte.cli.commands import Session
 from carte.cli.run_options import RunOptionError, parse_size
 from carte.cli.transport import ApiError
 
+TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
+if TYPE_CHECKING:
+    from typing import Any
+
 
 def update_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus", help="CPUs per replica (e.g. 0.5)")
@@ -98,3 +102,25 @@ def show_placements(session: Session, stack: str, service: str = "") -> bool:
         ],
     )
     return True
+
+
+def with_cluster_counts(session: Session, services: list[Any], stack: str) -> list[Any]:
+    """On a control plane: ``services`` with running/ready counted over every node (the
+    stacks handler counts only this daemon's containers)."""
+    try:
+        placed = session.command("ListPlacements", stack=stack)
+    except ApiError as error:
+        if error.status in (404, 503):
+            return services
+        raise
+    if not placed:
+        return services
+    counted: dict[tuple[str, str], list[int]] = {}
+    for row in placed:
+        counts = counted.setdefault((row["stack"], row["service"]), [0, 0])
+        counts[0] += row["state"] == "running"
+        counts[1] += bool(row["ready"])
+    for service in services:
+        running, ready = counted.get((service["stack"], service["name"]), [0, 0])
+        service["running"], service["ready"] = running, ready
+    return services

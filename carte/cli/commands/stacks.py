@@ -12,7 +12,12 @@ import os
 import sys
 
 from carte.cli.commands import Commands, Session, fail
-from carte.cli.commands.services import service_update, show_placements, update_arguments
+from carte.cli.commands.services import (
+    service_update,
+    show_placements,
+    update_arguments,
+    with_cluster_counts,
+)
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
@@ -219,7 +224,9 @@ def remove_stacks(session: Session) -> int:
 
 
 def list_services(session: Session) -> int:
-    services = session.command("ListServices", stack=session.args.stack)
+    services = with_cluster_counts(
+        session, session.command("ListServices", stack=session.args.stack), session.args.stack
+    )
     out = session.output
     if out.json:
         out.data(services)

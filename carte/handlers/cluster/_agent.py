@@ -260,6 +260,9 @@ class AgentHandler(Handler):
         if have is not None and have.labels.get(ASSIGNMENT_REVISION_LABEL) != assignment.revision:
             await self._retire(have, f"replaced by revision {assignment.revision}")
             have = None
+        if have is not None and have.state in ("exited", "dead") and _done(assignment, have):
+            found[name] = have  # its restart policy does not replace it
+            return
         if have is not None and have.state in ("exited", "dead", "created"):
             self._failed(name, f"{have.name} {have.status.lower()}")
             await self._retire(have, "exited")
@@ -546,6 +549,14 @@ class _Link:
         finally:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(tls)
+
+
+def _done(assignment: Assignment, row: ContainerSummary) -> bool:
+    """Whether an exited replica stays as it is: restart "none", or "on-failure" after a
+    clean exit ("Exited (0) ..." in its status)."""
+    if assignment.restart == "none":
+        return True
+    return assignment.restart == "on-failure" and row.status.startswith("Exited (0)")
 
 
 def _decode_line(line: bytes) -> _Update | None:

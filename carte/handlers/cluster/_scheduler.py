@@ -203,6 +203,7 @@ class SchedulerHandler(Handler):
                 revision=str(service.revision),
                 request=request,
                 fence=fence,
+                restart=service.restart,
             )
             have = slots.get((slot.node, slot.stack, slot.service, slot.replica))
             if have is not None and have.revision == wanted.revision and have.name == wanted.name:

@@ -8,7 +8,7 @@ scheduler handler is not running): the converger then runs the replicas locally.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
@@ -81,9 +81,14 @@ def service_placement(record: ServiceRecord) -> ServicePlacement:
         constraints=list(placement.constraints),
         max_per_node=placement.max_replicas_per_node,
         parallelism=spec.deploy.update_config.parallelism,
+        restart=_condition(normalize.restart_policy(spec)[0]),
         requests=requests,
         unplaceable=unplaceable,
     )
+
+
+def _condition(name: str) -> Literal["none", "on-failure", "any"]:
+    return "none" if name == "none" else "on-failure" if name == "on-failure" else "any"
 
 
 def _size(value: object) -> str | int:
