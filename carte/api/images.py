@@ -32,6 +32,9 @@ class ImageDetails(_Wire, kw_only=True):
     architecture: str = ""
     os: str = ""
     size: int = 0
+    """The layers unpacked (their tars' sizes added up), as Docker's Size."""
+    compressed_size: int = 0
+    """The layer blobs as stored and as a registry transfers them."""
     layers: list[str] = []
     cmd: list[str] | None = None
     entrypoint: list[str] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterable
+from pathlib import Path
 
 import msgspec
 
@@ -13,6 +14,9 @@ from carte.image.digest import chain_ids, digest_hex
 from carte.image.errors import InvalidImage
 from carte.image.layers import UNPACK_PREFIX
 from carte.image.store import ImageStore
+
+BUILD_CACHE_DIR = "build-cache"
+"""Where carte.build keeps its step records (carte.build._cache)."""
 
 
 class CollectedGarbage(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,6 +51,7 @@ def collect_garbage(store: ImageStore, keep_chain_ids: Iterable[str] = ()) -> Co
         for path in store.ingest_dir.iterdir():
             if path.name.startswith("blob-"):
                 path.unlink(missing_ok=True)
+        forget_stale_build_records(store)
     return CollectedGarbage(
         blobs=tuple(removed_blobs), layers=tuple(removed_layers), bytes_freed=freed
     )
@@ -72,6 +77,48 @@ def remove_interrupted_unpacks(store: ImageStore) -> list[str]:
             if path.name.startswith("blob-"):
                 path.unlink(missing_ok=True)
     return removed
+
+
+def build_records(store: ImageStore) -> list[tuple[Path, str | None]]:
+    """The build cache's step records (`ROOT/build-cache/*.json`) with the layer blob each
+    names (None for a step without a layer, or an unreadable record)."""
+    found: list[tuple[Path, str | None]] = []
+    directory = store.root / BUILD_CACHE_DIR
+    if not directory.is_dir():
+        return found
+    for path in directory.glob("*.json"):
+        try:
+            record = _record_decoder.decode(path.read_bytes())
+        except (OSError, msgspec.DecodeError):
+            found.append((path, None))
+            continue
+        found.append((path, record.layer.descriptor.digest if record.layer else None))
+    return found
+
+
+def forget_stale_build_records(store: ImageStore) -> int:
+    """Remove build cache records whose layer blob was collected (each is a miss anyway)."""
+    removed = 0
+    for path, digest in build_records(store):
+        if digest is not None and not store.has_blob(digest):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+class _Descriptor(msgspec.Struct):
+    digest: str
+
+
+class _Layer(msgspec.Struct):
+    descriptor: _Descriptor
+
+
+class _Record(msgspec.Struct):
+    layer: _Layer | None = None
+
+
+_record_decoder = msgspec.json.Decoder(_Record)
 
 
 def _referenced(store: ImageStore) -> tuple[set[str], set[str]]:

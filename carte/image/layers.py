@@ -26,6 +26,8 @@ from carte.image.store import ImageStore, StoredImage
 from carte.image.tarsafe import LayerExtractor
 
 DONE_MARKER = "done"
+SIZE_FILE = "size"
+"""Beside `done`: the layer's uncompressed tar size in bytes (what `carte images` shows)."""
 UNPACK_PREFIX = ".unpack-"
 """Temp directories of unpacks in progress (or killed: see `gc.remove_interrupted_unpacks`)."""
 
@@ -81,12 +83,13 @@ def unpack_layer(
             diff = temp / "diff"
             diff.mkdir()
             with store.open_blob(descriptor.digest) as blob:
-                unpacked_id = extract_layer(blob, diff, trusted=trusted, what=descriptor.digest)
+                unpacked_id, size = _extract(blob, diff, trusted=trusted, what=descriptor.digest)
             if unpacked_id != diff_id:
                 raise DigestMismatch(
                     f"layer {descriptor.digest} unpacks to {unpacked_id}, not the diff_id "
                     f"{diff_id} the image config names; the image is corrupt"
                 )
+            (temp / SIZE_FILE).write_text(f"{size}\n")
             (temp / DONE_MARKER).write_text(diff_id + "\n")
             try:
                 os.rename(temp, final)
@@ -105,6 +108,10 @@ def extract_layer(source: BinaryIO, dest: Path, *, trusted: bool, what: str) -> 
     The diffID is hashed in the same pass as the extraction. Raises `UnsafeLayer` for hostile
     entries and `InvalidImage` for a corrupt stream; the caller removes `dest` on failure.
     """
+    return _extract(source, dest, trusted=trusted, what=what)[0]
+
+
+def _extract(source: BinaryIO, dest: Path, *, trusted: bool, what: str) -> tuple[str, int]:
     extractor = LayerExtractor(str(dest), trusted=trusted)
     try:
         with decompressed(source) as stream:
@@ -117,7 +124,32 @@ def extract_layer(source: BinaryIO, dest: Path, *, trusted: bool, what: str) -> 
         raise InvalidImage(f"layer {what} is not a readable tar archive: {exc}") from None
     finally:
         extractor.close()
-    return reader.digest
+    return reader.digest, reader.size
+
+
+_UNCOMPRESSED = (oci.OCI_LAYER, "application/vnd.docker.image.rootfs.diff.tar")
+
+
+def unpacked_size(store: ImageStore, image: StoredImage) -> int:
+    """The image's layers' uncompressed tar sizes added up (Docker's SIZE): an uncompressed
+    blob's own size, else what was recorded when the layer was unpacked, else (never unpacked
+    yet) the compressed size."""
+    total = 0
+    chains = chain_ids(image.diff_ids) if image.diff_ids else []
+    for descriptor, chain_id in zip(image.manifest.layers, chains, strict=False):
+        if descriptor.media_type in _UNCOMPRESSED:
+            total += descriptor.size
+            continue
+        try:
+            total += int((store.layers_dir / digest_hex(chain_id) / SIZE_FILE).read_text())
+        except (OSError, ValueError):
+            total += descriptor.size
+    return total
+
+
+def compressed_size(image: StoredImage) -> int:
+    """The image's layer blobs' sizes as stored (and as a registry transfers them)."""
+    return sum(layer.size for layer in image.manifest.layers)
 
 
 def store_layer(

@@ -15,7 +15,7 @@ import shlex
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -62,6 +62,8 @@ from carte.image import (
     store_layer,
 )
 from carte.image.archive import ArchiveFormat
+from carte.image.digest import chain_ids, digest_hex
+from carte.image.gc import build_records
 from carte.image.importer import creation_time
 
 MAX_PARALLEL_TRANSFERS = 4
@@ -296,18 +298,55 @@ def _tree_size(path: Path) -> int:
 
 
 def disk_usage(
-    store: ImageStore, used_ids: set[str], uppers: list[tuple[str, bool]]
+    store: ImageStore,
+    used_ids: set[str],
+    uppers: list[tuple[str, bool]],
+    mounted_chains: Iterable[str] = (),
 ) -> list[DiskUsageRow]:
-    """Rows for images (blob bytes), the layer cache and containers (their upper dirs)."""
+    """Rows for images (their blobs and unpacked layers), the build cache (what only its step
+    records keep: blobs and unpacked layers no image uses) and containers (their upper dirs).
+
+    RECLAIMABLE is what removing the unused images (`image prune -a`), the build cache
+    (`builder prune`) or the stopped containers would free; layers a container has mounted
+    are never counted reclaimable.
+    """
     images = store.images()
-    blobs: dict[str, int] = {}
+    image_blobs: dict[str, int] = {}
     used_blobs: set[str] = set()
+    image_chains: dict[str, bool] = {}  # chain hex -> used by a container's image
+    mounted = {digest_hex(c) for c in mounted_chains}
     for image in images:
+        in_use = image.id in used_ids
         for descriptor in (*image.manifest.layers, image.manifest.config):
-            blobs[descriptor.digest] = descriptor.size
-            if image.id in used_ids:
+            image_blobs[descriptor.digest] = descriptor.size
+            if in_use:
                 used_blobs.add(descriptor.digest)
-    image_bytes = sum(blobs.values())
+        for chain in chain_ids(image.diff_ids) if image.diff_ids else []:
+            key = digest_hex(chain)
+            image_chains[key] = image_chains.get(key, False) or in_use or key in mounted
+    layer_sizes = {
+        path.name: _tree_size(path)
+        for path in store.layers_dir.iterdir()
+        if not path.name.startswith(".")
+    }
+    image_layers = sum(size for name, size in layer_sizes.items() if name in image_chains)
+    image_layers_free = sum(
+        size
+        for name, size in layer_sizes.items()
+        if name in image_chains and not image_chains[name]
+    )
+    # The build cache: records, and the blobs and unpacked layers only they keep.
+    records = build_records(store)
+    cache_blobs: dict[str, int] = {}
+    for _, digest in records:
+        if digest and digest not in image_blobs and store.has_blob(digest):
+            cache_blobs[digest] = store.blob_path(digest).stat().st_size
+    orphan_layers = {n: size for n, size in layer_sizes.items() if n not in image_chains}
+    cache_size = sum(cache_blobs.values()) + sum(orphan_layers.values())
+    cache_free = sum(cache_blobs.values()) + sum(
+        size for name, size in orphan_layers.items() if name not in mounted
+    )
+    image_bytes = sum(image_blobs.values()) + image_layers
     sizes = [(_tree_size(Path(upper)), running) for upper, running in uppers]
     return [
         DiskUsageRow(
@@ -315,12 +354,16 @@ def disk_usage(
             total=len(images),
             active=sum(1 for i in images if i.id in used_ids),
             size=image_bytes,
-            reclaimable=image_bytes - sum(blobs[d] for d in used_blobs),
+            reclaimable=sum(image_blobs.values())
+            - sum(image_blobs[d] for d in used_blobs)
+            + image_layers_free,
         ),
         DiskUsageRow(
-            type="Layer cache",
-            total=sum(1 for p in store.layers_dir.iterdir() if not p.name.startswith(".")),
-            size=_tree_size(store.layers_dir),
+            type="Build cache",
+            total=len(records),
+            active=0,
+            size=cache_size,
+            reclaimable=cache_free,
         ),
         DiskUsageRow(
             type="Containers",
@@ -452,8 +495,8 @@ class ArchivesHandler(Handler):
 
     @on(GetDiskUsage)
     async def disk_usage(self, command: GetDiskUsage) -> list[DiskUsageRow]:
-        used, _, uppers = await self._container_layers()
+        used, chains, uppers = await self._container_layers()
         store = self._store()
         return await trio.to_thread.run_sync(
-            lambda: disk_usage(store, used, uppers), limiter=self.transfers
+            lambda: disk_usage(store, used, uppers, chains), limiter=self.transfers
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import trio
 
-from carte.api.errors import Conflict, InvalidArgument
+from carte.api.errors import Conflict, InvalidArgument, NotFound
 from carte.api.events import (
     ImageImported,
     ImageRemoved,
@@ -21,25 +21,30 @@ from carte.api.events import (
     ListContainerUsage,
     ListImages,
     RemoveImage,
+    ResolveContainer,
     TagImage,
 )
 from carte.api.images import ImageDetails, ImageSummary, RemovedImage
 from carte.engine import Handler, HandlerContext, on
 from carte.handlers.images._routes import IMAGE_ROUTES
-from carte.image import ImageStore, StoredImage, import_rootfs, parse_reference
+from carte.image import (
+    ImageStore,
+    StoredImage,
+    collect_garbage,
+    import_rootfs,
+    parse_reference,
+)
+from carte.image.layers import compressed_size, unpacked_size
 
 
-def _size(image: StoredImage) -> int:
-    return sum(layer.size for layer in image.manifest.layers)
-
-
-def _rows(image: StoredImage) -> list[ImageSummary]:
+def _rows(store: ImageStore, image: StoredImage) -> list[ImageSummary]:
+    """`carte images` rows of one image (one per tag); reads the store: call in a thread."""
     created = image.config.created or ""
     common = {
         "id": image.id,
         "digest": image.manifest_digest,
         "created": created,
-        "size": _size(image),
+        "size": unpacked_size(store, image),
     }
     if not image.names:
         return [ImageSummary(repository="<none>", tag="<none>", **common)]  # type: ignore[arg-type]
@@ -58,7 +63,7 @@ def _rows(image: StoredImage) -> list[ImageSummary]:
     return rows
 
 
-def _details(image: StoredImage) -> ImageDetails:
+def _details(store: ImageStore, image: StoredImage) -> ImageDetails:
     config = image.config.config
     return ImageDetails(
         id=image.id,
@@ -67,7 +72,8 @@ def _details(image: StoredImage) -> ImageDetails:
         created=image.config.created or "",
         architecture=image.config.architecture,
         os=image.config.os,
-        size=_size(image),
+        size=unpacked_size(store, image),
+        compressed_size=compressed_size(image),
         layers=list(image.diff_ids),
         cmd=list(config.cmd) if config and config.cmd else None,
         entrypoint=list(config.entrypoint) if config and config.entrypoint else None,
@@ -113,7 +119,7 @@ class ImagesHandler(Handler):
         )
         name = command.name and parse_reference(command.name).familiar
         await self.ctx.bus.publish(ImageImported(id=image.id, name=name or ""))
-        rows = _rows(image)
+        rows = await trio.to_thread.run_sync(lambda: _rows(store, image))
         if name:
             rows = [r for r in rows if f"{r.repository}:{r.tag}" == name] or rows
         return rows[0]
@@ -121,8 +127,9 @@ class ImagesHandler(Handler):
     @on(ListImages)
     async def list_images(self, command: ListImages) -> list[ImageSummary]:
         store = await self.store()
-        images = await trio.to_thread.run_sync(store.images)
-        rows = [row for image in images for row in _rows(image)]
+        rows = await trio.to_thread.run_sync(
+            lambda: [row for image in store.images() for row in _rows(store, image)]
+        )
         for key, values in command.filters.items():
             if key == "reference":
                 rows = [r for r in rows if any(_reference_matches(r, v) for v in values)]
@@ -136,8 +143,7 @@ class ImagesHandler(Handler):
     @on(InspectImage)
     async def inspect(self, command: InspectImage) -> ImageDetails:
         store = await self.store()
-        image = await trio.to_thread.run_sync(lambda: store.get(command.ref))
-        return _details(image)
+        return await trio.to_thread.run_sync(lambda: _details(store, store.get(command.ref)))
 
     @on(TagImage)
     async def tag(self, command: TagImage) -> None:
@@ -146,6 +152,17 @@ class ImagesHandler(Handler):
         image = await trio.to_thread.run_sync(lambda: store.get(command.source))
         await trio.to_thread.run_sync(lambda: store.tag(image, target))
         await self.ctx.bus.publish(ImageTagged(id=image.id, name=target))
+
+    async def _layers_in_use(self) -> list[str]:
+        """The chain ids of every layer a container has mounted (its image may be gone)."""
+        chains: list[str] = []
+        for record in await self.ctx.bus.request(ListContainerUsage()):
+            try:
+                location = await self.ctx.bus.request(ResolveContainer(ref=record.id))
+            except NotFound:
+                continue
+            chains.extend("sha256:" + Path(d).parent.name for d in location.lower_dirs)
+        return chains
 
     @on(RemoveImage)
     async def remove(self, command: RemoveImage) -> list[RemovedImage]:
@@ -169,7 +186,16 @@ class ImagesHandler(Handler):
             )
         for name in image.names:
             removed.append(RemovedImage(untagged=name))
-        await trio.to_thread.run_sync(lambda: store.remove(image))
+        keep = await self._layers_in_use()
+
+        def remove_and_collect() -> None:
+            # Docker's rmi deletes the image's layers no other image uses; so does this (the
+            # blobs, the unpacked layers and the build cache's records of them), keeping what
+            # containers still have mounted.
+            store.remove(image)
+            collect_garbage(store, keep)
+
+        await trio.to_thread.run_sync(remove_and_collect)
         removed.append(RemovedImage(deleted=image.id))
         await self.ctx.bus.publish(ImageRemoved(id=image.id))
         return removed
