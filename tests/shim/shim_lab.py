@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 
 from carte.runtime.cgroups import LinuxMemory, LinuxResources
-from carte.runtime.shim.client import ShimClient, parse_report, shim_command, socket_path
+from carte.runtime.shim.client import (
+    ShimClient,
+    parse_report,
+    shim_arguments,
+    shim_command,
+    socket_path,
+)
 from carte.runtime.spec import INIT_ANNOTATION, default_spec, encode_spec
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -83,13 +89,14 @@ class ShimLab:
 
     def command(self, container_id: str, bundle: Path, **options: Any) -> list[str]:
         options.setdefault("linger", 30.0)
-        return shim_command(
+        arguments = shim_arguments(
             container_id=container_id,
             bundle=bundle,
             state_dir=self.state_dir,
             log_path=self.log_path(container_id),
             **options,
         )
+        return shim_command(arguments)
 
     def create(self, bundle: Path, **options: Any) -> tuple[str, dict[str, Any]]:
         """A new container under a new shim; its id and the shim's report."""

@@ -2,7 +2,8 @@
 
 A trio handler uses it like this (protocol in docs/shim.md)::
 
-    result = await trio.run_process(shim_command(...), capture_stdout=True, check=False)
+    argv = shim_command(shim_arguments(container_id=..., bundle=..., ...))
+    result = await trio.run_process(argv, capture_stdout=True, check=False)
     created = parse_report(result.stdout)        # raises the CarteError the shim reported
     # then JSON lines on trio.open_unix_socket(created["socket"]), encoded/decoded with
     # carte.runtime.shim.protocol (encode_line/decode_line/LineBuffer), or the blocking
@@ -112,30 +113,10 @@ def shim_arguments(
     return arguments
 
 
-def shim_command(
-    *,
-    container_id: str,
-    bundle: Path,
-    state_dir: Path,
-    log_path: Path,
-    log_max_size: int = 0,
-    log_max_file: int = 1,
-    stdin: bool = False,
-    linger: float | None = None,
-) -> list[str]:
-    """The argv that creates a container under a new shim (arguments as `shim_arguments`).
+def shim_command(arguments: list[str]) -> list[str]:
+    """The argv that creates a container under a new shim, given `shim_arguments(...)`.
 
     Run it and read its stdout: one report line (`parse_report`)."""
-    arguments = shim_arguments(
-        container_id=container_id,
-        bundle=bundle,
-        state_dir=state_dir,
-        log_path=log_path,
-        log_max_size=log_max_size,
-        log_max_file=log_max_file,
-        stdin=stdin,
-        linger=linger,
-    )
     return [*interpreter_command(), "shim", *arguments]
 
 
