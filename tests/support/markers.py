@@ -23,6 +23,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "api": DAEMON,
     "build/test_build_daemon.py": (*DAEMON, "peers"),
     "cli/test_cli_client.py": DAEMON,
+    "cli/test_cli_docker_shape.py": DAEMON,
+    "compose": DAEMON,
     "cluster": (*DAEMON, "peers"),  # daemons in namespaces against a real etcd
     "containers": DAEMON,
     "engine/test_engine_store.py": ("peers",),

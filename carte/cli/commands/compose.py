@@ -337,9 +337,13 @@ def up(session: Session, found: Project) -> int:
             return 1
     for action in plan["actions"]:
         what = "Network" if action["kind"] == "network" else "Service"
-        verb = {"create": "Created", "replace": "Recreated", "scale": "Scaled"}.get(
-            action["action"], action["action"]
-        )
+        verb = {
+            "create": "Created",
+            "replace": "Recreated",
+            "scale": "Scaled",
+            "unchanged": "Running",
+            "remove": "Removed",
+        }.get(action["action"], action["action"])
         session.output.line(f" {what} {action['name']}  {verb}")
     if args.detach:
         return 0
@@ -506,9 +510,10 @@ def config(session: Session, found: Project) -> int:
     project is deployed from this very file, else the plan the file would make."""
     args = session.args
     plan = _apply(session, found, dry_run=True)
-    names = [a["name"] for a in plan["actions"] if a["kind"] == "service"]
+    services = [a for a in plan["actions"] if a["kind"] == "service" and a["action"] != "remove"]
+    names = [a["name"] for a in services]
     deployed = _deployed(session, found.name)
-    unchanged = deployed and not any(a["kind"] == "service" for a in plan["actions"])
+    unchanged = deployed and all(a["action"] == "unchanged" for a in plan["actions"])
     if args.services:
         known = names or [s["name"] for s in _listed_services(session, found.name)]
         for name in known:
