@@ -25,14 +25,19 @@ class CollectedGarbage(msgspec.Struct, frozen=True, kw_only=True):
     bytes_freed: int
 
 
-def collect_garbage(store: ImageStore, keep_chain_ids: Iterable[str] = ()) -> CollectedGarbage:
+def collect_garbage(
+    store: ImageStore, keep_chain_ids: Iterable[str] = (), *, wait: bool = True
+) -> CollectedGarbage:
     """Delete unreferenced blobs, unpacked layers and stale ingest files; return what went.
 
     `keep_chain_ids` protects layers still mounted by containers whose image was removed.
-    Waits for every import, load or pull in progress (any process) to finish first, and blocks
-    new ones while it runs. A blob that cannot be parsed is kept, never guessed about.
+    Waits for every import, load, pull or build in progress (any process) to finish first, and
+    blocks new ones while it runs; with `wait=False` it collects nothing instead of waiting
+    (the next collection frees it). A blob that cannot be parsed is kept, never guessed about.
     """
-    with store.collecting():
+    with store.collecting(wait=wait) as held:
+        if not held:
+            return CollectedGarbage(blobs=(), layers=(), bytes_freed=0)
         blobs, chains = _referenced(store)
         chains.update(digest_hex(c) for c in keep_chain_ids)
         removed_blobs: list[str] = []

@@ -191,9 +191,10 @@ class ImagesHandler(Handler):
         def remove_and_collect() -> None:
             # Docker's rmi deletes the image's layers no other image uses; so does this (the
             # blobs, the unpacked layers and the build cache's records of them), keeping what
-            # containers still have mounted.
+            # containers still have mounted. While a build, pull or load writes to the store,
+            # rm does not wait for it: the next rm, prune or builder prune frees them.
             store.remove(image)
-            collect_garbage(store, keep)
+            collect_garbage(store, keep, wait=False)
 
         await trio.to_thread.run_sync(remove_and_collect)
         removed.append(RemovedImage(deleted=image.id))
