@@ -1,0 +1,109 @@
+"""The scheduler follows the leader: two control planes and a worker (netns nodes, real
+etcd). The leading control plane dies with its containers; the other one is elected, its
+scheduler takes over (a new fence) and puts the lost replicas back on the remaining nodes,
+and a scale asked of it is placed."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.cluster import ClusterLab, LabNode
+from support.leftovers import remove_leftovers
+
+pytestmark = [pytest.mark.root, pytest.mark.kernel, pytest.mark.peers]
+
+TTL = 5
+STACK = """\
+services:
+  web:
+    image: busybox:latest
+    command: ["sleep", "3600"]
+    stop_grace_period: 1s
+    deploy:
+      replicas: 4
+"""
+
+
+class FailoverLab(ClusterLab):
+    """Every handler; daemons enter only the node's network namespace (see test_cluster_spread)."""
+
+    def command(self, node: LabNode) -> list[str]:
+        return ["nsenter", f"--net=/run/netns/{node.namespace}", sys.executable, "-m", "carte"]
+
+    def config(self, node: LabNode, *, control: bool) -> str:
+        return super().config(node, control=control) + (
+            'network: {pools: ["10.97.0.0/16:24"], dns_upstreams: ["127.0.0.1:9"]}\n'
+        )
+
+
+@pytest.fixture
+def lab(busybox_tar: Path) -> Iterator[FailoverLab]:
+    with FailoverLab(3, handlers=None, node_ttl=TTL, leader_ttl=TTL) as lab:
+        try:
+            first, second, worker = lab.nodes
+            lab.start(first, control=True)
+            lab.init(first)
+            lab.start(second, control=True)
+            lab.init(second)
+            lab.start(worker)
+            lab.join(worker)
+            for node in lab.nodes:
+                lab.carte(node, "import", str(busybox_tar), "busybox:latest")
+            yield lab
+        finally:
+            for node in lab.nodes:
+                for daemon in node.daemons:
+                    if daemon.process is not None and daemon.process.poll() is None:
+                        for container in daemon.client("ps", "-aq", "--no-trunc").stdout.split():
+                            daemon.client("rm", "-f", container, timeout=15)
+                        daemon.stop()
+                    remove_leftovers(daemon)
+
+
+def ready_per_node(lab: ClusterLab, asked: LabNode) -> Counter[str]:
+    listed = lab.carte(asked, "--format", "json", "service", "ps", "app_web", check=False)
+    if listed.returncode != 0:
+        return Counter()
+    return Counter(row["node"] for row in json.loads(listed.stdout) if row["ready"])
+
+
+def is_leader(lab: ClusterLab, node: LabNode) -> bool:
+    answer = lab.carte(node, "--format", "json", "cluster", "status", check=False)
+    return answer.returncode == 0 and bool(json.loads(answer.stdout)["is_leader"])
+
+
+def test_the_next_leader_schedules(lab: FailoverLab, tmp_path: Path) -> None:
+    first, second, _ = lab.nodes
+    leader = lab.wait(
+        "a leader", lambda: next((n for n in lab.nodes[:2] if is_leader(lab, n)), None), 20
+    )
+    other = second if leader is first else first
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(STACK)
+    lab.carte(leader, "apply", "-f", str(compose), "-n", "app")
+    lab.wait("4 ready", lambda: ready_per_node(lab, leader).total() == 4, 60)
+    assert leader.name in ready_per_node(lab, leader)
+
+    killed = time.monotonic()
+    leader.daemon.stop(signal.SIGKILL)
+    remove_leftovers(leader.daemon)  # the machine is gone with its containers
+    lab.wait("the other control plane leads", lambda: is_leader(lab, other), TTL + 10)
+    lab.wait(
+        "4 ready without the dead leader",
+        lambda: (n := ready_per_node(lab, other)).total() == 4 and leader.name not in n,
+        TTL + 30,
+    )
+    print(f"leader loss to 4 ready replicas again: {time.monotonic() - killed:.1f} s")
+    assert "scheduler leading" in other.daemon.log()
+
+    lab.carte(other, "service", "scale", "app_web=6")
+    lab.wait("6 ready", lambda: ready_per_node(lab, other).total() == 6, 60)
+    lab.carte(other, "stack", "rm", "app")
+    lab.wait("none left", lambda: ready_per_node(lab, other).total() == 0, 30)
