@@ -176,11 +176,8 @@ def exec_restricted(process: Process, *, preserve_fds: int) -> NoReturn:
         env = environment(process)
         path = _executable_or_exit(process, env)
         _exec(path, process, env, preserve_fds)
-    except OSError as error:
-        code = EXIT_NOT_FOUND if isinstance(error, FileNotFoundError) else EXIT_CANNOT_RUN
-        _fail(f"{error.strerror or error}", code)
     except Exception as error:
-        _fail(str(error), EXIT_CANNOT_RUN)
+        _fail_with(error)
 
 
 def _executable_or_exit(process: Process, env: dict[str, str]) -> str:
@@ -211,11 +208,16 @@ def exec_user_process(
         if pending is not None:
             load_program(pending.program, pending.flags)
         _exec(path, process, env, preserve_fds)
-    except OSError as error:
+    except Exception as error:
+        _fail_with(error)
+
+
+def _fail_with(error: Exception) -> NoReturn:
+    """Exit as Docker does for `error` before the exec: 127 for a missing file, else 126."""
+    if isinstance(error, OSError):
         code = EXIT_NOT_FOUND if isinstance(error, FileNotFoundError) else EXIT_CANNOT_RUN
         _fail(f"{error.strerror or error}", code)
-    except Exception as error:
-        _fail(str(error), EXIT_CANNOT_RUN)
+    _fail(str(error), EXIT_CANNOT_RUN)
 
 
 def _fail(message: str, code: int) -> NoReturn:
