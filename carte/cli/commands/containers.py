@@ -14,6 +14,7 @@ import sys
 import time
 
 from carte.cli.commands import Commands, Session, each, fail
+from carte.cli.output import TemplateError, docker_container, render_template
 from carte.cli.run_options import RunOptionError, add_run_arguments, container_config, parse_size
 from carte.cli.transport import ApiError
 
@@ -459,59 +460,17 @@ def inspect(session: Session) -> int:
         found.append(session.command("InspectContainer", ref=ref))
 
     code = _each(session, one)
+    shaped = [docker_container(details) for details in found]
     template = session.args.template
-    if template:
-        for details in found:
+    if template in ("", "json"):
+        session.output.data(shaped)
+        return code
+    try:
+        for details in shaped:
             session.output.line(render_template(template, details))
-    else:
-        session.output.data(found)
+    except TemplateError as error:
+        return fail(f"template parsing error: {error}")
     return code
-
-
-_SPECIAL_NAMES = {"oomkilled": "oom_killed", "id": "id", "restartcount": "restart_count"}
-
-
-def _snake(name: str) -> str:
-    """Docker's field names (ExitCode, OOMKilled, RestartCount) -> this API's (exit_code...)."""
-    special = _SPECIAL_NAMES.get(name.lower())
-    if special:
-        return special
-    out = ""
-    for index, char in enumerate(name):
-        if char.isupper() and index and not name[index - 1].isupper():
-            out += "_"
-        out += char.lower()
-    return out
-
-
-def render_template(template: str, value: Any) -> str:
-    """The `{{.A.B}}` and `{{json .A}}` subset of Docker's Go templates over `value`; a field
-    that does not exist renders as <no value>, as Go does."""
-    import re
-
-    def lookup(path: str) -> Any:
-        current = value
-        for part in [p for p in path.split(".") if p]:
-            if isinstance(current, dict):
-                key = part if part in current else _snake(part)
-                if key not in current:
-                    return "<no value>"
-                current = current[key]
-            else:
-                return "<no value>"
-        return current
-
-    def substitute(match: re.Match[str]) -> str:
-        expression = match.group(1).strip()
-        as_json = expression.startswith("json ")
-        found = lookup(expression.removeprefix("json ").strip())
-        if as_json or isinstance(found, dict | list):
-            return json.dumps(found)
-        if isinstance(found, bool):
-            return "true" if found else "false"
-        return str(found)
-
-    return re.sub(r"{{(.*?)}}", substitute, template.replace("\\t", "\t").replace("\\n", "\n"))
 
 
 def rename(session: Session) -> int:
