@@ -40,37 +40,31 @@ async def campaign(
 ) -> None:
     """Stand for election forever; while this daemon leads, ``lead(fence)`` runs (it is
     cancelled when the lease is lost). Unreachable etcd is retried with backoff."""
+
+    async def one_term() -> None:
+        async with hold_lease(store, ttl) as lease:
+            while True:
+                try:
+                    put = Put(LEADER_KEY, me, lease=lease)
+                    fence = await store.txn([put], expect={LEADER_KEY: 0})
+                except Conflict:
+                    await _wait_for_vacancy(store, on_leader)
+                    continue
+                log.info("elected leader", extra={"node": me.name, "fence": fence})
+                await on_leader(me.name, fence)
+                await lead(fence)
+                return
+
     delay = 0.2
     while True:
         try:
-            await _one_term(store, me, ttl, on_leader, lead, log)
+            await one_term()
             delay = 0.2
         except (Unavailable, LeaseExpired) as error:
             log.warning("leader election interrupted; standing again", extra={"error": error})
             await on_leader("", 0)
             await trio.sleep(delay)
             delay = min(delay * 2, ttl / 2)
-
-
-async def _one_term(
-    store: Store,
-    me: LeaderRecord,
-    ttl: int,
-    on_leader: OnLeader,
-    lead: Callable[[int], Awaitable[None]],
-    log: logging.Logger,
-) -> None:
-    async with hold_lease(store, ttl) as lease:
-        while True:
-            try:
-                fence = await store.txn([Put(LEADER_KEY, me, lease=lease)], expect={LEADER_KEY: 0})
-            except Conflict:
-                await _wait_for_vacancy(store, on_leader)
-                continue
-            log.info("elected leader", extra={"node": me.name, "fence": fence})
-            await on_leader(me.name, fence)
-            await lead(fence)
-            return
 
 
 async def _wait_for_vacancy(store: Store, on_leader: OnLeader) -> None:
