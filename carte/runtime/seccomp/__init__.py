@@ -19,42 +19,23 @@ from pathlib import Path
 
 from carte.runtime.capabilities import DEFAULT_CAPABILITIES
 from carte.runtime.seccomp._bpf import SECCOMP_FLAGS, load_program
+from carte.runtime.seccomp._profile import *  # noqa: F403  (the model, its checks, the files)
 from carte.runtime.seccomp._profile import (
-    ACTIONS,
-    ACTIONS_WITH_ERRNO,
-    ARCHITECTURES,
-    FILTER_FLAGS,
-    OPERATORS,
     PROGRAM_CACHE,
-    UNCONFINED,
     LinuxSeccomp,
-    LinuxSeccompArg,
-    LinuxSyscall,
+    __all__,
     load_profile,
-    native_architectures,
     validate,
 )
 
 __all__ = [
-    "ACTIONS",
-    "ACTIONS_WITH_ERRNO",
-    "ARCHITECTURES",
-    "FILTER_FLAGS",
-    "OPERATORS",
-    "PROGRAM_CACHE",
+    *__all__,  # _profile's names
     "SECCOMP_FLAGS",
-    "UNCONFINED",
-    "LinuxSeccomp",
-    "LinuxSeccompArg",
-    "LinuxSyscall",
     "cached_program",
     "default_profile",
     "install",
-    "load_profile",
     "load_program",
-    "native_architectures",
     "profile_for_option",
-    "validate",
 ]
 
 
