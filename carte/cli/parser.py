@@ -100,7 +100,10 @@ def simple_arguments(argv: list[str]) -> argparse.Namespace | None:
     if word is None or values["format"] not in _FORMATS:
         return None
     entry = all_commands(word).entries.get(word)
-    if entry is None or isinstance(entry, Commands) or entry.arguments is not None:
+    if entry is None or isinstance(entry, Commands):
+        return None
+    # a command whose only flag is a trailing --format keeps the fast path when not given it
+    if entry.arguments is not None and not getattr(entry.arguments, "format_only", False):
         return None
     # argparse.Namespace is a plain attribute bag too; importing argparse is what this avoids.
     return SimpleNamespace(**values, run=entry.run)  # type: ignore[return-value]

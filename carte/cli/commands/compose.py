@@ -349,7 +349,7 @@ def up(session: Session, found: Project) -> int:
         return 0
     session.args.follow, session.args.tail, session.args.timestamps = True, "all", False
     session.args.no_color = session.args.no_log_prefix = False
-    return _follow_logs(session, found)
+    return follow_logs(session, found.name, list(args.services))
 
 
 def _listed_services(session: Session, stack: str) -> list[dict[str, Any]]:
@@ -725,11 +725,12 @@ def build(session: Session, found: Project | None = None) -> int:
 
 @_run_verb
 def logs(session: Session, found: Project) -> int:
-    return _follow_logs(session, found)
+    return follow_logs(session, found.name, session.args.services)
 
 
-def _follow_logs(session: Session, found: Project) -> int:
-    """Each replica's log prefixed by its name: sorted by time, or as they come with -f."""
+def follow_logs(session: Session, stack: str, services: list[str]) -> int:
+    """Each replica's log prefixed by its name: sorted by time, or as they come with -f
+    (session.args: follow, tail, timestamps, and optionally no_color, no_log_prefix)."""
     import queue
     import threading
     from urllib.parse import quote, urlencode
@@ -737,8 +738,10 @@ def _follow_logs(session: Session, found: Project) -> int:
     args = session.args
     if args.tail != "all" and not args.tail.isdigit():
         return fail(f'invalid --tail "{args.tail}": use a number of lines or "all"')
-    rows = _replicas(session, found.name, args.services)
-    colour = sys.stdout.isatty() and not args.no_color and "NO_COLOR" not in os.environ
+    rows = _replicas(session, stack, services)
+    no_prefix = getattr(args, "no_log_prefix", False)
+    no_color = getattr(args, "no_color", False)
+    colour = sys.stdout.isatty() and not no_color and "NO_COLOR" not in os.environ
     width = max((len(r["name"]) for r in rows), default=0)
     query = {"follow": "1" if args.follow else "0"}
     if args.tail != "all":
@@ -763,7 +766,7 @@ def _follow_logs(session: Session, found: Project) -> int:
 
     prefixes: dict[str, str] = {}
     for number, row in enumerate(rows):
-        prefix = "" if args.no_log_prefix else f"{row['name']:<{width}} | "
+        prefix = "" if no_prefix else f"{row['name']:<{width}} | "
         if colour and prefix:
             prefix = f"\x1b[{_COLOURS[number % len(_COLOURS)]}m{prefix}\x1b[0m"
         prefixes[row["name"]] = prefix

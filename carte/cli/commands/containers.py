@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 
@@ -63,6 +64,12 @@ def _hostname_friendly(parser: argparse.ArgumentParser) -> None:
 def _create_arguments(parser: argparse.ArgumentParser) -> None:
     _hostname_friendly(parser)
     parser.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    parser.add_argument(
+        "--pull",
+        choices=("missing", "always", "never"),
+        default="missing",
+        help="pull the image first: when it is missing (default), always, or never",
+    )
     add_run_arguments(parser)
 
 
@@ -192,14 +199,43 @@ def _create(session: Session) -> tuple[str, int]:
     except RunOptionError as error:
         _error(str(error))
         return "", DAEMON_ERROR
+    policy = getattr(session.args, "pull", "missing")
+    if policy == "always" and not _pull(session, config["image"]):
+        return "", DAEMON_ERROR
     try:
         created = session.command("CreateContainer", config=config)
     except ApiError as error:
-        _error(error.message)
-        return "", DAEMON_ERROR
+        if policy != "missing" or not _MISSING_IMAGE.search(error.message):
+            _error(error.message)
+            return "", DAEMON_ERROR
+        print(f"Unable to find image '{config['image']}' locally", file=sys.stderr)
+        if not _pull(session, config["image"]):
+            return "", DAEMON_ERROR
+        try:
+            created = session.command("CreateContainer", config=config)
+        except ApiError as again:
+            _error(again.message)
+            return "", DAEMON_ERROR
     for warning in created.get("warnings", []):
         print(f"WARNING: {warning}", file=sys.stderr)
     return str(created["id"]), 0
+
+
+_MISSING_IMAGE = re.compile(r"image \"[^\"]+\" not found locally")
+
+
+def _pull(session: Session, image: str) -> bool:
+    """Pull `image` as `carte pull` does (progress on stderr); False after printing why not."""
+    from carte.cli.commands.registry import registry_host, stored_login, stream_transfer
+
+    body = {"reference": image, "login": stored_login(registry_host(image)), "insecure": False}
+    try:
+        result = stream_transfer(session, "/v1/images/pull", body, quiet=False)
+    except ApiError as error:
+        _error(error.message)
+        return False
+    print(f"Digest: {result['manifest_digest']}", file=sys.stderr)
+    return True
 
 
 def create(session: Session) -> int:
@@ -524,6 +560,21 @@ def prune(session: Session) -> int:
 # --- logs -----------------------------------------------------------------------------------
 
 
+def _service_named(session: Session, ref: str) -> tuple[str, list[str]] | None:
+    """(stack, [service]) when no container is `ref` but one stack's service is (its name,
+    STACK_SERVICE or STACK/SERVICE): `carte logs SERVICE` as Compose users type it."""
+    try:
+        services = session.command("ListServices")
+    except ApiError:
+        return None
+    matches = [
+        (row["stack"], [row["name"]])
+        for row in services
+        if ref in (row["name"], f"{row['stack']}_{row['name']}", f"{row['stack']}/{row['name']}")
+    ]
+    return matches[0] if len(matches) == 1 else None
+
+
 def logs(session: Session) -> int:
     from urllib.parse import quote, urlencode
 
@@ -541,7 +592,15 @@ def logs(session: Session) -> int:
     if args.until:
         query["until"] = repr(parse_since(args.until))
     path = f"/v1/containers/{quote(args.container, safe='')}/logs?{urlencode(query)}"
-    stream = session.client.open("GET", path)
+    try:
+        stream = session.client.open("GET", path)
+    except ApiError as error:
+        service = _service_named(session, args.container) if error.status == 404 else None
+        if service is None:
+            raise
+        from carte.cli.commands.compose import follow_logs
+
+        return follow_logs(session, *service)
     try:
         for line in stream.lines():
             _write_output(json.loads(line), timestamps=args.timestamps)

@@ -17,13 +17,66 @@ if TYPE_CHECKING:
 
 
 def register(commands: Commands) -> None:
-    commands.add("version", run=show_version, help="show the client and daemon versions")
-    commands.add("info", run=show_info, help="show the daemon, kernel, cgroups and handlers")
+    commands.add(
+        "version",
+        run=show_version,
+        help="show the client and daemon versions",
+        arguments=_format_argument,
+    )
+    commands.add(
+        "info",
+        run=show_info,
+        help="show the daemon, kernel, cgroups and handlers",
+        arguments=_format_argument,
+    )
     commands.add(
         "events", run=stream_events, help="stream the daemon's events", arguments=_events_arguments
     )
     system = commands.group("system", help="inspect the host Carte runs on")
     system.add("check", run=check_system, help="check the kernel features Carte needs (no daemon)")
+    system.add(
+        "prune",
+        run=prune_system,
+        help="remove stopped containers, unused networks, dangling images and build cache",
+        arguments=_prune_arguments,
+    )
+
+
+def _format_argument(parser: argparse.ArgumentParser) -> None:
+    """`--format` after the command too, as Docker users type it: table, json or a
+    Go template such as '{{json .}}' or '{{.Version}}'."""
+    import argparse
+
+    parser.add_argument(
+        "--format",
+        dest="format",
+        default=argparse.SUPPRESS,
+        help="table, json or a {{.Field}} template",
+    )
+
+
+_format_argument.format_only = True  # type: ignore[attr-defined]  # see parser.simple_arguments
+
+
+def _prune_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-a", "--all", action="store_true", help="every unused image too")
+    parser.add_argument("--volumes", action="store_true", help="unused volumes too")
+    parser.add_argument("-f", "--force", action="store_true", help="do not ask to confirm")
+
+
+def _templated(session: Session, value: Any) -> bool:
+    """Print `value` through a `--format` template (True), or leave it to the caller."""
+    fmt = session.args.format or "table"
+    if fmt in ("table", "json"):
+        session.output.format = fmt
+        return False
+    from carte.cli.output import TemplateError, render_template
+
+    try:
+        session.output.line(render_template(fmt, value))
+    except TemplateError as error:
+        raise UsageError(f"--format: {error}") from None
+    return True
 
 
 def _events_arguments(events: argparse.ArgumentParser) -> None:
@@ -53,6 +106,8 @@ def show_version(session: Session) -> int:
     except DaemonUnreachable as error:
         server, unreachable = None, str(error)
     out = session.output
+    if server is not None and _templated(session, {"client": client, "server": server}):
+        return 0
     if out.json:
         out.data({"client": client, "server": server})
     else:
@@ -69,6 +124,8 @@ def show_version(session: Session) -> int:
 
 def show_info(session: Session) -> int:
     info = session.client.get_json("/v1/info")
+    if _templated(session, info):
+        return 0
     out = session.output
     if out.json:
         out.data(info)
@@ -186,3 +243,82 @@ def check_system(session: Session) -> int:
         print(f"carte: required features missing: {', '.join(missing)}", file=sys.stderr)
         return 1
     return 0
+
+
+_PRUNE_WARNING = """WARNING! This will remove:
+  - all stopped containers
+  - all networks not used by at least one container
+{volumes}  - {images}
+  - unused build cache
+"""
+
+
+def prune_system(session: Session) -> int:
+    """Docker's `system prune`: asks first unless -f; prints what went and the space freed."""
+    args = session.args
+    if not args.force:
+        images = (
+            "all images without at least one container associated to them"
+            if args.all
+            else "all dangling images"
+        )
+        volumes = "  - all anonymous volumes not used by at least one container\n"
+        sys.stderr.write(
+            _PRUNE_WARNING.format(volumes=volumes if args.volumes else "", images=images)
+        )
+        sys.stderr.write("\nAre you sure you want to continue? [y/N] ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return 0
+    out = session.output
+    reclaimed = 0
+    report: dict[str, Any] = {}
+    containers = session.command("PruneContainers", filters={})
+    reclaimed += containers.get("space_reclaimed", 0)
+    report["containers"] = containers["deleted"]
+    report["networks"] = session.command("PruneNetworks")["deleted"]
+    if args.volumes:
+        volumes_pruned = session.command("PruneVolumes")
+        reclaimed += volumes_pruned.get("space_reclaimed", 0)
+        report["volumes"] = volumes_pruned["deleted"]
+    images_pruned = session.command("PruneImages", all=bool(args.all))
+    reclaimed += images_pruned.get("bytes_freed", 0)
+    report["images"] = images_pruned["deleted"]
+    cache = session.command("PruneBuildCache")
+    reclaimed += cache.get("bytes_freed", 0)
+    report["build_cache_records"] = cache.get("records", 0)
+    report["space_reclaimed"] = reclaimed
+    if out.json:
+        out.data(report)
+        return 0
+    for title, key in (
+        ("Containers", "containers"),
+        ("Networks", "networks"),
+        ("Volumes", "volumes"),
+    ):
+        if report.get(key):
+            out.line(f"Deleted {title}:")
+            for name in report[key]:
+                out.line(name)
+            out.line("")
+    if report["images"]:
+        out.line("Deleted Images:")
+        for image in report["images"]:
+            out.line(
+                f"untagged: {image['untagged']}"
+                if image.get("untagged")
+                else f"deleted: {image['deleted']}"
+            )
+        out.line("")
+    if report["build_cache_records"]:
+        out.line(f"Deleted build cache objects: {report['build_cache_records']}")
+    out.line(f"Total reclaimed space: {_size(reclaimed)}")
+    return 0
+
+
+def _size(value: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.4g}{unit}" if unit != "B" else f"{value}B"
+        value //= 1000
+    return f"{value}GB"
