@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from carte.image.tarsafe import OPAQUE_XATTR
@@ -26,6 +27,15 @@ class LayerView:
 
     def lookup(self, path: str) -> tuple[str, os.stat_result] | None:
         """The host path and lstat of the image path `path` (no symlink following), or None."""
+        for host, st in self._entries(path):
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                return None
+            return host, st
+        return None
+
+    def _entries(self, path: str) -> Iterator[tuple[str, os.stat_result]]:
+        """The host path and lstat of `path` in each layer that has it, topmost first, until
+        a layer hides the ones below."""
         parts = [p for p in path.split("/") if p and p != "."]
         for layer in self.layers:
             host = os.path.join(layer, *parts) if parts else layer
@@ -33,12 +43,9 @@ class LayerView:
                 st = os.lstat(host)
             except (FileNotFoundError, NotADirectoryError):
                 if self._hidden_below(layer, parts):
-                    return None
+                    return
                 continue
-            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                return None
-            return host, st
-        return None
+            yield host, st
 
     def _hidden_below(self, layer: str, parts: list[str]) -> bool:
         # An opaque or non-directory ancestor in this layer hides every lower layer's entry.
@@ -54,16 +61,8 @@ class LayerView:
 
     def children(self, path: str) -> dict[str, tuple[str, os.stat_result]]:
         """The merged entries of the directory `path`: name -> (host path, lstat)."""
-        parts = [p for p in path.split("/") if p and p != "."]
         merged: dict[str, tuple[str, os.stat_result] | None] = {}
-        for layer in self.layers:
-            host = os.path.join(layer, *parts) if parts else layer
-            try:
-                st = os.lstat(host)
-            except (FileNotFoundError, NotADirectoryError):
-                if self._hidden_below(layer, parts):
-                    break
-                continue
+        for host, st in self._entries(path):
             if not stat.S_ISDIR(st.st_mode):
                 break
             for name in os.listdir(host):
