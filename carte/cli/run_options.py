@@ -165,7 +165,10 @@ def _parse_port(value: str) -> list[dict[str, Any]]:
     def port_range(text: str) -> list[int]:
         low, _, high = text.partition("-")
         first, last = int(low), int(high or low)
-        if not (0 < first <= last < 65536):
+        if not (0 < first < 65536 and 0 < last < 65536):
+            outside = first if not 0 < first < 65536 else last
+            raise RunOptionError(f'invalid -p "{value}": port {outside} is out of range (1-65535)')
+        if first > last:
             raise ValueError(text)
         return list(range(first, last + 1))
 

@@ -498,7 +498,7 @@ def inspect(session: Session) -> int:
     code = _each(session, one)
     shaped = [docker_container(details) for details in found]
     template = session.args.template
-    if template in ("", "json"):
+    if not template or template == "json":
         session.output.data(shaped)
         return code
     try:

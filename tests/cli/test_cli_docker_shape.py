@@ -1,0 +1,125 @@
+"""The client where Docker users reach for Docker's shapes, against a real daemon: `inspect`
+templates written for `docker inspect`, `--format` after the command, `system prune`,
+`carte logs SERVICE`, and the one-line refusals (`-p 99999:80`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.containers import ok, wait_for
+from support.daemon import Daemon
+from support.module_daemon import ModuleDaemon
+
+CONFIG = 'network:\n  pools: ["10.92.0.0/16:24"]\n  dns_upstreams: ["127.0.0.1:9"]\n'
+
+
+@pytest.fixture(scope="module")
+def shape_daemon(busybox_tar: Path) -> Iterator[ModuleDaemon]:
+    with ModuleDaemon(busybox_tar, config=CONFIG, stacks=True, networks=True, volumes=True) as m:
+        yield m
+
+
+@pytest.fixture
+def carte(shape_daemon: ModuleDaemon) -> Iterator[Daemon]:
+    with shape_daemon.test() as daemon:
+        yield daemon
+
+
+def test_inspect_templates_written_for_docker(carte: Daemon) -> None:
+    ok(carte.client("network", "create", "back"))
+    run = carte.client(
+        "run", "-d", "--name", "shaped", "--network", "back", "-e", "MODE=blue", "-m", "64m",
+        "-v", "data:/data", "-l", "tier.name=db", "busybox", "sleep", "600",
+    )  # fmt: skip
+    container_id = ok(run).strip()
+
+    def shape(template: str) -> str:
+        return ok(carte.client("inspect", "-f", template, "shaped")).rstrip("\n")
+
+    assert shape("{{.Id}} {{.Name}} {{.State.Status}}") == f"{container_id} /shaped running"
+    ip = shape("{{.NetworkSettings.IPAddress}}")
+    assert ip.startswith("10.92.")
+    assert shape("{{.NetworkSettings.Networks.back.IPAddress}}") == ip
+    assert shape("{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}") == ip
+    assert shape("{{range $name, $net := .NetworkSettings.Networks}}{{$name}}{{end}}") == "back"
+    inside = ok(carte.client("exec", "shaped", "ip", "-4", "-o", "addr", "show", "eth0"))
+    assert f" {ip}/" in inside  # the address the template gives is the container's own
+    assert "MODE=blue" in json.loads(shape("{{json .Config.Env}}"))
+    assert shape("{{.HostConfig.Memory}}") == str(64 * 1024 * 1024)
+    assert shape('{{index .Config.Labels "tier.name"}}') == "db"
+    mounts = json.loads(shape("{{json .Mounts}}"))
+    assert [(m["Type"], m["Name"], m["Destination"]) for m in mounts] == [
+        ("volume", "data", "/data")
+    ]
+    assert shape("{{if .State.Running}}up{{else}}down{{end}}") == "up"
+    # the whole document has Docker's keys beside Carte's own
+    document = json.loads(ok(carte.client("inspect", "shaped")))[0]
+    assert document["State"]["Pid"] == document["state"]["pid"] > 0
+    bad = carte.client("inspect", "-f", "{{range .Mounts}}", "shaped")
+    assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1
+    assert "template parsing error" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_format_after_the_command(carte: Daemon) -> None:
+    info = json.loads(ok(carte.client("info", "--format", "{{json .}}")))
+    assert info["socket"] == str(carte.socket)
+    assert ok(carte.client("info", "--format", "{{.Version}}")).strip() == info["version"]
+    assert json.loads(ok(carte.client("info", "--format", "json")))["pid"] == info["pid"]
+    version = ok(carte.client("version", "--format", "{{.Server.ApiVersion}}")).strip()
+    assert version == "1"
+    ok(carte.client("run", "-d", "--name", "listed", "busybox", "sleep", "600"))
+    lines = ok(carte.client("ps", "--format", "json")).splitlines()  # one object a line
+    assert [json.loads(line)["name"] for line in lines] == ["listed"]
+
+
+def test_system_prune(carte: Daemon) -> None:
+    ok(carte.client("run", "--name", "done", "busybox", "true"))
+    ok(carte.client("run", "-d", "--name", "alive", "busybox", "sleep", "600"))
+    ok(carte.client("network", "create", "unused"))
+    ok(carte.client("volume", "create", "spare"))
+    refused = subprocess.run(
+        [*carte.command, "--host", f"unix://{carte.socket}", "system", "prune"],
+        input="n\n", capture_output=True, text=True, timeout=30, env=carte.env,
+    )  # fmt: skip
+    assert refused.returncode == 0 and "Are you sure you want to continue? [y/N]" in refused.stderr
+    assert "done" in ok(carte.client("ps", "-a", "--format", "{{.Names}}"))
+    pruned = ok(carte.client("system", "prune", "-f"))
+    assert "Deleted Containers:" in pruned and "Deleted Networks:" in pruned
+    assert "unused" in pruned and "Total reclaimed space:" in pruned
+    assert ok(carte.client("ps", "-a", "--format", "{{.Names}}")).split() == ["alive"]
+    assert "unused" not in ok(carte.client("network", "ls", "-q")).split()
+    assert "spare" in ok(carte.client("volume", "ls", "-q")).split()  # without --volumes
+    ok(carte.client("system", "prune", "-f", "--volumes"))
+    assert "spare" not in ok(carte.client("volume", "ls", "-q")).split()
+
+
+def test_logs_of_a_service_by_its_name(carte: Daemon, tmp_path: Path) -> None:
+    (tmp_path / "compose.yaml").write_text(
+        "services:\n  talker:\n    image: busybox\n"
+        '    command: ["sh", "-c", "echo said $$HOSTNAME; exec sleep 600"]\n'
+        "    deploy:\n      replicas: 2\n"
+    )
+    ok(carte.client("apply", "-f", str(tmp_path / "compose.yaml"), "-n", "chat", timeout=90))
+
+    def both() -> bool:
+        return ok(carte.client("logs", "talker")).count("said ") == 2
+
+    wait_for(both, 60, "both replicas' lines")
+    lines = ok(carte.client("logs", "talker")).splitlines()
+    assert all(line.startswith("chat_talker_") and " | said " in line for line in lines)
+    missing = carte.client("logs", "nobody")
+    assert missing.returncode == 1 and len(missing.stderr.splitlines()) == 1
+
+
+def test_port_out_of_range_is_one_line(carte: Daemon) -> None:
+    started = time.monotonic()
+    refused = carte.client("run", "-p", "99999:80", "busybox", "true")
+    assert refused.returncode == 125
+    assert refused.stderr == 'carte: invalid -p "99999:80": port 99999 is out of range (1-65535)\n'
+    assert ok(carte.client("ps", "-aq")) == ""  # nothing was created
+    assert time.monotonic() - started < 10
