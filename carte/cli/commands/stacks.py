@@ -325,18 +325,21 @@ def rollout_status(session: Session) -> int:
     or was rolled back (or the timeout passed)."""
     import time
 
-    found = _resolve(session, session.args.service)
+    deadline = time.monotonic() + session.args.timeout
+    try:
+        found = _within(deadline, lambda: _resolve(session, session.args.service))
+    except _Expired:
+        return fail(f"no answer about {session.args.service} in {session.args.timeout:g} s")
     if found is None:
         return 1
     stack, name = found
-    deadline = time.monotonic() + session.args.timeout
     said = ""
     while True:
         try:
             rollout = _within(
                 deadline, lambda: session.command("GetRollout", stack=stack, service=name)
             )
-        except TimeoutError:
+        except _Expired:
             return fail(f"rollout of {stack}_{name} not done after {session.args.timeout:g} s")
         state = rollout["state"]
         line = (
@@ -357,18 +360,23 @@ def rollout_status(session: Session) -> int:
         time.sleep(0.25)
 
 
+class _Expired(Exception):
+    """The deadline of `_within` passed (not an OSError: the transport must not take it for a
+    connection problem)."""
+
+
 def _within(deadline: float, call: Callable[[], T]) -> T:
-    """`call()`, interrupted with TimeoutError at the monotonic `deadline` (a request to a
+    """`call()`, interrupted with `_Expired` at the monotonic `deadline` (a request to a
     busy daemon must not carry `rollout status` past its --timeout)."""
     import signal
     import time
 
     left = deadline - time.monotonic()
     if left <= 0:
-        raise TimeoutError
+        raise _Expired
 
     def expired(_signum: int, _frame: object) -> None:
-        raise TimeoutError
+        raise _Expired
 
     previous = signal.signal(signal.SIGALRM, expired)
     signal.setitimer(signal.ITIMER_REAL, left)
