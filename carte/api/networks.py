@@ -36,8 +36,9 @@ class NetworkMember(_Wire, kw_only=True):
     aliases: list[str] = []
 
 
-class Network(_Wire, kw_only=True):
-    """`carte network inspect`: a network, its members, policies and denied-packet counts."""
+class NetworkAddressing(_Wire, kw_only=True):
+    """What names a network and where it sits; `Network` shows it, the network handler's
+    record stores it."""
 
     name: str
     id: str
@@ -47,6 +48,11 @@ class Network(_Wire, kw_only=True):
     gateway: str
     internal: bool = False
     labels: dict[str, str] = {}
+
+
+class Network(NetworkAddressing, kw_only=True):
+    """`carte network inspect`: a network, its members, policies and denied-packet counts."""
+
     containers: list[NetworkMember] = []
     policies: list[NetworkPolicy] = []
     denied_packets: int = 0

@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 
 from carte.api.containers import PortSpec
-from carte.api.networks import NetworkPolicy
+from carte.api.networks import NetworkAddressing, NetworkPolicy
 
 PREFIX = "networks/"
 DEFAULT_NETWORK = "bridge"
@@ -40,15 +40,7 @@ class EndpointRecord(msgspec.Struct, kw_only=True):
     labels: dict[str, str] = {}
 
 
-class NetworkRecord(msgspec.Struct, kw_only=True):
-    name: str
-    id: str
-    created: str
-    bridge: str
-    subnet: str
-    gateway: str
-    internal: bool = False
-    labels: dict[str, str] = {}
+class NetworkRecord(NetworkAddressing, kw_only=True, forbid_unknown_fields=False):
     policies: list[NetworkPolicy] = []
     endpoints: dict[str, EndpointRecord] = {}
     """Keyed by container id."""
