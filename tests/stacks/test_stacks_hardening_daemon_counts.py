@@ -73,7 +73,7 @@ def test_impossible_stored_record_is_refused_not_fatal(carte: Daemon, tmp_path: 
         record["spec"]["deploy"]["replicas"] = HUGE
         db.execute("UPDATE kv SET value = ? WHERE key = ?", (json.dumps(record).encode(), key))
     carte.start()
-    time.sleep(3)  # several converge passes
+    time.sleep(6)  # more than one converge pass (5 s apart)
     assert carte.process is not None and carte.process.poll() is None, carte.log()[-2000:]
     log = carte.log()
     assert "service stored_web refused" in log and "ceiling of 1000" in log, log[-2000:]
