@@ -341,7 +341,8 @@ def docker_container(details: dict[str, Any]) -> dict[str, Any]:
             "Dns": config.get("dns") or [],
             "DnsSearch": config.get("dns_search") or [],
             "Sysctls": config.get("sysctls") or None,
-            "Privileged": False,
+            "Privileged": "ALL" in (config.get("cap_add") or [])
+            and "seccomp=unconfined" in (config.get("security_opt") or []),
         },
         "Mounts": [
             {

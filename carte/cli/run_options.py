@@ -187,6 +187,20 @@ def _parse_port(value: str) -> list[dict[str, Any]]:
     ]
 
 
+def _parse_add_host(value: str) -> str:
+    """--add-host NAME:IP (or NAME=IP) -> "NAME:IP", the IP checked."""
+    import ipaddress
+
+    name, sep, address = value.partition("=") if "=" in value else value.partition(":")
+    try:
+        ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        sep = ""
+    if not sep or not name:
+        raise RunOptionError(f'invalid --add-host "{value}": use HOST:IP, e.g. db:10.0.0.5')
+    return f"{name}:{address.strip('[]')}"
+
+
 def _parse_duration(value: str, flag: str) -> float:
     """30s, 1m30s, 500ms, 2h, 10 (seconds) -> seconds."""
     text = value.strip()
@@ -274,6 +288,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--cap-add", action="append", default=[], help="add a Linux capability")
     add("--cap-drop", action="append", default=[], help="drop a Linux capability")
     add("--security-opt", action="append", default=[], help="seccomp=..., no-new-privileges")
+    add(
+        "--privileged",
+        action="store_true",
+        help="every capability and no seccomp filter (unlike Docker's, host devices stay "
+        "hidden and /sys read-only)",
+    )
+    add("--add-host", action="append", default=[], help="add HOST:IP to /etc/hosts")
     add("--read-only", action="store_true", help="mount the root filesystem read-only")
     add("--init", action="store_true", help="run Carte's init as PID 1 (signals, zombies)")
     add("--restart", default="no", help="no, on-failure[:MAX], always, unless-stopped")
@@ -364,9 +385,13 @@ def container_config(args: argparse.Namespace) -> dict[str, Any]:
         "open_stdin": args.interactive,
         "mounts": mounts,
         "resources": resources,
-        "cap_add": args.cap_add,
+        "cap_add": [*args.cap_add, *(["ALL"] if args.privileged else [])],
         "cap_drop": args.cap_drop,
-        "security_opt": args.security_opt,
+        "security_opt": [
+            *args.security_opt,
+            *(["seccomp=unconfined", "no-new-privileges=false"] if args.privileged else []),
+        ],
+        "extra_hosts": [_parse_add_host(value) for value in args.add_host],
         "read_only": args.read_only,
         "init": args.init,
         "restart": _parse_restart(args.restart),

@@ -123,3 +123,19 @@ def test_port_out_of_range_is_one_line(carte: Daemon) -> None:
     assert refused.stderr == 'carte: invalid -p "99999:80": port 99999 is out of range (1-65535)\n'
     assert ok(carte.client("ps", "-aq")) == ""  # nothing was created
     assert time.monotonic() - started < 10
+
+
+def test_add_host_and_privileged(carte: Daemon) -> None:
+    hosts = ok(carte.client("run", "--rm", "--add-host", "db:10.1.2.3", "busybox", "cat",
+                            "/etc/hosts"))  # fmt: skip
+    assert any(line.split() == ["10.1.2.3", "db"] for line in hosts.splitlines()), hosts
+    bad = carte.client("run", "--rm", "--add-host", "db", "busybox", "true")
+    assert bad.returncode == 125 and bad.stderr.startswith('carte: invalid --add-host "db"')
+    status = ok(carte.client("run", "--rm", "--privileged", "busybox", "cat", "/proc/self/status"))
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    plain = ok(carte.client("run", "--rm", "busybox", "cat", "/proc/self/status"))
+    plain_fields = dict(line.split(":\t", 1) for line in plain.splitlines() if ":\t" in line)
+    assert int(fields["CapEff"], 16) > int(plain_fields["CapEff"], 16)
+    assert fields["Seccomp"].strip() == "0" and plain_fields["Seccomp"].strip() == "2"
+    ok(carte.client("run", "-d", "--name", "priv", "--privileged", "busybox", "sleep", "60"))
+    assert ok(carte.client("inspect", "-f", "{{.HostConfig.Privileged}}", "priv")) == "true\n"
