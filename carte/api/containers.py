@@ -169,8 +169,9 @@ class Endpoint(_Wire, kw_only=True):
     ports: list[PortSpec] = []
 
 
-class ContainerDetails(_Wire, kw_only=True):
-    """`carte inspect`."""
+class ContainerIdentity(_Wire, kw_only=True):
+    """What a container was made as; `ContainerDetails` shows it, the containers handler's
+    record stores it."""
 
     id: str
     name: str
@@ -178,6 +179,11 @@ class ContainerDetails(_Wire, kw_only=True):
     image: str
     image_id: str
     config: ContainerConfig
+
+
+class ContainerDetails(ContainerIdentity, kw_only=True):
+    """`carte inspect`."""
+
     state: ContainerState
     restart_count: int = 0
     log_path: str = ""

@@ -17,6 +17,7 @@ import msgspec
 from carte.api.containers import (
     ContainerConfig,
     ContainerDetails,
+    ContainerIdentity,
     ContainerState,
     ContainerSummary,
     Endpoint,
@@ -29,16 +30,10 @@ RECORDS = "containers/"
 NAMES = "container-names/"
 
 
-class ContainerRecord(msgspec.Struct, kw_only=True):
+class ContainerRecord(ContainerIdentity, kw_only=True, forbid_unknown_fields=False):
     """Everything the daemon keeps about one container; `config` is already merged with the
     image's defaults (Cmd, Env, WorkingDir...), as `docker inspect` shows it."""
 
-    id: str
-    name: str
-    created: str
-    image: str
-    image_id: str
-    config: ContainerConfig
     state: ContainerState = msgspec.field(default_factory=ContainerState)
     restart_count: int = 0
     endpoints: list[Endpoint] = []
