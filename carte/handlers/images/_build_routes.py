@@ -31,9 +31,8 @@ import msgspec
 import trio
 from quart import Response, request
 
-from carte.api.errors import CarteError, InvalidArgument
+from carte.api.errors import InvalidArgument
 from carte.api.images import BuildRequest
-from carte.api.system import ErrorBody, ErrorDetail
 from carte.build import (
     BuildInputs,
     ContextEntry,
@@ -45,7 +44,7 @@ from carte.build import (
 )
 from carte.engine import HandlerContext
 from carte.engine.handler import Route
-from carte.engine.log import describe_error, traceback_text
+from carte.handlers.images._routes import drain, error_line
 
 if TYPE_CHECKING:
     from carte.handlers.images._build import BuildHandler
@@ -209,39 +208,24 @@ async def _stream(
                 result = await builder.run_build(
                     options, context, dockerfile, progress, cancelled, secrets
                 )
-                line = _encoder.encode({"result": result})
-            except CarteError as error:
-                body = ErrorBody(error=ErrorDetail(code=error.code, message=error.message))
-                line = _encoder.encode(body)
+                line = _encoder.encode({"result": result}) + b"\n"
             except Exception as error:
-                builder.ctx.log.error(
-                    "build failed unexpectedly",
-                    extra={"error": describe_error(error), "traceback": traceback_text(error)},
-                )
-                message = f"{type(error).__name__}: {error}; the daemon log has details"
-                line = _encoder.encode(
-                    ErrorBody(error=ErrorDetail(code="internal", message=message))
-                )
+                line = error_line(error, builder.ctx.log, "build")
             # The upload goes before the last line, so a client that saw it sees no leftovers.
             await trio.to_thread.run_sync(shutil.rmtree, upload, True)
             if kept is not None:
                 await trio.to_thread.run_sync(
                     forget_old_sessions, kept.parent, kept, _busy_sessions(builder, kept.parent)
                 )
-            lines.put(line + b"\n")
+            lines.put(line)
             lines.put(None)
 
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(produce)
-            finished = False
             try:
-                while not finished:
-                    batch = [await trio.to_thread.run_sync(lines.get, abandon_on_cancel=True)]
-                    while not lines.empty():
-                        batch.append(lines.get_nowait())
-                    finished = None in batch
-                    yield b"".join(item for item in batch if item is not None)
+                async for chunk in drain(lines):
+                    yield chunk
             except BaseException:
                 cancelled.set()  # the client went away: stop the build at its next step
                 raise

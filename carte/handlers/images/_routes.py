@@ -164,13 +164,20 @@ async def _progress_stream(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(produce)
-        finished = False
-        while not finished:
-            batch = [await trio.to_thread.run_sync(lines.get, abandon_on_cancel=True)]
-            while not lines.empty():
-                batch.append(lines.get_nowait())
-            finished = None in batch
-            yield b"".join(item for item in batch if item is not None)
+        async for chunk in drain(lines):
+            yield chunk
+
+
+async def drain(lines: queue.SimpleQueue[bytes | None]) -> AsyncIterator[bytes]:
+    """What a worker thread puts in `lines`, in batches (one thread hop per batch, not per
+    line), until it puts None."""
+    finished = False
+    while not finished:
+        batch = [await trio.to_thread.run_sync(lines.get, abandon_on_cancel=True)]
+        while not lines.empty():
+            batch.append(lines.get_nowait())
+        finished = None in batch
+        yield b"".join(item for item in batch if item is not None)
 
 
 async def _body_of(decoder: msgspec.json.Decoder[BodyT], name: str) -> BodyT:
