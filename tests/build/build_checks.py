@@ -3,8 +3,12 @@ the image library) and the host resources a build must not leave behind."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from support.daemon import Daemon
@@ -39,6 +43,26 @@ def write(directory: Path, files: dict[str, str]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return directory
+
+
+@contextmanager
+def serving(directory: Path) -> Iterator[str]:
+    """An HTTP server on loopback serving `directory`: its base URL, until the block ends."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(directory), **kwargs)  # type: ignore[arg-type]
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def image(daemon: Daemon, name: str) -> StoredImage:

@@ -6,13 +6,11 @@ RUN --mount=type=ssh with `carte build --ssh`."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import socket
 import tarfile
-import threading
 from pathlib import Path
 
-from build_checks import build, image, leftovers, read_file, write
+from build_checks import build, image, leftovers, read_file, serving, write
 from support.daemon import Daemon
 
 from carte.image import ImageStore
@@ -211,18 +209,8 @@ def test_add_checksum_verifies_the_download(build_daemon: Daemon, tmp_path: Path
     """The download comes from an HTTP server on loopback that the test runs."""
     served = write(tmp_path / "served", {"file.txt": "downloaded\n"})
     digest = "sha256:" + hashlib.sha256(b"downloaded\n").hexdigest()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, directory=str(served), **kwargs)  # type: ignore[arg-type]
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/file.txt"
+    with serving(served) as base_url:
+        url = f"{base_url}/file.txt"
         good = write(
             tmp_path / "good", {"Dockerfile": f"FROM busybox\nADD --checksum={digest} {url} /\n"}
         )
@@ -234,9 +222,6 @@ def test_add_checksum_verifies_the_download(build_daemon: Daemon, tmp_path: Path
             tmp_path / "bad", {"Dockerfile": f"FROM busybox\nADD --checksum={wrong} {url} /\n"}
         )
         failed = build(build_daemon, bad, "-t", "checksum:2")
-    finally:
-        server.shutdown()
-        server.server_close()
     assert failed.returncode != 0
     assert f"Dockerfile:2: ADD: {url} has checksum {digest}, not the {wrong}" in failed.stderr
     assert leftovers(build_daemon) == []

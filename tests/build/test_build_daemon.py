@@ -9,7 +9,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from build_checks import build, image, leftovers, read_file, stat_file, write
+from build_checks import build, image, leftovers, read_file, serving, stat_file, write
 from support.daemon import Daemon, DaemonFactory
 
 from carte.image import ImageStore
@@ -337,23 +337,8 @@ def test_add_url_onbuild_shell_volume_network_none_and_outside_dockerfile(
     build_daemon: Daemon, tmp_path: Path
 ) -> None:
     """ADD of a URL is served by a local HTTP server on loopback (nothing else is reachable)."""
-    import http.server
-    import threading
-
     served = write(tmp_path / "served", {"remote.txt": "fetched over http\n"})
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, directory=str(served), **kwargs)  # type: ignore[arg-type]
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        port = server.server_address[1]
+    with serving(served) as base_url:
         base = write(
             tmp_path / "base",
             {
@@ -373,7 +358,7 @@ def test_add_url_onbuild_shell_volume_network_none_and_outside_dockerfile(
             {
                 "Dockerfile.app": (
                     "FROM onbuild-base:1\n"
-                    f"ADD http://127.0.0.1:{port}/remote.txt /fetched/\n"
+                    f"ADD {base_url}/remote.txt /fetched/\n"
                     "RUN --network=none ip link show | grep -c ': ' > /links\n"
                 )
             },
@@ -382,9 +367,6 @@ def test_add_url_onbuild_shell_volume_network_none_and_outside_dockerfile(
             build_daemon, context, "-t", "url:1", "-f", str(dockerfile / "Dockerfile.app")
         )
         assert result.returncode == 0, result.stderr
-    finally:
-        server.shutdown()
-        server.server_close()
     assert read_file(build_daemon, "url:1", "/fetched/remote.txt") == b"fetched over http\n"
     assert read_file(build_daemon, "url:1", "/onbuild.txt") == b"triggered\n"
     assert read_file(build_daemon, "url:1", "/links") == b"1\n"  # only loopback
