@@ -21,7 +21,15 @@ from carte.runtime.cgroups.cgroupfs import (
     walk_bottom_up,
     write_file,
 )
-from carte.runtime.cgroups.resources import LinuxResources
+from carte.runtime.cgroups.devices import default_devices
+from carte.runtime.cgroups.resources import (
+    LinuxBlockIO,
+    LinuxCPU,
+    LinuxDeviceCgroup,
+    LinuxMemory,
+    LinuxNetwork,
+    LinuxResources,
+)
 from carte.runtime.cgroups.stats import CgroupStats
 
 DEFAULT_PARENT = "/carte"
@@ -66,7 +74,6 @@ class Cgroup(abc.ABC):
     def create(self) -> None:
         """Create the cgroup (and missing ancestors) in every hierarchy; existing is fine."""
 
-    @abc.abstractmethod
     def apply(self, resources: LinuxResources | None) -> None:
         """Set the limits of a new cgroup from the spec, and its device rules: the spec's, or
         `default_devices()` when it lists none (a container never gets every device by omission).
@@ -74,10 +81,16 @@ class Cgroup(abc.ABC):
         Raises `InvalidArgument` when the kernel rejects a value, `Unavailable` when a limit
         needs a controller this host lacks.
         """
+        devices = resources.devices if resources is not None else []
+        self._set_devices(devices or default_devices())
+        if resources is not None:
+            self._set_limits(resources)
 
-    @abc.abstractmethod
     def update(self, resources: LinuxResources) -> None:
         """Change the limits of a running container; sections left out stay as they are."""
+        self._set_limits(resources)
+        if resources.devices:
+            self._set_devices(resources.devices)
 
     @abc.abstractmethod
     def stats(self) -> CgroupStats:
@@ -163,6 +176,57 @@ class Cgroup(abc.ABC):
 
     def _can_freeze(self) -> bool:
         return True
+
+    # -- limits: the order and the files both versions share; the rest is each version's ------
+
+    _HUGETLB_LIMIT = "max"
+    """The suffix of the hugetlb limit file: hugetlb.<size>.<this>."""
+
+    def _set_limits(self, resources: LinuxResources) -> None:
+        if resources.cpu is not None:
+            self._set_cpu(resources.cpu)
+        if resources.memory is not None:
+            self._set_memory(resources.memory)
+        if resources.pids is not None:
+            limit = resources.pids.limit
+            write_file(self._dir_for("pids"), "pids.max", limit if limit > 0 else "max")
+        if resources.block_io is not None:
+            self._set_block_io(resources.block_io)
+        for hugepage in resources.hugepage_limits:
+            name = f"hugetlb.{hugepage.page_size}.{self._HUGETLB_LIMIT}"
+            write_file(self._dir_for("hugetlb"), name, hugepage.limit)
+        if resources.network is not None:
+            self._set_network(resources.network)
+        for device, rdma in resources.rdma.items():
+            handles = "max" if rdma.hca_handles is None else rdma.hca_handles
+            objects = "max" if rdma.hca_objects is None else rdma.hca_objects
+            value = f"{device} hca_handle={handles} hca_object={objects}"
+            write_file(self._dir_for("rdma"), "rdma.max", value)
+        if resources.unified:
+            self._set_unified(resources.unified)
+
+    @abc.abstractmethod
+    def _dir_for(self, controller: str) -> Path:
+        """The directory holding `controller`'s files; `Unavailable` if the host lacks it."""
+
+    @abc.abstractmethod
+    def _set_devices(self, rules: list[LinuxDeviceCgroup]) -> None: ...
+
+    @abc.abstractmethod
+    def _set_cpu(self, cpu: LinuxCPU) -> None: ...
+
+    @abc.abstractmethod
+    def _set_memory(self, memory: LinuxMemory) -> None: ...
+
+    @abc.abstractmethod
+    def _set_block_io(self, block_io: LinuxBlockIO) -> None: ...
+
+    @abc.abstractmethod
+    def _set_network(self, network: LinuxNetwork) -> None: ...
+
+    @abc.abstractmethod
+    def _set_unified(self, unified: dict[str, str]) -> None:
+        """``linux.resources.unified``: cgroup v2 file name -> value."""
 
     def _unique_directories(self) -> list[Path]:
         unique: list[Path] = []

@@ -19,14 +19,14 @@ from carte.runtime.cgroups.cgroupfs import (
     wait_until,
     write_file,
 )
-from carte.runtime.cgroups.devices import default_devices, v1_rule
+from carte.runtime.cgroups.devices import v1_rule
 from carte.runtime.cgroups.layout import CgroupLayout
 from carte.runtime.cgroups.resources import (
     LinuxBlockIO,
     LinuxCPU,
     LinuxDeviceCgroup,
     LinuxMemory,
-    LinuxResources,
+    LinuxNetwork,
 )
 from carte.runtime.cgroups.stats import CgroupStats
 
@@ -60,19 +60,8 @@ class V1Cgroup(Cgroup):
             if name == "cpuset":
                 _fill_cpuset_from_parents(levels)
 
-    def apply(self, resources: LinuxResources | None) -> None:
-        devices = resources.devices if resources is not None else []
-        self._set_devices(devices or default_devices())
-        if resources is not None:
-            self._set_limits(resources)
-
-    def update(self, resources: LinuxResources) -> None:
-        self._set_limits(resources)
-        if resources.devices:
-            self._set_devices(resources.devices)
-
     def freeze(self) -> None:
-        freezer = self._controller("freezer")
+        freezer = self._dir_for("freezer")
         write_file(freezer, "freezer.state", "FROZEN")
 
         def frozen() -> bool:
@@ -85,7 +74,7 @@ class V1Cgroup(Cgroup):
         wait_until(frozen, what=f"cgroup {self.path} is frozen")
 
     def thaw(self) -> None:
-        freezer = self._controller("freezer")
+        freezer = self._dir_for("freezer")
         write_file(freezer, "freezer.state", "THAWED")
         wait_until(
             lambda: read_text(freezer, "freezer.state") == "THAWED",
@@ -135,7 +124,7 @@ class V1Cgroup(Cgroup):
     def _can_freeze(self) -> bool:
         return "freezer" in self._dirs
 
-    def _controller(self, name: str) -> Path:
+    def _dir_for(self, name: str) -> Path:
         directory = self._dirs.get(name)
         if directory is None:
             raise Unavailable(
@@ -145,54 +134,31 @@ class V1Cgroup(Cgroup):
         return directory
 
     def _set_devices(self, rules: list[LinuxDeviceCgroup]) -> None:
-        devices = self._controller("devices")
+        devices = self._dir_for("devices")
         for rule in rules:
             write_file(devices, "devices.allow" if rule.allow else "devices.deny", v1_rule(rule))
 
-    def _set_limits(self, resources: LinuxResources) -> None:
-        if resources.cpu is not None:
-            self._set_cpu(resources.cpu)
-        if resources.memory is not None:
-            self._set_memory(resources.memory)
-        if resources.pids is not None:
-            limit = resources.pids.limit
-            write_file(self._controller("pids"), "pids.max", limit if limit > 0 else "max")
-        if resources.block_io is not None:
-            self._set_block_io(resources.block_io)
-        for hugepage in resources.hugepage_limits:
+    _HUGETLB_LIMIT = "limit_in_bytes"
+
+    def _set_network(self, network: LinuxNetwork) -> None:
+        if network.class_id is not None:
+            write_file(self._dir_for("net_cls"), "net_cls.classid", network.class_id)
+        for priority in network.priorities:
             write_file(
-                self._controller("hugetlb"),
-                f"hugetlb.{hugepage.page_size}.limit_in_bytes",
-                hugepage.limit,
+                self._dir_for("net_prio"),
+                "net_prio.ifpriomap",
+                f"{priority.name} {priority.priority}",
             )
-        if resources.network is not None:
-            if resources.network.class_id is not None:
-                write_file(
-                    self._controller("net_cls"), "net_cls.classid", resources.network.class_id
-                )
-            for priority in resources.network.priorities:
-                write_file(
-                    self._controller("net_prio"),
-                    "net_prio.ifpriomap",
-                    f"{priority.name} {priority.priority}",
-                )
-        for device, rdma in resources.rdma.items():
-            handles = "max" if rdma.hca_handles is None else rdma.hca_handles
-            objects = "max" if rdma.hca_objects is None else rdma.hca_objects
-            write_file(
-                self._controller("rdma"),
-                "rdma.max",
-                f"{device} hca_handle={handles} hca_object={objects}",
-            )
-        if resources.unified:
-            raise InvalidArgument(
-                "linux.resources.unified needs cgroup v2 controllers, but this host keeps its "
-                "controllers on cgroup v1; remove linux.resources.unified"
-            )
+
+    def _set_unified(self, unified: dict[str, str]) -> None:
+        raise InvalidArgument(
+            "linux.resources.unified needs cgroup v2 controllers, but this host keeps its "
+            "controllers on cgroup v1; remove linux.resources.unified"
+        )
 
     def _set_cpu(self, cpu: LinuxCPU) -> None:
         if cpu.cpus is not None or cpu.mems is not None:
-            cpuset = self._controller("cpuset")
+            cpuset = self._dir_for("cpuset")
             if cpu.cpus is not None:
                 write_file(cpuset, "cpuset.cpus", cpu.cpus)
             if cpu.mems is not None:
@@ -200,7 +166,7 @@ class V1Cgroup(Cgroup):
         cfs_and_rt = (cpu.shares, cpu.quota, cpu.period, cpu.burst, cpu.idle)
         if all(value is None for value in (*cfs_and_rt, cpu.realtime_period, cpu.realtime_runtime)):
             return
-        directory = self._controller("cpu")
+        directory = self._dir_for("cpu")
         if cpu.shares:
             write_file(directory, "cpu.shares", cpu.shares)
         if cpu.period:
@@ -217,7 +183,7 @@ class V1Cgroup(Cgroup):
             write_file(directory, "cpu.idle", cpu.idle)
 
     def _set_memory(self, memory: LinuxMemory) -> None:
-        directory = self._controller("memory")
+        directory = self._dir_for("memory")
         # Without swap accounting (no memsw files) a swap limit cannot be enforced; runc and
         # Docker ignore it too, and the memory limit alone still holds.
         has_memsw = (directory / "memory.memsw.limit_in_bytes").exists()
@@ -253,7 +219,7 @@ class V1Cgroup(Cgroup):
         # useHierarchy is ignored: the kernel always uses the hierarchy now.
 
     def _set_block_io(self, block_io: LinuxBlockIO) -> None:
-        directory = self._controller("blkio")
+        directory = self._dir_for("blkio")
         weight_file = _first_existing(directory, "blkio.weight", "blkio.bfq.weight")
         weight_device_file = _first_existing(
             directory, "blkio.weight_device", "blkio.bfq.weight_device"

@@ -21,12 +21,12 @@ from carte.runtime.cgroups.cgroupfs import (
     write_file,
 )
 from carte.runtime.cgroups.device_filter import attach_device_filter
-from carte.runtime.cgroups.devices import default_devices
 from carte.runtime.cgroups.resources import (
     LinuxBlockIO,
     LinuxCPU,
+    LinuxDeviceCgroup,
     LinuxMemory,
-    LinuxResources,
+    LinuxNetwork,
 )
 from carte.runtime.cgroups.stats import CgroupStats
 
@@ -102,17 +102,6 @@ class V2Cgroup(Cgroup):
                     except CarteError:
                         continue
 
-    def apply(self, resources: LinuxResources | None) -> None:
-        devices = resources.devices if resources is not None else []
-        attach_device_filter(str(self._dir), devices or default_devices())
-        if resources is not None:
-            self._set_limits(resources)
-
-    def update(self, resources: LinuxResources) -> None:
-        self._set_limits(resources)
-        if resources.devices:
-            attach_device_filter(str(self._dir), resources.devices)
-
     def freeze(self) -> None:
         write_file(self._dir, "cgroup.freeze", 1)
         wait_until(lambda: self._frozen() == 1, what=f"cgroup {self.path} is frozen")
@@ -161,23 +150,17 @@ class V2Cgroup(Cgroup):
     def _can_freeze(self) -> bool:
         return (self._dir / "cgroup.freeze").exists()
 
-    def _set_limits(self, resources: LinuxResources) -> None:
-        if resources.cpu is not None:
-            self._set_cpu(resources.cpu)
-        if resources.memory is not None:
-            self._set_memory(resources.memory)
-        if resources.pids is not None:
-            limit = resources.pids.limit
-            write_file(self._dir, "pids.max", limit if limit > 0 else "max")
-        if resources.block_io is not None:
-            self._set_io(resources.block_io)
-        for hugepage in resources.hugepage_limits:
-            write_file(self._dir, f"hugetlb.{hugepage.page_size}.max", hugepage.limit)
-        for device, rdma in resources.rdma.items():
-            handles = "max" if rdma.hca_handles is None else rdma.hca_handles
-            objects = "max" if rdma.hca_objects is None else rdma.hca_objects
-            write_file(self._dir, "rdma.max", f"{device} hca_handle={handles} hca_object={objects}")
-        for key, value in resources.unified.items():
+    def _dir_for(self, controller: str) -> Path:
+        return self._dir
+
+    def _set_devices(self, rules: list[LinuxDeviceCgroup]) -> None:
+        attach_device_filter(str(self._dir), rules)
+
+    def _set_network(self, network: LinuxNetwork) -> None:
+        pass  # net_cls/net_prio exist only in v1; cgroup v2 has nothing to set
+
+    def _set_unified(self, unified: dict[str, str]) -> None:
+        for key, value in unified.items():
             if "/" in key or key.startswith(".") or "." not in key:
                 raise InvalidArgument(
                     f"linux.resources.unified key {key!r} is not a cgroup file name; "
@@ -220,7 +203,7 @@ class V2Cgroup(Cgroup):
         # swappiness, kernel, kernelTCP and disableOOMKiller have no cgroup v2 file; runc
         # ignores them there as well.
 
-    def _set_io(self, block_io: LinuxBlockIO) -> None:
+    def _set_block_io(self, block_io: LinuxBlockIO) -> None:
         bfq = (self._dir / "io.bfq.weight").exists()
         if block_io.weight:
             if bfq:
