@@ -139,3 +139,21 @@ def test_add_host_and_privileged(carte: Daemon) -> None:
     assert fields["Seccomp"].strip() == "0" and plain_fields["Seccomp"].strip() == "2"
     ok(carte.client("run", "-d", "--name", "priv", "--privileged", "busybox", "sleep", "60"))
     assert ok(carte.client("inspect", "-f", "{{.HostConfig.Privileged}}", "priv")) == "true\n"
+
+
+def test_stats_net_and_block_io(carte: Daemon) -> None:
+    ok(carte.client("run", "-d", "--name", "io", "busybox", "sleep", "600"))
+    # writes and traffic on the container's interface
+    ok(carte.client("exec", "io", "dd", "if=/dev/zero", "of=/written", "bs=1M", "count=3",
+                    "oflag=direct"))  # fmt: skip
+    gateway = "$(ip route | awk '/default/ {print $3}')"
+    carte.client("exec", "io", "sh", "-c", f"timeout 3 wget -q -O- http://{gateway}:9/")
+    reading = json.loads(ok(carte.client("--format", "json", "stats", "--no-stream", "io")))[0]
+    assert reading["net_rx_bytes"] > 0 and reading["net_tx_bytes"] > 0
+    # the container's own cgroup is read (cgroup v1 blkio counts direct I/O only, so the
+    # amount is the kernel's to say; never the host's totals)
+    assert reading["block_read_bytes"] >= 0 and reading["block_write_bytes"] >= 0
+    lines = ok(carte.client("stats", "--no-stream", "io")).splitlines()
+    columns = [c.strip() for c in lines[1].split("   ") if c.strip()]
+    assert columns[5].count(" / ") == 1 and columns[5] != "--"
+    assert columns[6].count(" / ") == 1 and columns[6] != "--"

@@ -134,7 +134,8 @@ def test_stats_no_stream_reports_memory_limit_and_pids(carte: Daemon) -> None:
     wait_for(lambda: "sleep 501" in ok(carte.client("top", "busy")), what="both sleeps")
     lines = ok(carte.client("stats", "--no-stream", "busy")).splitlines()
     assert [title.strip() for title in lines[0].split("   ") if title] == [
-        "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS",
+        "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O",
+        "PIDS",
     ]  # fmt: skip
     row = lines[1].split()
     assert row[1] == "busy" and row[-1] == "3"
