@@ -3,6 +3,11 @@ with a real etcd, two workers), busybox imported on each, every handler running.
 
     .venv/bin/python bench/cluster.py [--replicas 30] [--ttl 10] [--rss-replicas 100]
                                       [--json out.json]
+    .venv/bin/python bench/cluster.py --up [--replicas 6]
+
+``--up`` only brings the cluster up, deploys a stack of ``--replicas`` replicas across the three
+nodes, prints `carte service ps` and the commands to drive each node, and keeps everything
+running until Enter or Ctrl-C, when it removes it all.
 
 Measured:
 * ``apply_to_ready_s``: from `carte apply` of ``--replicas`` replicas to all of them ready
@@ -93,12 +98,33 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def keep_up(lab: ClusterLab, compose: Path, replicas: int) -> None:
+    """Deploy the stack, show where its replicas run and how to reach each node, then wait."""
+    control = lab.nodes[0]
+    lab.carte(control, "apply", "-f", str(compose), "-n", "app")
+    wait_for("all replicas ready", lambda: ready(lab) == replicas, 300)
+    print(lab.carte(control, "service", "ps", "app_web").stdout)
+    print(lab.carte(control, "node", "ls", host=lab.server).stdout)
+    print(f"control plane: {lab.server} (admin certificates in {lab.certs})")
+    for node in lab.nodes:
+        print(
+            f"{node.name}: nsenter --net=/run/netns/{node.namespace} {sys.executable} -m carte "
+            f"--host unix://{node.daemon.socket} ps"
+        )
+    print(f"  or from any node: CARTE_CERT_PATH={lab.certs} carte -H {lab.server} node ls")
+    try:
+        input("Enter or Ctrl-C removes the cluster. ")
+    except (EOFError, KeyboardInterrupt):
+        pass
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replicas", type=int, default=30)
     parser.add_argument("--ttl", type=int, default=10)
     parser.add_argument("--rss-replicas", type=int, default=100)
     parser.add_argument("--json", default="")
+    parser.add_argument("--up", action="store_true", help="bring the cluster up and keep it")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"nodes": 3, "replicas": args.replicas, "lease_s": args.ttl}
     work = Path(tempfile.mkdtemp(prefix="carte-bench-cluster-", dir="/tmp"))
@@ -116,6 +142,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 lab.carte(node, "import", str(busybox), "busybox:latest")
 
             compose.write_text(STACK.format(replicas=args.replicas))
+            if args.up:
+                keep_up(lab, compose, args.replicas)
+                return results
             before = etcd_revision(lab)
             started = time.monotonic()
             lab.carte(control, "apply", "-f", str(compose), "-n", "app")
