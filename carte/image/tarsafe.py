@@ -34,6 +34,8 @@ def split_entry_name(name: str) -> list[str]:
     """The components of a tar entry name; raises `UnsafeLayer` for absolute or `..` names."""
     if name.startswith("/"):
         raise UnsafeLayer(f'layer entry "{name}" has an absolute path; refusing the layer')
+    if "\0" in name:
+        raise UnsafeLayer(f"layer entry {name!r} contains a NUL byte; refusing the layer")
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise UnsafeLayer(f'layer entry "{name}" contains ".."; refusing the layer')
@@ -143,6 +145,10 @@ class LayerExtractor:
         if member.isreg():
             self._write_file(archive, member, parent, base)
         elif member.issym():
+            if "\0" in member.linkname:
+                raise UnsafeLayer(
+                    f'layer entry "{member.name}" is a symlink whose target contains a NUL byte'
+                )
             os.symlink(member.linkname, base, dir_fd=parent)
         elif member.islnk():
             self._link(member, parent, base)

@@ -375,6 +375,9 @@ def _untagged(node: Any, path: Path, source: Source, env: dict[str, str], missin
         out: dict[str, Any] = {}
         for key, value in node.items():
             name = str(key)
+            if not _is_text(name):
+                source.report(path, _NOT_TEXT)
+                continue
             try:
                 line = node.lc.key(key)[0] + 1
             except (KeyError, TypeError):  # a key merged in with <<: has no place of its own
@@ -394,6 +397,9 @@ def _untagged(node: Any, path: Path, source: Source, env: dict[str, str], missin
             items.append(_plain(value, (*path, index), source, env, missing))
         return items
     if isinstance(node, str):
+        if not _is_text(node):
+            source.report(path, _NOT_TEXT)
+            return ""
         try:
             return interpolate(str(node), env, missing)
         except InterpolationError as error:
@@ -414,6 +420,16 @@ def _untagged(node: Any, path: Path, source: Source, env: dict[str, str], missin
 
 
 _CORE = "tag:yaml.org,2002:"
+_NOT_TEXT = "holds a lone surrogate escape (\\ud800-\\udfff), not text; write the character"
+
+
+def _is_text(value: str) -> bool:
+    """Whether `value` is encodable text: YAML's "\\ud800" escapes decode to lone surrogates."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _tagged_scalar(

@@ -27,8 +27,11 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "compose": DAEMON,
     "cluster": (*DAEMON, "peers"),  # daemons in namespaces against a real etcd
     "containers": DAEMON,
+    "crash": DAEMON,  # SIGKILLs real daemons mid-operation (tests/crash)
     "engine/test_engine_store.py": ("peers",),
     "engine/test_engine_store_daemon.py": (*DAEMON, "peers"),
+    "fuzz": DAEMON,  # the API fuzzer; the parser fuzzers use no daemon, so get none
+    "fuzz/test_fuzz_tar.py": ("root",),  # owners kept, device nodes made
     "game": DAEMON,
     "image/test_image_archive.py": ("root", "peers"),
     "image/test_image_import_devices.py": ("root",),
