@@ -26,7 +26,7 @@ from carte.api.errors import InvalidArgument
 from carte.build._layer_view import LayerView
 from carte.build._mounts import forget_mountpoints
 from carte.runtime.shim.client import interpreter_command
-from carte.runtime.spec import Mount, User, default_spec, encode_spec
+from carte.runtime.spec import Mount, User, default_spec, encode_spec, overlay_root
 
 _CANCEL_POLL = 0.2  # seconds between checks of the build's cancellation flag
 
@@ -76,19 +76,7 @@ def run_step(
     spec.process.cwd = step.cwd or "/"
     spec.process.user = step.user
     spec.linux.cgroups_path = f"/carte/{container_id}"
-    spec.mounts.insert(
-        0,
-        Mount(
-            destination="/",
-            type="overlay",
-            source="overlay",
-            options=[
-                "lowerdir=" + ":".join(layers),
-                f"upperdir={upper}",
-                f"workdir={work}",
-            ],
-        ),
-    )
+    spec.mounts.insert(0, overlay_root(layers, str(upper), str(work)))
     if step.network == "host":
         spec.linux.namespaces = [ns for ns in spec.linux.namespaces if ns.type != "network"]
     elif step.network == "default":

@@ -68,6 +68,17 @@ class Mount(_Model):
     options: list[str] = []
 
 
+def overlay_root(lowerdirs: list[str], upper: str, work: str) -> Mount:
+    """The mount that builds the root from image layers (`lowerdirs`, topmost first) and the
+    container's own `upper` and `work` directories; it goes first in `mounts`."""
+    return Mount(
+        destination="/",
+        type="overlay",
+        source="overlay",
+        options=["lowerdir=" + ":".join(lowerdirs), f"upperdir={upper}", f"workdir={work}"],
+    )
+
+
 class User(_Model):
     uid: int = 0
     gid: int = 0

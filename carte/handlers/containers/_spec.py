@@ -33,6 +33,7 @@ from carte.runtime.spec import (
     Spec,
     User,
     default_spec,
+    overlay_root,
 )
 
 CPU_PERIOD = 100_000  # microseconds, Docker's CFS period for --cpus
@@ -188,17 +189,7 @@ def build_spec(
     spec.hostname = config.hostname or container_id[:12]
     spec.root.readonly = config.read_only
     spec.mounts.insert(
-        0,
-        Mount(
-            destination="/",
-            type="overlay",
-            source="overlay",
-            options=[
-                "lowerdir=" + ":".join(str(d) for d in lowerdirs),
-                f"upperdir={paths.upper}",
-                f"workdir={paths.work}",
-            ],
-        ),
+        0, overlay_root([str(d) for d in lowerdirs], str(paths.upper), str(paths.work))
     )
     for file, target in (
         (paths.hostname_file, "/etc/hostname"),
