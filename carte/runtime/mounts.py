@@ -47,7 +47,7 @@ _FLAGS: dict[str, tuple[bool, int]] = {
     "nolazytime": (True, sc.MS_LAZYTIME),
 }
 
-_PROPAGATION = {
+PROPAGATION = {
     "private": sc.MS_PRIVATE,
     "rprivate": sc.MS_PRIVATE | sc.MS_REC,
     "shared": sc.MS_SHARED,
@@ -82,8 +82,8 @@ def parse_options(options: list[str]) -> MountOptions:
         if option in _FLAGS:
             clear, flag = _FLAGS[option]
             flags = flags & ~flag if clear else flags | flag
-        elif option in _PROPAGATION:
-            propagation.append(_PROPAGATION[option])
+        elif option in PROPAGATION:
+            propagation.append(PROPAGATION[option])
         elif option not in _IGNORED:
             data.append(option)
     return MountOptions(flags, propagation, ",".join(data))

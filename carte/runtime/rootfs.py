@@ -15,7 +15,7 @@ import os
 import stat
 
 from carte.runtime import syscalls as sc
-from carte.runtime.mounts import mount_entry, parse_options
+from carte.runtime.mounts import PROPAGATION, mount_entry, parse_options
 from carte.runtime.paths import fd_path, is_directory, open_in_root, opened_in_root
 from carte.runtime.spec import LinuxDevice, Mount, Spec
 
@@ -41,17 +41,7 @@ _DEV_LINKS = (
 # shared = a new peer group, not shared with the host; slave = receives the host's mounts;
 # private = receives nothing; unbindable = private and cannot be bind-mounted). "" keeps the
 # rslave every root starts as.
-_PROPAGATION_OF_ROOT = {
-    "": 0,
-    "slave": sc.MS_SLAVE,
-    "rslave": sc.MS_SLAVE | sc.MS_REC,
-    "private": sc.MS_PRIVATE,
-    "rprivate": sc.MS_PRIVATE | sc.MS_REC,
-    "shared": sc.MS_SHARED,
-    "rshared": sc.MS_SHARED | sc.MS_REC,
-    "unbindable": sc.MS_UNBINDABLE,
-    "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
-}
+_PROPAGATION_OF_ROOT = {"": 0, **PROPAGATION}
 
 
 def root_path(spec: Spec, bundle: str) -> str:
