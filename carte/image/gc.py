@@ -12,8 +12,8 @@ import msgspec
 from carte.image import oci
 from carte.image.digest import chain_ids, digest_hex
 from carte.image.errors import InvalidImage
-from carte.image.layers import UNPACK_PREFIX
-from carte.image.store import ImageStore
+from carte.image.layers import DONE_MARKER, UNPACK_PREFIX
+from carte.image.store import ImageStore, StoredImage
 
 BUILD_CACHE_DIR = "build-cache"
 """Where carte.build keeps its step records (carte.build._cache)."""
@@ -30,7 +30,9 @@ def collect_garbage(
 ) -> CollectedGarbage:
     """Delete unreferenced blobs, unpacked layers and stale ingest files; return what went.
 
-    `keep_chain_ids` protects layers still mounted by containers whose image was removed.
+    `keep_chain_ids` protects layers still mounted by containers whose image was removed; the
+    layer blobs the build cache's step records name are kept too (`builder prune` removes
+    records first, `image rm` the records of its image's layers: see `forget_records_of`).
     Waits for every import, load, pull or build in progress (any process) to finish first, and
     blocks new ones while it runs; with `wait=False` it collects nothing instead of waiting
     (the next collection frees it). A blob that cannot be parsed is kept, never guessed about.
@@ -39,6 +41,8 @@ def collect_garbage(
         if not held:
             return CollectedGarbage(blobs=(), layers=(), bytes_freed=0)
         blobs, chains = _referenced(store)
+        blobs.update(digest_hex(d) for _, d in build_records(store) if d and _is_digest(d))
+        cached_diff_ids = _cached_diff_ids(store)
         chains.update(digest_hex(c) for c in keep_chain_ids)
         removed_blobs: list[str] = []
         freed = 0
@@ -49,7 +53,7 @@ def collect_garbage(
                 removed_blobs.append("sha256:" + path.name)
         removed_layers: list[str] = []
         for path in sorted(store.layers_dir.iterdir()):
-            if path.name not in chains:
+            if path.name not in chains and not _holds(path, cached_diff_ids):
                 shutil.rmtree(path)
                 if not path.name.startswith("."):
                     removed_layers.append("sha256:" + path.name)
@@ -111,12 +115,68 @@ def forget_stale_build_records(store: ImageStore) -> int:
     return removed
 
 
+def forget_records_of(store: ImageStore, image: StoredImage) -> int:
+    """Remove the step records naming `image`'s layers that no other image in the index uses
+    (the cache a build of this image left: `image rm` frees it with the image)."""
+    others = {d.digest for i in store.images() if i.id != image.id for d in i.manifest.layers}
+    mine = {d.digest for d in image.manifest.layers} - others
+    removed = 0
+    for path, digest in build_records(store):
+        if digest in mine:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _cached_diff_ids(store: ImageStore) -> set[str]:
+    found: set[str] = set()
+    directory = store.root / BUILD_CACHE_DIR
+    for path in directory.glob("*.json") if directory.is_dir() else ():
+        try:
+            record = _record_decoder.decode(path.read_bytes())
+        except (OSError, msgspec.DecodeError):
+            continue
+        if record.layer is not None:
+            found.add(record.layer.diff_id)
+    return found
+
+
+def _holds(layer: Path, diff_ids: set[str]) -> bool:
+    """Whether an unpacked layer (its `done` marker names its diffID) is one the build cache
+    names; a cached step's layer is kept unpacked for the next build on it."""
+    if not diff_ids or layer.name.startswith("."):
+        return False
+    try:
+        return (layer / DONE_MARKER).read_text().strip() in diff_ids
+    except OSError:
+        return False
+
+
+def _is_digest(text: str) -> bool:
+    return text.startswith("sha256:") and len(text) == 71
+
+
+def forget_build_records(store: ImageStore, *, written_before: float) -> int:
+    """Remove the build cache's step records written before `written_before` (Unix seconds);
+    how many went. The layers only they kept are garbage for the next collection."""
+    removed = 0
+    for path, _ in build_records(store):
+        try:
+            if path.stat().st_mtime < written_before:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
 class _Descriptor(msgspec.Struct):
     digest: str
 
 
 class _Layer(msgspec.Struct):
     descriptor: _Descriptor
+    diff_id: str = ""
 
 
 class _Record(msgspec.Struct):

@@ -12,7 +12,7 @@ from image_tars import add_layer, file, make_image, make_tar
 
 from carte.build import BuildCache
 from carte.build._cache import StepRecord
-from carte.image.gc import build_records, collect_garbage
+from carte.image.gc import build_records, collect_garbage, forget_records_of
 from carte.image.layers import LayerBlob, compressed_size, lowerdirs, unpacked_size
 from carte.image.store import ImageStore
 
@@ -38,7 +38,9 @@ def test_size_is_the_unpacked_layers_beside_the_compressed_size(store: ImageStor
     assert plain.descriptor.size == len(tar) and plain.descriptor.digest == plain.diff_id
 
 
-def test_collecting_a_layer_forgets_the_build_records_that_name_it(store: ImageStore) -> None:
+def test_cached_layers_stay_until_their_image_is_removed_with_its_records(
+    store: ImageStore,
+) -> None:
     kept = make_image(store, [make_tar([file("kept", b"kept")])], "kept:1")
     gone = make_image(store, [make_tar([file("gone", b"gone")])], "gone:1")
     lowerdirs(store, gone)
@@ -50,10 +52,12 @@ def test_collecting_a_layer_forgets_the_build_records_that_name_it(store: ImageS
     assert len(build_records(store)) == 3
 
     store.remove(gone)
+    # A cached step's layer stays for the cache (its manifest and config go).
+    assert gone.manifest.layers[0].digest not in collect_garbage(store).blobs
+    assert forget_records_of(store, gone) == 1  # what image rm does
     collected = collect_garbage(store)
     assert gone.manifest.layers[0].digest in collected.blobs
     assert len(build_records(store)) == 2
-    assert not cache._path(GONE).exists()
     assert cache.get(KEPT) is not None
     assert cache._path(NO_LAYER).exists()
     assert os.listdir(store.layers_dir) == []  # the unpacked layer of "gone" went too

@@ -92,7 +92,11 @@ class BuildImage(Command[BuildResult], frozen=True, kw_only=True):
 
 
 class PruneBuildCache(Command[BuildCachePruned], frozen=True, kw_only=True):
+    """`until` (Unix seconds, 0 for none): only the step records written before it go (and
+    the layers no image keeps); without it the whole cache, mounts and kept contexts go."""
+
     topic: ClassVar[str] = "image.build_cache_prune"
+    until: float = 0.0
 
 
 class ImageBuilt(Fact, frozen=True, kw_only=True):

@@ -72,6 +72,9 @@ def _build(parser: argparse.ArgumentParser) -> None:
 def _prune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-a", "--all", action="store_true", help="(the whole cache; default)")
     parser.add_argument("-f", "--force", action="store_true", help="do not ask (never asks)")
+    parser.add_argument(
+        "--filter", action="append", default=[], help="until=DURATION|TIME (e.g. until=24h)"
+    )
 
 
 def _pairs(values: list[str], flag: str, *, from_env: bool) -> dict[str, str]:
@@ -293,7 +296,16 @@ def build(session: Session) -> int:
 
 
 def prune(session: Session) -> int:
-    result = session.client.post_json("/v1/commands/PruneBuildCache", {})["result"]
+    from carte.cli.commands.system import parse_since
+
+    until = 0.0
+    for value in session.args.filter:
+        key, _, text = value.partition("=")
+        if key != "until" or not text:
+            raise UsageError(f'filter "{value}" is not supported; use until=DURATION (24h)')
+        until = parse_since(text)
+    body = {"until": until} if until else {}
+    result = session.client.post_json("/v1/commands/PruneBuildCache", body)["result"]
     session.output.line(f"Deleted build cache records: {result['records']}")
     session.output.line(f"Total reclaimed space: {result['bytes_freed']} B")
     return 0

@@ -33,6 +33,7 @@ from carte.engine import Handler, HandlerContext, on
 from carte.handlers.containers import resolve_user
 from carte.handlers.images._build_routes import BUILD_ROUTES
 from carte.image import ImageStore, Registry, StoredImage, collect_garbage, parse_reference
+from carte.image.gc import forget_build_records
 
 if TYPE_CHECKING:
     from carte.build import Attached, BuildInputs, BuildOptions
@@ -241,6 +242,14 @@ class BuildHandler(Handler):
         from carte.build import BuildCache
 
         def work() -> BuildCachePruned:
+            if command.until:  # only what is older; layers no image keeps go with it
+                records = forget_build_records(store, written_before=command.until)
+                collected = collect_garbage(store)
+                return BuildCachePruned(
+                    records=records,
+                    blobs=len(collected.blobs),
+                    bytes_freed=collected.bytes_freed,
+                )
             records = BuildCache(store).prune()
             mounts = self.ctx.root / "build-mounts"
             if mounts.is_dir():

@@ -34,6 +34,7 @@ from carte.image import (
     import_rootfs,
     parse_reference,
 )
+from carte.image.gc import forget_records_of
 from carte.image.layers import compressed_size, unpacked_size
 
 
@@ -194,6 +195,7 @@ class ImagesHandler(Handler):
             # containers still have mounted. While a build, pull or load writes to the store,
             # rm does not wait for it: the next rm, prune or builder prune frees them.
             store.remove(image)
+            forget_records_of(store, image)
             collect_garbage(store, keep, wait=False)
 
         await trio.to_thread.run_sync(remove_and_collect)
