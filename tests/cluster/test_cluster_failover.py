@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.cluster import ClusterLab, LabNode
+from support.cluster import ClusterLab, LabNode, WorkloadLab
 from support.leftovers import remove_leftovers
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel, pytest.mark.peers]
@@ -31,21 +30,9 @@ services:
 """
 
 
-class FailoverLab(ClusterLab):
-    """Every handler; daemons enter only the node's network namespace (see test_cluster_spread)."""
-
-    def command(self, node: LabNode) -> list[str]:
-        return ["nsenter", f"--net=/run/netns/{node.namespace}", sys.executable, "-m", "carte"]
-
-    def config(self, node: LabNode, *, control: bool) -> str:
-        return super().config(node, control=control) + (
-            'network: {pools: ["10.97.0.0/16:24"], dns_upstreams: ["127.0.0.1:9"]}\n'
-        )
-
-
 @pytest.fixture
-def lab(busybox_tar: Path) -> Iterator[FailoverLab]:
-    with FailoverLab(3, handlers=None, node_ttl=TTL, leader_ttl=TTL) as lab:
+def lab(busybox_tar: Path) -> Iterator[WorkloadLab]:
+    with WorkloadLab(3, pool="10.97.0.0/16:24", node_ttl=TTL, leader_ttl=TTL) as lab:
         try:
             first, second, worker = lab.nodes
             lab.start(first, control=True)
@@ -58,13 +45,7 @@ def lab(busybox_tar: Path) -> Iterator[FailoverLab]:
                 lab.carte(node, "import", str(busybox_tar), "busybox:latest")
             yield lab
         finally:
-            for node in lab.nodes:
-                for daemon in node.daemons:
-                    if daemon.process is not None and daemon.process.poll() is None:
-                        for container in daemon.client("ps", "-aq", "--no-trunc").stdout.split():
-                            daemon.client("rm", "-f", container, timeout=15)
-                        daemon.stop()
-                    remove_leftovers(daemon)
+            lab.empty_and_stop()
 
 
 def ready_per_node(lab: ClusterLab, asked: LabNode) -> Counter[str]:
@@ -79,7 +60,7 @@ def is_leader(lab: ClusterLab, node: LabNode) -> bool:
     return answer.returncode == 0 and bool(json.loads(answer.stdout)["is_leader"])
 
 
-def test_the_next_leader_schedules(lab: FailoverLab, tmp_path: Path) -> None:
+def test_the_next_leader_schedules(lab: WorkloadLab, tmp_path: Path) -> None:
     first, second, _ = lab.nodes
     leader = lab.wait(
         "a leader", lambda: next((n for n in lab.nodes[:2] if is_leader(lab, n)), None), 20

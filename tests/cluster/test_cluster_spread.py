@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.cluster import ClusterLab, LabNode
+from support.cluster import ClusterLab, LabNode, WorkloadLab
 from support.daemon import Daemon
-from support.leftovers import cgroup_dirs, remove_leftovers
+from support.leftovers import cgroup_dirs
 
 from carte.handlers.cluster._agent import PERIOD as AGENT_PERIOD
 
@@ -42,23 +41,9 @@ services:
 {extra}"""
 
 
-class SpreadLab(ClusterLab):
-    """The lab with every handler and a private network pool per node. Daemons enter only
-    the node's network namespace (nsenter): `ip netns exec` would remount /sys and hide the
-    cgroup hierarchy the containers need."""
-
-    def command(self, node: LabNode) -> list[str]:
-        return ["nsenter", f"--net=/run/netns/{node.namespace}", sys.executable, "-m", "carte"]
-
-    def config(self, node: LabNode, *, control: bool) -> str:
-        return super().config(node, control=control) + (
-            'network: {pools: ["10.94.0.0/16:24"], dns_upstreams: ["127.0.0.1:9"]}\n'
-        )
-
-
 @pytest.fixture(scope="module")
-def lab(busybox_tar: Path) -> Iterator[SpreadLab]:
-    with SpreadLab(3, handlers=None, node_ttl=TTL, leader_ttl=TTL) as lab:
+def lab(busybox_tar: Path) -> Iterator[WorkloadLab]:
+    with WorkloadLab(3, pool="10.94.0.0/16:24", node_ttl=TTL, leader_ttl=TTL) as lab:
         try:
             control, *workers = lab.nodes
             lab.start(control, control=True)
@@ -71,13 +56,7 @@ def lab(busybox_tar: Path) -> Iterator[SpreadLab]:
             lab.wait("3 ready nodes", lambda: _statuses(lab) == ["ready"] * 3, 20)
             yield lab
         finally:
-            for node in lab.nodes:
-                for daemon in node.daemons:
-                    if daemon.process is not None and daemon.process.poll() is None:
-                        for container in daemon.client("ps", "-aq", "--no-trunc").stdout.split():
-                            daemon.client("rm", "-f", container, timeout=15)
-                        daemon.stop()
-                    remove_leftovers(daemon)
+            lab.empty_and_stop()
 
 
 def apply(lab: ClusterLab, tmp_path: Path, replicas: int, extra: str = "") -> None:
@@ -113,7 +92,7 @@ def remove_stack(lab: ClusterLab) -> None:
     lab.wait("no replica left", lambda: not running(lab), 30)
 
 
-def test_six_replicas_spread_over_three_nodes(lab: SpreadLab, tmp_path: Path) -> None:
+def test_six_replicas_spread_over_three_nodes(lab: WorkloadLab, tmp_path: Path) -> None:
     started = time.monotonic()
     apply(lab, tmp_path, 6)
     lab.wait("6 ready replicas", lambda: sum(ready_per_node(lab).values()) == 6, 60)
@@ -130,7 +109,7 @@ def test_six_replicas_spread_over_three_nodes(lab: SpreadLab, tmp_path: Path) ->
     remove_stack(lab)
 
 
-def test_constraints_and_a_replica_that_fits_nowhere(lab: SpreadLab, tmp_path: Path) -> None:
+def test_constraints_and_a_replica_that_fits_nowhere(lab: WorkloadLab, tmp_path: Path) -> None:
     lab.carte(lab.nodes[0], "node", "update", "--label-add", "zone=a", "node3")
     extra = "      placement:\n        constraints: [node.labels.zone==a]\n"
     extra += "        max_replicas_per_node: 2\n"
@@ -145,7 +124,7 @@ def test_constraints_and_a_replica_that_fits_nowhere(lab: SpreadLab, tmp_path: P
     lab.carte(lab.nodes[0], "node", "update", "--label-rm", "zone", "node3")
 
 
-def test_a_one_shot_replica_is_not_restarted(lab: SpreadLab, tmp_path: Path) -> None:
+def test_a_one_shot_replica_is_not_restarted(lab: WorkloadLab, tmp_path: Path) -> None:
     compose = tmp_path / "compose.yaml"
     compose.write_text(
         'services:\n  web:\n    image: busybox:latest\n    command: ["true"]\n'
@@ -164,7 +143,7 @@ def test_a_one_shot_replica_is_not_restarted(lab: SpreadLab, tmp_path: Path) -> 
     remove_stack(lab)
 
 
-def test_drain_moves_replicas_without_dropping_ready_ones(lab: SpreadLab, tmp_path: Path) -> None:
+def test_drain_moves_replicas_without_dropping_ready_ones(lab: WorkloadLab, tmp_path: Path) -> None:
     apply(lab, tmp_path, 6)
     lab.wait("6 ready", lambda: sum(ready_per_node(lab).values()) == 6, 60)
     lab.carte(lab.nodes[0], "node", "drain", "node2")
@@ -183,7 +162,7 @@ def test_drain_moves_replicas_without_dropping_ready_ones(lab: SpreadLab, tmp_pa
     remove_stack(lab)
 
 
-def test_a_healed_partition_leaves_no_extra_replica(lab: SpreadLab, tmp_path: Path) -> None:
+def test_a_healed_partition_leaves_no_extra_replica(lab: WorkloadLab, tmp_path: Path) -> None:
     """node3 is cut off from the control plane by an nftables drop in its namespace: its
     lease expires, its replicas are started elsewhere while its own keep running (cut off);
     once the link heals, its agent stops them within one reconcile period."""
@@ -230,7 +209,7 @@ def _heal(node: LabNode) -> None:
     )
 
 
-def test_a_killed_node_replicas_come_back_elsewhere(lab: SpreadLab, tmp_path: Path) -> None:
+def test_a_killed_node_replicas_come_back_elsewhere(lab: WorkloadLab, tmp_path: Path) -> None:
     apply(lab, tmp_path, 6)
     lab.wait("6 ready", lambda: sum(ready_per_node(lab).values()) == 6, 60)
     victim = lab.nodes[2]
@@ -250,7 +229,7 @@ def test_a_killed_node_replicas_come_back_elsewhere(lab: SpreadLab, tmp_path: Pa
     remove_stack(lab)
 
 
-def test_an_etcd_restart_stops_no_container(lab: SpreadLab, tmp_path: Path) -> None:
+def test_an_etcd_restart_stops_no_container(lab: WorkloadLab, tmp_path: Path) -> None:
     apply(lab, tmp_path, 6)
     lab.wait("6 ready", lambda: sum(ready_per_node(lab).values()) == 6, 60)
     before = _container_ids(lab)

@@ -29,6 +29,7 @@ from typing import Any
 
 from support.daemon import Daemon, DaemonFactory
 from support.etcd import EtcdServer
+from support.leftovers import remove_leftovers
 
 API_PORT = 2376
 
@@ -224,3 +225,33 @@ class ClusterLab:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{what}: not within {timeout} s")
             time.sleep(0.2)
+
+    def empty_and_stop(self) -> None:
+        """Remove every container of every running daemon, stop the daemons, and remove what
+        each left on the host (for a lab whose nodes ran containers)."""
+        for node in self.nodes:
+            for daemon in node.daemons:
+                if daemon.process is not None and daemon.process.poll() is None:
+                    for container in daemon.client("ps", "-aq", "--no-trunc").stdout.split():
+                        daemon.client("rm", "-f", container, timeout=15)
+                    daemon.stop()
+                remove_leftovers(daemon)
+
+
+class WorkloadLab(ClusterLab):
+    """A lab whose nodes run containers: every handler, container networks from `pool`
+    ("10.X.0.0/16:24", one the other labs and areas do not use). Daemons enter only the node's
+    network namespace (nsenter): ``ip netns exec`` would remount /sys and hide the cgroup
+    hierarchy the containers need."""
+
+    def __init__(self, size: int = 3, *, pool: str, node_ttl: int, leader_ttl: int) -> None:
+        super().__init__(size, handlers=None, node_ttl=node_ttl, leader_ttl=leader_ttl)
+        self.pool = pool
+
+    def command(self, node: LabNode) -> list[str]:
+        return ["nsenter", f"--net=/run/netns/{node.namespace}", sys.executable, "-m", "carte"]
+
+    def config(self, node: LabNode, *, control: bool) -> str:
+        return super().config(node, control=control) + (
+            f'network: {{pools: ["{self.pool}"], dns_upstreams: ["127.0.0.1:9"]}}\n'
+        )
