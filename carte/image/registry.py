@@ -440,11 +440,15 @@ class Registry:
     def _upload(self, transfer: _Transfer, descriptor: oci.Descriptor) -> None:
         store, repository, scope, progress = transfer
         digest, size = descriptor.digest, descriptor.size
+
+        def done(action: str) -> None:
+            progress(Progress(action=action, digest=digest, done=size, total=size))
+            self._remember(digest, repository)
+
         head = self.request("HEAD", f"/v2/{repository}/blobs/{digest}", scope=scope, ok=(200, 404))
         head.read()
         if head.status == 200:
-            progress(Progress(action="exists", digest=digest, done=size, total=size))
-            self._remember(digest, repository)
+            done("exists")
             return
         with self._lock:
             source_repository = self._known_repo.get(digest)
@@ -455,8 +459,7 @@ class Registry:
             started = self.request("POST", f"{uploads}?{query}", scope=mount_scope, ok=(201, 202))
             started.read()
             if started.status == 201:
-                progress(Progress(action="mounted", digest=digest, done=size, total=size))
-                self._remember(digest, repository)
+                done("mounted")
                 return
         else:
             started = self.request("POST", uploads, scope=scope, ok=(202,))
@@ -486,8 +489,7 @@ class Registry:
                     )
                     progress(Progress(action="push", digest=digest, done=offset, total=size))
                 self._finish_upload(location, digest, b"", scope)
-        progress(Progress(action="push", digest=digest, done=size, total=size))
-        self._remember(digest, repository)
+        done("push")
 
     def _finish_upload(self, location: str, digest: str, body: bytes, scope: str) -> str:
         separator = "&" if "?" in location else "?"
