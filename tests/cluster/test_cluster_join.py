@@ -11,11 +11,13 @@ import json
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.cluster import ClusterLab, LabNode
+from support.daemon import Daemon
 
 from carte.api.cluster import CaRecord
 from carte.cluster.pki import ClusterCA, write_bundle
@@ -152,17 +154,27 @@ def test_clients_without_a_valid_certificate_are_refused(lab: ClusterLab, tmp_pa
     assert "refused this client's certificate" in line
 
 
-def test_a_removed_node_is_revoked(lab: ClusterLab) -> None:
-    worker = lab.nodes[2]
-    spare = lab.start(worker, fresh=True)
+@contextmanager
+def joined_spare(lab: ClusterLab, node: LabNode, name: str) -> Iterator[Daemon]:
+    """A second daemon on `node`, joined to the cluster as `name` with a fresh token; stopped
+    after the block."""
+    spare = lab.start(node, fresh=True)
     try:
         token = json.loads(
-            lab.carte(worker, "--format", "json", "cluster", "join-token", host=lab.server).stdout
+            lab.carte(node, "--format", "json", "cluster", "join-token", host=lab.server).stdout
         )["token"]
         lab.carte(
-            worker, "node", "join", "--token", token, "--server", lab.server,
-            "--name", "spare", daemon=spare,
+            node, "node", "join", "--token", token, "--server", lab.server,
+            "--name", name, daemon=spare,
         )  # fmt: skip
+        yield spare
+    finally:
+        spare.stop()
+
+
+def test_a_removed_node_is_revoked(lab: ClusterLab) -> None:
+    worker = lab.nodes[2]
+    with joined_spare(lab, worker, "spare") as spare:
         assert nodes(lab, worker)["spare"]["status"] == "ready"
         ready = refused(lab.carte(worker, "node", "rm", "spare", host=lab.server, check=False))
         assert "is ready" in ready
@@ -174,22 +186,12 @@ def test_a_removed_node_is_revoked(lab: ClusterLab) -> None:
         assert "was revoked" in line
         lab.wait("the removed node logs its refused heartbeat",
                  lambda: "was revoked" in spare.log(), TTL * 2)  # fmt: skip
-    finally:
-        spare.stop()
 
 
 def test_a_node_leaves_drained_and_revoked(lab: ClusterLab) -> None:
     """`carte node leave` (what install.sh --uninstall runs on a node)."""
     worker = lab.nodes[2]
-    spare = lab.start(worker, fresh=True)
-    try:
-        token = json.loads(
-            lab.carte(worker, "--format", "json", "cluster", "join-token", host=lab.server).stdout
-        )["token"]
-        lab.carte(
-            worker, "node", "join", "--token", token, "--server", lab.server,
-            "--name", "leaver", daemon=spare,
-        )  # fmt: skip
+    with joined_spare(lab, worker, "leaver") as spare:
         assert "leaver" in nodes(lab, worker)
         left = lab.carte(worker, "--format", "json", "node", "leave", daemon=spare)
         assert json.loads(left.stdout) == {"drained": True}
@@ -198,8 +200,6 @@ def test_a_node_leaves_drained_and_revoked(lab: ClusterLab) -> None:
         line = refused(lab.carte(worker, "node", "ls", host=lab.server,
                                  certs=spare.root / "cluster", check=False))  # fmt: skip
         assert "cannot load the cluster certificates" in line  # the bundle went with it
-    finally:
-        spare.stop()
 
 
 def status_of(lab: ClusterLab, node: LabNode, daemon: Any) -> dict[str, Any]:
