@@ -12,7 +12,9 @@ reopens that entry, NAT and all, and goes to the backend that left for up to 2 m
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Iterator
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -41,26 +43,11 @@ def forget_flows(port: int, proto: Protocol = "udp") -> int:
     on that port) are kept. Returns how many entries were deleted.
     """
     wanted = NFCTAttrTuple(proto=_PROTOCOLS[proto], dport=port)
-    deleted = 0
-    try:
-        tracker = Conntrack()
-    except OSError as exc:
-        raise Internal(f"cannot open conntrack to forget flows to port {port}: {exc}") from None
-    try:
-        for entry in list(tracker.dump_entries(tuple_orig=wanted)):
-            if not _stale(entry):
-                continue
-            try:
-                tracker.delete(entry)
-            except NetlinkError as exc:
-                if exc.code != 2:  # ENOENT: it expired meanwhile
-                    raise Internal(
-                        f"cannot forget flows to port {port}/{proto}: {exc.args[1]}"
-                    ) from None
-            deleted += 1
-    finally:
-        tracker.close()
-    return deleted
+    with _conntrack(f"port {port}/{proto}") as delete:
+        stale = [e for e in delete.tracker.dump_entries(tuple_orig=wanted) if _stale(e)]
+        for entry in stale:
+            delete(entry)
+    return len(stale)
 
 
 def forget_backend(address: IPv4Address, *, established: bool) -> int:
@@ -70,26 +57,43 @@ def forget_backend(address: IPv4Address, *, established: bool) -> int:
     address nobody answers. TCP connections still open to a live backend stay where they are.
     Returns how many entries were deleted."""
     deleted = 0
-    try:
-        tracker = Conntrack()
-    except OSError as exc:
-        raise Internal(f"cannot open conntrack to forget flows to {address}: {exc}") from None
-    try:
+    with _conntrack(str(address)) as delete:
         for proto in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
             wanted = NFCTAttrTuple(saddr=str(address), proto=proto)
-            for entry in list(tracker.dump_entries(tuple_reply=wanted)):
+            for entry in list(delete.tracker.dump_entries(tuple_reply=wanted)):
                 if not int(entry.status or 0) & _IPS_DST_NAT:
                     continue  # a flow to the container's own address, not balanced
                 info = entry.protoinfo
                 if not established and info is not None:
                     if info.state not in (TCP_CONNTRACK_TIME_WAIT, TCP_CONNTRACK_CLOSE):
                         continue
-                try:
-                    tracker.delete(entry)
-                except NetlinkError as exc:
-                    if exc.code != 2:  # ENOENT: it expired meanwhile
-                        raise Internal(f"cannot forget flows to {address}: {exc.args[1]}") from None
+                delete(entry)
                 deleted += 1
+    return deleted
+
+
+class _Deleter:
+    """Deletes entries from an open conntrack socket; errors name the flows (`what`)."""
+
+    def __init__(self, tracker: Conntrack, what: str) -> None:
+        self.tracker = tracker
+        self.what = what
+
+    def __call__(self, entry: Any) -> None:
+        try:
+            self.tracker.delete(entry)
+        except NetlinkError as exc:
+            if exc.code != 2:  # ENOENT: it expired meanwhile
+                raise Internal(f"cannot forget flows to {self.what}: {exc.args[1]}") from None
+
+
+@contextlib.contextmanager
+def _conntrack(what: str) -> Iterator[_Deleter]:
+    try:
+        tracker = Conntrack()
+    except OSError as exc:
+        raise Internal(f"cannot open conntrack to forget flows to {what}: {exc}") from None
+    try:
+        yield _Deleter(tracker, what)
     finally:
         tracker.close()
-    return deleted
