@@ -13,13 +13,13 @@ import socket
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from ipaddress import IPv4Network
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from services_lab import desired, fetch, ready, replicas, vip
 from support import REPO
+from support.containers import ok, wait_for
 from support.daemon import Daemon
 from support.module_daemon import ModuleDaemon
 
@@ -45,18 +45,6 @@ services:
 """
 
 
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}{result.stdout}"
-    return result.stdout
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        time.sleep(0.1)
-
-
 def lb_table(daemon: Daemon) -> str:
     return f"{nft_table_name(daemon.root)}-lb"
 
@@ -78,40 +66,6 @@ def deploy(daemon: Daemon, tmp_path: Path, replicas: int) -> None:
     path = tmp_path / "compose.yaml"
     path.write_text(WEB.format(replicas=replicas))
     ok(daemon.client("apply", "-f", str(path), "-n", "svc"))
-
-
-def replicas(daemon: Daemon) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = json.loads(
-        ok(daemon.client("--format", "json", "service", "ps", "svc_web"))
-    )
-    return rows
-
-
-def ready(daemon: Daemon, n: int) -> Callable[[], bool]:
-    def check() -> bool:
-        rows = replicas(daemon)  # exactly n, all ready: none of an earlier scale still stopping
-        return len(rows) == n and all(r["ready"] for r in rows)
-
-    return check
-
-
-def vip(daemon: Daemon) -> str:
-    network = json.loads(ok(daemon.client("--format", "json", "network", "inspect", "svc_default")))
-    if isinstance(network, list):
-        network = network[0]
-    return str(IPv4Network(network["subnet"]).broadcast_address - 1)
-
-
-def fetch(address: str, port: int = 80) -> str:
-    """One GET on a fresh connection (a new flow, so the kernel picks a replica again)."""
-    with socket.create_connection((address, port), timeout=3) as conn:
-        conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        data = b""
-        while chunk := conn.recv(4096):
-            data += chunk
-    head, _, body = data.decode().partition("\r\n\r\n")
-    assert head.startswith("HTTP/1.") and " 200 " in head.splitlines()[0], head
-    return body.strip()
 
 
 def hostnames(daemon: Daemon) -> dict[str, str]:
@@ -221,33 +175,23 @@ services:
 """
 
 
-def busy_replicas(daemon: Daemon) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = json.loads(
-        ok(daemon.client("--format", "json", "service", "ps", "auto_busy"))
-    )
-    return rows
-
-
-def desired(daemon: Daemon) -> int:
-    rows = json.loads(ok(daemon.client("--format", "json", "service", "ls", "auto")))
-    return int(next(r["desired"] for r in rows if r["name"] == "busy"))
-
-
 def test_cpu_load_scales_up_then_down_after_the_window(daemon: Daemon, tmp_path: Path) -> None:
     window = 6.0
     path = tmp_path / "compose.yaml"
     path.write_text(BUSY.format(window=window))
     try:
         ok(daemon.client("apply", "-f", str(path), "-n", "auto"))
-        wait_for(lambda: any(r["ready"] for r in busy_replicas(daemon)), 30, "a ready replica")
+        wait_for(
+            lambda: any(r["ready"] for r in replicas(daemon, "auto_busy")), 30, "a ready replica"
+        )
         # Two sync periods (1 s): one to take a CPU baseline, one to measure and scale; the
         # slack covers the first stats sample (0.25 s) and the CLI round trips.
-        wait_for(lambda: desired(daemon) == 2, 2 * 1.0 + 1.5, "scale-up to 2")
-        wait_for(lambda: len(busy_replicas(daemon)) == 2, 30, "2 replicas running")
-        for row in busy_replicas(daemon):
+        wait_for(lambda: desired(daemon, "auto", "busy") == 2, 2 * 1.0 + 1.5, "scale-up to 2")
+        wait_for(lambda: len(replicas(daemon, "auto_busy")) == 2, 30, "2 replicas running")
+        for row in replicas(daemon, "auto_busy"):
             ok(daemon.client("exec", row["container_id"], "touch", "/stop"))
         idle = time.monotonic()
-        wait_for(lambda: desired(daemon) == 1, window + 6.0, "scale-down to 1")
+        wait_for(lambda: desired(daemon, "auto", "busy") == 1, window + 6.0, "scale-down to 1")
         assert time.monotonic() - idle >= window - 1.0, "scaled down before the window ended"
     finally:
         daemon.client("stack", "rm", "auto")

@@ -4,14 +4,12 @@ sync periods, without any manual `service scale` to wake it."""
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from support.containers import ok
+from services_lab import desired, replicas
+from support.containers import ok, wait_for
 from support.daemon import Daemon
 from support.module_daemon import ModuleDaemon
 
@@ -52,33 +50,18 @@ def carte(restartable: ModuleDaemon) -> Iterator[Daemon]:
         yield daemon
 
 
-def rows(carte: Daemon) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = json.loads(
-        ok(carte.client("--format", "json", "service", "ps", "later_busy"))
-    )
-    return found
-
-
-def desired(carte: Daemon) -> int:
-    listed = json.loads(ok(carte.client("--format", "json", "service", "ls", "later")))
-    return int(next(r["desired"] for r in listed if r["name"] == "busy"))
-
-
-def wait_for(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        time.sleep(0.2)
-
-
 def test_autoscaler_decides_after_a_daemon_restart(carte: Daemon, tmp_path: Path) -> None:
     path = tmp_path / "compose.yaml"
     path.write_text(LOADED_LATER)
     ok(carte.client("apply", "-f", str(path), "-n", "later"))
-    wait_for(lambda: any(r["ready"] for r in rows(carte)), 30, "a ready replica")
+    wait_for(lambda: any(r["ready"] for r in replicas(carte, "later_busy")), 30, "a ready replica")
     carte.stop()
     carte.start()
-    wait_for(lambda: any(r["ready"] for r in rows(carte)), 30, "the replica ready again")
-    ok(carte.client("exec", rows(carte)[0]["container_id"], "touch", "/go"))
+    wait_for(
+        lambda: any(r["ready"] for r in replicas(carte, "later_busy")),
+        30,
+        "the replica ready again",
+    )
+    ok(carte.client("exec", replicas(carte, "later_busy")[0]["container_id"], "touch", "/go"))
     # a baseline period and a measured one, plus slack for the stats sample and the CLI
-    wait_for(lambda: desired(carte) == 2, 8, "scale-up to 2 after the restart")
+    wait_for(lambda: desired(carte, "later", "busy") == 2, 8, "scale-up to 2 after the restart")

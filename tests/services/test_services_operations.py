@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from services_lab import fetch, ready, replicas, vip
+from support.containers import ok, wait_for
 from support.daemon import Daemon
 from support.module_daemon import ModuleDaemon
-from test_services_daemon import fetch, ok, ready, replicas, vip, wait_for
 
 CONFIG = 'network:\n  pools: ["10.98.0.0/16:24"]\n  dns_upstreams: ["127.0.0.1:9"]\n'
 # httpd on 8080, which neither `expose` nor `ports` lists.
