@@ -144,6 +144,7 @@ class LayerExtractor:
             self._remove(parent, base)
         if member.isreg():
             self._write_file(archive, member, parent, base)
+            return  # its metadata was set through the open file
         elif member.issym():
             if "\0" in member.linkname:
                 raise UnsafeLayer(
@@ -181,6 +182,14 @@ class LayerExtractor:
         regions = member.sparse if member.issparse() else [(0, member.size)]
         try:
             write_regions(fd, archive.fileobj, regions or [], member.size)  # type: ignore[arg-type]
+            # The metadata through the open fd, as _set_metadata does by name (chown first: it
+            # clears set-id bits and capabilities), saving five path lookups per file.
+            os.fchown(fd, member.uid, member.gid)
+            for key, value in _xattrs(member).items():
+                os.setxattr(fd, key, value)
+            os.fchmod(fd, stat.S_IMODE(member.mode))
+            mtime_ns = int(member.mtime * 1_000_000_000)
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
         except ShortData:
             raise tarfile.ReadError(f'layer entry "{member.name}" is cut short') from None
         finally:
