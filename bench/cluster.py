@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
 from support.busybox import make_rootfs_tar  # noqa: E402
-from support.cluster import ClusterLab, LabNode  # noqa: E402
+from support.cluster import ClusterLab, WorkloadLab  # noqa: E402
 from support.leftovers import remove_leftovers  # noqa: E402
 
 STACK = """\
@@ -51,19 +51,6 @@ services:
     deploy:
       replicas: {replicas}
 """
-
-
-class BenchLab(ClusterLab):
-    """Every handler; daemons enter only the node's network namespace (nsenter keeps the
-    host's /sys, so the cgroup hierarchy containers need)."""
-
-    def command(self, node: LabNode) -> list[str]:
-        return ["nsenter", f"--net=/run/netns/{node.namespace}", sys.executable, "-m", "carte"]
-
-    def config(self, node: LabNode, *, control: bool) -> str:
-        return super().config(node, control=control) + (
-            'network: {pools: ["10.95.0.0/16:24"], dns_upstreams: ["127.0.0.1:9"]}\n'
-        )
 
 
 def ready(lab: ClusterLab, exclude: str = "") -> int:
@@ -130,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="carte-bench-cluster-", dir="/tmp"))
     busybox = make_rootfs_tar(work / "busybox.tar", work)
     compose = work / "compose.yaml"
-    with BenchLab(3, handlers=None, node_ttl=args.ttl, leader_ttl=args.ttl) as lab:
+    with WorkloadLab(3, pool="10.95.0.0/16:24", node_ttl=args.ttl, leader_ttl=args.ttl) as lab:
         try:
             control, *workers = lab.nodes
             lab.start(control, control=True)
@@ -185,13 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
             results["node_loss_to_replaced_s"] = round(time.monotonic() - killed, 2)
         finally:
-            for node in lab.nodes:
-                for daemon in node.daemons:
-                    if daemon.process is not None and daemon.process.poll() is None:
-                        for container in daemon.client("ps", "-aq", "--no-trunc").stdout.split():
-                            daemon.client("rm", "-f", container, timeout=15)
-                        daemon.stop()
-                    remove_leftovers(daemon)
+            lab.empty_and_stop()
     print(json.dumps(results, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
