@@ -39,18 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
 from support.busybox import make_rootfs_tar  # noqa: E402
-from support.cluster import ClusterLab, WorkloadLab  # noqa: E402
+from support.cluster import SLEEPERS, ClusterLab, WorkloadLab  # noqa: E402
 from support.leftovers import remove_leftovers  # noqa: E402
-
-STACK = """\
-services:
-  web:
-    image: busybox:latest
-    command: ["sleep", "3600"]
-    stop_grace_period: 1s
-    deploy:
-      replicas: {replicas}
-"""
 
 
 def ready(lab: ClusterLab, exclude: str = "") -> int:
@@ -128,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for node in lab.nodes:
                 lab.carte(node, "import", str(busybox), "busybox:latest")
 
-            compose.write_text(STACK.format(replicas=args.replicas))
+            compose.write_text(SLEEPERS.format(replicas=args.replicas, extra=""))
             if args.up:
                 keep_up(lab, compose, args.replicas)
                 return results

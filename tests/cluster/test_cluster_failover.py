@@ -13,21 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.cluster import ClusterLab, LabNode, WorkloadLab
+from support.cluster import SLEEPERS, ClusterLab, LabNode, WorkloadLab
 from support.leftovers import remove_leftovers
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel, pytest.mark.peers]
 
 TTL = 5
-STACK = """\
-services:
-  web:
-    image: busybox:latest
-    command: ["sleep", "3600"]
-    stop_grace_period: 1s
-    deploy:
-      replicas: 4
-"""
 
 
 @pytest.fixture
@@ -67,7 +58,7 @@ def test_the_next_leader_schedules(lab: WorkloadLab, tmp_path: Path) -> None:
     )
     other = second if leader is first else first
     compose = tmp_path / "compose.yaml"
-    compose.write_text(STACK)
+    compose.write_text(SLEEPERS.format(replicas=4, extra=""))
     lab.carte(leader, "apply", "-f", str(compose), "-n", "app")
     lab.wait("4 ready", lambda: ready_per_node(lab, leader).total() == 4, 60)
     assert leader.name in ready_per_node(lab, leader)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.cluster import ClusterLab, LabNode, WorkloadLab
+from support.cluster import SLEEPERS, ClusterLab, LabNode, WorkloadLab
 from support.daemon import Daemon
 from support.leftovers import cgroup_dirs
 
@@ -30,15 +30,6 @@ from carte.handlers.cluster._agent import PERIOD as AGENT_PERIOD
 pytestmark = [pytest.mark.root, pytest.mark.kernel, pytest.mark.peers]
 
 TTL = 5
-STACK = """\
-services:
-  web:
-    image: busybox:latest
-    command: ["sleep", "3600"]
-    stop_grace_period: 1s
-    deploy:
-      replicas: {replicas}
-{extra}"""
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +52,7 @@ def lab(busybox_tar: Path) -> Iterator[WorkloadLab]:
 
 def apply(lab: ClusterLab, tmp_path: Path, replicas: int, extra: str = "") -> None:
     compose = tmp_path / "compose.yaml"
-    compose.write_text(STACK.format(replicas=replicas, extra=extra))
+    compose.write_text(SLEEPERS.format(replicas=replicas, extra=extra))
     lab.carte(lab.nodes[0], "apply", "-f", str(compose), "-n", "app")
 
 

@@ -238,6 +238,19 @@ class ClusterLab:
                 remove_leftovers(daemon)
 
 
+SLEEPERS = """\
+services:
+  web:
+    image: busybox:latest
+    command: ["sleep", "3600"]
+    stop_grace_period: 1s
+    deploy:
+      replicas: {replicas}
+{extra}"""
+"""A Compose file for a `WorkloadLab`: service ``web``, ``{replicas}`` busybox replicas that
+sleep; ``{extra}`` is more of ``deploy`` (indented six spaces) or "". Format both."""
+
+
 class WorkloadLab(ClusterLab):
     """A lab whose nodes run containers: every handler, container networks from `pool`
     ("10.X.0.0/16:24", one the other labs and areas do not use). Daemons enter only the node's
