@@ -20,7 +20,6 @@ from typing import Any
 
 from pyroute2.conntrack import Conntrack, NFCTAttrTuple
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.nfnetlink.nfctsocket import TCP_CONNTRACK_CLOSE, TCP_CONNTRACK_TIME_WAIT
 
 from carte.api.errors import Internal
 from carte.net.ports import Protocol
@@ -50,12 +49,11 @@ def forget_flows(port: int, proto: Protocol = "udp") -> int:
     return len(stale)
 
 
-def forget_backend(address: IPv4Address, *, established: bool) -> int:
-    """Delete the NATed conntrack entries (TCP and UDP) of flows answered by `address`: UDP
-    and closed TCP ones (which a new connection could reopen), and with `established` (the
-    backend is gone) every one, so their next packet is balanced anew instead of sent to an
-    address nobody answers. TCP connections still open to a live backend stay where they are.
-    Returns how many entries were deleted."""
+def forget_backend(address: IPv4Address) -> int:
+    """Delete the NATed conntrack entries (TCP and UDP) of flows answered by `address`, a
+    backend that ended, so their next packet (or a new connection reopening one in
+    TIME_WAIT) is balanced anew instead of sent to an address nobody answers. Returns how
+    many entries were deleted."""
     deleted = 0
     with _conntrack(str(address)) as delete:
         for proto in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
@@ -63,10 +61,6 @@ def forget_backend(address: IPv4Address, *, established: bool) -> int:
             for entry in list(delete.tracker.dump_entries(tuple_reply=wanted)):
                 if not int(entry.status or 0) & _IPS_DST_NAT:
                     continue  # a flow to the container's own address, not balanced
-                info = entry.protoinfo
-                if not established and info is not None:
-                    if info.state not in (TCP_CONNTRACK_TIME_WAIT, TCP_CONNTRACK_CLOSE):
-                        continue
                 delete(entry)
                 deleted += 1
     return deleted

@@ -21,7 +21,6 @@ rewritten when a VIP changes or the replica turns ready.
 
 from __future__ import annotations
 
-from functools import partial
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -185,9 +184,8 @@ class ServicesHandler(Handler):
         if address is not None:
             await self._rebuild([key])
             record = self._vips.get(key)
-            if record is not None:
+            if record is not None:  # its flows stay while it drains; forgotten when it ends
                 self._left[fact.container_id] = (record.bridge, address)
-                self._forget_flows(record.bridge, address, gone=False)
 
     @on(ContainerExited)
     @on(ContainerRemoved)
@@ -204,20 +202,19 @@ class ServicesHandler(Handler):
         if changed:
             await self._rebuild(changed)
         if left is not None:
-            self._forget_flows(*left, gone=True)
+            self._forget_flows(*left)
 
-    def _forget_flows(self, bridge: str, address: IPv4Address, *, gone: bool) -> None:
-        """Forget, in the background, conntrack entries of flows to a backend that left (see
-        conntrack.py), and its neighbour entry when it is gone."""
+    def _forget_flows(self, bridge: str, address: IPv4Address) -> None:
+        """Forget, in the background, the conntrack entries of flows to a backend that ended
+        (see conntrack.py) and its neighbour entry."""
         if self._nursery is not None:
-            self._nursery.start_soon(partial(self._forget_flows_now, bridge, address, gone=gone))
+            self._nursery.start_soon(self._forget_flows_now, bridge, address)
 
-    async def _forget_flows_now(self, bridge: str, address: IPv4Address, *, gone: bool) -> None:
+    async def _forget_flows_now(self, bridge: str, address: IPv4Address) -> None:
 
         def forget() -> int:
-            count = conntrack.forget_backend(address, established=gone)
-            if gone:
-                lb.forget_neighbour(bridge, address)
+            count = conntrack.forget_backend(address)
+            lb.forget_neighbour(bridge, address)
             return count
 
         try:
