@@ -55,7 +55,7 @@ def make_rootfs_tar(dest_tar: Path, workdir: Path) -> Path:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--tar":
         make_rootfs_tar(Path(sys.argv[2]), Path(sys.argv[3]))
-    elif len(sys.argv) == 2:
+    elif len(sys.argv) == 2 and not sys.argv[1].startswith("-"):
         make_rootfs(Path(sys.argv[1]))
     else:
         raise SystemExit("usage: busybox.py DIR | --tar FILE WORKDIR")
