@@ -10,9 +10,10 @@ benchmark's own default otherwise), and report medians; the table printed at the
 Carte's median, the other's, their ratio and the issue's target, with the machine's load
 average before and after, since other work on the machine inflates wall times (ratios less).
 
-Without NAMES the default set runs (minutes); `density` and `stack_scale` take longer and run
-only when named. A benchmark that fails is reported with its one-line reason and the others
-still run; the exit status is then 1.
+Without NAMES the default set runs (minutes); `density`, `stack_scale` and `import_speed`
+(which needs the game example's cached Debian base tar) take longer and run only when named.
+A benchmark that fails is reported with its one-line reason and the others still run; the
+exit status is then 1.
 """
 
 from __future__ import annotations
