@@ -15,9 +15,10 @@ records must agree with what is on the host:
 Kill points are seeded and reproducible: CARTE_CRASH_SEED (default 1) picks each point's
 operation and its delay, drawn uniformly over that operation's measured duration;
 CARTE_CRASH_POINTS (default 20, the CI run; 200 for the full run) says how many;
-CARTE_CRASH_KEEP_GOING=1 lists every point's new problems at the end instead of stopping. A failure
-names the seed, the point, the operation and the delay, so `CARTE_CRASH_SEED=S
-CARTE_CRASH_POINTS=N` replays it (as far as the machine's timing allows)."""
+CARTE_CRASH_KEEP_GOING=1 lists every point's new problems at the end instead of stopping;
+CARTE_CRASH_KINDS=start,apply kills only during those. A failure names the seed, the point,
+the operation and the delay, so `CARTE_CRASH_SEED=S CARTE_CRASH_POINTS=N` replays it (as far
+as the machine's timing allows)."""
 
 from __future__ import annotations
 
@@ -169,7 +170,7 @@ class Harness:
         runtime = {p.name for p in (daemon.run_root / "runtime").glob("*") if len(p.name) == 64}
         for unlisted in sorted(records - set(listed)):
             holds = sorted(p.name for p in (daemon.root / "containers" / unlisted).iterdir())
-            found.append(f"record {unlisted} not listed by ps (its directory holds {holds})")
+            found.append(f"container directory {unlisted} (holding {holds}) has no record")
         found += [f"ps lists {i} with no record" for i in sorted(set(listed) - records)]
         found += [
             f"runtime state {i} of no listed container" for i in sorted(runtime - set(listed))
@@ -317,7 +318,6 @@ ONLY = (
     if os.environ.get("CARTE_CRASH_KINDS")
     else []
 )
-"""CARTE_CRASH_KINDS=start,apply: kill only during these (to chase one finding)."""
 
 
 def measure(harness: Harness) -> dict[str, float]:
