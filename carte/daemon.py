@@ -68,6 +68,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--run-root", help="runtime state: sockets, pid files (default /run/carte)")
     parser.add_argument("--socket", help="API socket path (default RUN_ROOT/carte.sock)")
     parser.add_argument(
+        "--docker-socket",
+        metavar="PATH",
+        help="also serve Docker's Engine API on this socket (off by default)",
+    )
+    parser.add_argument(
         "--config",
         help=f"carte.yaml to load (default {SYSTEM_CONFIG} when it exists, else built-in defaults)",
     )
@@ -92,7 +97,7 @@ def config_from_args(args: argparse.Namespace, roster: Roster | None = None) -> 
     """carte.yaml with the flags applied, each handler's options checked against the
     ``roster``'s ``Options``. Raises ConfigError (one line)."""
     path = args.config or (SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else None)
-    return apply_overrides(
+    config = apply_overrides(
         load_config(path, options_specs(roster)),
         {
             "daemon.root": _absolute(args.root),
@@ -103,6 +108,11 @@ def config_from_args(args: argparse.Namespace, roster: Roster | None = None) -> 
             "cluster.insecure": args.insecure,
         },
     )
+    if args.docker_socket:
+        docker = dict(config.handlers.options.get("docker", {}))
+        docker["socket"] = _absolute(args.docker_socket)
+        config = apply_overrides(config, {"handlers.options.docker": docker})
+    return config
 
 
 def options_specs(roster: Roster | None) -> list[OptionsSpec] | None:

@@ -7,6 +7,7 @@ one `carte.engine.Registry`. Add a built-in by importing its class here and list
 from carte.engine import Handler
 from carte.handlers.cluster import AgentHandler, MembershipHandler, SchedulerHandler
 from carte.handlers.containers import ContainersHandler, ContainerToolsHandler
+from carte.handlers.docker import DockerHandler
 from carte.handlers.http import ApiHandler
 from carte.handlers.images import ArchivesHandler, BuildHandler, ImagesHandler, RegistryHandler
 from carte.handlers.lifecycle import HealthHandler, RestartHandler
@@ -23,6 +24,7 @@ BUILTIN: tuple[type[Handler], ...] = (
     BuildHandler,
     ContainersHandler,
     ContainerToolsHandler,
+    DockerHandler,
     HealthHandler,
     ImagesHandler,
     MembershipHandler,

@@ -1,0 +1,61 @@
+"""The docker handler: serves Docker's Engine API on its own unix socket, in the daemon's run.
+
+The socket gets the same permissions as Carte's own (mode 0660, group ``daemon.socket_group``
+when it exists). Without a socket configured the handler is skipped, so the endpoint is off
+by default and `carte info` says how to turn it on.
+"""
+
+import os
+from pathlib import Path
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from carte.engine import Handler, HandlerContext
+from carte.handlers.docker._app import build_app, strip_version
+from carte.handlers.docker._options import DockerOptions
+from carte.handlers.http._handler import SOCKET_UMASK, group_id
+
+
+class DockerHandler(Handler):
+    """Docker's Engine API (a subset, see `_app`) on ``handlers.options.docker.socket``."""
+
+    name = "docker"
+    Options = DockerOptions
+
+    def __init__(self, ctx: HandlerContext) -> None:
+        super().__init__(ctx)
+        options: DockerOptions = ctx.options
+        self.socket = Path(options.socket) if options.socket else None
+
+    async def check(self) -> str | None:
+        if self.socket is None:
+            return (
+                "no Docker API socket configured; start the daemon with --docker-socket PATH "
+                "or set handlers.options.docker.socket in carte.yaml"
+            )
+        return None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Open the socket once the daemon can serve, then serve until cancelled; the socket
+        file is removed on the way out. A socket that cannot be bound fails the handler (the
+        supervisor restarts it with backoff)."""
+        task_status.started()
+        assert self.socket is not None  # check() skipped the handler otherwise
+        await self.ctx.bus.wait_ready()
+        self.socket.parent.mkdir(parents=True, exist_ok=True)
+        config = HypercornConfig()
+        config.bind = [f"unix:{self.socket}"]
+        config.umask = SOCKET_UMASK
+        gid = group_id(self.ctx.config.daemon.socket_group)
+        if gid is not None:
+            config.user, config.group = os.getuid(), gid
+        config.accesslog = None
+        config.errorlog = self.ctx.log
+        config.graceful_timeout = 1.0
+        app = build_app(self.ctx)
+        try:
+            await serve(strip_version(app), config)
+        finally:
+            self.socket.unlink(missing_ok=True)

@@ -1,0 +1,210 @@
+"""Carte's replies in Docker's shapes (PascalCase keys, Unix times) and Docker's query
+arguments in Carte's (flags, filters)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+from quart import Response
+
+from carte.api.containers import ContainerDetails, ContainerSummary, Volume
+from carte.api.errors import InvalidArgument
+from carte.api.images import ImageDetails, ImageSummary
+from carte.api.networks import Network
+from carte.api.timestamps import parse_rfc3339
+from carte.cli.output import docker_container
+
+JSON = "application/json"
+_encoder = msgspec.json.Encoder()
+
+
+def reply(value: Any, status: int = 200) -> Response:
+    return Response(_encoder.encode(value), status=status, content_type=JSON)
+
+
+def flag(args: Any, name: str, default: bool = False) -> bool:
+    """A Docker query flag: "1"/"true" (any case) is on, "0"/"false"/"" off."""
+    value = args.get(name)
+    if value is None:
+        return default
+    return str(value).lower() in ("1", "true", "yes")
+
+
+def filters(args: Any) -> dict[str, list[str]]:
+    """Docker's ``filters`` query argument (a JSON map of lists, or of {value: true} maps,
+    the older form) as Carte's; `InvalidArgument` naming it when it is not JSON."""
+    text = args.get("filters") or ""
+    if not text:
+        return {}
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise InvalidArgument(f"filters={text!r} is not JSON") from None
+    if not isinstance(raw, dict):
+        raise InvalidArgument(f"filters={text!r} is not a JSON object")
+    return {
+        str(key): [str(v) for v in (value if isinstance(value, list) else value.keys())]
+        for key, value in raw.items()
+        if isinstance(value, (list, dict))
+    }
+
+
+def unix_time(rfc3339: str) -> int:
+    try:
+        return int(parse_rfc3339(rfc3339)) if rfc3339 else 0
+    except ValueError:
+        return 0
+
+
+def _port_rows(ports: list[Any]) -> list[dict[str, Any]]:
+    rows = []
+    for port in ports:
+        row: dict[str, Any] = {"PrivatePort": port.container_port, "Type": port.protocol}
+        if port.host_port:
+            row.update(IP=port.host_ip or "0.0.0.0", PublicPort=port.host_port)
+        rows.append(row)
+    return rows
+
+
+def container_summary(summary: ContainerSummary) -> dict[str, Any]:
+    """One row of ``GET /containers/json``."""
+    return {
+        "Id": summary.id,
+        "Names": ["/" + summary.name],
+        "Image": summary.image,
+        "ImageID": "",
+        "Command": summary.command,
+        "Created": unix_time(summary.created),
+        "State": summary.state,
+        "Status": summary.status,
+        "Ports": _port_rows(summary.ports),
+        "Labels": summary.labels,
+        "SizeRw": 0,
+        "SizeRootFs": 0,
+        "HostConfig": {"NetworkMode": "default"},
+        "NetworkSettings": {"Networks": {}},
+        "Mounts": [],
+    }
+
+
+def container_inspect(details: ContainerDetails) -> dict[str, Any]:
+    """``GET /containers/{id}/json``: the document `carte inspect` shows, Docker's keys only."""
+    shaped = docker_container(msgspec.to_builtins(details))
+    document = {key: value for key, value in shaped.items() if key[:1].isupper()}
+    config = details.config
+    document["Config"] = {
+        **document.get("Config", {}),
+        "AttachStdin": False,
+        "AttachStdout": not config.tty,
+        "AttachStderr": not config.tty,
+        "StdinOnce": False,
+        "Domainname": "",
+        "Volumes": None,
+        "OnBuild": None,
+    }
+    document.setdefault("Driver", "overlay")
+    document.setdefault("Platform", "linux")
+    document.setdefault("MountLabel", "")
+    document.setdefault("ProcessLabel", "")
+    document.setdefault("AppArmorProfile", "")
+    document.setdefault("ExecIDs", None)
+    return document
+
+
+def image_rows(images: list[ImageSummary]) -> list[dict[str, Any]]:
+    """``GET /images/json``: one row per image id, its tags gathered."""
+    rows: dict[str, dict[str, Any]] = {}
+    for image in images:
+        row = rows.setdefault(
+            image.id,
+            {
+                "Id": image.id,
+                "ParentId": "",
+                "RepoTags": [],
+                "RepoDigests": [],
+                "Created": unix_time(image.created),
+                "Size": image.size,
+                "VirtualSize": image.size,
+                "SharedSize": -1,
+                "Labels": {},
+                "Containers": -1,
+            },
+        )
+        if image.repository and image.repository != "<none>":
+            row["RepoTags"].append(f"{image.repository}:{image.tag}")
+            if image.digest:
+                row["RepoDigests"].append(f"{image.repository}@{image.digest}")
+    return list(rows.values())
+
+
+def image_inspect(image: ImageDetails) -> dict[str, Any]:
+    return {
+        "Id": image.id,
+        "RepoTags": image.repo_tags,
+        "RepoDigests": [],
+        "Parent": "",
+        "Comment": "",
+        "Created": image.created,
+        "Architecture": image.architecture,
+        "Os": image.os,
+        "Size": image.size,
+        "VirtualSize": image.size,
+        "Author": "",
+        "Config": {
+            "Cmd": image.cmd,
+            "Entrypoint": image.entrypoint,
+            "Env": image.env,
+            "WorkingDir": image.working_dir,
+            "User": image.user,
+            "Labels": image.labels,
+            "StopSignal": image.stop_signal or None,
+            "ExposedPorts": {port: {} for port in image.exposed_ports} or None,
+            "Volumes": {volume: {} for volume in image.volumes} or None,
+        },
+        "RootFS": {"Type": "layers", "Layers": image.layers},
+        "GraphDriver": {"Name": "overlay", "Data": None},
+        "Metadata": {"LastTagTime": ""},
+    }
+
+
+def network_shape(network: Network) -> dict[str, Any]:
+    subnet = {"Subnet": network.subnet, "Gateway": network.gateway} if network.subnet else None
+    return {
+        "Name": network.name,
+        "Id": network.id,
+        "Created": network.created,
+        "Scope": "local",
+        "Driver": "bridge",
+        "EnableIPv6": False,
+        "IPAM": {"Driver": "default", "Options": None, "Config": [subnet] if subnet else []},
+        "Internal": network.internal,
+        "Attachable": False,
+        "Ingress": False,
+        "ConfigOnly": False,
+        "Containers": {
+            member.container_id: {
+                "Name": member.name,
+                "EndpointID": "",
+                "MacAddress": member.mac_address,
+                "IPv4Address": member.ip_address,
+                "IPv6Address": "",
+            }
+            for member in network.containers
+        },
+        "Options": {"com.docker.network.bridge.name": network.bridge},
+        "Labels": network.labels,
+    }
+
+
+def volume_shape(volume: Volume) -> dict[str, Any]:
+    return {
+        "Name": volume.name,
+        "Driver": volume.driver,
+        "Mountpoint": volume.mountpoint,
+        "CreatedAt": volume.created,
+        "Labels": volume.labels,
+        "Scope": "local",
+        "Options": {},
+    }
