@@ -5,6 +5,7 @@ when it exists). Without a socket configured the handler is skipped, so the endp
 by default and `carte info` says how to turn it on.
 """
 
+import grp
 import os
 from pathlib import Path
 
@@ -15,7 +16,15 @@ from hypercorn.trio import serve
 from carte.engine import Handler, HandlerContext
 from carte.handlers.docker._app import build_app, strip_version
 from carte.handlers.docker._options import DockerOptions
-from carte.handlers.http._handler import SOCKET_UMASK, group_id
+
+SOCKET_UMASK = 0o117  # socket mode 0660, as Carte's own
+
+
+def _group_id(name: str) -> int | None:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
 
 
 class DockerHandler(Handler):
@@ -48,7 +57,7 @@ class DockerHandler(Handler):
         config = HypercornConfig()
         config.bind = [f"unix:{self.socket}"]
         config.umask = SOCKET_UMASK
-        gid = group_id(self.ctx.config.daemon.socket_group)
+        gid = _group_id(self.ctx.config.daemon.socket_group)
         if gid is not None:
             config.user, config.group = os.getuid(), gid
         config.accesslog = None

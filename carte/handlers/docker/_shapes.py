@@ -14,9 +14,9 @@ from carte.api.errors import InvalidArgument
 from carte.api.images import ImageDetails, ImageSummary
 from carte.api.networks import Network
 from carte.api.timestamps import parse_rfc3339
-from carte.cli.output import docker_container
 
 JSON = "application/json"
+ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time: what Docker shows for "never"
 _encoder = msgspec.json.Encoder()
 
 
@@ -90,27 +90,134 @@ def container_summary(summary: ContainerSummary) -> dict[str, Any]:
 
 
 def container_inspect(details: ContainerDetails) -> dict[str, Any]:
-    """``GET /containers/{id}/json``: the document `carte inspect` shows, Docker's keys only."""
-    shaped = docker_container(msgspec.to_builtins(details))
-    document = {key: value for key, value in shaped.items() if key[:1].isupper()}
-    config = details.config
-    document["Config"] = {
-        **document.get("Config", {}),
-        "AttachStdin": False,
-        "AttachStdout": not config.tty,
-        "AttachStderr": not config.tty,
-        "StdinOnce": False,
-        "Domainname": "",
-        "Volumes": None,
-        "OnBuild": None,
+    """``GET /containers/{id}/json`` in Docker's shape."""
+    config, state = details.config, details.state
+    resources, command = config.resources, [*(config.entrypoint or []), *(config.cmd or [])]
+    ports: dict[str, list[dict[str, str]]] = {}
+    for port in config.ports:
+        ports.setdefault(f"{port.container_port}/{port.protocol}", []).append(
+            {"HostIp": port.host_ip or "0.0.0.0", "HostPort": str(port.host_port)}
+        )
+    networks = {
+        endpoint.network: {
+            "IPAddress": endpoint.ip_address,
+            "IPPrefixLen": endpoint.prefix_len,
+            "Gateway": endpoint.gateway,
+            "MacAddress": endpoint.mac_address,
+            "Aliases": endpoint.aliases or None,
+            "NetworkID": endpoint.network,
+        }
+        for endpoint in details.endpoints
     }
-    document.setdefault("Driver", "overlay")
-    document.setdefault("Platform", "linux")
-    document.setdefault("MountLabel", "")
-    document.setdefault("ProcessLabel", "")
-    document.setdefault("AppArmorProfile", "")
-    document.setdefault("ExecIDs", None)
-    return document
+    first: dict[str, Any] = next(iter(networks.values()), {})
+    health = state.health
+    return {
+        "Id": details.id,
+        "Created": details.created,
+        "Path": command[0] if command else "",
+        "Args": command[1:],
+        "State": {
+            "Status": state.status,
+            "Running": state.running,
+            "Paused": state.paused,
+            "Restarting": state.restarting,
+            "OOMKilled": state.oom_killed,
+            "Dead": state.status == "dead",
+            "Pid": state.pid,
+            "ExitCode": state.exit_code,
+            "Error": state.error,
+            "StartedAt": state.started_at or ZERO_TIME,
+            "FinishedAt": state.finished_at or ZERO_TIME,
+            **(
+                {"Health": {"Status": health.status, "FailingStreak": health.failing_streak}}
+                if health
+                else {}
+            ),
+        },
+        "Image": details.image_id,
+        "Name": "/" + details.name,
+        "RestartCount": details.restart_count,
+        "LogPath": details.log_path,
+        "Driver": "overlay",
+        "Platform": "linux",
+        "Config": {
+            "Hostname": config.hostname,
+            "Domainname": "",
+            "User": config.user,
+            "AttachStdin": False,
+            "AttachStdout": not config.tty,
+            "AttachStderr": not config.tty,
+            "Tty": config.tty,
+            "OpenStdin": config.open_stdin,
+            "StdinOnce": False,
+            "Env": config.env,
+            "Cmd": config.cmd,
+            "Entrypoint": config.entrypoint,
+            "Image": details.image,
+            "WorkingDir": config.workdir,
+            "Labels": config.labels,
+            "StopSignal": config.stop_signal or None,
+            "ExposedPorts": {key: {} for key in ports} or None,
+        },
+        "HostConfig": {
+            "Memory": resources.memory,
+            "MemorySwap": resources.memory_swap,
+            "NanoCpus": resources.nano_cpus,
+            "CpuShares": resources.cpu_shares,
+            "CpusetCpus": resources.cpuset_cpus,
+            "PidsLimit": resources.pids_limit or None,
+            "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in resources.ulimits]
+            or None,
+            "CapAdd": config.cap_add or None,
+            "CapDrop": config.cap_drop or None,
+            "SecurityOpt": config.security_opt or None,
+            "ReadonlyRootfs": config.read_only,
+            "Init": config.init,
+            "AutoRemove": config.auto_remove,
+            "RestartPolicy": {
+                "Name": config.restart.name,
+                "MaximumRetryCount": config.restart.maximum_retry_count,
+            },
+            "NetworkMode": config.network,
+            "PidMode": config.pid_mode,
+            "IpcMode": config.ipc_mode,
+            "PortBindings": ports,
+            "PublishAllPorts": config.publish_all,
+            "ExtraHosts": config.extra_hosts or None,
+            "Dns": config.dns,
+            "DnsSearch": config.dns_search,
+            "Sysctls": config.sysctls or None,
+            "Tmpfs": {
+                m.target: f"size={m.tmpfs_size}" if m.tmpfs_size else ""
+                for m in config.mounts
+                if m.type == "tmpfs"
+            }
+            or None,
+            "Privileged": "ALL" in config.cap_add and "seccomp=unconfined" in config.security_opt,
+            "LogConfig": {"Type": "json-file", "Config": {}},
+        },
+        "Mounts": [
+            {
+                "Type": m.type,
+                **({"Name": m.source} if m.type == "volume" else {}),
+                "Source": m.source,
+                "Destination": m.target,
+                "Mode": "ro" if m.read_only else "",
+                "RW": not m.read_only,
+                "Propagation": m.propagation,
+            }
+            for m in config.mounts
+            if m.type != "tmpfs"
+        ],
+        "NetworkSettings": {
+            "IPAddress": first.get("IPAddress", ""),
+            "IPPrefixLen": first.get("IPPrefixLen", 0),
+            "Gateway": first.get("Gateway", ""),
+            "MacAddress": first.get("MacAddress", ""),
+            "Ports": ports,
+            "Networks": networks,
+        },
+    }
 
 
 def image_rows(images: list[ImageSummary]) -> list[dict[str, Any]]:
@@ -146,7 +253,7 @@ def image_inspect(image: ImageDetails) -> dict[str, Any]:
         "RepoDigests": [],
         "Parent": "",
         "Comment": "",
-        "Created": image.created,
+        "Created": image.created or ZERO_TIME,
         "Architecture": image.architecture,
         "Os": image.os,
         "Size": image.size,
@@ -165,7 +272,7 @@ def image_inspect(image: ImageDetails) -> dict[str, Any]:
         },
         "RootFS": {"Type": "layers", "Layers": image.layers},
         "GraphDriver": {"Name": "overlay", "Data": None},
-        "Metadata": {"LastTagTime": ""},
+        "Metadata": {"LastTagTime": ZERO_TIME},
     }
 
 
