@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from support.daemon import Daemon, DaemonFactory
 
 DockerCli = Callable[..., subprocess.CompletedProcess[str]]

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 
 import pytest
-
 from support.daemon import Daemon, UnixHTTPConnection
 
 DockerCli = Callable[..., subprocess.CompletedProcess[str]]
