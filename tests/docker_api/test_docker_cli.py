@@ -132,3 +132,13 @@ def test_unknown_route_reply_is_dockers_error_shape(carte: Daemon) -> None:
     assert pinged.getheader("Ostype") == "linux"
     assert pinged.getheader("Docker-Experimental") == "false"
     assert (pinged.getheader("Server") or "").startswith("Carte/")
+
+
+def test_attach_is_refused_and_run_rm_leaves_nothing(docker: DockerCli) -> None:
+    """Attach (the hijacked connection) is not served yet: `docker run --rm` fails at once
+    instead of hanging, and the container it created is removed again."""
+    before = docker("ps", "-aq").stdout.split()
+    ran = docker("run", "--rm", "busybox", "echo", "hi", timeout=20)
+    assert ran.returncode != 0
+    assert "501" in ran.stderr
+    assert docker("ps", "-aq").stdout.split() == before

@@ -165,6 +165,21 @@ def add_container_routes(app: QuartTrio, ctx: HandlerContext) -> None:
 
         return Response(outcome(), content_type=JSON)
 
+    @app.post("/containers/<ref>/attach")
+    async def attach(ref: str) -> Response:
+        # `docker run` without -d created the container before attaching: an --rm one that
+        # never started is removed again, so the refusal leaves nothing behind.
+        details = await bus.request(InspectContainer(ref=ref))
+        if details.config.auto_remove and details.state.status == "created":
+            await bus.request(RemoveContainer(ref=details.id, force=True))
+        return reply(
+            {
+                "message": "Carte does not support attach (the hijacked connection) yet; "
+                "run detached (docker run -d) and follow docker logs -f"
+            },
+            501,
+        )
+
     @app.get("/containers/<ref>/logs")
     async def logs(ref: str) -> Response:
         args = request.args
