@@ -167,18 +167,10 @@ def add_container_routes(app: QuartTrio, ctx: HandlerContext) -> None:
 
     @app.post("/containers/<ref>/attach")
     async def attach(ref: str) -> Response:
-        # `docker run` without -d created the container before attaching: an --rm one that
-        # never started is removed again, so the refusal leaves nothing behind.
-        details = await bus.request(InspectContainer(ref=ref))
-        if details.config.auto_remove and details.state.status == "created":
-            await bus.request(RemoveContainer(ref=details.id, force=True))
-        return reply(
-            {
-                "message": "Carte does not support attach (the hijacked connection) yet; "
-                "run detached (docker run -d) and follow docker logs -f"
-            },
-            501,
-        )
+        # the front (`_hijack`) answers attach requests that ask for the upgrade
+        await bus.request(InspectContainer(ref=ref))
+        message = "attach is served only as a hijacked connection (Upgrade: tcp)"
+        return reply({"message": message}, 400)
 
     @app.get("/containers/<ref>/logs")
     async def logs(ref: str) -> Response:

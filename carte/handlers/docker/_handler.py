@@ -15,9 +15,8 @@ from hypercorn.trio import serve
 
 from carte.engine import Handler, HandlerContext
 from carte.handlers.docker._app import build_app, strip_version
+from carte.handlers.docker._hijack import serve_front
 from carte.handlers.docker._options import DockerOptions
-
-SOCKET_UMASK = 0o117  # socket mode 0660, as Carte's own
 
 
 def _group_id(name: str) -> int | None:
@@ -54,17 +53,21 @@ class DockerHandler(Handler):
         assert self.socket is not None  # check() skipped the handler otherwise
         await self.ctx.bus.wait_ready()
         self.socket.parent.mkdir(parents=True, exist_ok=True)
+        inner = self.ctx.run_root / "docker-api.sock"  # private: only the front connects
+        inner.parent.mkdir(parents=True, exist_ok=True)
         config = HypercornConfig()
-        config.bind = [f"unix:{self.socket}"]
-        config.umask = SOCKET_UMASK
-        gid = _group_id(self.ctx.config.daemon.socket_group)
-        if gid is not None:
-            config.user, config.group = os.getuid(), gid
+        config.bind = [f"unix:{inner}"]
+        config.umask = 0o177
         config.accesslog = None
         config.errorlog = self.ctx.log
         config.graceful_timeout = 1.0
         app = build_app(self.ctx)
+        gid = _group_id(self.ctx.config.daemon.socket_group)
         try:
-            await serve(strip_version(app), config)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(serve, strip_version(app), config)
+                await nursery.start(serve_front, self.ctx, self.socket, inner)
+                if gid is not None:
+                    os.chown(self.socket, os.getuid(), gid)
         finally:
-            self.socket.unlink(missing_ok=True)
+            inner.unlink(missing_ok=True)

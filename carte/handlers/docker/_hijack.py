@@ -1,0 +1,163 @@
+"""The Docker socket's front: attach answered on the raw connection, the rest passed on.
+
+Docker's attach is a hijacked connection: the client sends ``Upgrade: tcp``, the server
+answers ``101 UPGRADED`` and the connection then carries the container's output (framed as
+in logs when there is no TTY) until the container exits. hypercorn cannot hand a connection
+over like that, so the public socket is served here: a request head naming
+``/containers/ID/attach`` is answered on the spot, any other connection is piped byte for
+byte to the quart-trio app on a private socket. Attach sends output only; stdin is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import time
+from pathlib import Path
+from typing import cast
+from urllib.parse import parse_qs
+
+import msgspec
+import trio
+
+from carte.api.errors import CarteError
+from carte.api.events import InspectContainer, WaitContainer
+from carte.engine import HandlerContext
+from carte.runtime.logs import LogEntry, LogFollower
+
+_HEAD_LIMIT = 64 << 10
+_ATTACH = re.compile(r"^POST (?:/v\d+\.\d+)?/containers/([^/?]+)/attach(?:\?(\S*))? HTTP/1\.[01]$")
+_STREAM_IDS = {"stdout": 1, "stderr": 2}
+POLL_INTERVAL = 0.05
+_encoder = msgspec.json.Encoder()
+
+
+async def serve_front(
+    ctx: HandlerContext,
+    public: Path,
+    inner: Path,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on `public` (mode 0660) until cancelled; each connection is served in its own
+    task of this function's nursery and ends with it. The socket file is removed on the way
+    out."""
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    _unlink(str(public))
+    await sock.bind(str(public))
+    os.chmod(str(public), 0o660)
+    sock.listen(128)
+    listener = trio.SocketListener(sock)
+    task_status.started()
+    try:
+
+        async def handle(stream: trio.abc.Stream) -> None:
+            await _serve_connection(ctx, cast(trio.SocketStream, stream), inner)
+
+        await trio.serve_listeners(handle, [listener])
+    finally:
+        _unlink(str(public))
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+async def _serve_connection(ctx: HandlerContext, client: trio.SocketStream, inner: Path) -> None:
+    async with client:
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < _HEAD_LIMIT:
+            chunk = await client.receive_some(_HEAD_LIMIT)
+            if not chunk:
+                return
+            head += chunk
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        matched = _ATTACH.match(request_line)
+        if matched and b"upgrade:" in head.lower():
+            await _attach(ctx, client, matched.group(1), parse_qs(matched.group(2) or ""))
+            return
+        upstream = await trio.open_unix_socket(str(inner))
+        async with upstream:
+            await upstream.send_all(head)
+            async with trio.open_nursery() as nursery:
+
+                async def to_upstream() -> None:
+                    while chunk := await client.receive_some(1 << 16):
+                        await upstream.send_all(chunk)
+                    await upstream.send_eof()
+
+                nursery.start_soon(to_upstream)
+                while chunk := await upstream.receive_some(1 << 16):
+                    await client.send_all(chunk)
+                nursery.cancel_scope.cancel()
+
+
+async def _refuse(client: trio.SocketStream, status: int, reason: str, message: str) -> None:
+    body = _encoder.encode({"message": message})
+    await client.send_all(
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+
+
+async def _attach(
+    ctx: HandlerContext, client: trio.SocketStream, ref: str, query: dict[str, list[str]]
+) -> None:
+    def on(name: str) -> bool:
+        return query.get(name, ["0"])[-1].lower() in ("1", "true")
+
+    if on("stdin"):
+        await _refuse(client, 501, "Not Implemented", "Carte's attach does not take stdin yet")
+        return
+    try:
+        details = await ctx.bus.request(InspectContainer(ref=ref))
+    except CarteError as error:
+        await _refuse(client, error.status, "Error", error.message)
+        return
+    since = time.time()
+    wanted = {name for name in ("stdout", "stderr") if on(name)}
+    framed = not details.config.tty
+    await client.send_all(
+        b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker."
+        + (b"multiplexed-stream" if framed else b"raw-stream")
+        + b"\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+    )
+    follower = LogFollower(details.log_path)
+    try:
+        earlier = follower.backlog()
+        if on("logs"):
+            await _send(client, earlier, wanted, framed)
+        exited = trio.Event()
+
+        async def wait_for_exit() -> None:
+            await ctx.bus.request(WaitContainer(ref=details.id, condition="next-exit", since=since))
+            exited.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_for_exit)
+            while True:
+                done = exited.is_set()
+                await _send(client, follower.poll(), wanted, framed)
+                if done:
+                    break
+                with trio.move_on_after(POLL_INTERVAL):
+                    await exited.wait()
+    finally:
+        follower.close()
+
+
+async def _send(
+    client: trio.SocketStream, entries: list[LogEntry], wanted: set[str], framed: bool
+) -> None:
+    for entry in entries:
+        if entry.stream not in wanted:
+            continue
+        data = entry.text.encode()
+        if framed:
+            data = struct.pack(">BxxxL", _STREAM_IDS.get(entry.stream, 1), len(data)) + data
+        await client.send_all(data)
