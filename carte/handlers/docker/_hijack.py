@@ -53,7 +53,16 @@ async def serve_front(
     try:
 
         async def handle(stream: trio.abc.Stream) -> None:
-            await _serve_connection(ctx, cast(trio.SocketStream, stream), inner)
+            try:
+                await _serve_connection(ctx, cast(trio.SocketStream, stream), inner)
+            except* (
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                OSError,
+                CarteError,
+            ) as ended:
+                # one client leaving (or the app's socket restarting) ends its connection only
+                ctx.log.debug("docker api connection ended", extra={"error": repr(ended)})
 
         await trio.serve_listeners(handle, [listener])
     finally:
