@@ -347,9 +347,29 @@ def up(session: Session, found: Project) -> int:
         session.output.line(f" {what} {action['name']}  {verb}")
     if args.detach:
         return 0
+    _wait_for_replicas(session, found.name)
     session.args.follow, session.args.tail, session.args.timestamps = True, "all", False
     session.args.no_color = session.args.no_log_prefix = False
     return follow_logs(session, found.name, list(args.services))
+
+
+def _wait_for_replicas(session: Session, stack: str, seconds: float = 60.0) -> None:
+    """Until every service that wants replicas has one (the stack converges after apply),
+    so `up` attaches to all of them; gives up quietly after `seconds`."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        services = _listed_services(session, stack)
+        wanted = {s["name"] for s in services if s["desired"] > 0}
+        have = {
+            r["service"]
+            for r in session.command("ListReplicas", stack=stack)
+            if r["status"].startswith(("Up", "running"))
+        }
+        if services and wanted <= have:
+            return
+        time.sleep(0.2)
 
 
 def _listed_services(session: Session, stack: str) -> list[dict[str, Any]]:
@@ -829,5 +849,5 @@ def _about(event: dict[str, Any], stack: str, prefix: str, wanted: set[str]) -> 
     ident = str(event.get("id", ""))
     names = [str(event.get("name", "")), ident]
     return any(n.startswith(prefix) for n in names) and (
-        not wanted or any(n.startswith(f"{prefix}{s}") for s in wanted for n in names)
+        not wanted or any(n.startswith(f"{prefix}{s}_") for s in wanted for n in names)
     )
