@@ -114,6 +114,8 @@ def test_images_networks_volumes(docker: DockerCli) -> None:
     inspected = docker("network", "inspect", "-f", "{{.Driver}} {{.Labels.k}}", "back")
     assert inspected.stdout.split() == ["bridge", "v"], inspected.stderr
     assert docker("network", "rm", "back").returncode == 0
+    default = docker("network", "inspect", "-f", "{{.Name}} {{.Driver}}", "bridge")
+    assert default.stdout.split() == ["bridge", "bridge"], default.stderr
     assert docker("volume", "create", "data").stdout.strip() == "data"
     assert "data" in docker("volume", "ls", "-q").stdout.split()
     assert docker("volume", "inspect", "-f", "{{.Driver}}", "data").stdout.strip() == "local"

@@ -34,8 +34,6 @@ from carte.handlers.docker._shapes import (
     volume_shape,
 )
 
-_DEFAULT_NETWORKS = {"bridge": "default"}
-
 
 def add_object_routes(app: QuartTrio, ctx: HandlerContext) -> None:
     bus = ctx.bus
@@ -104,7 +102,7 @@ def add_object_routes(app: QuartTrio, ctx: HandlerContext) -> None:
 
     @app.get("/networks/<name>")
     async def inspect_network(name: str) -> Response:
-        network = await bus.request(InspectNetwork(name=_DEFAULT_NETWORKS.get(name, name)))
+        network = await bus.request(InspectNetwork(name=name))
         return reply(network_shape(network))
 
     @app.post("/networks/create")
