@@ -28,6 +28,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "cluster": (*DAEMON, "peers"),  # daemons in namespaces against a real etcd
     "containers": DAEMON,
     "crash": DAEMON,  # SIGKILLs real daemons mid-operation (tests/crash)
+    "docker_api": DAEMON,  # the Docker endpoint, driven by the docker CLI and docker-py
+    "docker_api/test_docker_vs_dockerd.py": (*DAEMON, "peers"),
     "engine/test_engine_store.py": ("peers",),
     "engine/test_engine_store_daemon.py": (*DAEMON, "peers"),
     "fuzz": DAEMON,  # the API fuzzer; the parser fuzzers use no daemon, so get none
