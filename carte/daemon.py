@@ -203,9 +203,7 @@ class Daemon:
         Raises CarteError (one line) when the handler plan is invalid.
         """
         config = self.config
-        plan = self.roster.plan(
-            enabled=config.handlers.enabled, disabled=config.handlers.disabled
-        )
+        plan = self.roster.plan(enabled=config.handlers.enabled, disabled=config.handlers.disabled)
         for name in plan.unknown_disabled:
             log.warning("handlers.disabled names no installed handler", extra={"handler": name})
         root, run_root = Path(config.daemon.root), Path(config.daemon.run_root)
