@@ -1,7 +1,7 @@
 """Built-in handlers. Reading `BUILTIN` tells what the daemon contains.
 
 Plugins register the same way through the `carte.plugins` entry-point group; both go through
-one `carte.engine.Registry`. Add a built-in by importing its class here and listing it.
+one `carte.engine.Roster`. Add a built-in by importing its class here and listing it.
 """
 
 from carte.engine import Handler

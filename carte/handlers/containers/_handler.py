@@ -147,7 +147,7 @@ class _Run:
 
 
 class ContainersHandler(Handler):
-    """Containers: the lifecycle commands of carte/api/events.py, and their facts."""
+    """Containers: the lifecycle commands of carte/api/events/containers.py, and their facts."""
 
     name = "containers"
     Options = ContainersOptions
