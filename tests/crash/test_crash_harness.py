@@ -46,7 +46,7 @@ from support.leftovers import (
 )
 from support.module_daemon import alive, empty
 
-from carte.handlers.network._records import nft_table_name
+from carte.handlers.network._records import bridge_name, nft_table_name
 from carte.image.layers import DONE_MARKER, UNPACK_PREFIX
 from carte.image.oci import decode_manifest
 from carte.image.store import ImageStore
@@ -113,6 +113,7 @@ class Harness:
         self.counter = 0
         self.promised: set[tuple[str, str]] = set()
         self.made: list[tuple[str, str]] = []  # removed again every few points
+        self.networks: set[str] = set()  # every network name tried (their bridges' names)
 
     def stack_file(self, revision: int, replicas: int) -> str:
         path = self.work / f"stack-{revision}-{replicas}.yaml"
@@ -130,6 +131,7 @@ class Harness:
             return Operation(kind, [argv], ("container", f"r{n}"))
         if kind == "apply":
             argv = ["apply", "-f", self.stack_file(n, 1), "-n", f"s{n}"]
+            self.networks.add(f"s{n}_default")
             return Operation(kind, [argv], ("stack", f"s{n}"))
         if kind == "scale":
             return Operation(kind, [["service", "scale", f"base_web={1 + n % 3}"]], None)
@@ -147,6 +149,7 @@ class Harness:
             argv = ["build", "-t", f"b{n}", str(context)]
             return Operation(kind, [argv], ("image", f"b{n}"))
         if kind == "network":
+            self.networks.add(f"n{n}")
             return Operation(kind, [["network", "create", f"n{n}"]], ("network", f"n{n}"))
         raise AssertionError(kind)
 
@@ -244,6 +247,10 @@ class Harness:
             for c in network.get("containers", []):
                 if c["container_id"] not in listed:
                     found.append(f"network {network['name']} lists unknown {c['container_id']}")
+        names = {n["name"] for n in networks}
+        for tried in sorted(self.networks - names):  # a network create or apply cut short
+            if link_exists(bridge_name(self.daemon.root, tried)):
+                found.append(f"bridge {bridge_name(self.daemon.root, tried)} of no network")
         stacks = {s["name"] for s in self.json("stack", "ls")}
         for network in networks:
             owner = network.get("labels", {}).get("com.carte.stack")
