@@ -24,6 +24,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "build/test_build_daemon.py": (*DAEMON, "peers"),
     "cli/test_cli_client.py": DAEMON,
     "cli/test_cli_docker_shape.py": DAEMON,
+    "cli/test_cli_docker_shape_pull.py": (*DAEMON, "peers"),
     "compose": DAEMON,
     "cluster": (*DAEMON, "peers"),  # daemons in namespaces against a real etcd
     "containers": DAEMON,

@@ -221,7 +221,7 @@ def _create(session: Session) -> tuple[str, int]:
     return str(created["id"]), 0
 
 
-_MISSING_IMAGE = re.compile(r"image \"[^\"]+\" not found locally")
+_MISSING_IMAGE = re.compile(r'image "[^"]+" not found locally|Unable to find image "[^"]+" locally')
 
 
 def _pull(session: Session, image: str) -> bool:

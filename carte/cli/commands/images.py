@@ -39,6 +39,9 @@ def _list(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--digests", action="store_true", help="show digests")
     parser.add_argument("-f", "--filter", action="append", default=[], help="reference=..")
     parser.add_argument("--no-trunc", action="store_true", help="full ids")
+    parser.add_argument(
+        "--format", choices=("table", "json"), default=argparse.SUPPRESS, help="table or json"
+    )
 
 
 def _refs(parser: argparse.ArgumentParser) -> None:
