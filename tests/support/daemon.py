@@ -23,7 +23,7 @@ from typing import Any
 
 from support import REPO
 
-SAMPLE_PLUGIN = REPO / "tests" / "plugins" / "sample_plugin"
+SAMPLE_PLUGIN = REPO / "tests" / "daemon" / "plugins" / "sample_plugin"
 START_TIMEOUT = 20.0
 
 
@@ -284,7 +284,7 @@ def remove_host_network_state(root: Path, bridges: Sequence[str] = ()) -> None:
 
 
 def install_sample_plugin(target: Path) -> Path:
-    """pip-install tests/plugins/sample_plugin into `target` (a directory for PYTHONPATH)."""
+    """pip-install tests/daemon/plugins/sample_plugin into `target` (a directory for PYTHONPATH)."""
     subprocess.run(
         [
             sys.executable,

@@ -1,8 +1,8 @@
 """Start a real etcd (Debian's etcd-server, /usr/bin/etcd) on 127.0.0.1 for tests.
 
-Shared by tests/engine and tests/cluster. Each server gets random free client and peer ports
-and its own data directory; `stop` and `start` again keep the data (an etcd restart), `close`
-also removes it.
+Shared by tests/library/engine and tests/daemon/cluster. Each server gets random free client
+and peer ports and its own data directory; `stop` and `start` again keep the data (an etcd
+restart), `close` also removes it.
 """
 
 from __future__ import annotations

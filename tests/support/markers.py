@@ -7,7 +7,7 @@ marked `daemon` that neither uses a daemon fixture nor imports the daemon suppor
 manifest, policy or route-table test in a daemon area) gets none of these markers.
 
     pytest -m "not root"            # the in-process tests, as any user, in seconds
-    pytest tests/net -m "not root"  # one area's pure tests
+    pytest tests/library/net -m "not root"  # one area's pure tests
     pytest -m "not vm and not peers"
 """
 
@@ -28,7 +28,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "compose": DAEMON,
     "cluster": (*DAEMON, "peers"),  # daemons in namespaces against a real etcd
     "containers": DAEMON,
-    "crash": DAEMON,  # SIGKILLs real daemons mid-operation (tests/crash)
+    "crash": DAEMON,  # SIGKILLs real daemons mid-operation (tests/daemon/crash)
     "docker_api": DAEMON,  # the Docker endpoint, driven by the docker CLI and docker-py
     "docker_api/test_docker_vs_dockerd.py": (*DAEMON, "peers"),
     "engine/test_engine_store.py": ("peers",),

@@ -2,7 +2,7 @@
 
 An area's conftest makes one `ModuleDaemon` per test module (a module-scoped fixture around
 ``with ModuleDaemon(busybox_tar, config=...) as module``) and hands its daemon to each test
-through ``with module.test() as daemon`` (tests/containers/conftest.py shows both).
+through ``with module.test() as daemon`` (tests/daemon/containers/conftest.py shows both).
 
 After each test its stacks, containers (with their anonymous volumes) and, when asked for,
 named volumes and user networks are removed through the client; a daemon a test killed is

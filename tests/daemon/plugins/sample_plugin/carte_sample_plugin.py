@@ -1,6 +1,6 @@
 """A test plugin: keys in the daemon's store, through commands the API exposes.
 
-Installed by tests/plugins into a per-test directory so the daemon finds it only through its
+Installed by tests/daemon/plugins into a per-test directory so the daemon finds it only through its
 `carte.plugins` entry point. `PutKey` commits to the store before it answers, which the
 durability test relies on.
 """

@@ -189,7 +189,7 @@ def test_docs_table_names_every_key() -> None:
 
     from carte.stack.model import REFUSED_SERVICE_KEYS, Service
 
-    table = (Path(__file__).parents[2] / "docs" / "compose.md").read_text()
+    table = (Path(__file__).parents[3] / "docs" / "compose.md").read_text()
     read = [f.encode_name for f in msgspec.inspect.type_info(Service).fields]
     for key in [*read, *REFUSED_SERVICE_KEYS, "extends"]:
         if key != "x-carte":
