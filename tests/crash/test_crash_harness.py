@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support.daemon import Daemon, DaemonFactory
 from support.leftovers import (
     _mount_points_under,
@@ -354,6 +355,7 @@ def wait_for(condition: Callable[[], list[str]], timeout: float) -> list[str]:
         time.sleep(0.5)
 
 
+@pytest.mark.timeout(300 + POINTS * 45)  # a point takes 5 s, one with problems up to 35 s
 def test_sigkill_at_random_points_leaves_records_and_host_agreeing(
     daemons: DaemonFactory, busybox_tar: Path, tmp_path: Path
 ) -> None:
