@@ -372,6 +372,7 @@ def test_sigkill_at_random_points_leaves_records_and_host_agreeing(
         harness.promised.add(("stack", "base"))
         durations = measure(harness)
         log.append(f"measured: {durations}")
+        print(log[-1], flush=True)
         for point in range(POINTS):
             kind = rng.choice(ONLY or KINDS)
             delay = rng.uniform(0.0, durations[kind] * 1.1)
@@ -384,6 +385,7 @@ def test_sigkill_at_random_points_leaves_records_and_host_agreeing(
             daemon.process.wait()
             operation.join()
             log.append(f"{where} (client exits {operation.codes})")
+            print(log[-1], flush=True)  # with -s, a long run shows its progress
             if operation.promise and operation.succeeded:
                 harness.promised.add(operation.promise)
             if operation.promise and operation.promise[1] != "base":
@@ -393,11 +395,11 @@ def test_sigkill_at_random_points_leaves_records_and_host_agreeing(
             if found and KEEP_GOING:
                 seen.update(found)
                 findings.append(f"{where}:\n  " + "\n  ".join(found))
+                print(f"PROBLEMS {findings[-1]}", flush=True)
                 continue
             assert not found, f"{where}:\n" + "\n".join(found) + "\n\n" + "\n".join(log[-5:])
             if point % 4 == 3:
                 harness.forget_made()
-        print("\n".join(log))
         assert not findings, f"seed {SEED}, {POINTS} points:\n" + "\n".join(findings)
         # After all the kills, emptying the daemon and stopping it leaves nothing on the host.
         bridges = empty(daemon, stacks=True, volumes=True, networks=True)
