@@ -391,7 +391,7 @@ def test_sigkill_at_random_points_leaves_records_and_host_agreeing(
             if operation.promise and operation.promise[1] != "base":
                 harness.made.append(operation.promise)
             daemon.start()
-            found = [p for p in wait_for(harness.problems, timeout=30) if p not in seen]
+            found = wait_for(lambda: [p for p in harness.problems() if p not in seen], 30)
             if found and KEEP_GOING:
                 seen.update(found)
                 findings.append(f"{where}:\n  " + "\n  ".join(found))
