@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,9 +52,16 @@ def empty(
             for name in daemon.client("volume", "ls", "-q").stdout.split():
                 daemon.client("volume", "rm", "-f", name)
         if networks:
-            for name in daemon.client("network", "ls", "-q").stdout.split():
-                if name != "bridge":
+            # A stack's network stays busy until its last replica is gone; try for 15 s.
+            deadline = time.monotonic() + 15
+            while True:
+                listed = daemon.client("network", "ls", "-q").stdout.split()
+                left = [name for name in listed if name != "bridge"]
+                for name in left:
                     daemon.client("network", "rm", name)
+                if not left or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
     except subprocess.TimeoutExpired:
         pass
     return bridges

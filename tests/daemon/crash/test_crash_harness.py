@@ -355,6 +355,23 @@ def wait_for(condition: Callable[[], list[str]], timeout: float) -> list[str]:
         time.sleep(0.5)
 
 
+# Crash-consistency bugs this harness found that are still open (issue 11's crash section):
+# a point that shows only these is recorded and the test ends as an expected failure naming
+# them; any other problem fails it. Remove a pattern once its bug is fixed.
+KNOWN_OPEN = (
+    # a SIGKILL during a build or a scale: the stack is not brought back to its count
+    re.compile(r"^service \S+: \d+ running of \d+ desired$"),
+    # a SIGKILL early in an apply: the stack's network stays, owned by no listed stack
+    re.compile(r"^network \S+ of stack \S+, which is not listed$"),
+    # a SIGKILL early in run -d: ROOT/containers/<id> stays with no record
+    re.compile(r"^container directory .* has no record$"),
+)
+
+
+def known_open(problem: str) -> bool:
+    return any(pattern.match(problem) for pattern in KNOWN_OPEN)
+
+
 @pytest.mark.timeout(300 + POINTS * 45)  # a point takes 5 s, one with problems up to 35 s
 def test_sigkill_at_random_points_leaves_records_and_host_agreeing(
     daemons: DaemonFactory, busybox_tar: Path, tmp_path: Path
@@ -364,6 +381,7 @@ def test_sigkill_at_random_points_leaves_records_and_host_agreeing(
     harness = Harness(daemon, busybox_tar, tmp_path)
     log: list[str] = []
     findings: list[str] = []  # with CARTE_CRASH_KEEP_GOING: every point's new problems
+    open_bugs: list[str] = []  # points that showed only KNOWN_OPEN problems
     seen: set[str] = set()
     try:
         assert daemon.client("import", str(busybox_tar), "busybox").returncode == 0
@@ -392,6 +410,12 @@ def test_sigkill_at_random_points_leaves_records_and_host_agreeing(
                 harness.made.append(operation.promise)
             daemon.start()
             found = wait_for(lambda: [p for p in harness.problems() if p not in seen], 30)
+            known = [problem for problem in found if known_open(problem)]
+            if known:
+                seen.update(known)
+                open_bugs.append(f"{where}: " + "; ".join(known))
+                print(f"KNOWN OPEN {open_bugs[-1]}", flush=True)
+                found = [problem for problem in found if problem not in known]
             if found and KEEP_GOING:
                 seen.update(found)
                 findings.append(f"{where}:\n  " + "\n  ".join(found))
@@ -406,6 +430,8 @@ def test_sigkill_at_random_points_leaves_records_and_host_agreeing(
         daemon.stop()
         left = host_leftovers(daemon, bridges)
         assert not left, f"seed {SEED}: left on the host after a graceful stop: {left}"
+        if open_bugs:
+            pytest.xfail("known open crash-consistency bugs:\n" + "\n".join(open_bugs))
     finally:
         if alive(daemon):
             empty(daemon, stacks=True, volumes=True, networks=True)
