@@ -182,12 +182,20 @@ def test_bad_input_is_one_line_and_leaves_nothing(carte: Daemon, tmp_path: Path)
             line for line in lines if needle in line
         ], (flags, result.stderr)
         assert "Traceback" not in result.stderr
-    unknown = carte.client("run", "nosuchimage")
+    # --pull never: the image is not here, and nothing is fetched.
+    unknown = carte.client("run", "--pull", "never", "nosuchimage")
     assert unknown.returncode == 125
     assert unknown.stderr.strip() == (
         'carte: Unable to find image "nosuchimage:latest" locally; import it '
         "(carte import TAR nosuchimage) or pull it (carte pull nosuchimage)"
     )
+    # The default (--pull missing) tries the registry first, as Docker does; this machine
+    # reaches none, so that fails in one line after Docker's notice.
+    pulled = carte.client("run", "nosuchimage")
+    assert pulled.returncode == 125
+    notice, error = pulled.stderr.strip().splitlines()
+    assert notice.startswith("Unable to find image") and "nosuchimage" in notice
+    assert error.startswith("carte: ") and "registry" in error, pulled.stderr
     assert ok(carte.client("ps", "-aq")) == ""
     assert list((carte.root / "containers").iterdir()) == []
 
