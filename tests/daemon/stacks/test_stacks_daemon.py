@@ -196,7 +196,7 @@ def _rolling_update(carte: Daemon, tmp_path: Path, order: str) -> None:
 
 
 # Known intermittent: about one run in three on a loaded 2-core machine loses one request
-# during the rollout (a timeout, not a refusal); open in issue 16/11. One rerun, which must
+# during the rollout (a timeout or a reset); open in issue 16/11. One rerun, which must
 # itself see zero failures; remove once the cause is found.
 @pytest.mark.flaky(reruns=1)
 @pytest.mark.slow
@@ -205,7 +205,7 @@ def test_rolling_update_start_first(carte: Daemon, tmp_path: Path) -> None:
 
 
 # Known intermittent: about one run in three on a loaded 2-core machine loses one request
-# during the rollout (a timeout, not a refusal); open in issue 16/11. One rerun, which must
+# during the rollout (a timeout or a reset); open in issue 16/11. One rerun, which must
 # itself see zero failures; remove once the cause is found.
 @pytest.mark.flaky(reruns=1)
 @pytest.mark.slow

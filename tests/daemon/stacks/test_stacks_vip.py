@@ -76,7 +76,7 @@ def update_under_load(carte: Daemon, address: str, update: Callable[[], None]) -
 
 
 # Known intermittent: about one run in three on a loaded 2-core machine loses one request
-# during the rollout (a timeout, not a refusal); open in issue 16/11. One rerun, which must
+# during the rollout (a timeout or a reset); open in issue 16/11. One rerun, which must
 # itself see zero failures; remove once the cause is found.
 @pytest.mark.flaky(reruns=1)
 @pytest.mark.slow
