@@ -9,7 +9,7 @@ import sys
 
 from carte.cli.commands import Session, UsageError
 from carte.cli.output import Output
-from carte.cli.parser import build_parser, simple_arguments
+from carte.cli.parser import build_parser, simple_arguments, usage_error
 from carte.cli.transport import ApiError, DaemonUnreachable
 
 
@@ -22,7 +22,9 @@ def run_client(argv: list[str]) -> None:
     """Parse, run one command, exit with its code.
 
     Exit codes: 0 done, 1 the daemon is unreachable or answered an error (one line on stderr),
-    2 usage error, 130 interrupted.
+    2 a command group named without its subcommand (its help is printed), 125 a bad flag or
+    argument (Docker's two lines: the problem, then `See 'carte CMD --help'.`), 130
+    interrupted.
     """
     args = simple_arguments(argv)
     if args is None:
@@ -42,7 +44,7 @@ def run_client(argv: list[str]) -> None:
         print(f"carte: {error.message}", file=sys.stderr)
         code = 1
     except UsageError as error:
-        build_parser(argv).error(str(error))
+        usage_error(getattr(args, "command_prog", None) or "carte", f"carte: {error}")
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:

@@ -8,6 +8,7 @@ options in their plain spelling, is dispatched by `simple_arguments` without one
 from __future__ import annotations
 
 import os
+import sys
 from types import SimpleNamespace
 
 from carte import __version__
@@ -16,6 +17,8 @@ from carte.cli.commands import Commands, Session
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Sequence
+    from typing import NoReturn
 
 # Each module exposes register(commands) and is listed here with the top-level command words
 # it registers (carte/cli/commands_<area>.py). The client imports only the modules that own
@@ -126,12 +129,65 @@ def _help_formatter() -> type[argparse.HelpFormatter]:
     return HelpFormatter
 
 
-def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The parser for `argv`: with only the invoked command's subparser when argv names one."""
+USAGE_ERROR = 125  # Docker's exit code for a bad flag or argument
+
+
+def usage_error(prog: str, message: str) -> NoReturn:
+    """Print a usage error as Docker does (the problem, then where help is) and exit 125."""
+    print(f"{message}\nSee '{prog} --help'.", file=sys.stderr)
+    sys.exit(USAGE_ERROR)
+
+
+def _unknown_arguments(prog: str, extras: list[str]) -> str:
+    """Docker's words for arguments no parser took: the first unknown flag, else the
+    unexpected positional."""
+    for token in extras:
+        if token.startswith("--"):
+            return f"unknown flag: {token.split('=', 1)[0]}"
+        if token.startswith("-") and len(token) > 1:
+            return f"unknown shorthand flag: '{token[1]}' in {token}"
+    return f'carte: "{prog}" does not take the argument "{extras[0]}"'
+
+
+def _parser_class() -> type[argparse.ArgumentParser]:
     import argparse
 
+    class Parser(argparse.ArgumentParser):
+        """argparse with Docker's usage errors (exit 125, one line and where help is); every
+        subparser is one too (argparse makes subparsers of the parent's class)."""
+
+        def error(self, message: str) -> NoReturn:
+            if message.startswith("argument COMMAND: invalid choice: "):
+                word = message.split("invalid choice: ", 1)[1].split(" (choose", 1)[0]
+                message = f"{word} is not a carte command"
+            usage_error(self.prog, f"carte: {message}")
+
+        def parse_known_args(  # type: ignore[override]
+            self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+        ) -> tuple[argparse.Namespace, list[str]]:
+            parsed, extras = super().parse_known_args(args, namespace)
+            # the innermost subparser finishes first: its prog is the invoked command's
+            if getattr(parsed, "command_prog", None) is None:
+                parsed.command_prog = self.prog
+            return parsed, extras
+
+        def parse_args(  # type: ignore[override]
+            self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+        ) -> argparse.Namespace:
+            parsed, extras = self.parse_known_args(args, namespace)
+            if extras:
+                prog = str(parsed.command_prog)
+                usage_error(prog, _unknown_arguments(prog, extras))
+            return parsed
+
+    return Parser
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv`: with only the invoked command's subparser when argv names one.
+    Its usage errors print Docker's two lines and exit 125 (`usage_error`)."""
     # No abbreviations here nor in any subparser: `--pid host` must never become `--pids-limit`.
-    parser = argparse.ArgumentParser(
+    parser = _parser_class()(
         prog="carte",
         description="Carte: containers on Linux namespaces and cgroups, one executable.",
         formatter_class=_help_formatter(),

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 
 class UsageError(Exception):
-    """Bad input a parser could not catch; printed as an argparse usage error (exit 2)."""
+    """Bad input a parser could not catch; printed as a usage error (exit 125, as Docker)."""
 
 
 class Session:

@@ -44,17 +44,30 @@ def test_carte_host_environment_variable(daemons: DaemonFactory) -> None:
     assert json.loads(result.stdout)["socket"] == str(daemon.socket)
 
 
-def test_usage_errors_exit_2_without_traceback() -> None:
-    for args in (["--bogus"], ["events", "--filter", "color=red"], ["--host", "ftp://x", "info"]):
+def test_usage_errors_are_dockers_two_lines_and_exit_125() -> None:
+    """A bad flag or argument, on any command: the problem, then where help is, exit 125."""
+    cases = [
+        (["run", "--foo", "busybox"], "unknown flag: --foo", "carte run"),
+        (["ps", "--foo=1"], "unknown flag: --foo", "carte ps"),
+        (["run", "-Z", "busybox"], "unknown shorthand flag: 'Z' in -Z", "carte run"),
+        (["--bogus"], "unknown flag: --bogus", "carte"),
+        (["network", "create", "--nope", "x"], "unknown flag: --nope", "carte network create"),
+        (["compose", "up", "--bogus"], "unknown flag: --bogus", "carte compose up"),
+        (["nosuch"], "carte: 'nosuch' is not a carte command", "carte"),
+        (["events", "--filter", "color=red"], "carte: ", "carte events"),
+        (["events", "--since", "last tuesday"], 'carte: --since "last tuesday"', "carte events"),
+        (["--host", "ftp://x", "info"], 'carte: host "ftp://x"', "carte"),
+    ]
+    for args, problem, prog in cases:
         result = carte(*args)
-        assert result.returncode == 2, (args, result.stderr)
-        assert result.stderr.splitlines()[-1].startswith("carte: error:") or "usage" in (
-            result.stderr
-        )
-        assert "Traceback" not in result.stderr
-    bad_since = carte("events", "--since", "last tuesday")
-    assert bad_since.returncode == 2
-    assert '--since "last tuesday"' in bad_since.stderr
+        assert result.returncode == 125, (args, result.stderr)
+        lines = result.stderr.splitlines()
+        assert len(lines) == 2 and lines[0].startswith(problem), (args, result.stderr)
+        assert lines[1] == f"See '{prog} --help'.", (args, result.stderr)
+    for flag in ("--help", "-h"):
+        helped = carte(flag)
+        assert helped.returncode == 0 and helped.stdout.startswith("usage: carte")
+        assert "compose" in helped.stdout
 
 
 def test_help_lists_every_command() -> None:
