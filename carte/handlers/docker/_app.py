@@ -25,6 +25,8 @@ from carte.api.host import kernel_release, read_cgroup_layout
 from carte.engine import HandlerContext
 from carte.engine.log import describe_error, traceback_text
 from carte.handlers.docker._containers import add_container_routes
+from carte.handlers.docker._exec import add_exec_routes
+from carte.handlers.docker._interactive import Sessions
 from carte.handlers.docker._objects import add_object_routes
 from carte.handlers.docker._shapes import reply
 
@@ -49,7 +51,7 @@ def strip_version(app: ASGIApp) -> ASGIApp:
     return unversioned
 
 
-def build_app(ctx: HandlerContext) -> QuartTrio:
+def build_app(ctx: HandlerContext, sessions: Sessions) -> QuartTrio:
     """Build the application; it holds no task of its own (hypercorn owns the connections)."""
     app = QuartTrio("carte-docker", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 16 << 20
@@ -160,7 +162,8 @@ def build_app(ctx: HandlerContext) -> QuartTrio:
             501,
         )
 
-    add_container_routes(app, ctx)
+    add_container_routes(app, ctx, sessions)
+    add_exec_routes(app, ctx, sessions)
     add_object_routes(app, ctx)
 
     @app.errorhandler(CarteError)

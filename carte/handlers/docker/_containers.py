@@ -35,6 +35,7 @@ from carte.api.events import (
 )
 from carte.engine import HandlerContext
 from carte.handlers.docker._create import container_config
+from carte.handlers.docker._interactive import Sessions
 from carte.handlers.docker._shapes import (
     JSON,
     container_inspect,
@@ -66,7 +67,7 @@ def _timeout(args: Any) -> int | None:
         raise InvalidArgument(f"t={value!r} is not a number of seconds") from None
 
 
-def add_container_routes(app: QuartTrio, ctx: HandlerContext) -> None:
+def add_container_routes(app: QuartTrio, ctx: HandlerContext, sessions: Sessions) -> None:
     bus = ctx.bus
 
     @app.post("/containers/create")
@@ -155,7 +156,9 @@ def add_container_routes(app: QuartTrio, ctx: HandlerContext) -> None:
             raise InvalidArgument(f"wait condition={condition!r} is not one Docker knows")
         details = await bus.request(InspectContainer(ref=ref))
         carte_condition = "not-running" if condition == "not-running" else "next-exit"
-        waiting = WaitContainer(ref=details.id, condition=carte_condition, since=time.time())
+        # an interactive attach may have started the container before this request came
+        since = sessions.attached_at.pop(details.id, time.time())
+        waiting = WaitContainer(ref=details.id, condition=carte_condition, since=since)
 
         async def outcome() -> AsyncIterator[bytes]:
             # `docker run` starts the container only once these headers arrived

@@ -15,7 +15,9 @@ from hypercorn.trio import serve
 
 from carte.engine import Handler, HandlerContext
 from carte.handlers.docker._app import build_app, strip_version
+from carte.handlers.docker._carte_api import CarteApi
 from carte.handlers.docker._hijack import serve_front
+from carte.handlers.docker._interactive import Sessions
 from carte.handlers.docker._options import DockerOptions
 
 
@@ -61,12 +63,13 @@ class DockerHandler(Handler):
         config.accesslog = None
         config.errorlog = self.ctx.log
         config.graceful_timeout = 1.0
-        app = build_app(self.ctx)
+        sessions = Sessions(CarteApi(self.ctx.config.daemon.socket_path))
+        app = build_app(self.ctx, sessions)
         gid = _group_id(self.ctx.config.daemon.socket_group)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(serve, strip_version(app), config)
-                await nursery.start(serve_front, self.ctx, self.socket, inner)
+                await nursery.start(serve_front, self.ctx, sessions, self.socket, inner)
                 if gid is not None:
                     os.chown(self.socket, os.getuid(), gid)
         finally:

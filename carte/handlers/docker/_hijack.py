@@ -1,11 +1,14 @@
-"""The Docker socket's front: attach answered on the raw connection, the rest passed on.
+"""The Docker socket's front: attach and exec start answered on the raw connection, the rest
+passed on.
 
-Docker's attach is a hijacked connection: the client sends ``Upgrade: tcp``, the server
-answers ``101 UPGRADED`` and the connection then carries the container's output (framed as
-in logs when there is no TTY) until the container exits. hypercorn cannot hand a connection
-over like that, so the public socket is served here: a request head naming
-``/containers/ID/attach`` is answered on the spot, any other connection is piped byte for
-byte to the quart-trio app on a private socket. Attach sends output only; stdin is refused.
+Docker's attach and exec start are hijacked connections: the client sends ``Upgrade: tcp``,
+the server answers ``101 UPGRADED`` and the connection then carries the output (framed as in
+logs when there is no TTY) and, when asked for, the client's stdin. hypercorn cannot hand a
+connection over like that, so the public socket is served here: a request head naming
+``/containers/ID/attach`` or ``/exec/ID/start`` with the upgrade is answered on the spot, any
+other connection is piped byte for byte to the quart-trio app on a private socket.
+Attach without stdin follows the container's log until it exits; attach with stdin and exec
+go through Carte's own interactive streams (`_interactive`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import re
 import struct
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import cast
 from urllib.parse import parse_qs
@@ -21,20 +25,24 @@ from urllib.parse import parse_qs
 import msgspec
 import trio
 
-from carte.api.errors import CarteError
+from carte.api.errors import CarteError, InvalidArgument
 from carte.api.events import InspectContainer, WaitContainer
 from carte.engine import HandlerContext
+from carte.handlers.docker._interactive import STDERR, STDOUT, Sessions
 from carte.runtime.logs import LogEntry, LogFollower
 
 _HEAD_LIMIT = 64 << 10
 _ATTACH = re.compile(r"^POST (?:/v\d+\.\d+)?/containers/([^/?]+)/attach(?:\?(\S*))? HTTP/1\.[01]$")
-_STREAM_IDS = {"stdout": 1, "stderr": 2}
+_EXEC_START = re.compile(r"^POST (?:/v\d+\.\d+)?/exec/([^/?]+)/start(?:\?\S*)? HTTP/1\.[01]$")
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
+_STREAM_IDS = {"stdout": STDOUT, "stderr": STDERR}
 POLL_INTERVAL = 0.05
 _encoder = msgspec.json.Encoder()
 
 
 async def serve_front(
     ctx: HandlerContext,
+    sessions: Sessions,
     public: Path,
     inner: Path,
     *,
@@ -54,7 +62,7 @@ async def serve_front(
 
         async def handle(stream: trio.abc.Stream) -> None:
             try:
-                await _serve_connection(ctx, cast(trio.SocketStream, stream), inner)
+                await _serve_connection(ctx, sessions, cast(trio.SocketStream, stream), inner)
             except* (
                 trio.BrokenResourceError,
                 trio.ClosedResourceError,
@@ -76,7 +84,9 @@ def _unlink(path: str) -> None:
         pass
 
 
-async def _serve_connection(ctx: HandlerContext, client: trio.SocketStream, inner: Path) -> None:
+async def _serve_connection(
+    ctx: HandlerContext, sessions: Sessions, client: trio.SocketStream, inner: Path
+) -> None:
     async with client:
         head = b""
         while b"\r\n\r\n" not in head and len(head) < _HEAD_LIMIT:
@@ -85,9 +95,13 @@ async def _serve_connection(ctx: HandlerContext, client: trio.SocketStream, inne
                 return
             head += chunk
         request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        matched = _ATTACH.match(request_line)
-        if matched and b"upgrade:" in head.lower():
-            await _attach(ctx, client, matched.group(1), parse_qs(matched.group(2) or ""))
+        hijacked = b"upgrade:" in head.lower()
+        if hijacked and (matched := _ATTACH.match(request_line)):
+            query = parse_qs(matched.group(2) or "")
+            await _answer(client, _attach(ctx, sessions, client, matched.group(1), query, head))
+            return
+        if hijacked and (matched := _EXEC_START.match(request_line)):
+            await _answer(client, _exec_start(sessions, client, matched.group(1), head))
             return
         upstream = await trio.open_unix_socket(str(inner))
         async with upstream:
@@ -114,22 +128,61 @@ async def _refuse(client: trio.SocketStream, status: int, reason: str, message: 
     )
 
 
+async def _answer(client: trio.SocketStream, serving: Awaitable[None]) -> None:
+    """Run a hijacked answer; a refusal before the upgrade is Docker's error reply."""
+    try:
+        await serving
+    except CarteError as error:
+        await _refuse(client, error.status, "Error", error.message)
+
+
+def _body_and_rest(head: bytes) -> tuple[bytes, bytes, int]:
+    """The request body received so far, the bytes after it, and how many are still due."""
+    _, _, after = head.partition(b"\r\n\r\n")
+    found = _CONTENT_LENGTH.search(head.partition(b"\r\n\r\n")[0])
+    length = int(found.group(1)) if found else 0
+    return after[:length], after[length:], max(length - len(after), 0)
+
+
+async def _exec_start(
+    sessions: Sessions, client: trio.SocketStream, exec_id: str, head: bytes
+) -> None:
+    body, early, due = _body_and_rest(head)
+    while due > 0:
+        chunk = await client.receive_some(due)
+        if not chunk:
+            return
+        body, due = body + chunk, due - len(chunk)
+    try:
+        options = msgspec.json.decode(body or b"{}")
+    except msgspec.DecodeError:
+        raise InvalidArgument("exec start: the body is not JSON") from None
+    record = sessions.exec_record(exec_id)
+    if isinstance(options, dict) and options.get("Detach"):
+        await sessions.detach_exec(record)
+        await client.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        return
+    await sessions.run_exec(client, record, early)
+
+
 async def _attach(
-    ctx: HandlerContext, client: trio.SocketStream, ref: str, query: dict[str, list[str]]
+    ctx: HandlerContext,
+    sessions: Sessions,
+    client: trio.SocketStream,
+    ref: str,
+    query: dict[str, list[str]],
+    head: bytes,
 ) -> None:
     def on(name: str) -> bool:
         return query.get(name, ["0"])[-1].lower() in ("1", "true")
 
+    details = await ctx.bus.request(InspectContainer(ref=ref))
+    wanted = {name for name in ("stdout", "stderr") if on(name)}
     if on("stdin"):
-        await _refuse(client, 501, "Not Implemented", "Carte's attach does not take stdin yet")
-        return
-    try:
-        details = await ctx.bus.request(InspectContainer(ref=ref))
-    except CarteError as error:
-        await _refuse(client, error.status, "Error", error.message)
+        _, early, _ = _body_and_rest(head)
+        await sessions.attach(client, details, {_STREAM_IDS[w] for w in wanted}, early)
         return
     since = time.time()
-    wanted = {name for name in ("stdout", "stderr") if on(name)}
     framed = not details.config.tty
     await client.send_all(
         b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker."
