@@ -183,12 +183,17 @@ class ContainersHandler(Handler):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.launcher.serve)
+            dead: list[str] = []
             for record in await self.records.all():
-                await self._adopt(record)
+                await self._adopt(record, dead)
             task_status.started()
+            if dead:
+                nursery.start_soon(self._detach_dead, dead)
             await trio.sleep_forever()
 
-    async def _adopt(self, record: ContainerRecord) -> None:
+    async def _adopt(self, record: ContainerRecord, dead: list[str]) -> None:
+        """Watch a container that still runs; settle one that died while no daemon ran and add
+        its id to `dead` (its network endpoints are freed later, by `_detach_dead`)."""
         if record.state.status == "restarting":
             await self._update(record.id, _end_restarting)  # the restart handler decides anew
             return
@@ -205,7 +210,23 @@ class ContainersHandler(Handler):
             self.ctx.log.info("re-adopted container %s (%s)", record.short_id, record.name)
             return
         exit_record = read_exit_file(self.state_dir, record.id) or {}
-        await self._settle_exit(record.id, run, exit_record, lost=not exit_record)
+        await self._settle_exit(record.id, run, exit_record, lost=not exit_record, detach=False)
+        dead.append(record.id)
+
+    async def _detach_dead(self, container_ids: list[str]) -> None:
+        """Free the network endpoints of containers found dead at adoption. The network handler
+        starts after this one, so settling their exits could not wait for it (it cost 10 s per
+        container); here each waits for it, under the container's operation lock, and only if
+        the container was not started again meanwhile. Failures are ignored: the network
+        handler's own start already released endpoints whose interface is gone."""
+        for container_id in container_ids:
+            async with self._operation_lock(container_id):
+                record = await self.records.get(container_id)
+                if record is None or record.state.status in _RUNNING:
+                    continue
+                if record.config.network not in ("none", "host"):
+                    detach = DetachContainerNetwork(container_id=container_id)
+                    await _ignore_errors(self.ctx.bus.request(detach))
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -617,11 +638,18 @@ class ContainersHandler(Handler):
                 del self._watched[container_id]
 
     async def _settle_exit(
-        self, container_id: str, run: _Run, exit_record: dict[str, object], *, lost: bool
+        self,
+        container_id: str,
+        run: _Run,
+        exit_record: dict[str, object],
+        *,
+        lost: bool,
+        detach: bool = True,
     ) -> None:
         """Record the exit of `run`, free the runtime side, publish `ContainerExited`, honour
         --rm. Settled once: a second settler of the same run (a stop that gave up waiting on
-        the watcher) returns at once, and so does a late one for a run that is over."""
+        the watcher) returns at once, and so does a late one for a run that is over.
+        `detach=False` leaves the network endpoints to the caller."""
         if run.settling or run.exited.is_set():
             return
         run.settling = True
@@ -635,7 +663,7 @@ class ContainersHandler(Handler):
             if current is None or current.state.status not in _RUNNING:
                 self._finish_run(container_id, run, result)
                 return
-            if current.config.network not in ("none", "host"):
+            if detach and current.config.network not in ("none", "host"):
                 with trio.move_on_after(DETACH_GRACE):
                     await _ignore_errors(
                         self.ctx.bus.request(DetachContainerNetwork(container_id=container_id))
