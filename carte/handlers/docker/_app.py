@@ -28,10 +28,13 @@ from carte.handlers.docker._containers import add_container_routes
 from carte.handlers.docker._exec import add_exec_routes
 from carte.handlers.docker._interactive import Sessions
 from carte.handlers.docker._objects import add_object_routes
+from carte.handlers.docker._observe import add_observe_routes
 from carte.handlers.docker._shapes import reply
+from carte.handlers.docker._transfers import UPLOAD_ENDPOINTS, add_transfer_routes
 
 API_VERSION = "1.41"
 MIN_API_VERSION = "1.24"
+MAX_JSON_BODY = 16 << 20
 SERVER = f"Carte/{__version__}"
 _VERSIONED = re.compile(r"^/v\d+\.\d+(?=/)")
 
@@ -54,12 +57,19 @@ def strip_version(app: ASGIApp) -> ASGIApp:
 def build_app(ctx: HandlerContext, sessions: Sessions) -> QuartTrio:
     """Build the application; it holds no task of its own (hypercorn owns the connections)."""
     app = QuartTrio("carte-docker", static_folder=None)
-    app.config["MAX_CONTENT_LENGTH"] = 16 << 20
+    app.config["MAX_CONTENT_LENGTH"] = None  # checked below: uploads relay to Carte's caps
     app.config["RESPONSE_TIMEOUT"] = None  # wait and follow answers last as long as the work
     log = ctx.log
 
     def refused(message: str, status: int) -> Response:
         return reply({"message": message}, status)
+
+    @app.before_request
+    async def body_limit() -> Response | None:
+        length = request.content_length or 0
+        if length > MAX_JSON_BODY and request.endpoint not in UPLOAD_ENDPOINTS:
+            return refused(f"the request body is over {MAX_JSON_BODY >> 20} MiB", 413)
+        return None
 
     @app.after_request
     async def headers(response: Response) -> Response:
@@ -164,6 +174,8 @@ def build_app(ctx: HandlerContext, sessions: Sessions) -> QuartTrio:
 
     add_container_routes(app, ctx, sessions)
     add_exec_routes(app, ctx, sessions)
+    add_transfer_routes(app, ctx, sessions.api)
+    add_observe_routes(app, ctx)
     add_object_routes(app, ctx)
 
     @app.errorhandler(CarteError)
