@@ -24,6 +24,7 @@ from carte.api.events import ListContainers, ListImages
 from carte.api.host import kernel_release, read_cgroup_layout
 from carte.engine import HandlerContext
 from carte.engine.log import describe_error, traceback_text
+from carte.handlers.docker._build import add_build_routes
 from carte.handlers.docker._containers import add_container_routes
 from carte.handlers.docker._exec import add_exec_routes
 from carte.handlers.docker._interactive import Sessions
@@ -176,6 +177,7 @@ def build_app(ctx: HandlerContext, sessions: Sessions) -> QuartTrio:
     add_exec_routes(app, ctx, sessions)
     add_transfer_routes(app, ctx, sessions.api)
     add_observe_routes(app, ctx)
+    add_build_routes(app, ctx)
     add_object_routes(app, ctx)
 
     @app.errorhandler(CarteError)

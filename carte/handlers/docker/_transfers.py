@@ -28,7 +28,7 @@ from carte.handlers.docker._carte_api import ApiResponse, CarteApi
 from carte.handlers.docker._shapes import flag
 
 TAR = "application/x-tar"
-UPLOAD_ENDPOINTS = {"put_archive", "load_images"}
+UPLOAD_ENDPOINTS = {"put_archive", "load_images", "build"}
 _STAT_LIMIT = 1 << 20  # a first member's headers (pax, long names) fit well within this
 # Go's os.FileMode type bits
 _GO_DIR, _GO_SYMLINK, _GO_PIPE, _GO_DEVICE, _GO_CHAR = 1 << 31, 1 << 27, 1 << 25, 1 << 26, 1 << 21
