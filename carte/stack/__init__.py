@@ -1,6 +1,7 @@
 """The Compose manifest of a stack: model, parsing with line numbers, interpolation, checks
 and the container config of a replica. Synchronous; knows nothing of the bus."""
 
+from carte.stack.compose_config import compose_config
 from carte.stack.interpolate import InterpolationError, interpolate, parse_dotenv
 from carte.stack.model import Manifest, Service
 from carte.stack.parse import ManifestError, Source, load_manifest
@@ -13,6 +14,7 @@ __all__ = [
     "ManifestError",
     "Service",
     "Source",
+    "compose_config",
     "image_name",
     "interpolate",
     "load_manifest",

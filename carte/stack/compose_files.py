@@ -10,6 +10,7 @@ appended without repeats. `!override` replaces instead of merging; `!reset` remo
 
 from __future__ import annotations
 
+import os
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -100,3 +101,78 @@ def active_services(services: dict[str, T], profiles: list[str]) -> dict[str, T]
         if not own or "*" in wanted or wanted.intersection(str(p) for p in own):
             out[name] = body
     return out
+
+
+def rebase(document: dict[str, Any], directory: str) -> None:
+    """Make the relative paths of another file of the project (included or extended from)
+    absolute against that file's `directory`, as Compose resolves them: build contexts,
+    bind-mount sources, env_file, the files of secrets and configs, and its own `include`
+    and `extends.file` entries. Changes `document` in place."""
+    for entry in _listed(document.get("include")):
+        if isinstance(entry, dict):
+            entry["path"] = [_absolute(p, directory) for p in _listed(entry.get("path"))]
+            if isinstance(entry.get("project_directory"), str):
+                entry["project_directory"] = _absolute(entry["project_directory"], directory)
+    if isinstance(document.get("include"), list):
+        document["include"] = [
+            _absolute(item, directory) if isinstance(item, str) else item
+            for item in document["include"]
+        ]
+    for section in ("secrets", "configs"):
+        for decl in _values(document.get(section)):
+            if isinstance(decl, dict) and isinstance(decl.get("file"), str):
+                decl["file"] = _absolute(decl["file"], directory)
+    for body in _values(document.get("services")):
+        if isinstance(body, dict):
+            _rebase_service(body, directory)
+
+
+def _rebase_service(body: dict[str, Any], directory: str) -> None:
+    build = body.get("build")
+    if isinstance(build, str):
+        body["build"] = _context(build, directory)
+    elif isinstance(build, dict):
+        build["context"] = _context(str(build.get("context") or "."), directory)
+    extends = body.get("extends")
+    if isinstance(extends, dict) and isinstance(extends.get("file"), str):
+        extends["file"] = _absolute(extends["file"], directory)
+    env_file = body.get("env_file")
+    if isinstance(env_file, str):
+        body["env_file"] = _absolute(env_file, directory)
+    elif isinstance(env_file, list):
+        body["env_file"] = [_absolute(p, directory) if isinstance(p, str) else p for p in env_file]
+    volumes = body.get("volumes")
+    if isinstance(volumes, list):
+        body["volumes"] = [_bind_source(item, directory) for item in volumes]
+
+
+def _bind_source(item: Any, directory: str) -> Any:
+    if isinstance(item, dict):
+        if item.get("type") == "bind" and isinstance(item.get("source"), str):
+            item["source"] = _absolute(item["source"], directory)
+        return item
+    if isinstance(item, str) and item.startswith("."):
+        source, sep, rest = item.partition(":")
+        return f"{_absolute(source, directory)}{sep}{rest}"
+    return item
+
+
+def _context(context: str, directory: str) -> str:
+    """A build context: a URL (git, http) stays as written, a path is made absolute."""
+    return (
+        context if "://" in context or context.startswith("git@") else _absolute(context, directory)
+    )
+
+
+def _absolute(path: Any, directory: str) -> Any:
+    if not isinstance(path, str) or not path or path.startswith(("/", "~", "$")):
+        return path
+    return os.path.normpath(os.path.join(directory, path))
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [] if value is None else [value]
+
+
+def _values(value: Any) -> list[Any]:
+    return list(value.values()) if isinstance(value, dict) else []

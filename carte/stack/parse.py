@@ -15,7 +15,7 @@ import msgspec.inspect as mi
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from carte.stack.compose_files import RESET, Override, active_services, merge, strip
+from carte.stack.compose_files import RESET, Override, active_services, merge, rebase, strip
 from carte.stack.interpolate import InterpolationError, interpolate
 from carte.stack.model import (
     REFUSED_SERVICE_KEYS,
@@ -120,6 +120,23 @@ def load_manifest(
     (or `COMPOSE_PROFILES` of `env`) are left out. `ManifestError` lists every problem found
     (up to `MAX_ERRORS`), also for a file over the bounds of `carte.yaml_bounds` or counts
     over `ceilings` (`validate.Ceilings`)."""
+    manifest, source, warnings, _plain_project = load_project(
+        text, file_name, env, project_dir=project_dir, profiles=profiles, ceilings=ceilings
+    )
+    return manifest, source, warnings
+
+
+def load_project(
+    text: str,
+    file_name: str,
+    env: dict[str, str],
+    *,
+    project_dir: str = "",
+    profiles: list[str] | None = None,
+    ceilings: "Ceilings | None" = None,
+) -> tuple[Manifest, Source, list[str], dict[str, Any]]:
+    """`load_manifest`'s result and the project as plain data (`include` and `extends`
+    merged, variables interpolated, tags applied), for `carte compose config`."""
     from carte.stack.validate import check
 
     source = Source(file_name)
@@ -153,7 +170,7 @@ def load_manifest(
     check(manifest, source, ceilings)
     source.raise_problems()
     warnings = [f'variable "{name}" is not set; using ""' for name in sorted(missing)]
-    return manifest, source, warnings
+    return manifest, source, warnings, known
 
 
 def _first_profile(manifest: Manifest) -> str:
@@ -232,6 +249,7 @@ class _Loader:
         except ManifestError as error:
             source.problems.append(str(error))
             return None
+        rebase(loaded[0], os.path.dirname(path))  # its paths are relative to its own directory
         self.files[path] = loaded
         return loaded
 

@@ -508,6 +508,8 @@ def _check_cycles(manifest: Manifest, source: "Source") -> None:
     def visit(name: str, trail: list[str]) -> None:
         state[name] = 1
         for other in graph[name]:
+            if other not in graph:  # reported by the service's own check
+                continue
             if state.get(other) == 1:
                 cycle = (
                     " -> ".join([*trail[trail.index(other) :], other]) if other in trail else other

@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 COMPOSE_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 _MISSING_IMAGE = re.compile(r'image "([^"]+)" not found locally')
 _TOP_NAME = re.compile(r"""^name:[ \t]*["']?([^"'\s#]+)""", re.MULTILINE)
-# Replica prefixes in `logs`, cycled as Compose does (ANSI foreground colours).
-_COLOURS = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
 
 
 def register(commands: Commands) -> None:
@@ -84,7 +82,7 @@ def _verbs() -> tuple[tuple[str, Any, str, Any], ...]:
         ("build", build, "build the services' images", _services),
         ("pull", pull, "pull the services' images", _services),
         ("push", push, "push the services' built images", _services),
-        ("config", config, "check the file and print it normalized", _config),
+        ("config", config, "check the file and print it normalized (YAML)", _config),
         ("restart", restart, "restart the services' containers", _services),
         ("stop", stop, "stop services (scaled to 0)", _services),
         ("start", start, "start stopped services (back to the file's count)", _services),
@@ -160,6 +158,11 @@ def _run(parser: argparse.ArgumentParser) -> None:
 def _config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="only check the file")
     parser.add_argument("--services", action="store_true", help="print the service names")
+    parser.add_argument("--volumes", action="store_true", help="print the volume names")
+    parser.add_argument("--images", action="store_true", help="print the services' images")
+    parser.add_argument(
+        "--format", dest="config_format", choices=("yaml", "json"), default="yaml", help="yaml"
+    )
 
 
 def _port(parser: argparse.ArgumentParser) -> None:
@@ -525,26 +528,48 @@ def port(session: Session, found: Project) -> int:
 
 @_run_verb
 def config(session: Session, found: Project) -> int:
-    """Check the file with the daemon's parser (every problem, file:line); print the
-    services' normalized entries (JSON, which is YAML too) as the daemon stores them when the
-    project is deployed from this very file, else the plan the file would make."""
+    """The normalized Compose file, as `docker compose config` prints it (read here: no daemon
+    needed): every problem of the file, each with file:line, and exit 1 when it has any."""
+    from carte.stack import ManifestError, compose_config, parse_dotenv
+
     args = session.args
-    plan = _apply(session, found, dry_run=True)
-    services = [a for a in plan["actions"] if a["kind"] == "service" and a["action"] != "remove"]
-    names = [a["name"] for a in services]
-    deployed = _deployed(session, found.name)
-    unchanged = deployed and all(a["action"] == "unchanged" for a in plan["actions"])
-    if args.services:
-        known = names or [s["name"] for s in _listed_services(session, found.name)]
-        for name in known:
-            session.output.line(name)
-        return 0
+    env = dict(os.environ)
+    try:
+        with open(os.path.join(found.directory, ".env"), encoding="utf-8") as file:
+            env = {**parse_dotenv(file.read()), **env}
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        return fail(f"{found.directory}/.env cannot be read: {error.strerror}")
+    try:
+        normalized = compose_config(
+            found.text,
+            os.path.basename(found.path),
+            env,
+            project_dir=found.directory,
+            name=found.name,
+            profiles=list(args.profiles),
+        )
+    except ManifestError as error:
+        return fail(str(error))
     if args.quiet:
         return 0
-    if unchanged:
-        session.output.data({"name": found.name, "services": _specs(session, found.name)})
+    listing = {"services": "services", "volumes": "volumes", "images": "services"}
+    for flag, section in listing.items():
+        if getattr(args, flag):
+            for key, body in normalized.get(section, {}).items():
+                line = str(body.get("image") or f"{found.name}_{key}") if flag == "images" else key
+                session.output.line(line)
+            return 0
+    if session.output.json or args.config_format == "json":
+        session.output.line(json.dumps(normalized, indent=2))
     else:
-        session.output.data({"name": found.name, "plan": plan["actions"]})
+        from ruamel.yaml import YAML
+
+        yaml = YAML(typ="safe", pure=True)
+        yaml.default_flow_style = False
+        yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+        yaml.dump(normalized, session.output.stream)
     return 0
 
 
@@ -749,72 +774,30 @@ def logs(session: Session, found: Project) -> int:
 
 
 def follow_logs(session: Session, stack: str, services: list[str]) -> int:
-    """Each replica's log prefixed by its name: sorted by time, or as they come with -f
-    (session.args: follow, tail, timestamps, and optionally no_color, no_log_prefix)."""
-    import queue
-    import threading
-    from urllib.parse import quote, urlencode
+    """Each replica's log prefixed by its name: sorted by time, or as they come with -f, then
+    until every replica stopped (session.args: follow, tail, timestamps, and optionally
+    no_color, no_log_prefix)."""
+    from carte.cli.replica_logs import LogOptions, bad_tail, show_replica_logs
 
     args = session.args
-    if args.tail != "all" and not args.tail.isdigit():
-        return fail(f'invalid --tail "{args.tail}": use a number of lines or "all"')
-    rows = _replicas(session, stack, services)
-    no_prefix = getattr(args, "no_log_prefix", False)
-    no_color = getattr(args, "no_color", False)
-    colour = sys.stdout.isatty() and not no_color and "NO_COLOR" not in os.environ
-    width = max((len(r["name"]) for r in rows), default=0)
-    query = {"follow": "1" if args.follow else "0"}
-    if args.tail != "all":
-        query["tail"] = args.tail
-    lines: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue()
-
-    def read(row: dict[str, Any]) -> None:
-        path = f"/v1/containers/{quote(row['container_id'], safe='')}/logs?{urlencode(query)}"
-        try:
-            stream = session.client.open("GET", path)
-            try:
-                for line in stream.lines():
-                    item = json.loads(line)
-                    if "log" in item:
-                        lines.put((row["name"], item))
-            finally:
-                stream.close()
-        except (ApiError, OSError):
-            pass
-        finally:
-            lines.put(None)
-
-    prefixes: dict[str, str] = {}
-    for number, row in enumerate(rows):
-        prefix = "" if no_prefix else f"{row['name']:<{width}} | "
-        if colour and prefix:
-            prefix = f"\x1b[{_COLOURS[number % len(_COLOURS)]}m{prefix}\x1b[0m"
-        prefixes[row["name"]] = prefix
-
-    def write(name: str, item: dict[str, Any]) -> None:
-        text = str(item["log"])
-        stamp = f"{item.get('time', '')} " if args.timestamps else ""
-        target = sys.stderr if item.get("stream") == "stderr" else sys.stdout
-        target.write(f"{prefixes[name]}{stamp}{text}{'' if text.endswith(chr(10)) else chr(10)}")
-        target.flush()
-
-    for row in rows:
-        threading.Thread(target=read, args=(row,), daemon=True).start()
-    open_streams, held = len(rows), []
-    try:
-        while open_streams:
-            got = lines.get()
-            if got is None:
-                open_streams -= 1
-            elif args.follow:
-                write(*got)
-            else:
-                held.append(got)
-    except KeyboardInterrupt:
-        return 0
-    for name, item in sorted(held, key=lambda pair: str(pair[1].get("time", ""))):
-        write(name, item)
-    return 0
+    if problem := bad_tail(args.tail):
+        return fail(problem)
+    options = LogOptions(
+        follow=args.follow,
+        tail=args.tail,
+        timestamps=args.timestamps,
+        prefix=not getattr(args, "no_log_prefix", False),
+        colour=not getattr(args, "no_color", False),
+        until_all_exit=True,
+    )
+    rows = _replicas(session, stack, services)  # an unknown SERVICE fails here, before any line
+    listings = iter([rows])
+    return show_replica_logs(
+        session,
+        lambda: next(listings, None) or _replicas(session, stack, services),
+        lambda row: str(row["name"]),
+        options,
+    )
 
 
 @_run_verb

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from carte.cli.commands import Commands, Session, fail
 from carte.cli.commands.services import (
@@ -95,7 +94,9 @@ def _service(parser: argparse.ArgumentParser) -> None:
 
 def _logs(parser: argparse.ArgumentParser) -> None:
     _service(parser)
+    parser.add_argument("-f", "--follow", action="store_true", help="follow, new replicas too")
     parser.add_argument("--tail", default="all", help="lines from the end of each replica's log")
+    parser.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
 
 
 def _scale(parser: argparse.ArgumentParser) -> None:
@@ -269,30 +270,36 @@ def service_ps(session: Session) -> int:
 
 
 def service_logs(session: Session) -> int:
-    import json
-    from urllib.parse import quote, urlencode
+    """Every replica's lines prefixed as `docker service logs` does (`STACK_SERVICE.N@NODE |`);
+    with -f, replicas that start later are followed too, until the service is removed."""
+    from carte.cli.replica_logs import LogOptions, bad_tail, show_replica_logs
 
-    found = _resolve(session, session.args.service)
+    args = session.args
+    if problem := bad_tail(args.tail):
+        return fail(problem)
+    found = _resolve(session, args.service)
     if found is None:
         return 1
     stack, name = found
-    query: dict[str, str] = {"follow": "0"}
-    if session.args.tail != "all":
-        query["tail"] = session.args.tail
-    for replica in session.command("ListReplicas", stack=stack, service=name):
-        path = f"/v1/containers/{quote(replica['container_id'])}/logs?{urlencode(query)}"
-        stream = session.client.open("GET", path)
-        try:
-            for line in stream.lines():
-                entry = json.loads(line)
-                if "log" in entry:
-                    target = sys.stderr if entry.get("stream") == "stderr" else sys.stdout
-                    target.write(f"{replica['name']} | {entry['log']}")
-                    if not entry["log"].endswith("\n"):
-                        target.write("\n")
-        finally:
-            stream.close()
-    return 0
+    node = _node_name(session)
+    options = LogOptions(follow=args.follow, tail=args.tail, timestamps=args.timestamps)
+    return show_replica_logs(
+        session,
+        lambda: session.command("ListReplicas", stack=stack, service=name),
+        lambda row: f"{stack}_{name}.{row['replica']}@{node}",
+        options,
+    )
+
+
+def _node_name(session: Session) -> str:
+    """The daemon's machine as `docker service logs` names a task's node: the host of a
+    tcp:// daemon, else this machine's hostname."""
+    import socket
+
+    host = session.args.host or os.environ.get("CARTE_HOST") or ""
+    if host.startswith("tcp://"):
+        return host[len("tcp://") :].rpartition(":")[0].strip("[]")
+    return socket.gethostname()
 
 
 def scale(session: Session) -> int:

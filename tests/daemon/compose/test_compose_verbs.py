@@ -64,7 +64,7 @@ def test_up_ps_port_config_down(compose: Compose, carte: Daemon, tmp_path: Path)
     assert "127.0.0.1:18931->8080/tcp" in table
     assert ok(compose("port", "web", "8080", cwd=cwd)).strip() == "127.0.0.1:18931"
     assert ok(compose("config", "--services", cwd=cwd)).split() == ["web", "worker"]
-    normalized = json.loads(ok(compose("config", cwd=cwd)))
+    normalized = json.loads(ok(compose("config", "--format", "json", cwd=cwd)))
     assert normalized["services"]["web"]["environment"] == {"GREETING": "hello"}
     assert "data" in ok(carte.client("volume", "ls", "-q")).replace("shop_", "")
     down = compose("down", "-v", cwd=cwd)
