@@ -40,12 +40,14 @@ from carte.engine.config import (
     OptionsSpec,
     StoreConfig,
     apply_overrides,
+    handler_options,
     load_config,
     reload,
     reloaded,
 )
 from carte.engine.log import set_log_level, setup_logging
 from carte.engine.store import Store
+from carte.engine.timing import TimedStore
 
 SYSTEM_CONFIG = Path("/etc/carte/carte.yaml")
 PLUGIN_GROUP = "carte.plugins"
@@ -90,6 +92,35 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="plain HTTP on --listen; refused unless the address is loopback",
     )
+    parser.add_argument(
+        "--ui",
+        action="store_true",
+        help="serve the web dashboard: on --ui-listen with the login token in ROOT/ui-token, "
+        "and on --listen (mutual TLS)",
+    )
+    parser.add_argument(
+        "--ui-listen",
+        metavar="HOST:PORT",
+        help="loopback address of the dashboard's token login (default 127.0.0.1:7780; "
+        "implies --ui)",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="ADDR:PORT",
+        help="also serve GET /metrics over plain HTTP here (loopback only unless "
+        "--metrics-insecure)",
+    )
+    parser.add_argument(
+        "--metrics-insecure",
+        action="store_true",
+        default=None,
+        help="allow a --metrics-listen address that is not loopback (no authentication)",
+    )
+    parser.add_argument(
+        "--audit-log",
+        metavar="PATH",
+        help="append the audit log of state-changing API calls here (default ROOT/audit/audit.log)",
+    )
     return parser.parse_args(argv)
 
 
@@ -112,7 +143,42 @@ def config_from_args(args: argparse.Namespace, roster: Roster | None = None) -> 
         docker = dict(config.handlers.options.get("docker", {}))
         docker["socket"] = _absolute(args.docker_socket)
         config = apply_overrides(config, {"handlers.options.docker": docker})
+    if args.ui or args.ui_listen:
+        config = apply_overrides(config, {"handlers.options.ui": _ui_options(config, args)})
+    flagged = {
+        "metrics": {"listen": args.metrics_listen, "insecure": args.metrics_insecure},
+        "api": {"audit_log": _absolute(args.audit_log)},
+    }
+    for name, values in flagged.items():
+        given = {key: value for key, value in values.items() if value is not None}
+        if given:
+            merged = {**config.handlers.options.get(name, {}), **given}
+            config = apply_overrides(config, {f"handlers.options.{name}": merged})
+            check_handler_options(config, roster, name)
     return config
+
+
+def check_handler_options(config: Config, roster: Roster | None, name: str) -> None:
+    """Raise ConfigError (one line) when a flag made handler ``name``'s options invalid."""
+    handler = roster.get(name) if roster is not None else None
+    if handler is not None:
+        handler_options(config, handler.options_spec())
+
+
+def _ui_options(config: Config, args: argparse.Namespace) -> dict[str, object]:
+    """``handlers.options.ui`` with --ui/--ui-listen applied; ConfigError for a bad address."""
+    import msgspec
+
+    from carte.handlers.ui import UiOptions
+
+    ui = dict(config.handlers.options.get("ui", {}), enabled=True)
+    if args.ui_listen:
+        ui["listen"] = args.ui_listen
+    try:
+        msgspec.convert(ui, UiOptions)
+    except (msgspec.ValidationError, ValueError) as error:
+        raise ConfigError(f"--ui-listen: {error}") from None
+    return ui
 
 
 def options_specs(roster: Roster | None) -> list[OptionsSpec] | None:
@@ -213,7 +279,8 @@ class Daemon:
                 subscriber_buffer=config.bus.subscriber_buffer,
                 log=logging.getLogger("carte.engine.bus"),
             )
-            async with open_store(config.store, root) as store:
+            async with open_store(config.store, root) as opened:
+                store = TimedStore(opened)  # every operation's latency, for /metrics
                 ctx = HandlerContext(
                     bus=bus, store=store, config=config, root=root, run_root=run_root
                 )
@@ -327,6 +394,13 @@ def run_daemon(argv: list[str]) -> None:
             "daemon.log_level": args.log_level,
             "cluster.listen": args.listen,
             "cluster.insecure": args.insecure,
+            "handlers.options.ui": config.handlers.options.get("ui")
+            if args.ui or args.ui_listen
+            else None,
+            "handlers.options.metrics": config.handlers.options.get("metrics")
+            if args.metrics_listen or args.metrics_insecure
+            else None,
+            "handlers.options.api": config.handlers.options.get("api") if args.audit_log else None,
         }
         trio.run(daemon.run)
     except (StartupError, CarteError) as error:

@@ -5,15 +5,22 @@ one `carte.engine.Roster`. Add a built-in by importing its class here and listin
 """
 
 from carte.engine import Handler
-from carte.handlers.cluster import AgentHandler, MembershipHandler, SchedulerHandler
+from carte.handlers.cluster import (
+    AgentHandler,
+    MembershipHandler,
+    OverlayHandler,
+    SchedulerHandler,
+)
 from carte.handlers.containers import ContainersHandler, ContainerToolsHandler
 from carte.handlers.docker import DockerHandler
 from carte.handlers.http import ApiHandler
 from carte.handlers.images import ArchivesHandler, BuildHandler, ImagesHandler, RegistryHandler
 from carte.handlers.lifecycle import HealthHandler, RestartHandler
+from carte.handlers.metrics import MetricsHandler
 from carte.handlers.network import NetworkHandler
 from carte.handlers.services import AutoscalerHandler, ServicesHandler
 from carte.handlers.stacks import StacksHandler
+from carte.handlers.ui import UiHandler
 from carte.handlers.volumes import VolumesHandler
 
 BUILTIN: tuple[type[Handler], ...] = (
@@ -28,12 +35,15 @@ BUILTIN: tuple[type[Handler], ...] = (
     HealthHandler,
     ImagesHandler,
     MembershipHandler,
+    MetricsHandler,
     NetworkHandler,
+    OverlayHandler,
     RegistryHandler,
     RestartHandler,
     SchedulerHandler,
     ServicesHandler,
     StacksHandler,
+    UiHandler,
     VolumesHandler,
 )
 
