@@ -238,6 +238,25 @@ def _pull(session: Session, image: str) -> bool:
     return True
 
 
+def _image_at_hand(session: Session) -> bool:
+    """`run -i/-t`'s --pull before it attaches, as `_create` does for the others: pull the
+    image when it is missing (or always); False after printing why it could not be had."""
+    try:
+        image = container_config(session.args)["image"]
+    except RunOptionError:
+        return True  # run_interactive reports the bad flag
+    policy = getattr(session.args, "pull", "missing")
+    if policy == "missing":
+        try:
+            session.command("InspectImage", ref=image)
+            return True
+        except ApiError as error:
+            if error.status != 404:
+                return True  # the create that follows says what is wrong
+        print(f"Unable to find image '{image}' locally", file=sys.stderr)
+    return policy == "never" or _pull(session, image)
+
+
 def create(session: Session) -> int:
     container_id, code = _create(session)
     if container_id:
@@ -250,6 +269,8 @@ def run(session: Session) -> int:
     if (args.interactive or args.tty) and not args.detach:
         from carte.cli.commands.interactive import run_interactive
 
+        if not _image_at_hand(session):
+            return DAEMON_ERROR
         return run_interactive(session)
     container_id, code = _create(session)
     if not container_id:

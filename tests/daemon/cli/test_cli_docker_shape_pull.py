@@ -70,3 +70,24 @@ def test_compose_up_pulls_missing_images(
     assert up.returncode == 0, up.stderr
     assert " Service app  Created" in up.stdout
     ok(carte.client("image", "inspect", name))  # now held locally
+
+
+def test_run_interactive_pulls_a_missing_image(carte: Daemon, registry: RunningRegistry) -> None:
+    """`run -i` (and -it) pulls as `run -d` does: the default is --pull missing."""
+    name = pushed(carte, registry, "interactive")
+    never = subprocess.run(
+        [*carte.command, "--host", f"unix://{carte.socket}", "run", "-i", "--rm",
+         "--pull", "never", name, "cat"],
+        input="", capture_output=True, text=True, timeout=60, env=carte.env,
+    )  # fmt: skip
+    assert never.returncode == 125 and "locally" in never.stderr
+    ran = subprocess.run(
+        [*carte.command, "--host", f"unix://{carte.socket}", "run", "-i", "--rm", name,
+         "sh", "-c", "read line; echo got $line"],
+        input="hello\n", capture_output=True, text=True, timeout=120, env=carte.env,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "got hello\n"
+    assert f"Unable to find image '{name}' locally" in ran.stderr
+    assert "Digest: sha256:" in ran.stderr
+    ok(carte.client("image", "inspect", name))  # now held locally
