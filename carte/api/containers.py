@@ -238,6 +238,12 @@ class ContainerStats(_Wire, kw_only=True):
     memory_limit: int = 0
     pids: int = 0
     oom_kills: int = 0
+    network_rx_bytes: int = 0
+    """Bytes received on the container's interfaces but loopback (0 with the host network)."""
+    network_tx_bytes: int = 0
+    block_read_bytes: int = 0
+    """Bytes the cgroup read from block devices (blkio on v1, io.stat on v2)."""
+    block_write_bytes: int = 0
 
 
 class PruneResult(_Wire, kw_only=True):

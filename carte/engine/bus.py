@@ -50,6 +50,7 @@ CommandCall = Callable[[Any], Awaitable[Any]]
 class _Subscriber:
     types: tuple[type[Fact], ...]
     send: trio.MemorySendChannel[Fact]
+    name: str = ""
 
 
 @dataclass
@@ -112,13 +113,14 @@ class Bus:
 
     @asynccontextmanager
     async def subscribe(
-        self, *types: type[Fact], buffer: int | None = None
+        self, *types: type[Fact], buffer: int | None = None, name: str = ""
     ) -> AsyncIterator[trio.MemoryReceiveChannel[Fact]]:
         """Receive every fact published from now on whose type is one of ``types`` (all if none).
 
         Yields this subscriber's own receive channel holding up to ``buffer`` facts
         (``bus.subscriber_buffer`` by default). Unsubscribes when the block exits, also on
         cancellation or error. Raises TypeError for a type that is not a Fact class.
+        ``name`` labels its queue in `queue_depths` (the supervisor gives the handler's).
 
         Entering the block does not checkpoint, so reading ``bus.journal.since(...)`` first
         thing inside it gives the backlog with no gap and no overlap with the channel.
@@ -128,7 +130,7 @@ class Bus:
                 raise TypeError(f"subscribe() takes Fact classes, got {fact_type!r}")
         size = self.subscriber_buffer if buffer is None else buffer
         send, receive = trio.open_memory_channel[Fact](size)
-        subscriber = _Subscriber(types or (Fact,), send)
+        subscriber = _Subscriber(types or (Fact,), send, name)
         self._subscribers.append(subscriber)
         try:
             yield receive
@@ -139,6 +141,22 @@ class Bus:
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
+
+    def queue_depths(self) -> list[tuple[str, int, int]]:
+        """(name, facts waiting, capacity) of every subscriber's channel, in subscription
+        order; an unnamed subscriber (an event stream) is "stream"."""
+        depths = []
+        for subscriber in self._subscribers:
+            statistics = subscriber.send.statistics()
+            capacity = statistics.max_buffer_size
+            depths.append(
+                (
+                    subscriber.name or "stream",
+                    statistics.current_buffer_used,
+                    int(capacity) if capacity != float("inf") else -1,
+                )
+            )
+        return depths
 
     def _drop(self, subscriber: _Subscriber) -> None:
         if subscriber in self._subscribers:

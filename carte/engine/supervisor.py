@@ -250,7 +250,7 @@ class Supervisor:
     ) -> None:
         """Feed ``handler``'s fact methods from its own channel, in publication order; with
         ``catch_up``, the journal's facts since the supervisor started come first."""
-        async with self._bus.subscribe(*handler.facts) as facts:
+        async with self._bus.subscribe(*handler.facts, name=handler.name) as facts:
             # subscribing did not checkpoint: the backlog ends where the channel begins
             backlog = self._bus.journal.after(self._since_start, tuple(handler.facts))
             task_status.started()

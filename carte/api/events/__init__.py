@@ -82,6 +82,7 @@ from carte.api.events.images import (
     ShowImageHistory,
     TagImage,
 )
+from carte.api.events.metrics import GetApiStats
 from carte.api.events.networks import (
     AddNetworkPolicy,
     AttachContainerNetwork,
@@ -162,6 +163,7 @@ __all__ = [
     "Event",
     "ExecInContainer",
     "Fact",
+    "GetApiStats",
     "GetContainerStats",
     "GetDiskUsage",
     "GetRollout",

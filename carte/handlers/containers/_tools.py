@@ -58,7 +58,8 @@ class ContainerToolsHandler(Handler):
 
     @on(GetContainerStats)
     async def stats(self, command: GetContainerStats) -> ContainerStats:
-        """CPU %, memory usage and limit, pids of a running container; `Conflict` otherwise."""
+        """CPU %, memory usage and limit, pids, network and block I/O bytes of a running
+        container; `Conflict` otherwise."""
         location = await self._running(command.ref, "read the stats of")
         cgroup = await trio.to_thread.run_sync(_cgroup, location, limiter=self._limiter)
         before = self._last_cpu.get(location.id)
@@ -74,6 +75,7 @@ class ContainerToolsHandler(Handler):
         limit = reading.memory_limit
         host_memory = await trio.to_thread.run_sync(_host_memory)
         pids = reading.pids_current or len(await trio.to_thread.run_sync(cgroup.pids))
+        traffic = await trio.to_thread.run_sync(_io_counters, location, limiter=self._limiter)
         return ContainerStats(
             id=location.id,
             name=location.name,
@@ -83,6 +85,10 @@ class ContainerToolsHandler(Handler):
             memory_limit=min(limit, host_memory) if limit else host_memory,
             pids=pids,
             oom_kills=reading.oom_kills,
+            network_rx_bytes=traffic[0],
+            network_tx_bytes=traffic[1],
+            block_read_bytes=traffic[2],
+            block_write_bytes=traffic[3],
         )
 
 
@@ -101,3 +107,57 @@ def _host_memory() -> int:
             if line.startswith("MemTotal:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def _io_counters(location: ContainerLocation) -> tuple[int, int, int, int]:
+    """Network rx/tx bytes (every interface of the container's network namespace but lo, 0
+    with the host network) and block read/write bytes of its cgroup, read through its pid."""
+    rx = tx = 0
+    if location.pid and location.network != "host":
+        try:
+            lines = Path(f"/proc/{location.pid}/net/dev").read_text().splitlines()[2:]
+        except OSError:
+            lines = []
+        for line in lines:
+            interface, _, counters = line.partition(":")
+            fields = counters.split()
+            if interface.strip() != "lo" and len(fields) > 8:
+                rx, tx = rx + int(fields[0]), tx + int(fields[8])
+    read, write = _block_io(location.pid) if location.pid else (0, 0)
+    return rx, tx, read, write
+
+
+def _block_io(pid: int) -> tuple[int, int]:
+    """Block bytes read and written by the cgroup of ``pid`` (v1 blkio, else v2 io.stat)."""
+    try:
+        memberships = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return 0, 0
+    paths = {}
+    for line in memberships:
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") or [""]:
+            paths[controller] = path
+    read = write = 0
+    if "blkio" in paths:
+        stats = Path("/sys/fs/cgroup/blkio") / paths["blkio"].lstrip("/")
+        for line in _lines(stats / "blkio.throttle.io_service_bytes_recursive"):
+            fields = line.split()
+            if len(fields) == 3 and fields[1] in ("Read", "Write"):
+                read += int(fields[2]) if fields[1] == "Read" else 0
+                write += int(fields[2]) if fields[1] == "Write" else 0
+        return read, write
+    unified = Path("/sys/fs/cgroup") / paths.get("", "/").lstrip("/")
+    for line in _lines(unified / "io.stat"):
+        for field in line.split()[1:]:
+            key, _, value = field.partition("=")
+            read += int(value) if key == "rbytes" else 0
+            write += int(value) if key == "wbytes" else 0
+    return read, write
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except OSError:
+        return []

@@ -2,6 +2,6 @@
 the event stream and the OpenAPI document.
 """
 
-from carte.handlers.http._handler import ApiHandler
+from carte.handlers.http._handler import ApiHandler, hypercorn_config
 
-__all__ = ["ApiHandler"]
+__all__ = ["ApiHandler", "hypercorn_config"]

@@ -9,8 +9,10 @@ gets its answer and then the connection is closed (h11 does that for hypercorn).
 """
 
 import grp
+import logging
 import os
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -19,14 +21,18 @@ from hypercorn.trio import serve
 from carte.api.events import (
     ClusterConfigured,
     DaemonStarting,
+    GetApiStats,
     HandlerCrashed,
     HandlerDisabled,
     HandlerSkipped,
     HandlerStarted,
 )
+from carte.api.metrics import ApiStats
 from carte.api.system import HandlerInfo, HandlerState
 from carte.engine import Handler, HandlerContext, on
+from carte.engine.timing import Latencies
 from carte.handlers.http._app import build_app, log_failures, upload_endpoints
+from carte.handlers.http._audit import AuditLog, RequestRecorder
 from carte.handlers.http._limits import BodyLimits
 from carte.handlers.http._options import ApiOptions
 from carte.handlers.http._tls import TcpListener, strip_peer
@@ -68,6 +74,17 @@ class HandlerTable:
         ]
 
 
+def hypercorn_config(bind: str, log: logging.Logger) -> HypercornConfig:
+    """hypercorn's config for one of the daemon's servers: ``bind``, no access log, errors
+    to ``log``, and a 1 s grace for open connections when it stops."""
+    config = HypercornConfig()
+    config.bind = [bind]
+    config.accesslog = None
+    config.errorlog = log
+    config.graceful_timeout = 1.0
+    return config
+
+
 def group_id(name: str) -> int | None:
     """The gid of group `name`, or None when the group does not exist."""
     try:
@@ -88,6 +105,19 @@ class ApiHandler(Handler):
         for fact in ctx.bus.journal.since(0.0, _HANDLER_FACTS):
             self.handlers.record(fact)  # type: ignore[arg-type]
         self.tcp = TcpListener(ctx.bus, ctx.log, ctx.options.backlog)
+        self.latencies = Latencies()
+        options: ApiOptions = ctx.options
+        self.audit = AuditLog(
+            Path(options.audit_log) if options.audit_log else ctx.root / "audit" / "audit.log",
+            max_bytes=options.audit_max_bytes,
+            keep=options.audit_keep,
+            log=ctx.log,
+        )
+
+    @on(GetApiStats)
+    async def api_stats(self, command: GetApiStats) -> ApiStats:
+        """Request latencies by method, route template and status since this start."""
+        return ApiStats(requests=self.latencies.series())
 
     @on(ClusterConfigured)
     async def listen_tcp(self, fact: ClusterConfigured) -> None:
@@ -114,16 +144,12 @@ class ApiHandler(Handler):
         await self.ctx.bus.wait_ready()
         path = self.ctx.config.daemon.socket_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        config = HypercornConfig()
-        config.bind = [f"unix:{path}"]
+        config = hypercorn_config(f"unix:{path}", self.ctx.log)
         config.umask = SOCKET_UMASK
         config.backlog = options.backlog
         gid = group_id(self.ctx.config.daemon.socket_group)
         if gid is not None:
             config.user, config.group = os.getuid(), gid
-        config.accesslog = None
-        config.errorlog = self.ctx.log
-        config.graceful_timeout = 1.0
         app = build_app(
             self.ctx, options=options, socket_path=str(path), handler_report=self.handlers.report
         )
@@ -133,9 +159,15 @@ class ApiHandler(Handler):
             upload_limit=options.max_upload_body,
             upload_endpoints=upload_endpoints(app),
         )
-        served = log_failures(guarded, self.ctx.log)
+        served = RequestRecorder(
+            log_failures(guarded, self.ctx.log),
+            routes=app,
+            latencies=self.latencies,
+            audit=self.audit.append,
+        )
         try:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.audit.run)
                 nursery.start_soon(self.tcp.run, served)
                 await serve(strip_peer(served), config)
                 nursery.cancel_scope.cancel()

@@ -24,3 +24,10 @@ class ApiOptions(HandlerOptions, frozen=True, kw_only=True):
     """Seconds to send an answer that is not a stream; streams live until the client leaves."""
     backlog: Annotated[int, msgspec.Meta(ge=1)] = 4096
     """Connections the kernel queues before the daemon accepts them (net.core.somaxconn caps)."""
+    audit_log: str = ""
+    """The audit log of state-changing API calls (JSON lines, root-only); empty:
+    ROOT/audit/audit.log (``--audit-log PATH``)."""
+    audit_max_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 10 * MiB
+    """Size past which the audit log is rotated (audit.log.1 is the newest old file)."""
+    audit_keep: Annotated[int, msgspec.Meta(ge=1)] = 5
+    """Rotated audit files kept; the oldest beyond this is deleted."""
