@@ -167,6 +167,37 @@ def _veth_check() -> Check:
     )
 
 
+def _cluster_network_checks() -> list[Check]:
+    """What overlay networks between nodes use: VXLAN always, WireGuard or IPsec ESP when the
+    network is created with `--opt encrypted=true`. Optional: a single node needs none."""
+    vxlan = _kernel_has("CONFIG_VXLAN", "vxlan")
+    wireguard = _kernel_has("CONFIG_WIREGUARD", "wireguard")
+    esp = _kernel_has("CONFIG_INET_ESP", "esp4") and _kernel_has("CONFIG_XFRM_USER", "xfrm_user")
+    return [
+        Check(
+            feature="vxlan (overlay networks)",
+            ok=vxlan,
+            detail="vxlan driver available" if vxlan else "vxlan module absent",
+            fix="modprobe vxlan (or a kernel with CONFIG_VXLAN)",
+            required=False,
+        ),
+        Check(
+            feature="wireguard (encrypted overlay)",
+            ok=wireguard,
+            detail="wireguard available" if wireguard else "wireguard module absent",
+            fix="modprobe wireguard (Debian's stock kernel has it; or CONFIG_WIREGUARD)",
+            required=False,
+        ),
+        Check(
+            feature="ipsec esp (encrypted overlay)",
+            ok=esp,
+            detail="esp4 and xfrm_user available" if esp else "esp4 or xfrm_user module absent",
+            fix="modprobe esp4 xfrm_user (or CONFIG_INET_ESP and CONFIG_XFRM_USER)",
+            required=False,
+        ),
+    ]
+
+
 def run_checks() -> list[Check]:
     """Every check, in the order they are printed."""
     return [
@@ -176,6 +207,7 @@ def run_checks() -> list[Check]:
         *_nftables_checks(),
         *_seccomp_checks(),
         _veth_check(),
+        *_cluster_network_checks(),
     ]
 
 

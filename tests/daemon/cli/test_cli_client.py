@@ -144,12 +144,21 @@ def test_system_check_reports_each_feature_with_fixes() -> None:
         "seccomp kernel",
         "libseccomp",
         "veth",
+        "vxlan (overlay networks)",
+        "wireguard (encrypted overlay)",
     ):
         assert feature in result.stdout, feature
     checks = json.loads(carte("--format", "json", "system", "check").stdout)
     missing = [c for c in checks if c["required"] and not c["ok"]]
     assert result.returncode == (1 if missing else 0)
     assert all(c["fix"] for c in checks), "every check carries its fix"
+    # The encryption row says what the kernel does: a WireGuard link can be made exactly when ok.
+    made = subprocess.run(
+        ["ip", "link", "add", "cwgcheck0", "type", "wireguard"], capture_output=True
+    )
+    subprocess.run(["ip", "link", "del", "cwgcheck0"], capture_output=True)
+    wireguard = next(c for c in checks if c["feature"] == "wireguard (encrypted overlay)")
+    assert wireguard["ok"] == (made.returncode == 0) and not wireguard["required"]
 
 
 def test_system_check_works_without_a_daemon(tmp_path: Path) -> None:
