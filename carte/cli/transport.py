@@ -162,7 +162,7 @@ class Client:
         Raises DaemonUnreachable when nothing listens at the socket, ApiError for an error
         status (the body is read and closed then).
         """
-        sock = self._connect()
+        sock = self.connect()
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: carte\r\nConnection: close\r\n"
             f"Content-Length: {len(body or b'')}\r\n"
@@ -177,7 +177,9 @@ class Client:
             raise _api_error(response.status, raw)
         return response
 
-    def _connect(self) -> Any:
+    def connect(self) -> Any:
+        """A connected socket to the daemon (for streams that speak beyond one request, as
+        WebSockets do). Raises DaemonUnreachable with the one line to show."""
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.connect(self.socket_path)
@@ -266,7 +268,7 @@ class TlsClient(Client):
                 f"check the certificates in {self.certs}"
             ) from None
 
-    def _connect(self) -> Any:
+    def connect(self) -> Any:
         import socket
 
         try:

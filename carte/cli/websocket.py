@@ -1,4 +1,5 @@
-"""A minimal WebSocket client (RFC 6455) over the daemon's unix socket, standard library only.
+"""A minimal WebSocket client (RFC 6455) over the daemon's unix socket or its TCP address
+(mutual TLS), standard library only.
 
 Enough for Carte's interactive streams: one connection, unfragmented frames sent, fragmented
 ones reassembled, pings answered, close handled. Reading is incremental (`receive_available`
@@ -12,7 +13,7 @@ import json
 import os
 import socket
 
-from carte.cli.transport import ApiError, DaemonUnreachable
+from carte.cli.transport import ApiError, Client, DaemonUnreachable
 
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 _CONTINUATION = 0x0
@@ -29,26 +30,14 @@ class WebSocket:
         self.closed = False
 
     @classmethod
-    def connect(cls, socket_path: str, path: str) -> WebSocket:
-        """Open `path` on the daemon at `socket_path` as a WebSocket.
+    def connect(cls, client: Client | str, path: str) -> WebSocket:
+        """Open `path` on the daemon `client` talks to (its unix socket, or a TCP address over
+        mutual TLS; a string is a unix socket's path) as a WebSocket.
 
         Raises DaemonUnreachable when nothing answers and ApiError when the daemon refuses the
         upgrade (its error body, one line).
         """
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(socket_path)
-        except (FileNotFoundError, ConnectionRefusedError) as error:
-            sock.close()
-            raise DaemonUnreachable(
-                f"carte: no daemon at unix://{socket_path} ({error.strerror}); start one with "
-                "`carte daemon &` or point --host/CARTE_HOST at its socket"
-            ) from None
-        except PermissionError:
-            sock.close()
-            raise DaemonUnreachable(
-                f"carte: permission denied on {socket_path}; run as root or join the carte group"
-            ) from None
+        sock = (Client(client) if isinstance(client, str) else client).connect()
         key = base64.b64encode(os.urandom(16)).decode()
         request = (
             f"GET {path} HTTP/1.1\r\nHost: carte\r\nUpgrade: websocket\r\n"
@@ -109,6 +98,9 @@ class WebSocket:
         (TEXT|BINARY, payload). At the end of the connection `closed` becomes True."""
         try:
             chunk = self._sock.recv(1 << 16)
+            # TLS: a record decrypted beyond what recv returned no longer shows to `select`
+            while chunk and (pending := getattr(self._sock, "pending", _none)()):
+                chunk += self._sock.recv(pending)
         except ConnectionResetError:
             chunk = b""
         if not chunk:
@@ -162,6 +154,10 @@ class WebSocket:
         payload = bytes(data[offset : offset + length])
         del data[: offset + length]
         return fin, opcode, _masked(payload, mask) if masked else payload
+
+
+def _none() -> int:
+    return 0
 
 
 def _masked(payload: bytes, mask: bytes) -> bytes:

@@ -68,7 +68,7 @@ def _attach(parser: argparse.ArgumentParser) -> None:
 def _open(session: Session, path: str) -> WebSocket:
     from carte.cli.websocket import WebSocket
 
-    return WebSocket.connect(session.client.socket_path, path)
+    return WebSocket.connect(session.client, path)
 
 
 def _size_query() -> str:

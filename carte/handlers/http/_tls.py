@@ -130,13 +130,16 @@ class _Forbidden(CarteError):
 
 
 async def _refuse(scope: Any, send: Any, status: int, code: str, message: str) -> None:
+    kind = "http"
     if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
-        return
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+            return
+        kind = "websocket.http"  # the upgrade is refused with the same JSON error body
     body = _encoder.encode({"error": {"code": code, "message": message}})
     await send(
         {
-            "type": "http.response.start",
+            "type": f"{kind}.response.start",
             "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
@@ -144,7 +147,7 @@ async def _refuse(scope: Any, send: Any, status: int, code: str, message: str) -
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": f"{kind}.response.body", "body": body})
 
 
 def strip_peer(app: Any) -> Any:
