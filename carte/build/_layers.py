@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from carte.image.digest import digest_hex
-from carte.image.layers import DONE_MARKER, is_unpacked
+from carte.image.layers import DONE_MARKER, UNPACK_PREFIX, is_unpacked
 from carte.image.store import ImageStore
 from carte.image.tarsafe import OPAQUE_XATTR
 
@@ -28,23 +28,26 @@ def adopt_as_layer(
 ) -> None:
     """Move `upper` into the layer cache under `chain_id` (unless that layer exists already).
 
-    Raises `OSError`; on failure the cache is unchanged (the caller removes `upper`).
+    Raises `OSError`; on failure the cache is unchanged (the caller removes `upper`). Holds
+    `store.writing()` throughout: garbage collection removes `.unpack-*` directories and
+    layers no image names, which this one is until its image is stored.
     """
-    if is_unpacked(store, chain_id):
-        return
-    _align(upper, source_date_epoch)
-    temp = Path(tempfile.mkdtemp(dir=store.layers_dir, prefix=".unpack-"))
-    try:
-        os.rename(upper, temp / "diff")
-        (temp / DONE_MARKER).write_text(diff_id + "\n")
+    with store.writing():
+        if is_unpacked(store, chain_id):
+            return
+        _align(upper, source_date_epoch)
+        temp = Path(tempfile.mkdtemp(dir=store.layers_dir, prefix=UNPACK_PREFIX))
         try:
-            os.rename(temp, store.layers_dir / digest_hex(chain_id))
-        except OSError:
-            if not is_unpacked(store, chain_id):
-                raise
-    finally:
-        if temp.exists():
-            shutil.rmtree(temp, ignore_errors=True)
+            os.rename(upper, temp / "diff")
+            (temp / DONE_MARKER).write_text(diff_id + "\n")
+            try:
+                os.rename(temp, store.layers_dir / digest_hex(chain_id))
+            except OSError:
+                if not is_unpacked(store, chain_id):
+                    raise
+        finally:
+            if temp.exists():
+                shutil.rmtree(temp, ignore_errors=True)
 
 
 def _align(upper: Path, epoch: int | None) -> None:

@@ -89,6 +89,7 @@ from carte.handlers.containers._batch_exec import run_exec
 from carte.handlers.containers._filters import matches_filters
 from carte.handlers.containers._loopback import loopback_up
 from carte.handlers.containers._options import ContainersOptions
+from carte.handlers.containers._orphans import reap_orphans
 from carte.handlers.containers._records import (
     ContainerRecord,
     Records,
@@ -184,8 +185,11 @@ class ContainersHandler(Handler):
             self._nursery = nursery
             await nursery.start(self.launcher.serve)
             dead: list[str] = []
-            for record in await self.records.all():
+            records = await self.records.all()
+            for record in records:
                 await self._adopt(record, dead)
+            known = {record.id for record in records}
+            await self._thread(lambda: reap_orphans(self.containers_dir, known, self.ctx.log))
             task_status.started()
             if dead:
                 nursery.start_soon(self._detach_dead, dead)
@@ -298,6 +302,8 @@ class ContainersHandler(Handler):
                 f"(carte import TAR {config.image}) or pull it (carte pull {config.image})"
             ) from None
         merged = merge_image_defaults(config, image.config.config)
+        self.ctx.options.check_ports(merged)  # ceilings: before anything is made
+        self.ctx.options.check_ulimits(merged.resources)
         warnings: list[str] = []
         network_handler = await self._network_available()
         joined = await self._joined_network(merged.network)
@@ -944,6 +950,8 @@ class ContainersHandler(Handler):
 
         record = await self.records.resolve(command.ref)
         resources = command.resources
+        if resources is not None:
+            self.ctx.options.check_ulimits(resources)
         if resources is not None and record.state.status in _RUNNING:
             merged = _merged_resources(record.config.resources, resources)
             update = live_resources(merged)

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import time
 from functools import partial
 from pathlib import Path
 
@@ -47,7 +48,9 @@ from carte.api.events import (
     UpdateServiceResources,
 )
 from carte.api.images import BuildRequest
+from carte.api.networks import Network
 from carte.api.stacks import (
+    STACK_LABEL,
     Plan,
     PlanAction,
     ReplicaSummary,
@@ -57,7 +60,7 @@ from carte.api.stacks import (
     ServiceSummary,
     StackSummary,
 )
-from carte.api.timestamps import now_rfc3339
+from carte.api.timestamps import now_rfc3339, parse_rfc3339
 from carte.engine import Handler, HandlerContext, on
 from carte.handlers.stacks._converge import (
     Converger,
@@ -114,6 +117,7 @@ class StacksHandler(Handler):
         self._apply_lock = trio.Lock()
         self._restarted: dict[str, tuple[str, str]] = {}
         """Replicas a user's restart stopped (container id -> stack, service), until they run."""
+        self._started = time.time()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Converge every stored service until cancelled (replicas keep running)."""
@@ -124,6 +128,7 @@ class StacksHandler(Handler):
                 self._converger.ensure_loop(record.stack, record.name)
             self._ready.set()
             task_status.started()
+            nursery.start_soon(self._remove_orphan_networks)
             await trio.sleep_forever()
 
     async def _conv(self) -> Converger:
@@ -472,11 +477,12 @@ class StacksHandler(Handler):
         desired state. `NotFound` when nothing of the stack exists."""
         converger = await self._conv()
         stack = command.name
-        entry = await self.ctx.store.get(stack_key(stack))
-        records = await load_services(self.ctx.store, stack)
-        if entry is None and not records:
-            raise NotFound(f'stack "{stack}" not found; see carte stack ls')
         async with self._apply_lock:
+            entry = await self.ctx.store.get(stack_key(stack))
+            records = await load_services(self.ctx.store, stack)
+            labelled = [n.name for n in await self._labelled_networks() if _owner(n) == stack]
+            if entry is None and not records and not labelled:
+                raise NotFound(f'stack "{stack}" not found; see carte stack ls')
             for record in records:
                 await self.ctx.store.delete(service_key(stack, record.name))
             await self.ctx.store.delete(stack_key(stack))
@@ -493,12 +499,46 @@ class StacksHandler(Handler):
                 partial(shutil.rmtree, self.ctx.run_root / "stacks" / stack, ignore_errors=True)
             )
             networks = entry.decode(StackRecord).networks if entry is not None else []
-            for network in networks:
+            for network in sorted({*networks, *labelled}):  # labelled: an apply cut short
                 try:
                     await self.ctx.bus.request(RemoveNetwork(name=network))
                 except (NotFound, Conflict) as error:
                     self.ctx.log.warning("stack %s: network %s: %s", stack, network, error)
             await self.ctx.bus.publish(StackRemoved(id=stack, stack=stack))
+
+    async def _labelled_networks(self) -> list[Network]:
+        return [n for n in await self.ctx.bus.request(ListNetworks()) if _owner(n)]
+
+    async def _remove_orphan_networks(self) -> None:
+        """Remove the networks labelled with a stack that has no record: an apply makes its
+        networks before it stores the stack, so a daemon killed in between left them. Only
+        networks made before this handler started (an apply of this handler holds the lock)."""
+        async with self._apply_lock:
+            try:
+                networks = await self._labelled_networks()
+            except CarteError as error:
+                self.ctx.log.warning("stack networks not checked: %s", error.message)
+                return
+            stacks = {s.name for s in await load_stacks(self.ctx.store)}
+            stacks |= {r.stack for r in await load_services(self.ctx.store)}
+            for network in networks:
+                if _owner(network) in stacks or parse_rfc3339(network.created) > self._started:
+                    continue
+                try:
+                    await self.ctx.bus.request(RemoveNetwork(name=network.name))
+                except CarteError as error:
+                    self.ctx.log.warning(
+                        "network %s of no stack (%s) kept: %s",
+                        network.name,
+                        _owner(network),
+                        error.message,
+                    )
+                    continue
+                self.ctx.log.warning(
+                    "removed network %s: its stack %s has no record (an apply cut short)",
+                    network.name,
+                    _owner(network),
+                )
 
     # --- queries -------------------------------------------------------------------------
 
@@ -687,6 +727,11 @@ class StacksHandler(Handler):
         await self._publish_updated(record)
         converger.ensure_loop(record.stack, record.name)
         return rollout
+
+
+def _owner(network: Network) -> str:
+    """The stack that made a network ("" for none)."""
+    return network.labels.get(STACK_LABEL, "")
 
 
 def _builds(plan: Plan, name: str) -> bool:
