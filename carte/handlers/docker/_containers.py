@@ -18,7 +18,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from carte.api.containers import ContainerDetails
-from carte.api.errors import InvalidArgument
+from carte.api.errors import InvalidArgument, NotFound
 from carte.api.events import (
     CreateContainer,
     InspectContainer,
@@ -87,7 +87,13 @@ def add_container_routes(app: QuartTrio, ctx: HandlerContext, sessions: Sessions
         wanted = filters(args)
         rows = await bus.request(ListContainers(all=flag(args, "all"), filters=wanted))
         limit = int(args.get("limit") or -1)
-        shaped = [container_summary(row) for row in rows]
+        shaped = []
+        for row in rows:
+            try:
+                details = await bus.request(InspectContainer(ref=row.id))
+            except NotFound:
+                continue  # removed since it was listed
+            shaped.append(container_summary(row, details))
         return reply(shaped[:limit] if limit > 0 else shaped)
 
     @app.get("/containers/<ref>/json")

@@ -92,6 +92,7 @@ def container_config(body: dict[str, Any], name: str) -> ContainerConfig:
     if network == "bridge":
         network = "default"
     stop_timeout = body.get("StopTimeout")
+    aliases, ip = _endpoint(body.get("NetworkingConfig") or {}, network)
     return ContainerConfig(
         image=image,
         name=name,
@@ -130,6 +131,8 @@ def container_config(body: dict[str, Any], name: str) -> ContainerConfig:
         pid_mode=host.get("PidMode") or "",
         ipc_mode=host.get("IpcMode") or "",
         network=network,
+        network_aliases=aliases,
+        ip=ip,
         ports=_ports(host.get("PortBindings") or {}),
         sysctls=dict(host.get("Sysctls") or {}),
         extra_hosts=list(host.get("ExtraHosts") or []),
@@ -138,6 +141,28 @@ def container_config(body: dict[str, Any], name: str) -> ContainerConfig:
         mac_address=body.get("MacAddress") or "",
         publish_all=bool(host.get("PublishAllPorts")),
     )
+
+
+def _endpoint(networking: dict[str, Any], network: str) -> tuple[list[str], str]:
+    """Aliases and address from ``NetworkingConfig.EndpointsConfig`` (one network, the one
+    ``HostConfig.NetworkMode`` names, as Docker's API 1.41 takes at create)."""
+    endpoints: dict[str, Any] = networking.get("EndpointsConfig") or {}
+    if not endpoints:
+        return [], ""
+    names = set(endpoints)
+    if len(names) > 1 or not names & {network, "default" if network == "default" else network}:
+        if not (network == "default" and names == {"bridge"}):
+            raise InvalidArgument(
+                f"NetworkingConfig.EndpointsConfig names {sorted(names)}; Carte takes the one "
+                f"network HostConfig.NetworkMode names ({network}) and connects others after"
+            )
+    config = next(iter(endpoints.values())) or {}
+    for key in ("Links", "DriverOpts", "MacAddress"):
+        _refuse_if_set(config, key, "NetworkingConfig.EndpointsConfig.")
+    ipam = config.get("IPAMConfig") or {}
+    if ipam.get("IPv6Address") or ipam.get("LinkLocalIPs"):
+        raise InvalidArgument("Carte does not support IPv6 or link-local endpoint addresses")
+    return [str(a) for a in config.get("Aliases") or []], str(ipam.get("IPv4Address") or "")
 
 
 def _refuse_if_set(section: dict[str, Any], key: str, prefix: str) -> None:

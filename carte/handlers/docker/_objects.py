@@ -9,8 +9,11 @@ from quart_trio import QuartTrio
 
 from carte.api.errors import InvalidArgument
 from carte.api.events import (
+    ConnectNetwork,
     CreateNetwork,
     CreateVolume,
+    DisconnectNetwork,
+    InspectContainer,
     InspectImage,
     InspectNetwork,
     InspectVolume,
@@ -115,7 +118,8 @@ def add_object_routes(app: QuartTrio, ctx: HandlerContext) -> None:
             raise InvalidArgument(
                 f"Carte does not support the {driver!r} network driver; use bridge"
             )
-        for key in ("EnableIPv6", "Attachable", "Ingress", "ConfigOnly", "Options"):
+        # Attachable is let through: a bridge network takes any container, as Docker's does
+        for key in ("EnableIPv6", "Ingress", "ConfigOnly", "Options"):
             if body.get(key):
                 raise InvalidArgument(f"Carte does not support network {key} (got {body[key]!r})")
         pools = (body.get("IPAM") or {}).get("Config") or []
@@ -132,6 +136,39 @@ def add_object_routes(app: QuartTrio, ctx: HandlerContext) -> None:
             )
         )
         return reply({"Id": network.id, "Warning": ""}, 201)
+
+    @app.post("/networks/<name>/connect")
+    async def connect_network(name: str) -> Response:
+        body = await request.get_json(force=True, silent=True) or {}
+        endpoint = body.get("EndpointConfig") or {}
+        aliases = [str(a) for a in endpoint.get("Aliases") or []]
+        ip = str((endpoint.get("IPAMConfig") or {}).get("IPv4Address") or "")
+        details = await bus.request(InspectContainer(ref=str(body.get("Container") or "")))
+        network = await bus.request(InspectNetwork(name=name))
+        if details.state.running:
+            await bus.request(
+                ConnectNetwork(network=network.name, container=details.id, aliases=aliases, ip=ip)
+            )
+        elif network.name not in (details.config.network, _docker_name(details.config.network)):
+            raise InvalidArgument(
+                f"Carte connects a container to a further network only while it runs; start "
+                f"{details.name} first (its own network, {details.config.network}, is joined "
+                "at start)"
+            )
+        return Response("", status=200)
+
+    @app.post("/networks/<name>/disconnect")
+    async def disconnect_network(name: str) -> Response:
+        body = await request.get_json(force=True, silent=True) or {}
+        details = await bus.request(InspectContainer(ref=str(body.get("Container") or "")))
+        network = await bus.request(InspectNetwork(name=name))
+        if not details.state.running:
+            raise InvalidArgument(
+                f"Carte disconnects networks from running containers only; {details.name} is "
+                f"{details.state.status}"
+            )
+        await bus.request(DisconnectNetwork(network=network.name, container=details.id))
+        return Response("", status=200)
 
     @app.delete("/networks/<name>")
     async def remove_network(name: str) -> Response:
@@ -166,3 +203,7 @@ def add_object_routes(app: QuartTrio, ctx: HandlerContext) -> None:
     async def remove_volume(name: str) -> Response:
         await bus.request(RemoveVolume(name=name, force=flag(request.args, "force")))
         return Response("", status=204)
+
+
+def _docker_name(network: str) -> str:
+    return "bridge" if network == "default" else network

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from quart import Response
 
-from carte.api.containers import ContainerDetails, ContainerSummary, Volume
+from carte.api.containers import ContainerDetails, ContainerSummary, PortSpec, Volume
 from carte.api.errors import InvalidArgument
 from carte.api.images import ImageDetails, ImageSummary
 from carte.api.networks import Network
@@ -68,37 +68,43 @@ def _port_rows(ports: list[Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def container_summary(summary: ContainerSummary) -> dict[str, Any]:
-    """One row of ``GET /containers/json``."""
+def container_summary(summary: ContainerSummary, details: ContainerDetails) -> dict[str, Any]:
+    """One row of ``GET /containers/json`` (clients such as Testcontainers read its networks)."""
     return {
         "Id": summary.id,
         "Names": ["/" + summary.name],
         "Image": summary.image,
-        "ImageID": "",
+        "ImageID": details.image_id,
         "Command": summary.command,
         "Created": unix_time(summary.created),
         "State": summary.state,
         "Status": summary.status,
-        "Ports": _port_rows(summary.ports),
+        "Ports": _port_rows(_published(details) or summary.ports),
         "Labels": summary.labels,
         "SizeRw": 0,
         "SizeRootFs": 0,
-        "HostConfig": {"NetworkMode": "default"},
-        "NetworkSettings": {"Networks": {}},
-        "Mounts": [],
+        "HostConfig": {"NetworkMode": details.config.network},
+        "NetworkSettings": {"Networks": _networks(details)},
+        "Mounts": _mounts(details),
     }
 
 
-def container_inspect(details: ContainerDetails) -> dict[str, Any]:
-    """``GET /containers/{id}/json`` in Docker's shape."""
-    config, state = details.config, details.state
-    resources, command = config.resources, [*(config.entrypoint or []), *(config.cmd or [])]
-    ports: dict[str, list[dict[str, str]]] = {}
-    for port in config.ports:
-        ports.setdefault(f"{port.container_port}/{port.protocol}", []).append(
+def _published(details: ContainerDetails) -> list[PortSpec]:
+    """The ports as published (a random host port resolved), once the container runs."""
+    return [port for endpoint in details.endpoints for port in endpoint.ports]
+
+
+def _port_map(ports: list[PortSpec]) -> dict[str, list[dict[str, str]]]:
+    mapped: dict[str, list[dict[str, str]]] = {}
+    for port in ports:
+        mapped.setdefault(f"{port.container_port}/{port.protocol}", []).append(
             {"HostIp": port.host_ip or "0.0.0.0", "HostPort": str(port.host_port)}
         )
-    networks = {
+    return mapped
+
+
+def _networks(details: ContainerDetails) -> dict[str, dict[str, Any]]:
+    return {
         endpoint.network: {
             "IPAddress": endpoint.ip_address,
             "IPPrefixLen": endpoint.prefix_len,
@@ -109,6 +115,30 @@ def container_inspect(details: ContainerDetails) -> dict[str, Any]:
         }
         for endpoint in details.endpoints
     }
+
+
+def _mounts(details: ContainerDetails) -> list[dict[str, Any]]:
+    return [
+        {
+            "Type": m.type,
+            **({"Name": m.source} if m.type == "volume" else {}),
+            "Source": m.source,
+            "Destination": m.target,
+            "Mode": "ro" if m.read_only else "",
+            "RW": not m.read_only,
+            "Propagation": m.propagation,
+        }
+        for m in details.config.mounts
+        if m.type != "tmpfs"
+    ]
+
+
+def container_inspect(details: ContainerDetails) -> dict[str, Any]:
+    """``GET /containers/{id}/json`` in Docker's shape."""
+    config, state = details.config, details.state
+    resources, command = config.resources, [*(config.entrypoint or []), *(config.cmd or [])]
+    ports = _port_map(config.ports)
+    networks = _networks(details)
     first: dict[str, Any] = next(iter(networks.values()), {})
     health = state.health
     return {
@@ -196,25 +226,13 @@ def container_inspect(details: ContainerDetails) -> dict[str, Any]:
             "Privileged": "ALL" in config.cap_add and "seccomp=unconfined" in config.security_opt,
             "LogConfig": {"Type": "json-file", "Config": {}},
         },
-        "Mounts": [
-            {
-                "Type": m.type,
-                **({"Name": m.source} if m.type == "volume" else {}),
-                "Source": m.source,
-                "Destination": m.target,
-                "Mode": "ro" if m.read_only else "",
-                "RW": not m.read_only,
-                "Propagation": m.propagation,
-            }
-            for m in config.mounts
-            if m.type != "tmpfs"
-        ],
+        "Mounts": _mounts(details),
         "NetworkSettings": {
             "IPAddress": first.get("IPAddress", ""),
             "IPPrefixLen": first.get("IPPrefixLen", 0),
             "Gateway": first.get("Gateway", ""),
             "MacAddress": first.get("MacAddress", ""),
-            "Ports": ports,
+            "Ports": _port_map(_published(details)) or ports,
             "Networks": networks,
         },
     }
