@@ -7,10 +7,10 @@ directory or the nearest parent that has one (as Compose looks). The project nam
 else $COMPOSE_PROJECT_NAME, else the file's top-level `name:`, else the file's directory
 (lowercased, other characters than letters, digits, "_" and "-" dropped).
 
-Differences from Compose, by design of the stack machinery: `stop` scales the services to 0
-(their replicas are removed, not kept stopped) and `start` scales them back to the file's
-count; `up SERVICE...` checks the names but deploys the whole file; images named by the
-file are pulled when missing (`--pull never` refuses instead).
+Differences from Compose, by design of the stack machinery: `up SERVICE...` checks the names
+but deploys the whole file; images named by the file are pulled when missing (`--pull never`
+refuses instead); replicas a user stopped are kept until a daemon restart, then replaced if
+their restart policy would restart them.
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ def _verbs() -> tuple[tuple[str, Any, str, Any], ...]:
         ("push", push, "push the services' built images", _services),
         ("config", config, "check the file and print it normalized (YAML)", _config),
         ("restart", restart, "restart the services' containers", _services),
-        ("stop", stop, "stop services (scaled to 0)", _services),
-        ("start", start, "start stopped services (back to the file's count)", _services),
+        ("stop", stop, "stop the services' containers (kept, as stopped)", _stop),
+        ("start", start, "start the services' stopped containers", _services),
         ("top", top, "show the processes of the services' containers", _services),
         ("images", images, "list the images the containers use", _services),
         ("port", port, "print the public port of a service's port", _port),
@@ -98,6 +98,11 @@ def _verbs() -> tuple[tuple[str, Any, str, Any], ...]:
 
 def _services(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("services", nargs="*", metavar="SERVICE")
+
+
+def _stop(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-t", "--timeout", type=int, default=None, help="seconds before SIGKILL")
+    _services(parser)
 
 
 def _up(parser: argparse.ArgumentParser) -> None:
@@ -117,7 +122,7 @@ def _down(parser: argparse.ArgumentParser) -> None:
 
 def _ps(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="only container ids")
-    parser.add_argument("-a", "--all", action="store_true", help="(replicas are always listed)")
+    parser.add_argument("-a", "--all", action="store_true", help="stopped containers too")
     parser.add_argument("--format", dest="ps_format", default="", help="table or json")
     _services(parser)
 
@@ -464,6 +469,7 @@ def _images_of(specs: dict[str, dict[str, Any]], *, built: bool, stack: str = ""
 def ps(session: Session, found: Project) -> int:
     args = session.args
     rows = _replicas(session, found.name, args.services) if _deployed(session, found.name) else []
+    rows = [r for r in rows if args.all or not _stopped(r)]
     services = {s["name"]: s for s in session.command("ListServices", stack=found.name)}
     if args.quiet:
         for row in rows:
@@ -650,41 +656,46 @@ def _words(value: Any) -> list[str]:
 
 @_run_verb
 def restart(session: Session, found: Project) -> int:
+    return _each_replica(session, found, "RestartContainer", "Restarted")
+
+
+@_run_verb
+def stop(session: Session, found: Project) -> int:
+    """Stop the running replicas (they stay, stopped: the stack does not replace them)."""
+    timeout = session.args.timeout
+    return _each_replica(session, found, "StopContainer", "Stopped", running=True, timeout=timeout)
+
+
+@_run_verb
+def start(session: Session, found: Project) -> int:
+    """Start the stopped replicas again (the same containers)."""
+    return _each_replica(session, found, "StartContainer", "Started", running=False)
+
+
+def _each_replica(
+    session: Session,
+    found: Project,
+    command: str,
+    done: str,
+    running: bool | None = None,
+    **more: Any,
+) -> int:
+    """`command` on each replica of the SERVICE arguments (only the running ones or only the
+    stopped ones when `running` says), a line for each; an error is shown and the rest go on."""
     code = 0
     for row in _replicas(session, found.name, session.args.services):
+        if running is not None and running == _stopped(row):
+            continue
         try:
-            session.command("RestartContainer", ref=row["container_id"])
-            session.output.line(f" Container {row['name']}  Restarted")
+            session.command(command, ref=row["container_id"], **more)
+            session.output.line(f" Container {row['name']}  {done}")
         except ApiError as error:
             code = fail(error.message)
     return code
 
 
-def _chosen(session: Session, found: Project) -> list[dict[str, Any]]:
-    services = _listed_services(session, found.name)
-    wanted = session.args.services
-    unknown = [n for n in wanted if n not in {s["name"] for s in services}]
-    if unknown:
-        raise _NoService(unknown[0])
-    return [s for s in services if not wanted or s["name"] in wanted]
-
-
-@_run_verb
-def stop(session: Session, found: Project) -> int:
-    for service in _chosen(session, found):
-        session.command("ScaleService", stack=found.name, service=service["name"], replicas=0)
-        session.output.line(f" Service {service['name']}  Stopped")
-    return 0
-
-
-@_run_verb
-def start(session: Session, found: Project) -> int:
-    for service in _chosen(session, found):
-        spec = session.command("InspectService", stack=found.name, service=service["name"])["spec"]
-        count = int((spec.get("deploy") or {}).get("replicas") or 1)
-        session.command("ScaleService", stack=found.name, service=service["name"], replicas=count)
-        session.output.line(f" Service {service['name']}  Started")
-    return 0
+def _stopped(row: dict[str, Any]) -> bool:
+    return str(row["status"]).startswith(("Exited", "Created"))
 
 
 @_run_verb

@@ -75,6 +75,9 @@ class Converger:
         self._failures: dict[tuple[str, str], list[float]] = {}
         self._refused: set[tuple[str, str]] = set()
         """Services whose stored record is over the ceilings (logged once, not converged)."""
+        self.stopped: dict[str, tuple[str, str]] = {}
+        """Replicas a user stopped (container id -> stack, service): kept, not replaced, until
+        started or removed (as Compose keeps a stopped container; forgotten on restart)."""
 
     # --- loops ---------------------------------------------------------------------------
 
@@ -163,7 +166,7 @@ class Converger:
                 continue
             code = exit_code_of(row)
             keep = row.state == "running" or condition == "none"
-            keep = keep or (condition == "on-failure" and code == 0)
+            keep = keep or (condition == "on-failure" and code == 0) or row.id in self.stopped
             if row.state == "running":  # unhealthy: replaced, as Swarm does
                 keep = False
             same_revision = revision_of(row) == record.revision

@@ -142,6 +142,8 @@ class StacksHandler(Handler):
     @on(ContainerRemoved)
     async def replica_ended(self, fact: ContainerExited | ContainerRemoved) -> None:
         converger = await self._conv()
+        if isinstance(fact, ContainerRemoved) and (key := converger.stopped.pop(fact.id, None)):
+            converger.kick(*key)  # a stopped replica removed: replaced
         replica = converger.replicas.get(fact.id)
         if replica is None:
             return
@@ -150,6 +152,10 @@ class StacksHandler(Handler):
         if isinstance(fact, ContainerExited) and await self._restarting(fact.id):
             # `carte restart`: the same container comes back; tracked again once it runs
             self._restarted[fact.id] = (replica.stack, replica.service)
+            return
+        if isinstance(fact, ContainerExited) and fact.requested:
+            # a user's stop (`compose stop`): kept stopped, as Compose keeps the container
+            converger.stopped[fact.id] = (replica.stack, replica.service)
             return
         converger.kick(replica.stack, replica.service)
 
@@ -163,9 +169,10 @@ class StacksHandler(Handler):
 
     @on(ContainerStarted)
     async def replica_restarted(self, fact: ContainerStarted) -> None:
-        key = self._restarted.pop(fact.id, None)
+        converger = await self._conv()
+        key = self._restarted.pop(fact.id, None) or converger.stopped.pop(fact.id, None)
         if key is not None:
-            (await self._conv()).kick(*key)
+            converger.kick(*key)
 
     @on(HealthChanged)
     async def replica_health(self, fact: HealthChanged) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -172,21 +173,24 @@ def test_exec_run_restart_stop_start_top_images(
     ok(compose("restart", "worker", cwd=cwd))
     worker = next(r for r in rows if r["service"] == "worker")
     assert carte.client("inspect", worker["container_id"]).stdout != started[worker["container_id"]]
-    # stop scales to 0, start brings the file's count back
-    ok(compose("stop", "web", cwd=cwd))
-    wait_for(
-        lambda: (
-            not [
-                r
-                for r in json.loads(ok(compose("ps", "--format", "json", cwd=cwd)))
-                if r["service"] == "web"
-            ]
-        ),
-        60,
-        "web stopped",
-    )
-    ok(compose("start", "web", cwd=cwd))
-    running(compose, cwd, 3)
+    # stop keeps the containers, stopped (ps -a shows them exited, the stack does not replace
+    # them); start starts the same ones
+    webs_before = sorted(r["container_id"] for r in rows if r["service"] == "web")
+    stopped = ok(compose("stop", "-t", "1", "web", cwd=cwd))
+    assert stopped.count("Stopped") == 2, stopped
+    time.sleep(6)  # longer than the stack's poll: a replacement would show by now
+
+    def web_rows(*flags: str) -> list[dict[str, str]]:
+        listed = json.loads(ok(compose("ps", *flags, "--format", "json", cwd=cwd)))
+        return [r for r in listed if r["service"] == "web"]
+
+    assert web_rows() == []
+    kept = web_rows("-a")
+    assert sorted(r["container_id"] for r in kept) == webs_before
+    assert all(r["status"].startswith("Exited") for r in kept)
+    assert ok(compose("start", "web", cwd=cwd)).count("Started") == 2
+    again = running(compose, cwd, 3)
+    assert sorted(r["container_id"] for r in again if r["service"] == "web") == webs_before
     top = ok(compose("top", "worker", cwd=cwd))
     assert "sleep 3600" in top
     images = ok(compose("images", cwd=cwd))
