@@ -43,12 +43,21 @@ def docker_host(carte: Daemon) -> str:
 
 
 @pytest.fixture(scope="module")
-def docker(docker_host: str) -> DockerCli:
-    env = {**os.environ, "DOCKER_HOST": docker_host, "DOCKER_CONFIG": "/nonexistent"}
+def docker_env(docker_host: str) -> dict[str, str]:
+    """The environment that points the `docker` CLI at Carte's socket, without any user config."""
+    return {**os.environ, "DOCKER_HOST": docker_host, "DOCKER_CONFIG": "/nonexistent"}
 
-    def run(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+
+@pytest.fixture(scope="module")
+def docker(docker_env: dict[str, str]) -> DockerCli:
+    env = docker_env
+
+    def run(
+        *args: str, timeout: float = 30.0, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["docker", *args], capture_output=True, text=True, timeout=timeout, env=env
-        )
+            ["docker", *args], capture_output=True, text=True, timeout=timeout, env=env,
+            input=input,
+        )  # fmt: skip
 
     return run

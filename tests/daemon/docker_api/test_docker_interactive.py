@@ -1,0 +1,94 @@
+"""`docker exec` (plain, -i, -d, -it), `docker run -it` and `docker attach` against Carte's
+Docker socket: stdin through the hijacked connection, the terminal's size, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+
+import pytest
+from support import REPO
+from support.containers import wait_for
+
+sys.path.insert(0, str(REPO / "tests" / "daemon" / "interactive"))
+from pty_client import PtyClient
+
+DockerCli = Callable[..., subprocess.CompletedProcess[str]]
+
+pytestmark = [pytest.mark.root, pytest.mark.kernel, pytest.mark.daemon]
+
+
+@pytest.fixture
+def terminal(docker_env: dict[str, str]) -> Iterator[Callable[..., PtyClient]]:
+    clients: list[PtyClient] = []
+
+    def spawn(*args: str, rows: int = 24, cols: int = 80) -> PtyClient:
+        client = PtyClient(["docker", *args], docker_env, rows=rows, cols=cols)
+        clients.append(client)
+        return client
+
+    yield spawn
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def sleeper(docker: DockerCli) -> Iterator[str]:
+    started = docker("run", "-d", "--name", "sleeper", "busybox", "sleep", "300")
+    assert started.returncode == 0, started.stderr
+    yield "sleeper"
+    docker("rm", "-f", "sleeper")
+
+
+def test_exec_output_exit_code_stdin_and_detach(docker: DockerCli, sleeper: str) -> None:
+    ran = docker("exec", sleeper, "sh", "-c", "echo out; echo err >&2; exit 5")
+    assert (ran.returncode, ran.stdout, ran.stderr) == (5, "out\n", "err\n")
+    piped = docker("exec", "-i", sleeper, "sh", "-c", "tr a-z A-Z; echo done", input="hello\n")
+    assert (piped.returncode, piped.stdout) == (0, "HELLO\ndone\n"), piped.stderr
+    detached = docker("exec", "-d", sleeper, "sh", "-c", "echo bg > /tmp/mark")
+    assert (detached.returncode, detached.stdout) == (0, ""), detached.stderr
+    wait_for(lambda: docker("exec", sleeper, "cat", "/tmp/mark").stdout == "bg\n", what="exec -d")
+    missing = docker("exec", sleeper, "no-such-command")
+    assert missing.returncode != 0 and "no-such-command" in missing.stderr
+
+
+def test_exec_in_a_stopped_container_is_refused(docker: DockerCli) -> None:
+    assert docker("create", "--name", "idle", "busybox", "true").returncode == 0
+    refused = docker("exec", "idle", "true")
+    assert refused.returncode != 0 and "is not running" in refused.stderr
+    assert docker("rm", "idle").returncode == 0
+
+
+def test_exec_it_is_a_terminal_with_the_windows_size(
+    sleeper: str, terminal: Callable[..., PtyClient]
+) -> None:
+    client = terminal("exec", "-it", sleeper, "sh", rows=30, cols=100)
+    client.expect(b"# ")
+    client.send(b"stty size; tty\r")
+    client.expect(b"30 100")
+    client.expect(b"/dev/pts/")
+    client.resize(40, 120)
+    client.send(b"stty size\r")
+    client.expect(b"40 120")
+    client.send(b"exit 7\r")
+    assert client.wait() == 7
+
+
+def test_run_it_and_attach(docker: DockerCli, terminal: Callable[..., PtyClient]) -> None:
+    client = terminal("run", "-it", "--rm", "busybox", "sh")
+    client.expect(b"# ")
+    client.send(b"echo $((6*7))\r")
+    client.expect(b"42")
+    client.send(b"exit 3\r")
+    assert client.wait() == 3
+    started = docker("run", "-dit", "--name", "shell", "busybox", "sh")
+    assert started.returncode == 0, started.stderr
+    attached = terminal("attach", "shell")
+    attached.send(b"echo attached-$((2+2))\r")
+    attached.expect(b"attached-4")
+    attached.send(b"exit 4\r")
+    assert attached.wait() == 4
+    shown = docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "shell")
+    assert shown.stdout.split() == ["exited", "4"]
+    assert docker("rm", "shell").returncode == 0
