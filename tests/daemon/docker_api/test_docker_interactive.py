@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing
 
 import pytest
 from support import REPO
@@ -21,16 +22,13 @@ pytestmark = [pytest.mark.root, pytest.mark.kernel, pytest.mark.daemon]
 
 @pytest.fixture
 def terminal(docker_env: dict[str, str]) -> Iterator[Callable[..., PtyClient]]:
-    clients: list[PtyClient] = []
+    """`docker ARGS...` on a pty of its own, closed after the test."""
+    with ExitStack() as opened:
 
-    def spawn(*args: str, rows: int = 24, cols: int = 80) -> PtyClient:
-        client = PtyClient(["docker", *args], docker_env, rows=rows, cols=cols)
-        clients.append(client)
-        return client
+        def spawn(*args: str) -> PtyClient:
+            return opened.enter_context(closing(PtyClient(["docker", *args], docker_env)))
 
-    yield spawn
-    for client in clients:
-        client.close()
+        yield spawn
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +61,13 @@ def test_exec_in_a_stopped_container_is_refused(docker: DockerCli) -> None:
 def test_exec_it_is_a_terminal_with_the_windows_size(
     sleeper: str, terminal: Callable[..., PtyClient]
 ) -> None:
-    client = terminal("exec", "-it", sleeper, "sh", rows=30, cols=100)
-    client.expect(b"# ")
-    client.send(b"stty size; tty\r")
-    client.expect(b"30 100")
+    client = terminal("exec", "-it", sleeper, "sh")
+    client.send(b"tty\r")
     client.expect(b"/dev/pts/")
-    client.resize(40, 120)
-    client.send(b"stty size\r")
-    client.expect(b"40 120")
+    for rows, cols in ((30, 100), (40, 120)):
+        client.resize(rows, cols)
+        client.send(b"stty size\r")
+        client.expect(f"{rows} {cols}".encode())
     client.send(b"exit 7\r")
     assert client.wait() == 7
 
