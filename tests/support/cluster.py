@@ -257,14 +257,29 @@ class WorkloadLab(ClusterLab):
     network namespace (nsenter): ``ip netns exec`` would remount /sys and hide the cgroup
     hierarchy the containers need."""
 
-    def __init__(self, size: int = 3, *, pool: str, node_ttl: int, leader_ttl: int) -> None:
+    def __init__(
+        self, size: int = 3, *, pool: str, node_ttl: int, leader_ttl: int, extra: str = ""
+    ) -> None:
         super().__init__(size, handlers=None, node_ttl=node_ttl, leader_ttl=leader_ttl)
         self.pool = pool
+        self.extra = extra
+        """More carte.yaml for every node (e.g. an ``overlay:`` section)."""
+
+    def form(self) -> None:
+        """Start the first node as the control plane (cluster init) and join the others."""
+        control, *workers = self.nodes
+        self.start(control, control=True)
+        self.init(control)
+        for worker in workers:
+            self.start(worker)
+            self.join(worker)
 
     def command(self, node: LabNode) -> list[str]:
         return ["nsenter", f"--net=/run/netns/{node.namespace}", sys.executable, "-m", "carte"]
 
     def config(self, node: LabNode, *, control: bool) -> str:
-        return super().config(node, control=control) + (
-            f'network: {{pools: ["{self.pool}"], dns_upstreams: ["127.0.0.1:9"]}}\n'
+        return (
+            super().config(node, control=control)
+            + f'network: {{pools: ["{self.pool}"], dns_upstreams: ["127.0.0.1:9"]}}\n'
+            + self.extra
         )

@@ -2,6 +2,8 @@
 
 from typing import ClassVar
 
+import msgspec
+
 from carte.api.containers import Endpoint, PortSpec
 from carte.api.events.base import Command, Fact
 from carte.api.networks import Network, NetworkPolicy, NetworkPruneResult
@@ -111,3 +113,69 @@ class NetworkCreated(Fact, frozen=True, kw_only=True):
 
 class NetworkRemoved(Fact, frozen=True, kw_only=True):
     topic: ClassVar[str] = "network.removed"
+
+
+# --- overlay networks (handler "overlay" answers, handler "network" programs the host) -----
+
+
+class OverlayEndpoint(msgspec.Struct, frozen=True, kw_only=True, order=True):
+    """One container on an overlay network, in the cluster-wide endpoint catalogue."""
+
+    node: str
+    container_id: str
+    network: str
+    ip: str
+    mac: str
+
+
+class OverlayPeer(msgspec.Struct, frozen=True, kw_only=True):
+    """A container on another node, as this node's VXLAN device must know it."""
+
+    ip: str
+    mac: str
+    underlay: str
+    """The address frames for it are sent to (its node's, or a tunnel's)."""
+
+
+class OverlaySpec(msgspec.Struct, frozen=True, kw_only=True):
+    """Where an overlay network sits: its VNI and subnet (cluster-wide), this node's slice of
+    it and this node's underlay address."""
+
+    vni: int
+    subnet: str
+    gateway: str
+    slice: str
+    underlay: str
+
+
+class AllocateOverlay(Command[OverlaySpec | None], frozen=True, kw_only=True):
+    """The overlay of network `name` for this node, allocated in the cluster's store when
+    new (`subnet`: the one asked for, or this node's proposal); None outside a cluster."""
+
+    topic: ClassVar[str] = "overlay.allocate"
+    name: str
+    subnet: str
+    asked: bool = False
+    """Whether `subnet` was given by the user (then it must match an existing overlay's)."""
+
+
+class ListOverlayEndpoints(Command[list[OverlayEndpoint]], frozen=True, kw_only=True):
+    """This node's containers on overlay networks (node left empty)."""
+
+    topic: ClassVar[str] = "network.overlay.endpoints"
+
+
+class SetOverlayPeers(Command[None], frozen=True, kw_only=True):
+    """Program every local overlay network's VXLAN device with exactly these peers
+    (keyed by network name; a network not named gets none)."""
+
+    topic: ClassVar[str] = "network.overlay.peers"
+    peers: dict[str, list[OverlayPeer]]
+
+
+class OverlayEndpointsChanged(Fact, frozen=True, kw_only=True):
+    """The local members of overlay network `network` changed (all of them, node empty)."""
+
+    topic: ClassVar[str] = "network.overlay.changed"
+    network: str
+    endpoints: list[OverlayEndpoint]

@@ -7,6 +7,7 @@ is_leader, fence) and the `LeaderElected` / `LeadershipLost` facts.
 
 from carte.handlers.cluster._agent import AgentHandler
 from carte.handlers.cluster._membership import MembershipHandler
+from carte.handlers.cluster._overlay import OverlayHandler
 from carte.handlers.cluster._scheduler import SchedulerHandler
 
-__all__ = ["AgentHandler", "MembershipHandler", "SchedulerHandler"]
+__all__ = ["AgentHandler", "MembershipHandler", "OverlayHandler", "SchedulerHandler"]

@@ -69,6 +69,15 @@ def _check_peer(node: str) -> None:
         raise Refused(f'node "{peer[5:]}" may not speak for node "{node}"')
 
 
+def asking_node() -> str:
+    """The ``?node=NAME`` of a request, checked against the peer's certificate."""
+    node = request.args.get("node", "")
+    if not node:
+        raise InvalidArgument(f"GET {request.path} needs ?node=NAME")
+    _check_peer(node)
+    return node
+
+
 async def assignment_lines(store: Store, node: str) -> AsyncIterator[bytes]:
     """The NDJSON lines of one node's assignments (see the module docstring)."""
     prefix = f"{ASSIGNMENTS}{node}/"
@@ -103,10 +112,7 @@ async def assignment_lines(store: Store, node: str) -> AsyncIterator[bytes]:
 
 
 async def serve_assignments(handler: SchedulerHandler) -> Response:
-    node = request.args.get("node", "")
-    if not node:
-        raise InvalidArgument("GET /v1/cluster/assignments needs ?node=NAME")
-    _check_peer(node)
+    node = asking_node()
     handler.control_store()
     return Response(assignment_lines(handler.ctx.store, node), content_type="application/x-ndjson")
 

@@ -24,7 +24,7 @@ import msgspec
 import trio
 
 from carte.api.containers import Endpoint, PortSpec
-from carte.api.errors import CarteError, Conflict, InvalidArgument, NotFound
+from carte.api.errors import CarteError, Conflict, InvalidArgument, NotFound, Unavailable
 from carte.api.events import (
     AddNetworkPolicy,
     AttachContainerNetwork,
@@ -42,6 +42,15 @@ from carte.api.events import (
     RemoveNetworkPolicy,
     ResolveContainer,
     SetServiceAddress,
+)
+from carte.api.events.networks import (
+    AllocateOverlay,
+    ListOverlayEndpoints,
+    OverlayEndpoint,
+    OverlayEndpointsChanged,
+    OverlayPeer,
+    OverlaySpec,
+    SetOverlayPeers,
 )
 from carte.api.networks import Network, NetworkMember, NetworkPolicy, NetworkPruneResult
 from carte.api.timestamps import now_rfc3339
@@ -79,6 +88,7 @@ from carte.net.ports import ANY_ADDRESS
 
 if TYPE_CHECKING:
     from carte.net.links import LinkControl
+    from carte.net.overlay import OverlayLinks
 
 T = TypeVar("T")
 _DEFAULT_BRIDGE_IDLE_SECONDS = 60.0
@@ -116,6 +126,10 @@ class NetworkHandler(Handler):
         self._lock = trio.Lock()
         self._limiter = trio.CapacityLimiter(1)
         self._links: LinkControl | None = None
+        self._overlay: OverlayLinks | None = None
+        self._peers: dict[str, list[OverlayPeer]] = {}
+        """The last `SetOverlayPeers`, so a VXLAN device made later is programmed at once."""
+        self._overlay_mtus: dict[str, int] = {}
         self._mtu: int | None = None
         """The uplink's MTU, read when the first bridge is made."""
         self._networks: dict[str, NetworkRecord] = {}
@@ -145,14 +159,40 @@ class NetworkHandler(Handler):
         links = self._links
         return await trio.to_thread.run_sync(lambda: work(links), limiter=self._limiter)
 
+    async def _vxlan(self, work: Callable[[OverlayLinks], T]) -> T:
+        """Run `work` with the OverlayLinks on the same link thread (opened on first use)."""
+        if self._overlay is None:
+            self._overlay = await trio.to_thread.run_sync(_open_overlay, limiter=self._limiter)
+        overlay = self._overlay
+        return await trio.to_thread.run_sync(lambda: work(overlay), limiter=self._limiter)
+
     async def _uplink_mtu(self) -> int:
         if self._mtu is None:
             self._mtu = await self._host(lambda links: links.uplink_mtu())
         return self._mtu
 
+    async def _member_mtu(self, network: NetworkRecord) -> int:
+        """The MTU of a network's bridge and members: an overlay's leaves room for VXLAN."""
+        if not network.is_overlay:
+            return await self._uplink_mtu()
+        from carte.net.overlay import ENCAPSULATION
+
+        underlay = network.underlay
+        if underlay not in self._overlay_mtus:
+            mtu = await self._vxlan(lambda o: o.underlay_mtu(IPv4Address(underlay)))
+            self._overlay_mtus[underlay] = mtu - ENCAPSULATION
+        return self._overlay_mtus[underlay]
+
     async def _save(self, network: NetworkRecord) -> None:
         await self.ctx.store.put(PREFIX + network.name, network)
+        before = self._networks.get(network.name)
         self._networks[network.name] = network
+        if network.is_overlay and (before is None or before.endpoints != network.endpoints):
+            await self.ctx.bus.publish(
+                OverlayEndpointsChanged(
+                    id=network.name, network=network.name, endpoints=_overlay_endpoints(network)
+                )
+            )
 
     async def _apply_rules(self) -> None:
         """Rebuild Carte's table from the records (Internal/Unavailable if nft refuses)."""
@@ -202,6 +242,9 @@ class NetworkHandler(Handler):
                 links, self._links = self._links, None
                 if links is not None:
                     await trio.to_thread.run_sync(links.close, limiter=self._limiter)
+                overlay, self._overlay = self._overlay, None
+                if overlay is not None:
+                    await trio.to_thread.run_sync(overlay.close, limiter=self._limiter)
 
     def _schedule_retire(self) -> None:
         """Remove the idle default bridge after a grace period (an attach meanwhile keeps it),
@@ -279,6 +322,8 @@ class NetworkHandler(Handler):
         if network.has_bridge:
             await self._make_bridge(network)
             known = {e.host_ifname for e in network.endpoints.values()}
+            if network.is_overlay:
+                known.add(_vxlan_name(network.bridge))
             ports = await self._host(lambda links: links.ports_of(network.bridge))
             for stale in set(ports) - known:
                 await self._host(partial(_delete_link, name=stale))
@@ -309,8 +354,12 @@ class NetworkHandler(Handler):
         if network.bridge in self._bridges_up:
             return
         gateway = IPv4Interface(f"{network.gateway}/{network.subnet_net.prefixlen}")
-        mtu = await self._uplink_mtu()
+        mtu = await self._member_mtu(network)
         await self._host(lambda links: links.ensure_bridge(network.bridge, gateway, mtu))
+        if network.is_overlay:
+            local = IPv4Address(network.underlay)
+            await self._vxlan(lambda o: o.ensure_vxlan(network.bridge, network.vni, local, mtu))
+            await self._program_peers(network)
         await trio.to_thread.run_sync(sysctl.enable_route_localnet, network.bridge)
         if await trio.to_thread.run_sync(sysctl.enable_ip_forward):
             self.ctx.log.info("enabled net.ipv4.ip_forward so containers reach the outside")
@@ -320,6 +369,8 @@ class NetworkHandler(Handler):
     async def _remove_bridge(self, network: NetworkRecord) -> None:
         self._stop_dns(network)
         self._bridges_up.discard(network.bridge)
+        if network.is_overlay:
+            await self._vxlan(lambda o: o.delete(network.bridge))
         await self._host(lambda links: links.delete_link(network.bridge))
 
     async def _start_dns(self, network: NetworkRecord) -> None:
@@ -396,13 +447,7 @@ class NetworkHandler(Handler):
             if command.subnet:
                 subnet = parse_subnet(command.subnet)
                 check_subnet_free(subnet, others)
-                host = await self._host(lambda links: links.host_networks())
-                clash = next((h for h in host if h.overlaps(subnet)), None)
-                if clash is not None:
-                    raise Conflict(
-                        f"subnet {subnet} overlaps the host's route {clash}; "
-                        "choose another --subnet"
-                    )
+                await self._check_host_routes(subnet)
             else:
                 if command.gateway:
                     raise InvalidArgument(
@@ -414,6 +459,11 @@ class NetworkHandler(Handler):
                 if command.gateway
                 else default_gateway(subnet)
             )
+            spec = await self._overlay_spec(name, subnet, asked=bool(command.subnet))
+            if spec is not None and spec.subnet != str(subnet):
+                subnet, gateway = parse_subnet(spec.subnet), IPv4Address(spec.gateway)
+                check_subnet_free(subnet, others)
+                await self._check_host_routes(subnet)
             network = NetworkRecord(
                 name=name,
                 id=secrets.token_hex(32),
@@ -423,6 +473,9 @@ class NetworkHandler(Handler):
                 gateway=str(gateway),
                 internal=command.internal,
                 labels=dict(command.labels),
+                vni=spec.vni if spec else 0,
+                slice=spec.slice if spec else "",
+                underlay=spec.underlay if spec else "",
             )
             await self._save(network)
             try:
@@ -434,6 +487,27 @@ class NetworkHandler(Handler):
                 raise
         await self.ctx.bus.publish(NetworkCreated(id=network.name))
         return await self._view(network)
+
+    async def _check_host_routes(self, subnet: IPv4Network) -> None:
+        host = await self._host(lambda links: links.host_networks())
+        clash = next((h for h in host if h.overlaps(subnet)), None)
+        if clash is not None:
+            raise Conflict(
+                f"subnet {subnet} overlaps the host's route {clash}; choose another --subnet"
+            )
+
+    async def _overlay_spec(
+        self, name: str, subnet: IPv4Network, *, asked: bool
+    ) -> OverlaySpec | None:
+        """The cluster's overlay for network `name` (None on a daemon outside a cluster)."""
+        try:
+            return await self.ctx.bus.request(
+                AllocateOverlay(name=name, subnet=str(subnet), asked=asked)
+            )
+        except Unavailable as error:
+            if "no handler answers" in error.message:
+                return None  # no overlay handler in this daemon: a bridge of this node
+            raise
 
     async def _forget_network(self, network: NetworkRecord) -> None:
         """Remove a network's bridge, DNS listener, record and rules (best effort)."""
@@ -559,11 +633,7 @@ class NetworkHandler(Handler):
             self._cancel_retire()
         if container_id in network.endpoints:
             raise Conflict(f'container "{name}" is already connected to network "{network.name}"')
-        allocator = AddressAllocator(
-            network.subnet_net,
-            network.gateway_ip,
-            (IPv4Address(e.ip) for e in network.endpoints.values()),
-        )
+        allocator = _allocator(network)
         requested = parse_address(ip, network.subnet_net) if ip else None
         resolved_ports = await self._claim_ports(ports)
         address = allocator.allocate(requested)
@@ -594,7 +664,7 @@ class NetworkHandler(Handler):
         )
         try:
             await self._make_bridge(updated)
-            mtu = await self._uplink_mtu()
+            mtu = await self._member_mtu(updated)
             made = await self._host(
                 lambda links: links.connect(
                     netns,
@@ -766,6 +836,41 @@ class NetworkHandler(Handler):
             if names != network.service_names:
                 await self._save(msgspec.structs.replace(network, service_names=names))
 
+    # --- overlay networks -------------------------------------------------------------------
+
+    @on(ListOverlayEndpoints)
+    async def overlay_endpoints(self, command: ListOverlayEndpoints) -> list[OverlayEndpoint]:
+        return [
+            endpoint
+            for network in self._networks.values()
+            if network.is_overlay
+            for endpoint in _overlay_endpoints(network)
+        ]
+
+    @on(SetOverlayPeers)
+    async def set_overlay_peers(self, command: SetOverlayPeers) -> None:
+        """Program each local overlay network's VXLAN device with exactly its peers."""
+        async with self._lock:
+            self._peers = dict(command.peers)
+            for network in list(self._networks.values()):
+                if network.is_overlay and network.bridge in self._bridges_up:
+                    await self._program_peers(network)
+
+    async def _program_peers(self, network: NetworkRecord) -> None:
+        from carte.net.overlay import Peer
+
+        wanted = {Peer(p.ip, p.mac, p.underlay) for p in self._peers.get(network.name, [])}
+        name = _vxlan_name(network.bridge)
+        added, removed = await self._vxlan(lambda o: o.sync_peers(name, wanted))
+        if added or removed:
+            self.ctx.log.info(
+                "overlay %s: %d remote container(s) added, %d removed (%d known)",
+                network.name,
+                added,
+                removed,
+                len(wanted),
+            )
+
     # --- policies ---------------------------------------------------------------------------
 
     @on(AddNetworkPolicy)
@@ -812,6 +917,38 @@ class NetworkHandler(Handler):
 def _link_exists(name: str) -> bool:
     """Without netlink (pyroute2 stays unloaded in an idle daemon)."""
     return Path("/sys/class/net", name).exists()
+
+
+def _allocator(network: NetworkRecord) -> AddressAllocator:
+    """The addresses this node may hand out on `network`: an overlay's come from this
+    node's slice only (the gateway, in the first slice, stays reserved)."""
+    used = (IPv4Address(e.ip) for e in network.endpoints.values())
+    if not network.is_overlay:
+        return AddressAllocator(network.subnet_net, network.gateway_ip, used)
+    part = IPv4Network(network.slice)
+    gateway = network.gateway_ip if network.gateway_ip in part else part.network_address
+    return AddressAllocator(part, gateway, used)
+
+
+def _overlay_endpoints(network: NetworkRecord) -> list[OverlayEndpoint]:
+    return [
+        OverlayEndpoint(
+            node="", container_id=e.container_id, network=network.name, ip=e.ip, mac=e.mac
+        )
+        for e in network.endpoints.values()
+    ]
+
+
+def _vxlan_name(bridge: str) -> str:
+    from carte.net.overlay import vxlan_name  # imported already by _open_links
+
+    return vxlan_name(bridge)
+
+
+def _open_overlay() -> OverlayLinks:
+    from carte.net.overlay import OverlayLinks
+
+    return OverlayLinks()
 
 
 def _open_links() -> LinkControl:

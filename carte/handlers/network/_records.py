@@ -46,6 +46,16 @@ class NetworkRecord(NetworkAddressing, kw_only=True, forbid_unknown_fields=False
     """Keyed by container id."""
     service_names: dict[str, str] = {}
     """DNS names of services (their VIPs) on this network, from `SetServiceAddress`."""
+    vni: int = 0
+    """An overlay network's VXLAN id (0: a bridge of this node only)."""
+    slice: str = ""
+    """An overlay network's slice of `subnet` this node hands addresses out of."""
+    underlay: str = ""
+    """An overlay network's local VXLAN address (this node's cluster address)."""
+
+    @property
+    def is_overlay(self) -> bool:
+        return self.vni > 0
 
     @property
     def is_default(self) -> bool:

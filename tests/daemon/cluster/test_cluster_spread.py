@@ -36,12 +36,8 @@ TTL = 5
 def lab(busybox_tar: Path) -> Iterator[WorkloadLab]:
     with WorkloadLab(3, pool="10.94.0.0/16:24", node_ttl=TTL, leader_ttl=TTL) as lab:
         try:
-            control, *workers = lab.nodes
-            lab.start(control, control=True)
-            lab.init(control)
-            for worker in workers:
-                lab.start(worker)
-                lab.join(worker)
+            lab.form()
+            control = lab.nodes[0]
             # only on the control plane: the workers fetch it from there (mutual TLS)
             lab.carte(control, "import", str(busybox_tar), "busybox:latest")
             lab.wait("3 ready nodes", lambda: _statuses(lab) == ["ready"] * 3, 20)

@@ -1,0 +1,352 @@
+"""Handler "overlay": networks that span the cluster's nodes (VXLAN, see carte/net/overlay.py).
+
+Every node runs it; it idles outside a cluster. In a cluster:
+
+* Allocation (`AllocateOverlay`, asked by the network handler when it creates a network):
+  the network's VNI and subnet are cluster-wide, kept at ``overlay/networks/<name>`` with a
+  slice of the subnet per node (`_overlay_store.allocate`). A control plane allocates in its
+  store; a worker asks its control plane (``POST /v1/cluster/overlay/networks``).
+* The endpoint catalogue: each node reports its own containers on overlay networks
+  (`OverlayEndpointsChanged` from the network handler; the whole list per network) to
+  ``overlay/endpoints/<network>/<node>``, and keeps reporting until the catalogue shows
+  exactly them. A control plane follows the catalogue in its store (with the members'
+  addresses); a worker long-polls ``GET /v1/cluster/overlay`` over mutual TLS, which answers
+  as soon as the catalogue changes.
+* On every catalogue change the node programs its VXLAN devices (`SetOverlayPeers` to the
+  network handler) with every container of another node: its IP, MAC and the node's
+  underlay address (`_overlay_store.underlay_address`, the one place that picks it).
+  Containers of a removed node (no longer a member) are dropped from the catalogue, so their
+  entries go on every node.
+
+Cut off from the control plane a worker keeps its last entries: traffic to the containers
+it knew keeps flowing.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+import trio
+
+from carte.api.cluster import NodeRecord
+from carte.api.errors import CarteError, Conflict, Unavailable
+from carte.api.events import ClusterConfigured, GetClusterStatus, NetworkRemoved
+from carte.api.events.networks import (
+    AllocateOverlay,
+    ListOverlayEndpoints,
+    OverlayEndpoint,
+    OverlayEndpointsChanged,
+    OverlayPeer,
+    OverlaySpec,
+    SetOverlayPeers,
+)
+from carte.cluster.pki import Refused
+from carte.engine import Handler, HandlerContext, on
+from carte.engine.config import HandlerOptions
+from carte.engine.store import Resync, Store, follow
+from carte.handlers.cluster import _https
+from carte.handlers.cluster._control import MEMBERS
+from carte.handlers.cluster._overlay_store import (
+    ENDPOINTS,
+    LONG_POLL,
+    OVERLAY_ROUTES,
+    AllocateRequest,
+    Catalogue,
+    EndpointsReport,
+    allocate,
+    catalogue,
+    release,
+    vni_range,
+    write_endpoints,
+)
+from carte.handlers.cluster._settings import split_address
+
+_RETRY = 1.0
+"""Seconds before a failed report, poll or programming pass is tried again."""
+_RECHECK = 5.0
+"""Seconds between checks that the catalogue shows this node's containers."""
+
+
+class OverlayOptions(HandlerOptions, frozen=True, kw_only=True):
+    """The ``overlay:`` section of carte.yaml (read on control planes)."""
+
+    vnis: str = "4096-16777215"
+    """VXLAN ids handed to overlay networks, LOW-HIGH."""
+    slice_bits: int = 3
+    """Each node hands out addresses from a 1/2**slice_bits part of a network's subnet
+    (/30 at most), so a /24 serves 8 nodes with 29 addresses each."""
+
+    def __post_init__(self) -> None:
+        vni_range(self.vnis)
+        if not 1 <= self.slice_bits <= 16:
+            raise ValueError(f"slice_bits {self.slice_bits} is not within 1-16")
+
+
+class OverlayHandler(Handler):
+    """Overlay networks across the cluster's nodes (see the module docstring)."""
+
+    name = "overlay"
+    requires = ("membership", "network")
+    Options = OverlayOptions
+    section = "overlay"
+    routes = OVERLAY_ROUTES
+
+    def __init__(self, ctx: HandlerContext) -> None:
+        super().__init__(ctx)
+        options: OverlayOptions = ctx.options
+        self.vnis = vni_range(options.vnis)
+        self.bits = options.slice_bits
+        self.role = "none"
+        self.node = ""
+        self._configured: ClusterConfigured | None = None
+        self._changed = trio.Event()
+        self._catalogue = Catalogue()
+        self._ready = trio.Event()
+        self._news = trio.Event()
+        self._program_wake = trio.Event()
+        self._report_wake = trio.Event()
+        self._local: dict[str, list[OverlayEndpoint]] = {}
+        self._line: _Line | None = None
+        self._role_scope: trio.CancelScope | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Idle outside a cluster; serve the role while it lasts (a new one restarts it)."""
+        task_status.started()
+        while True:
+            self._changed = trio.Event()
+            configured = self._configured
+            if configured is not None and configured.role in ("control", "worker"):
+                with trio.CancelScope() as self._role_scope:
+                    await self._serve_role(configured)
+            await self._changed.wait()
+
+    @on(ClusterConfigured)
+    async def configured(self, fact: ClusterConfigured) -> None:
+        self._configured = fact
+        self.role, self.node = fact.role, fact.id
+        if self._role_scope is not None:
+            self._role_scope.cancel()
+        self._changed.set()
+
+    @on(OverlayEndpointsChanged)
+    async def endpoints_changed(self, fact: OverlayEndpointsChanged) -> None:
+        self._local[fact.network] = self._mine(fact.endpoints)
+        self._report_wake.set()
+
+    @on(NetworkRemoved)
+    async def network_removed(self, fact: NetworkRemoved) -> None:
+        """On a control plane, a network removed here frees its VNI and subnet once no
+        node runs a container on it."""
+        self._local.pop(fact.id, None)
+        if self.role == "control":
+            try:
+                await self.ctx.store.delete(f"{ENDPOINTS}{fact.id}/{self.node}")
+                if await release(self.ctx.store, fact.id):
+                    self.ctx.log.info("overlay released", extra={"network": fact.id})
+            except CarteError as error:
+                self.ctx.log.warning("overlay not released", extra={"error": error})
+
+    def _mine(self, endpoints: list[OverlayEndpoint]) -> list[OverlayEndpoint]:
+        return sorted(msgspec.structs.replace(e, node=self.node) for e in endpoints)
+
+    # --- allocation -------------------------------------------------------------------------
+
+    @on(AllocateOverlay)
+    async def allocate_overlay(self, command: AllocateOverlay) -> OverlaySpec | None:
+        if self.role not in ("control", "worker"):
+            return None
+        asked = AllocateRequest(
+            node=self.node, name=command.name, subnet=command.subnet, asked=command.asked
+        )
+        if self.role == "control":
+            return await self.allocate_here(asked)
+        line = self._line or await self._open_line()
+        body = msgspec.to_builtins(asked)
+        answer = await line.call("POST", "/v1/cluster/overlay/networks", body)
+        return msgspec.convert(answer, OverlaySpec)
+
+    async def allocate_here(self, asked: AllocateRequest) -> OverlaySpec:
+        spec = await allocate(self.control_store(), asked, vnis=self.vnis, bits=self.bits)
+        self.ctx.log.info(
+            "overlay slice",
+            extra={"network": asked.name, "node": asked.node, "vni": spec.vni, "slice": spec.slice},
+        )
+        return spec
+
+    def control_store(self) -> Store:
+        if self.role != "control":
+            raise Conflict(f'this daemon is not a control plane (role "{self.role}")')
+        return self.ctx.store
+
+    # --- the catalogue ----------------------------------------------------------------------
+
+    async def current(self) -> Catalogue:
+        """The catalogue, once it was read."""
+        await self._ready.wait()
+        return self._catalogue
+
+    async def news(self) -> None:
+        """Return at the next change of the catalogue."""
+        await self._news.wait()
+
+    def _take(self, fresh: Catalogue) -> None:
+        self._ready.set()
+        if fresh.version == self._catalogue.version:
+            return
+        self._catalogue = fresh
+        news, self._news = self._news, trio.Event()
+        news.set()
+        self._program_wake.set()
+        self._report_wake.set()
+
+    async def _serve_role(self, configured: ClusterConfigured) -> None:
+        self._catalogue, self._ready, self._line = Catalogue(), trio.Event(), None
+        self._local = defaultdict(list)
+        for endpoint in await self.ctx.bus.request(ListOverlayEndpoints()):
+            self._local[endpoint.network].append(endpoint)
+        self._local = {net: self._mine(found) for net, found in self._local.items()}
+        async with trio.open_nursery() as nursery:
+            if configured.role == "control":
+                nursery.start_soon(self._follow_store)
+            else:
+                nursery.start_soon(self._poll, await self._open_line())
+            nursery.start_soon(self._program_forever)
+            nursery.start_soon(self._report_forever)
+
+    async def _follow_store(self) -> None:
+        """A control plane: the catalogue from the members and endpoints in its store."""
+        members: dict[str, NodeRecord] = {}
+        endpoints: dict[str, list[OverlayEndpoint]] = {}
+        synced: set[str] = set()
+
+        async def watch(prefix: str, table: dict[str, Any], kind: Any) -> None:
+            async with follow(self.ctx.store, prefix) as changes:
+                async for item in changes:
+                    if isinstance(item, Resync):
+                        table.clear()
+                        for entry in item.entries:
+                            table[entry.key.removeprefix(prefix)] = entry.decode(kind)
+                        synced.add(prefix)
+                    elif item.value is None:
+                        table.pop(item.key.removeprefix(prefix), None)
+                    else:
+                        value = msgspec.json.decode(item.value, type=kind)
+                        table[item.key.removeprefix(prefix)] = value
+                    if len(synced) == 2:
+                        flat = [e for found in endpoints.values() for e in found]
+                        self._take(catalogue(members, flat))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch, MEMBERS, members, NodeRecord)
+            nursery.start_soon(watch, ENDPOINTS, endpoints, list[OverlayEndpoint])
+
+    async def _open_line(self) -> _Line:
+        status = await self.ctx.bus.request(GetClusterStatus())
+        assert self._configured is not None
+        self._line = _Line(status.server, self._configured.certs)
+        return self._line
+
+    async def _poll(self, line: _Line) -> None:
+        """A worker: the catalogue from the control plane, at each change (long poll)."""
+        failing = ""
+        while True:
+            try:
+                version = quote(self._catalogue.version)
+                target = f"/v1/cluster/overlay?node={quote(self.node)}&seen={version}"
+                answer = await line.call("GET", target)
+                self._take(msgspec.convert(answer, Catalogue))
+                failing = ""
+            except (Unavailable, Refused, Conflict) as error:
+                if str(error) != failing:
+                    self.ctx.log.warning(
+                        "overlay catalogue not read; keeping the last entries",
+                        extra={"error": str(error)},
+                    )
+                failing = str(error)
+                await trio.sleep(_RETRY)
+
+    # --- programming and reporting ----------------------------------------------------------
+
+    def peers(self, known: Catalogue) -> dict[str, list[OverlayPeer]]:
+        """Per network, the containers of other nodes and where their frames go."""
+        found: dict[str, list[OverlayPeer]] = defaultdict(list)
+        for e in known.endpoints:
+            if e.node != self.node:
+                peer = OverlayPeer(ip=e.ip, mac=e.mac, underlay=known.nodes[e.node])
+                found[e.network].append(peer)
+        return dict(found)
+
+    async def _program_forever(self) -> None:
+        await self._ready.wait()
+        programmed = None
+        while True:
+            self._program_wake = trio.Event()
+            known = self._catalogue
+            if known.version != programmed:
+                try:
+                    await self.ctx.bus.request(SetOverlayPeers(peers=self.peers(known)))
+                    programmed = known.version
+                except CarteError as error:
+                    self.ctx.log.warning("overlay entries not programmed", extra={"error": error})
+                    await trio.sleep(_RETRY)
+                    continue
+            await self._program_wake.wait()
+
+    async def _report_forever(self) -> None:
+        """Report this node's containers until the catalogue shows exactly them."""
+        await self._ready.wait()
+        while True:
+            self._report_wake = trio.Event()
+            try:
+                await self._report_differences()
+            except (CarteError, trio.TooSlowError) as error:
+                self.ctx.log.info("overlay endpoints not reported yet", extra={"error": error})
+                await trio.sleep(_RETRY)
+                continue
+            with trio.move_on_after(_RECHECK):
+                await self._report_wake.wait()
+
+    async def _report_differences(self) -> None:
+        shown: dict[str, list[OverlayEndpoint]] = defaultdict(list)
+        for e in self._catalogue.endpoints:
+            if e.node == self.node:
+                shown[e.network].append(e)
+        for network in sorted(set(shown) | set(self._local)):
+            mine = self._local.get(network, [])
+            if sorted(shown.get(network, [])) == mine:
+                continue
+            report = EndpointsReport(node=self.node, network=network, endpoints=mine)
+            if self.role == "control":
+                await write_endpoints(self.ctx.store, report)
+            else:
+                line = self._line or await self._open_line()
+                with trio.fail_after(10):
+                    await line.call(
+                        "POST", "/v1/cluster/overlay/endpoints", msgspec.to_builtins(report)
+                    )
+
+
+class _Line:
+    """A worker's requests to its control plane (mutual TLS, the node's certificate)."""
+
+    def __init__(self, server: str, certs: str) -> None:
+        self.host, self.port = split_address(server)
+        self.certs = Path(certs)
+        self._context: ssl.SSLContext | None = None
+
+    async def call(self, method: str, path: str, body: object = None) -> object:
+        if self._context is None:
+            ca = (self.certs / "ca.pem").read_bytes()
+            self._context = _https.pinned_context(ca, self.certs)
+        try:
+            with trio.fail_after(LONG_POLL + 5):
+                return await _https.call(self.host, self.port, self._context, method, path, body)
+        except trio.TooSlowError:
+            raise Unavailable(
+                f"the control plane at tcp://{self.host}:{self.port} did not answer {path}"
+            ) from None

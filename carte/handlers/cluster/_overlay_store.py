@@ -1,0 +1,249 @@
+"""The overlay's cluster-wide state (control plane, etcd) and its routes for worker nodes.
+
+Keys:
+
+* ``overlay/networks/<name>`` (`OverlayRecord`): the network's VNI, subnet and gateway, and
+  the slice index of each node that made it (``node_slice``), so nodes hand out addresses
+  from disjoint parts of one subnet.
+* ``overlay/endpoints/<network>/<node>`` (a list of `OverlayEndpoint`): the containers a node
+  runs on that network (one key per node and network, written whole by that node).
+
+The endpoint catalogue (`Catalogue`) is those endpoints plus every member's underlay address
+(``cluster/members/``); its ``version`` is a digest of its content, so a heartbeat that only
+moves a node's "seen" time is no change.
+
+Routes (TCP, mutual TLS; a node certificate speaks only for its own node):
+
+* ``GET /v1/cluster/overlay?node=N&seen=V`` — the catalogue, at once when its version is not
+  ``V``, else as soon as it changes (a long poll, at most ``LONG_POLL`` seconds): one watch
+  round-trip from a change in the store to every worker.
+* ``POST /v1/cluster/overlay/networks`` — `AllocateRequest` -> `OverlaySpec` (the network's
+  overlay, allocated when new, with the asking node's slice).
+* ``POST /v1/cluster/overlay/endpoints`` — `EndpointsReport`: a node's containers on one
+  network (an empty list removes the key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from ipaddress import IPv4Network
+from typing import TYPE_CHECKING
+
+import msgspec
+import trio
+from quart import Response, request
+
+from carte.api.cluster import NodeRecord
+from carte.api.errors import Conflict, InvalidArgument, NotFound
+from carte.api.events.networks import OverlayEndpoint, OverlaySpec
+from carte.engine.handler import Route
+from carte.engine.store import Store
+from carte.handlers.cluster._assignments import _check_peer, asking_node
+from carte.handlers.cluster._routes import _body, _reply
+from carte.net import default_gateway, parse_subnet
+
+if TYPE_CHECKING:
+    from carte.handlers.cluster._overlay import OverlayHandler
+
+NETWORKS = "overlay/networks/"
+ENDPOINTS = "overlay/endpoints/"
+LONG_POLL = 10.0
+"""Seconds a catalogue request waits for a change before answering with the same one."""
+_CAS_ATTEMPTS = 8
+_encoder = msgspec.json.Encoder()
+
+
+class OverlayRecord(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    vni: int
+    subnet: str
+    gateway: str
+    slices: dict[str, int] = {}
+    """Node name -> index of its slice of `subnet`."""
+
+
+class Catalogue(msgspec.Struct, frozen=True, kw_only=True):
+    version: str = ""
+    nodes: dict[str, str] = {}
+    """Node name -> the underlay address its VXLAN traffic goes to."""
+    endpoints: list[OverlayEndpoint] = []
+
+
+class AllocateRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    node: str
+    name: str
+    subnet: str
+    asked: bool = False
+
+
+class EndpointsReport(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    node: str
+    network: str
+    endpoints: list[OverlayEndpoint] = []
+
+
+# --- pure parts ---------------------------------------------------------------------------
+
+
+def underlay_address(node: NodeRecord) -> str:
+    """Where VXLAN traffic for ``node`` goes: its first cluster address. The one place an
+    encryption layer substitutes a tunnel's address."""
+    return node.addresses[0] if node.addresses else ""
+
+
+def slice_prefix(subnet: IPv4Network, bits: int) -> int:
+    """The prefix length of the node slices of ``subnet``: ``bits`` longer, /30 at most."""
+    return min(subnet.prefixlen + bits, 30)
+
+
+def node_slice(subnet: IPv4Network, bits: int, index: int) -> IPv4Network:
+    """The ``index``-th node slice of ``subnet``; InvalidArgument when there is none."""
+    prefix = max(slice_prefix(subnet, bits), subnet.prefixlen)
+    count = 1 << (prefix - subnet.prefixlen)
+    if not 0 <= index < count:
+        raise InvalidArgument(
+            f"overlay subnet {subnet} has room for {count} node slice(s) of /{prefix} and "
+            f"{index + 1} nodes need one; give the network a larger subnet"
+        )
+    return IPv4Network((int(subnet.network_address) + (index << (32 - prefix)), prefix))
+
+
+def vni_range(vnis: str) -> tuple[int, int]:
+    """``"LOW-HIGH"`` as a range of VNIs (1-16777215); ValueError naming it."""
+    low, _, high = vnis.partition("-")
+    try:
+        first, last = int(low), int(high or low)
+    except ValueError:
+        first = last = -1
+    if not 1 <= first <= last <= 0xFFFFFF:
+        raise ValueError(f'"{vnis}" is not a range LOW-HIGH of VNIs within 1-16777215')
+    return first, last
+
+
+def catalogue(members: dict[str, NodeRecord], endpoints: list[OverlayEndpoint]) -> Catalogue:
+    """The catalogue of ``endpoints`` whose node is still a member (a removed node's go)."""
+    nodes = {name: underlay_address(node) for name, node in sorted(members.items())}
+    nodes = {name: address for name, address in nodes.items() if address}
+    kept = sorted(
+        (e for e in endpoints if e.node in nodes),
+        key=lambda e: (e.network, e.node, e.ip),
+    )
+    digest = hashlib.sha256(_encoder.encode([nodes, kept])).hexdigest()[:16]
+    return Catalogue(version=digest, nodes=nodes, endpoints=kept)
+
+
+# --- the store ----------------------------------------------------------------------------
+
+
+async def allocate(
+    store: Store, asked: AllocateRequest, *, vnis: tuple[int, int], bits: int
+) -> OverlaySpec:
+    """The overlay of network ``asked.name`` for ``asked.node``: made (a free VNI, the
+    proposed subnet) when new, the node's slice added when it has none (compare-and-swap)."""
+    member = await store.get(f"cluster/members/{asked.node}")
+    if member is None:
+        raise NotFound(f'node "{asked.node}" is not a member of the cluster')
+    underlay = underlay_address(member.decode(NodeRecord))
+    key = NETWORKS + asked.name
+    for _ in range(_CAS_ATTEMPTS):
+        entry = await store.get(key)
+        if entry is None:
+            record, revision = await _new_record(store, asked, vnis), 0
+        else:
+            record, revision = entry.decode(OverlayRecord), entry.revision
+            if asked.asked and asked.subnet != record.subnet:
+                raise Conflict(
+                    f'network "{asked.name}" spans the cluster with subnet {record.subnet}; '
+                    "create it with that subnet or none"
+                )
+        subnet = IPv4Network(record.subnet)
+        index = record.slices.get(asked.node)
+        if index is None:
+            used = set(record.slices.values())
+            index = next(i for i in range(len(used) + 1) if i not in used)
+            node_slice(subnet, bits, index)  # refused when the subnet has no room left
+            record = msgspec.structs.replace(record, slices={**record.slices, asked.node: index})
+            try:
+                await store.cas(key, record, revision)
+            except Conflict:
+                continue  # another node allocated meanwhile: read again
+        return OverlaySpec(
+            vni=record.vni,
+            subnet=record.subnet,
+            gateway=record.gateway,
+            slice=str(node_slice(subnet, bits, index)),
+            underlay=underlay,
+        )
+    raise Conflict(f'network "{asked.name}": too many nodes allocating at once; try again')
+
+
+async def _new_record(store: Store, asked: AllocateRequest, vnis: tuple[int, int]) -> OverlayRecord:
+    subnet = parse_subnet(asked.subnet)
+    records = [e.decode(OverlayRecord) for e in await store.list(NETWORKS)]
+    for other in records:
+        if IPv4Network(other.subnet).overlaps(subnet):
+            raise Conflict(
+                f"subnet {subnet} overlaps overlay network {other.name} ({other.subnet}); "
+                "choose another subnet"
+            )
+    taken = {r.vni for r in records}
+    first, last = vnis
+    vni = next((v for v in range(first, last + 1) if v not in taken), 0)
+    if not vni:
+        raise Conflict(
+            f"no free VNI in overlay.vnis {first}-{last} ({len(taken)} overlay networks); "
+            "remove a network or widen overlay.vnis in carte.yaml"
+        )
+    return OverlayRecord(
+        name=asked.name, vni=vni, subnet=str(subnet), gateway=str(default_gateway(subnet))
+    )
+
+
+async def write_endpoints(store: Store, report: EndpointsReport) -> None:
+    key = f"{ENDPOINTS}{report.network}/{report.node}"
+    mine = [msgspec.structs.replace(e, node=report.node) for e in report.endpoints]
+    if mine:
+        await store.put(key, mine)
+    else:
+        await store.delete(key)
+
+
+async def release(store: Store, network: str) -> bool:
+    """Forget network ``network``'s overlay (its VNI and subnet) once no node reports a
+    container on it; whether it went."""
+    if await store.list(f"{ENDPOINTS}{network}/"):
+        return False
+    return await store.delete(NETWORKS + network) is not None
+
+
+# --- routes -------------------------------------------------------------------------------
+
+
+async def serve_catalogue(handler: OverlayHandler) -> Response:
+    asking_node()
+    handler.control_store()
+    seen = request.args.get("seen", "")
+    with trio.move_on_after(LONG_POLL):
+        while (await handler.current()).version == seen:
+            await handler.news()
+    return _reply(await handler.current())
+
+
+async def serve_allocate(handler: OverlayHandler) -> Response:
+    asked: AllocateRequest = await _body(AllocateRequest)
+    _check_peer(asked.node)
+    return _reply(await handler.allocate_here(asked))
+
+
+async def serve_endpoints(handler: OverlayHandler) -> Response:
+    report: EndpointsReport = await _body(EndpointsReport)
+    _check_peer(report.node)
+    await write_endpoints(handler.control_store(), report)
+    return _reply({})
+
+
+OVERLAY_ROUTES = (
+    Route("GET", "/v1/cluster/overlay", serve_catalogue, streams=True),
+    Route("POST", "/v1/cluster/overlay/networks", serve_allocate),
+    Route("POST", "/v1/cluster/overlay/endpoints", serve_endpoints),
+)
