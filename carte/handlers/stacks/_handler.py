@@ -231,7 +231,7 @@ class StacksHandler(Handler):
         await self._check_externals(stack, manifest, source)
         async with self._apply_lock:
             stored = {r.name: r for r in await load_services(self.ctx.store, stack)}
-            plan = await self._plan(stack, manifest, stored)
+            plan = await self._plan(stack, manifest, stored, files)
             if command.dry_run:
                 return msgspec.structs.replace(plan, dry_run=True)
             for name, service in manifest.services.items():
@@ -242,7 +242,7 @@ class StacksHandler(Handler):
                 if action.kind == "network" and action.action == "create":
                     await self._create_network(stack, action.name, declared.get(action.name))
             await sync_policies(self.ctx.bus, network_name(stack, "default"), manifest)
-            records = self._records(stack, manifest, stored, project_dir, env_files)
+            records = self._records(stack, manifest, stored, project_dir, env_files, files)
             for record in records:
                 record.compose_restart = True
                 old_record = stored.get(record.name)
@@ -251,11 +251,7 @@ class StacksHandler(Handler):
                 )
                 record.networks = network_map(stack, manifest)
                 record.volumes = volume_map(stack, manifest)
-                record.files = {
-                    f"{kind}/{name}": files[f"{kind}/{name}"]
-                    for kind, name, *_ in file_refs(record.spec)
-                    if f"{kind}/{name}" in files
-                }
+                record.files = _files_of(record.spec, files)
             stack_record = StackRecord(
                 name=stack,
                 file_name=command.file_name,
@@ -282,7 +278,13 @@ class StacksHandler(Handler):
                 converger.ensure_loop(stack, record.name)
         return plan
 
-    async def _plan(self, stack: str, manifest: Manifest, stored: dict[str, ServiceRecord]) -> Plan:
+    async def _plan(
+        self,
+        stack: str,
+        manifest: Manifest,
+        stored: dict[str, ServiceRecord],
+        files: dict[str, bytes],
+    ) -> Plan:
         actions: list[PlanAction] = []
         existing = {n.name for n in await self.ctx.bus.request(ListNetworks())}
         for network in _network_names(stack, manifest):
@@ -296,7 +298,7 @@ class StacksHandler(Handler):
                 actions.append(
                     PlanAction(action="create", name=name, detail=f"{replicas} replicas")
                 )
-            elif template(old.spec) != template(service):
+            elif _replaced(old, service, files):
                 actions.append(
                     PlanAction(
                         action="replace",
@@ -326,6 +328,7 @@ class StacksHandler(Handler):
         stored: dict[str, ServiceRecord],
         project_dir: str,
         env_files: dict[str, str],
+        files: dict[str, bytes],
     ) -> list[ServiceRecord]:
         records = []
         now = now_rfc3339()
@@ -343,7 +346,7 @@ class StacksHandler(Handler):
                     env_files=env_files,
                     revisions=[Revision(revision=1, created=now, spec=service, change="apply")],
                 )
-            elif template(old.spec) != template(service):
+            elif _replaced(old, service, files):
                 revision = _next_revision(old)
                 record = ServiceRecord(
                     stack=stack,
@@ -739,6 +742,18 @@ class StacksHandler(Handler):
 def _owner(network: Network) -> str:
     """The stack that made a network ("" for none)."""
     return network.labels.get(STACK_LABEL, "")
+
+
+def _files_of(service: Service, files: dict[str, bytes]) -> dict[str, bytes]:
+    """The contents of the secrets and configs `service` mounts ("secrets/NAME": bytes)."""
+    refs = [f"{kind}/{name}" for kind, name, *_ in file_refs(service)]
+    return {key: files[key] for key in refs if key in files}
+
+
+def _replaced(old: ServiceRecord, service: Service, files: dict[str, bytes]) -> bool:
+    """Whether `old`'s replicas give way to new ones: the template changed, or the content
+    of a secret or config the service mounts (Compose recreates the container then)."""
+    return template(old.spec) != template(service) or old.files != _files_of(service, files)
 
 
 def _builds(plan: Plan, name: str) -> bool:

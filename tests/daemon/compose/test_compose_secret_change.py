@@ -1,0 +1,79 @@
+"""A changed secret or config in the Compose file replaces the replicas that mount it on the
+next `carte compose up`, as Compose recreates their containers; an unchanged one leaves them
+running. Checked by reading the file inside the new replica, against a real daemon."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from support.containers import ok, wait_for
+from support.daemon import Daemon
+
+Compose = Callable[..., subprocess.CompletedProcess[str]]
+
+FILE = """\
+services:
+  app:
+    image: busybox
+    command: ["sleep", "3600"]
+    secrets: [token]
+    configs:
+      - source: settings
+        target: /etc/app.conf
+  other:
+    image: busybox
+    command: ["sleep", "3600"]
+secrets:
+  token:
+    file: ./token.txt
+configs:
+  settings:
+    content: "level=${LEVEL}"
+"""
+
+
+def _replicas(compose: Compose, cwd: Path) -> dict[str, str]:
+    """service -> the id of its one running replica, once both run."""
+    found: dict[str, str] = {}
+
+    def both() -> bool:
+        rows = json.loads(ok(compose("ps", "--format", "json", cwd=cwd)))
+        found.clear()
+        found.update({r["service"]: r["container_id"] for r in rows if r["status"][:2] == "Up"})
+        return len(rows) == 2 and len(found) == 2
+
+    wait_for(both, 60, "one running replica of each service")
+    return dict(found)
+
+
+def test_changed_secret_or_config_replaces_its_replicas(
+    compose: Compose, carte: Daemon, tmp_path: Path
+) -> None:
+    cwd = tmp_path / "vault"
+    cwd.mkdir()
+    (cwd / "compose.yaml").write_text(FILE)
+    (cwd / "token.txt").write_text("first")
+    ok(compose("up", "-d", cwd=cwd, env={"LEVEL": "1"}))
+    before = _replicas(compose, cwd)
+    read = ["cat", "/run/secrets/token", "/etc/app.conf"]
+    assert ok(carte.client("exec", before["app"], *read)) == "firstlevel=1"
+
+    same = ok(compose("up", "-d", cwd=cwd, env={"LEVEL": "1"}))
+    assert " Service app  Running" in same
+    assert _replicas(compose, cwd) == before
+
+    (cwd / "token.txt").write_text("second")
+    changed = ok(compose("up", "-d", cwd=cwd, env={"LEVEL": "1"}))
+    assert " Service app  Recreated" in changed and " Service other  Running" in changed
+    wait_for(lambda: _replicas(compose, cwd)["app"] != before["app"], 60, "app replaced")
+    after = _replicas(compose, cwd)
+    assert after["other"] == before["other"]
+    assert ok(carte.client("exec", after["app"], *read)) == "secondlevel=1"
+
+    ok(compose("up", "-d", cwd=cwd, env={"LEVEL": "2"}))  # a config's content, interpolated
+    wait_for(lambda: _replicas(compose, cwd)["app"] != after["app"], 60, "app replaced again")
+    last = _replicas(compose, cwd)["app"]
+    assert ok(carte.client("exec", last, *read)) == "secondlevel=2"
