@@ -59,9 +59,11 @@ def test_docker_compose_up_ps_logs_down(
         "services:\n"
         "  web:\n"
         "    image: busybox\n"
+        "    init: true\n"
         f"    command: [sh, -c, '{SERVE.format(text='from-web', ready='web up')}']\n"
         "  client:\n"
         "    image: busybox\n"
+        "    init: true\n"
         "    depends_on: [web]\n"
         '    command: [sh, -c, \'until printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 3 web 8080;'
         " do sleep 0.2; done; exec sleep 300']\n"
@@ -88,8 +90,9 @@ def test_docker_compose_up_ps_logs_down(
         assert "web up" in compose("logs", "--no-color", "web").stdout
         down = compose("down")
         assert down.returncode == 0, down.stderr
-    finally:
+    except BaseException:
         compose("down", "-t", "1")
+        raise
     assert docker("ps", "-aq", "--filter", "label=com.docker.compose.project=pair").stdout == ""
     assert "pair_default" not in docker("network", "ls", "--format", "{{.Name}}").stdout.split()
 
