@@ -3,12 +3,14 @@ system df.
 
 `save` and `export` write the daemon's tar stream to `-o FILE` (through a temporary file
 renamed at the end, so a failed download leaves no half file) or to stdout when it is not a
-terminal. `load` streams the archive file to the daemon without reading it into memory.
+terminal. `load` streams the archive file to the daemon without reading it into memory, its
+progress on stderr (a bar on a terminal, a line at each quarter otherwise; none with -q).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import socket
@@ -53,7 +55,7 @@ def _save(parser: argparse.ArgumentParser) -> None:
 
 def _load(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", help="the archive file (default: stdin)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only image ids")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress, only image ids")
 
 
 def _export(parser: argparse.ArgumentParser) -> None:
@@ -170,7 +172,16 @@ def load(session: Session) -> int:
             raise UsageError("give the archive with -i FILE or on stdin")
         source, size = sys.stdin.buffer, None
     with source:
-        loaded = _upload(session, "/v1/images/load", source, size)
+        if args.quiet:
+            loaded = _upload(session, "/v1/images/load", source, size)
+        else:  # a bar on a terminal, a line at each quarter otherwise
+            from carte.cli.progress import UploadProgress
+
+            counted = UploadProgress(source, sys.stderr, "Loading", size)
+            try:
+                loaded = _upload(session, "/v1/images/load", io.BufferedReader(counted), size)
+            finally:
+                counted.finish()
     out = session.output
     if out.json:
         out.data(loaded)

@@ -2,7 +2,9 @@
 
 The client packs the build context (minus what .dockerignore excludes) into a tar, adds the
 Dockerfile as its own entry, uploads it to POST /v1/build and prints the progress lines the
-daemon streams back (on stderr, as BuildKit does; `-q` prints only the image id, on stdout).
+daemon streams back on stderr, as BuildKit does: redrawn in place on a terminal
+(carte/cli/progress.py), plain lines otherwise or with `--progress plain`; `-q` prints only the
+image id, on stdout.
 
 .dockerignore follows Docker's rules: one pattern a line, `#` comments, paths relative to the
 context root (a leading `/` is ignored), `*` and `?` within one path component, `**` across
@@ -45,7 +47,12 @@ def _build(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="do not use the build cache")
     parser.add_argument("--pull", action="store_true", help="always pull the base images")
     parser.add_argument("--label", action="append", default=[], metavar="K=V")
-    parser.add_argument("--progress", choices=("auto", "plain", "quiet"), default="auto")
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "plain", "quiet"),
+        default="auto",
+        help="auto: redrawn on a terminal, plain lines otherwise",
+    )
     parser.add_argument(
         "--network",
         choices=("none", "host", "default"),
@@ -272,27 +279,47 @@ def build(session: Session) -> int:
     path = "/v1/build?options=" + quote(json.dumps(options))
     response = session.client.open("POST", path, body)
     quiet = args.quiet or args.progress == "quiet"
+    if not quiet and args.progress == "auto" and sys.stderr.isatty():
+        from carte.cli.progress import BuildView
+
+        with BuildView(sys.stderr) as view:
+            result = _follow(response, view.feed, view.failed)
+    else:
+        result = _follow(response, _print_step if not quiet else _ignore, _ignore)
+    if quiet:
+        print(result["id"])
+    else:
+        print(f"writing image {result['id']} done", file=sys.stderr)
+        for tag in result.get("names", []):
+            print(f"naming to {tag} done", file=sys.stderr)
+    return 0
+
+
+def _follow(response: Any, step: Any, failed: Any) -> dict[str, Any]:
+    """The build's result, each progress line given to `step` on the way; `failed()` and
+    ApiError when the build fails."""
     try:
         for line in response.lines():
             message = json.loads(line)
             if "stream" in message:
-                if not quiet:
-                    print(message["stream"], file=sys.stderr, flush=True)
+                step(message["stream"])
             elif "error" in message:
+                failed()
                 error = message["error"]
                 raise ApiError(400, str(error.get("code")), str(error.get("message")))
             elif "result" in message:
-                result = message["result"]
-                if quiet:
-                    print(result["id"])
-                else:
-                    print(f"writing image {result['id']} done", file=sys.stderr)
-                    for tag in result.get("names", []):
-                        print(f"naming to {tag} done", file=sys.stderr)
-                return 0
+                return dict(message["result"])
     finally:
         response.close()
     raise ApiError(500, "internal", "the daemon ended the build stream without a result")
+
+
+def _print_step(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _ignore(*_: Any) -> None:
+    pass
 
 
 def prune(session: Session) -> int:
