@@ -2,7 +2,8 @@
 
 An area's conftest makes one `ModuleDaemon` per test module (a module-scoped fixture around
 ``with ModuleDaemon(busybox_tar, config=...) as module``) and hands its daemon to each test
-through ``with module.test() as daemon`` (tests/daemon/containers/conftest.py shows both).
+through ``with module.test() as daemon``. `daemon_fixtures` declares that pair of fixtures in
+one line (tests/daemon/containers/conftest.py shows it).
 
 After each test its stacks, containers (with their anonymous volumes) and, when asked for,
 named volumes and user networks are removed through the client; a daemon a test killed is
@@ -16,15 +17,18 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import pytest
 
 from support.daemon import Daemon, DaemonFactory, remove_host_network_state
 from support.leftovers import host_leftovers, remove_leftovers
 
-__all__ = ["ModuleDaemon", "alive", "empty", "stop_and_clean"]
+__all__ = ["ModuleDaemon", "alive", "daemon_fixtures", "empty", "module_fixture", "stop_and_clean"]
 
 
 def alive(daemon: Daemon) -> bool:
@@ -154,3 +158,30 @@ class ModuleDaemon:
         self.factory.cleanup()
         for daemon in self.factory.daemons:
             remove_host_network_state(daemon.root, sorted(self.bridges))
+
+
+def module_fixture(name: str, *, config: str = "", **options: Any) -> Callable[..., Any]:
+    """A module-scoped fixture `name`: one `ModuleDaemon` (`config`, `options` as it takes them)
+    for a test module."""
+
+    @pytest.fixture(scope="module", name=name)
+    def fixture(busybox_tar: Path) -> Iterator[ModuleDaemon]:
+        with ModuleDaemon(busybox_tar, config=config, **options) as made:
+            yield made
+
+    return fixture
+
+
+def daemon_fixtures(
+    module: str, test: str = "carte", *, config: str = "", **options: Any
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The two fixtures of an area: `module` (see `module_fixture`) and `test`, its daemon for
+    one test, emptied after it. Bind both in the conftest:
+    ``module_daemon, carte = daemon_fixtures("module_daemon")``."""
+
+    @pytest.fixture(name=test)
+    def test_fixture(request: pytest.FixtureRequest) -> Iterator[Daemon]:
+        with request.getfixturevalue(module).test() as daemon:
+            yield daemon
+
+    return module_fixture(module, config=config, **options), test_fixture

@@ -10,14 +10,10 @@ from pathlib import Path
 import pytest
 from images_peers import PASSWORD, USER
 from support.daemon import Daemon
-from support.module_daemon import ModuleDaemon
+from support.module_daemon import ModuleDaemon, module_fixture
 from support.registry import RunningRegistry, start_private_registry, start_registry
 
-
-@pytest.fixture(scope="module")
-def module_daemon(busybox_tar: Path) -> Iterator[ModuleDaemon]:
-    with ModuleDaemon(busybox_tar) as module:
-        yield module
+module_daemon = module_fixture("module_daemon")
 
 
 @pytest.fixture

@@ -4,22 +4,6 @@ support/module_daemon.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from support.module_daemon import daemon_fixtures
 
-import pytest
-from support.daemon import Daemon
-from support.module_daemon import ModuleDaemon
-
-
-@pytest.fixture(scope="module")
-def module_daemon(busybox_tar: Path) -> Iterator[ModuleDaemon]:
-    with ModuleDaemon(busybox_tar) as module:
-        yield module
-
-
-@pytest.fixture
-def carte(module_daemon: ModuleDaemon) -> Iterator[Daemon]:
-    """The module's daemon; the containers a test made are removed after it."""
-    with module_daemon.test() as daemon:
-        yield daemon
+module_daemon, carte = daemon_fixtures("module_daemon")

@@ -5,23 +5,7 @@ host: no bridge, veth or nftables table (support/module_daemon.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from networks_lab import network_config
-from support.daemon import Daemon
-from support.module_daemon import ModuleDaemon
+from support.module_daemon import daemon_fixtures
 
-
-@pytest.fixture(scope="module")
-def net_daemon(busybox_tar: Path) -> Iterator[ModuleDaemon]:
-    with ModuleDaemon(busybox_tar, config=network_config(), networks=True) as module:
-        yield module
-
-
-@pytest.fixture
-def carte(net_daemon: ModuleDaemon) -> Iterator[Daemon]:
-    """The module's daemon (restarted if a test killed it); emptied after the test."""
-    with net_daemon.test() as daemon:
-        yield daemon
+net_daemon, carte = daemon_fixtures("net_daemon", config=network_config(), networks=True)

@@ -4,14 +4,12 @@ sync periods, without any manual `service scale` to wake it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from services_lab import desired, replicas
 from support.containers import ok, wait_for
 from support.daemon import Daemon
-from support.module_daemon import ModuleDaemon
+from support.module_daemon import daemon_fixtures
 
 CONFIG = (
     'network:\n  pools: ["10.95.0.0/16:24"]\n  dns_upstreams: ["127.0.0.1:9"]\n'
@@ -38,16 +36,7 @@ services:
 """
 
 
-@pytest.fixture(scope="module")
-def restartable(busybox_tar: Path) -> Iterator[ModuleDaemon]:
-    with ModuleDaemon(busybox_tar, config=CONFIG, stacks=True, networks=True) as module:
-        yield module
-
-
-@pytest.fixture
-def carte(restartable: ModuleDaemon) -> Iterator[Daemon]:
-    with restartable.test() as daemon:
-        yield daemon
+restartable, carte = daemon_fixtures("restartable", config=CONFIG, stacks=True, networks=True)
 
 
 def test_autoscaler_decides_after_a_daemon_restart(carte: Daemon, tmp_path: Path) -> None:

@@ -12,14 +12,13 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from services_lab import fetch, ready, replicas, vip
 from support.containers import ok, wait_for
 from support.daemon import Daemon
-from support.module_daemon import ModuleDaemon
+from support.module_daemon import daemon_fixtures
 
 CONFIG = 'network:\n  pools: ["10.98.0.0/16:24"]\n  dns_upstreams: ["127.0.0.1:9"]\n'
 # httpd on 8080, which neither `expose` nor `ports` lists.
@@ -40,16 +39,7 @@ services:
 """
 
 
-@pytest.fixture(scope="module")
-def module(busybox_tar: Path) -> Iterator[ModuleDaemon]:
-    with ModuleDaemon(busybox_tar, config=CONFIG, stacks=True, networks=True) as made:
-        yield made
-
-
-@pytest.fixture
-def daemon(module: ModuleDaemon) -> Iterator[Daemon]:
-    with module.test() as made:
-        yield made
+module, daemon = daemon_fixtures("module", "daemon", config=CONFIG, stacks=True, networks=True)
 
 
 def deploy(daemon: Daemon, tmp_path: Path, replicas_: int) -> str:
