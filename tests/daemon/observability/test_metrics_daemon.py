@@ -9,22 +9,19 @@ directory. The apt package may also run a system prometheus on :9090; it is neve
 
 from __future__ import annotations
 
-import json
-import socket
 import subprocess
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_server import free_port, prometheus, query
 from support.containers import ok, wait_for
 from support.daemon import Daemon
 from support.module_daemon import ModuleDaemon
 
-PROMETHEUS = Path("/usr/bin/prometheus")
 WEB = """\
 services:
   web:
@@ -33,13 +30,6 @@ services:
     deploy:
       replicas: 2
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
 
 METRICS_PORT = free_port()
 CONFIG = (
@@ -55,56 +45,17 @@ def daemon(busybox_tar: Path) -> Iterator[Daemon]:
 
 
 @pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[str]:
+def server(tmp_path: Path) -> Iterator[str]:
     """A prometheus server scraping the daemon's --metrics-listen every second; its URL."""
-    if not PROMETHEUS.exists():
-        pytest.fail("Debian's prometheus is not installed (apt-get install prometheus)")
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: carte\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{METRICS_PORT}']}}]\n"
+    target = (
+        f"  - {{job_name: carte, static_configs: [{{targets: ['127.0.0.1:{METRICS_PORT}']}}]}}\n"
     )
-    log = (tmp_path / "prometheus.log").open("wb")
-    server = subprocess.Popen(
-        [
-            str(PROMETHEUS),
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
-
-
-def query(prometheus: str, promql: str) -> list[dict[str, object]]:
-    """The instant vector of ``promql`` (empty while the server is not up yet)."""
-    url = f"{prometheus}/api/v1/query?query={urllib.parse.quote(promql)}"
-    try:
-        with urllib.request.urlopen(url, timeout=3) as reply:
-            answer = json.load(reply)
-    except OSError:
-        return []
-    assert answer["status"] == "success", answer
-    result: list[dict[str, object]] = answer["data"]["result"]
-    return result
+    with prometheus(tmp_path, target) as url:
+        yield url
 
 
 def test_prometheus_scrapes_container_memory_and_ready_replicas(
-    daemon: Daemon, prometheus: str, tmp_path: Path
+    daemon: Daemon, server: str, tmp_path: Path
 ) -> None:
     ok(daemon.client("run", "-d", "--name", "obs-sleeper", "busybox", "sleep", "300"))
     manifest = tmp_path / "compose.yaml"
@@ -112,10 +63,9 @@ def test_prometheus_scrapes_container_memory_and_ready_replicas(
     ok(daemon.client("apply", "-f", str(manifest), "-n", "obs"))
     memory = 'carte_container_memory_bytes{name="obs-sleeper"} > 0'
     replicas = 'carte_service_ready_replicas{stack="obs",service="web"} == 2'
-    wait_for(lambda: query(prometheus, memory), 60, f"prometheus to answer {memory}")
-    wait_for(lambda: query(prometheus, replicas), 60, f"prometheus to answer {replicas}")
-    up = query(prometheus, 'up{job="carte"}')
-    assert up and up[0]["value"][1] == "1"  # type: ignore[index]
+    wait_for(lambda: query(server, memory), 60, f"prometheus to answer {memory}")
+    wait_for(lambda: query(server, replicas), 60, f"prometheus to answer {replicas}")
+    wait_for(lambda: query(server, 'up{job="carte"} == 1'), 30, "a successful scrape")
 
 
 def test_api_socket_serves_the_daemon_internals(daemon: Daemon) -> None:
