@@ -15,7 +15,7 @@ import os
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
     from typing import Any
 
 DEFAULT_SOCKET = "/run/carte/carte.sock"
@@ -150,6 +150,50 @@ class Response:
         self._sock.close()
 
 
+def send_request(sock: _socket.socket, pieces: Iterable[bytes]) -> Response:
+    """Send a request's `pieces` (its head, then its body) and read the daemon's answer.
+
+    The daemon may answer before it has read the whole body (a 413 for a body over its
+    limit) and then read no more, or close: over the unix socket the sending stops once an
+    answer is there to read, and a send the daemon cut (EPIPE, ECONNRESET) ends in reading its
+    answer all the same (raising the send's error when it closed without one).
+    """
+    try:
+        if hasattr(sock, "cipher"):  # TLS: records arrive that are no answer; a cut is seen
+            for piece in pieces:
+                sock.sendall(piece)
+        else:
+            _send_until_answered(sock, pieces)
+    except (BrokenPipeError, ConnectionResetError) as error:
+        try:
+            return Response(sock, reader_of(sock))
+        except (DaemonUnreachable, OSError):
+            sock.close()
+            raise error from None
+    return Response(sock, reader_of(sock))
+
+
+def _send_until_answered(sock: _socket.socket, pieces: Iterable[bytes]) -> None:
+    import select
+
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLOUT)
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        for piece in pieces:
+            view = memoryview(piece)
+            while view:
+                if any(events & ~select.POLLOUT for _fd, events in poller.poll()):
+                    return  # answered (or closed) before the whole body was sent
+                try:
+                    view = view[sock.send(view) :]
+                except BlockingIOError:
+                    continue
+    finally:
+        sock.settimeout(timeout)
+
+
 class Client:
     """Talks to one daemon socket. Every call opens its own connection."""
 
@@ -169,8 +213,7 @@ class Client:
         )
         if body is not None:
             head += "Content-Type: application/json\r\n"
-        sock.sendall(head.encode() + b"\r\n" + (body or b""))
-        response = Response(sock, reader_of(sock))
+        response = send_request(sock, (head.encode() + b"\r\n", body or b""))
         if response.status >= 400:
             raw = response.body()
             response.close()

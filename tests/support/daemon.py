@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Generator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from support import REPO
 
@@ -171,11 +171,16 @@ class Daemon:
             connection.close()
 
     def client(
-        self, *args: str, timeout: float = 30.0, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        timeout: float = 30.0,
+        env: dict[str, str] | None = None,
+        stdin: IO[bytes] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run the Carte client against this daemon."""
+        """Run the Carte client against this daemon (its standard input: `stdin`, or none)."""
         return subprocess.run(
             [*self.command, "--host", f"unix://{self.socket}", *args],
+            stdin=stdin,
             capture_output=True,
             text=True,
             timeout=timeout,

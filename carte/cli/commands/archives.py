@@ -19,10 +19,11 @@ import urllib.parse
 
 from carte.cli.commands import Commands, Session, UsageError
 from carte.cli.commands.registry import human_size
-from carte.cli.transport import ApiError, Response
+from carte.cli.transport import ApiError, send_request
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any, BinaryIO
 
 
@@ -141,12 +142,15 @@ def _upload(session: Session, path: str, source: BinaryIO, size: int | None) -> 
     length = f"Content-Length: {size}\r\n" if size is not None else ""
     chunked = "" if size is not None else "Transfer-Encoding: chunked\r\n"
     head = f"POST {path} HTTP/1.1\r\nHost: carte\r\nConnection: close\r\n{length}{chunked}\r\n"
-    sock.sendall(head.encode())
-    while data := source.read(1 << 20):
-        sock.sendall(data if size is not None else b"%x\r\n%s\r\n" % (len(data), data))
-    if size is None:
-        sock.sendall(b"0\r\n\r\n")
-    response = Response(sock, sock.makefile("rb"))
+
+    def pieces() -> Iterator[bytes]:
+        yield head.encode()
+        while data := source.read(1 << 20):
+            yield data if size is not None else b"%x\r\n%s\r\n" % (len(data), data)
+        if size is None:
+            yield b"0\r\n\r\n"
+
+    response = send_request(sock, pieces())  # a body over the daemon's limit: its 413
     try:
         raw = response.body()
     finally:
