@@ -1,4 +1,5 @@
-"""Docker's build and push routes, on Carte's `BuildImage` and `PushImage` commands, answering
+"""Docker's build, push and registry login (``/auth``) routes, on Carte's `BuildImage`,
+`PushImage` and `CheckRegistryLogin` commands; build and push answer
 Docker's JSON message stream (``{"stream"}``, ``{"status"}``, ``{"aux"}``, and
 ``{"error", "errorDetail"}`` when it fails, which the CLI prints and exits 1 on).
 
@@ -26,7 +27,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from carte.api.errors import CarteError, InvalidArgument
-from carte.api.events import BuildImage, PushImage
+from carte.api.events import BuildImage, CheckRegistryLogin, PushImage
 from carte.api.images import BuildRequest, RegistryLogin
 from carte.engine import HandlerContext
 from carte.handlers.docker._shapes import JSON, flag
@@ -155,6 +156,20 @@ def add_build_routes(app: QuartTrio, ctx: HandlerContext) -> None:
         response.timeout = None
         return response
 
+    @app.post("/auth")
+    async def login() -> Response:
+        body = await request.get_json(force=True, silent=True) or {}
+        if not body.get("username"):
+            raise InvalidArgument("Carte's registry login needs a username and password")
+        host = _registry_host(str(body.get("serveraddress") or ""))
+        credentials = RegistryLogin(
+            username=str(body["username"]), password=str(body.get("password") or "")
+        )
+        await bus.request(CheckRegistryLogin(host=host, login=credentials))
+        return Response(
+            json.dumps({"Status": "Login Succeeded", "IdentityToken": ""}), content_type=JSON
+        )
+
     @app.post("/images/<path:name>/push")
     async def push(name: str) -> Response:
         tag = request.args.get("tag") or ""
@@ -177,6 +192,14 @@ def add_build_routes(app: QuartTrio, ctx: HandlerContext) -> None:
         response = Response(messages(), content_type=JSON)
         response.timeout = None
         return response
+
+
+def _registry_host(address: str) -> str:
+    """``https://127.0.0.1:5000/v2/`` -> ``127.0.0.1:5000`` (the CLI sends either form)."""
+    host = address.split("://", 1)[-1].split("/", 1)[0]
+    if not host or host in ("index.docker.io", "registry-1.docker.io"):
+        return "docker.io"
+    return host
 
 
 def _short(image_id: str) -> str:

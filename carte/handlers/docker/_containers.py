@@ -31,10 +31,11 @@ from carte.api.events import (
     StartContainer,
     StopContainer,
     UnpauseContainer,
+    UpdateContainer,
     WaitContainer,
 )
 from carte.engine import HandlerContext
-from carte.handlers.docker._create import container_config
+from carte.handlers.docker._create import container_config, container_update
 from carte.handlers.docker._interactive import Sessions
 from carte.handlers.docker._shapes import (
     JSON,
@@ -154,6 +155,12 @@ def add_container_routes(app: QuartTrio, ctx: HandlerContext, sessions: Sessions
             RemoveContainer(ref=ref, force=flag(args, "force"), volumes=flag(args, "v"))
         )
         return no_content()
+
+    @app.post("/containers/<ref>/update")
+    async def update(ref: str) -> Response:
+        limits, restart = container_update(await request.get_json(force=True, silent=True))
+        await bus.request(UpdateContainer(ref=ref, resources=limits, restart=restart))
+        return reply({"Warnings": []})
 
     @app.post("/containers/<ref>/wait")
     async def wait(ref: str) -> Response:

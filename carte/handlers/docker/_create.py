@@ -106,24 +106,13 @@ def container_config(body: dict[str, Any], name: str) -> ContainerConfig:
         tty=bool(body.get("Tty")),
         open_stdin=bool(body.get("OpenStdin")),
         mounts=_mounts(host),
-        resources=Resources(
-            memory=int(host.get("Memory") or 0),
-            memory_swap=int(host.get("MemorySwap") or 0),
-            nano_cpus=int(host.get("NanoCpus") or 0),
-            cpu_shares=int(host.get("CpuShares") or 0),
-            cpuset_cpus=host.get("CpusetCpus") or "",
-            pids_limit=max(int(host.get("PidsLimit") or 0), 0),
-            ulimits=[
-                Ulimit(name=u["Name"], soft=int(u["Soft"]), hard=int(u["Hard"]))
-                for u in host.get("Ulimits") or []
-            ],
-        ),
+        resources=resources(host),
         cap_add=cap_add,
         cap_drop=list(host.get("CapDrop") or []),
         security_opt=security_opt,
         read_only=bool(host.get("ReadonlyRootfs")),
         init=bool(host.get("Init")),
-        restart=_restart(host.get("RestartPolicy") or {}),
+        restart=restart_policy(host.get("RestartPolicy") or {}),
         stop_signal=body.get("StopSignal") or "",
         stop_timeout=None if stop_timeout is None else int(stop_timeout),
         healthcheck=_health(body.get("Healthcheck")),
@@ -141,6 +130,33 @@ def container_config(body: dict[str, Any], name: str) -> ContainerConfig:
         mac_address=body.get("MacAddress") or "",
         publish_all=bool(host.get("PublishAllPorts")),
     )
+
+
+def resources(section: dict[str, Any]) -> Resources:
+    """Docker's resource fields (of ``HostConfig``, or of an update body) as Carte's."""
+    return Resources(
+        memory=int(section.get("Memory") or 0),
+        memory_swap=int(section.get("MemorySwap") or 0),
+        nano_cpus=int(section.get("NanoCpus") or 0),
+        cpu_shares=int(section.get("CpuShares") or 0),
+        cpuset_cpus=section.get("CpusetCpus") or "",
+        pids_limit=max(int(section.get("PidsLimit") or 0), 0),
+        ulimits=[
+            Ulimit(name=u["Name"], soft=int(u["Soft"]), hard=int(u["Hard"]))
+            for u in section.get("Ulimits") or []
+        ],
+    )
+
+
+def container_update(body: Any) -> tuple[Resources, RestartPolicy | None]:
+    """Docker's update body as Carte's live limits (zero keeps a limit) and restart policy (an
+    empty ``RestartPolicy.Name``, as the CLI sends without --restart, keeps it)."""
+    if not isinstance(body, dict):
+        raise InvalidArgument("the update body is not a JSON object")
+    for key in _UNSUPPORTED_HOST:
+        _refuse_if_set(body, key, "")
+    policy = body.get("RestartPolicy") or {}
+    return resources(body), restart_policy(policy) if policy.get("Name") else None
 
 
 def _endpoint(networking: dict[str, Any], network: str) -> tuple[list[str], str]:
@@ -250,7 +266,7 @@ def _size(text: str, target: str) -> int:
         raise InvalidArgument(f"tmpfs size {text!r} on {target} is not a size") from None
 
 
-def _restart(policy: dict[str, Any]) -> RestartPolicy:
+def restart_policy(policy: dict[str, Any]) -> RestartPolicy:
     name = policy.get("Name") or "no"
     if name not in ("no", "on-failure", "always", "unless-stopped"):
         raise InvalidArgument(f"HostConfig.RestartPolicy.Name {name!r} is not a restart policy")

@@ -9,6 +9,7 @@ from quart_trio import QuartTrio
 
 from carte.api.errors import InvalidArgument
 from carte.api.events import (
+    CommitContainer,
     ConnectNetwork,
     CreateNetwork,
     CreateVolume,
@@ -24,6 +25,7 @@ from carte.api.events import (
     RemoveImage,
     RemoveNetwork,
     RemoveVolume,
+    ShowImageHistory,
     TagImage,
 )
 from carte.engine import HandlerContext
@@ -34,6 +36,7 @@ from carte.handlers.docker._shapes import (
     image_rows,
     network_shape,
     reply,
+    unix_time,
     volume_shape,
 )
 
@@ -72,6 +75,45 @@ def add_object_routes(app: QuartTrio, ctx: HandlerContext) -> None:
             if item.deleted:
                 rows.append({"Deleted": item.deleted})
         return reply(rows)
+
+    @app.get("/images/<path:ref>/history")
+    async def image_history(ref: str) -> Response:
+        image = await bus.request(InspectImage(ref=ref))
+        entries = await bus.request(ShowImageHistory(ref=image.id))
+        return reply(
+            [
+                {
+                    "Id": entry.id or "<missing>",
+                    "Created": unix_time(entry.created),
+                    "CreatedBy": entry.created_by,
+                    "Tags": image.repo_tags if entry.id else None,
+                    "Size": entry.size,
+                    "Comment": entry.comment,
+                }
+                for entry in entries
+            ]
+        )
+
+    @app.post("/commit")
+    async def commit() -> Response:
+        args = request.args
+        if await request.get_json(force=True, silent=True):
+            raise InvalidArgument(
+                "Carte does not support a container config in the commit body; use changes= "
+                "(docker commit --change)"
+            )
+        repo, tag = args.get("repo") or "", args.get("tag") or ""
+        result = await bus.request(
+            CommitContainer(
+                container=args.get("container") or "",
+                reference=f"{repo}:{tag or 'latest'}" if repo else "",
+                author=args.get("author") or "",
+                message=args.get("comment") or "",
+                changes=args.getlist("changes"),
+                pause=flag(args, "pause", default=True),
+            )
+        )
+        return reply({"Id": result.id}, 201)
 
     @app.post("/images/create")
     async def pull_image() -> Response:

@@ -15,7 +15,7 @@ DockerCli = Callable[..., subprocess.CompletedProcess[str]]
 pytestmark = [pytest.mark.root, pytest.mark.kernel, pytest.mark.daemon]
 
 
-def test_stats_and_top(docker: DockerCli) -> None:
+def test_stats_top_and_update(docker: DockerCli) -> None:
     started = docker("run", "-d", "--name", "busy", "--memory", "64m", "busybox",
                      "sh", "-c", "while :; do :; done")  # fmt: skip
     assert started.returncode == 0, started.stderr
@@ -31,6 +31,16 @@ def test_stats_and_top(docker: DockerCli) -> None:
     header, *processes = top.stdout.splitlines()
     assert header.split()[:3] == ["UID", "PID", "PPID"]
     assert any("while :" in line for line in processes), top.stdout
+    updated = docker("update", "--memory", "96m", "--memory-swap", "192m", "--restart", "always",
+                     "busy")  # fmt: skip
+    assert updated.returncode == 0, updated.stderr
+    limits = docker("inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.RestartPolicy.Name}}",
+                    "busy")  # fmt: skip
+    assert limits.stdout.split() == [str(96 << 20), "always"], limits.stderr
+    shown = docker("stats", "--no-stream", "--format", "{{.MemUsage}}", "busy", timeout=30)
+    assert shown.stdout.strip().endswith("/ 96MiB"), shown.stderr
+    refused = docker("update", "--blkio-weight", "300", "busy")
+    assert refused.returncode != 0 and "BlkioWeight" in refused.stderr
     assert docker("rm", "-f", "busy").returncode == 0
     gone = docker("stats", "--no-stream", "busy")
     assert gone.returncode != 0 and "busy" in gone.stderr

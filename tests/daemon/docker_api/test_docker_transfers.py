@@ -7,10 +7,11 @@ import json
 import subprocess
 import tarfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from support.registry import RunningRegistry, start_registry
+from support.registry import RunningRegistry, start_private_registry, start_registry
 
 DockerCli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -97,3 +98,42 @@ def test_build_save_load_and_push(
     assert docker("run", "--rm", remote, "cat", "/greeting").stdout == "hello\ncarte\n"
     unknown = docker("push", f"{registry.host}/team/absent:1")
     assert unknown.returncode != 0 and "absent" in unknown.stderr
+
+
+def test_commit_and_history(docker: DockerCli) -> None:
+    made = docker("run", "--name", "maker", "busybox", "sh", "-c", "echo made > /made")
+    assert made.returncode == 0, made.stderr
+    committed = docker("commit", "-c", "ENV MADE=yes", "-m", "by hand", "maker", "made:1")
+    assert committed.returncode == 0 and committed.stdout.startswith("sha256:"), committed.stderr
+    ran = docker("run", "--rm", "made:1", "sh", "-c", "cat /made; echo $MADE")
+    assert ran.stdout == "made\nyes\n", ran.stderr
+    history = docker("history", "--no-trunc", "--format", "{{.ID}}|{{.Comment}}", "made:1")
+    top, *older = history.stdout.splitlines()
+    assert top == f"{committed.stdout.strip()}|by hand", history.stderr
+    assert older and all(line.startswith("<missing>|") for line in older)
+    assert docker("rm", "maker").returncode == 0
+    assert docker("rmi", "made:1").returncode == 0
+
+
+def test_login_then_push_with_the_stored_credentials(
+    docker_env: dict[str, str], tmp_path: Path
+) -> None:
+    with contextmanager(start_private_registry)(tmp_path / "reg", "ann", "secret") as private:
+        env = {**docker_env, "DOCKER_CONFIG": str(tmp_path / "cfg")}
+
+        def docker(*args: str, password: str = "") -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["docker", *args], input=password, env=env, timeout=120,
+                                  capture_output=True, text=True)  # fmt: skip
+
+        remote = f"{private.host}/team/bb:1"
+        assert docker("tag", "busybox", remote).returncode == 0
+        anonymous = docker("push", remote)
+        assert anonymous.returncode != 0, anonymous.stdout
+        login = ("login", "-u", "ann", "--password-stdin", private.host)
+        wrong = docker(*login, password="wrong\n")
+        assert wrong.returncode != 0 and "Login Succeeded" not in wrong.stdout
+        right = docker(*login, password="secret\n")
+        assert right.returncode == 0 and "Login Succeeded" in right.stdout, right.stderr
+        pushed = docker("push", remote)
+        assert pushed.returncode == 0 and "digest: sha256:" in pushed.stdout, pushed.stderr
+        assert docker("rmi", remote).returncode == 0
