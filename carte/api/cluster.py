@@ -52,6 +52,8 @@ class NodeRecord(_Wire, frozen=True, kw_only=True):
     """Serial (hex) of the node's certificate; revoked by ``node rm``."""
     lease: int = 0
     """The etcd lease ``cluster/nodes/<name>`` is bound to (refreshed on heartbeat)."""
+    api: str = ""
+    """A control plane's address for nodes and clients (``tcp://ADVERTISE:PORT``)."""
 
 
 class Assignment(_Wire, frozen=True, kw_only=True):
@@ -102,6 +104,8 @@ class JoinReply(_Wire, frozen=True, kw_only=True):
     """The node's certificate (PEM), signed by the cluster CA."""
     ca: str
     """The cluster CA certificate (PEM)."""
+    servers: list[str] = []
+    """Every control plane alive (``tcp://HOST:PORT``): the node fails over among them."""
 
 
 class Heartbeat(_Wire, frozen=True, kw_only=True):
@@ -115,6 +119,8 @@ class Heartbeat(_Wire, frozen=True, kw_only=True):
 class HeartbeatReply(_Wire, frozen=True, kw_only=True):
     ttl: int
     """Seconds the control plane keeps the node alive without another heartbeat."""
+    servers: list[str] = []
+    """Every control plane alive now (the node adds the new ones to those it fails over to)."""
 
 
 class Leave(_Wire, frozen=True, kw_only=True):
@@ -185,7 +191,9 @@ class ClusterStatus(_Wire, frozen=True, kw_only=True):
     role: ClusterRole = "none"
     name: str = ""
     server: str = ""
-    """A worker's control plane."""
+    """A worker's control plane (the one it uses now)."""
+    servers: list[str] = []
+    """Every control plane a worker knows, the one it uses first."""
     listen: str = ""
     leader: str = ""
     is_leader: bool = False

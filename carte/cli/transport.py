@@ -298,6 +298,10 @@ class TlsClient(Client):
 
         try:
             return super().open(method, path, body)
+        except ssl.SSLEOFError:
+            # TLS 1.3: the server checks our certificate after the handshake and may close
+            # while the request is still being sent (before its alert is read)
+            raise DaemonUnreachable(self._closed_on_us()) from None
         except ssl.SSLError as error:
             raise DaemonUnreachable(self._tls_failure(error)) from None
         except DaemonUnreachable as error:

@@ -65,6 +65,9 @@ class JoinCluster(Command[NodeRecord], frozen=True, kw_only=True):
     topic: ClassVar[str] = "cluster.join"
     token: str
     server: str
+    servers: list[str] = []
+    """More control-plane addresses (``--server`` repeated): tried in turn to join, and
+    failed over to later."""
     name: str = ""
     labels: dict[str, str] = {}
     advertise: str = ""

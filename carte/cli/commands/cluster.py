@@ -114,6 +114,8 @@ def status(session: Session) -> int:
         pairs.append(("Name", result["name"]))
     if result["server"]:
         pairs.append(("Server", result["server"]))
+    if len(result.get("servers", [])) > 1:
+        pairs.append(("Control planes", ", ".join(result["servers"])))
     if result["listen"]:
         pairs.append(("Listen", result["listen"]))
     if result["ca_hash"]:

@@ -21,7 +21,13 @@ def register(commands: Commands) -> None:
 
 def _join(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", required=True, help="from carte cluster join-token")
-    parser.add_argument("--server", required=True, metavar="tcp://HOST:PORT")
+    parser.add_argument(
+        "--server",
+        action="append",
+        required=True,
+        metavar="tcp://HOST:PORT",
+        help="a control plane (repeat it for others to fail over to)",
+    )
     parser.add_argument("--name", default="", help="node name (default: the host name)")
     parser.add_argument("--label", action="append", default=[], help="KEY=VALUE")
     parser.add_argument("--advertise", default="", metavar="ADDR", help="this node's address")
@@ -68,7 +74,8 @@ def join(session: Session) -> int:
     node = session.command(
         "JoinCluster",
         token=args.token,
-        server=args.server,
+        server=args.server[0],
+        servers=args.server[1:],
         name=args.name,
         labels=_labels(args.label, "--label"),
         advertise=args.advertise,
@@ -76,7 +83,7 @@ def join(session: Session) -> int:
     if session.output.json:
         session.output.data(node)
     else:
-        session.output.line(f"Node {node['name']} joined {args.server}")
+        session.output.line(f"Node {node['name']} joined {args.server[0]}")
     return 0
 
 

@@ -56,6 +56,7 @@ from carte.engine import Handler, HandlerContext, on
 from carte.engine.store import Change, Resync, follow
 from carte.handlers.cluster import _https
 from carte.handlers.cluster._assignments import ASSIGNMENTS, PING, write_statuses
+from carte.handlers.cluster._failover import ControlPlanes
 from carte.handlers.cluster._settings import split_address
 from carte.image.archive import load
 from carte.image.store import ImageStore
@@ -143,7 +144,7 @@ class AgentHandler(Handler):
                 report = self._report_to_store
             else:
                 status = await self.ctx.bus.request(GetClusterStatus())
-                link = _Link(status.server, configured.certs, self.node)
+                link = _Link(ControlPlanes(status.servers), configured.certs, self.node)
                 self._link = link
                 nursery.start_soon(self._from_control_plane, link, send)
                 report = link.report
@@ -167,7 +168,8 @@ class AgentHandler(Handler):
                     await send.send(_Update("delete", name=item.key.removeprefix(prefix)))
 
     async def _from_control_plane(self, link: _Link, send: trio.MemorySendChannel[_Update]) -> None:
-        """Stream from the control plane forever, reconnecting with backoff."""
+        """Stream from the control plane forever, reconnecting with backoff; a control plane
+        that cannot be reached is left for the next one the node knows."""
         delay, failing = 0.2, ""
         while True:
             try:
@@ -185,6 +187,10 @@ class AgentHandler(Handler):
                         extra={"error": error},
                     )
                 failing = str(error)
+                if isinstance(error, Unavailable):
+                    link.planes.failed(link.where)
+                    status = await self.ctx.bus.request(GetClusterStatus())
+                    link.planes.learn(status.servers)
             await trio.sleep(delay)
             delay = min(delay * 2, _RECONNECT)
 
@@ -441,8 +447,8 @@ class AgentHandler(Handler):
 class _Link:
     """A worker's line to its control plane: the assignment stream and status reports."""
 
-    def __init__(self, server: str, certs: str, node: str) -> None:
-        self.host, self.port = split_address(server)
+    def __init__(self, planes: ControlPlanes, certs: str, node: str) -> None:
+        self.planes = planes
         self.certs = certs
         self.node = node
         self._context: ssl.SSLContext | None = None
@@ -456,9 +462,7 @@ class _Link:
     async def report(self, statuses: list[ReplicaStatus]) -> None:
         body = [msgspec.to_builtins(status) for status in statuses]
         with trio.fail_after(10):
-            await _https.call(
-                self.host, self.port, self.context(), "POST", "/v1/cluster/status", body
-            )
+            await self.planes.call(self.context(), "POST", "/v1/cluster/status", body)
 
     async def download(self, target: str, dest: Path) -> None:
         """GET ``target`` into the file ``dest``; the server's error as a CarteError."""
@@ -492,20 +496,23 @@ class _Link:
 
     @property
     def where(self) -> str:
-        return f"tcp://{self.host}:{self.port}"
+        """The control plane in use."""
+        return self.planes.current
 
     async def _open(self) -> trio.SSLStream[trio.SocketStream]:
+        where = self.where
+        host, port = split_address(where)
         try:
             with trio.fail_after(_CONNECT):  # short: a healed link is taken at the next try
-                stream = await trio.open_tcp_stream(self.host, self.port)
+                stream = await trio.open_tcp_stream(host, port)
         except (OSError, trio.TooSlowError) as error:
-            raise Unavailable(f"cannot reach the control plane at {self.where}: {error}") from None
-        return trio.SSLStream(stream, self.context(), server_hostname=self.host)
+            raise Unavailable(f"cannot reach the control plane at {where}: {error}") from None
+        return trio.SSLStream(stream, self.context(), server_hostname=host)
 
     async def _send_get(
         self, tls: trio.SSLStream[trio.SocketStream], connection: h11.Connection, target: str
     ) -> None:
-        headers = [("Host", self.host), ("Connection", "close")]
+        headers = [("Host", split_address(self.where)[0]), ("Connection", "close")]
         request = h11.Request(method="GET", target=target, headers=headers)
         await tls.send_all(connection.send(request) + (connection.send(h11.EndOfMessage()) or b""))
 

@@ -158,7 +158,10 @@ class ControlPlane:
             serial=f"{issued.serial:x}",
         )
         record = await self.register(record)
-        return JoinReply(cert=issued.cert.decode(), ca=ca.cert_pem.decode()), record
+        servers = await self.servers()
+        return JoinReply(
+            cert=issued.cert.decode(), ca=ca.cert_pem.decode(), servers=servers
+        ), record
 
     async def register(self, record: NodeRecord) -> NodeRecord:
         """Write ``record`` as a member, alive under a new lease (a member already there
@@ -203,6 +206,11 @@ class ControlPlane:
                 return self.node_ttl
             except Conflict:
                 await self.store.revoke_lease(lease)
+
+    async def servers(self) -> list[str]:
+        """The addresses of the control planes alive (for nodes to fail over among)."""
+        alive = [entry.decode(NodeRecord) for entry in await self.store.list(NODES)]
+        return [record.api for record in alive if record.role == "control" and record.api]
 
     # --- nodes ------------------------------------------------------------------------------
 

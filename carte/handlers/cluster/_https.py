@@ -17,6 +17,10 @@ import trio
 from carte.api.errors import ERRORS_BY_CODE, CarteError, Unavailable
 from carte.cluster.pki import Refused
 
+CONNECT = 2.0
+"""Seconds a connection to a control plane may take (a host cut off by a partition never
+refuses it; a node then tries another control plane, or again later)."""
+
 
 def unverified_context() -> ssl.SSLContext:
     """For fetching the CA only: what it returns is checked against the token's hash."""
@@ -44,13 +48,19 @@ async def call(
     body: Any = None,
 ) -> Any:
     """The decoded JSON answer of ``method path``; raises the server's error as a CarteError
-    (Refused for 401/403) and Unavailable when it cannot be reached."""
+    (Refused for 401/403) and Unavailable when it cannot be reached (or does not accept the
+    connection within `CONNECT` seconds)."""
     where = f"tcp://{host}:{port}"
     try:
-        stream = await trio.open_tcp_stream(host, port)
+        with trio.fail_after(CONNECT):
+            stream = await trio.open_tcp_stream(host, port)
     except OSError as error:
         raise Unavailable(
             f"cannot reach the control plane at {where}: {error.strerror or error}"
+        ) from None
+    except trio.TooSlowError:
+        raise Unavailable(
+            f"cannot reach the control plane at {where}: no answer in {CONNECT:g} s"
         ) from None
     tls = trio.SSLStream(stream, context, server_hostname=host)
     try:

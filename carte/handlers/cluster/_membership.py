@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import ssl
+from dataclasses import replace
 from pathlib import Path
 
 import msgspec
@@ -76,6 +77,7 @@ from carte.engine import Handler, HandlerContext, on
 from carte.engine.store import Resync, Store, follow
 from carte.handlers.cluster import _https
 from carte.handlers.cluster._control import ControlPlane, identify_unrevoked
+from carte.handlers.cluster._failover import ControlPlanes
 from carte.handlers.cluster._leader import campaign, watch_nodes
 from carte.handlers.cluster._routes import CLUSTER_ROUTES
 from carte.handlers.cluster._settings import (
@@ -239,6 +241,8 @@ class MembershipHandler(Handler):
                 "nodes reach this control plane at"
             )
         name = command.name or settings.name
+        port = split_address(listen)[1]
+        api = f"tcp://[{advertise}]:{port}" if ":" in advertise else f"tcp://{advertise}:{port}"
         self.settings = Settings(
             role="control",
             name=name,
@@ -269,6 +273,7 @@ class MembershipHandler(Handler):
             joined=now,
             seen=now,
             serial=f"{server.serial:x}",
+            api=api,
         )
         await control.register(record)
         save_joined(self.ctx.root, self.settings)
@@ -305,18 +310,23 @@ class MembershipHandler(Handler):
                 "--uninstall)"
             )
         parse_join_token(command.token)
-        try:
-            host, port = split_address(command.server)
-        except ValueError:
-            raise InvalidArgument(
-                f'--server "{command.server}" is not tcp://HOST:PORT; give the control '
-                "plane's address"
-            ) from None
+        for server in (command.server, *command.servers):
+            try:
+                split_address(server)
+            except ValueError:
+                raise InvalidArgument(
+                    f'--server "{server}" is not tcp://HOST:PORT; give the control plane\'s address'
+                ) from None
+        planes = ControlPlanes([command.server, *command.servers])
         name = command.name or settings.name
-        answer = await _https.call(host, port, _https.unverified_context(), "GET", "/v1/cluster/ca")
+        answer = await planes.call(_https.unverified_context(), "GET", "/v1/cluster/ca")
         ca_pem = str(answer["ca"]).encode()
         pin_ca(command.token, ca_pem)
-        address = command.advertise or settings.advertise or source_address(host, port)
+        address = (
+            command.advertise
+            or settings.advertise
+            or source_address(*split_address(planes.current))
+        )
         key = make_node_key()
         csr = make_csr(key, name, [address])
         capacity = local_capacity()
@@ -329,9 +339,7 @@ class MembershipHandler(Handler):
             capacity=capacity,
         )
         reply = msgspec.convert(
-            await _https.call(
-                host,
-                port,
+            await planes.call(
                 _https.pinned_context(ca_pem),
                 "POST",
                 "/v1/cluster/join",
@@ -340,10 +348,12 @@ class MembershipHandler(Handler):
             JoinReply,
         )
         write_bundle(settings.certs, ca=ca_pem, cert=reply.cert.encode(), key=key)
+        planes.learn(reply.servers)
         self.settings = Settings(
             role="worker",
             name=name,
-            server=command.server,
+            server=planes.current,
+            servers=tuple(planes.all()),
             listen=settings.listen,
             advertise=address,
             insecure=settings.insecure,
@@ -352,7 +362,9 @@ class MembershipHandler(Handler):
             certs=settings.certs,
         )
         save_joined(self.ctx.root, self.settings)
-        self.ctx.log.info("joined the cluster", extra={"node": name, "server": command.server})
+        self.ctx.log.info(
+            "joined the cluster", extra={"node": name, "servers": ",".join(planes.all())}
+        )
         await self._configured()
         now = now_rfc3339()
         return NodeRecord(
@@ -366,10 +378,12 @@ class MembershipHandler(Handler):
         )
 
     async def _worker(self, scope: trio.CancelScope) -> None:
-        """Heartbeat the control plane every node_ttl/3 s with the node certificate."""
+        """Heartbeat the control plane every node_ttl/3 s with the node certificate, failing
+        over to another control plane when it cannot be reached; the control planes each
+        answer names are remembered (joined.json)."""
         with scope:
             settings = self.settings
-            host, port = split_address(settings.server)
+            planes = ControlPlanes([settings.server, *settings.servers])
             context = _https.pinned_context(
                 (settings.certs / "ca.pem").read_bytes(), settings.certs
             )
@@ -382,7 +396,10 @@ class MembershipHandler(Handler):
             failing = ""
             while True:
                 try:
-                    await _https.call(host, port, context, "POST", "/v1/cluster/heartbeat", body)
+                    reply = await planes.call(context, "POST", "/v1/cluster/heartbeat", body)
+                    learned = planes.learn(reply.get("servers", []))
+                    if learned or planes.current != self.settings.server:
+                        self._remember(planes)
                     if failing:
                         self.ctx.log.info("heartbeat reaches the control plane again")
                     failing = ""
@@ -393,6 +410,16 @@ class MembershipHandler(Handler):
                 except Exception as error:  # one bad answer must not stop the heartbeats
                     self.ctx.log.error("heartbeat failed", extra={"error": error})
                 await trio.sleep(period)
+
+    def _remember(self, planes: ControlPlanes) -> None:
+        """Persist the control planes a worker knows, the one in use first."""
+        if planes.current != self.settings.server:
+            self.ctx.log.warning(
+                "control plane changed",
+                extra={"before": self.settings.server, "now": planes.current},
+            )
+        self.settings = replace(self.settings, server=planes.current, servers=tuple(planes.all()))
+        save_joined(self.ctx.root, self.settings)
 
     @on(LeaveCluster)
     async def leave_cluster(self, command: LeaveCluster) -> bool:
@@ -415,12 +442,12 @@ class MembershipHandler(Handler):
             return drained
 
     async def _ask_to_leave(self, settings: Settings, drain_timeout: float) -> bool:
-        host, port = split_address(settings.server)
+        planes = ControlPlanes([settings.server, *settings.servers])
         context = _https.pinned_context((settings.certs / "ca.pem").read_bytes(), settings.certs)
         body = {"name": settings.name, "drain_timeout": drain_timeout}
         try:
             with trio.fail_after(drain_timeout + 30):
-                await _https.call(host, port, context, "POST", "/v1/cluster/leave", body)
+                await planes.call(context, "POST", "/v1/cluster/leave", body)
             return True
         except (Unavailable, Refused, trio.TooSlowError) as error:
             self.ctx.log.warning(
@@ -474,6 +501,9 @@ class MembershipHandler(Handler):
             role=settings.role,  # type: ignore[arg-type]
             name=settings.name if settings.role != "none" else "",
             server=settings.server,
+            servers=ControlPlanes([settings.server, *settings.servers]).all()
+            if settings.role == "worker"
+            else [],
             listen=settings.listen,
             leader=self.leadership.leader,
             is_leader=self.leadership.is_leader,

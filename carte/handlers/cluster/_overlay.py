@@ -33,7 +33,7 @@ from urllib.parse import quote
 import msgspec
 import trio
 
-from carte.api.cluster import NodeRecord
+from carte.api.cluster import Assignment, NodeRecord, ReplicaStatus
 from carte.api.errors import CarteError, Conflict, Unavailable
 from carte.api.events import ClusterConfigured, GetClusterStatus, NetworkRemoved
 from carte.api.events.networks import (
@@ -50,21 +50,25 @@ from carte.engine import Handler, HandlerContext, on
 from carte.engine.config import HandlerOptions
 from carte.engine.store import Resync, Store, follow
 from carte.handlers.cluster import _https
+from carte.handlers.cluster._assignments import ASSIGNMENTS, STATUS
 from carte.handlers.cluster._control import MEMBERS
+from carte.handlers.cluster._failover import ControlPlanes
 from carte.handlers.cluster._overlay_store import (
     ENDPOINTS,
     LONG_POLL,
     OVERLAY_ROUTES,
+    VIPS,
     AllocateRequest,
     Catalogue,
     EndpointsReport,
+    ServiceVip,
+    Sources,
     allocate,
     catalogue,
     release,
     vni_range,
     write_endpoints,
 )
-from carte.handlers.cluster._settings import split_address
 
 _RETRY = 1.0
 """Seconds before a failed report, poll or programming pass is tried again."""
@@ -219,9 +223,16 @@ class OverlayHandler(Handler):
             nursery.start_soon(self._report_forever)
 
     async def _follow_store(self) -> None:
-        """A control plane: the catalogue from the members and endpoints in its store."""
-        members: dict[str, NodeRecord] = {}
-        endpoints: dict[str, list[OverlayEndpoint]] = {}
+        """A control plane: the catalogue from the members, endpoints, service VIPs and
+        replicas in its store."""
+        sources = Sources()
+        tables: list[tuple[str, dict[str, Any], Any]] = [
+            (MEMBERS, sources.members, NodeRecord),
+            (ENDPOINTS, sources.endpoints, list[OverlayEndpoint]),
+            (VIPS, sources.vips, ServiceVip),
+            (ASSIGNMENTS, sources.assignments, Assignment),
+            (STATUS, sources.statuses, ReplicaStatus),
+        ]
         synced: set[str] = set()
 
         async def watch(prefix: str, table: dict[str, Any], kind: Any) -> None:
@@ -237,18 +248,17 @@ class OverlayHandler(Handler):
                     else:
                         value = msgspec.json.decode(item.value, type=kind)
                         table[item.key.removeprefix(prefix)] = value
-                    if len(synced) == 2:
-                        flat = [e for found in endpoints.values() for e in found]
-                        self._take(catalogue(members, flat))
+                    if len(synced) == len(tables):
+                        self._take(catalogue(sources))
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch, MEMBERS, members, NodeRecord)
-            nursery.start_soon(watch, ENDPOINTS, endpoints, list[OverlayEndpoint])
+            for prefix, table, kind in tables:
+                nursery.start_soon(watch, prefix, table, kind)
 
     async def _open_line(self) -> _Line:
         status = await self.ctx.bus.request(GetClusterStatus())
         assert self._configured is not None
-        self._line = _Line(status.server, self._configured.certs)
+        self._line = _Line(ControlPlanes(status.servers), self._configured.certs)
         return self._line
 
     async def _poll(self, line: _Line) -> None:
@@ -277,7 +287,8 @@ class OverlayHandler(Handler):
         found: dict[str, list[OverlayPeer]] = defaultdict(list)
         for e in known.endpoints:
             if e.node != self.node:
-                peer = OverlayPeer(ip=e.ip, mac=e.mac, underlay=known.nodes[e.node])
+                underlay = known.nodes[e.node]
+                peer = OverlayPeer(ip=e.ip, mac=e.mac, underlay=underlay, names=e.names)
                 found[e.network].append(peer)
         return dict(found)
 
@@ -289,7 +300,8 @@ class OverlayHandler(Handler):
             known = self._catalogue
             if known.version != programmed:
                 try:
-                    await self.ctx.bus.request(SetOverlayPeers(peers=self.peers(known)))
+                    wanted = SetOverlayPeers(peers=self.peers(known), services=known.services)
+                    await self.ctx.bus.request(wanted)
                     programmed = known.version
                 except CarteError as error:
                     self.ctx.log.warning("overlay entries not programmed", extra={"error": error})
@@ -334,8 +346,8 @@ class OverlayHandler(Handler):
 class _Line:
     """A worker's requests to its control plane (mutual TLS, the node's certificate)."""
 
-    def __init__(self, server: str, certs: str) -> None:
-        self.host, self.port = split_address(server)
+    def __init__(self, planes: ControlPlanes, certs: str) -> None:
+        self.planes = planes  # the control plane in use first, the others to fail over to
         self.certs = Path(certs)
         self._context: ssl.SSLContext | None = None
 
@@ -345,8 +357,8 @@ class _Line:
             self._context = _https.pinned_context(ca, self.certs)
         try:
             with trio.fail_after(LONG_POLL + 5):
-                return await _https.call(self.host, self.port, self._context, method, path, body)
+                return await self.planes.call(self._context, method, path, body)
         except trio.TooSlowError:
             raise Unavailable(
-                f"the control plane at tcp://{self.host}:{self.port} did not answer {path}"
+                f"the control plane at {self.planes.current} did not answer {path}"
             ) from None

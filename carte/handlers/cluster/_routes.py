@@ -57,8 +57,9 @@ async def serve_heartbeat(handler: MembershipHandler) -> Response:
             f'a heartbeat for node "{beat.name}" needs that node\'s certificate'
             f"{f' (this is {peer})' if peer else ''}"
         )
-    ttl = await handler.control().heartbeat(beat.name, beat.capacity, beat.addresses)
-    return _reply(HeartbeatReply(ttl=ttl))
+    control = handler.control()
+    ttl = await control.heartbeat(beat.name, beat.capacity, beat.addresses)
+    return _reply(HeartbeatReply(ttl=ttl, servers=await control.servers()))
 
 
 async def serve_leave(handler: MembershipHandler) -> Response:

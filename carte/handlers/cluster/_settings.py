@@ -26,6 +26,8 @@ class Joined(msgspec.Struct, frozen=True, kw_only=True):
     role: str
     name: str
     server: str = ""
+    servers: list[str] = []
+    """Every control plane a worker knows (``server``, the one in use, first)."""
     listen: str = ""
     advertise: str = ""
 
@@ -41,6 +43,8 @@ class Settings:
     node_ttl: int
     leader_ttl: int
     certs: Path
+    servers: tuple[str, ...] = ()
+    """A worker's control planes, ``server`` (the one in use) first."""
 
     @property
     def has_bundle(self) -> bool:
@@ -73,6 +77,7 @@ def load_settings(config: ClusterConfig, root: Path) -> Settings:
         role=joined.role,
         name=joined.name,
         server=joined.server,
+        servers=tuple(joined.servers or [joined.server]),
         listen=settings.listen or joined.listen,
         advertise=joined.advertise or settings.advertise,
     )
@@ -86,6 +91,7 @@ def save_joined(root: Path, settings: Settings) -> None:
         role=settings.role,
         name=settings.name,
         server=settings.server,
+        servers=list(settings.servers),
         listen=settings.listen,
         advertise=settings.advertise,
     )

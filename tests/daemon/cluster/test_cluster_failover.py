@@ -1,7 +1,8 @@
 """The scheduler follows the leader: two control planes and a worker (netns nodes, real
 etcd). The leading control plane dies with its containers; the other one is elected, its
 scheduler takes over (a new fence) and puts the lost replicas back on the remaining nodes,
-and a scale asked of it is placed."""
+and a scale asked of it is placed. A worker whose control plane dies goes on through the
+other one."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.cluster import SLEEPERS, ClusterLab, LabNode, WorkloadLab
@@ -79,3 +81,38 @@ def test_the_next_leader_schedules(lab: WorkloadLab, tmp_path: Path) -> None:
     lab.wait("6 ready", lambda: ready_per_node(lab, other).total() == 6, 60)
     lab.carte(other, "stack", "rm", "app")
     lab.wait("none left", lambda: ready_per_node(lab, other).total() == 0, 30)
+
+
+def worker_status(lab: ClusterLab, worker: LabNode) -> dict[str, Any]:
+    answer = lab.carte(worker, "--format", "json", "cluster", "status")
+    status: dict[str, Any] = json.loads(answer.stdout)
+    return status
+
+
+def test_a_worker_fails_over_to_the_other_control_plane(lab: WorkloadLab, tmp_path: Path) -> None:
+    """The worker joined through the first control plane; the join's answer named both, so
+    when the first dies the worker heartbeats, follows its assignments and reports through
+    the second."""
+    first, second, worker = lab.nodes
+    known = worker_status(lab, worker)
+    assert (known["server"], known["servers"]) == (first.listen, [first.listen, second.listen])
+
+    first.daemon.stop(signal.SIGKILL)
+    remove_leftovers(first.daemon)
+    lab.wait(
+        "the worker on the second control plane",
+        lambda: worker_status(lab, worker)["server"] == second.listen,
+        TTL + 5,
+    )
+    time.sleep(TTL + 1)  # longer than a lease: only heartbeats through the second keep it
+    nodes = json.loads(lab.carte(second, "--format", "json", "node", "ls").stdout)
+    assert {n["name"]: n["status"] for n in nodes}[worker.name] == "ready"
+
+    compose = tmp_path / "compose.yaml"
+    pinned = f"      placement:\n        constraints: [node.hostname=={worker.name}]\n"
+    compose.write_text(SLEEPERS.format(replicas=2, extra=pinned))
+    lab.carte(second, "apply", "-f", str(compose), "-n", "app")
+    lab.wait("2 ready on the worker", lambda: ready_per_node(lab, second) == {worker.name: 2}, 60)
+    assert "control plane changed" in worker.daemon.log()
+    lab.carte(second, "stack", "rm", "app")
+    lab.wait("none left", lambda: ready_per_node(lab, second).total() == 0, 30)
