@@ -33,7 +33,7 @@ from urllib.parse import quote
 import msgspec
 import trio
 
-from carte.api.cluster import Assignment, NodeRecord, ReplicaStatus
+from carte.api.cluster import NodeRecord
 from carte.api.errors import CarteError, Conflict, Unavailable
 from carte.api.events import ClusterConfigured, GetClusterStatus, NetworkRemoved
 from carte.api.events.networks import (
@@ -50,19 +50,15 @@ from carte.engine import Handler, HandlerContext, on
 from carte.engine.config import HandlerOptions
 from carte.engine.store import Resync, Store, follow
 from carte.handlers.cluster import _https
-from carte.handlers.cluster._assignments import ASSIGNMENTS, STATUS
 from carte.handlers.cluster._control import MEMBERS
 from carte.handlers.cluster._failover import ControlPlanes
 from carte.handlers.cluster._overlay_store import (
     ENDPOINTS,
     LONG_POLL,
     OVERLAY_ROUTES,
-    VIPS,
     AllocateRequest,
     Catalogue,
     EndpointsReport,
-    ServiceVip,
-    Sources,
     allocate,
     catalogue,
     release,
@@ -223,16 +219,9 @@ class OverlayHandler(Handler):
             nursery.start_soon(self._report_forever)
 
     async def _follow_store(self) -> None:
-        """A control plane: the catalogue from the members, endpoints, service VIPs and
-        replicas in its store."""
-        sources = Sources()
-        tables: list[tuple[str, dict[str, Any], Any]] = [
-            (MEMBERS, sources.members, NodeRecord),
-            (ENDPOINTS, sources.endpoints, list[OverlayEndpoint]),
-            (VIPS, sources.vips, ServiceVip),
-            (ASSIGNMENTS, sources.assignments, Assignment),
-            (STATUS, sources.statuses, ReplicaStatus),
-        ]
+        """A control plane: the catalogue from the members and endpoints in its store."""
+        members: dict[str, NodeRecord] = {}
+        endpoints: dict[str, list[OverlayEndpoint]] = {}
         synced: set[str] = set()
 
         async def watch(prefix: str, table: dict[str, Any], kind: Any) -> None:
@@ -248,12 +237,13 @@ class OverlayHandler(Handler):
                     else:
                         value = msgspec.json.decode(item.value, type=kind)
                         table[item.key.removeprefix(prefix)] = value
-                    if len(synced) == len(tables):
-                        self._take(catalogue(sources))
+                    if len(synced) == 2:
+                        flat = [e for found in endpoints.values() for e in found]
+                        self._take(catalogue(members, flat))
 
         async with trio.open_nursery() as nursery:
-            for prefix, table, kind in tables:
-                nursery.start_soon(watch, prefix, table, kind)
+            nursery.start_soon(watch, MEMBERS, members, NodeRecord)
+            nursery.start_soon(watch, ENDPOINTS, endpoints, list[OverlayEndpoint])
 
     async def _open_line(self) -> _Line:
         status = await self.ctx.bus.request(GetClusterStatus())
@@ -287,8 +277,7 @@ class OverlayHandler(Handler):
         found: dict[str, list[OverlayPeer]] = defaultdict(list)
         for e in known.endpoints:
             if e.node != self.node:
-                underlay = known.nodes[e.node]
-                peer = OverlayPeer(ip=e.ip, mac=e.mac, underlay=underlay, names=e.names)
+                peer = OverlayPeer(ip=e.ip, mac=e.mac, underlay=known.nodes[e.node])
                 found[e.network].append(peer)
         return dict(found)
 
@@ -300,8 +289,7 @@ class OverlayHandler(Handler):
             known = self._catalogue
             if known.version != programmed:
                 try:
-                    wanted = SetOverlayPeers(peers=self.peers(known), services=known.services)
-                    await self.ctx.bus.request(wanted)
+                    await self.ctx.bus.request(SetOverlayPeers(peers=self.peers(known)))
                     programmed = known.version
                 except CarteError as error:
                     self.ctx.log.warning("overlay entries not programmed", extra={"error": error})
