@@ -7,8 +7,12 @@ forks a child that forks the shim and exits (so the shim is re-parented to init,
 started by the launcher), and the shim writes its one report line to the connection, exactly
 as `carte shim` prints it. The factory is single-threaded, so forking it is safe.
 
-The factory exits when its stdin reaches end of file (the daemon that started it holding the
-other end went away) or on SIGTERM. Shims it made do not depend on it.
+The factory exits when its daemon is gone: its stdin reaches end of file (the daemon held the
+other end), its parent changes (the daemon died while something it forked still holds that
+end), or PATH is removed or taken by another socket (checked every second); and on SIGTERM.
+Shims it made do not depend on it. A forked shim shows as `carte-shim -id ID` at once, and
+so does the container's init it parks until start: nothing in a container's cgroup reads
+as the factory.
 """
 
 from __future__ import annotations
@@ -41,9 +45,10 @@ def main(argv: list[str]) -> NoReturn:
     with UnixAddress(path) as address:
         listener.bind(address)
     listener.listen(64)
+    inode = os.stat(path).st_ino
     print("ready", flush=True)  # the starter may connect from now on
     try:
-        _serve(listener)
+        _serve(listener, os.getppid(), path, inode)
     finally:
         listener.close()
         try:
@@ -63,16 +68,25 @@ def _preload() -> None:
     del carte
 
 
-def _serve(listener: socket.socket) -> None:
-    """Serve connections one at a time until stdin ends."""
+def _serve(listener: socket.socket, parent: int, path: str, inode: int) -> None:
+    """Serve connections one at a time until the daemon is gone (see the module docstring)."""
     while True:
-        ready, _, _ = select.select([listener, sys.stdin], [], [])
+        ready, _, _ = select.select([listener, sys.stdin], [], [], 1.0)
         if sys.stdin in ready and not os.read(sys.stdin.fileno(), 4096):
+            return
+        if os.getppid() != parent or not _still_serving(path, inode):
             return
         if listener in ready:
             connection, _ = listener.accept()
             with connection:
                 _create(connection, listener)
+
+
+def _still_serving(path: str, inode: int) -> bool:
+    try:
+        return os.stat(path).st_ino == inode
+    except OSError:
+        return False
 
 
 def _create(connection: socket.socket, listener: socket.socket) -> None:
@@ -103,9 +117,19 @@ def _create(connection: socket.socket, listener: socket.socket) -> None:
         try:
             listener.close()
             if os.fork() == 0:
+                _retitle(f"carte-shim -id {options.id}")
                 connection.setblocking(True)
                 report_fd = connection.detach()
                 become_shim(options, report_fd)
         finally:
             os._exit(0)
     os.waitpid(child, 0)
+
+
+def _retitle(title: str) -> None:
+    from carte.runtime.proctitle import set_process_title
+
+    try:
+        set_process_title(title)
+    except OSError:
+        pass
