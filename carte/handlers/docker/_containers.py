@@ -34,7 +34,7 @@ from carte.api.events import (
     UpdateContainer,
     WaitContainer,
 )
-from carte.engine import HandlerContext
+from carte.engine import Bus, HandlerContext
 from carte.handlers.docker._create import container_config, container_update
 from carte.handlers.docker._interactive import Sessions
 from carte.handlers.docker._shapes import (
@@ -68,6 +68,18 @@ def _timeout(args: Any) -> int | None:
         raise InvalidArgument(f"t={value!r} is not a number of seconds") from None
 
 
+async def container_rows(bus: Bus, listing: ListContainers) -> list[dict[str, Any]]:
+    """``GET /containers/json`` rows of what `listing` finds."""
+    shaped = []
+    for row in await bus.request(listing):
+        try:
+            details = await bus.request(InspectContainer(ref=row.id))
+        except NotFound:
+            continue  # removed since it was listed
+        shaped.append(container_summary(row, details))
+    return shaped
+
+
 def add_container_routes(app: QuartTrio, ctx: HandlerContext, sessions: Sessions) -> None:
     bus = ctx.bus
 
@@ -86,15 +98,8 @@ def add_container_routes(app: QuartTrio, ctx: HandlerContext, sessions: Sessions
     async def list_containers() -> Response:
         args = request.args
         wanted = filters(args)
-        rows = await bus.request(ListContainers(all=flag(args, "all"), filters=wanted))
+        shaped = await container_rows(bus, ListContainers(all=flag(args, "all"), filters=wanted))
         limit = int(args.get("limit") or -1)
-        shaped = []
-        for row in rows:
-            try:
-                details = await bus.request(InspectContainer(ref=row.id))
-            except NotFound:
-                continue  # removed since it was listed
-            shaped.append(container_summary(row, details))
         return reply(shaped[:limit] if limit > 0 else shaped)
 
     @app.get("/containers/<ref>/json")

@@ -1,16 +1,21 @@
-"""Docker's top, stats, events and prune routes, each on Carte's own commands and facts.
+"""Docker's top, stats, events, system df and prune routes, each on Carte's own commands and
+facts.
 
 Stats: Carte measures the CPU percentage itself (`GetContainerStats`); Docker's clients
 compute it from two readings, so the reply carries a `precpu_stats` one virtual second
 before, which gives the same percentage through Docker's formula. Events are Carte's facts
 (the journal since ``since``, then live ones until ``until`` or the client leaving) in
-Docker's event shape.
+Docker's event shape. System df: Carte's `GetDiskUsage` gives the layers' total; Docker's
+clients add the rest up from per-object sizes, so each container's writable layer and each
+volume is measured (allocated blocks, as du) where it lies.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -25,15 +30,22 @@ from carte.api.errors import CarteError, InvalidArgument
 from carte.api.events import (
     Fact,
     GetContainerStats,
+    GetDiskUsage,
+    ListContainers,
+    ListContainerUsage,
+    ListImages,
+    ListVolumes,
     PruneBuildCache,
     PruneContainers,
     PruneImages,
     PruneNetworks,
     PruneVolumes,
+    ResolveContainer,
     TopContainer,
 )
 from carte.engine import HandlerContext
-from carte.handlers.docker._shapes import JSON, filters, flag, reply
+from carte.handlers.docker._containers import container_rows
+from carte.handlers.docker._shapes import JSON, filters, flag, image_rows, reply, volume_shape
 
 STATS_INTERVAL = 1.0
 _SECOND = 1_000_000_000
@@ -246,6 +258,36 @@ def add_observe_routes(app: QuartTrio, ctx: HandlerContext) -> None:
         response.timeout = None
         return response
 
+    @app.get("/system/df")
+    async def disk_usage() -> Response:
+        totals = {row.type: row for row in await bus.request(GetDiskUsage())}
+        users = Counter(usage.image_id for usage in await bus.request(ListContainerUsage()))
+        images = image_rows(await bus.request(ListImages()))
+        for image in images:
+            image.update(Containers=users[image["Id"]], SharedSize=0)
+        containers = await container_rows(bus, ListContainers(all=True))
+        for container in containers:
+            try:
+                location = await bus.request(ResolveContainer(ref=container["Id"]))
+            except CarteError:
+                location = None  # removed meanwhile
+            upper = location.upper_dir if location else ""
+            container["SizeRw"] = await trio.to_thread.run_sync(_bytes_used, upper)
+        volumes = []
+        for volume in await bus.request(ListVolumes()):
+            used = await trio.to_thread.run_sync(_bytes_used, volume.mountpoint)
+            usage = {"Size": used, "RefCount": len(volume.in_use_by)}
+            volumes.append({**volume_shape(volume), "UsageData": usage})
+        return reply(
+            {
+                "LayersSize": totals["Images"].size if "Images" in totals else 0,
+                "Images": images,
+                "Containers": containers,
+                "Volumes": volumes,
+                "BuildCache": [],
+            }
+        )
+
     @app.post("/containers/prune")
     async def prune_containers() -> Response:
         result = await bus.request(PruneContainers(filters=filters(request.args)))
@@ -291,6 +333,16 @@ def add_observe_routes(app: QuartTrio, ctx: HandlerContext) -> None:
             raise InvalidArgument("Carte does not support build cache prune filters")
         result = await bus.request(PruneBuildCache())
         return reply({"CachesDeleted": None, "SpaceReclaimed": result.bytes_freed})
+
+
+def _bytes_used(top: str) -> int:
+    """The disk space of the files under `top` (0 for "" or a tree that is gone)."""
+    total = 0
+    for directory, _, names in os.walk(top) if top else ():
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_blocks * 512
+    return total
 
 
 def _deadline(until: float | None) -> float:

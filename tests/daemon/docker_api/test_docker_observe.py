@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from support.containers import wait_for
 
 DockerCli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -107,3 +108,24 @@ def test_prunes(docker: DockerCli) -> None:
     assert names == ["alive"]
     assert docker("image", "inspect", "busybox").returncode == 0  # in use, and tagged
     assert docker("rm", "-f", "alive").returncode == 0
+
+
+def test_system_df(docker: DockerCli) -> None:
+    assert docker("volume", "create", "dfvol").returncode == 0
+    script = "dd if=/dev/zero of=/big bs=1M count=3 && cp /big /data/ && sleep 300"
+    started = docker("run", "-d", "--name", "writer", "-v", "dfvol:/data", "busybox",
+                     "sh", "-c", script)  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    wait_for(lambda: docker("exec", "writer", "test", "-s", "/data/big").returncode == 0,
+             what="the writes")  # fmt: skip
+    shown = docker("system", "df", "--format", "{{json .}}")
+    assert shown.returncode == 0, shown.stderr
+    rows = {row["Type"]: row for row in map(json.loads, shown.stdout.splitlines())}
+    images = docker("images", "-q").stdout.split()
+    assert (rows["Images"]["TotalCount"], rows["Images"]["Active"]) == (str(len(images)), "1")
+    assert (rows["Containers"]["TotalCount"], rows["Containers"]["Active"]) == ("1", "1")
+    assert rows["Containers"]["Size"].endswith("MB") and float(rows["Containers"]["Size"][:-2]) >= 3
+    assert rows["Local Volumes"]["TotalCount"] == "1" and rows["Local Volumes"]["Active"] == "1"
+    assert float(rows["Local Volumes"]["Size"][:-2]) >= 3, rows["Local Volumes"]
+    assert docker("rm", "-f", "writer").returncode == 0
+    assert docker("volume", "rm", "dfvol").returncode == 0
