@@ -141,7 +141,13 @@ class NetworkHandler(Handler):
         self._dns_scopes: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
         upstreams = [parse_upstream(u) for u in settings.dns_upstreams] or host_upstreams()
-        self.resolver = Resolver(self._lookup, upstreams, settings.dns_upstream_timeout, ctx.log)
+        self.resolver = Resolver(
+            self._lookup,
+            upstreams,
+            settings.dns_upstream_timeout,
+            ctx.log,
+            max_pending=settings.dns_max_inflight,
+        )
 
     async def check(self) -> str | None:
         import shutil

@@ -1,5 +1,9 @@
 """The network handler's options: the ``network:`` section of carte.yaml."""
 
+from typing import Annotated
+
+import msgspec
+
 from carte.engine.config import HandlerOptions
 
 
@@ -22,5 +26,8 @@ class NetworkOptions(HandlerOptions, frozen=True, kw_only=True):
     """IP[:PORT] resolvers for names outside Carte's; empty: the host's /etc/resolv.conf."""
     dns_upstream_timeout: float = 2.0
     """Seconds to wait for the host's resolvers before answering SERVFAIL."""
+    dns_max_inflight: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 256
+    """Queries (UDP) and connections (TCP) the daemon's DNS resolver handles at once; beyond,
+    a forwarded query gets SERVFAIL at once and a connection is closed."""
     log_denied: bool = False
     """Log packets a network policy denies (kernel log, prefix "carte-denied")."""
