@@ -1,8 +1,9 @@
 """The docker handler: serves Docker's Engine API on its own unix socket, in the daemon's run.
 
 The socket gets the same permissions as Carte's own (mode 0660, group ``daemon.socket_group``
-when it exists). Without a socket configured the handler is skipped, so the endpoint is off
-by default and `carte info` says how to turn it on.
+when it exists). Calls that change state go to the audit log as on Carte's own socket (with
+``"api": "docker"``; see carte.handlers.http._audit). Without a socket configured the handler
+is skipped, so the endpoint is off by default and `carte info` says how to turn it on.
 """
 
 import grp
@@ -14,11 +15,13 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from carte.engine import Handler, HandlerContext
+from carte.engine.timing import Latencies
 from carte.handlers.docker._app import build_app, strip_version
 from carte.handlers.docker._carte_api import CarteApi
 from carte.handlers.docker._hijack import serve_front
 from carte.handlers.docker._interactive import Sessions
 from carte.handlers.docker._options import DockerOptions
+from carte.handlers.http import RequestRecorder, open_audit_log
 
 
 def _group_id(name: str) -> int | None:
@@ -65,10 +68,15 @@ class DockerHandler(Handler):
         config.graceful_timeout = 1.0
         sessions = Sessions(CarteApi(self.ctx.config.daemon.socket_path))
         app = build_app(self.ctx, sessions)
+        audit = open_audit_log(self.ctx)
+        recorded = RequestRecorder(
+            app, routes=app, latencies=Latencies(), audit=audit.append, api="docker"
+        )
         gid = _group_id(self.ctx.config.daemon.socket_group)
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(serve, strip_version(app), config)
+                nursery.start_soon(audit.run)
+                await nursery.start(serve, strip_version(recorded), config)
                 await nursery.start(serve_front, self.ctx, sessions, self.socket, inner)
                 if gid is not None:
                     os.chown(self.socket, os.getuid(), gid)

@@ -29,6 +29,7 @@ from carte.api.errors import CarteError, InvalidArgument
 from carte.api.events import InspectContainer, WaitContainer
 from carte.engine import HandlerContext
 from carte.handlers.docker._interactive import STDERR, STDOUT, Sessions
+from carte.handlers.http import connect_relaying
 from carte.runtime.logs import LogEntry, LogFollower
 
 _HEAD_LIMIT = 64 << 10
@@ -103,7 +104,7 @@ async def _serve_connection(
         if hijacked and (matched := _EXEC_START.match(request_line)):
             await _answer(client, _exec_start(sessions, client, matched.group(1), head))
             return
-        upstream = await trio.open_unix_socket(str(inner))
+        upstream = await connect_relaying(inner, client.socket)  # the caller, for the audit
         async with upstream:
             await upstream.send_all(head)
             async with trio.open_nursery() as nursery:

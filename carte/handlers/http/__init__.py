@@ -2,6 +2,13 @@
 the event stream and the OpenAPI document.
 """
 
+from carte.handlers.http._audit import RequestRecorder, connect_relaying, open_audit_log
 from carte.handlers.http._handler import ApiHandler, hypercorn_config
 
-__all__ = ["ApiHandler", "hypercorn_config"]
+__all__ = [
+    "ApiHandler",
+    "RequestRecorder",
+    "connect_relaying",
+    "hypercorn_config",
+    "open_audit_log",
+]

@@ -1,26 +1,33 @@
 """Who called the API and how long it took: the audit log and the request latencies.
 
-`RequestRecorder` wraps the application (unix socket and TCP listener alike). For every
-request it observes the time to answer in `Latencies` by method, route template and status;
+`RequestRecorder` wraps the application (unix socket and TCP listener alike, and the Docker
+API's app on its socket). For every request it observes the time to answer in `Latencies` by
+method, route template and status;
 for every request that may change state (any method but GET/HEAD/OPTIONS, a GET with
 ``start=1`` — the logs route ``carte run`` starts its container with —, and WebSocket
 sessions: attach and exec) it hands one `AuditEntry` to the `AuditLog`:
 
-    {"time": "...Z", "who": {"transport": "unix", "uid": 0, "gid": 0, "pid": 4242},
-     "method": "POST", "path": "/v1/commands/RemoveContainer",
+    {"time": "...+00:00", "who": {"transport": "unix", "uid": 0, "gid": 0, "pid": 4242},
+     "api": "carte", "method": "POST", "path": "/v1/commands/RemoveContainer",
      "route": "/v1/commands/<name>", "object": "nope", "status": 404, "duration": 0.0021}
 
 Who: over the unix socket, the peer's credentials (SO_PEERCRED) read from the connection's
-socket; over TCP, the client certificate's subject CN and the role the cluster gave it (a
-request refused before it reaches the app, for lack of a certificate, is not recorded). The
-object is the route's ``<ref>``/``<name>`` placeholder, or for ``/v1/commands/<Name>`` the
-command body's top-level ``ref``, ``name``, ``service`` or ``stack`` string: bodies,
-queries and headers are never written (registry credentials and secrets travel there).
+socket (``api`` says which socket: ``carte`` or ``docker``; the Docker socket's front relays
+each connection to the app's private socket from an abstract address naming the client's
+credentials, `connect_relaying`, trusted only on a connection the daemon itself made); over
+TCP, the client certificate's subject CN and the role the cluster gave it (a request refused
+before it reaches the app, for lack of a certificate, is not recorded). The object is the
+route's ``<ref>``/``<name>`` placeholder (else the query's ``name``, as Docker's create takes
+it), or for ``/v1/commands/<Name>`` the command body's top-level ``ref``, ``name``,
+``service`` or ``stack`` string: bodies, other query fields and headers are never written
+(registry credentials and secrets travel there).
 
 `AuditLog` appends JSON lines to one file (``O_APPEND``, mode 0600, directory 0700) from a
 worker thread, so a slow disk never stalls the event loop; requests wait only to queue
 their entry. Past ``max_bytes`` the file is rotated (``audit.log.1`` is the newest of
 ``keep`` old files). A write that fails is logged and the entry dropped; the API goes on.
+The api and docker handlers each keep a writer (`open_audit_log`, from the api handler's
+options); a per-file lock keeps their appends and rotations one at a time.
 """
 
 from __future__ import annotations
@@ -29,9 +36,12 @@ import datetime
 import json
 import logging
 import os
+import secrets
 import socket
 import struct
+import threading
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -42,7 +52,9 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter
 
+from carte.engine import HandlerContext
 from carte.engine.timing import Latencies
+from carte.handlers.http._options import ApiOptions
 from carte.handlers.http._tls import PEER_HEADER, peer_certificate
 
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -51,6 +63,9 @@ _OBJECT_PARAMS = ("ref", "name")
 _BODY_PEEK = 64 << 10  # a command body longer than this names no object in the log
 _QUEUE = 1024
 _AUDIT_WAIT = 5.0  # seconds a request waits for room in the queue; then its entry is lost
+_RELAYED = "carte-peer/"  # abstract address of a relayed connection: carte-peer/UID/GID/PID/…
+_FILE_LOCKS: dict[Path, threading.Lock] = {}
+_FILE_LOCKS_LOCK = threading.Lock()
 
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
@@ -60,6 +75,7 @@ class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
 
     time: str
     who: dict[str, str | int]
+    api: str
     method: str
     path: str
     route: str
@@ -80,6 +96,8 @@ class AuditLog:
         self.keep = keep
         self.log = log
         self._send, self._receive = trio.open_memory_channel[AuditEntry](_QUEUE)
+        with _FILE_LOCKS_LOCK:
+            self._lock = _FILE_LOCKS.setdefault(path.absolute(), threading.Lock())
 
     async def append(self, entry: AuditEntry) -> None:
         """Queue ``entry``; waits only while the writer is ``_QUEUE`` entries behind."""
@@ -121,6 +139,10 @@ class AuditLog:
 
     def _append_lines(self, lines: bytes) -> None:
         """In a worker thread: rotate if these lines would pass ``max_bytes``, then append."""
+        with self._lock:
+            self._append_locked(lines)
+
+    def _append_locked(self, lines: bytes) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.path.parent, 0o700)
         try:
@@ -148,6 +170,34 @@ class AuditLog:
         self.path.rename(self.path.with_name(f"{self.path.name}.1"))
 
 
+def open_audit_log(ctx: HandlerContext) -> AuditLog:
+    """The audit log the api handler's options (``handlers.options.api``) describe."""
+    options = msgspec.convert(ctx.config.handlers.options.get("api", {}), ApiOptions)
+    return AuditLog(
+        Path(options.audit_log) if options.audit_log else ctx.root / "audit" / "audit.log",
+        max_bytes=options.audit_max_bytes,
+        keep=options.audit_keep,
+        log=ctx.log,
+    )
+
+
+async def connect_relaying(path: Path, client: trio.socket.SocketType) -> trio.SocketStream:
+    """A connection to the unix socket ``path`` on behalf of ``client`` (a unix socket
+    connection the daemon accepted): from an abstract address naming the client's
+    credentials, which the audit log then records as the caller."""
+    pid, uid, gid = struct.unpack(
+        "3i", client.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    )
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await sock.bind(f"\0{_RELAYED}{uid}/{gid}/{pid}/{secrets.token_hex(6)}")
+        await sock.connect(str(path))
+    except OSError:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
 class RequestRecorder:
     """ASGI wrapper: latency of every request, audit entry of every state change."""
 
@@ -158,10 +208,12 @@ class RequestRecorder:
         routes: QuartTrio,
         latencies: Latencies,
         audit: Callable[[AuditEntry], Awaitable[None]],
+        api: str = "carte",
     ) -> None:
         self.app = app
         self.latencies = latencies
         self.audit = audit
+        self.api = api
         self._adapter: MapAdapter = routes.url_map.bind("localhost")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -204,10 +256,11 @@ class RequestRecorder:
                 entry = AuditEntry(
                     time=_now(),
                     who=who,
+                    api=self.api,
                     method=method,
                     path=scope["path"],
                     route=route,
-                    object=_object(params, bytes(body) if peek else None),
+                    object=_object(params, bytes(body) if peek else None, scope),
                     status=status,
                     duration=round(duration, 6),
                 )
@@ -240,13 +293,18 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
 
 
-def _object(params: dict[str, Any], body: bytes | None) -> str:
-    """The object a request names: a command body's (``body`` given), else the route's."""
+def _object(params: dict[str, Any], body: bytes | None, scope: Any) -> str:
+    """The object a request names: a command body's (``body`` given), else the route's, else
+    the query's ``name``."""
     if body is None:
         for key in _OBJECT_PARAMS:
             value = params.get(key)
             if isinstance(value, str):
                 return value
+        for field in scope.get("query_string", b"").split(b"&"):
+            key, _, value = field.partition(b"=")
+            if key == b"name":
+                return urllib.parse.unquote(value.decode("latin-1"))
         return ""
     if not body or len(body) > _BODY_PEEK:
         return ""
@@ -307,7 +365,25 @@ def _unix_peer() -> dict[str, int]:
             except OSError:
                 return {}
             pid, uid, gid = struct.unpack("3i", credentials)
-            return {"uid": uid, "gid": gid, "pid": pid}
+            relayed = _relayed_peer(sock) if pid == os.getpid() else None
+            return relayed or {"uid": uid, "gid": gid, "pid": pid}
         nursery = task.parent_nursery
         task = nursery.parent_task if nursery is not None else None
     return {}
+
+
+def _relayed_peer(sock: Any) -> dict[str, int] | None:
+    """The credentials `connect_relaying` put in the peer's abstract address, if it did."""
+    try:
+        address = sock.getpeername()
+    except OSError:
+        return None
+    name = address.decode("latin-1") if isinstance(address, bytes) else str(address)
+    fields = name.removeprefix(f"\0{_RELAYED}").split("/")
+    if not name.startswith(f"\0{_RELAYED}") or len(fields) != 4:
+        return None
+    try:
+        uid, gid, pid = (int(value) for value in fields[:3])
+    except ValueError:
+        return None
+    return {"uid": uid, "gid": gid, "pid": pid}

@@ -12,7 +12,6 @@ import grp
 import logging
 import os
 from importlib.metadata import entry_points
-from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -32,7 +31,7 @@ from carte.api.system import HandlerInfo, HandlerState
 from carte.engine import Handler, HandlerContext, on
 from carte.engine.timing import Latencies
 from carte.handlers.http._app import build_app, log_failures, upload_endpoints
-from carte.handlers.http._audit import AuditLog, RequestRecorder
+from carte.handlers.http._audit import RequestRecorder, open_audit_log
 from carte.handlers.http._limits import BodyLimits
 from carte.handlers.http._options import ApiOptions
 from carte.handlers.http._tls import TcpListener, strip_peer
@@ -106,13 +105,7 @@ class ApiHandler(Handler):
             self.handlers.record(fact)  # type: ignore[arg-type]
         self.tcp = TcpListener(ctx.bus, ctx.log, ctx.options.backlog)
         self.latencies = Latencies()
-        options: ApiOptions = ctx.options
-        self.audit = AuditLog(
-            Path(options.audit_log) if options.audit_log else ctx.root / "audit" / "audit.log",
-            max_bytes=options.audit_max_bytes,
-            keep=options.audit_keep,
-            log=ctx.log,
-        )
+        self.audit = open_audit_log(ctx)
 
     @on(GetApiStats)
     async def api_stats(self, command: GetApiStats) -> ApiStats:

@@ -1,7 +1,8 @@
 """The audit log against a real daemon: `carte run` and a failed `carte rm nope` are written
 with the caller's uid (SO_PEERCRED) and the status it got, reads are not; the user nobody
 can read neither the log nor its directory; past the configured size the log is rotated and
-the oldest file beyond ``audit_keep`` dropped.
+the oldest file beyond ``audit_keep`` dropped. Calls on the Docker API socket are written
+too, with the pid of the `docker` CLI that made them (relayed through the socket's front).
 
 The log is put (``handlers.options.api.audit_log``) in a directory everyone may enter, so
 its own modes (file 0600, directory 0700) are what keeps nobody out."""
@@ -9,6 +10,7 @@ its own modes (file 0600, directory 0700) are what keeps nobody out."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
 import subprocess
@@ -27,20 +29,27 @@ KEEP = 2
 
 
 @pytest.fixture(scope="module")
-def audit_log() -> Iterator[Path]:
-    place = Path(tempfile.mkdtemp(prefix="carte-audit-", dir="/tmp"))
-    place.chmod(0o755)
+def place() -> Iterator[Path]:
+    """A directory everyone may enter, for the audit log and the Docker API socket."""
+    made = Path(tempfile.mkdtemp(prefix="carte-audit-", dir="/tmp"))
+    made.chmod(0o755)
     try:
-        yield place / "audit" / "audit.log"
+        yield made
     finally:
-        shutil.rmtree(place, ignore_errors=True)
+        shutil.rmtree(made, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def daemon(busybox_tar: Path, audit_log: Path) -> Iterator[Daemon]:
+def audit_log(place: Path) -> Path:
+    return place / "audit" / "audit.log"
+
+
+@pytest.fixture(scope="module")
+def daemon(busybox_tar: Path, place: Path, audit_log: Path) -> Iterator[Daemon]:
     config = (
         "handlers:\n  options:\n    api:\n"
         f"      {{audit_log: {audit_log}, audit_max_bytes: {MAX_BYTES}, audit_keep: {KEEP}}}\n"
+        f"    docker: {{socket: {place / 'docker.sock'}}}\n"
     )
     with ModuleDaemon(busybox_tar, config=config) as module:
         yield module.daemon
@@ -76,6 +85,30 @@ def test_state_changes_are_written_with_who_and_status(daemon: Daemon, audit_log
         assert entry["time"].endswith("+00:00") and entry["duration"] >= 0
     assert not [e for e in entries(audit_log) if e["method"] in ("GET", "HEAD")]
     ok(daemon.client("rm", "-f", "audited"))
+
+
+def test_docker_api_calls_are_written_with_the_clients_pid(
+    daemon: Daemon, place: Path, audit_log: Path
+) -> None:
+    env = {**os.environ, "DOCKER_HOST": f"unix://{place / 'docker.sock'}"}
+    env["DOCKER_CONFIG"] = "/nonexistent"
+    argv = ["docker", "create", "--name", "dock-audited", "busybox", "sleep", "300"]
+    create = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, errors = create.communicate(timeout=30)
+    assert create.returncode == 0, errors
+    start = subprocess.run(["docker", "start", "dock-nope"], env=env, capture_output=True)
+    assert start.returncode != 0
+
+    def docker() -> list[dict[str, Any]]:
+        return [e for e in entries(audit_log) if e["api"] == "docker"]
+
+    wait_for(lambda: any(e["object"] == "dock-nope" for e in docker()), 10, "the start")
+    (created,) = [e for e in docker() if e["object"] == "dock-audited"]
+    assert (created["route"], created["status"]) == ("/containers/create", 201), created
+    assert created["who"] == {"transport": "unix", "uid": 0, "gid": 0, "pid": create.pid}
+    (refused,) = [e for e in docker() if e["object"] == "dock-nope"]
+    assert (refused["route"], refused["status"]) == ("/containers/<ref>/start", 404), refused
+    ok(daemon.client("rm", "-f", "dock-audited"))
 
 
 def test_nobody_cannot_read_the_log(daemon: Daemon, audit_log: Path) -> None:
