@@ -11,13 +11,18 @@ from typing import Any
 from support.daemon import Daemon
 from support.leftovers import CGROUP_ROOT
 
-__all__ = ["inspect", "memory_cgroup", "ok", "wait_for"]
+__all__ = ["inspect", "memory_cgroup", "ok", "run_detached", "wait_for"]
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
     """The stdout of a client call that must have succeeded."""
     assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}{result.stdout}"
     return result.stdout
+
+
+def run_detached(daemon: Daemon, *args: str) -> str:
+    """`carte run -d ARGS`, which must succeed; the new container's id."""
+    return ok(daemon.client("run", "-d", *args)).strip()
 
 
 def inspect(daemon: Daemon, ref: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from support.containers import inspect, ok, wait_for
+from support.containers import inspect, ok, run_detached, wait_for
 from support.daemon import Daemon
 
 
@@ -17,18 +17,15 @@ def _restart_daemon(daemon: Daemon) -> None:
 
 
 def test_running_container_survives_daemon_sigkill(carte: Daemon) -> None:
-    container_id = ok(
-        carte.client(
-            "run",
-            "-d",
-            "--name",
-            "survivor",
-            "busybox",
-            "sh",
-            "-c",
-            "trap 'exit 0' TERM; while true; do sleep 0.1; done",
-        )
-    ).strip()
+    container_id = run_detached(
+        carte,
+        "--name",
+        "survivor",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+    )
     pid = inspect(carte, "survivor")["state"]["pid"]
     _restart_daemon(carte)
     assert "survivor" in ok(carte.client("ps"))
@@ -41,20 +38,9 @@ def test_running_container_survives_daemon_sigkill(carte: Daemon) -> None:
 
 def test_exit_while_the_daemon_is_down_keeps_its_code(carte: Daemon, tmp_path: Path) -> None:
     script = "while [ ! -e /signal/go ]; do sleep 0.05; done; exit 7"
-    container_id = ok(
-        carte.client(
-            "run",
-            "-d",
-            "--name",
-            "leaver",
-            "-v",
-            f"{tmp_path}:/signal",
-            "busybox",
-            "sh",
-            "-c",
-            script,
-        )
-    ).strip()
+    container_id = run_detached(
+        carte, "--name", "leaver", "-v", f"{tmp_path}:/signal", "busybox", "sh", "-c", script
+    )
     carte.stop(signal.SIGKILL)
     (tmp_path / "go").write_text("")
     exit_file = carte.run_root / "runtime" / container_id / "exit.json"

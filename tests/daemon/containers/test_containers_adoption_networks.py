@@ -9,7 +9,7 @@ import os
 import signal
 import time
 
-from support.containers import inspect, ok, wait_for
+from support.containers import inspect, ok, run_detached, wait_for
 from support.daemon import Daemon
 
 DEAD = 3
@@ -19,20 +19,9 @@ def test_restart_over_dead_containers_on_a_user_network_is_quick(carte: Daemon) 
     ok(carte.client("network", "create", "adoptnet"))
     loop = "while true; do sleep 0.1; done"
     ids = [
-        ok(
-            carte.client(
-                "run",
-                "-d",
-                "--name",
-                f"dead{n}",
-                "--network",
-                "adoptnet",
-                "busybox",
-                "sh",
-                "-c",
-                loop,
-            )
-        ).strip()
+        run_detached(
+            carte, "--name", f"dead{n}", "--network", "adoptnet", "busybox", "sh", "-c", loop
+        )
         for n in range(DEAD)
     ]
     pids = [inspect(carte, container_id)["state"]["pid"] for container_id in ids]

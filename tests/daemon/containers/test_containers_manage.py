@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from support.containers import inspect, memory_cgroup, ok
+from support.containers import inspect, memory_cgroup, ok, run_detached
 from support.daemon import Daemon
 
 
@@ -27,17 +27,14 @@ def test_logs_tail_timestamps_and_streams(carte: Daemon) -> None:
 
 
 def test_logs_follow_ends_when_the_container_stops(carte: Daemon) -> None:
-    ok(
-        carte.client(
-            "run",
-            "-d",
-            "--name",
-            "ticker",
-            "busybox",
-            "sh",
-            "-c",
-            "for i in 1 2 3; do echo tick$i; sleep 0.3; done",
-        )
+    run_detached(
+        carte,
+        "--name",
+        "ticker",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo tick$i; sleep 0.3; done",
     )
     started = time.monotonic()
     followed = ok(carte.client("logs", "-f", "ticker"))
@@ -82,7 +79,7 @@ def test_rename(carte: Daemon) -> None:
 
 
 def test_update_memory_of_a_running_container(carte: Daemon) -> None:
-    container_id = ok(carte.client("run", "-d", "-m", "64m", "busybox", "sleep", "100")).strip()
+    container_id = run_detached(carte, "-m", "64m", "busybox", "sleep", "100")
     ok(carte.client("update", "--memory", "96m", container_id[:12]))
     limit = memory_cgroup(container_id) / "memory.limit_in_bytes"
     assert int(limit.read_text()) == 96 * 1024 * 1024
@@ -90,7 +87,7 @@ def test_update_memory_of_a_running_container(carte: Daemon) -> None:
 
 
 def test_pause_and_unpause_freeze_the_cgroup(carte: Daemon) -> None:
-    container_id = ok(carte.client("run", "-d", "--name", "p", "busybox", "sleep", "100")).strip()
+    container_id = run_detached(carte, "--name", "p", "busybox", "sleep", "100")
     freezer = Path("/sys/fs/cgroup/freezer/carte") / container_id / "freezer.state"
     ok(carte.client("pause", "p"))
     assert freezer.read_text().strip() == "FROZEN"
@@ -103,8 +100,8 @@ def test_pause_and_unpause_freeze_the_cgroup(carte: Daemon) -> None:
 
 
 def test_container_prune_removes_only_stopped_ones(carte: Daemon) -> None:
-    stopped = ok(carte.client("run", "-d", "busybox", "true")).strip()
-    running = ok(carte.client("run", "-d", "busybox", "sleep", "100")).strip()
+    stopped = run_detached(carte, "busybox", "true")
+    running = run_detached(carte, "busybox", "sleep", "100")
     ok(carte.client("wait", stopped))
     pruned = ok(carte.client("container", "prune", "-f"))
     assert stopped in pruned and running not in pruned
@@ -112,7 +109,7 @@ def test_container_prune_removes_only_stopped_ones(carte: Daemon) -> None:
 
 
 def test_exec_in_container_command(carte: Daemon) -> None:
-    ok(carte.client("run", "-d", "--name", "ex", "-e", "GREETING=hello", "busybox", "sleep", "100"))
+    run_detached(carte, "--name", "ex", "-e", "GREETING=hello", "busybox", "sleep", "100")
     reply = carte.command_("ExecInContainer", ref="ex", cmd=["sh", "-c", "echo $GREETING; exit 4"])
     assert reply.status == 200, reply.body
     assert reply.json()["result"] == {"exit_code": 4, "output": "hello\n", "timed_out": False}
@@ -125,9 +122,9 @@ def test_exec_in_container_command(carte: Daemon) -> None:
 
 
 def test_resolve_container_for_other_handlers(carte: Daemon) -> None:
-    container_id = ok(carte.client("run", "-d", "--name", "where", "busybox", "sleep", "100"))
+    container_id = run_detached(carte, "--name", "where", "busybox", "sleep", "100")
     located = carte.command_("ResolveContainer", ref="where").json()["result"]
-    assert located["id"] == container_id.strip() and located["status"] == "running"
+    assert located["id"] == container_id and located["status"] == "running"
     assert Path(located["shim_socket"]).is_socket()
     assert Path(located["upper_dir"]).is_dir() and located["lower_dirs"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from support.containers import inspect, memory_cgroup, ok
+from support.containers import inspect, memory_cgroup, ok, run_detached
 from support.daemon import Daemon
 from support.leftovers import container_leftovers
 
@@ -131,23 +131,20 @@ def test_cap_drop_and_security_options(carte: Daemon) -> None:
 
 
 def test_limits_reach_the_cgroup(carte: Daemon) -> None:
-    container_id = ok(
-        carte.client(
-            "run",
-            "-d",
-            "-m",
-            "64m",
-            "--pids-limit",
-            "50",
-            "--cpus",
-            "0.5",
-            "--cpu-shares",
-            "512",
-            "busybox",
-            "sleep",
-            "100",
-        )
-    ).strip()
+    container_id = run_detached(
+        carte,
+        "-m",
+        "64m",
+        "--pids-limit",
+        "50",
+        "--cpus",
+        "0.5",
+        "--cpu-shares",
+        "512",
+        "busybox",
+        "sleep",
+        "100",
+    )
     memory = memory_cgroup(container_id)
     assert int((memory / "memory.limit_in_bytes").read_text()) == 64 * 1024 * 1024
     assert (

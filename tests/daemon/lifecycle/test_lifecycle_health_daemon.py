@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lifecycle_lab import NO_NET, event_lines, exec_ok
-from support.containers import inspect, ok, wait_for
+from support.containers import inspect, ok, run_detached, wait_for
 from support.daemon import Daemon
 
 SERVE = ["sh", "-c", "touch /tmp/ok; trap 'exit 0' TERM; while true; do sleep 0.1; done"]
@@ -28,20 +28,17 @@ def _status_is(daemon: Daemon, ref: str, status: str) -> bool:
 
 
 def test_health_goes_starting_healthy_unhealthy(carte: Daemon) -> None:
-    container_id = ok(
-        carte.client(
-            "run",
-            "-d",
-            *NO_NET,
-            "--name",
-            "probed",
-            "--health-cmd",
-            "test -e /tmp/ok",
-            *FAST,
-            "busybox",
-            *SERVE,
-        )
-    ).strip()
+    container_id = run_detached(
+        carte,
+        *NO_NET,
+        "--name",
+        "probed",
+        "--health-cmd",
+        "test -e /tmp/ok",
+        *FAST,
+        "busybox",
+        *SERVE,
+    )
     wait_for(lambda: _status_is(carte, "probed", "healthy"), what="healthy")
     assert "(healthy)" in ok(carte.client("ps", "--filter", "name=probed"))
     exec_ok(carte, "probed", "rm", "/tmp/ok")
@@ -62,21 +59,18 @@ def test_health_goes_starting_healthy_unhealthy(carte: Daemon) -> None:
 
 
 def test_start_period_failures_do_not_count(carte: Daemon) -> None:
-    ok(
-        carte.client(
-            "run",
-            "-d",
-            *NO_NET,
-            "--name",
-            "slowstart",
-            "--health-cmd",
-            "test -e /tmp/ready",
-            *FAST,
-            "--health-start-period",
-            "60s",
-            "busybox",
-            *SERVE,
-        )
+    run_detached(
+        carte,
+        *NO_NET,
+        "--name",
+        "slowstart",
+        "--health-cmd",
+        "test -e /tmp/ready",
+        *FAST,
+        "--health-start-period",
+        "60s",
+        "busybox",
+        *SERVE,
     )
     wait_for(lambda: len(_health(carte, "slowstart")["log"]) >= 4, what="four probes")
     health = _health(carte, "slowstart")
@@ -86,19 +80,16 @@ def test_start_period_failures_do_not_count(carte: Daemon) -> None:
 
 
 def test_probes_stop_when_the_container_stops_and_restart_with_it(carte: Daemon) -> None:
-    ok(
-        carte.client(
-            "run",
-            "-d",
-            *NO_NET,
-            "--name",
-            "stopper",
-            "--health-cmd",
-            "test -e /tmp/ok",
-            *FAST,
-            "busybox",
-            *SERVE,
-        )
+    run_detached(
+        carte,
+        *NO_NET,
+        "--name",
+        "stopper",
+        "--health-cmd",
+        "test -e /tmp/ok",
+        *FAST,
+        "busybox",
+        *SERVE,
     )
     wait_for(lambda: _status_is(carte, "stopper", "healthy"), what="healthy")
     ok(carte.client("stop", "stopper"))
@@ -110,7 +101,7 @@ def test_probes_stop_when_the_container_stops_and_restart_with_it(carte: Daemon)
 
 
 def test_no_healthcheck_means_no_health(carte: Daemon) -> None:
-    ok(carte.client("run", "-d", *NO_NET, "--name", "plain", "busybox", *SERVE))
+    run_detached(carte, *NO_NET, "--name", "plain", "busybox", *SERVE)
     assert inspect(carte, "plain")["state"].get("health") in (
         None,
         {"status": "none", "failing_streak": 0, "log": []},
@@ -134,34 +125,27 @@ def test_image_healthcheck_is_used_and_no_healthcheck_disables_it(
         "FROM busybox\nHEALTHCHECK --interval=1s --timeout=2s --retries=1 CMD test -e /tmp/ok\n"
     )
     ok(carte.client("build", "-t", "checked", str(tmp_path), timeout=120))
-    ok(carte.client("run", "-d", *NO_NET, "--name", "imagecheck", "checked", *SERVE))
+    run_detached(carte, *NO_NET, "--name", "imagecheck", "checked", *SERVE)
     check = inspect(carte, "imagecheck")["config"]["healthcheck"]
     assert check["test"] == ["CMD-SHELL", "test -e /tmp/ok"] and check["interval"] == 1
     wait_for(lambda: _status_is(carte, "imagecheck", "healthy"), what="healthy")
-    ok(
-        carte.client(
-            "run", "-d", *NO_NET, "--name", "unchecked", "--no-healthcheck", "checked", *SERVE
-        )
-    )
+    run_detached(carte, *NO_NET, "--name", "unchecked", "--no-healthcheck", "checked", *SERVE)
     time.sleep(1.5)  # longer than the image's interval
     health = inspect(carte, "unchecked")["state"].get("health")
     assert health is None or health["status"] == "none"
 
 
 def test_probes_go_on_after_a_daemon_sigkill(carte: Daemon) -> None:
-    ok(
-        carte.client(
-            "run",
-            "-d",
-            *NO_NET,
-            "--name",
-            "adopted",
-            "--health-cmd",
-            "test -e /tmp/ok",
-            *FAST,
-            "busybox",
-            *SERVE,
-        )
+    run_detached(
+        carte,
+        *NO_NET,
+        "--name",
+        "adopted",
+        "--health-cmd",
+        "test -e /tmp/ok",
+        *FAST,
+        "busybox",
+        *SERVE,
     )
     wait_for(lambda: _status_is(carte, "adopted", "healthy"), what="healthy")
     carte.stop(signal.SIGKILL)

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from lifecycle_lab import NO_NET, event_lines, exec_ok
-from support.containers import inspect, ok, wait_for
+from support.containers import inspect, ok, run_detached, wait_for
 from support.daemon import Daemon
 
 # Runs until /tmp/crash appears, then removes it and fails: a crash on demand.
@@ -39,21 +39,18 @@ def _crash(daemon: Daemon, ref: str) -> int:
 
 
 def test_on_failure_stops_after_max_retries(carte: Daemon) -> None:
-    container_id = ok(
-        carte.client(
-            "run",
-            "-d",
-            *NO_NET,
-            "--name",
-            "flaky",
-            "--restart",
-            "on-failure:2",
-            "busybox",
-            "sh",
-            "-c",
-            "exit 3",
-        )
-    ).strip()
+    container_id = run_detached(
+        carte,
+        *NO_NET,
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "exit 3",
+    )
     wait_for(
         lambda: (
             inspect(carte, "flaky")["restart_count"] == 2
@@ -73,11 +70,7 @@ def test_on_failure_stops_after_max_retries(carte: Daemon) -> None:
 
 
 def test_status_is_restarting_while_waiting(carte: Daemon) -> None:
-    ok(
-        carte.client(
-            "run", "-d", *NO_NET, "--name", "waiter", "--restart", "always", "busybox", *CRASHABLE
-        )
-    )
+    run_detached(carte, *NO_NET, "--name", "waiter", "--restart", "always", "busybox", *CRASHABLE)
     for _ in range(3):  # waits of 0.3, 0.6 and 1.2 s; the next one (2.4 s) is long enough to see
         pid = _crash(carte, "waiter")
         wait_for(
@@ -95,11 +88,7 @@ def test_status_is_restarting_while_waiting(carte: Daemon) -> None:
 
 
 def test_always_restarts_a_crash_but_not_a_stop(carte: Daemon) -> None:
-    ok(
-        carte.client(
-            "run", "-d", *NO_NET, "--name", "phoenix", "--restart", "always", "busybox", *CRASHABLE
-        )
-    )
+    run_detached(carte, *NO_NET, "--name", "phoenix", "--restart", "always", "busybox", *CRASHABLE)
     pid = _crash(carte, "phoenix")
     wait_for(lambda: _running_with_pid_other_than(carte, "phoenix", pid), what="restarted")
     assert inspect(carte, "phoenix")["restart_count"] == 1
@@ -110,7 +99,7 @@ def test_always_restarts_a_crash_but_not_a_stop(carte: Daemon) -> None:
 
 
 def test_no_policy_is_not_restarted(carte: Daemon) -> None:
-    ok(carte.client("run", "-d", *NO_NET, "--name", "once", "busybox", *CRASHABLE))
+    run_detached(carte, *NO_NET, "--name", "once", "busybox", *CRASHABLE)
     _crash(carte, "once")
     wait_for(lambda: _state(carte, "once")["status"] == "exited", what="exited")
     time.sleep(LONGER_THAN_BACKOFF)
@@ -123,31 +112,13 @@ def test_policies_apply_after_a_daemon_sigkill(carte: Daemon) -> None:
     new daemon adopted them is restarted; a user-stopped unless-stopped container stays
     stopped while an always one comes back (Docker's rules on daemon start); an always
     container that crashed while no daemon ran comes back."""
-    ok(
-        carte.client(
-            "run", "-d", *NO_NET, "--name", "keeper", "--restart", "always", "busybox", *CRASHABLE
-        )
+    run_detached(carte, *NO_NET, "--name", "keeper", "--restart", "always", "busybox", *CRASHABLE)
+    downcrash_id = run_detached(
+        carte, *NO_NET, "--name", "downcrash", "--restart", "always", "busybox", *CRASHABLE
     )
-    downcrash_id = ok(
-        carte.client(
-            "run",
-            "-d",
-            *NO_NET,
-            "--name",
-            "downcrash",
-            "--restart",
-            "always",
-            "busybox",
-            *CRASHABLE,
-        )
-    ).strip()
     for name in ("stopped-always", "stopped-unless"):
         policy = "always" if name == "stopped-always" else "unless-stopped"
-        ok(
-            carte.client(
-                "run", "-d", *NO_NET, "--name", name, "--restart", policy, "busybox", *CRASHABLE
-            )
-        )
+        run_detached(carte, *NO_NET, "--name", name, "--restart", policy, "busybox", *CRASHABLE)
         ok(carte.client("stop", name))
     keeper_pid = int(_state(carte, "keeper")["pid"])
     downcrash_pid = int(_state(carte, "downcrash")["pid"])

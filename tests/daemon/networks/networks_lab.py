@@ -6,7 +6,7 @@ import json
 import subprocess
 from typing import Any
 
-from support.containers import ok
+from support.containers import ok, run_detached
 from support.daemon import Daemon
 
 HTTP_GET = "printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port}"
@@ -28,22 +28,9 @@ def network(daemon: Daemon, name: str) -> dict[str, Any]:
 def serve_http(daemon: Daemon, name: str, *args: str, port: int = 80) -> str:
     """A detached busybox httpd container serving /etc (its /etc/hostname names it); returns
     once it answers on its address (the host sits on every Carte bridge)."""
-    container_id = ok(
-        daemon.client(
-            "run",
-            "-d",
-            "--name",
-            name,
-            *args,
-            "busybox",
-            "httpd",
-            "-f",
-            "-p",
-            str(port),
-            "-h",
-            "/etc",
-        )
-    ).strip()
+    container_id = run_detached(
+        daemon, "--name", name, *args, "busybox", "httpd", "-f", "-p", str(port), "-h", "/etc"
+    )
     details = json.loads(ok(daemon.client("inspect", container_id)))[0]
     address = details["endpoints"][0]["ip_address"]
     wait_until(lambda: host_fetch(address, port) != "")

@@ -9,27 +9,25 @@ from pathlib import Path
 
 import pytest
 from networks_lab import fails, fetch_from, host_fetch, network, ok, serve_http, wait_until
+from support.containers import run_detached
 from support.daemon import Daemon
 
 
 def test_a_policy_allows_exactly_what_it_says(carte: Daemon) -> None:
     ok(carte.client("network", "create", "n1pol"))
-    db = ok(
-        carte.client(
-            "run",
-            "-d",
-            "--name",
-            "db",
-            "--label",
-            "app=db",
-            "--network",
-            "n1pol",
-            "busybox",
-            "sh",
-            "-c",
-            "httpd -p 5432 -h /etc; exec httpd -f -p 80 -h /etc",
-        )
-    ).strip()
+    db = run_detached(
+        carte,
+        "--name",
+        "db",
+        "--label",
+        "app=db",
+        "--network",
+        "n1pol",
+        "busybox",
+        "sh",
+        "-c",
+        "httpd -p 5432 -h /etc; exec httpd -f -p 80 -h /etc",
+    )
     db_ip = network(carte, "n1pol")["containers"][0]["ip_address"]
     wait_until(lambda: host_fetch(db_ip, 5432) != "" and host_fetch(db_ip, 80) != "")
     other = serve_http(carte, "other", "--label", "app=other", "--network", "n1pol")

@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 from networks_lab import bridge_ports, network, nft_table, ok, wait_until
+from support.containers import run_detached
 from support.daemon import Daemon
 
 from carte.handlers.network._records import nft_table_name
@@ -27,11 +28,7 @@ def test_fifty_containers_get_distinct_addresses_that_survive_a_daemon_kill(
 ) -> None:
     ok(carte.client("network", "create", "--subnet", "10.77.252.0/24", "n1many"))
     for index in range(50):
-        ok(
-            carte.client(
-                "run", "-d", "--name", f"m{index}", "--network", "n1many", "busybox", "sleep", "600"
-            )
-        )
+        run_detached(carte, "--name", f"m{index}", "--network", "n1many", "busybox", "sleep", "600")
     before = {m["name"]: m["ip_address"] for m in network(carte, "n1many")["containers"]}
     assert len(before) == 50 and len(set(before.values())) == 50
     bridge = network(carte, "n1many")["bridge"]
@@ -54,17 +51,13 @@ def test_fifty_containers_get_distinct_addresses_that_survive_a_daemon_kill(
     assert len(bridge_ports(bridge)) == 49
     assert _rules(carte) == rules  # rebuilt, not duplicated
 
-    ok(
-        carte.client(
-            "run", "-d", "--name", "late", "--network", "n1many", "busybox", "sleep", "600"
-        )
-    )
+    run_detached(carte, "--name", "late", "--network", "n1many", "busybox", "sleep", "600")
     late = {m["name"]: m["ip_address"] for m in network(carte, "n1many")["containers"]}["late"]
     assert late not in expected.values()
 
 
 def test_restart_after_sigkill_leaves_published_rules_as_the_store_says(carte: Daemon) -> None:
-    ok(carte.client("run", "-d", "--name", "kept", "-p", "80", "busybox", "sleep", "600"))
+    run_detached(carte, "--name", "kept", "-p", "80", "busybox", "sleep", "600")
     rules = _rules(carte)
     assert "dnat to" in rules
     carte.stop(signal.SIGKILL)
@@ -86,20 +79,8 @@ def test_other_programs_tables_are_untouched(carte: Daemon) -> None:
     try:
         before = nft_table(table, "inet")
         ok(carte.client("network", "create", "n1tables"))
-        ok(
-            carte.client(
-                "run",
-                "-d",
-                "--name",
-                "t1",
-                "--network",
-                "n1tables",
-                "-p",
-                "80",
-                "busybox",
-                "sleep",
-                "600",
-            )
+        run_detached(
+            carte, "--name", "t1", "--network", "n1tables", "-p", "80", "busybox", "sleep", "600"
         )
         ok(carte.client("network", "policy", "add", "n1tables", "--from", "a=b", "--to", "c=d"))
         ok(carte.client("rm", "-f", "t1"))
@@ -112,7 +93,7 @@ def test_other_programs_tables_are_untouched(carte: Daemon) -> None:
 def test_the_default_bridge_outlives_a_container_and_goes_with_a_graceful_stop(
     carte: Daemon,
 ) -> None:
-    ok(carte.client("run", "-d", "--name", "only", "busybox", "sleep", "600"))
+    run_detached(carte, "--name", "only", "busybox", "sleep", "600")
     bridge = network(carte, "bridge")["bridge"]
     assert bridge_ports(bridge)
     ok(carte.client("rm", "-f", "only"))
