@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -90,9 +91,20 @@ def _service_rules(service: BalancedService) -> list[str]:
     return lines
 
 
-def render(table: str, services: list[BalancedService]) -> str:
+def render(
+    table: str,
+    services: list[BalancedService],
+    *,
+    sources: Mapping[str, IPv4Address] | None = None,
+    before: int = 10,
+) -> str:
     """The nft script replacing table ``ip <table>`` with exactly `services`, atomically.
 
+    `sources` (bridge -> address): connections to a VIP leaving through that bridge are
+    SNATed to that address instead of masqueraded (an overlay network's bridges share
+    their gateway address across nodes, so replies must come back to a per-node one).
+    `before`: how far ahead of the network table's NAT chains this table's run (a table
+    with a larger value wins the NAT of a connection both match).
     Raises `InvalidArgument` for a table name nft cannot take."""
     check_table_name(table)
     out = [f"table ip {table}", f"delete table ip {table}", f"table ip {table} {{"]
@@ -106,12 +118,17 @@ def render(table: str, services: list[BalancedService]) -> str:
     ]
     out += chain("services", None, rules)
     # Before the network table's own DNAT (priority dstnat), so a VIP is never its concern.
-    out += chain("prerouting", "type nat hook prerouting priority dstnat - 10", ["jump services"])
-    out += chain("output", "type nat hook output priority -110", ["jump services"])
+    prerouting = f"type nat hook prerouting priority dstnat - {before}"
+    out += chain("prerouting", prerouting, ["jump services"])
+    out += chain("output", f"type nat hook output priority {-100 - before}", ["jump services"])
+    snat = [
+        f'ct original ip daddr @vips oifname "{bridge}" snat ip to {address}'
+        for bridge, address in sorted((sources or {}).items())
+    ]
     out += chain(
         "postrouting",
-        "type nat hook postrouting priority srcnat - 10",
-        ["ct original ip daddr @vips masquerade"],
+        f"type nat hook postrouting priority srcnat - {before}",
+        [*snat, "ct original ip daddr @vips masquerade"],
     )
     # Replies to the host's own VIP connections arrive here with the VIP as destination.
     refuse = [
@@ -141,7 +158,12 @@ def apply(table: str, services: list[BalancedService]) -> None:
     if not services:
         delete(table)
         return
-    _run("nft", ["-f", "-"], render(table, services))
+    apply_script(render(table, services))
+
+
+def apply_script(script: str) -> None:
+    """Run a script of `render` (one transaction)."""
+    _run("nft", ["-f", "-"], script)
 
 
 def delete(table: str) -> None:

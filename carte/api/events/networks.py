@@ -1,6 +1,6 @@
 """Networks and network policies (handler "network")."""
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import msgspec
 
@@ -123,9 +123,12 @@ class OverlayEndpoint(msgspec.Struct, frozen=True, kw_only=True, order=True):
 
     node: str
     container_id: str
+    """"" for the node's own address on the network (its bridge: VIP replies come to it)."""
     network: str
     ip: str
     mac: str
+    names: list[str] = []
+    """What DNS answers with `ip` on the network (name, hostname, aliases, short id)."""
 
 
 class OverlayPeer(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,6 +138,33 @@ class OverlayPeer(msgspec.Struct, frozen=True, kw_only=True):
     mac: str
     underlay: str
     """The address frames for it are sent to (its node's, or a tunnel's)."""
+    names: list[str] = []
+
+
+class OverlayPort(msgspec.Struct, frozen=True, kw_only=True):
+    port: int
+    target_port: int
+    proto: Literal["tcp", "udp"] = "tcp"
+    published: bool = False
+    host_ip: str = ""
+    mode: Literal["ingress", "host"] = "ingress"
+    """A published port: on every node (ingress), or only where a replica runs (host)."""
+
+
+class OverlayService(msgspec.Struct, frozen=True, kw_only=True):
+    """A service of the cluster on an overlay network: its VIP, ports and ready replicas'
+    addresses on any node."""
+
+    key: str
+    """``<stack>_<service>``."""
+    network: str
+    """The network holding the VIP."""
+    vip: str
+    networks: list[str] = []
+    """Every network its replicas are on (DNS answers its names with the VIP on each)."""
+    names: list[str] = []
+    ports: list[OverlayPort] = []
+    backends: list[str] = []
 
 
 class OverlaySpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -171,6 +201,9 @@ class SetOverlayPeers(Command[None], frozen=True, kw_only=True):
 
     topic: ClassVar[str] = "network.overlay.peers"
     peers: dict[str, list[OverlayPeer]]
+    services: list[OverlayService] = []
+    """Every service of the cluster on an overlay network (those on networks this node has
+    get their VIP, names and load balancing here)."""
 
 
 class OverlayEndpointsChanged(Fact, frozen=True, kw_only=True):

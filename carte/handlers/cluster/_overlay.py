@@ -16,7 +16,12 @@ Every node runs it; it idles outside a cluster. In a cluster:
   network handler) with every container of another node: its IP, MAC and the node's
   underlay address (`_overlay_store.underlay_address`, the one place that picks it).
   Containers of a removed node (no longer a member) are dropped from the catalogue, so their
-  entries go on every node.
+  entries go on every node. The same command carries the cluster's services (VIP, ports,
+  ready replicas' addresses): the network handler balances them on every node that has
+  their network, and its DNS answers their names and the other nodes' container names.
+  A replica that stops leaves its network at once, so its address leaves every node's
+  balancing within one catalogue round-trip (readiness itself comes from the agents'
+  status reports, every 2 s).
 
 Cut off from the control plane a worker keeps its last entries: traffic to the containers
 it knew keeps flowing.
@@ -33,7 +38,7 @@ from urllib.parse import quote
 import msgspec
 import trio
 
-from carte.api.cluster import NodeRecord
+from carte.api.cluster import Assignment, NodeRecord, ReplicaStatus
 from carte.api.errors import CarteError, Conflict, Unavailable
 from carte.api.events import ClusterConfigured, GetClusterStatus, NetworkRemoved
 from carte.api.events.networks import (
@@ -50,15 +55,19 @@ from carte.engine import Handler, HandlerContext, on
 from carte.engine.config import HandlerOptions
 from carte.engine.store import Resync, Store, follow
 from carte.handlers.cluster import _https
+from carte.handlers.cluster._assignments import ASSIGNMENTS, STATUS
 from carte.handlers.cluster._control import MEMBERS
 from carte.handlers.cluster._failover import ControlPlanes
 from carte.handlers.cluster._overlay_store import (
     ENDPOINTS,
     LONG_POLL,
     OVERLAY_ROUTES,
+    VIPS,
     AllocateRequest,
     Catalogue,
     EndpointsReport,
+    ServiceVip,
+    Sources,
     allocate,
     catalogue,
     release,
@@ -219,9 +228,16 @@ class OverlayHandler(Handler):
             nursery.start_soon(self._report_forever)
 
     async def _follow_store(self) -> None:
-        """A control plane: the catalogue from the members and endpoints in its store."""
-        members: dict[str, NodeRecord] = {}
-        endpoints: dict[str, list[OverlayEndpoint]] = {}
+        """A control plane: the catalogue from the members, endpoints, service VIPs and
+        replicas in its store."""
+        sources = Sources()
+        tables: list[tuple[str, dict[str, Any], Any]] = [
+            (MEMBERS, sources.members, NodeRecord),
+            (ENDPOINTS, sources.endpoints, list[OverlayEndpoint]),
+            (VIPS, sources.vips, ServiceVip),
+            (ASSIGNMENTS, sources.assignments, Assignment),
+            (STATUS, sources.statuses, ReplicaStatus),
+        ]
         synced: set[str] = set()
 
         async def watch(prefix: str, table: dict[str, Any], kind: Any) -> None:
@@ -237,13 +253,12 @@ class OverlayHandler(Handler):
                     else:
                         value = msgspec.json.decode(item.value, type=kind)
                         table[item.key.removeprefix(prefix)] = value
-                    if len(synced) == 2:
-                        flat = [e for found in endpoints.values() for e in found]
-                        self._take(catalogue(members, flat))
+                    if len(synced) == len(tables):
+                        self._take(catalogue(sources))
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch, MEMBERS, members, NodeRecord)
-            nursery.start_soon(watch, ENDPOINTS, endpoints, list[OverlayEndpoint])
+            for prefix, table, kind in tables:
+                nursery.start_soon(watch, prefix, table, kind)
 
     async def _open_line(self) -> _Line:
         status = await self.ctx.bus.request(GetClusterStatus())
@@ -277,7 +292,8 @@ class OverlayHandler(Handler):
         found: dict[str, list[OverlayPeer]] = defaultdict(list)
         for e in known.endpoints:
             if e.node != self.node:
-                peer = OverlayPeer(ip=e.ip, mac=e.mac, underlay=known.nodes[e.node])
+                underlay = known.nodes[e.node]
+                peer = OverlayPeer(ip=e.ip, mac=e.mac, underlay=underlay, names=e.names)
                 found[e.network].append(peer)
         return dict(found)
 
@@ -289,7 +305,8 @@ class OverlayHandler(Handler):
             known = self._catalogue
             if known.version != programmed:
                 try:
-                    await self.ctx.bus.request(SetOverlayPeers(peers=self.peers(known)))
+                    wanted = SetOverlayPeers(peers=self.peers(known), services=known.services)
+                    await self.ctx.bus.request(wanted)
                     programmed = known.version
                 except CarteError as error:
                     self.ctx.log.warning("overlay entries not programmed", extra={"error": error})

@@ -9,8 +9,11 @@ Keys:
   runs on that network (one key per node and network, written whole by that node).
 
 The endpoint catalogue (`Catalogue`) is those endpoints plus every member's underlay address
-(``cluster/members/``); its ``version`` is a digest of its content, so a heartbeat that only
-moves a node's "seen" time is no change.
+(``cluster/members/``) and the cluster's services: each VIP the services handler of the
+control plane allocated (``services/``) with the addresses of its service's ready replicas
+on any node (``cluster/assignments/`` and ``cluster/status/`` say which containers those
+are, the endpoints where they are). Its ``version`` is a digest of its content, so a
+heartbeat that only moves a node's "seen" time is no change.
 
 Routes (TCP, mutual TLS; a node certificate speaks only for its own node):
 
@@ -26,6 +29,7 @@ Routes (TCP, mutual TLS; a node certificate speaks only for its own node):
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from ipaddress import IPv4Network
 from typing import TYPE_CHECKING
 
@@ -33,9 +37,9 @@ import msgspec
 import trio
 from quart import Response, request
 
-from carte.api.cluster import NodeRecord
+from carte.api.cluster import Assignment, NodeRecord, ReplicaStatus
 from carte.api.errors import Conflict, InvalidArgument, NotFound
-from carte.api.events.networks import OverlayEndpoint, OverlaySpec
+from carte.api.events.networks import OverlayEndpoint, OverlayPort, OverlayService, OverlaySpec
 from carte.engine.handler import Route
 from carte.engine.store import Store
 from carte.handlers.cluster._assignments import _check_peer, asking_node
@@ -47,6 +51,8 @@ if TYPE_CHECKING:
 
 NETWORKS = "overlay/networks/"
 ENDPOINTS = "overlay/endpoints/"
+VIPS = "services/"
+"""The services handler's VIP records (read only)."""
 LONG_POLL = 10.0
 """Seconds a catalogue request waits for a change before answering with the same one."""
 _CAS_ATTEMPTS = 8
@@ -67,6 +73,30 @@ class Catalogue(msgspec.Struct, frozen=True, kw_only=True):
     nodes: dict[str, str] = {}
     """Node name -> the underlay address its VXLAN traffic goes to."""
     endpoints: list[OverlayEndpoint] = []
+    services: list[OverlayService] = []
+
+
+class ServiceVip(msgspec.Struct, frozen=True, kw_only=True):
+    """What the catalogue reads of a service's VIP (``services/<stack>_<service>``, written
+    by the services handler of the control plane that applied the stack)."""
+
+    stack: str
+    service: str
+    network: str
+    vip: str
+    ports: list[OverlayPort] = []
+
+
+class Sources(msgspec.Struct, kw_only=True):
+    """What the control plane's catalogue is made of (keys without their prefix)."""
+
+    members: dict[str, NodeRecord] = {}
+    endpoints: dict[str, list[OverlayEndpoint]] = {}
+    vips: dict[str, ServiceVip] = {}
+    assignments: dict[str, Assignment] = {}
+    """``<node>/<name>`` -> the replica placed there."""
+    statuses: dict[str, ReplicaStatus] = {}
+    """``<node>/<name>`` -> how its agent reports it."""
 
 
 class AllocateRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -120,16 +150,44 @@ def vni_range(vnis: str) -> tuple[int, int]:
     return first, last
 
 
-def catalogue(members: dict[str, NodeRecord], endpoints: list[OverlayEndpoint]) -> Catalogue:
-    """The catalogue of ``endpoints`` whose node is still a member (a removed node's go)."""
-    nodes = {name: underlay_address(node) for name, node in sorted(members.items())}
+def catalogue(sources: Sources) -> Catalogue:
+    """The endpoints of nodes that are still members (a removed node's go) and the
+    services with their ready replicas' addresses."""
+    nodes = {name: underlay_address(node) for name, node in sorted(sources.members.items())}
     nodes = {name: address for name, address in nodes.items() if address}
     kept = sorted(
-        (e for e in endpoints if e.node in nodes),
+        (e for found in sources.endpoints.values() for e in found if e.node in nodes),
         key=lambda e: (e.network, e.node, e.ip),
     )
-    digest = hashlib.sha256(_encoder.encode([nodes, kept])).hexdigest()[:16]
-    return Catalogue(version=digest, nodes=nodes, endpoints=kept)
+    services = balanced_services(sources, kept)
+    digest = hashlib.sha256(_encoder.encode([nodes, kept, services])).hexdigest()[:16]
+    return Catalogue(version=digest, nodes=nodes, endpoints=kept, services=services)
+
+
+def balanced_services(sources: Sources, endpoints: list[OverlayEndpoint]) -> list[OverlayService]:
+    """Every VIP with the addresses, on its network, of its service's ready replicas."""
+    replicas: dict[str, set[str]] = defaultdict(set)
+    ready: dict[str, set[str]] = defaultdict(set)
+    for key, status in sources.statuses.items():
+        placed = sources.assignments.get(key)
+        if placed is not None and status.container_id:
+            replicas[f"{placed.stack}_{placed.service}"].add(status.container_id)
+            if status.ready and status.state == "running":
+                ready[f"{placed.stack}_{placed.service}"].add(status.container_id)
+    return [
+        OverlayService(
+            key=key,
+            network=vip.network,
+            vip=vip.vip,
+            networks=sorted({e.network for e in endpoints if e.container_id in replicas[key]}),
+            names=[vip.service, f"{vip.service}.{vip.stack}"],
+            ports=vip.ports,
+            backends=sorted(
+                e.ip for e in endpoints if e.network == vip.network and e.container_id in ready[key]
+            ),
+        )
+        for key, vip in sorted(sources.vips.items())
+    ]
 
 
 # --- the store ----------------------------------------------------------------------------

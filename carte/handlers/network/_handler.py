@@ -49,6 +49,7 @@ from carte.api.events.networks import (
     OverlayEndpoint,
     OverlayEndpointsChanged,
     OverlayPeer,
+    OverlayService,
     OverlaySpec,
     SetOverlayPeers,
 )
@@ -57,6 +58,13 @@ from carte.api.timestamps import now_rfc3339
 from carte.engine import Handler, HandlerContext, on
 from carte.handlers.network._dns import Resolver, host_upstreams, parse_upstream
 from carte.handlers.network._options import NetworkOptions
+from carte.handlers.network._overlay import (
+    BEFORE,
+    TABLE_SUFFIX,
+    balanced,
+    node_address,
+    overlay_endpoints,
+)
 from carte.handlers.network._records import (
     DEFAULT_NAMES,
     DEFAULT_NETWORK,
@@ -130,6 +138,12 @@ class NetworkHandler(Handler):
         self._peers: dict[str, list[OverlayPeer]] = {}
         """The last `SetOverlayPeers`, so a VXLAN device made later is programmed at once."""
         self._overlay_mtus: dict[str, int] = {}
+        self._services: list[OverlayService] = []
+        """The cluster's services on overlay networks, from the last `SetOverlayPeers`."""
+        self._service_vips: set[tuple[str, str]] = set()
+        """(bridge, VIP) pairs this node holds for them."""
+        self._service_rules: str | None = None
+        """What table ``<table>-ov`` holds (None: unknown)."""
         self._mtu: int | None = None
         """The uplink's MTU, read when the first bridge is made."""
         self._networks: dict[str, NetworkRecord] = {}
@@ -196,7 +210,7 @@ class NetworkHandler(Handler):
         if network.is_overlay and (before is None or before.endpoints != network.endpoints):
             await self.ctx.bus.publish(
                 OverlayEndpointsChanged(
-                    id=network.name, network=network.name, endpoints=_overlay_endpoints(network)
+                    id=network.name, network=network.name, endpoints=_reported(network)
                 )
             )
 
@@ -365,6 +379,11 @@ class NetworkHandler(Handler):
         if network.is_overlay:
             local = IPv4Address(network.underlay)
             await self._vxlan(lambda o: o.ensure_vxlan(network.bridge, network.vni, local, mtu))
+            own = node_address(network)
+            if own is not None:  # replies to VIP connections SNATed here come back to it
+                from carte.net import lb
+
+                await self._on_link_thread(lb.assign_vip, network.bridge, own)
             await self._program_peers(network)
         await trio.to_thread.run_sync(sysctl.enable_route_localnet, network.bridge)
         if await trio.to_thread.run_sync(sysctl.enable_ip_forward):
@@ -435,8 +454,23 @@ class NetworkHandler(Handler):
                 names = {e.name, e.hostname, e.container_id[:12], *e.aliases}
                 if wanted in {n.lower() for n in names}:
                     found.append(IPv4Address(e.ip))
+            if network.is_overlay:
+                found += self._overlay_lookup(network, wanted.lower(), service_ip)
         if not found and "." in name and not name.endswith(".carte"):
             return None
+        return found
+
+    def _overlay_lookup(
+        self, network: NetworkRecord, wanted: str, known: str | None
+    ) -> list[IPv4Address]:
+        """Names on overlay `network` held by other nodes: their containers and the
+        cluster's services (`known`: a VIP found already)."""
+        found = [
+            IPv4Address(s.vip)
+            for s in self._services
+            if network.name in (s.network, *s.networks) and wanted in s.names and s.vip != known
+        ]
+        found += [IPv4Address(p.ip) for p in self._peers.get(network.name, []) if wanted in p.names]
         return found
 
     # --- networks ---------------------------------------------------------------------------
@@ -850,7 +884,7 @@ class NetworkHandler(Handler):
             endpoint
             for network in self._networks.values()
             if network.is_overlay
-            for endpoint in _overlay_endpoints(network)
+            for endpoint in _reported(network)
         ]
 
     @on(SetOverlayPeers)
@@ -858,9 +892,60 @@ class NetworkHandler(Handler):
         """Program each local overlay network's VXLAN device with exactly its peers."""
         async with self._lock:
             self._peers = dict(command.peers)
+            self._services = list(command.services)
             for network in list(self._networks.values()):
                 if network.is_overlay and network.bridge in self._bridges_up:
                     await self._program_peers(network)
+            await self._program_services()
+
+    async def _on_link_thread(self, work: Callable[..., T], *args: object) -> T:
+        return await trio.to_thread.run_sync(work, *args, limiter=self._limiter)
+
+    def _overlays_up(self) -> dict[str, NetworkRecord]:
+        return {
+            n.name: n
+            for n in self._networks.values()
+            if n.is_overlay and n.bridge in self._bridges_up
+        }
+
+    async def _program_services(self) -> None:
+        """The cluster's services on this node's overlay bridges: their VIPs on the bridges,
+        and table ``<table>-ov`` balancing them to ready replicas on any node."""
+        from carte.net import lb
+
+        here, sources = balanced(self._services, self._overlays_up())
+        vips = {(network.bridge, service.vip) for service, network in here}
+        for bridge, vip in sorted(vips - self._service_vips):
+            await self._on_link_thread(lb.assign_vip, bridge, IPv4Address(vip))
+        for bridge, vip in sorted(self._service_vips - vips):
+            await self._on_link_thread(lb.release_vip, bridge, IPv4Address(vip))
+        self._service_vips = vips
+        services = [
+            lb.BalancedService(
+                name=service.key,
+                vip=IPv4Address(service.vip),
+                ports=tuple(
+                    lb.ServicePort(p.port, p.target_port, p.proto, p.published, p.host_ip)
+                    for p in service.ports
+                ),
+                backends=tuple(IPv4Address(b) for b in service.backends),
+            )
+            for service, _ in here
+        ]
+        table = self.table + TABLE_SUFFIX
+        script = lb.render(table, services, sources=sources, before=BEFORE) if services else ""
+        if script == self._service_rules:
+            return
+        try:
+            if script:
+                await self._on_link_thread(lb.apply_script, script)
+            else:
+                await self._on_link_thread(lb.delete, table)
+        except CarteError as error:
+            self.ctx.log.error("overlay services not balanced: %s", error.message)
+            self._service_rules = None
+            return
+        self._service_rules = script
 
     async def _program_peers(self, network: NetworkRecord) -> None:
         from carte.net.overlay import Peer
@@ -936,13 +1021,10 @@ def _allocator(network: NetworkRecord) -> AddressAllocator:
     return AddressAllocator(part, gateway, used)
 
 
-def _overlay_endpoints(network: NetworkRecord) -> list[OverlayEndpoint]:
-    return [
-        OverlayEndpoint(
-            node="", container_id=e.container_id, network=network.name, ip=e.ip, mac=e.mac
-        )
-        for e in network.endpoints.values()
-    ]
+def _reported(network: NetworkRecord) -> list[OverlayEndpoint]:
+    from carte.net.links import bridge_mac  # imported already: the bridge exists
+
+    return overlay_endpoints(network, bridge_mac(network.bridge))
 
 
 def _vxlan_name(bridge: str) -> str:
