@@ -1097,6 +1097,7 @@ class ContainersHandler(Handler):
         """Run a process in a running container to completion (bounded output, timeout).
         `Conflict` when the container is not running."""
         from carte.handlers.containers._spec import resolve_user
+        from carte.runtime.spec import User
 
         record = await self.records.resolve(command.ref)
         if record.state.status != "running":
@@ -1107,9 +1108,15 @@ class ContainersHandler(Handler):
         if not command.cmd:
             raise InvalidArgument("exec needs a command; e.g. carte exec NAME ls")
         paths = self.paths(record.id)
-        layers = [Path(p) for p in await self._thread(lambda: _lowerdirs_of(paths))]
         wanted = command.user or record.config.user
-        user = await self._thread(lambda: resolve_user(wanted, [paths.upper, *layers]))
+
+        def image_user() -> User:
+            layers = [Path(p) for p in _lowerdirs_of(paths)]
+            return resolve_user(wanted, [paths.upper, *layers])
+
+        # root needs no image files: a health probe (one every few seconds per container)
+        # then costs no spec read and no thread.
+        user = await self._thread(image_user) if wanted else resolve_user("", [])
         process = {
             "args": list(command.cmd),
             "env": [*record.config.env, *command.env],

@@ -3,6 +3,11 @@
 Keys: ``containers/<id>`` holds a `ContainerRecord`; ``container-names/<name>`` holds the id,
 so a name is claimed atomically with the record (one transaction, "absent" expected).
 References (`resolve`) are a full id, a unique id prefix, or a name, as in Docker.
+
+Reads come from memory: `Records` loads both prefixes once and keeps them in step with its own
+writes (the containers handler is the only writer of these keys), so `ps`, `inspect` and the
+health probes' lookups never queue behind the store's commits (one fsync each, one at a time:
+with hundreds of health checks every 2 s, a read waiting its turn took seconds).
 """
 
 from __future__ import annotations
@@ -10,9 +15,12 @@ from __future__ import annotations
 import random
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
+import trio
 
 from carte.api.containers import (
     ContainerConfig,
@@ -25,6 +33,9 @@ from carte.api.containers import (
 from carte.api.errors import Conflict, InvalidArgument, NotFound
 from carte.api.timestamps import parse_rfc3339
 from carte.engine import Delete, Put, Store
+from carte.engine.store import encode_value
+
+V = TypeVar("V")
 
 RECORDS = "containers/"
 NAMES = "container-names/"
@@ -88,20 +99,58 @@ def decode_record(entry_value: bytes) -> ContainerRecord:
 
 
 class Records:
-    """The container records of one store."""
+    """The container records of one store, read from memory (see the module docstring).
+
+    Each write goes to the store first, then to memory; a write that fails or is interrupted
+    drops the memory copy, which is loaded again by the next read.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._values: dict[str, bytes] | None = None
+        """Encoded record by id (decoded on each read, so callers may change what they get)."""
+        self._names: dict[str, str] = {}
+        self._writes = 0
+        self._loading = trio.Lock()
+
+    async def _loaded(self) -> dict[str, bytes]:
+        async with self._loading:
+            while self._values is None:
+                writes = self._writes
+                records = await self.store.list(RECORDS)
+                names = await self.store.list(NAMES)
+                if writes == self._writes:  # else a write landed meanwhile: read again
+                    self._names = {e.key[len(NAMES) :]: e.value.decode() for e in names}
+                    self._values = {e.key[len(RECORDS) :]: e.value for e in records}
+            return self._values
+
+    async def _write(
+        self, operations: list[Put | Delete], expect: dict[str, int] | None = None
+    ) -> None:
+        """Write to the store, then apply the same operations to the memory copy."""
+        encoded = [
+            Put(op.key, encode_value(op.value)) if isinstance(op, Put) else op for op in operations
+        ]
+        self._writes += 1
+        try:
+            await self.store.txn(encoded, expect or {})
+        except BaseException:
+            self._values = None
+            raise
+        if self._values is not None:
+            for operation in encoded:
+                _apply(operation, RECORDS, self._values, bytes)
+                _apply(operation, NAMES, self._names, bytes.decode)
 
     async def all(self) -> list[ContainerRecord]:
         """Every record, oldest first."""
-        entries = await self.store.list(RECORDS)
-        records = [decode_record(entry.value) for entry in entries]
+        values = await self._loaded()
+        records = [decode_record(value) for value in values.values()]
         return sorted(records, key=lambda record: record.created)
 
     async def get(self, container_id: str) -> ContainerRecord | None:
-        entry = await self.store.get(RECORDS + container_id)
-        return None if entry is None else decode_record(entry.value)
+        value = (await self._loaded()).get(container_id)
+        return None if value is None else decode_record(value)
 
     async def resolve(self, ref: str) -> ContainerRecord:
         """The record named by a full id, a unique id prefix or a name.
@@ -110,18 +159,14 @@ class Records:
         """
         bare = ref.removeprefix("/")
         if bare:
-            by_id = await self.get(bare)
-            if by_id is not None:
-                return by_id
-            name_entry = await self.store.get(NAMES + bare)
-            if name_entry is not None:
-                by_name = await self.get(name_entry.value.decode())
-                if by_name is not None:
-                    return by_name
+            values = await self._loaded()
+            found = values.get(bare) or values.get(self._names.get(bare, ""))
+            if found is not None:
+                return decode_record(found)
             if all(c in "0123456789abcdef" for c in bare):
-                matches = [r for r in await self.all() if r.id.startswith(bare)]
+                matches = [key for key in values if key.startswith(bare)]
                 if len(matches) == 1:
-                    return matches[0]
+                    return decode_record(values[matches[0]])
                 if len(matches) > 1:
                     raise Conflict(
                         f'container id prefix "{ref}" matches {len(matches)} containers; '
@@ -132,7 +177,7 @@ class Records:
     async def add(self, record: ContainerRecord) -> None:
         """Store a new record and claim its name; `Conflict` (409) if the name is taken."""
         try:
-            await self.store.txn(
+            await self._write(
                 [Put(RECORDS + record.id, record), Put(NAMES + record.name, record.id.encode())],
                 expect={NAMES + record.name: 0},
             )
@@ -141,14 +186,14 @@ class Records:
 
     async def save(self, record: ContainerRecord) -> None:
         """Write a changed record (last writer wins; the handler serializes per container)."""
-        await self.store.put(RECORDS + record.id, record)
+        await self._write([Put(RECORDS + record.id, record)])
 
     async def rename(self, record: ContainerRecord, new_name: str) -> None:
         """Move the record to `new_name`; `Conflict` if another container holds it."""
         old_name = record.name
         record.name = new_name
         try:
-            await self.store.txn(
+            await self._write(
                 [
                     Put(RECORDS + record.id, record),
                     Delete(NAMES + old_name),
@@ -161,7 +206,20 @@ class Records:
             raise _name_taken(new_name) from None
 
     async def remove(self, record: ContainerRecord) -> None:
-        await self.store.txn([Delete(RECORDS + record.id), Delete(NAMES + record.name)])
+        await self._write([Delete(RECORDS + record.id), Delete(NAMES + record.name)])
+
+
+def _apply(
+    operation: Put | Delete, prefix: str, copy: dict[str, V], convert: Callable[[bytes], V]
+) -> None:
+    """Apply a written operation to the memory copy of the keys under `prefix`."""
+    if not operation.key.startswith(prefix):
+        return
+    key = operation.key[len(prefix) :]
+    if isinstance(operation, Put):
+        copy[key] = convert(operation.value)
+    else:
+        copy.pop(key, None)
 
 
 def _name_taken(name: str) -> Conflict:
