@@ -9,6 +9,11 @@ import sys
 
 def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else ""
+    if mode in ("shim", "init", "runtime"):
+        # msgspec uses `typing` when typing_extensions is missing; the latter imports
+        # `inspect` (ast, dis, tokenize...): ~8 ms of CPU at every start of a runtime process
+        # (a `carte runtime run`, each health probe's exec helper). Nothing else here needs it.
+        sys.modules.setdefault("typing_extensions", None)  # type: ignore[arg-type]
     if mode == "daemon":
         from carte.daemon import main as run
     elif mode == "shim":

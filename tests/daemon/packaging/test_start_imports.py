@@ -122,3 +122,13 @@ def test_shim_and_runtime_never_import_the_server_stack(code: str) -> None:
         m for m in modules if m.startswith(("carte.engine", "carte.handlers", "carte.daemon"))
     )
     assert not daemon_side, f"`{code}` imports the daemon's modules: {daemon_side}"
+
+
+def test_runtime_processes_skip_typing_extensions(tmp_path: Path) -> None:
+    """`carte runtime`, the shim and its exec helpers import msgspec without typing_extensions
+    (msgspec falls back to `typing`), so they never pay for `inspect` and its imports (~8 ms
+    of CPU at each start: each health probe starts an exec helper)."""
+    modules = imported_modules("-m", "carte", "runtime", "--root", str(tmp_path), "list")
+    assert "msgspec" in modules, "the runtime did not run"
+    heavy = sorted({"inspect", "ast", "dis", "tokenize"} & modules)
+    assert not heavy, f"`carte runtime list` imports {heavy} (through typing_extensions?)"
