@@ -2,11 +2,17 @@
 the event stream and the OpenAPI document.
 """
 
-from carte.handlers.http._audit import RequestRecorder, connect_relaying, open_audit_log
+from carte.handlers.http._audit import (
+    AuditEntry,
+    RequestRecorder,
+    connect_relaying,
+    open_audit_log,
+)
 from carte.handlers.http._handler import ApiHandler, hypercorn_config
 
 __all__ = [
     "ApiHandler",
+    "AuditEntry",
     "RequestRecorder",
     "connect_relaying",
     "hypercorn_config",

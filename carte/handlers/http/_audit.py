@@ -59,7 +59,7 @@ from carte.handlers.http._tls import PEER_HEADER, peer_certificate
 
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _OBJECT_KEYS = ("ref", "name", "service", "stack")
-_OBJECT_PARAMS = ("ref", "name")
+_OBJECT_PARAMS = ("ref", "name", "service", "stack")
 _BODY_PEEK = 64 << 10  # a command body longer than this names no object in the log
 _QUEUE = 1024
 _AUDIT_WAIT = 5.0  # seconds a request waits for room in the queue; then its entry is lost

@@ -21,6 +21,7 @@ from hypercorn.trio import serve
 from quart import Response, request
 
 from carte.engine import Handler, HandlerContext
+from carte.handlers.http import open_audit_log
 from carte.handlers.ui._auth import (
     TOKEN_FILE,
     Credentials,
@@ -75,7 +76,11 @@ class UiHandler(Handler):
                 "token_file": str(self.ctx.root / TOKEN_FILE),
             },
         )
-        await serve(build_login_app(self), config)
+        audit = open_audit_log(self.ctx)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(audit.run)
+            await serve(build_login_app(self, audit.append), config)
+            nursery.cancel_scope.cancel()
 
     def identity(self) -> str:
         """Who asks: the loopback session, the TCP peer's certificate, or the unix socket."""

@@ -1,12 +1,15 @@
 """The loopback listener's own app: the login form, logout, and every dashboard route.
 
 It is a separate quart app from the API's (the loopback listener serves the dashboard, never
-the API), wrapped in `LoginGuard`. The dashboard routes are the handler's own `Route`s, bound
-to its running instance exactly as the http handler binds them on the API's listeners.
+the API), wrapped in `LoginGuard`; what passes the guard and changes state (a login, the
+scale form, logout) goes to the audit log with ``"api": "ui"`` and the session's role. The
+dashboard routes are the handler's own `Route`s, bound to its running instance exactly as the
+http handler binds them on the API's listeners.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -17,6 +20,8 @@ from werkzeug.exceptions import HTTPException
 from carte.api.errors import CarteError
 from carte.engine.handler import Route
 from carte.engine.log import describe_error, traceback_text
+from carte.engine.timing import Latencies
+from carte.handlers.http import AuditEntry, RequestRecorder
 from carte.handlers.ui._auth import COOKIE, SESSION_SECONDS, LoginGuard, session_of
 from carte.handlers.ui._html import esc, html_response, see_other
 
@@ -24,8 +29,9 @@ if TYPE_CHECKING:
     from carte.handlers.ui._handler import UiHandler
 
 
-def build_login_app(ui: UiHandler) -> Any:
-    """The ASGI app of the loopback listener (no task of its own)."""
+def build_login_app(ui: UiHandler, audit: Callable[[AuditEntry], Awaitable[None]]) -> Any:
+    """The ASGI app of the loopback listener (no task of its own); ``audit`` takes the
+    audit log's entries."""
     app = QuartTrio("carte-ui", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 64 << 10
 
@@ -87,7 +93,8 @@ def build_login_app(ui: UiHandler) -> Any:
 
     for route in ui.routes:
         _bind(app, ui, route)
-    return LoginGuard(app, ui.credentials)
+    recorded = RequestRecorder(app, routes=app, latencies=Latencies(), audit=audit, api="ui")
+    return LoginGuard(recorded, ui.credentials)
 
 
 def _bind(app: QuartTrio, ui: UiHandler, route: Route) -> None:

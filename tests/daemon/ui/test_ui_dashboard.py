@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -76,6 +77,12 @@ def running_replicas(daemon: Daemon) -> int:
     return len(listed.split())
 
 
+def audited(daemon: Daemon, route_end: str) -> list[dict[str, Any]]:
+    """The audit log's entries whose route ends with ``route_end``."""
+    lines = (daemon.root / "audit" / "audit.log").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["route"].endswith(route_end)]
+
+
 def test_every_page_loads_and_the_scale_form_scales(
     daemon: Daemon, browser: WebDriver, tmp_path: Path
 ) -> None:
@@ -100,6 +107,10 @@ def test_every_page_loads_and_the_scale_form_scales(
     field.submit()
     wait_until(lambda: "Scaled demo/web to 3" in browser.page_source, 10, "the scale notice")
     assert services(daemon) == {"web": 3}  # what `carte service ls` shows
+    scaled = wait_until(lambda: audited(daemon, "/scale"), 10, "the scale in the audit log")
+    assert [(e["api"], e["object"], e["status"], e["who"]["role"]) for e in scaled] == [
+        ("ui", "web", 303, "ui-session")
+    ]
     wait_until(lambda: running_replicas(daemon) == 3, 30, "three running replicas (carte ps)")
     browser.refresh()
     assert browser.find_element(By.CLASS_NAME, "running").text == "3"
