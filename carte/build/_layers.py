@@ -15,8 +15,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from carte.image.digest import digest_hex
-from carte.image.layers import DONE_MARKER, UNPACK_PREFIX, is_unpacked
+from carte.image.layers import UNPACK_PREFIX, is_unpacked, publish_layer
 from carte.image.store import ImageStore
 from carte.image.tarsafe import OPAQUE_XATTR
 
@@ -39,12 +38,7 @@ def adopt_as_layer(
         temp = Path(tempfile.mkdtemp(dir=store.layers_dir, prefix=UNPACK_PREFIX))
         try:
             os.rename(upper, temp / "diff")
-            (temp / DONE_MARKER).write_text(diff_id + "\n")
-            try:
-                os.rename(temp, store.layers_dir / digest_hex(chain_id))
-            except OSError:
-                if not is_unpacked(store, chain_id):
-                    raise
+            publish_layer(store, temp, chain_id, diff_id)
         finally:
             if temp.exists():
                 shutil.rmtree(temp, ignore_errors=True)

@@ -12,7 +12,8 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -68,6 +69,30 @@ def lowerdirs(store: ImageStore, image: StoredImage, *, trusted: bool = False) -
     return [layer_dir(store, chain_id) for chain_id in reversed(chains)]
 
 
+@contextmanager
+def unpacking(store: ImageStore) -> Iterator[Path]:
+    """A temp directory in the layer cache for one unpack (hold `store.writing()` around it).
+    Whatever `publish_layer` did not move into place is removed on exit, also on failure."""
+    temp = Path(tempfile.mkdtemp(dir=store.layers_dir, prefix=UNPACK_PREFIX))
+    try:
+        yield temp
+    finally:
+        if temp.exists():
+            shutil.rmtree(temp)
+
+
+def publish_layer(store: ImageStore, temp: Path, chain_id: str, diff_id: str) -> None:
+    """Mark the unpacked layer in `temp` (its ``diff`` directory) done and rename it into the
+    cache under `chain_id`. A layer an equal unpack published meanwhile wins (`temp` stays, for
+    the caller to remove); raises `OSError` if the rename fails otherwise."""
+    (temp / DONE_MARKER).write_text(diff_id + "\n")
+    try:
+        os.rename(temp, store.layers_dir / digest_hex(chain_id))
+    except OSError:
+        if not is_unpacked(store, chain_id):
+            raise
+
+
 def unpack_layer(
     store: ImageStore, descriptor: oci.Descriptor, diff_id: str, chain_id: str, *, trusted: bool
 ) -> Path:
@@ -76,30 +101,19 @@ def unpack_layer(
     On any failure (hostile entry, digest mismatch, interruption) the temp directory is
     removed and the cache is unchanged.
     """
-    final = store.layers_dir / digest_hex(chain_id)
-    with store.writing():
-        temp = Path(tempfile.mkdtemp(dir=store.layers_dir, prefix=UNPACK_PREFIX))
-        try:
-            diff = temp / "diff"
-            diff.mkdir()
-            with store.open_blob(descriptor.digest) as blob:
-                unpacked_id, size = _extract(blob, diff, trusted=trusted, what=descriptor.digest)
-            if unpacked_id != diff_id:
-                raise DigestMismatch(
-                    f"layer {descriptor.digest} unpacks to {unpacked_id}, not the diff_id "
-                    f"{diff_id} the image config names; the image is corrupt"
-                )
-            (temp / SIZE_FILE).write_text(f"{size}\n")
-            (temp / DONE_MARKER).write_text(diff_id + "\n")
-            try:
-                os.rename(temp, final)
-            except OSError:
-                if not is_unpacked(store, chain_id):
-                    raise
-        finally:
-            if temp.exists():
-                shutil.rmtree(temp)
-    return final / "diff"
+    with store.writing(), unpacking(store) as temp:
+        diff = temp / "diff"
+        diff.mkdir()
+        with store.open_blob(descriptor.digest) as blob:
+            unpacked_id, size = _extract(blob, diff, trusted=trusted, what=descriptor.digest)
+        if unpacked_id != diff_id:
+            raise DigestMismatch(
+                f"layer {descriptor.digest} unpacks to {unpacked_id}, not the diff_id "
+                f"{diff_id} the image config names; the image is corrupt"
+            )
+        (temp / SIZE_FILE).write_text(f"{size}\n")
+        publish_layer(store, temp, chain_id, diff_id)
+    return layer_dir(store, chain_id)
 
 
 def extract_layer(source: BinaryIO, dest: Path, *, trusted: bool, what: str) -> str:
@@ -183,31 +197,20 @@ def ingest_base_layer(store: ImageStore, tar: Readable, *, trusted: bool, what: 
     bottom layer's chainID is its diffID). Raises `UnsafeLayer`, `InvalidImage` or `OSError`;
     on failure neither the blob nor the unpacked layer becomes visible.
     """
-    with store.writing():
-        temp = Path(tempfile.mkdtemp(dir=store.layers_dir, prefix=UNPACK_PREFIX))
-        try:
-            diff = temp / "diff"
-            diff.mkdir()
-            with store.ingest() as blob:
-                tee = _Tee(tar, blob)  # type: ignore[arg-type]
-                extractor = LayerExtractor(str(diff), trusted=trusted)
-                try:
-                    extractor.extract(tee)  # type: ignore[arg-type]
-                    tee.drain()
-                except (tarfile.TarError, EOFError) as exc:
-                    raise InvalidImage(f"{what} is not a readable tar archive: {exc}") from None
-                finally:
-                    extractor.close()
-            chain_id = blob.digest
-            (temp / DONE_MARKER).write_text(chain_id + "\n")
+    with store.writing(), unpacking(store) as temp:
+        diff = temp / "diff"
+        diff.mkdir()
+        with store.ingest() as blob:
+            tee = _Tee(tar, blob)  # type: ignore[arg-type]
+            extractor = LayerExtractor(str(diff), trusted=trusted)
             try:
-                os.rename(temp, store.layers_dir / digest_hex(chain_id))
-            except OSError:
-                if not is_unpacked(store, chain_id):
-                    raise
-        finally:
-            if temp.exists():
-                shutil.rmtree(temp)
+                extractor.extract(tee)  # type: ignore[arg-type]
+                tee.drain()
+            except (tarfile.TarError, EOFError) as exc:
+                raise InvalidImage(f"{what} is not a readable tar archive: {exc}") from None
+            finally:
+                extractor.close()
+        publish_layer(store, temp, blob.digest, blob.digest)  # a bottom layer: chain id = diff id
     descriptor = oci.Descriptor(media_type=oci.OCI_LAYER, digest=blob.digest, size=blob.size)
     return LayerBlob(descriptor=descriptor, diff_id=blob.digest)
 
