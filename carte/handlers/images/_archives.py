@@ -48,6 +48,7 @@ from carte.api.images import (
     RemovedImage,
 )
 from carte.engine import Handler, HandlerContext, on
+from carte.handlers.images._once import once_per_daemon
 from carte.handlers.images._routes import ARCHIVE_ROUTES
 from carte.image import (
     ImageNotFound,
@@ -393,15 +394,11 @@ class ArchivesHandler(Handler):
         task_status.started()
 
     def _clean_after_previous_daemon(self) -> None:
+        once_per_daemon(self.ctx.run_root / "archives-owner", self._remove_leftovers)
+
+    def _remove_leftovers(self) -> None:
         from carte.runtime.syscalls import MNT_DETACH, umount2
 
-        owner = self.ctx.run_root / "archives-owner"
-        pid = str(os.getpid())
-        try:
-            if owner.read_text() == pid:
-                return
-        except FileNotFoundError:
-            pass
         for upload in (self.ctx.root / "load-uploads").glob("load-*"):
             shutil.rmtree(upload, ignore_errors=True)
         for target in (self.ctx.run_root / "export").glob("export-*"):
@@ -413,8 +410,6 @@ class ArchivesHandler(Handler):
                 target.rmdir()  # never rmtree: it could reach into a layer still mounted there
             except OSError:
                 pass
-        owner.parent.mkdir(parents=True, exist_ok=True)
-        owner.write_text(pid)
 
     def _store(self) -> ImageStore:
         return ImageStore(self.ctx.root)

@@ -9,7 +9,6 @@ child processes.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import threading
@@ -32,6 +31,7 @@ from carte.api.images import BuildCachePruned, BuildRequest, BuildResult
 from carte.engine import Handler, HandlerContext, on
 from carte.handlers.containers import resolve_user
 from carte.handlers.images._build_routes import BUILD_ROUTES
+from carte.handlers.images._once import once_per_daemon
 from carte.image import ImageStore, Registry, StoredImage, collect_garbage, parse_reference
 from carte.image.gc import forget_build_records
 
@@ -183,14 +183,10 @@ class BuildHandler(Handler):
         task_status.started()
 
     def _clean_after_previous_daemon(self) -> None:
+        once_per_daemon(self.ctx.root / "build-owner", self._remove_leftovers)
+
+    def _remove_leftovers(self) -> None:
         scratch = self.ctx.root / "build-scratch"
-        owner = self.ctx.root / "build-owner"
-        pid = str(os.getpid())
-        try:
-            if owner.read_text() == pid:
-                return
-        except FileNotFoundError:
-            pass
         shutil.rmtree(scratch, ignore_errors=True)
         for upload in (self.ctx.root / "build-contexts").glob("upload-*"):
             shutil.rmtree(upload, ignore_errors=True)
@@ -211,8 +207,6 @@ class BuildHandler(Handler):
                     capture_output=True,
                     check=False,
                 )
-        owner.parent.mkdir(parents=True, exist_ok=True)
-        owner.write_text(pid)
 
     @on(BuildImage)
     async def build_image(self, command: BuildImage) -> BuildResult:
