@@ -67,12 +67,64 @@ def test_a_partial_file_keeps_the_other_defaults(tmp_path: Path) -> None:
     assert config.bus.journal_size == 5
 
 
-def test_an_unknown_key_names_file_line_key_and_the_choices(tmp_path: Path) -> None:
-    path = write(tmp_path, "daemon:\n  root: /x\n\n  handlrs: [api]\n")
-    assert error_of(path) == (
-        f'{path}:4: unknown key "handlrs" in "daemon"; expected one of root, run_root, '
-        "socket, socket_group, log_level, shutdown_timeout"
-    )
+# (carte.yaml, its one-line error after "PATH:"); each case the test it was on its own.
+EXACT_ERRORS = [
+    pytest.param(
+        "daemon:\n  root: /x\n\n  handlrs: [api]\n",
+        '4: unknown key "handlrs" in "daemon"; expected one of root, run_root, socket, '
+        "socket_group, log_level, shutdown_timeout",
+        id="an_unknown_key_names_file_line_key_and_the_choices",
+    ),
+    pytest.param(
+        "bus:\n  subscriber_buffer: 8\n  journal_size: lots\n",
+        '3: "bus.journal_size" must be an integer, got a string "lots"; fix the value',
+        id="a_wrong_type_names_line_key_expected_and_got",
+    ),
+    pytest.param(
+        "supervisor:\n  backoff:\n    initial: 0\n",
+        '3: "supervisor.backoff.initial" must be a number > 0.0, got an integer 0; fix the value',
+        id="a_value_out_of_range_names_the_bound",
+    ),
+    pytest.param(
+        "handlers:\n  disabled:\n    - webhook\n    - 7\n",
+        '4: "handlers.disabled[1]" must be a string, got an integer 7; fix the value',
+        id="a_wrong_type_inside_a_list_names_the_item",
+    ),
+    pytest.param(
+        "daemon:\n  log_level: loud\n",
+        '2: "daemon.log_level" must be one of debug, info, warning, error, got a string "loud"; '
+        "fix the value",
+        id="a_bad_choice_lists_the_allowed_values",
+    ),
+]
+# (carte.yaml, how its one-line error starts after "PATH:").
+ERROR_STARTS = [
+    pytest.param(
+        "supervisor:\n  backoff:\n    initial: 1\n    maximum: 9\n",
+        '4: unknown key "maximum" in "supervisor.backoff"',
+        id="a_nested_unknown_key_names_the_section_path",
+    ),
+    pytest.param(
+        "daemon:\n  root: /a\n  root: /b\n",
+        '3: malformed YAML: found duplicate key "root"',
+        id="a_duplicate_key_is_malformed",
+    ),
+    pytest.param(
+        "- daemon\n", "1: expected a mapping of sections", id="a_non_mapping_document_is_explained"
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "error"), EXACT_ERRORS)
+def test_a_bad_file_is_one_line_naming_it(tmp_path: Path, text: str, error: str) -> None:
+    path = write(tmp_path, text)
+    assert error_of(path) == f"{path}:{error}"
+
+
+@pytest.mark.parametrize(("text", "start"), ERROR_STARTS)
+def test_a_bad_file_error_starts_with_its_line(tmp_path: Path, text: str, start: str) -> None:
+    path = write(tmp_path, text)
+    assert error_of(path).startswith(f"{path}:{start}")
 
 
 def test_an_unknown_section_names_its_line(tmp_path: Path) -> None:
@@ -82,56 +134,11 @@ def test_an_unknown_section_names_its_line(tmp_path: Path) -> None:
     assert "handlers" in message
 
 
-def test_a_nested_unknown_key_names_the_section_path(tmp_path: Path) -> None:
-    path = write(tmp_path, "supervisor:\n  backoff:\n    initial: 1\n    maximum: 9\n")
-    assert error_of(path).startswith(f'{path}:4: unknown key "maximum" in "supervisor.backoff"')
-
-
-def test_a_wrong_type_names_line_key_expected_and_got(tmp_path: Path) -> None:
-    path = write(tmp_path, "bus:\n  subscriber_buffer: 8\n  journal_size: lots\n")
-    assert error_of(path) == (
-        f'{path}:3: "bus.journal_size" must be an integer, got a string "lots"; fix the value'
-    )
-
-
-def test_a_value_out_of_range_names_the_bound(tmp_path: Path) -> None:
-    path = write(tmp_path, "supervisor:\n  backoff:\n    initial: 0\n")
-    assert error_of(path) == (
-        f'{path}:3: "supervisor.backoff.initial" must be a number > 0.0, got an integer 0; '
-        "fix the value"
-    )
-
-
-def test_a_wrong_type_inside_a_list_names_the_item(tmp_path: Path) -> None:
-    path = write(tmp_path, "handlers:\n  disabled:\n    - webhook\n    - 7\n")
-    assert error_of(path) == (
-        f'{path}:4: "handlers.disabled[1]" must be a string, got an integer 7; fix the value'
-    )
-
-
-def test_a_bad_choice_lists_the_allowed_values(tmp_path: Path) -> None:
-    path = write(tmp_path, "daemon:\n  log_level: loud\n")
-    assert error_of(path) == (
-        f'{path}:2: "daemon.log_level" must be one of debug, info, warning, error, '
-        'got a string "loud"; fix the value'
-    )
-
-
 def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, "daemon:\n  root: /x\n  run_root: [unclosed\nbus: {}\n")
     message = error_of(path)
     assert message.startswith(f"{path}:4: malformed YAML: ")
     assert message.endswith("; fix the syntax")
-
-
-def test_a_duplicate_key_is_malformed(tmp_path: Path) -> None:
-    path = write(tmp_path, "daemon:\n  root: /a\n  root: /b\n")
-    assert error_of(path).startswith(f'{path}:3: malformed YAML: found duplicate key "root"')
-
-
-def test_a_non_mapping_document_is_explained(tmp_path: Path) -> None:
-    path = write(tmp_path, "- daemon\n")
-    assert error_of(path).startswith(f"{path}:1: expected a mapping of sections")
 
 
 def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
