@@ -105,7 +105,8 @@ class ContainerConfig(_Wire, kw_only=True):
     pid_mode: str = ""
     """"" (a pid namespace of its own), "host" or "container:REF" (`--pid`)."""
     ipc_mode: str = ""
-    """"" or "private" (its own IPC namespace and /dev/shm) or "host" (`--ipc`)."""
+    """"" or "private" (its own IPC namespace and /dev/shm), "shareable" (the same, joinable),
+    "container:REF" (a shareable container's) or "host" (`--ipc`)."""
     network: str = "default"
     network_aliases: list[str] = []
     ip: str = ""

@@ -310,7 +310,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--entrypoint", help="override the image's entrypoint")
     add("--log-opt", action="append", default=[], help="max-size=SIZE, max-file=N")
     add("--pid", default="", help="host or container:NAME: the pid namespace to share")
-    add("--ipc", default="", help="host or private (default): the IPC namespace to use")
+    add("--ipc", default="", help="private (default), shareable, container:NAME or host")
     add("--network", "--net", default="default", help="none, host, default or a network name")
     add("--network-alias", action="append", default=[], help="DNS alias on the network")
     add("--ip", default="", help="IPv4 address on the network")

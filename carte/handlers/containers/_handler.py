@@ -87,6 +87,14 @@ from carte.api.timestamps import now_rfc3339
 from carte.engine import Handler, HandlerContext, on
 from carte.handlers.containers._batch_exec import run_exec
 from carte.handlers.containers._filters import matches_filters
+from carte.handlers.containers._ipc import (
+    SHAREABLE,
+    bind_shm,
+    check_shareable,
+    mount_shm,
+    shm_dir,
+    unmount_shm,
+)
 from carte.handlers.containers._loopback import loopback_up
 from carte.handlers.containers._options import ContainersOptions
 from carte.handlers.containers._orphans import reap_orphans
@@ -356,7 +364,7 @@ class ContainersHandler(Handler):
             with trio.CancelScope(shield=True):
                 if added:
                     await self.records.remove(record)
-                await self._thread(lambda: shutil.rmtree(paths.directory, ignore_errors=True))
+                await self._thread(lambda: _remove_directory(paths.directory))
                 for volume in created_volumes:
                     await _ignore_errors(self.ctx.bus.request(RemoveVolume(name=volume)))
             raise
@@ -435,6 +443,8 @@ class ContainersHandler(Handler):
         paths = self.paths(record.id)
         log = self.ctx.options.log
         await self._join_namespaces(record)
+        if record.config.ipc_mode == SHAREABLE:
+            await self._thread(lambda: mount_shm(paths.directory))
         try:
             report = await self.launcher.create(
                 container_id=record.id,
@@ -461,8 +471,12 @@ class ContainersHandler(Handler):
         if not joins:
             return
         pids: dict[str, int] = {}
+        shm: Path | None = None
         for kind, ref in joins.items():
             target = await self.records.resolve(ref)
+            if kind == "ipc":
+                check_shareable(target.name, target.config.ipc_mode)
+                shm = shm_dir(self.paths(target.id).directory)
             if target.state.status != "running" or not target.state.pid:
                 raise Conflict(
                     f'cannot join the {kind} namespace of container "{target.name}": it is '
@@ -474,6 +488,8 @@ class ContainersHandler(Handler):
         def rewrite() -> None:
             spec = load_spec(bundle)
             join_namespaces(spec, pids)
+            if shm is not None:
+                bind_shm(spec, shm)
             bundle.write_bytes(encode_spec(spec))
 
         await self._thread(rewrite)
@@ -897,7 +913,7 @@ class ContainersHandler(Handler):
         await self._thread(lambda: cleanup_runtime(self.state_dir, record.id))
         self._parked.pop(record.id, None)
         directory = self.paths(record.id).directory
-        await self._thread(lambda: shutil.rmtree(directory, ignore_errors=True))
+        await self._thread(lambda: _remove_directory(directory))
         try:
             await self.records.remove(record)
         except NotFound:
@@ -1166,6 +1182,12 @@ def _merged_resources(current: Resources, change: Resources) -> Resources:
 def _with_tag(image: str) -> str:
     last = image.rsplit("/", 1)[-1]
     return image if ":" in last or "@" in image else f"{image}:latest"
+
+
+def _remove_directory(directory: Path) -> None:
+    """Remove a container's directory, its shareable /dev/shm unmounted first."""
+    unmount_shm(directory)
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _write_bundle(paths: ContainerPaths, spec: object, record: ContainerRecord) -> None:

@@ -13,6 +13,8 @@ import shutil
 import time
 from pathlib import Path
 
+from carte.handlers.containers._ipc import unmount_shm
+
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 PROCESS_STARTED = time.time()
 """When this daemon process started (the module is imported once per process)."""
@@ -33,6 +35,7 @@ def reap_orphans(containers_dir: Path, known: set[str], log: logging.Logger) -> 
             continue
         if max(info.st_mtime, info.st_ctime) >= PROCESS_STARTED:
             continue
+        unmount_shm(entry)
         shutil.rmtree(entry, ignore_errors=True)
         log.warning("removed container directory %s: no container record names it", entry.name)
         removed.append(entry.name)

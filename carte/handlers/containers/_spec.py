@@ -20,6 +20,7 @@ import msgspec
 
 from carte.api.containers import ContainerConfig, HealthConfig, MountSpec, PortSpec, Resources
 from carte.api.errors import InvalidArgument
+from carte.handlers.containers._ipc import SHAREABLE, bind_shm, shm_dir
 from carte.image import oci
 from carte.runtime.capabilities import capabilities_from, resolve_cap_changes
 from carte.runtime.cgroups.resources import LinuxCPU, LinuxMemory, LinuxPids, LinuxResources
@@ -206,7 +207,7 @@ def build_spec(
         spec.mounts = [m for m in spec.mounts if m.destination != "/etc/hostname"]
         spec.linux.namespaces = [ns for ns in spec.linux.namespaces if ns.type != "uts"]
         spec.hostname = ""  # the host's own; a hostname needs a uts namespace (OCI)
-    _share_host_namespaces(spec, config)
+    _share_host_namespaces(spec, config, paths)
     spec.linux.sysctl = {**spec.linux.sysctl, **config.sysctls}
     spec.linux.resources = _resources(config.resources, spec.linux.resources)
     process.rlimits = _rlimits(config.resources, process.rlimits)
@@ -221,23 +222,21 @@ def build_spec(
 
 
 PID_MODES = ("", "host")
-IPC_MODES = ("", "private", "host")
-_PROC_NS = {"network": "net", "pid": "pid"}
+IPC_MODES = ("", "private", "host", SHAREABLE)
+_PROC_NS = {"network": "net", "pid": "pid", "ipc": "ipc"}
 
 
 def check_namespace_modes(pid_mode: str, ipc_mode: str) -> None:
-    """Raise `InvalidArgument` (one line naming the flag) for a mode Carte does not run.
-    Joining another container's IPC namespace (container:NAME, shareable) is not supported:
-    its /dev/shm could not be shared with it."""
+    """Raise `InvalidArgument` (one line naming the flag) for a mode Carte does not run."""
     if pid_mode not in PID_MODES and not _container_ref(pid_mode):
         raise InvalidArgument(
             f'--pid "{pid_mode}" is not supported; use --pid host, --pid container:NAME, or '
             "leave it out for a pid namespace of the container's own"
         )
-    if ipc_mode not in IPC_MODES:
+    if ipc_mode not in IPC_MODES and not _container_ref(ipc_mode):
         raise InvalidArgument(
-            f'--ipc "{ipc_mode}" is not supported; use --ipc host or --ipc private (the '
-            "default); shareable and container:NAME are not supported"
+            f'--ipc "{ipc_mode}" is not supported; use --ipc private (the default), '
+            "shareable, container:NAME or host"
         )
 
 
@@ -248,8 +247,13 @@ def _container_ref(mode: str) -> str:
 
 def joined_namespaces(config: ContainerConfig) -> dict[str, str]:
     """The namespaces `config` joins, by OCI type, and the container each belongs to:
-    ``--network container:REF`` ("network"), ``--pid container:REF`` ("pid")."""
-    joins = {"network": _container_ref(config.network), "pid": _container_ref(config.pid_mode)}
+    ``--network container:REF`` ("network"), ``--pid container:REF`` ("pid"), ``--ipc
+    container:REF`` ("ipc", with that container's /dev/shm: see `_ipc`)."""
+    joins = {
+        "network": _container_ref(config.network),
+        "pid": _container_ref(config.pid_mode),
+        "ipc": _container_ref(config.ipc_mode),
+    }
     return {kind: ref for kind, ref in joins.items() if ref}
 
 
@@ -260,19 +264,17 @@ def join_namespaces(spec: Spec, pids: dict[str, int]) -> None:
             namespace.path = f"/proc/{pids[namespace.type]}/ns/{_PROC_NS[namespace.type]}"
 
 
-def _share_host_namespaces(spec: Spec, config: ContainerConfig) -> None:
+def _share_host_namespaces(spec: Spec, config: ContainerConfig, paths: ContainerPaths) -> None:
     """--pid host / --ipc host: leave that namespace out (the host's is kept); with the host's
-    IPC namespace comes the host's /dev/shm, as with Docker."""
+    IPC namespace comes the host's /dev/shm, as with Docker. --ipc shareable: /dev/shm is the
+    host-side tmpfs that joiners bind too (`_ipc`)."""
     check_namespace_modes(config.pid_mode, config.ipc_mode)
     shared = {"pid"} if config.pid_mode == "host" else set()
     if config.ipc_mode == "host":
         shared.add("ipc")
-        spec.mounts = [
-            Mount(destination="/dev/shm", type="bind", source="/dev/shm", options=["rbind"])
-            if mount.destination == "/dev/shm"
-            else mount
-            for mount in spec.mounts
-        ]
+        bind_shm(spec, Path("/dev/shm"))
+    elif config.ipc_mode == SHAREABLE:
+        bind_shm(spec, shm_dir(paths.directory))
     spec.linux.namespaces = [ns for ns in spec.linux.namespaces if ns.type not in shared]
 
 

@@ -55,7 +55,7 @@ def test_no_flag_is_abbreviated(carte: Daemon) -> None:
 
 @pytest.mark.parametrize(
     ("flag", "value"),
-    [("--pid", "container:"), ("--pid", "bogus"), ("--ipc", "shareable"), ("--ipc", "none!")],
+    [("--pid", "container:"), ("--pid", "bogus"), ("--ipc", "container:"), ("--ipc", "none!")],
 )
 def test_unsupported_namespace_modes_are_refused_in_one_line(
     carte: Daemon, flag: str, value: str
@@ -68,10 +68,10 @@ def test_unsupported_namespace_modes_are_refused_in_one_line(
 
 
 def test_the_api_refuses_them_too(carte: Daemon) -> None:
-    config = {"image": "busybox", "cmd": ["true"], "ipc_mode": "container:web"}
+    config = {"image": "busybox", "cmd": ["true"], "ipc_mode": "shared"}
     reply = carte.command_("CreateContainer", config=config)
     assert reply.status == 400, reply.json()
-    assert reply.json()["error"]["message"].startswith('--ipc "container:web" is not supported')
+    assert reply.json()["error"]["message"].startswith('--ipc "shared" is not supported')
     assert ok(carte.client("ps", "-aq")) == ""
 
 
