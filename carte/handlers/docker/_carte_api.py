@@ -161,12 +161,13 @@ class CarteStream:
     """One of Carte's interactive WebSockets: binary frames are a stream id byte and data,
     text frames JSON control messages (docs/architecture.md, "Interactive streams")."""
 
-    def __init__(self, ws: WSConnection, stream: trio.SocketStream) -> None:
+    def __init__(self, ws: WSConnection, stream: trio.abc.Stream) -> None:
         self._ws = ws
         self._stream = stream
         self._pending: list[bytes | str] = []
         self._partial: list[bytes | str] = []
         self._send_lock = trio.Lock()
+        self._closed = False
 
     async def send_bytes(self, data: bytes) -> None:
         async with self._send_lock:
@@ -177,12 +178,15 @@ class CarteStream:
             await self._stream.send_all(self._ws.send(TextMessage(data=json.dumps(message))))
 
     async def receive(self) -> bytes | dict[str, object] | None:
-        """The next whole message (None once the daemon closed the stream)."""
+        """The next whole message (None once the daemon closed the stream and every message
+        that came before the close was taken)."""
         while not self._pending:
+            if self._closed:
+                return None
             data = await self._stream.receive_some(_CHUNK)
             if not data:
                 return None
-            self._ws.receive_data(data)
+            self._ws.receive_data(bytes(data))
             for event in self._ws.events():
                 if isinstance(event, Message):
                     self._partial.append(event.data)
@@ -196,7 +200,7 @@ class CarteStream:
                     async with self._send_lock:
                         await self._stream.send_all(self._ws.send(event.response()))
                 elif isinstance(event, CloseConnection):
-                    return None
+                    self._closed = True  # messages in the same read still count
         message = self._pending.pop(0)
         if isinstance(message, bytes):
             return message
