@@ -36,6 +36,9 @@ from carte.api.errors import Internal, Unavailable
 from carte.net.ports import Protocol
 from carte.net.rules import chain, check_table_name, render_delete
 
+MESH_MARK = "0x4f56"
+"""Connection mark of published-port connections in a table with SNAT `sources`."""
+
 
 @dataclass(frozen=True)
 class ServicePort:
@@ -66,7 +69,8 @@ def _target_map(backends: tuple[IPv4Address, ...], port: int | None) -> str:
     return f"numgen random mod {len(backends)} map {{ {entries} }}"
 
 
-def _service_rules(service: BalancedService) -> list[str]:
+def _service_rules(service: BalancedService, mark: str = "") -> list[str]:
+    """`mark`: set on connections to published ports (so they can be SNATed)."""
     lines = []
     backends = tuple(sorted(service.backends))
     for port in service.ports:
@@ -77,6 +81,8 @@ def _service_rules(service: BalancedService) -> list[str]:
             match = f"ip daddr {service.vip} {port.proto} dport {port.port}"
         if not backends:
             continue  # unmatched VIP traffic is refused in `input`; published ports find no one
+        if port.published and mark:
+            match += f" ct mark set {mark}"
         if port.published or port.port != port.target_port:
             lines.append(f"{match} dnat ip to {_target_map(backends, port.target_port)}")
         else:
@@ -100,9 +106,10 @@ def render(
 ) -> str:
     """The nft script replacing table ``ip <table>`` with exactly `services`, atomically.
 
-    `sources` (bridge -> address): connections to a VIP leaving through that bridge are
-    SNATed to that address instead of masqueraded (an overlay network's bridges share
-    their gateway address across nodes, so replies must come back to a per-node one).
+    `sources` (bridge -> address): connections to a VIP or a published port leaving
+    through that bridge are SNATed to that address instead of masqueraded (an overlay
+    network's bridges share their gateway address across nodes, so replies must come back
+    to a per-node one).
     `before`: how far ahead of the network table's NAT chains this table's run (a table
     with a larger value wins the NAT of a connection both match).
     Raises `InvalidArgument` for a table name nft cannot take."""
@@ -111,20 +118,21 @@ def render(
     vips = sorted({s.vip for s in services})
     elements = f" elements = {{ {', '.join(str(v) for v in vips)} }};" if vips else ""
     out.append(f"  set vips {{ type ipv4_addr;{elements} }}")
+    mark = MESH_MARK if sources else ""
     rules = [
         rule
         for service in sorted(services, key=lambda s: s.name)
-        for rule in _service_rules(service)
+        for rule in _service_rules(service, mark)
     ]
     out += chain("services", None, rules)
     # Before the network table's own DNAT (priority dstnat), so a VIP is never its concern.
     prerouting = f"type nat hook prerouting priority dstnat - {before}"
     out += chain("prerouting", prerouting, ["jump services"])
     out += chain("output", f"type nat hook output priority {-100 - before}", ["jump services"])
-    snat = [
-        f'ct original ip daddr @vips oifname "{bridge}" snat ip to {address}'
-        for bridge, address in sorted((sources or {}).items())
-    ]
+    snat = []
+    for bridge, address in sorted((sources or {}).items()):
+        snat.append(f'ct original ip daddr @vips oifname "{bridge}" snat ip to {address}')
+        snat.append(f'ct mark {MESH_MARK} oifname "{bridge}" snat ip to {address}')
     out += chain(
         "postrouting",
         f"type nat hook postrouting priority srcnat - {before}",

@@ -157,6 +157,7 @@ class OverlayService(msgspec.Struct, frozen=True, kw_only=True):
 
     key: str
     """``<stack>_<service>``."""
+    stack: str = ""
     network: str
     """The network holding the VIP."""
     vip: str

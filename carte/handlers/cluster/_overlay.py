@@ -40,7 +40,14 @@ import trio
 
 from carte.api.cluster import Assignment, NodeRecord, ReplicaStatus
 from carte.api.errors import CarteError, Conflict, Unavailable
-from carte.api.events import ClusterConfigured, GetClusterStatus, NetworkRemoved
+from carte.api.events import (
+    ClusterConfigured,
+    CreateNetwork,
+    GetClusterStatus,
+    ListNetworks,
+    NetworkRemoved,
+    RemoveNetwork,
+)
 from carte.api.events.networks import (
     AllocateOverlay,
     ListOverlayEndpoints,
@@ -75,6 +82,8 @@ from carte.handlers.cluster._overlay_store import (
     write_endpoints,
 )
 
+INGRESS = "com.carte.overlay.ingress"
+"""Label of a network made on a node only so its services' published ports answer there."""
 _RETRY = 1.0
 """Seconds before a failed report, poll or programming pass is tried again."""
 _RECHECK = 5.0
@@ -304,6 +313,7 @@ class OverlayHandler(Handler):
             self._program_wake = trio.Event()
             known = self._catalogue
             if known.version != programmed:
+                await self._ensure_ingress(known)
                 try:
                     wanted = SetOverlayPeers(peers=self.peers(known), services=known.services)
                     await self.ctx.bus.request(wanted)
@@ -313,6 +323,22 @@ class OverlayHandler(Handler):
                     await trio.sleep(_RETRY)
                     continue
             await self._program_wake.wait()
+
+    async def _ensure_ingress(self, known: Catalogue) -> None:
+        """The routing mesh: the network of every service that publishes a port exists on
+        this node (made when missing), so the port answers here whether or not a replica
+        runs here; a network made for that goes again once no such service is left."""
+        wanted = {s.network for s in known.services if any(p.published for p in s.ports)}
+        try:
+            networks = {n.name: n for n in await self.ctx.bus.request(ListNetworks())}
+            for name in sorted(wanted - set(networks)):
+                await self.ctx.bus.request(CreateNetwork(name=name, labels={INGRESS: "true"}))
+                self.ctx.log.info("network made for published ports", extra={"network": name})
+            for name, network in sorted(networks.items()):
+                if name not in wanted and network.labels.get(INGRESS) and not network.containers:
+                    await self.ctx.bus.request(RemoveNetwork(name=name))
+        except CarteError as error:  # tried again at the next change
+            self.ctx.log.warning("routing mesh networks not settled", extra={"error": error})
 
     async def _report_forever(self) -> None:
         """Report this node's containers until the catalogue shows exactly them."""

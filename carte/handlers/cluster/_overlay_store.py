@@ -177,6 +177,7 @@ def balanced_services(sources: Sources, endpoints: list[OverlayEndpoint]) -> lis
     return [
         OverlayService(
             key=key,
+            stack=vip.stack,
             network=vip.network,
             vip=vip.vip,
             networks=sorted({e.network for e in endpoints if e.container_id in replicas[key]}),

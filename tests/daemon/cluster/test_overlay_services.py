@@ -1,13 +1,16 @@
-"""Cluster-wide services over the overlay: a lab of 3 network-namespace nodes (a control
-plane with a real etcd, two workers), busybox imported on each node. A stack applied on the
+"""Cluster-wide services over the overlay: a lab of 4 network-namespace nodes (a control
+plane with a real etcd, three workers), busybox imported on the first three. A stack applied on the
 control plane places a web service's replicas on the two workers only; node1, which runs
 none, reaches them through the service's name and VIP, and a replica killed on node2 stops
-receiving node1's connections before its replacement is ready.
+receiving node1's connections before its replacement is ready. The port the service
+publishes answers on every node's LAN address, node1's too, and node4's, which had not
+even the service's network before (the routing mesh).
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +20,14 @@ from support.cluster import LabNode, WorkloadLab
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel, pytest.mark.peers]
 
+PORT = 18080
 SERVE = "echo served-by-$(hostname) > /index.html && exec httpd -f -p 80 -h /"
 STACK = f"""\
 services:
   web:
     image: busybox:latest
     command: ["sh", "-c", "{SERVE}"]
+    ports: ["{PORT}:80"]
     deploy:
       replicas: 2
       placement:
@@ -33,10 +38,10 @@ services:
 
 @pytest.fixture(scope="module")
 def lab(busybox_tar: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkloadLab]:
-    with WorkloadLab(3, pool="10.73.0.0/16:24", node_ttl=5, leader_ttl=5) as lab:
+    with WorkloadLab(4, pool="10.73.0.0/16:24", node_ttl=5, leader_ttl=5) as lab:
         try:
             lab.form()
-            for node in lab.nodes:
+            for node in lab.nodes[:3]:
                 lab.carte(node, "import", str(busybox_tar), "busybox:latest")
             control = lab.nodes[0]
             for worker in ("node2", "node3"):
@@ -85,7 +90,7 @@ def test_a_vip_whose_replicas_are_all_on_other_nodes(lab: WorkloadLab) -> None:
 
 
 def test_a_killed_replica_stops_getting_vip_traffic_at_once(lab: WorkloadLab) -> None:
-    node1, node2, _ = lab.nodes
+    node1, node2, *_ = lab.nodes
     before = ready(lab)
     lab.carte(node2, "kill", before["node2"])
     killed = time.monotonic()
@@ -101,3 +106,27 @@ def test_replica_names_resolve_across_nodes(lab: WorkloadLab) -> None:
     node1 = lab.nodes[0]
     answers = fetch_many(lab, node1, "tasks.web", 4)
     assert answers and all(a.startswith("served-by-") for a in answers), answers
+
+
+def get_from_lan(address: str) -> str:
+    """GET / from the LAN (the host side of the lab's bridge)."""
+    with socket.create_connection((address, PORT), timeout=3) as conn:
+        conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        conn.settimeout(3)
+        answer = b""
+        while chunk := conn.recv(4096):
+            answer += chunk
+        return answer.decode(errors="replace")
+
+
+def test_a_published_port_answers_on_a_node_with_no_replica(lab: WorkloadLab) -> None:
+    def answered(node: LabNode) -> bool:
+        try:
+            return "served-by-" in get_from_lan(node.address)
+        except OSError:
+            return False
+
+    assert "node1" not in ready(lab) and "node4" not in ready(lab)
+    for node in lab.nodes:
+        lab.wait(f"port {PORT} on {node.name}", lambda node=node: answered(node), 20)  # type: ignore[misc]
+    assert all(answered(lab.nodes[0]) for _ in range(5))
