@@ -21,6 +21,7 @@ NodeRole = Literal["control", "worker"]
 Availability = Literal["active", "drain"]
 NodeState = Literal["ready", "down"]
 ClusterRole = Literal["none", "control", "worker"]
+UpdateOrder = Literal["stop-first", "start-first"]
 
 
 class _Wire(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -72,6 +73,11 @@ class Assignment(_Wire, frozen=True, kw_only=True):
     """The scheduler's lease revision when it wrote this (see `LeaderRecord`)."""
     restart: Literal["none", "on-failure", "any"] = "any"
     """When the agent replaces an exited replica (Compose's restart / restart_policy)."""
+    order: UpdateOrder = "stop-first"
+    """How the agent replaces a copy of another revision: stop it first, or start this one
+    beside it and stop the old one once this one is ready."""
+    since: float = 0.0
+    """Unix time the scheduler assigned this revision (a rollout's readiness deadline)."""
 
 
 class ReplicaStatus(_Wire, frozen=True, kw_only=True):
@@ -225,10 +231,35 @@ class ServicePlacement(_Wire, frozen=True, kw_only=True):
     parallelism: int = 1
     """Replicas replaced at a time when the revision changes (0: all at once); a batch
     goes on once the new replicas are ready (deploy.update_config.parallelism)."""
+    delay: float = 0.0
+    """Seconds between batches (update_config.delay)."""
+    order: UpdateOrder = "stop-first"
+    monitor: float = 5.0
+    """Seconds a new replica must stay ready before it counts as updated."""
+    failure_action: Literal["rollback", "pause", "continue"] = "rollback"
+    max_failure_ratio: float = 0.0
+    paused: bool = False
+    """The rollout is paused or failed: no more replicas are replaced."""
     requests: list[dict[str, Any]] = []
     """The CreateContainer config of replica ``i + 1`` (a ContainerConfig as JSON)."""
     unplaceable: str = ""
     """Why the cluster cannot place this service ('' : it can); its replicas stay pending."""
+
+
+class ClusterRollout(_Wire, frozen=True, kw_only=True):
+    """``cluster/rollouts/<stack>/<service>``: the leader's scheduler's view of a service's
+    latest rolling update. ``failed`` once more new replicas failed than
+    max_failure_ratio lets through (failure_action continue never fails); the stacks
+    handler then rolls back or pauses."""
+
+    stack: str
+    service: str
+    revision: int
+    state: Literal["progressing", "completed", "failed"] = "progressing"
+    updated: int = 0
+    """Replicas of this revision ready for the monitor window."""
+    total: int = 0
+    message: str = ""
 
 
 class Placement(_Wire, frozen=True, kw_only=True):

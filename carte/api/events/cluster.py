@@ -5,6 +5,7 @@ from typing import ClassVar
 from carte.api.cluster import (
     Availability,
     ClusterInitResult,
+    ClusterRollout,
     ClusterStatus,
     Leadership,
     NewToken,
@@ -17,6 +18,7 @@ from carte.api.events.base import Command, Fact
 
 __all__ = [
     "ClusterConfigured",
+    "ClusterRolloutChanged",
     "CreateJoinToken",
     "GetClusterStatus",
     "GetLeadership",
@@ -193,6 +195,13 @@ class LeadershipLost(Fact, frozen=True, kw_only=True):
     """This daemon no longer leads (its lease was lost or it is stopping)."""
 
     topic: ClassVar[str] = "cluster.leadership_lost"
+
+
+class ClusterRolloutChanged(Fact, frozen=True, kw_only=True):
+    """The leader's scheduler moved a rolling update on (``id``: STACK_SERVICE)."""
+
+    topic: ClassVar[str] = "cluster.rollout"
+    rollout: ClusterRollout
 
 
 class ReplicaScheduled(Fact, frozen=True, kw_only=True):

@@ -4,8 +4,10 @@ It follows ``cluster/assignments/<this node>/`` — from the store on a control 
 the control plane's ``GET /v1/cluster/assignments`` stream (mutual TLS, the node's
 certificate) on a worker — and converges the local containers with bus commands to the
 containers handler: a missing replica is created (its image pulled, its network made, when
-absent) and started; one of another revision, or one that exited, is replaced (with a
-growing delay after failures); a managed container no longer assigned is stopped and
+absent) and started; one of another revision is replaced as the assignment's update
+order says (stop-first; or start-first: the new copy starts under a spare name, the old one
+goes once it is ready, and the new one takes the name), one that exited is replaced (with
+a growing delay after failures, forgotten at a new revision); a managed container no longer assigned is stopped and
 removed. Each pass reports the replicas' `ReplicaStatus` (state, readiness, reason) when it
 changed.
 
@@ -46,6 +48,7 @@ from carte.api.events import (
     ListContainers,
     PullImage,
     RemoveContainer,
+    RenameContainer,
     StartContainer,
     StopContainer,
 )
@@ -212,6 +215,9 @@ class AgentHandler(Handler):
                     )
                     continue
                 self.fences[assignment.name] = assignment.fence
+                before = self.desired.get(assignment.name)
+                if before is not None and before.revision != assignment.revision:
+                    self._failures.pop(assignment.name, None)  # a new revision starts afresh
                 self.desired[assignment.name] = assignment
             else:
                 self.desired.pop(update.name, None)
@@ -238,34 +244,61 @@ class AgentHandler(Handler):
             ListContainers(all=True, filters={"label": [ASSIGNMENT_LABEL]})
         )
         desired = dict(self.desired)
-        local: dict[str, ContainerSummary] = {}
+        copies: dict[str, list[ContainerSummary]] = {}
         gone: list[ContainerSummary] = []
         for row in rows:
             name = row.labels.get(ASSIGNMENT_LABEL, "")
-            if name in local or name not in desired:  # unassigned, or a second copy
+            if name not in desired:
                 gone.append(row)
             else:
-                local[name] = row
+                copies.setdefault(name, []).append(row)
         found: dict[str, ContainerSummary | None] = {}
         limiter = trio.CapacityLimiter(_CONCURRENT_STARTS)
         async with trio.open_nursery() as nursery:
             for row in gone:
                 nursery.start_soon(self._retire, row, "no longer assigned to this node")
             for name, assignment in desired.items():
-                nursery.start_soon(self._converge_one, assignment, local.get(name), found, limiter)
+                have = copies.get(name, [])
+                nursery.start_soon(self._converge_one, assignment, have, found, limiter)
         return [self._status(assignment, found.get(name)) for name, assignment in desired.items()]
+
+    async def _replace_old(
+        self, assignment: Assignment, copies: list[ContainerSummary], limiter: trio.CapacityLimiter
+    ) -> tuple[ContainerSummary | None, bool]:
+        """The copy of the assignment's revision, once copies of other revisions are dealt
+        with: stopped first, or (start-first) kept until the new copy is ready; and whether
+        an old copy is still there (holding the name). A second copy of the revision goes."""
+        revision = assignment.revision
+        current = [r for r in copies if r.labels.get(ASSIGNMENT_REVISION_LABEL) == revision]
+        old = [r for r in copies if r not in current]
+        for extra in current[1:]:
+            await self._retire(extra, "a second copy")
+        have = current[0] if current else None
+        if not old:
+            return have, False
+        if assignment.order == "start-first" and not (have is not None and _ready(have)):
+            if have is None:
+                async with limiter:
+                    have = await self._create(assignment, _spare_name(assignment))
+            return have, True
+        for row in old:
+            await self._retire(row, f"replaced by revision {revision}")
+        if have is not None and have.name != assignment.name:
+            try:
+                await self.ctx.bus.request(RenameContainer(ref=have.id, name=assignment.name))
+            except CarteError as error:
+                self.ctx.log.info("replica not renamed", extra={"error": error.message})
+        return have, False
 
     async def _converge_one(
         self,
         assignment: Assignment,
-        have: ContainerSummary | None,
+        copies: list[ContainerSummary],
         found: dict[str, ContainerSummary | None],
         limiter: trio.CapacityLimiter,
     ) -> None:
         name = assignment.name
-        if have is not None and have.labels.get(ASSIGNMENT_REVISION_LABEL) != assignment.revision:
-            await self._retire(have, f"replaced by revision {assignment.revision}")
-            have = None
+        have, holding = await self._replace_old(assignment, copies, limiter)
         if have is not None and have.state in ("exited", "dead") and _done(assignment, have):
             found[name] = have  # its restart policy does not replace it
             return
@@ -275,10 +308,12 @@ class AgentHandler(Handler):
             have = None
         if have is None:
             async with limiter:
-                have = await self._create(assignment)
+                have = await self._create(assignment, _spare_name(assignment) if holding else "")
         found[name] = have
 
-    async def _create(self, assignment: Assignment) -> ContainerSummary | None:
+    async def _create(self, assignment: Assignment, name: str = "") -> ContainerSummary | None:
+        """Create and start the assignment's container (named ``name`` when given); None
+        when it failed (the failure is kept for its status and a growing retry delay)."""
         failures, retry_at, _error = self._failures.get(assignment.name, (0, 0.0, ""))
         if failures and trio.current_time() < retry_at:
             return None
@@ -290,7 +325,7 @@ class AgentHandler(Handler):
         labels = dict(config.labels)
         labels[ASSIGNMENT_LABEL] = assignment.name
         labels[ASSIGNMENT_REVISION_LABEL] = assignment.revision
-        config = msgspec.structs.replace(config, labels=labels)
+        config = msgspec.structs.replace(config, labels=labels, name=name or config.name)
         try:
             await self._ensure_image(config.image)
             await self._ensure_network(config.network, assignment.stack)
@@ -416,7 +451,7 @@ class AgentHandler(Handler):
         state: Literal["pending", "running", "exited", "failed"] = (
             "running" if row.state in ("running", "paused", "restarting") else "exited"
         )
-        ready = row.state == "running" and row.health in ("none", "healthy")
+        ready = _ready(row)
         reason = "" if ready or row.state != "running" else f"health {row.health}"
         return msgspec.structs.replace(
             base, container_id=row.id, state=state, ready=ready, reason=reason
@@ -556,6 +591,15 @@ class _Link:
         finally:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(tls)
+
+
+def _spare_name(assignment: Assignment) -> str:
+    """A start-first copy's name while the old copy holds the replica's (renamed after)."""
+    return f"{assignment.name}.{assignment.revision}"
+
+
+def _ready(row: ContainerSummary) -> bool:
+    return row.state == "running" and row.health in ("none", "healthy")
 
 
 def _done(assignment: Assignment, row: ContainerSummary) -> bool:

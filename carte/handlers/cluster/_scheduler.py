@@ -17,7 +17,10 @@ Every daemon runs it; it does work only on a control plane:
   carries the fence, so an agent never takes an assignment older than one it already has.
   Every decision is an event: `ReplicaScheduled` (with the node, or pending with the reason)
   and `ReplicaUnschedulable`; the pending reasons are kept at ``cluster/pending/...`` for
-  `carte service ps`.
+  `carte service ps`. A new revision replaces replicas as update_config says (`_rollouts`:
+  parallelism, delay, monitor, failure ratio; start-first or stop-first is the agent's);
+  the rollout's state goes to ``cluster/rollouts/<stack>/<service>`` and out as
+  `ClusterRolloutChanged`, for the stacks handler to complete, roll back or pause.
 * Its routes (`_assignments`) serve the agents of worker nodes.
 
 Failure: a pass that meets an unreachable store logs it and is retried next period; nothing
@@ -26,15 +29,22 @@ already assigned changes, so running replicas keep running.
 
 from __future__ import annotations
 
-from collections import Counter
+import time
 
 import msgspec
 import trio
 
-from carte.api.cluster import Assignment, Placement, ReplicaStatus, ServicePlacement
+from carte.api.cluster import (
+    Assignment,
+    ClusterRollout,
+    Placement,
+    ReplicaStatus,
+    ServicePlacement,
+)
 from carte.api.errors import Conflict, Unavailable
 from carte.api.events import (
     ClusterConfigured,
+    ClusterRolloutChanged,
     GetLeadership,
     LeaderElected,
     LeadershipLost,
@@ -58,6 +68,7 @@ from carte.handlers.cluster._assignments import (
     status_key,
 )
 from carte.handlers.cluster._control import LEADER_KEY, ControlPlane
+from carte.handlers.cluster._rollouts import ROLLOUTS, Progress, next_rollout, progress, room
 
 PERIOD = 1.0
 """Seconds between reconcile passes of the leader (it also runs on every change)."""
@@ -188,7 +199,15 @@ class SchedulerHandler(Handler):
         plan = schedule(nodes, current, demands)
         operations: list[Operation] = []
         placed: list[Assignment] = []
-        updating = _updating(services, assigned, statuses)
+        now = time.time()
+        by_service: dict[tuple[str, str], list[Assignment]] = {}
+        for assignment in assigned.values():
+            by_service.setdefault((assignment.stack, assignment.service), []).append(assignment)
+        found = {
+            key: progress(service, by_service.get(key, []), statuses, now)
+            for key, service in services.items()
+        }
+        budget = {key: room(services[key], found[key], now) for key in services}
         for slot in plan.slots:
             service = services[(slot.stack, slot.service)]
             if slot.replica > len(service.requests):
@@ -204,16 +223,18 @@ class SchedulerHandler(Handler):
                 request=request,
                 fence=fence,
                 restart=service.restart,
+                order=service.order,
+                since=now,
             )
             have = slots.get((slot.node, slot.stack, slot.service, slot.replica))
             if have is not None and have.revision == wanted.revision and have.name == wanted.name:
                 continue
             if have is not None and have.revision != wanted.revision:
-                # a rolling update: at most `parallelism` replicas of the new revision unready
+                # a rolling update, paced by update_config (`_rollouts`)
                 key = (slot.stack, slot.service)
-                if updating[key] >= (service.parallelism or len(service.requests)):
+                if budget[key] <= 0:
                     continue
-                updating[key] += 1
+                budget[key] -= 1
             if have is not None and have.name != wanted.name:
                 operations.append(Delete(assignment_key(have.node, have.name)))
             operations.append(Put(assignment_key(slot.node, wanted.name), wanted))
@@ -233,9 +254,35 @@ class SchedulerHandler(Handler):
                     if number not in held
                 ]
         operations += await self._pending_writes(services, pending)
+        rollouts, ended = await self._rollout_writes(services, found)
+        operations += [Put(placement_key(ROLLOUTS, r.stack, r.service), r) for r in rollouts]
+        operations += [Delete(placement_key(ROLLOUTS, *key)) for key in ended]
         for start in range(0, len(operations), _TXN_OPS):
             await store.txn(operations[start : start + _TXN_OPS], expect={LEADER_KEY: fence})
         await self._tell(placed, pending)
+        for rollout in rollouts:
+            await self.ctx.bus.publish(
+                ClusterRolloutChanged(id=f"{rollout.stack}_{rollout.service}", rollout=rollout)
+            )
+
+    async def _rollout_writes(
+        self,
+        services: dict[tuple[str, str], ServicePlacement],
+        found: dict[tuple[str, str], Progress],
+    ) -> tuple[list[ClusterRollout], list[tuple[str, str]]]:
+        """The rollout records this pass changes (`_rollouts.next_rollout`), and those of
+        services that are gone."""
+        stored = {
+            (r.stack, r.service): r
+            for r in (e.decode(ClusterRollout) for e in await self.ctx.store.list(ROLLOUTS))
+        }
+        changed = []
+        for key, service in services.items():
+            before = stored.get(key)
+            after = next_rollout(service, before, found[key])
+            if after is not None and after != before:
+                changed.append(after)
+        return changed, [key for key in stored if key not in services]
 
     async def _pending_writes(
         self, services: dict[tuple[str, str], ServicePlacement], pending: list[Pending]
@@ -330,23 +377,6 @@ class SchedulerHandler(Handler):
         if self.role != "control":
             return []
         return await list_placements(self.ctx.store, command.stack, command.service)
-
-
-def _updating(
-    services: dict[tuple[str, str], ServicePlacement],
-    assigned: dict[tuple[str, str], Assignment],
-    statuses: dict[tuple[str, str], ReplicaStatus],
-) -> Counter[tuple[str, str]]:
-    """Per service, its replicas of the current revision that are not ready yet."""
-    counts: Counter[tuple[str, str]] = Counter()
-    for (node, name), assignment in assigned.items():
-        service = services.get((assignment.stack, assignment.service))
-        if service is None or assignment.revision != str(service.revision):
-            continue
-        status = statuses.get((node, name))
-        if status is None or not status.ready or status.revision != assignment.revision:
-            counts[(assignment.stack, assignment.service)] += 1
-    return counts
 
 
 def _demand(placement: ServicePlacement) -> Demand:

@@ -4,6 +4,9 @@ nodes whose agents run them.
 
 `place_in_cluster` answers False on a daemon that is not a control plane (or whose
 scheduler handler is not running): the converger then runs the replicas locally.
+`follow_cluster_rollout` turns the scheduler's view of a rolling update into the service's
+`Rollout` (progress, completed, rolled back; on failure roll back or pause, as on one
+machine).
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ import msgspec
 
 from carte.api.cluster import ServicePlacement
 from carte.api.errors import Unavailable
-from carte.api.events import PlaceService
-from carte.handlers.stacks._records import ServiceRecord
+from carte.api.events import ClusterRolloutChanged, PlaceService
+from carte.handlers.stacks._records import ServiceRecord, load_service
 from carte.stack import normalize, replica_config
 from carte.stack.replica import file_refs
 
 if TYPE_CHECKING:
     from carte.engine import HandlerContext
+    from carte.handlers.stacks._converge import Converger
 
 
 async def place_in_cluster(
@@ -38,10 +42,39 @@ async def place_in_cluster(
         return False  # no scheduler handler here: a single machine
 
 
+async def follow_cluster_rollout(converger: Converger, fact: ClusterRolloutChanged) -> None:
+    """Bring the service's rollout up to the scheduler's (a fact about another revision, or
+    about a rollout that already ended, changes nothing)."""
+    cluster = fact.rollout
+    record = await load_service(converger.ctx.store, cluster.stack, cluster.service)
+    if record is None or record.revision != cluster.revision or record.rollout is None:
+        return
+    rollout = record.rollout
+    if rollout.state not in ("progressing", "rolling_back"):
+        return
+    rolling_back = rollout.state == "rolling_back"
+    if cluster.state == "failed":
+        deploy = record.spec.deploy
+        config = deploy.rollback_config if rolling_back else deploy.update_config
+        await converger.fail(record, rollout, cluster.message, config, rolling_back)
+    elif cluster.state == "completed":
+        final = "rolled_back" if rolling_back else "completed"
+        done = msgspec.structs.replace(rollout, state=final, updated=cluster.updated)
+        await converger.save_rollout(record, done)
+    elif cluster.updated != rollout.updated:
+        moved = msgspec.structs.replace(rollout, updated=cluster.updated)
+        await converger.save_rollout(record, moved)
+    converger.kick(cluster.stack, cluster.service)
+
+
 def service_placement(record: ServiceRecord) -> ServicePlacement:
-    """What the scheduler needs of a service: replicas, reservations, constraints and the
-    CreateContainer config of each replica."""
+    """What the scheduler needs of a service: replicas, reservations, constraints, how to
+    roll out a new revision (update_config, or rollback_config while rolling back; paused
+    once the rollout paused or failed) and the CreateContainer config of each replica."""
     spec = record.spec
+    rollout = record.rollout
+    rolling_back = rollout is not None and rollout.state == "rolling_back"
+    update = spec.deploy.rollback_config if rolling_back else spec.deploy.update_config
     reservations = spec.deploy.resources.reservations
     placement = spec.deploy.placement
     unplaceable = ""
@@ -80,7 +113,13 @@ def service_placement(record: ServiceRecord) -> ServicePlacement:
         memory=memory,
         constraints=list(placement.constraints),
         max_per_node=placement.max_replicas_per_node,
-        parallelism=spec.deploy.update_config.parallelism,
+        parallelism=update.parallelism,
+        delay=normalize.seconds(update.delay),
+        order="stop-first" if spec.container_name else update.order,  # one name: old first
+        monitor=normalize.seconds(update.monitor),
+        failure_action=update.failure_action,
+        max_failure_ratio=update.max_failure_ratio,
+        paused=rollout is not None and rollout.state in ("paused", "failed"),
         restart=_condition(normalize.restart_policy(spec)[0]),
         requests=requests,
         unplaceable=unplaceable,

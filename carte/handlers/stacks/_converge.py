@@ -534,7 +534,7 @@ class Converger:
                     or config.failure_action == "continue"
                 ):
                     continue
-                await self._fail(record, rollout, str(error), config, rolling_back)
+                await self.fail(record, rollout, str(error), config, rolling_back)
                 return
             rollout = msgspec.structs.replace(rollout, updated=len(current))
             await self.save_rollout(record, rollout)
@@ -579,7 +579,7 @@ class Converger:
         rows = {r.id: r for r in await self.rows(record.stack, record.name)}
         current.extend(rows[r.container_id] for r in started if r.container_id in rows)
 
-    async def _fail(
+    async def fail(
         self,
         record: ServiceRecord,
         rollout: Rollout,
@@ -587,6 +587,8 @@ class Converger:
         config: UpdateConfig,
         rolling_back: bool,
     ) -> None:
+        """A rollout failed (here, or in the cluster's scheduler): roll back to the previous
+        revision, else pause (failed, when a rollback fails)."""
         action = config.failure_action
         previous = record.revision_spec(rollout.from_revision)
         if action == "rollback" and not rolling_back and previous is not None:

@@ -23,6 +23,7 @@ from carte.api.errors import CarteError, Conflict, InvalidArgument, NotFound
 from carte.api.events import (
     ApplyStack,
     BuildImage,
+    ClusterRolloutChanged,
     ContainerExited,
     ContainerRemoved,
     ContainerStarted,
@@ -62,6 +63,7 @@ from carte.api.stacks import (
 )
 from carte.api.timestamps import now_rfc3339, parse_rfc3339
 from carte.engine import Handler, HandlerContext, on
+from carte.handlers.stacks._cluster import follow_cluster_rollout
 from carte.handlers.stacks._converge import (
     Converger,
     autoscale_spec,
@@ -188,6 +190,10 @@ class StacksHandler(Handler):
                 await converger.set_ready(replica, False, f"unhealthy: {fact.output.strip()}")
         if fact.status == "unhealthy":
             converger.kick(replica.stack, replica.service)
+
+    @on(ClusterRolloutChanged)
+    async def cluster_rollout(self, fact: ClusterRolloutChanged) -> None:
+        await follow_cluster_rollout(await self._conv(), fact)
 
     # --- apply ---------------------------------------------------------------------------
 

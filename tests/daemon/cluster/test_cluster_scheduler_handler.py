@@ -1,6 +1,7 @@
 """The scheduler handler in-process (carte.plugins.testing: real bus, in-memory SQLite store):
 what it writes to the store as the leader, pending reasons and their events, rolling updates
-gated on readiness, and fencing — a deposed leader's writes are refused by the store."""
+gated on readiness (completed, or failed and stopped), and fencing — a deposed leader's
+writes are refused by the store."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from carte.api.cluster import (
 )
 from carte.api.events import (
     ClusterConfigured,
+    ClusterRolloutChanged,
     LeaderElected,
     ListPlacements,
     PlaceService,
@@ -129,7 +131,8 @@ async def test_a_new_revision_rolls_one_replica_at_a_time_once_ready() -> None:
 
         await eventually(three_old, "3 of revision 1")
         await mark_ready(run.store, "1")
-        await run.request(PlaceService(placement=placement(3, revision=2, parallelism=1)))
+        update = placement(3, revision=2, parallelism=1, monitor=0)
+        await run.request(PlaceService(placement=update))
 
         async def one_new() -> bool:
             return await revisions() == ["1", "1", "2"]
@@ -143,6 +146,46 @@ async def test_a_new_revision_rolls_one_replica_at_a_time_once_ready() -> None:
             return await revisions() == ["1", "2", "2"]
 
         await eventually(two_new, "2 replaced")
+
+
+async def test_a_rollout_completes_and_one_whose_replica_fails_stops_there() -> None:
+    async with run_plugin(SchedulerHandler) as run:
+        await lead(run, ["n1", "n2"])
+        await run.request(PlaceService(placement=placement(2)))
+
+        async def revisions() -> list[str]:
+            return sorted(a.revision for a in await assignments(run.store))
+
+        async def are(*wanted: str) -> bool:
+            return await revisions() == list(wanted)
+
+        def told(state: str) -> list[ClusterRolloutChanged]:
+            return [f for f in run.facts(ClusterRolloutChanged) if f.rollout.state == state]
+
+        async def said(state: str) -> bool:
+            return bool(told(state))
+
+        await eventually(lambda: are("1", "1"), "2 of revision 1")
+        await mark_ready(run.store, "1")
+        await run.request(PlaceService(placement=placement(2, revision=2, monitor=0)))
+        await eventually(lambda: are("1", "2"), "one at a time")
+        await mark_ready(run.store, "2")
+        await eventually(lambda: are("2", "2"), "the second once the first is ready")
+        assert not told("completed")
+        await mark_ready(run.store, "2")
+        await eventually(lambda: said("completed"), "completed")
+        assert await revisions() == ["2", "2"] and told("completed")[0].rollout.revision == 2
+
+        await run.request(PlaceService(placement=placement(2, revision=3, monitor=0)))
+        await eventually(lambda: are("2", "3"), "the first of revision 3")
+        (new,) = [a for a in await assignments(run.store) if a.revision == "3"]
+        broken = ReplicaStatus(node=new.node, name=new.name, state="failed", revision="3")
+        broken = msgspec.structs.replace(broken, reason="app_web_1 exited (1)")
+        await run.store.put(f"cluster/status/{new.node}/{new.name}", broken)
+        await eventually(lambda: said("failed"), "failed")
+        assert "app_web_1 exited (1)" in told("failed")[0].rollout.message
+        await trio.sleep(0.3)
+        assert await revisions() == ["2", "3"], "a failed rollout replaces no more"
 
 
 async def test_a_deposed_leader_cannot_write() -> None:

@@ -48,11 +48,7 @@ class ListeningLab(WorkloadLab):
 def lab(busybox_tar: Path) -> Iterator[ListeningLab]:
     with ListeningLab(2, pool="10.95.0.0/16:24", node_ttl=5, leader_ttl=5) as lab:
         try:
-            control, worker = lab.nodes
-            lab.start(control, control=True)
-            lab.init(control)
-            lab.start(worker)
-            lab.join(worker)
+            lab.form()
             for node in lab.nodes:
                 lab.carte(node, "import", str(busybox_tar), "busybox:latest")
             yield lab
