@@ -7,17 +7,26 @@ harness's findings), each reproduced here by writing the state the kill left:
 - `apply` makes the stack's networks before it stores the stack: a kill in between left
   `<stack>_default` owned by no listed stack, and `stack rm` answered "not found". The next
   daemon removes such networks, and `stack rm` removes them too.
+- a kill during a build or a scale left a service under its count for more than 30 s after
+  the restart: replicas (and build steps) that died with the daemon were settled at start
+  waiting 10 s each for the network handler, and the stacks handler starts after the
+  containers handler. A service whose replicas all died while the daemon was away is back to
+  its count within seconds of the restart.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.containers import ok, wait_for
 from support.daemon import Daemon
+from support.leftovers import cgroup_dirs
 from support.module_daemon import ModuleDaemon
 
 CONFIG = 'network:\n  pools: ["10.83.0.0/16:24"]\n  dns_upstreams: ["127.0.0.1:9"]\n'
@@ -27,7 +36,7 @@ services:
     image: busybox
     command: ["sleep", "100000"]
     deploy:
-      replicas: 0
+      replicas: {replicas}
 """
 
 
@@ -72,7 +81,7 @@ def test_a_stack_network_of_no_stack_goes_at_start_and_with_stack_rm(
     ok(carte.client("network", "create", "-l", "com.carte.stack=ghost", "ghost_default"))
     ok(carte.client("network", "create", "-l", "com.carte.stack=cut", "cut_default"))
     stack = tmp_path / "compose.yaml"
-    stack.write_text(STACK)
+    stack.write_text(STACK.format(replicas=0))
     ok(carte.client("apply", "-f", str(stack), "-n", "whole"))
     ok(carte.client("network", "create", "plain"))
 
@@ -85,3 +94,31 @@ def test_a_stack_network_of_no_stack_goes_at_start_and_with_stack_rm(
     wait_for(lambda: "ghost_default" not in network_names(carte), 10, "ghost_default removed")
     assert {"whole_default", "plain"} <= network_names(carte)
     assert "network ghost_default" in carte.log()
+
+
+def running_of(carte: Daemon, stack: str) -> tuple[int, int]:
+    listed = json.loads(ok(carte.client("--format", "json", "service", "ls")))
+    [service] = [s for s in listed if s["stack"] == stack]
+    return int(service["running"]), int(service["desired"])
+
+
+def test_a_service_whose_replicas_died_with_the_daemon_is_back_at_once(
+    carte: Daemon, tmp_path: Path
+) -> None:
+    stack = tmp_path / "compose.yaml"
+    stack.write_text(STACK.format(replicas=3))
+    ok(carte.client("apply", "-f", str(stack), "-n", "back"))
+    wait_for(lambda: running_of(carte, "back") == (3, 3), 30, "3 replicas")
+    for _ in range(2):  # more dead containers on the stack's network, as killed build steps
+        ok(carte.client("run", "-d", "--network", "back_default", "busybox", "sleep", "100000"))
+    assert carte.process is not None
+    carte.process.kill()
+    carte.process.wait()
+    for directory in (carte.root / "containers").iterdir():  # every container dies
+        for cgroup in cgroup_dirs(directory.name):
+            for pid in (cgroup / "cgroup.procs").read_text().split():
+                os.kill(int(pid), signal.SIGKILL)
+    started = time.monotonic()
+    carte.start()
+    wait_for(lambda: running_of(carte, "back") == (3, 3), 20, "3 replicas again")
+    print(f"back to 3 replicas {time.monotonic() - started:.1f} s after the restart began")
