@@ -88,6 +88,8 @@ class ReplicaSummary(_Wire, kw_only=True):
     status: str
     ready: bool = False
     ip: str = ""
+    node: str = ""
+    """In a cluster (asked of a control plane): the node that runs it ('' pending)."""
 
 
 class RevisionSummary(_Wire, kw_only=True):

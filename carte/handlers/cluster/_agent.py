@@ -7,9 +7,9 @@ containers handler: a missing replica is created (its image pulled, its network 
 absent) and started; one of another revision is replaced as the assignment's update
 order says (stop-first; or start-first: the new copy starts under a spare name, the old one
 goes once it is ready, and the new one takes the name), one that exited is replaced (with
-a growing delay after failures, forgotten at a new revision); a managed container no longer assigned is stopped and
-removed. Each pass reports the replicas' `ReplicaStatus` (state, readiness, reason) when it
-changed.
+a growing delay after failures, forgotten at a new revision); a managed container no
+longer assigned is stopped and removed. Each pass reports the replicas' `ReplicaStatus`
+(state, readiness, reason) when it changed.
 
 Fencing: an assignment carries its scheduler's fence (leader revision); the agent never
 replaces an assignment by one with an older fence.
@@ -276,10 +276,10 @@ class AgentHandler(Handler):
         have = current[0] if current else None
         if not old:
             return have, False
+        if assignment.order == "start-first" and have is None:
+            async with limiter:
+                have = await self._create(assignment, _spare_name(assignment))
         if assignment.order == "start-first" and not (have is not None and _ready(have)):
-            if have is None:
-                async with limiter:
-                    have = await self._create(assignment, _spare_name(assignment))
             return have, True
         for row in old:
             await self._retire(row, f"replaced by revision {revision}")

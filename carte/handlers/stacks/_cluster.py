@@ -2,7 +2,8 @@
 created here but handed to the cluster's scheduler (`PlaceService`), which assigns them to
 nodes whose agents run them.
 
-`place_in_cluster` answers False on a daemon that is not a control plane (or whose
+`cluster_replicas` lists what the nodes run for a service (`ListReplicas` on a control
+plane). `place_in_cluster` answers False on a daemon that is not a control plane (or whose
 scheduler handler is not running): the converger then runs the replicas locally.
 `follow_cluster_rollout` turns the scheduler's view of a rolling update into the service's
 `Rollout` (progress, completed, rolled back; on failure roll back or pause, as on one
@@ -17,9 +18,10 @@ import msgspec
 
 from carte.api.cluster import ServicePlacement
 from carte.api.errors import Unavailable
-from carte.api.events import ClusterRolloutChanged, PlaceService
+from carte.api.events import ClusterRolloutChanged, ListPlacements, PlaceService
+from carte.api.stacks import ReplicaSummary
 from carte.handlers.stacks._records import ServiceRecord, load_service
-from carte.stack import normalize, replica_config
+from carte.stack import image_name, normalize, replica_config
 from carte.stack.replica import file_refs
 
 if TYPE_CHECKING:
@@ -40,6 +42,31 @@ async def place_in_cluster(
         return await ctx.bus.request(PlaceService(placement=placement, remove=record is None))
     except Unavailable:
         return False  # no scheduler handler here: a single machine
+
+
+async def cluster_replicas(ctx: HandlerContext, record: ServiceRecord) -> list[ReplicaSummary]:
+    """On a control plane: the replicas the cluster's nodes run for the service, each with
+    its node and what its agent reports (pending ones with the reason); [] elsewhere."""
+    try:
+        placed = await ctx.bus.request(ListPlacements(stack=record.stack, service=record.name))
+    except Unavailable:
+        return []  # no scheduler handler here: a single machine
+    image = image_name(record.stack, record.name, record.spec)
+    return [
+        ReplicaSummary(
+            stack=p.stack,
+            service=p.service,
+            replica=p.replica,
+            revision=int(p.revision or 0),
+            container_id=p.container_id,
+            name=p.name,
+            image=image,
+            status=f"{p.state}: {p.reason}" if p.reason else p.state,
+            ready=p.ready,
+            node=p.node,
+        )
+        for p in placed
+    ]
 
 
 async def follow_cluster_rollout(converger: Converger, fact: ClusterRolloutChanged) -> None:

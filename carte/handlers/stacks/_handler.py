@@ -63,7 +63,7 @@ from carte.api.stacks import (
 )
 from carte.api.timestamps import now_rfc3339, parse_rfc3339
 from carte.engine import Handler, HandlerContext, on
-from carte.handlers.stacks._cluster import follow_cluster_rollout
+from carte.handlers.stacks._cluster import cluster_replicas, follow_cluster_rollout
 from carte.handlers.stacks._converge import (
     Converger,
     autoscale_spec,
@@ -617,6 +617,7 @@ class StacksHandler(Handler):
                         ip=replica.ip if replica is not None else "",
                     )
                 )
+            out.extend(await cluster_replicas(self.ctx, record))  # on a control plane
         return out
 
     async def _record(self, stack: str, service: str) -> ServiceRecord:
