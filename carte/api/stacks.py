@@ -46,11 +46,13 @@ class PlanAction(_Wire, kw_only=True):
 
 
 class Plan(_Wire, kw_only=True):
-    """`carte apply` result: the actions in order; `dry_run` True when nothing was changed."""
+    """`carte apply` result: the actions in order; `dry_run` True when nothing was changed;
+    `warnings` for the user (unset variables, ports nothing can reach)."""
 
     stack: str
     dry_run: bool = False
     actions: list[PlanAction] = []
+    warnings: list[str] = []
 
 
 class StackSummary(_Wire, kw_only=True):

@@ -12,6 +12,16 @@ from carte.cli.commands._framework import (
     fail,
     inspect_each,
     remove_each,
+    warn,
 )
 
-__all__ = ["Commands", "Session", "UsageError", "each", "fail", "inspect_each", "remove_each"]
+__all__ = [
+    "Commands",
+    "Session",
+    "UsageError",
+    "each",
+    "fail",
+    "inspect_each",
+    "remove_each",
+    "warn",
+]

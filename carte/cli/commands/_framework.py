@@ -63,6 +63,13 @@ class Session:
         return self.client.post_json(f"/v1/commands/{name}", body)["result"]
 
 
+def warn(reply: Any) -> None:
+    """The `warnings` of a daemon's answer on stderr, one `WARNING: ...` line each (as Docker's
+    client prints them)."""
+    for warning in reply.get("warnings", []):
+        print(f"WARNING: {warning}", file=sys.stderr)
+
+
 def fail(message: str) -> int:
     """Print ``carte: message`` on stderr; exit code 1."""
     print(f"carte: {message}", file=sys.stderr)

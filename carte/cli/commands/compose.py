@@ -21,7 +21,7 @@ import os
 import re
 import sys
 
-from carte.cli.commands import Commands, Session, UsageError, fail
+from carte.cli.commands import Commands, Session, UsageError, fail, warn
 from carte.cli.transport import ApiError
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
@@ -343,6 +343,7 @@ def up(session: Session, found: Project) -> int:
         plan = _apply_pulling(session, found)
         if plan is None:
             return 1
+    warn(plan)
     for action in plan["actions"]:
         what = "Network" if action["kind"] == "network" else "Service"
         verb = {
@@ -469,7 +470,7 @@ def _images_of(specs: dict[str, dict[str, Any]], *, built: bool, stack: str = ""
 def ps(session: Session, found: Project) -> int:
     args = session.args
     rows = _replicas(session, found.name, args.services) if _deployed(session, found.name) else []
-    rows = [r for r in rows if args.all or not _stopped(r)]
+    rows = [r for r in rows if args.all or not r["status"].startswith("Exited")]
     services = {s["name"]: s for s in session.command("ListServices", stack=found.name)}
     if args.quiet:
         for row in rows:

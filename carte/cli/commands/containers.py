@@ -14,7 +14,7 @@ import re
 import sys
 import time
 
-from carte.cli.commands import Commands, Session, each, fail
+from carte.cli.commands import Commands, Session, each, fail, warn
 from carte.cli.output import TemplateError, docker_container, render_template
 from carte.cli.run_options import RunOptionError, add_run_arguments, container_config, parse_size
 from carte.cli.transport import ApiError
@@ -216,8 +216,7 @@ def _create(session: Session) -> tuple[str, int]:
         except ApiError as again:
             _error(again.message)
             return "", DAEMON_ERROR
-    for warning in created.get("warnings", []):
-        print(f"WARNING: {warning}", file=sys.stderr)
+    warn(created)
     return str(created["id"]), 0
 
 

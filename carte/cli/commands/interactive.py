@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
-from carte.cli.commands import Commands, Session
+from carte.cli.commands import Commands, Session, warn
 from carte.cli.transport import ApiError, DaemonUnreachable
 
 # Every client command imports this module to register; the stream machinery (signal,
@@ -117,8 +116,7 @@ def run_interactive(session: Session) -> int:
     except (ApiError, DaemonUnreachable) as error:
         print_error(_message(error))
         return RUN_REFUSED
-    for warning in created.get("warnings", []):
-        print(f"WARNING: {warning}", file=sys.stderr)
+    warn(created)
     container_id = str(created["id"])
     stdin = "1" if args.interactive else "0"
     path = f"/v1/containers/{container_id}/attach?start=1&stdin={stdin}{_size_query()}"

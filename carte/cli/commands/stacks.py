@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from carte.cli.commands import Commands, Session, fail
+from carte.cli.commands import Commands, Session, fail, warn
 from carte.cli.commands.services import (
     service_update,
     show_placements,
@@ -162,6 +162,7 @@ def apply(session: Session) -> int:
         dry_run=session.args.dry_run,
         profiles=session.args.profiles,
     )
+    warn(plan)
     out = session.output
     if out.json:
         out.data(plan)

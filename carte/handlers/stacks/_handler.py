@@ -227,6 +227,7 @@ class StacksHandler(Handler):
                 f'stack name "{stack}" is invalid; use up to 40 lowercase letters, digits, "_" '
                 'and "-" (carte apply -n NAME)'
             )
+        warnings = [*warnings, *await trio.to_thread.run_sync(_unreachable_ports, manifest)]
         for warning in warnings:
             self.ctx.log.warning("stack %s: %s", stack, warning)
         env_files = await trio.to_thread.run_sync(_read_env_files, project_dir, manifest)
@@ -238,6 +239,7 @@ class StacksHandler(Handler):
         async with self._apply_lock:
             stored = {r.name: r for r in await load_services(self.ctx.store, stack)}
             plan = await self._plan(stack, manifest, stored, files)
+            plan = msgspec.structs.replace(plan, warnings=warnings)
             if command.dry_run:
                 return msgspec.structs.replace(plan, dry_run=True)
             for name, service in manifest.services.items():
@@ -823,6 +825,33 @@ def volume_map(stack: str, manifest: Manifest) -> dict[str, str]:
     }
 
 
+def _unreachable_ports(manifest: Manifest) -> list[str]:
+    """A warning for each published port bound to an address this host does not have: its
+    rule could never match, so nothing reaches it (a typo, or another machine's address)."""
+    out = []
+    for name, service in manifest.services.items():
+        for port in [*normalize.ports(service), *normalize.unpublished_ports(service)]:
+            if not port.host_ip or _local_address(port.host_ip):
+                continue
+            given = f"{port.host_ip}:{port.host_port or ''}:{port.container_port}/{port.protocol}"
+            out.append(
+                f'service "{name}": port "{given}" is bound to {port.host_ip}, which is not an '
+                "address of this host, so nothing can reach it; publish on 0.0.0.0, 127.0.0.1 "
+                "or one of the host's addresses"
+            )
+    return out
+
+
+def _local_address(address: str) -> bool:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError:
+            return False
+    return True
+
+
 def _pick_ports(service: Service, kept: dict[str, int]) -> dict[str, int]:
     """A free host port for each port the service lists without a host side; those picked
     by an earlier apply are kept."""
@@ -834,7 +863,8 @@ def _pick_ports(service: Service, kept: dict[str, int]) -> dict[str, int]:
             continue
         kind = socket.SOCK_DGRAM if port.protocol == "udp" else socket.SOCK_STREAM
         with socket.socket(socket.AF_INET, kind) as probe:
-            probe.bind((port.host_ip or "0.0.0.0", 0))
+            local = port.host_ip and _local_address(port.host_ip)  # else warned about
+            probe.bind((port.host_ip if local else "0.0.0.0", 0))
             out[key] = probe.getsockname()[1]
     return out
 

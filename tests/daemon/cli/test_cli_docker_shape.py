@@ -7,27 +7,18 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from support.containers import ok, wait_for
 from support.daemon import Daemon
-from support.module_daemon import ModuleDaemon
+from support.module_daemon import daemon_fixtures
 
 CONFIG = 'network:\n  pools: ["10.92.0.0/16:24"]\n  dns_upstreams: ["127.0.0.1:9"]\n'
 
 
-@pytest.fixture(scope="module")
-def shape_daemon(busybox_tar: Path) -> Iterator[ModuleDaemon]:
-    with ModuleDaemon(busybox_tar, config=CONFIG, stacks=True, networks=True, volumes=True) as m:
-        yield m
-
-
-@pytest.fixture
-def carte(shape_daemon: ModuleDaemon) -> Iterator[Daemon]:
-    with shape_daemon.test() as daemon:
-        yield daemon
+shape_daemon, carte = daemon_fixtures(
+    "shape_daemon", config=CONFIG, stacks=True, networks=True, volumes=True
+)
 
 
 def test_inspect_templates_written_for_docker(carte: Daemon) -> None:

@@ -10,22 +10,13 @@ from pathlib import Path
 import pytest
 from support.containers import ok
 from support.daemon import Daemon
-from support.module_daemon import ModuleDaemon
+from support.module_daemon import daemon_fixtures
 from support.registry import RunningRegistry, start_registry
 
 CONFIG = 'network:\n  pools: ["10.92.0.0/16:24"]\n  dns_upstreams: ["127.0.0.1:9"]\n'
 
 
-@pytest.fixture(scope="module")
-def pull_daemon(busybox_tar: Path) -> Iterator[ModuleDaemon]:
-    with ModuleDaemon(busybox_tar, config=CONFIG, stacks=True, networks=True) as m:
-        yield m
-
-
-@pytest.fixture
-def carte(pull_daemon: ModuleDaemon) -> Iterator[Daemon]:
-    with pull_daemon.test() as daemon:
-        yield daemon
+pull_daemon, carte = daemon_fixtures("pull_daemon", config=CONFIG, stacks=True, networks=True)
 
 
 @pytest.fixture(scope="module")

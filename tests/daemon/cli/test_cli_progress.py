@@ -7,25 +7,13 @@ from __future__ import annotations
 import os
 import select
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from support.containers import ok
 from support.daemon import Daemon
-from support.module_daemon import ModuleDaemon
+from support.module_daemon import daemon_fixtures
 
-
-@pytest.fixture(scope="module")
-def progress_daemon(busybox_tar: Path) -> Iterator[ModuleDaemon]:
-    with ModuleDaemon(busybox_tar) as m:
-        yield m
-
-
-@pytest.fixture
-def carte(progress_daemon: ModuleDaemon) -> Iterator[Daemon]:
-    with progress_daemon.test() as daemon:
-        yield daemon
+progress_daemon, carte = daemon_fixtures("progress_daemon")
 
 
 def on_terminal(carte: Daemon, *args: str, cwd: Path | None = None) -> tuple[int, str, str]:

@@ -7,28 +7,21 @@ removed, after the module nothing of it is left on the host (support/module_daem
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from support.daemon import Daemon
-from support.module_daemon import ModuleDaemon
+from support.module_daemon import daemon_fixtures
 
 CONFIG = 'network:\n  pools: ["10.91.0.0/16:24"]\n  dns_upstreams: ["127.0.0.1:9"]\n'
 
 Compose = Callable[..., subprocess.CompletedProcess[str]]
 
 
-@pytest.fixture(scope="module")
-def compose_daemon(busybox_tar: Path) -> Iterator[ModuleDaemon]:
-    with ModuleDaemon(busybox_tar, config=CONFIG, stacks=True, networks=True, volumes=True) as m:
-        yield m
-
-
-@pytest.fixture
-def carte(compose_daemon: ModuleDaemon) -> Iterator[Daemon]:
-    with compose_daemon.test() as daemon:
-        yield daemon
+compose_daemon, carte = daemon_fixtures(
+    "compose_daemon", config=CONFIG, stacks=True, networks=True, volumes=True
+)
 
 
 @pytest.fixture

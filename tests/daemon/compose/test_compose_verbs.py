@@ -216,3 +216,27 @@ def test_bad_input_is_one_line(compose: Compose, tmp_path: Path) -> None:
         "unknown flag: --bogus\nSee 'carte compose up --help'.\n",
     )
     assert "Traceback" not in flag.stderr + unknown.stderr + missing.stderr
+
+
+def test_warnings_reach_the_user(compose: Compose, carte: Daemon, tmp_path: Path) -> None:
+    """A published port on an address the host does not have (nothing can reach it) and an
+    unset variable: one WARNING line each, from apply and up; a loopback port: none."""
+    text = FILE.replace("127.0.0.1:18931:8080", "10.255.77.1:18932:8080").replace(
+        "GREETING: hello", "GREETING: ${NOT_SET_ANYWHERE}"
+    )
+    cwd = project(tmp_path, text=text)
+    port = (
+        'WARNING: service "web": port "10.255.77.1:18932:8080/tcp" is bound to 10.255.77.1, '
+        "which is not an address of this host, so nothing can reach it; publish on 0.0.0.0, "
+        "127.0.0.1 or one of the host's addresses\n"
+    )
+    unset = 'WARNING: variable "NOT_SET_ANYWHERE" is not set; using ""\n'
+    dry = carte.client("apply", "--dry-run", "-f", str(cwd / "compose.yaml"))
+    assert dry.returncode == 0 and dry.stderr == unset + port
+    up = compose("up", "-d", cwd=cwd)
+    assert up.returncode == 0 and up.stderr == unset + port
+    running(compose, cwd, 3)
+    clean = carte.client(
+        "apply", "--dry-run", "-f", str(project(tmp_path, "tidy") / "compose.yaml")
+    )
+    assert clean.returncode == 0 and clean.stderr == ""
