@@ -11,7 +11,6 @@ import errno
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import traceback
@@ -20,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+from cgroup_children import PausedChild, fork_bomb, fork_bomb_peak
 
 from carte.runtime.cgroups import (
     Cgroup,
@@ -52,19 +53,12 @@ def check(name: str) -> Callable[[Callable[[], str]], None]:
     return run
 
 
-def paused_child(code: str) -> subprocess.Popen[bytes]:
-    """A Python child that waits for a byte on stdin before running ``code``."""
-    return subprocess.Popen(
-        [sys.executable, "-c", "import os, sys\nsys.stdin.buffer.read(1)\n" + code],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-
-
-def release(child: subprocess.Popen[bytes]) -> None:
-    assert child.stdin is not None
-    child.stdin.write(b"g")
-    child.stdin.flush()
+def spinning_in(group: Cgroup) -> PausedChild:
+    """A child busy in a loop inside `group`, once it said so."""
+    child = PausedChild("print('spinning', flush=True)\nwhile True: pass")
+    child.start_in(group)
+    assert child.read_line() == "spinning"
+    return child
 
 
 def read(cgroup: Cgroup, name: str) -> str:
@@ -161,9 +155,8 @@ def main() -> None:
     @check("oom_kill")
     def _() -> str:
         before = main_group.oom_kill_count()
-        child = paused_child("data = b'x' * (64 << 20)\nprint('survived', flush=True)")
-        main_group.add_process(child.pid)
-        release(child)
+        child = PausedChild("data = b'x' * (64 << 20)\nprint('survived', flush=True)")
+        child.start_in(main_group)
         code = child.wait(120)
         assert code == -signal.SIGKILL, code
         assert main_group.oom_killed_since(before)
@@ -172,16 +165,13 @@ def main() -> None:
 
     @check("stats")
     def _() -> str:
-        child = paused_child(
+        child = PausedChild(
             "data = b'x' * (16 << 20)\nprint('ready', flush=True)\nsys.stdin.read()"
         )
-        main_group.add_process(child.pid)
-        release(child)
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == b"ready"
+        child.start_in(main_group)
+        assert child.read_line() == "ready"
         stats = main_group.stats()
-        child.kill()
-        child.wait()
+        child.close()
         assert stats.memory_usage >= 16 * MB, stats
         assert stats.memory_limit == 32 * MB, stats
         assert stats.pids_current == 1 and stats.pids_limit == 16, stats
@@ -190,28 +180,8 @@ def main() -> None:
 
     @check("pids_fork_bomb")
     def _() -> str:
-        bomb = subprocess.Popen(
-            ["/bin/busybox", "sh", "-c", "read go; bomb() { bomb & bomb; }; bomb"],
-            stdin=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        highest = 0
-        try:
-            main_group.add_process(bomb.pid)
-            assert bomb.stdin is not None
-            bomb.stdin.write(b"go\n")
-            bomb.stdin.close()
-            deadline = time.monotonic() + 60
-            while (stats := main_group.stats()).pids_refused == 0:
-                assert time.monotonic() < deadline, "the fork bomb never reached the limit"
-                highest = max(highest, stats.pids_current)
-                time.sleep(0.002)
-            highest = max(highest, stats.pids_peak, stats.pids_current)
-            refused = stats.pids_refused
-            main_group.kill(signal.SIGKILL)
-        finally:
-            bomb.kill()
-            bomb.wait()
+        with fork_bomb(main_group):
+            highest, refused = fork_bomb_peak(main_group.stats, 60)
         # pids.peak may be missing on this kernel and sampling can miss the burst, so the claim
         # here is the bound itself plus the kernel's own count of refused forks.
         assert 0 < highest <= 16, highest
@@ -222,17 +192,12 @@ def main() -> None:
     def _() -> str:
         group = new_group(LinuxResources(cpu=LinuxCPU(quota=50_000, period=100_000)))
         cgroups.append(group)
-        child = paused_child("print('spinning', flush=True)\nwhile True: pass")
-        group.add_process(child.pid)
-        release(child)
-        assert child.stdout is not None
-        child.stdout.readline()
+        child = spinning_in(group)
         start_usage, start = group.stats().cpu_usage_ns, time.monotonic()
         time.sleep(3)
         share = (group.stats().cpu_usage_ns - start_usage) / ((time.monotonic() - start) * 1e9)
         throttled = group.stats().cpu_throttled_periods
-        child.kill()
-        child.wait()
+        child.close()
         assert share < 0.65, share
         assert throttled > 0, throttled
         return f"busy loop used {share:.0%} of a CPU, throttled in {throttled} periods"
@@ -268,11 +233,10 @@ def main() -> None:
             "os.close(os.open('/dev/null', os.O_RDWR))\n"
             "print('null ok', flush=True)\n"
         )
-        child = paused_child(probe)
-        group.add_process(child.pid)
-        release(child)
-        assert child.stdout is not None
-        seen = child.stdout.read().decode().split()
+        child = PausedChild(probe)
+        child.start_in(group)
+        assert child.process.stdout is not None
+        seen = child.process.stdout.read().decode().split()
         child.wait(60)
         node.unlink(missing_ok=True)
         assert seen == [str(errno.EPERM), "null", "ok"], seen
@@ -282,11 +246,7 @@ def main() -> None:
     def _() -> str:
         group = new_group(None)
         cgroups.append(group)
-        child = paused_child("print('spinning', flush=True)\nwhile True: pass")
-        group.add_process(child.pid)
-        release(child)
-        assert child.stdout is not None
-        child.stdout.readline()
+        child = spinning_in(group)
         group.freeze()
         assert isinstance(group, V2Cgroup) and group.events()["frozen"] == 1
         usage = group.stats().cpu_usage_ns
@@ -294,15 +254,14 @@ def main() -> None:
         assert group.stats().cpu_usage_ns == usage
         group.thaw()
         assert group.events()["frozen"] == 0
-        child.kill()
-        child.wait()
+        child.close()
         return "frozen 1 with no CPU used, then frozen 0"
 
     @check("kill")
     def _() -> str:
         group = new_group(None)
         cgroups.append(group)
-        children = [paused_child("") for _ in range(3)]
+        children = [PausedChild("") for _ in range(3)]
         for child in children:
             group.add_process(child.pid)
         group.kill(signal.SIGKILL)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import errno
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cgroup_children import PausedChild
+from cgroup_children import (
+    PausedChild,
+    assert_the_host_answers,
+    fork_bomb,
+    fork_bomb_peak,
+    probe_disk,
+)
 
 from carte.api.errors import InvalidArgument
 from carte.runtime.cgroups import (
@@ -107,26 +112,10 @@ def test_a_raw_disk_node_made_inside_the_group_cannot_be_opened(
     v1_cgroup: Cgroup, spawn: Spawn, tmp_path: Path, host_block_device: tuple[int, int]
 ) -> None:
     v1_cgroup.apply(LinuxResources())
-    major, minor = host_block_device
-    child = spawn(
-        f"""
-import stat
-node = {str(tmp_path / "disk")!r}
-os.mknod(node, stat.S_IFBLK | 0o600, os.makedev({major}, {minor}))
-try:
-    os.close(os.open(node, os.O_RDONLY))
-    print("opened", flush=True)
-except OSError as error:
-    print(error.errno, flush=True)
-os.close(os.open("/dev/null", os.O_RDWR))
-print("null ok", flush=True)
-"""
+    assert probe_disk(v1_cgroup, spawn, tmp_path / "disk", host_block_device) == (
+        str(errno.EPERM),
+        "null ok",
     )
-    v1_cgroup.add_process(child.pid)
-    child.release()
-    assert child.read_line() == str(errno.EPERM)
-    assert child.read_line() == "null ok"
-    assert child.wait() == 0
 
 
 def test_stats_reflect_a_process_allocating_memory(v1_cgroup: Cgroup, spawn: Spawn) -> None:
@@ -162,33 +151,10 @@ def test_memory_limit_oom_kills_a_process_allocating_twice_as_much(
 
 def test_pids_limit_bounds_a_fork_bomb_and_the_host_keeps_answering(v1_cgroup: Cgroup) -> None:
     v1_cgroup.apply(LinuxResources(pids=LinuxPids(limit=64)))
-    # The shell waits for the test to move it into the group before the bomb goes off.
-    bomb = subprocess.Popen(
-        ["/bin/busybox", "sh", "-c", "read go; bomb() { bomb & bomb; }; bomb"],
-        stdin=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        v1_cgroup.add_process(bomb.pid)
-        assert bomb.stdin is not None
-        bomb.stdin.write(b"go\n")
-        bomb.stdin.close()
-        highest = 0
-        deadline = time.monotonic() + 15.0
-        while (stats := v1_cgroup.stats()).pids_refused == 0:
-            assert time.monotonic() < deadline, "the fork bomb never reached the pids limit"
-            highest = max(highest, stats.pids_current)
-            time.sleep(0.002)
-        # The kernel's own high-water mark sees bursts that sampling would miss.
-        peak = max(highest, stats.pids_peak, stats.pids_current)
+    with fork_bomb(v1_cgroup):
+        peak, _ = fork_bomb_peak(v1_cgroup.stats)
         assert peak == 64, f"expected the bomb to press against exactly 64 tasks, saw {peak}"
-        started = time.monotonic()
-        assert subprocess.run(["true"], check=False).returncode == 0
-        assert time.monotonic() - started < 2.0
-        v1_cgroup.kill(signal.SIGKILL)
-    finally:
-        bomb.kill()
-        bomb.wait()
+        assert_the_host_answers()
 
 
 def cpu_share_over(cgroup: Cgroup, *, seconds: float) -> float:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cgroup_children import PausedChild
+from cgroup_children import PausedChild, probe_disk
 
 from carte.api.errors import Unavailable
 from carte.runtime.cgroups import (
@@ -90,33 +90,6 @@ def test_destroy_removes_the_group_with_a_process_still_in_it(
 def test_a_limit_without_its_controller_says_so(v2_cgroup: Cgroup) -> None:
     with pytest.raises(Unavailable, match=r"memory\.max does not exist"):
         v2_cgroup.apply(LinuxResources(memory=LinuxMemory(limit=1 << 25)))
-
-
-DISK_PROBE = """
-import stat
-node = {node!r}
-if not os.path.exists(node):
-    os.mknod(node, stat.S_IFBLK | 0o600, os.makedev({major}, {minor}))
-try:
-    os.close(os.open(node, os.O_RDONLY))
-    print("opened", flush=True)
-except OSError as error:
-    print(error.errno, flush=True)
-os.close(os.open("/dev/null", os.O_RDWR))
-print("null ok", flush=True)
-"""
-
-
-def probe_disk(
-    v2_cgroup: Cgroup, spawn: Spawn, node: Path, device: tuple[int, int]
-) -> tuple[str, str]:
-    """What a process in the group gets opening a node it makes for ``device``, then null."""
-    child = spawn(DISK_PROBE.format(node=str(node), major=device[0], minor=device[1]))
-    v2_cgroup.add_process(child.pid)
-    child.release()
-    outcome = (child.read_line(), child.read_line())
-    assert child.wait() == 0
-    return outcome
 
 
 def test_the_ebpf_device_filter_denies_a_raw_disk_and_allows_null(
