@@ -129,6 +129,9 @@ class OverlayEndpoint(msgspec.Struct, frozen=True, kw_only=True, order=True):
     mac: str
     names: list[str] = []
     """What DNS answers with `ip` on the network (name, hostname, aliases, short id)."""
+    name: str = ""
+    labels: dict[str, str] = {}
+    """The container's name and labels, for the network's policies on every node."""
 
 
 class OverlayPeer(msgspec.Struct, frozen=True, kw_only=True):
@@ -139,6 +142,8 @@ class OverlayPeer(msgspec.Struct, frozen=True, kw_only=True):
     underlay: str
     """The address frames for it are sent to (its node's, or a tunnel's)."""
     names: list[str] = []
+    name: str = ""
+    labels: dict[str, str] = {}
 
 
 class OverlayPort(msgspec.Struct, frozen=True, kw_only=True):
@@ -205,6 +210,9 @@ class SetOverlayPeers(Command[None], frozen=True, kw_only=True):
     services: list[OverlayService] = []
     """Every service of the cluster on an overlay network (those on networks this node has
     get their VIP, names and load balancing here)."""
+    policies: dict[str, list[NetworkPolicy]] = {}
+    """The policies of each overlay network on the control plane: they hold on every node,
+    beside the node's own."""
 
 
 class OverlayEndpointsChanged(Fact, frozen=True, kw_only=True):

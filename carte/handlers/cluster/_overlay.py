@@ -69,10 +69,12 @@ from carte.handlers.cluster._overlay_store import (
     ENDPOINTS,
     LONG_POLL,
     OVERLAY_ROUTES,
+    RECORDS,
     VIPS,
     AllocateRequest,
     Catalogue,
     EndpointsReport,
+    NetworkPolicies,
     ServiceVip,
     Sources,
     allocate,
@@ -246,6 +248,7 @@ class OverlayHandler(Handler):
             (VIPS, sources.vips, ServiceVip),
             (ASSIGNMENTS, sources.assignments, Assignment),
             (STATUS, sources.statuses, ReplicaStatus),
+            (RECORDS, sources.networks, NetworkPolicies),
         ]
         synced: set[str] = set()
 
@@ -302,7 +305,14 @@ class OverlayHandler(Handler):
         for e in known.endpoints:
             if e.node != self.node:
                 underlay = known.nodes[e.node]
-                peer = OverlayPeer(ip=e.ip, mac=e.mac, underlay=underlay, names=e.names)
+                peer = OverlayPeer(
+                    ip=e.ip,
+                    mac=e.mac,
+                    underlay=underlay,
+                    names=e.names,
+                    name=e.name,
+                    labels=e.labels,
+                )
                 found[e.network].append(peer)
         return dict(found)
 
@@ -315,7 +325,9 @@ class OverlayHandler(Handler):
             if known.version != programmed:
                 await self._ensure_ingress(known)
                 try:
-                    wanted = SetOverlayPeers(peers=self.peers(known), services=known.services)
+                    wanted = SetOverlayPeers(
+                        peers=self.peers(known), services=known.services, policies=known.policies
+                    )
                     await self.ctx.bus.request(wanted)
                     programmed = known.version
                 except CarteError as error:

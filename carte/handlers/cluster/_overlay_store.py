@@ -40,6 +40,7 @@ from quart import Response, request
 from carte.api.cluster import Assignment, NodeRecord, ReplicaStatus
 from carte.api.errors import Conflict, InvalidArgument, NotFound
 from carte.api.events.networks import OverlayEndpoint, OverlayPort, OverlayService, OverlaySpec
+from carte.api.networks import NetworkPolicy
 from carte.engine.handler import Route
 from carte.engine.store import Store
 from carte.handlers.cluster._assignments import _check_peer, asking_node
@@ -53,6 +54,8 @@ NETWORKS = "overlay/networks/"
 ENDPOINTS = "overlay/endpoints/"
 VIPS = "services/"
 """The services handler's VIP records (read only)."""
+RECORDS = "networks/"
+"""The network handler's records (read only: their policies)."""
 LONG_POLL = 10.0
 """Seconds a catalogue request waits for a change before answering with the same one."""
 _CAS_ATTEMPTS = 8
@@ -74,6 +77,15 @@ class Catalogue(msgspec.Struct, frozen=True, kw_only=True):
     """Node name -> the underlay address its VXLAN traffic goes to."""
     endpoints: list[OverlayEndpoint] = []
     services: list[OverlayService] = []
+    policies: dict[str, list[NetworkPolicy]] = {}
+    """Overlay network name -> its policies on the control plane."""
+
+
+class NetworkPolicies(msgspec.Struct, frozen=True, kw_only=True):
+    """What the catalogue reads of the control plane's network records (``networks/``)."""
+
+    vni: int = 0
+    policies: list[NetworkPolicy] = []
 
 
 class ServiceVip(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,6 +109,7 @@ class Sources(msgspec.Struct, kw_only=True):
     """``<node>/<name>`` -> the replica placed there."""
     statuses: dict[str, ReplicaStatus] = {}
     """``<node>/<name>`` -> how its agent reports it."""
+    networks: dict[str, NetworkPolicies] = {}
 
 
 class AllocateRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -160,8 +173,15 @@ def catalogue(sources: Sources) -> Catalogue:
         key=lambda e: (e.network, e.node, e.ip),
     )
     services = balanced_services(sources, kept)
-    digest = hashlib.sha256(_encoder.encode([nodes, kept, services])).hexdigest()[:16]
-    return Catalogue(version=digest, nodes=nodes, endpoints=kept, services=services)
+    policies = {
+        name: network.policies
+        for name, network in sorted(sources.networks.items())
+        if network.vni and network.policies
+    }
+    digest = hashlib.sha256(_encoder.encode([nodes, kept, services, policies])).hexdigest()
+    return Catalogue(
+        version=digest[:16], nodes=nodes, endpoints=kept, services=services, policies=policies
+    )
 
 
 def balanced_services(sources: Sources, endpoints: list[OverlayEndpoint]) -> list[OverlayService]:

@@ -139,6 +139,8 @@ class NetworkHandler(Handler):
         """The last `SetOverlayPeers`, so a VXLAN device made later is programmed at once."""
         self._overlay_mtus: dict[str, int] = {}
         self._services: list[OverlayService] = []
+        self._cluster_policies: dict[str, list[NetworkPolicy]] = {}
+        """The control plane's policies of overlay networks, from the last `SetOverlayPeers`."""
         """The cluster's services on overlay networks, from the last `SetOverlayPeers`."""
         self._service_vips: set[tuple[str, str]] = set()
         """(bridge, VIP) pairs this node holds for them."""
@@ -221,7 +223,13 @@ class NetworkHandler(Handler):
         networks = [
             n for n in self._networks.values() if n.has_bridge or n.bridge in self._bridges_up
         ]
-        ruleset = build_ruleset(self.table, networks, log_denied=self.ctx.options.log_denied)
+        ruleset = build_ruleset(
+            self.table,
+            networks,
+            log_denied=self.ctx.options.log_denied,
+            remote=self._peers,
+            cluster=self._cluster_policies,
+        )
         if any(n.policies for n in ruleset.networks):
             if await trio.to_thread.run_sync(sysctl.enable_bridge_netfilter):
                 self.ctx.log.info("enabled net.bridge.bridge-nf-call-iptables for policies")
@@ -893,10 +901,12 @@ class NetworkHandler(Handler):
         async with self._lock:
             self._peers = dict(command.peers)
             self._services = list(command.services)
+            self._cluster_policies = dict(command.policies)
             for network in list(self._networks.values()):
                 if network.is_overlay and network.bridge in self._bridges_up:
                     await self._program_peers(network)
             await self._program_services()
+            await self._apply_rules()  # policies select containers of every node
 
     async def _on_link_thread(self, work: Callable[..., T], *args: object) -> T:
         return await trio.to_thread.run_sync(work, *args, limiter=self._limiter)

@@ -50,6 +50,8 @@ def overlay_endpoints(network: NetworkRecord, bridge_mac: str) -> list[OverlayEn
             ip=e.ip,
             mac=e.mac,
             names=endpoint_names(e),
+            name=e.name,
+            labels=e.labels,
         )
         for e in network.endpoints.values()
     ]

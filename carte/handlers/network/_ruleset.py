@@ -7,9 +7,12 @@ member joins or leaves. Raises `InvalidArgument` for a malformed selector.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address
 
 from carte.api.errors import InvalidArgument
+from carte.api.events.networks import OverlayPeer
+from carte.api.networks import NetworkPolicy
 from carte.handlers.network._records import EndpointRecord, NetworkRecord
 from carte.net import NetworkRules, PolicyRule, PublishedPort, Ruleset
 from carte.net.ports import ANY_ADDRESS
@@ -27,15 +30,20 @@ def parse_selector(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _matches(endpoint: EndpointRecord, selector: str) -> bool:
+def _matches(endpoint: EndpointRecord | OverlayPeer, selector: str) -> bool:
     key, value = parse_selector(selector)
     if key == "name":
         return endpoint.name == value
     return endpoint.labels.get(key) == value
 
 
-def _members(network: NetworkRecord, selector: str) -> frozenset[IPv4Address]:
-    return frozenset(IPv4Address(e.ip) for e in network.endpoints.values() if _matches(e, selector))
+def _members(
+    network: NetworkRecord, selector: str, remote: Sequence[OverlayPeer]
+) -> frozenset[IPv4Address]:
+    """The addresses `selector` picks: of this node's members, and of an overlay network's
+    containers on other nodes (`remote`)."""
+    found: list[EndpointRecord | OverlayPeer] = [*network.endpoints.values(), *remote]
+    return frozenset(IPv4Address(e.ip) for e in found if _matches(e, selector))
 
 
 def _published(network: NetworkRecord) -> tuple[PublishedPort, ...]:
@@ -52,15 +60,24 @@ def _published(network: NetworkRecord) -> tuple[PublishedPort, ...]:
     )
 
 
-def network_rules(network: NetworkRecord, *, log_denied: bool) -> NetworkRules:
+def network_rules(
+    network: NetworkRecord,
+    *,
+    log_denied: bool,
+    remote: Sequence[OverlayPeer] = (),
+    cluster: Sequence[NetworkPolicy] = (),
+) -> NetworkRules:
+    """`remote`: an overlay network's containers on other nodes; `cluster`: its policies
+    from the control plane (those with an id the network has already count once)."""
+    own = {p.id for p in network.policies}
     policies = tuple(
         PolicyRule(
-            sources=_members(network, policy.from_label),
-            destinations=_members(network, policy.to_label),
+            sources=_members(network, policy.from_label, remote),
+            destinations=_members(network, policy.to_label, remote),
             port=policy.port or None,
             proto=policy.protocol,
         )
-        for policy in network.policies
+        for policy in [*network.policies, *(p for p in cluster if p.id not in own)]
     )
     return NetworkRules(
         bridge=network.bridge,
@@ -73,8 +90,23 @@ def network_rules(network: NetworkRecord, *, log_denied: bool) -> NetworkRules:
     )
 
 
-def build_ruleset(table: str, networks: list[NetworkRecord], *, log_denied: bool) -> Ruleset:
-    """Rules for `networks` (those whose bridge exists)."""
-    return Ruleset(
-        table=table, networks=tuple(network_rules(n, log_denied=log_denied) for n in networks)
+def build_ruleset(
+    table: str,
+    networks: list[NetworkRecord],
+    *,
+    log_denied: bool,
+    remote: Mapping[str, Sequence[OverlayPeer]] | None = None,
+    cluster: Mapping[str, Sequence[NetworkPolicy]] | None = None,
+) -> Ruleset:
+    """Rules for `networks` (those whose bridge exists); `remote` and `cluster` per overlay
+    network name (see `network_rules`)."""
+    rules = (
+        network_rules(
+            n,
+            log_denied=log_denied,
+            remote=(remote or {}).get(n.name, ()) if n.is_overlay else (),
+            cluster=(cluster or {}).get(n.name, ()) if n.is_overlay else (),
+        )
+        for n in networks
     )
+    return Ruleset(table=table, networks=tuple(rules))

@@ -2,8 +2,9 @@
 with a real etcd, two workers), every handler running, busybox imported on each node. A
 network created on the control plane and on the workers is one VXLAN overlay (one VNI, one
 subnet, a slice of it per node): containers on different nodes talk over it, a container
-on another network is not reached, a removed node's entries go from every node, and bad
-input (a subnet too small for the nodes, no VNI left) is refused in one line.
+on another network is not reached, a policy added on the control plane holds on every node
+(its label selectors pick containers of every node), a removed node's entries go from every
+node, and bad input (a subnet too small for the nodes, no VNI left) is refused in one line.
 
 One lab for the module; tests run in file order (the last one removes node3).
 """
@@ -54,12 +55,12 @@ def serve(lab: WorkloadLab, node: LabNode, name: str, network: str) -> str:
 
 
 def fetch(
-    lab: WorkloadLab, node: LabNode, network: str, address: str
+    lab: WorkloadLab, node: LabNode, network: str, address: str, *options: str
 ) -> subprocess.CompletedProcess[str]:
     """GET / from ``address`` in a fresh container on ``network`` at ``node`` (busybox nc:
     its wget crashes in this rootfs)."""
     get = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {address} 80"
-    result = lab.carte(node, "run", "--rm", "--network", network, "busybox:latest",
+    result = lab.carte(node, "run", "--rm", "--network", network, *options, "busybox:latest",
                        "sh", "-c", get, check=False)  # fmt: skip
     if "served-by-" not in result.stdout:
         result.returncode = result.returncode or 1
@@ -128,6 +129,27 @@ def test_bad_input_is_refused_in_one_line(lab: WorkloadLab) -> None:
     lab.carte(node1, "network", "rm", "fourth")
     lab.carte(node1, "network", "create", "fifth")  # the VNI came back
     lab.carte(node1, "network", "rm", "fifth", "tiny")
+
+
+def test_a_policy_of_the_control_plane_holds_on_every_node(lab: WorkloadLab) -> None:
+    node1, node2, _ = lab.nodes
+    for node in (node1, node2):
+        lab.carte(node, "network", "create", "pol")
+    web = serve(lab, node2, "polweb", "pol")
+    lab.carte(node1, "network", "policy", "add", "pol",
+              "--from", "app=client", "--to", "name=polweb", "--port", "80/tcp")  # fmt: skip
+    client = ("--label", "app=client")
+    lab.wait(
+        "the labelled client on node1 reaches polweb on node2",
+        lambda: fetch(lab, node1, "pol", web, *client).returncode == 0,
+        20,
+    )
+    assert fetch(lab, node1, "pol", web).returncode != 0, "default-deny on node1"
+    assert fetch(lab, node2, "pol", web).returncode != 0, "the policy holds on node2 too"
+    assert fetch(lab, node2, "pol", web, *client).returncode == 0
+    lab.carte(node2, "rm", "-f", "polweb")
+    for node in (node1, node2):
+        lab.carte(node, "network", "rm", "pol")
 
 
 def test_a_removed_node_loses_its_entries_everywhere(lab: WorkloadLab) -> None:
