@@ -9,8 +9,9 @@ else $COMPOSE_PROJECT_NAME, else the file's top-level `name:`, else the file's d
 
 Differences from Compose, by design of the stack machinery: `up SERVICE...` checks the names
 but deploys the whole file; images named by the file are pulled when missing (`--pull never`
-refuses instead); replicas a user stopped are kept until a daemon restart, then replaced if
-their restart policy would restart them.
+refuses instead); replicas a user stopped are kept stopped until `start`, `up` (or `carte
+apply`) starts them; after a daemon restart they are replaced if their restart policy would
+restart them.
 """
 
 from __future__ import annotations

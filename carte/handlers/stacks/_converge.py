@@ -95,6 +95,16 @@ class Converger:
             if owner == stack:
                 scope.cancel()
 
+    async def start_stopped(self, stack: str, service: str) -> None:
+        """Start the replicas of a service a user stopped: an apply wants them running, as
+        Compose's `up` starts stopped containers. A failed start is logged and left."""
+        for container_id, key in list(self.stopped.items()):
+            if key == (stack, service):
+                try:
+                    await self.ctx.bus.request(StartContainer(ref=container_id))
+                except CarteError as error:
+                    self.ctx.log.warning("stopped replica %s: %s", container_id[:12], error.message)
+
     def kick(self, stack: str, service: str) -> None:
         event = self._wake.get((stack, service))
         if event is not None:

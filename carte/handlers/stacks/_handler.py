@@ -282,6 +282,8 @@ class StacksHandler(Handler):
                 old = stored.get(record.name)
                 if old is not None and _limits_changed(old, record):
                     await self._update_limits(record)
+                if old is not None and old.revision == record.revision:
+                    await converger.start_stopped(stack, record.name)
                 await self._publish_updated(record)
                 converger.ensure_loop(stack, record.name)
         return plan

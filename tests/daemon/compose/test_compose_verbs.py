@@ -191,6 +191,11 @@ def test_exec_run_restart_stop_start_top_images(
     assert ok(compose("start", "web", cwd=cwd)).count("Started") == 2
     again = running(compose, cwd, 3)
     assert sorted(r["container_id"] for r in again if r["service"] == "web") == webs_before
+    # up starts stopped containers too, as Compose's
+    ok(compose("stop", "-t", "1", "web", cwd=cwd))
+    ok(compose("up", "-d", cwd=cwd))
+    again = running(compose, cwd, 3)
+    assert sorted(r["container_id"] for r in again if r["service"] == "web") == webs_before
     top = ok(compose("top", "worker", cwd=cwd))
     assert "sleep 3600" in top
     images = ok(compose("images", cwd=cwd))
