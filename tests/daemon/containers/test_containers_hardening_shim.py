@@ -16,7 +16,8 @@ from pathlib import Path
 
 from support.containers import ok
 from support.daemon import DaemonFactory
-from support.leftovers import cgroup_dirs
+from support.leftovers import cgroup_dirs, remove_leftovers
+from support.module_daemon import alive
 
 from carte.runtime.shim.client import factory_command
 
@@ -51,25 +52,30 @@ def test_a_parked_container_init_is_no_factory_and_the_factory_ends_with_its_dae
     daemons: DaemonFactory, busybox_tar: Path
 ) -> None:
     carte = daemons()
-    ok(carte.client("import", str(busybox_tar), "busybox"))
-    made = ok(carte.client("create", "--name", "parked", "busybox", "sleep", "60")).strip()
-    parked = {
-        int(pid)
-        for cgroup in cgroup_dirs(made)
-        for pid in (cgroup / "cgroup.procs").read_text().split()
-    }
-    assert parked, "the created container has no parked init"
-    for pid in parked:
-        title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        assert title.startswith(f"carte-shim -id {made}"), title
-    [factory] = factories(carte.run_root)  # the factory itself, outside every container
-    assert made not in Path(f"/proc/{factory}/cgroup").read_text()
-    assert carte.process is not None
-    carte.process.kill()
-    carte.process.wait()
-    assert gone(factory, 5), "the shim factory outlived its daemon"
-    carte.start()
-    ok(carte.client("rm", "-f", "parked"))
+    try:
+        ok(carte.client("import", str(busybox_tar), "busybox"))
+        made = ok(carte.client("create", "--name", "parked", "busybox", "sleep", "60")).strip()
+        parked = {
+            int(pid)
+            for cgroup in cgroup_dirs(made)
+            for pid in (cgroup / "cgroup.procs").read_text().split()
+        }
+        assert parked, "the created container has no parked init"
+        for pid in parked:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            assert title.startswith(f"carte-shim -id {made}"), title
+        [factory] = factories(carte.run_root)  # the factory itself, outside every container
+        assert made not in Path(f"/proc/{factory}/cgroup").read_text()
+        assert carte.process is not None
+        carte.process.kill()
+        carte.process.wait()
+        assert gone(factory, 5), "the shim factory outlived its daemon"
+        carte.start()
+        ok(carte.client("rm", "-f", "parked"))
+    finally:
+        if alive(carte):
+            carte.stop()
+        remove_leftovers(carte)  # a failed check leaves no shim or parked init behind
 
 
 def test_the_factory_exits_when_its_parent_or_its_socket_is_gone(tmp_path: Path) -> None:
