@@ -12,6 +12,21 @@ from typing import Any
 from support.containers import ok
 from support.daemon import Daemon
 
+# The end of an autoscaled service `busy` in a Compose file: one replica held to 0.1 CPU, which
+# the autoscaler may take to 2 when it uses more than half of that.
+AUTOSCALED = """\
+    deploy:
+      replicas: 1
+      resources:
+        limits:
+          cpus: "0.1"
+    x-carte:
+      autoscale:
+        min: 1
+        max: 2
+        target_cpu_percent: 50
+"""
+
 
 def replicas(daemon: Daemon, service: str = "svc_web") -> list[dict[str, Any]]:
     """`carte service ps SERVICE` (``<stack>_<service>``) as JSON rows."""

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from services_lab import desired, fetch, ready, replicas, vip
+from services_lab import AUTOSCALED, desired, fetch, ready, replicas, vip
 from support import REPO
 from support.containers import ok, wait_for
 from support.daemon import Daemon
@@ -156,23 +156,16 @@ def test_stack_rm_removes_vip_and_table(daemon: Daemon, tmp_path: Path) -> None:
     wait_for(lambda: not table_exists(lb_table(daemon)), 10, "services table removed")
 
 
-BUSY = """\
+BUSY = (
+    """\
 services:
   busy:
     image: busybox
     command: ["sh", "-c", "while [ ! -e /stop ]; do :; done; exec sleep 1000000"]
-    deploy:
-      replicas: 1
-      resources:
-        limits:
-          cpus: "0.1"
-    x-carte:
-      autoscale:
-        min: 1
-        max: 2
-        target_cpu_percent: 50
-        scale_down_stabilization: {window}
 """
+    + AUTOSCALED
+    + "        scale_down_stabilization: {window}\n"
+)
 
 
 def test_cpu_load_scales_up_then_down_after_the_window(daemon: Daemon, tmp_path: Path) -> None:

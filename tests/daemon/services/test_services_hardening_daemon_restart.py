@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services_lab import desired, replicas
+from services_lab import AUTOSCALED, desired, replicas
 from support.containers import ok, wait_for
 from support.daemon import Daemon
 from support.module_daemon import daemon_fixtures
@@ -15,7 +15,8 @@ CONFIG = (
     'network:\n  pools: ["10.95.0.0/16:24"]\n  dns_upstreams: ["127.0.0.1:9"]\n'
     "autoscaler:\n  sync_period: 1.0\n"
 )
-LOADED_LATER = """\
+LOADED_LATER = (
+    """\
 services:
   busy:
     image: busybox
@@ -23,17 +24,9 @@ services:
     healthcheck:
       test: ["CMD", "true"]
       interval: 1s
-    deploy:
-      replicas: 1
-      resources:
-        limits:
-          cpus: "0.1"
-    x-carte:
-      autoscale:
-        min: 1
-        max: 2
-        target_cpu_percent: 50
 """
+    + AUTOSCALED
+)
 
 
 restartable, carte = daemon_fixtures("restartable", config=CONFIG, stacks=True, networks=True)
