@@ -78,6 +78,12 @@ class Assignment(_Wire, frozen=True, kw_only=True):
     beside it and stop the old one once this one is ready."""
     since: float = 0.0
     """Unix time the scheduler assigned this revision (a rollout's readiness deadline)."""
+    joins: str = ""
+    """``network_mode: service:NAME``: the service (same stack) whose replica on this node
+    the container's network joins (the agent resolves it)."""
+    mounts_from: list[str] = []
+    """``volumes_from``: ``SERVICE`` or ``SERVICE:ro`` whose replica on this node lends its
+    mounts (the agent resolves them)."""
 
 
 class ReplicaStatus(_Wire, frozen=True, kw_only=True):
@@ -240,6 +246,12 @@ class ServicePlacement(_Wire, frozen=True, kw_only=True):
     max_failure_ratio: float = 0.0
     paused: bool = False
     """The rollout is paused or failed: no more replicas are replaced."""
+    colocate: list[str] = []
+    """Services of the stack whose node each replica must share (network_mode service:,
+    volumes_from): only nodes running one of their replicas are eligible."""
+    joins: str = ""
+    mounts_from: list[str] = []
+    """As `Assignment`'s."""
     requests: list[dict[str, Any]] = []
     """The CreateContainer config of replica ``i + 1`` (a ContainerConfig as JSON)."""
     unplaceable: str = ""

@@ -13,7 +13,8 @@ what each service asks for (no trio, no store; the scheduler handler feeds it).
   copy is ready, so a drain never lowers the number of ready replicas. With nowhere to go
   it stays, and says why.
 * A new replica goes to the eligible node (ready, active, matching every constraint, under
-  ``max_replicas_per_node``, with the reserved CPUs and memory free) holding the fewest
+  ``max_replicas_per_node``, with the reserved CPUs and memory free, running a replica of
+  each service it must share a node with) holding the fewest
   replicas of its service, then the fewest replicas overall, then by name.
 * A replica that fits nowhere is `Pending` with the reason, counted per cause as Swarm
   says it ("no suitable node (1 node down, 2 nodes not matching node.labels.zone==a)").
@@ -117,6 +118,9 @@ class Demand:
     constraints: tuple[str, ...] = ()
     max_per_node: int = 0
     """0: no limit."""
+    colocate: tuple[str, ...] = ()
+    """Services of the same stack a node must run a replica of (network_mode service:,
+    volumes_from): their replicas are placed first."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -197,6 +201,9 @@ class _Ledger:
         for constraint in constraints:
             if not constraint.matches(node):
                 return f"not matching {constraint}"
+        for other in demand.colocate:
+            if not self.per_service[(node.name, demand.stack, other)]:
+                return f"not running {demand.stack}_{other}"
         if demand.max_per_node and self.per_service[(node.name, *demand.key)] >= (
             demand.max_per_node
         ):
@@ -258,7 +265,9 @@ def schedule(
                 plan.pending.append(Pending(demand.stack, demand.service, number, str(error)))
     # pass 1: what stays where it is (counted first, so new replicas see the real load)
     homeless: dict[tuple[str, str], list[tuple[int, Slot | None]]] = {}
-    for key, slots in by_service.items():
+    first = sorted(by_service, key=lambda key: (bool(wanted[key].colocate), key))
+    for key in first:  # a service that shares another's node is counted after it
+        slots = by_service[key]
         demand, constraints = wanted[key], parsed.get(key, [])
         if key not in parsed:
             continue
@@ -292,8 +301,10 @@ def schedule(
     # pass 2: place new replicas and copies of moving ones, one at a time, services interleaved
     # so that no service takes all the room before another gets its first replica
     queues = {key: list(items) for key, items in homeless.items()}
+    # services that must share a node with others come after them in each round
+    order = sorted(queues, key=lambda key: (bool(wanted[key].colocate), key))
     while any(queues.values()):
-        for key in sorted(queues):
+        for key in order:
             if not queues[key]:
                 continue
             number, moving = queues[key].pop(0)
@@ -331,5 +342,7 @@ def _stays(ledger: _Ledger, slot: Slot, demand: Demand, constraints: list[Constr
     if demand.max_per_node and ledger.per_service[(node.name, *demand.key)] >= (
         demand.max_per_node
     ):
+        return False
+    if any(not ledger.per_service[(node.name, demand.stack, o)] for o in demand.colocate):
         return False
     return all(constraint.matches(node) for constraint in constraints)

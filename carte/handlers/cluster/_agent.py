@@ -4,7 +4,8 @@ It follows ``cluster/assignments/<this node>/`` — from the store on a control 
 the control plane's ``GET /v1/cluster/assignments`` stream (mutual TLS, the node's
 certificate) on a worker — and converges the local containers with bus commands to the
 containers handler: a missing replica is created (its image pulled, its network made, when
-absent) and started; one of another revision is replaced as the assignment's update
+absent; ``network_mode: service:`` and ``volumes_from`` resolved to the local replicas of
+those services) and started; one of another revision is replaced as the assignment's update
 order says (stop-first; or start-first: the new copy starts under a spare name, the old one
 goes once it is ready, and the new one takes the name), one that exited is replaced (with
 a growing delay after failures, forgotten at a new revision); a managed container no
@@ -43,6 +44,7 @@ from carte.api.events import (
     CreateNetwork,
     GetClusterStatus,
     ImageLoaded,
+    InspectContainer,
     InspectImage,
     InspectNetwork,
     ListContainers,
@@ -52,7 +54,7 @@ from carte.api.events import (
     StartContainer,
     StopContainer,
 )
-from carte.api.stacks import STACK_LABEL
+from carte.api.stacks import SERVICE_LABEL, STACK_LABEL
 from carte.api.timestamps import now_rfc3339
 from carte.cluster.pki import Refused
 from carte.engine import Handler, HandlerContext, on
@@ -327,6 +329,7 @@ class AgentHandler(Handler):
         labels[ASSIGNMENT_REVISION_LABEL] = assignment.revision
         config = msgspec.structs.replace(config, labels=labels, name=name or config.name)
         try:
+            config = await self._colocated(assignment, config)
             await self._ensure_image(config.image)
             await self._ensure_network(config.network, assignment.stack)
             created = await self.ctx.bus.request(CreateContainer(config=config))
@@ -346,6 +349,41 @@ class AgentHandler(Handler):
         if found and found[0].state == "running":
             self._failures.pop(assignment.name, None)
         return found[0] if found else None
+
+    async def _colocated(self, assignment: Assignment, config: ContainerConfig) -> ContainerConfig:
+        """``network_mode: service:NAME`` and ``volumes_from`` resolved to the replicas of
+        those services running on this node (the scheduler placed this one beside them);
+        Conflict while none runs here yet (the next pass tries again)."""
+        if not assignment.joins and not assignment.mounts_from:
+            return config
+
+        async def local(service: str) -> str:
+            rows = await self.ctx.bus.request(
+                ListContainers(filters={"label": [f"{STACK_LABEL}={assignment.stack}"]})
+            )
+            for row in rows:
+                if row.labels.get(SERVICE_LABEL) == service and ASSIGNMENT_LABEL in row.labels:
+                    return row.id
+            raise Conflict(
+                f"{assignment.name} needs a running replica of {assignment.stack}_{service} "
+                f"on node {self.node}; waiting for one"
+            )
+
+        if assignment.joins:
+            config = msgspec.structs.replace(
+                config, network=f"container:{await local(assignment.joins)}"
+            )
+        mounts = list(config.mounts)
+        for entry in assignment.mounts_from:
+            service, _, mode = entry.partition(":")
+            lent = await self.ctx.bus.request(InspectContainer(ref=await local(service)))
+            taken = {mount.target for mount in mounts}
+            mounts += [
+                msgspec.structs.replace(mount, read_only=mount.read_only or mode == "ro")
+                for mount in lent.config.mounts
+                if mount.target not in taken and mount.type != "tmpfs"
+            ]
+        return msgspec.structs.replace(config, mounts=mounts)
 
     def _failed(self, name: str, error: str) -> None:
         failures, _, _ = self._failures.get(name, (0, 0.0, ""))

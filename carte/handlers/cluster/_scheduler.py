@@ -225,6 +225,8 @@ class SchedulerHandler(Handler):
                 restart=service.restart,
                 order=service.order,
                 since=now,
+                joins=service.joins,
+                mounts_from=service.mounts_from,
             )
             have = slots.get((slot.node, slot.stack, slot.service, slot.replica))
             if have is not None and have.revision == wanted.revision and have.name == wanted.name:
@@ -388,6 +390,7 @@ def _demand(placement: ServicePlacement) -> Demand:
         memory=placement.memory,
         constraints=tuple(placement.constraints),
         max_per_node=placement.max_per_node,
+        colocate=tuple(placement.colocate),
     )
 
 

@@ -22,6 +22,7 @@ from carte.api.events import ClusterRolloutChanged, ListPlacements, PlaceService
 from carte.api.stacks import ReplicaSummary
 from carte.handlers.stacks._records import ServiceRecord, load_service
 from carte.stack import image_name, normalize, replica_config
+from carte.stack.model import Service
 from carte.stack.replica import file_refs
 
 if TYPE_CHECKING:
@@ -105,10 +106,13 @@ def service_placement(record: ServiceRecord) -> ServicePlacement:
     reservations = spec.deploy.resources.reservations
     placement = spec.deploy.placement
     unplaceable = ""
+    joins, mounts_from = _colocated(spec)
     if file_refs(spec):
         unplaceable = "secrets and configs are not shipped to cluster nodes yet"
-    elif spec.volumes_from or spec.network_mode.startswith(("service:", "container:")):
-        unplaceable = "volumes_from and network_mode service:/container: need one node"
+    elif spec.network_mode.startswith("container:") or any(
+        entry.startswith("container:") for entry in spec.volumes_from
+    ):
+        unplaceable = "network_mode and volumes_from container:NAME name a container of one node"
     cpus, memory = 0.0, 0
     try:
         cpus = normalize.nano_cpus(str(reservations.get("cpus", 0))) / 1e9
@@ -147,10 +151,27 @@ def service_placement(record: ServiceRecord) -> ServicePlacement:
         failure_action=update.failure_action,
         max_failure_ratio=update.max_failure_ratio,
         paused=rollout is not None and rollout.state in ("paused", "failed"),
+        colocate=sorted({joins, *(entry.partition(":")[0] for entry in mounts_from)} - {""}),
+        joins=joins,
+        mounts_from=mounts_from,
         restart=_condition(normalize.restart_policy(spec)[0]),
         requests=requests,
         unplaceable=unplaceable,
     )
+
+
+def _colocated(spec: Service) -> tuple[str, list[str]]:
+    """The service whose network it joins (network_mode service:NAME) and the services whose
+    mounts it takes (volumes_from NAME / service:NAME, with :ro)."""
+    kind, _, joined = spec.network_mode.partition(":")
+    mounts_from = []
+    for entry in spec.volumes_from:
+        parts = entry.split(":")
+        if parts[0] == "container":
+            continue
+        name = parts[1] if parts[0] == "service" and len(parts) > 1 else parts[0]
+        mounts_from.append(f"{name}:ro" if parts[-1] == "ro" else name)
+    return (joined if kind == "service" else ""), mounts_from
 
 
 def _condition(name: str) -> Literal["none", "on-failure", "any"]:

@@ -1,5 +1,6 @@
 """The scheduler library (carte.cluster.scheduler): placement, spread, capacity, constraints,
-max_replicas_per_node, node loss, drain and scale, as pure functions (milliseconds)."""
+max_replicas_per_node, sharing another service's node, node loss, drain and scale, as pure
+functions (milliseconds)."""
 
 from __future__ import annotations
 
@@ -200,6 +201,18 @@ def test_services_are_interleaved_so_one_does_not_starve_another() -> None:
         ],
     )
     assert Counter(s.service for s in plan.slots) == {"a": 1, "b": 1}
+
+
+def test_a_service_sharing_another_s_node_goes_where_that_one_runs_and_stays() -> None:
+    db = Demand(stack="app", service="db", replicas=1)
+    side = Demand(stack="app", service="side", replicas=2, colocate=("db",))
+    plan = schedule(THREE, [], [side, db])
+    (home,) = per_node(plan, "db")
+    assert per_node(plan, "side") == {home: 2} and plan.pending == []
+    assert schedule(THREE, plan.slots, [side, db]).slots == plan.slots
+    elsewhere = [node(n.name, status="down") if n.name == home else n for n in THREE]
+    moved = schedule(elsewhere, [s for s in plan.slots if s.service == "side"], [side])
+    assert not moved.slots and "2 nodes not running app_db" in moved.pending[0].reason
 
 
 def test_bad_constraint_leaves_the_service_pending_with_the_error() -> None:

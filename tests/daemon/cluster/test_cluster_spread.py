@@ -1,8 +1,9 @@
 """Scheduling across real nodes: a lab of 3 network-namespace nodes (one control plane with
 a real etcd, two workers), every handler running, busybox imported on the control plane
-only (the workers fetch it from there over mutual TLS). A stack's
-replicas are spread over the nodes, honour constraints, move off a drained node without
-dropping below the desired ready count, come back elsewhere when a node dies (kill -9 of its
+only (the workers fetch it from there over mutual TLS). A stack's replicas are spread over
+the nodes, honour constraints, share the node of the service whose network (network_mode
+service:) and volumes (volumes_from) they take, move off a drained node without dropping
+below the desired ready count, come back elsewhere when a node dies (kill -9 of its
 daemon and its containers), and an etcd restart under a running cluster stops nothing.
 
 One lab for the module; tests run in file order and each removes its stack.
@@ -127,6 +128,53 @@ def test_a_one_shot_replica_is_not_restarted(lab: WorkloadLab, tmp_path: Path) -
     first = lab.wait("2 exited replicas", exited, 60)
     time.sleep(3)
     assert exited() == first, "an exited one-shot replica is left as it is"
+    remove_stack(lab)
+
+
+def test_a_service_joining_another_s_network_and_volumes_runs_on_its_node(
+    lab: WorkloadLab, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(
+        "services:\n"
+        "  db:\n"
+        "    image: busybox:latest\n"
+        '    command: ["sh", "-c", "echo from-db > /data/hello; exec sleep 3600"]\n'
+        "    stop_grace_period: 1s\n"
+        f'    volumes: ["{shared}:/data"]\n'
+        "  side:\n"
+        "    image: busybox:latest\n"
+        '    command: ["sleep", "3600"]\n'
+        "    stop_grace_period: 1s\n"
+        "    network_mode: service:db\n"
+        "    volumes_from: [db:ro]\n"
+        "    deploy: {replicas: 2}\n"
+    )
+    lab.carte(lab.nodes[0], "apply", "-f", str(compose), "-n", "app")
+
+    def placed() -> dict[str, list[str]]:
+        answer = lab.carte(lab.nodes[0], "--format", "json", "stack", "ps", "app").stdout
+        rows = json.loads(answer)
+        nodes: dict[str, list[str]] = {}
+        for row in rows:
+            nodes.setdefault(row["service"], []).append(row["node"] if row["ready"] else "")
+        ready = len(rows) == 3 and all(all(found) for found in nodes.values())
+        return nodes if ready else {}
+
+    nodes = lab.wait("db and 2 sides ready", placed, 60)
+    (home,) = nodes["db"]
+    assert nodes["side"] == [home, home]
+    node = next(n for n in lab.nodes if n.name == home)
+
+    def run(name: str, *command: str) -> subprocess.CompletedProcess[str]:
+        return lab.carte(node, "exec", name, *command, check=False)
+
+    assert run("app_side_1", "cat", "/data/hello").stdout == "from-db\n"
+    assert run("app_side_1", "touch", "/data/other").returncode != 0, "volumes_from db:ro"
+    own = run("app_db_1", "readlink", "/proc/self/ns/net").stdout
+    assert own and run("app_side_2", "readlink", "/proc/self/ns/net").stdout == own
     remove_stack(lab)
 
 
