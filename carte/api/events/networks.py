@@ -46,6 +46,9 @@ class CreateNetwork(Command[Network], frozen=True, kw_only=True):
     gateway: str = ""
     internal: bool = False
     labels: dict[str, str] = {}
+    options: dict[str, str] = {}
+    """Driver options (``-o KEY=VALUE``, Compose ``driver_opts``): ``encrypted`` ("" or
+    true) asks for node-to-node encryption of an overlay network."""
 
 
 class ListNetworks(Command[list[Network]], frozen=True, kw_only=True):

@@ -31,6 +31,9 @@ def _create(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--internal", action="store_true", help="no traffic to the outside")
     parser.add_argument("-l", "--label", action="append", default=[], help="KEY=VALUE")
     parser.add_argument("-d", "--driver", default="bridge", help="only bridge")
+    parser.add_argument(
+        "-o", "--opt", action="append", default=[], help="KEY[=VALUE], e.g. encrypted=true"
+    )
 
 
 def _list(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +92,7 @@ def create(session: Session) -> int:
         gateway=args.gateway,
         internal=args.internal,
         labels=labels,
+        options=dict(option.partition("=")[::2] for option in args.opt),
     )
     session.output.line(network["id"])
     return 0

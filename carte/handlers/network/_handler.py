@@ -32,6 +32,7 @@ from carte.api.events import (
     CreateNetwork,
     DetachContainerNetwork,
     DisconnectNetwork,
+    GetClusterStatus,
     InspectNetwork,
     ListNetworkPolicies,
     ListNetworks,
@@ -62,6 +63,7 @@ from carte.handlers.network._overlay import (
     BEFORE,
     TABLE_SUFFIX,
     balanced,
+    encrypted_option,
     node_address,
     overlay_endpoints,
 )
@@ -488,9 +490,12 @@ class NetworkHandler(Handler):
         """Create a bridge network. Bad or clashing input raises before anything is made; a
         failure while making the bridge removes it and the record again."""
         name = check_network_name(command.name)
+        encrypted = encrypted_option(name, command.options)
         async with self._lock:
             if name in self._networks:
                 raise Conflict(f'network "{name}" already exists; choose another name')
+            if encrypted:
+                await self._check_encryption(name)
             others = {n.name: n.subnet_net for n in self._networks.values()}
             if command.subnet:
                 subnet = parse_subnet(command.subnet)
@@ -535,6 +540,26 @@ class NetworkHandler(Handler):
                 raise
         await self.ctx.bus.publish(NetworkCreated(id=network.name))
         return await self._view(network)
+
+    async def _check_encryption(self, name: str) -> None:
+        """Refuse an encrypted network this node cannot encrypt (never made in clear)."""
+        from carte.net.wireguard import encryption_support
+
+        support = await trio.to_thread.run_sync(encryption_support, limiter=self._limiter)
+        if not support.wireguard:
+            raise Unavailable(
+                f'network "{name}" asks for encryption, but {support.wireguard_detail}; '
+                "load the wireguard module or create the network without encrypted"
+            )
+        try:
+            role = (await self.ctx.bus.request(GetClusterStatus())).role
+        except Unavailable:
+            role = "none"  # no cluster handler here: a single machine
+        if role != "none":
+            raise Unavailable(
+                f'network "{name}": encrypted overlay networks are not carried over WireGuard '
+                "yet; create it without encrypted"
+            )
 
     async def _check_host_routes(self, subnet: IPv4Network) -> None:
         host = await self._host(lambda links: links.host_networks())

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
 
+from carte.api.errors import InvalidArgument
 from carte.api.events.networks import OverlayEndpoint, OverlayService
 from carte.handlers.network._records import EndpointRecord, NetworkRecord
 
@@ -22,6 +23,23 @@ TABLE_SUFFIX = "-ov"
 """Table ``ip <network table>-ov``: the cluster's services on this node's overlay bridges."""
 BEFORE = 20
 """Its NAT chains run ahead of the services handler's table (which runs 10 ahead)."""
+
+
+_TRUE = ("", "true", "1", "yes")
+_FALSE = ("false", "0", "no")
+
+
+def encrypted_option(network: str, options: dict[str, str]) -> bool:
+    """Whether driver `options` ask for encryption; `InvalidArgument` for another option or
+    a value that is not a boolean."""
+    for key, value in options.items():
+        if key != "encrypted":
+            raise InvalidArgument(
+                f'network "{network}": option "{key}" is unknown; Carte knows "encrypted"'
+            )
+        if value.lower() not in (*_TRUE, *_FALSE):
+            raise InvalidArgument(f'network "{network}": encrypted="{value}" is not true or false')
+    return options.get("encrypted", "false").lower() in _TRUE
 
 
 def node_address(network: NetworkRecord) -> IPv4Address | None:

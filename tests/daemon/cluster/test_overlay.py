@@ -4,7 +4,8 @@ network created on the control plane and on the workers is one VXLAN overlay (on
 subnet, a slice of it per node): containers on different nodes talk over it, a container
 on another network is not reached, a policy added on the control plane holds on every node
 (its label selectors pick containers of every node), a removed node's entries go from every
-node, and bad input (a subnet too small for the nodes, no VNI left) is refused in one line.
+node, and bad input (a subnet too small for the nodes, no VNI left, encryption on a kernel
+without WireGuard) is refused in one line.
 
 One lab for the module; tests run in file order (the last one removes node3).
 """
@@ -129,6 +130,21 @@ def test_bad_input_is_refused_in_one_line(lab: WorkloadLab) -> None:
     lab.carte(node1, "network", "rm", "fourth")
     lab.carte(node1, "network", "create", "fifth")  # the VNI came back
     lab.carte(node1, "network", "rm", "fifth", "tiny")
+
+
+def test_an_encrypted_network_is_refused_on_a_kernel_without_wireguard(lab: WorkloadLab) -> None:
+    """This machine's kernel has no wireguard module (the VM test of carte/net/wireguard.py
+    covers a kernel that has): an encrypted network is refused, never made in clear."""
+    node1 = lab.nodes[0]
+    for option in ("encrypted=true", "encrypted"):
+        refused = lab.carte(node1, "network", "create", "-o", option, "secret", check=False)
+        assert refused.returncode != 0
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert 'network "secret" asks for encryption' in refused.stderr
+        assert "wireguard module" in refused.stderr
+    refused = lab.carte(node1, "network", "create", "--opt", "mtu=9000", "secret", check=False)
+    assert 'option "mtu" is unknown' in refused.stderr
+    assert "secret" not in lab.carte(node1, "network", "ls").stdout, "nothing half-created"
 
 
 def test_a_policy_of_the_control_plane_holds_on_every_node(lab: WorkloadLab) -> None:
