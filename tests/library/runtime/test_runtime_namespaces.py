@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from runtime_harness import REPO, Bundle, Runtime
+from support.terminal import read_until
 
 
 def test_bind_mounts_read_only_and_read_write(
@@ -171,26 +172,13 @@ def test_console_socket_receives_the_pty_master(
     try:
         assert runtime("start", container_id).returncode == 0
         os.write(master, b"tty; echo marker-$((6*7)); exit 3\n")
-        output = _read_until(master, b"marker-42")
+        output = read_until(master, b"marker-42")
         assert b"/dev/pts/0" in output
         _wait_stopped(runtime, container_id)
     finally:
         os.close(master)
         connection.close()
         listener.close()
-
-
-def _read_until(fd: int, wanted: bytes) -> bytes:
-    os.set_blocking(fd, False)
-    seen = b""
-    deadline = time.monotonic() + 20
-    while wanted not in seen:
-        assert time.monotonic() < deadline, f"no {wanted!r} in {seen!r}"
-        try:
-            seen += os.read(fd, 4096)
-        except BlockingIOError:
-            time.sleep(0.02)
-    return seen
 
 
 def _wait_stopped(runtime: Runtime, container_id: str) -> None:
@@ -236,9 +224,9 @@ def test_run_of_a_terminal_container_uses_our_terminal(
     )
     os.close(replica)
     try:
-        _read_until(master, b"# ")
+        read_until(master, b"# ")
         os.write(master, b"tty; echo marker-$((6*7)); exit 6\n")
-        assert b"/dev/pts/0" in _read_until(master, b"marker-42")
+        assert b"/dev/pts/0" in read_until(master, b"marker-42")
         assert process.wait(timeout=30) == 6
     finally:
         if process.poll() is None:

@@ -8,13 +8,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from runtime_harness import host_mounts_mentioning
 from support.podman import PODMAN_CONF
+from support.terminal import read_until
 
 pytestmark = pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed")
 
@@ -111,9 +111,9 @@ def test_podman_interactive_shell_over_a_pty(podman: Podman) -> None:
     )  # fmt: skip
     os.close(slave)
     try:
-        seen = _read_until(master, b"# ")
+        seen = read_until(master, b"# ", 60)
         os.write(master, b"tty; echo marker-$((6*7)); exit 5\n")
-        seen += _read_until(master, b"marker-42")
+        seen += read_until(master, b"marker-42", 60)
         assert b"/dev/pts/0" in seen
         assert process.wait(timeout=60) == 5
     finally:
@@ -121,18 +121,3 @@ def test_podman_interactive_shell_over_a_pty(podman: Podman) -> None:
             process.kill()
             process.wait()
         os.close(master)
-
-
-def _read_until(fd: int, wanted: bytes) -> bytes:
-    os.set_blocking(fd, False)
-    seen = b""
-    deadline = time.monotonic() + 60
-    while wanted not in seen:
-        assert time.monotonic() < deadline, f"no {wanted!r} in {seen!r}"
-        try:
-            seen += os.read(fd, 4096)
-        except BlockingIOError:
-            time.sleep(0.05)
-        except OSError:
-            break
-    return seen

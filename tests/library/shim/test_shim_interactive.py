@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import select
 import signal
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import pytest
 from shim_lab import ShimLab, wait_for
+from support.terminal import read_until
 
 from carte.runtime.logs import LogFollower, read_logs
 from carte.runtime.shim.client import ShimClient, ShimError
@@ -20,25 +20,6 @@ PATH_ENV = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 
 def _process(*args: str, terminal: bool = False) -> dict[str, Any]:
     return {"args": list(args), "env": [PATH_ENV], "cwd": "/", "terminal": terminal}
-
-
-def _read_until(fd: int, needle: bytes, limit: float = 10.0) -> bytes:
-    """Read `fd` until `needle` shows up (or EOF/EIO); fail after `limit` seconds."""
-    seen = b""
-    deadline = time.monotonic() + limit
-    while needle not in seen:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"timed out waiting for {needle!r}; got {seen!r}"
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-    return seen
 
 
 def _collect_output(client: ShimClient, until: bytes | None = None) -> tuple[bytes, dict[str, Any]]:
@@ -181,7 +162,7 @@ def test_exec_with_a_terminal_hands_over_the_pty_master(shim_lab: ShimLab) -> No
     assert master >= 0
     try:
         os.write(master, b"tty; exit 3\n")
-        assert b"/dev/pts/" in _read_until(master, b"/dev/pts/")
+        assert b"/dev/pts/" in read_until(master, b"/dev/pts/")
         assert execer.wait_exec() == 3
     finally:
         os.close(master)
