@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from support import REPO
+from support.processes import terminate
 
 SAMPLE_PLUGIN = REPO / "tests" / "daemon" / "plugins" / "sample_plugin"
 START_TIMEOUT = 20.0
@@ -244,12 +245,7 @@ class DaemonFactory:
             bridges: list[str] = []
             if daemon.process is not None and daemon.process.poll() is None:
                 bridges = network_bridges(daemon)
-                daemon.process.terminate()
-                try:
-                    daemon.process.wait(15)
-                except subprocess.TimeoutExpired:
-                    daemon.process.kill()
-                    daemon.process.wait()
+                terminate(daemon.process, 15)
             if daemon.process is not None:
                 remove_host_network_state(daemon.root, bridges)
         from support.leftovers import unmount_under

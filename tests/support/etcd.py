@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from support.processes import terminate
+
 ETCD = "/usr/bin/etcd"
 START_TIMEOUT = 20.0
 
@@ -108,12 +110,7 @@ class EtcdServer:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            terminate(self.process, 10)
 
     def close(self) -> None:
         self.stop()
