@@ -57,6 +57,25 @@ class NodeRecord(_Wire, frozen=True, kw_only=True):
     """A control plane's address for nodes and clients (``tcp://ADVERTISE:PORT``)."""
 
 
+class ServiceFile(_Wire, frozen=True, kw_only=True):
+    """A secret or config a replica mounts (its content travels apart, only to the node
+    that runs the replica: ``GET /v1/cluster/files``)."""
+
+    kind: str
+    """``secrets`` or ``configs``."""
+    name: str
+    target: str
+    mode: int = 0o444
+    uid: int = 0
+    gid: int = 0
+
+
+class FileContent(_Wire, frozen=True, kw_only=True):
+    kind: str
+    name: str
+    content: bytes = b""
+
+
 class Assignment(_Wire, frozen=True, kw_only=True):
     """One replica the scheduler placed on a node (``cluster/assignments/<node>/<name>``)."""
 
@@ -84,6 +103,8 @@ class Assignment(_Wire, frozen=True, kw_only=True):
     mounts_from: list[str] = []
     """``volumes_from``: ``SERVICE`` or ``SERVICE:ro`` whose replica on this node lends its
     mounts (the agent resolves them)."""
+    files: list[ServiceFile] = []
+    """Secrets and configs the agent fetches, writes under its run root and binds read-only."""
 
 
 class ReplicaStatus(_Wire, frozen=True, kw_only=True):
@@ -251,6 +272,7 @@ class ServicePlacement(_Wire, frozen=True, kw_only=True):
     volumes_from): only nodes running one of their replicas are eligible."""
     joins: str = ""
     mounts_from: list[str] = []
+    files: list[ServiceFile] = []
     """As `Assignment`'s."""
     requests: list[dict[str, Any]] = []
     """The CreateContainer config of replica ``i + 1`` (a ContainerConfig as JSON)."""

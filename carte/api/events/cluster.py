@@ -7,6 +7,7 @@ from carte.api.cluster import (
     ClusterInitResult,
     ClusterRollout,
     ClusterStatus,
+    FileContent,
     Leadership,
     NewToken,
     NodeRecord,
@@ -38,6 +39,7 @@ __all__ = [
     "NodeUp",
     "NodeUpdated",
     "PlaceService",
+    "ReadServiceFiles",
     "RemoveNode",
     "ReplicaScheduled",
     "ReplicaUnschedulable",
@@ -232,6 +234,15 @@ class PlaceService(Command[bool], frozen=True, kw_only=True):
     topic: ClassVar[str] = "cluster.place"
     placement: ServicePlacement
     remove: bool = False
+
+
+class ReadServiceFiles(Command[list[FileContent]], frozen=True, kw_only=True):
+    """The secrets and configs a service mounts, with their content (answered by the stacks
+    handler of a control plane, for the node that runs one of its replicas)."""
+
+    topic: ClassVar[str] = "service.files"
+    stack: str
+    service: str
 
 
 class ListPlacements(Command[list[Placement]], frozen=True, kw_only=True):

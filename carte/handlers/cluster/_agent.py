@@ -23,7 +23,9 @@ back, its first line is a full resync, and whatever is no longer assigned is sto
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import shutil
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -35,8 +37,14 @@ import h11
 import msgspec
 import trio
 
-from carte.api.cluster import ASSIGNMENT_LABEL, Assignment, ReplicaStatus
-from carte.api.containers import ContainerConfig, ContainerSummary
+from carte.api.cluster import (
+    ASSIGNMENT_LABEL,
+    Assignment,
+    FileContent,
+    ReplicaStatus,
+    ServiceFile,
+)
+from carte.api.containers import ContainerConfig, ContainerSummary, MountSpec
 from carte.api.errors import CarteError, Conflict, NotFound, Unavailable
 from carte.api.events import (
     ClusterConfigured,
@@ -49,6 +57,7 @@ from carte.api.events import (
     InspectNetwork,
     ListContainers,
     PullImage,
+    ReadServiceFiles,
     RemoveContainer,
     RenameContainer,
     StartContainer,
@@ -256,6 +265,8 @@ class AgentHandler(Handler):
                 copies.setdefault(name, []).append(row)
         found: dict[str, ContainerSummary | None] = {}
         limiter = trio.CapacityLimiter(_CONCURRENT_STARTS)
+        if gone:
+            await self._forget_files()
         async with trio.open_nursery() as nursery:
             for row in gone:
                 nursery.start_soon(self._retire, row, "no longer assigned to this node")
@@ -330,6 +341,7 @@ class AgentHandler(Handler):
         config = msgspec.structs.replace(config, labels=labels, name=name or config.name)
         try:
             config = await self._colocated(assignment, config)
+            config = await self._with_files(assignment, config)
             await self._ensure_image(config.image)
             await self._ensure_network(config.network, assignment.stack)
             created = await self.ctx.bus.request(CreateContainer(config=config))
@@ -384,6 +396,39 @@ class AgentHandler(Handler):
                 if mount.target not in taken and mount.type != "tmpfs"
             ]
         return msgspec.structs.replace(config, mounts=mounts)
+
+    async def _with_files(self, assignment: Assignment, config: ContainerConfig) -> ContainerConfig:
+        """The assignment's secrets and configs: their content read from the control plane
+        (mutual TLS; this node gets only its replicas'), written under the run root with their
+        mode and owner, as on one machine, and bound read-only."""
+        if not assignment.files:
+            return config
+        if self._link is None:
+            contents = await self.ctx.bus.request(
+                ReadServiceFiles(stack=assignment.stack, service=assignment.service)
+            )
+        else:
+            target = f"/v1/cluster/files?node={quote(self.node)}&name={quote(assignment.name)}"
+            with trio.fail_after(10):
+                answer = await self._link.planes.call(self._link.context(), "GET", target)
+            contents = msgspec.convert(answer, list[FileContent])
+        found = {f"{c.kind}/{c.name}": c.content for c in contents}
+        directory = self._files_dir(assignment.name)
+        await trio.to_thread.run_sync(write_files, directory, assignment.files, found)
+        mounts = [m for m in config.mounts if m.target not in {f.target for f in assignment.files}]
+        mounts += [
+            MountSpec(
+                type="bind",
+                source=str(directory / f.kind / f.name),
+                target=f.target,
+                read_only=True,
+            )
+            for f in assignment.files
+        ]
+        return msgspec.structs.replace(config, mounts=mounts)
+
+    def _files_dir(self, name: str) -> Path:
+        return self.ctx.run_root / "cluster-files" / name
 
     def _failed(self, name: str, error: str) -> None:
         failures, _, _ = self._failures.get(name, (0, 0.0, ""))
@@ -473,6 +518,18 @@ class AgentHandler(Handler):
             await self.ctx.bus.request(RemoveContainer(ref=container_id, force=True))
         except NotFound:
             pass
+
+    async def _forget_files(self) -> None:
+        """Secrets and configs of replicas no longer assigned here go from the run root."""
+        root = self.ctx.run_root / "cluster-files"
+        keep = set(self.desired)
+
+        def sweep() -> None:
+            for folder in root.iterdir() if root.is_dir() else []:
+                if folder.name not in keep:
+                    shutil.rmtree(folder, ignore_errors=True)
+
+        await trio.to_thread.run_sync(sweep)
 
     def _status(self, assignment: Assignment, row: ContainerSummary | None) -> ReplicaStatus:
         base = ReplicaStatus(
@@ -629,6 +686,24 @@ class _Link:
         finally:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(tls)
+
+
+def write_files(directory: Path, files: list[ServiceFile], contents: dict[str, bytes]) -> None:
+    """Each file under ``directory/KIND/NAME`` (folders 0700) with its mode and owner, replaced
+    atomically (a running replica never reads half a file)."""
+    for item in files:
+        folder = directory / item.kind
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = folder / f".{item.name}.partial"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        descriptor = os.open(partial, flags, 0o600)
+        try:
+            os.write(descriptor, contents.get(f"{item.kind}/{item.name}", b""))
+            os.fchown(descriptor, item.uid, item.gid)
+            os.fchmod(descriptor, item.mode)
+        finally:
+            os.close(descriptor)
+        os.replace(partial, folder / item.name)
 
 
 def _spare_name(assignment: Assignment) -> str:

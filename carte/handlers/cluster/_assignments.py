@@ -13,6 +13,9 @@ Routes (TCP, mutual TLS; a node certificate may only name its own node):
 * ``POST /v1/cluster/status`` — a list of `ReplicaStatus`; each is written if it changed.
 * ``GET /v1/cluster/image?name=REF`` — the image as an OCI archive, for a node that lacks an
   image built or imported on the control plane (404 when it has none either).
+* ``GET /v1/cluster/files?node=N&name=REPLICA`` — the secrets and configs (`FileContent`,
+  content in base64) of a replica assigned to node N, only to N (or an admin): a node gets
+  none of another's.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import trio
 from quart import Response, request
 
 from carte.api.cluster import Assignment, ReplicaStatus
-from carte.api.errors import InvalidArgument
+from carte.api.errors import InvalidArgument, NotFound
+from carte.api.events import ReadServiceFiles
 from carte.cluster.pki import Refused
 from carte.engine.handler import Route
 from carte.engine.store import Change, Resync, Store, follow
@@ -185,10 +189,24 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
             await trio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
 
 
+async def serve_files(handler: SchedulerHandler) -> Response:
+    node = asking_node()
+    name = request.args.get("name", "")
+    entry = await handler.control_store().get(assignment_key(node, name))
+    if entry is None:
+        raise NotFound(f'no replica "{name}" is assigned to node "{node}"')
+    assignment = entry.decode(Assignment)
+    files = await handler.ctx.bus.request(
+        ReadServiceFiles(stack=assignment.stack, service=assignment.service)
+    )
+    return Response(_encoder.encode(files), content_type="application/json")
+
+
 SCHEDULER_ROUTES = (
     Route("GET", "/v1/cluster/assignments", serve_assignments, streams=True),
     Route("POST", "/v1/cluster/status", serve_status),
     Route("GET", "/v1/cluster/image", serve_image, streams=True),
+    Route("GET", "/v1/cluster/files", serve_files),
 )
 
 __all__ = [

@@ -227,6 +227,7 @@ class SchedulerHandler(Handler):
                 since=now,
                 joins=service.joins,
                 mounts_from=service.mounts_from,
+                files=service.files,
             )
             have = slots.get((slot.node, slot.stack, slot.service, slot.replica))
             if have is not None and have.revision == wanted.revision and have.name == wanted.name:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
-from carte.api.cluster import ServicePlacement
+from carte.api.cluster import FileContent, ServiceFile, ServicePlacement
 from carte.api.errors import Unavailable
 from carte.api.events import ClusterRolloutChanged, ListPlacements, PlaceService
 from carte.api.stacks import ReplicaSummary
@@ -70,6 +70,14 @@ async def cluster_replicas(ctx: HandlerContext, record: ServiceRecord) -> list[R
     ]
 
 
+def service_files(record: ServiceRecord) -> list[FileContent]:
+    """The content of each secret and config the service mounts (`ReadServiceFiles`)."""
+    return [
+        FileContent(kind=kind, name=name, content=record.files.get(f"{kind}/{name}", b""))
+        for kind, name, *_ in file_refs(record.spec)
+    ]
+
+
 async def follow_cluster_rollout(converger: Converger, fact: ClusterRolloutChanged) -> None:
     """Bring the service's rollout up to the scheduler's (a fact about another revision, or
     about a rollout that already ended, changes nothing)."""
@@ -107,9 +115,7 @@ def service_placement(record: ServiceRecord) -> ServicePlacement:
     placement = spec.deploy.placement
     unplaceable = ""
     joins, mounts_from = _colocated(spec)
-    if file_refs(spec):
-        unplaceable = "secrets and configs are not shipped to cluster nodes yet"
-    elif spec.network_mode.startswith("container:") or any(
+    if spec.network_mode.startswith("container:") or any(
         entry.startswith("container:") for entry in spec.volumes_from
     ):
         unplaceable = "network_mode and volumes_from container:NAME name a container of one node"
@@ -154,6 +160,10 @@ def service_placement(record: ServiceRecord) -> ServicePlacement:
         colocate=sorted({joins, *(entry.partition(":")[0] for entry in mounts_from)} - {""}),
         joins=joins,
         mounts_from=mounts_from,
+        files=[
+            ServiceFile(kind=kind, name=name, target=target, mode=mode, uid=uid, gid=gid)
+            for kind, name, target, mode, uid, gid in file_refs(spec)
+        ],
         restart=_condition(normalize.restart_policy(spec)[0]),
         requests=requests,
         unplaceable=unplaceable,

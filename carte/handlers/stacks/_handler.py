@@ -19,6 +19,7 @@ from pathlib import Path
 import msgspec
 import trio
 
+from carte.api.cluster import FileContent
 from carte.api.errors import CarteError, Conflict, InvalidArgument, NotFound
 from carte.api.events import (
     ApplyStack,
@@ -39,6 +40,7 @@ from carte.api.events import (
     ListRevisions,
     ListServices,
     ListStacks,
+    ReadServiceFiles,
     RemoveNetwork,
     RemoveStack,
     ScaleService,
@@ -63,7 +65,11 @@ from carte.api.stacks import (
 )
 from carte.api.timestamps import now_rfc3339, parse_rfc3339
 from carte.engine import Handler, HandlerContext, on
-from carte.handlers.stacks._cluster import cluster_replicas, follow_cluster_rollout
+from carte.handlers.stacks._cluster import (
+    cluster_replicas,
+    follow_cluster_rollout,
+    service_files,
+)
 from carte.handlers.stacks._converge import (
     Converger,
     autoscale_spec,
@@ -194,6 +200,10 @@ class StacksHandler(Handler):
     @on(ClusterRolloutChanged)
     async def cluster_rollout(self, fact: ClusterRolloutChanged) -> None:
         await follow_cluster_rollout(await self._conv(), fact)
+
+    @on(ReadServiceFiles)
+    async def read_service_files(self, command: ReadServiceFiles) -> list[FileContent]:
+        return service_files(await self._record(command.stack, command.service))
 
     # --- apply ---------------------------------------------------------------------------
 
@@ -439,6 +449,7 @@ class StacksHandler(Handler):
                     gateway=pool.gateway,
                     internal=decl.internal,
                     labels={**labels, "com.carte.stack": stack},
+                    options={k: v or "" for k, v in normalize.mapping(decl.driver_opts).items()},
                 )
             )
         except Conflict:

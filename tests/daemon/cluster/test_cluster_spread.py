@@ -2,9 +2,10 @@
 a real etcd, two workers), every handler running, busybox imported on the control plane
 only (the workers fetch it from there over mutual TLS). A stack's replicas are spread over
 the nodes, honour constraints, share the node of the service whose network (network_mode
-service:) and volumes (volumes_from) they take, move off a drained node without dropping
-below the desired ready count, come back elsewhere when a node dies (kill -9 of its
-daemon and its containers), and an etcd restart under a running cluster stops nothing.
+service:) and volumes (volumes_from) they take, get their secrets over mutual TLS (never in
+a worker's store), move off a drained node without dropping below the desired ready count,
+come back elsewhere when a node dies (kill -9 of its daemon and its containers), and an etcd
+restart under a running cluster stops nothing.
 
 One lab for the module; tests run in file order and each removes its stack.
 """
@@ -176,6 +177,40 @@ def test_a_service_joining_another_s_network_and_volumes_runs_on_its_node(
     own = run("app_db_1", "readlink", "/proc/self/ns/net").stdout
     assert own and run("app_side_2", "readlink", "/proc/self/ns/net").stdout == own
     remove_stack(lab)
+
+
+def test_a_secret_reaches_the_node_that_runs_the_replica_and_no_store(
+    lab: WorkloadLab, tmp_path: Path
+) -> None:
+    (tmp_path / "token.txt").write_text("s3cret-value\n")
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(
+        "services:\n"
+        "  web:\n"
+        "    image: busybox:latest\n"
+        '    command: ["sleep", "3600"]\n'
+        "    stop_grace_period: 1s\n"
+        "    secrets: [token]\n"
+        "    deploy: {placement: {constraints: [node.role==worker]}}\n"
+        "secrets:\n"
+        "  token: {file: ./token.txt}\n"
+    )
+    lab.carte(lab.nodes[0], "apply", "-f", str(compose), "-n", "app")
+    lab.wait("1 ready", lambda: sum(ready_per_node(lab).values()) == 1, 60)
+    (home,) = ready_per_node(lab)
+    node = next(n for n in lab.nodes if n.name == home)
+    read = lab.carte(node, "exec", "app_web_1", "cat", "/run/secrets/token").stdout
+    assert read == "s3cret-value\n"
+    mode = lab.carte(node, "exec", "app_web_1", "stat", "-c", "%a", "/run/secrets/token").stdout
+    assert mode.strip() == "444"
+    stored = subprocess.run(
+        ["grep", "-rl", "s3cret-value", str(node.daemon.root)], capture_output=True, text=True
+    )
+    assert stored.stdout == "", "the worker's store never holds the secret"
+    files = node.daemon.run_root / "cluster-files"
+    assert (files / "app_web_1").is_dir()
+    remove_stack(lab)
+    lab.wait("its files gone", lambda: not (files / "app_web_1").exists(), 10)
 
 
 def test_drain_moves_replicas_without_dropping_ready_ones(lab: WorkloadLab, tmp_path: Path) -> None:
