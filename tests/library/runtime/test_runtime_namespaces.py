@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import shutil
 import socket
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from runtime_harness import REPO, Bundle, Runtime
-from support.terminal import read_until
+from support.terminal import read_until, shell_on_a_pty
 
 
 def test_bind_mounts_read_only_and_read_write(
@@ -216,20 +215,6 @@ def test_run_of_a_terminal_container_uses_our_terminal(
     bundle = make_bundle("sh")
     bundle.config["process"]["terminal"] = True
     bundle.write()
-    master, replica = pty.openpty()
     argv = [sys.executable, "-m", "carte", "runtime", "--root", str(runtime.state), "run",
             "--bundle", str(bundle.path), runtime.new_id("ourtty")]  # fmt: skip
-    process = subprocess.Popen(
-        argv, stdin=replica, stdout=replica, stderr=replica, cwd=REPO, start_new_session=True
-    )
-    os.close(replica)
-    try:
-        read_until(master, b"# ")
-        os.write(master, b"tty; echo marker-$((6*7)); exit 6\n")
-        assert b"/dev/pts/0" in read_until(master, b"marker-42")
-        assert process.wait(timeout=30) == 6
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        os.close(master)
+    assert b"/dev/pts/0" in shell_on_a_pty(argv, 6, cwd=REPO)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pty
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 from runtime_harness import host_mounts_mentioning
 from support.podman import PODMAN_CONF
-from support.terminal import read_until
+from support.terminal import shell_on_a_pty
 
 pytestmark = pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed")
 
@@ -104,20 +103,5 @@ def test_podman_exec_and_stop(podman: Podman) -> None:
 
 def test_podman_interactive_shell_over_a_pty(podman: Podman) -> None:
     """`podman run -it` hands Carte a console socket; a real pty drives the shell."""
-    master, slave = pty.openpty()
-    process = subprocess.Popen(
-        podman.argv("run", "--rm", "-it", "--network", "none", "localhost/h3-busybox", "sh"),
-        stdin=slave, stdout=slave, stderr=slave, env=podman.env, start_new_session=True,
-    )  # fmt: skip
-    os.close(slave)
-    try:
-        seen = read_until(master, b"# ", 60)
-        os.write(master, b"tty; echo marker-$((6*7)); exit 5\n")
-        seen += read_until(master, b"marker-42", 60)
-        assert b"/dev/pts/0" in seen
-        assert process.wait(timeout=60) == 5
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        os.close(master)
+    argv = podman.argv("run", "--rm", "-it", "--network", "none", "localhost/h3-busybox", "sh")
+    assert b"/dev/pts/0" in shell_on_a_pty(argv, 5, 60, env=podman.env)
