@@ -261,6 +261,7 @@ class NetworkDecl(_Strict, kw_only=True, frozen=True):
     name: str = ""
     labels: Mapping = {}
     ipam: Ipam = Ipam()
+    driver_opts: Mapping = {}
 
 
 class VolumeDecl(_Strict, kw_only=True, frozen=True):
