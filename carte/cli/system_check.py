@@ -174,28 +174,32 @@ def _cluster_network_checks() -> list[Check]:
     wireguard = _kernel_has("CONFIG_WIREGUARD", "wireguard")
     esp = _kernel_has("CONFIG_INET_ESP", "esp4") and _kernel_has("CONFIG_XFRM_USER", "xfrm_user")
     return [
-        Check(
-            feature="vxlan (overlay networks)",
-            ok=vxlan,
-            detail="vxlan driver available" if vxlan else "vxlan module absent",
-            fix="modprobe vxlan (or a kernel with CONFIG_VXLAN)",
-            required=False,
+        _optional(
+            "vxlan (overlay networks)",
+            vxlan,
+            ("vxlan driver available", "vxlan module absent"),
+            "modprobe vxlan (or a kernel with CONFIG_VXLAN)",
         ),
-        Check(
-            feature="wireguard (encrypted overlay)",
-            ok=wireguard,
-            detail="wireguard available" if wireguard else "wireguard module absent",
-            fix="modprobe wireguard (Debian's stock kernel has it; or CONFIG_WIREGUARD)",
-            required=False,
+        _optional(
+            "wireguard (encrypted overlay)",
+            wireguard,
+            ("wireguard available", "wireguard module absent"),
+            "modprobe wireguard (Debian's stock kernel has it; or CONFIG_WIREGUARD)",
         ),
-        Check(
-            feature="ipsec esp (encrypted overlay)",
-            ok=esp,
-            detail="esp4 and xfrm_user available" if esp else "esp4 or xfrm_user module absent",
-            fix="modprobe esp4 xfrm_user (or CONFIG_INET_ESP and CONFIG_XFRM_USER)",
-            required=False,
+        _optional(
+            "ipsec esp (encrypted overlay)",
+            esp,
+            ("esp4 and xfrm_user available", "esp4 or xfrm_user module absent"),
+            "modprobe esp4 xfrm_user (or CONFIG_INET_ESP and CONFIG_XFRM_USER)",
         ),
     ]
+
+
+def _optional(feature: str, ok: bool, details: tuple[str, str], fix: str) -> Check:
+    """An optional feature's row: `details` says what was seen when present, when absent."""
+    return Check(
+        feature=feature, ok=ok, detail=details[0] if ok else details[1], fix=fix, required=False
+    )
 
 
 def run_checks() -> list[Check]:
