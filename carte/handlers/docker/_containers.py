@@ -7,6 +7,8 @@ Logs of a container without a TTY use Docker's multiplexed framing: each chunk i
 
 from __future__ import annotations
 
+import contextlib
+import os
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -22,11 +24,13 @@ from carte.api.errors import InvalidArgument, NotFound
 from carte.api.events import (
     CreateContainer,
     InspectContainer,
+    InspectImage,
     KillContainer,
     ListContainers,
     PauseContainer,
     RemoveContainer,
     RenameContainer,
+    ResolveContainer,
     RestartContainer,
     StartContainer,
     StopContainer,
@@ -68,8 +72,32 @@ def _timeout(args: Any) -> int | None:
         raise InvalidArgument(f"t={value!r} is not a number of seconds") from None
 
 
-async def container_rows(bus: Bus, listing: ListContainers) -> list[dict[str, Any]]:
-    """``GET /containers/json`` rows of what `listing` finds."""
+def bytes_used(top: str) -> int:
+    """The disk space of the files under `top`, as du counts it (0 for "" or a tree gone)."""
+    total = 0
+    for directory, _, names in os.walk(top) if top else ():
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_blocks * 512
+    return total
+
+
+async def sizes(bus: Bus, details: ContainerDetails) -> dict[str, int]:
+    """``SizeRw`` (its writable layer; 0 once it is gone) and ``SizeRootFs`` (that and its
+    image) of a container, as ``size=1`` asks."""
+    try:
+        location = await bus.request(ResolveContainer(ref=details.id))
+        image = await bus.request(InspectImage(ref=details.image_id))
+    except NotFound:
+        return {"SizeRw": 0, "SizeRootFs": 0}
+    written = await trio.to_thread.run_sync(bytes_used, location.upper_dir)
+    return {"SizeRw": written, "SizeRootFs": written + image.size}
+
+
+async def container_rows(
+    bus: Bus, listing: ListContainers, *, with_sizes: bool = False
+) -> list[dict[str, Any]]:
+    """``GET /containers/json`` rows of what `listing` finds, with their `sizes` if asked."""
     shaped = []
     for row in await bus.request(listing):
         try:
@@ -77,6 +105,8 @@ async def container_rows(bus: Bus, listing: ListContainers) -> list[dict[str, An
         except NotFound:
             continue  # removed since it was listed
         shaped.append(container_summary(row, details))
+        if with_sizes:
+            shaped[-1].update(await sizes(bus, details))
     return shaped
 
 
@@ -98,13 +128,18 @@ def add_container_routes(app: QuartTrio, ctx: HandlerContext, sessions: Sessions
     async def list_containers() -> Response:
         args = request.args
         wanted = filters(args)
-        shaped = await container_rows(bus, ListContainers(all=flag(args, "all"), filters=wanted))
+        listing = ListContainers(all=flag(args, "all"), filters=wanted)
+        shaped = await container_rows(bus, listing, with_sizes=flag(args, "size"))
         limit = int(args.get("limit") or -1)
         return reply(shaped[:limit] if limit > 0 else shaped)
 
     @app.get("/containers/<ref>/json")
     async def inspect(ref: str) -> Response:
-        return reply(container_inspect(await bus.request(InspectContainer(ref=ref))))
+        details = await bus.request(InspectContainer(ref=ref))
+        shaped = container_inspect(details)
+        if flag(request.args, "size"):
+            shaped.update(await sizes(bus, details))
+        return reply(shaped)
 
     @app.post("/containers/<ref>/start")
     async def start(ref: str) -> Response:

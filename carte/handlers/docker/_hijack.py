@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import struct
 import time
 from collections.abc import Awaitable
 from pathlib import Path
@@ -28,7 +27,7 @@ import trio
 from carte.api.errors import CarteError, InvalidArgument
 from carte.api.events import InspectContainer, WaitContainer
 from carte.engine import HandlerContext
-from carte.handlers.docker._interactive import STDERR, STDOUT, Sessions
+from carte.handlers.docker._interactive import STDERR, STDOUT, Sessions, frame, upgraded
 from carte.handlers.http import connect_relaying
 from carte.runtime.logs import LogEntry, LogFollower
 
@@ -185,11 +184,7 @@ async def _attach(
         return
     since = time.time()
     framed = not details.config.tty
-    await client.send_all(
-        b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker."
-        + (b"multiplexed-stream" if framed else b"raw-stream")
-        + b"\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
-    )
+    await client.send_all(upgraded(framed=framed))
     follower = LogFollower(details.log_path)
     try:
         earlier = follower.backlog()
@@ -221,6 +216,4 @@ async def _send(
         if entry.stream not in wanted:
             continue
         data = entry.text.encode()
-        if framed:
-            data = struct.pack(">BxxxL", _STREAM_IDS.get(entry.stream, 1), len(data)) + data
-        await client.send_all(data)
+        await client.send_all(frame(_STREAM_IDS.get(entry.stream, 1), data) if framed else data)

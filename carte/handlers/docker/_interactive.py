@@ -27,6 +27,7 @@ from carte.handlers.docker._carte_api import CarteApi, CarteStream
 
 _CHUNK = 1 << 16
 STDOUT, STDERR = 1, 2
+EXEC_FAILED = 126  # dockerd's exit code for an exec that could not start
 
 
 class ExecRecord:
@@ -72,6 +73,7 @@ class Sessions:
         self.execs: dict[str, ExecRecord] = {}
         self.live: dict[str, CarteStream] = {}
         """Open streams by exec id or container id, for resizes."""
+        self._early_sizes: dict[str, tuple[int, int]] = {}
         self.attached_at: dict[str, float] = {}
         """When an interactive attach started a container: `wait` counts exits from then."""
 
@@ -96,23 +98,36 @@ class Sessions:
             record.exit_code = 0
 
     async def run_exec(self, client: trio.SocketStream, record: ExecRecord, early: bytes) -> None:
-        """Run `record` on the hijacked `client`, answering the upgrade once it started."""
+        """Run `record` on the hijacked `client`. The upgrade is answered before the process
+        starts, as dockerd does: a client that reads the answer's head apart from the stream
+        (docker-py) would otherwise lose output that came in the same read. A process that
+        cannot start is told on the stream as dockerd tells it (its message on stdout, exit
+        code 126)."""
         options = self._claim(record)
-        async with self.api.open_stream(f"/v1/containers/{record.container_id}/exec") as stream:
-            await stream.send_control(msgspec.to_builtins(options))
-            record.pid = int((await _until_started(stream)).get("pid") or 0)
-            record.running = True
-            self.live[record.id] = stream
-            try:
-                await client.send_all(upgraded(framed=not options.tty))
+        framed = not options.tty
+        await client.send_all(upgraded(framed=framed))
+        record.running = True
+        try:
+            target = f"/v1/containers/{record.container_id}/exec"
+            async with self.api.open_stream(target) as stream:
+                await stream.send_control(msgspec.to_builtins(options))
+                record.pid = int((await _until_started(stream)).get("pid") or 0)
+                self.live[record.id] = stream
+                if size := self._early_sizes.pop(record.id, None):
+                    await self.resize(record.id, *size)  # it came before the process started
                 code = await bridge(
-                    client, stream, framed=not options.tty, stdin=options.stdin,
-                    wanted=record.wanted, early=early,
+                    client, stream, framed=framed, stdin=options.stdin, wanted=record.wanted,
+                    early=early,
                 )  # fmt: skip
                 record.exit_code = 255 if code is None else code
-            finally:
-                record.running = False
-                self.live.pop(record.id, None)
+        except CarteError as error:
+            record.exit_code = EXEC_FAILED
+            told = (error.message + "\n").encode()
+            await client.send_all(frame(STDOUT, told) if framed else told)
+        finally:
+            record.running = False
+            self.live.pop(record.id, None)
+            self._early_sizes.pop(record.id, None)
 
     async def attach(
         self, client: trio.SocketStream, details: ContainerDetails, wanted: set[int], early: bytes
@@ -134,9 +149,15 @@ class Sessions:
                 self.live.pop(details.id, None)
 
     async def resize(self, key: str, rows: int, cols: int) -> None:
+        """Resize the live stream `key`; an exec's size that comes while its process is
+        starting is applied once it started."""
         stream = self.live.get(key)
-        if stream is not None and rows > 0 and cols > 0:
+        if rows <= 0 or cols <= 0:
+            return
+        if stream is not None:
             await stream.send_control({"type": "resize", "rows": rows, "cols": cols})
+        elif (record := self.execs.get(key)) is not None and record.running:
+            self._early_sizes[key] = (rows, cols)
 
 
 async def _until_started(stream: CarteStream) -> dict[str, Any]:
@@ -155,6 +176,11 @@ async def _until_started(stream: CarteStream) -> dict[str, Any]:
 def stream_error(message: dict[str, Any]) -> CarteError:
     cls = ERRORS_BY_CODE.get(str(message.get("code")), Internal)
     return cls(str(message.get("message") or "the interactive stream failed"))
+
+
+def frame(which: int, data: bytes) -> bytes:
+    """`data` in Docker's multiplexed framing (stream id, three zero bytes, length)."""
+    return struct.pack(">BxxxL", which, len(data)) + data
 
 
 def upgraded(*, framed: bool) -> bytes:
@@ -184,9 +210,7 @@ async def bridge(
             if isinstance(message, bytes):
                 which, data = message[0], message[1:]
                 if which in wanted and data:
-                    if framed:
-                        data = struct.pack(">BxxxL", which, len(data)) + data
-                    await client.send_all(data)
+                    await client.send_all(frame(which, data) if framed else data)
             elif message.get("type") == "exit":
                 code = int(str(message.get("exit_code", 255)))
                 break

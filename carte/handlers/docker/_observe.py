@@ -12,7 +12,6 @@ volume is measured (allocated blocks, as du) where it lies.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections import Counter
@@ -40,11 +39,10 @@ from carte.api.events import (
     PruneImages,
     PruneNetworks,
     PruneVolumes,
-    ResolveContainer,
     TopContainer,
 )
 from carte.engine import HandlerContext
-from carte.handlers.docker._containers import container_rows
+from carte.handlers.docker._containers import bytes_used, container_rows
 from carte.handlers.docker._shapes import JSON, filters, flag, image_rows, reply, volume_shape
 
 STATS_INTERVAL = 1.0
@@ -265,17 +263,10 @@ def add_observe_routes(app: QuartTrio, ctx: HandlerContext) -> None:
         images = image_rows(await bus.request(ListImages()))
         for image in images:
             image.update(Containers=users[image["Id"]], SharedSize=0)
-        containers = await container_rows(bus, ListContainers(all=True))
-        for container in containers:
-            try:
-                location = await bus.request(ResolveContainer(ref=container["Id"]))
-            except CarteError:
-                location = None  # removed meanwhile
-            upper = location.upper_dir if location else ""
-            container["SizeRw"] = await trio.to_thread.run_sync(_bytes_used, upper)
+        containers = await container_rows(bus, ListContainers(all=True), with_sizes=True)
         volumes = []
         for volume in await bus.request(ListVolumes()):
-            used = await trio.to_thread.run_sync(_bytes_used, volume.mountpoint)
+            used = await trio.to_thread.run_sync(bytes_used, volume.mountpoint)
             usage = {"Size": used, "RefCount": len(volume.in_use_by)}
             volumes.append({**volume_shape(volume), "UsageData": usage})
         return reply(
@@ -333,16 +324,6 @@ def add_observe_routes(app: QuartTrio, ctx: HandlerContext) -> None:
             raise InvalidArgument("Carte does not support build cache prune filters")
         result = await bus.request(PruneBuildCache())
         return reply({"CachesDeleted": None, "SpaceReclaimed": result.bytes_freed})
-
-
-def _bytes_used(top: str) -> int:
-    """The disk space of the files under `top` (0 for "" or a tree that is gone)."""
-    total = 0
-    for directory, _, names in os.walk(top) if top else ():
-        for name in names:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(directory, name)).st_blocks * 512
-    return total
 
 
 def _deadline(until: float | None) -> float:

@@ -94,6 +94,12 @@ async def _relay(stack: AsyncExitStack, response: ApiResponse, first: bytes = b"
         await stack.aclose()
 
 
+async def _relay_body(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
+
+
 async def _opened(api: CarteApi, method: str, target: str) -> tuple[AsyncExitStack, ApiResponse]:
     stack = AsyncExitStack()
     try:
@@ -131,7 +137,14 @@ def add_transfer_routes(app: QuartTrio, ctx: HandlerContext, api: CarteApi) -> N
     async def put_archive(ref: str) -> Response:
         if flag(request.args, "copyUIDGID"):
             raise InvalidArgument("Carte does not support copyUIDGID (docker cp -a)")
-        async with api.request("PUT", archive_target(ref), aiter(request.body)) as response:
+        body = aiter(request.body)
+        first = b""
+        async for first in body:
+            if first:
+                break
+        if not first:
+            raise InvalidArgument("cp: the archive sent is empty; send a tar stream of the files")
+        async with api.request("PUT", archive_target(ref), _relay_body(first, body)) as response:
             await response.read()
         return Response("", status=200)
 

@@ -127,5 +127,9 @@ def test_system_df(docker: DockerCli) -> None:
     assert rows["Containers"]["Size"].endswith("MB") and float(rows["Containers"]["Size"][:-2]) >= 3
     assert rows["Local Volumes"]["TotalCount"] == "1" and rows["Local Volumes"]["Active"] == "1"
     assert float(rows["Local Volumes"]["Size"][:-2]) >= 3, rows["Local Volumes"]
+    sized = docker("ps", "-s", "--filter", "name=writer", "--format", "{{.Size}}").stdout
+    assert sized.endswith("B)\n") and float(sized.split("MB")[0]) >= 3, sized
+    rw = docker("inspect", "-s", "-f", "{{.SizeRw}} {{.SizeRootFs}}", "writer").stdout.split()
+    assert 3 << 20 <= int(rw[0]) < int(rw[1]), rw
     assert docker("rm", "-f", "writer").returncode == 0
     assert docker("volume", "rm", "dfvol").returncode == 0

@@ -39,6 +39,8 @@ def test_cp_both_ways(docker: DockerCli, tmp_path: Path) -> None:
     assert (tmp_path / "got" / "sub" / "f").read_text() == "back\n"
     single = docker("cp", "box:/out/sub/f", str(tmp_path / "single"))
     assert single.returncode == 0 and (tmp_path / "single").read_text() == "back\n"
+    empty = docker("cp", "-", "box:/srv", input="")
+    assert empty.returncode != 0 and "the archive sent is empty" in empty.stderr
     missing = docker("cp", "box:/nowhere", str(tmp_path / "x"))
     assert missing.returncode != 0 and "/nowhere" in missing.stderr
     assert not (tmp_path / "x").exists()
