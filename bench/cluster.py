@@ -2,7 +2,7 @@
 with a real etcd, two workers), busybox imported on each, every handler running.
 
     .venv/bin/python bench/cluster.py [--replicas 30] [--ttl 10] [--rss-replicas 100]
-                                      [--json out.json]
+                                      [--no-swarm] [--json out.json]
     .venv/bin/python bench/cluster.py --up [--replicas 6]
 
 ``--up`` only brings the cluster up, deploys a stack of ``--replicas`` replicas across the three
@@ -16,12 +16,18 @@ Measured:
   assignment, status and pending write counts; lease keep-alives do not);
 * ``control_plane_rss_mib``: the control-plane daemon's RSS with the 3 nodes and
   ``--rss-replicas`` replicas placed and ready;
+* ``update10_s``: a rolling update of a 10-replica service (parallelism 10, start-first,
+  monitor 1 s, as bench/stack_scale.py asks of Swarm) until `carte rollout status` says
+  completed and the 10 new replicas are ready;
 * ``node_loss_to_replaced_s``: from kill -9 of a worker's daemon and its containers to the
   replicas ready again on the others, with a ``--ttl`` s node lease (goal: <= 15 s with 10 s).
 
-Docker Swarm is not run beside it: its overlay and routing mesh need kernel features this
-VM lacks (IPVS), and its managers cannot share one host's netns lab without a dockerd per
-namespace. `main()` returns the results as a dict.
+Beside it, Docker Swarm on this machine (a private dockerd, `docker swarm init`, one node:
+its managers cannot share the netns lab without a dockerd per namespace, and its routing
+mesh and VIPs need IPVS, which this kernel lacks): ``swarm_apply_s`` (`docker service
+create --replicas 30` until 30/30 run) and ``swarm_update10_s`` (the same update of 10), and
+Carte's time over Swarm's for each (``*_vs_swarm``; Swarm places on one node, Carte over
+three). `main()` returns the results as a dict.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 from support.busybox import make_rootfs_tar  # noqa: E402
 from support.cluster import SLEEPERS, ClusterLab, WorkloadLab  # noqa: E402
 from support.leftovers import remove_leftovers  # noqa: E402
+
+from bench.peers import PeerFailed, Peers, run  # noqa: E402
+from bench.stack_scale import _swarm  # noqa: E402
 
 
 def ready(lab: ClusterLab, exclude: str = "") -> int:
@@ -75,6 +84,59 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+UPDATE = """\
+services:
+  web:
+    image: busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+    stop_signal: SIGKILL
+    environment: {{REVISION: "{revision}"}}
+    deploy:
+      replicas: 10
+      update_config: {{parallelism: 10, order: start-first, monitor: 1s}}
+"""
+
+
+def update10(lab: ClusterLab, work: Path) -> float:
+    """Seconds of a rolling update of 10 replicas (see the module docstring)."""
+    control = lab.nodes[0]
+    compose = work / "update.yaml"
+
+    def ready_at(revision: str) -> bool:
+        listed = lab.carte(control, "--format", "json", "service", "ps", "upd_web", check=False)
+        rows = json.loads(listed.stdout) if listed.returncode == 0 else []
+        return sum(1 for r in rows if r["ready"] and r["revision"] == revision) == 10
+
+    compose.write_text(UPDATE.format(revision=1))
+    lab.carte(control, "apply", "-f", str(compose), "-n", "upd")
+    wait_for("10 ready", lambda: ready_at("1"), 300)
+    compose.write_text(UPDATE.format(revision=2))
+    started = time.monotonic()
+    lab.carte(control, "apply", "-f", str(compose), "-n", "upd")
+    lab.carte(control, "rollout", "status", "--timeout", "300", "upd_web")
+    wait_for("10 ready at revision 2", lambda: ready_at("2"), 300)
+    took = round(time.monotonic() - started, 2)
+    lab.carte(control, "stack", "rm", "upd")
+    return took
+
+
+def swarm(results: dict[str, Any]) -> None:
+    """Swarm's apply of 30 and update of 10 (bench/stack_scale.py's), and Carte's ratios."""
+    try:
+        with Peers(prefix="carte-bench-cluster-swarm-") as peers:
+            docker = peers.docker()
+            peers.import_busybox("docker")
+            run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"], docker)
+            results["swarm_apply_s"] = round(_swarm(docker, 30)[0], 2)
+            results["swarm_update10_s"] = round(_swarm(docker, 10)[1], 2)
+    except PeerFailed as failure:
+        results["swarm"] = f"not measured: {failure}"
+        return
+    if results.get("replicas") == 30:
+        results["apply_vs_swarm"] = round(results["apply_to_ready_s"] / results["swarm_apply_s"], 2)
+    results["update10_vs_swarm"] = round(results["update10_s"] / results["swarm_update10_s"], 2)
+
+
 def keep_up(lab: ClusterLab, compose: Path, replicas: int) -> None:
     """Deploy the stack, show where its replicas run and how to reach each node, then wait."""
     control = lab.nodes[0]
@@ -102,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rss-replicas", type=int, default=100)
     parser.add_argument("--json", default="")
     parser.add_argument("--up", action="store_true", help="bring the cluster up and keep it")
+    parser.add_argument("--no-swarm", action="store_true", help="measure Carte only")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"nodes": 3, "replicas": args.replicas, "lease_s": args.ttl}
     work = Path(tempfile.mkdtemp(prefix="carte-bench-cluster-", dir="/tmp"))
@@ -109,12 +172,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     compose = work / "compose.yaml"
     with WorkloadLab(3, pool="10.95.0.0/16:24", node_ttl=args.ttl, leader_ttl=args.ttl) as lab:
         try:
-            control, *workers = lab.nodes
-            lab.start(control, control=True)
-            lab.init(control)
-            for worker in workers:
-                lab.start(worker)
-                lab.join(worker)
+            control = lab.nodes[0]
+            lab.form()
             for node in lab.nodes:
                 lab.carte(node, "import", str(busybox), "busybox:latest")
 
@@ -151,6 +210,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     300,
                 )
 
+            results["update10_s"] = update10(lab, work)
+
             victim = lab.nodes[2]
             killed = time.monotonic()
             victim.daemon.stop(signal.SIGKILL)
@@ -163,6 +224,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["node_loss_to_replaced_s"] = round(time.monotonic() - killed, 2)
         finally:
             lab.empty_and_stop()
+    if not args.no_swarm and not args.up:
+        swarm(results)
     print(json.dumps(results, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
