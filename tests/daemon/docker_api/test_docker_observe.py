@@ -1,5 +1,6 @@
-"""`docker stats --no-stream`, `docker top`, `docker events` (since/until/filter) and the prunes,
-`docker system prune -f` included, against Carte's Docker socket."""
+"""`docker stats --no-stream`, `docker top`, `docker update`, `docker events` (since/until/
+filter), `docker system df`, `ps -s` and the prunes, `docker system prune -f` included, against
+Carte's Docker socket."""
 
 from __future__ import annotations
 

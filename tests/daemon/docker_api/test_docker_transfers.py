@@ -1,5 +1,6 @@
-"""`docker cp` both ways, `docker build`, `docker save | docker load`, `docker export` and
-`docker push` to a loopback registry, against Carte's Docker socket."""
+"""`docker cp` both ways, `docker build`, `docker save | docker load`, `docker export`,
+`docker commit` and `history`, and `docker push` to loopback registries (open, and behind
+`docker login`), against Carte's Docker socket."""
 
 from __future__ import annotations
 
