@@ -30,30 +30,37 @@ def write_regions(fd: int, stream: BinaryIO, regions: Sequence[tuple[int, int]],
     A plain member is the single region ``[(0, size)]``. Raises `ShortData` when `stream` ends
     early and `OSError` from the writes; the caller removes the file on failure.
     """
+    end = 0  # of the data written so far: the file's length
     for offset, length in regions:
         position, remaining = offset, length
         while remaining:
             data = stream.read(min(_CHUNK, remaining))
             if not data:
                 raise ShortData
-            _write_nonzero(fd, data, position)
+            end = max(end, _write_nonzero(fd, data, position))
             position += len(data)
             remaining -= len(data)
-    os.ftruncate(fd, size)
+    if end != size:  # a trailing hole (or an empty file): one journaled inode change less
+        os.ftruncate(fd, size)
 
 
-def _write_nonzero(fd: int, data: bytes, position: int) -> None:
+def _write_nonzero(fd: int, data: bytes, position: int) -> int:
+    """Write `data`'s non-zero blocks at `position`; the end of the last one written (0 if
+    none was)."""
     start = None  # first byte of the current run of data blocks
+    end = 0
     for block in range(0, len(data), _BLOCK):
         piece = data[block : block + _BLOCK]  # bytes == bytes is a memcmp; memoryview's is not
         zero = piece == _ZEROS[: len(piece)]
         if zero and start is not None:
             _pwrite_all(fd, memoryview(data)[start:block], position + start)
-            start = None
+            start, end = None, position + block
         elif not zero and start is None:
             start = block
     if start is not None:
         _pwrite_all(fd, memoryview(data)[start:], position + start)
+        end = position + len(data)
+    return end
 
 
 def _pwrite_all(fd: int, data: memoryview, position: int) -> None:

@@ -64,9 +64,11 @@ class LayerExtractor:
 
     def extract(self, stream: BinaryIO) -> None:
         """Apply every entry of the tar `stream`; raises `UnsafeLayer` or `tarfile.TarError`."""
-        with tarfile.open(fileobj=stream, mode="r|", errorlevel=2, bufsize=_CHUNK) as archive:
+        forward = _Forward(stream)
+        with tarfile.open(fileobj=forward, mode="r:", errorlevel=2) as archive:  # type: ignore[call-overload]
             for member in archive:
                 self._apply(archive, member)
+                archive.members.clear()  # read once, in order: nothing looks members up
         for parts, mtime_ns in reversed(self._dir_times):
             try:
                 parent = self._walk(parts, member_name="/".join(parts), create=False)
@@ -176,18 +178,26 @@ class LayerExtractor:
         self, archive: tarfile.TarFile, member: tarfile.TarInfo, parent: int, base: str
     ) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(base, flags, 0o600, dir_fd=parent)
+        # Made with its permission bits (the layer's temp directory is private to root), so the
+        # usual file, 0644 or 0755 under the daemon's umask, needs no chmod afterwards.
+        mode = stat.S_IMODE(member.mode)
+        fd = os.open(base, flags, mode & 0o777, dir_fd=parent)
         # Straight from the tar stream (extractfile's readers cost several copies per chunk),
         # keeping holes: a sparse member's data regions, all-zero blocks of any member.
         regions = member.sparse if member.issparse() else [(0, member.size)]
         try:
             write_regions(fd, archive.fileobj, regions or [], member.size)  # type: ignore[arg-type]
             # The metadata through the open fd, as _set_metadata does by name (chown first: it
-            # clears set-id bits and capabilities), saving five path lookups per file.
-            os.fchown(fd, member.uid, member.gid)
+            # clears set-id bits and capabilities), saving five path lookups per file; owner
+            # and mode only where they differ from what the create gave (each is a journaled
+            # inode change, and most files of a root filesystem are root's already).
+            made = os.fstat(fd)
+            if (made.st_uid, made.st_gid) != (member.uid, member.gid):
+                os.fchown(fd, member.uid, member.gid)
             for key, value in _xattrs(member).items():
                 os.setxattr(fd, key, value)
-            os.fchmod(fd, stat.S_IMODE(member.mode))
+            if stat.S_IMODE(made.st_mode) != mode:
+                os.fchmod(fd, mode)
             mtime_ns = int(member.mtime * 1_000_000_000)
             os.utime(fd, ns=(mtime_ns, mtime_ns))
         except ShortData:
@@ -279,3 +289,53 @@ def _remove(parent: int, name: str) -> bool:
         return True
     os.unlink(name, dir_fd=parent)
     return False
+
+
+class _Forward:
+    """A forward-only reader over `source` for tarfile's seekable mode ("r:"): small reads are
+    sliced from a 1 MiB buffer (tarfile's stream mode copies its whole buffer's rest on every
+    512-byte header read, about half the CPU of extracting a root filesystem), and `seek`
+    only moves ahead, reading what it skips, so everything read passes through `source` once,
+    in order (a hashing or copying reader sees the whole stream)."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self._buffer = b""
+        self._start = 0  # where the unread part of the buffer starts
+        self._position = 0  # in the stream
+
+    def read(self, size: int = -1) -> bytes:
+        available = len(self._buffer) - self._start
+        if 0 <= size <= available:
+            data = self._buffer[self._start : self._start + size]
+            self._start += size
+        else:
+            parts = [self._buffer[self._start :]]
+            self._buffer, self._start = b"", 0
+            wanted = size - available
+            while size < 0 or wanted > 0:
+                chunk = self._source.read(_CHUNK)
+                if not chunk:
+                    break
+                if 0 <= size and wanted < len(chunk):
+                    parts.append(chunk[:wanted])
+                    self._buffer, self._start = chunk, wanted
+                    break
+                parts.append(chunk)
+                wanted -= len(chunk)
+            data = b"".join(parts)
+        self._position += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_CUR:
+            offset += self._position
+        if whence == os.SEEK_END or offset < self._position:
+            raise tarfile.ReadError("the layer tar would have to be read backwards")
+        while offset > self._position:
+            if not self.read(min(_CHUNK, offset - self._position)):
+                break  # past the end: tarfile's next read finds nothing
+        return self._position
