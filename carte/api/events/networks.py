@@ -196,6 +196,9 @@ class AllocateOverlay(Command[OverlaySpec | None], frozen=True, kw_only=True):
     subnet: str
     asked: bool = False
     """Whether `subnet` was given by the user (then it must match an existing overlay's)."""
+    alternatives: list[str] = []
+    """More free subnets of this node's pools, in order, for when `subnet` (not asked)
+    overlaps another overlay network."""
 
 
 class ListOverlayEndpoints(Command[list[OverlayEndpoint]], frozen=True, kw_only=True):

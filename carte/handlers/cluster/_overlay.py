@@ -75,6 +75,7 @@ from carte.handlers.cluster._overlay_store import (
     Catalogue,
     EndpointsReport,
     NetworkPolicies,
+    ReleaseRequest,
     ServiceVip,
     Sources,
     allocate,
@@ -160,16 +161,26 @@ class OverlayHandler(Handler):
 
     @on(NetworkRemoved)
     async def network_removed(self, fact: NetworkRemoved) -> None:
-        """On a control plane, a network removed here frees its VNI and subnet once no
-        node runs a container on it."""
+        """A network removed here gives its slice back; its VNI and subnet are free once
+        the last node holding one removed it (see `_overlay_store.release`)."""
         self._local.pop(fact.id, None)
-        if self.role == "control":
-            try:
-                await self.ctx.store.delete(f"{ENDPOINTS}{fact.id}/{self.node}")
-                if await release(self.ctx.store, fact.id):
-                    self.ctx.log.info("overlay released", extra={"network": fact.id})
-            except CarteError as error:
-                self.ctx.log.warning("overlay not released", extra={"error": error})
+        if self.role not in ("control", "worker"):
+            return
+        asked = ReleaseRequest(node=self.node, network=fact.id)
+        try:
+            if self.role == "control":
+                released = await release(self.ctx.store, asked)
+            else:
+                line = self._line or await self._open_line()
+                answer = await line.call(
+                    "POST", "/v1/cluster/overlay/release", msgspec.to_builtins(asked)
+                )
+                released = bool(isinstance(answer, dict) and answer.get("released"))
+        except CarteError as error:  # its slice stays taken; the network is gone here
+            self.ctx.log.warning("overlay slice not released", extra={"error": error})
+            return
+        if released:
+            self.ctx.log.info("overlay released", extra={"network": fact.id})
 
     def _mine(self, endpoints: list[OverlayEndpoint]) -> list[OverlayEndpoint]:
         return sorted(msgspec.structs.replace(e, node=self.node) for e in endpoints)
@@ -181,7 +192,11 @@ class OverlayHandler(Handler):
         if self.role not in ("control", "worker"):
             return None
         asked = AllocateRequest(
-            node=self.node, name=command.name, subnet=command.subnet, asked=command.asked
+            node=self.node,
+            name=command.name,
+            subnet=command.subnet,
+            asked=command.asked,
+            alternatives=command.alternatives,
         )
         if self.role == "control":
             return await self.allocate_here(asked)

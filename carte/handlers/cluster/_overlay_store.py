@@ -24,6 +24,8 @@ Routes (TCP, mutual TLS; a node certificate speaks only for its own node):
   overlay, allocated when new, with the asking node's slice).
 * ``POST /v1/cluster/overlay/endpoints`` — `EndpointsReport`: a node's containers on one
   network (an empty list removes the key).
+* ``POST /v1/cluster/overlay/release`` — `ReleaseRequest`: a node removed a network (its
+  slice goes; the overlay with the last one).
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ from carte.api.errors import Conflict, InvalidArgument, NotFound
 from carte.api.events.networks import OverlayEndpoint, OverlayPort, OverlayService, OverlaySpec
 from carte.api.networks import NetworkPolicy
 from carte.engine.handler import Route
-from carte.engine.store import Store
+from carte.engine.store import Delete, Store
 from carte.handlers.cluster._assignments import _check_peer, asking_node
+from carte.handlers.cluster._control import MEMBERS
 from carte.handlers.cluster._routes import _body, _reply
 from carte.net import default_gateway, parse_subnet
 
@@ -117,6 +120,12 @@ class AllocateRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     name: str
     subnet: str
     asked: bool = False
+    alternatives: list[str] = []
+
+
+class ReleaseRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    node: str
+    network: str
 
 
 class EndpointsReport(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -238,10 +247,12 @@ async def allocate(
         subnet = IPv4Network(record.subnet)
         index = record.slices.get(asked.node)
         if index is None:
-            used = set(record.slices.values())
+            members = await _members(store)  # a removed node's slice is free again
+            used = {i for n, i in record.slices.items() if n in members}
             index = next(i for i in range(len(used) + 1) if i not in used)
             node_slice(subnet, bits, index)  # refused when the subnet has no room left
-            record = msgspec.structs.replace(record, slices={**record.slices, asked.node: index})
+            slices = {n: i for n, i in record.slices.items() if n in members}
+            record = msgspec.structs.replace(record, slices={**slices, asked.node: index})
             try:
                 await store.cas(key, record, revision)
             except Conflict:
@@ -257,14 +268,21 @@ async def allocate(
 
 
 async def _new_record(store: Store, asked: AllocateRequest, vnis: tuple[int, int]) -> OverlayRecord:
-    subnet = parse_subnet(asked.subnet)
+    """A new overlay: a free VNI and the first proposed subnet no other overlay overlaps
+    (only the one asked for when the user gave it)."""
     records = [e.decode(OverlayRecord) for e in await store.list(NETWORKS)]
-    for other in records:
-        if IPv4Network(other.subnet).overlaps(subnet):
-            raise Conflict(
-                f"subnet {subnet} overlaps overlay network {other.name} ({other.subnet}); "
-                "choose another subnet"
-            )
+    proposed = [asked.subnet] if asked.asked else [asked.subnet, *asked.alternatives]
+    for text in proposed:
+        subnet = parse_subnet(text)
+        other = next((r for r in records if IPv4Network(r.subnet).overlaps(subnet)), None)
+        if other is None:
+            break
+    else:
+        assert other is not None
+        raise Conflict(
+            f"subnet {asked.subnet} overlaps overlay network {other.name} ({other.subnet}); "
+            "choose another subnet"
+        )
     taken = {r.vni for r in records}
     first, last = vnis
     vni = next((v for v in range(first, last + 1) if v not in taken), 0)
@@ -287,12 +305,34 @@ async def write_endpoints(store: Store, report: EndpointsReport) -> None:
         await store.delete(key)
 
 
-async def release(store: Store, network: str) -> bool:
-    """Forget network ``network``'s overlay (its VNI and subnet) once no node reports a
-    container on it; whether it went."""
-    if await store.list(f"{ENDPOINTS}{network}/"):
-        return False
-    return await store.delete(NETWORKS + network) is not None
+async def release(store: Store, asked: ReleaseRequest) -> bool:
+    """Node ``asked.node`` removed network ``asked.network``: its slice and endpoints go,
+    and the overlay itself (its VNI and subnet) once no member node holds a slice, so a
+    VNI is never handed to a new network while a node still uses it; whether it went."""
+    await store.delete(f"{ENDPOINTS}{asked.network}/{asked.node}")
+    key = NETWORKS + asked.network
+    for _ in range(_CAS_ATTEMPTS):
+        entry = await store.get(key)
+        if entry is None:
+            return False
+        record = entry.decode(OverlayRecord)
+        members = await _members(store)
+        slices = {n: i for n, i in record.slices.items() if n in members and n != asked.node}
+        try:
+            if slices:
+                await store.cas(key, msgspec.structs.replace(record, slices=slices), entry.revision)
+                return False
+            await store.txn([Delete(key)], expect={key: entry.revision})
+        except Conflict:
+            continue  # a node allocated meanwhile: read again
+        for left in await store.list(f"{ENDPOINTS}{asked.network}/"):
+            await store.delete(left.key)  # of removed nodes
+        return True
+    raise Conflict(f'network "{asked.network}": too many nodes changing it at once; try again')
+
+
+async def _members(store: Store) -> set[str]:
+    return {e.key.removeprefix(MEMBERS) for e in await store.list(MEMBERS)}
 
 
 # --- routes -------------------------------------------------------------------------------
@@ -314,6 +354,12 @@ async def serve_allocate(handler: OverlayHandler) -> Response:
     return _reply(await handler.allocate_here(asked))
 
 
+async def serve_release(handler: OverlayHandler) -> Response:
+    asked: ReleaseRequest = await _body(ReleaseRequest)
+    _check_peer(asked.node)
+    return _reply({"released": await release(handler.control_store(), asked)})
+
+
 async def serve_endpoints(handler: OverlayHandler) -> Response:
     report: EndpointsReport = await _body(EndpointsReport)
     _check_peer(report.node)
@@ -325,4 +371,5 @@ OVERLAY_ROUTES = (
     Route("GET", "/v1/cluster/overlay", serve_catalogue, streams=True),
     Route("POST", "/v1/cluster/overlay/networks", serve_allocate),
     Route("POST", "/v1/cluster/overlay/endpoints", serve_endpoints),
+    Route("POST", "/v1/cluster/overlay/release", serve_release),
 )

@@ -102,6 +102,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _DEFAULT_BRIDGE_IDLE_SECONDS = 60.0
+_ALTERNATIVES = 8
+"""Free subnets offered besides the first when a network is made in a cluster."""
 _SHUTDOWN_SECONDS = 5.0
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
@@ -368,6 +370,18 @@ class NetworkHandler(Handler):
             taken += await self._host(lambda links: links.host_networks())
         return choose_subnet(taken, self._candidates())
 
+    async def _free_subnets(self, first: IPv4Network, count: int) -> list[IPv4Network]:
+        """Up to `count` more free pool subnets after `first`."""
+        taken = [n.subnet_net for n in self._networks.values()]
+        taken += [first, *await self._host(lambda links: links.host_networks())]
+        found: list[IPv4Network] = []
+        for _ in range(count):
+            try:
+                found.append(choose_subnet(taken + found, self._candidates()))
+            except Conflict:
+                break
+        return found
+
     def _candidates(self) -> list[AddressPool]:
         """The pools' subnets in order; for a test daemon (any root but the production one)
         rotated by its root, so daemons started at the same moment rarely pick the same one."""
@@ -573,9 +587,15 @@ class NetworkHandler(Handler):
         self, name: str, subnet: IPv4Network, *, asked: bool
     ) -> OverlaySpec | None:
         """The cluster's overlay for network `name` (None on a daemon outside a cluster)."""
+        alternatives = [] if asked else await self._free_subnets(subnet, _ALTERNATIVES)
         try:
             return await self.ctx.bus.request(
-                AllocateOverlay(name=name, subnet=str(subnet), asked=asked)
+                AllocateOverlay(
+                    name=name,
+                    subnet=str(subnet),
+                    asked=asked,
+                    alternatives=[str(s) for s in alternatives],
+                )
             )
         except Unavailable as error:
             if "no handler answers" in error.message:

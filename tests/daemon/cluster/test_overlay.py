@@ -132,7 +132,22 @@ def test_bad_input_is_refused_in_one_line(lab: WorkloadLab) -> None:
     lab.carte(node1, "network", "rm", "fifth", "tiny")
 
 
-def test_an_encrypted_network_is_refused_on_a_kernel_without_wireguard(lab: WorkloadLab) -> None:
+def test_a_vni_stays_taken_while_any_node_has_the_network(lab: WorkloadLab) -> None:
+    node1, node2, _ = lab.nodes
+    for node in (node1, node2):
+        lab.carte(node, "network", "create", "held")
+    lab.carte(node1, "network", "rm", "held")  # node2 still sends over its VNI
+    lab.carte(node1, "network", "create", "third")  # front, back, held, third: all 4 VNIs
+    refused = lab.carte(node1, "network", "create", "fourth", check=False)
+    assert f"no free VNI in overlay.vnis {VNIS}" in refused.stderr
+    lab.carte(node2, "network", "rm", "held")  # the last node gives it back
+    lab.carte(node1, "network", "create", "fourth")
+    lab.carte(node1, "network", "rm", "third", "fourth")
+
+
+def test_an_encrypted_network_is_refused_on_a_kernel_without_wireguard(
+    lab: WorkloadLab, tmp_path: Path
+) -> None:
     """This machine's kernel has no wireguard module (the VM test of carte/net/wireguard.py
     covers a kernel that has): an encrypted network is refused, never made in clear."""
     node1 = lab.nodes[0]
@@ -144,7 +159,19 @@ def test_an_encrypted_network_is_refused_on_a_kernel_without_wireguard(lab: Work
         assert "wireguard module" in refused.stderr
     refused = lab.carte(node1, "network", "create", "--opt", "mtu=9000", "secret", check=False)
     assert 'option "mtu" is unknown' in refused.stderr
-    assert "secret" not in lab.carte(node1, "network", "ls").stdout, "nothing half-created"
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(
+        "services:\n  web:\n    image: busybox:latest\n    networks: [secret]\n"
+        'networks:\n  secret:\n    driver_opts: {encrypted: "true"}\n'
+    )
+    refused = lab.carte(node1, "apply", "-f", str(compose), "-n", "enc", check=False)
+    assert refused.returncode != 0
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert 'network "enc_secret" asks for encryption' in refused.stderr
+    assert "secret" not in lab.carte(node1, "network", "ls").stdout, "never made in clear"
+    # the apply made enc_default before it reached enc_secret (the stacks handler's order)
+    lab.carte(node1, "stack", "rm", "enc")
+    assert "enc_" not in lab.carte(node1, "network", "ls").stdout
 
 
 def test_a_policy_of_the_control_plane_holds_on_every_node(lab: WorkloadLab) -> None:
