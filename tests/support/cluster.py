@@ -17,15 +17,17 @@ deletes the namespaces and the bridge.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from support.daemon import Daemon, DaemonFactory
 from support.etcd import EtcdServer
@@ -273,6 +275,19 @@ class WorkloadLab(ClusterLab):
         for worker in workers:
             self.start(worker)
             self.join(worker)
+
+    @contextlib.contextmanager
+    def formed(self, image_tar: Path) -> Iterator[Self]:
+        """The LAN up, the lab formed (`form`) and ``image_tar`` imported as busybox:latest on
+        every node; at the end every container goes, the daemons stop and the LAN goes."""
+        with self:
+            try:
+                self.form()
+                for node in self.nodes:
+                    self.carte(node, "import", str(image_tar), "busybox:latest")
+                yield self
+            finally:
+                self.empty_and_stop()
 
     def command(self, node: LabNode) -> list[str]:
         return ["nsenter", f"--net=/run/netns/{node.namespace}", sys.executable, "-m", "carte"]

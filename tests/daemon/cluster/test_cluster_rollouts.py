@@ -43,16 +43,12 @@ BAD = '["sh", "-c", "exit 1"]'
 
 @pytest.fixture(scope="module")
 def lab(busybox_tar: Path) -> Iterator[WorkloadLab]:
-    with WorkloadLab(2, pool="10.89.0.0/16:24", node_ttl=TTL, leader_ttl=TTL) as lab:
-        try:
-            lab.form()
-            for node in lab.nodes:
-                lab.carte(node, "import", str(busybox_tar), "busybox:latest")
-            apply(lab, "1", GOOD)
-            lab.wait("3 ready", lambda: ready(lab) == {"1": 3}, 60)
-            yield lab
-        finally:
-            lab.empty_and_stop()
+    with WorkloadLab(2, pool="10.89.0.0/16:24", node_ttl=TTL, leader_ttl=TTL).formed(
+        busybox_tar
+    ) as lab:
+        apply(lab, "1", GOOD)
+        lab.wait("3 ready", lambda: ready(lab) == {"1": 3}, 60)
+        yield lab
 
 
 def apply(lab: WorkloadLab, version: str, command: str, **update: str) -> None:

@@ -46,14 +46,10 @@ class ListeningLab(WorkloadLab):
 
 @pytest.fixture(scope="module")
 def lab(busybox_tar: Path) -> Iterator[ListeningLab]:
-    with ListeningLab(2, pool="10.95.0.0/16:24", node_ttl=5, leader_ttl=5) as lab:
-        try:
-            lab.form()
-            for node in lab.nodes:
-                lab.carte(node, "import", str(busybox_tar), "busybox:latest")
-            yield lab
-        finally:
-            lab.empty_and_stop()
+    with ListeningLab(2, pool="10.95.0.0/16:24", node_ttl=5, leader_ttl=5).formed(
+        busybox_tar
+    ) as lab:
+        yield lab
 
 
 def remote(
