@@ -9,13 +9,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from support.containers import ok
 from support.daemon import Daemon
-from support.module_daemon import ModuleDaemon
+from support.module_daemon import daemon_fixtures
 
 CONFIG = """\
 containers:
@@ -28,16 +26,7 @@ handlers:
 """
 
 
-@pytest.fixture(scope="module")
-def limited(busybox_tar: Path) -> Iterator[ModuleDaemon]:
-    with ModuleDaemon(busybox_tar, config=CONFIG) as module:
-        yield module
-
-
-@pytest.fixture
-def carte(limited: ModuleDaemon) -> Iterator[Daemon]:
-    with limited.test() as daemon:
-        yield daemon
+limited, carte = daemon_fixtures("limited", config=CONFIG)
 
 
 def refused(carte: Daemon, *argv: str) -> str:

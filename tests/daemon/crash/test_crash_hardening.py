@@ -20,14 +20,12 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from support.containers import ok, wait_for
 from support.daemon import Daemon
 from support.leftovers import cgroup_dirs
-from support.module_daemon import ModuleDaemon
+from support.module_daemon import daemon_fixtures
 
 CONFIG = 'network:\n  pools: ["10.83.0.0/16:24"]\n  dns_upstreams: ["127.0.0.1:9"]\n'
 STACK = """\
@@ -40,16 +38,7 @@ services:
 """
 
 
-@pytest.fixture(scope="module")
-def restartable(busybox_tar: Path) -> Iterator[ModuleDaemon]:
-    with ModuleDaemon(busybox_tar, config=CONFIG, stacks=True, networks=True) as module:
-        yield module
-
-
-@pytest.fixture
-def carte(restartable: ModuleDaemon) -> Iterator[Daemon]:
-    with restartable.test() as daemon:
-        yield daemon
+restartable, carte = daemon_fixtures("restartable", config=CONFIG, stacks=True, networks=True)
 
 
 def network_names(carte: Daemon) -> set[str]:
