@@ -123,13 +123,48 @@ def _netlink_in(path: Path) -> Iterator[Any]:
         ipr.close()
 
 
+class _HostChanges:
+    """A netlink socket told of every IPv4 address and route change in the host namespace.
+
+    Opened before the first read it guards, so no change falls between a read and the
+    subscription. A full receive buffer (the kernel dropped messages) counts as a change.
+    """
+
+    _GROUPS = 0x10 | 0x40  # RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE
+
+    def __init__(self) -> None:
+        flags = socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+        self._socket = socket.socket(socket.AF_NETLINK, flags, socket.NETLINK_ROUTE)
+        self._socket.bind((0, self._GROUPS))
+
+    def seen(self) -> bool:
+        """Whether anything changed since the last call (drains what the kernel sent)."""
+        changed = False
+        while True:
+            try:
+                if not self._socket.recv(1 << 16):
+                    return changed
+            except BlockingIOError:
+                return changed
+            except OSError:  # ENOBUFS: messages were dropped
+                changed = True
+                continue
+            changed = True
+
+    def close(self) -> None:
+        self._socket.close()
+
+
 class LinkControl:
     """Host-side link operations over one reused rtnetlink socket."""
 
     def __init__(self) -> None:
         self._ipr: Any = IPRoute(groups=0)
+        self._changes = _HostChanges()
+        self._host_networks: dict[str | None, list[IPv4Network]] = {}
 
     def close(self) -> None:
+        self._changes.close()
         self._ipr.close()
 
     def __enter__(self) -> LinkControl:
@@ -146,7 +181,18 @@ class LinkControl:
 
     def host_networks(self, *, besides: str | None = None) -> list[IPv4Network]:
         """Every IPv4 prefix routed or addressed on the host (all routing tables, no default);
-        with `besides`, not counting that link's own addresses and routes through it."""
+        with `besides`, not counting that link's own addresses and routes through it.
+
+        The dumps cost milliseconds (pyroute2 parses every route), so the answer is kept until
+        the kernel reports an IPv4 address or route change on the host."""
+        if self._changes.seen():
+            self._host_networks.clear()
+        known = self._host_networks.get(besides)
+        if known is None:
+            known = self._host_networks[besides] = self._read_host_networks(besides)
+        return list(known)
+
+    def _read_host_networks(self, besides: str | None) -> list[IPv4Network]:
         skip = self.index_of(besides) if besides else None
         networks: set[IPv4Network] = set()
         for route in self._ipr.route("dump", family=socket.AF_INET):

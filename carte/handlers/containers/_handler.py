@@ -33,6 +33,7 @@ from carte.api.containers import (
     ContainerSummary,
     ContainerUsage,
     CreateResult,
+    Endpoint,
     ExecResult,
     Health,
     MountSpec,
@@ -520,7 +521,7 @@ class ContainersHandler(Handler):
         parked = parked or await self._create_shim(record)
         run = self._pending_run(record.id)
         try:
-            await self._attach_network(record, parked, address)
+            endpoint = await self._attach_network(record, parked, address)
             reply = await shim_request(self.state_dir, record.id, {"op": "start"})
         except CarteError as error:
             with trio.CancelScope(shield=True):
@@ -537,6 +538,8 @@ class ContainersHandler(Handler):
                 started_at=now_rfc3339(),
                 health=_initial_health(r.config),
             )
+            if endpoint is not None:  # written with the start: one store commit, not two
+                r.endpoints = [endpoint]
 
         record = await self._update(record.id, started)
         self._runs[record.id] = run
@@ -556,17 +559,20 @@ class ContainersHandler(Handler):
         await self._thread(lambda: cleanup_runtime(self.state_dir, container_id))
         return 0
 
-    async def _attach_network(self, record: ContainerRecord, pid: int, address: str = "") -> None:
+    async def _attach_network(
+        self, record: ContainerRecord, pid: int, address: str = ""
+    ) -> Endpoint | None:
+        """Loopback up, and the container on its network; the endpoint it got, if any."""
         config = record.config
         if config.network == "host" or config.network.startswith("container:"):
-            return
+            return None
         netns = f"/proc/{pid}/ns/net"
         try:
             await self._thread(lambda: loopback_up(netns))
         except OSError as error:
             raise Internal(f"cannot bring up loopback in {netns}: {error.strerror}") from None
         if config.network == "none":
-            return
+            return None
         attach = AttachContainerNetwork(
             container_id=record.id,
             container_name=record.name,
@@ -589,7 +595,7 @@ class ContainersHandler(Handler):
                 attach = msgspec.structs.replace(attach, ip=config.ip)
                 endpoint = await self.ctx.bus.request(attach)
         except Unavailable:
-            return
+            return None
         paths = self.paths(record.id)
         if endpoint.dns_servers or config.dns or config.dns_search:
             resolv = resolv_conf_text([*endpoint.dns_servers, *config.dns], config.dns_search)
@@ -602,11 +608,7 @@ class ContainersHandler(Handler):
                 endpoint.gateway,
             )
             await self._thread(lambda: _rewrite(paths.hosts_file, hosts))
-
-        def attached(r: ContainerRecord) -> None:
-            r.endpoints = [endpoint]
-
-        await self._update(record.id, attached)
+        return endpoint
 
     async def _fail_start(self, record: ContainerRecord, error: CarteError) -> None:
         await _ignore_errors(self.ctx.bus.request(DetachContainerNetwork(container_id=record.id)))
