@@ -10,8 +10,9 @@ benchmark's own default otherwise), and report medians; the table printed at the
 Carte's median, the other's, their ratio and the issue's target, with the machine's load
 average before and after, since other work on the machine inflates wall times (ratios less).
 
-Without NAMES the default set runs (minutes); `density`, `stack_scale` and `import_speed`
-(which needs the game example's cached Debian base tar) take longer and run only when named.
+Without NAMES the default set runs (minutes); `density`, `stack_scale`, `import_speed`
+(which needs the game example's cached Debian base tar) and `frozen` (which needs a PyInstaller
+build) take longer or need more, and run only when named.
 A benchmark that fails is reported with its one-line reason and the others still run; the
 exit status is then 1.
 """
@@ -34,7 +35,7 @@ from bench.peers import PeerFailed, Peers
 from bench.results import Result, format_value, load_average
 
 DEFAULT = ("client_start", "runtime_true", "container_run", "registry", "build")
-ON_REQUEST = ("density", "stack_scale", "import_speed")
+ON_REQUEST = ("density", "stack_scale", "import_speed", "frozen")
 
 
 def _module(name: str) -> ModuleType:

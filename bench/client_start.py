@@ -3,8 +3,7 @@
 `carte version` (the installed entry-point script, talking to a private daemon) and
 `python -I -S -c pass` (the interpreter with no site and no environment: the floor), timed
 interleaved; then the daemon's RSS once it has been idle a second (all built-in handlers on).
-When a PyInstaller build exists at dist/carte/carte, its `version` is timed against the
-installed client's as well.
+The PyInstaller build's client is timed by `frozen` (bench/frozen.py).
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.peers import CARTE, ENV, PYTHON, REPO, Peers, rss_mb, timed
+from bench.peers import CARTE, ENV, PYTHON, Peers, rss_mb, timed
 from bench.results import Result, interleave, median
 from carte.runtime.shim.client import interpreter_command
 
@@ -30,7 +29,6 @@ def measure(peers: Peers, runs: int) -> list[Result]:
     peers.carte()
     script = Path(PYTHON).with_name("carte")
     client = [str(script)] if script.exists() else CARTE
-    binary = REPO / "dist" / "carte" / "carte"
     commands = {
         "python -I -S -c pass": [PYTHON, "-I", "-S", "-c", "pass"],
         "carte version": [*client, *host, "version"],
@@ -38,8 +36,6 @@ def measure(peers: Peers, runs: int) -> list[Result]:
         # install.sh could write instead of pip's entry-point script.
         "launcher version": [*interpreter_command(), *host, "version"],
     }
-    if binary.exists():
-        commands["binary version"] = [str(binary), *host, "version"]
     samples = interleave(
         {name: _timer(argv) for name, argv in commands.items()},
         runs,
@@ -72,17 +68,4 @@ def measure(peers: Peers, runs: int) -> list[Result]:
         ),
         Result(NAME, "daemon idle RSS, all built-in handlers", idle, "MB", limit=50.0),
     ]
-    if "binary version" in samples:
-        rows.append(
-            Result(
-                NAME,
-                "PyInstaller binary `version` vs the installed client",
-                median(samples["binary version"]),
-                "s",
-                other=median(samples["carte version"]),
-                other_name="installed client",
-                limit=1.2,
-                runs=runs,
-            )
-        )
     return rows

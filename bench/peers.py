@@ -186,14 +186,15 @@ class Peers:
     def carte_socket(self) -> Path:
         return self.work / "carte.sock"
 
-    def carte(self, config: str = "") -> list[str]:
-        """The client argv (`python -m carte --host ...`) of a private daemon, started once."""
-        client = [*CARTE, "--host", f"unix://{self.carte_socket}"]
+    def carte(self, config: str = "", program: list[str] = CARTE) -> list[str]:
+        """The client argv (`python -m carte --host ...`) of a private daemon, started once;
+        `program` runs it (e.g. a PyInstaller build's binary) and is the client's too."""
+        client = [*program, "--host", f"unix://{self.carte_socket}"]
         if self._carte is None:
             (self.work / "carte.yaml").write_text(config)
             log = (self.work / "carte.log").open("wb")
             self._carte = self._spawn(
-                [*CARTE, "daemon", "--root", str(self.work / "carte-root"),
+                [*program, "daemon", "--root", str(self.work / "carte-root"),
                  "--run-root", str(self.work / "carte-run"),
                  "--socket", str(self.carte_socket), "--config", str(self.work / "carte.yaml")],
                 log,
