@@ -296,6 +296,7 @@ def image_inspect(image: ImageDetails) -> dict[str, Any]:
 
 def network_shape(network: Network) -> dict[str, Any]:
     subnet = {"Subnet": network.subnet, "Gateway": network.gateway} if network.subnet else None
+    default = network.name in ("default", "bridge")
     return {
         "Name": network.name,
         "Id": network.id,
@@ -318,7 +319,9 @@ def network_shape(network: Network) -> dict[str, Any]:
             }
             for member in network.containers
         },
-        "Options": {"com.docker.network.bridge.name": network.bridge},
+        # as dockerd: only the default network says its bridge; a user network has the options
+        # it was created with, none here (Compose recreates a network whose options differ)
+        "Options": {"com.docker.network.bridge.name": network.bridge} if default else {},
         "Labels": network.labels,
     }
 

@@ -51,7 +51,7 @@ def _get(address: str) -> str:
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
-def test_docker_compose_up_ps_logs_down(
+def test_docker_compose_up_ps_logs_exec_down(
     docker_host: str, docker: DockerCli, tmp_path: Path
 ) -> None:
     (tmp_path / "docker-compose.yml").write_text(
@@ -88,6 +88,10 @@ def test_docker_compose_up_ps_logs_down(
         )  # fmt: skip
         assert "client_1  |" in logs[-1]
         assert "web up" in compose("logs", "--no-color", "web").stdout
+        again = compose("up", "-d")  # the project's network is checked and kept
+        assert again.returncode == 0 and "recreated" not in again.stderr, again.stderr
+        ran = compose("exec", "-T", "web", "sh", "-c", "cat /www/index.html; exit 3")
+        assert (ran.returncode, ran.stdout) == (3, "from-web\n"), ran.stderr
         down = compose("down")
         assert down.returncode == 0, down.stderr
     except BaseException:
