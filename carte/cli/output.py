@@ -102,10 +102,12 @@ _NO_VALUE = "<no value>"
 
 def render_template(template: str, value: Any) -> str:
     """The subset of Docker's Go templates scripts use over `value`: `{{.A.B}}` (PascalCase
-    or this API's snake_case names), `{{.}}`, `{{json .A}}`, `{{index .A "key"}}`,
-    `{{range .A}}...{{end}}` (`.` is each item; `{{range $k, $v := .A}}` names them),
-    `{{if .A}}...{{else}}...{{end}}`, `{{lower .A}}`/`{{upper .A}}`. A missing field renders
-    as <no value>, as Go does; anything else raises TemplateError."""
+    or this API's snake_case names), `{{.}}`, `{{range .A}}...{{end}}` (`.` is each item;
+    `{{range $k, $v := .A}}` names them), `{{if .A}}...{{else}}...{{end}}`, pipelines and
+    parentheses (`{{.A | printf "%s"}}`, `{{(index .A 0).B}}`), Go's functions (printf, print,
+    println, len, index, eq, ne, lt, le, gt, ge, not, and, or) and Docker's (json, join,
+    split, lower, upper, title, truncate, pad). Values print as Go prints them ([a b],
+    map[k:v]); a missing field renders as <no value>; anything else raises TemplateError."""
     import re
 
     text = template.replace("\\t", "\t").replace("\\n", "\n")
@@ -158,12 +160,11 @@ def _evaluate(nodes: list[Any], dot: Any, names: dict[str, Any]) -> list[str]:
             out.append(_show(_expression(node[1], dot, names)))
         elif node[0] == "if":
             found = _expression(node[1], dot, names)
-            truthy = bool(found) and found != _NO_VALUE
-            out += _evaluate(node[2] if truthy else node[3], dot, names)
+            out += _evaluate(node[2] if _truthy(found) else node[3], dot, names)
         else:
             variables, _, expression = node[1].rpartition(":=")
             items = _expression(expression.strip(), dot, names)
-            pairs = list(items.items()) if isinstance(items, dict) else list(enumerate(items))
+            pairs = sorted(items.items()) if isinstance(items, dict) else list(enumerate(items))
             if not isinstance(items, dict | list) or not pairs:
                 out += _evaluate(node[3], dot, names)
                 continue
@@ -179,55 +180,187 @@ def _evaluate(nodes: list[Any], dot: Any, names: dict[str, Any]) -> list[str]:
 
 
 def _show(found: Any) -> str:
-    if isinstance(found, dict | list):
-        return json.dumps(found)
+    """A value as Go's templates print it: lists as [a b], maps as map[k:v] (keys sorted)."""
+    if isinstance(found, list):
+        return "[" + " ".join(_show(item) for item in found) + "]"
+    if isinstance(found, dict):
+        return "map[" + " ".join(f"{k}:{_show(found[k])}" for k in sorted(found)) + "]"
     if isinstance(found, bool):
         return "true" if found else "false"
     return "" if found is None else str(found)
 
 
-def _expression(action: str, dot: Any, names: dict[str, Any]) -> Any:
-    import shlex
+def _json(value: Any) -> str:
+    """Docker's `json` function: compact, HTML characters left as they are."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
-    try:
-        words = shlex.split(action)
-    except ValueError as error:
-        raise TemplateError(f"{{{{{action}}}}}: {error}") from None
-    if not words:
-        raise TemplateError("an empty {{}} in the template")
-    function, arguments = words[0], [_field(w, dot, names) for w in words[1:]]
-    if function == "json" and len(arguments) == 1:
-        return json.dumps(arguments[0])
-    if function in ("lower", "upper") and len(arguments) == 1:
-        text = _show(arguments[0])
-        return text.lower() if function == "lower" else text.upper()
-    if function == "index" and len(arguments) >= 2:
-        found = arguments[0]
-        for key in words[2:]:
-            if isinstance(found, dict):
-                found = found.get(key, _NO_VALUE)
-            elif isinstance(found, list) and key.isdigit() and int(key) < len(found):
-                found = found[int(key)]
+
+_STRING = r'"(?:[^"\\]|\\.)*"|`[^`]*`'
+_TOKEN = _STRING + r"|[()|]|[^\s()|]+"
+
+
+def _expression(action: str, dot: Any, names: dict[str, Any]) -> Any:
+    """A pipeline (`.A | printf "%s"`) of commands: a function with its arguments, or one
+    operand (a field, a variable, a literal, a parenthesised pipeline with fields after it)."""
+    import re
+
+    tokens = re.findall(_TOKEN, action)
+    if any(t[0] in "\"`" and not re.fullmatch(_STRING, t) for t in tokens):
+        raise TemplateError(f"{{{{{action}}}}}: an unterminated quote")
+    value, at = _pipeline(tokens, 0, dot, names, action)
+    if at != len(tokens):
+        raise TemplateError(f"{{{{{action}}}}}: unexpected {tokens[at]!r}")
+    return value
+
+
+def _pipeline(tokens: list[str], at: int, dot: Any, names: dict[str, Any], action: str) -> Any:
+    piped: list[Any] = []
+    while True:
+        words: list[Any] = []
+        while at < len(tokens) and tokens[at] not in ("|", ")"):
+            if tokens[at] == "(":
+                inner, at = _pipeline(tokens, at + 1, dot, names, action)
+                if at >= len(tokens) or tokens[at] != ")":
+                    raise TemplateError(f"{{{{{action}}}}}: unclosed (")
+                at += 1
+                if at < len(tokens) and tokens[at].startswith("."):
+                    inner = _walk(inner, tokens[at])
+                    at += 1
+                words.append(("value", inner))
             else:
-                return _NO_VALUE
-        return found
-    if len(words) == 1 and (function.startswith((".", "$"))):
-        return _field(function, dot, names)
-    raise TemplateError(f'{{{{{action}}}}}: "{function}" is not a field or a known function')
+                words.append(tokens[at])
+                at += 1
+        if not words:
+            raise TemplateError(f"{{{{{action}}}}}: an empty command")
+        piped = [_command(words, piped, dot, names, action)]
+        if at < len(tokens) and tokens[at] == "|":
+            at += 1
+            continue
+        return piped[0], at
+
+
+def _command(
+    words: list[Any], piped: list[Any], dot: Any, names: dict[str, Any], action: str
+) -> Any:
+    head = words[0]
+    if isinstance(head, str) and head in _FUNCTIONS:
+        arguments = [_operand(word, dot, names) for word in words[1:]] + piped
+        try:
+            return _FUNCTIONS[head](*arguments)
+        except (TypeError, ValueError, IndexError, KeyError) as error:
+            raise TemplateError(f"{{{{{action}}}}}: error calling {head}: {error}") from None
+    if len(words) == 1 and not piped:
+        return _operand(head, dot, names)
+    name = head if isinstance(head, str) else "(...)"
+    raise TemplateError(f'{{{{{action}}}}}: "{name}" is not a field or a known function')
+
+
+def _operand(word: Any, dot: Any, names: dict[str, Any]) -> Any:
+    if isinstance(word, tuple):
+        return word[1]
+    if word.startswith('"'):
+        return json.loads(word)
+    if word.startswith("`"):
+        return word[1:-1]
+    if word in ("true", "false"):
+        return word == "true"
+    if word == "nil":
+        return None
+    if word.lstrip("-").isdigit():
+        return int(word)
+    if word.startswith(("$", ".")):
+        return _field(word, dot, names)
+    if word in _FUNCTIONS:  # a function without arguments, as an argument
+        return _FUNCTIONS[word]()
+    raise TemplateError(f'function "{word}" not defined')
+
+
+def _index(found: Any, *keys: Any) -> Any:
+    for key in keys:
+        if isinstance(found, dict):
+            found = found.get(key, _NO_VALUE)
+        elif isinstance(found, list) and str(key).isdigit() and int(key) < len(found):
+            found = found[int(key)]
+        else:
+            raise IndexError(f"index {key!r} out of range or not found")
+    return found
+
+
+def _printf(template: str, *values: Any) -> str:
+    """Go's printf over the verbs scripts use: %s %v %d %q %x %t %%, with flags and width."""
+    import re
+
+    remaining = list(values)
+
+    def verb(match: re.Match[str]) -> str:
+        spec, kind = match.group(1), match.group(2)
+        if kind == "%":
+            return "%"
+        if not remaining:
+            return f"%!{kind}(MISSING)"
+        value = remaining.pop(0)
+        if kind == "d":
+            return ("%" + spec + "d") % int(value)
+        if kind == "x":
+            return ("%" + spec + "x") % int(value)
+        if kind == "q":
+            return ("%" + spec + "s") % json.dumps(_show(value), ensure_ascii=False)
+        return ("%" + spec + "s") % _show(value)
+
+    return re.sub(r"%([-+# 0]*\d*(?:\.\d+)?)([svdqxt%])", verb, template)
+
+
+def _truthy(value: Any) -> bool:
+    return bool(value) and value != _NO_VALUE
+
+
+def _go_print(*values: Any) -> str:
+    """Go's fmt.Sprint: a space only between operands when neither is a string."""
+    out = ""
+    for at, value in enumerate(values):
+        if at and not isinstance(value, str) and not isinstance(values[at - 1], str):
+            out += " "
+        out += _show(value)
+    return out
+
+
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "json": _json,
+    "lower": lambda value: _show(value).lower(),
+    "upper": lambda value: _show(value).upper(),
+    "title": lambda value: _show(value).title(),
+    "split": lambda value, sep: _show(value).split(sep),
+    "join": lambda items, sep: sep.join(_show(item) for item in items),
+    "truncate": lambda value, length: _show(value)[: int(length)],
+    "pad": lambda value, left, right: " " * int(left) + _show(value) + " " * int(right),
+    "len": lambda value: len(value),
+    "index": _index,
+    "printf": _printf,
+    "print": _go_print,
+    "println": lambda *values: " ".join(_show(v) for v in values) + "\n",
+    "eq": lambda a, *others: any(a == other for other in others),
+    "ne": lambda a, b: a != b,
+    "lt": lambda a, b: a < b,
+    "le": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "ge": lambda a, b: a >= b,
+    "not": lambda value: not _truthy(value),
+    "and": lambda *values: next((v for v in values if not _truthy(v)), values[-1]),
+    "or": lambda *values: next((v for v in values if _truthy(v)), values[-1]),
+}
 
 
 def _field(path: str, dot: Any, names: dict[str, Any]) -> Any:
-    """`.A.B` from `dot`, `$v.A` from a range variable, a quoted word as itself."""
+    """`.A.B` from `dot`, `$v.A` from a range variable."""
     if path.startswith("$"):
         name, _, rest = path.partition(".")
         if name not in names and name != "$":
             raise TemplateError(f'template variable "{name}" is not defined')
-        current = names.get(name, dot)
-        path = "." + rest if rest else "."
-    elif path.startswith("."):
-        current = dot
-    else:
-        return path
+        return _walk(names.get(name, dot), "." + rest if rest else ".")
+    return _walk(dot, path)
+
+
+def _walk(current: Any, path: str) -> Any:
     for part in [p for p in path.split(".") if p]:
         if not isinstance(current, dict):
             return _NO_VALUE

@@ -179,4 +179,4 @@ def test_inspect_format_templates_with_docker_field_names(carte: Daemon) -> None
     assert ran.returncode == 5
     template = "{{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}} {{json .Config.Labels}}"
     rendered = ok(carte.client("inspect", "-f", template, "fmt")).strip()
-    assert rendered == 'exited 5 false {"tier": "db"}'
+    assert rendered == 'exited 5 false {"tier":"db"}'  # compact, as Docker's json
