@@ -135,6 +135,10 @@ class OverlayEndpoint(msgspec.Struct, frozen=True, kw_only=True, order=True):
     name: str = ""
     labels: dict[str, str] = {}
     """The container's name and labels, for the network's policies on every node."""
+    health: str = ""
+    """Its healthcheck's last verdict on its node ("" none yet or no healthcheck), so a
+    replica turning unhealthy leaves every node's balancing without waiting for its
+    agent's status report."""
 
 
 class OverlayPeer(msgspec.Struct, frozen=True, kw_only=True):

@@ -44,6 +44,7 @@ from carte.api.events import (
     ClusterConfigured,
     CreateNetwork,
     GetClusterStatus,
+    HealthChanged,
     ListNetworks,
     NetworkRemoved,
     RemoveNetwork,
@@ -132,6 +133,8 @@ class OverlayHandler(Handler):
         self._program_wake = trio.Event()
         self._report_wake = trio.Event()
         self._local: dict[str, list[OverlayEndpoint]] = {}
+        self._health: dict[str, str] = {}
+        """The last `HealthChanged` of each local container."""
         self._line: _Line | None = None
         self._role_scope: trio.CancelScope | None = None
 
@@ -159,6 +162,14 @@ class OverlayHandler(Handler):
         self._local[fact.network] = self._mine(fact.endpoints)
         self._report_wake.set()
 
+    @on(HealthChanged)
+    async def health_changed(self, fact: HealthChanged) -> None:
+        """A local replica's health goes into its endpoints at once (see `OverlayEndpoint`)."""
+        self._health[fact.id] = fact.status
+        if any(e.container_id == fact.id for found in self._local.values() for e in found):
+            self._local = {net: self._mine(found) for net, found in self._local.items()}
+            self._report_wake.set()
+
     @on(NetworkRemoved)
     async def network_removed(self, fact: NetworkRemoved) -> None:
         """A network removed here gives its slice back; its VNI and subnet are free once
@@ -183,7 +194,12 @@ class OverlayHandler(Handler):
             self.ctx.log.info("overlay released", extra={"network": fact.id})
 
     def _mine(self, endpoints: list[OverlayEndpoint]) -> list[OverlayEndpoint]:
-        return sorted(msgspec.structs.replace(e, node=self.node) for e in endpoints)
+        return sorted(
+            msgspec.structs.replace(
+                e, node=self.node, health=self._health.get(e.container_id, e.health)
+            )
+            for e in endpoints
+        )
 
     # --- allocation -------------------------------------------------------------------------
 

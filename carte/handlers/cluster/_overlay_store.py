@@ -195,13 +195,17 @@ def catalogue(sources: Sources) -> Catalogue:
 
 def balanced_services(sources: Sources, endpoints: list[OverlayEndpoint]) -> list[OverlayService]:
     """Every VIP with the addresses, on its network, of its service's ready replicas."""
+    health = {e.container_id: e.health for e in endpoints if e.container_id}
     replicas: dict[str, set[str]] = defaultdict(set)
     ready: dict[str, set[str]] = defaultdict(set)
     for key, status in sources.statuses.items():
         placed = sources.assignments.get(key)
-        if placed is not None and status.container_id:
-            replicas[f"{placed.stack}_{placed.service}"].add(status.container_id)
-            if status.ready and status.state == "running":
+        if placed is None or not status.container_id:
+            continue
+        replicas[f"{placed.stack}_{placed.service}"].add(status.container_id)
+        verdict = health.get(status.container_id, "")  # the node's own, fresher than status
+        if verdict == "healthy" or (verdict in ("", "none") and status.ready):
+            if status.state == "running":
                 ready[f"{placed.stack}_{placed.service}"].add(status.container_id)
     return [
         OverlayService(

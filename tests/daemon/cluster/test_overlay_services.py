@@ -4,7 +4,8 @@ control plane places a web service's replicas on the two workers only; node1, wh
 none, reaches them through the service's name and VIP, and a replica killed on node2 stops
 receiving node1's connections before its replacement is ready. The port the service
 publishes answers on every node's LAN address, node1's too, and node4's, which had not
-even the service's network before (the routing mesh).
+even the service's network before (the routing mesh). A replica turning unhealthy leaves
+node1's balancing as soon as its node sees it (not at its agent's next status report).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ services:
     image: busybox:latest
     command: ["sh", "-c", "{SERVE}"]
     ports: ["{PORT}:80"]
+    healthcheck:
+      test: ["CMD", "test", "-f", "/index.html"]
+      interval: 1s
+      retries: 1
     deploy:
       replicas: 2
       placement:
@@ -130,3 +135,17 @@ def test_a_published_port_answers_on_a_node_with_no_replica(lab: WorkloadLab) ->
     for node in lab.nodes:
         lab.wait(f"port {PORT} on {node.name}", lambda node=node: answered(node), 20)  # type: ignore[misc]
     assert all(answered(lab.nodes[0]) for _ in range(5))
+
+
+def test_an_unhealthy_replica_leaves_the_vip_at_once(lab: WorkloadLab) -> None:
+    node1, node2, *_ = lab.nodes
+    replicas = ready(lab)
+    lab.carte(node2, "exec", replicas["node2"], "rm", "/index.html")  # its check fails now
+    broken = time.monotonic()
+
+    def only_node3() -> bool:
+        answers = fetch_many(lab, node1, "web", 6)
+        return answers == [f"served-by-{replicas['node3'][:12]}"] * 6
+
+    lab.wait("node2's unhealthy replica left node1's balancing", only_node3, 10)
+    print(f"served by node3 only {time.monotonic() - broken:.1f} s after the check broke")
