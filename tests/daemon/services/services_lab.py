@@ -1,10 +1,9 @@
 """What the services tests ask a daemon: a service's replicas and desired count (through the
-CLI, as JSON), readiness, the VIP of a stack's default network, one HTTP GET to an address."""
+CLI, as JSON), readiness, the VIP of a stack's default network, an autoscaled service's keys."""
 
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable
 from ipaddress import IPv4Network
 from typing import Any
@@ -56,15 +55,3 @@ def vip(daemon: Daemon, network: str = "svc_default") -> str:
     if isinstance(found, list):
         found = found[0]
     return str(IPv4Network(found["subnet"]).broadcast_address - 1)
-
-
-def fetch(address: str, port: int = 80) -> str:
-    """One GET on a fresh connection (a new flow, so the kernel picks a replica again)."""
-    with socket.create_connection((address, port), timeout=3) as conn:
-        conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        data = b""
-        while chunk := conn.recv(4096):
-            data += chunk
-    head, _, body = data.decode().partition("\r\n\r\n")
-    assert head.startswith("HTTP/1.") and " 200 " in head.splitlines()[0], head
-    return body.strip()

@@ -17,11 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from services_lab import AUTOSCALED, desired, fetch, ready, replicas, vip
+from services_lab import AUTOSCALED, desired, ready, replicas, vip
 from support import REPO
 from support.containers import ok, wait_for
 from support.daemon import Daemon
 from support.module_daemon import ModuleDaemon
+from support.web import http_get
 
 from carte.handlers.network._records import nft_table_name
 
@@ -78,7 +79,7 @@ def test_four_replicas_share_400_requests(daemon: Daemon, tmp_path: Path) -> Non
     wait_for(ready(daemon, 4), 30, "4 ready replicas")
     address = vip(daemon)
     wait_for(lambda: table_exists(lb_table(daemon)), 10, "services table")
-    served = Counter(fetch(address) for _ in range(400))
+    served = Counter(http_get(address) for _ in range(400))
     names = hostnames(daemon)
     assert set(served) == set(names), f"served by {dict(served)}, replicas {sorted(names)}"
     for name, count in served.items():
@@ -123,7 +124,7 @@ def test_killed_replica_is_never_served(daemon: Daemon, tmp_path: Path) -> None:
         10,
         "the killed replica leaves the ready set",
     )
-    served = Counter(fetch(address) for _ in range(100))
+    served = Counter(http_get(address) for _ in range(100))
     assert victim[:12] not in served, f"the dead replica was routed to: {dict(served)}"
 
 
@@ -135,7 +136,7 @@ def test_zero_replicas_refuse_at_once(daemon: Daemon, tmp_path: Path) -> None:
 
     def refused() -> bool:
         try:
-            fetch(address)
+            http_get(address)
         except ConnectionRefusedError:
             return True
         return False
@@ -144,7 +145,7 @@ def test_zero_replicas_refuse_at_once(daemon: Daemon, tmp_path: Path) -> None:
     wait_for(refused, 15, "the VIP refusing connections")
     started = time.monotonic()
     with pytest.raises(ConnectionRefusedError):
-        fetch(address)
+        http_get(address)
     assert time.monotonic() - started < 1.0
 
 
@@ -244,7 +245,7 @@ def test_example_stack_serves_through_vips(daemon: Daemon, tmp_path: Path) -> No
             return len(rows) == 2 and all(r["ready"] == r["desired"] for r in rows)
 
         wait_for(all_ready, 40, "web and db ready")
-        served = {fetch("127.0.0.1", port) for _ in range(20)}
+        served = {http_get("127.0.0.1", port) for _ in range(20)}
         assert len(served) == 2 and all(s.startswith("web ") for s in served), served
         with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
             conn.sendall(b"GET /cgi-bin/db HTTP/1.0\r\n\r\n")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 from support.containers import ok
 from support.daemon import Daemon
+from support.web import http_get
 
 # busybox httpd replicas answering with their hostname (the container's short id).
 WEB = """\
@@ -84,22 +84,13 @@ def ready_count(carte: Daemon, n: int, service: str = "demo_web") -> Callable[[]
     return check
 
 
-def fetch(ip: str) -> str:
-    with socket.create_connection((ip, 80), timeout=2) as sock:
-        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        data = b""
-        while chunk := sock.recv(4096):
-            data += chunk
-    return data.decode().split("\r\n\r\n", 1)[1].strip()
-
-
 def test_apply_twice_changes_nothing_and_replicas_serve(carte: Daemon, tmp_path: Path) -> None:
     path = write(tmp_path, web(replicas=2))
     plan = apply(carte, path)
     assert "create" in plan and "web" in plan and "demo_default" in plan
     wait_for(ready_count(carte, 2), 20, "2 ready replicas")
     rows = replicas(carte)
-    bodies = {fetch(r["ip"]) for r in rows}
+    bodies = {http_get(r["ip"]) for r in rows}
     assert len(bodies) == 2 and all(b.startswith("v1 ") for b in bodies)
     ids = {r["container_id"] for r in rows}
     again = apply(carte, path)
@@ -151,7 +142,7 @@ def _loop_client(ips: Callable[[], list[str]], stop: Callable[[], bool]) -> tupl
     while not stop() and good + failed < 5000:
         for ip in ips():
             try:
-                fetch(ip)
+                http_get(ip)
                 good += 1
             except OSError:
                 failed += 1
@@ -189,7 +180,7 @@ def _rolling_update(carte: Daemon, tmp_path: Path, order: str) -> None:
             thread.join()
     rows = replicas(carte)
     assert len(rows) == 3 and all(r["revision"] == 2 for r in rows)
-    assert all(fetch(r["ip"]).startswith("v2 ") for r in rows)
+    assert all(http_get(r["ip"]).startswith("v2 ") for r in rows)
     good, failed = result[0]
     assert good > 0
     assert failed == 0 or order == "stop-first", f"{failed} failed requests"
@@ -224,7 +215,7 @@ def test_update_never_ready_rolls_back_by_itself(carte: Daemon, tmp_path: Path) 
     wait_for(ready_count(carte, 2), 20, "2 ready after the rollback")
     rows = replicas(carte)
     assert {r["container_id"] for r in rows} == before
-    assert all(fetch(r["ip"]).startswith("v1 ") for r in rows)
+    assert all(http_get(r["ip"]).startswith("v1 ") for r in rows)
     history = ok(carte.client("rollout", "history", "demo_web"))
     assert "1" in history and "2" in history
 
@@ -237,7 +228,7 @@ def test_rollout_undo(carte: Daemon, tmp_path: Path) -> None:
     ok(carte.client("rollout", "undo", "demo_web", "--to-revision", "1"))
     assert carte.client("rollout", "status", "demo_web", timeout=60).returncode == 0
     rows = replicas(carte)
-    assert len(rows) == 1 and fetch(rows[0]["ip"]).startswith("v1 ")
+    assert len(rows) == 1 and http_get(rows[0]["ip"]).startswith("v1 ")
 
 
 def test_stack_rm_leaves_nothing(carte: Daemon, tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from support.containers import ok
 from support.daemon import Daemon
-from test_stacks_daemon import apply, fetch, ready_count, replicas, wait_for, web, write
+from support.web import http_get
+from test_stacks_daemon import apply, ready_count, replicas, wait_for, web, write
 
 
 @pytest.mark.slow
@@ -31,5 +32,5 @@ def test_restart_of_a_replica_keeps_it_and_the_stack_waits(carte: Daemon, tmp_pa
     state = json.loads(ok(carte.client("--format", "json", "inspect", victim)))
     state = state[0] if isinstance(state, list) else state
     assert state["state"]["status"] == "running"
-    assert fetch(before[victim]).startswith("v1 ")
+    assert http_get(before[victim]).startswith("v1 ")
     assert sorted(ok(carte.client("ps", "-aq", "--no-trunc")).split()) == sorted(before)

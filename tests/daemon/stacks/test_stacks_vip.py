@@ -6,7 +6,6 @@ rolls back by itself)."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 from support.containers import ok
 from support.daemon import Daemon
+from support.web import http_get
 from test_stacks_daemon import HTTP_PROBE, NEVER_PROBE, ready_count, wait_for, web, write
 
 
@@ -27,22 +27,10 @@ def vip(carte: Daemon) -> str:
     return str(IPv4Network(network["subnet"]).broadcast_address - 1)
 
 
-def fetch(address: str) -> str:
-    with socket.create_connection((address, 80), timeout=3) as conn:
-        conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        data = b""
-        while chunk := conn.recv(4096):
-            data += chunk
-    head, _, body = data.decode().partition("\r\n\r\n")
-    if " 200 " not in head.splitlines()[0]:
-        raise OSError(f"status line {head.splitlines()[0]!r}")
-    return body.strip()
-
-
 def wait_serving(address: str, tag: str, timeout: float) -> None:
     def serving() -> bool:
         try:
-            return fetch(address).startswith(tag)
+            return http_get(address).startswith(tag)
         except OSError:
             return False
 
@@ -59,7 +47,7 @@ def update_under_load(carte: Daemon, address: str, update: Callable[[], None]) -
     def client() -> None:
         while not done.is_set() and count[0] < 20000:
             try:
-                fetch(address)
+                http_get(address)
             except OSError as error:
                 failures.append(str(error))
             count[0] += 1
@@ -98,7 +86,7 @@ def test_rolling_update_through_vip_zero_failures(
 
     failures = update_under_load(carte, address, update)
     assert failures == [], f"{len(failures)} failed: {failures[:3]}"
-    assert fetch(address).startswith("v2 ")
+    assert http_get(address).startswith("v2 ")
 
 
 @pytest.mark.slow
@@ -120,4 +108,4 @@ def test_update_that_never_gets_ready_rolls_back_with_zero_failures(
 
     failures = update_under_load(carte, address, update)
     assert failures == [], f"{len(failures)} failed: {failures[:3]}"
-    assert fetch(address).startswith("v1 ")
+    assert http_get(address).startswith("v1 ")
