@@ -143,3 +143,27 @@ def test_run_rm_attaches_and_leaves_nothing(docker: DockerCli) -> None:
     ran = docker("run", "--rm", "busybox", "sh", "-c", "echo hi; echo oops >&2; exit 4")
     assert (ran.returncode, ran.stdout, ran.stderr) == (4, "hi\n", "oops\n")
     assert docker("ps", "-aq").stdout.split() == before
+
+
+def test_network_alias_connect_and_disconnect(docker: DockerCli) -> None:
+    get = "printf 'GET /passwd HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {} 80 | head -1"
+    assert docker("network", "create", "front").returncode == 0
+    assert docker("network", "create", "back").returncode == 0
+    served = docker("run", "-d", "--name", "srv", "--network", "front", "--network-alias", "api",
+                    "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")  # fmt: skip
+    assert served.returncode == 0, served.stderr
+    asked = docker("run", "--rm", "--network", "front", "busybox", "sh", "-c", get.format("api"))
+    assert asked.stdout == "HTTP/1.1 200 OK\n", asked.stderr
+    assert docker("network", "connect", "--alias", "other", "back", "srv").returncode == 0
+    members = docker("network", "inspect", "-f", "{{range .Containers}}{{.Name}}{{end}}", "back")
+    assert members.stdout.strip() == "srv"
+    asked = docker("run", "--rm", "--network", "back", "busybox", "sh", "-c", get.format("other"))
+    assert asked.stdout == "HTTP/1.1 200 OK\n", asked.stderr
+    assert docker("network", "disconnect", "back", "srv").returncode == 0
+    members = docker("network", "inspect", "-f", "{{range .Containers}}{{.Name}}{{end}}", "back")
+    assert members.stdout.strip() == ""
+    assert docker("create", "--name", "cold", "busybox", "true").returncode == 0
+    refused = docker("network", "connect", "back", "cold")
+    assert refused.returncode != 0 and "start cold first" in refused.stderr
+    assert docker("rm", "-f", "srv", "cold").returncode == 0
+    assert docker("network", "rm", "front", "back").returncode == 0
