@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_stacks_manifest import replica_of
 
-from carte.stack import Manifest, ManifestError, load_manifest, normalize, replica_config
+from carte.stack import Manifest, ManifestError, load_manifest, normalize
 from carte.stack.parse import MAX_ERRORS
 
 
@@ -87,15 +88,7 @@ def test_profiles_and_bare_environment(tmp_path: Path) -> None:
     )
     manifest = _load(tmp_path, text, {"PASSTHRU": "from-client"})
     assert set(manifest.services) == {"web"}
-    config = replica_config(
-        stack="s",
-        name="web",
-        service=manifest.services["web"],
-        replica=1,
-        revision=1,
-        project_dir=str(tmp_path),
-        env_files={},
-    )
+    config = replica_of(manifest, "web", stack="s", project_dir=str(tmp_path))
     assert "PASSTHRU=from-client" in config.env and "FIXED=1" in config.env
     assert not any(item.startswith("UNSET") for item in config.env)
     assert set(_load(tmp_path, text, profiles=["debug"]).services) == {"web", "tools"}

@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 from support import REPO
 
+from carte.api.containers import ContainerConfig
 from carte.stack import (
     InterpolationError,
+    Manifest,
     ManifestError,
     interpolate,
     load_manifest,
@@ -83,17 +85,30 @@ def test_full_manifest_reads_every_key_with_defaults() -> None:
     assert normalize.seconds(scale.scale_down_stabilization) == 60
 
 
-def test_replica_config_carries_labels_limits_and_healthcheck() -> None:
-    manifest, _source, _warnings = load_manifest(FULL, "compose.yaml", {"MODE": "prod"})
-    config = replica_config(
-        stack="shop",
-        name="web",
-        service=manifest.services["web"],
-        replica=2,
-        revision=5,
-        project_dir="/srv/shop",
+def replica_of(
+    manifest: Manifest,
+    name: str,
+    *,
+    stack: str = "shop",
+    replica: int = 1,
+    revision: int = 1,
+    project_dir: str = "/srv/shop",
+) -> ContainerConfig:
+    """The container config of one replica of the service `name` (no env files)."""
+    return replica_config(
+        stack=stack,
+        name=name,
+        service=manifest.services[name],
+        replica=replica,
+        revision=revision,
+        project_dir=project_dir,
         env_files={},
     )
+
+
+def test_replica_config_carries_labels_limits_and_healthcheck() -> None:
+    manifest, _source, _warnings = load_manifest(FULL, "compose.yaml", {"MODE": "prod"})
+    config = replica_of(manifest, "web", replica=2, revision=5)
     assert config.name.startswith("shop_web_2-")
     assert config.cmd == ["httpd", "-f", "-p", "80"]
     assert config.labels["com.carte.stack"] == "shop"
@@ -104,15 +119,7 @@ def test_replica_config_carries_labels_limits_and_healthcheck() -> None:
     assert config.healthcheck.test == ["CMD-SHELL", "wget -q -O- localhost"]
     assert config.healthcheck.interval == 90 and config.healthcheck.timeout == 0.5
     assert config.network == "shop_default" and "tasks.web" in config.network_aliases
-    db = replica_config(
-        stack="shop",
-        name="db",
-        service=manifest.services["db"],
-        replica=1,
-        revision=1,
-        project_dir="/srv/shop",
-        env_files={},
-    )
+    db = replica_of(manifest, "db")
     mounts = [(m.type, m.source, m.target, m.read_only) for m in db.mounts]
     assert mounts == [
         ("volume", "shop_data", "/var/lib/db", False),
