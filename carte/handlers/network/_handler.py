@@ -421,6 +421,9 @@ class NetworkHandler(Handler):
         if network.is_overlay:
             await self._vxlan(lambda o: o.delete(network.bridge))
         await self._host(lambda links: links.delete_link(network.bridge))
+        if network.is_overlay:  # its VIPs went with the bridge; its services leave the table
+            self._service_vips = {(b, v) for b, v in self._service_vips if b != network.bridge}
+            await self._program_services()
 
     async def _start_dns(self, network: NetworkRecord) -> None:
         if not self.ctx.options.dns or self._nursery is None:
