@@ -36,6 +36,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "fuzz": DAEMON,  # the API fuzzer; the parser fuzzers use no daemon, so get none
     "fuzz/test_fuzz_tar.py": ("root",),  # owners kept, device nodes made
     "game": DAEMON,
+    "game/test_game_cluster.py": (*DAEMON, "peers"),  # the netns lab against a real etcd
     "image/test_image_archive.py": ("root", "peers"),
     "image/test_image_import_devices.py": ("root",),
     "image/test_image_layers.py": ("root", "kernel"),
