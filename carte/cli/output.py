@@ -32,10 +32,44 @@ class Output:
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Print rows under upper-case headers, columns padded to the widest cell."""
         cells = [[str(h).upper() for h in headers], *[[str(c) for c in row] for row in rows]]
-        widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+        self._aligned(cells)
+
+    def _aligned(self, cells: Sequence[Sequence[str]]) -> None:
+        widths: list[int] = []
         for row in cells:
-            padded = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+            for at, cell in enumerate(row):
+                if at == len(widths):
+                    widths.append(0)
+                widths[at] = max(widths[at], len(cell))
+        for row in cells:
+            padded = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
             self.stream.write("   ".join(padded).rstrip() + "\n")
+
+    def templated(
+        self,
+        template: str,
+        items: Sequence[dict[str, Any]],
+        fields: Callable[[dict[str, Any]], dict[str, Any]],
+        headers: dict[str, str],
+    ) -> None:
+        """A list command's `--format TEMPLATE` as Docker's: the template once per item, over
+        the item's Docker-named `fields` (and its own keys); `table TEMPLATE` adds a header
+        line (each field named by `headers`, else as Docker derives it: CreatedAt -> CREATED
+        AT) and aligns the columns the template separates with tabs. Raises TemplateError."""
+        import re
+
+        body = template.removeprefix("table ")
+        lines = [render_template(body, {**item, **fields(item)}) for item in items]
+        if not template.startswith("table "):
+            for line in lines:
+                self.line(line)
+            return
+        named = {
+            name: headers.get(name) or re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).upper()
+            for name in re.findall(r"\.([A-Za-z]\w*)", body)
+        }
+        heading = render_template(body, named)
+        self._aligned([line.split("\t") for line in [heading, *lines]])
 
     def fields(self, pairs: Sequence[tuple[str, Any]]) -> None:
         """Print ``Name: value`` lines, names aligned."""
@@ -205,7 +239,7 @@ def _expression(action: str, dot: Any, names: dict[str, Any]) -> Any:
     import re
 
     tokens = re.findall(_TOKEN, action)
-    if any(t[0] in "\"`" and not re.fullmatch(_STRING, t) for t in tokens):
+    if any(t[0] in '"`' and not re.fullmatch(_STRING, t) for t in tokens):
         raise TemplateError(f"{{{{{action}}}}}: an unterminated quote")
     value, at = _pipeline(tokens, 0, dot, names, action)
     if at != len(tokens):

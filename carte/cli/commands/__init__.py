@@ -12,6 +12,7 @@ from carte.cli.commands._framework import (
     fail,
     inspect_each,
     remove_each,
+    templated,
     warn,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "fail",
     "inspect_each",
     "remove_each",
+    "templated",
     "warn",
 ]

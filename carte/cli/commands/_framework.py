@@ -88,6 +88,24 @@ def each(names: Sequence[str], action: Callable[[str], object]) -> int:
     return code
 
 
+def templated(
+    session: Session,
+    template: str,
+    items: Sequence[dict[str, Any]],
+    fields: Callable[[dict[str, Any]], dict[str, Any]],
+    headers: dict[str, str],
+) -> int:
+    """A list command's `--format TEMPLATE` (see Output.templated); a template it cannot
+    read is one line and exit code 1."""
+    from carte.cli.output import TemplateError
+
+    try:
+        session.output.templated(template, items, fields, headers)
+    except TemplateError as error:
+        return fail(f"template parsing error: {error}")
+    return 0
+
+
 def inspect_each(session: Session, command: str) -> int:
     """`inspect NAME...`: the details of every name that exists, as one JSON list."""
     found: list[Any] = []

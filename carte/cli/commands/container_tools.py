@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-from carte.cli.commands import Commands, Session
+from carte.cli.commands import Commands, Session, templated
 from carte.cli.transport import ApiError
 
 TYPE_CHECKING = False
@@ -34,6 +34,9 @@ def _top(parser: argparse.ArgumentParser) -> None:
 def _stats(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-stream", action="store_true", help="print one reading and exit")
     parser.add_argument("-a", "--all", action="store_true", help="include stopped containers")
+    parser.add_argument(
+        "--format", dest="stats_format", help="table, json, or a {{.Field}} template"
+    )
     parser.add_argument("containers", nargs="*", metavar="CONTAINER")
 
 
@@ -64,7 +67,8 @@ def stats(session: Session) -> int:
             readings, failed = _readings(session, refs, quiet=not args.containers)
             if not args.no_stream and not session.output.json:
                 sys.stdout.write(_CLEAR)
-            _print(session, readings)
+            if _print(session, readings):
+                return 1
             sys.stdout.flush()
             if args.no_stream:
                 return 1 if failed else 0
@@ -90,31 +94,40 @@ def _readings(session: Session, refs: list[str], *, quiet: bool) -> tuple[list[A
     return readings, failed and not quiet
 
 
-def _print(session: Session, readings: list[Any]) -> None:
-    if session.output.json:
+_STATS_HEADERS = {
+    "ID": "CONTAINER ID", "Name": "NAME", "CPUPerc": "CPU %", "MemUsage": "MEM USAGE / LIMIT",
+    "MemPerc": "MEM %", "NetIO": "NET I/O", "BlockIO": "BLOCK I/O", "PIDs": "PIDS",
+}  # fmt: skip
+
+
+def _print(session: Session, readings: list[Any]) -> int:
+    """The readings as JSON, through a --format template, or as Docker's table; exit code."""
+    fmt = session.args.stats_format
+    if fmt not in (None, "table", "json"):
+        headers = {**_STATS_HEADERS, "Container": "CONTAINER"}
+        return templated(session, fmt, readings, _stats_fields, headers)
+    if session.output.json or fmt == "json":
         session.output.data(readings)
-        return
-    rows = []
-    for reading in readings:
-        usage, limit = reading["memory_usage"], reading["memory_limit"]
-        percent = usage / limit * 100 if limit else 0.0
-        rows.append(
-            [
-                reading["id"][:12],
-                reading["name"],
-                f"{reading['cpu_percent']:.2f}%",
-                f"{_size(usage)} / {_size(limit)}",
-                f"{percent:.2f}%",
-                _pair(reading.get("net_rx_bytes"), reading.get("net_tx_bytes")),
-                _pair(reading.get("block_read_bytes"), reading.get("block_write_bytes")),
-                str(reading["pids"]),
-            ]
-        )
-    headers = [
-        "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O",
-        "PIDS",
-    ]  # fmt: skip
-    session.output.table(headers, rows)
+    else:
+        rows = [list(_stats_fields(reading).values())[1:] for reading in readings]
+        session.output.table(list(_STATS_HEADERS.values()), rows)
+    return 0
+
+
+def _stats_fields(reading: dict[str, Any]) -> dict[str, Any]:
+    """A reading under Docker's `stats --format` names (the table's columns, in order)."""
+    usage, limit = reading["memory_usage"], reading["memory_limit"]
+    return {
+        "Container": reading["name"],
+        "ID": reading["id"][:12],
+        "Name": reading["name"],
+        "CPUPerc": f"{reading['cpu_percent']:.2f}%",
+        "MemUsage": f"{_size(usage)} / {_size(limit)}",
+        "MemPerc": f"{usage / limit * 100 if limit else 0.0:.2f}%",
+        "NetIO": _pair(reading.get("net_rx_bytes"), reading.get("net_tx_bytes")),
+        "BlockIO": _pair(reading.get("block_read_bytes"), reading.get("block_write_bytes")),
+        "PIDs": str(reading["pids"]),
+    }
 
 
 def _size(value: int) -> str:

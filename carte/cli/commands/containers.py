@@ -14,7 +14,7 @@ import re
 import sys
 import time
 
-from carte.cli.commands import Commands, Session, each, fail, warn
+from carte.cli.commands import Commands, Session, each, fail, templated, warn
 from carte.cli.output import TemplateError, docker_container, render_template
 from carte.cli.run_options import RunOptionError, add_run_arguments, container_config, parse_size
 from carte.cli.transport import ApiError
@@ -119,6 +119,8 @@ def _ps_arguments(parser: argparse.ArgumentParser) -> None:
         "-f", "--filter", action="append", default=[], help="KEY=VALUE (label, name, status...)"
     )
     parser.add_argument("--no-trunc", action="store_true", help="full ids and commands")
+    parser.add_argument("-n", "--last", type=int, default=-1, help="the N last created (any state)")
+    parser.add_argument("-l", "--latest", action="store_true", help="the last created (any state)")
     parser.add_argument("--format", dest="ps_format", help="json, table, or a {{.Field}} template")
 
 
@@ -359,7 +361,10 @@ def ps(session: Session) -> int:
     except RunOptionError as error:
         _error(str(error))
         return 1
-    rows = session.command("ListContainers", all=args.all, filters=filters)
+    last = 1 if args.latest else args.last
+    rows = session.command("ListContainers", all=args.all or last > 0, filters=filters)
+    if last > 0:  # the newest first, as listed
+        rows = rows[:last]
     out = session.output
     fmt = args.ps_format or ("json" if out.json else "table")
     if args.quiet:
@@ -368,12 +373,12 @@ def ps(session: Session) -> int:
         return 0
     if fmt == "json":
         for row in rows:
-            out.line(json.dumps(row))
+            out.line(json.dumps({**row, **_ps_fields(row, args.no_trunc)}))
         return 0
     if fmt != "table":
-        for row in rows:
-            out.line(_template(fmt, _ps_fields(row, args.no_trunc)))
-        return 0
+        return templated(
+            session, fmt, rows, lambda row: _ps_fields(row, args.no_trunc), _PS_HEADERS
+        )
     out.table(
         ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
         [
@@ -416,12 +421,10 @@ def _ps_fields(row: dict[str, Any], no_trunc: bool) -> dict[str, str]:
     }
 
 
-def _template(fmt: str, fields: dict[str, str]) -> str:
-    """Docker's `{{.Field}}` templates, the plain-field subset; `table` prefix ignored."""
-    text = fmt.removeprefix("table ").replace("\\t", "\t")
-    for key, value in fields.items():
-        text = text.replace("{{." + key + "}}", value).replace("{{ ." + key + " }}", value)
-    return text
+_PS_HEADERS = {
+    "ID": "CONTAINER ID", "RunningFor": "CREATED", "Names": "NAMES", "Image": "IMAGE",
+    "Command": "COMMAND", "Status": "STATUS", "Ports": "PORTS", "State": "STATE",
+}  # fmt: skip
 
 
 def _ago(created: str) -> str:

@@ -7,8 +7,12 @@ import json
 import os
 import sys
 
-from carte.cli.commands import Commands, Session
+from carte.cli.commands import Commands, Session, templated
 from carte.cli.transport import ApiError
+
+TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def register(commands: Commands) -> None:
@@ -40,8 +44,11 @@ def _list(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--filter", action="append", default=[], help="reference=..")
     parser.add_argument("--no-trunc", action="store_true", help="full ids")
     parser.add_argument(
-        "--format", choices=("table", "json"), default=argparse.SUPPRESS, help="table or json"
+        "--format", dest="list_format", help="table, json, or a {{.Field}} template"
     )
+
+
+_IMAGE_HEADERS = {"ID": "IMAGE ID", "CreatedSince": "CREATED"}
 
 
 def _refs(parser: argparse.ArgumentParser) -> None:
@@ -98,12 +105,24 @@ def list_images(session: Session) -> int:
         filters.setdefault(key, []).append(val)
     rows = session.command("ListImages", all=args.all, filters=filters)
     out = session.output
-    if out.json:
+    if args.list_format == "json" or out.json:
         out.data(rows)
         return 0
 
     def short(image_id: str) -> str:
         return image_id if args.no_trunc else image_id.removeprefix("sha256:")[:12]
+
+    if args.list_format not in (None, "table"):
+        from carte.cli.commands.containers import _ago
+
+        def fields(row: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "Repository": row["repository"], "Tag": row["tag"], "Digest": row["digest"],
+                "ID": short(row["id"]), "CreatedSince": _ago(row["created"]),
+                "CreatedAt": row["created"], "Size": _size(row["size"]),
+            }  # fmt: skip
+
+        return templated(session, args.list_format, rows, fields, _IMAGE_HEADERS)
 
     if args.quiet:
         seen: list[str] = []

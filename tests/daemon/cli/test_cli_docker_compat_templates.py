@@ -51,3 +51,42 @@ def test_inspect_templates_from_docker_docs(carte: Daemon) -> None:
         assert "template parsing error" in shown.stderr and "Traceback" not in shown.stderr
     ids = json.loads(ok(carte.client("inspect", "site")))[0]["Id"]
     assert shape("{{.Id}}") == ids
+
+
+def test_list_commands_take_docker_templates(carte: Daemon) -> None:
+    ok(carte.client("run", "-d", "--name", "first", "-l", "tier=db", "busybox", "sleep", "600"))
+    ok(carte.client("run", "-d", "--name", "second", "busybox", "sleep", "600"))
+    ok(carte.client("network", "create", "backnet"))
+    ok(carte.client("volume", "create", "keep"))
+
+    def lines(*args: str) -> list[str]:
+        return ok(carte.client(*args)).splitlines()
+
+    # ps: a template per container, `table` adds Docker's headers, the newest first
+    assert lines("ps", "--format", "{{.Names}} {{.Labels}}") == ["second ", "first tier=db"]
+    table = lines("ps", "--format", "table {{.ID}}\t{{.Names}}\t{{.Status}}")
+    assert table[0].split() == ["CONTAINER", "ID", "NAMES", "STATUS"]
+    assert [row.split()[1] for row in table[1:]] == ["second", "first"]
+    assert table[1].index("second") == table[0].index("NAMES")  # aligned columns
+    assert json.loads(lines("ps", "--format", "json")[0])["Names"] == "second"
+    # -n / -l: the last created, in any state
+    ok(carte.client("run", "--name", "gone", "busybox", "true"))
+    assert lines("ps", "-l", "--format", "{{.Names}} {{.State}}") == ["gone exited"]
+    assert lines("ps", "-n", "2", "--format", "{{.Names}}") == ["gone", "second"]
+    # images, network ls, volume ls, stats
+    assert lines("images", "--format", "{{.Repository}}:{{.Tag}}") == ["busybox:latest"]
+    assert lines("images", "--format", "table {{.Repository}}\t{{.ID}}")[0].split() == [
+        "REPOSITORY", "IMAGE", "ID",
+    ]  # fmt: skip
+    assert "backnet bridge" in lines("network", "ls", "--format", "{{.Name}} {{.Driver}}")
+    assert lines("volume", "ls", "--format", "table {{.Name}}\t{{.Driver}}") == [
+        "VOLUME NAME   DRIVER", "keep          local",
+    ]  # fmt: skip
+    stats = lines("stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}", "first")
+    assert stats == ["first 1"]
+    shown = json.loads(ok(carte.client("stats", "--no-stream", "--format", "{{json .}}", "first")))
+    assert shown["Name"] == "first" and shown["MemUsage"].count(" / ") == 1
+    # a template it cannot read: one line, exit 1
+    bad = carte.client("ps", "--format", "{{nope .Names}}")
+    assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1, bad.stderr
+    assert "Traceback" not in bad.stderr
