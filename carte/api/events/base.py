@@ -32,6 +32,9 @@ class Command(Event, Generic[ResultT], frozen=True, kw_only=True):
     """An imperative request with one owning handler and a typed result."""
 
     topic: ClassVar[str] = "command"
+    public: ClassVar[bool] = True
+    """False for a command only handlers send each other (its answer holds secrets): the
+    API does not serve it at ``POST /v1/commands/<Name>`` nor list it in its OpenAPI document."""
 
 
 class Fact(Event, frozen=True, kw_only=True):

@@ -238,9 +238,11 @@ class PlaceService(Command[bool], frozen=True, kw_only=True):
 
 class ReadServiceFiles(Command[list[FileContent]], frozen=True, kw_only=True):
     """The secrets and configs a service mounts, with their content (answered by the stacks
-    handler of a control plane, for the node that runs one of its replicas)."""
+    handler of a control plane, for the node that runs one of its replicas). Not on the API:
+    a node reads its own replicas' files at ``GET /v1/cluster/files``."""
 
     topic: ClassVar[str] = "service.files"
+    public: ClassVar[bool] = False
     stack: str
     service: str
 

@@ -1,7 +1,7 @@
 """`/v1/openapi.json`: the API described from the `carte.api` Structs themselves.
 
 Schemas come from `msgspec.json.schema_components`, so the document cannot drift from the
-types the daemon encodes. Commands are every loaded `Command` subclass (plugins included),
+types the daemon encodes. Commands are every loaded public `Command` subclass (plugins included),
 each reachable at ``POST /v1/commands/<Name>``.
 """
 
@@ -35,8 +35,10 @@ def _subclasses(base: type[Event]) -> list[type[Event]]:
 
 
 def command_types() -> dict[str, type[Command[Any]]]:
-    """Every Command class loaded in this process, by name (built-ins and plugins)."""
-    return {event_name(cls): cls for cls in _subclasses(Command)}  # type: ignore[misc]
+    """Every public Command class loaded in this process, by name (built-ins and plugins);
+    the ones only handlers send each other (``public = False``) are left out."""
+    commands = [cls for cls in _subclasses(Command) if issubclass(cls, Command)]
+    return {event_name(cls): cls for cls in commands if cls.public}
 
 
 def fact_types() -> list[type[Fact]]:

@@ -7,8 +7,10 @@ tests run in file order and the last one kills the leader.
 from __future__ import annotations
 
 import datetime
+import http.client
 import json
 import signal
+import ssl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.cluster import ClusterLab, LabNode
+from support.cluster import API_PORT, ClusterLab, LabNode
 from support.daemon import Daemon
 
 from carte.api.cluster import CaRecord
@@ -152,6 +154,34 @@ def test_clients_without_a_valid_certificate_are_refused(lab: ClusterLab, tmp_pa
     write_bundle(other, ca=authority.cert_pem, cert=stranger.cert, key=stranger.key)
     line = refused(lab.carte(worker, "node", "ls", host=lab.server, certs=other, check=False))
     assert "refused this client's certificate" in line
+
+
+def test_secret_contents_are_not_on_the_command_route(lab: ClusterLab) -> None:
+    """ReadServiceFiles (a service's secret contents, for the node running its replica) is
+    only handler-to-handler: 404 on the socket and over mutual TLS, not in the OpenAPI
+    document; a node reads its own replicas' files at GET /v1/cluster/files."""
+    control = lab.nodes[0]
+    body = {"stack": "app", "service": "web"}
+    on_socket = control.daemon.command_("ReadServiceFiles", **body)
+    context = ssl.create_default_context(cafile=str(lab.certs / "ca.pem"))
+    context.check_hostname = False
+    context.load_cert_chain(str(lab.certs / "cert.pem"), str(lab.certs / "key.pem"))
+    tls = http.client.HTTPSConnection(control.address, API_PORT, timeout=15, context=context)
+    try:
+        tls.request("POST", "/v1/commands/ReadServiceFiles", json.dumps(body).encode())
+        over_tls = tls.getresponse()
+        answers = [(on_socket.status, on_socket.body), (over_tls.status, over_tls.read())]
+    finally:
+        tls.close()
+    for status_code, answer in answers:
+        error = json.loads(answer)["error"]
+        assert (status_code, error["code"]) == (404, "not_found"), answer
+        assert error["message"] == (
+            'command "ReadServiceFiles" is unknown; see /v1/openapi.json for the list'
+        )
+    paths = control.daemon.request("GET", "/v1/openapi.json").json()["paths"]
+    assert "/v1/commands/ReadServiceFiles" not in paths
+    assert "/v1/cluster/files" in paths and "/v1/commands/ListNodes" in paths
 
 
 @contextmanager
