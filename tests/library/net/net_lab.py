@@ -17,7 +17,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from carte.net import nft
 from carte.net.ipam import AddressAllocator, default_gateway
-from carte.net.links import LinkControl
+from carte.net.links import Endpoint, LinkControl
 
 SERVER = r"""
 import socket, sys
@@ -116,15 +116,27 @@ class NetLab:
         self._veth_count += 1
         host_ifname = self.link_name("v", f"{self._veth_count}")
         self._links.append(host_ifname)
-        self.links.connect(
+        self.connect(netns, bridge, host_ifname, address)
+        return Container(netns, address)
+
+    def connect(
+        self,
+        netns: str | int,
+        bridge: Bridge,
+        host_ifname: str,
+        address: IPv4Address,
+        gateway: IPv4Address | None = None,
+    ) -> Endpoint:
+        """`links.connect` of `netns` (name or pid) to `bridge` at `address` on its subnet, with
+        the bridge as its gateway unless `gateway` is given, at this lab's MTU."""
+        return self.links.connect(
             netns,
             bridge=bridge.name,
             host_ifname=host_ifname,
             address=IPv4Interface(f"{address}/{bridge.subnet.prefixlen}"),
-            gateway=bridge.gateway,
+            gateway=gateway or bridge.gateway,
             mtu=self.mtu,
         )
-        return Container(netns, address)
 
     def outside(self) -> tuple[str, IPv4Address, IPv4Address]:
         """A namespace standing in for the internet: (netns, its address, the host's address).

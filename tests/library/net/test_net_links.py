@@ -89,14 +89,7 @@ def test_connect_to_a_missing_namespace_leaves_nothing_behind(lab: NetLab) -> No
     bridge = lab.bridge("a")
     host_ifname = lab.link_name("v", "x")
     with pytest.raises(NotFound, match="cannot be opened"):
-        lab.links.connect(
-            f"carte-t-{lab.uid}-missing",
-            bridge=bridge.name,
-            host_ifname=host_ifname,
-            address=IPv4Interface(f"{bridge.gateway + 1}/24"),
-            gateway=bridge.gateway,
-            mtu=lab.mtu,
-        )
+        lab.connect(f"carte-t-{lab.uid}-missing", bridge, host_ifname, bridge.gateway + 1)
     assert lab.links.index_of(host_ifname) is None
 
 
@@ -105,14 +98,7 @@ def test_a_taken_interface_name_in_the_namespace_is_a_conflict_and_cleaned(lab: 
     box = lab.container(bridge, "1")
     host_ifname = lab.link_name("v", "y")
     with pytest.raises(Conflict, match="already exists"):
-        lab.links.connect(
-            box.netns,
-            bridge=bridge.name,
-            host_ifname=host_ifname,
-            address=IPv4Interface(f"{bridge.gateway + 9}/24"),
-            gateway=bridge.gateway,
-            mtu=lab.mtu,
-        )
+        lab.connect(box.netns, bridge, host_ifname, bridge.gateway + 9)
     assert lab.links.index_of(host_ifname) is None
 
 
@@ -149,14 +135,7 @@ def test_a_namespace_given_by_pid_is_connected(lab: NetLab) -> None:
         assert holder.stdout.readline().strip() == "up"
         host_ifname = lab.link_name("v", "p")
         address = IPv4Interface(f"{bridge.allocator.allocate()}/{bridge.subnet.prefixlen}")
-        endpoint = lab.links.connect(
-            holder.pid,
-            bridge=bridge.name,
-            host_ifname=host_ifname,
-            address=address,
-            gateway=bridge.gateway,
-            mtu=lab.mtu,
-        )
+        endpoint = lab.connect(holder.pid, bridge, host_ifname, address.ip)
         shown = subprocess.run(
             ["nsenter", "-t", str(holder.pid), "-n", "ip", "-4", "-br", "addr", "show", "eth0"],
             capture_output=True,
@@ -198,14 +177,7 @@ def test_a_failure_inside_the_namespace_removes_the_pair(lab: NetLab) -> None:
     unreachable = IPv4Address("192.0.2.254")  # not on the container's subnet
 
     with pytest.raises(Internal, match=r"cannot add a default route via 192\.0\.2\.254"):
-        lab.links.connect(
-            netns,
-            bridge=bridge.name,
-            host_ifname=host_ifname,
-            address=IPv4Interface(f"{bridge.gateway + 5}/{bridge.subnet.prefixlen}"),
-            gateway=unreachable,
-            mtu=lab.mtu,
-        )
+        lab.connect(netns, bridge, host_ifname, bridge.gateway + 5, unreachable)
     assert lab.links.index_of(host_ifname) is None
     links = subprocess.run(
         ["ip", "-n", netns, "-br", "link"], capture_output=True, text=True, check=True
