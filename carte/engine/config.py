@@ -575,22 +575,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# How an error names what a YAML value is; bool before int (a bool is an int to Python).
+_YAML_TYPES: tuple[tuple[type, str], ...] = (
+    (type(None), "null"),
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a number"),
+    (str, "a string"),
+    (Mapping, "a mapping"),
+    (list, "a list"),
+)
+
+
 def _yaml_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return type(value).__name__
+    return next(
+        (name for kind, name in _YAML_TYPES if isinstance(value, kind)), type(value).__name__
+    )
 
 
 def _short(value: Any) -> str:
