@@ -19,6 +19,14 @@ from carte.runtime.logs import (
 )
 
 
+def write_lines(path: Path, count: int, *, max_size: int, max_file: int) -> None:
+    """Log "line 0" to "line COUNT-1" on stdout into `path`, rotated as given."""
+    log = JsonFileLog(str(path), max_size=max_size, max_file=max_file)
+    for n in range(count):
+        log.write("stdout", f"line {n}\n".encode())
+    log.close()
+
+
 def test_lines_are_docker_json_file_entries(tmp_path: Path) -> None:
     log = JsonFileLog(str(tmp_path / "c.log"))
     log.write("stdout", b"hello\nwor")
@@ -56,10 +64,7 @@ def test_long_line_is_split_into_16k_partials(tmp_path: Path) -> None:
 
 def test_rotation_keeps_max_file_files_and_reader_spans_them(tmp_path: Path) -> None:
     path = tmp_path / "c.log"
-    log = JsonFileLog(str(path), max_size=300, max_file=3)
-    for n in range(40):
-        log.write("stdout", f"line {n}\n".encode())
-    log.close()
+    write_lines(path, 40, max_size=300, max_file=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.log", "c.log.1", "c.log.2"]
     assert all(p.stat().st_size <= 300 + 100 for p in tmp_path.iterdir())
     texts = [e.text for e in read_logs(str(path))]
@@ -71,10 +76,7 @@ def test_rotation_keeps_max_file_files_and_reader_spans_them(tmp_path: Path) -> 
 
 def test_max_file_one_truncates(tmp_path: Path) -> None:
     path = tmp_path / "c.log"
-    log = JsonFileLog(str(path), max_size=200, max_file=1)
-    for n in range(20):
-        log.write("stdout", f"line {n}\n".encode())
-    log.close()
+    write_lines(path, 20, max_size=200, max_file=1)
     assert [p.name for p in tmp_path.iterdir()] == ["c.log"]
     assert path.stat().st_size < 200
 
