@@ -35,7 +35,7 @@ from bench.peers import PeerFailed, Peers
 from bench.results import Result, format_value, load_average
 
 DEFAULT = ("client_start", "runtime_true", "container_run", "registry", "build")
-ON_REQUEST = ("density", "stack_scale", "import_speed", "frozen")
+ON_REQUEST = ("density", "stack_scale", "import_speed", "frozen", "docker_api")
 
 
 def _module(name: str) -> ModuleType:
