@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import time
+from typing import Any
 
 from support.daemon import Daemon, DaemonFactory
 
@@ -104,26 +105,30 @@ def test_events_since_replays_the_journal_with_a_type_filter(daemons: DaemonFact
     by_prefix.close()
 
 
+def reload_with(daemon: Daemon, config: str, event_type: str) -> dict[str, Any]:
+    """Write `config` as the daemon's carte.yaml and SIGHUP it; the first event of
+    `event_type` (a name or a topic) published from then on."""
+    # since=now: whether the fact lands before or after the subscription, it is sent once.
+    stream = daemon.stream(f"/v1/events?type={event_type}&since={time.time()}")
+    daemon.config_path.write_text(config)
+    daemon.send_signal(signal.SIGHUP)
+    fact: dict[str, Any] = next(stream)
+    stream.close()
+    return fact
+
+
 def test_events_stream_live_facts(daemons: DaemonFactory) -> None:
     """A SIGHUP publishes ConfigReloaded; a live subscriber with a filter receives it."""
     daemon = daemons()
-    # since=now: whether the fact lands before or after the subscription, it is sent once.
-    stream = daemon.stream(f"/v1/events?type=ConfigReloaded&since={time.time()}")
-    daemon.config_path.write_text("daemon:\n  log_level: debug\n")
-    daemon.send_signal(signal.SIGHUP)
-    fact = next(stream)
-    stream.close()
+    fact = reload_with(daemon, "daemon:\n  log_level: debug\n", "ConfigReloaded")
     assert fact["type"] == "ConfigReloaded"
     assert fact["applied"] == ["daemon.log_level"]
 
 
 def test_sighup_reload_logs_what_needs_a_restart(daemons: DaemonFactory) -> None:
     daemon = daemons()
-    stream = daemon.stream(f"/v1/events?type=daemon.config_reloaded&since={time.time()}")
-    daemon.config_path.write_text("daemon:\n  log_level: warning\nbus:\n  subscriber_buffer: 7\n")
-    daemon.send_signal(signal.SIGHUP)
-    fact = next(stream)
-    stream.close()
+    config = "daemon:\n  log_level: warning\nbus:\n  subscriber_buffer: 7\n"
+    fact = reload_with(daemon, config, "daemon.config_reloaded")
     assert fact["applied"] == ["daemon.log_level"]
     assert fact["not_reloadable"] == ["bus.subscriber_buffer"]
     assert "key=bus.subscriber_buffer" in daemon.log()
