@@ -6,8 +6,10 @@ kept until ``node rm``; its ``status`` says ready or down), ``cluster/nodes/<nam
 same record while the node is alive: bound to the node's lease, deleted by etcd when the
 lease expires), ``cluster/leader`` (`LeaderRecord`, bound to the leader's lease),
 ``cluster/ca`` (`CaRecord`), ``cluster/tokens`` (the `TokenBook`), ``cluster/revoked``
-(the `RevocationList`), ``cluster/assignments/<node>/<name>`` (`Assignment`) and
-``cluster/status/<node>/<name>`` (`ReplicaStatus`).
+(the `RevocationList`), ``cluster/assignments/<node>/<name>`` (`Assignment`),
+``cluster/status/<node>/<name>`` (`ReplicaStatus`) and ``cluster/load/<name>`` (the
+`NodeLoad` of the node's last heartbeat, bound to its lease and apart from its record, so a
+load that moves on every heartbeat changes nothing that follows the members).
 """
 
 from typing import Any, Literal
@@ -36,6 +38,22 @@ class Capacity(_Wire, frozen=True, kw_only=True):
     """Bytes."""
 
 
+class NodeLoad(_Wire, frozen=True, kw_only=True):
+    """How busy a node is, as its last heartbeat reported it."""
+
+    load1: float = 0.0
+    """The 1-minute load average."""
+    cpus: int = 0
+    """CPUs online on the machine."""
+    memory_used: int = 0
+    """Bytes in use (MemTotal - MemAvailable)."""
+    memory_total: int = 0
+
+    @property
+    def memory_percent(self) -> float:
+        return 100.0 * self.memory_used / self.memory_total if self.memory_total else 0.0
+
+
 class NodeRecord(_Wire, frozen=True, kw_only=True):
     """A member of the cluster, as `carte node ls|inspect` shows it."""
 
@@ -55,6 +73,8 @@ class NodeRecord(_Wire, frozen=True, kw_only=True):
     """The etcd lease ``cluster/nodes/<name>`` is bound to (refreshed on heartbeat)."""
     api: str = ""
     """A control plane's address for nodes and clients (``tcp://ADVERTISE:PORT``)."""
+    load: NodeLoad | None = None
+    """From the node's last heartbeat (``cluster/load/<name>``); None while it is down."""
 
 
 class ServiceFile(_Wire, frozen=True, kw_only=True):
@@ -147,6 +167,7 @@ class Heartbeat(_Wire, frozen=True, kw_only=True):
     name: str
     capacity: Capacity = Capacity()
     addresses: list[str] = []
+    load: NodeLoad | None = None
 
 
 class HeartbeatReply(_Wire, frozen=True, kw_only=True):

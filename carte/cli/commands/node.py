@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from carte.cli.commands import Commands, Session, UsageError, each, inspect_each
+
+GIB = 1 << 30
 
 
 def register(commands: Commands) -> None:
@@ -102,13 +105,23 @@ def list_nodes(session: Session) -> int:
                 n["status"],
                 n["availability"],
                 n["role"],
+                *_load(n.get("load")),
                 ",".join(n["addresses"]),
                 ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items())),
             ]
             for n in nodes
         ]
-        out.table(["NAME", "STATUS", "AVAILABILITY", "ROLE", "ADDRESSES", "LABELS"], rows)
+        headers = ["NAME", "STATUS", "AVAILABILITY", "ROLE", "LOAD", "MEMORY", "ADDRESSES"]
+        out.table([*headers, "LABELS"], rows)
     return 0
+
+
+def _load(load: dict[str, Any] | None) -> tuple[str, str]:
+    """LOAD (1-minute load average / CPUs) and MEMORY (used / total) of a heartbeat's load."""
+    if not load:
+        return "-", "-"
+    used, total = load["memory_used"] / GIB, load["memory_total"] / GIB
+    return f"{load['load1']:.2f}/{load['cpus']}", f"{used:.1f}/{total:.1f} GiB"
 
 
 def inspect(session: Session) -> int:

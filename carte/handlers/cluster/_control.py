@@ -20,6 +20,7 @@ from carte.api.cluster import (
     CaRecord,
     JoinReply,
     JoinRequest,
+    NodeLoad,
     NodeRecord,
     TokenInfo,
 )
@@ -41,6 +42,7 @@ TOKENS_KEY = "cluster/tokens"
 REVOKED_KEY = "cluster/revoked"
 MEMBERS = "cluster/members/"
 NODES = "cluster/nodes/"
+LOAD = "cluster/load/"
 LEADER_KEY = "cluster/leader"
 
 
@@ -173,8 +175,12 @@ class ControlPlane:
         )
         return record
 
-    async def heartbeat(self, name: str, capacity: Capacity, addresses: list[str]) -> int:
-        """Keep node ``name`` alive for another TTL; NotFound if it is no member."""
+    async def heartbeat(
+        self, name: str, capacity: Capacity, addresses: list[str], load: NodeLoad | None = None
+    ) -> int:
+        """Keep node ``name`` alive for another TTL and keep its ``load`` (under its lease,
+        beside its record: the record changes only when the lease is new); NotFound if it is
+        no member."""
         while True:
             entry = await self.store.get(MEMBERS + name)
             if entry is None:
@@ -187,6 +193,8 @@ class ControlPlane:
             if alive is not None and record.lease:
                 try:
                     await self.store.keep_alive(record.lease)
+                    if load is not None:
+                        await self.store.put(LOAD + name, load, lease=record.lease)
                     return self.node_ttl
                 except LeaseExpired:
                     pass
@@ -198,11 +206,11 @@ class ControlPlane:
                 addresses=addresses or record.addresses,
                 seen=now_rfc3339(),
             )
+            operations = [Put(MEMBERS + name, record), Put(NODES + name, record, lease=lease)]
+            if load is not None:
+                operations.append(Put(LOAD + name, load, lease=lease))
             try:
-                await self.store.txn(
-                    [Put(MEMBERS + name, record), Put(NODES + name, record, lease=lease)],
-                    expect={MEMBERS + name: entry.revision},
-                )
+                await self.store.txn(operations, expect={MEMBERS + name: entry.revision})
                 return self.node_ttl
             except Conflict:
                 await self.store.revoke_lease(lease)
@@ -215,14 +223,19 @@ class ControlPlane:
     # --- nodes ------------------------------------------------------------------------------
 
     async def nodes(self) -> list[NodeRecord]:
-        """Every member, ``status`` from its live key (ready while its lease holds)."""
+        """Every member, ``status`` from its live key (ready while its lease holds), with the
+        load of its last heartbeat while it is alive."""
         members = await self.store.list(MEMBERS)
         alive = {entry.key[len(NODES) :] for entry in await self.store.list(NODES)}
+        loads = {e.key[len(LOAD) :]: e.decode(NodeLoad) for e in await self.store.list(LOAD)}
         records = []
         for entry in members:
             record = entry.decode(NodeRecord)
-            status = "ready" if record.name in alive else "down"
-            records.append(msgspec.structs.replace(record, status=status))
+            if record.name in alive:
+                ready = msgspec.structs.replace(record, status="ready", load=loads.get(record.name))
+                records.append(ready)
+            else:
+                records.append(msgspec.structs.replace(record, status="down", load=None))
         return records
 
     async def node(self, name: str) -> NodeRecord:

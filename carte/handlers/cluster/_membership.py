@@ -32,6 +32,7 @@ from carte.api.cluster import (
     ClusterInitResult,
     ClusterStatus,
     Credentials,
+    Heartbeat,
     JoinReply,
     JoinRequest,
     LeaderRecord,
@@ -85,6 +86,7 @@ from carte.handlers.cluster._settings import (
     forget_joined,
     load_settings,
     local_capacity,
+    local_load,
     save_joined,
     source_address,
     split_address,
@@ -173,7 +175,7 @@ class MembershipHandler(Handler):
         period = self.settings.node_ttl / 3
         while True:
             try:
-                await control.heartbeat(self.settings.name, local_capacity(), [])
+                await control.heartbeat(self.settings.name, local_capacity(), [], local_load())
             except Unavailable as error:
                 self.ctx.log.warning("control plane heartbeat failed", extra={"error": error})
             await trio.sleep(period)
@@ -388,13 +390,14 @@ class MembershipHandler(Handler):
                 (settings.certs / "ca.pem").read_bytes(), settings.certs
             )
             period = settings.node_ttl / 3
-            body = {
-                "name": settings.name,
-                "capacity": msgspec.to_builtins(local_capacity()),
-                "addresses": [settings.advertise] if settings.advertise else [],
-            }
+            beat = Heartbeat(
+                name=settings.name,
+                capacity=local_capacity(),
+                addresses=[settings.advertise] if settings.advertise else [],
+            )
             failing = ""
             while True:
+                body = msgspec.to_builtins(msgspec.structs.replace(beat, load=local_load()))
                 try:
                     reply = await planes.call(context, "POST", "/v1/cluster/heartbeat", body)
                     learned = planes.learn(reply.get("servers", []))

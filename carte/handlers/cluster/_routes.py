@@ -58,7 +58,7 @@ async def serve_heartbeat(handler: MembershipHandler) -> Response:
             f"{f' (this is {peer})' if peer else ''}"
         )
     control = handler.control()
-    ttl = await control.heartbeat(beat.name, beat.capacity, beat.addresses)
+    ttl = await control.heartbeat(beat.name, beat.capacity, beat.addresses, beat.load)
     return _reply(HeartbeatReply(ttl=ttl, servers=await control.servers()))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import msgspec
 
-from carte.api.cluster import Capacity
+from carte.api.cluster import Capacity, NodeLoad
 from carte.engine.config import ClusterConfig
 
 JOINED = "joined.json"
@@ -106,18 +106,35 @@ def forget_joined(root: Path) -> None:
         (certs_dir(root) / name).unlink(missing_ok=True)
 
 
-def local_capacity() -> Capacity:
-    """CPUs this daemon may use and the machine's memory."""
-    memory = 0
+def _meminfo() -> dict[str, int]:
+    """/proc/meminfo in bytes ({} if it cannot be read)."""
+    found: dict[str, int] = {}
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
-                if line.startswith("MemTotal:"):
-                    memory = int(line.split()[1]) * 1024
-                    break
-    except OSError:
+                key, _, rest = line.partition(":")
+                found[key] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
         pass
+    return found
+
+
+def local_capacity() -> Capacity:
+    """CPUs this daemon may use and the machine's memory."""
+    memory = _meminfo().get("MemTotal", 0)
     return Capacity(cpus=float(len(os.sched_getaffinity(0))), memory=memory)
+
+
+def local_load() -> NodeLoad:
+    """This machine's load now, for a heartbeat."""
+    memory = _meminfo()
+    total = memory.get("MemTotal", 0)
+    return NodeLoad(
+        load1=round(os.getloadavg()[0], 2),
+        cpus=os.cpu_count() or 1,
+        memory_used=max(0, total - memory.get("MemAvailable", total)),
+        memory_total=total,
+    )
 
 
 def split_address(address: str) -> tuple[str, int]:

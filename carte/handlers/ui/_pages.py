@@ -88,9 +88,11 @@ async def serve_nodes(ui: UiHandler) -> Response:
         )
         cpus = node.capacity.cpus or (cluster.local.cpus if local else 0)
         memory = node.capacity.memory or (cluster.local.memory_total if local else 0)
+        shown = node.load or (cluster.local if local else None)  # its last heartbeat's
         load = (
-            f"load {cluster.local.load1:.2f} · memory {cluster.local.memory_percent:.0f} %"
-            if local
+            f'<span class="node-load">load {shown.load1:.2f} · '
+            f"memory {shown.memory_percent:.0f} %</span>"
+            if shown
             else "—"
         )
         badge = "ok" if node.status == "ready" else "bad"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime
 import http.client
 import json
+import os
+import re
 import signal
 import ssl
 import time
@@ -79,6 +81,33 @@ def test_nodes_join_and_are_listed_over_mutual_tls(lab: ClusterLab) -> None:
     lab.carte(worker, "node", "activate", "node3", host=lab.server)
     lab.carte(worker, "node", "update", "--label-rm", "disk", "node3", host=lab.server)
     assert nodes(lab, worker)["node3"]["labels"] == {"zone": "a"}
+
+
+def test_every_node_shows_its_load_and_heartbeats_leave_its_record_alone(
+    lab: ClusterLab,
+) -> None:
+    worker = lab.nodes[2]
+    lab.wait("a load for every node", lambda: all(r["load"] for r in nodes(lab, worker).values()),
+             TTL * 2)  # fmt: skip
+    inspected = lab.carte(worker, "--format", "json", "node", "inspect", "node3", host=lab.server)
+    (record,) = json.loads(inspected.stdout)
+    load = record["load"]
+    assert load["cpus"] == os.cpu_count() and load["load1"] >= 0
+    assert 0 < load["memory_used"] < load["memory_total"]
+    table = lab.carte(worker, "node", "ls", host=lab.server).stdout.splitlines()
+    assert table[0].split()[4:6] == ["LOAD", "MEMORY"]
+    row = next(line.split() for line in table if line.startswith("node3"))
+    assert re.fullmatch(r"\d+\.\d\d/\d+", row[4]) and row[6] == "GiB", row
+    etcd = lab.etcd
+    assert etcd is not None
+
+    def written() -> object:
+        reply = etcd.call("/v3/kv/range", {"key": _b64("carte/cluster/members/node3")})
+        return reply["kvs"][0]["mod_revision"]  # type: ignore[index]
+
+    before = written()
+    lab.wait("a newer load", lambda: nodes(lab, worker)["node3"]["load"] != load, TTL * 2)
+    assert written() == before, "a heartbeat that only moves the load rewrote the node's record"
 
 
 def test_a_restarted_worker_stays_joined(lab: ClusterLab) -> None:

@@ -6,14 +6,16 @@ tests/support/cluster.py, a real etcd), one lab for both tests, running a replic
   reads back the nodes the control plane knows and a replica's memory on a worker; a scrape
   without a certificate is refused; a state change sent over TCP is in the control plane's
   audit log with the certificate's subject;
-* the control plane's dashboard, in headless Chromium, shows the three nodes and the replicas
-  per node; over the TCP listener it answers only the admin's certificate (401 without).
+* the control plane's dashboard, in headless Chromium, shows the three nodes with the load
+  each one's heartbeats report and the replicas per node; over the TCP listener it answers
+  only the admin's certificate (401 without).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import re
 import ssl
 import sys
 import urllib.error
@@ -149,6 +151,9 @@ def test_dashboard_shows_three_nodes_and_replicas_per_node(lab: ObservedLab) -> 
         assert names == ["node1", "node2", "node3"]
         replicas = [e.text for e in browser.find_elements(By.CLASS_NAME, "node-replicas")]
         assert replicas == ["1", "1", "1"]
+        loads = [e.text for e in browser.find_elements(By.CLASS_NAME, "node-load")]
+        assert len(loads) == 3, loads  # each node's own, from its heartbeats
+        assert all(re.fullmatch(r"load \d+\.\d\d · memory \d+ %", load) for load in loads), loads
         grid = browser.find_elements(By.CSS_SELECTOR, "main table")[1]
         assert [c.text for c in grid.find_elements(By.TAG_NAME, "th")] == ["Service", *names]
         assert [c.text for c in grid.find_elements(By.TAG_NAME, "td")] == ["app/web", "1", "1", "1"]
