@@ -61,12 +61,18 @@ def test_huge_counts_are_refused_before_anything_is_stored(carte: Daemon, tmp_pa
     assert [int(r["desired"]) for r in rows] == [1], rows
 
 
-def test_impossible_stored_record_is_refused_not_fatal(carte: Daemon, tmp_path: Path) -> None:
-    apply(carte, tmp_path, SLEEPER.format(replicas=1), "stored")
-    wait_for_running(carte, "stored_web", 1, 30)
+def stopped_after_deploying(carte: Daemon, tmp_path: Path, stack: str) -> str:
+    """Deploy `stack` (service web, 1 replica), stop the daemon once it runs; the key of the
+    service's record in the daemon's state.db."""
+    apply(carte, tmp_path, SLEEPER.format(replicas=1), stack)
+    wait_for_running(carte, f"{stack}_web", 1, 30)
     carte.stop()
+    return f"stacks/{stack}/services/web"
+
+
+def test_impossible_stored_record_is_refused_not_fatal(carte: Daemon, tmp_path: Path) -> None:
+    key = stopped_after_deploying(carte, tmp_path, "stored")
     with sqlite3.connect(carte.root / "state.db") as db:
-        key = "stacks/stored/services/web"
         (value,) = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         record = json.loads(value)
         record["replicas"] = HUGE
@@ -94,11 +100,8 @@ def test_autoscale_only_change_is_not_unchanged(carte: Daemon, tmp_path: Path) -
 
 
 def test_unreadable_stored_record_is_refused_not_fatal(carte: Daemon, tmp_path: Path) -> None:
-    apply(carte, tmp_path, SLEEPER.format(replicas=1), "garbled")
-    wait_for_running(carte, "garbled_web", 1, 30)
-    carte.stop()
+    key = stopped_after_deploying(carte, tmp_path, "garbled")
     with sqlite3.connect(carte.root / "state.db") as db:
-        key = "stacks/garbled/services/web"
         db.execute("UPDATE kv SET value = ? WHERE key = ?", (b'{"replicas": "lots"}', key))
     carte.start()
     log = carte.log()
