@@ -7,8 +7,9 @@ Every daemon runs it; it does work only on a control plane:
   constraints and the CreateContainer config of each replica). Elsewhere it answers False and
   the stacks handler runs the replicas locally, as on a single machine.
 * While this daemon leads (`LeaderElected` with ``is_self``), a reconcile pass runs every
-  ``PERIOD`` seconds and whenever something under ``cluster/`` changes: it feeds the nodes,
-  the current assignments (with the agents' readiness reports) and the services to
+  ``PERIOD`` seconds and whenever something under ``cluster/`` changes (a node's load, which
+  moves with every heartbeat, aside): it feeds the nodes, the current assignments (with the
+  agents' readiness reports) and the services to
   `carte.cluster.scheduler.schedule`, writes the difference to
   ``cluster/assignments/<node>/<name>`` and deletes what goes (with its
   ``cluster/status/<node>/<name>``). Every write is a transaction that holds only while
@@ -56,7 +57,15 @@ from carte.api.events import (
 )
 from carte.cluster.scheduler import Demand, Pending, Slot, schedule
 from carte.engine import Handler, HandlerContext, on
-from carte.engine.store import Delete, Operation, Put, Store, follow, retry_unavailable
+from carte.engine.store import (
+    Change,
+    Delete,
+    Operation,
+    Put,
+    Store,
+    follow,
+    retry_unavailable,
+)
 from carte.handlers.cluster._assignments import (
     ASSIGNMENTS,
     PENDING,
@@ -67,7 +76,7 @@ from carte.handlers.cluster._assignments import (
     placement_key,
     status_key,
 )
-from carte.handlers.cluster._control import LEADER_KEY, ControlPlane
+from carte.handlers.cluster._control import LEADER_KEY, LOAD, ControlPlane
 from carte.handlers.cluster._rollouts import ROLLOUTS, Progress, next_rollout, progress, room
 
 PERIOD = 1.0
@@ -161,7 +170,9 @@ class SchedulerHandler(Handler):
 
     async def _watch_changes(self) -> None:
         async with follow(self.ctx.store, "cluster/") as changes:
-            async for _ in changes:
+            async for change in changes:
+                if isinstance(change, Change) and change.key.startswith(LOAD):
+                    continue  # a node's load moves with every heartbeat; placing ignores it
                 self._wake.set()
 
     # --- one pass ---------------------------------------------------------------------------
