@@ -112,6 +112,12 @@ def _up(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pull", choices=("always", "missing", "never"), default="missing", help="pull images"
     )
+    parser.add_argument(
+        "--wait", action="store_true", help="wait until running or healthy (implies -d)"
+    )
+    parser.add_argument(
+        "--wait-timeout", type=float, default=0, help="seconds --wait waits (default: no limit)"
+    )
     _services(parser)
 
 
@@ -125,6 +131,9 @@ def _ps(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="only container ids")
     parser.add_argument("-a", "--all", action="store_true", help="stopped containers too")
     parser.add_argument("--format", dest="ps_format", default="", help="table or json")
+    parser.add_argument(
+        "--services", dest="names_only", action="store_true", help="only the services' names"
+    )
     _services(parser)
 
 
@@ -355,6 +364,8 @@ def up(session: Session, found: Project) -> int:
             "remove": "Removed",
         }.get(action["action"], action["action"])
         session.output.line(f" {what} {action['name']}  {verb}")
+    if args.wait:
+        return _wait_ready(session, found.name, list(args.services), args.wait_timeout)
     if args.detach:
         return 0
     _wait_for_replicas(session, found.name)
@@ -379,6 +390,39 @@ def _wait_for_replicas(session: Session, stack: str, seconds: float = 60.0) -> N
         }
         if services and wanted <= have:
             return
+        time.sleep(0.2)
+
+
+def _wait_ready(session: Session, stack: str, services: list[str], seconds: float) -> int:
+    """`up --wait`: until every replica of the services (all, or those named) runs, healthy
+    when it has a healthcheck, or has exited 0 (a one-shot service); exit 1 at once when one
+    exits with another code or turns unhealthy, or after `seconds` (0: no limit)."""
+    import time
+
+    deadline = time.monotonic() + seconds if seconds > 0 else None
+    while True:
+        listed = [
+            s for s in _listed_services(session, stack) if not services or s["name"] in services
+        ]
+        replicas = session.command("ListReplicas", stack=stack)
+        waiting = []
+        for service in listed:
+            mine = [r for r in replicas if r["service"] == service["name"]]
+            for replica in mine:
+                status = replica["status"]
+                if status.startswith("Exited") and not status.startswith("Exited (0)"):
+                    return fail(f"service {service['name']}: {replica['name']} {status}")
+                if "(unhealthy)" in status:
+                    return fail(f"service {service['name']}: {replica['name']} is unhealthy")
+            done = [r for r in mine if r["ready"] or r["status"].startswith("Exited (0)")]
+            if len(done) < service["desired"]:
+                waiting.append(service["name"])
+        if listed and not waiting:
+            for service in listed:
+                session.output.line(f" Service {service['name']}  Ready")
+            return 0
+        if deadline is not None and time.monotonic() > deadline:
+            return fail(f"timed out after {seconds:g} s waiting for: {', '.join(waiting)}")
         time.sleep(0.2)
 
 
@@ -473,6 +517,10 @@ def ps(session: Session, found: Project) -> int:
     rows = _replicas(session, found.name, args.services) if _deployed(session, found.name) else []
     rows = [r for r in rows if args.all or not r["status"].startswith("Exited")]
     services = {s["name"]: s for s in session.command("ListServices", stack=found.name)}
+    if args.names_only:
+        for name in sorted({r["service"] for r in rows}):
+            session.output.line(name)
+        return 0
     if args.quiet:
         for row in rows:
             session.output.line(row["container_id"])
