@@ -9,9 +9,11 @@ same layer both succeed. `lowerdirs(store, image)` gives the overlay order (topm
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -210,26 +212,48 @@ def ingest_base_layer(store: ImageStore, tar: Readable, *, trusted: bool, what: 
                 raise InvalidImage(f"{what} is not a readable tar archive: {exc}") from None
             finally:
                 extractor.close()
+                tee.close()
         publish_layer(store, temp, blob.digest, blob.digest)  # a bottom layer: chain id = diff id
     descriptor = oci.Descriptor(media_type=oci.OCI_LAYER, digest=blob.digest, size=blob.size)
     return LayerBlob(descriptor=descriptor, diff_id=blob.digest)
 
 
 class _Tee:
-    """A reader passing on what it reads from `source` and writing it to `copy` as well."""
+    """A reader passing on what it reads from `source` and writing it to `copy` as well, in a
+    worker thread (hashing and writing release the GIL, so the copy overlaps the extraction).
+    `close()` waits for the copy and raises what it failed with."""
 
     def __init__(self, source: Readable, copy: BinaryIO) -> None:
         self._source = source
-        self._copy = copy
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        self._failure: BaseException | None = None
+        self._copier = threading.Thread(target=self._copy, args=(copy,), daemon=True)
+        self._copier.start()
 
     def read(self, size: int = -1) -> bytes:
         data = self._source.read(size)
-        self._copy.write(data)
+        if data:
+            self._chunks.put(data)
         return data
 
     def drain(self) -> None:
         while self.read(_CHUNK):
             pass
+
+    def _copy(self, copy: BinaryIO) -> None:
+        while (data := self._chunks.get()) is not None:
+            if self._failure is None:
+                try:
+                    copy.write(data)
+                except BaseException as exc:  # raised by close(), in the reader's thread
+                    self._failure = exc
+
+    def close(self) -> None:
+        if self._copier.is_alive():
+            self._chunks.put(None)
+            self._copier.join()
+        if self._failure is not None:
+            raise self._failure
 
 
 _CHUNK = 1 << 20
