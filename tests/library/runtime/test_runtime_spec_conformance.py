@@ -60,6 +60,35 @@ def _log_entries(log: Path) -> list[tuple[str, str, dict[str, Any]]]:
     return entries
 
 
+def _logged(log: Path, index: int, field: str) -> tuple[str, str, str, Any]:
+    """Hook call `index` of the log: its kind, namespace, state status and state `field`."""
+    kind, namespace, state = _log_entries(log)[index]
+    return kind, namespace, state["status"], state[field]
+
+
+def _created(runtime: Runtime, bundle: Bundle, tmp_path: Path, tag: str) -> tuple[str, int]:
+    """`create` of `bundle`, which must succeed; the container's id and its process's pid."""
+    container_id = runtime.new_id(tag)
+    pid_file = tmp_path / "pid"
+    created = runtime("create", "--bundle", bundle.path, "--pid-file", pid_file, container_id)
+    assert created.returncode == 0, created.stderr
+    return container_id, int(pid_file.read_text())
+
+
+def _failed_create(runtime: Runtime, bundle: Bundle, tmp_path: Path, tag: str) -> str:
+    """`create` of `bundle`, which must fail with one line on stderr and leave nothing behind
+    (no pid file, no container state, no cgroup); that line."""
+    container_id = runtime.new_id(tag)
+    pid_file = tmp_path / "pid"
+    result = runtime("create", "--bundle", bundle.path, "--pid-file", pid_file, container_id)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert not pid_file.exists()
+    assert runtime("state", container_id).returncode == 1
+    assert host_cgroup_dirs(container_id) == []
+    return result.stderr
+
+
 @pytest.fixture
 def hook_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "hooks"
@@ -92,12 +121,7 @@ def test_every_hook_runs_in_order_with_the_state_on_stdin(
     ]
     bundle.config["annotations"] = {"org.example.key": "value"}
     bundle.write()
-    container_id = runtime.new_id("hooks")
-    pid_file = tmp_path / "container.pid"
-
-    created = runtime("create", "--bundle", bundle.path, "--pid-file", pid_file, container_id)
-    assert created.returncode == 0, created.stderr
-    pid = int(pid_file.read_text())
+    container_id, pid = _created(runtime, bundle, tmp_path, "hooks")
     container_ns = os.readlink(f"/proc/{pid}/ns/mnt")
     assert container_ns != HOST_NS
     entries = _log_entries(log)
@@ -120,24 +144,12 @@ def test_every_hook_runs_in_order_with_the_state_on_stdin(
     assert (word, namespace) == ("inside", container_ns)
     assert json.loads(raw_state)["status"] == "created"
     assert json.loads(raw_state)["pid"] == 1
-    kind, namespace, state = _log_entries(log)[3]
-    assert (kind, namespace, state["status"], state["pid"]) == (
-        "poststart",
-        HOST_NS,
-        "running",
-        pid,
-    )
+    assert _logged(log, 3, "pid") == ("poststart", HOST_NS, "running", pid)
 
     assert runtime("kill", container_id, "KILL").returncode == 0
     _wait_stopped(runtime, container_id)
     assert runtime("delete", container_id).returncode == 0
-    kind, namespace, state = _log_entries(log)[4]
-    assert (kind, namespace, state["status"], state["id"]) == (
-        "poststop",
-        HOST_NS,
-        "stopped",
-        container_id,
-    )
+    assert _logged(log, 4, "id") == ("poststop", HOST_NS, "stopped", container_id)
     assert len(_log_entries(log)) == 5
 
 
@@ -181,17 +193,10 @@ def test_a_failing_create_hook_fails_create_and_tears_down(
         "poststop": [_recording_hook(hook_dir, log, "poststop")],
     }
     bundle.write()
-    container_id = runtime.new_id("fail")
-    pid_file = tmp_path / "pid"
-    result = runtime("create", "--bundle", bundle.path, "--pid-file", pid_file, container_id)
-    assert result.returncode == 1
-    assert result.stderr.count("\n") == 1, result.stderr
-    assert f"{kind} hook 0" in result.stderr and "exited with status 3" in result.stderr
+    error = _failed_create(runtime, bundle, tmp_path, "fail")
+    assert f"{kind} hook 0" in error and "exited with status 3" in error
     assert [entry[0] for entry in _log_entries(log)] == ["poststop"]
     assert _log_entries(log)[0][2]["status"] == "stopped"
-    assert not pid_file.exists()
-    assert runtime("state", container_id).returncode == 1
-    assert host_cgroup_dirs(container_id) == []
 
 
 def test_hook_timeout_kills_the_hook_and_fails_create(
@@ -495,15 +500,8 @@ def test_invalid_or_unsupported_values_are_refused(
     bundle = make_bundle("true")
     edit(bundle.config)
     bundle.write()
-    container_id = runtime.new_id("bad")
-    pid_file = tmp_path / "pid"
-    result = runtime("create", "--bundle", bundle.path, "--pid-file", pid_file, container_id)
-    assert result.returncode == 1
-    assert result.stderr.startswith(f"carte runtime: {bundle.path / 'config.json'}: {message}")
-    assert result.stderr.count("\n") == 1, result.stderr
-    assert not pid_file.exists()
-    assert runtime("state", container_id).returncode == 1
-    assert host_cgroup_dirs(container_id) == []
+    error = _failed_create(runtime, bundle, tmp_path, "bad")
+    assert error.startswith(f"carte runtime: {bundle.path / 'config.json'}: {message}")
 
 
 def test_a_spec_without_a_mount_namespace_shares_the_host_mount_table(
@@ -522,11 +520,7 @@ def test_a_spec_without_a_mount_namespace_shares_the_host_mount_table(
     config["linux"]["maskedPaths"] = []
     config["linux"]["readonlyPaths"] = []
     bundle.write()
-    container_id = runtime.new_id("nomnt")
-    pid_file = tmp_path / "pid"
-    created = runtime("create", "--bundle", bundle.path, "--pid-file", pid_file, container_id)
-    assert created.returncode == 0, created.stderr
-    pid = int(pid_file.read_text())
+    container_id, pid = _created(runtime, bundle, tmp_path, "nomnt")
     assert os.readlink(f"/proc/{pid}/ns/mnt") == HOST_NS
     assert os.readlink(f"/proc/{pid}/root") == str(bundle.rootfs)
     assert os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
