@@ -408,6 +408,21 @@ def _walk(current: Any, path: str) -> Any:
 # --- Docker-shaped documents ----------------------------------------------------------------
 
 
+def _ports(ports: list[dict[str, Any]], any_ip: str, any_port: str) -> dict[str, Any]:
+    """Published ports as Docker keys them: {"80/tcp": [{"HostIp", "HostPort"}]}."""
+    shaped: dict[str, Any] = {}
+    for port in ports:
+        key = f"{port['container_port']}/{port.get('protocol', 'tcp')}"
+        host_port = port.get("host_port") or 0
+        shaped.setdefault(key, []).append(
+            {
+                "HostIp": port.get("host_ip") or any_ip,
+                "HostPort": str(host_port) if host_port else any_port,
+            }
+        )
+    return shaped
+
+
 def docker_container(details: dict[str, Any]) -> dict[str, Any]:
     """`carte inspect`'s document with Docker's PascalCase keys added beside this API's own
     (`.Id`, `.Name` with its "/", `.State.Status`, `.Config.Env`, `.HostConfig.Memory`,
@@ -431,12 +446,10 @@ def docker_container(details: dict[str, Any]) -> dict[str, Any]:
     }
     first = next(iter(networks.values()), {})
     command = [*(config.get("entrypoint") or []), *(config.get("cmd") or [])]
-    ports: dict[str, Any] = {}
-    for port in config.get("ports") or []:
-        key = f"{port['container_port']}/{port.get('protocol', 'tcp')}"
-        ports.setdefault(key, []).append(
-            {"HostIp": port.get("host_ip") or "0.0.0.0", "HostPort": str(port.get("host_port", 0))}
-        )
+    # PortBindings as asked (a random host port is ""), Ports as bound (the port it got)
+    bindings = _ports(config.get("ports") or [], "", "")
+    bound = [p for e in details.get("endpoints") or [] for p in e.get("ports") or []]
+    ports = _ports(bound or config.get("ports") or [], "0.0.0.0", "0")
     shaped = {
         "Id": details.get("id", ""),
         "Created": details.get("created", ""),
@@ -470,7 +483,7 @@ def docker_container(details: dict[str, Any]) -> dict[str, Any]:
         "RestartCount": details.get("restart_count", 0),
         "LogPath": details.get("log_path", ""),
         "Config": {
-            "Hostname": config.get("hostname", ""),
+            "Hostname": config.get("hostname") or str(details.get("id", ""))[:12],
             "User": config.get("user", ""),
             "Tty": config.get("tty", False),
             "OpenStdin": config.get("open_stdin", False),
@@ -503,7 +516,7 @@ def docker_container(details: dict[str, Any]) -> dict[str, Any]:
             "NetworkMode": config.get("network", "default"),
             "PidMode": config.get("pid_mode", ""),
             "IpcMode": config.get("ipc_mode", ""),
-            "PortBindings": ports,
+            "PortBindings": bindings,
             "ExtraHosts": config.get("extra_hosts") or None,
             "Dns": config.get("dns") or [],
             "DnsSearch": config.get("dns_search") or [],
@@ -531,5 +544,34 @@ def docker_container(details: dict[str, Any]) -> dict[str, Any]:
             "Ports": ports,
             "Networks": networks,
         },
+    }
+    return {**shaped, **details}
+
+
+def docker_image(details: dict[str, Any]) -> dict[str, Any]:
+    """`carte image inspect`'s document with Docker's keys beside this API's own (`.Id`,
+    `.RepoTags`, `.Config.Cmd`, `.Config.Env`, `.RootFS.Layers`...), as `docker_container`."""
+    digest = details.get("manifest_digest") or ""
+    repositories = {tag.rpartition(":")[0] for tag in details.get("repo_tags") or []}
+    shaped = {
+        "Id": details.get("id", ""),
+        "RepoTags": details.get("repo_tags") or [],
+        "RepoDigests": [f"{name}@{digest}" for name in sorted(repositories)] if digest else [],
+        "Created": details.get("created", ""),
+        "Architecture": details.get("architecture", ""),
+        "Os": details.get("os", ""),
+        "Size": details.get("size", 0),
+        "Config": {
+            "Cmd": details.get("cmd"),
+            "Entrypoint": details.get("entrypoint"),
+            "Env": details.get("env") or [],
+            "WorkingDir": details.get("working_dir", ""),
+            "User": details.get("user", ""),
+            "Labels": details.get("labels") or {},
+            "StopSignal": details.get("stop_signal", ""),
+            "ExposedPorts": {port: {} for port in details.get("exposed_ports") or []},
+            "Volumes": {volume: {} for volume in details.get("volumes") or []},
+        },
+        "RootFS": {"Type": "layers", "Layers": details.get("layers") or []},
     }
     return {**shaped, **details}

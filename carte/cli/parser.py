@@ -27,7 +27,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "carte.cli.commands.system": ("version", "info", "events", "system"),
     "carte.cli.commands.containers": (
         "create", "run", "start", "ps", "stop", "kill", "restart", "rm", "pause", "unpause",
-        "logs", "wait", "inspect", "rename", "update", "container",
+        "logs", "wait", "inspect", "port", "rename", "update", "container",
     ),
     "carte.cli.commands.images": ("import", "images", "tag", "rmi", "image"),
     "carte.cli.commands.volumes": ("volume",),

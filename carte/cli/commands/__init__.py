@@ -12,6 +12,7 @@ from carte.cli.commands._framework import (
     fail,
     inspect_each,
     remove_each,
+    show_inspected,
     templated,
     warn,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "fail",
     "inspect_each",
     "remove_each",
+    "show_inspected",
     "templated",
     "warn",
 ]

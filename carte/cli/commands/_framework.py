@@ -106,6 +106,22 @@ def templated(
     return 0
 
 
+def show_inspected(session: Session, documents: list[Any], template: str | None) -> int:
+    """`inspect`'s answer: the documents as one JSON list, or `-f TEMPLATE` once for each
+    (a template it cannot read: one line, exit code 1)."""
+    if not template or template == "json":
+        session.output.data(documents)
+        return 0
+    from carte.cli.output import TemplateError, render_template
+
+    try:
+        for document in documents:
+            session.output.line(render_template(template, document))
+    except TemplateError as error:
+        return fail(f"template parsing error: {error}")
+    return 0
+
+
 def inspect_each(session: Session, command: str) -> int:
     """`inspect NAME...`: the details of every name that exists, as one JSON list."""
     found: list[Any] = []

@@ -14,8 +14,8 @@ import re
 import sys
 import time
 
-from carte.cli.commands import Commands, Session, each, fail, templated, warn
-from carte.cli.output import TemplateError, docker_container, render_template
+from carte.cli.commands import Commands, Session, each, fail, show_inspected, templated, warn
+from carte.cli.output import docker_container, docker_image
 from carte.cli.run_options import RunOptionError, add_run_arguments, container_config, parse_size
 from carte.cli.transport import ApiError
 
@@ -39,7 +39,10 @@ def register(commands: Commands) -> None:
     commands.add("unpause", run=unpause, help="unpause containers", arguments=_refs())
     commands.add("logs", run=logs, help="print a container's logs", arguments=_logs_arguments)
     commands.add("wait", run=wait, help="wait for containers to stop", arguments=_refs())
-    commands.add("inspect", run=inspect, help="show containers in detail", arguments=_refs(_fmt))
+    commands.add(
+        "inspect", run=inspect, help="show objects in detail", arguments=_refs(_inspect_flags)
+    )
+    commands.add("port", run=port, help="list a container's published ports", arguments=_port)
     commands.add("rename", run=rename, help="rename a container", arguments=_rename_arguments)
     commands.add(
         "update", run=update, help="change a container's limits", arguments=_update_arguments
@@ -49,7 +52,9 @@ def register(commands: Commands) -> None:
         "prune", run=prune, help="remove all stopped containers", arguments=_prune_arguments
     )
     container.add("ls", run=ps, help="list containers", arguments=_ps_arguments)
-    container.add("inspect", run=inspect, help="show containers in detail", arguments=_refs(_fmt))
+    container.add(
+        "inspect", run=inspect, help="show containers in detail", arguments=_refs(_container_fmt)
+    )
 
 
 # --- arguments ----------------------------------------------------------------------------
@@ -105,6 +110,23 @@ def _fmt(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-f", "--format", dest="template", help="a template such as {{.State.ExitCode}}"
     )
+
+
+def _container_fmt(parser: argparse.ArgumentParser) -> None:
+    _fmt(parser)
+    parser.set_defaults(type="container")
+
+
+def _inspect_flags(parser: argparse.ArgumentParser) -> None:
+    _fmt(parser)
+    parser.add_argument(
+        "--type", choices=[kind[0] for kind in _INSPECTED], help="only this kind of object"
+    )
+
+
+def _port(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("container")
+    parser.add_argument("private_port", nargs="?", metavar="PRIVATE_PORT[/PROTO]")
 
 
 def _rm_flags(parser: argparse.ArgumentParser) -> None:
@@ -512,24 +534,65 @@ def wait(session: Session) -> int:
     return _each(session, one)
 
 
+_INSPECTED = (
+    ("container", "InspectContainer", "ref", docker_container),
+    ("image", "InspectImage", "ref", docker_image),
+    ("network", "InspectNetwork", "name", None),
+    ("volume", "InspectVolume", "name", None),
+)
+
+
 def inspect(session: Session) -> int:
+    """`inspect NAME...`: each name as a container, else (without --type) as an image, a
+    network or a volume, as Docker looks them up; Docker's keys beside Carte's."""
     found: list[Any] = []
+    wanted = session.args.type
+    kinds = [kind for kind in _INSPECTED if wanted in (None, kind[0])]
 
     def one(ref: str) -> None:
-        found.append(session.command("InspectContainer", ref=ref))
+        for at, (_, command, key, shape) in enumerate(kinds):
+            try:
+                details = session.command(command, **{key: ref})
+            except ApiError as error:
+                if error.status != 404 or at == len(kinds) - 1:
+                    raise ApiError(
+                        error.status, error.code, _no_object(error, ref, kinds)
+                    ) from None
+                continue
+            found.append(shape(details) if shape else details)
+            return
 
     code = _each(session, one)
-    shaped = [docker_container(details) for details in found]
-    template = session.args.template
-    if not template or template == "json":
-        session.output.data(shaped)
-        return code
-    try:
-        for details in shaped:
-            session.output.line(render_template(template, details))
-    except TemplateError as error:
-        return fail(f"template parsing error: {error}")
-    return code
+    return show_inspected(session, found, session.args.template) or code
+
+
+def _no_object(error: ApiError, ref: str, kinds: Any) -> str:
+    """Docker's "no such object" when every kind was tried; the kind's own message else."""
+    if len(kinds) > 1 and error.status == 404:
+        return f'no such object: "{ref}" (no container, image, network or volume has that name)'
+    return error.message
+
+
+def port(session: Session) -> int:
+    """Docker's `port`: every published port as `80/tcp -> 0.0.0.0:32768`, or the host
+    addresses of one (`PRIVATE_PORT[/PROTO]`, tcp when not said)."""
+    args = session.args
+    details = docker_container(session.command("InspectContainer", ref=args.container))
+    published: dict[str, Any] = details["NetworkSettings"]["Ports"]
+    if args.private_port is None:
+        for key, bindings in published.items():
+            for binding in bindings:
+                session.output.line(f"{key} -> {binding['HostIp']}:{binding['HostPort']}")
+        return 0
+    number, _, protocol = args.private_port.partition("/")
+    key = f"{number}/{protocol or 'tcp'}"
+    if not number.isdigit() or protocol not in ("", "tcp", "udp", "sctp"):
+        return fail(f'invalid port "{args.private_port}": use PORT or PORT/tcp|udp, e.g. 80/tcp')
+    if key not in published:
+        return fail(f"no public port '{key}' published for {args.container}")
+    for binding in published[key]:
+        session.output.line(f"{binding['HostIp']}:{binding['HostPort']}")
+    return 0
 
 
 def rename(session: Session) -> int:

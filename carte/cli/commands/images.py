@@ -7,7 +7,8 @@ import json
 import os
 import sys
 
-from carte.cli.commands import Commands, Session, templated
+from carte.cli.commands import Commands, Session, show_inspected, templated
+from carte.cli.output import docker_image
 from carte.cli.transport import ApiError
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
@@ -24,7 +25,7 @@ def register(commands: Commands) -> None:
     commands.add("rmi", run=remove, help="remove images", arguments=_remove)
     image = commands.group("image", help="manage images")
     image.add("ls", run=list_images, help="list images", arguments=_list)
-    image.add("inspect", run=inspect, help="show images in detail", arguments=_refs)
+    image.add("inspect", run=inspect, help="show images in detail", arguments=_inspect)
     image.add("tag", run=tag, help="give an image another name", arguments=_tag)
     image.add("rm", run=remove, help="remove images", arguments=_remove)
     image.add("import", run=import_image, help="import a rootfs tarball", arguments=_import)
@@ -53,6 +54,13 @@ _IMAGE_HEADERS = {"ID": "IMAGE ID", "CreatedSince": "CREATED"}
 
 def _refs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE")
+
+
+def _inspect(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f", "--format", dest="template", help="a template such as {{.Config.Cmd}}"
+    )
+    _refs(parser)
 
 
 def _tag(parser: argparse.ArgumentParser) -> None:
@@ -157,12 +165,11 @@ def inspect(session: Session) -> int:
     code = 0
     for ref in session.args.images:
         try:
-            found.append(session.command("InspectImage", ref=ref))
+            found.append(docker_image(session.command("InspectImage", ref=ref)))
         except ApiError as error:
             print(f"carte: {error.message}", file=sys.stderr)
             code = 1
-    session.output.data(found)
-    return code
+    return show_inspected(session, found, session.args.template) or code
 
 
 def tag(session: Session) -> int:
