@@ -44,13 +44,13 @@ SERVE = "echo served-by-$(hostname) > /index.html && exec httpd -f -p 80 -h /"
 STACK = f"""\
 services:
   web:
-    image: busybox:latest
-    command: ["sh", "-c", "{SERVE}"]
     deploy:
       replicas: {{replicas}}
       placement:
         constraints: [node.labels.web==yes]
         max_replicas_per_node: 1
+    image: busybox:latest
+    command: ["sh", "-c", "{SERVE}"]
 """
 ECHO = textwrap.dedent(
     """
