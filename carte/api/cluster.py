@@ -139,6 +139,13 @@ class ReplicaStatus(_Wire, frozen=True, kw_only=True):
     updated: str = ""
     revision: str = ""
     """The assignment revision the container runs (the scheduler moves on once it is ready)."""
+    ip: str = ""
+    """The container's address on its first network."""
+    since: str = ""
+    """When it started (running) or stopped (exited): ``service ps`` says "Up 3 minutes"."""
+    exit_code: int = 0
+    health: str = ""
+    """Its health check's verdict ('' without one)."""
 
 
 class JoinRequest(_Wire, frozen=True, kw_only=True):
@@ -331,3 +338,7 @@ class Placement(_Wire, frozen=True, kw_only=True):
     ready: bool = False
     container_id: str = ""
     reason: str = ""
+    ip: str = ""
+    status: str = ""
+    """As `carte ps` words it ("Up 3 minutes (healthy)", "Exited (1) 2 seconds ago"), or
+    "Pending" / "Assigned" before its node runs it."""

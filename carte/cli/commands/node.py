@@ -85,8 +85,9 @@ def join(session: Session) -> int:
     )
     if session.output.json:
         session.output.data(node)
-    else:
-        session.output.line(f"Node {node['name']} joined {args.server[0]}")
+    else:  # the control plane that answered: a later --server when the first is down
+        through = session.command("GetClusterStatus")["server"] or args.server[0]
+        session.output.line(f"Node {node['name']} joined {through}")
     return 0
 
 

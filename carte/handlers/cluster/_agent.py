@@ -44,7 +44,7 @@ from carte.api.cluster import (
     ReplicaStatus,
     ServiceFile,
 )
-from carte.api.containers import ContainerConfig, ContainerSummary, MountSpec
+from carte.api.containers import ContainerConfig, ContainerDetails, ContainerSummary, MountSpec
 from carte.api.errors import CarteError, Conflict, NotFound, Unavailable
 from carte.api.events import (
     ClusterConfigured,
@@ -117,6 +117,8 @@ class AgentHandler(Handler):
         self._changed = trio.Event()
         self._wake = trio.Event()
         self._reported: dict[str, ReplicaStatus] = {}
+        self._details: dict[str, tuple[str, ContainerDetails]] = {}
+        """container id -> (its state when inspected, what inspect said)."""
         self._failures: dict[str, tuple[int, float, str]] = {}
         """name -> (failures in a row, when to try again, last error)."""
         self._link: _Link | None = None
@@ -273,7 +275,22 @@ class AgentHandler(Handler):
             for name, assignment in desired.items():
                 have = copies.get(name, [])
                 nursery.start_soon(self._converge_one, assignment, have, found, limiter)
+        await self._inspect([row for row in found.values() if row is not None])
         return [self._status(assignment, found.get(name)) for name, assignment in desired.items()]
+
+    async def _inspect(self, rows: list[ContainerSummary]) -> None:
+        """Keep the details of ``rows`` (address, start or stop time) for their status: a
+        container is inspected again only once its state moved."""
+        kept: dict[str, tuple[str, ContainerDetails]] = {}
+        for row in rows:
+            known = self._details.get(row.id)
+            if known is None or known[0] != row.state:
+                try:
+                    known = (row.state, await self.ctx.bus.request(InspectContainer(ref=row.id)))
+                except NotFound:
+                    continue  # removed meanwhile: the next pass no longer finds it
+            kept[row.id] = known
+        self._details = kept
 
     async def _replace_old(
         self, assignment: Assignment, copies: list[ContainerSummary], limiter: trio.CapacityLimiter
@@ -548,8 +565,23 @@ class AgentHandler(Handler):
         )
         ready = _ready(row)
         reason = "" if ready or row.state != "running" else f"health {row.health}"
+        reported = msgspec.structs.replace(
+            base,
+            container_id=row.id,
+            state=state,
+            ready=ready,
+            reason=reason,
+            health="" if row.health == "none" else row.health,
+        )
+        known = self._details.get(row.id)
+        if known is None:
+            return reported
+        details = known[1]
         return msgspec.structs.replace(
-            base, container_id=row.id, state=state, ready=ready, reason=reason
+            reported,
+            ip=next((e.ip_address for e in details.endpoints if e.ip_address), ""),
+            since=details.state.started_at if state == "running" else details.state.finished_at,
+            exit_code=details.state.exit_code,
         )
 
     async def _report(self, report: _Report, statuses: list[ReplicaStatus]) -> None:

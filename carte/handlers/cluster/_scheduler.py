@@ -55,6 +55,7 @@ from carte.api.events import (
     ReplicaUnschedulable,
     ServiceRemoved,
 )
+from carte.api.timestamps import human_duration, parse_rfc3339
 from carte.cluster.scheduler import Demand, Pending, Slot, schedule
 from carte.engine import Handler, HandlerContext, on
 from carte.engine.store import (
@@ -417,6 +418,7 @@ async def list_placements(store: Store, stack: str, service: str) -> list[Placem
         (s.node, s.name): s
         for s in (entry.decode(ReplicaStatus) for entry in await store.list(STATUS))
     }
+    now = time.time()
     rows: list[Placement] = []
     for entry in await store.list(ASSIGNMENTS):
         a = entry.decode(Assignment)
@@ -435,6 +437,8 @@ async def list_placements(store: Store, stack: str, service: str) -> list[Placem
                 ready=status is not None and status.ready and status.revision == a.revision,
                 container_id=status.container_id if status is not None else "",
                 reason=status.reason if status is not None else "",
+                ip=status.ip if status is not None else "",
+                status=status_text(status, now) if status is not None else "Assigned",
             )
         )
     reasons: dict[tuple[str, str, int], str] = {}
@@ -458,7 +462,23 @@ async def list_placements(store: Store, stack: str, service: str) -> list[Placem
                     replica=number,
                     name=f"{item_stack}_{item_service}_{number}",
                     reason=reason,
+                    status=f"Pending: {reason}",
                 )
             )
     rows.sort(key=lambda r: (r.stack, r.service, r.replica, r.node))
     return rows
+
+
+def status_text(status: ReplicaStatus, now: float) -> str:
+    """A replica's state in `carte ps`'s words, from its agent's report: "Up 3 minutes
+    (healthy)", "Exited (1) 2 seconds ago", "Failed: REASON", "Pending"."""
+    if status.state == "running":
+        text = f"Up {human_duration(now - parse_rfc3339(status.since))}" if status.since else "Up"
+        if status.health == "starting":
+            return f"{text} (health: starting)"
+        return f"{text} ({status.health})" if status.health else text
+    if status.state == "exited":
+        ago = f" {human_duration(now - parse_rfc3339(status.since))} ago" if status.since else ""
+        return f"Exited ({status.exit_code}){ago}"
+    state = status.state.capitalize()
+    return f"{state}: {status.reason}" if status.reason else state

@@ -31,7 +31,7 @@ from carte.api.containers import (
     Endpoint,
 )
 from carte.api.errors import Conflict, InvalidArgument, NotFound
-from carte.api.timestamps import parse_rfc3339
+from carte.api.timestamps import human_duration, parse_rfc3339
 from carte.engine import Delete, Put, Store
 from carte.engine.store import encode_value
 
@@ -230,32 +230,6 @@ def _name_taken(name: str) -> Conflict:
 
 
 # --- how records are shown ---------------------------------------------------------------
-
-
-def human_duration(seconds: float) -> str:
-    """Docker's wording: "Less than a second", "3 seconds", "About a minute", "2 hours"..."""
-    if seconds < 1:
-        return "Less than a second"
-    if seconds < 60:
-        return f"{int(seconds)} seconds" if int(seconds) != 1 else "1 second"
-    minutes = seconds / 60
-    if minutes < 1.5:
-        return "About a minute"
-    if minutes < 60:
-        return f"{round(minutes)} minutes"
-    hours = minutes / 60
-    if hours < 1.5:
-        return "About an hour"
-    if hours < 48:
-        return f"{round(hours)} hours"
-    days = hours / 24
-    if days < 14:
-        return f"{round(days)} days"
-    if days < 60:
-        return f"{round(days / 7)} weeks"
-    if days < 730:
-        return f"{round(days / 30)} months"
-    return f"{round(days / 365)} years"
 
 
 def status_text(state: ContainerState, now: float | None = None) -> str:

@@ -88,7 +88,7 @@ class ServicesHandler(Handler):
             rows = await self.ctx.bus.request(ListReplicas())
             alive = {r.container_id for r in rows if r.status.lower().startswith("up")}
             for row in rows:
-                if row.ready and row.ip:
+                if row.ready and row.ip and not row.node:  # a cluster row: not this daemon's
                     key = f"{row.stack}_{row.service}"
                     self._ready.setdefault(key, {})[row.container_id] = IPv4Address(row.ip)
         except CarteError as error:

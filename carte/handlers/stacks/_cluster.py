@@ -62,8 +62,9 @@ async def cluster_replicas(ctx: HandlerContext, record: ServiceRecord) -> list[R
             container_id=p.container_id,
             name=p.name,
             image=image,
-            status=f"{p.state}: {p.reason}" if p.reason else p.state,
+            status=p.status,
             ready=p.ready,
+            ip=p.ip,
             node=p.node,
         )
         for p in placed

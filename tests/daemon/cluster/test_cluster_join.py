@@ -222,10 +222,12 @@ def joined_spare(lab: ClusterLab, node: LabNode, name: str) -> Iterator[Daemon]:
         token = json.loads(
             lab.carte(node, "--format", "json", "cluster", "join-token", host=lab.server).stdout
         )["token"]
-        lab.carte(
-            node, "node", "join", "--token", token, "--server", lab.server,
+        nobody = f"tcp://{lab.gateway}:{API_PORT}"  # the host's end of the LAN: refused
+        joined = lab.carte(
+            node, "node", "join", "--token", token, "--server", nobody, "--server", lab.server,
             "--name", name, daemon=spare,
         )  # fmt: skip
+        assert joined.stdout == f"Node {name} joined {lab.server}\n"
         yield spare
     finally:
         spare.stop()

@@ -3,7 +3,8 @@ control plane and a worker (netns nodes, real etcd, real containers) run 3 repli
 a start-first update with parallelism 1, a delay and a monitor window never drops below
 3 running and starts one extra at a time; an update whose replicas fail rolls back to the
 previous revision (failure_action rollback) or stops where it is (pause), as `carte
-rollout status` reports. The control plane lists the replicas its nodes run."""
+rollout status` reports. The control plane lists the replicas its nodes run, each with the
+address its node gave it and `ps`'s wording of its state ("Up 5 seconds")."""
 
 from __future__ import annotations
 
@@ -96,8 +97,12 @@ def test_the_control_plane_lists_the_replicas_its_nodes_run(lab: WorkloadLab) ->
     shown = json.loads(answer.stdout)
     rows = (shown[0] if isinstance(shown, list) else shown)["replicas"]
     assert len(rows) == 3 and {row["node"] for row in rows} == {"node1", "node2"}, rows
-    assert all(row["ready"] and row["status"] == "running" for row in rows), rows
+    assert all(row["ready"] and row["status"].startswith("Up ") for row in rows), rows
     assert all(row["container_id"] and row["revision"] == 1 for row in rows), rows
+    for row in rows:  # each with the address its node gave it, as that node's inspect says
+        node = next(n for n in lab.nodes if n.name == row["node"])
+        (details,) = json.loads(lab.carte(node, "inspect", row["container_id"]).stdout)
+        assert row["ip"] == details["endpoints"][0]["ip_address"], (row, details["endpoints"])
 
 
 def test_a_start_first_update_keeps_every_replica_and_adds_one_at_a_time(
