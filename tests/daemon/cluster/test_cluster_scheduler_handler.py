@@ -5,6 +5,7 @@ writes are refused by the store."""
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -99,6 +100,7 @@ async def test_the_leader_assigns_with_its_fence_and_spreads() -> None:
         assert {a.name for a in placed} == {f"app_web_{n}" for n in range(1, 5)}
         rows = await run.request(ListPlacements(stack="app", service="web"))
         assert [(r.replica, r.state) for r in rows] == [(n, "assigned") for n in range(1, 5)]
+        assert {r.status for r in rows} == {"Assigned"}
 
 
 async def test_a_replica_that_fits_nowhere_is_pending_with_its_reason() -> None:
@@ -114,8 +116,37 @@ async def test_a_replica_that_fits_nowhere_is_pending_with_its_reason() -> None:
         rows = await run.request(ListPlacements(stack="app"))
         assert [r.node for r in rows] == ["", ""]
         assert rows[0].reason == "no suitable node (2 nodes not matching node.labels.zone==a)"
+        assert rows[0].status == f"Pending: {rows[0].reason}"
         await trio.sleep(0.3)  # more passes: the same decision is not told again
         assert len(run.facts(ReplicaUnschedulable)) == 2
+
+
+async def test_placements_word_what_the_agents_report_as_ps_does() -> None:
+    async with run_plugin(SchedulerHandler) as run:
+        await lead(run, ["n1", "n2"])
+        await run.request(PlaceService(placement=placement(3)))
+
+        async def three() -> bool:
+            return len(await assignments(run.store)) == 3
+
+        await eventually(three, "3 assignments")
+        ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=3)
+        since = ago.isoformat().replace("+00:00", "Z")
+        reports = {
+            1: {"state": "running", "ip": "10.0.0.2", "health": "healthy"},
+            2: {"state": "exited", "exit_code": 1},
+            3: {"state": "failed", "reason": 'image "nope" not found'},
+        }
+        for a in await assignments(run.store):
+            report = reports[a.replica]
+            status = ReplicaStatus(node=a.node, name=a.name, since=since, **report)  # type: ignore[arg-type]
+            await run.store.put(f"cluster/status/{a.node}/{a.name}", status)
+        rows = await run.request(ListPlacements(stack="app"))
+        assert [(r.status, r.ip) for r in rows] == [
+            ("Up 3 seconds (healthy)", "10.0.0.2"),
+            ("Exited (1) 3 seconds ago", ""),
+            ('Failed: image "nope" not found', ""),
+        ]
 
 
 async def test_a_new_revision_rolls_one_replica_at_a_time_once_ready() -> None:
