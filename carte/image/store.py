@@ -65,6 +65,35 @@ def _flock(path: Path, mode: int) -> Iterator[None]:
         os.close(fd)
 
 
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
+_FS_TOPDIR_FL = 0x00020000
+
+
+def spread_subdirectories(directory: Path) -> None:
+    """Mark `directory` as the top of directory hierarchies (`chattr +T`) where the filesystem
+    knows the flag (ext2/3/4; elsewhere nothing happens): ext4 then places each new
+    subdirectory, an unpacked layer's tree, in a block group of its own choosing instead of
+    the parent's. Next to the layer a previous unpack or `image rm` just deleted, every inode
+    ext4 allocates skips that layer's recently freed inodes one by one: on the Debian base
+    (10 000 entries), carte import spent 4-6 s in the kernel there instead of 0.6 s."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        flags = bytearray(8)
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags)
+        current = int.from_bytes(flags[:4], "little")
+        if not current & _FS_TOPDIR_FL:
+            wanted = (current | _FS_TOPDIR_FL).to_bytes(4, "little") + bytes(4)
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, wanted)
+    except OSError:
+        pass  # not ext2/3/4 (tmpfs, xfs, overlayfs...): placement is theirs
+    finally:
+        os.close(fd)
+
+
 class BlobWriter:
     """Receives one blob's bytes into a temp file under ROOT/ingest/, hashing as it goes."""
 
@@ -96,6 +125,7 @@ class ImageStore:
         self.layers_dir = root / "layers"
         for directory in (self.blobs, self.ingest_dir, self.layers_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        spread_subdirectories(self.layers_dir)
         layout = root / "oci-layout"
         if not layout.exists():
             self._write_atomically(layout, oci.encode(oci.ImageLayout()))
