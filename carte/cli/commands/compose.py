@@ -52,6 +52,9 @@ def _compose(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile", action="append", default=[], dest="profiles", help="enable a profile"
     )
+    parser.add_argument(
+        "--env-file", default="", help="variables for the file (the shell's still win)"
+    )
     verbs: Any = parser.add_subparsers(title="verbs", metavar="VERB")
     for name, run, text, arguments in _verbs():
         child = verbs.add_parser(
@@ -91,6 +94,8 @@ def _verbs() -> tuple[tuple[str, Any, str, Any], ...]:
         ("images", images, "list the images the containers use", _services),
         ("port", port, "print the public port of a service's port", _port),
         ("events", events, "stream the project's events", _events),
+        ("ls", list_projects, "list the projects deployed (every stack)", _ls),
+        ("version", version, "print the version", _no_arguments),
     )
 
 
@@ -187,6 +192,16 @@ def _port(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("private_port", metavar="PRIVATE_PORT", type=int)
 
 
+def _ls(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="only the names")
+    parser.add_argument("-a", "--all", action="store_true", help="(every project is listed)")
+    parser.add_argument("--format", dest="ls_format", default="", help="table or json")
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
 def _events(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object a line")
     _services(parser)
@@ -261,6 +276,21 @@ class _NoFile(Exception):
     """The Compose file cannot be found or read (exit 1, as `docker compose`)."""
 
 
+def _environment(session: Session) -> dict[str, str]:
+    """The variables the file is read with: the shell's over `--env-file`'s (the daemon adds
+    the project directory's .env under both)."""
+    path = session.args.env_file
+    if not path:
+        return dict(os.environ)
+    from carte.stack.interpolate import parse_dotenv
+
+    try:
+        with open(path, encoding="utf-8") as file:
+            return {**parse_dotenv(file.read()), **os.environ}
+    except OSError as error:
+        raise _NoFile(f"--env-file {path}: {error.strerror}; check the path") from None
+
+
 def _apply(session: Session, found: Project, *, dry_run: bool = False) -> Any:
     return session.command(
         "ApplyStack",
@@ -268,7 +298,7 @@ def _apply(session: Session, found: Project, *, dry_run: bool = False) -> Any:
         manifest=found.text,
         file_name=os.path.basename(found.path),
         project_dir=found.directory,
-        env=dict(os.environ),
+        env=_environment(session),
         dry_run=dry_run,
         profiles=list(session.args.profiles),
     )
@@ -511,6 +541,37 @@ def _images_of(specs: dict[str, dict[str, Any]], *, built: bool, stack: str = ""
 # --- listing --------------------------------------------------------------------------------
 
 
+def list_projects(session: Session) -> int:
+    """`compose ls`: every stack as Compose lists projects (NAME, STATUS, CONFIG FILES)."""
+    stacks = session.command("ListStacks")
+    if session.args.quiet:
+        for stack in stacks:
+            session.output.line(stack["name"])
+        return 0
+    rows = []
+    for stack in stacks:
+        states: dict[str, int] = {}
+        for replica in session.command("ListReplicas", stack=stack["name"]):
+            state = replica["status"].split(" ", 1)[0].lower().replace("up", "running")
+            states[state] = states.get(state, 0) + 1
+        status = ", ".join(f"{state}({count})" for state, count in sorted(states.items()))
+        rows.append({"Name": stack["name"], "Status": status, "ConfigFiles": stack["file_name"]})
+    if session.output.json or session.args.ls_format == "json":
+        session.output.data(rows)
+    else:
+        session.output.table(
+            ["NAME", "STATUS", "CONFIG FILES"], [list(row.values()) for row in rows]
+        )
+    return 0
+
+
+def version(session: Session) -> int:
+    from carte import __version__
+
+    session.output.line(f"Carte compose version {__version__}")
+    return 0
+
+
 @_run_verb
 def ps(session: Session, found: Project) -> int:
     args = session.args
@@ -589,10 +650,11 @@ def config(session: Session, found: Project) -> int:
     from carte.stack import ManifestError, compose_config, parse_dotenv
 
     args = session.args
-    env = dict(os.environ)
+    env = _environment(session)
     try:
-        with open(os.path.join(found.directory, ".env"), encoding="utf-8") as file:
-            env = {**parse_dotenv(file.read()), **env}
+        if not args.env_file:  # --env-file stands for the project's .env, as in Compose
+            with open(os.path.join(found.directory, ".env"), encoding="utf-8") as file:
+                env = {**parse_dotenv(file.read()), **env}
     except FileNotFoundError:
         pass
     except OSError as error:
