@@ -3,7 +3,8 @@ draws it: redrawn in place on a terminal, plain lines when stderr is not one (a 
 CI), nothing with `-q`.
 
 `UploadProgress` follows the bytes of one upload (`carte load`'s archive): a bar on a
-terminal, a line at each quarter otherwise. `BuildView` turns the build's progress lines
+terminal and nothing otherwise, as `docker load` (a log or a pipe keeps only the result, and
+an error stays one line). `BuildView` turns the build's progress lines
 (BuildKit's plain format: `#3 [2/5] RUN ...`, `#3 <output>`, `#3 CACHED`, `#3 DONE 1.2s`) into
 BuildKit's terminal view: a `[+] Building 3.4s (4/7)` header, one row per step with its time,
 and the last lines of the steps still running; the clock ticks between lines.
@@ -48,7 +49,6 @@ class UploadProgress(io.RawIOBase):
         self.done = 0
         self.tty = stream.isatty()
         self._drawn = 0.0
-        self._quarter = 0
         self._finished = False
 
     def readable(self) -> bool:
@@ -76,21 +76,14 @@ class UploadProgress(io.RawIOBase):
             self.stream.flush()
 
     def _report(self, final: bool) -> None:
-        sizes = human_size(self.done) + (f"/{human_size(self.total)}" if self.total else "")
-        if self.tty:
-            now = time.monotonic()
-            if final or now - self._drawn >= _REDRAW:
-                self._drawn = now
-                bar = _bar(self.done, self.total) + " " if self.total else ""
-                self.stream.write(f"\r\x1b[2K{self.label} {bar}{sizes}")
-                self.stream.flush()
+        now = time.monotonic()
+        if not self.tty or not (final or now - self._drawn >= _REDRAW):
             return
-        quarter = 4 * self.done // self.total if self.total else 4 * final
-        if quarter > self._quarter or (final and not self._quarter):
-            self._quarter = max(quarter, 1)
-            percent = f" {25 * quarter}%" if self.total else ""
-            self.stream.write(f"{self.label}{percent} ({sizes})\n")
-            self.stream.flush()
+        self._drawn = now
+        sizes = human_size(self.done) + (f"/{human_size(self.total)}" if self.total else "")
+        bar = _bar(self.done, self.total) + " " if self.total else ""
+        self.stream.write(f"\r\x1b[2K{self.label} {bar}{sizes}")
+        self.stream.flush()
 
 
 class _Step:

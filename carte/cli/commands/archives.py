@@ -4,7 +4,7 @@ system df.
 `save` and `export` write the daemon's tar stream to `-o FILE` (through a temporary file
 renamed at the end, so a failed download leaves no half file) or to stdout when it is not a
 terminal. `load` streams the archive file to the daemon without reading it into memory, its
-progress on stderr (a bar on a terminal, a line at each quarter otherwise; none with -q).
+progress on stderr (a bar on a terminal; none otherwise or with -q, as docker load).
 """
 
 from __future__ import annotations

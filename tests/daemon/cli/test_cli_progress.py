@@ -94,7 +94,6 @@ def test_load_progress(carte: Daemon, tmp_path: Path) -> None:
     assert out == "Loaded image: busybox:latest\n"
     plain = carte.client("load", "-i", str(archive))
     assert plain.returncode == 0
-    assert plain.stderr.splitlines()[-1].startswith("Loading 100% (")
-    assert "\x1b" not in plain.stderr
+    assert plain.stderr == "", "no progress off a terminal, as docker load"
     quiet = carte.client("load", "-q", "-i", str(archive))
     assert quiet.stderr == "" and quiet.stdout.startswith("sha256:")
