@@ -146,10 +146,18 @@ def test_images_tag_inspect_rmi(carte: Daemon, busybox_tar: Path) -> None:
 
 
 def test_client_exit_codes_for_missing_containers(carte: Daemon) -> None:
-    for args in (["stop", "ghost"], ["rm", "ghost"], ["logs", "ghost"], ["inspect", "ghost"]):
+    cases = {
+        ("stop", "ghost"): 'no such container: "ghost"',
+        ("rm", "ghost"): 'no such container: "ghost"',
+        ("logs", "ghost"): 'no such container: "ghost"',
+        # As docker inspect: a name no container has may be an image, network or volume.
+        ("inspect", "ghost"): 'no such object: "ghost"',
+        ("inspect", "--type", "container", "ghost"): 'no such container: "ghost"',
+    }
+    for args, message in cases.items():
         result = carte.client(*args)
         assert result.returncode == 1, args
-        assert 'no such container: "ghost"' in result.stderr
+        assert message in result.stderr, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1
 
 
