@@ -122,12 +122,19 @@ class AddressAllocator:
 
     `allocated` is the caller's persisted set; the allocator adds to and removes from it, so
     the caller persists exactly that set. After a restart, build a new allocator from it.
-    Addresses are handed out in order after the highest allocated one (wrapping around), so a
-    just-released address is not reused at once.
+    Addresses are handed out in order after `cursor` (the caller's last handed-out address;
+    without one, the highest allocated), wrapping around, so a just-released address is not
+    reused at once: a replica that replaces another does not inherit its address while the
+    old one's connections and neighbour entries are still being forgotten.
     """
 
     def __init__(
-        self, subnet: IPv4Network, gateway: IPv4Address, allocated: Iterable[IPv4Address] = ()
+        self,
+        subnet: IPv4Network,
+        gateway: IPv4Address,
+        allocated: Iterable[IPv4Address] = (),
+        *,
+        cursor: IPv4Address | None = None,
     ) -> None:
         if gateway not in subnet:
             raise InvalidArgument(
@@ -136,6 +143,7 @@ class AddressAllocator:
         self.subnet = subnet
         self.gateway = gateway
         self.allocated: set[IPv4Address] = set(allocated)
+        self.cursor = cursor if cursor is not None and cursor in subnet else None
 
     def _reserved(self, address: IPv4Address) -> bool:
         return address in (
@@ -154,12 +162,16 @@ class AddressAllocator:
             return self._allocate_requested(requested)
         first = int(self.subnet.network_address) + 1
         last = int(self.subnet.broadcast_address) - 1
-        start = max((int(a) for a in self.allocated), default=first - 1) + 1
+        if self.cursor is not None:
+            start = int(self.cursor) + 1
+        else:
+            start = max((int(a) for a in self.allocated), default=first - 1) + 1
         size = last - first + 1
         for step in range(size):
             candidate = IPv4Address(first + (start - first + step) % size)
             if not self._reserved(candidate) and candidate not in self.allocated:
                 self.allocated.add(candidate)
+                self.cursor = candidate
                 return candidate
         raise Conflict(
             f"subnet {self.subnet} has no free address left; "

@@ -153,6 +153,8 @@ class NetworkHandler(Handler):
         self._mtu: int | None = None
         """The uplink's MTU, read when the first bridge is made."""
         self._networks: dict[str, NetworkRecord] = {}
+        # The last address handed out per network: the next allocation starts after it.
+        self._cursors: dict[str, IPv4Address] = {}
         self._applied: Ruleset | None = None
         """What Carte's table holds (None: unknown), so unchanged rules cost no nft call."""
         self._retire_scope: trio.CancelScope | None = None
@@ -729,13 +731,15 @@ class NetworkHandler(Handler):
             self._cancel_retire()
         if container_id in network.endpoints:
             raise Conflict(f'container "{name}" is already connected to network "{network.name}"')
-        allocator = _allocator(network)
+        allocator = _allocator(network, self._cursors.get(network.name))
         requested = parse_address(ip, network.subnet_net) if ip else None
         resolved_ports = await self._claim_ports(ports)
         address = allocator.allocate(requested)
         if network.is_default and not network.endpoints:
             network = await self._refresh_default_subnet(network, requested)
             address = AddressAllocator(network.subnet_net, network.gateway_ip).allocate(requested)
+        if requested is None:
+            self._cursors[network.name] = address
         host_ifname = _host_veth(container_id, network.name)
         used = {
             n.endpoints[container_id].ifname
@@ -1068,15 +1072,16 @@ def _link_exists(name: str) -> bool:
     return Path("/sys/class/net", name).exists()
 
 
-def _allocator(network: NetworkRecord) -> AddressAllocator:
+def _allocator(network: NetworkRecord, cursor: IPv4Address | None = None) -> AddressAllocator:
     """The addresses this node may hand out on `network`: an overlay's come from this
-    node's slice only (the gateway, in the first slice, stays reserved)."""
+    node's slice only (the gateway, in the first slice, stays reserved); the next one after
+    `cursor`, the last handed out."""
     used = (IPv4Address(e.ip) for e in network.endpoints.values())
     if not network.is_overlay:
-        return AddressAllocator(network.subnet_net, network.gateway_ip, used)
+        return AddressAllocator(network.subnet_net, network.gateway_ip, used, cursor=cursor)
     part = IPv4Network(network.slice)
     gateway = network.gateway_ip if network.gateway_ip in part else part.network_address
-    return AddressAllocator(part, gateway, used)
+    return AddressAllocator(part, gateway, used, cursor=cursor)
 
 
 def _reported(network: NetworkRecord) -> list[OverlayEndpoint]:

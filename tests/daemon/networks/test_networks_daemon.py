@@ -150,6 +150,26 @@ def test_ip_is_honoured_and_not_given_twice(carte: Daemon) -> None:
     assert "10.77.251.50" in error
 
 
+def test_a_removed_container_s_address_is_not_handed_to_the_next_one(carte: Daemon) -> None:
+    # As Docker's IPAM: the replacement of a container (a stop-first rolling update) must not
+    # inherit the address whose connections are still being forgotten.
+    ok(carte.client("network", "create", "--subnet", "10.77.252.0/24", "n1next"))
+
+    def start(name: str) -> dict[str, str]:
+        ok(
+            carte.client(
+                "run", "-d", "--name", name, "--network", "n1next", "busybox", "sleep", "60"
+            )
+        )
+        return {c["name"]: c["ip_address"] for c in network(carte, "n1next")["containers"]}
+
+    start("first")
+    ips = start("second")
+    ok(carte.client("rm", "-f", "second"))
+    third = start("third")["third"]
+    assert third not in (ips["first"], ips["second"]), (ips, third)
+
+
 def test_prune_removes_only_unused_networks(carte: Daemon) -> None:
     ok(carte.client("network", "create", "--label", "team=a", "n1used"))
     ok(carte.client("network", "create", "n1unused"))

@@ -125,6 +125,24 @@ def test_released_addresses_are_not_reused_at_once() -> None:
     assert allocator.allocate() != first
 
 
+def test_the_highest_address_released_is_not_handed_out_next() -> None:
+    # A stop-first rolling update releases the newest replica's address just before its
+    # replacement asks for one; the handler's cursor (the last address handed out) keeps the
+    # replacement off it, where "after the highest allocated" alone gave it straight back.
+    subnet = IPv4Network("10.5.0.0/24")
+    allocator = AddressAllocator(subnet, default_gateway(subnet))
+    allocator.allocate()
+    newest = allocator.allocate()
+    allocator.release(newest)
+    rebuilt = AddressAllocator(
+        subnet, default_gateway(subnet), allocator.allocated, cursor=allocator.cursor
+    )
+    assert rebuilt.allocate() == newest + 1
+    assert AddressAllocator(subnet, default_gateway(subnet), allocator.allocated).allocate() == (
+        newest
+    ), "without a cursor the highest free address comes back (a restarted daemon)"
+
+
 def test_requested_addresses_are_checked() -> None:
     subnet = IPv4Network("10.5.0.0/24")
     allocator = AddressAllocator(subnet, default_gateway(subnet))
