@@ -1,6 +1,6 @@
 """`carte import` of a Debian root filesystem tar against `docker import`, and a cold build on it.
 
-The tar is the game example's debootstrap base (about 200 MB, 20 000 entries), cached under
+The tar is the game example's debootstrap base (about 200 MB, 10 400 entries), cached under
 /var/cache/carte-tests by config/examples/game/make-base.sh (`--tar-only` makes it). Rows:
   import      `carte import TAR` vs `docker import TAR`, interleaved; each engine's image is
               removed (and its layer freed) after each run, so every import does all the work
