@@ -59,6 +59,15 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
     raise AssertionError(f"{what}: not within 5 s")
 
 
+async def assigned(run: PluginRun[SchedulerHandler], count: int) -> None:
+    """Wait until the scheduler wrote ``count`` assignments."""
+
+    async def enough() -> bool:
+        return len(await assignments(run.store)) == count
+
+    await eventually(enough, f"{count} assignments")
+
+
 async def lead(run: PluginRun[SchedulerHandler], nodes: list[str]) -> int:
     """Nodes alive, this daemon a control plane elected at the returned fence."""
     for name in nodes:
@@ -90,10 +99,7 @@ async def test_the_leader_assigns_with_its_fence_and_spreads() -> None:
         fence = await lead(run, ["n1", "n2"])
         assert await run.request(PlaceService(placement=placement(4)))
 
-        async def four() -> bool:
-            return len(await assignments(run.store)) == 4
-
-        await eventually(four, "4 assignments")
+        await assigned(run, 4)
         placed = await assignments(run.store)
         assert sorted(a.node for a in placed) == ["n1", "n1", "n2", "n2"]
         assert {a.fence for a in placed} == {fence}
@@ -126,10 +132,7 @@ async def test_placements_word_what_the_agents_report_as_ps_does() -> None:
         await lead(run, ["n1", "n2"])
         await run.request(PlaceService(placement=placement(3)))
 
-        async def three() -> bool:
-            return len(await assignments(run.store)) == 3
-
-        await eventually(three, "3 assignments")
+        await assigned(run, 3)
         ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=3)
         since = ago.isoformat().replace("+00:00", "Z")
         reports = {
@@ -224,10 +227,7 @@ async def test_a_deposed_leader_cannot_write() -> None:
         await lead(run, ["n1", "n2"])
         await run.request(PlaceService(placement=placement(2)))
 
-        async def two() -> bool:
-            return len(await assignments(run.store)) == 2
-
-        await eventually(two, "2 assignments")
+        await assigned(run, 2)
         # another control plane won meanwhile (this one has not heard of it yet)
         await run.store.put("cluster/leader", LeaderRecord(name="other"))
         await run.request(PlaceService(placement=placement(5)))
