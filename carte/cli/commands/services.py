@@ -72,8 +72,11 @@ def service_update(session: Session) -> int:
 
 
 def show_placements(session: Session, stack: str, service: str = "") -> bool:
-    """On a control plane: print each replica with its node (pending ones with the reason)
-    and return True; False on a daemon that places nothing (a single machine, a worker)."""
+    """On a control plane: print each replica with its node and, as `docker service ps`'s
+    CURRENT STATE, its status in `ps`'s words ("Up 5 seconds (healthy)", "Exited (1) 2
+    seconds ago", "Pending: REASON", "Assigned"); the ERROR column holds a reason the status
+    does not already say. Return True; False on a daemon that places nothing (a single
+    machine, a worker)."""
     try:
         placed = session.command("ListPlacements", stack=stack, service=service)
     except ApiError as error:
@@ -87,16 +90,16 @@ def show_placements(session: Session, stack: str, service: str = "") -> bool:
         out.data(placed)
         return True
     out.table(
-        ["NAME", "NODE", "REV", "STATE", "READY", "CONTAINER", "REASON"],
+        ["NAME", "NODE", "REV", "CURRENT STATE", "READY", "CONTAINER", "ERROR"],
         [
             [
                 p["name"],
                 p["node"] or "-",
                 p["revision"] or "-",
-                p["state"],
+                p["status"] or p["state"],
                 "yes" if p["ready"] else "no",
                 p["container_id"][:12] or "-",
-                p["reason"],
+                "" if p["reason"] in p["status"] else p["reason"],
             ]
             for p in placed
         ],

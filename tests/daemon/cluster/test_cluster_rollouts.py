@@ -9,6 +9,7 @@ address its node gave it and `ps`'s wording of its state ("Up 5 seconds")."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections import Counter
@@ -103,6 +104,11 @@ def test_the_control_plane_lists_the_replicas_its_nodes_run(lab: WorkloadLab) ->
         node = next(n for n in lab.nodes if n.name == row["node"])
         (details,) = json.loads(lab.carte(node, "inspect", row["container_id"]).stdout)
         assert row["ip"] == details["endpoints"][0]["ip_address"], (row, details["endpoints"])
+    table = lab.carte(lab.nodes[0], "service", "ps", "app_web").stdout.splitlines()
+    header = table[0]  # `docker service ps`'s CURRENT STATE: the status in `ps`'s words
+    assert re.split(r"\s{2,}", header)[:4] == ["NAME", "NODE", "REV", "CURRENT STATE"], header
+    at = header.index("CURRENT STATE")
+    assert len(table) == 4 and all(line[at:].startswith("Up ") for line in table[1:]), table
 
 
 def test_a_start_first_update_keeps_every_replica_and_adds_one_at_a_time(
