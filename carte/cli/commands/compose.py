@@ -29,6 +29,7 @@ TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads the
 if TYPE_CHECKING:
     from typing import Any
 
+_OVERRIDES = ("compose.override.yaml", "compose.override.yml", "docker-compose.override.yml")
 COMPOSE_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 _MISSING_IMAGE = re.compile(r'image "([^"]+)" not found locally')
 _TOP_NAME = re.compile(r"""^name:[ \t]*["']?([^"'\s#]+)""", re.MULTILINE)
@@ -42,7 +43,9 @@ def register(commands: Commands) -> None:
 
 def _compose(parser: argparse.ArgumentParser) -> None:
     """Compose's own options, then one subparser per verb (`carte compose -f F up -d`)."""
-    parser.add_argument("-f", "--file", default="", help="Compose file (default: found)")
+    parser.add_argument(
+        "-f", "--file", action="append", default=[], help="Compose file (default: found)"
+    )
     parser.add_argument(
         "-p",
         "--project-name",
@@ -94,6 +97,9 @@ def _verbs() -> tuple[tuple[str, Any, str, Any], ...]:
         ("images", images, "list the images the containers use", _services),
         ("port", port, "print the public port of a service's port", _port),
         ("events", events, "stream the project's events", _events),
+        ("kill", kill, "send a signal to the services' containers", _kill),
+        ("pause", pause, "pause the services' containers", _services),
+        ("unpause", unpause, "unpause the services' containers", _services),
         ("ls", list_projects, "list the projects deployed (every stack)", _ls),
         ("version", version, "print the version", _no_arguments),
     )
@@ -144,7 +150,7 @@ def _ps(parser: argparse.ArgumentParser) -> None:
 
 def _logs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--follow", action="store_true", help="follow the output")
-    parser.add_argument("--tail", default="all", help="lines from the end of each log")
+    parser.add_argument("-n", "--tail", default="all", help="lines from the end of each log")
     parser.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
     parser.add_argument("--no-color", action="store_true", help="no colours")
     parser.add_argument("--no-log-prefix", action="store_true", help="no replica prefix")
@@ -190,6 +196,11 @@ def _port(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index", type=int, default=0, help="(every replica shares the port)")
     parser.add_argument("service", metavar="SERVICE")
     parser.add_argument("private_port", metavar="PRIVATE_PORT", type=int)
+
+
+def _kill(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-s", "--signal", default="KILL", help="signal to send (default KILL)")
+    _services(parser)
 
 
 def _ls(parser: argparse.ArgumentParser) -> None:
@@ -246,8 +257,15 @@ def directory_name(directory: str) -> str:
 def project(session: Session) -> Project:
     """The invoked project; UsageError-free: a missing file raises _NoFile (exit 1)."""
     args = session.args
-    if args.file:
-        path = os.path.abspath(args.file)
+    files = args.file or [f for f in os.environ.get("COMPOSE_FILE", "").split(os.pathsep) if f]
+    if len(files) > 1:
+        raise _NoFile(
+            f"{' + '.join(files)}: several Compose files are not merged (yet); "
+            "put the overrides in one file and pass it with -f"
+        )
+    given = files[0] if files else ""
+    if given:
+        path = os.path.abspath(given)
     else:
         found = find_file(os.getcwd())
         if found is None:
@@ -256,15 +274,20 @@ def project(session: Session) -> Project:
                 f"{', '.join(COMPOSE_FILES)} in {os.getcwd()} and its parents); pass one with -f"
             )
         path = found
+        for name in _OVERRIDES:
+            if os.path.isfile(os.path.join(os.path.dirname(found), name)):
+                print(
+                    f"WARNING: {name} is not merged into {os.path.basename(found)} (Carte reads "
+                    "one Compose file); put its overrides in that file",
+                    file=sys.stderr,
+                )
     try:
         with open(path, encoding="utf-8") as file:
             text = file.read()
     except FileNotFoundError:
-        raise _NoFile(
-            f"{args.file}: the Compose file is missing ({path}); check the path"
-        ) from None
+        raise _NoFile(f"{given}: the Compose file is missing ({path}); check the path") from None
     except OSError as error:
-        raise _NoFile(f"{args.file or path}: {error.strerror}") from None
+        raise _NoFile(f"{given or path}: {error.strerror}") from None
     name = args.project_name or os.environ.get("COMPOSE_PROJECT_NAME", "")
     if not name:
         declared = _TOP_NAME.search(text)
@@ -396,17 +419,18 @@ def up(session: Session, found: Project) -> int:
         session.output.line(f" {what} {action['name']}  {verb}")
     if args.wait:
         return _wait_ready(session, found.name, list(args.services), args.wait_timeout)
+    _wait_for_replicas(session, found.name)  # started, as Compose's up -d returns
     if args.detach:
         return 0
-    _wait_for_replicas(session, found.name)
     session.args.follow, session.args.tail, session.args.timestamps = True, "all", False
     session.args.no_color = session.args.no_log_prefix = False
     return follow_logs(session, found.name, list(args.services))
 
 
 def _wait_for_replicas(session: Session, stack: str, seconds: float = 60.0) -> None:
-    """Until every service that wants replicas has one (the stack converges after apply),
-    so `up` attaches to all of them; gives up quietly after `seconds`."""
+    """Until every service that wants replicas has one started (running, or a one-shot that
+    already exited): the stack converges after apply, and `up -d` returns, or `up` attaches
+    to all of them, once Compose's would; gives up quietly after `seconds`."""
     import time
 
     deadline = time.monotonic() + seconds
@@ -416,7 +440,7 @@ def _wait_for_replicas(session: Session, stack: str, seconds: float = 60.0) -> N
         have = {
             r["service"]
             for r in session.command("ListReplicas", stack=stack)
-            if r["status"].startswith(("Up", "running"))
+            if r["status"].startswith(("Up", "running", "Exited"))
         }
         if services and wanted <= have:
             return
@@ -782,6 +806,22 @@ def stop(session: Session, found: Project) -> int:
 def start(session: Session, found: Project) -> int:
     """Start the stopped replicas again (the same containers)."""
     return _each_replica(session, found, "StartContainer", "Started", running=False)
+
+
+@_run_verb
+def kill(session: Session, found: Project) -> int:
+    signal = session.args.signal
+    return _each_replica(session, found, "KillContainer", "Killed", running=True, signal=signal)
+
+
+@_run_verb
+def pause(session: Session, found: Project) -> int:
+    return _each_replica(session, found, "PauseContainer", "Paused", running=True)
+
+
+@_run_verb
+def unpause(session: Session, found: Project) -> int:
+    return _each_replica(session, found, "UnpauseContainer", "Unpaused", running=True)
 
 
 def _each_replica(

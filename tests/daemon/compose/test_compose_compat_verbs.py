@@ -45,3 +45,47 @@ def test_env_file_and_ls(carte: Daemon, compose: Compose, tmp_path: Path) -> Non
     rows = json.loads(ok(compose("ls", "--format", "json", cwd=tmp_path)))
     assert rows == [{"Name": "billing", "Status": "running(1)", "ConfigFiles": "compose.yaml"}]
     assert ok(compose("version", cwd=tmp_path)).startswith("Carte compose version ")
+
+
+def test_up_detached_returns_started(carte: Daemon, compose: Compose, tmp_path: Path) -> None:
+    """`up -d && exec` as CI scripts chain them: up -d returns once the replicas run (and a
+    one-shot service that already exited does not hold it up); kill, pause and unpause."""
+    text = FILE + '  once:\n    image: busybox\n    command: ["true"]\n    restart: "no"\n'
+    directory = project(tmp_path, "chained", text)
+    ok(compose("up", "-d", cwd=directory))
+    ran = compose("exec", "-T", "app", "sh", "-c", "exit 4", cwd=directory)
+    assert ran.returncode == 4, ran.stderr
+    assert ok(compose("logs", "-n", "1", "--no-log-prefix", "app", cwd=directory)).strip() == (
+        "tier=none"
+    )
+    assert "Paused" in ok(compose("pause", "app", cwd=directory))
+    paused = compose("exec", "-T", "app", "true", cwd=directory)
+    assert paused.returncode != 0 and "paused" in paused.stderr
+    ok(compose("unpause", "app", cwd=directory))
+    assert compose("exec", "-T", "app", "true", cwd=directory).returncode == 0
+    assert "Killed" in ok(compose("kill", "app", cwd=directory))
+    wait_for(lambda: "Up" not in compose("ps", "-a", "app", cwd=directory).stdout, 20)
+
+
+def test_override_files_are_refused_not_ignored(
+    carte: Daemon, compose: Compose, tmp_path: Path
+) -> None:
+    """Several Compose files are not merged: said in one line (nothing made) rather than the
+    last -f read alone; a compose.override.yaml beside the found file gets a warning."""
+    directory = project(tmp_path, "layered", FILE)
+    (directory / "compose.override.yaml").write_text("services:\n  app:\n    labels: {a: b}\n")
+    shown = compose("config", "-q", cwd=directory)
+    assert shown.returncode == 0
+    assert shown.stderr.startswith("WARNING: compose.override.yaml is not merged into compose.yaml")
+    both = compose("-f", "compose.yaml", "-f", "compose.override.yaml", "up", "-d", cwd=directory)
+    assert both.returncode == 1 and len(both.stderr.splitlines()) == 1
+    assert "compose.yaml + compose.override.yaml: several Compose files are not merged" in (
+        both.stderr
+    )
+    listed = compose("ps", cwd=directory, env={"COMPOSE_FILE": "compose.yaml:other.yaml"})
+    assert listed.returncode == 1 and "several Compose files" in listed.stderr
+    assert json.loads(ok(carte.client("--format", "json", "stack", "ls"))) == []
+    alone = compose(
+        "config", "--services", cwd=tmp_path, env={"COMPOSE_FILE": str(directory / "compose.yaml")}
+    )
+    assert ok(alone).split() == ["app"]
