@@ -808,20 +808,20 @@ def start(session: Session, found: Project) -> int:
     return _each_replica(session, found, "StartContainer", "Started", running=False)
 
 
-@_run_verb
-def kill(session: Session, found: Project) -> int:
-    signal = session.args.signal
-    return _each_replica(session, found, "KillContainer", "Killed", running=True, signal=signal)
+def _on_running(command: str, done: str, *flags: str) -> Any:
+    """A verb that runs `command` on each running replica of the SERVICE arguments, with the
+    named flags of its own (`signal`) passed on."""
+
+    def verb(session: Session, found: Project) -> int:
+        more = {flag: getattr(session.args, flag) for flag in flags}
+        return _each_replica(session, found, command, done, running=True, **more)
+
+    return _run_verb(verb)
 
 
-@_run_verb
-def pause(session: Session, found: Project) -> int:
-    return _each_replica(session, found, "PauseContainer", "Paused", running=True)
-
-
-@_run_verb
-def unpause(session: Session, found: Project) -> int:
-    return _each_replica(session, found, "UnpauseContainer", "Unpaused", running=True)
+kill = _on_running("KillContainer", "Killed", "signal")
+pause = _on_running("PauseContainer", "Paused")
+unpause = _on_running("UnpauseContainer", "Unpaused")
 
 
 def _each_replica(
