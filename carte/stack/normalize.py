@@ -244,12 +244,14 @@ def depends_on(service: Service) -> dict[str, DependsOn]:
 
 
 def dependencies(service: Service) -> dict[str, DependsOn]:
-    """depends_on plus the services `network_mode: service:X` and `volumes_from` need
-    running first (Compose orders them the same way)."""
+    """depends_on plus the services `network_mode: service:X`, `ipc: service:X` and
+    `volumes_from` need running first (Compose orders them the same way)."""
     found = depends_on(service)
-    implied = []
-    if service.network_mode.startswith("service:"):
-        implied.append(service.network_mode.partition(":")[2])
+    implied = [
+        mode.partition(":")[2]
+        for mode in (service.network_mode, service.ipc)
+        if mode.startswith("service:")
+    ]
     for entry in service.volumes_from:
         parts = entry.split(":")
         if parts[0] != "container":

@@ -159,13 +159,15 @@ def replica_config(
     network_names: dict[str, str] | None = None,
     volume_names: dict[str, str] | None = None,
     joined: str = "",
+    ipc_joined: str = "",
 ) -> ContainerConfig:
     """The config of replica `replica` of `name` at `revision`. `env_files` maps each env_file
     path to its text (the caller reads them); `files_dir` holds the service's secrets and
     configs (`file_mounts`); `shared_mounts` are those `volumes_from` takes (the caller
     resolves them); `network_names`/`volume_names` map the manifest's names to the daemon's
     (default: `<stack>_<name>`); `joined` is the container id `network_mode: service:NAME`
-    resolved to. Restart is "no": the stacks handler heals."""
+    resolved to, `ipc_joined` the one `ipc: service:NAME` did. Restart is "no": the stacks
+    handler heals."""
     env: dict[str, str | None] = {}
     files = [service.env_file] if isinstance(service.env_file, str) else service.env_file
     from carte.stack.interpolate import parse_dotenv
@@ -225,7 +227,7 @@ def replica_config(
         dns=normalize.strings(service.dns),
         dns_search=normalize.strings(service.dns_search),
         mac_address="" if mode else service.mac_address,
-        ipc_mode={"shareable": "private"}.get(service.ipc, service.ipc),
+        ipc_mode=f"container:{ipc_joined}" if service.ipc.startswith("service:") else service.ipc,
         pid_mode=service.pid,
         log=LogOptions(
             max_size=normalize.size_bytes(logging["max-size"]) if "max-size" in logging else None,

@@ -232,15 +232,7 @@ def _check_compose_keys(name: str, service: Service, manifest: Manifest, source:
                 (*here, "volumes_from", index),
                 f'service "{other}" is not in this file; use SERVICE or container:NAME',
             )
-    if service.ipc and service.ipc not in ("private", "shareable", "host"):
-        joins = service.ipc.partition(":")[0] in ("service", "container")
-        source.report(
-            (*here, "ipc"),
-            "joining another container's IPC namespace is not supported; use private, "
-            "shareable or host"
-            if joins
-            else f'"{service.ipc}" is not an IPC mode; use private, shareable or host',
-        )
+    _check_ipc(here, service, manifest, source)
     if service.pid and service.pid != "host":
         source.report(
             (*here, "pid"),
@@ -321,6 +313,30 @@ def _mode(value: int | str) -> int | None:
     except ValueError:
         return None
     return number if 0 <= number <= 0o7777 else None
+
+
+def _check_ipc(
+    here: tuple[str, ...], service: Service, manifest: Manifest, source: "Source"
+) -> None:
+    """`ipc`: private, shareable, host, container:NAME or service:NAME (a service of this
+    file whose ipc is shareable, as the engine joins only a shareable namespace)."""
+    kind, _, target = service.ipc.partition(":")
+    if not service.ipc or service.ipc in ("private", "shareable", "host"):
+        return
+    if not (target and kind in ("service", "container")):
+        source.report(
+            (*here, "ipc"),
+            f'"{service.ipc}" is not an IPC mode; use private, shareable, host, '
+            "service:NAME or container:NAME",
+        )
+    elif kind == "service" and target not in manifest.services:
+        source.report((*here, "ipc"), f'service "{target}" is not in this file')
+    elif kind == "service" and manifest.services[target].ipc != "shareable":
+        source.report(
+            (*here, "ipc"),
+            f'service "{target}" is not shareable: only a shareable IPC namespace can be '
+            f"joined; give {target} ipc: shareable",
+        )
 
 
 def _check_service(name: str, service: Service, manifest: Manifest, source: "Source") -> None:

@@ -120,6 +120,8 @@ def service_placement(record: ServiceRecord) -> ServicePlacement:
         entry.startswith("container:") for entry in spec.volumes_from
     ):
         unplaceable = "network_mode and volumes_from container:NAME name a container of one node"
+    if spec.ipc.partition(":")[0] in ("service", "container"):
+        unplaceable = "ipc service:NAME and container:NAME are not placed in a cluster yet"
     cpus, memory = 0.0, 0
     try:
         cpus = normalize.nano_cpus(str(reservations.get("cpus", 0))) / 1e9

@@ -259,7 +259,8 @@ class Converger:
             shared_mounts=await shared_mounts(self.ctx, self.rows, record, spec),
             network_names=record.networks,
             volume_names=record.volumes,
-            joined=await self._joined(record, spec),
+            joined=await self._joined(record, "network_mode", spec.network_mode),
+            ipc_joined=await self._joined(record, "ipc", spec.ipc),
         )
         created = await self.ctx.bus.request(CreateContainer(config=config))
         try:
@@ -419,16 +420,17 @@ class Converger:
         except NotFound:
             pass
 
-    async def _joined(self, record: ServiceRecord, spec: Service) -> str:
-        """The running replica whose network `network_mode: service:NAME` joins."""
-        kind, _, other = spec.network_mode.partition(":")
+    async def _joined(self, record: ServiceRecord, field: str, mode: str) -> str:
+        """The running replica that `FIELD: service:NAME` (network_mode, ipc) joins; "" for
+        any other mode."""
+        kind, _, other = mode.partition(":")
         if kind != "service":
             return ""
         for row in await self.rows(record.stack, other):
             if row.state == "running":
                 return row.id
         raise Conflict(
-            f"service {record.name}: network_mode service:{other} needs a running replica "
+            f"service {record.name}: {field} service:{other} needs a running replica "
             f"of {other}; waiting for one"
         )
 

@@ -166,7 +166,9 @@ def test_refusals_say_why(tmp_path: Path) -> None:
     assert "cannot share one container name" in first(
         "    container_name: one\n    deploy: {replicas: 2}\n"
     )
-    assert "IPC namespace is not supported" in first("    ipc: container:other\n")
+    assert 'service "other" is not in this file' in first("    ipc: service:other\n")
+    assert "give b ipc: shareable" in first("    ipc: service:b\n  b: {image: x}\n")
+    assert '"other" is not an IPC mode' in first("    ipc: other\n")
     assert "would change the host's network" in first(
         "    network_mode: host\n    sysctls: [net.core.somaxconn=1024]\n"
     )

@@ -134,6 +134,7 @@ services:
         aliases: [www]
       shared: {}
     mac_address: 02:42:0a:5d:c8:32
+    ipc: shareable
   sidecar:
     image: busybox
     container_name: nets-sidecar
@@ -141,6 +142,7 @@ services:
     stop_signal: KILL
     network_mode: service:Web
     volumes_from: [Web]
+    ipc: service:Web
   isolated:
     image: busybox
     container_name: nets-isolated
@@ -160,6 +162,7 @@ services:
     command: [sleep, "300"]
     stop_signal: KILL
     network_mode: container:nets-web
+    ipc: container:nets-web
   once:
     image: busybox
     command: [sh, -c, "echo done"]
@@ -206,6 +209,13 @@ def test_network_volume_restart_and_profile_keys(carte: Daemon, tmp_path: Path) 
         host_ns = os.readlink(f"/proc/self/ns/{kind}")
         assert sh(carte, "nets-hostnet", f"readlink /proc/1/ns/{kind}").strip() == host_ns
     assert sh(carte, "nets-joiner", "ip -4 -o addr") == addresses
+    # ipc: service:Web and container:nets-web join Web's shareable IPC namespace and /dev/shm
+    ipc = sh(carte, "nets-web", "readlink /proc/1/ns/ipc").strip()
+    assert ipc != os.readlink("/proc/self/ns/ipc")
+    sh(carte, "nets-sidecar", "echo from-sidecar > /dev/shm/note")
+    for joiner in ("nets-sidecar", "nets-joiner"):
+        assert sh(carte, joiner, "readlink /proc/1/ns/ipc").strip() == ipc, joiner
+        assert sh(carte, joiner, "cat /dev/shm/note").strip() == "from-sidecar", joiner
     # aliases and the uppercase service name resolve on the custom network
     for name in ("www", "tasks.web", "Web_1", "web"):
         assert "10.93.200.50" in sh(carte, "nets-web", f"nslookup {name} 2>&1 || true"), name
