@@ -266,6 +266,23 @@ def _env_item(item: str) -> str:
     return f"{item}={os.environ[item]}" if item in os.environ else ""
 
 
+def check_platform(value: str, flag: str) -> None:
+    """A `--platform` Docker users pass: this host's is fine (nothing to do), another one is
+    refused with the reason (Carte runs and builds for the host's platform only)."""
+    if not value:
+        return
+    import platform
+
+    machine = platform.machine().lower()
+    host = "linux/" + {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
+    wanted = value.lower().replace("x86_64", "amd64").replace("aarch64", "arm64")
+    if wanted not in (host, host.split("/")[1]) and not wanted.startswith(host + "/"):
+        raise RunOptionError(
+            f'{flag} "{value}" is not this host\'s platform ({host}); Carte runs and builds for '
+            "the host's platform only (no emulation): drop the flag or use a host of that kind"
+        )
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `carte create` and `carte run`, Docker's names."""
     add = parser.add_argument
@@ -275,6 +292,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("-w", "--workdir", default="", help="working directory inside the container")
     add("-u", "--user", default="", help="user name or uid[:gid]")
     add("-h", "--hostname", default="", help="container host name")
+    add("--platform", default="", help="OS/ARCH: only this host's is accepted (one platform)")
     add("-v", "--volume", action="append", default=[], help="bind mount or volume SRC:DST[:ro]")
     add("--mount", action="append", default=[], help="type=bind|volume|tmpfs,source=,target=")
     add("--tmpfs", action="append", default=[], help="mount a tmpfs at PATH[:size=..]")
@@ -324,6 +342,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def container_config(args: argparse.Namespace) -> dict[str, Any]:
     """The `ContainerConfig` JSON for parsed run flags; `RunOptionError` for a bad value."""
+    check_platform(args.platform, "--platform")
     env = [item for path in args.env_file for item in _read_env_file(path)]
     env += [item for item in (_env_item(e) for e in args.env) if item]
     resources: dict[str, Any] = {}

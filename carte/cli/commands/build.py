@@ -23,6 +23,7 @@ import re
 import sys
 
 from carte.cli.commands import Commands, Session, UsageError
+from carte.cli.run_options import RunOptionError, check_platform
 from carte.cli.transport import ApiError
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
@@ -46,6 +47,8 @@ def _build(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default="", help="the stage to build")
     parser.add_argument("--no-cache", action="store_true", help="do not use the build cache")
     parser.add_argument("--pull", action="store_true", help="always pull the base images")
+    parser.add_argument("--platform", default="", help="OS/ARCH: only this host's (no emulation)")
+    parser.add_argument("--iidfile", default="", help="write the image id to this file")
     parser.add_argument("--label", action="append", default=[], metavar="K=V")
     parser.add_argument(
         "--progress",
@@ -247,6 +250,10 @@ def build(session: Session) -> int:
     context: str | None = None if args.context == "-" else args.context
     if context is not None and not os.path.isdir(context):
         raise UsageError(f"build context {context} is not a directory; give a directory or -")
+    try:
+        check_platform(args.platform, "--platform")
+    except RunOptionError as error:
+        raise UsageError(str(error)) from None
     name, text = _dockerfile(context, args.file)
     build_args = _pairs(args.build_arg, "--build-arg", from_env=True)
     secrets = _secrets(args.secret)
@@ -286,6 +293,9 @@ def build(session: Session) -> int:
             result = _follow(response, view.feed, view.failed)
     else:
         result = _follow(response, _print_step if not quiet else _ignore, _ignore)
+    if args.iidfile:
+        with open(args.iidfile, "w", encoding="utf-8") as file:
+            file.write(result["id"])
     if quiet:
         print(result["id"])
     else:
