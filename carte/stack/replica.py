@@ -141,6 +141,17 @@ def replica_aliases(name: str, replica: int, network: str, attach: NetworkAttach
     return [f"tasks.{name}", f"{name}_{replica}", *own, *attach.aliases]
 
 
+def file_env(service: Service, env_files: dict[str, str]) -> dict[str, str | None]:
+    """The variables the service's env_file entries set, a later file winning over an
+    earlier one; `env_files` maps each path to its text."""
+    from carte.stack.interpolate import parse_dotenv
+
+    env: dict[str, str | None] = {}
+    for path in normalize.strings(service.env_file):
+        env.update(parse_dotenv(env_files.get(path, "")))
+    return env
+
+
 def container_name(stack: str, name: str, service: Service, replica: int) -> str:
     return service.container_name or f"{stack}_{name}_{replica}-{secrets.token_hex(2)}"
 
@@ -168,12 +179,7 @@ def replica_config(
     (default: `<stack>_<name>`); `joined` is the container id `network_mode: service:NAME`
     resolved to, `ipc_joined` the one `ipc: service:NAME` did. Restart is "no": the stacks
     handler heals."""
-    env: dict[str, str | None] = {}
-    files = [service.env_file] if isinstance(service.env_file, str) else service.env_file
-    from carte.stack.interpolate import parse_dotenv
-
-    for path in files:
-        env.update(parse_dotenv(env_files.get(path, "")))
+    env = file_env(service, env_files)
     env.update(normalize.mapping(service.environment))
     labels = {k: v or "" for k, v in normalize.mapping(service.labels).items()}
     labels.update(

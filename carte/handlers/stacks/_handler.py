@@ -105,7 +105,7 @@ from carte.stack import (
     template,
 )
 from carte.stack.model import Build, FileRef, IpamPool, Manifest, NetworkDecl, Service
-from carte.stack.replica import file_refs
+from carte.stack.replica import file_env, file_refs
 
 _STACK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 
@@ -248,7 +248,7 @@ class StacksHandler(Handler):
         await self._check_externals(stack, manifest, source)
         async with self._apply_lock:
             stored = {r.name: r for r in await load_services(self.ctx.store, stack)}
-            plan = await self._plan(stack, manifest, stored, files)
+            plan = await self._plan(stack, manifest, stored, files, env_files)
             plan = msgspec.structs.replace(plan, warnings=warnings)
             if command.dry_run:
                 return msgspec.structs.replace(plan, dry_run=True)
@@ -304,6 +304,7 @@ class StacksHandler(Handler):
         manifest: Manifest,
         stored: dict[str, ServiceRecord],
         files: dict[str, bytes],
+        env_files: dict[str, str],
     ) -> Plan:
         actions: list[PlanAction] = []
         existing = {n.name for n in await self.ctx.bus.request(ListNetworks())}
@@ -318,7 +319,7 @@ class StacksHandler(Handler):
                 actions.append(
                     PlanAction(action="create", name=name, detail=f"{replicas} replicas")
                 )
-            elif _replaced(old, service, files):
+            elif _replaced(old, service, files, env_files):
                 actions.append(
                     PlanAction(
                         action="replace",
@@ -366,7 +367,7 @@ class StacksHandler(Handler):
                     env_files=env_files,
                     revisions=[Revision(revision=1, created=now, spec=service, change="apply")],
                 )
-            elif _replaced(old, service, files):
+            elif _replaced(old, service, files, env_files):
                 revision = _next_revision(old)
                 record = ServiceRecord(
                     stack=stack,
@@ -772,10 +773,17 @@ def _files_of(service: Service, files: dict[str, bytes]) -> dict[str, bytes]:
     return {key: files[key] for key in refs if key in files}
 
 
-def _replaced(old: ServiceRecord, service: Service, files: dict[str, bytes]) -> bool:
-    """Whether `old`'s replicas give way to new ones: the template changed, or the content
-    of a secret or config the service mounts (Compose recreates the container then)."""
-    return template(old.spec) != template(service) or old.files != _files_of(service, files)
+def _replaced(
+    old: ServiceRecord, service: Service, files: dict[str, bytes], env_files: dict[str, str]
+) -> bool:
+    """Whether `old`'s replicas give way to new ones: the template changed, the content of a
+    secret or config the service mounts, or the variables its env_file entries set (Compose
+    recreates the container then; a comment or reordering in an env_file changes nothing)."""
+    return (
+        template(old.spec) != template(service)
+        or old.files != _files_of(service, files)
+        or file_env(old.spec, old.env_files) != file_env(service, env_files)
+    )
 
 
 def _builds(plan: Plan, name: str) -> bool:

@@ -1,6 +1,8 @@
 """A changed secret or config in the Compose file replaces the replicas that mount it on the
 next `carte compose up`, as Compose recreates their containers; an unchanged one leaves them
-running. Checked by reading the file inside the new replica, against a real daemon."""
+running. So does a changed env_file (the variables it sets; a comment alone changes
+nothing). Checked by reading the file or the variable inside the new replica, against a real
+daemon."""
 
 from __future__ import annotations
 
@@ -77,3 +79,39 @@ def test_changed_secret_or_config_replaces_its_replicas(
     wait_for(lambda: _replicas(compose, cwd)["app"] != after["app"], 60, "app replaced again")
     last = _replicas(compose, cwd)["app"]
     assert ok(carte.client("exec", last, *read)) == "secondlevel=2"
+
+
+ENV_FILE = """\
+services:
+  app:
+    image: busybox
+    command: ["sleep", "3600"]
+    env_file: app.env
+  other:
+    image: busybox
+    command: ["sleep", "3600"]
+"""
+
+
+def test_changed_env_file_replaces_its_replicas(
+    compose: Compose, carte: Daemon, tmp_path: Path
+) -> None:
+    cwd = tmp_path / "envs"
+    cwd.mkdir()
+    (cwd / "compose.yaml").write_text(ENV_FILE)
+    (cwd / "app.env").write_text("MODE=first\n")
+    ok(compose("up", "-d", cwd=cwd))
+    before = _replicas(compose, cwd)
+    assert ok(carte.client("exec", before["app"], "sh", "-c", "echo $MODE")) == "first\n"
+
+    (cwd / "app.env").write_text("# the same variables\nMODE=first\n")
+    assert " Service app  Running" in ok(compose("up", "-d", cwd=cwd))
+    assert _replicas(compose, cwd) == before
+
+    (cwd / "app.env").write_text("MODE=second\n")
+    changed = ok(compose("up", "-d", cwd=cwd))
+    assert " Service app  Recreated" in changed and " Service other  Running" in changed
+    wait_for(lambda: _replicas(compose, cwd)["app"] != before["app"], 60, "app replaced")
+    after = _replicas(compose, cwd)
+    assert after["other"] == before["other"]
+    assert ok(carte.client("exec", after["app"], "sh", "-c", "echo $MODE")) == "second\n"
