@@ -50,8 +50,10 @@ class LogOptions:
         prefix: bool = True,
         colour: bool = False,
         until_all_exit: bool = False,
+        window: dict[str, str] | None = None,
     ) -> None:
         self.follow = follow
+        self.window = window or {}  # the logs API's since/until (Unix seconds), when given
         self.tail = tail
         self.timestamps = timestamps
         self.prefix = prefix
@@ -124,7 +126,7 @@ class _Reader:
         return len(new)
 
     def _read(self, row: Row, tail: str) -> None:
-        query = {"follow": "1" if self.options.follow else "0"}
+        query = {"follow": "1" if self.options.follow else "0", **self.options.window}
         if tail != "all":
             query["tail"] = tail
         name = self.labels[row["container_id"]]

@@ -151,6 +151,8 @@ def _ps(parser: argparse.ArgumentParser) -> None:
 def _logs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--follow", action="store_true", help="follow the output")
     parser.add_argument("-n", "--tail", default="all", help="lines from the end of each log")
+    parser.add_argument("--since", help="since a time: 10m, 2h, Unix seconds or ISO 8601")
+    parser.add_argument("--until", help="until a time: 10m, 2h, Unix seconds or ISO 8601")
     parser.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
     parser.add_argument("--no-color", action="store_true", help="no colours")
     parser.add_argument("--no-log-prefix", action="store_true", help="no replica prefix")
@@ -940,11 +942,17 @@ def follow_logs(session: Session, stack: str, services: list[str]) -> int:
     """Each replica's log prefixed by its name: sorted by time, or as they come with -f, then
     until every replica stopped (session.args: follow, tail, timestamps, and optionally
     no_color, no_log_prefix)."""
+    from carte.cli.commands.system import parse_since
     from carte.cli.replica_logs import LogOptions, bad_tail, show_replica_logs
 
     args = session.args
     if problem := bad_tail(args.tail):
         return fail(problem)
+    window = {
+        key: repr(parse_since(value))
+        for key in ("since", "until")
+        if (value := getattr(args, key, None))
+    }
     options = LogOptions(
         follow=args.follow,
         tail=args.tail,
@@ -952,6 +960,7 @@ def follow_logs(session: Session, stack: str, services: list[str]) -> int:
         prefix=not getattr(args, "no_log_prefix", False),
         colour=not getattr(args, "no_color", False),
         until_all_exit=True,
+        window=window,
     )
     rows = _replicas(session, stack, services)  # an unknown SERVICE fails here, before any line
     listings = iter([rows])

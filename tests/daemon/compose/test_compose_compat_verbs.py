@@ -89,3 +89,21 @@ def test_override_files_are_refused_not_ignored(
         "config", "--services", cwd=tmp_path, env={"COMPOSE_FILE": str(directory / "compose.yaml")}
     )
     assert ok(alone).split() == ["app"]
+
+
+def test_logs_since_and_until(carte: Daemon, compose: Compose, tmp_path: Path) -> None:
+    """`compose logs --since/--until` (and `carte logs SERVICE --since`) keep the lines of
+    that window only, as Compose; they were refused as unknown flags (or ignored)."""
+    directory = project(
+        tmp_path, "window", FILE.replace("echo tier=$$TIER", "echo early; sleep 1; echo late")
+    )
+    ok(compose("up", "-d", cwd=directory))
+    wait_for(lambda: "late" in compose("logs", cwd=directory).stdout, 20)
+    stamped = ok(compose("logs", "-t", "--no-log-prefix", cwd=directory)).splitlines()
+    late = next(line.split()[0] for line in stamped if line.endswith(" late"))
+    since = ok(compose("logs", "--no-log-prefix", "--since", late, cwd=directory))
+    assert since.split() == ["late"]
+    until = ok(compose("logs", "--no-log-prefix", "--until", late, cwd=directory))
+    assert until.split() == ["early"]
+    assert ok(carte.client("logs", "app", "--since", late)).split()[-1] == "late"
+    assert "early" not in ok(carte.client("logs", "app", "--since", late))
