@@ -186,18 +186,22 @@ def _rolling_update(carte: Daemon, tmp_path: Path, order: str) -> None:
     assert failed == 0 or order == "stop-first", f"{failed} failed requests"
 
 
-# Known intermittent: about one run in three on a loaded 2-core machine loses one request
-# during the rollout (a timeout or a reset); open in issue 16/11. One rerun, which must
-# itself see zero failures; remove once the cause is found.
+# Was intermittent: about one run in three on a loaded 2-core machine lost one request during
+# the rollout (a timeout or a reset). The likely cause, a replacement handed the old replica's
+# address while its conntrack and neighbour entries were being forgotten, is gone (9d6bed3:
+# 6 of 6 runs passed without a rerun since). One rerun stays, which must itself see zero
+# failures: under heavy load a new replica's readiness can also time out and roll back.
 @pytest.mark.flaky(reruns=1)
 @pytest.mark.slow
 def test_rolling_update_start_first(carte: Daemon, tmp_path: Path) -> None:
     _rolling_update(carte, tmp_path, "start-first")
 
 
-# Known intermittent: about one run in three on a loaded 2-core machine loses one request
-# during the rollout (a timeout or a reset); open in issue 16/11. One rerun, which must
-# itself see zero failures; remove once the cause is found.
+# Was intermittent: about one run in three on a loaded 2-core machine lost one request during
+# the rollout (a timeout or a reset). The likely cause, a replacement handed the old replica's
+# address while its conntrack and neighbour entries were being forgotten, is gone (9d6bed3:
+# 6 of 6 runs passed without a rerun since). One rerun stays, which must itself see zero
+# failures: under heavy load a new replica's readiness can also time out and roll back.
 @pytest.mark.flaky(reruns=1)
 @pytest.mark.slow
 def test_rolling_update_stop_first(carte: Daemon, tmp_path: Path) -> None:
