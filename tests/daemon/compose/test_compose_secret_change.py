@@ -51,15 +51,20 @@ def _replicas(compose: Compose, cwd: Path) -> dict[str, str]:
     return dict(found)
 
 
+def _up(compose: Compose, project: Path, files: dict[str, str], **env: str) -> dict[str, str]:
+    """Write the project's `files`, `compose up -d` it; its replicas once both run."""
+    project.mkdir()
+    for name, text in files.items():
+        (project / name).write_text(text)
+    ok(compose("up", "-d", cwd=project, env=env))
+    return _replicas(compose, project)
+
+
 def test_changed_secret_or_config_replaces_its_replicas(
     compose: Compose, carte: Daemon, tmp_path: Path
 ) -> None:
     cwd = tmp_path / "vault"
-    cwd.mkdir()
-    (cwd / "compose.yaml").write_text(FILE)
-    (cwd / "token.txt").write_text("first")
-    ok(compose("up", "-d", cwd=cwd, env={"LEVEL": "1"}))
-    before = _replicas(compose, cwd)
+    before = _up(compose, cwd, {"compose.yaml": FILE, "token.txt": "first"}, LEVEL="1")
     read = ["cat", "/run/secrets/token", "/etc/app.conf"]
     assert ok(carte.client("exec", before["app"], *read)) == "firstlevel=1"
 
@@ -97,11 +102,7 @@ def test_changed_env_file_replaces_its_replicas(
     compose: Compose, carte: Daemon, tmp_path: Path
 ) -> None:
     cwd = tmp_path / "envs"
-    cwd.mkdir()
-    (cwd / "compose.yaml").write_text(ENV_FILE)
-    (cwd / "app.env").write_text("MODE=first\n")
-    ok(compose("up", "-d", cwd=cwd))
-    before = _replicas(compose, cwd)
+    before = _up(compose, cwd, {"compose.yaml": ENV_FILE, "app.env": "MODE=first\n"})
     assert ok(carte.client("exec", before["app"], "sh", "-c", "echo $MODE")) == "first\n"
 
     (cwd / "app.env").write_text("# the same variables\nMODE=first\n")
