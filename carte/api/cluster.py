@@ -342,3 +342,7 @@ class Placement(_Wire, frozen=True, kw_only=True):
     status: str = ""
     """As `carte ps` words it ("Up 3 minutes (healthy)", "Exited (1) 2 seconds ago"), or
     "Pending" / "Assigned" before its node runs it."""
+    cpus: float = 0.0
+    """CPUs reserved for it on its node (its service's deploy.resources.reservations)."""
+    memory: int = 0
+    """Bytes reserved for it on its node."""

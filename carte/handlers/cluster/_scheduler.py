@@ -418,6 +418,10 @@ async def list_placements(store: Store, stack: str, service: str) -> list[Placem
         (s.node, s.name): s
         for s in (entry.decode(ReplicaStatus) for entry in await store.list(STATUS))
     }
+    reserved = {
+        (p.stack, p.service): (p.cpus, p.memory)
+        for p in (entry.decode(ServicePlacement) for entry in await store.list(SERVICES))
+    }
     now = time.time()
     rows: list[Placement] = []
     for entry in await store.list(ASSIGNMENTS):
@@ -425,6 +429,7 @@ async def list_placements(store: Store, stack: str, service: str) -> list[Placem
         if not wanted(a.stack, a.service):
             continue
         status = statuses.get((a.node, a.name))
+        cpus, memory = reserved.get((a.stack, a.service), (0.0, 0))
         rows.append(
             Placement(
                 stack=a.stack,
@@ -439,6 +444,8 @@ async def list_placements(store: Store, stack: str, service: str) -> list[Placem
                 reason=status.reason if status is not None else "",
                 ip=status.ip if status is not None else "",
                 status=status_text(status, now) if status is not None else "Assigned",
+                cpus=cpus,
+                memory=memory,
             )
         )
     reasons: dict[tuple[str, str, int], str] = {}

@@ -217,17 +217,30 @@ async def _nodes(bus: Bus) -> list[Metric]:
     replicas = GaugeMetricFamily(
         "carte_node_replicas", "Replicas the scheduler assigned to the node.", labels=labels
     )
+    reserved_cpus = GaugeMetricFamily(
+        "carte_node_reserved_cpus",
+        "CPUs reserved on the node by the replicas assigned to it (deploy.resources).",
+        labels=labels,
+    )
+    reserved_memory = GaugeMetricFamily(
+        "carte_node_reserved_memory_bytes",
+        "Memory reserved on the node by the replicas assigned to it (deploy.resources).",
+        labels=labels,
+    )
     assigned = Counter(placement.node for placement in placements if placement.node)
     for node in nodes:
+        mine = [placement for placement in placements if placement.node == node.name]
         cpus.add_metric([node.name], node.capacity.cpus)
         memory.add_metric([node.name], node.capacity.memory)
         up.add_metric([node.name, node.role], 1 if node.status == "ready" else 0)
         replicas.add_metric([node.name], assigned.get(node.name, 0))
+        reserved_cpus.add_metric([node.name], sum(placement.cpus for placement in mine))
+        reserved_memory.add_metric([node.name], sum(placement.memory for placement in mine))
     pending = GaugeMetricFamily(
         "carte_cluster_pending_replicas", "Replicas the scheduler could place nowhere."
     )
     pending.add_metric([], sum(1 for placement in placements if not placement.node))
-    return [cpus, memory, up, replicas, pending]
+    return [cpus, memory, up, replicas, reserved_cpus, reserved_memory, pending]
 
 
 async def _api(bus: Bus) -> list[Metric]:

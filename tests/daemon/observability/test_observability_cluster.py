@@ -66,7 +66,8 @@ def lab(busybox_tar: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             control = lab.nodes[0]
             lab.carte(control, "import", str(busybox_tar), "busybox:latest")
             compose = tmp_path_factory.mktemp("app") / "compose.yaml"
-            compose.write_text(SLEEPERS.format(replicas=3, extra=""))
+            reserve = '      resources: {reservations: {cpus: "0.25", memory: 16M}}\n'
+            compose.write_text(SLEEPERS.format(replicas=3, extra=reserve))
             lab.carte(control, "apply", "-f", str(compose), "-n", "app")
             lab.wait("a running replica per node", lambda: running_per_node(lab) == EVERYWHERE, 90)
             yield lab
@@ -102,6 +103,11 @@ def test_prometheus_scrapes_every_node_over_mutual_tls(lab: ObservedLab, tmp_pat
         wait_for(lambda: len(query(server, nodes)) == 3, 30, "3 nodes ready, from node1")
         ready = {s["metric"]["node"] for s in query(server, nodes)}  # type: ignore[index]
         assert ready == set(EVERYWHERE)
+        # Allocation: each node's one replica reserves 0.25 CPU and 16 MiB (deploy.resources).
+        for metric, value in (("cpus", 0.25), ("memory_bytes", 16 * 2**20)):
+            series = f'carte_node_reserved_{metric}{{instance="{control.address}:{API_PORT}"}}'
+            found = {s["metric"]["node"]: float(s["value"][1]) for s in query(server, series)}  # type: ignore[index]
+            assert found == {name: value for name in EVERYWHERE}, (metric, found)
         up = 'up{job="carte"} == 1'
         wait_for(lambda: len(query(server, up)) == 3, 30, "every scrape to succeed")
 
