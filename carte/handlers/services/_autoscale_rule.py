@@ -11,6 +11,14 @@ inflates the average, so one busy replica of two gives 2 or 3, never 4. The larg
 proposal over the metrics wins. Scale-up is immediate; scale-down
 takes the highest recommendation seen over the stabilization window, so a brief dip does not
 remove replicas that the next burst needs again. The result is clamped to [min, max].
+
+On a control plane the service's replicas run on the cluster's nodes, whose cgroups this
+machine cannot read (no route serves a remote replica's stats). Such replicas are not
+"missing": they never get a sample, and counting them as idle or at the target would pin the
+service at its count (one busy replica here and three on other nodes never scales up).
+`measure` takes them at the average of the replicas measured here instead, as the sample
+of the service's load that the measured ones are; a service with none measured here keeps
+its count, and the decision's reason says how many replicas stood in for how many.
 """
 
 from __future__ import annotations
@@ -31,6 +39,24 @@ class Metric:
     measured: int = 0
     missing: int = 0
     unready: int = 0
+
+
+def measure(
+    samples: list[float], target: float, ready: int, elsewhere: int, unready: int
+) -> Metric | None:
+    """The metric of one resource from the `samples` of replicas measured here, the `ready`
+    replicas here (those beyond the samples are missing), the ready ones `elsewhere` (on
+    other nodes: taken at the samples' average) and the `unready` ones; None without a
+    sample or a target."""
+    if not samples or target <= 0:
+        return None
+    return Metric(
+        utilization=sum(samples) / len(samples),
+        target=target,
+        measured=len(samples) + elsewhere,
+        missing=max(0, ready - len(samples)),
+        unready=unready,
+    )
 
 
 def recommend(current: int, metrics: list[Metric], tolerance: float) -> int:

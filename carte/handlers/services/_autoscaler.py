@@ -7,7 +7,10 @@ are averaged over the service's ready replicas that have a sample; ready replica
 one yet and replicas not ready are counted as the HPA counts them (`autoscale_rule`). Every
 evaluation is published as an `AutoscaleDecision` with its inputs; a changed count is sent
 as `ScaleService` to the stacks handler. A replica whose stats cannot be read counts as one
-without a sample in that evaluation; a service with nothing measurable keeps its count. A
+without a sample in that evaluation; on a control plane, a replica another node runs (its
+container is not on this machine) is taken at the average of the ones measured here
+(`autoscale_rule.measure`), and the reason says so; a service with nothing measurable keeps
+its count. A
 failed `ScaleService` is logged and tried again at the next period. Cancellation stops the
 loop between evaluations or mid-request.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 import msgspec
 import trio
 
-from carte.api.errors import CarteError
+from carte.api.errors import CarteError, NotFound
 from carte.api.events import (
     AutoscaleDecision,
     GetContainerStats,
@@ -30,7 +33,7 @@ from carte.api.events import (
     StackRemoved,
 )
 from carte.engine import Handler, HandlerContext, on
-from carte.handlers.services._autoscale_rule import Metric, Stabilizer, recommend
+from carte.handlers.services._autoscale_rule import Stabilizer, measure, recommend
 from carte.handlers.services._options import AutoscalerOptions
 from carte.stack import resources
 from carte.stack.model import Service
@@ -142,16 +145,20 @@ class AutoscalerHandler(Handler):
         cpu: list[float] = []
         memory: list[float] = []
         unready = sum(1 for r in rows if not r.ready and not r.status.startswith("Exited"))
-        ready = 0
+        ready = elsewhere = 0
         now = trio.current_time()
         for row in running:
             if not row.ready:
                 continue
-            ready += 1
             try:
                 stats = await self.ctx.bus.request(GetContainerStats(ref=row.container_id))
-            except CarteError:
+            except CarteError as error:
+                if isinstance(error, NotFound) and row.node:
+                    elsewhere += 1  # another node of the cluster runs it: not readable here
+                else:
+                    ready += 1  # missing: no sample this time
                 continue
+            ready += 1
             before = self._cpu_seen.get(row.container_id)
             self._cpu_seen[row.container_id] = (now, stats.cpu_usage_ns)
             if before is not None and now > before[0]:
@@ -163,27 +170,17 @@ class AutoscalerHandler(Handler):
         alive = {r.container_id for r in rows}
         for gone in [c for c in self._cpu_seen if c not in alive]:
             del self._cpu_seen[gone]
-        metrics = []
+        cpu_metric = measure(cpu, spec.target_cpu_percent, ready, elsewhere, unready)
+        memory_metric = measure(memory, spec.target_memory_percent, ready, elsewhere, unready)
+        metrics = [m for m in (cpu_metric, memory_metric) if m is not None]
         cpu_percent = sum(cpu) / len(cpu) if cpu else None
         memory_percent = sum(memory) / len(memory) if memory else None
-        for samples, utilization, target in (
-            (cpu, cpu_percent, spec.target_cpu_percent),
-            (memory, memory_percent, spec.target_memory_percent),
-        ):
-            if utilization is not None and target:
-                metrics.append(
-                    Metric(
-                        utilization=utilization,
-                        target=target,
-                        measured=len(samples),
-                        missing=ready - len(samples),
-                        unready=unready,
-                    )
-                )
         tolerance = self.ctx.options.tolerance
         recommended = recommend(current, metrics, tolerance) if metrics else current
         desired = stabilizer.decide(now, current, recommended, spec.min, spec.max)
         reason = _reason(current, desired, recommended, bool(metrics))
+        if elsewhere:
+            reason += f"; {_elsewhere(elsewhere, max(len(cpu), len(memory)))}"
         await self.ctx.bus.publish(
             AutoscaleDecision(
                 id=key,
@@ -220,3 +217,10 @@ def _reason(current: int, desired: int, recommended: int, measured: bool) -> str
     if recommended > current:
         return "above target, at the maximum"
     return "within tolerance of the target"
+
+
+def _elsewhere(elsewhere: int, measured: int) -> str:
+    replicas = f"{elsewhere} replica{'s' if elsewhere != 1 else ''} on other nodes"
+    if not measured:
+        return f"{replicas}, whose stats this machine cannot read"
+    return f"{replicas} taken at the average of the {measured} measured here"
