@@ -10,6 +10,7 @@ from carte.api.containers import (
     ContainerSummary,
     ContainerUsage,
     CreateResult,
+    Endpoint,
     ExecResult,
     Health,
     HealthStatus,
@@ -220,6 +221,17 @@ class SetContainerHealth(Command[None], frozen=True, kw_only=True):
     topic: ClassVar[str] = "container.set_health"
     ref: str
     health: Health
+
+
+class SetContainerEndpoint(Command[None], frozen=True, kw_only=True):
+    """Store that a running container joined network `network` as `endpoint` (None: left it)
+    after it started (`carte network connect`/`disconnect`), so inspect lists every network
+    it is on. The network handler sends it; a container no longer running is left as it is."""
+
+    topic: ClassVar[str] = "container.set_endpoint"
+    container_id: str
+    network: str
+    endpoint: Endpoint | None = None
 
 
 class SetContainerRestarting(Command[None], frozen=True, kw_only=True):

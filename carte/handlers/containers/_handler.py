@@ -76,6 +76,7 @@ from carte.api.events import (
     RenameContainer,
     ResolveContainer,
     RestartContainer,
+    SetContainerEndpoint,
     SetContainerHealth,
     SetContainerRestarting,
     StartContainer,
@@ -1003,6 +1004,15 @@ class ContainersHandler(Handler):
                 r.state = msgspec.structs.replace(r.state, health=command.health)
 
         await self._update(record.id, store)
+
+    @on(SetContainerEndpoint)
+    async def set_endpoint(self, command: SetContainerEndpoint) -> None:
+        def store(r: ContainerRecord) -> None:
+            if r.state.status in ("running", "paused"):
+                kept = [e for e in r.endpoints if e.network != command.network]
+                r.endpoints = kept + ([command.endpoint] if command.endpoint else [])
+
+        await self._update(command.container_id, store)
 
     @on(SetContainerRestarting)
     async def set_restarting(self, command: SetContainerRestarting) -> None:

@@ -42,6 +42,7 @@ from carte.api.events import (
     RemoveNetwork,
     RemoveNetworkPolicy,
     ResolveContainer,
+    SetContainerEndpoint,
     SetServiceAddress,
 )
 from carte.api.events.networks import (
@@ -890,7 +891,7 @@ class NetworkHandler(Handler):
                 "it cannot join other networks"
             )
         async with self._lock:
-            return await self._attach(
+            endpoint = await self._attach(
                 self._network(command.network),
                 container_id=container.id,
                 name=container.name,
@@ -902,6 +903,12 @@ class NetworkHandler(Handler):
                 labels=dict(container.labels),
                 default_route=False,
             )
+        await self.ctx.bus.request(
+            SetContainerEndpoint(
+                container_id=container.id, network=endpoint.network, endpoint=endpoint
+            )
+        )
+        return endpoint
 
     @on(DisconnectNetwork)
     async def disconnect(self, command: DisconnectNetwork) -> None:
@@ -913,6 +920,9 @@ class NetworkHandler(Handler):
                     f'container "{container.name}" is not connected to network "{network.name}"'
                 )
             await self._detach(network, container.id)
+        await self.ctx.bus.request(
+            SetContainerEndpoint(container_id=container.id, network=network.name)
+        )
 
     # --- service names ----------------------------------------------------------------------
 

@@ -157,11 +157,14 @@ def test_network_alias_connect_and_disconnect(docker: DockerCli) -> None:
     assert docker("network", "connect", "--alias", "other", "back", "srv").returncode == 0
     members = docker("network", "inspect", "-f", "{{range .Containers}}{{.Name}}{{end}}", "back")
     assert members.stdout.strip() == "srv"
+    joined = "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}"
+    assert docker("inspect", "-f", joined, "srv").stdout.split() == ["back", "front"]
     asked = docker("run", "--rm", "--network", "back", "busybox", "sh", "-c", get.format("other"))
     assert asked.stdout == "HTTP/1.1 200 OK\n", asked.stderr
     assert docker("network", "disconnect", "back", "srv").returncode == 0
     members = docker("network", "inspect", "-f", "{{range .Containers}}{{.Name}}{{end}}", "back")
     assert members.stdout.strip() == ""
+    assert docker("inspect", "-f", joined, "srv").stdout.split() == ["front"]
     assert docker("create", "--name", "cold", "busybox", "true").returncode == 0
     refused = docker("network", "connect", "back", "cold")
     assert refused.returncode != 0 and "start cold first" in refused.stderr

@@ -112,11 +112,25 @@ def test_connect_and_disconnect_a_running_container(carte: Daemon) -> None:
     web = serve_http(carte, "both", "--network", "n1first")
     ok(carte.client("network", "connect", "--alias", "second-name", "n1second", "both"))
     assert fetch_from(carte, "second-name", "--network", "n1second").endswith(web[:12] + "\n")
+    member = network(carte, "n1second")["containers"][0]
+    shown = _networks_of(carte, "both")  # inspect lists the joined network, as Docker does
+    assert sorted(shown) == ["n1first", "n1second"]
+    assert shown["n1second"]["IPAddress"] == member["ip_address"]
+    assert shown["n1second"]["MacAddress"] == member["mac_address"]
+    assert shown["n1second"]["Aliases"] == ["second-name"]
     error = fails(carte.client("network", "rm", "n1second"))
     assert "n1second" in error and "both" in error
     ok(carte.client("network", "disconnect", "n1second", "both"))
     assert fetch_from(carte, "second-name", "--network", "n1second") == ""
+    assert list(_networks_of(carte, "both")) == ["n1first"]
     ok(carte.client("network", "rm", "n1second"))
+
+
+def _networks_of(carte: Daemon, container: str) -> dict[str, dict[str, object]]:
+    shown: dict[str, dict[str, object]] = json.loads(
+        ok(carte.client("inspect", "-f", "{{json .NetworkSettings.Networks}}", container))
+    )
+    return shown
 
 
 def test_bad_input_is_one_line_naming_the_value(carte: Daemon) -> None:
