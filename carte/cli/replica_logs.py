@@ -51,8 +51,11 @@ class LogOptions:
         colour: bool = False,
         until_all_exit: bool = False,
         window: dict[str, str] | None = None,
+        stop_on_exit: bool = False,
     ) -> None:
         self.follow = follow
+        self.stop_on_exit = stop_on_exit  # following ends when the first stream ends
+        self.exits: list[tuple[Row, int]] = []  # with stop_on_exit: (replica, exit code)
         self.window = window or {}  # the logs API's since/until (Unix seconds), when given
         self.tail = tail
         self.timestamps = timestamps
@@ -91,6 +94,8 @@ def show_replica_logs(
             if got is not None:
                 reader.write(*got)
                 continue
+            if options.stop_on_exit and reader.ended:
+                return 0
             ended = options.until_all_exit and not reader.open
             if time.monotonic() < next_poll and not ended:
                 continue
@@ -115,6 +120,7 @@ class _Reader:
         self.lines: queue.Queue[tuple[str, dict[str, Any]] | str] = queue.Queue()
         self.labels: dict[str, str] = {}  # container id -> label
         self.open = 0
+        self.ended = 0  # streams that ended (their replica stopped)
 
     def add(self, rows: list[Row], tail: str) -> int:
         """Start reading each row not read yet; how many were new."""
@@ -127,6 +133,8 @@ class _Reader:
 
     def _read(self, row: Row, tail: str) -> None:
         query = {"follow": "1" if self.options.follow else "0", **self.options.window}
+        if self.options.stop_on_exit:
+            query["until_exit"] = "1"  # the stream ends with the exit code
         if tail != "all":
             query["tail"] = tail
         name = self.labels[row["container_id"]]
@@ -138,6 +146,9 @@ class _Reader:
                     item = json.loads(line)
                     if "log" in item:
                         self.lines.put((name, item))
+                    elif "exit" in item:
+                        code = int(item["exit"].get("status_code", 0))
+                        self.options.exits.append((row, code))
             finally:
                 stream.close()
         except (ApiError, OSError, ValueError):
@@ -153,6 +164,7 @@ class _Reader:
             return None
         if isinstance(got, str):
             self.open -= 1
+            self.ended += 1
             return None
         return got
 

@@ -127,6 +127,19 @@ def _up(parser: argparse.ArgumentParser) -> None:
         "--wait", action="store_true", help="wait until running or healthy (implies -d)"
     )
     parser.add_argument(
+        "--abort-on-container-exit",
+        action="store_true",
+        help="stop every container when one exits (attached)",
+    )
+    parser.add_argument(
+        "--exit-code-from", default="", metavar="SERVICE", help="its exit code (implies abort)"
+    )
+    parser.add_argument("--quiet-pull", action="store_true", help="pull without progress")
+    parser.add_argument("--remove-orphans", action="store_true", help="(always done)")
+    parser.add_argument("--timestamps", action="store_true", help="show timestamps (attached)")
+    parser.add_argument("--no-color", action="store_true", help="no colours (attached)")
+    parser.add_argument("--no-log-prefix", action="store_true", help="no prefix (attached)")
+    parser.add_argument(
         "--wait-timeout", type=float, default=0, help="seconds --wait waits (default: no limit)"
     )
     _services(parser)
@@ -424,9 +437,30 @@ def up(session: Session, found: Project) -> int:
     _wait_for_replicas(session, found.name)  # started, as Compose's up -d returns
     if args.detach:
         return 0
-    session.args.follow, session.args.tail, session.args.timestamps = True, "all", False
-    session.args.no_color = session.args.no_log_prefix = False
-    return follow_logs(session, found.name, list(args.services))
+    session.args.follow, session.args.tail = True, "all"
+    exits: list[tuple[dict[str, Any], int]] = []
+    code = follow_logs(session, found.name, list(args.services), exits)
+    if not (args.abort_on_container_exit or args.exit_code_from):
+        return code
+    return _abort(session, found, exits)
+
+
+def _abort(session: Session, found: Project, exits: list[tuple[dict[str, Any], int]]) -> int:
+    """`up --abort-on-container-exit` once a container exited (`exits`: the replicas that
+    exited, with their codes): stop the others, as Compose; the exit code of --exit-code-from's
+    service (stopped here if it was still running), else of the first that exited."""
+    session.output.line("Aborting on container exit...")
+    session.args.services, session.args.timeout = [], None
+    stop(session)
+    wanted = session.args.exit_code_from
+    codes = [code for row, code in exits if not wanted or row["service"] == wanted]
+    if codes or not wanted:
+        return codes[0] if codes else 0
+    rows = _replicas(session, found.name, [wanted])
+    if not rows:
+        return 0
+    state = session.command("InspectContainer", ref=rows[0]["container_id"])["state"]
+    return int(state.get("exit_code") or 0)
 
 
 def _wait_for_replicas(session: Session, stack: str, seconds: float = 60.0) -> None:
@@ -501,7 +535,8 @@ def _apply_pulling(session: Session, found: Project, *, dry_run: bool = False) -
                 return None
             image = missing.group(1)
             pulled.add(image)
-            if _delegate(session, ["pull", image]):
+            quiet = ["-q"] if getattr(session.args, "quiet_pull", False) else []
+            if _delegate(session, ["pull", *quiet, image]):
                 return None
 
 
@@ -938,7 +973,12 @@ def logs(session: Session, found: Project) -> int:
     return follow_logs(session, found.name, session.args.services)
 
 
-def follow_logs(session: Session, stack: str, services: list[str]) -> int:
+def follow_logs(
+    session: Session,
+    stack: str,
+    services: list[str],
+    exits: list[tuple[dict[str, Any], int]] | None = None,
+) -> int:
     """Each replica's log prefixed by its name: sorted by time, or as they come with -f, then
     until every replica stopped (session.args: follow, tail, timestamps, and optionally
     no_color, no_log_prefix)."""
@@ -961,7 +1001,11 @@ def follow_logs(session: Session, stack: str, services: list[str]) -> int:
         colour=not getattr(args, "no_color", False),
         until_all_exit=True,
         window=window,
+        stop_on_exit=bool(
+            getattr(args, "abort_on_container_exit", False) or getattr(args, "exit_code_from", "")
+        ),
     )
+    options.exits = exits if exits is not None else options.exits
     rows = _replicas(session, stack, services)  # an unknown SERVICE fails here, before any line
     listings = iter([rows])
     return show_replica_logs(

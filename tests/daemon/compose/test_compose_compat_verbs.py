@@ -107,3 +107,31 @@ def test_logs_since_and_until(carte: Daemon, compose: Compose, tmp_path: Path) -
     assert until.split() == ["early"]
     assert ok(carte.client("logs", "app", "--since", late)).split()[-1] == "late"
     assert "early" not in ok(carte.client("logs", "app", "--since", late))
+
+
+CI = """\
+services:
+  db:
+    image: busybox
+    command: ["sh", "-c", "trap 'exit 0' TERM; echo db up; sleep 3600 & wait"]
+  tests:
+    image: busybox
+    command: ["sh", "-c", "sleep 1; echo tests ran; exit 3"]
+"""
+
+
+def test_up_exit_code_from(carte: Daemon, compose: Compose, tmp_path: Path) -> None:
+    """`up --exit-code-from tests` as CI runs a test suite: attached, ends when a container
+    exits, stops the others, exits with that service's code (its restart never hides it)."""
+    directory = project(tmp_path, "ci", CI)
+    ran = compose("up", "--exit-code-from", "tests", cwd=directory, timeout=60)
+    assert ran.returncode == 3, ran.stderr
+    assert "tests ran" in ran.stdout and "Aborting on container exit..." in ran.stdout
+    rows = json.loads(ok(compose("ps", "-a", "--format", "json", cwd=directory)))
+    assert [r["status"].split()[0] for r in rows if r["service"] == "db"] == ["Exited"]
+    ok(compose("down", cwd=directory))
+    ran = compose("up", "--abort-on-container-exit", cwd=directory, timeout=60)
+    assert ran.returncode == 3, ran.stderr
+    ok(compose("down", cwd=directory))
+    ran = compose("up", "--exit-code-from", "db", cwd=directory, timeout=60)
+    assert ran.returncode == 0, ran.stderr  # db was stopped, its TERM trap exits 0
