@@ -25,7 +25,12 @@ from carte.runtime.create import (
     kill_and_reap,
     redirect_stdio,
 )
-from carte.runtime.process import PreparedSeccomp, exec_user_process, prepare_seccomp
+from carte.runtime.process import (
+    EXIT_CANNOT_RUN,
+    PreparedSeccomp,
+    exec_user_process,
+    prepare_seccomp,
+)
 from carte.runtime.seccomp import LinuxSeccomp
 from carte.runtime.spec import Process
 from carte.runtime.terminal import connect_console, setup_terminal
@@ -130,7 +135,10 @@ def _stage_a(
                 channel.close()
             except BaseException as error:
                 report_and_exit(channel, error)
-            exec_user_process(process, seccomp_filter, preserve_fds=preserve_fds)
+            # As Docker's exec: one that cannot start exits 126, a missing command included.
+            exec_user_process(
+                process, seccomp_filter, preserve_fds=preserve_fds, failed=EXIT_CANNOT_RUN
+            )
         send(channel, Message(kind="pid", pid=pid))
         os._exit(0)
     except BaseException as error:

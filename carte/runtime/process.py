@@ -180,12 +180,14 @@ def exec_restricted(process: Process, *, preserve_fds: int) -> NoReturn:
         _fail_with(error)
 
 
-def _executable_or_exit(process: Process, env: dict[str, str]) -> str:
+def _executable_or_exit(
+    process: Process, env: dict[str, str], not_found: int = EXIT_NOT_FOUND
+) -> str:
     name = process.args[0]
     path = find_executable(name, env)
     if path is None:
         print(f'exec: "{name}": executable file not found in $PATH', file=sys.stderr)
-        os._exit(EXIT_NOT_FOUND)
+        os._exit(not_found)
     return path
 
 
@@ -196,28 +198,35 @@ def _exec(path: str, process: Process, env: dict[str, str], preserve_fds: int) -
 
 
 def exec_user_process(
-    process: Process, seccomp_filter: PreparedSeccomp | None, *, preserve_fds: int
+    process: Process,
+    seccomp_filter: PreparedSeccomp | None,
+    *,
+    preserve_fds: int,
+    failed: int | None = None,
 ) -> NoReturn:
-    """Become `process` and exec it; see the module docstring for the order and exit codes."""
+    """Become `process` and exec it; see the module docstring for the order and exit codes.
+    `failed`, when given, is the exit code of every failure before the exec instead (Docker
+    exits an exec that could not start 126, a missing command included)."""
     try:
         env = environment(process)
         if not process.args:
             raise ValueError("process.args is empty; give the command to run")
         pending = _restrict(process, seccomp_filter)
-        path = _executable_or_exit(process, env)
+        path = _executable_or_exit(process, env, failed or EXIT_NOT_FOUND)
         if pending is not None:
             load_program(pending.program, pending.flags)
         _exec(path, process, env, preserve_fds)
     except Exception as error:
-        _fail_with(error)
+        _fail_with(error, failed)
 
 
-def _fail_with(error: Exception) -> NoReturn:
-    """Exit as Docker does for `error` before the exec: 127 for a missing file, else 126."""
+def _fail_with(error: Exception, failed: int | None = None) -> NoReturn:
+    """Exit as Docker does for `error` before the exec: 127 for a missing file, else 126
+    (`failed` for either when given)."""
     if isinstance(error, OSError):
         code = EXIT_NOT_FOUND if isinstance(error, FileNotFoundError) else EXIT_CANNOT_RUN
-        _fail(f"{error.strerror or error}", code)
-    _fail(str(error), EXIT_CANNOT_RUN)
+        _fail(f"{error.strerror or error}", failed or code)
+    _fail(str(error), failed or EXIT_CANNOT_RUN)
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -90,6 +90,7 @@ def test_exec_cp_and_top_match_dockerd(
                                env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
         copied_in = _docker(env, "cp", str(tmp_path / "in.txt"), f"{name}:/tmp/")
         read = _docker(env, "exec", name, "cat", "/tmp/in.txt")
+        unknown = _docker(env, "exec", name, "no-such-program")  # dockerd: 126, exec failed
         out = tmp_path / f"out-{number}"
         copied_out = _docker(env, "cp", f"{name}:/tmp/in.txt", str(out))
         missing = _docker(env, "cp", f"{name}:/nowhere", str(tmp_path / "none"))
@@ -107,8 +108,10 @@ def test_exec_cp_and_top_match_dockerd(
                 missing.returncode,
                 top.stdout.splitlines()[0].split(),
                 [line.split()[-2:] for line in top.stdout.splitlines()[1:]],
+                unknown.returncode,
             )
         )
     assert answers[0] == answers[1]
     assert answers[0][:3] == ((3, "out\n", "err\n"), answers[0][1], "5"), answers[0]
+    assert answers[0][-1] == 126
     assert answers[0][6] == "payload\n" and answers[0][7] != 0

@@ -94,7 +94,7 @@ def test_exec_into_a_stopped_container_is_refused(shim_lab: ShimLab) -> None:
         os.close(null)
 
 
-def test_exec_of_a_missing_program_exits_127(shim_lab: ShimLab) -> None:
+def test_exec_of_a_missing_program_exits_126_as_docker_exec(shim_lab: ShimLab) -> None:
     container_id, _ = shim_lab.create(shim_lab.bundle(["sleep", "100"]))
     client = shim_lab.client(container_id)
     client.start()
@@ -104,7 +104,7 @@ def test_exec_of_a_missing_program_exits_127(shim_lab: ShimLab) -> None:
     execer.exec(_process("no-such-program"), (null, out_w, out_w))
     os.close(out_w)
     os.close(null)
-    assert execer.wait_exec() == 127
+    assert execer.wait_exec() == 126
     with os.fdopen(out_r, "rb") as out:
         assert b"executable file not found" in out.read()
 
