@@ -190,6 +190,12 @@ def _run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-e", "--env", action="append", default=[], help="KEY=VALUE")
     parser.add_argument("--name", default="", help="the container's name")
     parser.add_argument("--entrypoint", default=None, help="override the entrypoint")
+    parser.add_argument("-v", "--volume", action="append", default=[], help="SRC:DST[:ro]")
+    parser.add_argument("-p", "--publish", action="append", default=[], help="publish a port")
+    parser.add_argument("-l", "--label", action="append", default=[], help="KEY=VALUE")
+    parser.add_argument("--service-ports", action="store_true", help="the service's ports too")
+    parser.add_argument("-i", "--interactive", action="store_true", help="(always, unless -d)")
+    parser.add_argument("--no-deps", action="store_true", help="(run never starts others)")
     parser.add_argument("-u", "--user", default="", help="user[:group]")
     parser.add_argument("-w", "--workdir", default="", help="working directory")
     parser.add_argument("service", metavar="SERVICE")
@@ -813,8 +819,23 @@ def run_once(session: Session, found: Project) -> int:
     argv += [f"--workdir={workdir}"] if workdir else []
     if args.entrypoint is not None:
         argv.append(f"--entrypoint={args.entrypoint}")
+    published = [*args.publish, *(_port_texts(spec) if args.service_ports else [])]
+    argv += [f"--volume={v}" for v in args.volume] + [f"--publish={p}" for p in published]
+    argv += [f"--label={label}" for label in args.label]
     command = list(args.cmd) or _words(spec.get("command"))
     return _delegate(session, [*argv, image, *command])
+
+
+def _port_texts(spec: dict[str, Any]) -> list[str]:
+    """A service's `ports` as `-p` values (the long form written short)."""
+    texts = []
+    for port in spec.get("ports") or []:
+        if isinstance(port, dict):
+            ip, published = port.get("host_ip") or "", port.get("published") or ""
+            host = f"{ip}:{published}:" if ip else (f"{published}:" if published else "")
+            port = f"{host}{port['target']}/{port.get('protocol', 'tcp')}"
+        texts.append(str(port))
+    return texts
 
 
 def _words(value: Any) -> list[str]:

@@ -59,8 +59,7 @@ def test_up_detached_returns_started(carte: Daemon, compose: Compose, tmp_path: 
         "tier=none"
     )
     assert "Paused" in ok(compose("pause", "app", cwd=directory))
-    paused = compose("exec", "-T", "app", "true", cwd=directory)
-    assert paused.returncode != 0 and "paused" in paused.stderr
+    wait_for(lambda: "(Paused)" in compose("ps", "app", cwd=directory).stdout, 10)
     ok(compose("unpause", "app", cwd=directory))
     assert compose("exec", "-T", "app", "true", cwd=directory).returncode == 0
     assert "Killed" in ok(compose("kill", "app", cwd=directory))
@@ -135,3 +134,30 @@ def test_up_exit_code_from(carte: Daemon, compose: Compose, tmp_path: Path) -> N
     ok(compose("down", cwd=directory))
     ran = compose("up", "--exit-code-from", "db", cwd=directory, timeout=60)
     assert ran.returncode == 0, ran.stderr  # db was stopped, its TERM trap exits 0
+
+
+def test_run_flags(carte: Daemon, compose: Compose, tmp_path: Path) -> None:
+    """`compose run` with the flags Compose users add: -v, -l, -i, --no-deps, -p and
+    --service-ports (the service's own ports, long form too)."""
+    text = (
+        FILE
+        + "    ports:\n      - target: 80\n        published: '18244'\n        host_ip: 127.0.0.1\n"
+    )
+    directory = project(tmp_path, "oneoff", text)
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "note").write_text("from the host\n")
+    ok(compose("up", "-d", cwd=directory))
+    mounted = compose(
+        "run", "--rm", "-i", "--no-deps", "-v", f"{tmp_path / 'shared'}:/h:ro", "-l", "job=read",
+        "app", "cat", "/h/note", cwd=directory,
+    )  # fmt: skip
+    assert ok(mounted) == "from the host\n"
+    ok(compose(
+        "run", "-d", "--name", "side", "--service-ports", "-p", "127.0.0.1:18245:81", "-l",
+        "job=side", "app", "sleep", "600", cwd=directory,
+    ))  # fmt: skip
+    template = '{{index .Config.Labels "job"}}'
+    assert ok(carte.client("inspect", "-f", template, "side")).strip() == "side"
+    assert sorted(ok(carte.client("port", "side")).splitlines()) == [
+        "80/tcp -> 127.0.0.1:18244", "81/tcp -> 127.0.0.1:18245",
+    ]  # fmt: skip
