@@ -235,7 +235,7 @@ class ClusterLab:
             for daemon in node.daemons:
                 if daemon.process is not None and daemon.process.poll() is None:
                     for container in daemon.client("ps", "-aq", "--no-trunc").stdout.split():
-                        daemon.client("rm", "-f", container, timeout=15)
+                        daemon.client("rm", "-f", container, timeout=60)
                     daemon.stop()
                 remove_leftovers(daemon)
 

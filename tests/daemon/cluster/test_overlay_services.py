@@ -139,6 +139,9 @@ def test_a_published_port_answers_on_a_node_with_no_replica(lab: WorkloadLab) ->
 
 def test_an_unhealthy_replica_leaves_the_vip_at_once(lab: WorkloadLab) -> None:
     node1, node2, *_ = lab.nodes
+    # The replica killed by an earlier test is replaced; its copy must be ready on node2 again.
+    both = {"node2", "node3"}
+    lab.wait("a ready replica on node2 and node3", lambda: both <= ready(lab).keys(), 60)
     replicas = ready(lab)
     lab.carte(node2, "exec", replicas["node2"], "rm", "/index.html")  # its check fails now
     broken = time.monotonic()
