@@ -53,7 +53,7 @@ def running_per_node(lab: ObservedLab) -> dict[str, int]:
     listed = lab.carte(lab.nodes[0], "--format", "json", "service", "ps", "app_web").stdout
     counts: dict[str, int] = {}
     for row in json.loads(listed):
-        if row["state"] == "running":
+        if row.get("state") == "running":  # before placements exist, ps lists local rows
             counts[row["node"]] = counts.get(row["node"], 0) + 1
     return counts
 
