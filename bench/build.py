@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.peers import PeerFailed, Peers, timed
-from bench.results import Result, interleave, median
+from bench.results import Result, interleave
 
 NAME = "build"
 DEFAULT_RUNS = 5
@@ -85,10 +85,12 @@ def measure(peers: Peers, runs: int) -> list[Result]:
         warm=0,
     )
     return [
-        Result(NAME, "cache-hit rebuild of a 10-step Dockerfile vs docker build (legacy)",
-               median(hits["carte"]), "s", median(hits["docker"]), "docker legacy builder",
-               limit=0.5, runs=runs, samples=hits),
-        Result(NAME, "cold build, 5 COPY steps of 1000 small files vs docker build (legacy)",
-               median(colds["carte"]), "s", median(colds["docker"]), "docker legacy builder",
-               limit=1.0, runs=max(1, runs // 2), samples=colds),
+        Result.of_medians(
+            NAME, "cache-hit rebuild of a 10-step Dockerfile vs docker build (legacy)",
+            hits, "carte", "docker", "docker legacy builder", limit=0.5, runs=runs,
+        ),
+        Result.of_medians(
+            NAME, "cold build, 5 COPY steps of 1000 small files vs docker build (legacy)",
+            colds, "carte", "docker", "docker legacy builder", limit=1.0, runs=max(1, runs // 2),
+        ),
     ]  # fmt: skip

@@ -44,16 +44,15 @@ def measure(peers: Peers, runs: int) -> list[Result]:
     time.sleep(1.0)  # let the daemon go idle after serving the runs
     idle = rss_mb(peers.carte_pid)
     rows = [
-        Result(
+        Result.of_medians(
             NAME,
             "`carte version` vs `python -I -S -c pass`",
-            median(samples["carte version"]),
-            "s",
-            other=median(samples["python -I -S -c pass"]),
-            other_name="python -I -S",
+            samples,
+            "carte version",
+            "python -I -S -c pass",
+            "python -I -S",
             limit=2.0,
             runs=runs,
-            samples=samples,
         ),
         Result(
             NAME,

@@ -86,8 +86,8 @@ def measure(peers: Peers, runs: int) -> list[Result]:
     none = median(samples["carte none"])
     title = "`run --rm --network none bb true`"
     rows = [
-        Result(NAME, f"{title} vs `runc run`", none, "s", median(samples["runc"]), "runc",
-               limit=2.0, runs=runs, samples=samples, note="; ".join(notes)),
+        Result.of_medians(NAME, f"{title} vs `runc run`", samples, "carte none", "runc", "runc",
+                          limit=2.0, runs=runs, note="; ".join(notes)),
     ]  # fmt: skip
     for peer in ("docker", "podman"):
         if peer in samples:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.container_run import _container_parent, carte_shims
 from bench.peers import CARTE, ENV, PYTHON, REPO, PeerFailed, Peers, pss_mb, rss_mb, run, timed
-from bench.results import Result, interleave, median
+from bench.results import Result, interleave
 
 NAME = "frozen"
 DEFAULT_RUNS = 20
@@ -55,9 +55,8 @@ def measure(peers: Peers, runs: int) -> list[Result]:
     run([*frozen, "rm", "-f", "bench-sleep"])
     factory = f"shim factory {factories[0]:.1f} MB" if factories else "no shim factory found"
     return [
-        Result(NAME, "PyInstaller binary `version` vs the installed client",
-               median(samples["binary"]), "s", median(samples["installed"]), "installed client",
-               limit=1.2, runs=runs, samples=samples),
+        Result.of_medians(NAME, "PyInstaller binary `version` vs the installed client", samples,
+                          "binary", "installed", "installed client", limit=1.2, runs=runs),
         Result(NAME, "PyInstaller binary: shim RSS, one `sleep` container", shim_rss, "MB",
                limit=8.0, note=f"PSS {shim_pss:.1f} MB; {factory}"),
     ]  # fmt: skip

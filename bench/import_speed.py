@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from bench.peers import PeerFailed, Peers, run, timed
-from bench.results import Result, interleave, median
+from bench.results import Result, interleave
 
 NAME = "import_speed"
 DEFAULT_RUNS = 3
@@ -85,10 +85,12 @@ def measure(peers: Peers, runs: int) -> list[Result]:
     builds = interleave({"carte": carte_build, "docker": docker_build}, runs, warm=0)
     size = os.path.getsize(tar) / 1e6
     return [
-        Result(NAME, f"import of a {size:.0f} MB debootstrap root tar vs docker import",
-               median(imports["carte"]), "s", median(imports["docker"]), "docker import",
-               limit=1.0, runs=runs, samples=imports),
-        Result(NAME, "cold build on it (COPY 1000 files, RUN cp -a /usr/share) vs docker build",
-               median(builds["carte"]), "s", median(builds["docker"]), "docker legacy builder",
-               limit=1.0, runs=runs, samples=builds),
+        Result.of_medians(
+            NAME, f"import of a {size:.0f} MB debootstrap root tar vs docker import",
+            imports, "carte", "docker", "docker import", limit=1.0, runs=runs,
+        ),
+        Result.of_medians(
+            NAME, "cold build on it (COPY 1000 files, RUN cp -a /usr/share) vs docker build",
+            builds, "carte", "docker", "docker legacy builder", limit=1.0, runs=runs,
+        ),
     ]  # fmt: skip

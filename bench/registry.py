@@ -164,11 +164,11 @@ def measure(peers: Peers, runs: int) -> list[Result]:
     size = f"3 layers, {total / 1e6:.0f} MB compressed"
     ours = median(pulls["carte pull"])
     return [
-        Result(NAME, f"pull ({size}) vs skopeo to an OCI layout + tar unpack", ours, "s",
-               median(pulls["skopeo pull + unpack"]), "skopeo + unpack", limit=1.0, runs=runs,
-               samples=pulls),
+        Result.of_medians(NAME, f"pull ({size}) vs skopeo to an OCI layout + tar unpack", pulls,
+                          "carte pull", "skopeo pull + unpack", "skopeo + unpack", limit=1.0,
+                          runs=runs),
         Result(NAME, "pull vs skopeo to an OCI layout alone (no unpack)", ours, "s",
                median(pulls["skopeo pull"]), "skopeo", limit=1.0, runs=runs),
-        Result(NAME, "push vs skopeo from an OCI layout", median(pushes["carte push"]), "s",
-               median(pushes["skopeo push"]), "skopeo", limit=1.0, runs=runs, samples=pushes),
+        Result.of_medians(NAME, "push vs skopeo from an OCI layout", pushes, "carte push",
+                          "skopeo push", "skopeo", limit=1.0, runs=runs),
     ]  # fmt: skip

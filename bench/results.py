@@ -49,6 +49,25 @@ class Result:
             return f"<= {self.limit:g}x"
         return f"<= {self.limit:g} {self.unit}"
 
+    @classmethod
+    def of_medians(
+        cls,
+        bench: str,
+        measure: str,
+        samples: dict[str, list[float]],
+        ours: str,
+        theirs: str,
+        other_name: str,
+        *,
+        limit: float,
+        runs: int,
+        note: str = "",
+    ) -> Result:
+        """A row in seconds: the median of `samples[ours]` against that of `samples[theirs]`,
+        with the samples kept for the JSON report."""
+        carte, other = median(samples[ours]), median(samples[theirs])
+        return cls(bench, measure, carte, "s", other, other_name, limit, runs, note, samples)
+
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(ratio=self.ratio, met=self.met, target=self.target)

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from bench.peers import CARTE, PeerFailed, Peers, run, timed
-from bench.results import Result, interleave, median
+from bench.results import Result, interleave
 
 NAME = "runtime_true"
 DEFAULT_RUNS = 20
@@ -57,15 +57,14 @@ def measure(peers: Peers, runs: int) -> list[Result]:
         {"carte runtime run": carte_run, "runc run": lambda: time_runc(peers, bundle)}, runs
     )
     return [
-        Result(
+        Result.of_medians(
             NAME,
             "`carte runtime run` vs `runc run`, same bundle, /bin/true",
-            median(samples["carte runtime run"]),
-            "s",
-            other=median(samples["runc run"]),
-            other_name="runc",
+            samples,
+            "carte runtime run",
+            "runc run",
+            "runc",
             limit=1.5,
             runs=runs,
-            samples=samples,
         )
     ]
