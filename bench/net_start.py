@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.peers import PeerFailed, Peers, timed  # noqa: E402
+from bench.peers import PeerFailed, Peers, iperf_gbits, timed  # noqa: E402
 
 START_TARGET_MS = 30.0
 TCP_TARGET = 0.9
@@ -136,24 +136,7 @@ def _veth_tcp(seconds: int) -> float:
             f"ip -n {right} link set eth0 up",
         ):
             subprocess.run(command.split(), check=True)
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", left, "iperf3", "-s", "-1", "-p", str(PORT)],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 5
-            while True:
-                done = subprocess.run(
-                    ["ip", "netns", "exec", right, "iperf3", "-c", "10.214.0.1", "-p",
-                     str(PORT), "-t", str(seconds), "-J"],
-                    capture_output=True, text=True, check=False,
-                )  # fmt: skip
-                if '"error"' not in done.stdout or time.monotonic() > deadline:
-                    return _gbits(done.stdout)
-                time.sleep(0.05)
-        finally:
-            server.kill()
-            server.wait()
+        return iperf_gbits(left, right, "10.214.0.1", seconds, PORT)
     finally:
         subprocess.run(["ip", "netns", "del", left], capture_output=True)
         subprocess.run(["ip", "netns", "del", right], capture_output=True)

@@ -14,52 +14,28 @@ All namespaces, links and the table carry a random id and are removed, also on f
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import shutil
 import statistics
 import subprocess
-import time
+import sys
 from ipaddress import IPv4Interface, IPv4Network
+from pathlib import Path
 
-from carte.net import nft
-from carte.net.ipam import AddressAllocator, default_gateway
-from carte.net.links import LinkControl
-from carte.net.rules import NetworkRules, PolicyRule, Ruleset
-from carte.net.sysctl import enable_bridge_netfilter
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-PORT = 5201
+from bench.peers import iperf_gbits  # noqa: E402
+from carte.net import nft  # noqa: E402
+from carte.net.ipam import AddressAllocator, default_gateway  # noqa: E402
+from carte.net.links import LinkControl  # noqa: E402
+from carte.net.rules import NetworkRules, PolicyRule, Ruleset  # noqa: E402
+from carte.net.sysctl import enable_bridge_netfilter  # noqa: E402
 
 
 def _run(command: str) -> None:
     subprocess.run(command.split(), check=True)
-
-
-def _iperf(server_ns: str, client_ns: str, address: str, seconds: int) -> float:
-    """Gbit/s received by a one-shot iperf3 server in `server_ns`."""
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-p", str(PORT)],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while True:
-            done = subprocess.run(
-                ["ip", "netns", "exec", client_ns, "iperf3", "-c", address, "-p", str(PORT),
-                 "-t", str(seconds), "-J"],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
-            report = json.loads(done.stdout)
-            if "error" not in report:
-                break
-            if "refused" not in report["error"] or time.monotonic() > deadline:
-                raise RuntimeError(f"iperf3 failed: {report['error']}")
-            time.sleep(0.05)  # the server is not listening yet
-        return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
-    finally:
-        server.kill()
-        server.wait()
 
 
 def main() -> None:
@@ -122,11 +98,11 @@ def main() -> None:
             shift = round_number % len(order)
             for setup in order[shift:] + order[:shift]:
                 if setup == "veth":
-                    gbits = _iperf(ns["v1"], ns["v2"], str(v1), args.seconds)
+                    gbits = iperf_gbits(ns["v1"], ns["v2"], str(v1), args.seconds)
                 else:
                     if setup == "rules":
                         nft.apply(rules)
-                    gbits = _iperf(ns["b1"], ns["b2"], str(ends["b1"]), args.seconds)
+                    gbits = iperf_gbits(ns["b1"], ns["b2"], str(ends["b1"]), args.seconds)
                     nft.delete(table)
                 results[setup].append(gbits)
     finally:

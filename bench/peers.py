@@ -16,6 +16,7 @@ removes the directory, also on failure. `busybox_tar()` is the test rootfs as a 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -40,6 +41,7 @@ except ImportError:  # before tests/support/ existed
 # PYTHONDONTWRITEBYTECODE would make every run recompile Carte's sources instead.
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 PYTHON = sys.executable
+IPERF_PORT = 5201
 CARTE = [PYTHON, "-m", "carte"]
 
 # Podman's defaults exceed this host's hard ulimits and crun refuses its hybrid cgroups.
@@ -79,25 +81,23 @@ def timed(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None =
 
 def rss_mb(pid: int) -> float:
     """Resident memory of a process in MB (1 MB = 2**20 bytes), NaN once it is gone."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return float("nan")
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return _proc_kb_as_mb(f"/proc/{pid}/status", "VmRSS:")
 
 
 def pss_mb(pid: int) -> float:
     """Proportional set size in MB: pages shared with other processes (a shim forked from the
     factory shares its interpreter's) count by their share; NaN once the process is gone."""
+    return _proc_kb_as_mb(f"/proc/{pid}/smaps_rollup", "Pss:")
+
+
+def _proc_kb_as_mb(path: str, label: str) -> float:
+    """The kB figure on the line of a /proc file starting with `label`, in MB; NaN without it."""
     try:
-        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        text = Path(path).read_text()
     except OSError:
         return float("nan")
-    for line in rollup.splitlines():
-        if line.startswith("Pss:"):
+    for line in text.splitlines():
+        if line.startswith(label):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -115,6 +115,36 @@ def pids_named(executable_name: str) -> list[int]:
         if first.rsplit("/", 1)[-1] == executable_name:
             found.append(int(entry.name))
     return found
+
+
+def iperf_gbits(
+    server_ns: str, client_ns: str, address: str, seconds: int, port: int = IPERF_PORT
+) -> float:
+    """Gbit/s received by a one-shot iperf3 server in network namespace `server_ns` from a
+    client in `client_ns` sending to `address` for `seconds`; RuntimeError if iperf3 fails
+    (other than by the server not listening yet, retried for 5 s)."""
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            done = subprocess.run(
+                ["ip", "netns", "exec", client_ns, "iperf3", "-c", address, "-p", str(port),
+                 "-t", str(seconds), "-J"],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            report = json.loads(done.stdout)
+            if "error" not in report:
+                break
+            if "refused" not in report["error"] or time.monotonic() > deadline:
+                raise RuntimeError(f"iperf3 failed: {report['error']}")
+            time.sleep(0.05)  # the server is not listening yet
+        return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
+    finally:
+        server.kill()
+        server.wait()
 
 
 def stop(process: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
