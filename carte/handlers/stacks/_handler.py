@@ -256,10 +256,24 @@ class StacksHandler(Handler):
                 if isinstance(service.build, str | Build) and _builds(plan, name):
                     await self._build(stack, name, service, project_dir, files)
             declared = _declared_networks(stack, manifest)
-            for action in plan.actions:
-                if action.kind == "network" and action.action == "create":
-                    await self._create_network(stack, action.name, declared.get(action.name))
-            await sync_policies(self.ctx.bus, network_name(stack, "default"), manifest)
+            made: list[str] = []
+            try:
+                for action in plan.actions:
+                    if action.kind == "network" and action.action == "create":
+                        if await self._create_network(
+                            stack, action.name, declared.get(action.name)
+                        ):
+                            made.append(action.name)
+                await sync_policies(self.ctx.bus, network_name(stack, "default"), manifest)
+            except BaseException:
+                # nothing half made: the networks this apply made go with its refusal
+                with trio.CancelScope(shield=True):
+                    for network in reversed(made):
+                        try:
+                            await self.ctx.bus.request(RemoveNetwork(name=network))
+                        except CarteError as error:
+                            self.ctx.log.warning("stack %s: network %s: %s", stack, network, error)
+                raise
             records = self._records(stack, manifest, stored, project_dir, env_files, files)
             for record in records:
                 record.compose_restart = True
@@ -438,7 +452,8 @@ class StacksHandler(Handler):
             secrets[target] = files.get(f"secrets/{source}", b"")
         await self.ctx.bus.request(BuildImage(context=context, options=options, secrets=secrets))
 
-    async def _create_network(self, stack: str, name: str, decl: NetworkDecl | None) -> None:
+    async def _create_network(self, stack: str, name: str, decl: NetworkDecl | None) -> bool:
+        """Make the stack's network `name`; False when another apply made it meanwhile."""
         decl = decl or NetworkDecl()
         pool = decl.ipam.config[0] if decl.ipam.config else IpamPool()
         labels = {k: v or "" for k, v in normalize.mapping(decl.labels).items()}
@@ -453,8 +468,13 @@ class StacksHandler(Handler):
                     options={k: v or "" for k, v in normalize.mapping(decl.driver_opts).items()},
                 )
             )
-        except Conflict:
-            pass  # made meanwhile: it is there, which is all the stack needs
+        except Conflict as error:
+            # made meanwhile: it is there, which is all the stack needs; any other conflict
+            # (a subnet another network holds) refuses the apply
+            if name not in {n.name for n in await self.ctx.bus.request(ListNetworks())}:
+                raise InvalidArgument(f"network {name}: {error.message}") from None
+            return False
+        return True
 
     async def _check_externals(self, stack: str, manifest: Manifest, source: Source) -> None:
         """`InvalidArgument` (every problem, with file and line) for an external network or

@@ -28,3 +28,34 @@ def test_apply_refuses_a_bomb_and_deep_nesting_and_the_daemon_keeps_answering(
         assert took < 5, f"apply of {name} took {took:.1f}s"
         ok(carte.client("version"))
     assert "hostile" not in ok(carte.client("stack", "ls"))
+
+
+TWO_NETWORKS = """\
+services:
+  web:
+    image: busybox
+    command: ["sleep", "1000"]
+    networks: [front, back]
+networks:
+  front:
+    ipam:
+      config: [{subnet: 10.231.7.0/24}]
+  back:
+    ipam:
+      config: [{subnet: 10.231.7.0/24}]
+"""
+
+
+def test_apply_refused_at_its_second_network_leaves_no_network_behind(
+    carte: Daemon, tmp_path: Path
+) -> None:
+    path = tmp_path / "compose.yaml"
+    path.write_text(TWO_NETWORKS)
+    before = set(ok(carte.client("network", "ls", "--format", "{{.ID}}")).split())
+    done = carte.client("apply", "-f", str(path), "-n", "halfnet")
+    assert done.returncode != 0 and "10.231.7.0/24" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    after = ok(carte.client("network", "ls", "--format", "{{.Name}}")).split()
+    assert not [n for n in after if n.startswith("halfnet_")], after
+    assert set(ok(carte.client("network", "ls", "--format", "{{.ID}}")).split()) == before
+    assert "halfnet" not in ok(carte.client("stack", "ls"))
