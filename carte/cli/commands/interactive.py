@@ -64,10 +64,16 @@ def _attach(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("container")
 
 
-def _open(session: Session, path: str) -> WebSocket:
+def _open(session: Session, path: str) -> WebSocket | None:
+    """The stream at `path`; None when the daemon refused it (its message printed)."""
+    from carte.cli.stream_session import print_error
     from carte.cli.websocket import WebSocket
 
-    return WebSocket.connect(session.client, path)
+    try:
+        return WebSocket.connect(session.client, path)
+    except (ApiError, DaemonUnreachable) as error:
+        print_error(_message(error))
+        return None
 
 
 def _size_query() -> str:
@@ -100,7 +106,7 @@ def _ended(end: StreamEnd, refused: int) -> int:
 def run_interactive(session: Session) -> int:
     """`carte run -i/-t`: create, attach, start, stream until it exits; its exit code."""
     from carte.cli.run_options import RunOptionError, container_config
-    from carte.cli.stream_session import StreamSession, print_error
+    from carte.cli.stream_session import print_error
 
     args = session.args
     if args.tty and args.interactive and not os.isatty(0):
@@ -118,23 +124,11 @@ def run_interactive(session: Session) -> int:
         return RUN_REFUSED
     warn(created)
     container_id = str(created["id"])
-    stdin = "1" if args.interactive else "0"
-    path = f"/v1/containers/{container_id}/attach?start=1&stdin={stdin}{_size_query()}"
-    try:
-        ws = _open(session, path)
-    except (ApiError, DaemonUnreachable) as error:
-        print_error(_message(error))
+    end = _attached(
+        session, container_id, start=True, stdin=args.interactive, tty=args.tty, sig_proxy=True
+    )
+    if end is None:
         return RUN_REFUSED
-    try:
-        end = StreamSession(
-            ws,
-            stdin=args.interactive,
-            tty=args.tty,
-            detach_keys=args.tty and args.interactive,
-            on_interrupt=lambda: _signal(session, container_id, "INT"),
-        ).run()
-    finally:
-        ws.close()
     code = _ended(end, RUN_REFUSED)
     if args.rm and not end.detached:
         _wait_removed(session, container_id, force=end.error is not None)
@@ -195,10 +189,8 @@ def exec_command(session: Session) -> int:
         "rows": rows,
         "cols": cols,
     }
-    try:
-        ws = _open(session, f"/v1/containers/{quote(args.container, safe='')}/exec")
-    except (ApiError, DaemonUnreachable) as error:
-        print_error(_message(error))
+    ws = _open(session, f"/v1/containers/{quote(args.container, safe='')}/exec")
+    if ws is None:
         return COMMAND_REFUSED
     try:
         ws.send_text(json.dumps(options))
@@ -223,7 +215,7 @@ def _environment(values: list[str]) -> list[str]:
 
 
 def attach(session: Session) -> int:
-    from carte.cli.stream_session import StreamSession, print_error
+    from carte.cli.stream_session import print_error
 
     args = session.args
     try:
@@ -234,24 +226,35 @@ def attach(session: Session) -> int:
     stdin = bool(location.get("open_stdin")) and not args.no_stdin
     tty = bool(location.get("tty"))
     container_id = str(location["id"])
-    path = f"/v1/containers/{container_id}/attach?stdin={int(stdin)}{_size_query()}"
-    try:
-        ws = _open(session, path)
-    except (ApiError, DaemonUnreachable) as error:
-        print_error(_message(error))
-        return COMMAND_REFUSED
     proxy = args.sig_proxy == "true" and not tty
+    end = _attached(session, container_id, start=False, stdin=stdin, tty=tty, sig_proxy=proxy)
+    if end is None:
+        return COMMAND_REFUSED
+    return _ended(end, COMMAND_REFUSED)
+
+
+def _attached(
+    session: Session, container_id: str, *, start: bool, stdin: bool, tty: bool, sig_proxy: bool
+) -> StreamEnd | None:
+    """Attach to the container (starting it with `start`) and stream until the session ends;
+    None when the daemon refused the attach (its message printed). With `sig_proxy` Ctrl-C
+    sends the container SIGINT."""
+    from carte.cli.stream_session import StreamSession
+
+    query = f"start=1&stdin={int(stdin)}" if start else f"stdin={int(stdin)}"
+    ws = _open(session, f"/v1/containers/{container_id}/attach?{query}{_size_query()}")
+    if ws is None:
+        return None
     try:
-        end = StreamSession(
+        return StreamSession(
             ws,
             stdin=stdin,
             tty=tty,
             detach_keys=tty and stdin,
-            on_interrupt=(lambda: _signal(session, container_id, "INT")) if proxy else None,
+            on_interrupt=(lambda: _signal(session, container_id, "INT")) if sig_proxy else None,
         ).run()
     finally:
         ws.close()
-    return _ended(end, COMMAND_REFUSED)
 
 
 def _message(error: ApiError | DaemonUnreachable) -> str:
