@@ -28,21 +28,27 @@ if TYPE_CHECKING:
 
 
 def register(commands: Commands) -> None:
-    commands.add("save", run=save, help="save images to a tar archive", arguments=_save)
-    commands.add("load", run=load, help="load images from a tar archive", arguments=_load)
-    commands.add("export", run=export, help="a container's filesystem as a tar", arguments=_export)
-    commands.add("commit", run=commit, help="a container's changes as an image", arguments=_commit)
+    # save, load and history also under `image`, export and commit under `container`, as Docker
+    _register_save_load(commands)
+    _register_export_commit(commands)
     commands.add("history", run=history, help="show an image's layers", arguments=_history)
     image = commands.group("image", help="manage images")
-    image.add("save", run=save, help="save images to a tar archive", arguments=_save)
-    image.add("load", run=load, help="load images from a tar archive", arguments=_load)
+    _register_save_load(image)
     image.add("history", run=history, help="show an image's layers", arguments=_history)
     image.add("prune", run=prune, help="remove unused images", arguments=_prune)
-    container = commands.group("container", help="manage containers")
-    container.add("export", run=export, help="a container's filesystem as a tar", arguments=_export)
-    container.add("commit", run=commit, help="a container's changes as an image", arguments=_commit)
+    _register_export_commit(commands.group("container", help="manage containers"))
     system = commands.group("system", help="inspect the host Carte runs on")
     system.add("df", run=disk_usage, help="show the disk space Carte uses")
+
+
+def _register_save_load(level: Commands) -> None:
+    level.add("save", run=save, help="save images to a tar archive", arguments=_save)
+    level.add("load", run=load, help="load images from a tar archive", arguments=_load)
+
+
+def _register_export_commit(level: Commands) -> None:
+    level.add("export", run=export, help="a container's filesystem as a tar", arguments=_export)
+    level.add("commit", run=commit, help="a container's changes as an image", arguments=_commit)
 
 
 def _save(parser: argparse.ArgumentParser) -> None:

@@ -29,13 +29,16 @@ _HUB_ALIASES = ("index.docker.io", "registry-1.docker.io", "index.docker.io/v1")
 
 
 def register(commands: Commands) -> None:
-    commands.add("pull", run=pull, help="pull an image from a registry", arguments=_pull)
-    commands.add("push", run=push, help="push an image to a registry", arguments=_push)
+    _register_pull_push(commands)
     commands.add("login", run=login, help="log in to a registry", arguments=_login)
     commands.add("logout", run=logout, help="forget a registry login", arguments=_logout)
-    image = commands.group("image", help="manage images")
-    image.add("pull", run=pull, help="pull an image from a registry", arguments=_pull)
-    image.add("push", run=push, help="push an image to a registry", arguments=_push)
+    _register_pull_push(commands.group("image", help="manage images"))
+
+
+def _register_pull_push(level: Commands) -> None:
+    """`pull` and `push`, at the top and under `image` (Docker has both spellings)."""
+    level.add("pull", run=pull, help="pull an image from a registry", arguments=_pull)
+    level.add("push", run=push, help="push an image to a registry", arguments=_push)
 
 
 def _insecure(parser: argparse.ArgumentParser) -> None:
