@@ -140,6 +140,18 @@ def remove_each(session: Session, command: str, **body: Any) -> int:
     return each(session.args.names, remove)
 
 
+def add_template_format(parser: argparse.ArgumentParser, dest: str) -> None:
+    """A list command's `--format` (read by `templated`): table, json or a Go template."""
+    parser.add_argument("--format", dest=dest, help="table, json, or a {{.Field}} template")
+
+
+def add_log_window(parser: argparse.ArgumentParser) -> None:
+    """The flags every `logs` command shares: --since, --until and -t/--timestamps."""
+    parser.add_argument("--since", help="since a time: 10m, 2h, Unix seconds or ISO 8601")
+    parser.add_argument("--until", help="until a time: 10m, 2h, Unix seconds or ISO 8601")
+    parser.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+
+
 class _Command:
     def __init__(
         self, run: CommandFunction, help: str, arguments: ArgumentsFunction | None

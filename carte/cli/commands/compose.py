@@ -22,7 +22,7 @@ import os
 import re
 import sys
 
-from carte.cli.commands import Commands, Session, UsageError, fail, warn
+from carte.cli.commands import Commands, Session, UsageError, add_log_window, fail, warn
 from carte.cli.transport import ApiError
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
@@ -164,9 +164,7 @@ def _ps(parser: argparse.ArgumentParser) -> None:
 def _logs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--follow", action="store_true", help="follow the output")
     parser.add_argument("-n", "--tail", default="all", help="lines from the end of each log")
-    parser.add_argument("--since", help="since a time: 10m, 2h, Unix seconds or ISO 8601")
-    parser.add_argument("--until", help="until a time: 10m, 2h, Unix seconds or ISO 8601")
-    parser.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    add_log_window(parser)
     parser.add_argument("--no-color", action="store_true", help="no colours")
     parser.add_argument("--no-log-prefix", action="store_true", help="no replica prefix")
     _services(parser)
@@ -558,21 +556,25 @@ def down(session: Session, found: Project) -> int:
     session.output.line(f" Stack {found.name}  Removed")
     code = 0
     if args.volumes:
-        for volume in sorted(_volumes_of(found.name, specs)):
-            try:
-                session.command("RemoveVolume", name=volume)
-                session.output.line(f" Volume {volume}  Removed")
-            except ApiError as error:
-                if error.status != 404:
-                    code = fail(error.message)
+        volumes = _volumes_of(found.name, specs)
+        code |= _remove_present(session, "RemoveVolume", "name", "Volume", volumes)
     if args.rmi:
-        for image in sorted(_images_of(specs, built=args.rmi == "local", stack=found.name)):
-            try:
-                session.command("RemoveImage", ref=image)
-                session.output.line(f" Image {image}  Removed")
-            except ApiError as error:
-                if error.status != 404:
-                    code = fail(error.message)
+        images = _images_of(specs, built=args.rmi == "local", stack=found.name)
+        code |= _remove_present(session, "RemoveImage", "ref", "Image", images)
+    return code
+
+
+def _remove_present(session: Session, command: str, key: str, kind: str, names: set[str]) -> int:
+    """Remove each of `names` (sorted) with the bus command `command` taking it as `key`,
+    printing ` Kind NAME  Removed`; one already gone is no error. Exit code 1 if any failed."""
+    code = 0
+    for name in sorted(names):
+        try:
+            session.command(command, **{key: name})
+            session.output.line(f" {kind} {name}  Removed")
+        except ApiError as error:
+            if error.status != 404:
+                code = fail(error.message)
     return code
 
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-from carte.cli.commands import Commands, Session, templated
+from carte.cli.commands import Commands, Session, add_template_format, templated
 from carte.cli.transport import ApiError
 
 TYPE_CHECKING = False
@@ -34,9 +34,7 @@ def _top(parser: argparse.ArgumentParser) -> None:
 def _stats(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-stream", action="store_true", help="print one reading and exit")
     parser.add_argument("-a", "--all", action="store_true", help="include stopped containers")
-    parser.add_argument(
-        "--format", dest="stats_format", help="table, json, or a {{.Field}} template"
-    )
+    add_template_format(parser, "stats_format")
     parser.add_argument("containers", nargs="*", metavar="CONTAINER")
 
 
@@ -132,12 +130,7 @@ def _stats_fields(reading: dict[str, Any]) -> dict[str, Any]:
 
 def _size(value: int) -> str:
     """Docker's binary units: 1.5MiB, 3.84GiB."""
-    amount = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if amount < 1024 or unit == "TiB":
-            return f"{amount:.4g}{unit}" if unit != "B" else f"{int(amount)}B"
-        amount /= 1024
-    return f"{value}B"
+    return _in_units(value, 1024, ("B", "KiB", "MiB", "GiB", "TiB"), ".4g")
 
 
 def _pair(first: int | None, second: int | None) -> str:
@@ -148,11 +141,17 @@ def _pair(first: int | None, second: int | None) -> str:
 
 
 def _decimal(value: int) -> str:
+    return _in_units(value, 1000, ("B", "kB", "MB", "GB", "TB"), ".3g")
+
+
+def _in_units(value: int, step: int, units: tuple[str, ...], digits: str) -> str:
+    """`value` bytes in the largest of `units` (each `step` times the one before) it reaches,
+    with `digits` significant digits; whole bytes below the first step."""
     amount = float(value)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if amount < 1000 or unit == "TB":
-            return f"{amount:.3g}{unit}" if unit != "B" else f"{int(amount)}B"
-        amount /= 1000
+    for unit in units:
+        if amount < step or unit == units[-1]:
+            return f"{amount:{digits}}{unit}" if unit != "B" else f"{int(amount)}B"
+        amount /= step
     return f"{value}B"
 
 

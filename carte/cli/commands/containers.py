@@ -14,7 +14,16 @@ import re
 import sys
 import time
 
-from carte.cli.commands import Commands, Session, each, fail, show_inspected, templated, warn
+from carte.cli.commands import (
+    Commands,
+    Session,
+    add_log_window,
+    each,
+    fail,
+    show_inspected,
+    templated,
+    warn,
+)
 from carte.cli.output import docker_container, docker_image
 from carte.cli.run_options import RunOptionError, add_run_arguments, container_config, parse_size
 from carte.cli.transport import ApiError
@@ -149,9 +158,7 @@ def _ps_arguments(parser: argparse.ArgumentParser) -> None:
 def _logs_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--follow", action="store_true", help="follow until it stops")
     parser.add_argument("-n", "--tail", default="all", help="lines from the end (default all)")
-    parser.add_argument("--since", help="since a time: 10m, 2h, Unix seconds or ISO 8601")
-    parser.add_argument("--until", help="until a time: 10m, 2h, Unix seconds or ISO 8601")
-    parser.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    add_log_window(parser)
     parser.add_argument("container")
 
 
@@ -474,53 +481,35 @@ def _ago(created: str) -> str:
 
 
 def stop(session: Session) -> int:
-    def one(ref: str) -> None:
-        session.command("StopContainer", ref=ref, timeout=session.args.time)
-        session.output.line(ref)
-
-    return _each(session, one)
+    return _each_container(session, "StopContainer", timeout=session.args.time)
 
 
 def kill(session: Session) -> int:
-    def one(ref: str) -> None:
-        session.command("KillContainer", ref=ref, signal=session.args.signal)
-        session.output.line(ref)
-
-    return _each(session, one)
+    return _each_container(session, "KillContainer", signal=session.args.signal)
 
 
 def restart(session: Session) -> int:
-    def one(ref: str) -> None:
-        session.command("RestartContainer", ref=ref, timeout=session.args.time)
-        session.output.line(ref)
-
-    return _each(session, one)
+    return _each_container(session, "RestartContainer", timeout=session.args.time)
 
 
 def remove(session: Session) -> int:
-    def one(ref: str) -> None:
-        session.command(
-            "RemoveContainer",
-            ref=ref,
-            force=session.args.force,
-            volumes=session.args.volumes,
-        )
-        session.output.line(ref)
-
-    return _each(session, one)
+    args = session.args
+    return _each_container(session, "RemoveContainer", force=args.force, volumes=args.volumes)
 
 
 def pause(session: Session) -> int:
-    def one(ref: str) -> None:
-        session.command("PauseContainer", ref=ref)
-        session.output.line(ref)
-
-    return _each(session, one)
+    return _each_container(session, "PauseContainer")
 
 
 def unpause(session: Session) -> int:
+    return _each_container(session, "UnpauseContainer")
+
+
+def _each_container(session: Session, command: str, **body: Any) -> int:
+    """The bus command `command` for each container argument, printing each ref done."""
+
     def one(ref: str) -> None:
-        session.command("UnpauseContainer", ref=ref)
+        session.command(command, ref=ref, **body)
         session.output.line(ref)
 
     return _each(session, one)

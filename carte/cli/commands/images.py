@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from carte.cli.commands import Commands, Session, show_inspected, templated
+from carte.cli.commands import Commands, Session, add_template_format, show_inspected, templated
 from carte.cli.output import docker_image
 from carte.cli.transport import ApiError
 
@@ -44,9 +44,7 @@ def _list(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--digests", action="store_true", help="show digests")
     parser.add_argument("-f", "--filter", action="append", default=[], help="reference=..")
     parser.add_argument("--no-trunc", action="store_true", help="full ids")
-    parser.add_argument(
-        "--format", dest="list_format", help="table, json, or a {{.Field}} template"
-    )
+    add_template_format(parser, "list_format")
 
 
 _IMAGE_HEADERS = {"ID": "IMAGE ID", "CreatedSince": "CREATED"}

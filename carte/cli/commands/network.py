@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from carte.cli.commands import Commands, Session, fail, inspect_each, remove_each, templated
-from carte.cli.transport import ApiError
+from carte.cli.commands import (
+    Commands,
+    Session,
+    add_template_format,
+    each,
+    fail,
+    inspect_each,
+    remove_each,
+    templated,
+)
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
@@ -42,9 +49,7 @@ def _create(parser: argparse.ArgumentParser) -> None:
 
 def _list(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="only names")
-    parser.add_argument(
-        "--format", dest="list_format", help="table, json, or a {{.Field}} template"
-    )
+    add_template_format(parser, "list_format")
 
 
 def _names(parser: argparse.ArgumentParser) -> None:
@@ -188,33 +193,22 @@ def add_policy(session: Session) -> int:
 
 
 def list_policies(session: Session) -> int:
-    policies = session.command("ListNetworkPolicies", network=session.args.network)
-    out = session.output
-    if out.json:
-        out.data(policies)
-        return 0
-    out.table(
+    session.output.listing(
+        session.command("ListNetworkPolicies", network=session.args.network),
         ["POLICY ID", "FROM", "TO", "PORT"],
-        [
-            [
-                p["id"],
-                p["from_label"],
-                p["to_label"],
-                f"{p['port']}/{p['protocol']}" if p["port"] else f"any/{p['protocol']}",
-            ]
-            for p in policies
+        lambda p: [
+            p["id"],
+            p["from_label"],
+            p["to_label"],
+            f"{p['port']}/{p['protocol']}" if p["port"] else f"any/{p['protocol']}",
         ],
     )
     return 0
 
 
 def remove_policy(session: Session) -> int:
-    code = 0
-    for policy_id in session.args.ids:
-        try:
-            session.command("RemoveNetworkPolicy", network=session.args.network, id=policy_id)
-            session.output.line(policy_id)
-        except ApiError as error:
-            print(f"carte: {error.message}", file=sys.stderr)
-            code = 1
-    return code
+    def remove_one(policy_id: str) -> None:
+        session.command("RemoveNetworkPolicy", network=session.args.network, id=policy_id)
+        session.output.line(policy_id)
+
+    return each(session.args.ids, remove_one)

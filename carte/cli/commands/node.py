@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from carte.cli.commands import Commands, Session, UsageError, each, inspect_each
+from carte.cli.commands import Commands, Session, UsageError, each, inspect_each, remove_each
 
 GIB = 1 << 30
 
@@ -92,28 +92,20 @@ def join(session: Session) -> int:
 
 
 def list_nodes(session: Session) -> int:
-    nodes = session.command("ListNodes")
-    out = session.output
-    if out.json:
-        out.data(nodes)
-    elif session.args.quiet:
-        for node in nodes:
-            out.line(node["name"])
-    else:
-        rows = [
-            [
-                n["name"],
-                n["status"],
-                n["availability"],
-                n["role"],
-                *_load(n.get("load")),
-                ",".join(n["addresses"]),
-                ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items())),
-            ]
-            for n in nodes
-        ]
-        headers = ["NAME", "STATUS", "AVAILABILITY", "ROLE", "LOAD", "MEMORY", "ADDRESSES"]
-        out.table([*headers, "LABELS"], rows)
+    session.output.listing(
+        session.command("ListNodes"),
+        ["NAME", "STATUS", "AVAILABILITY", "ROLE", "LOAD", "MEMORY", "ADDRESSES", "LABELS"],
+        lambda n: [
+            n["name"],
+            n["status"],
+            n["availability"],
+            n["role"],
+            *_load(n.get("load")),
+            ",".join(n["addresses"]),
+            ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items())),
+        ],
+        quiet_key="name" if session.args.quiet else None,
+    )
     return 0
 
 
@@ -163,11 +155,7 @@ def activate(session: Session) -> int:
 
 
 def remove(session: Session) -> int:
-    def remove_one(name: str) -> None:
-        session.command("RemoveNode", name=name, force=session.args.force)
-        session.output.line(name)
-
-    return each(session.args.names, remove_one)
+    return remove_each(session, "RemoveNode", force=session.args.force)
 
 
 def leave(session: Session) -> int:

@@ -175,36 +175,26 @@ def apply(session: Session) -> int:
 
 
 def list_stacks(session: Session) -> int:
-    stacks = session.command("ListStacks")
-    out = session.output
-    if out.json:
-        out.data(stacks)
-        return 0
-    out.table(
+    session.output.listing(
+        session.command("ListStacks"),
         ["NAME", "SERVICES", "FILE", "UPDATED"],
-        [[s["name"], s["services"], s["file_name"], s["updated"]] for s in stacks],
+        lambda s: [s["name"], s["services"], s["file_name"], s["updated"]],
     )
     return 0
 
 
 def _replica_table(session: Session, replicas: list[Any]) -> None:
-    out = session.output
-    if out.json:
-        out.data(replicas)
-        return
-    out.table(
+    session.output.listing(
+        replicas,
         ["NAME", "SERVICE", "REV", "IMAGE", "STATUS", "READY", "IP"],
-        [
-            [
-                r["name"],
-                f"{r['stack']}_{r['service']}",
-                r["revision"],
-                r["image"],
-                r["status"],
-                "yes" if r["ready"] else "no",
-                r["ip"],
-            ]
-            for r in replicas
+        lambda r: [
+            r["name"],
+            f"{r['stack']}_{r['service']}",
+            r["revision"],
+            r["image"],
+            r["status"],
+            "yes" if r["ready"] else "no",
+            r["ip"],
         ],
     )
 
@@ -229,35 +219,32 @@ def list_services(session: Session) -> int:
     services = with_cluster_counts(
         session, session.command("ListServices", stack=session.args.stack), session.args.stack
     )
-    out = session.output
-    if out.json:
-        out.data(services)
-        return 0
-    rows = []
-    for s in services:
-        scale = s.get("autoscale")
-        bounds = f"{scale['min']}-{scale['max']}" if scale else "-"
-        ports = ", ".join(
-            f"{p['host_port']}->{p['container_port']}/{p['protocol']}" for p in s["ports"]
-        )
-        rows.append(
-            [
-                f"{s['stack']}_{s['name']}",
-                s["image"],
-                s["desired"],
-                s["running"],
-                s["ready"],
-                bounds,
-                s["revision"],
-                s["rollout"] or "-",
-                ports,
-            ]
-        )
-    out.table(
+    session.output.listing(
+        services,
         ["NAME", "IMAGE", "DESIRED", "RUNNING", "READY", "AUTOSCALE", "REV", "ROLLOUT", "PORTS"],
-        rows,
+        _service_row,
     )
     return 0
+
+
+def _service_row(s: dict[str, Any]) -> list[Any]:
+    """A service's row in `service ls`."""
+    scale = s.get("autoscale")
+    bounds = f"{scale['min']}-{scale['max']}" if scale else "-"
+    ports = ", ".join(
+        f"{p['host_port']}->{p['container_port']}/{p['protocol']}" for p in s["ports"]
+    )
+    return [
+        f"{s['stack']}_{s['name']}",
+        s["image"],
+        s["desired"],
+        s["running"],
+        s["ready"],
+        bounds,
+        s["revision"],
+        s["rollout"] or "-",
+        ports,
+    ]
 
 
 def service_ps(session: Session) -> int:
@@ -399,16 +386,15 @@ def rollout_history(session: Session) -> int:
     found = _resolve(session, session.args.service)
     if found is None:
         return 1
-    revisions = session.command("ListRevisions", stack=found[0], service=found[1])
-    out = session.output
-    if out.json:
-        out.data(revisions)
-        return 0
-    out.table(
+    session.output.listing(
+        session.command("ListRevisions", stack=found[0], service=found[1]),
         ["REVISION", "CREATED", "IMAGE", "CHANGE", "CURRENT"],
-        [
-            [r["revision"], r["created"], r["image"], r["change"], "*" if r["current"] else ""]
-            for r in revisions
+        lambda r: [
+            r["revision"],
+            r["created"],
+            r["image"],
+            r["change"],
+            "*" if r["current"] else "",
         ],
     )
     return 0

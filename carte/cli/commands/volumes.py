@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from carte.cli.commands import Commands, Session, fail, inspect_each, remove_each, templated
+from carte.cli.commands import (
+    Commands,
+    Session,
+    add_template_format,
+    fail,
+    inspect_each,
+    remove_each,
+    templated,
+)
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
@@ -29,9 +37,7 @@ def _create(parser: argparse.ArgumentParser) -> None:
 def _list(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="only names")
     parser.add_argument("-f", "--filter", action="append", default=[], help="dangling=true..")
-    parser.add_argument(
-        "--format", dest="list_format", help="table, json, or a {{.Field}} template"
-    )
+    add_template_format(parser, "list_format")
 
 
 def _names(parser: argparse.ArgumentParser) -> None:
