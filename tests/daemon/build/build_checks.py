@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from support.daemon import Daemon
 
@@ -33,6 +34,15 @@ def build(
         input=stdin,
         env={**daemon.env, **(env or {})},
     )
+
+
+def built(
+    daemon: Daemon, context: Path, *args: str, **options: Any
+) -> subprocess.CompletedProcess[str]:
+    """`build` (same arguments) that must succeed; a failure shows the build's stderr."""
+    result = build(daemon, context, *args, **options)
+    assert result.returncode == 0, result.stderr
+    return result
 
 
 def write(directory: Path, files: dict[str, str]) -> Path:

@@ -7,8 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.daemon import Daemon
-from support.module_daemon import ModuleDaemon
+
+pytest.register_assert_rewrite("build_checks")  # its `built` asserts for the tests
+
+from support.daemon import Daemon  # noqa: E402
+from support.module_daemon import ModuleDaemon  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from build_checks import build, image, leftovers, read_file, serving, stat_file, write
+from build_checks import build, built, image, leftovers, read_file, serving, stat_file, write
 from support.daemon import Daemon, DaemonFactory
 
 from carte.image import ImageStore
@@ -40,8 +40,7 @@ def test_run_copy_env_workdir_user_and_config(build_daemon: Daemon, tmp_path: Pa
             "greet.txt": "from the context\n",
         },
     )
-    result = build(build_daemon, context, "-t", "basic:1")
-    assert result.returncode == 0, result.stderr
+    result = built(build_daemon, context, "-t", "basic:1")
     assert "[5/13] RUN echo" in result.stderr
     assert read_file(build_daemon, "basic:1", "/app/out.txt") == (
         b"hello world from carte\nfrom the context\n"
@@ -82,8 +81,7 @@ def test_multi_stage_target_builds_only_needed_stages(build_daemon: Daemon, tmp_
             )
         },
     )
-    result = build(build_daemon, context, "-t", "multi:1", "--target", "final")
-    assert result.returncode == 0, result.stderr
+    result = built(build_daemon, context, "-t", "multi:1", "--target", "final")
     assert "never-run-marker" not in result.stderr
     assert "extra-marker" not in result.stderr
     assert read_file(build_daemon, "multi:1", "/usr/share/artifact") == b"built-artifact\n"
@@ -106,8 +104,7 @@ def test_second_build_is_all_cached_fast_and_same_image(
             "app.txt": "v1\n",
         },
     )
-    first = build(build_daemon, context, "-t", "cached:1")
-    assert first.returncode == 0, first.stderr
+    first = built(build_daemon, context, "-t", "cached:1")
     started = time.monotonic()
     second = build(build_daemon, context, "-t", "cached:1")
     elapsed = time.monotonic() - started
@@ -128,7 +125,7 @@ def test_cache_follows_content_not_mtime(build_daemon: Daemon, tmp_path: Path) -
             "app.txt": "one\n",
         },
     )
-    assert build(build_daemon, context, "-t", "mtime:1").returncode == 0
+    built(build_daemon, context, "-t", "mtime:1")
     future = time.time() + 3600
     os.utime(context / "app.txt", (future, future))
     touched = build(build_daemon, context, "-t", "mtime:1")
@@ -160,7 +157,7 @@ def test_arg_scoping_and_build_args(build_daemon: Daemon, tmp_path: Path) -> Non
             )
         },
     )
-    result = build(
+    result = built(
         build_daemon,
         context,
         "-t",
@@ -172,7 +169,6 @@ def test_arg_scoping_and_build_args(build_daemon: Daemon, tmp_path: Path) -> Non
         "--build-arg",
         "http_proxy=http://127.0.0.1:9",
     )
-    assert result.returncode == 0, result.stderr
     assert read_file(build_daemon, "args:1", "/before") == b"before:[]\n"
     assert read_file(build_daemon, "args:1", "/after") == b"after:[1.0] local:[given]\n"
     assert "NOT_DECLARED" in result.stderr and "not consumed" in result.stderr
@@ -204,8 +200,7 @@ def test_copy_chown_chmod_dirs_and_globs(build_daemon: Daemon, tmp_path: Path) -
             "one.txt": "1\n",
         },
     )
-    result = build(build_daemon, context, "-t", "copy:1")
-    assert result.returncode == 0, result.stderr
+    built(build_daemon, context, "-t", "copy:1")
     ini = stat_file(build_daemon, "copy:1", "/etc/app/a.ini")
     assert ini is not None and (ini.st_uid, ini.st_gid) == (65534, 65534)
     assert stat.S_IMODE(ini.st_mode) == 0o640
@@ -231,8 +226,7 @@ def test_dockerignore_with_exceptions(build_daemon: Daemon, tmp_path: Path) -> N
             "secrets/key": "private\n",
         },
     )
-    result = build(build_daemon, context, "-t", "ignore:1")
-    assert result.returncode == 0, result.stderr
+    built(build_daemon, context, "-t", "ignore:1")
     assert read_file(build_daemon, "ignore:1", "/ctx/keep.log") == b"kept\n"
     assert read_file(build_daemon, "ignore:1", "/ctx/deep/inner/y.txt") == b"kept\n"
     assert read_file(build_daemon, "ignore:1", "/ctx/drop.log") is None
@@ -246,8 +240,7 @@ def test_add_extracts_local_archives(build_daemon: Daemon, tmp_path: Path) -> No
     write(payload, {"pkg/readme": "inside the archive\n"})
     with tarfile.open(context / "bundle.tar.gz", "w:gz") as archive:
         archive.add(payload / "pkg", arcname="pkg")
-    result = build(build_daemon, context, "-t", "add:1")
-    assert result.returncode == 0, result.stderr
+    built(build_daemon, context, "-t", "add:1")
     assert read_file(build_daemon, "add:1", "/opt/pkg/readme") == b"inside the archive\n"
     assert read_file(build_daemon, "add:1", "/opt/bundle.tar.gz") is None
 
@@ -261,12 +254,10 @@ def test_source_date_epoch_gives_identical_digests(build_daemon: Daemon, tmp_pat
         },
     )
     env = {"SOURCE_DATE_EPOCH": "1700000000"}
-    first = build(build_daemon, context, "-t", "repro:1", "--no-cache", env=env)
-    assert first.returncode == 0, first.stderr
+    built(build_daemon, context, "-t", "repro:1", "--no-cache", env=env)
     first_image = image(build_daemon, "repro:1")
     (context / "a.txt").touch()
-    second = build(build_daemon, context, "-t", "repro:2", "--no-cache", env=env)
-    assert second.returncode == 0, second.stderr
+    built(build_daemon, context, "-t", "repro:2", "--no-cache", env=env)
     second_image = image(build_daemon, "repro:2")
     # RUN date writes different bytes each time, so compare everything but that layer.
     assert first_image.manifest.layers[:2] == second_image.manifest.layers[:2]
@@ -284,8 +275,8 @@ def test_reproducible_image_digest_without_time_dependent_steps(
         },
     )
     env = {"SOURCE_DATE_EPOCH": "1700000000"}
-    assert build(build_daemon, context, "-t", "same:1", "--no-cache", env=env).returncode == 0
-    assert build(build_daemon, context, "-t", "same:2", "--no-cache", env=env).returncode == 0
+    built(build_daemon, context, "-t", "same:1", "--no-cache", env=env)
+    built(build_daemon, context, "-t", "same:2", "--no-cache", env=env)
     assert (
         image(build_daemon, "same:1").manifest_digest
         == image(build_daemon, "same:2").manifest_digest
@@ -319,10 +310,9 @@ def test_bad_input_is_one_line_and_stores_nothing(build_daemon: Daemon, tmp_path
 
 
 def test_dockerfile_from_stdin_and_builder_prune(build_daemon: Daemon, tmp_path: Path) -> None:
-    result = build(
+    built(
         build_daemon, Path("-"), "-t", "stdin:1", stdin="FROM busybox\nRUN echo from-stdin > /s\n"
     )
-    assert result.returncode == 0, result.stderr
     assert read_file(build_daemon, "stdin:1", "/s") == b"from-stdin\n"
     pruned = build_daemon.client("builder", "prune", "-f")
     assert pruned.returncode == 0 and "Deleted build cache records" in pruned.stdout
@@ -351,7 +341,7 @@ def test_add_url_onbuild_shell_volume_network_none_and_outside_dockerfile(
                 )
             },
         )
-        assert build(build_daemon, base, "-t", "onbuild-base:1").returncode == 0
+        built(build_daemon, base, "-t", "onbuild-base:1")
         context = write(tmp_path / "ctx", {"x": "x\n"})
         dockerfile = write(
             tmp_path / "elsewhere",
@@ -363,10 +353,7 @@ def test_add_url_onbuild_shell_volume_network_none_and_outside_dockerfile(
                 )
             },
         )
-        result = build(
-            build_daemon, context, "-t", "url:1", "-f", str(dockerfile / "Dockerfile.app")
-        )
-        assert result.returncode == 0, result.stderr
+        built(build_daemon, context, "-t", "url:1", "-f", str(dockerfile / "Dockerfile.app"))
     assert read_file(build_daemon, "url:1", "/fetched/remote.txt") == b"fetched over http\n"
     assert read_file(build_daemon, "url:1", "/onbuild.txt") == b"triggered\n"
     assert read_file(build_daemon, "url:1", "/links") == b"1\n"  # only loopback
@@ -376,8 +363,8 @@ def test_add_url_onbuild_shell_volume_network_none_and_outside_dockerfile(
     assert config is not None and config.volumes == {"/data": {}}
     assert config.shell == ("/bin/sh", "-ec")
     assert config.on_build == ("RUN echo triggered > /onbuild.txt",)
-    built = image(build_daemon, "url:1").config.config
-    assert built is not None and not built.on_build  # triggers run once, not inherited
+    url_config = image(build_daemon, "url:1").config.config
+    assert url_config is not None and not url_config.on_build  # triggers run once, not inherited
 
 
 def test_client_going_away_cancels_a_running_step(build_daemon: Daemon, tmp_path: Path) -> None:
@@ -471,8 +458,7 @@ def test_heredocs_in_run_and_copy(build_daemon: Daemon, tmp_path: Path) -> None:
             )
         },
     )
-    result = build(build_daemon, context, "-t", "heredoc:1")
-    assert result.returncode == 0, result.stderr
+    built(build_daemon, context, "-t", "heredoc:1")
     assert read_file(build_daemon, "heredoc:1", "/h1") == b"first\nsecond world\n"
     assert read_file(build_daemon, "heredoc:1", "/h2") == b"literal $WHO\n"
     assert read_file(build_daemon, "heredoc:1", "/etc/app.conf") == b'greeting="hello world"\n'
@@ -495,8 +481,7 @@ def test_from_a_registry_reference_pulls_the_base(build_daemon: Daemon, tmp_path
             tmp_path / "ctx",
             {"Dockerfile": f"FROM {registry.host}/test/bb:1\nRUN echo pulled > /p\n"},
         )
-        result = build(build_daemon, context, "-t", "pulled:1", "--label", "origin=registry")
-        assert result.returncode == 0, result.stderr
+        built(build_daemon, context, "-t", "pulled:1", "--label", "origin=registry")
         assert read_file(build_daemon, "pulled:1", "/p") == b"pulled\n"
         assert (
             image(build_daemon, f"{registry.host}/test/bb:1").id
@@ -527,14 +512,11 @@ def test_adopted_layer_dirs_match_their_blobs(build_daemon: Daemon, tmp_path: Pa
             "f.txt": "f\n",
         },
     )
-    result = build(
-        build_daemon, context, "-t", "adopt:1", "--no-cache", env={"SOURCE_DATE_EPOCH": "1000"}
-    )
-    assert result.returncode == 0, result.stderr
-    built = image(build_daemon, "adopt:1")
+    built(build_daemon, context, "-t", "adopt:1", "--no-cache", env={"SOURCE_DATE_EPOCH": "1000"})
+    adopted = image(build_daemon, "adopt:1")
     store = ImageStore(build_daemon.root)
-    chains = chain_ids(built.diff_ids)
-    for descriptor, chain in list(zip(built.manifest.layers, chains, strict=True))[1:]:
+    chains = chain_ids(adopted.diff_ids)
+    for descriptor, chain in list(zip(adopted.manifest.layers, chains, strict=True))[1:]:
         fresh = tmp_path / f"fresh-{chain[7:19]}"
         fresh.mkdir()
         with store.open_blob(descriptor.digest) as blob:
