@@ -27,7 +27,7 @@ def build(
 ) -> subprocess.CompletedProcess[str]:
     """`carte build ARGS CONTEXT` against the daemon."""
     return subprocess.run(
-        [*daemon.command, "--host", f"unix://{daemon.socket}", "build", *args, str(context)],
+        _build_command(daemon, context, args),
         capture_output=True,
         text=True,
         timeout=120,
@@ -43,6 +43,27 @@ def built(
     result = build(daemon, context, *args, **options)
     assert result.returncode == 0, result.stderr
     return result
+
+
+@contextmanager
+def running_build(daemon: Daemon, context: Path, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """`carte build ARGS CONTEXT` in the background, given to the block once a step printed a
+    line ending in `started`; its stderr pipe is closed after the block."""
+    client = subprocess.Popen(
+        _build_command(daemon, context, args), stderr=subprocess.PIPE, text=True, env=daemon.env
+    )
+    assert client.stderr is not None
+    try:
+        for line in client.stderr:
+            if line.endswith("started\n"):
+                break
+        yield client
+    finally:
+        client.stderr.close()
+
+
+def _build_command(daemon: Daemon, context: Path, args: tuple[str, ...]) -> list[str]:
+    return [*daemon.command, "--host", f"unix://{daemon.socket}", "build", *args, str(context)]
 
 
 def write(directory: Path, files: dict[str, str]) -> Path:

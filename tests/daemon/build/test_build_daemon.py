@@ -9,7 +9,17 @@ import tarfile
 import time
 from pathlib import Path
 
-from build_checks import build, built, image, leftovers, read_file, serving, stat_file, write
+from build_checks import (
+    build,
+    built,
+    image,
+    leftovers,
+    read_file,
+    running_build,
+    serving,
+    stat_file,
+    write,
+)
 from support.daemon import Daemon, DaemonFactory
 
 from carte.image import ImageStore
@@ -368,29 +378,10 @@ def test_add_url_onbuild_shell_volume_network_none_and_outside_dockerfile(
 
 
 def test_client_going_away_cancels_a_running_step(build_daemon: Daemon, tmp_path: Path) -> None:
-    import subprocess
-
     context = write(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nRUN echo started; sleep 60\n"})
-    client = subprocess.Popen(
-        [
-            *build_daemon.command,
-            "--host",
-            f"unix://{build_daemon.socket}",
-            "build",
-            "--no-cache",
-            str(context),
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=build_daemon.env,
-    )
-    assert client.stderr is not None
-    for line in client.stderr:
-        if line.endswith("started\n"):
-            break
-    client.kill()
-    client.wait()
-    client.stderr.close()
+    with running_build(build_daemon, context, "--no-cache") as client:
+        client.kill()
+        client.wait()
     deadline = time.monotonic() + 20
     while leftovers(build_daemon) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -415,24 +406,13 @@ def test_restarted_daemon_removes_what_a_killed_one_left(
     daemons: DaemonFactory, busybox_tar: Path, tmp_path: Path
 ) -> None:
     import signal
-    import subprocess
 
     daemon = daemons()
     assert daemon.client("import", str(busybox_tar), "busybox:latest").returncode == 0
     context = write(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nRUN echo started; sleep 60\n"})
-    client = subprocess.Popen(
-        [*daemon.command, "--host", f"unix://{daemon.socket}", "build", str(context)],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=daemon.env,
-    )
-    assert client.stderr is not None
-    for line in client.stderr:
-        if line.endswith("started\n"):
-            break
-    daemon.stop(signal.SIGKILL)
-    client.wait(timeout=30)
-    client.stderr.close()
+    with running_build(daemon, context) as client:
+        daemon.stop(signal.SIGKILL)
+        client.wait(timeout=30)
     assert leftovers(daemon) != []
     restarted = daemons(workdir=daemon.workdir)
     assert leftovers(restarted) == []
