@@ -59,7 +59,7 @@ def empty(
             # A stack's network stays busy until its last replica is gone; try for 15 s.
             deadline = time.monotonic() + 15
             while True:
-                listed = daemon.client("network", "ls", "-q").stdout.split()
+                listed = daemon.client("network", "ls", "--format", "{{.Name}}").stdout.split()
                 left = [name for name in listed if name != "bridge"]
                 for name in left:
                     daemon.client("network", "rm", name)

@@ -17,6 +17,7 @@ from carte.cli.commands import (
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 
@@ -48,7 +49,15 @@ def _create(parser: argparse.ArgumentParser) -> None:
 
 
 def _list(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-q", "--quiet", action="store_true", help="only names")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only network IDs")
+    parser.add_argument("--no-trunc", action="store_true", help="do not truncate the IDs")
+    parser.add_argument(
+        "-f",
+        "--filter",
+        action="append",
+        default=[],
+        help="name=, id=, label=KEY[=VALUE], driver=, type=custom|builtin, dangling=true|false",
+    )
     add_template_format(parser, "list_format")
 
 
@@ -111,8 +120,14 @@ def create(session: Session) -> int:
 
 
 def list_networks(session: Session) -> int:
-    networks = session.command("ListNetworks")
-    fmt = session.args.list_format
+    args = session.args
+    try:
+        keep = _network_filter(args.filter)
+    except ValueError as error:
+        return fail(f"{error}; see carte network ls --help")
+    width = None if args.no_trunc else 12
+    networks = [{**n, "id": n["id"][:width]} for n in session.command("ListNetworks") if keep(n)]
+    fmt = args.list_format
     if fmt not in (None, "table", "json"):
         return templated(session, fmt, networks, _network_fields, {"ID": "NETWORK ID"})
     session.output.format = fmt or session.output.format
@@ -120,23 +135,61 @@ def list_networks(session: Session) -> int:
         networks,
         ["NETWORK ID", "NAME", "DRIVER", "SUBNET", "INTERNAL", "CONTAINERS"],
         lambda n: [
-            n["id"][:12],
+            n["id"],
             n["name"],
             "bridge",
             n["subnet"],
             "yes" if n["internal"] else "no",
             len(n["containers"]),
         ],
-        quiet_key="name" if session.args.quiet else None,
+        quiet_key="id" if args.quiet else None,
     )
     return 0
+
+
+_BUILTIN = ("bridge", "host", "none")
+
+
+def _network_filter(filters: list[str]) -> Callable[[dict[str, Any]], bool]:
+    """`network ls -f` as Docker reads it: values of one key are alternatives, keys must all
+    match; name= is a substring, id= a prefix. `ValueError` names a filter it cannot read."""
+    wanted: dict[str, list[str]] = {}
+    for given in filters:
+        key, equals, value = given.partition("=")
+        if not equals or key not in ("name", "id", "label", "driver", "type", "dangling"):
+            raise ValueError(f'invalid filter "{given}"')
+        if key == "type" and value not in ("custom", "builtin"):
+            raise ValueError(f'invalid filter "{given}": type is custom or builtin')
+        if key == "dangling" and value not in ("true", "false", "1", "0"):
+            raise ValueError(f'invalid filter "{given}": dangling is true or false')
+        wanted.setdefault(key, []).append(value)
+
+    def one(key: str, value: str, network: dict[str, Any]) -> bool:
+        labels = network.get("labels") or {}
+        if key == "name":
+            return value in network["name"]
+        if key == "id":
+            return bool(network["id"].startswith(value))
+        if key == "label":
+            name, has_value, expected = value.partition("=")
+            return name in labels and (not has_value or labels[name] == expected)
+        if key == "driver":
+            return value == "bridge"
+        if key == "type":
+            return (network["name"] in _BUILTIN) == (value == "builtin")
+        return (not network["containers"]) == (value in ("true", "1"))  # dangling
+
+    def keep(network: dict[str, Any]) -> bool:
+        return all(any(one(k, v, network) for v in vs) for k, vs in wanted.items())
+
+    return keep
 
 
 def _network_fields(network: dict[str, Any]) -> dict[str, Any]:
     """A network under Docker's `network ls --format` names."""
     labels = ",".join(f"{k}={v}" for k, v in (network.get("labels") or {}).items())
     return {
-        "ID": network["id"][:12], "Name": network["name"], "Driver": "bridge",
+        "ID": network["id"], "Name": network["name"], "Driver": "bridge",
         "Scope": "local", "Internal": network["internal"], "IPv6": False,
         "CreatedAt": network["created"], "Labels": labels, "Subnet": network["subnet"],
     }  # fmt: skip

@@ -83,7 +83,7 @@ def test_system_prune(carte: Daemon) -> None:
     assert "Deleted Containers:" in pruned and "Deleted Networks:" in pruned
     assert "unused" in pruned and "Total reclaimed space:" in pruned
     assert ok(carte.client("ps", "-a", "--format", "{{.Names}}")).split() == ["alive"]
-    assert "unused" not in ok(carte.client("network", "ls", "-q")).split()
+    assert "unused" not in ok(carte.client("network", "ls", "--format", "{{.Name}}")).split()
     assert "spare" in ok(carte.client("volume", "ls", "-q")).split()  # without --volumes
     ok(carte.client("system", "prune", "-f", "--volumes"))
     assert "spare" not in ok(carte.client("volume", "ls", "-q")).split()
@@ -148,3 +148,31 @@ def test_stats_net_and_block_io(carte: Daemon) -> None:
     columns = [c.strip() for c in lines[1].split("   ") if c.strip()]
     assert columns[5].count(" / ") == 1 and columns[5] != "--"
     assert columns[6].count(" / ") == 1 and columns[6] != "--"
+
+
+def test_network_ls_quiet_ids_no_trunc_and_filters(carte: Daemon) -> None:
+    made = ok(carte.client("network", "create", "-l", "tier=front", "shape-front")).strip()
+    ok(carte.client("network", "create", "shape-back"))
+    try:
+        quiet = ok(carte.client("network", "ls", "-q")).split()
+        assert made[:12] in quiet and all(len(i) == 12 for i in quiet), quiet  # ids, as Docker
+        assert made in ok(carte.client("network", "ls", "-q", "--no-trunc")).split()
+
+        def names(*filters: str) -> list[str]:
+            given = [a for f in filters for a in ("-f", f)]
+            listed = ok(carte.client("network", "ls", *given, "--format", "{{.Name}}"))
+            return sorted(listed.split())
+
+        assert names("name=shape-") == ["shape-back", "shape-front"]
+        assert names("label=tier=front") == ["shape-front"]
+        assert names("label=tier") == ["shape-front"]
+        assert names(f"id={made[:6]}") == ["shape-front"]
+        assert names("name=shape-", "label=tier=back") == []
+        assert names("name=front", "name=back") == ["shape-back", "shape-front"]
+        assert "bridge" in names("type=builtin") and "shape-back" not in names("type=builtin")
+        assert "shape-back" in names("type=custom", "dangling=true")
+        bad = carte.client("network", "ls", "-f", "colour=red")
+        assert bad.returncode == 1 and 'invalid filter "colour=red"' in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+    finally:
+        carte.client("network", "rm", "shape-front", "shape-back")

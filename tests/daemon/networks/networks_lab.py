@@ -102,6 +102,6 @@ def remove_everything(daemon: Daemon) -> None:
     """Every container and user-defined network of a running daemon."""
     for container_id in daemon.client("ps", "-aq", "--no-trunc").stdout.split():
         daemon.client("rm", "-f", container_id)
-    for name in ok(daemon.client("network", "ls", "-q")).split():
+    for name in ok(daemon.client("network", "ls", "--format", "{{.Name}}")).split():
         if name != "bridge":
             daemon.client("network", "rm", name)

@@ -149,7 +149,7 @@ def test_bad_input_is_one_line_naming_the_value(carte: Daemon) -> None:
     )
     assert "80:abc" in fails(carte.client("run", "--rm", "-p", "80:abc", "busybox", "true"))
     assert "nosuchnet" in fails(carte.client("network", "inspect", "nosuchnet"))
-    names = ok(carte.client("network", "ls", "-q")).split()
+    names = ok(carte.client("network", "ls", "--format", "{{.Name}}")).split()
     assert "n1other" not in names and "n1gw" not in names
     assert network(carte, "n1bad")["containers"] == []
 
@@ -190,7 +190,7 @@ def test_prune_removes_only_unused_networks(carte: Daemon) -> None:
     serve_http(carte, "user", "--network", "n1used")
     bridge = network(carte, "n1unused")["bridge"]
     assert "n1unused" in ok(carte.client("network", "prune")).split()
-    names = ok(carte.client("network", "ls", "-q")).split()
+    names = ok(carte.client("network", "ls", "--format", "{{.Name}}")).split()
     assert "n1used" in names and "n1unused" not in names and "bridge" in names
     assert network(carte, "n1used")["labels"] == {"team": "a"}
     assert subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0

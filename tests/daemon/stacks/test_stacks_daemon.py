@@ -240,7 +240,7 @@ def test_stack_rm_leaves_nothing(carte: Daemon, tmp_path: Path) -> None:
     wait_for(ready_count(carte, 2), 20, "2 ready")
     ok(carte.client("stack", "rm", "demo"))
     assert ok(carte.client("ps", "-aq")).split() == []
-    assert "demo_default" not in ok(carte.client("network", "ls", "-q")).split()
+    assert "demo_default" not in ok(carte.client("network", "ls", "--format", "{{.Name}}")).split()
     assert json.loads(ok(carte.client("--format", "json", "stack", "ls"))) == []
     missing = carte.client("stack", "rm", "demo")
     assert missing.returncode != 0 and "not found" in missing.stderr
@@ -255,7 +255,7 @@ def test_bad_manifest_rejected_before_anything_changes(carte: Daemon, tmp_path: 
     assert result.returncode != 0
     assert "compose.yaml:4: services.web.imagee" in result.stderr
     assert services(carte) == {}
-    assert "demo_default" not in ok(carte.client("network", "ls", "-q")).split()
+    assert "demo_default" not in ok(carte.client("network", "ls", "--format", "{{.Name}}")).split()
 
 
 def test_missing_image_rejected_before_anything_changes(carte: Daemon, tmp_path: Path) -> None:
