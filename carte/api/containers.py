@@ -76,6 +76,27 @@ class LogOptions(_Wire, kw_only=True):
     max_file: int | None = None
 
 
+# sysctls a container's own namespaces isolate (Docker's list); others would change the host
+_NAMESPACED_SYSCTLS = frozenset(
+    (
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    )
+)
+
+
+def namespaced_sysctl(key: str) -> bool:
+    """Whether setting `key` inside a container changes only that container (Docker's rule:
+    net.*, fs.mqueue.* and the IPC kernel.* keys)."""
+    return key in _NAMESPACED_SYSCTLS or key.startswith(("fs.mqueue.", "net."))
+
+
 class ContainerConfig(_Wire, kw_only=True):
     """Everything `carte create`/`carte run` can say about a container."""
 
@@ -282,6 +303,8 @@ class ContainerLocation(_Wire, kw_only=True):
     """The network mode the container was created with (a name, "none", "host")."""
     hostname: str = ""
     labels: dict[str, str] = {}
+    connected: list[str] = []
+    """Networks joined with `network connect`, joined again at each start."""
 
 
 class ContainerUsage(_Wire, kw_only=True):

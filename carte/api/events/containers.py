@@ -232,6 +232,11 @@ class SetContainerEndpoint(Command[None], frozen=True, kw_only=True):
     container_id: str
     network: str
     endpoint: Endpoint | None = None
+    connected: bool = True
+    """True: `network connect` (remembered, with `aliases` and `ip`, and joined again at each
+    start; a stopped container is only remembered); False: `network disconnect`."""
+    aliases: list[str] = []
+    ip: str = ""
 
 
 class SetContainerRestarting(Command[None], frozen=True, kw_only=True):

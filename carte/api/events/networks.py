@@ -28,6 +28,8 @@ class AttachContainerNetwork(Command[Endpoint], frozen=True, kw_only=True):
     """The container's labels, for network policies' selectors."""
     mac: str = ""
     """The interface's MAC address ("" = one derived from its IP address)."""
+    default_route: bool = True
+    """False for a network joined with `network connect` (joined again at a start)."""
 
 
 class DetachContainerNetwork(Command[None], frozen=True, kw_only=True):
@@ -73,8 +75,10 @@ class PruneNetworks(Command[NetworkPruneResult], frozen=True, kw_only=True):
     topic: ClassVar[str] = "network.prune"
 
 
-class ConnectNetwork(Command[Endpoint], frozen=True, kw_only=True):
-    """Attach a running container to one more network (no default route through it)."""
+class ConnectNetwork(Command[Endpoint | None], frozen=True, kw_only=True):
+    """Join a container to one more network (no default route through it), again at each of
+    its starts; a running one joins at once (its endpoint), a stopped one at its next start
+    (None)."""
 
     topic: ClassVar[str] = "network.connect"
     network: str

@@ -101,6 +101,7 @@ from carte.handlers.containers._loopback import loopback_up
 from carte.handlers.containers._options import ContainersOptions
 from carte.handlers.containers._orphans import reap_orphans
 from carte.handlers.containers._records import (
+    ConnectedNetwork,
     ContainerRecord,
     Records,
     check_name,
@@ -523,6 +524,7 @@ class ContainersHandler(Handler):
         run = self._pending_run(record.id)
         try:
             endpoint = await self._attach_network(record, parked, address)
+            joined = await self._join_connected(record, parked) if endpoint else []
             reply = await shim_request(self.state_dir, record.id, {"op": "start"})
         except CarteError as error:
             with trio.CancelScope(shield=True):
@@ -540,7 +542,9 @@ class ContainersHandler(Handler):
                 health=_initial_health(r.config),
             )
             if endpoint is not None:  # written with the start: one store commit, not two
-                r.endpoints = [endpoint]
+                r.endpoints = [endpoint, *joined]
+                kept = {e.network for e in joined}  # a network removed meanwhile is forgotten
+                r.connected = {k: v for k, v in r.connected.items() if k in kept}
 
         record = await self._update(record.id, started)
         self._runs[record.id] = run
@@ -610,6 +614,28 @@ class ContainersHandler(Handler):
             )
             await self._thread(lambda: _rewrite(paths.hosts_file, hosts))
         return endpoint
+
+    async def _join_connected(self, record: ContainerRecord, pid: int) -> list[Endpoint]:
+        """The networks joined with `network connect`, joined again (no default route through
+        them); one removed meanwhile is left out, with a warning."""
+        joined = []
+        for network, connected in sorted(record.connected.items()):
+            attach = AttachContainerNetwork(
+                container_id=record.id,
+                container_name=record.name,
+                hostname=record.config.hostname or record.short_id,
+                netns_path=f"/proc/{pid}/ns/net",
+                network=network,
+                aliases=list(connected.aliases),
+                ip=connected.ip,
+                labels=dict(record.config.labels),
+                default_route=False,
+            )
+            try:
+                joined.append(await self.ctx.bus.request(attach))
+            except NotFound as error:
+                self.ctx.log.warning("container %s: %s", record.short_id, error.message)
+        return joined
 
     async def _fail_start(self, record: ContainerRecord, error: CarteError) -> None:
         await _ignore_errors(self.ctx.bus.request(DetachContainerNetwork(container_id=record.id)))
@@ -1011,6 +1037,11 @@ class ContainersHandler(Handler):
             if r.state.status in ("running", "paused"):
                 kept = [e for e in r.endpoints if e.network != command.network]
                 r.endpoints = kept + ([command.endpoint] if command.endpoint else [])
+            if command.connected:
+                wanted = ConnectedNetwork(aliases=list(command.aliases), ip=command.ip)
+                r.connected = {**r.connected, command.network: wanted}
+            else:
+                r.connected = {k: v for k, v in r.connected.items() if k != command.network}
 
         await self._update(command.container_id, store)
 
@@ -1066,6 +1097,7 @@ class ContainersHandler(Handler):
             network=record.config.network,
             hostname=record.config.hostname or record.short_id,
             labels=dict(record.config.labels),
+            connected=sorted(record.connected),
         )
 
     @on(ListContainerUsage)

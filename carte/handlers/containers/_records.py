@@ -41,6 +41,14 @@ RECORDS = "containers/"
 NAMES = "container-names/"
 
 
+class ConnectedNetwork(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
+    """A network joined with `network connect` (`--alias`, `--ip` as asked): joined again at
+    every start, as Docker does, until `network disconnect`."""
+
+    aliases: list[str] = []
+    ip: str = ""
+
+
 class ContainerRecord(ContainerIdentity, kw_only=True, forbid_unknown_fields=False):
     """Everything the daemon keeps about one container; `config` is already merged with the
     image's defaults (Cmd, Env, WorkingDir...), as `docker inspect` shows it."""
@@ -48,6 +56,7 @@ class ContainerRecord(ContainerIdentity, kw_only=True, forbid_unknown_fields=Fal
     state: ContainerState = msgspec.field(default_factory=ContainerState)
     restart_count: int = 0
     endpoints: list[Endpoint] = []
+    connected: dict[str, ConnectedNetwork] = {}
     stop_requested: bool = False
     """Set while a user or the daemon stops the container, so its exit is `requested`."""
 

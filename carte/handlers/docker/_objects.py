@@ -187,16 +187,12 @@ def add_object_routes(app: QuartTrio, ctx: HandlerContext) -> None:
         ip = str((endpoint.get("IPAMConfig") or {}).get("IPv4Address") or "")
         details = await bus.request(InspectContainer(ref=str(body.get("Container") or "")))
         network = await bus.request(InspectNetwork(name=name))
-        if details.state.running:
-            await bus.request(
-                ConnectNetwork(network=network.name, container=details.id, aliases=aliases, ip=ip)
-            )
-        elif network.name not in (details.config.network, _docker_name(details.config.network)):
-            raise InvalidArgument(
-                f"Carte connects a container to a further network only while it runs; start "
-                f"{details.name} first (its own network, {details.config.network}, is joined "
-                "at start)"
-            )
+        if network.name in (details.config.network, _docker_name(details.config.network)):
+            if not details.state.running:
+                return Response("", status=200)  # its own network: joined at start
+        await bus.request(
+            ConnectNetwork(network=network.name, container=details.id, aliases=aliases, ip=ip)
+        )
         return Response("", status=200)
 
     @app.post("/networks/<name>/disconnect")

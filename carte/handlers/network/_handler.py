@@ -701,7 +701,7 @@ class NetworkHandler(Handler):
                 ip=command.ip,
                 ports=command.ports,
                 labels=labels,
-                default_route=True,
+                default_route=command.default_route,
                 mac=command.mac,
             )
         self.ctx.log.info(
@@ -879,33 +879,44 @@ class NetworkHandler(Handler):
         await self._apply_rules()
 
     @on(ConnectNetwork)
-    async def connect(self, command: ConnectNetwork) -> Endpoint:
+    async def connect(self, command: ConnectNetwork) -> Endpoint | None:
+        """Join a container to one more network: at once if it runs, and again at every start
+        (Docker's rule); a stopped container is only remembered (None)."""
         container = await self.ctx.bus.request(ResolveContainer(ref=command.container))
-        if container.status not in ("running", "paused") or not container.pid:
-            raise Conflict(
-                f'container "{container.name}" is not running; start it before connecting it'
-            )
-        if container.network in ("none", "host"):
+        if container.network in ("none", "host") or container.network.startswith("container:"):
             raise Conflict(
                 f'container "{container.name}" uses --network {container.network}; '
                 "it cannot join other networks"
             )
-        async with self._lock:
-            endpoint = await self._attach(
-                self._network(command.network),
-                container_id=container.id,
-                name=container.name,
-                hostname=container.hostname,
-                netns=f"/proc/{container.pid}/ns/net",
-                aliases=command.aliases,
-                ip=command.ip,
-                ports=[],
-                labels=dict(container.labels),
-                default_route=False,
+        network = self._network(command.network)
+        if network.name == container.network or network.name in container.connected:
+            raise Conflict(
+                f'container "{container.name}" is already connected to network "{network.name}"'
             )
+        if command.ip:
+            parse_address(command.ip, network.subnet_net)
+        endpoint = None
+        if container.status in ("running", "paused") and container.pid:
+            async with self._lock:
+                endpoint = await self._attach(
+                    self._network(network.name),
+                    container_id=container.id,
+                    name=container.name,
+                    hostname=container.hostname,
+                    netns=f"/proc/{container.pid}/ns/net",
+                    aliases=command.aliases,
+                    ip=command.ip,
+                    ports=[],
+                    labels=dict(container.labels),
+                    default_route=False,
+                )
         await self.ctx.bus.request(
             SetContainerEndpoint(
-                container_id=container.id, network=endpoint.network, endpoint=endpoint
+                container_id=container.id,
+                network=network.name,
+                endpoint=endpoint,
+                aliases=list(command.aliases),
+                ip=command.ip,
             )
         )
         return endpoint
@@ -915,13 +926,15 @@ class NetworkHandler(Handler):
         container = await self.ctx.bus.request(ResolveContainer(ref=command.container))
         async with self._lock:
             network = self._network(command.network)
-            if container.id not in network.endpoints:
+            remembered = network.name in container.connected
+            if container.id in network.endpoints:
+                await self._detach(network, container.id)
+            elif not remembered:
                 raise NotFound(
                     f'container "{container.name}" is not connected to network "{network.name}"'
                 )
-            await self._detach(network, container.id)
         await self.ctx.bus.request(
-            SetContainerEndpoint(container_id=container.id, network=network.name)
+            SetContainerEndpoint(container_id=container.id, network=network.name, connected=False)
         )
 
     # --- service names ----------------------------------------------------------------------

@@ -6,7 +6,7 @@ import json
 import socket
 import subprocess
 
-from networks_lab import fails, fetch_from, host_fetch, network, ok, serve_http
+from networks_lab import fails, fetch_from, host_fetch, network, ok, serve_http, wait_until
 from support.daemon import Daemon
 
 
@@ -124,6 +124,36 @@ def test_connect_and_disconnect_a_running_container(carte: Daemon) -> None:
     assert fetch_from(carte, "second-name", "--network", "n1second") == ""
     assert list(_networks_of(carte, "both")) == ["n1first"]
     ok(carte.client("network", "rm", "n1second"))
+
+
+def test_a_connected_network_is_joined_again_at_each_start(carte: Daemon) -> None:
+    """Docker's rule: `network connect` lasts until `network disconnect`, across stops and
+    restarts, and a stopped container can be connected (it joins at its next start)."""
+    ok(carte.client("network", "create", "n1home"))
+    ok(carte.client("network", "create", "n1extra"))
+    web = serve_http(carte, "kept", "--network", "n1home")
+    ok(carte.client("network", "connect", "--alias", "kept-extra", "n1extra", "kept"))
+    ok(carte.client("restart", "-t", "1", "kept"))
+    assert sorted(_networks_of(carte, "kept")) == ["n1extra", "n1home"]
+    wait_until(lambda: fetch_from(carte, "kept-extra", "--network", "n1extra") != "")
+    assert fetch_from(carte, "kept-extra", "--network", "n1extra").endswith(web[:12] + "\n")
+    ok(carte.client("stop", "-t", "1", "kept"))
+    ok(carte.client("network", "disconnect", "n1extra", "kept"))  # stopped: forgotten
+    ok(carte.client("start", "kept"))
+    assert list(_networks_of(carte, "kept")) == ["n1home"]
+    ok(carte.client("stop", "-t", "1", "kept"))
+    ok(carte.client("network", "connect", "--alias", "late", "n1extra", "kept"))
+    again = fails(carte.client("network", "connect", "n1extra", "kept"))
+    assert "already connected" in again
+    ok(carte.client("start", "kept"))
+    assert sorted(_networks_of(carte, "kept")) == ["n1extra", "n1home"]
+    wait_until(lambda: fetch_from(carte, "late", "--network", "n1extra") != "")
+    ok(carte.client("stop", "-t", "1", "kept"))
+    ok(carte.client("network", "rm", "n1extra"))  # no running member: removable
+    ok(carte.client("start", "kept"))  # the removed network is left out, not a failed start
+    assert list(_networks_of(carte, "kept")) == ["n1home"]
+    ok(carte.client("rm", "-f", "kept"))
+    ok(carte.client("network", "rm", "n1home"))
 
 
 def _networks_of(carte: Daemon, container: str) -> dict[str, dict[str, object]]:
