@@ -34,3 +34,34 @@ def test_restart_of_a_replica_keeps_it_and_the_stack_waits(carte: Daemon, tmp_pa
     assert state["state"]["status"] == "running"
     assert http_get(before[victim]).startswith("v1 ")
     assert sorted(ok(carte.client("ps", "-aq", "--no-trunc")).split()) == sorted(before)
+
+
+TWO_NETWORKS = """\
+services:
+  web:
+    image: busybox
+    command: ["sleep", "100000"]
+    networks: [front, back]
+networks:
+  front: {}
+  back: {}
+"""
+
+
+def test_a_replica_restarted_in_place_keeps_both_its_networks(
+    carte: Daemon, tmp_path: Path
+) -> None:
+    (tmp_path / "compose.yaml").write_text(TWO_NETWORKS)
+    ok(carte.client("apply", "-f", str(tmp_path / "compose.yaml"), "-n", "twonet"))
+    joined = "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}"
+
+    def networks_of(container: str) -> list[str]:
+        return sorted(ok(carte.client("inspect", "-f", joined, container)).split())
+
+    wait_for(lambda: len(ok(carte.client("ps", "-q")).split()) == 1, 30, "the replica")
+    replica = ok(carte.client("ps", "-q")).split()[0]
+    wait_for(lambda: len(networks_of(replica)) == 2, 30, "both networks")
+    assert networks_of(replica) == ["twonet_back", "twonet_front"]
+    ok(carte.client("restart", "-t", "1", replica, timeout=60))
+    assert networks_of(replica) == ["twonet_back", "twonet_front"]
+    ok(carte.client("stack", "rm", "twonet", timeout=60))
