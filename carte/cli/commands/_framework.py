@@ -123,18 +123,24 @@ def show_inspected(session: Session, documents: list[Any], template: str | None)
 
 
 def inspect_each(session: Session, command: str) -> int:
-    """`inspect NAME...`: the details of every name that exists, as one JSON list."""
+    """`inspect NAME...`: the details of every name that exists, as one JSON list or through
+    `-f TEMPLATE` (`add_inspect_format`) once for each."""
     found: list[Any] = []
     code = each(session.args.names, lambda name: found.append(session.command(command, name=name)))
-    session.output.data(found)
-    return code
+    return show_inspected(session, found, getattr(session.args, "template", None)) or code
 
 
-def remove_each(session: Session, command: str, **body: Any) -> int:
-    """`rm NAME...`: remove every name, printing each one removed."""
+def remove_each(session: Session, command: str, *, missing_ok: bool = False, **body: Any) -> int:
+    """`rm NAME...`: remove every name, printing each one removed; with `missing_ok` (Docker's
+    `network rm -f`) a name that does not exist is skipped without an error."""
 
     def remove(name: str) -> None:
-        session.command(command, name=name, **body)
+        try:
+            session.command(command, name=name, **body)
+        except ApiError as error:
+            if missing_ok and error.status == 404:
+                return
+            raise
         session.output.line(name)
 
     return each(session.args.names, remove)
@@ -143,6 +149,22 @@ def remove_each(session: Session, command: str, **body: Any) -> int:
 def add_template_format(parser: argparse.ArgumentParser, dest: str) -> None:
     """A list command's `--format` (read by `templated`): table, json or a Go template."""
     parser.add_argument("--format", dest=dest, help="table, json, or a {{.Field}} template")
+
+
+def add_inspect_format(parser: argparse.ArgumentParser, example: str = "{{.Name}}") -> None:
+    """An `inspect` command's `-f/--format` (read by `show_inspected`): json or a template."""
+    parser.add_argument("-f", "--format", dest="template", help=f"a template such as {example}")
+
+
+def inspect_arguments(metavar: str, example: str) -> ArgumentsFunction:
+    """The arguments of an `inspect NAME...` that `inspect_each` answers: -f/--format and the
+    names (shown as `metavar`)."""
+
+    def arguments(parser: argparse.ArgumentParser) -> None:
+        add_inspect_format(parser, example)
+        parser.add_argument("names", nargs="+", metavar=metavar)
+
+    return arguments
 
 
 def add_log_window(parser: argparse.ArgumentParser) -> None:

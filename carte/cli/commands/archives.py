@@ -17,7 +17,7 @@ import socket
 import sys
 import urllib.parse
 
-from carte.cli.commands import Commands, Session, UsageError
+from carte.cli.commands import Commands, Session, UsageError, add_template_format, templated
 from carte.cli.commands.registry import human_size
 from carte.cli.transport import ApiError, send_request
 
@@ -38,7 +38,11 @@ def register(commands: Commands) -> None:
     image.add("prune", run=prune, help="remove unused images", arguments=_prune)
     _register_export_commit(commands.group("container", help="manage containers"))
     system = commands.group("system", help="inspect the host Carte runs on")
-    system.add("df", run=disk_usage, help="show the disk space Carte uses")
+    system.add("df", run=disk_usage, help="show the disk space Carte uses", arguments=_df)
+
+
+def _df(parser: argparse.ArgumentParser) -> None:
+    add_template_format(parser, "df_format")
 
 
 def _register_save_load(level: Commands) -> None:
@@ -278,8 +282,13 @@ def prune(session: Session) -> int:
 
 
 def disk_usage(session: Session) -> int:
+    rows = session.command("GetDiskUsage")
+    fmt = session.args.df_format
+    if fmt not in (None, "table", "json"):
+        return templated(session, fmt, rows, _usage_fields, {"TotalCount": "TOTAL"})
+    session.output.format = fmt or session.output.format
     session.output.listing(
-        session.command("GetDiskUsage"),
+        rows,
         ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
         lambda row: [
             row["type"],
@@ -290,3 +299,11 @@ def disk_usage(session: Session) -> int:
         ],
     )
     return 0
+
+
+def _usage_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """A `system df` row under Docker's `--format` names."""
+    return {
+        "Type": row["type"], "TotalCount": row["total"], "Active": row["active"],
+        "Size": human_size(row["size"]), "Reclaimable": human_size(row["reclaimable"]),
+    }  # fmt: skip

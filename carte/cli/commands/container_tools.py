@@ -34,6 +34,7 @@ def _top(parser: argparse.ArgumentParser) -> None:
 def _stats(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-stream", action="store_true", help="print one reading and exit")
     parser.add_argument("-a", "--all", action="store_true", help="include stopped containers")
+    parser.add_argument("--no-trunc", action="store_true", help="full container IDs")
     add_template_format(parser, "stats_format")
     parser.add_argument("containers", nargs="*", metavar="CONTAINER")
 
@@ -101,23 +102,29 @@ _STATS_HEADERS = {
 def _print(session: Session, readings: list[Any]) -> int:
     """The readings as JSON, through a --format template, or as Docker's table; exit code."""
     fmt = session.args.stats_format
+    id_length = None if session.args.no_trunc else 12
+
+    def fields(reading: dict[str, Any]) -> dict[str, Any]:
+        return _stats_fields(reading, id_length)
+
     if fmt not in (None, "table", "json"):
         headers = {**_STATS_HEADERS, "Container": "CONTAINER"}
-        return templated(session, fmt, readings, _stats_fields, headers)
+        return templated(session, fmt, readings, fields, headers)
     if session.output.json or fmt == "json":
         session.output.data(readings)
     else:
-        rows = [list(_stats_fields(reading).values())[1:] for reading in readings]
+        rows = [list(fields(reading).values())[1:] for reading in readings]
         session.output.table(list(_STATS_HEADERS.values()), rows)
     return 0
 
 
-def _stats_fields(reading: dict[str, Any]) -> dict[str, Any]:
-    """A reading under Docker's `stats --format` names (the table's columns, in order)."""
+def _stats_fields(reading: dict[str, Any], id_length: int | None) -> dict[str, Any]:
+    """A reading under Docker's `stats --format` names (the table's columns, in order); the
+    ID cut to `id_length` characters (None: whole, --no-trunc)."""
     usage, limit = reading["memory_usage"], reading["memory_limit"]
     return {
         "Container": reading["name"],
-        "ID": reading["id"][:12],
+        "ID": reading["id"][:id_length],
         "Name": reading["name"],
         "CPUPerc": f"{reading['cpu_percent']:.2f}%",
         "MemUsage": f"{_size(usage)} / {_size(limit)}",

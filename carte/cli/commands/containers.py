@@ -17,6 +17,7 @@ import time
 from carte.cli.commands import (
     Commands,
     Session,
+    add_inspect_format,
     add_log_window,
     each,
     fail,
@@ -116,9 +117,7 @@ def _signal(parser: argparse.ArgumentParser) -> None:
 
 
 def _fmt(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-f", "--format", dest="template", help="a template such as {{.State.ExitCode}}"
-    )
+    add_inspect_format(parser, "{{.State.ExitCode}}")
 
 
 def _container_fmt(parser: argparse.ArgumentParser) -> None:

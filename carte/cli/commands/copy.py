@@ -36,6 +36,8 @@ def register(commands: Commands) -> None:
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
+    # Docker's -q hides a progress line it prints only on a terminal; Carte never prints one.
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress (never any)")
     parser.add_argument("source", metavar="SRC")
     parser.add_argument("destination", metavar="DEST")
 

@@ -7,7 +7,14 @@ import json
 import os
 import sys
 
-from carte.cli.commands import Commands, Session, add_template_format, show_inspected, templated
+from carte.cli.commands import (
+    Commands,
+    Session,
+    add_inspect_format,
+    add_template_format,
+    show_inspected,
+    templated,
+)
 from carte.cli.output import docker_image
 from carte.cli.transport import ApiError
 
@@ -55,9 +62,7 @@ def _refs(parser: argparse.ArgumentParser) -> None:
 
 
 def _inspect(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-f", "--format", dest="template", help="a template such as {{.Config.Cmd}}"
-    )
+    add_inspect_format(parser, "{{.Config.Cmd}}")
     _refs(parser)
 
 

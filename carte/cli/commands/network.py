@@ -10,6 +10,7 @@ from carte.cli.commands import (
     add_template_format,
     each,
     fail,
+    inspect_arguments,
     inspect_each,
     remove_each,
     templated,
@@ -25,8 +26,8 @@ def register(commands: Commands) -> None:
     network = commands.group("network", help="manage networks")
     network.add("create", run=create, help="create a network", arguments=_create)
     network.add("ls", run=list_networks, help="list networks", arguments=_list)
-    network.add("inspect", run=inspect, help="show networks in detail", arguments=_names)
-    network.add("rm", run=remove, help="remove networks", arguments=_names)
+    network.add("inspect", run=inspect, help="show networks in detail", arguments=_inspect)
+    network.add("rm", run=remove, help="remove networks", arguments=_remove)
     network.add("connect", run=connect, help="connect a container", arguments=_connect)
     network.add("disconnect", run=disconnect, help="disconnect a container", arguments=_pair)
     network.add("prune", run=prune, help="remove unused networks", arguments=_prune)
@@ -61,8 +62,16 @@ def _list(parser: argparse.ArgumentParser) -> None:
     add_template_format(parser, "list_format")
 
 
+_inspect = inspect_arguments("NETWORK", "{{.Subnet}}")
+
+
 def _names(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="+", metavar="NETWORK")
+
+
+def _remove(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--force", action="store_true", help="no error for a missing one")
+    _names(parser)
 
 
 def _pair(parser: argparse.ArgumentParser) -> None:
@@ -200,7 +209,7 @@ def inspect(session: Session) -> int:
 
 
 def remove(session: Session) -> int:
-    return remove_each(session, "RemoveNetwork")
+    return remove_each(session, "RemoveNetwork", missing_ok=session.args.force)
 
 
 def connect(session: Session) -> int:

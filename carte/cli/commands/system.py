@@ -43,11 +43,12 @@ def register(commands: Commands) -> None:
 
 
 def _format_argument(parser: argparse.ArgumentParser) -> None:
-    """`--format` after the command too, as Docker users type it: table, json or a
+    """`-f/--format` after the command too, as Docker users type it: table, json or a
     Go template such as '{{json .}}' or '{{.Version}}'."""
     import argparse
 
     parser.add_argument(
+        "-f",
         "--format",
         dest="format",
         default=argparse.SUPPRESS,

@@ -9,6 +9,7 @@ from carte.cli.commands import (
     Session,
     add_template_format,
     fail,
+    inspect_arguments,
     inspect_each,
     remove_each,
     templated,
@@ -23,7 +24,7 @@ def register(commands: Commands) -> None:
     volume = commands.group("volume", help="manage volumes")
     volume.add("create", run=create, help="create a volume", arguments=_create)
     volume.add("ls", run=list_volumes, help="list volumes", arguments=_list)
-    volume.add("inspect", run=inspect, help="show volumes in detail", arguments=_names)
+    volume.add("inspect", run=inspect, help="show volumes in detail", arguments=_inspect)
     volume.add("rm", run=remove, help="remove volumes", arguments=_remove)
     volume.add("prune", run=prune, help="remove volumes no container uses", arguments=_prune)
 
@@ -38,6 +39,9 @@ def _list(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="only names")
     parser.add_argument("-f", "--filter", action="append", default=[], help="dangling=true..")
     add_template_format(parser, "list_format")
+
+
+_inspect = inspect_arguments("VOLUME", "{{.Mountpoint}}")
 
 
 def _names(parser: argparse.ArgumentParser) -> None:
