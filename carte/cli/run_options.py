@@ -8,6 +8,7 @@ Values are checked here so a typo is one line naming the flag and the accepted f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
@@ -244,26 +245,94 @@ def _parse_restart(value: str) -> dict[str, Any]:
     return {"name": name, "maximum_retry_count": int(count or 0)}
 
 
-def _read_env_file(path: str) -> list[str]:
+def read_env_file(path: str) -> list[str]:
+    """--env-file: KEY=VALUE lines (a bare KEY takes the client's value)."""
+    return [item for item in map(env_item, _file_lines(path, "--env-file")) if item]
+
+
+def _file_lines(path: str, flag: str) -> list[str]:
+    """The lines of a --env-file or --label-file, blank ones and # comments skipped."""
     try:
         with open(path, encoding="utf-8") as file:
-            lines = file.read().splitlines()
+            lines = [line.strip() for line in file.read().splitlines()]
     except OSError as error:
-        raise RunOptionError(f'--env-file "{path}": {error.strerror}; check the path') from None
-    env = []
-    for line in lines:
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        env.append(_env_item(text))
-    return env
+        raise RunOptionError(f'{flag} "{path}": {error.strerror}; check the path') from None
+    return [line for line in lines if line and not line.startswith("#")]
 
 
-def _env_item(item: str) -> str:
+def env_item(item: str) -> str:
     """KEY=VALUE as given; a bare KEY takes the client's value (and is dropped if unset)."""
     if "=" in item:
         return item
     return f"{item}={os.environ[item]}" if item in os.environ else ""
+
+
+def _parse_sysctl(value: str, network: str) -> tuple[str, str]:
+    """--sysctl KEY=VALUE, refused unless the container's own namespaces isolate KEY."""
+    from carte.api.containers import namespaced_sysctl
+
+    key, sep, val = value.partition("=")
+    if not sep or not key:
+        raise RunOptionError(
+            f'invalid --sysctl "{value}": use KEY=VALUE, e.g. net.core.somaxconn=1024'
+        )
+    if not namespaced_sysctl(key):
+        raise RunOptionError(
+            f'invalid --sysctl "{value}": {key} is not namespaced, it would change the host; '
+            "only net.*, fs.mqueue.* and kernel.shm*/msg*/sem are allowed"
+        )
+    if network == "host" and key.startswith("net."):
+        raise RunOptionError(
+            f'invalid --sysctl "{value}": {key} would change the host\'s network with '
+            "--network host; drop one of them"
+        )
+    return key, val
+
+
+def _parse_dns(value: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise RunOptionError(f'invalid --dns "{value}": use a name server\'s IP address') from None
+
+
+def _parse_mac(value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}", value):
+        raise RunOptionError(f'invalid --mac-address "{value}": use e.g. 02:42:ac:11:00:02')
+    return value.lower()
+
+
+def claim_cidfile(path: str) -> None:
+    """--cidfile: create the file now (empty), refused if it exists, as Docker does so two
+    containers never share one; `fill_cidfile` writes the ID once the container exists."""
+    if not path:
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        raise RunOptionError(
+            f'container ID file "{path}" exists; make sure the other container is not '
+            "running or delete the file"
+        ) from None
+    except OSError as error:
+        raise RunOptionError(f'--cidfile "{path}": {error.strerror}; check the path') from None
+
+
+def fill_cidfile(path: str, container_id: str) -> None:
+    """The created container's ID into the --cidfile; with no ID (the create failed), the
+    claimed file is removed."""
+    if not path:
+        return
+    if not container_id:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return
+    with open(path, "w", encoding="ascii") as file:
+        file.write(container_id)
 
 
 def check_platform(value: str, flag: str) -> None:
@@ -323,8 +392,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--health-timeout", help="maximum time of one check (default 30s)")
     add("--health-retries", help="failures before unhealthy (default 3)")
     add("--health-start-period", help="grace period before failures count (default 0s)")
+    add("--health-start-interval", help="time between checks during the start period")
     add("--no-healthcheck", action="store_true", help="disable the image's HEALTHCHECK")
     add("-l", "--label", action="append", default=[], help="set a label KEY=VALUE")
+    add("--label-file", action="append", default=[], help="read KEY=VALUE labels from a file")
+    add("--cidfile", default="", help="write the container ID to this file (must not exist)")
+    add("-q", "--quiet", action="store_true", help="suppress the pull output")
     add("--entrypoint", help="override the image's entrypoint")
     add("--log-opt", action="append", default=[], help="max-size=SIZE, max-file=N")
     add("--pid", default="", help="host or container:NAME: the pid namespace to share")
@@ -332,6 +405,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--network", "--net", default="default", help="none, host, default or a network name")
     add("--network-alias", action="append", default=[], help="DNS alias on the network")
     add("--ip", default="", help="IPv4 address on the network")
+    add("--mac-address", default="", help="MAC address of its interface (e.g. 02:42:ac:11:00:02)")
+    add("--dns", action="append", default=[], help="a name server for /etc/resolv.conf")
+    add("--dns-search", action="append", default=[], help="a search domain for /etc/resolv.conf")
+    add("--sysctl", action="append", default=[], help="a namespaced kernel parameter KEY=VALUE")
     add("-p", "--publish", action="append", default=[], help="publish a port HOST:CONTAINER")
     add("-P", "--publish-all", action="store_true", help="publish every exposed port")
     add("-i", "--interactive", action="store_true", help="keep stdin open")
@@ -343,8 +420,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def container_config(args: argparse.Namespace) -> dict[str, Any]:
     """The `ContainerConfig` JSON for parsed run flags; `RunOptionError` for a bad value."""
     check_platform(args.platform, "--platform")
-    env = [item for path in args.env_file for item in _read_env_file(path)]
-    env += [item for item in (_env_item(e) for e in args.env) if item]
+    env = [item for path in args.env_file for item in read_env_file(path)]
+    env += [item for item in (env_item(e) for e in args.env) if item]
     resources: dict[str, Any] = {}
     if args.memory is not None:
         resources["memory"] = parse_size(args.memory, "--memory")
@@ -387,7 +464,8 @@ def container_config(args: argparse.Namespace) -> dict[str, Any]:
                 f'invalid --log-opt "{option}": use max-size=SIZE (e.g. 10m) or max-file=N'
             )
     labels = {}
-    for label in args.label:
+    from_files = [line for path in args.label_file for line in _file_lines(path, "--label-file")]
+    for label in [*from_files, *args.label]:
         key, _, val = label.partition("=")
         if not key:
             raise RunOptionError(f'invalid --label "{label}": use KEY=VALUE')
@@ -418,6 +496,10 @@ def container_config(args: argparse.Namespace) -> dict[str, Any]:
         "network": args.network,
         "network_aliases": args.network_alias,
         "ip": args.ip,
+        "mac_address": _parse_mac(args.mac_address) if args.mac_address else "",
+        "dns": [_parse_dns(value) for value in args.dns],
+        "dns_search": args.dns_search,
+        "sysctls": dict(_parse_sysctl(value, args.network) for value in args.sysctl),
         "ports": [port for value in args.publish for port in _parse_port(value)],
         "publish_all": args.publish_all,
         "log": log,
@@ -451,6 +533,7 @@ def _health(args: argparse.Namespace) -> dict[str, Any] | None:
         args.health_timeout,
         args.health_retries,
         args.health_start_period,
+        args.health_start_interval,
     )
     if all(value is None for value in given):
         return None
@@ -465,4 +548,8 @@ def _health(args: argparse.Namespace) -> dict[str, Any] | None:
         health["retries"] = _parse_int(args.health_retries, "--health-retries", 0)
     if args.health_start_period is not None:
         health["start_period"] = _parse_duration(args.health_start_period, "--health-start-period")
+    if args.health_start_interval is not None:
+        health["start_interval"] = _parse_duration(
+            args.health_start_interval, "--health-start-interval"
+        )
     return health

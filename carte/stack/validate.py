@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from carte.api.containers import namespaced_sysctl
 from carte.stack import normalize
 from carte.stack.model import FileRef, Manifest, Service
 
@@ -20,18 +21,6 @@ _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _RESTART = re.compile(r"no|always|unless-stopped|on-failure(:[0-9]+)?")
 _CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
 _MAC = re.compile(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}")
-# sysctls a container's own namespaces isolate (Docker's list); others would change the host
-_NAMESPACED = (
-    "kernel.msgmax",
-    "kernel.msgmnb",
-    "kernel.msgmni",
-    "kernel.sem",
-    "kernel.shmall",
-    "kernel.shmmax",
-    "kernel.shmmni",
-    "kernel.shm_rmid_forced",
-)
-_NAMESPACED_PREFIXES = ("fs.mqueue.", "net.")
 _ULIMITS = frozenset(
     (
         "as",
@@ -181,7 +170,7 @@ def _check_compose_keys(name: str, service: Service, manifest: Manifest, source:
                 )
     host_network = service.network_mode == "host"
     for key in normalize.mapping(service.sysctls):
-        if not (key in _NAMESPACED or key.startswith(_NAMESPACED_PREFIXES)):
+        if not namespaced_sysctl(key):
             source.report(
                 (*here, "sysctls", key),
                 f"{key} is not namespaced: it would change the host; only net.*, fs.mqueue.* "

@@ -26,7 +26,14 @@ from carte.cli.commands import (
     warn,
 )
 from carte.cli.output import docker_container, docker_image
-from carte.cli.run_options import RunOptionError, add_run_arguments, container_config, parse_size
+from carte.cli.run_options import (
+    RunOptionError,
+    add_run_arguments,
+    claim_cidfile,
+    container_config,
+    fill_cidfile,
+    parse_size,
+)
 from carte.cli.transport import ApiError
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
@@ -224,13 +231,23 @@ def _strip_exit_tag(message: str) -> str:
 
 def _create(session: Session) -> tuple[str, int]:
     """Create from the parsed flags; (id, 0) or ("", exit code) after printing the error."""
+    cidfile = session.args.cidfile
     try:
         config = container_config(session.args)
+        claim_cidfile(cidfile)
     except RunOptionError as error:
         _error(str(error))
         return "", DAEMON_ERROR
+    container_id, code = _create_pulling(session, config)
+    fill_cidfile(cidfile, container_id)
+    return container_id, code
+
+
+def _create_pulling(session: Session, config: dict[str, Any]) -> tuple[str, int]:
+    """CreateContainer, pulling the image first as --pull says (quietly with -q)."""
     policy = getattr(session.args, "pull", "missing")
-    if policy == "always" and not _pull(session, config["image"]):
+    quiet = session.args.quiet
+    if policy == "always" and not _pull(session, config["image"], quiet=quiet):
         return "", DAEMON_ERROR
     try:
         created = session.command("CreateContainer", config=config)
@@ -238,8 +255,9 @@ def _create(session: Session) -> tuple[str, int]:
         if policy != "missing" or not _MISSING_IMAGE.search(error.message):
             _error(error.message)
             return "", DAEMON_ERROR
-        print(f"Unable to find image '{config['image']}' locally", file=sys.stderr)
-        if not _pull(session, config["image"]):
+        if not quiet:
+            print(f"Unable to find image '{config['image']}' locally", file=sys.stderr)
+        if not _pull(session, config["image"], quiet=quiet):
             return "", DAEMON_ERROR
         try:
             created = session.command("CreateContainer", config=config)
@@ -253,17 +271,19 @@ def _create(session: Session) -> tuple[str, int]:
 _MISSING_IMAGE = re.compile(r'image "[^"]+" not found locally|Unable to find image "[^"]+" locally')
 
 
-def _pull(session: Session, image: str) -> bool:
-    """Pull `image` as `carte pull` does (progress on stderr); False after printing why not."""
+def _pull(session: Session, image: str, *, quiet: bool) -> bool:
+    """Pull `image` as `carte pull` does (progress on stderr unless `quiet`); False after
+    printing why not."""
     from carte.cli.commands.registry import registry_host, stored_login, stream_transfer
 
     body = {"reference": image, "login": stored_login(registry_host(image)), "insecure": False}
     try:
-        result = stream_transfer(session, "/v1/images/pull", body, quiet=False)
+        result = stream_transfer(session, "/v1/images/pull", body, quiet=quiet)
     except ApiError as error:
         _error(error.message)
         return False
-    print(f"Digest: {result['manifest_digest']}", file=sys.stderr)
+    if not quiet:
+        print(f"Digest: {result['manifest_digest']}", file=sys.stderr)
     return True
 
 
@@ -282,8 +302,9 @@ def _image_at_hand(session: Session) -> bool:
         except ApiError as error:
             if error.status != 404:
                 return True  # the create that follows says what is wrong
-        print(f"Unable to find image '{image}' locally", file=sys.stderr)
-    return policy == "never" or _pull(session, image)
+        if not session.args.quiet:
+            print(f"Unable to find image '{image}' locally", file=sys.stderr)
+    return policy == "never" or _pull(session, image, quiet=session.args.quiet)
 
 
 def create(session: Session) -> int:

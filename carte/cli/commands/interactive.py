@@ -49,6 +49,9 @@ def _exec(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-e", "--env", action="append", default=[], help="set an environment variable KEY=VALUE"
     )
+    parser.add_argument(
+        "--env-file", action="append", default=[], help="read environment variables from a file"
+    )
     parser.add_argument("container")
     parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND")
 
@@ -105,7 +108,12 @@ def _ended(end: StreamEnd, refused: int) -> int:
 
 def run_interactive(session: Session) -> int:
     """`carte run -i/-t`: create, attach, start, stream until it exits; its exit code."""
-    from carte.cli.run_options import RunOptionError, container_config
+    from carte.cli.run_options import (
+        RunOptionError,
+        claim_cidfile,
+        container_config,
+        fill_cidfile,
+    )
     from carte.cli.stream_session import print_error
 
     args = session.args
@@ -114,14 +122,17 @@ def run_interactive(session: Session) -> int:
         return RUN_REFUSED
     try:
         config = container_config(args)
+        claim_cidfile(args.cidfile)
     except RunOptionError as error:
         print_error(str(error))
         return RUN_REFUSED
     try:
         created = session.command("CreateContainer", config=config)
     except (ApiError, DaemonUnreachable) as error:
+        fill_cidfile(args.cidfile, "")
         print_error(_message(error))
         return RUN_REFUSED
+    fill_cidfile(args.cidfile, str(created["id"]))
     warn(created)
     container_id = str(created["id"])
     end = _attached(
@@ -177,6 +188,13 @@ def exec_command(session: Session) -> int:
     if tty and args.interactive and not os.isatty(0):
         print_error("the input device is not a TTY; drop -t or run from a terminal")
         return COMMAND_REFUSED
+    from carte.cli.run_options import RunOptionError
+
+    try:
+        env = _environment(args)
+    except RunOptionError as error:
+        print_error(str(error))
+        return COMMAND_REFUSED
     rows, cols = window_size(0) if tty else (0, 0)
     options = {
         "cmd": list(args.cmd),
@@ -185,7 +203,7 @@ def exec_command(session: Session) -> int:
         "detach": bool(args.detach),
         "user": args.user,
         "workdir": args.workdir,
-        "env": _environment(args.env),
+        "env": env,
         "rows": rows,
         "cols": cols,
     }
@@ -200,15 +218,13 @@ def exec_command(session: Session) -> int:
     return _ended(end, COMMAND_REFUSED)
 
 
-def _environment(values: list[str]) -> list[str]:
-    """-e KEY=VALUE as given; -e KEY takes the client's value (left out when it has none)."""
-    env = []
-    for value in values:
-        if "=" in value:
-            env.append(value)
-        elif value in os.environ:
-            env.append(f"{value}={os.environ[value]}")
-    return env
+def _environment(args: argparse.Namespace) -> list[str]:
+    """--env-file lines then -e KEY=VALUE; a bare KEY takes the client's value (left out when
+    it has none). `RunOptionError` for an unreadable file."""
+    from carte.cli.run_options import env_item, read_env_file
+
+    given = [item for path in args.env_file for item in read_env_file(path)]
+    return given + [item for item in map(env_item, args.env) if item]
 
 
 # --- attach ---------------------------------------------------------------------------------

@@ -1,15 +1,21 @@
 """Docker flags scripts pass that the client maps onto what the daemon already does, against a
-real daemon: `stats --no-trunc`, `cp -q`, `info/version -f`, `volume/network inspect -f`,
-`system df --format` and `network rm -f`."""
+real daemon and registry (Debian's docker-registry on loopback): `run --dns/--dns-search/
+--sysctl/--mac-address/--label-file/--cidfile/-q`, `exec --env-file`, `stats --no-trunc`,
+`run --health-start-interval`, `cp -q`, `info/version -f`, `volume/network inspect -f`, `system df
+--format` and `network rm -f`."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
-from support.containers import ok
+import pytest
+from support.containers import ok, wait_for
 from support.daemon import Daemon
 from support.module_daemon import daemon_fixtures
+from support.registry import RunningRegistry, start_registry
 
 CONFIG = 'network:\n  pools: ["10.176.0.0/16:24"]\n  dns_upstreams: ["127.0.0.1:9"]\n'
 
@@ -17,6 +23,107 @@ CONFIG = 'network:\n  pools: ["10.176.0.0/16:24"]\n  dns_upstreams: ["127.0.0.1:
 flags_daemon, carte = daemon_fixtures(
     "flags_daemon", config=CONFIG, stacks=False, networks=True, volumes=True
 )
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
+    yield from start_registry(tmp_path_factory.mktemp("flags-registry") / "open", None)
+
+
+def one_line_refusal(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    """Exit 125 with one line on stderr naming `words`, no traceback."""
+    assert result.returncode == 125, result
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
+def test_run_resolver_sysctl_and_mac_seen_inside(carte: Daemon) -> None:
+    ok(carte.client("network", "create", "flagnet"))
+    script = (
+        "cat /etc/resolv.conf; cat /proc/sys/net/ipv4/ip_unprivileged_port_start;"
+        " cat /sys/class/net/eth0/address"
+    )
+    run = carte.client(
+        "run", "--rm", "--network", "flagnet", "--dns", "192.0.2.53", "--dns-search",
+        "corp.example", "--sysctl", "net.ipv4.ip_unprivileged_port_start=99",
+        "--mac-address", "02:42:AC:11:00:99", "busybox", "sh", "-c", script,
+    )  # fmt: skip
+    lines = ok(run).splitlines()
+    assert "nameserver 192.0.2.53" in lines
+    assert any(line.startswith("search") and "corp.example" in line for line in lines)
+    assert lines[-2:] == ["99", "02:42:ac:11:00:99"]
+
+
+def test_run_refuses_what_would_change_the_host(carte: Daemon) -> None:
+    host_wide = carte.client("run", "--rm", "--sysctl", "vm.swappiness=1", "busybox", "true")
+    one_line_refusal(host_wide, "vm.swappiness", "not namespaced")
+    host_net = carte.client(
+        "run", "--rm", "--network", "host", "--sysctl", "net.ipv4.ip_forward=0", "busybox", "true"
+    )
+    one_line_refusal(host_net, "--network host")
+    one_line_refusal(carte.client("run", "--rm", "--dns", "ns1", "busybox", "true"), "--dns")
+    bad_mac = carte.client("run", "--rm", "--mac-address", "02:42", "busybox", "true")
+    one_line_refusal(bad_mac, "--mac-address")
+    assert ok(carte.client("ps", "-aq")) == ""  # nothing was created
+
+
+def test_run_label_file_then_label(carte: Daemon, tmp_path: Path) -> None:
+    labels = tmp_path / "labels"
+    labels.write_text("# owners\ntier=db\n\nteam=blue\n")
+    create = carte.client(
+        "create", "--name", "labelled", "--label-file", str(labels), "-l", "team=red",
+        "busybox", "true",
+    )  # fmt: skip
+    ok(create)
+    shown = ok(carte.client("inspect", "-f", "{{json .Config.Labels}}", "labelled"))
+    assert json.loads(shown) == {"tier": "db", "team": "red"}  # -l wins over the file
+    missing = carte.client("create", "--label-file", str(tmp_path / "nope"), "busybox", "true")
+    one_line_refusal(missing, "--label-file", "nope")
+
+
+def test_run_cidfile(carte: Daemon, tmp_path: Path) -> None:
+    cidfile = tmp_path / "cid"
+    container_id = ok(
+        carte.client("run", "-d", "--cidfile", str(cidfile), "busybox", "sleep", "600")
+    ).strip()
+    assert cidfile.read_text() == container_id
+    again = carte.client("run", "-d", "--cidfile", str(cidfile), "busybox", "sleep", "600")
+    one_line_refusal(again, str(cidfile), "exists")
+    assert ok(carte.client("ps", "-q", "--no-trunc")).split() == [container_id]
+    assert cidfile.read_text() == container_id  # the other container's file is left alone
+    failed = tmp_path / "failed"
+    refused = carte.client(
+        "create", "--cidfile", str(failed), "--pull", "never", "no-such-image:1", "true"
+    )
+    assert refused.returncode == 125
+    assert not failed.exists()  # claimed, then removed when the create failed
+
+
+def test_run_quiet_pull(carte: Daemon, registry: RunningRegistry) -> None:
+    name = f"{registry.host}/flags/bb:quiet"
+    ok(carte.client("tag", "busybox", name))
+    ok(carte.client("push", name))
+    ok(carte.client("rmi", name))
+    ran = carte.client("run", "--rm", "-q", name, "echo", "pulled")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "pulled\n"
+    assert ran.stderr == ""  # no "Unable to find image", no progress, no digest
+    ok(carte.client("image", "inspect", name))  # it was pulled all the same
+
+
+def test_exec_env_file(carte: Daemon, tmp_path: Path) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text("# settings\nMODE=blue\nLEVEL=3\n")
+    ok(carte.client("run", "-d", "--name", "envy", "busybox", "sleep", "600"))
+    shown = carte.client(
+        "exec", "--env-file", str(env_file), "-e", "LEVEL=4", "envy", "sh", "-c",
+        'echo "$MODE $LEVEL"',
+    )  # fmt: skip
+    assert ok(shown) == "blue 4\n"  # -e after the file wins, as in Docker
+    missing = carte.client("exec", "--env-file", str(tmp_path / "nope"), "envy", "true")
+    assert missing.returncode == 1 and "--env-file" in missing.stderr
+    assert len(missing.stderr.splitlines()) == 1
 
 
 def test_stats_no_trunc(carte: Daemon) -> None:
@@ -62,6 +169,23 @@ def test_network_rm_force_skips_missing(carte: Daemon) -> None:
     assert forced.returncode == 0, forced.stderr
     assert forced.stdout == "doomed\n" and forced.stderr == ""
     assert "doomed" not in ok(carte.client("network", "ls", "--format", "{{.Name}}")).split()
+
+
+def test_run_health_start_interval(carte: Daemon) -> None:
+    """With an hour between checks, only the start interval can make it healthy in seconds."""
+    check = ["--health-cmd", "true", "--health-interval", "1h", "--health-start-period", "5m"]
+    sleeper = ["busybox", "sleep", "600"]
+    ok(carte.client("run", "-d", "--name", "patient", *check, *sleeper))
+    eager = ["--name", "eager", *check, "--health-start-interval", "200ms"]
+    ok(carte.client("run", "-d", *eager, *sleeper))
+
+    def status(name: str) -> str:
+        return ok(carte.client("inspect", "-f", "{{.State.Health.Status}}", name)).strip()
+
+    wait_for(lambda: status("eager") == "healthy", timeout=15, what="eager to be healthy")
+    assert status("patient") == "starting"  # its first check is an hour away
+    bad = carte.client("run", "--rm", *check, "--health-start-interval", "soon", *sleeper)
+    assert bad.returncode == 125 and "--health-start-interval" in bad.stderr
 
 
 def test_system_df_format(carte: Daemon) -> None:
