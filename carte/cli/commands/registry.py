@@ -19,6 +19,7 @@ import sys
 import tempfile
 
 from carte.cli.commands import Commands, Session, UsageError
+from carte.cli.run_options import RunOptionError, check_platform
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
@@ -51,7 +52,8 @@ def _insecure(parser: argparse.ArgumentParser) -> None:
 
 def _pull(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", metavar="NAME[:TAG|@DIGEST]")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the image name")
+    parser.add_argument("--platform", default="", help="OS/ARCH: only this host's is accepted")
     _insecure(parser)
 
 
@@ -233,6 +235,10 @@ def stream_transfer(session: Session, path: str, body: dict[str, Any], quiet: bo
 
 def pull(session: Session) -> int:
     args = session.args
+    try:
+        check_platform(args.platform, "--platform")
+    except RunOptionError as error:
+        raise UsageError(str(error)) from None
     body = {
         "reference": args.image,
         "login": stored_login(registry_host(args.image)),
@@ -243,7 +249,8 @@ def pull(session: Session) -> int:
     if out.json:
         out.data(result)
         return 0
-    out.line(f"Digest: {result['manifest_digest']}")
+    if not args.quiet:  # Docker's -q prints the name alone, for `image=$(docker pull -q ...)`
+        out.line(f"Digest: {result['manifest_digest']}")
     out.line(result["name"] or args.image)
     return 0
 

@@ -1,12 +1,13 @@
 """Docker flags scripts pass that the client maps onto what the daemon already does, against a
 real daemon and registry (Debian's docker-registry on loopback): `run --dns/--dns-search/
---sysctl/--mac-address/--label-file/--cidfile/-q`, `exec --env-file`, `stats --no-trunc`,
-`run --health-start-interval`, `cp -q`, `info/version -f`, `volume/network inspect -f`, `system df
---format` and `network rm -f`."""
+--sysctl/--mac-address/--label-file/--cidfile/-q/--health-start-interval`, `exec --env-file`,
+`pull -q/--platform`, `stats --no-trunc`, `cp -q`, `info/version -f`, `volume/network inspect
+-f`, `system df --format` and `network rm -f`."""
 
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,6 +111,27 @@ def test_run_quiet_pull(carte: Daemon, registry: RunningRegistry) -> None:
     assert ran.stdout == "pulled\n"
     assert ran.stderr == ""  # no "Unable to find image", no progress, no digest
     ok(carte.client("image", "inspect", name))  # it was pulled all the same
+
+
+def test_pull_quiet_and_platform(carte: Daemon, registry: RunningRegistry) -> None:
+    name = f"{registry.host}/flags/bb:pulled"
+    ok(carte.client("tag", "busybox", name))
+    ok(carte.client("push", name))
+    ok(carte.client("rmi", name))
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    pulled = carte.client("pull", "-q", "--platform", f"linux/{arch}", name)
+    assert pulled.returncode == 0, pulled.stderr
+    assert (pulled.stdout, pulled.stderr) == (f"{name}\n", "")  # the name alone, for $(...)
+    ok(carte.client("image", "inspect", name))
+    other = "linux/s390x" if arch != "s390x" else "linux/amd64"
+    refused = carte.client("pull", "--platform", other, name)
+    assert refused.returncode == 125 and "Traceback" not in refused.stderr
+    assert refused.stderr.splitlines() == [
+        f'carte: --platform "{other}" is not this host\'s platform (linux/{arch}); Carte runs '
+        "and builds for the host's platform only (no emulation): drop the flag or use a host of "
+        "that kind",
+        "See 'carte pull --help'.",
+    ]
 
 
 def test_exec_env_file(carte: Daemon, tmp_path: Path) -> None:
