@@ -42,6 +42,8 @@ class StopContainer(Command[None], frozen=True, kw_only=True):
     topic: ClassVar[str] = "container.stop"
     ref: str
     timeout: int | None = None
+    signal: str = ""
+    """This signal instead of the container's stop signal (`stop -s`)."""
 
 
 class KillContainer(Command[None], frozen=True, kw_only=True):
@@ -54,6 +56,8 @@ class RestartContainer(Command[None], frozen=True, kw_only=True):
     topic: ClassVar[str] = "container.restart"
     ref: str
     timeout: int | None = None
+    signal: str = ""
+    """This signal instead of the container's stop signal (`restart -s`)."""
 
 
 class RemoveContainer(Command[None], frozen=True, kw_only=True):

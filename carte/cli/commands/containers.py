@@ -48,9 +48,9 @@ def register(commands: Commands) -> None:
     commands.add("run", run=run, help="create and start a container", arguments=_run_arguments)
     commands.add("start", run=start, help="start containers", arguments=_refs(_start_flags))
     commands.add("ps", run=ps, help="list containers", arguments=_ps_arguments)
-    commands.add("stop", run=stop, help="stop containers", arguments=_refs(_timeout_flag))
+    commands.add("stop", run=stop, help="stop containers", arguments=_refs(_stop_flags))
     commands.add("kill", run=kill, help="send a signal to containers", arguments=_refs(_signal))
-    commands.add("restart", run=restart, help="restart containers", arguments=_refs(_timeout_flag))
+    commands.add("restart", run=restart, help="restart containers", arguments=_refs(_stop_flags))
     commands.add("rm", run=remove, help="remove containers", arguments=_refs(_rm_flags))
     commands.add("pause", run=pause, help="pause every process in containers", arguments=_refs())
     commands.add("unpause", run=unpause, help="unpause containers", arguments=_refs())
@@ -115,8 +115,9 @@ def _start_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-a", "--attach", action="store_true", help="print the output, wait")
 
 
-def _timeout_flag(parser: argparse.ArgumentParser) -> None:
+def _stop_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-t", "--time", "--timeout", type=int, help="seconds before SIGKILL")
+    parser.add_argument("-s", "--signal", default="", help="instead of the stop signal")
 
 
 def _signal(parser: argparse.ArgumentParser) -> None:
@@ -501,7 +502,8 @@ def _ago(created: str) -> str:
 
 
 def stop(session: Session) -> int:
-    return _each_container(session, "StopContainer", timeout=session.args.time)
+    args = session.args
+    return _each_container(session, "StopContainer", timeout=args.time, signal=args.signal)
 
 
 def kill(session: Session) -> int:
@@ -509,7 +511,8 @@ def kill(session: Session) -> int:
 
 
 def restart(session: Session) -> int:
-    return _each_container(session, "RestartContainer", timeout=session.args.time)
+    args = session.args
+    return _each_container(session, "RestartContainer", timeout=args.time, signal=args.signal)
 
 
 def remove(session: Session) -> int:

@@ -765,12 +765,16 @@ class ContainersHandler(Handler):
     async def stop(self, command: StopContainer) -> None:
         """Stop the container; a stop that waited for another operation (a restart policy's
         start) acts on the container as that operation left it."""
+        if command.signal:
+            parse_signal(command.signal, "--signal")  # refused before anything changes
         container_id = (await self.records.resolve(command.ref)).id
         async with self._operation_lock(container_id):
-            await self._stop(await self.records.resolve(container_id), command.timeout)
+            record = await self.records.resolve(container_id)
+            await self._stop(record, command.timeout, command.signal)
 
-    async def _stop(self, record: ContainerRecord, grace: int | None) -> None:
-        """Stop signal, then SIGKILL after the timeout; returns once the exit is settled.
+    async def _stop(self, record: ContainerRecord, grace: int | None, by_signal: str = "") -> None:
+        """Stop signal (or `by_signal`), then SIGKILL after the timeout; returns once the exit is
+        settled.
         A restarting container (no process, waiting for its restart) just becomes exited;
         an exited one is marked stopped, so a restart its policy was about to make is not."""
         if record.state.status == "restarting":
@@ -783,7 +787,7 @@ class ContainersHandler(Handler):
             return
         run = self._pending_run(record.id)
         await self._update(record.id, _mark_stop_requested)
-        stop_signal = parse_signal(record.config.stop_signal or "TERM")
+        stop_signal = parse_signal(by_signal or record.config.stop_signal or "TERM")
         timeout = grace if grace is not None else record.config.stop_timeout
         if timeout is None:
             timeout = self.ctx.options.stop_timeout
@@ -848,13 +852,15 @@ class ContainersHandler(Handler):
         start (a restart policy's) comes between them. In between the container reads
         "restarting" (its exit is recorded so), so an orchestrator waits for it instead of
         replacing it; it gets its address back when that is still free."""
+        if command.signal:
+            parse_signal(command.signal, "--signal")  # refused before anything changes
         container_id = (await self.records.resolve(command.ref)).id
         async with self._operation_lock(container_id):
             record = await self.records.resolve(container_id)
             address = next((e.ip_address for e in record.endpoints if e.ip_address), "")
             self._restarts.add(container_id)
             try:
-                await self._stop(record, command.timeout)
+                await self._stop(record, command.timeout, command.signal)
             finally:
                 self._restarts.discard(container_id)
             try:

@@ -1,8 +1,8 @@
 """Docker flags scripts pass that the client maps onto what the daemon already does, against a
 real daemon and registry (Debian's docker-registry on loopback): `run --dns/--dns-search/
 --sysctl/--mac-address/--label-file/--cidfile/-q/--health-start-interval`, `exec --env-file`,
-`pull -q/--platform`, `stats --no-trunc`, `cp -q`, `info/version -f`, `volume/network inspect
--f`, `system df --format` and `network rm -f`."""
+`stop/restart -s`, `pull -q/--platform`, `stats --no-trunc`, `cp -q`, `info/version -f`,
+`volume/network inspect -f`, `system df --format` and `network rm -f`."""
 
 from __future__ import annotations
 
@@ -132,6 +132,30 @@ def test_pull_quiet_and_platform(carte: Daemon, registry: RunningRegistry) -> No
         "that kind",
         "See 'carte pull --help'.",
     ]
+
+
+TRAPPER = (
+    'trap "echo got USR1; exit 3" USR1; trap "echo got TERM; exit 9" TERM; echo up;'
+    " while :; do sleep 0.1; done"
+)
+
+
+def test_stop_and_restart_with_a_signal(carte: Daemon) -> None:
+    """The container's shell traps USR1 and TERM: the exit code says which one stopped it."""
+    ok(carte.client("run", "-d", "--name", "trapper", "busybox", "sh", "-c", TRAPPER))
+    wait_for(lambda: "up" in ok(carte.client("logs", "trapper")), what="trapper's traps")
+    ok(carte.client("stop", "-s", "USR1", "-t", "20", "trapper"))
+    assert ok(carte.client("inspect", "-f", "{{.State.ExitCode}}", "trapper")) == "3\n"
+    assert "got USR1" in ok(carte.client("logs", "trapper"))
+    ok(carte.client("start", "trapper"))
+    wait_for(lambda: ok(carte.client("logs", "trapper")).count("up") == 2, what="its restart")
+    ok(carte.client("restart", "--signal", "SIGUSR1", "trapper"))
+    wait_for(lambda: ok(carte.client("logs", "trapper")).count("up") == 3, what="the restart")
+    assert ok(carte.client("logs", "trapper")).count("got USR1") == 2
+    ok(carte.client("stop", "trapper"))  # the stop signal (TERM) without -s
+    assert ok(carte.client("inspect", "-f", "{{.State.ExitCode}}", "trapper")) == "9\n"
+    bad = carte.client("stop", "-s", "NOPE", "trapper")
+    assert bad.returncode == 1 and "NOPE" in bad.stderr and len(bad.stderr.splitlines()) == 1
 
 
 def test_exec_env_file(carte: Daemon, tmp_path: Path) -> None:
