@@ -273,6 +273,11 @@ class PruneResult(_Wire, kw_only=True):
     space_reclaimed: int = 0
 
 
+ANONYMOUS_VOLUME = "carte.anonymous"
+"""The label of a volume made for a container's `-v /path` (its value: the container's id);
+`volume prune` removes only these unless asked for all."""
+
+
 class Volume(_Wire, kw_only=True):
     name: str
     driver: str = "local"

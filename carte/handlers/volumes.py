@@ -20,7 +20,7 @@ from pathlib import Path
 import msgspec
 import trio
 
-from carte.api.containers import PruneResult, Volume
+from carte.api.containers import ANONYMOUS_VOLUME, PruneResult, Volume
 from carte.api.errors import Conflict, InvalidArgument, NotFound
 from carte.api.events import (
     CreateVolume,
@@ -159,13 +159,15 @@ class VolumesHandler(Handler):
 
     @on(PruneVolumes)
     async def prune(self, command: PruneVolumes) -> PruneResult:
-        """Remove every volume no container uses (named ones too, like `docker volume prune -a`)."""
+        """Remove the anonymous volumes no container uses; with `all` named ones too (Docker's
+        `volume prune` and `volume prune -a` since 23.0: a named volume holds data someone
+        chose to keep)."""
         deleted: list[str] = []
         reclaimed = 0
         users = await self._users()
         for entry in await self.ctx.store.list(PREFIX):
             volume = _decoder.decode(entry.value)
-            if users.get(volume.name):
+            if users.get(volume.name) or not (command.all or ANONYMOUS_VOLUME in volume.labels):
                 continue
             directory = self.volumes_dir / volume.name
             reclaimed += await trio.to_thread.run_sync(_disk_usage, directory)

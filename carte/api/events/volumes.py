@@ -31,7 +31,10 @@ class RemoveVolume(Command[None], frozen=True, kw_only=True):
 
 
 class PruneVolumes(Command[PruneResult], frozen=True, kw_only=True):
+    """Remove the anonymous volumes no container uses (`all`: named ones too), as Docker 23+."""
+
     topic: ClassVar[str] = "volume.prune"
+    all: bool = False
 
 
 class VolumeCreated(Fact, frozen=True, kw_only=True):

@@ -55,7 +55,7 @@ def _remove(parser: argparse.ArgumentParser) -> None:
 
 def _prune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--force", action="store_true", help="do not ask (always true)")
-    parser.add_argument("-a", "--all", action="store_true", help="named ones too (always)")
+    parser.add_argument("-a", "--all", action="store_true", help="named volumes too")
 
 
 def create(session: Session) -> int:
@@ -105,5 +105,5 @@ def remove(session: Session) -> int:
 
 
 def prune(session: Session) -> int:
-    session.output.pruned(session.command("PruneVolumes"), "Volumes")
+    session.output.pruned(session.command("PruneVolumes", all=session.args.all), "Volumes")
     return 0

@@ -26,6 +26,7 @@ import msgspec
 import trio
 
 from carte.api.containers import (
+    ANONYMOUS_VOLUME,
     ContainerConfig,
     ContainerDetails,
     ContainerLocation,
@@ -424,7 +425,7 @@ class ContainersHandler(Handler):
             elif mount.type == "volume":
                 name = mount.source or new_container_id()
                 existed = await self.ctx.store.get(f"volumes/{name}") is not None
-                labels = {} if mount.source else {"carte.anonymous": container_id}
+                labels = {} if mount.source else {ANONYMOUS_VOLUME: container_id}
                 volume = await self.ctx.bus.request(CreateVolume(name=name, labels=labels))
                 if not existed:
                     created.append(name)
@@ -961,7 +962,7 @@ class ContainersHandler(Handler):
                     entry = await self.ctx.store.get(f"volumes/{mount.source}")
                     if (
                         entry is not None
-                        and f'"carte.anonymous":"{record.id}"' in entry.value.decode()
+                        and f'"{ANONYMOUS_VOLUME}":"{record.id}"' in entry.value.decode()
                     ):
                         await _ignore_errors(self.ctx.bus.request(RemoveVolume(name=mount.source)))
         await self.ctx.bus.publish(ContainerRemoved(id=record.id, name=record.name))

@@ -313,7 +313,7 @@ def add_observe_routes(app: QuartTrio, ctx: HandlerContext) -> None:
     async def prune_volumes() -> Response:
         if filters(request.args):
             raise InvalidArgument("Carte does not support volume prune filters")
-        result = await bus.request(PruneVolumes())
+        result = await bus.request(PruneVolumes(all=True))  # API 1.41: named ones too
         return reply(
             {"VolumesDeleted": result.deleted or None, "SpaceReclaimed": result.space_reclaimed}
         )

@@ -46,7 +46,14 @@ def test_volume_commands(carte: Daemon) -> None:
     busy = carte.client("volume", "rm", "v1")
     assert busy.returncode == 1 and "in use by container" in busy.stderr
     ok(carte.client("volume", "create", "v2"))
-    pruned = ok(carte.client("volume", "prune", "-f"))
+    ok(carte.client("create", "--name", "anon", "-v", "/scratch", "busybox", "true"))
+    anonymous = ok(carte.client("volume", "ls", "-q", "-f", "label=carte.anonymous")).split()
+    assert len(anonymous) == 1
+    ok(carte.client("rm", "anon"))  # without -v: its anonymous volume stays, unused
+    pruned = ok(carte.client("volume", "prune", "-f"))  # Docker 23+: anonymous volumes only
+    assert anonymous[0] in pruned and "v2" not in pruned and "v1" not in pruned
+    assert "v2" in ok(carte.client("volume", "ls", "-q")).split()
+    pruned = ok(carte.client("volume", "prune", "-f", "-a"))  # named ones too
     assert "v2" in pruned and "v1" not in pruned
     ok(carte.client("rm", "user"))
     ok(carte.client("volume", "rm", "v1"))
