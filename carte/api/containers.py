@@ -128,6 +128,8 @@ class ContainerConfig(_Wire, kw_only=True):
     ipc_mode: str = ""
     """"" or "private" (its own IPC namespace and /dev/shm), "shareable" (the same, joinable),
     "container:REF" (a shareable container's) or "host" (`--ipc`)."""
+    shm_size: int = 0
+    """Bytes of the container's own /dev/shm (`--shm-size`); 0: 64 MiB, Docker's default."""
     network: str = "default"
     network_aliases: list[str] = []
     ip: str = ""

@@ -402,6 +402,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--log-opt", action="append", default=[], help="max-size=SIZE, max-file=N")
     add("--pid", default="", help="host or container:NAME: the pid namespace to share")
     add("--ipc", default="", help="private (default), shareable, container:NAME or host")
+    add("--shm-size", default="", help="size of /dev/shm (e.g. 256m; default 64m)")
     add("--network", "--net", default="default", help="none, host, default or a network name")
     add("--network-alias", action="append", default=[], help="DNS alias on the network")
     add("--ip", default="", help="IPv4 address on the network")
@@ -510,6 +511,8 @@ def container_config(args: argparse.Namespace) -> dict[str, Any]:
         config["pid_mode"] = args.pid
     if args.ipc:
         config["ipc_mode"] = args.ipc
+    if args.shm_size:
+        config["shm_size"] = parse_size(args.shm_size, "--shm-size")
     if args.command:
         config["cmd"] = args.command
     if args.entrypoint is not None:

@@ -238,6 +238,7 @@ class Service(_Strict, kw_only=True, frozen=True):
     mem_limit: Size = 0
     cpus: str | float | int = 0
     pids_limit: int = 0
+    shm_size: Size = 0
     deploy: Deploy = Deploy()
     x_carte: CarteKeys = msgspec.field(default=CarteKeys(), name="x-carte")
 
@@ -301,7 +302,6 @@ REFUSED_SERVICE_KEYS: dict[str, str] = {
     "userns_mode": "user-namespace remapping is not available",
     "cgroup": "replicas' cgroups are placed by Carte",
     "cgroup_parent": "replicas' cgroups are placed by Carte",
-    "shm_size": "/dev/shm has Carte's fixed size (64 MiB)",
     "domainname": "replicas take their stack's DNS names; set hostname instead",
     "dns_opt": "resolver options are not written; use dns and dns_search",
     "isolation": "a Windows-only key",

@@ -235,6 +235,7 @@ def replica_config(
         mac_address="" if mode else service.mac_address,
         ipc_mode=f"container:{ipc_joined}" if service.ipc.startswith("service:") else service.ipc,
         pid_mode=service.pid,
+        shm_size=normalize.size_bytes(service.shm_size),
         log=LogOptions(
             max_size=normalize.size_bytes(logging["max-size"]) if "max-size" in logging else None,
             max_file=int(logging["max-file"]) if "max-file" in logging else None,

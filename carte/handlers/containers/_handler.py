@@ -315,6 +315,8 @@ class ContainersHandler(Handler):
             ) from None
         merged = merge_image_defaults(config, image.config.config)
         self.ctx.options.check_ports(merged)  # ceilings: before anything is made
+        if merged.shm_size < 0:
+            raise InvalidArgument(f"--shm-size {merged.shm_size}: a size cannot be negative")
         self.ctx.options.check_ulimits(merged.resources)
         warnings: list[str] = []
         network_handler = await self._network_available()
@@ -448,7 +450,7 @@ class ContainersHandler(Handler):
         log = self.ctx.options.log
         await self._join_namespaces(record)
         if record.config.ipc_mode == SHAREABLE:
-            await self._thread(lambda: mount_shm(paths.directory))
+            await self._thread(lambda: mount_shm(paths.directory, record.config.shm_size))
         try:
             report = await self.launcher.create(
                 container_id=record.id,

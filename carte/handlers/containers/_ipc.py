@@ -25,14 +25,19 @@ def shm_dir(container_dir: Path) -> Path:
     return container_dir / "shm"
 
 
-def mount_shm(container_dir: Path) -> None:
-    """Mount the shareable container's /dev/shm tmpfs unless it is there (a restart, or the
-    daemon restarted). Raises `OSError`."""
+def shm_size_option(size: int) -> str:
+    """The tmpfs option for a /dev/shm of `size` bytes (0: Docker's 64 MiB)."""
+    return f"size={-(-size // 1024)}k" if size else "size=65536k"
+
+
+def mount_shm(container_dir: Path, size: int = 0) -> None:
+    """Mount the shareable container's /dev/shm tmpfs (`size` bytes, 0: 64 MiB) unless it is
+    there (a restart, or the daemon restarted). Raises `OSError`."""
     target = shm_dir(container_dir)
     target.mkdir(mode=0o755, exist_ok=True)
     if not os.path.ismount(target):
         flags = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
-        syscalls.mount("shm", str(target), "tmpfs", flags, "mode=1777,size=65536k")
+        syscalls.mount("shm", str(target), "tmpfs", flags, f"mode=1777,{shm_size_option(size)}")
 
 
 def unmount_shm(container_dir: Path) -> None:

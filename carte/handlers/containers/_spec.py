@@ -20,7 +20,7 @@ import msgspec
 
 from carte.api.containers import ContainerConfig, HealthConfig, MountSpec, PortSpec, Resources
 from carte.api.errors import InvalidArgument
-from carte.handlers.containers._ipc import SHAREABLE, bind_shm, shm_dir
+from carte.handlers.containers._ipc import SHAREABLE, bind_shm, shm_dir, shm_size_option
 from carte.image import oci
 from carte.runtime.capabilities import capabilities_from, resolve_cap_changes
 from carte.runtime.cgroups.resources import LinuxCPU, LinuxMemory, LinuxPids, LinuxResources
@@ -175,6 +175,11 @@ def build_spec(
     (the handler created them); binds use their own source. Raises `InvalidArgument`."""
     spec = default_spec(args=process_args(config), rootfs=str(paths.rootfs))
     assert spec.process is not None
+    if config.shm_size:
+        for default in spec.mounts:
+            if default.destination == "/dev/shm":
+                kept = [o for o in default.options if not o.startswith("size=")]
+                default.options = [*kept, shm_size_option(config.shm_size)]
     process = spec.process
     process.env = list(config.env)
     if not _has_env(process.env, "HOSTNAME"):

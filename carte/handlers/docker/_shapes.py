@@ -211,6 +211,7 @@ def container_inspect(details: ContainerDetails) -> dict[str, Any]:
             "NetworkMode": config.network,
             "PidMode": config.pid_mode,
             "IpcMode": config.ipc_mode,
+            "ShmSize": config.shm_size or 64 << 20,
             "PortBindings": ports,
             "PublishAllPorts": config.publish_all,
             "ExtraHosts": config.extra_hosts or None,

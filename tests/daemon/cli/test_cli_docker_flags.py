@@ -255,3 +255,17 @@ def test_cp_quiet(carte: Daemon, tmp_path: Path) -> None:
     out = carte.client("cp", "--quiet", "copied:/tmp/note", str(tmp_path / "back"))
     assert (out.returncode, out.stdout, out.stderr) == (0, "", "")
     assert (tmp_path / "back").read_text() == "hello\n"
+
+
+def shm_kib(output: str) -> int:
+    """The size of /dev/shm in KiB from `df -k /dev/shm`."""
+    return int(output.strip().splitlines()[-1].split()[1])
+
+
+def test_shm_size_sizes_dev_shm(carte: Daemon) -> None:
+    df = ["busybox", "df", "-k", "/dev/shm"]
+    assert shm_kib(ok(carte.client("run", "--rm", *df))) == 65536  # Docker's 64 MiB
+    assert shm_kib(ok(carte.client("run", "--rm", "--shm-size", "128m", *df))) == 131072
+    shared = ["--shm-size", "32m", "--ipc", "shareable"]
+    assert shm_kib(ok(carte.client("run", "--rm", *shared, *df))) == 32768
+    one_line_refusal(carte.client("run", "--rm", "--shm-size", "lots", *df), "--shm-size")

@@ -59,6 +59,11 @@ def test_logs_follow_ends_when_the_container_stops(docker: DockerCli) -> None:
     assert docker("rm", container).returncode == 0
 
 
+def test_shm_size(docker: DockerCli) -> None:
+    ran = docker("run", "--rm", "--shm-size", "128m", "busybox", "df", "-k", "/dev/shm")
+    assert ran.stdout.splitlines()[-1].split()[1] == "131072", ran.stderr
+
+
 def test_create_carries_the_host_config(docker: DockerCli) -> None:
     created = docker(
         "create", "--name", "limited", "--memory", "64m", "--cpus", "0.5", "--pids-limit", "50",
