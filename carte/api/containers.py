@@ -130,6 +130,11 @@ class ContainerConfig(_Wire, kw_only=True):
     "container:REF" (a shareable container's) or "host" (`--ipc`)."""
     shm_size: int = 0
     """Bytes of the container's own /dev/shm (`--shm-size`); 0: 64 MiB, Docker's default."""
+    group_add: list[str] = []
+    """More supplementary groups for the main process (`--group-add`): names from the image's
+    /etc/group, or numeric gids."""
+    domainname: str = ""
+    """The UTS domain name (`--domainname`)."""
     network: str = "default"
     network_aliases: list[str] = []
     ip: str = ""

@@ -361,6 +361,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("-w", "--workdir", default="", help="working directory inside the container")
     add("-u", "--user", default="", help="user name or uid[:gid]")
     add("-h", "--hostname", default="", help="container host name")
+    add("--domainname", default="", help="container NIS domain name")
+    add("--group-add", action="append", default=[], help="another group to join (name or gid)")
     add("--platform", default="", help="OS/ARCH: only this host's is accepted (one platform)")
     add("-v", "--volume", action="append", default=[], help="bind mount or volume SRC:DST[:ro]")
     add("--mount", action="append", default=[], help="type=bind|volume|tmpfs,source=,target=")
@@ -478,6 +480,8 @@ def container_config(args: argparse.Namespace) -> dict[str, Any]:
         "workdir": args.workdir,
         "user": args.user,
         "hostname": args.hostname,
+        "domainname": args.domainname,
+        "group_add": list(args.group_add),
         "labels": labels,
         "tty": args.tty,
         "open_stdin": args.interactive,

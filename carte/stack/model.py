@@ -239,6 +239,8 @@ class Service(_Strict, kw_only=True, frozen=True):
     cpus: str | float | int = 0
     pids_limit: int = 0
     shm_size: Size = 0
+    group_add: list[str | int] = []
+    domainname: str = ""
     deploy: Deploy = Deploy()
     x_carte: CarteKeys = msgspec.field(default=CarteKeys(), name="x-carte")
 
@@ -302,12 +304,10 @@ REFUSED_SERVICE_KEYS: dict[str, str] = {
     "userns_mode": "user-namespace remapping is not available",
     "cgroup": "replicas' cgroups are placed by Carte",
     "cgroup_parent": "replicas' cgroups are placed by Carte",
-    "domainname": "replicas take their stack's DNS names; set hostname instead",
     "dns_opt": "resolver options are not written; use dns and dns_search",
     "isolation": "a Windows-only key",
     "credential_spec": "a Windows-only key",
     "storage_opt": "the overlay root has no per-container quota",
-    "group_add": "supplementary groups come from the image's /etc/group",
     "external_links": "legacy links to containers outside the stack; put them on a shared "
     "external network instead",
     "scale": "use deploy.replicas",

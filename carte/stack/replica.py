@@ -236,6 +236,8 @@ def replica_config(
         ipc_mode=f"container:{ipc_joined}" if service.ipc.startswith("service:") else service.ipc,
         pid_mode=service.pid,
         shm_size=normalize.size_bytes(service.shm_size),
+        group_add=[str(group) for group in service.group_add],
+        domainname=service.domainname,
         log=LogOptions(
             max_size=normalize.size_bytes(logging["max-size"]) if "max-size" in logging else None,
             max_file=int(logging["max-file"]) if "max-file" in logging else None,

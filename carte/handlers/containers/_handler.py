@@ -1181,11 +1181,15 @@ class ContainersHandler(Handler):
 
         def image_user() -> User:
             layers = [Path(p) for p in _lowerdirs_of(paths)]
-            return resolve_user(wanted, [paths.upper, *layers])
+            return resolve_user(wanted, [paths.upper, *layers], record.config.group_add)
 
         # root needs no image files: a health probe (one every few seconds per container)
         # then costs no spec read and no thread.
-        user = await self._thread(image_user) if wanted else resolve_user("", [])
+        user = (
+            await self._thread(image_user)
+            if wanted or record.config.group_add
+            else resolve_user("", [])
+        )
         process = {
             "args": list(command.cmd),
             "env": [*record.config.env, *command.env],

@@ -153,7 +153,9 @@ async def _exec_process(
     user = None
     if options.user:
         layers = [Path(location.upper_dir), *(Path(p) for p in location.lower_dirs)]
-        resolved = await trio.to_thread.run_sync(resolve_user, options.user, layers)
+        resolved = await trio.to_thread.run_sync(
+            resolve_user, options.user, layers, list(details.config.group_add)
+        )
         user = {
             "uid": resolved.uid,
             "gid": resolved.gid,

@@ -191,8 +191,9 @@ def build_spec(
                 f'--workdir "{config.workdir}" is not an absolute path; use e.g. -w /app'
             )
         process.cwd = config.workdir
-    process.user = resolve_user(config.user, lowerdirs)
+    process.user = resolve_user(config.user, lowerdirs, config.group_add)
     spec.hostname = config.hostname or container_id[:12]
+    spec.domainname = config.domainname
     spec.root.readonly = config.read_only
     spec.mounts.insert(
         0, overlay_root([str(d) for d in lowerdirs], str(paths.upper), str(paths.work))
@@ -404,10 +405,18 @@ def _security_options(options: list[str]) -> tuple[str | None, bool]:
     return seccomp, no_new_privileges
 
 
-def resolve_user(user: str, lowerdirs: list[Path]) -> User:
+def resolve_user(user: str, lowerdirs: list[Path], group_add: list[str] | None = None) -> User:
     """`-u` (name, uid, name:group, uid:gid) -> uid, gid and supplementary groups, from the
-    image's /etc/passwd and /etc/group. Raises `InvalidArgument` for an unknown name, or for
-    a name when those files are not regular files (numeric ids then go without them)."""
+    image's /etc/passwd and /etc/group, with `--group-add`'s on top. Raises `InvalidArgument`
+    for an unknown name, or for a name when those files are not regular files (numeric ids
+    then go without them)."""
+    resolved = _resolve_user(user, lowerdirs)
+    if group_add:
+        resolved.additional_gids = _with_groups(resolved, group_add, lowerdirs)
+    return resolved
+
+
+def _resolve_user(user: str, lowerdirs: list[Path]) -> User:
     if not user:
         return User(uid=0, gid=0)
     name, _, group = user.partition(":")
@@ -456,6 +465,28 @@ def resolve_user(user: str, lowerdirs: list[Path]) -> User:
 
 _IMAGE_FILE_LIMIT = 4 * 1024 * 1024
 """The most of an image's /etc/passwd or /etc/group read (a real one is a few kB)."""
+
+
+def _with_groups(user: User, wanted: list[str], lowerdirs: list[Path]) -> list[int]:
+    """`--group-add` on top of the user's supplementary groups: gids, or group names from the
+    image's /etc/group. Raises `InvalidArgument` naming a group the image lacks."""
+    known = None
+    gids = list(user.additional_gids)
+    for group in wanted:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            known = known if known is not None else _read_image_file(lowerdirs, "etc/group")
+            found = [f[2] for f in known if len(f) >= 3 and f[0] == group and f[2].isdigit()]
+            if not found:
+                raise InvalidArgument(
+                    f'--group-add "{group}": no group "{group}" in the image\'s /etc/group; '
+                    "use a numeric gid or a group the image defines"
+                )
+            gid = int(found[0])
+        if gid not in gids and gid != user.gid:
+            gids.append(gid)
+    return gids
 
 
 def _read_image_file(lowerdirs: list[Path], relative: str) -> list[list[str]]:

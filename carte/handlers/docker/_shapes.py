@@ -172,7 +172,7 @@ def container_inspect(details: ContainerDetails) -> dict[str, Any]:
         "Platform": "linux",
         "Config": {
             "Hostname": config.hostname,
-            "Domainname": "",
+            "Domainname": config.domainname,
             "User": config.user,
             "AttachStdin": False,
             "AttachStdout": not config.tty,
@@ -211,6 +211,7 @@ def container_inspect(details: ContainerDetails) -> dict[str, Any]:
             "NetworkMode": config.network,
             "PidMode": config.pid_mode,
             "IpcMode": config.ipc_mode,
+            "GroupAdd": list(config.group_add) or None,
             "ShmSize": config.shm_size or 64 << 20,
             "PortBindings": ports,
             "PublishAllPorts": config.publish_all,

@@ -269,3 +269,20 @@ def test_shm_size_sizes_dev_shm(carte: Daemon) -> None:
     shared = ["--shm-size", "32m", "--ipc", "shareable"]
     assert shm_kib(ok(carte.client("run", "--rm", *shared, *df))) == 32768
     one_line_refusal(carte.client("run", "--rm", "--shm-size", "lots", *df), "--shm-size")
+
+
+def test_group_add_and_domainname(carte: Daemon) -> None:
+    shown = "id -G; cat /proc/sys/kernel/domainname"
+    ran = ok(carte.client("run", "--rm", "--group-add", "1234", "--group-add", "55",
+                          "--domainname", "example.org", "busybox", "sh", "-c", shown))  # fmt: skip
+    groups, domain = ran.splitlines()
+    assert sorted(groups.split()) == ["0", "1234", "55"] and domain == "example.org"
+    ok(carte.client("run", "-d", "--name", "grouped", "--group-add", "1234", "busybox",
+                    "sleep", "600"))  # fmt: skip
+    try:
+        assert "1234" in ok(carte.client("exec", "grouped", "id", "-G")).split()  # exec too
+    finally:
+        ok(carte.client("rm", "-f", "grouped"))
+    unknown = carte.client("run", "--rm", "--group-add", "nosuchgroup", "busybox", "true")
+    assert unknown.returncode == 125 and "nosuchgroup" in unknown.stderr, unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1

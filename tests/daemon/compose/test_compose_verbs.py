@@ -247,14 +247,18 @@ def test_warnings_reach_the_user(compose: Compose, carte: Daemon, tmp_path: Path
     assert clean.returncode == 0 and clean.stderr == ""
 
 
-def test_shm_size_sizes_the_replicas_dev_shm(compose: Compose, tmp_path: Path) -> None:
+def test_shm_size_group_add_and_domainname(compose: Compose, tmp_path: Path) -> None:
     cwd = project(
         tmp_path,
         "shm",
-        "services:\n  big:\n    image: busybox\n    command: [sleep, '600']\n    shm_size: 96m\n",
+        "services:\n  big:\n    image: busybox\n    command: [sleep, '600']\n"
+        "    shm_size: 96m\n    group_add: [1234]\n    domainname: example.org\n",
     )
     assert compose("up", "-d", cwd=cwd).returncode == 0
     running(compose, cwd, 1)
     inside = ok(compose("exec", "big", "df", "-k", "/dev/shm", cwd=cwd))
     assert inside.strip().splitlines()[-1].split()[1] == "98304"  # KiB
+    assert "1234" in ok(compose("exec", "big", "id", "-G", cwd=cwd)).split()
+    domain = ok(compose("exec", "big", "cat", "/proc/sys/kernel/domainname", cwd=cwd))
+    assert domain.strip() == "example.org"
     assert compose("down", cwd=cwd).returncode == 0

@@ -59,9 +59,13 @@ def test_logs_follow_ends_when_the_container_stops(docker: DockerCli) -> None:
     assert docker("rm", container).returncode == 0
 
 
-def test_shm_size(docker: DockerCli) -> None:
+def test_shm_size_group_add_domainname(docker: DockerCli) -> None:
     ran = docker("run", "--rm", "--shm-size", "128m", "busybox", "df", "-k", "/dev/shm")
     assert ran.stdout.splitlines()[-1].split()[1] == "131072", ran.stderr
+    shown = "id -G; cat /proc/sys/kernel/domainname"
+    ran = docker("run", "--rm", "--group-add", "1234", "--domainname", "example.org",
+                 "busybox", "sh", "-c", shown)  # fmt: skip
+    assert ran.stdout.split() == ["0", "1234", "example.org"], ran.stderr
 
 
 def test_create_carries_the_host_config(docker: DockerCli) -> None:
