@@ -31,6 +31,15 @@ class CreateContainer(Command[CreateResult], frozen=True, kw_only=True):
     config: ContainerConfig
 
 
+class ParkContainer(Command[None], frozen=True, kw_only=True):
+    """Make a stopped container ready to start (its shim and process made, parked), so a
+    client attaches before the start and misses nothing (`carte start -ai` of an exited
+    container); a created, running or already parked one is left as it is."""
+
+    topic: ClassVar[str] = "container.park"
+    ref: str
+
+
 class StartContainer(Command[None], frozen=True, kw_only=True):
     topic: ClassVar[str] = "container.start"
     ref: str

@@ -113,6 +113,7 @@ def _refs(
 
 def _start_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-a", "--attach", action="store_true", help="print the output, wait")
+    parser.add_argument("-i", "--interactive", action="store_true", help="attach its input")
 
 
 def _stop_flags(parser: argparse.ArgumentParser) -> None:
@@ -385,13 +386,21 @@ def start(session: Session) -> int:
         session.command("StartContainer", ref=ref)
         session.output.line(ref)
 
-    if session.args.attach and len(session.args.containers) == 1:
-        ref = session.args.containers[0]
+    args = session.args
+    if (args.attach or args.interactive) and len(args.containers) > 1:
+        _error("you cannot start and attach multiple containers at once")
+        return 1
+    if args.attach or args.interactive:
+        ref = args.containers[0]
         try:
             details = session.command("InspectContainer", ref=ref)
         except ApiError as error:
             _error(error.message)
             return 1
+        if args.interactive or details["config"]["tty"]:
+            from carte.cli.commands.interactive import start_attached
+
+            return start_attached(session, details["id"], stdin=args.interactive)
         return _run_attached(_with_rm(session), details["id"])
     return _each(session, one)
 

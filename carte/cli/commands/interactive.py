@@ -249,6 +249,25 @@ def attach(session: Session) -> int:
     return _ended(end, COMMAND_REFUSED)
 
 
+def start_attached(session: Session, ref: str, *, stdin: bool) -> int:
+    """`carte start -a` of a container with a terminal, and `start -i`: attached before it
+    starts, its input too with `stdin` (if it was created with -i); its exit code."""
+    from carte.cli.stream_session import print_error
+
+    try:
+        location = session.command("ResolveContainer", ref=ref)
+    except (ApiError, DaemonUnreachable) as error:
+        print_error(_message(error))
+        return COMMAND_REFUSED
+    tty = bool(location.get("tty"))
+    stdin = stdin and bool(location.get("open_stdin"))
+    container_id = str(location["id"])
+    end = _attached(session, container_id, start=True, stdin=stdin, tty=tty, sig_proxy=not tty)
+    if end is None:
+        return COMMAND_REFUSED
+    return _ended(end, COMMAND_REFUSED)
+
+
 def _attached(
     session: Session, container_id: str, *, start: bool, stdin: bool, tty: bool, sig_proxy: bool
 ) -> StreamEnd | None:

@@ -70,6 +70,7 @@ from carte.api.events import (
     KillContainer,
     ListContainers,
     ListContainerUsage,
+    ParkContainer,
     PauseContainer,
     PruneContainers,
     RemoveContainer,
@@ -501,6 +502,16 @@ class ContainersHandler(Handler):
         await self._thread(rewrite)
 
     # --- start ------------------------------------------------------------------------------
+
+    @on(ParkContainer)
+    async def park(self, command: ParkContainer) -> None:
+        record = await self.records.resolve(command.ref)
+        async with self._operation_lock(record.id):
+            record = await self.records.resolve(record.id)
+            if record.state.status not in ("exited", "created") or record.id in self._parked:
+                return
+            pid = await self._parked_pid(record.id) or await self._create_shim(record)
+            self._parked[record.id] = pid
 
     @on(StartContainer)
     async def start(self, command: StartContainer) -> None:

@@ -27,7 +27,7 @@ from quart import websocket
 
 from carte.api.containers import ContainerLocation, ExecOptions
 from carte.api.errors import CarteError, Conflict, Internal, InvalidArgument
-from carte.api.events import InspectContainer, ResolveContainer, StartContainer
+from carte.api.events import InspectContainer, ParkContainer, ResolveContainer, StartContainer
 from carte.engine import HandlerContext
 from carte.engine.handler import Route
 from carte.handlers.containers._attach import AttachedContainer
@@ -79,6 +79,8 @@ async def _attach(ctx: HandlerContext, ref: str, args: dict[str, str]) -> None:
             f'cannot attach to container "{location.name}": it is {location.status}; '
             f"start it first (carte start -a {location.name})"
         )
+    if start and location.status == "exited":
+        await ctx.bus.request(ParkContainer(ref=location.id))  # attached before it starts
     io = await _open_attach(location)
     try:
         rows, cols = _size(args.get("rows"), args.get("cols"))

@@ -35,6 +35,20 @@ def test_run_i_shell_script_exit_code(carte: Daemon) -> None:
     assert (result.returncode, result.stdout, result.stderr) == (3, "42\n", "oops\n")
 
 
+def test_start_ai_feeds_a_created_container_and_returns_its_exit_code(carte: Daemon) -> None:
+    script = "read line; echo got $line; exit 4"
+    ok(carte.client("create", "-i", "--name", "startai", "busybox", "sh", "-c", script))
+    try:
+        result = pipe_client(carte, "start", "-ai", "startai", stdin="hello\n")
+        assert (result.returncode, result.stdout) == (4, "got hello\n"), result.stderr
+        again = pipe_client(carte, "start", "-i", "startai", stdin="twice\n")  # -i alone too
+        assert (again.returncode, again.stdout) == (4, "got twice\n"), again.stderr
+        both = carte.client("start", "-a", "startai", "other")
+        assert both.returncode == 1 and "multiple containers" in both.stderr
+    finally:
+        ok(carte.client("rm", "-f", "startai"))
+
+
 def test_exec_separates_streams_and_returns_the_exit_code(carte: Daemon) -> None:
     ok(carte.client("run", "-d", "--name", "streams", "busybox", "sleep", "1000"))
     result = carte.client("exec", "streams", "sh", "-c", "echo out; echo err >&2; exit 5")
