@@ -77,6 +77,12 @@ def _build(parser: argparse.ArgumentParser) -> None:
         help="an SSH agent socket for RUN --mount=type=ssh (default: $SSH_AUTH_SOCK)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
+    parser.add_argument(
+        "--rm", action="store_true", help="remove the RUN steps' containers (always done)"
+    )
+    parser.add_argument(
+        "--force-rm", action="store_true", help="even after a failed step (always done)"
+    )
 
 
 def _prune(parser: argparse.ArgumentParser) -> None:

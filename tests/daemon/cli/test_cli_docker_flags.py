@@ -286,3 +286,17 @@ def test_group_add_and_domainname(carte: Daemon) -> None:
     unknown = carte.client("run", "--rm", "--group-add", "nosuchgroup", "busybox", "true")
     assert unknown.returncode == 125 and "nosuchgroup" in unknown.stderr, unknown.stderr
     assert len(unknown.stderr.strip().splitlines()) == 1
+
+
+def test_build_rm_and_force_rm_leave_no_container(carte: Daemon, tmp_path: Path) -> None:
+    """Old scripts pass `docker build --rm --force-rm`: Carte always removes the RUN steps'
+    containers, after a failed step too."""
+    before = ok(carte.client("ps", "-aq")).split()
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN echo built > /f\n")
+    ok(carte.client("build", "--rm", "--force-rm", "-t", "rmflags", str(tmp_path), timeout=120))
+    assert ok(carte.client("run", "--rm", "rmflags", "cat", "/f")) == "built\n"
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN exit 3\n")
+    failed = carte.client("build", "--force-rm", "-t", "rmfails", str(tmp_path), timeout=120)
+    assert failed.returncode != 0
+    assert ok(carte.client("ps", "-aq")).split() == before
+    ok(carte.client("rmi", "rmflags"))
