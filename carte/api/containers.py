@@ -291,6 +291,9 @@ class Volume(_Wire, kw_only=True):
     mountpoint: str = ""
     created: str = ""
     labels: dict[str, str] = {}
+    options: dict[str, str] = {}
+    """The local driver's options (`-o type=none,o=bind,device=DIR` or `type=tmpfs`): what is
+    mounted on the mountpoint, as Docker's local driver does."""
     in_use_by: list[str] = []
 
 

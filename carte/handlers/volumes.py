@@ -71,6 +71,19 @@ class VolumesHandler(Handler):
         unmount it when the handler stops, whether cancelled or failing."""
         await trio.to_thread.run_sync(_mount_nosuid, self.volumes_dir)
         try:
+            for entry in await self.ctx.store.list(PREFIX):
+                volume = _decoder.decode(entry.value)
+                if volume.options:  # the self-bind above hides what an earlier run mounted
+                    data = Path(volume.mountpoint)
+                    try:
+                        await trio.to_thread.run_sync(mount_options, data, volume.options)
+                    except OSError as error:
+                        self.ctx.log.warning(
+                            "volume %s: cannot mount %s: %s",
+                            volume.name,
+                            _described(volume.options),
+                            error.strerror,
+                        )
             task_status.started()
             await trio.sleep_forever()
         finally:
@@ -92,21 +105,34 @@ class VolumesHandler(Handler):
 
     @on(CreateVolume)
     async def create(self, command: CreateVolume) -> Volume:
-        """Create a volume; an existing one of that name is returned as it is (Docker)."""
+        """Create a volume; an existing one of that name is returned as it is (Docker). With
+        options, what they name is mounted on it now (and again at each daemon start)."""
         import secrets
 
         name = check_volume_name(command.name) if command.name else secrets.token_hex(32)
+        options = dict(command.options)
+        await trio.to_thread.run_sync(check_volume_options, options)  # stats a host path
         async with self._lock:
             existing = await self._get(name)
             if existing is not None:
                 return existing
             data = self.volumes_dir / name / "_data"
             await trio.to_thread.run_sync(_make_volume_dir, data)
+            try:
+                if options:
+                    await trio.to_thread.run_sync(mount_options, data, options)
+            except OSError as error:
+                await trio.to_thread.run_sync(_remove_volume_dir, data.parent)
+                raise InvalidArgument(
+                    f'volume "{name}": cannot mount {_described(options)}: {error.strerror}; '
+                    "check -o type, o and device"
+                ) from None
             volume = Volume(
                 name=name,
                 mountpoint=str(data),
                 created=now_rfc3339(),
                 labels=dict(command.labels),
+                options=options,
             )
             await self.ctx.store.put(PREFIX + name, volume)
         await self.ctx.bus.publish(VolumeCreated(id=name))
@@ -153,7 +179,13 @@ class VolumesHandler(Handler):
                     "remove that container first (carte rm -v)"
                 )
             directory = self.volumes_dir / volume.name
-            await trio.to_thread.run_sync(lambda: shutil.rmtree(directory, ignore_errors=True))
+            try:
+                await trio.to_thread.run_sync(_remove_volume_dir, directory)
+            except OSError as error:
+                raise Conflict(
+                    f'volume "{volume.name}": cannot unmount {_described(volume.options)}: '
+                    f"{error.strerror}; nothing was removed"
+                ) from None
             await self.ctx.store.delete(PREFIX + volume.name)
         await self.ctx.bus.publish(VolumeRemoved(id=volume.name))
 
@@ -179,6 +211,92 @@ class VolumesHandler(Handler):
 def _has_label(volume: Volume, wanted: str) -> bool:
     key, sep, value = wanted.partition("=")
     return key in volume.labels and (not sep or volume.labels[key] == value)
+
+
+_TMPFS_OPTIONS = ("size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "noexec", "nosuid")
+
+
+def check_volume_options(options: dict[str, str]) -> None:
+    """Docker's local driver options Carte mounts: `type=none,o=bind,device=DIR` (DIR an
+    existing host directory) and `type=tmpfs[,o=size=..,mode=..]`; `InvalidArgument` names the
+    option otherwise."""
+    if not options:
+        return
+    unknown = sorted(set(options) - {"type", "o", "device"})
+    if unknown:
+        raise InvalidArgument(
+            f'volume option "{unknown[0]}" is unknown; the local driver takes type, o and device'
+        )
+    kind = options.get("type", "")
+    words = [w for w in options.get("o", "").split(",") if w]
+    if kind == "none" or "bind" in words or "rbind" in words:
+        device = options.get("device", "")
+        if not {"bind", "rbind"} & set(words) or any(
+            w not in ("bind", "rbind", "ro", "rw") for w in words
+        ):
+            raise InvalidArgument(
+                f'volume option o="{options.get("o", "")}": a bind volume takes o=bind '
+                "(and ro); e.g. -o type=none -o o=bind -o device=/srv/data"
+            )
+        if not device.startswith("/") or not os.path.isdir(device):
+            raise InvalidArgument(
+                f'volume option device="{device}" is not an existing host directory; '
+                f"create it first (mkdir -p {device or 'DIR'})"
+            )
+    elif kind == "tmpfs":
+        for word in words:
+            if word.partition("=")[0] not in _TMPFS_OPTIONS:
+                raise InvalidArgument(
+                    f'volume option o="{options["o"]}": "{word}" is not a tmpfs option; use '
+                    "size=, mode=, uid=, gid= or nr_inodes="
+                )
+    else:
+        raise InvalidArgument(
+            f'volume option type="{kind}" is not supported; use type=none with o=bind and '
+            "device=DIR, or type=tmpfs"
+        )
+
+
+def mount_options(data: Path, options: dict[str, str]) -> None:
+    """Mount what `options` name on the volume's `data` directory unless it is mounted there
+    already. Raises `OSError`."""
+    from carte.runtime.syscalls import (
+        MS_BIND,
+        MS_NODEV,
+        MS_NOSUID,
+        MS_RDONLY,
+        MS_REC,
+        MS_REMOUNT,
+        mount,
+    )
+
+    if _mounted_here(data):
+        return
+    words = [w for w in options.get("o", "").split(",") if w]
+    if options.get("type") == "tmpfs":
+        mount("tmpfs", str(data), "tmpfs", MS_NOSUID | MS_NODEV, ",".join(words))
+        return
+    recursive = MS_REC if "rbind" in words else 0
+    mount(options["device"], str(data), None, MS_BIND | recursive)
+    flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | (MS_RDONLY if "ro" in words else 0)
+    mount(None, str(data), None, flags)
+
+
+def _remove_volume_dir(directory: Path) -> None:
+    """Delete a volume's directory; what is mounted on its _data is unmounted first and never
+    deleted through (`OSError` if it stays mounted)."""
+    from carte.runtime.syscalls import MNT_DETACH, umount2
+
+    data = directory / "_data"
+    while _mounted_here(data):
+        umount2(str(data), MNT_DETACH)
+    if _mounted_here(data) or os.path.ismount(data):
+        raise OSError(16, "still mounted")
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _described(options: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(options.items()))
 
 
 def _make_volume_dir(data: Path) -> None:

@@ -269,6 +269,7 @@ class NetworkDecl(_Strict, kw_only=True, frozen=True):
 
 class VolumeDecl(_Strict, kw_only=True, frozen=True):
     driver: str = "local"
+    driver_opts: Mapping = {}
     external: bool = False
     name: str = ""
     labels: Mapping = {}

@@ -12,6 +12,9 @@ class CreateVolume(Command[Volume], frozen=True, kw_only=True):
     topic: ClassVar[str] = "volume.create"
     name: str = ""
     labels: dict[str, str] = {}
+    options: dict[str, str] = {}
+    """Docker's local driver options: type=none with o=bind and device=DIR (a host directory),
+    or type=tmpfs with o=size=...,mode=... (memory)."""
 
 
 class ListVolumes(Command[list[Volume]], frozen=True, kw_only=True):

@@ -33,6 +33,13 @@ def _create(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", default="")
     parser.add_argument("-l", "--label", action="append", default=[], help="KEY=VALUE")
     parser.add_argument("-d", "--driver", default="local", help="only local")
+    parser.add_argument(
+        "-o",
+        "--opt",
+        action="append",
+        default=[],
+        help="type=none,o=bind,device=DIR or type=tmpfs,o=size=64m (one KEY=VALUE each)",
+    )
 
 
 def _list(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +70,13 @@ def create(session: Session) -> int:
     if args.driver != "local":
         return fail(f'volume driver "{args.driver}" is unknown; use local')
     labels = dict(label.partition("=")[::2] for label in args.label)
-    volume = session.command("CreateVolume", name=args.name, labels=labels)
+    options = {}
+    for option in args.opt:
+        key, equals, value = option.partition("=")
+        if not equals or not key:
+            return fail(f'--opt "{option}" is not KEY=VALUE; e.g. -o type=tmpfs')
+        options[key] = value
+    volume = session.command("CreateVolume", name=args.name, labels=labels, options=options)
     session.output.line(volume["name"])
     return 0
 

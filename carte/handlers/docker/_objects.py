@@ -230,10 +230,12 @@ def add_object_routes(app: QuartTrio, ctx: HandlerContext) -> None:
         driver = body.get("Driver") or "local"
         if driver != "local":
             raise InvalidArgument(f"Carte does not support the {driver!r} volume driver; use local")
-        if body.get("DriverOpts"):
-            raise InvalidArgument("Carte does not support volume driver options (DriverOpts)")
         volume = await bus.request(
-            CreateVolume(name=body.get("Name") or "", labels=dict(body.get("Labels") or {}))
+            CreateVolume(
+                name=body.get("Name") or "",
+                labels=dict(body.get("Labels") or {}),
+                options={str(k): str(v) for k, v in (body.get("DriverOpts") or {}).items()},
+            )
         )
         return reply(volume_shape(volume), 201)
 

@@ -336,5 +336,5 @@ def volume_shape(volume: Volume) -> dict[str, Any]:
         "CreatedAt": volume.created,
         "Labels": volume.labels,
         "Scope": "local",
-        "Options": {},
+        "Options": dict(volume.options),
     }

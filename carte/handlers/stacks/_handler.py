@@ -20,7 +20,7 @@ import msgspec
 import trio
 
 from carte.api.cluster import FileContent
-from carte.api.errors import CarteError, Conflict, InvalidArgument, NotFound
+from carte.api.errors import CarteError, Conflict, InvalidArgument, NotFound, Unavailable
 from carte.api.events import (
     ApplyStack,
     BuildImage,
@@ -29,6 +29,8 @@ from carte.api.events import (
     ContainerRemoved,
     ContainerStarted,
     CreateNetwork,
+    CreateVolume,
+    GetClusterStatus,
     GetRollout,
     HealthChanged,
     InspectContainer,
@@ -43,6 +45,7 @@ from carte.api.events import (
     ReadServiceFiles,
     RemoveNetwork,
     RemoveStack,
+    RemoveVolume,
     ScaleService,
     ServiceRemoved,
     StackRemoved,
@@ -265,6 +268,7 @@ class StacksHandler(Handler):
                         ):
                             made.append(action.name)
                 await sync_policies(self.ctx.bus, network_name(stack, "default"), manifest)
+                await self._create_volumes(stack, manifest)
             except BaseException:
                 # nothing half made: the networks this apply made go with its refusal
                 with trio.CancelScope(shield=True):
@@ -475,6 +479,58 @@ class StacksHandler(Handler):
                 raise InvalidArgument(f"network {name}: {error.message}") from None
             return False
         return True
+
+    async def _in_cluster(self) -> bool:
+        try:
+            return (await self.ctx.bus.request(GetClusterStatus())).role != "none"
+        except Unavailable:
+            return False  # no cluster handler here: a single machine
+
+    async def _create_volumes(self, stack: str, manifest: Manifest) -> list[str]:
+        """Make the declared volumes with `driver_opts` now (what they mount must be there
+        before a replica uses them); the others are made by the first replica that mounts
+        them. The names made; `InvalidArgument` names the volume for bad options (what this
+        call made is removed again)."""
+        names = volume_map(stack, manifest)
+        made: list[str] = []
+        try:
+            for key, decl in manifest.volumes.items():
+                if decl is None or decl.external or not decl.driver_opts:
+                    continue
+                if await self._in_cluster():
+                    raise InvalidArgument(
+                        f'volume "{key}": driver_opts are not carried to a cluster\'s nodes '
+                        "yet; use a bind mount (./dir:/path) or a plain volume"
+                    )
+                options = {k: v or "" for k, v in normalize.mapping(decl.driver_opts).items()}
+                labels = {k: v or "" for k, v in normalize.mapping(decl.labels).items()}
+                name = names[key]
+                existed = True
+                try:
+                    await self.ctx.bus.request(InspectVolume(name=name))
+                except NotFound:
+                    existed = False
+                try:
+                    await self.ctx.bus.request(
+                        CreateVolume(
+                            name=name,
+                            labels={**labels, "com.carte.stack": stack},
+                            options=options,
+                        )
+                    )
+                except InvalidArgument as error:
+                    raise InvalidArgument(f'volume "{key}": {error.message}') from None
+                if not existed:
+                    made.append(name)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                for name in made:
+                    try:
+                        await self.ctx.bus.request(RemoveVolume(name=name))
+                    except CarteError as error:
+                        self.ctx.log.warning("stack %s: volume %s: %s", stack, name, error)
+            raise
+        return made
 
     async def _check_externals(self, stack: str, manifest: Manifest, source: Source) -> None:
         """`InvalidArgument` (every problem, with file and line) for an external network or

@@ -68,6 +68,16 @@ def test_shm_size_group_add_domainname(docker: DockerCli) -> None:
     assert ran.stdout.split() == ["0", "1234", "example.org"], ran.stderr
 
 
+def test_volume_driver_options(docker: DockerCli) -> None:
+    made = docker("volume", "create", "-o", "type=tmpfs", "-o", "o=size=4m", "small")
+    assert made.returncode == 0, made.stderr
+    shown = docker("volume", "inspect", "-f", "{{.Options.type}}", "small")
+    assert shown.stdout.strip() == "tmpfs", shown.stderr
+    ran = docker("run", "--rm", "-v", "small:/s", "busybox", "df", "-k", "/s")
+    assert ran.stdout.splitlines()[-1].split()[1] == "4096", ran.stderr
+    assert docker("volume", "rm", "small").returncode == 0
+
+
 def test_create_carries_the_host_config(docker: DockerCli) -> None:
     created = docker(
         "create", "--name", "limited", "--memory", "64m", "--cpus", "0.5", "--pids-limit", "50",
