@@ -180,7 +180,7 @@ class VolumesHandler(Handler):
                 )
             directory = self.volumes_dir / volume.name
             try:
-                await trio.to_thread.run_sync(_remove_volume_dir, directory)
+                await trio.to_thread.run_sync(_remove_volume_dir, directory, bool(volume.options))
             except OSError as error:
                 raise Conflict(
                     f'volume "{volume.name}": cannot unmount {_described(volume.options)}: '
@@ -202,7 +202,8 @@ class VolumesHandler(Handler):
             if users.get(volume.name) or not (command.all or ANONYMOUS_VOLUME in volume.labels):
                 continue
             directory = self.volumes_dir / volume.name
-            reclaimed += await trio.to_thread.run_sync(_disk_usage, directory)
+            if not volume.options:  # what a bind or tmpfs volume holds is not on this disk
+                reclaimed += await trio.to_thread.run_sync(_disk_usage, directory)
             await self.remove(RemoveVolume(name=volume.name))
             deleted.append(volume.name)
         return PruneResult(deleted=deleted, space_reclaimed=reclaimed)
@@ -282,9 +283,10 @@ def mount_options(data: Path, options: dict[str, str]) -> None:
     mount(None, str(data), None, flags)
 
 
-def _remove_volume_dir(directory: Path) -> None:
-    """Delete a volume's directory; what is mounted on its _data is unmounted first and never
-    deleted through (`OSError` if it stays mounted)."""
+def _remove_volume_dir(directory: Path, mounted: bool = True) -> None:
+    """Delete a volume's directory; what is mounted on its _data (`mounted`: the volume has
+    options) is unmounted first and never deleted through: `OSError` if it stays mounted, or
+    if _data still holds files once unmounted (they can only be the mount's)."""
     from carte.runtime.syscalls import MNT_DETACH, umount2
 
     data = directory / "_data"
@@ -292,6 +294,8 @@ def _remove_volume_dir(directory: Path) -> None:
         umount2(str(data), MNT_DETACH)
     if _mounted_here(data) or os.path.ismount(data):
         raise OSError(16, "still mounted")
+    if mounted and data.is_dir() and any(data.iterdir()):
+        raise OSError(16, "still mounted (its directory is not empty)")
     shutil.rmtree(directory, ignore_errors=True)
 
 
