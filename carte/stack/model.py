@@ -261,6 +261,7 @@ class NetworkDecl(_Strict, kw_only=True, frozen=True):
     internal: bool = False
     external: bool = False
     attachable: bool = False
+    enable_ipv6: bool = False
     name: str = ""
     labels: Mapping = {}
     ipam: Ipam = Ipam()

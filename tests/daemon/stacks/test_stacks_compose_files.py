@@ -173,6 +173,13 @@ def test_refusals_say_why(tmp_path: Path) -> None:
         "    network_mode: host\n    sysctls: [net.core.somaxconn=1024]\n"
     )
     assert 'secret "nope" is not declared' in first("    secrets: [nope]\n")
+    assert "IPv6 networks are not available" in _error(
+        tmp_path, "services:\n  a: {image: x}\nnetworks:\n  n: {enable_ipv6: true}\n"
+    )
+    accepted = (
+        "services:\n  a: {image: x}\nnetworks:\n  n: {enable_ipv6: false, attachable: true}\n"
+    )
+    assert _load(tmp_path, accepted, None).networks["n"] is not None
     assert "needs exactly one of file, environment, content" in _error(
         tmp_path, "services:\n  a: {image: x}\nsecrets:\n  s: {}\n"
     )
