@@ -18,7 +18,14 @@ from typing import Literal
 
 import msgspec
 
-from carte.api.containers import ContainerConfig, HealthConfig, MountSpec, PortSpec, Resources
+from carte.api.containers import (
+    ContainerConfig,
+    HealthConfig,
+    MountSpec,
+    PortSpec,
+    Resources,
+    namespaced_sysctl,
+)
 from carte.api.errors import InvalidArgument
 from carte.handlers.containers._ipc import SHAREABLE, bind_shm, shm_dir, shm_size_option
 from carte.image import oci
@@ -214,6 +221,7 @@ def build_spec(
         spec.linux.namespaces = [ns for ns in spec.linux.namespaces if ns.type != "uts"]
         spec.hostname = ""  # the host's own; a hostname needs a uts namespace (OCI)
     _share_host_namespaces(spec, config, paths)
+    _check_sysctls(config)
     spec.linux.sysctl = {**spec.linux.sysctl, **config.sysctls}
     spec.linux.resources = _resources(config.resources, spec.linux.resources)
     process.rlimits = _rlimits(config.resources, process.rlimits)
@@ -403,6 +411,23 @@ def _security_options(options: list[str]) -> tuple[str | None, bool]:
                 "seccomp=PROFILE.json or no-new-privileges[=true|false]"
             )
     return seccomp, no_new_privileges
+
+
+def _check_sysctls(config: ContainerConfig) -> None:
+    """`InvalidArgument` for a sysctl the container's own namespaces do not isolate (it would
+    change the host): checked here too, for the Docker API and plugins, not only the CLI."""
+    for key in config.sysctls:
+        shared = (
+            not namespaced_sysctl(key)
+            or (key.startswith("net.") and config.network == "host")
+            or (key.startswith("kernel.") and config.ipc_mode == "host")
+        )
+        if shared:
+            raise InvalidArgument(
+                f'sysctl "{key}" would change the host (it is not namespaced, or the '
+                "container shares that namespace with the host); only net.*, fs.mqueue.* and "
+                "kernel.shm*/msg*/sem in the container's own namespaces are allowed"
+            )
 
 
 def resolve_user(user: str, lowerdirs: list[Path], group_add: list[str] | None = None) -> User:

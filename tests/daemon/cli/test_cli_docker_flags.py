@@ -300,3 +300,13 @@ def test_build_rm_and_force_rm_leave_no_container(carte: Daemon, tmp_path: Path)
     assert failed.returncode != 0
     assert ok(carte.client("ps", "-aq")).split() == before
     ok(carte.client("rmi", "rmflags"))
+
+
+def test_an_ipc_sysctl_with_the_hosts_ipc_namespace_is_refused(carte: Daemon) -> None:
+    before = ok(carte.client("ps", "-aq")).split()
+    refused = carte.client(
+        "run", "--rm", "--ipc", "host", "--sysctl", "kernel.shmmax=1000", "busybox", "true"
+    )
+    assert refused.returncode == 125 and "kernel.shmmax" in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert ok(carte.client("ps", "-aq")).split() == before  # nothing half made

@@ -78,6 +78,14 @@ def test_volume_driver_options(docker: DockerCli) -> None:
     assert docker("volume", "rm", "small").returncode == 0
 
 
+def test_a_host_wide_sysctl_is_refused(docker: DockerCli) -> None:
+    refused = docker("run", "--rm", "--sysctl", "kernel.hostname=x", "busybox", "true")
+    assert refused.returncode != 0 and "kernel.hostname" in refused.stderr, refused.stderr
+    allowed = docker("run", "--rm", "--sysctl", "net.ipv4.ip_forward=1", "busybox",
+                     "cat", "/proc/sys/net/ipv4/ip_forward")  # fmt: skip
+    assert allowed.stdout.strip() == "1", allowed.stderr
+
+
 def test_create_carries_the_host_config(docker: DockerCli) -> None:
     created = docker(
         "create", "--name", "limited", "--memory", "64m", "--cpus", "0.5", "--pids-limit", "50",
