@@ -1,10 +1,13 @@
 """The monitor's side of exec: helper processes, their reports, and the exec'd processes.
 
-An exec runs `carte shim exec` (carte/runtime/shim/_runtime_steps.py) with the client's stdio as its
-fds 0-2 and a socket as fd 3. The helper starts the process in the container and reports
-``{"pid": N}`` (plus the pty master for a terminal) or ``{"error": ...}``; it then exits and
-the process is re-parented to the shim, a child subreaper, which reaps it. The process may
-even exit before its pid is reported: such an early exit status is kept until the report.
+An exec forks a helper from the shim that runs what `carte shim exec` runs
+(carte/runtime/shim/_runtime_steps.py, the same function and inputs) with the client's stdio
+as its fds 0-2 and a socket as fd 3, so no new interpreter starts for each exec and health
+probe (it still imports the runtime unless the shim has it already). The helper starts the process in the
+container and reports ``{"pid": N}`` (plus the pty master for a terminal) or
+``{"error": ...}``; it then exits and the process is re-parented to the shim, a child
+subreaper, which reaps it. The process may even exit before its pid is reported: such an
+early exit status is kept until the report.
 """
 
 from __future__ import annotations
@@ -48,6 +51,32 @@ def spawn_helper(command: list[str], stdio: list[int], report: _socket.socket) -
     return pid
 
 
+def fork_helper(config: dict[str, Any], stdio: list[int], report: _socket.socket) -> int:
+    """Fork a child that runs `carte shim exec CONFIG` in place (stdio as fds 0-2, `report`
+    as fd 3) and exits; its pid. The shim's signal handlers and wakeup fd are undone first,
+    as a new interpreter would not have them."""
+    argument = encode_argument(config)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            import signal
+
+            signal.set_wakeup_fd(-1)
+            for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            sources = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in [*stdio, report.fileno()]]
+            for target, fd in enumerate(sources):
+                os.dup2(fd, target)
+            os.closerange(HELPER_REPORT_FD + 1, os.sysconf("SC_OPEN_MAX"))
+            from carte.runtime.shim._runtime_steps import main as helper
+
+            helper("exec", [argument])
+        finally:
+            os._exit(127)
+    return pid
+
+
 def encode_argument(config: dict[str, Any]) -> str:
     """A JSON object as one command-line argument."""
     return encode_line(config).decode().rstrip("\n")
@@ -72,12 +101,10 @@ class Execs:
         self,
         loop: EventLoop,
         clients: Clients,
-        helper_command: list[str],
         helper_config: dict[str, Any],
     ) -> None:
         self._loop = loop
         self._clients = clients
-        self._helper_command = helper_command
         self._helper_config = helper_config
         self._sessions: dict[str, ExecSession] = {}
         self._by_pid: dict[int, ExecSession] = {}
@@ -97,10 +124,9 @@ class Execs:
         self._counter += 1
         exec_id = exec_id or f"exec-{self._counter}"
         ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        argument = encode_argument({**self._helper_config, "process": process})
         stdio = fds or [os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)] * 3
         try:
-            helper = spawn_helper([*self._helper_command, "exec", argument], stdio, theirs)
+            helper = fork_helper({**self._helper_config, "process": process}, stdio, theirs)
         finally:
             for fd in set(stdio):
                 os.close(fd)

@@ -83,7 +83,6 @@ class Monitor:
         self.execs = Execs(
             self.loop,
             self.clients,
-            config["self_command"] + ["shim"],
             {"id": self.id, "state_dir": config["state_dir"]},
         )
         self.log = JsonFileLog(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -233,3 +234,42 @@ def test_ctrl_c_on_a_terminal_reaches_the_command_under_init(shim_lab: ShimLab) 
     attached.write_stdin(b"\x03")
     _, last = _collect_output(attached)
     assert last["event"] == "exit" and last["exit_code"] == 130
+
+
+def _children_command_lines(pid: int, seen: set[str], stop: threading.Event) -> None:
+    """Collect the command lines of `pid`'s children until `stop` is set."""
+    while not stop.is_set():
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return
+        for child in children:
+            try:
+                seen.add(Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except OSError:
+                pass
+
+
+def test_exec_forks_the_shim_rather_than_starting_an_interpreter(shim_lab: ShimLab) -> None:
+    """The helper that enters the container is a fork of the shim (it shows as the shim), not a
+    new `carte shim exec` interpreter, which cost every health probe 60-80 ms of CPU."""
+    container_id, report = shim_lab.create(shim_lab.bundle(["sleep", "100"]))
+    shim_lab.client(container_id).start()
+    seen: set[str] = set()
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=_children_command_lines, args=(report["shim_pid"], seen, stop)
+    )
+    watcher.start()
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for _ in range(5):
+            execer = shim_lab.client(container_id)
+            execer.exec(_process("true"), (null, null, null))
+            assert execer.wait_exec() == 0
+    finally:
+        stop.set()
+        watcher.join()
+        os.close(null)
+    assert not [line for line in seen if " shim exec " in line]
+    assert f"carte-shim -id {container_id}" in {line.strip() for line in seen}
