@@ -3,8 +3,8 @@
 An exec forks a helper from the shim that runs what `carte shim exec` runs
 (carte/runtime/shim/_runtime_steps.py, the same function and inputs) with the client's stdio
 as its fds 0-2 and a socket as fd 3, so no new interpreter starts for each exec and health
-probe (it still imports the runtime unless the shim has it already). The helper starts the process in the
-container and reports ``{"pid": N}`` (plus the pty master for a terminal) or
+probe (it still imports the runtime unless the shim has it already). The helper starts the
+process in the container and reports ``{"pid": N}`` (plus the pty master for a terminal) or
 ``{"error": ...}``; it then exits and the process is re-parented to the shim, a child
 subreaper, which reaps it. The process may even exit before its pid is reported: such an
 early exit status is kept until the report.

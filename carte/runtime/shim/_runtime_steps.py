@@ -1,14 +1,14 @@
 """Short-lived helpers the shim's monitor runs for work that needs the full runtime library.
 
 `carte shim exec CONFIG` starts a process in the running container with the runtime's
-`exec_process`. The monitor runs it in a fork of itself (`_exec.fork_helper`); the command
-stays for monitors started by an older Carte, which still exec it. The fields of the OCI process the request leaves out are the container's own,
-so capabilities, rlimits and noNewPrivileges follow the container unless the request says
-otherwise. Its stdio is the helper's fds 0-2 (the client's fds, passed over shim.sock), or a
-pty from the container's own devpts when `process.terminal` is set. The helper reports one
-line on fd 3, ``{"pid": N}`` (with the pty master attached by SCM_RIGHTS for a terminal) or
-``{"error": "..."}``, and exits: the process is then re-parented to the shim (a child
-subreaper), which reaps it and reports its exit code.
+`exec_process`. The monitor runs it in a fork of itself (`_exec.fork_helper`); the command stays
+for monitors started by an older Carte, which still exec it. The fields of the OCI process the
+request leaves out are the container's own, so capabilities, rlimits and noNewPrivileges follow
+the container unless the request says otherwise. Its stdio is the helper's fds 0-2 (the client's
+fds, passed over shim.sock), or a pty from the container's own devpts when `process.terminal` is
+set. The helper reports one line on fd 3, ``{"pid": N}`` (with the pty master attached by
+SCM_RIGHTS for a terminal) or ``{"error": "..."}``, and exits: the process is then re-parented
+to the shim (a child subreaper), which reaps it and reports its exit code.
 
 `carte shim delete CONFIG` removes the container with the runtime's `delete` (cgroup, state
 directory) and reports ``{}`` or ``{"error": ...}`` on fd 3.
