@@ -33,6 +33,7 @@ __all__ = [
     "SECCOMP_FLAGS",
     "cached_program",
     "default_profile",
+    "import_compiler",
     "install",
     "load_program",
     "profile_for_option",
@@ -84,6 +85,14 @@ def install(profile: LinuxSeccomp | None, *, cache_dir: Path | None = PROGRAM_CA
 
     program = _compile.cached_program(profile, cache_dir)
     load_program(program, sum(SECCOMP_FLAGS[flag] for flag in set(profile.flags)))
+
+
+def import_compiler() -> None:
+    """Import the compiler now (hashlib, ctypes), for a warm process that forks: the shim
+    factory, whose children then share these pages instead of each loading their own."""
+    from carte.runtime.seccomp import _compile
+
+    del _compile
 
 
 def cached_program(profile: LinuxSeccomp, cache_dir: Path | None = PROGRAM_CACHE) -> bytes:

@@ -12,11 +12,14 @@ other end), its parent changes (the daemon died while something it forked still 
 end), or PATH is removed or taken by another socket (checked every second); and on SIGTERM.
 Shims it made do not depend on it. A forked shim shows as `carte-shim -id ID` at once, and
 so does the container's init it parks until start: nothing in a container's cgroup reads
-as the factory.
+as the factory. A forked shim runs its monitor in place (no exec), so the modules imported
+here stay shared with it and the exec helpers it forks start warm (docs/shim.md has the
+memory this costs).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import socket
@@ -59,13 +62,21 @@ def main(argv: list[str]) -> NoReturn:
 
 
 def _preload() -> None:
-    """Import now what every create needs, so forked children start warm."""
+    """Import now what every create and exec needs, so forked children start warm (and
+    share these pages with the factory)."""
+    import carte.api.errors
     import carte.runtime.cgroups
     import carte.runtime.container
+    import carte.runtime.seccomp
+    import carte.runtime.shim._monitor
+    import carte.runtime.shim._runtime_steps
     import carte.runtime.shim.protocol
     import carte.runtime.spec
 
+    carte.runtime.seccomp.import_compiler()
     del carte
+    # Shims share these objects copy-on-write; a collection in a shim would write to each one.
+    gc.freeze()
 
 
 def _serve(listener: socket.socket, parent: int, path: str, inode: int) -> None:
@@ -120,7 +131,7 @@ def _create(connection: socket.socket, listener: socket.socket) -> None:
                 _retitle(f"carte-shim -id {options.id}")
                 connection.setblocking(True)
                 report_fd = connection.detach()
-                become_shim(options, report_fd)
+                become_shim(options, report_fd, in_place=True)
         finally:
             os._exit(0)
     os.waitpid(child, 0)

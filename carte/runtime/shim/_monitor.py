@@ -489,11 +489,17 @@ def main(argv: list[str]) -> NoReturn:
     """`carte shim monitor` (exec'd by `carte shim` only), its configuration in
     $CARTE_SHIM_CONFIG (or, from an older shim, in its one argument). Removes the variable, so
     the helpers it runs do not inherit it, and shows as `carte-shim -id ID` from then on."""
-    from carte.runtime.proctitle import set_process_title
     from carte.runtime.shim._options import CONFIG_VARIABLE
 
     raw = os.environ.pop(CONFIG_VARIABLE, "") or (argv[0] if argv else "")
-    monitor = Monitor(decode_line(raw.encode()))
+    serve(decode_line(raw.encode()))
+
+
+def serve(config: dict[str, Any]) -> NoReturn:
+    """Be the monitor of `config` in this process, as `carte-shim -id ID`, until it exits."""
+    from carte.runtime.proctitle import set_process_title
+
+    monitor = Monitor(config)
     try:
         set_process_title(f"carte-shim -id {monitor.id}")
     except OSError:
