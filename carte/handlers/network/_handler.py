@@ -889,7 +889,8 @@ class NetworkHandler(Handler):
                 "it cannot join other networks"
             )
         network = self._network(command.network)
-        if network.name == container.network or network.name in container.connected:
+        own = DEFAULT_NETWORK if container.network in DEFAULT_NAMES else container.network
+        if network.name == own or network.name in container.connected:
             raise Conflict(
                 f'container "{container.name}" is already connected to network "{network.name}"'
             )

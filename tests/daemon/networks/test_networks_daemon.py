@@ -154,6 +154,9 @@ def test_a_connected_network_is_joined_again_at_each_start(carte: Daemon) -> Non
     assert list(_networks_of(carte, "kept")) == ["n1home"]
     ok(carte.client("rm", "-f", "kept"))
     ok(carte.client("network", "rm", "n1home"))
+    ok(carte.client("create", "--name", "cold", "busybox", "true"))  # on the default network
+    assert "already connected" in fails(carte.client("network", "connect", "bridge", "cold"))
+    ok(carte.client("rm", "cold"))
 
 
 def _networks_of(carte: Daemon, container: str) -> dict[str, dict[str, object]]:
