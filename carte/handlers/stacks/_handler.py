@@ -486,11 +486,11 @@ class StacksHandler(Handler):
         except Unavailable:
             return False  # no cluster handler here: a single machine
 
-    async def _create_volumes(self, stack: str, manifest: Manifest) -> list[str]:
+    async def _create_volumes(self, stack: str, manifest: Manifest) -> None:
         """Make the declared volumes with `driver_opts` now (what they mount must be there
         before a replica uses them); the others are made by the first replica that mounts
-        them. The names made; `InvalidArgument` names the volume for bad options (what this
-        call made is removed again)."""
+        them. `InvalidArgument` names the volume for bad options (what this call made is
+        removed again)."""
         names = volume_map(stack, manifest)
         made: list[str] = []
         try:
@@ -530,7 +530,6 @@ class StacksHandler(Handler):
                     except CarteError as error:
                         self.ctx.log.warning("stack %s: volume %s: %s", stack, name, error)
             raise
-        return made
 
     async def _check_externals(self, stack: str, manifest: Manifest, source: Source) -> None:
         """`InvalidArgument` (every problem, with file and line) for an external network or
