@@ -9,6 +9,15 @@ import pytest
 
 from support.busybox import make_rootfs, make_rootfs_tar
 from support.daemon import DaemonFactory, install_sample_plugin
+from support.leftovers import cgroup_parents, remove_cgroup_parents
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_cgroup_parents_left() -> Iterator[None]:
+    """The suite leaves no `carte` cgroup on the host that was not there before it ran."""
+    before = cgroup_parents()
+    yield
+    remove_cgroup_parents(before)
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,10 @@ from support.daemon import Daemon, remove_host_network_state
 __all__ = [
     "CGROUP_ROOT",
     "cgroup_dirs",
+    "cgroup_parents",
     "container_leftovers",
     "host_leftovers",
+    "remove_cgroup_parents",
     "remove_host_network_state",
     "remove_leftovers",
 ]
@@ -35,6 +37,21 @@ def cgroup_dirs(container_id: str) -> list[Path]:
         if candidate.is_dir():
             found.append(candidate)
     return found
+
+
+def cgroup_parents() -> set[Path]:
+    """The `carte` parent cgroups (one per v1 controller and in the unified tree) that exist."""
+    return {c / "carte" for c in CGROUP_ROOT.iterdir() if (c / "carte").is_dir()}
+
+
+def remove_cgroup_parents(kept: set[Path]) -> None:
+    """Remove the empty `carte` parent cgroups not in `kept`: the daemons the suite ran share
+    them, so none removes them itself. One with a container's cgroup in it stays (EBUSY)."""
+    for parent in cgroup_parents() - kept:
+        try:
+            parent.rmdir()
+        except OSError:
+            continue
 
 
 def container_leftovers(daemon: Daemon, container_id: str) -> list[str]:
