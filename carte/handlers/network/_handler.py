@@ -890,14 +890,16 @@ class NetworkHandler(Handler):
             )
         network = self._network(command.network)
         own = DEFAULT_NETWORK if container.network in DEFAULT_NAMES else container.network
-        if network.name == own or network.name in container.connected:
+        running = container.status in ("running", "paused") and container.pid
+        # a running container's own network: `_attach` tells whether it is still joined
+        if network.name in container.connected or (not running and network.name == own):
             raise Conflict(
                 f'container "{container.name}" is already connected to network "{network.name}"'
             )
         if command.ip:
             parse_address(command.ip, network.subnet_net)
         endpoint = None
-        if container.status in ("running", "paused") and container.pid:
+        if running:
             async with self._lock:
                 endpoint = await self._attach(
                     self._network(network.name),
