@@ -123,7 +123,7 @@ def test_a_one_shot_replica_is_not_restarted(lab: WorkloadLab, tmp_path: Path) -
 
     def exited() -> list[str]:
         rows = placements(lab)
-        done = len(rows) == 2 and all(row["state"] == "exited" for row in rows)
+        done = len(rows) == 2 and all(row.get("state") == "exited" for row in rows)
         return sorted(row["container_id"] for row in rows) if done else []
 
     first = lab.wait("2 exited replicas", exited, 60)
