@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO, Literal
 
 from carte.api.errors import Unavailable
@@ -178,6 +178,17 @@ def compressing(target: BinaryIO, kind: Compression) -> Iterator[BinaryIO]:
 
 
 @contextlib.contextmanager
+def _thread_while_open(work: Callable[[], None]) -> Iterator[None]:
+    """Run `work` in a daemon thread for the block; joined after the block's own cleanup."""
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    try:
+        yield
+    finally:
+        worker.join()
+
+
+@contextlib.contextmanager
 def _zstd_pipe(source: _Prefixed, argv: list[str]) -> Iterator[BinaryIO]:
     """Run zstd with a thread feeding `source` to it; yield its stdout."""
     process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -194,15 +205,13 @@ def _zstd_pipe(source: _Prefixed, argv: list[str]) -> Iterator[BinaryIO]:
             with contextlib.suppress(OSError):
                 stdin.close()
 
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
-    try:
-        yield process.stdout  # type: ignore[misc]
-    finally:
-        process.stdout.close()
-        process.kill()
-        process.wait()
-        feeder.join()
+    with _thread_while_open(feed):
+        try:
+            yield process.stdout  # type: ignore[misc]
+        finally:
+            process.stdout.close()
+            process.kill()
+            process.wait()
 
 
 @contextlib.contextmanager
@@ -220,13 +229,13 @@ def _zstd_writer(target: BinaryIO) -> Iterator[BinaryIO]:
         while data := stdout.read(_CHUNK):
             target.write(data)
 
-    drainer = threading.Thread(target=drain, daemon=True)
-    drainer.start()
     try:
-        yield process.stdin  # type: ignore[misc]
+        with _thread_while_open(drain):
+            try:
+                yield process.stdin  # type: ignore[misc]
+            finally:
+                process.stdin.close()
     finally:
-        process.stdin.close()
-        drainer.join()
         stdout.close()
         status = process.wait()
     if status != 0:

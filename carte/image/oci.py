@@ -44,13 +44,11 @@ LAYER_TYPES = frozenset(
 )
 
 
-class Platform(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    omit_defaults=True,
-    rename={"os_version": "os.version", "os_features": "os.features"},
-):
+# The image spec spells these two keys with a dot (platform and image config alike).
+_OS_KEYS = {"os_version": "os.version", "os_features": "os.features"}
+
+
+class Platform(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename=_OS_KEYS):
     architecture: str
     os: str
     os_version: str | None = None
@@ -126,13 +124,7 @@ class History(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     empty_layer: bool | None = None
 
 
-class ImageConfig(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    omit_defaults=True,
-    rename={"os_version": "os.version", "os_features": "os.features"},
-):
+class ImageConfig(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename=_OS_KEYS):
     created: str | None = None
     author: str | None = None
     architecture: str
