@@ -328,38 +328,45 @@ CREATE TABLE IF NOT EXISTS lease_keys (
 """
 
 
-class _SqliteWatch:
+class QueuedWatch:
+    """A `Watch` its store feeds: `offer` queues a change without waiting (a full queue ends
+    the watch as lagged) and `end` ends it, with the error its iterator then raises (the first
+    one given wins). The SQLite and etcd stores both hand these out."""
+
     def __init__(self, prefix: str, buffer: int) -> None:
         self.prefix = prefix
         self.buffer = buffer
         self.send, self._receive = trio.open_memory_channel[Change](buffer)
-        self.lagged: str | None = None
+        self.error: Exception | None = None
 
     def offer(self, change: Change) -> None:
         """Queue ``change`` without waiting; a full queue ends the watch as lagged."""
         try:
             self.send.send_nowait(change)
         except trio.WouldBlock:
-            self.end_lagged(
-                f'watch on "{self.prefix}" fell more than {self.buffer} changes behind; '
-                "list the prefix again and start a new watch"
+            self.end(
+                WatchLagged(
+                    f'watch on "{self.prefix}" fell more than {self.buffer} changes behind; '
+                    "list the prefix again and start a new watch"
+                )
             )
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
-    def end_lagged(self, reason: str) -> None:
-        self.lagged = reason
+    def end(self, error: Exception | None) -> None:
+        if self.error is None:
+            self.error = error
         self.send.close()
 
-    def __aiter__(self) -> _SqliteWatch:
+    def __aiter__(self) -> QueuedWatch:
         return self
 
     async def __anext__(self) -> Change:
         try:
             return await self._receive.receive()
         except trio.EndOfChannel:
-            if self.lagged:
-                raise WatchLagged(self.lagged) from None
+            if self.error is not None:
+                raise self.error from None
             raise StopAsyncIteration from None
 
     def close(self) -> None:
@@ -378,7 +385,7 @@ class SqliteStore:
         self.path = path
         self._limiter = trio.CapacityLimiter(1)
         self._write_lock = trio.Lock()
-        self._watches: builtins.list[_SqliteWatch] = []
+        self._watches: builtins.list[QueuedWatch] = []
         self._history: deque[Change] = deque(maxlen=history)
         self._revision = 0
         self._lease_ttls: dict[int, int] = {}
@@ -579,14 +586,16 @@ class SqliteStore:
         ``buffer`` changes behind gets `WatchLagged` from its iterator. Ends on exit/cancel.
         ``since`` older than the last `HISTORY` changes is compacted (WatchLagged).
         """
-        watch = _SqliteWatch(prefix, buffer)
+        watch = QueuedWatch(prefix, buffer)
         async with self._write_lock:  # no commit lands between the replay and registering
             if since is not None and since < self._revision:
                 oldest = self._history[0].revision if self._history else self._revision + 1
                 if since + 1 < oldest:
-                    watch.end_lagged(
-                        f'watch on "{prefix}" from revision {since}: compacted (the store '
-                        f"keeps changes from revision {oldest}); list the prefix again"
+                    watch.end(
+                        WatchLagged(
+                            f'watch on "{prefix}" from revision {since}: compacted (the store '
+                            f"keeps changes from revision {oldest}); list the prefix again"
+                        )
                     )
                 else:
                     for change in self._history:

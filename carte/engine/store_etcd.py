@@ -45,6 +45,7 @@ from carte.engine.store import (
     LeaseExpired,
     Operation,
     Put,
+    QueuedWatch,
     Watch,
     WatchLagged,
     encode_value,
@@ -77,43 +78,6 @@ def _range_end(start: bytes) -> bytes:
             return bytes(data)
         data.pop()
     return b"\0"
-
-
-class _EtcdWatch:
-    def __init__(self, prefix: str, buffer: int) -> None:
-        self.prefix = prefix
-        self.buffer = buffer
-        self.send, self._receive = trio.open_memory_channel[Change](buffer)
-        self.error: Exception | None = None
-
-    def offer(self, change: Change) -> None:
-        try:
-            self.send.send_nowait(change)
-        except trio.WouldBlock:
-            self.end(
-                WatchLagged(
-                    f'watch on "{self.prefix}" fell more than {self.buffer} changes behind; '
-                    "list the prefix again and start a new watch"
-                )
-            )
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-
-    def end(self, error: Exception | None) -> None:
-        if self.error is None:
-            self.error = error
-        self.send.close()
-
-    def __aiter__(self) -> _EtcdWatch:
-        return self
-
-    async def __anext__(self) -> Change:
-        try:
-            return await self._receive.receive()
-        except trio.EndOfChannel:
-            if self.error is not None:
-                raise self.error from None
-            raise StopAsyncIteration from None
 
 
 class EtcdStore:
@@ -264,7 +228,7 @@ class EtcdStore:
         watcher ``buffer`` changes behind ends the iterator with WatchLagged; a stream that
         breaks (etcd gone) with Unavailable. Leaving the block closes the stream.
         """
-        watch = _EtcdWatch(prefix, buffer)
+        watch = QueuedWatch(prefix, buffer)
         create: dict[str, Any] = dict(self._range(prefix))
         if since is not None:
             create["start_revision"] = str(since + 1)
@@ -278,7 +242,7 @@ class EtcdStore:
 
     async def _follow_stream(
         self,
-        watch: _EtcdWatch,
+        watch: QueuedWatch,
         body: dict[str, Any],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
