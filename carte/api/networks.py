@@ -48,6 +48,8 @@ class NetworkAddressing(_Wire, kw_only=True):
     gateway: str
     internal: bool = False
     labels: dict[str, str] = {}
+    encrypted: bool = False
+    """Node-to-node traffic goes through WireGuard tunnels (``-o encrypted=true``)."""
 
 
 class Network(NetworkAddressing, kw_only=True):

@@ -631,6 +631,7 @@ class NetworkHandler(Handler):
             gateway=network.gateway,
             internal=network.internal,
             labels=network.labels,
+            encrypted=network.encrypted,
             containers=[
                 NetworkMember(
                     container_id=e.container_id,
