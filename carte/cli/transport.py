@@ -217,7 +217,7 @@ class Client:
         if response.status >= 400:
             raw = response.body()
             response.close()
-            raise _api_error(response.status, raw)
+            raise api_error(response.status, raw)
         return response
 
     def connect(self) -> Any:
@@ -258,7 +258,9 @@ class Client:
         )
 
 
-def _api_error(status: int, raw: bytes) -> ApiError:
+def api_error(status: int, raw: bytes) -> ApiError:
+    """The daemon's error answer `raw` (HTTP `status`) as an ApiError; a body that is not the
+    daemon's JSON error (a proxy's page, nothing) keeps its text under the code http_error."""
     try:
         error = json.loads(raw)["error"]
         return ApiError(status, str(error["code"]), str(error["message"]))

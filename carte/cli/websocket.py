@@ -9,11 +9,10 @@ after `select` says the socket is readable) so one `select` loop can also watch 
 from __future__ import annotations
 
 import base64
-import json
 import os
 import socket
 
-from carte.cli.transport import ApiError, Client, DaemonUnreachable
+from carte.cli.transport import Client, DaemonUnreachable, api_error
 
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 _CONTINUATION = 0x0
@@ -57,7 +56,7 @@ class WebSocket:
         if status != 101:
             body = rest + _read_rest(sock)
             sock.close()
-            raise _refusal(status, body)
+            raise api_error(status, body)
         return cls(sock, rest)
 
     def fileno(self) -> int:
@@ -168,15 +167,6 @@ def _masked(payload: bytes, mask: bytes) -> bytes:
     repeated = (mask * (length // 4 + 1))[:length]
     value = int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")
     return value.to_bytes(length, "big")
-
-
-def _refusal(status: int, body: bytes) -> ApiError:
-    try:
-        error = json.loads(body)["error"]
-        return ApiError(status, str(error["code"]), str(error["message"]))
-    except (ValueError, KeyError, TypeError):
-        text = body.decode(errors="replace").strip() or f"HTTP {status}"
-        return ApiError(status, "http_error", text)
 
 
 def _read_rest(sock: socket.socket) -> bytes:

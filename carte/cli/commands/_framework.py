@@ -106,6 +106,27 @@ def templated(
     return 0
 
 
+def listed(
+    session: Session,
+    fmt: str | None,
+    items: list[dict[str, Any]],
+    columns: Sequence[str],
+    row: Callable[[dict[str, Any]], Sequence[Any]],
+    *,
+    fields: Callable[[dict[str, Any]], dict[str, Any]],
+    headers: dict[str, str],
+    quiet_key: str | None = None,
+) -> int:
+    """A list command's answer in its own `--format` (`add_template_format`): a template
+    through `templated` (`fields` and `headers` as there), else table or json as
+    `Output.listing` prints them (`columns`, `row`, `quiet_key`)."""
+    if fmt not in (None, "table", "json"):
+        return templated(session, fmt, items, fields, headers)
+    session.output.format = fmt or session.output.format
+    session.output.listing(items, columns, row, quiet_key=quiet_key)
+    return 0
+
+
 def show_inspected(session: Session, documents: list[Any], template: str | None) -> int:
     """`inspect`'s answer: the documents as one JSON list, or `-f TEMPLATE` once for each
     (a template it cannot read: one line, exit code 1)."""

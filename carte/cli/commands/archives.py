@@ -17,7 +17,7 @@ import socket
 import sys
 import urllib.parse
 
-from carte.cli.commands import Commands, Session, UsageError, add_template_format, templated
+from carte.cli.commands import Commands, Session, UsageError, add_template_format, listed
 from carte.cli.commands.registry import human_size
 from carte.cli.transport import ApiError, send_request
 
@@ -282,13 +282,10 @@ def prune(session: Session) -> int:
 
 
 def disk_usage(session: Session) -> int:
-    rows = session.command("GetDiskUsage")
-    fmt = session.args.df_format
-    if fmt not in (None, "table", "json"):
-        return templated(session, fmt, rows, _usage_fields, {"TotalCount": "TOTAL"})
-    session.output.format = fmt or session.output.format
-    session.output.listing(
-        rows,
+    return listed(
+        session,
+        session.args.df_format,
+        session.command("GetDiskUsage"),
         ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
         lambda row: [
             row["type"],
@@ -297,8 +294,9 @@ def disk_usage(session: Session) -> int:
             human_size(row["size"]),
             human_size(row["reclaimable"]),
         ],
+        fields=_usage_fields,
+        headers={"TotalCount": "TOTAL"},
     )
-    return 0
 
 
 def _usage_fields(row: dict[str, Any]) -> dict[str, Any]:

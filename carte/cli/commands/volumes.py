@@ -11,8 +11,8 @@ from carte.cli.commands import (
     fail,
     inspect_arguments,
     inspect_each,
+    listed,
     remove_each,
-    templated,
 )
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
@@ -87,17 +87,16 @@ def list_volumes(session: Session) -> int:
         key, _, val = value.partition("=")
         filters.setdefault(key, []).append(val)
     volumes = session.command("ListVolumes", filters=filters)
-    fmt = session.args.list_format
-    if fmt not in (None, "table", "json"):
-        return templated(session, fmt, volumes, _volume_fields, {"Name": "VOLUME NAME"})
-    session.output.format = fmt or session.output.format
-    session.output.listing(
+    return listed(
+        session,
+        session.args.list_format,
         volumes,
         ["DRIVER", "VOLUME NAME"],
         lambda v: [v["driver"], v["name"]],
+        fields=_volume_fields,
+        headers={"Name": "VOLUME NAME"},
         quiet_key="name" if session.args.quiet else None,
     )
-    return 0
 
 
 def _volume_fields(volume: dict[str, Any]) -> dict[str, Any]:
