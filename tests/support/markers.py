@@ -27,6 +27,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "cli/test_cli_docker_shape_pull.py": (*DAEMON, "peers"),
     "compose": DAEMON,
     "cluster": (*DAEMON, "peers"),  # daemons in namespaces against a real etcd
+    "cluster/test_overlay_encrypted_vm.py": (*DAEMON, "peers", "vm"),  # the same, in a VM
     "containers": DAEMON,
     "crash": DAEMON,  # SIGKILLs real daemons mid-operation (tests/daemon/crash)
     "docker_api": DAEMON,  # the Docker endpoint, driven by the docker CLI and docker-py

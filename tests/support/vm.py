@@ -26,14 +26,18 @@ def guest_kernel() -> Path:
     return kernels[-1]
 
 
-def run_in_vm(script: Path, verdict_prefix: str, *, timeout: float = 900) -> dict[str, Any]:
-    """Boot the guest kernel, run `script` there, and return the JSON after `verdict_prefix`."""
+def run_in_vm(
+    script: Path, verdict_prefix: str, *, timeout: float = 900, memory: str = ""
+) -> dict[str, Any]:
+    """Boot the guest kernel, run `script` there, and return the JSON after `verdict_prefix`
+    (`memory`: the guest's, e.g. "2G"; virtme-ng's default otherwise)."""
     bin_dir = Path(sys.executable).parent
     vng = bin_dir / "vng"
     if not vng.exists():
         pytest.fail(f"virtme-ng is not installed in {bin_dir.parent}; pip install virtme-ng")
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}")
     command = [str(vng), "-r", str(guest_kernel()), "--disable-kvm", "--cpus", "2"]
+    command += ["--memory", memory] if memory else []
     command += ["--", f"{sys.executable} {script}"]
     result = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=timeout, check=False
