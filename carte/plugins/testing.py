@@ -24,6 +24,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -40,17 +41,15 @@ HandlerT = TypeVar("HandlerT", bound=Handler)
 ResultT = TypeVar("ResultT")
 
 
+@dataclass(eq=False)
 class PluginRun(Generic[HandlerT]):
     """A plugin running under a supervisor; see the module docstring."""
 
-    def __init__(
-        self, bus: Bus, store: Store, supervisor: Supervisor, name: str, instances: list[HandlerT]
-    ) -> None:
-        self.bus = bus
-        self.store = store
-        self.supervisor = supervisor
-        self.name = name
-        self._instances = instances
+    bus: Bus
+    store: Store
+    supervisor: Supervisor
+    name: str
+    _instances: list[HandlerT] = field(repr=False)
 
     @property
     def handler(self) -> HandlerT:
