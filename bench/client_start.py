@@ -1,8 +1,9 @@
 """Client start-up against a bare interpreter, and the daemon's idle memory.
 
-`carte version` (the installed entry-point script, talking to a private daemon) and
-`python -I -S -c pass` (the interpreter with no site and no environment: the floor), timed
-interleaved; then the daemon's RSS once it has been idle a second (all built-in handlers on).
+`carte version` (pip's entry-point script of a non-editable install, as install.sh makes it,
+talking to a private daemon) and `python -I -S -c pass` (the interpreter with no site and no
+environment: the floor), timed interleaved; then the daemon's RSS once it has been idle a
+second (all built-in handlers on).
 The PyInstaller build's client is timed by `frozen` (bench/frozen.py).
 """
 
@@ -10,9 +11,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from bench.peers import CARTE, ENV, PYTHON, Peers, rss_mb, timed
+from bench.peers import ENV, PYTHON, Peers, rss_mb, timed
 from bench.results import Result, interleave, median
 from carte.runtime.shim.client import interpreter_command
 
@@ -25,13 +25,11 @@ def _timer(argv: list[str]) -> Callable[[], float]:
 
 
 def measure(peers: Peers, runs: int) -> list[Result]:
-    host = ["--host", f"unix://{peers.carte_socket}"]
-    peers.carte()
-    script = Path(PYTHON).with_name("carte")
-    client = [str(script)] if script.exists() else CARTE
+    client = peers.installed_carte()
+    host = client[1:]
     commands = {
         "python -I -S -c pass": [PYTHON, "-I", "-S", "-c", "pass"],
-        "carte version": [*client, *host, "version"],
+        "carte version": [*client, "version"],
         # How the daemon starts shims: no site, no pip script (`import re`); a launcher
         # install.sh could write instead of pip's entry-point script.
         "launcher version": [*interpreter_command(), *host, "version"],
@@ -46,7 +44,7 @@ def measure(peers: Peers, runs: int) -> list[Result]:
     rows = [
         Result.of_medians(
             NAME,
-            "`carte version` vs `python -I -S -c pass`",
+            "`carte version` (pip install, as install.sh) vs `python -I -S -c pass`",
             samples,
             "carte version",
             "python -I -S -c pass",

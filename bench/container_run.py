@@ -58,7 +58,7 @@ def carte_shims(peers: Peers, mode: str = "factory") -> list[int]:
 
 
 def measure(peers: Peers, runs: int) -> list[Result]:
-    carte = peers.carte()
+    carte = peers.installed_carte()
     peers.import_busybox("carte")
     bundle = make_bundle(peers)
     candidates = {

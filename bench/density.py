@@ -74,9 +74,8 @@ def _engine(
 
 
 def measure(peers: Peers, runs: int) -> list[Result]:
-    carte = peers.carte()
     peers.import_busybox("carte")
-    ours = _engine(carte, ENV, lambda: [peers.carte_pid], "bb")
+    ours = _engine(peers.installed_carte(), ENV, lambda: [peers.carte_pid], "bb")
     print(f"   carte: {ours}", flush=True)  # kept in the log if Docker's side fails
     peers.stop_carte()  # its memory and CPU are out of Docker's way
     theirs: dict[str, float] = {}

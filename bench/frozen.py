@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench.container_run import _container_parent, carte_shims
-from bench.peers import CARTE, ENV, PYTHON, REPO, PeerFailed, Peers, pss_mb, rss_mb, run, timed
+from bench.peers import ENV, REPO, PeerFailed, Peers, pss_mb, rss_mb, run, timed
 from bench.results import Result, interleave
 
 NAME = "frozen"
@@ -35,9 +35,7 @@ def measure(peers: Peers, runs: int) -> list[Result]:
             "`.venv/bin/pyinstaller --noconfirm carte.spec` or set CARTE_BENCH_BINARY"
         )
     frozen = peers.carte(program=[str(binary)])
-    host = frozen[1:]
-    script = Path(PYTHON).with_name("carte")
-    installed = [*([str(script)] if script.exists() else CARTE), *host]
+    installed = peers.installed_carte()  # the daemon is the binary's, started above
     samples = interleave(
         {
             "binary": lambda: timed([*frozen, "version"], ENV),
