@@ -143,11 +143,25 @@ def show_inspected(session: Session, documents: list[Any], template: str | None)
     return 0
 
 
-def inspect_each(session: Session, command: str) -> int:
+def inspect_each(
+    session: Session,
+    command: str,
+    *,
+    names: Sequence[str] | None = None,
+    key: str = "name",
+    shape: Callable[[Any], Any] | None = None,
+) -> int:
     """`inspect NAME...`: the details of every name that exists, as one JSON list or through
-    `-f TEMPLATE` (`add_inspect_format`) once for each."""
+    `-f TEMPLATE` (`add_inspect_format`) once for each. The names are `names` (default: the
+    `names` argument), each sent as the command's `key`; `shape` turns an answer into what
+    is shown (e.g. Docker's keys beside Carte's)."""
     found: list[Any] = []
-    code = each(session.args.names, lambda name: found.append(session.command(command, name=name)))
+
+    def inspect(name: str) -> None:
+        details = session.command(command, **{key: name})
+        found.append(shape(details) if shape else details)
+
+    code = each(session.args.names if names is None else names, inspect)
     return show_inspected(session, found, getattr(session.args, "template", None)) or code
 
 
@@ -177,12 +191,13 @@ def add_inspect_format(parser: argparse.ArgumentParser, example: str = "{{.Name}
     parser.add_argument("-f", "--format", dest="template", help=f"a template such as {example}")
 
 
-def inspect_arguments(metavar: str, example: str) -> ArgumentsFunction:
-    """The arguments of an `inspect NAME...` that `inspect_each` answers: -f/--format and the
-    names (shown as `metavar`)."""
+def inspect_arguments(metavar: str, example: str | None) -> ArgumentsFunction:
+    """The arguments of an `inspect NAME...` that `inspect_each` answers: -f/--format (when
+    given an `example` template for its help) and the names (shown as `metavar`)."""
 
     def arguments(parser: argparse.ArgumentParser) -> None:
-        add_inspect_format(parser, example)
+        if example is not None:
+            add_inspect_format(parser, example)
         parser.add_argument("names", nargs="+", metavar=metavar)
 
     return arguments
@@ -223,6 +238,18 @@ class Commands:
         if name in self.entries:
             raise ValueError(f'client command "{name}" is registered twice; rename one')
         self.entries[name] = _Command(run, help, arguments)
+
+    def add_inspect(
+        self, command: str, *, help: str, metavar: str, example: str | None = None
+    ) -> None:
+        """Record `inspect NAME...` answered by the bus command `command` for each name
+        (`inspect_each`); with an `example` template, -f/--format too (`inspect_arguments`)."""
+        self.add(
+            "inspect",
+            run=lambda session: inspect_each(session, command),
+            help=help,
+            arguments=inspect_arguments(metavar, example),
+        )
 
     def group(self, name: str, *, help: str) -> Commands:
         """Record a command that has subcommands of its own (`carte system check`)."""

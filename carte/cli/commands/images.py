@@ -12,11 +12,11 @@ from carte.cli.commands import (
     Session,
     add_inspect_format,
     add_template_format,
-    show_inspected,
+    each,
+    inspect_each,
     templated,
 )
 from carte.cli.output import docker_image
-from carte.cli.transport import ApiError
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
@@ -164,15 +164,9 @@ def list_images(session: Session) -> int:
 
 
 def inspect(session: Session) -> int:
-    found = []
-    code = 0
-    for ref in session.args.images:
-        try:
-            found.append(docker_image(session.command("InspectImage", ref=ref)))
-        except ApiError as error:
-            print(f"carte: {error.message}", file=sys.stderr)
-            code = 1
-    return show_inspected(session, found, session.args.template) or code
+    return inspect_each(
+        session, "InspectImage", names=session.args.images, key="ref", shape=docker_image
+    )
 
 
 def tag(session: Session) -> int:
@@ -181,15 +175,11 @@ def tag(session: Session) -> int:
 
 
 def remove(session: Session) -> int:
-    code = 0
-    for ref in session.args.images:
-        try:
-            for item in session.command("RemoveImage", ref=ref, force=session.args.force):
-                if item.get("untagged"):
-                    session.output.line(f"Untagged: {item['untagged']}")
-                if item.get("deleted"):
-                    session.output.line(f"Deleted: {item['deleted']}")
-        except ApiError as error:
-            print(f"carte: {error.message}", file=sys.stderr)
-            code = 1
-    return code
+    def remove_one(ref: str) -> None:
+        for item in session.command("RemoveImage", ref=ref, force=session.args.force):
+            if item.get("untagged"):
+                session.output.line(f"Untagged: {item['untagged']}")
+            if item.get("deleted"):
+                session.output.line(f"Deleted: {item['deleted']}")
+
+    return each(session.args.images, remove_one)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from carte.cli.commands import Commands, Session, UsageError, each, inspect_each, remove_each
+from carte.cli.commands import Commands, Session, UsageError, each, remove_each
 
 GIB = 1 << 30
 
@@ -14,7 +14,7 @@ def register(commands: Commands) -> None:
     node = commands.group("node", help="manage the cluster's nodes")
     node.add("join", run=join, help="join this daemon to a cluster", arguments=_join)
     node.add("ls", run=list_nodes, help="list the nodes", arguments=_list)
-    node.add("inspect", run=inspect, help="show nodes in detail", arguments=_names)
+    node.add_inspect("InspectNode", help="show nodes in detail", metavar="NODE")
     node.add("update", run=update, help="change a node's labels", arguments=_update)
     node.add("drain", run=drain, help="take no new replicas; move them off", arguments=_names)
     node.add("activate", run=activate, help="take replicas again", arguments=_names)
@@ -115,10 +115,6 @@ def _load(load: dict[str, Any] | None) -> tuple[str, str]:
         return "-", "-"
     used, total = load["memory_used"] / GIB, load["memory_total"] / GIB
     return f"{load['load1']:.2f}/{load['cpus']}", f"{used:.1f}/{total:.1f} GiB"
-
-
-def inspect(session: Session) -> int:
-    return inspect_each(session, "InspectNode")
 
 
 def update(session: Session) -> int:

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from carte.cli.commands import (
-    Commands,
-    Session,
-    add_template_format,
-    fail,
-    inspect_arguments,
-    inspect_each,
-    listed,
-    remove_each,
-)
+from carte.cli.commands import Commands, Session, add_template_format, fail, listed, remove_each
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
@@ -24,7 +15,9 @@ def register(commands: Commands) -> None:
     volume = commands.group("volume", help="manage volumes")
     volume.add("create", run=create, help="create a volume", arguments=_create)
     volume.add("ls", run=list_volumes, help="list volumes", arguments=_list)
-    volume.add("inspect", run=inspect, help="show volumes in detail", arguments=_inspect)
+    volume.add_inspect(
+        "InspectVolume", help="show volumes in detail", metavar="VOLUME", example="{{.Mountpoint}}"
+    )
     volume.add("rm", run=remove, help="remove volumes", arguments=_remove)
     volume.add("prune", run=prune, help="remove volumes no container uses", arguments=_prune)
 
@@ -46,9 +39,6 @@ def _list(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="only names")
     parser.add_argument("-f", "--filter", action="append", default=[], help="dangling=true..")
     add_template_format(parser, "list_format")
-
-
-_inspect = inspect_arguments("VOLUME", "{{.Mountpoint}}")
 
 
 def _names(parser: argparse.ArgumentParser) -> None:
@@ -106,10 +96,6 @@ def _volume_fields(volume: dict[str, Any]) -> dict[str, Any]:
         "Name": volume["name"], "Driver": volume["driver"], "Scope": "local",
         "Mountpoint": volume.get("mountpoint", ""), "Labels": labels,
     }  # fmt: skip
-
-
-def inspect(session: Session) -> int:
-    return inspect_each(session, "InspectVolume")
 
 
 def remove(session: Session) -> int:
