@@ -18,7 +18,7 @@ TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads the
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
 # Each module exposes register(commands) and is listed here with the top-level command words
 # it registers (carte/cli/commands_<area>.py). The client imports only the modules that own
@@ -66,8 +66,34 @@ def all_commands(word: str | None = None) -> Commands:
     )
     owners = [module for module, words in COMMAND_MODULES.items() if word in words]
     for module_name in owners or COMMAND_MODULES:
-        __import__(module_name, fromlist=["register"]).register(commands)
+        _import_untranslated(module_name).register(commands)
     return commands
+
+
+def _import_untranslated(name: str) -> Any:
+    """`import name`, and if that is what first imports argparse, argparse without gettext:
+    it looks up each of its messages through gettext, which imports locale and searches for
+    message catalogs at every lookup (~1.5 ms of each client start). Python ships no catalog
+    for argparse and Carte speaks English, as Docker does; the stand-in returns the message."""
+    if "argparse" in sys.modules or "gettext" in sys.modules:
+        __import__(name)
+        return sys.modules[name]
+    untranslated = type(sys)("gettext")
+    untranslated.__dict__.update(gettext=_gettext, ngettext=_ngettext)
+    sys.modules["gettext"] = untranslated
+    try:
+        __import__(name)
+    finally:
+        del sys.modules["gettext"]  # a later `import gettext` gets Python's own
+    return sys.modules[name]
+
+
+def _gettext(message: str) -> str:
+    return message  # argparse also asks for None (a subparsers group without a description)
+
+
+def _ngettext(singular: str, plural: str, count: int) -> str:
+    return singular if count == 1 else plural
 
 
 def command_name(argv: list[str]) -> str | None:
@@ -113,6 +139,7 @@ def simple_arguments(argv: list[str]) -> argparse.Namespace | None:
 
 
 def _help_formatter() -> type[argparse.HelpFormatter]:
+    _import_untranslated("argparse")
     import argparse
 
     class HelpFormatter(argparse.HelpFormatter):
@@ -150,6 +177,7 @@ def _unknown_arguments(prog: str, extras: list[str]) -> str:
 
 
 def _parser_class() -> type[argparse.ArgumentParser]:
+    _import_untranslated("argparse")
     import argparse
 
     class Parser(argparse.ArgumentParser):

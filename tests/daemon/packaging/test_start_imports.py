@@ -22,11 +22,12 @@ SERVER_STACK = {
 }  # fmt: skip
 
 # What a client command may import beyond the interpreter's own start-up (`python -c pass`):
-# argument parsing, JSON, the unix-socket transport, `python -m`'s runpy, and their imports.
+# argument parsing, JSON, the unix-socket transport, `python -m`'s runpy, and their imports;
+# not gettext and locale (argparse gets an untranslated stand-in: carte.cli.parser).
 CLIENT_STDLIB = {
-    "__future__", "_collections", "_functools", "_json", "_locale", "_operator", "_socket",
+    "__future__", "_collections", "_functools", "_json", "_operator", "_socket",
     "_sre", "argparse", "collections", "contextlib", "copyreg", "enum", "errno", "functools",
-    "gettext", "importlib", "io", "itertools", "json", "keyword", "locale", "operator", "re",
+    "importlib", "io", "itertools", "json", "keyword", "operator", "re",
     "reprlib", "runpy", "types", "warnings",
 }  # fmt: skip
 # The client's own modules: the command framework, output, transport and the invoked
@@ -78,7 +79,9 @@ def outside_list(
 
 
 @pytest.mark.parametrize(
-    "command", [["version"], ["ps"], ["images"], ["info"]], ids=lambda c: " ".join(c)
+    "command",
+    [["version"], ["ps"], ["inspect", "web"], ["images"], ["info"]],
+    ids=lambda c: " ".join(c),
 )
 def test_client_command_imports_only_the_listed_modules(tmp_path: Path, command: list[str]) -> None:
     modules = imported_modules(
@@ -93,6 +96,22 @@ def test_client_command_imports_only_the_listed_modules(tmp_path: Path, command:
     assert not others, f"the client imports the engine's modules: {others}"
     if command[0] in WITHOUT_PARSER:
         assert "argparse" not in modules, f"`carte {command[0]}` built an argument parser"
+
+
+def test_help_and_usage_errors_read_as_with_pythons_gettext() -> None:
+    """The client gives argparse a stand-in for gettext (no locale, no catalog search); what
+    argparse prints must not change for it: help of a command group, a bad flag, a missing
+    argument."""
+    with_gettext = "import gettext, sys; from carte.__main__ import main; main()"
+    for command in (["container"], ["ps", "--bogus"], ["inspect"], ["network", "--help"]):
+        ours, python = (
+            subprocess.run([sys.executable, *start, *command], capture_output=True, text=True)
+            for start in (["-m", "carte"], ["-c", with_gettext])
+        )
+        assert ours.returncode == python.returncode, command
+        assert ours.stderr == python.stderr, command
+        assert ours.stdout == python.stdout, command
+        assert "None" not in ours.stdout + ours.stderr, command
 
 
 def test_resident_shim_imports_only_the_listed_modules() -> None:
