@@ -8,7 +8,6 @@ Values are checked here so a typo is one line naming the flag and the accepted f
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
@@ -328,8 +327,10 @@ def fill_cidfile(path: str, container_id: str) -> None:
     if not path:
         return
     if not container_id:
-        with contextlib.suppress(OSError):
+        try:
             os.unlink(path)
+        except OSError:  # gone already; contextlib.suppress would cost the client an import
+            pass
         return
     with open(path, "w", encoding="ascii") as file:
         file.write(container_id)

@@ -174,22 +174,27 @@ def send_request(sock: _socket.socket, pieces: Iterable[bytes]) -> Response:
 
 
 def _send_until_answered(sock: _socket.socket, pieces: Iterable[bytes]) -> None:
-    import select
-
-    poller = select.poll()
-    poller.register(sock, select.POLLIN | select.POLLOUT)
+    """Send without blocking; only when the socket is full, wait for room or an answer (a
+    request that fits the socket's buffer, most of them, needs no poll nor `select`)."""
+    poller = None
     timeout = sock.gettimeout()
     sock.setblocking(False)
     try:
         for piece in pieces:
             view = memoryview(piece)
             while view:
-                if any(events & ~select.POLLOUT for _fd, events in poller.poll()):
-                    return  # answered (or closed) before the whole body was sent
                 try:
                     view = view[sock.send(view) :]
-                except BlockingIOError:
                     continue
+                except BlockingIOError:
+                    pass
+                if poller is None:
+                    import select
+
+                    poller = select.poll()
+                    poller.register(sock, select.POLLIN | select.POLLOUT)
+                if any(events & ~select.POLLOUT for _fd, events in poller.poll()):
+                    return  # answered (or closed) before the whole body was sent
     finally:
         sock.settimeout(timeout)
 
