@@ -256,35 +256,35 @@ class Ipam(_Strict, kw_only=True, frozen=True):
     config: list[IpamPool] = []
 
 
-class NetworkDecl(_Strict, kw_only=True, frozen=True):
-    driver: str = "bridge"
-    internal: bool = False
+class _TopLevelDecl(_Strict, kw_only=True, frozen=True):
+    """What a top-level network, volume, secret or config may say besides its own keys: that
+    it exists already (`external`), the name it has or gets, its labels."""
+
     external: bool = False
-    attachable: bool = False
-    enable_ipv6: bool = False
     name: str = ""
     labels: Mapping = {}
+
+
+class NetworkDecl(_TopLevelDecl, kw_only=True, frozen=True):
+    driver: str = "bridge"
+    internal: bool = False
+    attachable: bool = False
+    enable_ipv6: bool = False
     ipam: Ipam = Ipam()
     driver_opts: Mapping = {}
 
 
-class VolumeDecl(_Strict, kw_only=True, frozen=True):
+class VolumeDecl(_TopLevelDecl, kw_only=True, frozen=True):
     driver: str = "local"
     driver_opts: Mapping = {}
-    external: bool = False
-    name: str = ""
-    labels: Mapping = {}
 
 
-class FileDecl(_Strict, kw_only=True, frozen=True):
+class FileDecl(_TopLevelDecl, kw_only=True, frozen=True):
     """A top-level secret or config: exactly one of file, environment, content."""
 
     file: str = ""
     environment: str = ""
     content: str = ""
-    external: bool = False
-    name: str = ""
-    labels: Mapping = {}
 
 
 class Manifest(_Strict, kw_only=True, frozen=True):
