@@ -15,12 +15,12 @@ import fcntl
 import os
 import socket
 import struct
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 
+from carte.net.netns import on_own_thread
 from carte.runtime.syscalls import CLONE_NEWNET, unshare
 
 NETWORK_MODES = ("default", "none", "host")
@@ -131,29 +131,19 @@ def _new_namespace() -> int:
     """A fresh network namespace with `lo` up, held by the returned fd (O_CLOEXEC).
 
     Made on a throwaway thread: unshare(CLONE_NEWNET) moves only the calling thread."""
-    made: list[int] = []
-    failed: list[OSError] = []
 
-    def work() -> None:
+    def work() -> int:
+        unshare(CLONE_NEWNET)
+        fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            unshare(CLONE_NEWNET)
-            fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                    request = struct.pack("16sH", b"lo", 0)
-                    flags = struct.unpack("16sH", fcntl.ioctl(probe, _SIOCGIFFLAGS, request))[1]
-                    up = struct.pack("16sH", b"lo", flags | _IFF_UP)
-                    fcntl.ioctl(probe, _SIOCSIFFLAGS, up)
-            except OSError:
-                os.close(fd)
-                raise
-            made.append(fd)
-        except OSError as error:
-            failed.append(error)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                request = struct.pack("16sH", b"lo", 0)
+                flags = struct.unpack("16sH", fcntl.ioctl(probe, _SIOCGIFFLAGS, request))[1]
+                up = struct.pack("16sH", b"lo", flags | _IFF_UP)
+                fcntl.ioctl(probe, _SIOCSIFFLAGS, up)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
 
-    worker = threading.Thread(target=work, name="carte-build-netns")
-    worker.start()
-    worker.join()
-    if failed:
-        raise failed[0]
-    return made[0]
+    return on_own_thread(work, name="carte-build-netns")

@@ -16,7 +16,6 @@ import errno
 import hashlib
 import os
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from carte.api.errors import Conflict, Internal, NotFound
+from carte.net.netns import on_own_thread
 
 _CLONE_NEWNET = 0x40000000
 _IFNAMSIZ = 15
@@ -87,31 +87,24 @@ def _netlink_socket_in(path: Path) -> socket.socket:
     thread never changes namespace (setns(CLONE_NEWNET) is per thread).
     """
     libc = ctypes.CDLL(None, use_errno=True)
-    made: list[socket.socket] = []
-    failed: list[OSError] = []
 
-    def join_and_open() -> None:
+    def join_and_open() -> socket.socket:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if libc.setns(fd, _CLONE_NEWNET) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, os.strerror(code))
-            finally:
-                os.close(fd)
-            made.append(socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0))
-        except OSError as exc:
-            failed.append(exc)
+            if libc.setns(fd, _CLONE_NEWNET) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, os.strerror(code))
+        finally:
+            os.close(fd)
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)
 
-    worker = threading.Thread(target=join_and_open, name="carte-netns-socket")
-    worker.start()
-    worker.join()
-    if failed:
+    try:
+        return on_own_thread(join_and_open, name="carte-netns-socket")
+    except OSError as exc:
         raise NotFound(
-            f"network namespace {path} cannot be entered ({failed[0].strerror}); "
+            f"network namespace {path} cannot be entered ({exc.strerror}); "
             "is the container still running?"
-        )
-    return made[0]
+        ) from None
 
 
 @contextmanager
