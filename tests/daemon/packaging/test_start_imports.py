@@ -16,20 +16,25 @@ from pathlib import Path
 
 import pytest
 
+from carte.runtime.shim.client import interpreter_command
+
 SERVER_STACK = {
     "trio", "quart", "quart_trio", "hypercorn", "pyroute2", "ruamel", "msgspec", "flask",
     "werkzeug", "jinja2", "asyncio", "h11", "h2", "wsproto",
 }  # fmt: skip
 
-# What a client command may import beyond the interpreter's own start-up (`python -c pass`):
-# argument parsing, JSON, the unix-socket transport, `python -m`'s runpy, and their imports;
-# not gettext and locale (argparse gets an untranslated stand-in: carte.cli.parser).
+# What a client command may import beyond a bare interpreter's start (`python -I -S -c pass`;
+# the client runs without site here, so nothing site imports hides a module): argument
+# parsing, JSON (with re, enum, collections), the unix-socket transport, os; not gettext and
+# locale (argparse gets an untranslated stand-in: carte.cli.parser), contextlib or select.
 CLIENT_STDLIB = {
-    "__future__", "_collections", "_functools", "_json", "_operator", "_socket",
-    "_sre", "argparse", "collections", "contextlib", "copyreg", "enum", "errno", "functools",
-    "importlib", "io", "itertools", "json", "keyword", "operator", "re",
-    "reprlib", "runpy", "types", "warnings",
+    "__future__", "_collections", "_collections_abc", "_functools", "_json", "_operator",
+    "_socket", "_sre", "_stat", "argparse", "collections", "copyreg", "enum", "functools",
+    "genericpath", "itertools", "json", "keyword", "operator", "os", "posixpath", "re",
+    "reprlib", "stat", "types", "warnings",
 }  # fmt: skip
+# The client started as the daemon starts shims: `python -I -S -c "...; main()"`.
+CLIENT = interpreter_command()[1:]
 # The client's own modules: the command framework, output, transport and the invoked
 # command's module (carte.cli.commands.<area>), never the engine, runtime or daemon.
 CLIENT_CARTE_PREFIXES = ("carte.cli.",)
@@ -60,15 +65,20 @@ def imported_modules(*python_args: str) -> set[str]:
     }
 
 
-def interpreter_start() -> set[str]:
-    return imported_modules("-c", "pass")
+def interpreter_start(*flags: str) -> set[str]:
+    return imported_modules(*flags, "-c", "pass")
 
 
 def outside_list(
-    modules: set[str], stdlib: set[str], carte: set[str], carte_prefixes: tuple[str, ...]
+    modules: set[str],
+    stdlib: set[str],
+    carte: set[str],
+    carte_prefixes: tuple[str, ...],
+    start: set[str] | None = None,
 ) -> list[str]:
-    """The modules not in the lists (modules of the interpreter's own start are allowed)."""
-    extra = modules - interpreter_start()
+    """The modules not in the lists (modules of the interpreter's own `start` are allowed:
+    `python -c pass` unless given)."""
+    extra = modules - (interpreter_start() if start is None else start)
     return sorted(
         name
         for name in extra
@@ -84,15 +94,15 @@ def outside_list(
     ids=lambda c: " ".join(c),
 )
 def test_client_command_imports_only_the_listed_modules(tmp_path: Path, command: list[str]) -> None:
-    modules = imported_modules(
-        "-m", "carte", "--host", f"unix://{tmp_path}/no-daemon.sock", *command
-    )
+    modules = imported_modules(*CLIENT, "--host", f"unix://{tmp_path}/no-daemon.sock", *command)
     assert "carte.cli.transport" in modules, "the client did not run"
     server = sorted(m for m in modules if m.split(".")[0] in SERVER_STACK)
     assert not server, f"`carte {command[0]}` imports the server stack: {server}"
-    extra = outside_list(modules, CLIENT_STDLIB, CLIENT_CARTE, CLIENT_CARTE_PREFIXES)
+    bare = interpreter_start("-I", "-S")
+    extra = outside_list(modules, CLIENT_STDLIB, CLIENT_CARTE, CLIENT_CARTE_PREFIXES, bare)
     assert not extra, f"`carte {command[0]}` imports modules outside the client's list: {extra}"
-    others = sorted(m for m in modules if m.startswith("carte.") and not m.startswith("carte.cli"))
+    client = ("carte.cli", "carte.__main__")
+    others = sorted(m for m in modules if m.startswith("carte.") and not m.startswith(client))
     assert not others, f"the client imports the engine's modules: {others}"
     if command[0] in WITHOUT_PARSER:
         assert "argparse" not in modules, f"`carte {command[0]}` built an argument parser"
