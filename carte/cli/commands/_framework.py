@@ -239,6 +239,15 @@ class Commands:
             raise ValueError(f'client command "{name}" is registered twice; rename one')
         self.entries[name] = _Command(run, help, arguments)
 
+    def alias(self, name: str, level: Commands, target: str | None = None) -> None:
+        """Record `name` as another spelling of the command `target` (default: `name`) that
+        `level` has, as Docker has both `images` and `image ls`: the same run, help and
+        arguments."""
+        entry = level.entries[target or name]
+        if isinstance(entry, Commands):
+            raise ValueError(f'client command "{target or name}" is a group; alias a command')
+        self.add(name, run=entry.run, help=entry.help, arguments=entry.arguments)
+
     def add_inspect(
         self, command: str, *, help: str, metavar: str, example: str | None = None
     ) -> None:

@@ -34,7 +34,7 @@ def register(commands: Commands) -> None:
     commands.add("history", run=history, help="show an image's layers", arguments=_history)
     image = commands.group("image", help="manage images")
     _register_save_load(image)
-    image.add("history", run=history, help="show an image's layers", arguments=_history)
+    image.alias("history", commands)
     image.add("prune", run=prune, help="remove unused images", arguments=_prune)
     _register_export_commit(commands.group("container", help="manage containers"))
     system = commands.group("system", help="inspect the host Carte runs on")

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 def register(commands: Commands) -> None:
     commands.add("build", run=build, help="build an image from a Dockerfile", arguments=_build)
     image = commands.group("image", help="manage images")
-    image.add("build", run=build, help="build an image from a Dockerfile", arguments=_build)
+    image.alias("build", commands)
     builder = commands.group("builder", help="manage the build cache")
     builder.add("prune", run=prune, help="remove the build cache", arguments=_prune)
 

@@ -68,7 +68,7 @@ def register(commands: Commands) -> None:
     container.add(
         "prune", run=prune, help="remove all stopped containers", arguments=_prune_arguments
     )
-    container.add("ls", run=ps, help="list containers", arguments=_ps_arguments)
+    container.alias("ls", commands, "ps")
     container.add(
         "inspect", run=inspect, help="show containers in detail", arguments=_refs(_container_fmt)
     )

@@ -31,10 +31,10 @@ def register(commands: Commands) -> None:
     commands.add("tag", run=tag, help="give an image another name", arguments=_tag)
     commands.add("rmi", run=remove, help="remove images", arguments=_remove)
     image = commands.group("image", help="manage images")
-    image.add("ls", run=list_images, help="list images", arguments=_list)
+    image.alias("ls", commands, "images")
     image.add("inspect", run=inspect, help="show images in detail", arguments=_inspect)
-    image.add("tag", run=tag, help="give an image another name", arguments=_tag)
-    image.add("rm", run=remove, help="remove images", arguments=_remove)
+    image.alias("tag", commands)
+    image.alias("rm", commands, "rmi")
     image.add("import", run=import_image, help="import a rootfs tarball", arguments=_import)
 
 
