@@ -34,11 +34,8 @@ def expand_variables(text: str, env: Mapping[str, str], escape: str = "\\") -> s
         if char == escape and text[lexer.pos + 1 : lexer.pos + 2] == "$":
             out.append("$")
             lexer.pos += 2
-        elif char == "$":
-            out.append(lexer._variable())
         else:
-            out.append(char)
-            lexer.pos += 1
+            out.append(lexer._character_or_variable(char))
     return "".join(out)
 
 
@@ -111,11 +108,8 @@ class _Lexer:
                 self.pos += 1
                 current.append(self._double_quoted())
                 quoted = True
-            elif char == "$":
-                current.append(self._variable())
             else:
-                current.append(char)
-                self.pos += 1
+                current.append(self._character_or_variable(char))
         if started:
             finish()
         return words
@@ -136,12 +130,16 @@ class _Lexer:
                     continue
                 out.append(char)
                 self.pos += 1
-            elif char == "$":
-                out.append(self._variable())
             else:
-                out.append(char)
-                self.pos += 1
+                out.append(self._character_or_variable(char))
         raise WordError("unterminated double quote")
+
+    def _character_or_variable(self, char: str) -> str:
+        """`char` (the one at `pos`) as itself, or the expansion of the `$` variable it starts."""
+        if char == "$":
+            return self._variable()
+        self.pos += 1
+        return char
 
     def _variable(self) -> str:
         text = self.text
