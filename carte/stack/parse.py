@@ -8,7 +8,7 @@ Every problem raises `ManifestError` with one line naming the file, the line and
 import difflib
 import os
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import msgspec
 import msgspec.inspect as mi
@@ -105,14 +105,16 @@ class Source:
                     self.files[moved] = other.file_of(path)
 
 
+class LoadOptions(TypedDict, total=False):
+    """`load_project`'s keyword options, passed on as they are by `load_manifest`."""
+
+    project_dir: str
+    profiles: list[str] | None
+    ceilings: "Ceilings | None"
+
+
 def load_manifest(
-    text: str,
-    file_name: str,
-    env: dict[str, str],
-    *,
-    project_dir: str = "",
-    profiles: list[str] | None = None,
-    ceilings: "Ceilings | None" = None,
+    text: str, file_name: str, env: dict[str, str], **options: Unpack[LoadOptions]
 ) -> tuple[Manifest, Source, list[str]]:
     """The decoded and validated manifest, where its keys were, and warnings (unset
     variables). `include` and `extends: {file: ...}` read files relative to `project_dir`
@@ -120,9 +122,7 @@ def load_manifest(
     (or `COMPOSE_PROFILES` of `env`) are left out. `ManifestError` lists every problem found
     (up to `MAX_ERRORS`), also for a file over the bounds of `carte.yaml_bounds` or counts
     over `ceilings` (`validate.Ceilings`)."""
-    manifest, source, warnings, _plain_project = load_project(
-        text, file_name, env, project_dir=project_dir, profiles=profiles, ceilings=ceilings
-    )
+    manifest, source, warnings, _plain_project = load_project(text, file_name, env, **options)
     return manifest, source, warnings
 
 
