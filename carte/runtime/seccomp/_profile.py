@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from pathlib import Path
 
 import msgspec
@@ -139,22 +139,22 @@ def validate(profile: LinuxSeccomp, source: str = "seccomp profile") -> None:
     Raises `InvalidArgument` with one line naming `source`, the field path and the fix.
     """
     _check_action(source, "defaultAction", profile.default_action, profile.default_errno_ret)
-    for position, arch in enumerate(profile.architectures):
-        if arch not in ARCHITECTURES:
-            raise _bad(
-                source,
-                f"architectures[{position}]",
-                f'unknown architecture "{arch}"',
-                "use a name such as SCMP_ARCH_X86_64, SCMP_ARCH_X86 or SCMP_ARCH_AARCH64",
-            )
-    for position, flag in enumerate(profile.flags):
-        if flag not in FILTER_FLAGS:
-            raise _bad(
-                source,
-                f"flags[{position}]",
-                f'unsupported flag "{flag}"',
-                f"use one of {', '.join(FILTER_FLAGS)}",
-            )
+    _check_known(
+        source,
+        "architectures",
+        profile.architectures,
+        ARCHITECTURES,
+        "unknown architecture",
+        "use a name such as SCMP_ARCH_X86_64, SCMP_ARCH_X86 or SCMP_ARCH_AARCH64",
+    )
+    _check_known(
+        source,
+        "flags",
+        profile.flags,
+        FILTER_FLAGS,
+        "unsupported flag",
+        f"use one of {', '.join(FILTER_FLAGS)}",
+    )
     if profile.listener_path:
         raise _bad(
             source,
@@ -181,6 +181,20 @@ def validate(profile: LinuxSeccomp, source: str = "seccomp profile") -> None:
             for name, value in (("value", arg.value), ("valueTwo", arg.value_two)):
                 if not 0 <= value < 1 << 64:
                     raise _bad(source, f"{field}.{name}", f"{value} is not a uint64", "fix it")
+
+
+def _check_known(
+    source: str,
+    field: str,
+    values: Iterable[str],
+    known: Container[str],
+    problem: str,
+    fix: str,
+) -> None:
+    """Each of `values` is one of `known`; the first that is not is named as `problem "value"`."""
+    for position, value in enumerate(values):
+        if value not in known:
+            raise _bad(source, f"{field}[{position}]", f'{problem} "{value}"', fix)
 
 
 def _check_action(source: str, field: str, action: str, errno_ret: int | None) -> None:
