@@ -104,8 +104,19 @@ def _attribute(node: NodeRecord, attribute: str) -> str | None:
     return node.labels.get(attribute.removeprefix("node.labels."))
 
 
+class _OfService:
+    """What belongs to one service of one stack; ``key`` names that service."""
+
+    stack: str
+    service: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.stack, self.service)
+
+
 @dataclass(frozen=True)
-class Demand:
+class Demand(_OfService):
     """What one service asks for."""
 
     stack: str
@@ -122,13 +133,9 @@ class Demand:
     """Services of the same stack a node must run a replica of (network_mode service:,
     volumes_from): their replicas are placed first."""
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.stack, self.service)
-
 
 @dataclass(frozen=True)
-class Slot:
+class Slot(_OfService):
     """One replica on one node (an assignment, as the scheduler reasons about it)."""
 
     node: str
@@ -138,13 +145,9 @@ class Slot:
     ready: bool = False
     """Reported ready by the node's agent (only matters for a replica being moved)."""
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.stack, self.service)
-
 
 @dataclass(frozen=True)
-class Pending:
+class Pending(_OfService):
     stack: str
     service: str
     replica: int
