@@ -147,21 +147,19 @@ def inspect_each(
     session: Session,
     command: str,
     *,
-    names: Sequence[str] | None = None,
     key: str = "name",
     shape: Callable[[Any], Any] | None = None,
 ) -> int:
     """`inspect NAME...`: the details of every name that exists, as one JSON list or through
-    `-f TEMPLATE` (`add_inspect_format`) once for each. The names are `names` (default: the
-    `names` argument), each sent as the command's `key`; `shape` turns an answer into what
-    is shown (e.g. Docker's keys beside Carte's)."""
+    `-f TEMPLATE` (`add_inspect_format`) once for each. Each name is sent as the command's
+    `key`; `shape` turns an answer into what is shown (e.g. Docker's keys beside Carte's)."""
     found: list[Any] = []
 
     def inspect(name: str) -> None:
         details = session.command(command, **{key: name})
         found.append(shape(details) if shape else details)
 
-    code = each(session.args.names if names is None else names, inspect)
+    code = each(session.args.names, inspect)
     return show_inspected(session, found, getattr(session.args, "template", None)) or code
 
 
@@ -249,13 +247,21 @@ class Commands:
         self.add(name, run=entry.run, help=entry.help, arguments=entry.arguments)
 
     def add_inspect(
-        self, command: str, *, help: str, metavar: str, example: str | None = None
+        self,
+        command: str,
+        *,
+        help: str,
+        metavar: str,
+        example: str | None = None,
+        key: str = "name",
+        shape: Callable[[Any], Any] | None = None,
     ) -> None:
         """Record `inspect NAME...` answered by the bus command `command` for each name
-        (`inspect_each`); with an `example` template, -f/--format too (`inspect_arguments`)."""
+        (`inspect_each`, with its `key` and `shape`); with an `example` template, -f/--format
+        too (`inspect_arguments`)."""
         self.add(
             "inspect",
-            run=lambda session: inspect_each(session, command),
+            run=lambda session: inspect_each(session, command, key=key, shape=shape),
             help=help,
             arguments=inspect_arguments(metavar, example),
         )

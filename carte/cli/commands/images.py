@@ -7,15 +7,7 @@ import json
 import os
 import sys
 
-from carte.cli.commands import (
-    Commands,
-    Session,
-    add_inspect_format,
-    add_template_format,
-    each,
-    inspect_each,
-    templated,
-)
+from carte.cli.commands import Commands, Session, add_template_format, each, templated
 from carte.cli.output import docker_image
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
@@ -32,7 +24,14 @@ def register(commands: Commands) -> None:
     commands.add("rmi", run=remove, help="remove images", arguments=_remove)
     image = commands.group("image", help="manage images")
     image.alias("ls", commands, "images")
-    image.add("inspect", run=inspect, help="show images in detail", arguments=_inspect)
+    image.add_inspect(
+        "InspectImage",
+        help="show images in detail",
+        metavar="IMAGE",
+        example="{{.Config.Cmd}}",
+        key="ref",
+        shape=docker_image,
+    )
     image.alias("tag", commands)
     image.alias("rm", commands, "rmi")
     image.add("import", run=import_image, help="import a rootfs tarball", arguments=_import)
@@ -59,11 +58,6 @@ _IMAGE_HEADERS = {"ID": "IMAGE ID", "CreatedSince": "CREATED"}
 
 def _refs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE")
-
-
-def _inspect(parser: argparse.ArgumentParser) -> None:
-    add_inspect_format(parser, "{{.Config.Cmd}}")
-    _refs(parser)
 
 
 def _tag(parser: argparse.ArgumentParser) -> None:
@@ -161,12 +155,6 @@ def list_images(session: Session) -> int:
         ],
     )
     return 0
-
-
-def inspect(session: Session) -> int:
-    return inspect_each(
-        session, "InspectImage", names=session.args.images, key="ref", shape=docker_image
-    )
 
 
 def tag(session: Session) -> int:

@@ -41,13 +41,9 @@ def _list(parser: argparse.ArgumentParser) -> None:
     add_template_format(parser, "list_format")
 
 
-def _names(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("names", nargs="+", metavar="VOLUME")
-
-
 def _remove(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--force", action="store_true", help="even if in use")
-    _names(parser)
+    parser.add_argument("names", nargs="+", metavar="VOLUME")
 
 
 def _prune(parser: argparse.ArgumentParser) -> None:
