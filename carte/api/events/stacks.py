@@ -24,6 +24,13 @@ from carte.api.stacks import (
 # id "<stack>_<service>".
 
 
+class ServiceRef(msgspec.Struct, frozen=True, kw_only=True):
+    """The fields of a command addressed to one service: its stack and its name in that stack."""
+
+    stack: str
+    service: str
+
+
 class ApplyStack(Command[Plan], frozen=True, kw_only=True):
     """Parse `manifest` (the text of a Compose file called `file_name`), store it as the desired
     state of stack `name` and converge. `env` is the client's environment plus its .env file, used
@@ -68,50 +75,38 @@ class ListReplicas(Command[list[ReplicaSummary]], frozen=True, kw_only=True):
     service: str = ""
 
 
-class InspectService(Command[ServiceDetails], frozen=True, kw_only=True):
+class InspectService(Command[ServiceDetails], ServiceRef, frozen=True, kw_only=True):
     topic: ClassVar[str] = "service.inspect"
-    stack: str
-    service: str
 
 
-class ScaleService(Command[None], frozen=True, kw_only=True):
+class ScaleService(Command[None], ServiceRef, frozen=True, kw_only=True):
     """Set a service's desired replica count (the autoscaler calls this too); the reconciler
     starts or stops replicas. `replicas` < 0: `InvalidArgument`."""
 
     topic: ClassVar[str] = "service.scale"
-    stack: str
-    service: str
     replicas: int
 
 
-class UpdateServiceResources(Command[None], frozen=True, kw_only=True):
+class UpdateServiceResources(Command[None], ServiceRef, frozen=True, kw_only=True):
     """Record new limits for a service in its desired state without replacing replicas (the
     services handler applies them live with UpdateContainer). Fields left 0 keep their value."""
 
     topic: ClassVar[str] = "service.update_resources"
-    stack: str
-    service: str
     resources: Resources
 
 
-class GetRollout(Command[Rollout], frozen=True, kw_only=True):
+class GetRollout(Command[Rollout], ServiceRef, frozen=True, kw_only=True):
     topic: ClassVar[str] = "rollout.status"
-    stack: str
-    service: str
 
 
-class ListRevisions(Command[list[RevisionSummary]], frozen=True, kw_only=True):
+class ListRevisions(Command[list[RevisionSummary]], ServiceRef, frozen=True, kw_only=True):
     topic: ClassVar[str] = "rollout.history"
-    stack: str
-    service: str
 
 
-class UndoRollout(Command[Rollout], frozen=True, kw_only=True):
+class UndoRollout(Command[Rollout], ServiceRef, frozen=True, kw_only=True):
     """Roll a service back to `to_revision` (0: the one before the current)."""
 
     topic: ClassVar[str] = "rollout.undo"
-    stack: str
-    service: str
     to_revision: int = 0
 
 
