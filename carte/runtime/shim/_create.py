@@ -143,6 +143,8 @@ class _Stdio:
 def _create_and_become_monitor(options: ShimOptions, ready_fd: int, in_place: bool) -> NoReturn:
     from carte.runtime import syscalls
     from carte.runtime.container import spawn
+    from carte.runtime.shim._console import ContainerConsole
+    from carte.runtime.shim._signals import default_dispositions_for_children
     from carte.runtime.shim.protocol import SOCKET_NAME, UnixAddress, encode_line
     from carte.runtime.spec import load_spec
     from carte.runtime.state import EXEC_FIFO
@@ -154,24 +156,20 @@ def _create_and_become_monitor(options: ShimOptions, ready_fd: int, in_place: bo
     _check_log_path(options.log_path)
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
     stdio = _Stdio(terminal=terminal, keep_stdin=options.stdin)
-    console = _ConsoleListener(state_dir, options.id) if terminal else None
+    console = ContainerConsole(state_dir, options.id) if terminal else None
     # Orphans of exec'd processes (and of a container without a pid namespace) come to us.
     syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
-    # The container inherits our dispositions; Python ignores SIGPIPE and SIGXFSZ.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     try:
-        spawned = spawn(
-            spec,
-            bundle,
-            container_id=options.id,
-            state_dir=state_dir,
-            stdio=stdio.container,
-            console_socket=Path(console.address) if console is not None else None,
-        )
+        with default_dispositions_for_children():
+            spawned = spawn(
+                spec,
+                bundle,
+                container_id=options.id,
+                state_dir=state_dir,
+                stdio=stdio.container,
+                console_socket=Path(console.address) if console is not None else None,
+            )
     finally:
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         stdio.close_container_ends()
     try:
         pty_master = console.receive_master() if console is not None else -1
@@ -316,49 +314,3 @@ def _discard(pid: int, state_dir: Path, container_id: str) -> None:
         delete(state_dir, container_id, force=True)
     except Exception:
         pass  # best effort: the original error is what the caller needs to see
-
-
-def receive_terminal(listener: socket.socket, sender: str) -> int:
-    """Accept one connection on a console socket and return the pty master fd sent over it
-    (SCM_RIGHTS); raises Internal naming `sender` if none arrives within 10 s or none is sent."""
-    from carte.api.errors import Internal
-
-    listener.settimeout(10)
-    try:
-        connection, _ = listener.accept()
-    except TimeoutError:
-        raise Internal(f"{sender} sent no terminal on the console socket within 10 s") from None
-    with connection:
-        _, fds, _, _ = socket.recv_fds(connection, 1024, 1)
-    if not fds:
-        raise Internal(f"{sender} sent no terminal on the console socket")
-    return fds[0]
-
-
-class _ConsoleListener:
-    """The console socket the runtime sends a terminal container's pty master to."""
-
-    def __init__(self, state_dir: Path, container_id: str) -> None:
-        from carte.runtime.shim.protocol import UnixAddress
-
-        self.path = str(state_dir / f".{container_id}.console")
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        self._address = UnixAddress(self.path)
-        self.address = self._address.address
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._socket.bind(self.address)
-        self._socket.listen(1)
-
-    def receive_master(self) -> int:
-        return receive_terminal(self._socket, "the container")
-
-    def close(self) -> None:
-        self._socket.close()
-        self._address.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass

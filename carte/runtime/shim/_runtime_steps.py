@@ -17,7 +17,6 @@ directory) and reports ``{}`` or ``{"error": ...}`` on fd 3.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 from pathlib import Path
 
@@ -59,6 +58,8 @@ def _exec(config: dict[str, Any]) -> tuple[int, int]:
     import msgspec
 
     from carte.runtime.container import exec_process
+    from carte.runtime.shim._console import ExecConsole
+    from carte.runtime.shim._signals import default_dispositions_for_children
     from carte.runtime.spec import Process, load_spec
     from carte.runtime.state import load_record
 
@@ -77,19 +78,17 @@ def _exec(config: dict[str, Any]) -> tuple[int, int]:
 
         raise InvalidArgument(f"exec process: {error}; fix that field") from None
     seccomp_profile = spec.linux.seccomp
-    console = _Console() if process.terminal else None
-    # The process inherits our dispositions; Python ignores SIGPIPE and SIGXFSZ.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    console = ExecConsole() if process.terminal else None
     try:
-        pid = exec_process(
-            state_dir,
-            container_id,
-            process,
-            stdio=None if console is not None else (0, 1, 2),
-            console_socket=Path(console.address) if console is not None else None,
-            seccomp_profile=seccomp_profile,
-        )
+        with default_dispositions_for_children():
+            pid = exec_process(
+                state_dir,
+                container_id,
+                process,
+                stdio=None if console is not None else (0, 1, 2),
+                console_socket=Path(console.address) if console is not None else None,
+                seccomp_profile=seccomp_profile,
+            )
         master = console.receive_master() if console is not None else -1
     finally:
         if console is not None:
@@ -101,29 +100,3 @@ def _delete(config: dict[str, Any]) -> None:
     from carte.runtime.container import delete
 
     delete(Path(config["state_dir"]), str(config["id"]), force=True)
-
-
-class _Console:
-    """A console socket in a private directory; the runtime sends the pty master to it."""
-
-    def __init__(self) -> None:
-        import tempfile
-
-        self._directory = tempfile.mkdtemp(prefix="carte-exec-")
-        self.address = os.path.join(self._directory, "console.sock")
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._socket.bind(self.address)
-        self._socket.listen(1)
-
-    def receive_master(self) -> int:
-        from carte.runtime.shim._create import receive_terminal
-
-        return receive_terminal(self._socket, "the exec'd process")
-
-    def close(self) -> None:
-        self._socket.close()
-        try:
-            os.unlink(self.address)
-            os.rmdir(self._directory)
-        except OSError:
-            pass
