@@ -7,6 +7,12 @@ http handler).
 """
 
 from carte.handlers.containers._handler import ContainersHandler
+from carte.handlers.containers._log_watch import (
+    LogSelection,
+    LogWatch,
+    log_entries,
+    watch_log,
+)
 from carte.handlers.containers._options import ContainersOptions, RestartBackoffOptions
 from carte.handlers.containers._spec import resolve_user
 from carte.handlers.containers._tools import ContainerToolsHandler
@@ -15,6 +21,10 @@ __all__ = [
     "ContainerToolsHandler",
     "ContainersHandler",
     "ContainersOptions",
+    "LogSelection",
+    "LogWatch",
     "RestartBackoffOptions",
+    "log_entries",
     "resolve_user",
+    "watch_log",
 ]

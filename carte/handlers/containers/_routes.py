@@ -17,26 +17,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 import msgspec
-import trio
 from quart import Response, request
 
-from carte.api.containers import WaitResult
 from carte.api.errors import CarteError, InvalidArgument
 from carte.api.events import InspectContainer, StartContainer, WaitContainer
 from carte.engine import HandlerContext
 from carte.engine.handler import Route
 from carte.handlers.containers._archive_routes import COPY_ROUTES
 from carte.handlers.containers._interactive_routes import INTERACTIVE_ROUTES
+from carte.handlers.containers._log_watch import log_entries, watch_log
 from carte.runtime.logs import LogEntry, LogFollower
 
 if TYPE_CHECKING:
     from carte.handlers.containers._handler import ContainersHandler
 
 NDJSON = "application/x-ndjson"
-POLL_INTERVAL = 0.05
 _encoder = msgspec.json.Encoder()
 
 
@@ -88,63 +87,27 @@ async def stream_logs(ctx: HandlerContext, ref: str, query: LogQuery) -> AsyncIt
     details = await ctx.bus.request(InspectContainer(ref=ref))
     follower = LogFollower(details.log_path)
     try:
-        wanted = query.streams
         if query.until_exit:
-            since = time.time()
-            done = trio.Event()
-            result: list[WaitResult] = []
-
-            async def wait_for_exit() -> None:
-                exit_wait = WaitContainer(ref=details.id, condition="next-exit", since=since)
-                result.append(await ctx.bus.request(exit_wait))
-                done.set()
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(wait_for_exit)
+            wait = WaitContainer(ref=details.id, condition="next-exit", since=time.time())
+            async with watch_log(ctx.bus, follower, wait) as watch:
                 if query.start:
                     try:
                         await ctx.bus.request(StartContainer(ref=details.id))
                     except CarteError as error:
-                        nursery.cancel_scope.cancel()
                         failure = {"code": error.code, "message": error.message}
                         yield _encoder.encode({"error": failure}) + b"\n"
                         return
                 yield _encoder.encode({"ready": True}) + b"\n"
-                while True:
-                    finished = done.is_set()
-                    for entry in follower.poll():
-                        if entry.stream in wanted:
+                async for batch in watch.batches():
+                    for entry in batch:
+                        if entry.stream in query.streams:
                             yield _line(entry)
-                    if finished:
-                        break
-                    with trio.move_on_after(POLL_INTERVAL):
-                        await done.wait()
-            yield _encoder.encode({"exit": result[0]}) + b"\n"
+            yield _encoder.encode({"exit": watch.result}) + b"\n"
             return
-        for entry in follower.backlog(tail=query.tail, since=query.since, until=query.until):
-            if entry.stream in wanted:
+        entries = log_entries(ctx.bus, follower, details.id, query)
+        async with aclosing(entries):
+            async for entry in entries:
                 yield _line(entry)
-        if not query.follow:
-            return
-        running = trio.Event()
-
-        async def wait_stopped() -> None:
-            await ctx.bus.request(WaitContainer(ref=details.id))
-            running.set()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(wait_stopped)
-            while True:
-                stopped = running.is_set()
-                for entry in follower.poll():
-                    if entry.stream in wanted and (
-                        query.until is None or entry.time_ns < query.until
-                    ):
-                        yield _line(entry)
-                if stopped:
-                    break
-                with trio.move_on_after(POLL_INTERVAL):
-                    await running.wait()
     finally:
         follower.close()
 

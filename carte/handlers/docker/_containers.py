@@ -39,6 +39,7 @@ from carte.api.events import (
     WaitContainer,
 )
 from carte.engine import Bus, HandlerContext
+from carte.handlers.containers import log_entries
 from carte.handlers.docker._create import container_config, container_update
 from carte.handlers.docker._interactive import Sessions
 from carte.handlers.docker._shapes import (
@@ -53,7 +54,6 @@ from carte.runtime.logs import LogEntry, LogFollower
 
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 RAW = "application/vnd.docker.raw-stream"
-POLL_INTERVAL = 0.05
 _STREAM_IDS = {"stdout": 1, "stderr": 2}
 _encoder = msgspec.json.Encoder()
 
@@ -250,23 +250,13 @@ def add_container_routes(app: QuartTrio, ctx: HandlerContext, sessions: Sessions
         )
 
 
-class _LogQuery:
-    def __init__(
-        self,
-        *,
-        streams: set[str],
-        follow: bool,
-        timestamps: bool,
-        tail: int | None,
-        since: int | None,
-        until: int | None,
-    ) -> None:
-        self.streams = streams
-        self.follow = follow
-        self.timestamps = timestamps
-        self.tail = tail
-        self.since = since
-        self.until = until
+class _LogQuery(msgspec.Struct, frozen=True, kw_only=True):
+    streams: set[str]
+    follow: bool
+    timestamps: bool
+    tail: int | None
+    since: int | None
+    until: int | None
 
 
 def _tail(value: str | None) -> int | None:
@@ -303,30 +293,9 @@ async def _log_chunks(
     (the client left) ends the poll and closes the log file."""
     follower = LogFollower(details.log_path)
     try:
-        backlog = follower.backlog(tail=query.tail, since=query.since, until=query.until)
-        for entry in backlog:
-            if entry.stream in query.streams:
+        entries = log_entries(ctx.bus, follower, details.id, query)
+        async with contextlib.aclosing(entries):
+            async for entry in entries:
                 yield _chunk(entry, query, framed)
-        if not query.follow:
-            return
-        stopped = trio.Event()
-
-        async def wait_stopped() -> None:
-            await ctx.bus.request(WaitContainer(ref=details.id))
-            stopped.set()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(wait_stopped)
-            while True:
-                done = stopped.is_set()
-                for entry in follower.poll():
-                    if entry.stream in query.streams and (
-                        query.until is None or entry.time_ns < query.until
-                    ):
-                        yield _chunk(entry, query, framed)
-                if done:
-                    break
-                with trio.move_on_after(POLL_INTERVAL):
-                    await stopped.wait()
     finally:
         follower.close()

@@ -27,6 +27,7 @@ import trio
 from carte.api.errors import CarteError, InvalidArgument
 from carte.api.events import InspectContainer, WaitContainer
 from carte.engine import HandlerContext
+from carte.handlers.containers import watch_log
 from carte.handlers.docker._interactive import STDERR, STDOUT, Sessions, frame, upgraded
 from carte.handlers.http import connect_relaying
 from carte.runtime.logs import LogEntry, LogFollower
@@ -36,7 +37,6 @@ _ATTACH = re.compile(r"^POST (?:/v\d+\.\d+)?/containers/([^/?]+)/attach(?:\?(\S*
 _EXEC_START = re.compile(r"^POST (?:/v\d+\.\d+)?/exec/([^/?]+)/start(?:\?\S*)? HTTP/1\.[01]$")
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
 _STREAM_IDS = {"stdout": STDOUT, "stderr": STDERR}
-POLL_INTERVAL = 0.05
 _encoder = msgspec.json.Encoder()
 
 
@@ -190,21 +190,10 @@ async def _attach(
         earlier = follower.backlog()
         if on("logs"):
             await _send(client, earlier, wanted, framed)
-        exited = trio.Event()
-
-        async def wait_for_exit() -> None:
-            await ctx.bus.request(WaitContainer(ref=details.id, condition="next-exit", since=since))
-            exited.set()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(wait_for_exit)
-            while True:
-                done = exited.is_set()
-                await _send(client, follower.poll(), wanted, framed)
-                if done:
-                    break
-                with trio.move_on_after(POLL_INTERVAL):
-                    await exited.wait()
+        wait = WaitContainer(ref=details.id, condition="next-exit", since=since)
+        async with watch_log(ctx.bus, follower, wait) as watch:
+            async for batch in watch.batches():
+                await _send(client, batch, wanted, framed)
     finally:
         follower.close()
 
