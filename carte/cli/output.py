@@ -1,8 +1,11 @@
-"""How the client prints: aligned tables for people, JSON for scripts (`--format json`)."""
+"""How the client prints: aligned tables for people, JSON for scripts (`--format json`).
+
+`json` is imported where JSON is printed: with the `re` it imports, it is a third of a plain
+command's start (carte.cli.compact_json reads the daemon's answers).
+"""
 
 from __future__ import annotations
 
-import json
 import sys
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
@@ -24,6 +27,8 @@ class Output:
 
     def data(self, value: Any) -> None:
         """Print a value as indented JSON."""
+        import json
+
         self.stream.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
 
     def line(self, text: str) -> None:
@@ -226,6 +231,8 @@ def _show(found: Any) -> str:
 
 def _json(value: Any) -> str:
     """Docker's `json` function: compact, HTML characters left as they are."""
+    import json
+
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -293,6 +300,8 @@ def _operand(word: Any, dot: Any, names: dict[str, Any]) -> Any:
     if isinstance(word, tuple):
         return word[1]
     if word.startswith('"'):
+        import json
+
         return json.loads(word)
     if word.startswith("`"):
         return word[1:-1]
@@ -338,6 +347,8 @@ def _printf(template: str, *values: Any) -> str:
         if kind == "x":
             return ("%" + spec + "x") % int(value)
         if kind == "q":
+            import json
+
             return ("%" + spec + "s") % json.dumps(_show(value), ensure_ascii=False)
         return ("%" + spec + "s") % _show(value)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import _socket
 import io
-import json
 import os
+
+from carte.cli import compact_json
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
@@ -245,14 +246,14 @@ class Client:
     def get_json(self, path: str) -> Any:
         response = self.open("GET", path)
         try:
-            return json.loads(response.body())
+            return compact_json.loads(response.body())
         finally:
             response.close()
 
     def post_json(self, path: str, payload: Any) -> Any:
-        response = self.open("POST", path, json.dumps(payload).encode())
+        response = self.open("POST", path, compact_json.dumps(payload).encode())
         try:
-            return json.loads(response.body())
+            return compact_json.loads(response.body())
         finally:
             response.close()
 
@@ -267,7 +268,7 @@ def api_error(status: int, raw: bytes) -> ApiError:
     """The daemon's error answer `raw` (HTTP `status`) as an ApiError; a body that is not the
     daemon's JSON error (a proxy's page, nothing) keeps its text under the code http_error."""
     try:
-        error = json.loads(raw)["error"]
+        error = compact_json.loads(raw)["error"]
         return ApiError(status, str(error["code"]), str(error["message"]))
     except (ValueError, KeyError, TypeError):
         text = raw.decode(errors="replace").strip() or f"HTTP {status}"

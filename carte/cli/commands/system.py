@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
 from carte import API_VERSION, __version__
+from carte.cli import compact_json
 from carte.cli.commands import Commands, Session, UsageError
 from carte.cli.transport import DaemonUnreachable
 
@@ -176,7 +176,7 @@ def stream_events(session: Session) -> int:
             if out.json:
                 out.line(line.decode())
             else:
-                out.line(_event_line(json.loads(line)))
+                out.line(_event_line(compact_json.loads(line)))
             out.stream.flush()
     finally:
         response.close()
@@ -187,6 +187,8 @@ def _event_line(event: dict[str, Any]) -> str:
     when = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(event.get("time", 0)))
     name, ident = event.pop("type", "?"), event.pop("id", "")
     event.pop("time", None)
+    import json
+
     rest = " ".join(f"{k}={json.dumps(v)}" for k, v in event.items())
     return f"{when} {name} {ident} {rest}".replace("  ", " ").rstrip()
 

@@ -39,7 +39,8 @@ CLIENT = interpreter_command()[1:]
 # command's module (carte.cli.commands.<area>), never the engine, runtime or daemon.
 CLIENT_CARTE_PREFIXES = ("carte.cli.",)
 CLIENT_CARTE = {"carte", "carte.__main__", "carte.cli"}
-# Commands without arguments of their own are dispatched without argparse (~5 ms).
+# Commands without arguments of their own are dispatched without argparse (~5 ms), and read
+# the daemon's answer without the json package (carte.cli.compact_json): no re, no enum.
 WITHOUT_PARSER = {"version", "info"}
 
 # The resident shim (`carte shim monitor`, what each container keeps): sockets, select and
@@ -106,6 +107,8 @@ def test_client_command_imports_only_the_listed_modules(tmp_path: Path, command:
     assert not others, f"the client imports the engine's modules: {others}"
     if command[0] in WITHOUT_PARSER:
         assert "argparse" not in modules, f"`carte {command[0]}` built an argument parser"
+        heavy = sorted({"json", "re", "enum"} & modules)
+        assert not heavy, f"`carte {command[0]}` imports {heavy}"
 
 
 def test_help_and_usage_errors_read_as_with_pythons_gettext() -> None:

@@ -1,0 +1,74 @@
+"""JSON for the client's requests and answers, without the `json` package.
+
+`json.decoder`, `json.scanner` and `json.encoder` import `re` (with `enum`, `functools`,
+`collections`): about 6 ms of CPU at each client start, more than half a bare interpreter's,
+although the C accelerator they wrap, `_json`, needs none of it. This drives `_json` directly
+for compact text; pretty printing (`inspect`, `--format json`) still imports `json`. Should a
+Python's `_json` differ from what is used here, the `json` package does the work instead.
+"""
+
+from __future__ import annotations
+
+import _json
+
+TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+_WHITESPACE = " \t\n\r"
+
+
+class _Decoding:
+    """The settings `_json.make_scanner` reads, those of a default `json.JSONDecoder`."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    array_hook = None  # read from Python 3.15 on
+    parse_float = float
+    parse_int = int
+    parse_constant = float  # NaN, Infinity, -Infinity
+
+
+def _unencodable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_scan: Callable[[str, int], tuple[Any, int]] | None
+_encode: Callable[[Any, int], Any] | None
+try:
+    _scan = _json.make_scanner(_Decoding())  # type: ignore[arg-type]
+    # markers (None: no cycle check), default, encoder, indent, key and item separators,
+    # sort_keys, skipkeys, allow_nan
+    _encode = _json.make_encoder(
+        None, _unencodable, _json.encode_basestring_ascii, None, ":", ",", False, False, True
+    )
+except (AttributeError, TypeError):  # pragma: no cover - another Python's _json
+    _scan = _encode = None
+
+
+def dumps(value: Any) -> str:
+    """`value` as compact JSON text (ASCII, no spaces); TypeError for what JSON cannot hold."""
+    if _encode is None:  # pragma: no cover
+        import json
+
+        return json.dumps(value, separators=(",", ":"))
+    return "".join(_encode(value, 0))
+
+
+def loads(data: bytes | str) -> Any:
+    """The value of JSON `data` (UTF-8 when bytes); ValueError when it is not one JSON value."""
+    text = data.decode("utf-8", "surrogatepass") if isinstance(data, bytes) else data
+    if _scan is None:  # pragma: no cover
+        import json
+
+        return json.loads(text)
+    start = len(text) - len(text.lstrip(_WHITESPACE))
+    try:
+        value, end = _scan(text, start)
+    except StopIteration:
+        raise ValueError(f"no JSON value at character {start}") from None
+    if text[end:].strip(_WHITESPACE):
+        raise ValueError(f"extra data after the JSON value at character {end}")
+    return value
