@@ -737,11 +737,17 @@ class _Builder:
         )
         return [*shell, script]
 
+    def _source_directory(self, prefix: str) -> Path:
+        """A new scratch directory for files a COPY/ADD takes from outside the context (heredoc
+        bodies, downloads); removed when the build ends."""
+        directory = Path(tempfile.mkdtemp(dir=self.scratch_root, prefix=prefix))
+        self._downloads.append(directory)
+        return directory
+
     def _heredoc_files(self, heredocs: list[Heredoc], words_env: dict[str, str]) -> list[Path]:
         if not heredocs:
             return []
-        directory = Path(tempfile.mkdtemp(dir=self.scratch_root, prefix="heredoc-"))
-        self._downloads.append(directory)
+        directory = self._source_directory("heredoc-")
         paths = []
         for heredoc in heredocs:
             body = heredoc.body
@@ -756,8 +762,7 @@ class _Builder:
     def _download_all(self, urls: list[str]) -> list[Path]:
         if not urls:
             return []
-        directory = Path(tempfile.mkdtemp(dir=self.scratch_root, prefix="download-"))
-        self._downloads.append(directory)
+        directory = self._source_directory("download-")
         paths = []
         for url in urls:
             name = Path(urllib.parse.urlparse(url).path).name or "index.html"

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from carte.runtime import syscalls as sc
 from carte.runtime.mounts import PROPAGATION, mount_entry, parse_options
@@ -193,29 +195,36 @@ def finish_rootfs(spec: Spec) -> None:
         sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY)
 
 
-def _mask(root_fd: int, path: str) -> None:
+@contextmanager
+def _opened_if_present(root_fd: int, path: str) -> Iterator[int | None]:
+    """The O_PATH fd of `path` in the root, closed after the block; None for a path the root
+    lacks (skipped, as runc does)."""
     try:
         fd = open_in_root(root_fd, path)
     except (FileNotFoundError, NotADirectoryError):
+        yield None
         return
     try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _mask(root_fd: int, path: str) -> None:
+    with _opened_if_present(root_fd, path) as fd:
+        if fd is None:
+            return
         if is_directory(fd):
             sc.mount("tmpfs", fd_path(fd), "tmpfs", sc.MS_RDONLY, "size=0")
         else:
             sc.mount("/dev/null", fd_path(fd), None, sc.MS_BIND)
-    finally:
-        os.close(fd)
 
 
 def _make_readonly(root_fd: int, path: str) -> None:
-    try:
-        fd = open_in_root(root_fd, path)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    try:
+    with _opened_if_present(root_fd, path) as fd:
+        if fd is None:
+            return
         sc.mount(fd_path(fd), fd_path(fd), None, sc.MS_BIND | sc.MS_REC)
-    finally:
-        os.close(fd)
     with opened_in_root(root_fd, path) as fd:
         flags = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV
         sc.mount(None, fd_path(fd), None, flags | sc.MS_NOEXEC)
