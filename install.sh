@@ -71,6 +71,9 @@ install_carte() {
         say "creating virtualenv $PREFIX"
         "$python" -m venv "$PREFIX"
     fi
+    # pip 25 and later write the `carte` script without `import re` (~4 ms of each start)
+    "$PREFIX/bin/pip" install -qq --disable-pip-version-check --upgrade "pip>=25" \
+        || say "warning: could not upgrade pip; carte will start a few ms slower"
     say "installing Carte from $REPO into $PREFIX"
     local had_build=no
     [ -d "$REPO/build" ] && had_build=yes

@@ -239,9 +239,9 @@ class Peers:
     def installed_carte(self) -> list[str]:
         """The client argv of the private daemon through `carte` as install.sh installs it:
         this tree pip-installed (not editable, no dependencies: the client needs none) into
-        a venv of the same interpreter, made once. The development venv's editable install
-        loads a path finder at every start (~12 ms, with pathlib) that users never run, and
-        `python -m` adds runpy (~4 ms)."""
+        a venv of the same interpreter with pip upgraded, made once. The development venv's
+        editable install loads a path finder at every start (~12 ms, with pathlib) that users
+        never run, and `python -m` adds runpy (~4 ms)."""
         host = self.carte()[len(CARTE) :]
         venv = self.work / "installed"
         script = venv / "bin" / "carte"
@@ -252,8 +252,10 @@ class Peers:
             for name in ("pyproject.toml", "README.md"):
                 shutil.copy(REPO / name, source / name)
             run([PYTHON, "-m", "venv", str(venv)])
-            run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps",
-                 "--disable-pip-version-check", str(source)])  # fmt: skip
+            pip = [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
+            # as install.sh: pip >= 25 writes the script without `import re` (if it can)
+            subprocess.run([*pip, "--upgrade", "pip>=25"], env=ENV, capture_output=True)
+            run([*pip, "--no-deps", str(source)])
         return [str(script), *host]
 
     @property
