@@ -9,7 +9,8 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ import pytest
 from carte.runtime.cgroups import LinuxMemory, LinuxResources
 from carte.runtime.shim.client import (
     ShimClient,
+    create_with_factory,
+    factory_command,
     parse_report,
     shim_arguments,
     shim_command,
@@ -105,6 +108,37 @@ class ShimLab:
             self.command(container_id, bundle, **options), capture_output=True, timeout=30
         )
         report = parse_report(result.stdout)
+        self.shim_pids.append(int(report["shim_pid"]))
+        return container_id, report
+
+    @contextmanager
+    def factory(self) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+        """A warm shim factory, ready on ``factory.sock``, and that socket's path; after the
+        block its stdin is closed (which ends it) and it is reaped (see ``returncode``)."""
+        socket = self.tmp_path / "factory.sock"
+        process = subprocess.Popen(
+            factory_command(socket), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            assert process.stdout.readline() == b"ready\n"
+            yield process, socket
+        finally:
+            process.stdin.close()
+            process.wait(10)
+            process.stdout.close()
+
+    def create_with_factory(self, socket: Path, bundle: Path) -> tuple[str, dict[str, Any]]:
+        """A new container under a shim forked by the factory on `socket`; its id and the
+        shim's report."""
+        container_id = self.new_id()
+        arguments = shim_arguments(
+            container_id=container_id,
+            bundle=bundle,
+            state_dir=self.state_dir,
+            log_path=self.log_path(container_id),
+        )
+        report = create_with_factory(socket, arguments)
         self.shim_pids.append(int(report["shim_pid"]))
         return container_id, report
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -11,35 +10,17 @@ from shim_lab import ShimLab, process_alive, wait_for
 
 from carte.api.errors import InvalidArgument
 from carte.runtime.logs import read_logs
-from carte.runtime.shim.client import (
-    create_with_factory,
-    factory_command,
-    shim_arguments,
-)
+from carte.runtime.shim.client import create_with_factory
 
 
 def test_factory_creates_working_shims_and_exits_with_its_stdin(shim_lab: ShimLab) -> None:
-    socket_path = shim_lab.tmp_path / "factory.sock"
-    factory = subprocess.Popen(
-        factory_command(socket_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    assert factory.stdin is not None and factory.stdout is not None
-    try:
-        assert factory.stdout.readline() == b"ready\n"
+    with shim_lab.factory() as (factory, socket_path):
         bundle = shim_lab.bundle(["sh", "-c", "echo made by the factory; exit 3"])
         durations = []
         for _ in range(3):
-            container_id = shim_lab.new_id()
-            arguments = shim_arguments(
-                container_id=container_id,
-                bundle=bundle,
-                state_dir=shim_lab.state_dir,
-                log_path=shim_lab.log_path(container_id),
-            )
             began = time.monotonic()
-            report = create_with_factory(socket_path, arguments)
+            container_id, report = shim_lab.create_with_factory(socket_path, bundle)
             durations.append(time.monotonic() - began)
-            shim_lab.shim_pids.append(report["shim_pid"])
             assert Path(f"/proc/{report['shim_pid']}/stat").read_text().split()[3] != str(
                 factory.pid
             ), "the shim is not the factory's child"
@@ -51,9 +32,6 @@ def test_factory_creates_working_shims_and_exits_with_its_stdin(shim_lab: ShimLa
         print(f"factory create: {[round(d, 3) for d in durations]} s")
         with pytest.raises(InvalidArgument, match="--bundle is required"):
             create_with_factory(socket_path, ["--id", "x"])
-    finally:
-        factory.stdin.close()
-        assert factory.wait(10) == 0
-        factory.stdout.close()
+    assert factory.returncode == 0
     wait_for(lambda: not socket_path.exists(), "the factory to remove its socket")
     assert not process_alive(factory.pid)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -18,9 +17,6 @@ from carte.runtime.logs import LogFollower, read_logs
 from carte.runtime.shim.client import (
     ShimClient,
     ShimError,
-    create_with_factory,
-    factory_command,
-    shim_arguments,
 )
 
 PATH_ENV = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
@@ -257,19 +253,6 @@ def _children_command_lines(pid: int, seen: set[str], stop: threading.Event) -> 
                 pass
 
 
-def _factory_create(shim_lab: ShimLab, bundle: Path, socket_path: Path) -> tuple[str, int]:
-    container_id = shim_lab.new_id()
-    arguments = shim_arguments(
-        container_id=container_id,
-        bundle=bundle,
-        state_dir=shim_lab.state_dir,
-        log_path=shim_lab.log_path(container_id),
-    )
-    report = create_with_factory(socket_path, arguments)
-    shim_lab.shim_pids.append(report["shim_pid"])
-    return container_id, int(report["shim_pid"])
-
-
 @pytest.mark.parametrize("made_by", ["launcher", "factory"])
 def test_exec_forks_the_shim_rather_than_starting_an_interpreter(
     shim_lab: ShimLab, made_by: str
@@ -278,21 +261,11 @@ def test_exec_forks_the_shim_rather_than_starting_an_interpreter(
     new `carte shim exec` interpreter, which cost every health probe 60-80 ms of CPU."""
     bundle = shim_lab.bundle(["sleep", "100"])
     if made_by == "factory":
-        socket_path = shim_lab.tmp_path / "factory.sock"
-        factory = subprocess.Popen(
-            factory_command(socket_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
-        assert factory.stdin is not None and factory.stdout is not None
-        try:
-            assert factory.stdout.readline() == b"ready\n"
-            container_id, shim_pid = _factory_create(shim_lab, bundle, socket_path)
-        finally:
-            factory.stdin.close()
-            factory.wait(10)
-            factory.stdout.close()
+        with shim_lab.factory() as (_, socket_path):
+            container_id, report = shim_lab.create_with_factory(socket_path, bundle)
     else:
         container_id, report = shim_lab.create(bundle)
-        shim_pid = int(report["shim_pid"])
+    shim_pid = int(report["shim_pid"])
     shim_lab.client(container_id).start()
     seen: set[str] = set()
     stop = threading.Event()
