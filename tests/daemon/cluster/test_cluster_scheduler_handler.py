@@ -50,6 +50,15 @@ async def assignments(store: Store) -> list[Assignment]:
     return [entry.decode(Assignment) for entry in await store.list("cluster/assignments/")]
 
 
+async def revisions(run: PluginRun) -> list[str]:
+    """The revision of every assignment, sorted."""
+    return sorted(a.revision for a in await assignments(run.store))
+
+
+async def revisions_are(run: PluginRun, *wanted: str) -> bool:
+    return await revisions(run) == list(wanted)
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
     """Poll ``check`` (it reads the store the handler's own task writes) for 5 s at most."""
     with trio.move_on_after(5):
@@ -156,30 +165,15 @@ async def test_a_new_revision_rolls_one_replica_at_a_time_once_ready() -> None:
     async with run_plugin(SchedulerHandler) as run:
         await lead(run, ["n1", "n2"])
         await run.request(PlaceService(placement=placement(3)))
-
-        async def revisions() -> list[str]:
-            return sorted(a.revision for a in await assignments(run.store))
-
-        async def three_old() -> bool:
-            return await revisions() == ["1", "1", "1"]
-
-        await eventually(three_old, "3 of revision 1")
+        await eventually(lambda: revisions_are(run, "1", "1", "1"), "3 of revision 1")
         await mark_ready(run.store, "1")
         update = placement(3, revision=2, parallelism=1, monitor=0)
         await run.request(PlaceService(placement=update))
-
-        async def one_new() -> bool:
-            return await revisions() == ["1", "1", "2"]
-
-        await eventually(one_new, "1 replaced")
+        await eventually(lambda: revisions_are(run, "1", "1", "2"), "1 replaced")
         await trio.sleep(0.3)
-        assert await revisions() == ["1", "1", "2"], "the next waits for the new one's readiness"
+        assert await revisions(run) == ["1", "1", "2"], "the next waits for the new one's readiness"
         await mark_ready(run.store, "2")
-
-        async def two_new() -> bool:
-            return await revisions() == ["1", "2", "2"]
-
-        await eventually(two_new, "2 replaced")
+        await eventually(lambda: revisions_are(run, "1", "2", "2"), "2 replaced")
 
 
 async def test_a_rollout_completes_and_one_whose_replica_fails_stops_there() -> None:
@@ -187,31 +181,25 @@ async def test_a_rollout_completes_and_one_whose_replica_fails_stops_there() -> 
         await lead(run, ["n1", "n2"])
         await run.request(PlaceService(placement=placement(2)))
 
-        async def revisions() -> list[str]:
-            return sorted(a.revision for a in await assignments(run.store))
-
-        async def are(*wanted: str) -> bool:
-            return await revisions() == list(wanted)
-
         def told(state: str) -> list[ClusterRolloutChanged]:
             return [f for f in run.facts(ClusterRolloutChanged) if f.rollout.state == state]
 
         async def said(state: str) -> bool:
             return bool(told(state))
 
-        await eventually(lambda: are("1", "1"), "2 of revision 1")
+        await eventually(lambda: revisions_are(run, "1", "1"), "2 of revision 1")
         await mark_ready(run.store, "1")
         await run.request(PlaceService(placement=placement(2, revision=2, monitor=0)))
-        await eventually(lambda: are("1", "2"), "one at a time")
+        await eventually(lambda: revisions_are(run, "1", "2"), "one at a time")
         await mark_ready(run.store, "2")
-        await eventually(lambda: are("2", "2"), "the second once the first is ready")
+        await eventually(lambda: revisions_are(run, "2", "2"), "the second once the first is ready")
         assert not told("completed")
         await mark_ready(run.store, "2")
         await eventually(lambda: said("completed"), "completed")
-        assert await revisions() == ["2", "2"] and told("completed")[0].rollout.revision == 2
+        assert await revisions(run) == ["2", "2"] and told("completed")[0].rollout.revision == 2
 
         await run.request(PlaceService(placement=placement(2, revision=3, monitor=0)))
-        await eventually(lambda: are("2", "3"), "the first of revision 3")
+        await eventually(lambda: revisions_are(run, "2", "3"), "the first of revision 3")
         (new,) = [a for a in await assignments(run.store) if a.revision == "3"]
         broken = ReplicaStatus(node=new.node, name=new.name, state="failed", revision="3")
         broken = msgspec.structs.replace(broken, reason="app_web_1 exited (1)")
@@ -219,7 +207,7 @@ async def test_a_rollout_completes_and_one_whose_replica_fails_stops_there() -> 
         await eventually(lambda: said("failed"), "failed")
         assert "app_web_1 exited (1)" in told("failed")[0].rollout.message
         await trio.sleep(0.3)
-        assert await revisions() == ["2", "3"], "a failed rollout replaces no more"
+        assert await revisions(run) == ["2", "3"], "a failed rollout replaces no more"
 
 
 async def test_a_deposed_leader_cannot_write() -> None:
