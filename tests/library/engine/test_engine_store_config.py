@@ -35,23 +35,42 @@ def test_sqlite_is_the_default_and_etcd_takes_endpoints_and_tls(tmp_path: Path) 
     assert etcd.tls.key == "/etc/carte/etcd.key"  # type: ignore[attr-defined]
 
 
-def test_store_mistakes_are_one_line_with_file_line_and_fix(tmp_path: Path) -> None:
-    assert error(tmp_path, "daemon: {}\nstore:\n  backend: zookeeper\n") == (
-        'carte.yaml:3: "store.backend" must be one of sqlite, etcd, got a string "zookeeper"; '
-        "fix the value"
-    )
-    assert error(tmp_path, "store:\n  backend: etcd\n  endpoints: [127.0.0.1:2379]\n") == (
-        'carte.yaml:3: "store.endpoints[0]" must be a string like http://HOST:PORT or '
-        'https://HOST:PORT, got a string "127.0.0.1:2379"; fix the value'
-    )
-    assert error(tmp_path, "store:\n  backend: etcd\n") == (
-        'carte.yaml:1: "store": backend "etcd" needs endpoints, e.g. endpoints: '
-        '["http://127.0.0.1:2379"]; fix the section'
-    )
-    assert error(tmp_path, "store:\n  tls: {cert: /a.pem}\n") == (
-        'carte.yaml:1: "store": tls.cert and tls.key go together; give both or neither; '
-        "fix the section"
-    )
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            "daemon: {}\nstore:\n  backend: zookeeper\n",
+            'carte.yaml:3: "store.backend" must be one of sqlite, etcd, got a string "zookeeper"; '
+            "fix the value",
+            id="unknown-backend",
+        ),
+        pytest.param(
+            "store:\n  backend: etcd\n  endpoints: [127.0.0.1:2379]\n",
+            'carte.yaml:3: "store.endpoints[0]" must be a string like http://HOST:PORT or '
+            'https://HOST:PORT, got a string "127.0.0.1:2379"; fix the value',
+            id="endpoint-without-scheme",
+        ),
+        pytest.param(
+            "store:\n  backend: etcd\n",
+            'carte.yaml:1: "store": backend "etcd" needs endpoints, e.g. endpoints: '
+            '["http://127.0.0.1:2379"]; fix the section',
+            id="etcd-without-endpoints",
+        ),
+        pytest.param(
+            "store:\n  tls: {cert: /a.pem}\n",
+            'carte.yaml:1: "store": tls.cert and tls.key go together; give both or neither; '
+            "fix the section",
+            id="cert-without-key",
+        ),
+    ],
+)
+def test_store_mistakes_are_one_line_with_file_line_and_fix(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    assert error(tmp_path, text) == message
+
+
+def test_an_unknown_store_key_is_named_with_the_keys_expected(tmp_path: Path) -> None:
     assert error(tmp_path, "store:\n  endpoint: []\n").startswith(
         'carte.yaml:2: unknown key "endpoint" in "store"; expected one of backend, endpoints'
     )
