@@ -17,6 +17,7 @@ import re
 import shutil
 import stat
 import tarfile
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
 import msgspec
@@ -186,23 +187,16 @@ def _file_digest(host: str) -> bytes:
     return hashed.digest()
 
 
+@dataclass
 class Stager:
     """Writes copied entries under `staging` (the future layer's root)."""
 
-    def __init__(
-        self,
-        staging: Path,
-        lower: LayerView,
-        *,
-        owner: tuple[int, int] | None,
-        mode: int | None,
-        excludes: Excludes | None = None,
-    ) -> None:
-        self.excludes = excludes
-        self.staging = staging
-        self.lower = lower
-        self.owner = owner
-        self.mode = mode
+    staging: Path
+    lower: LayerView
+    _: KW_ONLY
+    owner: tuple[int, int] | None
+    mode: int | None
+    excludes: Excludes | None = None
 
     def host(self, image_path: str) -> str:
         return os.path.join(str(self.staging), image_path.lstrip("/"))
