@@ -100,7 +100,7 @@ class ServicesHandler(Handler):
                     ready[container_id] = IPv4Address(ip)
                     self._provisional.add(container_id)
         for record in self._vips.values():
-            await self._assign(record)
+            await self._apply_vip(record, assigned=True)
             await self._hairpin(record)
         if self._vips:  # with no service there is no table to rebuild: no nft call at start
             await self._rebuild(list(self._vips))
@@ -150,7 +150,7 @@ class ServicesHandler(Handler):
             moved = record is None or record.network != fact.network
             if record is None or record.network != fact.network:
                 if record is not None:
-                    await self._release(record)
+                    await self._apply_vip(record, assigned=False)
                 try:
                     record = await self._allocate(fact.stack, fact.service, fact.network)
                 except CarteError as error:
@@ -159,7 +159,7 @@ class ServicesHandler(Handler):
             record = msgspec.structs.replace(record, ports=ports)
             await self.ctx.store.put(service_key(key), record)
             self._vips[key] = record
-        await self._assign(record)
+        await self._apply_vip(record, assigned=True)
         await self._rebuild([key])
         if moved:
             await self._write_hosts(fact.stack)
@@ -256,29 +256,23 @@ class ServicesHandler(Handler):
             candidate -= 1
         raise Conflict(f"network {network_name} has no address left for the VIP of {service}")
 
-    async def _assign(self, record: ServiceVip) -> None:
+    async def _apply_vip(self, record: ServiceVip, *, assigned: bool) -> None:
+        """Put the VIP on its bridge and its names in DNS (`assigned`), or take both away;
+        a failure of either is logged, not raised."""
+        change = lb.assign_vip if assigned else lb.release_vip
         try:
             await trio.to_thread.run_sync(
-                lb.assign_vip, record.bridge, record.vip_address, limiter=self._limiter
+                change, record.bridge, record.vip_address, limiter=self._limiter
             )
         except CarteError as error:
             self.ctx.log.warning("VIP %s of %s: %s", record.vip, record.key, error.message)
-        await self._name(record, record.vip)
+        await self._name(record, record.vip if assigned else "")
 
     async def _hairpin(self, record: ServiceVip) -> None:
         try:
             await trio.to_thread.run_sync(lb.enable_hairpin, record.bridge, limiter=self._limiter)
         except CarteError as error:
             self.ctx.log.warning("hairpin on %s: %s", record.bridge, error.message)
-
-    async def _release(self, record: ServiceVip) -> None:
-        try:
-            await trio.to_thread.run_sync(
-                lb.release_vip, record.bridge, record.vip_address, limiter=self._limiter
-            )
-        except CarteError as error:
-            self.ctx.log.warning("VIP %s of %s: %s", record.vip, record.key, error.message)
-        await self._name(record, "")
 
     async def _name(self, record: ServiceVip, ip: str) -> None:
         names = [record.service, f"{record.service}.{record.stack}"]
@@ -296,7 +290,7 @@ class ServicesHandler(Handler):
                 self._ready.pop(record.key, None)
                 await self.ctx.store.delete(service_key(record.key))
         for record in gone:
-            await self._release(record)
+            await self._apply_vip(record, assigned=False)
             await self.ctx.bus.publish(_assigned(record, "", []))
         if gone:
             await self._rebuild([])
