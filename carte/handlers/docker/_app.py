@@ -23,7 +23,6 @@ from carte.api.errors import CarteError
 from carte.api.events import ListContainers, ListImages
 from carte.api.host import kernel_release, read_cgroup_layout
 from carte.engine import HandlerContext
-from carte.engine.log import describe_error, traceback_text
 from carte.handlers.docker._build import add_build_routes
 from carte.handlers.docker._containers import add_container_routes
 from carte.handlers.docker._exec import add_exec_routes
@@ -32,6 +31,7 @@ from carte.handlers.docker._objects import add_object_routes
 from carte.handlers.docker._observe import add_observe_routes
 from carte.handlers.docker._shapes import reply
 from carte.handlers.docker._transfers import UPLOAD_ENDPOINTS, add_transfer_routes
+from carte.handlers.http import log_unexpected
 
 API_VERSION = "1.41"
 MIN_API_VERSION = "1.24"
@@ -197,15 +197,7 @@ def build_app(ctx: HandlerContext, sessions: Sessions) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:
-        log.error(
-            "docker api request failed",
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "error": describe_error(error),
-                "traceback": traceback_text(error),
-            },
-        )
+        log_unexpected(log, "docker api request failed", error)
         return refused(f"{type(error).__name__}: {error}; the daemon log has details", 500)
 
     return app

@@ -6,12 +6,10 @@ when it exists). Calls that change state go to the audit log as on Carte's own s
 is skipped, so the endpoint is off by default and `carte info` says how to turn it on.
 """
 
-import grp
 import os
 from pathlib import Path
 
 import trio
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from carte.engine import Handler, HandlerContext
@@ -21,14 +19,7 @@ from carte.handlers.docker._carte_api import CarteApi
 from carte.handlers.docker._hijack import serve_front
 from carte.handlers.docker._interactive import Sessions
 from carte.handlers.docker._options import DockerOptions
-from carte.handlers.http import RequestRecorder, open_audit_log
-
-
-def _group_id(name: str) -> int | None:
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        return None
+from carte.handlers.http import RequestRecorder, group_id, hypercorn_config, open_audit_log
 
 
 class DockerHandler(Handler):
@@ -60,19 +51,15 @@ class DockerHandler(Handler):
         self.socket.parent.mkdir(parents=True, exist_ok=True)
         inner = self.ctx.run_root / "docker-api.sock"  # private: only the front connects
         inner.parent.mkdir(parents=True, exist_ok=True)
-        config = HypercornConfig()
-        config.bind = [f"unix:{inner}"]
+        config = hypercorn_config(f"unix:{inner}", self.ctx.log)
         config.umask = 0o177
-        config.accesslog = None
-        config.errorlog = self.ctx.log
-        config.graceful_timeout = 1.0
         sessions = Sessions(CarteApi(self.ctx.config.daemon.socket_path))
         app = build_app(self.ctx, sessions)
         audit = open_audit_log(self.ctx)
         recorded = RequestRecorder(
             app, routes=app, latencies=Latencies(), audit=audit.append, api="docker"
         )
-        gid = _group_id(self.ctx.config.daemon.socket_group)
+        gid = group_id(self.ctx.config.daemon.socket_group)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(audit.run)

@@ -2,19 +2,22 @@
 the event stream and the OpenAPI document.
 """
 
+from carte.handlers.http._app import log_unexpected
 from carte.handlers.http._audit import (
     AuditEntry,
     RequestRecorder,
     connect_relaying,
     open_audit_log,
 )
-from carte.handlers.http._handler import ApiHandler, hypercorn_config
+from carte.handlers.http._handler import ApiHandler, group_id, hypercorn_config
 
 __all__ = [
     "ApiHandler",
     "AuditEntry",
     "RequestRecorder",
     "connect_relaying",
+    "group_id",
     "hypercorn_config",
+    "log_unexpected",
     "open_audit_log",
 ]

@@ -149,19 +149,25 @@ def build_app(
 
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:
-        log.error(
-            "api request failed",
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "error": describe_error(error),
-                "traceback": traceback_text(error),
-            },
-        )
+        log_unexpected(log, "api request failed", error)
         message = f"{type(error).__name__}: {error}; the daemon log has details"
         return error_reply("internal", message, 500)
 
     return app
+
+
+def log_unexpected(log: logging.Logger, message: str, error: Exception) -> None:
+    """Log `error`, which no route expected, with the request it broke and its traceback
+    (called from a Quart error handler: `request` is the one that failed)."""
+    log.error(
+        message,
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "error": describe_error(error),
+            "traceback": traceback_text(error),
+        },
+    )
 
 
 def log_failures(app: ASGIApp, log: logging.Logger) -> ASGIApp:
