@@ -23,12 +23,12 @@ import secrets
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from support.containers import wait_until
 from support.daemon import Daemon, DaemonFactory
 from support.etcd import EtcdServer
 from support.leftovers import remove_leftovers
@@ -219,14 +219,7 @@ class ClusterLab:
     def wait(self, what: str, predicate: Any, timeout: float) -> Any:
         """Poll ``predicate()`` until it returns something true; AssertionError after
         ``timeout`` seconds naming ``what``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what}: not within {timeout} s")
-            time.sleep(0.2)
+        return wait_until(predicate, timeout, what)
 
     def empty_and_stop(self) -> None:
         """Remove every container of every running daemon, stop the daemons, and remove what

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from support.daemon import Daemon
 from support.leftovers import CGROUP_ROOT
 
-__all__ = ["inspect", "memory_cgroup", "ok", "run_detached", "wait_for"]
+__all__ = ["inspect", "memory_cgroup", "ok", "run_detached", "wait_for", "wait_until"]
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -41,3 +42,16 @@ def wait_for(condition: Any, timeout: float = 20.0, what: str = "condition") -> 
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll `predicate` every 0.2 s until it returns something true, and return that;
+    AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.2)

@@ -56,6 +56,40 @@ class Reply:
         return json.loads(self.body)
 
 
+def request_over(
+    socket_path: Path, method: str, path: str, body: Any = None, raw: bytes | None = None
+) -> Reply:
+    """One HTTP request over the unix socket at `socket_path` (the API's, or the Docker API's);
+    `body` goes as JSON, `raw` as it is."""
+    connection = UnixHTTPConnection(socket_path)
+    try:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        connection.request(method, path, body=data, headers=headers)
+        response = connection.getresponse()
+        return Reply(response.status, response.getheader("Content-Type", ""), response.read())
+    finally:
+        connection.close()
+
+
+def refused_start(tmp_path: Path, *flags: str) -> str:
+    """The one line on stderr of a `carte daemon` (root and run root under `tmp_path`) that must
+    refuse `flags` at start with exit status 1."""
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "carte", "daemon", "--root", f"{tmp_path}/root",
+            "--run-root", f"{tmp_path}/run", *flags,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
 def make_workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="carte-t-", dir="/tmp"))
 
@@ -142,15 +176,7 @@ class Daemon:
             started.close()
 
     def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Reply:
-        connection = UnixHTTPConnection(self.socket)
-        try:
-            data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-            headers = {"Content-Type": "application/json"} if data is not None else {}
-            connection.request(method, path, body=data, headers=headers)
-            response = connection.getresponse()
-            return Reply(response.status, response.getheader("Content-Type", ""), response.read())
-        finally:
-            connection.close()
+        return request_over(self.socket, method, path, body, raw)
 
     def command_(self, name: str, **fields: Any) -> Reply:
         return self.request("POST", f"/v1/commands/{name}", fields)

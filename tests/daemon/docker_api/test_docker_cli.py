@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from collections.abc import Callable
 
 import pytest
-from support.daemon import Daemon, UnixHTTPConnection
+from support.daemon import Daemon, UnixHTTPConnection, request_over
 
 DockerCli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -117,15 +116,9 @@ def test_what_carte_cannot_honour_is_refused(docker: DockerCli, carte: Daemon) -
     assert refused.returncode != 0
     assert "Carte does not support HostConfig.Devices" in refused.stderr
     assert docker("ps", "-aq", "--filter", "status=created").stdout.strip() == ""
-    connection = UnixHTTPConnection(carte.workdir / "docker.sock")
-    try:
-        connection.request("GET", "/v1.41/swarm")
-        answer = connection.getresponse()
-        body = json.loads(answer.read())
-    finally:
-        connection.close()
+    answer = request_over(carte.workdir / "docker.sock", "GET", "/v1.41/swarm")
     assert answer.status == 404
-    assert body["message"].startswith("Carte does not support GET /swarm")
+    assert answer.json()["message"].startswith("Carte does not support GET /swarm")
 
 
 def test_images_networks_volumes(docker: DockerCli) -> None:

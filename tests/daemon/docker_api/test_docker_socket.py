@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import stat
 
 import pytest
-from support.daemon import Daemon, DaemonFactory, UnixHTTPConnection, make_workdir
+from support.daemon import Daemon, DaemonFactory, make_workdir, request_over
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel, pytest.mark.daemon]
 
@@ -31,14 +30,8 @@ def test_the_flag_opens_the_socket_with_carte_permissions() -> None:
         daemon.start()
         path = daemon.workdir / "d.sock"
         assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(daemon.socket.stat().st_mode)
-        connection = UnixHTTPConnection(path)
-        try:
-            connection.request("GET", "/v1.41/version")
-            answer = connection.getresponse()
-            version = json.loads(answer.read())
-        finally:
-            connection.close()
-        assert answer.status == 200 and version["ApiVersion"] == "1.41"
+        answer = request_over(path, "GET", "/v1.41/version")
+        assert answer.status == 200 and answer.json()["ApiVersion"] == "1.41"
         assert daemon.stop() == 0
         assert not path.exists()
     finally:

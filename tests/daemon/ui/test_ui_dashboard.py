@@ -12,8 +12,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +20,11 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from support import REPO
-from support.containers import ok
-from support.daemon import Daemon
+from support.containers import ok, wait_until
+from support.daemon import Daemon, refused_start
 from support.etcd import free_port
 from support.module_daemon import ModuleDaemon
-from ui_browser import heading, login, open_browser, shoot, wait_until
+from ui_browser import heading, login, open_browser, shoot
 
 PORT = free_port()
 BASE = f"http://127.0.0.1:{PORT}"
@@ -221,15 +219,5 @@ def test_requests_without_credentials_get_nothing(daemon: Daemon, tmp_path: Path
 
 
 def test_a_dashboard_off_loopback_is_refused_at_start(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "carte", "daemon", "--root", f"{tmp_path}/root",
-            "--run-root", f"{tmp_path}/run", "--ui-listen", "0.0.0.0:7780",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )  # fmt: skip
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "not a loopback HOST:PORT" in lines[0], result.stderr
+    refusal = refused_start(tmp_path, "--ui-listen", "0.0.0.0:7780")
+    assert "not a loopback HOST:PORT" in refusal, refusal
