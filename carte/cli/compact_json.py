@@ -3,8 +3,9 @@
 `json.decoder`, `json.scanner` and `json.encoder` import `re` (with `enum`, `functools`,
 `collections`): about 6 ms of CPU at each client start, more than half a bare interpreter's,
 although the C accelerator they wrap, `_json`, needs none of it. This drives `_json` directly
-for compact text; pretty printing (`inspect`, `--format json`) still imports `json`. Should a
-Python's `_json` differ from what is used here, the `json` package does the work instead.
+for compact text and writes indented text (`inspect`, `--format json`) as `json.dumps(value,
+indent=2)` does. Should a Python's `_json` differ from what is used here, the `json` package
+does the work instead.
 """
 
 from __future__ import annotations
@@ -55,6 +56,33 @@ def dumps(value: Any) -> str:
 
         return json.dumps(value, separators=(",", ":"))
     return "".join(_encode(value, 0))
+
+
+def quoted(text: str) -> str:
+    """`text` as a JSON string, other than ASCII kept: `json.dumps(text, ensure_ascii=False)`."""
+    return _json.encode_basestring(text)
+
+
+def indented(value: Any, indent: str = "  ", depth: int = 0) -> str:
+    """`value` as `json.dumps(value, indent=2)` writes it; TypeError for what JSON cannot hold."""
+    if isinstance(value, dict) and value:
+        inner = "\n" + indent * (depth + 1)
+        items = [f"{_key(key)}: {indented(item, indent, depth + 1)}" for key, item in value.items()]
+        return "{" + inner + ("," + inner).join(items) + "\n" + indent * depth + "}"
+    if isinstance(value, list | tuple) and value:
+        inner = "\n" + indent * (depth + 1)
+        items = [indented(item, indent, depth + 1) for item in value]
+        return "[" + inner + ("," + inner).join(items) + "\n" + indent * depth + "]"
+    return dumps(value)
+
+
+def _key(key: Any) -> str:
+    """A dict key as JSON writes it: always a string."""
+    if isinstance(key, str):
+        return dumps(key)
+    if key is None or isinstance(key, bool | int | float):
+        return dumps(dumps(key))
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
 
 
 def loads(data: bytes | str) -> Any:

@@ -1,12 +1,14 @@
 """How the client prints: aligned tables for people, JSON for scripts (`--format json`).
 
-`json` is imported where JSON is printed: with the `re` it imports, it is a third of a plain
-command's start (carte.cli.compact_json reads the daemon's answers).
+JSON goes through carte.cli.compact_json: the `json` package, with the `re` it imports, is a
+third of a plain command's start; templates import it where they use it.
 """
 
 from __future__ import annotations
 
 import sys
+
+from carte.cli import compact_json
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
@@ -27,9 +29,7 @@ class Output:
 
     def data(self, value: Any) -> None:
         """Print a value as indented JSON."""
-        import json
-
-        self.stream.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
+        self.stream.write(compact_json.indented(value) + "\n")
 
     def line(self, text: str) -> None:
         self.stream.write(text + "\n")

@@ -13,12 +13,15 @@ from types import SimpleNamespace
 
 from carte import __version__
 from carte.cli.commands import Commands, Session
+from carte.cli.plain_arguments import plain_values
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Sequence
-    from typing import Any, NoReturn
+    from collections.abc import Callable, Sequence
+    from typing import Any, NoReturn, TypeVar
+
+    Loaded = TypeVar("Loaded")
 
 # Each module exposes register(commands) and is listed here with the top-level command words
 # it registers (carte/cli/commands_<area>.py). The client imports only the modules that own
@@ -71,21 +74,30 @@ def all_commands(word: str | None = None) -> Commands:
 
 
 def _import_untranslated(name: str) -> Any:
-    """`import name`, and if that is what first imports argparse, argparse without gettext:
-    it looks up each of its messages through gettext, which imports locale and searches for
+    """`import name`, with argparse untranslated if that is what first imports it
+    (`_untranslated`)."""
+
+    def load() -> Any:
+        __import__(name)
+        return sys.modules[name]
+
+    return _untranslated(load)
+
+
+def _untranslated(load: Callable[[], Loaded]) -> Loaded:
+    """`load()`, and if that is what first imports argparse, argparse without gettext: it
+    looks up each of its messages through gettext, which imports locale and searches for
     message catalogs at every lookup (~1.5 ms of each client start). Python ships no catalog
     for argparse and Carte speaks English, as Docker does; the stand-in returns the message."""
     if "argparse" in sys.modules or "gettext" in sys.modules:
-        __import__(name)
-        return sys.modules[name]
+        return load()
     untranslated = type(sys)("gettext")
     untranslated.__dict__.update(gettext=_gettext, ngettext=_ngettext)
     sys.modules["gettext"] = untranslated
     try:
-        __import__(name)
+        return load()
     finally:
         del sys.modules["gettext"]  # a later `import gettext` gets Python's own
-    return sys.modules[name]
 
 
 def _gettext(message: str) -> str:
@@ -110,19 +122,24 @@ def command_name(argv: list[str]) -> str | None:
 
 
 def simple_arguments(argv: list[str]) -> argparse.Namespace | None:
-    """The parsed arguments of `[-H/--host VALUE] [--format table|json] COMMAND` when COMMAND
-    takes no arguments of its own, without building a parser; None for anything else (other
-    spellings, flags, help, unknown words: the full parser handles those, with its errors)."""
-    values: dict[str, str | None] = {"host": None, "format": "table"}
+    """The parsed arguments of `[-H/--host VALUE] [--format table|json] COMMAND [NAME...]`
+    without building a parser: when COMMAND takes no arguments of its own, or when every word
+    after it is a positional its arguments can take (carte.cli.plain_arguments); None for
+    anything else (other spellings, flags, help, unknown words: the full parser handles
+    those, with its errors)."""
+    values: dict[str, Any] = {"host": None, "format": "table"}
     word = None
+    words: list[str] = []
     tokens = iter(argv)
     for token in tokens:
-        if token in _OPTIONS_WITH_VALUE and word is None:
+        if word is not None:
+            words.append(token)
+        elif token in _OPTIONS_WITH_VALUE:
             value = next(tokens, None)
             if value is None or value.startswith("-"):
                 return None
             values["format" if token == "--format" else "host"] = value
-        elif token.startswith("-") or word is not None:
+        elif token.startswith("-"):
             return None
         else:
             word = token
@@ -132,8 +149,15 @@ def simple_arguments(argv: list[str]) -> argparse.Namespace | None:
     if entry is None or isinstance(entry, Commands):
         return None
     # a command whose only flag is a trailing --format keeps the fast path when not given it
-    if entry.arguments is not None and not getattr(entry.arguments, "format_only", False):
-        return None
+    if entry.arguments is None or getattr(entry.arguments, "format_only", False):
+        if words:
+            return None
+    else:
+        arguments = entry.arguments  # `run`'s import argparse for its flags
+        plain = _untranslated(lambda: plain_values(arguments, words))
+        if plain is None:
+            return None
+        values.update(plain, command_prog=f"carte {word}")
     # argparse.Namespace is a plain attribute bag too; importing argparse is what this avoids.
     return SimpleNamespace(**values, run=entry.run)  # type: ignore[return-value]
 

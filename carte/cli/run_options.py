@@ -7,11 +7,11 @@ Values are checked here so a typo is one line naming the flag and the accepted f
 
 from __future__ import annotations
 
-import argparse
 import os
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
+    import argparse  # imported by carte.cli.parser only when a parser is built
     from typing import Any
 
 
@@ -355,6 +355,8 @@ def check_platform(value: str, flag: str) -> None:
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `carte create` and `carte run`, Docker's names."""
+    import argparse  # only with a parser: `ps` and `inspect` start without it
+
     add = parser.add_argument
     add("--name", default="", help="assign a name to the container")
     add("-e", "--env", action="append", default=[], help="set an environment variable")

@@ -8,12 +8,10 @@ container's own code.
 
 from __future__ import annotations
 
-import argparse
-import json
-import re
 import sys
 import time
 
+from carte.cli import compact_json
 from carte.cli.commands import (
     Commands,
     Session,
@@ -38,6 +36,7 @@ from carte.cli.transport import ApiError
 
 TYPE_CHECKING = False  # typing costs client start-up time; mypy still reads these
 if TYPE_CHECKING:
+    import argparse  # imported by carte.cli.parser only when a parser is built
     from typing import Any
 
 DAEMON_ERROR = 125
@@ -254,7 +253,7 @@ def _create_pulling(session: Session, config: dict[str, Any]) -> tuple[str, int]
     try:
         created = session.command("CreateContainer", config=config)
     except ApiError as error:
-        if policy != "missing" or not _MISSING_IMAGE.search(error.message):
+        if policy != "missing" or not _missing_image(error.message):
             _error(error.message)
             return "", DAEMON_ERROR
         if not quiet:
@@ -270,7 +269,11 @@ def _create_pulling(session: Session, config: dict[str, Any]) -> tuple[str, int]
     return str(created["id"]), 0
 
 
-_MISSING_IMAGE = re.compile(r'image "[^"]+" not found locally|Unable to find image "[^"]+" locally')
+def _missing_image(message: str) -> bool:
+    import re  # only here: `ps` and `inspect` start without it
+
+    pattern = r'image "[^"]+" not found locally|Unable to find image "[^"]+" locally'
+    return re.search(pattern, message) is not None
 
 
 def _pull(session: Session, image: str, *, quiet: bool) -> bool:
@@ -345,7 +348,8 @@ def _run_attached(session: Session, container_id: str) -> int:
     stream = session.client.open("GET", path)
     try:
         lines = stream.lines()
-        first = json.loads(next(lines, b'{"error": {"message": "the daemon ended the stream"}}'))
+        ended = b'{"error": {"message": "the daemon ended the stream"}}'
+        first = compact_json.loads(next(lines, ended))
         if "error" in first:
             message = str(first["error"].get("message", ""))
             _error(_strip_exit_tag(message))
@@ -358,7 +362,7 @@ def _run_attached(session: Session, container_id: str) -> int:
         while True:
             try:
                 for line in lines:
-                    item = json.loads(line)
+                    item = compact_json.loads(line)
                     if "exit" in item:
                         return int(item["exit"]["status_code"])
                     _write_output(item, timestamps=False)
@@ -432,6 +436,8 @@ def ps(session: Session) -> int:
         return 0
     if fmt == "json":
         for row in rows:
+            import json
+
             out.line(json.dumps({**row, **_ps_fields(row, args.no_trunc)}))
         return 0
     if fmt != "table":
@@ -469,7 +475,7 @@ def _ps_fields(row: dict[str, Any], no_trunc: bool) -> dict[str, str]:
     return {
         "ID": row["id"] if no_trunc else row["id"][:12],
         "Image": row["image"],
-        "Command": json.dumps(command_text, ensure_ascii=False),
+        "Command": compact_json.quoted(command_text),
         "CreatedAt": row["created"],
         "RunningFor": _ago(row["created"]),
         "Status": row["status"],
@@ -710,7 +716,7 @@ def logs(session: Session) -> int:
         return follow_logs(session, *service)
     try:
         for line in stream.lines():
-            _write_output(json.loads(line), timestamps=args.timestamps)
+            _write_output(compact_json.loads(line), timestamps=args.timestamps)
     except KeyboardInterrupt:
         return 0
     finally:

@@ -1,6 +1,7 @@
 """The client's JSON without the `json` package (carte.cli.compact_json) reads and writes
-what `json` does: the same text for requests, the same values from answers, and ValueError
-(what the client's error handling catches) for an answer that is not JSON."""
+what `json` does: the same text for requests and for what `inspect` prints, the same values
+from answers, and ValueError (what the client's error handling catches) for an answer that is
+not JSON."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ VALUES = st.recursive(
 @given(VALUES)
 def test_same_text_and_values_as_json(value: Any) -> None:
     assert compact_json.dumps(value) == json.dumps(value, separators=(",", ":"))
+    assert compact_json.indented(value) == json.dumps(value, indent=2)
     assert compact_json.loads(json.dumps(value, indent=2).encode()) == value
     assert compact_json.loads(" \n" + json.dumps(value) + "\r\n") == value
 
@@ -41,3 +43,12 @@ def test_what_is_not_one_json_value_is_a_value_error(answer: bytes) -> None:
 def test_what_json_cannot_hold_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="object is not JSON serializable"):
         compact_json.dumps({"body": object()})
+    with pytest.raises(TypeError, match="object is not JSON serializable"):
+        compact_json.indented({"body": [object()]})
+    with pytest.raises(TypeError, match="keys must be"):
+        compact_json.indented({("a", "b"): 1})
+
+
+def test_keys_that_are_not_strings_are_written_as_json_writes_them() -> None:
+    value = {7: "a", 2.5: "b", True: "c", None: "d"}
+    assert compact_json.indented(value) == json.dumps(value, indent=2)
