@@ -159,7 +159,8 @@ def simple_arguments(argv: list[str]) -> argparse.Namespace | None:
             return None
         values.update(plain, command_prog=f"carte {word}")
     # argparse.Namespace is a plain attribute bag too; importing argparse is what this avoids.
-    return SimpleNamespace(**values, run=entry.run)  # type: ignore[return-value]
+    values.setdefault("run", entry.run)  # unless its arguments set_defaults(run=...)
+    return SimpleNamespace(**values)  # type: ignore[return-value]
 
 
 def _help_formatter() -> type[argparse.HelpFormatter]:
