@@ -32,6 +32,7 @@ from support.containers import wait_until
 from support.daemon import Daemon, DaemonFactory
 from support.etcd import EtcdServer
 from support.leftovers import remove_leftovers
+from support.processes import SLOWDOWN
 
 API_PORT = 2376
 
@@ -184,7 +185,7 @@ class ClusterLab:
             [*self.command(node), "-H", target, *args],
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=60 * SLOWDOWN,
             env=env,
         )
         if check:

@@ -22,16 +22,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from support import REPO
-from support.processes import terminate
+from support.processes import SLOWDOWN, terminate
 
 SAMPLE_PLUGIN = REPO / "tests" / "daemon" / "plugins" / "sample_plugin"
-START_TIMEOUT = 20.0
+START_TIMEOUT = 20.0 * SLOWDOWN
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
     """http.client over a unix socket: an independent client, not Carte's own."""
 
-    def __init__(self, path: Path, timeout: float = 10.0) -> None:
+    def __init__(self, path: Path, timeout: float = 10.0 * SLOWDOWN) -> None:
         super().__init__("carte", timeout=timeout)
         self.socket_path = str(path)
 
@@ -200,7 +200,7 @@ class Daemon:
     def client(
         self,
         *args: str,
-        timeout: float = 30.0,
+        timeout: float = 30.0 * SLOWDOWN,
         env: dict[str, str] | None = None,
         stdin: IO[bytes] | None = None,
     ) -> subprocess.CompletedProcess[str]:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from support.processes import terminate
+from support.processes import SLOWDOWN, terminate
 
 ETCD = "/usr/bin/etcd"
-START_TIMEOUT = 20.0
+START_TIMEOUT = 20.0 * SLOWDOWN
 
 
 def free_port() -> int:

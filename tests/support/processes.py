@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
-__all__ = ["terminate"]
+__all__ = ["SLOWDOWN", "terminate"]
+
+SLOWDOWN = float(os.environ.get("CARTE_TEST_SLOWDOWN", "1"))
+"""How much slower than this machine the tests run: a guest kernel under emulation (the VM
+tests) sets it, and the start and command timeouts of daemons, etcd and labs grow by it."""
 
 
 def terminate(process: subprocess.Popen[bytes] | subprocess.Popen[str], seconds: float) -> None:

@@ -39,6 +39,11 @@ def run_in_vm(
     command = [str(vng), "-r", str(guest_kernel()), "--disable-kvm", "--cpus", "2"]
     command += ["--memory", memory] if memory else []
     command += ["--", f"{sys.executable} {script}"]
+    # the guest reads this tree read-only: stale bytecode would be compiled there at each
+    # import, many times slower under emulation than here
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(root / "carte"),
+                    str(root / "tests" / "support")], capture_output=True, check=False)  # fmt: skip
     result = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )

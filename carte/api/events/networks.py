@@ -193,6 +193,10 @@ class OverlaySpec(msgspec.Struct, frozen=True, kw_only=True):
     gateway: str
     slice: str
     underlay: str
+    """This node's VXLAN address: its cluster address, or its WireGuard tunnel's address when
+    the network is encrypted."""
+    encrypted: bool = False
+    """Node-to-node traffic of this network goes through WireGuard tunnels."""
 
 
 class AllocateOverlay(Command[OverlaySpec | None], frozen=True, kw_only=True):
@@ -207,6 +211,27 @@ class AllocateOverlay(Command[OverlaySpec | None], frozen=True, kw_only=True):
     alternatives: list[str] = []
     """More free subnets of this node's pools, in order, for when `subnet` (not asked)
     overlaps another overlay network."""
+    encrypted: bool = False
+    """Asked with ``-o encrypted=true``: refused if the cluster has the network in clear (a
+    network made encrypted elsewhere is encrypted here too, asked or not)."""
+
+
+class KeyRotation(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of `RotateOverlayKeys`: the new key generation and which nodes use it."""
+
+    generation: int
+    rotated: list[str] = []
+    """Nodes that published a key of this generation."""
+    pending: list[str] = []
+    """Nodes that had not yet when the wait ended (their tunnels keep the old key meanwhile)."""
+
+
+class RotateOverlayKeys(Command[KeyRotation], frozen=True, kw_only=True):
+    """Give every node of the cluster a new WireGuard key pair (``carte network rotate-keys``);
+    waits up to `timeout` seconds for the nodes to publish their new public keys."""
+
+    topic: ClassVar[str] = "overlay.rotate_keys"
+    timeout: float = 30.0
 
 
 class ListOverlayEndpoints(Command[list[OverlayEndpoint]], frozen=True, kw_only=True):

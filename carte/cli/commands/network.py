@@ -31,6 +31,12 @@ def register(commands: Commands) -> None:
     network.add("connect", run=connect, help="connect a container", arguments=_connect)
     network.add("disconnect", run=disconnect, help="disconnect a container", arguments=_pair)
     network.add("prune", run=prune, help="remove unused networks", arguments=_prune)
+    network.add(
+        "rotate-keys",
+        run=rotate_keys,
+        help="give every node a new WireGuard key (encrypted networks)",
+        arguments=_rotate,
+    )
     policy = network.group("policy", help="allow traffic between containers of a network")
     policy.add("add", run=add_policy, help="allow a flow (default-deny)", arguments=_policy)
     policy.add("ls", run=list_policies, help="list a network's policies", arguments=_network)
@@ -87,6 +93,12 @@ def _connect(parser: argparse.ArgumentParser) -> None:
 
 def _prune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--force", action="store_true", help="do not ask (always true)")
+
+
+def _rotate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the nodes (default 30)"
+    )
 
 
 def _network(parser: argparse.ArgumentParser) -> None:
@@ -232,6 +244,27 @@ def disconnect(session: Session) -> int:
 
 def prune(session: Session) -> int:
     session.output.pruned(session.command("PruneNetworks"), "Networks", space=False)
+    return 0
+
+
+def rotate_keys(session: Session) -> int:
+    """Raise the cluster's key generation; exit 1 if a node had not followed in time."""
+    rotation = session.command("RotateOverlayKeys", timeout=session.args.timeout)
+    if session.output.json:
+        session.output.data(rotation)
+    elif not rotation["rotated"] and not rotation["pending"]:
+        session.output.line(
+            f"key generation {rotation['generation']}: no node has a WireGuard key "
+            "(no node's kernel can encrypt)"
+        )
+    else:
+        rotated = ", ".join(rotation["rotated"]) or "none"
+        session.output.line(f"key generation {rotation['generation']}: rotated on {rotated}")
+    if rotation["pending"]:
+        return fail(
+            f"not rotated yet on {', '.join(rotation['pending'])}; their tunnels keep the old "
+            "key until they publish a new one (check them with carte node ls)"
+        )
     return 0
 
 

@@ -23,6 +23,18 @@ Every node runs it; it idles outside a cluster. In a cluster:
   balancing within one catalogue round-trip (readiness itself comes from the agents'
   status reports, every 2 s).
 
+Encryption (networks created with ``-o encrypted=true``): every node whose kernel has
+WireGuard keeps a key pair in its certificate directory (the private key never leaves it)
+and publishes the public key, its port and a tunnel address from ``overlay.tunnel_subnet``
+(``overlay/tunnels/<node>``). While a node holds an encrypted network it has one WireGuard
+link (`carte.net.wireguard`) whose peers are the other nodes' tunnels, and that network's
+VXLAN sends to the peers' *tunnel* addresses from its own, so every encapsulated frame
+leaves the node inside WireGuard; a node with no published key gets no entries for an
+encrypted network (never in clear), and the control plane refuses it the network.
+``carte network rotate-keys`` raises the key generation in the store; each node then makes
+a new pair, re-keys its link and publishes the new public key, and its peers follow at the
+next catalogue change (traffic between two nodes pauses until both know the new keys).
+
 Cut off from the control plane a worker keeps its last entries: traffic to the containers
 it knew keeps flowing.
 """
@@ -51,11 +63,13 @@ from carte.api.events import (
 )
 from carte.api.events.networks import (
     AllocateOverlay,
+    KeyRotation,
     ListOverlayEndpoints,
     OverlayEndpoint,
     OverlayEndpointsChanged,
     OverlayPeer,
     OverlaySpec,
+    RotateOverlayKeys,
     SetOverlayPeers,
 )
 from carte.cluster.pki import Refused
@@ -69,22 +83,33 @@ from carte.handlers.cluster._failover import ControlPlanes
 from carte.handlers.cluster._overlay_store import (
     ENDPOINTS,
     LONG_POLL,
+    NETWORKS,
     OVERLAY_ROUTES,
     RECORDS,
+    ROTATION,
+    TUNNELS,
     VIPS,
     AllocateRequest,
     Catalogue,
     EndpointsReport,
     NetworkPolicies,
+    OverlayRecord,
     ReleaseRequest,
+    Rotation,
     ServiceVip,
     Sources,
+    TunnelRecord,
+    TunnelRequest,
     allocate,
     catalogue,
+    register_tunnel,
     release,
+    rotate,
     vni_range,
     write_endpoints,
 )
+from carte.handlers.cluster._tunnel import Tunnel
+from carte.net import parse_subnet
 
 INGRESS = "com.carte.overlay.ingress"
 """Label of a network made on a node only so its services' published ports answer there."""
@@ -102,11 +127,22 @@ class OverlayOptions(HandlerOptions, frozen=True, kw_only=True):
     slice_bits: int = 3
     """Each node hands out addresses from a 1/2**slice_bits part of a network's subnet
     (/30 at most), so a /24 serves 8 nodes with 29 addresses each."""
+    tunnel_subnet: str = "100.127.0.0/16"
+    """Where the nodes' WireGuard tunnel addresses come from (encrypted networks; read on
+    control planes). Must not overlap a network the nodes use."""
+    wireguard_port: int = 51820
+    """The UDP port this node's WireGuard tunnel listens on."""
 
     def __post_init__(self) -> None:
         vni_range(self.vnis)
         if not 1 <= self.slice_bits <= 16:
             raise ValueError(f"slice_bits {self.slice_bits} is not within 1-16")
+        try:
+            parse_subnet(self.tunnel_subnet)
+        except CarteError as error:
+            raise ValueError(f"tunnel_subnet: {error.message}") from None
+        if not 1 <= self.wireguard_port <= 65535:
+            raise ValueError(f"wireguard_port {self.wireguard_port} is not within 1-65535")
 
 
 class OverlayHandler(Handler):
@@ -123,6 +159,8 @@ class OverlayHandler(Handler):
         options: OverlayOptions = ctx.options
         self.vnis = vni_range(options.vnis)
         self.bits = options.slice_bits
+        self.tunnel_subnet = parse_subnet(options.tunnel_subnet)
+        self.tunnel = Tunnel(self, options.wireguard_port)
         self.role = "none"
         self.node = ""
         self._configured: ClusterConfigured | None = None
@@ -213,13 +251,23 @@ class OverlayHandler(Handler):
             subnet=command.subnet,
             asked=command.asked,
             alternatives=command.alternatives,
+            encrypted=command.encrypted,
         )
         if self.role == "control":
-            return await self.allocate_here(asked)
-        line = self._line or await self._open_line()
-        body = msgspec.to_builtins(asked)
-        answer = await line.call("POST", "/v1/cluster/overlay/networks", body)
-        return msgspec.convert(answer, OverlaySpec)
+            spec = await self.allocate_here(asked)
+        else:
+            line = self._line or await self._open_line()
+            body = msgspec.to_builtins(asked)
+            answer = await line.call("POST", "/v1/cluster/overlay/networks", body)
+            spec = msgspec.convert(answer, OverlaySpec)
+        if spec.encrypted:
+            try:  # the VXLAN device's local address is the tunnel's: the link comes first
+                await self.tunnel.ensure()
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self.network_removed(NetworkRemoved(id=command.name))
+                raise
+        return spec
 
     async def allocate_here(self, asked: AllocateRequest) -> OverlaySpec:
         spec = await allocate(self.control_store(), asked, vnis=self.vnis, bits=self.bits)
@@ -228,6 +276,39 @@ class OverlayHandler(Handler):
             extra={"network": asked.name, "node": asked.node, "vni": spec.vni, "slice": spec.slice},
         )
         return spec
+
+    async def register_here(self, asked: TunnelRequest) -> TunnelRecord:
+        return await register_tunnel(self.control_store(), asked, self.tunnel_subnet)
+
+    @on(RotateOverlayKeys)
+    async def rotate_keys(self, command: RotateOverlayKeys) -> KeyRotation:
+        """Raise the key generation; wait (up to `timeout`) until the nodes published keys
+        of it."""
+        if self.role == "control":
+            raised = await rotate(self.ctx.store)
+        elif self.role == "worker":
+            line = self._line or await self._open_line()
+            answer = await line.call("POST", f"/v1/cluster/overlay/rotate?node={quote(self.node)}")
+            raised = msgspec.convert(answer, Rotation)
+        else:
+            raise Conflict(
+                "this daemon is not in a cluster: encrypted networks are carried between a "
+                "cluster's nodes (carte cluster init, carte node join)"
+            )
+        generation = raised.generation
+
+        def behind(known: Catalogue) -> list[str]:
+            return sorted(n for n, t in known.tunnels.items() if t.generation < generation)
+
+        with trio.move_on_after(command.timeout):
+            while behind(await self.current()):
+                await self.news()
+        known = self._catalogue
+        return KeyRotation(
+            generation=generation,
+            rotated=sorted(n for n, t in known.tunnels.items() if t.generation >= generation),
+            pending=behind(known),
+        )
 
     def control_store(self) -> Store:
         if self.role != "control":
@@ -268,6 +349,19 @@ class OverlayHandler(Handler):
                 nursery.start_soon(self._poll, await self._open_line())
             nursery.start_soon(self._program_forever)
             nursery.start_soon(self._report_forever)
+            nursery.start_soon(self._tunnel_while_serving)
+
+    async def _tunnel_while_serving(self) -> None:
+        """The tunnel's keys for the role's time; its link goes with the role."""
+        try:
+            await self.tunnel.serve()
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.tunnel.remove()
+                except CarteError as error:
+                    self.ctx.log.warning("WireGuard tunnel not removed", extra={"error": error})
 
     async def _follow_store(self) -> None:
         """A control plane: the catalogue from the members, endpoints, service VIPs and
@@ -280,6 +374,9 @@ class OverlayHandler(Handler):
             (ASSIGNMENTS, sources.assignments, Assignment),
             (STATUS, sources.statuses, ReplicaStatus),
             (RECORDS, sources.networks, NetworkPolicies),
+            (NETWORKS, sources.overlays, OverlayRecord),
+            (TUNNELS, sources.tunnels, TunnelRecord),
+            (ROTATION, sources.rotation, Rotation),
         ]
         synced: set[str] = set()
 
@@ -333,9 +430,15 @@ class OverlayHandler(Handler):
     def peers(self, known: Catalogue) -> dict[str, list[OverlayPeer]]:
         """Per network, the containers of other nodes and where their frames go."""
         found: dict[str, list[OverlayPeer]] = defaultdict(list)
+        encrypted = set(known.encrypted)
         for e in known.endpoints:
             if e.node != self.node:
                 underlay = known.nodes[e.node]
+                if e.network in encrypted:  # through its tunnel, or not at all
+                    tunnel = known.tunnels.get(e.node)
+                    if tunnel is None:
+                        continue
+                    underlay = tunnel.address
                 peer = OverlayPeer(
                     ip=e.ip,
                     mac=e.mac,
@@ -356,6 +459,7 @@ class OverlayHandler(Handler):
             if known.version != programmed:
                 await self._ensure_ingress(known)
                 try:
+                    await self._settle_tunnel(known)
                     wanted = SetOverlayPeers(
                         peers=self.peers(known), services=known.services, policies=known.policies
                     )
@@ -366,6 +470,16 @@ class OverlayHandler(Handler):
                     await trio.sleep(_RETRY)
                     continue
             await self._program_wake.wait()
+
+    async def _settle_tunnel(self, known: Catalogue) -> None:
+        """The tunnel link while this node holds an encrypted network (peers: every other
+        node's tunnel), none otherwise."""
+        here = {n.name for n in await self.ctx.bus.request(ListNetworks()) if n.encrypted}
+        if here & set(known.encrypted) and self.tunnel.supported:
+            await self.tunnel.ensure()
+            await self.tunnel.set_peers(known)
+        elif not here:
+            await self.tunnel.remove()
 
     async def _ensure_ingress(self, known: Catalogue) -> None:
         """The routing mesh: the network of every service that publishes a port exists on

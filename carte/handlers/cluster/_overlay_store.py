@@ -7,6 +7,10 @@ Keys:
   from disjoint parts of one subnet.
 * ``overlay/endpoints/<network>/<node>`` (a list of `OverlayEndpoint`): the containers a node
   runs on that network (one key per node and network, written whole by that node).
+* ``overlay/tunnels/<node>`` (`TunnelRecord`): a node's WireGuard public key, port and tunnel
+  address (from ``overlay.tunnel_subnet``), published by nodes whose kernel can encrypt; the
+  private key never leaves the node. ``overlay/rotation`` (`Rotation`): the key generation
+  every node should be at (`carte network rotate-keys` raises it).
 
 The endpoint catalogue (`Catalogue`) is those endpoints plus every member's underlay address
 (``cluster/members/``) and the cluster's services: each VIP the services handler of the
@@ -26,6 +30,9 @@ Routes (TCP, mutual TLS; a node certificate speaks only for its own node):
   network (an empty list removes the key).
 * ``POST /v1/cluster/overlay/release`` — `ReleaseRequest`: a node removed a network (its
   slice goes; the overlay with the last one).
+* ``POST /v1/cluster/overlay/tunnel`` — `TunnelRequest` -> `TunnelRecord`: a node publishes
+  its public key (its tunnel address is allocated the first time).
+* ``POST /v1/cluster/overlay/rotate`` — the key generation raised by one -> `Rotation`.
 """
 
 from __future__ import annotations
@@ -40,11 +47,11 @@ import trio
 from quart import Response, request
 
 from carte.api.cluster import Assignment, NodeRecord, ReplicaStatus
-from carte.api.errors import Conflict, InvalidArgument, NotFound
+from carte.api.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from carte.api.events.networks import OverlayEndpoint, OverlayPort, OverlayService, OverlaySpec
 from carte.api.networks import NetworkPolicy
 from carte.engine.handler import Route
-from carte.engine.store import Delete, Store
+from carte.engine.store import Delete, Entry, Store
 from carte.handlers.cluster._assignments import _check_peer, asking_node
 from carte.handlers.cluster._control import MEMBERS
 from carte.handlers.cluster._routes import _body, _reply
@@ -55,6 +62,10 @@ if TYPE_CHECKING:
 
 NETWORKS = "overlay/networks/"
 ENDPOINTS = "overlay/endpoints/"
+TUNNELS = "overlay/tunnels/"
+TUNNEL_ADDRESSES = "overlay/tunnel-addresses"
+"""Node name -> its tunnel address (one map, changed by compare-and-swap)."""
+ROTATION = "overlay/rotation"
 VIPS = "services/"
 """The services handler's VIP records (read only)."""
 RECORDS = "networks/"
@@ -72,6 +83,43 @@ class OverlayRecord(msgspec.Struct, frozen=True, kw_only=True):
     gateway: str
     slices: dict[str, int] = {}
     """Node name -> index of its slice of `subnet`."""
+    encrypted: bool = False
+    """Node-to-node traffic goes through the nodes' WireGuard tunnels."""
+
+
+class TunnelRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A node's WireGuard tunnel as its peers must know it."""
+
+    public_key: str
+    port: int
+    address: str
+    """The tunnel link's address (encrypted overlays' VXLAN traffic goes to it)."""
+    subnet: str = ""
+    """The tunnel subnet the address is from (the link's prefix)."""
+    generation: int = 0
+    """The key generation (`Rotation`) this key was made for."""
+
+
+class Rotation(msgspec.Struct, frozen=True, kw_only=True):
+    generation: int = 0
+
+
+class TunnelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    node: str
+    public_key: str
+    port: int
+    generation: int = 0
+
+
+class TunnelPeer(msgspec.Struct, frozen=True, kw_only=True):
+    """Another node's tunnel, with the underlay address its WireGuard packets go to."""
+
+    public_key: str
+    port: int
+    address: str
+    endpoint: str
+    subnet: str = ""
+    generation: int = 0
 
 
 class Catalogue(msgspec.Struct, frozen=True, kw_only=True):
@@ -82,6 +130,12 @@ class Catalogue(msgspec.Struct, frozen=True, kw_only=True):
     services: list[OverlayService] = []
     policies: dict[str, list[NetworkPolicy]] = {}
     """Overlay network name -> its policies on the control plane."""
+    tunnels: dict[str, TunnelPeer] = {}
+    """Node name -> its WireGuard tunnel (nodes that published one)."""
+    encrypted: list[str] = []
+    """The overlay networks whose traffic goes through the tunnels."""
+    rotation: int = 0
+    """The key generation every node should be at."""
 
 
 class NetworkPolicies(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,6 +167,10 @@ class Sources(msgspec.Struct, kw_only=True):
     statuses: dict[str, ReplicaStatus] = {}
     """``<node>/<name>`` -> how its agent reports it."""
     networks: dict[str, NetworkPolicies] = {}
+    overlays: dict[str, OverlayRecord] = {}
+    tunnels: dict[str, TunnelRecord] = {}
+    rotation: dict[str, Rotation] = {}
+    """``""`` -> the rotation record, when there is one."""
 
 
 class AllocateRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -121,6 +179,7 @@ class AllocateRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     subnet: str
     asked: bool = False
     alternatives: list[str] = []
+    encrypted: bool = False
 
 
 class ReleaseRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -187,9 +246,24 @@ def catalogue(sources: Sources) -> Catalogue:
         for name, network in sorted(sources.networks.items())
         if network.vni and network.policies
     }
-    digest = hashlib.sha256(_encoder.encode([nodes, kept, services, policies])).hexdigest()
+    tunnels = {
+        name: TunnelPeer(endpoint=nodes[name], **msgspec.structs.asdict(tunnel))
+        for name, tunnel in sorted(sources.tunnels.items())
+        if name in nodes
+    }
+    encrypted = sorted(name for name, record in sources.overlays.items() if record.encrypted)
+    rotation = sources.rotation[""].generation if "" in sources.rotation else 0
+    content = [nodes, kept, services, policies, tunnels, encrypted, rotation]
+    digest = hashlib.sha256(_encoder.encode(content)).hexdigest()
     return Catalogue(
-        version=digest[:16], nodes=nodes, endpoints=kept, services=services, policies=policies
+        version=digest[:16],
+        nodes=nodes,
+        endpoints=kept,
+        services=services,
+        policies=policies,
+        tunnels=tunnels,
+        encrypted=encrypted,
+        rotation=rotation,
     )
 
 
@@ -248,6 +322,13 @@ async def allocate(
                     f'network "{asked.name}" spans the cluster with subnet {record.subnet}; '
                     "create it with that subnet or none"
                 )
+            if asked.encrypted and not record.encrypted:
+                raise Conflict(
+                    f'network "{asked.name}" spans the cluster unencrypted; remove it from '
+                    "every node first, or create it here without encrypted"
+                )
+        if record.encrypted:
+            underlay = await _tunnel_address(store, asked)
         subnet = IPv4Network(record.subnet)
         index = record.slices.get(asked.node)
         if index is None:
@@ -267,8 +348,77 @@ async def allocate(
             gateway=record.gateway,
             slice=str(node_slice(subnet, bits, index)),
             underlay=underlay,
+            encrypted=record.encrypted,
         )
     raise Conflict(f'network "{asked.name}": too many nodes allocating at once; try again')
+
+
+async def _tunnel_address(store: Store, asked: AllocateRequest) -> str:
+    """The node's tunnel address, for an encrypted network: refused (before anything is
+    written) when the node published no WireGuard key, so nothing goes in clear."""
+    entry = await store.get(TUNNELS + asked.node)
+    if entry is None:
+        raise Unavailable(
+            f'network "{asked.name}" is encrypted and node "{asked.node}" has published no '
+            "WireGuard key (its kernel cannot encrypt: see carte system check there); "
+            "load the wireguard module on that node and restart its daemon"
+        )
+    return entry.decode(TunnelRecord).address
+
+
+async def register_tunnel(store: Store, asked: TunnelRequest, subnet: IPv4Network) -> TunnelRecord:
+    """Publish node ``asked.node``'s public key; its tunnel address is the one it had, or the
+    first address of ``subnet`` no member's tunnel holds (compare-and-swap on the map)."""
+    from carte.net.wireguard import check_key  # pyroute2's WireGuard only where used
+
+    check_key(asked.public_key, f'node "{asked.node}"\'s public key')
+    for _ in range(_CAS_ATTEMPTS):
+        entry = await store.get(TUNNEL_ADDRESSES)
+        held: dict[str, str] = entry.decode(dict[str, str]) if entry else {}
+        address = held.get(asked.node)
+        if address is None:
+            members = await _members(store)
+            taken = {a for n, a in held.items() if n in members}
+            hosts = (str(h) for h in subnet.hosts())
+            address = next((h for h in hosts if h not in taken), "")
+            if not address:
+                raise Conflict(
+                    f"overlay.tunnel_subnet {subnet} has no address left for node "
+                    f'"{asked.node}"; widen it in carte.yaml'
+                )
+            kept = {n: a for n, a in held.items() if n in members}
+            try:
+                await store.cas(TUNNEL_ADDRESSES, {**kept, asked.node: address}, _revision(entry))
+            except Conflict:
+                continue  # another node took one meanwhile: read again
+        record = TunnelRecord(
+            public_key=asked.public_key,
+            port=asked.port,
+            address=address,
+            subnet=str(subnet),
+            generation=asked.generation,
+        )
+        await store.put(TUNNELS + asked.node, record)
+        return record
+    raise Conflict(f'node "{asked.node}": too many nodes publishing keys at once; try again')
+
+
+async def rotate(store: Store) -> Rotation:
+    """Raise the key generation by one: every node makes a new key pair and publishes it."""
+    for _ in range(_CAS_ATTEMPTS):
+        entry = await store.get(ROTATION)
+        current = entry.decode(Rotation) if entry else Rotation()
+        raised = Rotation(generation=current.generation + 1)
+        try:
+            await store.cas(ROTATION, raised, _revision(entry))
+        except Conflict:
+            continue
+        return raised
+    raise Conflict("the keys are being rotated by someone else at the same time; try again")
+
+
+def _revision(entry: Entry | None) -> int:
+    return entry.revision if entry is not None else 0
 
 
 async def _new_record(store: Store, asked: AllocateRequest, vnis: tuple[int, int]) -> OverlayRecord:
@@ -296,7 +446,11 @@ async def _new_record(store: Store, asked: AllocateRequest, vnis: tuple[int, int
             "remove a network or widen overlay.vnis in carte.yaml"
         )
     return OverlayRecord(
-        name=asked.name, vni=vni, subnet=str(subnet), gateway=str(default_gateway(subnet))
+        name=asked.name,
+        vni=vni,
+        subnet=str(subnet),
+        gateway=str(default_gateway(subnet)),
+        encrypted=asked.encrypted,
     )
 
 
@@ -371,9 +525,22 @@ async def serve_endpoints(handler: OverlayHandler) -> Response:
     return _reply({})
 
 
+async def serve_tunnel(handler: OverlayHandler) -> Response:
+    asked: TunnelRequest = await _body(TunnelRequest)
+    _check_peer(asked.node)
+    return _reply(await handler.register_here(asked))
+
+
+async def serve_rotate(handler: OverlayHandler) -> Response:
+    asking_node()
+    return _reply(await rotate(handler.control_store()))
+
+
 OVERLAY_ROUTES = (
     Route("GET", "/v1/cluster/overlay", serve_catalogue, streams=True),
     Route("POST", "/v1/cluster/overlay/networks", serve_allocate),
     Route("POST", "/v1/cluster/overlay/endpoints", serve_endpoints),
     Route("POST", "/v1/cluster/overlay/release", serve_release),
+    Route("POST", "/v1/cluster/overlay/tunnel", serve_tunnel),
+    Route("POST", "/v1/cluster/overlay/rotate", serve_rotate),
 )

@@ -32,7 +32,6 @@ from carte.api.events import (
     CreateNetwork,
     DetachContainerNetwork,
     DisconnectNetwork,
-    GetClusterStatus,
     InspectNetwork,
     ListNetworkPolicies,
     ListNetworks,
@@ -532,7 +531,9 @@ class NetworkHandler(Handler):
                 if command.gateway
                 else default_gateway(subnet)
             )
-            spec = await self._overlay_spec(name, subnet, asked=bool(command.subnet))
+            spec = await self._overlay_spec(
+                name, subnet, asked=bool(command.subnet), encrypted=encrypted
+            )
             if spec is not None and spec.subnet != str(subnet):
                 subnet, gateway = parse_subnet(spec.subnet), IPv4Address(spec.gateway)
                 check_subnet_free(subnet, others)
@@ -546,6 +547,7 @@ class NetworkHandler(Handler):
                 gateway=str(gateway),
                 internal=command.internal,
                 labels=dict(command.labels),
+                encrypted=spec.encrypted if spec else encrypted,
                 vni=spec.vni if spec else 0,
                 slice=spec.slice if spec else "",
                 underlay=spec.underlay if spec else "",
@@ -571,15 +573,6 @@ class NetworkHandler(Handler):
                 f'network "{name}" asks for encryption, but {support.wireguard_detail}; '
                 "load the wireguard module or create the network without encrypted"
             )
-        try:
-            role = (await self.ctx.bus.request(GetClusterStatus())).role
-        except Unavailable:
-            role = "none"  # no cluster handler here: a single machine
-        if role != "none":
-            raise Unavailable(
-                f'network "{name}": encrypted overlay networks are not carried over WireGuard '
-                "yet; create it without encrypted"
-            )
 
     async def _check_host_routes(self, subnet: IPv4Network) -> None:
         host = await self._host(lambda links: links.host_networks())
@@ -590,7 +583,7 @@ class NetworkHandler(Handler):
             )
 
     async def _overlay_spec(
-        self, name: str, subnet: IPv4Network, *, asked: bool
+        self, name: str, subnet: IPv4Network, *, asked: bool, encrypted: bool
     ) -> OverlaySpec | None:
         """The cluster's overlay for network `name` (None on a daemon outside a cluster)."""
         alternatives = [] if asked else await self._free_subnets(subnet, _ALTERNATIVES)
@@ -601,6 +594,7 @@ class NetworkHandler(Handler):
                     subnet=str(subnet),
                     asked=asked,
                     alternatives=[str(s) for s in alternatives],
+                    encrypted=encrypted,
                 )
             )
         except Unavailable as error:
