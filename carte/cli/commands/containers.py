@@ -493,11 +493,8 @@ _PS_HEADERS = {
 
 
 def _ago(created: str) -> str:
-    from datetime import datetime
-
-    try:
-        moment = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    moment = _utc_seconds(created)
+    if moment is None:
         return ""
     seconds = time.time() - moment
     if seconds < 1:
@@ -511,6 +508,32 @@ def _ago(created: str) -> str:
         hours = round(seconds / 3600)
         return "About an hour ago" if hours == 1 else f"{hours} hours ago"
     return f"{round(seconds / 86400)} days ago"
+
+
+def _utc_seconds(stamp: str) -> float | None:
+    """Seconds since the epoch of an ISO 8601 time; the API's UTC form `2026-12-07T18:38:41.86Z`
+    is read without `datetime` (~2 ms of `ps`), any other through it; None if unreadable."""
+    date, _, clock = stamp.partition("T")
+    parts = date.split("-")
+    if stamp.endswith("Z") and len(parts) == 3 and clock.count(":") == 2:
+        try:
+            year, month, day = (int(part) for part in parts)
+            hour, minute, second = clock[:-1].split(":")
+            if not (1 <= month <= 12 and 1 <= day <= 31):
+                return None
+            # days since 1970-01-01 of a proleptic Gregorian date (years counted from March)
+            year -= month <= 2
+            era_days = 365 * year + year // 4 - year // 100 + year // 400
+            days = era_days + (153 * ((month + 9) % 12) + 2) // 5 + day - 719469
+            return days * 86400 + int(hour) * 3600 + int(minute) * 60 + float(second)
+        except ValueError:
+            return None
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 # --- stop, kill, restart, rm, pause ---------------------------------------------------------
