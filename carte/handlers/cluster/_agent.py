@@ -48,7 +48,6 @@ from carte.api.containers import ContainerConfig, ContainerDetails, ContainerSum
 from carte.api.errors import CarteError, Conflict, NotFound, Unavailable
 from carte.api.events import (
     ClusterConfigured,
-    CreateContainer,
     CreateNetwork,
     GetClusterStatus,
     ImageLoaded,
@@ -58,9 +57,7 @@ from carte.api.events import (
     ListContainers,
     PullImage,
     ReadServiceFiles,
-    RemoveContainer,
     RenameContainer,
-    StartContainer,
     StopContainer,
 )
 from carte.api.stacks import SERVICE_LABEL, STACK_LABEL
@@ -72,6 +69,7 @@ from carte.handlers.cluster import _https
 from carte.handlers.cluster._assignments import ASSIGNMENTS, PING, write_statuses
 from carte.handlers.cluster._failover import ControlPlanes
 from carte.handlers.cluster._settings import split_address
+from carte.handlers.stacks import create_and_start, remove_if_present
 from carte.image.archive import load
 from carte.image.store import ImageStore
 
@@ -361,12 +359,7 @@ class AgentHandler(Handler):
             config = await self._with_files(assignment, config)
             await self._ensure_image(config.image)
             await self._ensure_network(config.network, assignment.stack)
-            created = await self.ctx.bus.request(CreateContainer(config=config))
-            try:
-                await self.ctx.bus.request(StartContainer(ref=created.id))
-            except CarteError:
-                await self._remove(created.id)
-                raise
+            created = await create_and_start(self.ctx.bus, config)
         except CarteError as error:
             self._failed(assignment.name, error.message)
             self.ctx.log.warning(
@@ -524,17 +517,11 @@ class AgentHandler(Handler):
                     await self.ctx.bus.request(StopContainer(ref=row.id))
                 except (NotFound, Conflict):
                     pass
-            await self._remove(row.id)
+            await remove_if_present(self.ctx.bus, row.id)
         except CarteError as error:
             self.ctx.log.warning(
                 "replica not stopped", extra={"replica": row.name, "error": error.message}
             )
-
-    async def _remove(self, container_id: str) -> None:
-        try:
-            await self.ctx.bus.request(RemoveContainer(ref=container_id, force=True))
-        except NotFound:
-            pass
 
     async def _forget_files(self) -> None:
         """Secrets and configs of replicas no longer assigned here go from the run root."""

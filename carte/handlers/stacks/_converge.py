@@ -20,11 +20,9 @@ from carte.api.containers import ContainerSummary, PortSpec
 from carte.api.errors import CarteError, Conflict, NotFound
 from carte.api.events import (
     ConnectNetwork,
-    CreateContainer,
     ExecInContainer,
     InspectContainer,
     ListContainers,
-    RemoveContainer,
     ReplicaNotReady,
     ReplicaReady,
     RolloutChanged,
@@ -38,6 +36,7 @@ from carte.handlers.stacks._files import shared_mounts, write_files
 from carte.handlers.stacks._readiness import watch_readiness
 from carte.handlers.stacks._records import ServiceRecord, load_service, service_key
 from carte.handlers.stacks._replicas import Replica, exit_code_of, replica_number, revision_of
+from carte.handlers.stacks._start import create_and_start, remove_if_present
 from carte.stack import image_name, network_name, normalize, replica_config, resources
 from carte.stack.model import Service, UpdateConfig
 from carte.stack.replica import file_refs, replica_aliases
@@ -262,12 +261,7 @@ class Converger:
             joined=await self._joined(record, "network_mode", spec.network_mode),
             ipc_joined=await self._joined(record, "ipc", spec.ipc),
         )
-        created = await self.ctx.bus.request(CreateContainer(config=config))
-        try:
-            await self.ctx.bus.request(StartContainer(ref=created.id))
-        except CarteError:
-            await self._remove(created.id)
-            raise
+        created = await create_and_start(self.ctx.bus, config)
         for network, attach in normalize.networks(spec).items():
             full = record.networks.get(network) or network_name(record.stack, network)
             if full != config.network and not spec.network_mode:
@@ -394,7 +388,7 @@ class Converger:
             await self.ctx.bus.request(StopContainer(ref=container_id))
         except (NotFound, Conflict):
             pass
-        await self._remove(container_id)
+        await remove_if_present(self.ctx.bus, container_id)
 
     async def retire_all(self, container_ids: list[str], reason: str) -> None:
         """`retire` several replicas side by side: each waits out its own stop signal and
@@ -413,12 +407,6 @@ class Converger:
                 nursery.start_soon(retire_one, container_id)
         if errors:
             raise errors[0]
-
-    async def _remove(self, container_id: str) -> None:
-        try:
-            await self.ctx.bus.request(RemoveContainer(ref=container_id, force=True))
-        except NotFound:
-            pass
 
     async def _joined(self, record: ServiceRecord, field: str, mode: str) -> str:
         """The running replica that `FIELD: service:NAME` (network_mode, ipc) joins; "" for
