@@ -5,7 +5,7 @@ For each engine in turn (not interleaved: each holds COUNT containers at once):
           container that exits on SIGTERM, 20 clients at a time (target: <= 0.5x Docker);
   idle    the daemon's CPU over IDLE_SECONDS with all running, in % of one core (target: Carte
           <= 10 %; Docker's is dockerd + containerd), and its RSS (target: <= 80 MB);
-  ps      `ps` listing all, and `inspect` of one, median of 5 (target: <= 1.5x Docker);
+  ps      `ps` listing all, and `inspect` of one, median of 9 (target: <= 1.5x Docker);
   stop    `stop` of all, 20 clients at a time (target: <= 0.5x Docker).
 COUNT is CARTE_BENCH_DENSITY (default 500). Takes minutes; run it alone, never in tests:
     .venv/bin/python -m bench density --json density.json
@@ -27,6 +27,7 @@ DEFAULT_RUNS = 5
 COUNT = int(os.environ.get("CARTE_BENCH_DENSITY", "500"))
 AT_A_TIME = 20
 IDLE_SECONDS = 30
+QUERIES = 9  # `ps` and `inspect` runs, their median kept: a busy machine's outliers
 # busybox sh as PID 1 ignores SIGTERM unless it traps it: exit at once, as a real service would.
 COMMAND = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 HEALTH = ["--health-cmd", "true", "--health-interval", "2s"]
@@ -65,8 +66,8 @@ def _engine(
     time.sleep(IDLE_SECONDS)
     cpu = (_cpu_seconds(pids) - cpu_before) / (time.monotonic() - wall_before) * 100
     rss = sum(rss_mb(pid) for pid in pids)
-    listing = median([timed([*client, "ps"], env) for _ in range(5)])
-    inspect = median([timed([*client, "inspect", ids[COUNT // 2]], env) for _ in range(5)])
+    listing = median([timed([*client, "ps"], env) for _ in range(QUERIES)])
+    inspect = median([timed([*client, "inspect", ids[COUNT // 2]], env) for _ in range(QUERIES)])
     stopped, _ = _in_parallel(lambda i: run([*client, "stop", ids[i]], env), COUNT)
     _in_parallel(lambda i: run([*client, "rm", "-f", ids[i]], env), COUNT)
     return {"start": started, "cpu": cpu, "rss": rss, "ps": listing, "inspect": inspect,
