@@ -10,10 +10,14 @@ from carte.handlers.http._audit import (
     open_audit_log,
 )
 from carte.handlers.http._handler import ApiHandler, group_id, hypercorn_config
+from carte.handlers.http._peer import PEER_HEADER, Headers, PeerHeaderGuard
 
 __all__ = [
+    "PEER_HEADER",
     "ApiHandler",
     "AuditEntry",
+    "Headers",
+    "PeerHeaderGuard",
     "RequestRecorder",
     "connect_relaying",
     "group_id",

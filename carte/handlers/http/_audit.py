@@ -55,7 +55,8 @@ from werkzeug.routing import MapAdapter
 from carte.engine import HandlerContext
 from carte.engine.timing import Latencies
 from carte.handlers.http._options import ApiOptions
-from carte.handlers.http._tls import PEER_HEADER, peer_certificate
+from carte.handlers.http._peer import PEER_HEADER
+from carte.handlers.http._tls import peer_certificate
 
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _OBJECT_KEYS = ("ref", "name", "service", "stack")

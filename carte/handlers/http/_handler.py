@@ -34,7 +34,8 @@ from carte.handlers.http._app import build_app, log_failures, upload_endpoints
 from carte.handlers.http._audit import RequestRecorder, open_audit_log
 from carte.handlers.http._limits import BodyLimits
 from carte.handlers.http._options import ApiOptions
-from carte.handlers.http._tls import TcpListener, strip_peer
+from carte.handlers.http._peer import PeerHeaderGuard
+from carte.handlers.http._tls import TcpListener
 
 SOCKET_UMASK = 0o117  # socket mode 0660
 
@@ -162,7 +163,7 @@ class ApiHandler(Handler):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.audit.run)
                 nursery.start_soon(self.tcp.run, served)
-                await serve(strip_peer(served), config)
+                await serve(PeerHeaderGuard(served), config)
                 nursery.cancel_scope.cancel()
         finally:
             path.unlink(missing_ok=True)

@@ -40,8 +40,8 @@ from hypercorn.trio import serve
 from carte.api.errors import CarteError
 from carte.api.events import ClusterConfigured, IdentifyPeer
 from carte.engine import Bus
+from carte.handlers.http._peer import Headers, PeerHeaderGuard
 
-PEER_HEADER = b"x-carte-peer"
 OPEN_PATHS = frozenset({"/_ping", "/v1/cluster/ca", "/v1/cluster/join"})
 NODE_PREFIX = "/v1/cluster/"
 
@@ -77,28 +77,22 @@ class _TlsConfig(HypercornConfig):
         return self.context
 
 
-class PeerGuard:
+class PeerGuard(PeerHeaderGuard):
     """ASGI wrapper of the TCP listener: see the module docstring."""
 
     def __init__(self, app: Any, bus: Bus, *, trusted: bool) -> None:
-        self.app = app
+        super().__init__(app)
         self.bus = bus
         self.trusted = trusted
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        headers = [(name, value) for name, value in scope["headers"] if name != PEER_HEADER]
-        if not self.trusted:
-            try:
-                peer = await self._peer(scope["path"])
-            except CarteError as error:
-                await _refuse(scope, send, error.status, error.code, error.message)
-                return
-            if peer:
-                headers.append((PEER_HEADER, peer.encode()))
-        await self.app(dict(scope, headers=headers), receive, send)
+    async def admit(self, scope: Any, headers: Headers, send: Any) -> str | None:
+        if self.trusted:
+            return ""
+        try:
+            return await self._peer(scope["path"])
+        except CarteError as error:
+            await _refuse(scope, send, error.status, error.code, error.message)
+            return None
 
     async def _peer(self, path: str) -> str:
         der = peer_certificate.get()
@@ -148,18 +142,6 @@ async def _refuse(scope: Any, send: Any, status: int, code: str, message: str) -
         }
     )
     await send({"type": f"{kind}.response.body", "body": body})
-
-
-def strip_peer(app: Any) -> Any:
-    """``app`` with any client-sent x-carte-peer header dropped (for the unix socket)."""
-
-    async def stripped(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket"):
-            headers = [(n, v) for n, v in scope["headers"] if n != PEER_HEADER]
-            scope = dict(scope, headers=headers)
-        await app(scope, receive, send)
-
-    return stripped
 
 
 class TcpListener:

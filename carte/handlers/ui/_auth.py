@@ -29,10 +29,10 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from carte.api.errors import CarteError
+from carte.handlers.http import Headers, PeerHeaderGuard
 
 TOKEN_FILE = "ui-token"
 COOKIE = "carte_ui"
-PEER_HEADER = b"x-carte-peer"
 SESSION_SECONDS = 12 * 3600
 OPEN_PATHS = frozenset({"/ui/login"})
 ASSETS = "/ui/assets/"
@@ -109,26 +109,22 @@ def session_of(peer: str) -> str:
     return peer.removeprefix("ui-session/") if peer.startswith("ui-session/") else ""
 
 
-class LoginGuard:
+class LoginGuard(PeerHeaderGuard):
     """ASGI wrapper of the loopback listener: see the module docstring."""
 
     def __init__(self, app: Any, credentials: Credentials) -> None:
-        self.app = app
+        super().__init__(app)
         self.credentials = credentials
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        headers = [(name, value) for name, value in scope["headers"] if name != PEER_HEADER]
+    async def admit(self, scope: Any, headers: Headers, send: Any) -> str | None:
         path: str = scope["path"]
-        if path not in OPEN_PATHS and not path.startswith(ASSETS):
-            session = self.credentials.session(_cookie(headers))
-            if session is None or (scope["type"] == "websocket" and not _same_origin(headers)):
-                await _refuse(scope, send)
-                return
-            headers.append((PEER_HEADER, f"ui-session/{session}".encode()))
-        await self.app(dict(scope, headers=headers), receive, send)
+        if path in OPEN_PATHS or path.startswith(ASSETS):
+            return ""
+        session = self.credentials.session(_cookie(headers))
+        if session is None or (scope["type"] == "websocket" and not _same_origin(headers)):
+            await _refuse(scope, send)
+            return None
+        return f"ui-session/{session}"
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str:
