@@ -93,9 +93,9 @@ def scenario(lab: Any, capture: Any) -> dict[str, Any]:
     return found
 
 
-def command(node: Any, name: str, **fields: Any) -> Any:
-    reply = node.daemon.command_(name, **fields)
-    assert reply.status < 300, (node.name, name, reply.status, reply.body[:800])
+def command(node: Any, kind: str, /, **fields: Any) -> Any:
+    reply = node.daemon.request("POST", f"/v1/commands/{kind}", fields)
+    assert reply.status < 300, (node.name, kind, reply.status, reply.body[:800])
     return reply.json() if reply.body else None
 
 

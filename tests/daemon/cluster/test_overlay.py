@@ -32,14 +32,9 @@ SERVE = (
 @pytest.fixture(scope="module")
 def lab(busybox_tar: Path) -> Iterator[WorkloadLab]:
     extra = f'overlay: {{vnis: "{VNIS}"}}\n'
-    with WorkloadLab(3, pool="10.71.0.0/16:24", node_ttl=5, leader_ttl=5, extra=extra) as lab:
-        try:
-            lab.form()
-            for node in lab.nodes:
-                lab.carte(node, "import", str(busybox_tar), "busybox:latest")
-            yield lab
-        finally:
-            lab.empty_and_stop()
+    lab = WorkloadLab(3, pool="10.71.0.0/16:24", node_ttl=5, leader_ttl=5, extra=extra)
+    with lab.formed(busybox_tar):
+        yield lab
 
 
 def inspect(lab: WorkloadLab, node: LabNode, network: str) -> dict[str, Any]:
@@ -157,6 +152,8 @@ def test_an_encrypted_network_is_refused_on_a_kernel_without_wireguard(
         assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
         assert 'network "secret" asks for encryption' in refused.stderr
         assert "wireguard module" in refused.stderr
+    rotated = lab.carte(node1, "network", "rotate-keys", "--timeout", "5")
+    assert "no node has a WireGuard key" in rotated.stdout, rotated.stdout
     refused = lab.carte(node1, "network", "create", "--opt", "mtu=9000", "secret", check=False)
     assert 'option "mtu" is unknown' in refused.stderr
     compose = tmp_path / "compose.yaml"

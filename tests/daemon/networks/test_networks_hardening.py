@@ -68,3 +68,12 @@ def test_a_bridge_taking_the_idle_default_subnet_moves_it_whole(carte: Daemon) -
     finally:
         for name in (rogue, second):
             subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
+
+
+def test_rotating_keys_outside_a_cluster_says_where_encryption_applies(carte: Daemon) -> None:
+    refused = carte.client("network", "rotate-keys")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "carte: this daemon is not in a cluster: encrypted networks are carried between a "
+        "cluster's nodes (carte cluster init, carte node join)"
+    )
