@@ -28,6 +28,7 @@ import secrets
 import shutil
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -616,10 +617,7 @@ class _Link:
     async def download(self, target: str, dest: Path) -> None:
         """GET ``target`` into the file ``dest``; the server's error as a CarteError."""
         with trio.fail_after(600):
-            tls = await self._open()
-            try:
-                connection = h11.Connection(h11.CLIENT)
-                await self._send_get(tls, connection, target)
+            async with self._get(target, "the download from") as (tls, connection):
                 status, error = 0, bytearray()
                 handle = await trio.open_file(dest, "wb")
                 async with handle:
@@ -637,11 +635,6 @@ class _Link:
                             break
                 if status >= 400 or status == 0:
                     raise _https._error(status or 502, bytes(error))
-            except (trio.BrokenResourceError, h11.RemoteProtocolError) as broken:
-                raise Unavailable(f"the download from {self.where} broke: {broken}") from None
-            finally:
-                with trio.CancelScope(shield=True):
-                    await trio.aclose_forcefully(tls)
 
     @property
     def where(self) -> str:
@@ -658,53 +651,57 @@ class _Link:
             raise Unavailable(f"cannot reach the control plane at {where}: {error}") from None
         return trio.SSLStream(stream, self.context(), server_hostname=host)
 
-    async def _send_get(
-        self, tls: trio.SSLStream[trio.SocketStream], connection: h11.Connection, target: str
-    ) -> None:
-        headers = [("Host", split_address(self.where)[0]), ("Connection", "close")]
-        request = h11.Request(method="GET", target=target, headers=headers)
-        await tls.send_all(connection.send(request) + (connection.send(h11.EndOfMessage()) or b""))
+    @asynccontextmanager
+    async def _get(
+        self, target: str, what: str
+    ) -> AsyncIterator[tuple[trio.SSLStream[trio.SocketStream], h11.Connection]]:
+        """A connection to the control plane with ``GET target`` sent, for reading the answer
+        in the block; the connection breaking raises Unavailable ("WHAT <where> broke: ..."),
+        and it is closed (forcefully, even when cancelled) when the block ends."""
+        where = self.where
+        host = split_address(where)[0]
+        tls = await self._open()
+        try:
+            connection = h11.Connection(h11.CLIENT)
+            headers = [("Host", host), ("Connection", "close")]
+            request = connection.send(h11.Request(method="GET", target=target, headers=headers))
+            await tls.send_all(request + (connection.send(h11.EndOfMessage()) or b""))
+            yield tls, connection
+        except (trio.BrokenResourceError, h11.RemoteProtocolError) as error:
+            raise Unavailable(f"{what} {where} broke: {error}") from None
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(tls)
 
     async def assignments(self) -> AsyncIterator[_Update]:
         """The stream's updates until it breaks (Unavailable) or stays silent too long."""
         where = self.where
-        tls = await self._open()
-        try:
-            connection = h11.Connection(h11.CLIENT)
-            target = f"/v1/cluster/assignments?node={quote(self.node)}"
-            try:
-                await self._send_get(tls, connection, target)
-                status, body, pending = 0, [], b""
-                while True:
-                    event = connection.next_event()
-                    if event is h11.NEED_DATA:
-                        with trio.move_on_after(3 * PING) as silent:
-                            data = await tls.receive_some(65536)
-                        if silent.cancelled_caught:
-                            raise Unavailable(f"no word from the control plane at {where}")
-                        connection.receive_data(bytes(data))
-                    elif isinstance(event, h11.Response):
-                        status = event.status_code
-                    elif isinstance(event, h11.Data) and status >= 400:
-                        body.append(bytes(event.data))
-                    elif isinstance(event, h11.Data):
-                        pending += bytes(event.data)
-                        *lines, pending = pending.split(b"\n")
-                        for line in lines:
-                            update = _decode_line(line)
-                            if update is not None:
-                                yield update
-                    elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                        if status >= 400:
-                            raise _https._error(status, b"".join(body))
-                        return
-            except (trio.BrokenResourceError, h11.RemoteProtocolError) as error:
-                raise Unavailable(
-                    f"the link to the control plane at {where} broke: {error}"
-                ) from None
-        finally:
-            with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(tls)
+        target = f"/v1/cluster/assignments?node={quote(self.node)}"
+        async with self._get(target, "the link to the control plane at") as (tls, connection):
+            status, body, pending = 0, [], b""
+            while True:
+                event = connection.next_event()
+                if event is h11.NEED_DATA:
+                    with trio.move_on_after(3 * PING) as silent:
+                        data = await tls.receive_some(65536)
+                    if silent.cancelled_caught:
+                        raise Unavailable(f"no word from the control plane at {where}")
+                    connection.receive_data(bytes(data))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data) and status >= 400:
+                    body.append(bytes(event.data))
+                elif isinstance(event, h11.Data):
+                    pending += bytes(event.data)
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        update = _decode_line(line)
+                        if update is not None:
+                            yield update
+                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                    if status >= 400:
+                        raise _https._error(status, b"".join(body))
+                    return
 
 
 def write_files(directory: Path, files: list[ServiceFile], contents: dict[str, bytes]) -> None:
