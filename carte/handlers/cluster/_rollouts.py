@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import msgspec
+
 from carte.api.cluster import Assignment, ClusterRollout, ReplicaStatus, ServicePlacement
 
 RolloutState = Literal["progressing", "completed", "failed"]
@@ -120,14 +122,8 @@ def next_rollout(
         state, message = "failed", "; ".join(found.failures[:3])
     elif not found.old and found.updated >= service.replicas:
         state = "completed"
-    return ClusterRollout(
-        stack=service.stack,
-        service=service.service,
-        revision=service.revision,
-        state=state,
-        updated=found.updated,
-        total=service.replicas,
-        message=message,
+    return msgspec.structs.replace(
+        stored, state=state, updated=found.updated, total=service.replicas, message=message
     )
 
 
