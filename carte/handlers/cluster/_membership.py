@@ -245,16 +245,14 @@ class MembershipHandler(Handler):
         name = command.name or settings.name
         port = split_address(listen)[1]
         api = f"tcp://[{advertise}]:{port}" if ":" in advertise else f"tcp://{advertise}:{port}"
-        self.settings = Settings(
+        self.settings = replace(
+            settings,
             role="control",
             name=name,
             server="",
+            servers=(),
             listen=listen,
             advertise=advertise,
-            insecure=settings.insecure,
-            node_ttl=settings.node_ttl,
-            leader_ttl=settings.leader_ttl,
-            certs=settings.certs,
         )
         control = self.control()
         ca, created = await control.create_ca()
@@ -351,17 +349,13 @@ class MembershipHandler(Handler):
         )
         write_bundle(settings.certs, ca=ca_pem, cert=reply.cert.encode(), key=key)
         planes.learn(reply.servers)
-        self.settings = Settings(
+        self.settings = replace(
+            settings,
             role="worker",
             name=name,
             server=planes.current,
             servers=tuple(planes.all()),
-            listen=settings.listen,
             advertise=address,
-            insecure=settings.insecure,
-            node_ttl=settings.node_ttl,
-            leader_ttl=settings.leader_ttl,
-            certs=settings.certs,
         )
         save_joined(self.ctx.root, self.settings)
         self.ctx.log.info(
