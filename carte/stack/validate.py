@@ -104,8 +104,10 @@ def check(manifest: Manifest, source: "Source", ceilings: Ceilings | None = None
         if net is None:
             continue
         where = ("networks", net_name)
-        if net.driver not in ("bridge", "default") and not net.external:
-            source.report((*where, "driver"), f'driver "{net.driver}" is not available; use bridge')
+        if net.driver not in ("bridge", "default", "overlay") and not net.external:
+            source.report(
+                (*where, "driver"), f'driver "{net.driver}" is not available; use bridge or overlay'
+            )
         if net.enable_ipv6:
             source.report(
                 (*where, "enable_ipv6"), "IPv6 networks are not available; remove enable_ipv6"

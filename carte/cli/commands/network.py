@@ -49,7 +49,12 @@ def _create(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway", default="", help="address inside the subnet")
     parser.add_argument("--internal", action="store_true", help="no traffic to the outside")
     parser.add_argument("-l", "--label", action="append", default=[], help="KEY=VALUE")
-    parser.add_argument("-d", "--driver", default="bridge", help="only bridge")
+    parser.add_argument(
+        "-d",
+        "--driver",
+        default="bridge",
+        help="bridge, or overlay (the same: in a cluster every network spans its nodes)",
+    )
     parser.add_argument(
         "-o", "--opt", action="append", default=[], help="KEY[=VALUE], e.g. encrypted=true"
     )
@@ -119,8 +124,8 @@ def _policy_rm(parser: argparse.ArgumentParser) -> None:
 
 def create(session: Session) -> int:
     args = session.args
-    if args.driver != "bridge":
-        return fail(f'network driver "{args.driver}" is unknown; use bridge')
+    if args.driver not in ("bridge", "overlay"):
+        return fail(f'network driver "{args.driver}" is unknown; use bridge or overlay')
     labels = {}
     for label in args.label:
         key, sep, value = label.partition("=")

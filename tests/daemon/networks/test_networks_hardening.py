@@ -77,3 +77,18 @@ def test_rotating_keys_outside_a_cluster_says_where_encryption_applies(carte: Da
         "carte: this daemon is not in a cluster: encrypted networks are carried between a "
         "cluster's nodes (carte cluster init, carte node join)"
     )
+
+
+def test_docker_swarms_overlay_driver_is_taken_and_others_are_refused(carte: Daemon) -> None:
+    made = carte.client("network", "create", "-d", "overlay", "swarmish")
+    try:
+        assert made.returncode == 0, made.stderr
+        assert "swarmish" in carte.client("network", "ls").stdout
+    finally:
+        carte.client("network", "rm", "swarmish")
+    refused = carte.client("network", "create", "-d", "macvlan", "other")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        'carte: network driver "macvlan" is unknown; use bridge or overlay'
+    )
+    assert "other" not in carte.client("network", "ls").stdout

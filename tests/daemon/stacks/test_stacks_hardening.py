@@ -119,3 +119,16 @@ def test_no_command_body_can_make_the_json_decoder_recurse() -> None:
                 pass
             except RecursionError:
                 pytest.fail(f"{cls.__name__}.{field.name} recurses on nested JSON")
+
+
+def test_a_swarm_stacks_overlay_driver_is_taken_and_others_are_named() -> None:
+    """Swarm stack files say ``driver: overlay``: every network of a Carte cluster spans the
+    nodes that use it, so it is taken; a driver Carte has not is refused by file and line."""
+    base = "services:\n  web:\n    image: busybox\n    networks: [front]\nnetworks:\n  front:\n"
+    manifest, _source, _warnings = load_manifest(base + "    driver: overlay\n", "c.yaml", {})
+    assert manifest.networks["front"] is not None
+    message, _took = refused(base + "    driver: macvlan\n")
+    assert message == (
+        'compose.yaml:7: networks.front.driver: driver "macvlan" is not available; '
+        "use bridge or overlay"
+    ), message
