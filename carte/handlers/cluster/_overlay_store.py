@@ -111,15 +111,10 @@ class TunnelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     generation: int = 0
 
 
-class TunnelPeer(msgspec.Struct, frozen=True, kw_only=True):
+class TunnelPeer(TunnelRecord, frozen=True, kw_only=True):
     """Another node's tunnel, with the underlay address its WireGuard packets go to."""
 
-    public_key: str
-    port: int
-    address: str
     endpoint: str
-    subnet: str = ""
-    generation: int = 0
 
 
 class Catalogue(msgspec.Struct, frozen=True, kw_only=True):

@@ -94,6 +94,17 @@ def capture(bridge: str, frames: list[bytes], stop: threading.Event) -> None:
     sock.close()
 
 
+def udp_frames(frames: list[bytes], port: int) -> int:
+    """How many captured IPv4/UDP frames go to or from ``port``."""
+    wanted = port.to_bytes(2, "big")
+    return sum(
+        1
+        for f in frames
+        if len(f) > 37 and f[12:14] == b"\x08\x00" and f[23] == 17
+        and wanted in (f[34:36], f[36:38])
+    )  # fmt: skip
+
+
 def exchange(mode: str) -> dict[str, object]:
     """Set both nodes up in `mode` ("wg" or "plain"), send the payload, capture the LAN."""
     subprocess.run(["ip", "link", "del", "lan0"], capture_output=True, check=False)
@@ -167,24 +178,13 @@ def exchange(mode: str) -> dict[str, object]:
     stop.set()
     catcher.join()
 
-    def udp_to(port: int) -> int:
-        wanted = port.to_bytes(2, "big")
-        return sum(
-            1
-            for f in frames
-            if len(f) > 37
-            and f[12:14] == b"\x08\x00"
-            and f[23] == 17
-            and wanted in (f[34:36], f[36:38])
-        )
-
     return {
         "sent": sent.returncode == 0,
         "received": received == PAYLOAD.decode(),
         "frames": len(frames),
         "plaintext_on_lan": any(PAYLOAD in f for f in frames),
-        "vxlan_in_clear": udp_to(4789),
-        "wireguard_frames": udp_to(51820),
+        "vxlan_in_clear": udp_frames(frames, 4789),
+        "wireguard_frames": udp_frames(frames, 51820),
         "error": sent.stderr[-500:],
     }
 
