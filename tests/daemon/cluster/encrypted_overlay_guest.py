@@ -35,8 +35,7 @@ SERVE = (
 
 
 def main() -> None:
-    # /tmp is an overlay here, which cannot hold containers' overlay upper directories
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700m", "tmpfs", "/tmp"], check=True)
+    fresh_tmp()
     import wireguard_guest_check as wire
     from support.busybox import make_rootfs_tar
     from support.cluster import WorkloadLab
@@ -62,6 +61,21 @@ def main() -> None:
     except Exception:  # the verdict says what failed; the test asserts on it
         verdict["error"] = traceback.format_exc()[-3000:]
     print("CARTE_ENC_VERDICT " + json.dumps(verdict), flush=True)
+
+
+def fresh_tmp() -> None:
+    """A tmpfs on /tmp: the guest's /tmp is an overlay, which cannot hold containers' overlay
+    upper directories. A checkout or virtualenv under /tmp (a CI clone) is bound back at its
+    path first, so this code and its interpreter stay where they were."""
+    keep = [p for p in {TESTS.parent, Path(sys.prefix).resolve()} if p.is_relative_to("/tmp")]
+    keep = [p for p in keep if not any(p != q and p.is_relative_to(q) for q in keep)]
+    for at, path in enumerate(keep):
+        Path(f"/run/keep{at}").mkdir()
+        subprocess.run(["mount", "--bind", str(path), f"/run/keep{at}"], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700m", "tmpfs", "/tmp"], check=True)
+    for at, path in enumerate(keep):
+        path.mkdir(parents=True)
+        subprocess.run(["mount", "--bind", f"/run/keep{at}", str(path)], check=True)
 
 
 def form_quickly(lab: Any, image: Path) -> None:
