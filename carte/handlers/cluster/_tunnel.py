@@ -86,7 +86,7 @@ class Tunnel:
                 assert self.keys is not None
                 if mine is None or mine.public_key != self.keys.public_key:
                     await self.publish()
-            except Unavailable as error:
+            except CarteError as error:  # a control plane away or refusing: tried again
                 self.handler.ctx.log.warning("WireGuard key not published", extra={"error": error})
                 await trio.sleep(1.0)
                 known = self.handler._catalogue
