@@ -77,7 +77,7 @@ def asking_node() -> str:
     """The ``?node=NAME`` of a request, checked against the peer's certificate."""
     node = request.args.get("node", "")
     if not node:
-        raise InvalidArgument(f"GET {request.path} needs ?node=NAME")
+        raise InvalidArgument(f"{request.method} {request.path} needs ?node=NAME")
     _check_peer(node)
     return node
 
