@@ -211,8 +211,10 @@ class LinkControl:
     def ensure_bridge(self, name: str, gateway: IPv4Interface, mtu: int) -> bool:
         """Create bridge `name` with `gateway` as its address and bring it up.
 
-        Idempotent: an existing bridge of that name ends up with exactly that IPv4 address
-        (others, left from an earlier subnet, are removed) and up.
+        Idempotent: an existing bridge of that name ends up with that IPv4 address and up;
+        other addresses, left from an earlier subnet, are removed, but not /32 ones: those are
+        service VIPs and overlay node addresses their owners keep there (a daemon restarting
+        must not take a VIP away while replicas use it).
         Returns True when the bridge was created. Raises `Conflict` if `name` exists but is
         not a bridge.
         """
@@ -242,7 +244,8 @@ class LinkControl:
         }
         try:
             for address, prefixlen in have - {wanted}:  # left from an earlier subnet
-                self._ipr.addr("del", index=index, address=address, prefixlen=prefixlen)
+                if prefixlen != 32:
+                    self._ipr.addr("del", index=index, address=address, prefixlen=prefixlen)
             if wanted not in have:
                 self._ipr.addr("add", index=index, address=wanted[0], prefixlen=wanted[1])
             self._ipr.link("set", index=index, state="up")

@@ -78,6 +78,7 @@ __all__ = [
 # Commands the daemon's handlers send each other: a plugin sending one would bypass the owner.
 __all__.remove("AttachContainerNetwork")
 __all__.remove("DetachContainerNetwork")
+__all__.remove("DrainReplica")
 __all__.remove("SetContainerEndpoint")
 __all__.remove("SetContainerHealth")
 __all__.remove("SetContainerRestarting")

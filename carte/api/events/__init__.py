@@ -104,6 +104,7 @@ from carte.api.events.networks import (
 from carte.api.events.stacks import (
     ApplyStack,
     AutoscaleDecision,
+    DrainReplica,
     GetRollout,
     InspectService,
     ListReplicas,
@@ -162,6 +163,7 @@ __all__ = [
     "DaemonStopping",
     "DetachContainerNetwork",
     "DisconnectNetwork",
+    "DrainReplica",
     "Event",
     "ExecInContainer",
     "Fact",

@@ -201,6 +201,16 @@ class ServiceAddressAssigned(Fact, frozen=True, kw_only=True):
     backends: list[str] = []
 
 
+class DrainReplica(Command[None], frozen=True, kw_only=True):
+    """Return once the kernel's load balancing sends no new connection to `container_id` (at
+    once when it balances to it nowhere). Owned by the services handler; the stacks handler
+    asks it between a replica's ReplicaNotReady and its stop."""
+
+    topic: ClassVar[str] = "service.drain"
+    public: ClassVar[bool] = False
+    container_id: str
+
+
 class AutoscaleDecision(Fact, frozen=True, kw_only=True):
     """One autoscaler evaluation of a service, with its inputs: the replicas it measured,
     each metric's utilization (percent of the request/limit, averaged over ready replicas)

@@ -31,6 +31,8 @@ from carte.api.errors import CarteError, Conflict
 from carte.api.events import (
     ContainerExited,
     ContainerRemoved,
+    DrainReplica,
+    Fact,
     InspectNetwork,
     ListReplicas,
     ReplicaNotReady,
@@ -74,6 +76,15 @@ class ServicesHandler(Handler):
         self._nursery: trio.Nursery | None = None
         """Forgetting flows runs here, beside the facts (a dump can take a second or two)."""
         self._flows_limiter = trio.CapacityLimiter(1)
+        self._balanced: set[str] = set()
+        """Container ids the applied table balances to."""
+        self._applied = trio.Event()
+        """Set (and replaced) each time a table is applied."""
+        self._early: list[Fact] | None = []
+        """Facts delivered while run() loads the VIPs and ready sets, handled in order after
+        it (None once loaded): a ReplicaReady handled against a half-loaded state would apply
+        a table without the other services, or none at all, and cut their traffic."""
+        self._replaying: Fact | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Rebuild VIPs and ready sets from the store and the stacks handler, then idle.
@@ -108,10 +119,29 @@ class ServicesHandler(Handler):
             await self._write_hosts(stack)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await self._replay_early()
             task_status.started()
             if self._provisional:
                 await self._expire_provisional()
             await trio.sleep_forever()
+
+    def _held(self, fact: Fact) -> bool:
+        """True when `fact` arrived before run() loaded the state: it is kept for later."""
+        if self._early is None or fact is self._replaying:
+            return False
+        self._early.append(fact)
+        return True
+
+    async def _replay_early(self) -> None:
+        """Handle the facts kept while loading, in order (more may arrive meanwhile)."""
+        while self._early:
+            fact = self._replaying = self._early.pop(0)
+            for fact_type, methods in self.facts.items():
+                if isinstance(fact, fact_type):
+                    for method in methods:
+                        await getattr(self, method)(fact)
+        self._replaying = None
+        self._early = None
 
     async def _expire_provisional(self) -> None:
         """Stop balancing to replicas not confirmed ready within `_PROVISIONAL` s of start."""
@@ -131,6 +161,8 @@ class ServicesHandler(Handler):
 
     @on(ServiceUpdated)
     async def service_updated(self, fact: ServiceUpdated) -> None:
+        if self._held(fact):
+            return
         key = f"{fact.stack}_{fact.service}"
         ports = [
             lb.ServicePort(port=p, target_port=p) for p in sorted(set(fact.container_ports))
@@ -166,6 +198,8 @@ class ServicesHandler(Handler):
 
     @on(ReplicaReady)
     async def replica_ready(self, fact: ReplicaReady) -> None:
+        if self._held(fact):
+            return
         if not fact.ip:
             return
         key = f"{fact.stack}_{fact.service}"
@@ -179,6 +213,8 @@ class ServicesHandler(Handler):
 
     @on(ReplicaNotReady)
     async def replica_not_ready(self, fact: ReplicaNotReady) -> None:
+        if self._held(fact):
+            return
         key = f"{fact.stack}_{fact.service}"
         address = self._ready.get(key, {}).pop(fact.container_id, None)
         if address is not None:
@@ -187,11 +223,23 @@ class ServicesHandler(Handler):
             if record is not None:  # its flows stay while it drains; forgotten when it ends
                 self._left[fact.container_id] = (record.bridge, address)
 
+    @on(DrainReplica)
+    async def drain_replica(self, command: DrainReplica) -> None:
+        """Wait until the applied table balances to the replica nowhere: once its
+        ReplicaNotReady (published before this request) has been applied. The caller bounds
+        the wait."""
+        while command.container_id in self._balanced or any(
+            command.container_id in ready for ready in self._ready.values()
+        ):
+            await self._applied.wait()
+
     @on(ContainerExited)
     @on(ContainerRemoved)
     async def replica_ended(self, fact: ContainerExited | ContainerRemoved) -> None:
         """A replica that ended (killed, say) leaves its services at once, before the stacks
         handler's ReplicaNotReady, and every flow to it is forgotten, open ones too."""
+        if self._held(fact):
+            return
         changed = [k for k, ready in self._ready.items() if fact.id in ready]
         left = self._left.pop(fact.id, None)
         for key in changed:
@@ -227,10 +275,14 @@ class ServicesHandler(Handler):
 
     @on(ServiceRemoved)
     async def service_removed(self, fact: ServiceRemoved) -> None:
+        if self._held(fact):
+            return
         await self._forget([f"{fact.stack}_{fact.service}"])
 
     @on(StackRemoved)
     async def stack_removed(self, fact: StackRemoved) -> None:
+        if self._held(fact):
+            return
         await self._forget([k for k, r in self._vips.items() if r.stack == fact.stack])
 
     # --- VIPs -------------------------------------------------------------------------------
@@ -335,6 +387,7 @@ class ServicesHandler(Handler):
                 )
                 for key, record in self._vips.items()
             ]
+            balanced = {c for key in self._vips for c in self._ready.get(key, {})}
             try:
                 await trio.to_thread.run_sync(
                     lb.apply, self._table, services, limiter=self._limiter
@@ -342,6 +395,9 @@ class ServicesHandler(Handler):
             except CarteError as error:
                 self.ctx.log.error("load-balancing table not applied: %s", error.message)
                 return
+            self._balanced = balanced
+            self._applied.set()
+            self._applied = trio.Event()
             for key, record in list(self._vips.items()):
                 ready = {c: str(ip) for c, ip in self._ready.get(key, {}).items()}
                 if ready != record.ready:  # kept for a restarted daemon

@@ -20,6 +20,7 @@ from carte.api.containers import ContainerSummary, PortSpec
 from carte.api.errors import CarteError, Conflict, NotFound
 from carte.api.events import (
     ConnectNetwork,
+    DrainReplica,
     ExecInContainer,
     InspectContainer,
     ListContainers,
@@ -48,8 +49,11 @@ if TYPE_CHECKING:
 # How often a service loop looks again without being woken (a safety net for missed facts).
 _POLL = 5.0
 # Between a ready replica's ReplicaNotReady and its stop: the services handler's nft update
-# is asynchronous (a subscriber), so new connections must have moved away before the stop.
+# is asynchronous (a subscriber), so the stop waits until it is applied (DrainReplica, at most
+# _DRAIN_MAX s on a busy host), then _DRAIN s more for connections that reached the replica
+# just before to be accepted before its server stops accepting.
 _DRAIN = 0.5
+_DRAIN_MAX = 10.0
 # How long a replica without a readiness probe or healthcheck must stay up to count as started.
 _NO_PROBE_GRACE = 30.0
 # The shortest readiness deadline of a rolling update's new replica, counted from its start:
@@ -380,15 +384,29 @@ class Converger:
         return was_ready
 
     async def retire(self, container_id: str, reason: str) -> None:
-        """Take a replica out of service (NotReady first, then `_DRAIN` s for the load
-        balancer to drop it), stop and remove it."""
+        """Take a replica out of service (NotReady first, then wait for the load balancer to
+        drop it), stop and remove it."""
         if await self.untrack(container_id, reason):
-            await trio.sleep(_DRAIN)
+            await self._drain(container_id)
         try:
             await self.ctx.bus.request(StopContainer(ref=container_id))
         except (NotFound, Conflict):
             pass
         await remove_if_present(self.ctx.bus, container_id)
+
+    async def _drain(self, container_id: str) -> None:
+        with trio.move_on_after(_DRAIN_MAX) as scope:
+            try:
+                await self.ctx.bus.request(DrainReplica(container_id=container_id))
+            except CarteError as error:  # no services handler: no balancing to wait for
+                self.ctx.log.debug("drain of %s: %s", container_id[:12], error.message)
+        if scope.cancelled_caught:
+            self.ctx.log.warning(
+                "replica %s still balanced to after %.0f s; stopping it anyway",
+                container_id[:12],
+                _DRAIN_MAX,
+            )
+        await trio.sleep(_DRAIN)
 
     async def retire_all(self, container_ids: list[str], reason: str) -> None:
         """`retire` several replicas side by side: each waits out its own stop signal and

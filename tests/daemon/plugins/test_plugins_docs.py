@@ -25,6 +25,7 @@ def test_every_fact_and_command_a_plugin_may_use_is_documented_with_its_topic() 
 INTERNAL = {
     "AttachContainerNetwork",
     "DetachContainerNetwork",
+    "DrainReplica",
     "SetContainerEndpoint",
     "SetContainerHealth",
     "SetContainerRestarting",

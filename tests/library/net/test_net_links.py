@@ -72,6 +72,8 @@ def test_ensure_bridge_replaces_an_address_left_from_an_earlier_subnet(lab: NetL
     bridge = lab.bridge("a")
     moved = lab.free_subnet()
     gateway = IPv4Interface(f"{moved.network_address + 1}/{moved.prefixlen}")
+    vip = f"{moved.network_address + 200}/32"  # a service VIP, as a restarting daemon finds it
+    subprocess.run(["ip", "address", "add", vip, "dev", bridge.name], check=True)
 
     lab.links.ensure_bridge(bridge.name, gateway, lab.mtu)
 
@@ -82,7 +84,7 @@ def test_ensure_bridge_replaces_an_address_left_from_an_earlier_subnet(lab: NetL
         check=True,
     ).stdout
     addresses = [f"{a['local']}/{a['prefixlen']}" for a in json.loads(shown)[0]["addr_info"]]
-    assert addresses == [str(gateway)]
+    assert sorted(addresses) == sorted([str(gateway), vip])  # the VIP stays: its owner keeps it
 
 
 def test_connect_to_a_missing_namespace_leaves_nothing_behind(lab: NetLab) -> None:
