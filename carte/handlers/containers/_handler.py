@@ -651,6 +651,14 @@ class ContainersHandler(Handler):
                 self.ctx.log.warning("container %s: %s", record.short_id, error.message)
         return joined
 
+    async def _veths_gone(self, container_id: str) -> None:
+        """Wait until the network handler deleted the veths of a container it detached (it
+        does so after answering the detach, while the exit is recorded)."""
+        with trio.move_on_after(DETACH_GRACE):
+            await _ignore_errors(
+                self.ctx.bus.request(DetachContainerNetwork(container_id=container_id))
+            )
+
     async def _fail_start(self, record: ContainerRecord, error: CarteError) -> None:
         await _ignore_errors(self.ctx.bus.request(DetachContainerNetwork(container_id=record.id)))
         await end_parked_container(self.state_dir, record.id)
@@ -667,6 +675,7 @@ class ContainersHandler(Handler):
             )
 
         await _ignore_errors(self._update(record.id, failed))
+        await self._veths_gone(record.id)
         self._finish_run(
             record.id, self._runs.get(record.id), WaitResult(status_code=code, error=error.message)
         )
@@ -771,6 +780,8 @@ class ContainersHandler(Handler):
             if record.config.auto_remove:
                 # Before waiters hear of the exit, so `run --rm` returns with the container gone.
                 await _ignore_errors(self._remove(record, volumes=True, exited=True))
+            if detach and current.config.network not in ("none", "host"):
+                await self._veths_gone(container_id)
             self._finish_run(container_id, run, result)
 
     # --- stop, kill, restart ------------------------------------------------------------------

@@ -161,6 +161,8 @@ class NetworkHandler(Handler):
         self._bridges_up: set[str] = set()
         """Bridges made (with sysctls and DNS) since start, so an attach skips that work."""
         self._dns_scopes: dict[str, trio.CancelScope] = {}
+        self._unplugging: dict[str, trio.Event] = {}
+        """Stopped containers whose host veth ends are being deleted after their detach."""
         self._nursery: trio.Nursery | None = None
         upstreams = [parse_upstream(u) for u in settings.dns_upstreams] or host_upstreams()
         self.resolver = Resolver(
@@ -685,6 +687,7 @@ class NetworkHandler(Handler):
         """Plug a created container into a network with a default route through it."""
         started = trio.current_time()
         labels = dict(command.labels)
+        await self._unplugged(command.container_id)  # a restart: its veth names are taken
         async with self._lock:
             endpoint = await self._attach(
                 self._network(command.network),
@@ -857,15 +860,58 @@ class NetworkHandler(Handler):
 
     @on(DetachContainerNetwork)
     async def detach(self, command: DetachContainerNetwork) -> None:
-        """Remove the container from every network; idempotent (``-`` is a no-op probe)."""
-        async with self._lock:
-            for network in list(self._networks.values()):
-                if command.container_id in network.endpoints:
-                    await self._detach(network, command.container_id)
+        """Remove the stopped container from every network; idempotent (``-`` is a no-op
+        probe). Deleting a veth pair costs the kernel 6-16 ms, so the records are updated
+        and the answer given first, and the pairs deleted after it; a detach that finds the
+        container on no network waits until they are gone (the containers handler asks
+        twice: before the exit is recorded, and before waiters hear of it)."""
+        container_id = command.container_id
+        ifnames: list[str] = []
+        try:
+            async with self._lock:
+                for network in list(self._networks.values()):
+                    if container_id in network.endpoints:
+                        ifnames.append(network.endpoints[container_id].host_ifname)
+                        await self._detach(network, container_id, unplug=False)
+        finally:
+            if ifnames:
+                done = self._unplugging[container_id] = trio.Event()
+                if self._nursery is None:  # the handler has stopped: at once
+                    await self._unplug(ifnames, done)
+                else:
+                    self._nursery.start_soon(self._unplug, ifnames, done)
+        if not ifnames:
+            await self._unplugged(container_id)
 
-    async def _detach(self, network: NetworkRecord, container_id: str) -> None:
+    async def _unplug(self, ifnames: list[str], done: trio.Event) -> None:
+        """Delete host veth ends (with their peers), also when the daemon is stopping."""
+        try:
+            with trio.CancelScope(shield=True):
+                for ifname in ifnames:
+                    try:
+                        await self._host(partial(_delete_link, name=ifname))
+                    except CarteError as error:  # the restarted daemon's reconcile retries
+                        self.ctx.log.warning("veth %s not deleted: %s", ifname, error.message)
+        finally:
+            done.set()
+            for container_id, event in list(self._unplugging.items()):
+                if event is done:
+                    del self._unplugging[container_id]
+
+    async def _unplugged(self, container_id: str) -> None:
+        """Wait until the container's veth ends deleted after a detach are gone."""
+        pending = self._unplugging.get(container_id)
+        if pending is not None:
+            await pending.wait()
+
+    async def _detach(
+        self, network: NetworkRecord, container_id: str, *, unplug: bool = True
+    ) -> None:
+        """Take the container off `network`; its host veth end is deleted first if `unplug`,
+        else left to the caller."""
         endpoint = network.endpoints[container_id]
-        await self._host(lambda links: links.delete_link(endpoint.host_ifname))
+        if unplug:
+            await self._host(lambda links: links.delete_link(endpoint.host_ifname))
         rest = {k: v for k, v in network.endpoints.items() if k != container_id}
         updated = msgspec.structs.replace(network, endpoints=rest)
         await self._save(updated)

@@ -8,6 +8,7 @@ from typing import Any
 
 from support.containers import ok, run_detached
 from support.daemon import Daemon
+from support.leftovers import bridge_ports  # noqa: F401  (sysfs: read at once, no `ip`)
 
 HTTP_GET = "printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port}"
 
@@ -61,13 +62,6 @@ def nft_table(name: str, family: str = "ip") -> str | None:
 def link_exists(name: str) -> bool:
     done = subprocess.run(["ip", "link", "show", name], capture_output=True, check=False)
     return done.returncode == 0
-
-
-def bridge_ports(bridge: str) -> list[str]:
-    done = subprocess.run(
-        ["ip", "-o", "link", "show", "master", bridge], capture_output=True, text=True
-    )
-    return [line.split(":")[1].strip().split("@")[0] for line in done.stdout.splitlines()]
 
 
 def wait_until(condition: Any, timeout: float = 20.0) -> None:

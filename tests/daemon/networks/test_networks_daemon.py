@@ -6,7 +6,16 @@ import json
 import socket
 import subprocess
 
-from networks_lab import fails, fetch_from, host_fetch, network, ok, serve_http, wait_until
+from networks_lab import (
+    bridge_ports,
+    fails,
+    fetch_from,
+    host_fetch,
+    network,
+    ok,
+    serve_http,
+    wait_until,
+)
 from support.daemon import Daemon
 
 
@@ -124,6 +133,28 @@ def test_connect_and_disconnect_a_running_container(carte: Daemon) -> None:
     assert fetch_from(carte, "second-name", "--network", "n1second") == ""
     assert list(_networks_of(carte, "both")) == ["n1first"]
     ok(carte.client("network", "rm", "n1second"))
+
+
+def test_no_veth_is_left_once_run_rm_stop_or_rm_returned(carte: Daemon) -> None:
+    """The network handler deletes a stopped container's veth pair after answering its
+    detach (off the exit's path); the commands still return only once it is gone, and a
+    restart gets its interface back."""
+    ok(carte.client("network", "create", "n1unplug"))
+    bridge = network(carte, "n1unplug")["bridge"]
+    for _ in range(3):
+        ok(carte.client("run", "--rm", "--network", "n1unplug", "busybox", "true"))
+        assert bridge_ports(bridge) == []
+    ok(carte.client("run", "-d", "--name", "unplugged", "--network", "n1unplug",
+                    "busybox", "sleep", "600"))  # fmt: skip
+    assert len(bridge_ports(bridge)) == 1
+    ok(carte.client("stop", "-t", "0", "unplugged"))
+    assert bridge_ports(bridge) == []
+    ok(carte.client("start", "unplugged"))
+    out = ok(carte.client("exec", "unplugged", "ip", "-o", "-4", "addr", "show", "eth0"))
+    assert network(carte, "n1unplug")["containers"][0]["ip_address"] in out
+    ok(carte.client("rm", "-f", "unplugged"))
+    assert bridge_ports(bridge) == []
+    assert network(carte, "n1unplug")["containers"] == []
 
 
 def test_a_connected_network_is_joined_again_at_each_start(carte: Daemon) -> None:
