@@ -55,6 +55,8 @@ class NetworkAddressing(_Wire, kw_only=True):
 class Network(NetworkAddressing, kw_only=True):
     """`carte network inspect`: a network, its members, policies and denied-packet counts."""
 
+    driver: str = "bridge"
+    """"bridge", or "overlay" for a network spanning the cluster's nodes."""
     containers: list[NetworkMember] = []
     policies: list[NetworkPolicy] = []
     denied_packets: int = 0

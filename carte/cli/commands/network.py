@@ -163,7 +163,7 @@ def list_networks(session: Session) -> int:
         lambda n: [
             n["id"],
             n["name"],
-            "bridge",
+            n.get("driver", "bridge"),
             n["subnet"],
             "yes" if n["internal"] else "no",
             len(n["containers"]),
@@ -200,7 +200,7 @@ def _network_filter(filters: list[str]) -> Callable[[dict[str, Any]], bool]:
             name, has_value, expected = value.partition("=")
             return name in labels and (not has_value or labels[name] == expected)
         if key == "driver":
-            return value == "bridge"
+            return bool(value == network.get("driver", "bridge"))
         if key == "type":
             return (network["name"] in _BUILTIN) == (value == "builtin")
         return (not network["containers"]) == (value in ("true", "1"))  # dangling
@@ -214,10 +214,12 @@ def _network_filter(filters: list[str]) -> Callable[[dict[str, Any]], bool]:
 def _network_fields(network: dict[str, Any]) -> dict[str, Any]:
     """A network under Docker's `network ls --format` names."""
     labels = ",".join(f"{k}={v}" for k, v in (network.get("labels") or {}).items())
+    driver = network.get("driver", "bridge")
     return {
-        "ID": network["id"], "Name": network["name"], "Driver": "bridge",
-        "Scope": "local", "Internal": network["internal"], "IPv6": False,
-        "CreatedAt": network["created"], "Labels": labels, "Subnet": network["subnet"],
+        "ID": network["id"], "Name": network["name"], "Driver": driver,
+        "Scope": "swarm" if driver == "overlay" else "local", "Internal": network["internal"],
+        "IPv6": False, "CreatedAt": network["created"], "Labels": labels,
+        "Subnet": network["subnet"],
     }  # fmt: skip
 
 

@@ -303,8 +303,8 @@ def network_shape(network: Network) -> dict[str, Any]:
         "Name": network.name,
         "Id": network.id,
         "Created": network.created,
-        "Scope": "local",
-        "Driver": "bridge",
+        "Scope": "swarm" if network.driver == "overlay" else "local",
+        "Driver": network.driver,
         "EnableIPv6": False,
         "IPAM": {"Driver": "default", "Options": None, "Config": [subnet] if subnet else []},
         "Internal": network.internal,
@@ -323,7 +323,13 @@ def network_shape(network: Network) -> dict[str, Any]:
         },
         # as dockerd: only the default network says its bridge; a user network has the options
         # it was created with, none here (Compose recreates a network whose options differ)
-        "Options": {"com.docker.network.bridge.name": network.bridge} if default else {},
+        "Options": (
+            {"com.docker.network.bridge.name": network.bridge}
+            if default
+            else {"encrypted": "true"}
+            if network.encrypted
+            else {}
+        ),
         "Labels": network.labels,
     }
 

@@ -628,6 +628,7 @@ class NetworkHandler(Handler):
             internal=network.internal,
             labels=network.labels,
             encrypted=network.encrypted,
+            driver="overlay" if network.is_overlay else "bridge",
             containers=[
                 NetworkMember(
                     container_id=e.container_id,

@@ -77,6 +77,11 @@ def test_containers_on_two_nodes_talk_over_the_overlay(lab: WorkloadLab) -> None
         lab.carte(node, "network", "create", "front")
     seen = [inspect(lab, node, "front") for node in lab.nodes]
     assert len({n["subnet"] for n in seen}) == 1, "one subnet for the whole cluster"
+    assert {n["driver"] for n in seen} == {"overlay"}
+    listed = lab.carte(node1, "network", "ls", "-f", "driver=overlay", "--format",
+                       "{{.Name}} {{.Driver}} {{.Scope}}").stdout.split("\n")  # fmt: skip
+    assert "front overlay swarm" in listed, listed
+    assert "front" not in lab.carte(node1, "network", "ls", "-f", "driver=bridge").stdout
     web = serve(lab, node2, "web2", "front")
     web3 = serve(lab, node3, "web3", "front")
     assert web != web3, "each node hands out addresses from its own slice"
