@@ -38,6 +38,8 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 from support.busybox import make_rootfs_tar  # noqa: E402
 from support.cluster import LabNode, WorkloadLab  # noqa: E402
 
+from bench.results import emit  # noqa: E402
+
 PORT = 5201
 ECHO_PORT = 5300
 SERVE = "echo served-by-$(hostname) > /index.html && exec httpd -f -p 80 -h /"
@@ -278,10 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             remove_bare(lab)
             lab.empty_and_stop()
     shutil.rmtree(workdir, ignore_errors=True)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return results
+    return emit(results, args.json)
 
 
 if __name__ == "__main__":

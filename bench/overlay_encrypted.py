@@ -18,7 +18,6 @@ of the cost (ChaCha20 emulated against a plain copy).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -28,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
 from support.vm import run_in_vm  # noqa: E402
+
+from bench.results import emit  # noqa: E402
 
 GUEST = Path(__file__).with_name("overlay_encrypted_guest.py")
 VERDICT = "CARTE_BENCH_ENC "
@@ -42,10 +43,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = run_in_vm(GUEST, VERDICT, timeout=1800, memory="2G")
     if "error" in results:
         raise SystemExit(f"the guest failed:\n{results['error']}")
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return results
+    return emit(results, args.json)
 
 
 if __name__ == "__main__":

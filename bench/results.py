@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -108,3 +110,11 @@ def format_value(value: float | None, unit: str) -> str:
 
 def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
+
+
+def emit(results: dict[str, Any], path: Path | None) -> dict[str, Any]:
+    """Print a script's `results` as JSON, write them to `path` too when given; return them."""
+    print(json.dumps(results, indent=2))
+    if path:
+        path.write_text(json.dumps(results, indent=2) + "\n")
+    return results
