@@ -133,3 +133,5 @@ class ServiceDetails(_Wire, kw_only=True):
     spec: dict[str, object] = {}
     replicas: list[ReplicaSummary] = []
     rollout: Rollout | None = None
+    vip: str = ""
+    """The service's virtual IP on its stack network ("" until assigned, or in a cluster)."""

@@ -79,6 +79,7 @@ __all__ = [
 __all__.remove("AttachContainerNetwork")
 __all__.remove("DetachContainerNetwork")
 __all__.remove("DrainReplica")
+__all__.remove("GetServiceAddress")
 __all__.remove("SetContainerEndpoint")
 __all__.remove("SetContainerHealth")
 __all__.remove("SetContainerRestarting")

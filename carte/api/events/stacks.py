@@ -211,6 +211,16 @@ class DrainReplica(Command[None], frozen=True, kw_only=True):
     container_id: str
 
 
+class GetServiceAddress(Command[str], frozen=True, kw_only=True):
+    """The VIP of `service` of `stack` ("" when it has none). Owned by the services handler;
+    `InspectService` shows it."""
+
+    topic: ClassVar[str] = "service.address_get"
+    public: ClassVar[bool] = False
+    stack: str
+    service: str
+
+
 class AutoscaleDecision(Fact, frozen=True, kw_only=True):
     """One autoscaler evaluation of a service, with its inputs: the replicas it measured,
     each metric's utilization (percent of the request/limit, averaged over ready replicas)

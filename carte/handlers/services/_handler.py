@@ -33,6 +33,7 @@ from carte.api.events import (
     ContainerRemoved,
     DrainReplica,
     Fact,
+    GetServiceAddress,
     InspectNetwork,
     ListReplicas,
     ReplicaNotReady,
@@ -232,6 +233,11 @@ class ServicesHandler(Handler):
             command.container_id in ready for ready in self._ready.values()
         ):
             await self._applied.wait()
+
+    @on(GetServiceAddress)
+    async def service_address(self, command: GetServiceAddress) -> str:
+        record = self._vips.get(f"{command.stack}_{command.service}")
+        return record.vip if record is not None else ""
 
     @on(ContainerExited)
     @on(ContainerRemoved)

@@ -32,6 +32,7 @@ from carte.api.events import (
     CreateVolume,
     GetClusterStatus,
     GetRollout,
+    GetServiceAddress,
     HealthChanged,
     InspectContainer,
     InspectImage,
@@ -719,6 +720,12 @@ class StacksHandler(Handler):
             )
         return record
 
+    async def _vip(self, stack: str, service: str) -> str:
+        try:
+            return await self.ctx.bus.request(GetServiceAddress(stack=stack, service=service))
+        except CarteError:  # the services handler is down or disabled: no VIP to show
+            return ""
+
     @on(InspectService)
     async def inspect(self, command: InspectService) -> ServiceDetails:
         record = await self._record(command.stack, command.service)
@@ -732,6 +739,7 @@ class StacksHandler(Handler):
             spec=msgspec.to_builtins(record.spec),
             replicas=replicas,
             rollout=record.rollout,
+            vip=await self._vip(record.stack, record.name),
         )
 
     # --- changes -------------------------------------------------------------------------

@@ -26,6 +26,7 @@ INTERNAL = {
     "AttachContainerNetwork",
     "DetachContainerNetwork",
     "DrainReplica",
+    "GetServiceAddress",
     "SetContainerEndpoint",
     "SetContainerHealth",
     "SetContainerRestarting",

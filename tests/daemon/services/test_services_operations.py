@@ -7,6 +7,7 @@ the replicas' /etc/hosts."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -91,6 +92,8 @@ class Stream:
 def test_vip_reaches_a_port_no_compose_key_lists(daemon: Daemon, tmp_path: Path) -> None:
     address = deploy(daemon, tmp_path, 1)
     assert http_get(address, 8080) == replicas(daemon)[0]["container_id"][:12]
+    shown = json.loads(ok(daemon.client("--format", "json", "service", "inspect", "svc_web")))
+    assert (shown[0] if isinstance(shown, list) else shown)["vip"] == address
 
 
 @pytest.mark.slow
