@@ -1,4 +1,6 @@
-"""Bridges and veth pairs, programmed through rtnetlink with pyroute2 (synchronous).
+"""Bridges and veth pairs, programmed through rtnetlink (synchronous): pyroute2, and for the
+few requests of a container's start path (the veth pair, its address, link state and route,
+look-ups and deletes) hand-packed batches from `carte.net.rtnetlink`.
 
 One `LinkControl` holds one netlink socket in the host namespace and reuses it for every
 call (opening a socket per call costs milliseconds per container start). It may be used from
@@ -26,24 +28,13 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from carte.api.errors import Conflict, Internal, NotFound
+from carte.net import rtnetlink as nl
 from carte.net.netns import on_own_thread
 
 _CLONE_NEWNET = 0x40000000
 _IFNAMSIZ = 15
 DEFAULT_MTU = 1500
 _LOOPBACK_INDEX = 1  # lo is always ifindex 1 in every network namespace
-
-# rtnetlink, as in <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if_link.h>, <linux/veth.h>
-_NLMSG_ERROR = 2
-_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_EXCL, _NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
-_RTM_NEWLINK, _RTM_DELLINK, _RTM_GETLINK, _RTM_NEWADDR, _RTM_NEWROUTE = 16, 17, 18, 20, 24
-_IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_MASTER, _IFLA_LINKINFO = 1, 3, 4, 10, 18
-_IFLA_NET_NS_FD, _IFLA_INFO_KIND, _IFLA_INFO_DATA, _VETH_INFO_PEER = 28, 1, 2, 1
-_IFA_ADDRESS, _IFA_LOCAL, _RTA_OIF, _RTA_GATEWAY = 1, 2, 4, 5
-_IFF_UP = 0x1
-_HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
-# rtmsg of a default route: family, dst_len, src_len, tos, table, protocol, scope, type, flags
-_DEFAULT_ROUTE = struct.pack("=8BI", socket.AF_INET, 0, 0, 0, 254, 4, 0, 1, 0)
 
 
 @dataclass(frozen=True)
@@ -91,10 +82,6 @@ def _check_ifname(name: str) -> None:
         )
 
 
-def _route_socket() -> socket.socket:
-    return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
-
-
 def _netlink_socket_in(nsfd: int, path: Path) -> socket.socket:
     """A NETLINK_ROUTE socket living in the namespace open as `nsfd` (from `path`).
 
@@ -107,7 +94,7 @@ def _netlink_socket_in(nsfd: int, path: Path) -> socket.socket:
         if libc.setns(nsfd, _CLONE_NEWNET) != 0:
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code))
-        return _route_socket()
+        return nl.route_socket()
 
     try:
         return on_own_thread(join_and_open, name="carte-netns-socket")
@@ -116,96 +103,6 @@ def _netlink_socket_in(nsfd: int, path: Path) -> socket.socket:
             f"network namespace {path} cannot be entered ({exc.strerror}); "
             "is the container still running?"
         ) from None
-
-
-def _attr(kind: int, value: bytes) -> bytes:
-    """One netlink attribute (rtattr), padded to 4 bytes."""
-    length = 4 + len(value)
-    return struct.pack("=HH", length, kind) + value + bytes(-length % 4)
-
-
-def _u32(kind: int, value: int) -> bytes:
-    return _attr(kind, struct.pack("=I", value))
-
-
-def _name(kind: int, name: str) -> bytes:
-    return _attr(kind, name.encode() + b"\0")
-
-
-def _get_link(ifname: str) -> tuple[int, int, bytes]:
-    return (_RTM_GETLINK, _NLM_F_REQUEST, _ifinfo() + _name(_IFLA_IFNAME, ifname))
-
-
-def _ifinfo(index: int = 0, up: bool = False) -> bytes:
-    """struct ifinfomsg; `up` sets IFF_UP."""
-    flag = _IFF_UP if up else 0
-    return struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, flag, flag)
-
-
-class _Failure(Exception):
-    """A request the kernel refused: its position in the batch and the errno."""
-
-    def __init__(self, position: int, code: int) -> None:
-        super().__init__(position, code)
-        self.position = position
-        self.code = code
-        self.reason = os.strerror(code)
-
-
-class _Rtnl:
-    """Plain rtnetlink requests over one socket, sent in one batch and answered in order.
-
-    pyroute2 runs an event loop per request (~0.5 ms each); these few fixed requests of the
-    start path need no parser, so they are packed and read here (~0.03 ms each).
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._socket = sock
-        self._sequence = 0
-
-    def close(self) -> None:
-        self._socket.close()
-
-    def call(self, *requests: tuple[int, int, bytes]) -> list[bytes]:
-        """Send (type, flags, body) requests at once; per request its answer's payload
-        (empty for an acknowledgement). Raises `_Failure` for the first one refused, after
-        every answer was read (the kernel goes on with the requests after a refused one)."""
-        first = self._sequence + 1
-        batch = []
-        for kind, flags, body in requests:
-            self._sequence += 1
-            header = _HEADER.pack(_HEADER.size + len(body), kind, flags, self._sequence, 0)
-            batch.append(header + body)
-        self._socket.sendall(b"".join(batch))
-        answers: dict[int, bytes] = {}
-        failures: dict[int, int] = {}
-        while len(answers) + len(failures) < len(requests):
-            data = self._socket.recv(1 << 16)
-            offset = 0
-            while offset + _HEADER.size <= len(data):
-                length, kind, _, sequence, _ = _HEADER.unpack_from(data, offset)
-                payload = data[offset + _HEADER.size : offset + length]
-                offset += (length + 3) & ~3
-                if not first <= sequence <= self._sequence:
-                    continue  # an answer to an earlier, abandoned batch
-                position = sequence - first
-                if kind == _NLMSG_ERROR and struct.unpack_from("=i", payload)[0] < 0:
-                    failures[position] = -struct.unpack_from("=i", payload)[0]
-                else:
-                    answers[position] = b"" if kind == _NLMSG_ERROR else payload
-        if failures:
-            position = min(failures)
-            raise _Failure(position, failures[position])
-        return [answers[i] for i in range(len(requests))]
-
-    def index_of(self, ifname: str) -> int | None:
-        try:
-            (answer,) = self.call(_get_link(ifname))
-        except _Failure as failure:
-            if failure.code == errno.ENODEV:
-                return None
-            raise
-        return int(struct.unpack_from("=BxHiII", answer)[2])
 
 
 class _HostChanges:
@@ -245,7 +142,7 @@ class LinkControl:
 
     def __init__(self) -> None:
         self._ipr: Any = IPRoute(groups=0)
-        self._rtnl = _Rtnl(_route_socket())
+        self._rtnl = nl.Rtnl(nl.route_socket())
         self._changes = _HostChanges()
         self._host_networks: dict[str | None, list[IPv4Network]] = {}
 
@@ -265,7 +162,7 @@ class LinkControl:
     def index_of(self, ifname: str) -> int | None:
         try:
             return self._rtnl.index_of(ifname)
-        except _Failure as failure:
+        except nl.Failure as failure:
             raise Internal(f'cannot look up interface "{ifname}": {failure.reason}') from None
 
     def host_networks(self, *, besides: str | None = None) -> list[IPv4Network]:
@@ -388,28 +285,28 @@ class LinkControl:
                 "is the container still running?"
             ) from None
         peer = (
-            _ifinfo()  # up only once configured: veth refuses to open before its pair exists
-            + _name(_IFLA_IFNAME, ifname)
-            + _u32(_IFLA_NET_NS_FD, nsfd)
-            + _u32(_IFLA_MTU, mtu)
-            + _attr(_IFLA_ADDRESS, bytes.fromhex(mac.replace(":", "")))
+            nl.ifinfo()  # up only once configured: veth refuses to open before its pair exists
+            + nl.string(nl.IFLA_IFNAME, ifname)
+            + nl.u32(nl.IFLA_NET_NS_FD, nsfd)
+            + nl.u32(nl.IFLA_MTU, mtu)
+            + nl.attr(nl.IFLA_ADDRESS, bytes.fromhex(mac.replace(":", "")))
         )
         veth = (
-            _ifinfo(up=True)
-            + _name(_IFLA_IFNAME, host_ifname)
-            + _u32(_IFLA_MTU, mtu)
-            + _u32(_IFLA_MASTER, bridge_index)
-            + _attr(
-                _IFLA_LINKINFO,
-                _name(_IFLA_INFO_KIND, "veth")
-                + _attr(_IFLA_INFO_DATA, _attr(_VETH_INFO_PEER, peer)),
+            nl.ifinfo(up=True)
+            + nl.string(nl.IFLA_IFNAME, host_ifname)
+            + nl.u32(nl.IFLA_MTU, mtu)
+            + nl.u32(nl.IFLA_MASTER, bridge_index)
+            + nl.attr(
+                nl.IFLA_LINKINFO,
+                nl.string(nl.IFLA_INFO_KIND, "veth")
+                + nl.attr(nl.IFLA_INFO_DATA, nl.attr(nl.VETH_INFO_PEER, peer)),
             )
         )
-        create = _NLM_F_REQUEST | _NLM_F_ACK | _NLM_F_CREATE | _NLM_F_EXCL
+        create = nl.NLM_F_REQUEST | nl.NLM_F_ACK | nl.NLM_F_CREATE | nl.NLM_F_EXCL
         try:
             try:
-                self._rtnl.call((_RTM_NEWLINK, create, veth))
-            except _Failure as failure:
+                self._rtnl.call((nl.RTM_NEWLINK, create, veth))
+            except nl.Failure as failure:
                 if failure.code == errno.EEXIST:
                     raise Conflict(
                         f'interface "{host_ifname}" (or "{ifname}" in {path}) already exists; '
@@ -435,39 +332,39 @@ class LinkControl:
     ) -> None:
         """In the namespace: lo up, then `address` on `ifname` and the default route via
         `gateway` (if any), as one batch of requests."""
-        inside = _Rtnl(_netlink_socket_in(nsfd, path))
-        acked = _NLM_F_REQUEST | _NLM_F_ACK
+        inside = nl.Rtnl(_netlink_socket_in(nsfd, path))
+        acked = nl.NLM_F_REQUEST | nl.NLM_F_ACK
         steps = [f"find {ifname}", "bring lo up"]
         try:
             answer, _ = inside.call(
-                _get_link(ifname), (_RTM_NEWLINK, acked, _ifinfo(_LOOPBACK_INDEX, up=True))
+                nl.get_link(ifname), (nl.RTM_NEWLINK, acked, nl.ifinfo(_LOOPBACK_INDEX, up=True))
             )
-            index = int(struct.unpack_from("=BxHiII", answer)[2])
+            index = nl.index_in(answer)
             ip = address.ip.packed
             requests = [
                 (
-                    _RTM_NEWADDR,
-                    acked | _NLM_F_CREATE | _NLM_F_EXCL,
+                    nl.RTM_NEWADDR,
+                    acked | nl.NLM_F_CREATE | nl.NLM_F_EXCL,
                     struct.pack("=BBBBI", socket.AF_INET, address.network.prefixlen, 0, 0, index)
-                    + _attr(_IFA_LOCAL, ip)
-                    + _attr(_IFA_ADDRESS, ip),
+                    + nl.attr(nl.IFA_LOCAL, ip)
+                    + nl.attr(nl.IFA_ADDRESS, ip),
                 )
             ]
-            requests.append((_RTM_NEWLINK, acked, _ifinfo(index, up=True)))
+            requests.append((nl.RTM_NEWLINK, acked, nl.ifinfo(index, up=True)))
             steps = [f"add {address} to {ifname}", f"bring {ifname} up"]
             if gateway is not None:
                 steps.append(f"add a default route via {gateway}")
                 requests.append(
                     (
-                        _RTM_NEWROUTE,
-                        acked | _NLM_F_CREATE | _NLM_F_EXCL,
-                        _DEFAULT_ROUTE
-                        + _attr(_RTA_GATEWAY, gateway.packed)
-                        + _u32(_RTA_OIF, index),
+                        nl.RTM_NEWROUTE,
+                        acked | nl.NLM_F_CREATE | nl.NLM_F_EXCL,
+                        nl.DEFAULT_ROUTE
+                        + nl.attr(nl.RTA_GATEWAY, gateway.packed)
+                        + nl.u32(nl.RTA_OIF, index),
                     )
                 )
             inside.call(*requests)
-        except _Failure as failure:
+        except nl.Failure as failure:
             step = steps[failure.position]
             raise Internal(f"cannot {step} in {path}: {failure.reason}") from None
         finally:
@@ -495,10 +392,10 @@ class LinkControl:
 
         Idempotent: returns False when there was nothing to delete.
         """
-        request = _ifinfo() + _name(_IFLA_IFNAME, ifname)
+        request = nl.ifinfo() + nl.string(nl.IFLA_IFNAME, ifname)
         try:
-            self._rtnl.call((_RTM_DELLINK, _NLM_F_REQUEST | _NLM_F_ACK, request))
-        except _Failure as failure:
+            self._rtnl.call((nl.RTM_DELLINK, nl.NLM_F_REQUEST | nl.NLM_F_ACK, request))
+        except nl.Failure as failure:
             if failure.code == errno.ENODEV:
                 return False
             raise Internal(f'cannot delete interface "{ifname}": {failure.reason}') from None
